@@ -1,0 +1,25 @@
+"""The engine: transactions, in-memory indexes, read sets and subscriptions."""
+
+from __future__ import annotations
+
+from ._context import ActionCtx, Auth, Identity, MutationCtx, QueryCtx
+from ._database import DatabaseReader, DatabaseWriter, IndexRange, Query
+from ._engine import Engine, QueryListener, SharedQuery
+from ._results import FunctionResult, Limits
+
+__all__ = [
+    "ActionCtx",
+    "Auth",
+    "DatabaseReader",
+    "DatabaseWriter",
+    "Engine",
+    "FunctionResult",
+    "Identity",
+    "IndexRange",
+    "Limits",
+    "MutationCtx",
+    "Query",
+    "QueryCtx",
+    "QueryListener",
+    "SharedQuery",
+]

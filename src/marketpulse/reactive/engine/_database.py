@@ -1,0 +1,324 @@
+"""``ctx.db``: the database API functions use (``get``, ``query``, ``insert`` ...)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
+
+from ._keys import TOP, encode_value
+from ._store import Document
+from ._transaction import Scan, Transaction
+
+__all__ = ["DatabaseReader", "DatabaseWriter", "IndexRange", "Query"]
+
+
+class IndexRange:
+    """Builds an index range: ``eq`` on a prefix of the index fields, then optionally a lower
+    bound (``gt``/``gte``) and an upper bound (``lt``/``lte``) on the next field."""
+
+    def __init__(self, table: str, index: str, fields: tuple[str, ...]) -> None:
+        self._where = f"{table}.{index}"
+        self._fields = fields
+        self._eq: list[bytes] = []
+        self._range_field: str | None = None
+        self._lower: tuple[bytes, bool] | None = None  # (encoded value, inclusive)
+        self._upper: tuple[bytes, bool] | None = None
+
+    def _next_field(self) -> str | None:
+        n = len(self._eq)
+        return self._fields[n] if n < len(self._fields) else None
+
+    def _encode(self, value: Any) -> bytes:
+        try:
+            return encode_value(value)
+        except TypeError as exc:
+            raise ValueError(f"index range on {self._where}: {exc}") from exc
+
+    def eq(self, field: str, value: Any) -> IndexRange:
+        """Restrict the next index field to ``value``."""
+        if self._range_field is not None:
+            raise ValueError(f"index range on {self._where}: eq({field!r}) after gt/lt")
+        expected = self._next_field()
+        if field != expected:
+            raise ValueError(
+                f"index range on {self._where}: expected eq on {expected!r}, got {field!r} "
+                f"(fields must be used in index order: {list(self._fields)})"
+            )
+        self._eq.append(self._encode(value))
+        return self
+
+    def _bound_field(self, field: str, op: str) -> None:
+        expected = self._range_field or self._next_field()
+        if field != expected:
+            raise ValueError(
+                f"index range on {self._where}: expected {op} on {expected!r}, got {field!r} "
+                f"(fields must be used in index order: {list(self._fields)})"
+            )
+        self._range_field = field
+
+    def _set_lower(self, field: str, value: Any, inclusive: bool, op: str) -> IndexRange:
+        self._bound_field(field, op)
+        if self._lower is not None:
+            raise ValueError(f"index range on {self._where}: two lower bounds on {field!r}")
+        self._lower = (self._encode(value), inclusive)
+        return self
+
+    def _set_upper(self, field: str, value: Any, inclusive: bool, op: str) -> IndexRange:
+        self._bound_field(field, op)
+        if self._upper is not None:
+            raise ValueError(f"index range on {self._where}: two upper bounds on {field!r}")
+        self._upper = (self._encode(value), inclusive)
+        return self
+
+    def gt(self, field: str, value: Any) -> IndexRange:
+        """Lower bound, exclusive."""
+        return self._set_lower(field, value, False, "gt")
+
+    def gte(self, field: str, value: Any) -> IndexRange:
+        """Lower bound, inclusive."""
+        return self._set_lower(field, value, True, "gte")
+
+    def lt(self, field: str, value: Any) -> IndexRange:
+        """Upper bound, exclusive."""
+        return self._set_upper(field, value, False, "lt")
+
+    def lte(self, field: str, value: Any) -> IndexRange:
+        """Upper bound, inclusive."""
+        return self._set_upper(field, value, True, "lte")
+
+    def bounds(self) -> tuple[bytes, bytes]:
+        """The half-open key interval ``[lo, hi)`` this range selects."""
+        prefix = b"".join(self._eq)
+        if self._lower is None:
+            lo = prefix
+        else:
+            enc, inclusive = self._lower
+            lo = prefix + enc if inclusive else prefix + enc + TOP
+        if self._upper is None:
+            hi = prefix + TOP
+        else:
+            enc, inclusive = self._upper
+            hi = prefix + enc + TOP if inclusive else prefix + enc
+        return lo, hi
+
+
+def _encode_cursor(key: bytes) -> str:
+    return base64.urlsafe_b64encode(key).decode("ascii")
+
+
+def _decode_cursor(cursor: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(cursor.encode("ascii"))
+    except (binascii.Error, ValueError, UnicodeEncodeError) as exc:
+        raise ValueError(f"invalid pagination cursor {cursor[:40]!r}") from exc
+
+
+class Query:
+    """A query over one table, built fluently and run by a terminal method."""
+
+    def __init__(self, tx: Transaction, table: str) -> None:
+        if not isinstance(table, str) or not table:
+            raise ValueError(f"invalid table name {table!r}")
+        self._tx = tx
+        self._table = table
+        self._index = "by_creation_time"
+        self._lo = b""
+        self._hi = TOP
+        self._reverse = False
+        self._filters: list[Callable[[Document], Any]] = []
+        self._indexed = False
+        self._ordered = False
+
+    def with_index(
+        self, name: str, range_fn: Callable[[IndexRange], IndexRange] | None = None
+    ) -> Query:
+        """Scan the index ``name``, restricted by ``range_fn(q)`` (``q.eq(...).gt(...)``)."""
+        if self._indexed:
+            raise ValueError("with_index() may be called once per query")
+        idef = self._tx.index_def(self._table, name)
+        rng = IndexRange(self._table, name, idef.key_fields)
+        if range_fn is not None:
+            result = range_fn(rng)
+            if not isinstance(result, IndexRange):
+                raise TypeError("the index range function must return the range builder")
+            rng = result
+        self._index = name
+        self._lo, self._hi = rng.bounds()
+        self._indexed = True
+        return self
+
+    def order(self, order: Literal["asc", "desc"]) -> Query:
+        """``asc`` (default) or ``desc`` index order."""
+        if order not in ("asc", "desc"):
+            raise ValueError(f"order must be 'asc' or 'desc', got {order!r}")
+        self._reverse = order == "desc"
+        self._ordered = True
+        return self
+
+    def filter(self, predicate: Callable[[Document], Any]) -> Query:
+        """Keep documents for which ``predicate(doc)`` is truthy (scanned documents still count
+        as read)."""
+        self._filters.append(predicate)
+        return self
+
+    def _scan(self, lo: bytes | None = None, hi: bytes | None = None) -> Scan:
+        return self._tx.scan(
+            self._table,
+            self._index,
+            self._lo if lo is None else max(lo, self._lo),
+            self._hi if hi is None else min(hi, self._hi),
+            self._reverse,
+        )
+
+    def _run(self, scan: Scan, limit: int | None) -> Iterator[tuple[bytes, Document]]:
+        if limit is not None and limit <= 0:
+            return
+        n = 0
+        for key, doc in scan:
+            if all(f(doc) for f in self._filters):
+                yield key, doc
+                n += 1
+                if limit is not None and n >= limit:
+                    return
+
+    def _collect(self, limit: int | None) -> list[Document]:
+        scan = self._scan()
+        try:
+            return [doc for _, doc in self._run(scan, limit)]
+        finally:
+            scan.finish()
+
+    def take(self, n: int) -> list[Document]:
+        """The first ``n`` documents."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"take() expects a non-negative integer, got {n!r}")
+        return self._collect(n)
+
+    def first(self) -> Document | None:
+        """The first document, or ``None``."""
+        docs = self._collect(1)
+        return docs[0] if docs else None
+
+    def unique(self) -> Document | None:
+        """The only document, or ``None``.
+
+        Raises:
+            ValueError: more than one document matches.
+        """
+        docs = self._collect(2)
+        if len(docs) > 1:
+            raise ValueError(f"unique() found more than one document in {self._table}")
+        return docs[0] if docs else None
+
+    def collect(self) -> list[Document]:
+        """Every matching document."""
+        return self._collect(None)
+
+    def __iter__(self) -> Iterator[Document]:
+        scan = self._scan()
+        try:
+            for _, doc in self._run(scan, None):
+                yield doc
+        finally:
+            scan.finish()
+
+    def paginate(self, opts: Any) -> dict[str, Any]:
+        """One page: ``opts`` is ``{"numItems": n, "cursor": str | None, "endCursor"?: str}``.
+
+        With ``endCursor`` (sent by ``usePaginatedQuery`` to keep an already loaded page's
+        boundaries fixed) the page runs from ``cursor`` up to and including ``endCursor``,
+        whatever ``numItems`` says.
+
+        Returns:
+            ``{"page": [...], "isDone": bool, "continueCursor": str}``.
+        """
+        if not isinstance(opts, dict):
+            raise ValueError("paginate() expects {'numItems': n, 'cursor': str | None}")
+        num = opts.get("numItems")
+        if isinstance(num, float) and num.is_integer():
+            num = int(num)
+        if isinstance(num, bool) or not isinstance(num, int) or num < 0:
+            raise ValueError(f"paginationOpts.numItems must be a non-negative integer, got {num!r}")
+        cursor = opts.get("cursor")
+        if cursor is not None and not isinstance(cursor, str):
+            raise ValueError("paginationOpts.cursor must be a string or null")
+        end_cursor = opts.get("endCursor")
+        if end_cursor is not None and not isinstance(end_cursor, str):
+            raise ValueError("paginationOpts.endCursor must be a string or null")
+        end_key = _decode_cursor(end_cursor) if end_cursor else None
+        lo = hi = None
+        if cursor:
+            key = _decode_cursor(cursor)
+            if self._reverse:
+                hi = key
+            else:
+                lo = key + b"\x00"
+        scan = self._scan(lo, hi)
+        page: list[Document] = []
+        last_returned: bytes | None = None
+        done = False
+        try:
+            for key, doc in self._run(scan, None):
+                if end_key is not None:
+                    past_end = key < end_key if self._reverse else key > end_key
+                else:
+                    past_end = len(page) >= num
+                if past_end:
+                    # One more match exists: this page is not the last one.
+                    break
+                page.append(doc)
+                last_returned = key
+            else:
+                done = True
+        finally:
+            scan.finish()
+        if end_cursor:
+            next_cursor = end_cursor
+        elif last_returned is not None:
+            next_cursor = _encode_cursor(last_returned)
+        else:
+            next_cursor = cursor or ""
+        return {"page": page, "isDone": done, "continueCursor": next_cursor}
+
+
+class DatabaseReader:
+    """``ctx.db`` inside a query."""
+
+    def __init__(self, tx: Transaction) -> None:
+        self._tx = tx
+
+    def get(self, doc_id: str) -> Document | None:
+        """The document with this id, or ``None``."""
+        return self._tx.get(doc_id)
+
+    def query(self, table: str) -> Query:
+        """Start a query over ``table`` (``by_creation_time`` order unless ``with_index``)."""
+        return Query(self._tx, table)
+
+    def normalize_id(self, table: str, doc_id: Any) -> str | None:
+        """``doc_id`` if it names an existing document of ``table``, else ``None``."""
+        if not isinstance(doc_id, str):
+            return None
+        return doc_id if self._tx.table_of(doc_id) == table else None
+
+
+class DatabaseWriter(DatabaseReader):
+    """``ctx.db`` inside a mutation."""
+
+    def insert(self, table: str, value: dict[str, Any]) -> str:
+        """Insert a document; returns its ``_id``."""
+        return self._tx.insert(table, value)
+
+    def patch(self, doc_id: str, fields: dict[str, Any]) -> None:
+        """Shallow-merge ``fields`` into the document."""
+        self._tx.patch(doc_id, fields)
+
+    def replace(self, doc_id: str, value: dict[str, Any]) -> None:
+        """Replace the document's user fields."""
+        self._tx.replace(doc_id, value)
+
+    def delete(self, doc_id: str) -> None:
+        """Delete the document."""
+        self._tx.delete(doc_id)

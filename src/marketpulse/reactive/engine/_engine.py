@@ -1,0 +1,679 @@
+"""The engine: runs functions, commits mutations serially, keeps subscriptions fresh.
+
+Consistency model. The in-memory state changes only synchronously, right after a commit is
+durable; queries run synchronously, so each sees one consistent snapshot at ``engine.ts``.
+Mutations also run synchronously, on the latest state *including* commits still being
+written (an overlay of their net writes), so they are serial (serializable) without waiting
+for each other's disk writes. Commits queue up while a write is in flight and are written
+together (group commit: one durable write per group), then applied in order. After a group
+is applied the engine finds the shared queries whose read sets contain an old or new index
+key of a written document (interval trees, see ``_intervals``), re-runs each once and
+notifies listeners of the changed ones, all before yielding to the event loop. If a write
+fails, that group and every commit queued behind it (computed on top of it) fail; memory
+never held them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from ..errors import ArgumentValidationError, ConvexError, QueryLimitError
+from ..functions import FunctionKind, FunctionModule, FunctionSpec, canonical_path
+from ..persistence import Commit, CommitConflict, DocumentWrite, Persistence, SharedLog
+from ..schema import Schema
+from ..values import value_to_json
+from ._context import ActionCtx, Identity, LogCollector, MutationCtx, QueryCtx
+from ._database import DatabaseReader, DatabaseWriter
+from ._intervals import SubscriptionIndex
+from ._keys import index_key
+from ._overlay import Overlay
+from ._readset import ReadSet
+from ._results import FunctionResult, Limits
+from ._store import MemoryStore, Write
+from ._transaction import Transaction, copy_value
+from ._watchdog import WATCHDOG, Interrupted
+
+__all__ = ["Engine", "QueryListener", "SharedQuery"]
+
+log = logging.getLogger("marketpulse.reactive.engine")
+
+_KIND_NAMES = {"query": "Query", "mutation": "Mutation", "action": "Action"}
+
+
+@dataclass
+class _Pending:
+    """A mutation whose commit is queued or being written (kept re-runnable)."""
+
+    spec: FunctionSpec
+    args: Any
+    identity: Identity
+    future: asyncio.Future[FunctionResult]
+    ts: int = 0
+    writes: list[Write] = field(default_factory=list)
+    result: FunctionResult = field(default_factory=lambda: FunctionResult.failure("not run"))
+
+
+class QueryListener(Protocol):
+    """Receives result changes of a subscribed :class:`SharedQuery`."""
+
+    def on_query_updated(self, query: SharedQuery) -> None:
+        """Called synchronously after a commit changed ``query.result``."""
+        ...
+
+
+class SharedQuery:
+    """One (path, args, identity) query shared by every subscriber.
+
+    Attributes:
+        path: canonical function path.
+        args: the arguments.
+        identity: the caller identity.
+        result: the latest :class:`FunctionResult`.
+        version: incremented whenever ``result`` changes.
+        listeners: current subscribers.
+        runs: how many times the query has run (for tests and metrics).
+    """
+
+    __slots__ = (
+        "args",
+        "identity",
+        "key",
+        "kwargs",
+        "listeners",
+        "path",
+        "read_set",
+        "result",
+        "runs",
+        "spec",
+        "version",
+    )
+
+    def __init__(
+        self,
+        key: tuple[str, bytes, str],
+        path: str,
+        args: Any,
+        identity: Identity,
+        spec: FunctionSpec | None,
+    ) -> None:
+        self.key = key
+        self.path = path
+        self.args = args
+        self.identity = identity
+        self.spec = spec
+        self.result = FunctionResult.failure("not run yet")
+        self.version = 0
+        self.listeners: set[QueryListener] = set()
+        self.read_set = ReadSet()
+        self.runs = 0
+        self.kwargs: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"SharedQuery({self.path!r}, version={self.version}, listeners={len(self.listeners)})"
+        )
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # an exception whose __str__ itself fails
+        return f"<unprintable {type(exc).__name__}>"
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, ArgumentValidationError | QueryLimitError):
+        return _safe_str(exc)
+    return f"Uncaught {type(exc).__name__}: {_safe_str(exc)}"
+
+
+class Engine:
+    """The reactive store engine. Create with :meth:`open`."""
+
+    def __init__(
+        self,
+        persistence: Persistence,
+        modules: Iterable[FunctionModule],
+        limits: Limits | None = None,
+    ) -> None:
+        self.persistence = persistence
+        self.limits = limits or Limits()
+        self._functions: dict[str, FunctionSpec] = {}
+        schema = Schema()
+        # The same module object may be reached twice (e.g. re-exported): register it once.
+        for module in dict.fromkeys(modules):
+            schema = schema.merged(module.schema)
+            for spec in module.functions.values():
+                if spec.path in self._functions:
+                    raise ValueError(f"function {spec.path} is registered twice")
+                self._functions[spec.path] = spec
+        self._store = MemoryStore(schema)
+        self._ts = 0
+        self._last_creation = 0.0
+        self._last_ts = 0  # the latest ts handed out (>= _ts while commits are pending)
+        self._queue: list[_Pending] = []
+        self._overlay = Overlay()
+        self._flusher: asyncio.Task[None] | None = None
+        self._remote: list[Commit] = []  # commits of other nodes, not yet applied
+        self._remote_event = asyncio.Event()
+        self._follower: asyncio.Task[None] | None = None
+        self._queries: dict[tuple[str, bytes, str], SharedQuery] = {}
+        self._subs: SubscriptionIndex[SharedQuery] = SubscriptionIndex()
+        self._closed = False
+        self.commits = 0
+        self.query_runs = 0
+
+    @classmethod
+    async def open(
+        cls,
+        persistence: Persistence,
+        modules: Iterable[FunctionModule],
+        *,
+        limits: Limits | None = None,
+    ) -> Engine:
+        """Load every stored document into memory and return a ready engine.
+
+        Raises:
+            ValueError: two modules register the same path or disagree about a table.
+            PersistenceError: the store cannot be loaded.
+        """
+        engine = cls(persistence, modules, limits)
+        snap = await persistence.load()
+        engine._store.load(snap.documents)
+        engine._ts = engine._last_ts = snap.ts
+        if isinstance(persistence, SharedLog):
+            engine._follower = asyncio.get_running_loop().create_task(
+                engine._follow(persistence.remote_commits())
+            )
+        engine._last_creation = max(
+            (float(doc.get("_creationTime", 0.0)) for _, doc in snap.documents), default=0.0
+        )
+        return engine
+
+    # -- introspection --------------------------------------------------------------------
+    @property
+    def ts(self) -> int:
+        """The latest committed timestamp (u64 ns, strictly increasing, survives restarts)."""
+        return self._ts
+
+    @property
+    def functions(self) -> Mapping[str, FunctionSpec]:
+        """Canonical path -> :class:`FunctionSpec` of every registered function."""
+        return self._functions
+
+    @property
+    def subscription_count(self) -> int:
+        """Live shared queries."""
+        return len(self._queries)
+
+    # -- resolution -----------------------------------------------------------------------
+    def _resolve(
+        self, path: str, identity: Identity, kind: FunctionKind, internal_ok: bool = False
+    ) -> FunctionSpec | FunctionResult:
+        try:
+            canonical = canonical_path(path)
+        except ValueError as exc:
+            return FunctionResult.failure(str(exc), ts=self._ts)
+        spec = self._functions.get(canonical)
+        if spec is None or (
+            spec.visibility == "internal" and not (identity.is_admin or internal_ok)
+        ):
+            return FunctionResult.failure(
+                f"Could not find public function for '{canonical}'", ts=self._ts
+            )
+        if spec.kind != kind:
+            return FunctionResult.failure(
+                f"Trying to execute {canonical} as {_KIND_NAMES[kind]}, but it is defined as "
+                f"{_KIND_NAMES[spec.kind]}.",
+                ts=self._ts,
+            )
+        return spec
+
+    def _finish(self, value: Any, logs: LogCollector) -> FunctionResult:
+        try:
+            encoded = value_to_json(value)
+            encoded_json = orjson.dumps(encoded)
+        except Exception as exc:  # not a Convex value, or absurdly deep
+            return FunctionResult.failure(
+                "Uncaught Error: the function returned a value that is not a Convex value: "
+                + _safe_str(exc),
+                logs.result(),
+                self._ts,
+            )
+        if len(encoded_json) > self.limits.max_result_bytes:
+            return FunctionResult.failure(
+                f"Function result too large: {len(encoded_json)} bytes "
+                f"(limit {self.limits.max_result_bytes})",
+                logs.result(),
+                self._ts,
+            )
+        return FunctionResult(
+            True,
+            value=value,
+            log_lines=logs.result(),
+            ts=self._ts,
+            encoded=encoded,
+            encoded_json=encoded_json,
+        )
+
+    def _failed(self, exc: Exception, path: str, logs: LogCollector) -> FunctionResult:
+        if isinstance(exc, ConvexError):
+            try:
+                data_json = value_to_json(exc.data)
+            except Exception:
+                return FunctionResult.failure(
+                    "Uncaught Error: ConvexError data is not a Convex value",
+                    logs.result(),
+                    self._ts,
+                )
+            return FunctionResult(
+                False,
+                error_message="Uncaught ConvexError: " + _safe_str(exc),
+                error_data=exc.data,
+                has_error_data=True,
+                encoded_error_data=data_json,
+                log_lines=logs.result(),
+                ts=self._ts,
+            )
+        if not isinstance(exc, ArgumentValidationError | QueryLimitError):
+            log.info("function %s raised", path, exc_info=exc)
+        return FunctionResult.failure(_error_text(exc), logs.result(), self._ts)
+
+    def _deadline(self, limit: float) -> float | None:
+        return time.monotonic() + limit if limit > 0 and math.isfinite(limit) else None
+
+    # -- queries --------------------------------------------------------------------------
+    def _execute_query(
+        self,
+        spec: FunctionSpec,
+        args: Any,
+        identity: Identity,
+        kwargs: dict[str, Any] | None = None,
+    ) -> tuple[FunctionResult, ReadSet]:
+        self.query_runs += 1
+        logs = LogCollector(self.limits.max_log_lines)
+        limit = self.limits.query_time_limit
+        tx = Transaction(
+            self._store, writable=False, deadline=self._deadline(limit), time_limit=limit
+        )
+        try:
+            # A shared query's arguments are validated once, at subscribe time; each re-run
+            # gets a fresh copy so a handler cannot corrupt them.
+            kwargs = spec.validate_args(args) if kwargs is None else copy_value(kwargs)
+            ctx = QueryCtx(DatabaseReader(tx), identity, logs)
+            value = self._guarded(tx, lambda: spec.handler(ctx, **kwargs))
+        except Exception as exc:
+            return self._failed(exc, spec.path, logs), tx.read_set
+        return self._finish(value, logs), tx.read_set
+
+    def _guarded(self, tx: Transaction, call: Callable[[], Any]) -> Any:
+        """Run a handler under the watchdog, which interrupts even pure-CPU loops at the
+        transaction's deadline (the cooperative check catches the others first)."""
+        if tx.deadline is None:
+            return call()
+        try:
+            WATCHDOG.enter(tx.deadline)
+            try:
+                return call()
+            finally:
+                WATCHDOG.leave()
+        except Interrupted:
+            # The interrupt may have landed inside leave() itself, before it unregistered the
+            # run; make sure it is unregistered, or the watcher would keep interrupting.
+            while True:
+                try:
+                    WATCHDOG.leave()
+                    break
+                except Interrupted:
+                    continue
+            raise QueryLimitError(
+                f"Function execution timed out (limit {tx.time_limit or 0:g}s)"
+            ) from None
+
+    def run_query(
+        self, path: str, args: Any, identity: Identity | None = None, *, internal_ok: bool = False
+    ) -> FunctionResult:
+        """Run a query once at :attr:`ts` (no subscription).
+
+        When a live subscription has the same (path, args, identity), its cached result is
+        returned without running anything: invalidation keeps it current at :attr:`ts`.
+        """
+        identity = identity or Identity.anonymous()
+        spec = self._resolve(path, identity, "query", internal_ok)
+        if isinstance(spec, FunctionResult):
+            return spec
+        shared = self._queries.get(self._query_key(spec.path, args, identity))
+        if shared is not None and shared.spec is spec:
+            shared.result.ts = self._ts
+            return shared.result
+        return self._execute_query(spec, args, identity)[0]
+
+    @staticmethod
+    def _query_key(canonical: str, args: Any, identity: Identity) -> tuple[str, bytes, str]:
+        try:
+            args_key = orjson.dumps(value_to_json(args), option=orjson.OPT_SORT_KEYS)
+        except Exception:
+            # Not a Convex value (or absurdly deep): never shared, and it fails validation.
+            args_key = b"unshareable:%d" % id(args)
+        return (canonical, args_key, identity.key)
+
+    def subscribe(
+        self, path: str, args: Any, identity: Identity | None, listener: QueryListener
+    ) -> SharedQuery:
+        """Subscribe ``listener`` to a query; identical (path, args, identity) share one run.
+
+        Returns:
+            The :class:`SharedQuery`; its ``result`` is current when this returns.
+        """
+        identity = identity or Identity.anonymous()
+        try:
+            canonical = canonical_path(path)
+        except ValueError:
+            canonical = str(path)
+        key = self._query_key(canonical, args, identity)
+        query = self._queries.get(key)
+        if query is None:
+            spec = self._resolve(path, identity, "query")
+            query = SharedQuery(
+                key, canonical, args, identity, spec if isinstance(spec, FunctionSpec) else None
+            )
+            if isinstance(spec, FunctionResult):
+                query.result = spec
+            else:
+                try:
+                    query.kwargs = spec.validate_args(args)
+                except Exception as exc:
+                    # Deterministic: the same arguments always fail, so never re-run it.
+                    query.result = FunctionResult.failure(_error_text(exc), ts=self._ts)
+                else:
+                    self._rerun(query)
+            self._queries[key] = query
+        query.listeners.add(listener)
+        return query
+
+    def unsubscribe(self, query: SharedQuery, listener: QueryListener) -> None:
+        """Remove ``listener``; the query is dropped when nobody listens any more."""
+        query.listeners.discard(listener)
+        if not query.listeners and self._queries.get(query.key) is query:
+            del self._queries[query.key]
+            self._subs.remove(query)
+
+    def _rerun(self, query: SharedQuery) -> bool:
+        """Run ``query`` at the current state; return whether its outcome changed."""
+        assert query.spec is not None
+        result, read_set = self._execute_query(query.spec, query.args, query.identity, query.kwargs)
+        query.runs += 1
+        query.read_set = read_set
+        self._subs.add(query, read_set)
+        changed = query.runs == 1 or not result.same_outcome(query.result)
+        query.result = result
+        if changed and query.runs > 1:
+            query.version += 1
+        return changed
+
+    # -- mutations ------------------------------------------------------------------------
+    def _creation_time(self) -> float:
+        now = time.time() * 1000.0
+        self._last_creation = max(now, math.nextafter(self._last_creation, math.inf))
+        return self._last_creation
+
+    async def run_mutation(
+        self, path: str, args: Any, identity: Identity | None = None, *, internal_ok: bool = False
+    ) -> FunctionResult:
+        """Run a mutation and commit it; durable before this returns.
+
+        On success ``result.ts`` is the commit timestamp (the current ts if nothing was
+        written). A mutation that raises writes nothing.
+        """
+        identity = identity or Identity.anonymous()
+        spec = self._resolve(path, identity, "mutation", internal_ok)
+        if isinstance(spec, FunctionResult):
+            return spec
+        if self._closed:
+            return FunctionResult.failure("The server is shutting down", ts=self._ts)
+        pending = _Pending(spec, args, identity, asyncio.get_running_loop().create_future())
+        if not self._execute_mutation(pending):
+            return pending.result
+        if not pending.writes and not self._queue and self._flusher_idle():
+            return pending.result
+        # A mutation that wrote nothing but read pending commits also waits for them: it must
+        # not answer with data that could still be lost.
+        self._queue.append(pending)
+        self._wake_flusher()
+        # The flusher task owns the commit: cancelling this caller (e.g. a client that
+        # disconnects) cannot leave a durable commit unapplied in memory.
+        return await asyncio.shield(pending.future)
+
+    def _execute_mutation(self, p: _Pending) -> bool:
+        """Run ``p`` on the latest state including pending commits (the overlay); on success
+        stamp it, add its writes to the overlay and return True."""
+        # Runs synchronously, so mutations are serial even though their disk writes are
+        # pipelined.
+        logs = LogCollector(self.limits.max_log_lines)
+        limit = self.limits.mutation_time_limit
+        tx = Transaction(
+            self._store,
+            writable=True,
+            deadline=self._deadline(limit),
+            time_limit=limit,
+            creation_time=self._creation_time,
+            base=self._overlay,
+        )
+        try:
+            kwargs = p.spec.validate_args(p.args)
+            ctx = MutationCtx(DatabaseWriter(tx), p.identity, logs)
+            value = self._guarded(tx, lambda: p.spec.handler(ctx, **kwargs))
+        except Exception as exc:
+            p.result = self._failed(exc, p.spec.path, logs)
+            return False
+        p.result = self._finish(value, logs)
+        if not p.result.success:
+            return False
+        p.writes = tx.writes()
+        if p.writes:
+            self._last_ts = max(time.time_ns(), self._last_ts + 1)
+            for w in p.writes:
+                self._overlay.set(w.table, w.id, w.new)
+        p.ts = self._last_ts
+        return True
+
+    def _flusher_idle(self) -> bool:
+        return self._flusher is None or self._flusher.done()
+
+    def _wake_flusher(self) -> None:
+        if self._flusher_idle():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
+    def _rebuild_overlay(self) -> None:
+        self._overlay = Overlay()
+        for p in self._queue:
+            for w in p.writes:
+                self._overlay.set(w.table, w.id, w.new)
+
+    def _apply_remote(self) -> None:
+        """Apply commits other nodes wrote to the shared log, then re-run the local queue on
+        top of them (it was computed without them)."""
+        all_points: list[tuple[str, str, bytes]] = []
+        for commit in self._remote:
+            writes = []
+            for dw in commit.writes:
+                found = self._store.get(dw.id)
+                old = found[1] if found is not None else None
+                if old is None and dw.value is None:
+                    continue
+                writes.append(Write(dw.table, dw.id, old, dw.value))
+            all_points += self._store.apply(writes)
+            self._ts = max(self._ts, commit.ts)
+            self._last_ts = max(self._last_ts, commit.ts)
+            self._last_creation = max(
+                [self._last_creation]
+                + [float(w.new.get("_creationTime", 0.0)) for w in writes if w.new is not None]
+            )
+        self._remote = []
+        self._remote_event.clear()
+        queue, self._queue = self._queue, []
+        self._overlay = Overlay()
+        for p in queue:
+            if self._execute_mutation(p):
+                self._queue.append(p)
+            else:
+                p.future.set_result(p.result)
+        self._invalidate(all_points)
+
+    async def _flush(self) -> None:
+        """Write queued commits in groups (one durable write per group), then apply them."""
+        while self._queue or self._remote:
+            if self._remote:
+                self._apply_remote()
+                continue
+            group, self._queue = self._queue, []
+            net: dict[str, DocumentWrite] = {}
+            for p in group:
+                for w in p.writes:
+                    net[w.id] = DocumentWrite(w.table, w.id, w.new)
+            try:
+                if net:
+                    await self.persistence.write(
+                        Commit(group[-1].ts, tuple(net.values()), base_ts=self._ts)
+                    )
+            except CommitConflict:
+                # Another node committed first: wait for its commit, apply it and re-run.
+                self._queue = group + self._queue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._remote_event.wait(), timeout=1.0)
+                continue
+            except Exception as exc:
+                # Everything queued since was computed on top of this group: it fails too.
+                log.error("commit failed", exc_info=exc)
+                failed, self._queue = group + self._queue, []
+                self._overlay = Overlay()
+                for p in failed:
+                    message = f"Mutation could not be committed: {exc}"
+                    p.future.set_result(
+                        FunctionResult.failure(message, p.result.log_lines, self._ts)
+                    )
+                continue
+            # No await from here on: memory, ts and subscriptions change in one step.
+            all_writes = [w for p in group for w in p.writes]
+            points = self._store.apply(all_writes)
+            self._ts = max(self._ts, group[-1].ts)
+            self.commits += sum(1 for p in group if p.writes)
+            self._rebuild_overlay()
+            self._invalidate(points)
+            for p in group:
+                p.result.ts = p.ts
+                if not p.future.done():
+                    p.future.set_result(p.result)
+
+    async def _follow(self, feed: AsyncIterator[Commit]) -> None:
+        """Queue commits of other nodes as the shared log delivers them."""
+        try:
+            async for commit in feed:
+                self._remote.append(commit)
+                self._remote_event.set()
+                self._wake_flusher()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("the shared commit log feed failed")
+
+    def _written_keys(self, writes: list[Write]) -> list[tuple[str, str, bytes]]:
+        points: list[tuple[str, str, bytes]] = []
+        for w in writes:
+            old_cache: dict[str, bytes] = {}
+            new_cache: dict[str, bytes] = {}
+            for name, idef in self._store.table(w.table).index_defs.items():
+                old = index_key(w.old, idef.key_fields, old_cache) if w.old is not None else None
+                new = index_key(w.new, idef.key_fields, new_cache) if w.new is not None else None
+                if old is not None:
+                    points.append((w.table, name, old))
+                if new is not None and new != old:
+                    points.append((w.table, name, new))
+        return points
+
+    def affected_queries(self, writes: list[Write]) -> set[SharedQuery]:
+        """The live shared queries whose read sets contain a key written by ``writes``."""
+        return self._subs.find(self._written_keys(writes))
+
+    def _invalidate(self, points: list[tuple[str, str, bytes]]) -> None:
+        for query in self._subs.find(points):
+            if self._queries.get(query.key) is not query:
+                continue
+            if self._rerun(query):
+                for listener in list(query.listeners):
+                    try:
+                        listener.on_query_updated(query)
+                    except Exception:
+                        log.exception("query listener failed")
+
+    # -- actions --------------------------------------------------------------------------
+    async def run_action(
+        self, path: str, args: Any, identity: Identity | None = None, *, internal_ok: bool = False
+    ) -> FunctionResult:
+        """Run an action (``async``); it may call queries, mutations and actions by path."""
+        identity = identity or Identity.anonymous()
+        spec = self._resolve(path, identity, "action", internal_ok)
+        if isinstance(spec, FunctionResult):
+            return spec
+        logs = LogCollector(self.limits.max_log_lines)
+
+        def unwrap(result: FunctionResult) -> Any:
+            if result.success:
+                return result.value
+            if result.has_error_data:
+                raise ConvexError(result.error_data)
+            raise RuntimeError(result.error_message)
+
+        async def call_query(p: str, a: Any) -> Any:
+            return unwrap(self.run_query(p, a, identity, internal_ok=True))
+
+        async def call_mutation(p: str, a: Any) -> Any:
+            return unwrap(await self.run_mutation(p, a, identity, internal_ok=True))
+
+        async def call_action(p: str, a: Any) -> Any:
+            return unwrap(await self.run_action(p, a, identity, internal_ok=True))
+
+        ctx = ActionCtx(identity, logs, call_query, call_mutation, call_action)
+        try:
+            kwargs = spec.validate_args(args)
+            value = await asyncio.wait_for(
+                spec.handler(ctx, **kwargs), timeout=self.limits.action_time_limit
+            )
+        except TimeoutError:
+            return FunctionResult.failure(
+                f"Action timed out (limit {self.limits.action_time_limit:g}s)",
+                logs.result(),
+                self._ts,
+            )
+        except Exception as exc:
+            return self._failed(exc, spec.path, logs)
+        return self._finish(value, logs)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def close(self) -> None:
+        """Wait for pending commits, then close the persistence. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._follower is not None:
+            self._follower.cancel()
+            await asyncio.gather(self._follower, return_exceptions=True)
+        self._remote = []
+        while not self._flusher_idle():
+            assert self._flusher is not None
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        self._drop_subscriptions()
+        await self.persistence.close()
+
+    def _drop_subscriptions(self) -> None:
+        self._queries.clear()
+        self._subs = SubscriptionIndex()

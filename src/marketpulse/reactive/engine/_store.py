@@ -1,0 +1,158 @@
+"""The committed state in memory: documents and one sorted map per index.
+
+Only the engine changes it, synchronously, after a commit is durable; so any synchronous
+function run sees one consistent snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sortedcontainers import SortedDict
+
+from ..schema import BUILTIN_INDEXES, IndexDef, Schema
+from ._keys import index_key
+
+__all__ = ["Document", "MemoryStore", "TableData", "Write"]
+
+Document = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Write:
+    """One document change of a commit: ``old`` and/or ``new`` are ``None`` for insert/delete."""
+
+    table: str
+    id: str
+    old: Document | None
+    new: Document | None
+
+
+class TableData:
+    """One table: documents by id plus a ``SortedDict`` (key -> id) per index."""
+
+    def __init__(self, name: str, index_defs: dict[str, IndexDef]) -> None:
+        self.name = name
+        self.index_defs = index_defs
+        self.docs: dict[str, Document] = {}
+        self.indexes: dict[str, SortedDict] = {name: SortedDict() for name in index_defs}
+        # Ids of documents holding containers (need a deep copy on read); the rest are flat.
+        self.nested: set[str] = set()
+
+    def put(
+        self,
+        doc_id: str,
+        old: Document | None,
+        new: Document | None,
+        touched: list[tuple[str, str, bytes]] | None = None,
+    ) -> None:
+        """Replace ``old`` by ``new`` (either may be ``None``); append every old and new index
+        key to ``touched`` as ``(table, index, key)``."""
+        old_cache: dict[str, bytes] = {}
+        new_cache: dict[str, bytes] = {}
+        for name, idef in self.index_defs.items():
+            idx = self.indexes[name]
+            old_key = index_key(old, idef.key_fields, old_cache) if old is not None else None
+            new_key = index_key(new, idef.key_fields, new_cache) if new is not None else None
+            if old_key != new_key:
+                # An unchanged key (a patch of other fields) keeps its place: no re-sort.
+                if old_key is not None:
+                    del idx[old_key]
+                if new_key is not None:
+                    idx[new_key] = doc_id
+            if touched is not None:
+                if old_key is not None:
+                    touched.append((self.name, name, old_key))
+                if new_key is not None and new_key != old_key:
+                    touched.append((self.name, name, new_key))
+        if new is None:
+            self.docs.pop(doc_id, None)
+            self.nested.discard(doc_id)
+        else:
+            self.docs[doc_id] = new
+            if any(isinstance(v, dict | list | tuple) for v in new.values()):
+                self.nested.add(doc_id)
+            else:
+                self.nested.discard(doc_id)
+
+    def irange(self, index: str, lo: bytes, hi: bytes, reverse: bool) -> Iterator[bytes]:
+        """Keys of ``index`` in ``[lo, hi)``."""
+        it: Iterator[bytes] = self.indexes[index].irange(
+            lo, hi, inclusive=(True, False), reverse=reverse
+        )
+        return it
+
+
+class MemoryStore:
+    """All tables, plus which table each document id belongs to."""
+
+    def __init__(self, schema: Schema) -> None:
+        self.schema = schema
+        self.tables: dict[str, TableData] = {}
+        self.id_table: dict[str, str] = {}
+        for name in schema.tables:
+            self.table(name)
+
+    def table(self, name: str) -> TableData:
+        """The table called ``name``, created empty (built-in indexes only) if undeclared."""
+        data = self.tables.get(name)
+        if data is None:
+            declared = self.schema.tables.get(name)
+            defs = (
+                declared.index_defs(name)
+                if declared is not None
+                else {d.name: d for d in BUILTIN_INDEXES}
+            )
+            data = self.tables[name] = TableData(name, defs)
+        return data
+
+    def get(self, doc_id: str) -> tuple[str, Document] | None:
+        """The table and document with this id, or ``None``."""
+        table = self.id_table.get(doc_id)
+        if table is None:
+            return None
+        return table, self.tables[table].docs[doc_id]
+
+    def load(self, documents: Iterable[tuple[str, Document]]) -> None:
+        """Bulk-insert documents into empty tables (start-up): one sort per index instead of
+        one sorted insertion per document."""
+        by_table: dict[str, list[Document]] = {}
+        for table, doc in documents:
+            by_table.setdefault(table, []).append(doc)
+        for table, docs in by_table.items():
+            data = self.table(table)
+            if data.docs:
+                self.apply([Write(table, d["_id"], None, d) for d in docs])
+                continue
+            data.docs.update((d["_id"], d) for d in docs)
+            data.nested.update(
+                d["_id"]
+                for d in docs
+                if any(isinstance(v, dict | list | tuple) for v in d.values())
+            )
+            entries: dict[str, list[tuple[bytes, str]]] = {n: [] for n in data.index_defs}
+            for d in docs:
+                cache: dict[str, bytes] = {}
+                for name, idef in data.index_defs.items():
+                    entries[name].append((index_key(d, idef.key_fields, cache), d["_id"]))
+            for name, items in entries.items():
+                data.indexes[name].update(items)
+            self.id_table.update((d["_id"], table) for d in docs)
+
+    def apply(self, writes: list[Write]) -> list[tuple[str, str, bytes]]:
+        """Apply a committed set of writes (each ``old`` must be the current document).
+
+        Returns:
+            Every old and new index key written, as ``(table, index, key)``: what the
+            subscriptions are matched against.
+        """
+        touched: list[tuple[str, str, bytes]] = []
+        for w in writes:
+            self.table(w.table).put(w.id, w.old, w.new, touched)
+            if w.new is None:
+                self.id_table.pop(w.id, None)
+            else:
+                self.id_table[w.id] = w.table
+        return touched

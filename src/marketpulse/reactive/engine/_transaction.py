@@ -1,0 +1,306 @@
+"""A transaction: reads at the committed state plus its own pending writes.
+
+Queries use a read-only transaction that records its read set; mutations use a writable one
+whose writes stay in an overlay (so reads see them) until the engine commits them. Nothing
+here touches the committed state: a mutation that raises simply drops its transaction.
+
+A mutation may also see a ``base`` overlay: the net writes of earlier commits that are on
+their way to disk (pipelined commits), so it runs on the state every earlier commit leaves.
+"""
+
+from __future__ import annotations
+
+import heapq
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ..errors import QueryLimitError
+from ..schema import BUILTIN_INDEXES, IndexDef
+from ..values import ConvexValueError, value_to_json
+from ._keys import encode_value, successor
+from ._overlay import Overlay
+from ._readset import ReadSet
+from ._store import Document, MemoryStore, Write
+
+__all__ = ["Scan", "Transaction", "copy_value", "new_id"]
+
+_ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+_BUILTIN_DEFS = {d.name: d for d in BUILTIN_INDEXES}
+
+
+def new_id() -> str:
+    """A fresh random document id (32 characters of Crockford-style base32)."""
+    return "".join(_ID_ALPHABET[b & 31] for b in secrets.token_bytes(32))
+
+
+_CONTAINERS = (dict, list, tuple)
+
+
+def copy_value(value: Any) -> Any:
+    """Copy the containers of a value so callers cannot mutate stored documents."""
+    # Scalars are shared, and checked inline so that they cost no call.
+    if isinstance(value, dict):
+        return {k: copy_value(v) if isinstance(v, _CONTAINERS) else v for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [copy_value(v) if isinstance(v, _CONTAINERS) else v for v in value]
+    return value
+
+
+class Transaction:
+    """One function run's view of the database.
+
+    Args:
+        store: the committed state.
+        writable: whether writes are allowed (mutations).
+        deadline: ``time.monotonic()`` value after which any db operation raises
+            :class:`QueryLimitError`; ``None`` for no limit.
+        creation_time: returns a fresh ``_creationTime`` (float ms) for inserts.
+    """
+
+    def __init__(
+        self,
+        store: MemoryStore,
+        *,
+        writable: bool,
+        deadline: float | None,
+        time_limit: float | None = None,
+        creation_time: Callable[[], float] | None = None,
+        base: Overlay | None = None,
+    ) -> None:
+        self.store = store
+        self.writable = writable
+        self.deadline = deadline
+        self.time_limit = time_limit
+        self.read_set = ReadSet()
+        # table -> id -> new document (None = deleted), in write order.
+        self.pending = Overlay()
+        self.base = base if base is not None else Overlay()
+        self._creation_time = creation_time or (lambda: time.time() * 1000.0)
+
+    # -- limits ---------------------------------------------------------------------------
+    def check(self) -> None:
+        """Raise when past the deadline.
+
+        The check is cooperative: it runs on every database operation and every document a
+        scan yields. A pure-CPU loop that never touches the database is stopped by the
+        engine's watchdog instead (see ``_watchdog``).
+        """
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise QueryLimitError(f"Function execution timed out (limit {self.time_limit or 0:g}s)")
+
+    # -- reads ----------------------------------------------------------------------------
+    def index_def(self, table: str, index: str) -> IndexDef:
+        """The definition of ``table.index``.
+
+        Raises:
+            ValueError: no such index.
+        """
+        data = self.store.tables.get(table)
+        if data is not None:
+            defs = data.index_defs
+        else:
+            declared = self.store.schema.tables.get(table)
+            defs = declared.index_defs(table) if declared is not None else _BUILTIN_DEFS
+        idef = defs.get(index)
+        if idef is None:
+            raise ValueError(f"Index {table}.{index} not found.")
+        return idef
+
+    def _lookup(self, doc_id: str) -> tuple[str, Document | None] | None:
+        found = self.pending.lookup(doc_id) or self.base.lookup(doc_id)
+        if found is not None:
+            return found
+        found = self.store.get(doc_id)
+        if found is None:
+            return None
+        return found
+
+    def get(self, doc_id: Any) -> Document | None:
+        """The document with this id (a copy), or ``None``; records the read."""
+        self.check()
+        if not isinstance(doc_id, str):
+            raise TypeError(f"document id must be a string, got {type(doc_id).__name__}")
+        found = self._lookup(doc_id)
+        key = encode_value(doc_id)
+        if found is None:
+            # Ids are random and never reused, so an unknown id cannot appear later: nothing
+            # to record.
+            return None
+        table, doc = found
+        self.read_set.add(table, "by_id", key, successor(key))
+        return copy_value(doc) if doc is not None else None
+
+    def table_of(self, doc_id: str) -> str | None:
+        """The table of an existing (possibly pending) document."""
+        found = self._lookup(doc_id)
+        return found[0] if found is not None and found[1] is not None else None
+
+    def scan(self, table: str, index: str, lo: bytes, hi: bytes, reverse: bool) -> Scan:
+        """Iterate ``(key, document)`` pairs of ``table.index`` in ``[lo, hi)``."""
+        self.check()
+        return Scan(self, table, self.index_def(table, index), lo, hi, reverse)
+
+    # -- writes ---------------------------------------------------------------------------
+    def _require_writable(self) -> None:
+        if not self.writable:
+            raise TypeError("queries cannot write; use a mutation")
+
+    @staticmethod
+    def _check_user_fields(value: Any, what: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise TypeError(f"{what} expects an object, got {type(value).__name__}")
+        for system in ("_id", "_creationTime"):
+            if system in value:
+                raise ValueError(f"{what}: the system field {system} cannot be set")
+        try:
+            value_to_json(value)
+        except ConvexValueError as exc:
+            raise ValueError(f"{what}: {exc}") from exc
+        return value
+
+    def insert(self, table: str, value: Any) -> str:
+        """Insert a document; returns its new ``_id``."""
+        self.check()
+        self._require_writable()
+        if not isinstance(table, str) or not table or table.startswith("_"):
+            raise ValueError(f"invalid table name {table!r}")
+        fields = self._check_user_fields(value, "insert")
+        doc_id = new_id()
+        doc: Document = {"_id": doc_id, "_creationTime": self._creation_time()}
+        doc.update(copy_value(fields))
+        self.pending.set(table, doc_id, doc)
+        return doc_id
+
+    def _existing(self, doc_id: Any, what: str) -> tuple[str, Document]:
+        if not isinstance(doc_id, str):
+            raise TypeError(f"{what}: document id must be a string")
+        found = self._lookup(doc_id)
+        if found is None or found[1] is None:
+            raise ValueError(f"{what}: document {doc_id!r} does not exist")
+        return found[0], found[1]
+
+    def patch(self, doc_id: str, fields: Any) -> None:
+        """Set (shallow-merge) fields of an existing document."""
+        self.check()
+        self._require_writable()
+        table, doc = self._existing(doc_id, "patch")
+        fields = self._check_user_fields(fields, "patch")
+        new = dict(doc)
+        new.update(copy_value(fields))
+        self.pending.set(table, doc_id, new)
+        # Reading the old document to patch it is a read of that document.
+        key = encode_value(doc_id)
+        self.read_set.add(table, "by_id", key, successor(key))
+
+    def replace(self, doc_id: str, value: Any) -> None:
+        """Replace all user fields of an existing document."""
+        self.check()
+        self._require_writable()
+        table, doc = self._existing(doc_id, "replace")
+        fields = self._check_user_fields(value, "replace")
+        new: Document = {"_id": doc["_id"], "_creationTime": doc["_creationTime"]}
+        new.update(copy_value(fields))
+        self.pending.set(table, doc_id, new)
+
+    def delete(self, doc_id: str) -> None:
+        """Delete an existing document."""
+        self.check()
+        self._require_writable()
+        table, _ = self._existing(doc_id, "delete")
+        self.pending.set(table, doc_id, None)
+
+    def writes(self) -> list[Write]:
+        """The net changes against the committed state, in write order."""
+        out: list[Write] = []
+        for table, docs in self.pending.tables.items():
+            committed = self.store.tables.get(table)
+            base = self.base.tables.get(table, {})
+            for doc_id, new in docs.items():
+                if doc_id in base:
+                    old = base[doc_id]
+                else:
+                    old = committed.docs.get(doc_id) if committed is not None else None
+                if old is None and new is None:
+                    continue
+                out.append(Write(table, doc_id, old, new))
+        return out
+
+
+class Scan:
+    """A lazy index scan that records, when finished, the key interval it actually covered."""
+
+    def __init__(
+        self, tx: Transaction, table: str, idef: IndexDef, lo: bytes, hi: bytes, reverse: bool
+    ) -> None:
+        self.tx = tx
+        self.table = table
+        self.idef = idef
+        self.lo = lo
+        self.hi = hi
+        self.reverse = reverse
+        self.last_key: bytes | None = None
+        self.exhausted = False
+        self._finished = False
+
+    def _committed(
+        self, own: dict[str, Document | None], base: dict[str, Document | None]
+    ) -> Iterator[tuple[bytes, Document]]:
+        data = self.tx.store.tables.get(self.table)
+        if data is None:
+            return
+        ids = data.indexes[self.idef.name]
+        docs = data.docs
+        nested = data.nested
+        for key in data.irange(self.idef.name, self.lo, self.hi, self.reverse):
+            doc_id = ids[key]
+            if doc_id in own or doc_id in base:
+                continue  # superseded by a pending write
+            # Copies keep handlers from mutating stored documents; flat ones copy at C speed.
+            yield key, copy_value(docs[doc_id]) if doc_id in nested else dict(docs[doc_id])
+
+    def __iter__(self) -> Iterator[tuple[bytes, Document]]:
+        own = self.tx.pending.tables.get(self.table) or {}
+        base = self.tx.base.tables.get(self.table) or {}
+        source: Iterator[tuple[bytes, Document]] = self._committed(own, base)
+        if own or base:
+            extra = [
+                (key, doc)
+                for key, doc_id, doc in self.tx.base.in_range(
+                    self.table, self.idef, self.lo, self.hi
+                )
+                if doc_id not in own
+            ]
+            extra += [
+                (key, doc)
+                for key, _, doc in self.tx.pending.in_range(self.table, self.idef, self.lo, self.hi)
+            ]
+            if extra:
+                extra.sort(key=_first, reverse=self.reverse)
+                copies = ((k, copy_value(d)) for k, d in extra)
+                source = heapq.merge(source, copies, key=_first, reverse=self.reverse)
+        check = self.tx.check
+        for key, doc in source:
+            check()
+            self.last_key = key
+            yield key, doc
+        self.exhausted = True
+
+    def finish(self) -> None:
+        """Record the covered interval in the transaction's read set (idempotent)."""
+        if self._finished:
+            return
+        self._finished = True
+        rs = self.tx.read_set
+        if self.exhausted:
+            rs.add(self.table, self.idef.name, self.lo, self.hi)
+        elif self.last_key is not None:
+            if self.reverse:
+                rs.add(self.table, self.idef.name, self.last_key, self.hi)
+            else:
+                rs.add(self.table, self.idef.name, self.lo, successor(self.last_key))
+
+
+def _first(entry: tuple[bytes, Document]) -> bytes:
+    return entry[0]

@@ -1,0 +1,236 @@
+"""What the WebSocket and HTTP front doors share: the engine seam, callers, limits, metrics.
+
+The engine seam is docs/interfaces.md §2; :class:`EngineAPI` states the part of it the front
+doors use, so they can be tested against any engine that keeps that contract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from marketpulse.reactive.access import AdminKeyAuth, Caller
+
+__all__ = [
+    "EngineAPI",
+    "Flusher",
+    "Gateway",
+    "Limits",
+    "Metrics",
+    "MutationLog",
+    "QueryListener",
+    "Watchdog",
+]
+
+log = structlog.get_logger("marketpulse.gateway")
+
+
+class QueryListener(Protocol):
+    """Called synchronously by the engine when a shared query's result changed."""
+
+    def on_query_updated(self, query: Any) -> None: ...
+
+
+class EngineAPI(Protocol):
+    """The engine as the front doors use it (docs/interfaces.md §2)."""
+
+    @property
+    def ts(self) -> int: ...
+    def run_query(self, path: str, args: dict[str, Any], identity: Any) -> Any: ...
+    async def run_mutation(self, path: str, args: dict[str, Any], identity: Any) -> Any: ...
+    async def run_action(self, path: str, args: dict[str, Any], identity: Any) -> Any: ...
+    def subscribe(
+        self, path: str, args: dict[str, Any], identity: Any, listener: QueryListener
+    ) -> Any: ...
+    def unsubscribe(self, query: Any, listener: QueryListener) -> None: ...
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Front-door limits (the engine enforces query time and result size itself)."""
+
+    max_message_bytes: int = 8 * 1024 * 1024
+    client_send_timeout_s: float = 30.0
+    ping_interval_s: float = 15.0
+    max_pending_mutations: int = 1024
+    max_concurrent_actions: int = 64
+
+
+class Metrics:
+    """Prometheus metrics of one server (own registry, so several apps can share a process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.connections = Gauge(
+            "marketpulse_sync_connections", "Open sync WebSockets", registry=self.registry
+        )
+        self.subscriptions = Gauge(
+            "marketpulse_sync_subscriptions",
+            "Queries subscribed over WebSockets",
+            registry=self.registry,
+        )
+        self.transitions = Counter(
+            "marketpulse_sync_transitions", "Transitions pushed to clients", registry=self.registry
+        )
+        self.dropped = Counter(
+            "marketpulse_sync_dropped_clients",
+            "Clients dropped for not reading",
+            registry=self.registry,
+        )
+        self.fanout = Histogram(
+            "marketpulse_sync_fanout_seconds",
+            "Time to write one commit's Transitions to every idle socket (direct writes)",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+            registry=self.registry,
+        )
+        self.fanout_cpu = Counter(
+            "marketpulse_sync_fanout_cpu_seconds",
+            "CPU time spent in direct fan-out writes (independent of CPU contention)",
+            registry=self.registry,
+        )
+        self.commits = Counter(
+            "marketpulse_mutations_committed",
+            "Mutations committed through this server",
+            registry=self.registry,
+        )
+
+
+@dataclass
+class _Logged:
+    at: float
+    outcome: asyncio.Future[tuple[Any, int | None]]
+
+
+class MutationLog:
+    """(sessionId, requestId) → outcome, so a JS client's re-sent mutation runs only once.
+
+    Bounded in size and age; an entry holds the in-flight future, so a re-send that arrives
+    while the first run is still executing waits for it instead of running again.
+    """
+
+    def __init__(self, max_entries: int = 10_000, max_age_s: float = 600.0) -> None:
+        self._entries: OrderedDict[tuple[str, int], _Logged] = OrderedDict()
+        self._max_entries = max_entries
+        self._max_age_s = max_age_s
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: tuple[str, int]) -> asyncio.Future[tuple[Any, int | None]] | None:
+        self._expire()
+        entry = self._entries.get(key)
+        return entry.outcome if entry else None
+
+    def put(self, key: tuple[str, int], outcome: asyncio.Future[tuple[Any, int | None]]) -> None:
+        self._entries[key] = _Logged(time.monotonic(), outcome)
+        self._entries.move_to_end(key)
+        self._expire()
+
+    def _expire(self) -> None:
+        horizon = time.monotonic() - self._max_age_s
+        while self._entries:
+            key, entry = next(iter(self._entries.items()))
+            if len(self._entries) <= self._max_entries and entry.at >= horizon:
+                break
+            del self._entries[key]
+
+
+class _Tickable(Protocol):
+    def tick(self, now: float) -> None: ...
+
+
+class Watchdog:
+    """One periodic task for all sockets (no timer per send): stuck-send drops and Pings."""
+
+    def __init__(self, interval_s: float) -> None:
+        self._interval_s = interval_s
+        self._members: set[_Tickable] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, member: _Tickable) -> None:
+        self._members.add(member)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def discard(self, member: _Tickable) -> None:
+        self._members.discard(member)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._members:
+            await asyncio.sleep(self._interval_s)
+            now = loop.time()
+            for member in list(self._members):
+                try:
+                    member.tick(now)
+                except Exception:  # one bad socket must not stop the others' keepalives
+                    log.exception("watchdog tick failed")
+
+
+class _Flushable(Protocol):
+    def flush_now(self, now: float, shared: dict[Any, bytes] | None = None) -> None: ...
+
+
+class Flusher:
+    """Fan-out without a task switch per socket.
+
+    After a commit the engine notifies every affected subscriber synchronously; idle sockets
+    register here and ONE callback, run as soon as the commit step returns, writes each one's
+    Transition directly. Sockets that are busy or not writable fall back to their sender task.
+    """
+
+    def __init__(self, metrics: Metrics | None = None) -> None:
+        self._dirty: dict[_Flushable, None] = {}
+        self._scheduled = False
+        self._metrics = metrics
+
+    def add(self, member: _Flushable) -> None:
+        self._dirty[member] = None
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        dirty, self._dirty = self._dirty, {}
+        start = time.perf_counter()
+        start_cpu = time.thread_time()
+        now = asyncio.get_running_loop().time()
+        shared: dict[Any, bytes] = {}  # identical Transitions encoded once per fan-out
+        for member in dirty:
+            try:
+                member.flush_now(now, shared)
+            except Exception:  # one socket's failure must not starve the rest
+                log.exception("direct transition write failed")
+        if self._metrics is not None:
+            self._metrics.fanout.observe(time.perf_counter() - start)
+            self._metrics.fanout_cpu.inc(time.thread_time() - start_cpu)
+
+
+@dataclass
+class Gateway:
+    """Everything a front door needs to serve one engine."""
+
+    engine: EngineAPI
+    auth: AdminKeyAuth
+    identity_of: Callable[[Caller], Any]
+    function_kind: Callable[[str], str | None]
+    limits: Limits = field(default_factory=Limits)
+    metrics: Metrics = field(default_factory=Metrics)
+    mutation_log: MutationLog = field(default_factory=MutationLog)
+    watchdog: Watchdog = field(init=False)
+    flusher: Flusher = field(init=False)
+
+    def __post_init__(self) -> None:
+        limits = self.limits
+        self.flusher = Flusher(self.metrics)
+        self.watchdog = Watchdog(
+            min(1.0, limits.client_send_timeout_s / 4, limits.ping_interval_s / 4)
+        )

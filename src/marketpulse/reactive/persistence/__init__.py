@@ -1,0 +1,67 @@
+"""Durable storage behind the engine.
+
+The engine needs three things from a store (:class:`Persistence`): ``load()`` every document
+and the latest commit timestamp at startup, ``write(commit)`` durably (in ts order), and
+``close()``. :func:`open_persistence` picks an implementation from a URL.
+
+SQLite (``sqlite:PATH``) is the default and the only implementation so far.
+
+Adding PostgreSQL (several server nodes sharing one commit log) without touching the engine:
+a ``PostgresPersistence`` keeps an append-only ``commits(ts BIGINT PRIMARY KEY, writes JSONB)``
+log plus a ``documents`` table maintained in the same transaction. ``write(commit)`` appends
+only if the log's newest ts is still ``commit.base_ts`` (checked under a row lock or an
+advisory lock), else raises :class:`CommitConflict`; ``load`` reads ``documents`` and
+``max(ts)``. It also implements :class:`SharedLog`: ``remote_commits()`` tails the log
+(``LISTEN/NOTIFY`` plus ``SELECT ... WHERE ts > last``) and yields other nodes' commits. The
+engine already handles both: it applies remote commits like its own (memory, ts, subscription
+invalidation) and, on a conflict, waits for the newer commits, applies them and re-runs its
+queued mutations (tests/reactive/engine/test_shared_log.py drives two engines over an
+in-memory shared log).
+"""
+
+from __future__ import annotations
+
+from ._types import (
+    Commit,
+    CommitConflict,
+    DocumentWrite,
+    Persistence,
+    PersistenceError,
+    SharedLog,
+    Snapshot,
+)
+from .sqlite import SqlitePersistence
+
+__all__ = [
+    "Commit",
+    "CommitConflict",
+    "DocumentWrite",
+    "Persistence",
+    "PersistenceError",
+    "SharedLog",
+    "Snapshot",
+    "SqlitePersistence",
+    "open_persistence",
+]
+
+
+def open_persistence(url: str) -> Persistence:
+    """Open the store named by ``url``.
+
+    ``sqlite:PATH`` (also ``sqlite:///abs/path``) or ``sqlite::memory:``; ``postgresql://...``
+    is reserved for the multi-node implementation.
+
+    Raises:
+        ValueError: unknown or unsupported URL.
+        PersistenceError: the store cannot be opened.
+    """
+    if url.startswith("sqlite:"):
+        rest = url[len("sqlite:") :]
+        if rest.startswith("//"):
+            rest = rest[2:]
+        if not rest:
+            raise ValueError("sqlite URL needs a path: sqlite:PATH")
+        return SqlitePersistence(rest)
+    if url.startswith(("postgresql:", "postgres:")):
+        raise ValueError("PostgreSQL persistence is not implemented yet; use sqlite:PATH")
+    raise ValueError(f"unknown database URL {url!r}; expected sqlite:PATH")

@@ -1,0 +1,95 @@
+"""The persistence contract between the engine and a durable store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "Commit",
+    "CommitConflict",
+    "DocumentWrite",
+    "Persistence",
+    "PersistenceError",
+    "SharedLog",
+    "Snapshot",
+]
+
+
+class PersistenceError(RuntimeError):
+    """The durable store could not load or write."""
+
+
+@dataclass(frozen=True)
+class DocumentWrite:
+    """The new state of one document: ``value`` is ``None`` for a delete.
+
+    ``value`` holds Python Convex values and includes ``_id`` and ``_creationTime``.
+    """
+
+    table: str
+    id: str
+    value: dict[str, Any] | None
+
+
+class CommitConflict(PersistenceError):
+    """A shared log already holds a commit newer than ``Commit.base_ts``: the engine applies
+    the newer commits (from :meth:`SharedLog.remote_commits`) and re-runs its mutations."""
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One atomic commit: every write, stamped with its commit timestamp (u64 ns).
+
+    ``base_ts`` is the ts of the state the commit was computed on; a single-node store may
+    ignore it, a shared log must refuse the commit (:class:`CommitConflict`) when it holds a
+    newer one.
+    """
+
+    ts: int
+    writes: tuple[DocumentWrite, ...]
+    base_ts: int = 0
+
+
+@dataclass
+class Snapshot:
+    """Everything stored, as loaded at startup: ``(table, document)`` pairs and the max ts."""
+
+    documents: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    ts: int = 0
+
+
+@runtime_checkable
+class Persistence(Protocol):
+    """A durable store of documents and the latest commit timestamp.
+
+    Implementations must keep commits in order: ``write`` is called with strictly increasing
+    ``ts``, and once it returns the commit survives a crash. A later ``load`` returns every
+    document as of the last commit written and ``ts`` = that commit's ts (or greater).
+    """
+
+    async def load(self) -> Snapshot:
+        """Read every document and the latest commit ts."""
+        ...
+
+    async def write(self, commit: Commit) -> None:
+        """Store ``commit`` durably; return only once it is durable."""
+        ...
+
+    async def close(self) -> None:
+        """Flush and release resources. Idempotent."""
+        ...
+
+
+@runtime_checkable
+class SharedLog(Protocol):
+    """Optional, for stores shared by several engine nodes (e.g. a PostgreSQL commit log).
+
+    The engine applies each commit this yields exactly like one of its own (memory, ts,
+    subscriptions) and re-runs its queued mutations on top.
+    """
+
+    def remote_commits(self) -> AsyncIterator[Commit]:
+        """Commits written by *other* nodes after the loaded snapshot, in ts order, forever."""
+        ...

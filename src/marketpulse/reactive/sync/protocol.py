@@ -1,0 +1,650 @@
+"""Sans-I/O state machine for one client connection of the Convex sync protocol.
+
+The protocol object knows nothing about sockets, clocks or the engine. Bytes and text frames go in
+through :meth:`SyncProtocol.receive`, which returns typed :data:`ClientEvent` objects for the
+adapter to act on; the adapter answers through the ``*_response`` / ``accept_auth`` /
+``build_transition`` methods, which return the exact bytes to send. Every invariant of the spec
+(../shared/specs/convex-sync-protocol.md §3 and §10) is enforced here so that it can be tested by
+feeding messages, with no server running:
+
+* the Transition chain is continuous, starting at ``{0, 0, ts 0}``;
+* ``endVersion`` never exceeds what the client has sent, and ``ts`` never decreases;
+* every MutationResponse is followed by a Transition (see :attr:`SyncProtocol.transition_due`);
+* every accepted Authenticate produces an identity-bumping Transition;
+* ``errorData`` appears only for ConvexError failures; ``journal`` is always present (``null``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, TypeAlias
+
+import orjson
+
+from marketpulse.reactive.values import (
+    ConvexValueError,
+    JSONValue,
+    decode_ts,
+    encode_ts,
+    json_to_value,
+    value_to_json,
+)
+
+__all__ = [
+    "ActionRequested",
+    "AuthenticateRequested",
+    "ClientEvent",
+    "Connected",
+    "FunctionOutcome",
+    "MutationRequested",
+    "ProtocolError",
+    "QueryAdded",
+    "QueryRemoved",
+    "StateVersion",
+    "SyncProtocol",
+    "failed_outcome",
+]
+
+_U32_MAX = 2**32 - 1
+
+
+class FunctionOutcome(Protocol):
+    """What the protocol needs from a function result (the engine's ``FunctionResult``)."""
+
+    @property
+    def success(self) -> bool: ...
+    @property
+    def value(self) -> Any: ...
+    @property
+    def error_message(self) -> str | None: ...
+    @property
+    def error_data(self) -> Any: ...
+    @property
+    def log_lines(self) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class _Failed:
+    success: bool
+    value: Any
+    error_message: str | None
+    error_data: Any
+    log_lines: list[str]
+
+
+_NO_ERROR_DATA: Any = None
+
+
+def failed_outcome(message: str) -> FunctionOutcome:
+    """A plain (non-ConvexError) failure, for requests that never reach the engine."""
+    return _Failed(False, None, message, _NO_ERROR_DATA, [])
+
+
+class ProtocolError(Exception):
+    """The client broke the protocol; answer with FatalError and close."""
+
+
+@dataclass(frozen=True, order=True)
+class StateVersion:
+    """A point in a connection's Transition chain."""
+
+    query_set: int = 0
+    identity: int = 0
+    ts: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"querySet": self.query_set, "identity": self.identity, "ts": encode_ts(self.ts)}
+
+
+@dataclass(frozen=True)
+class Connected:
+    """A ``Connect`` message: the start of a (re)connection."""
+
+    session_id: str
+    connection_count: int
+    last_close_reason: str | None
+    max_observed_ts: int | None
+    client_ts: float | None
+
+
+@dataclass(frozen=True)
+class QueryAdded:
+    """A query added by ``ModifyQuerySet``; ``args_error`` is set when the args are unusable."""
+
+    query_id: int
+    udf_path: str
+    args: dict[str, Any]
+    journal: str | None
+    args_error: str | None = None
+
+
+@dataclass(frozen=True)
+class QueryRemoved:
+    """A query removed by ``ModifyQuerySet``."""
+
+    query_id: int
+
+
+@dataclass(frozen=True)
+class MutationRequested:
+    """A ``Mutation`` message; answer it with :meth:`SyncProtocol.mutation_response`."""
+
+    request_id: int
+    udf_path: str
+    args: dict[str, Any]
+    args_error: str | None = None
+
+
+@dataclass(frozen=True)
+class ActionRequested:
+    """An ``Action`` message; answer it with :meth:`SyncProtocol.action_response`."""
+
+    request_id: int
+    udf_path: str
+    args: dict[str, Any]
+    args_error: str | None = None
+
+
+@dataclass(frozen=True)
+class AuthenticateRequested:
+    """An ``Authenticate`` message whose ``baseVersion`` is valid.
+
+    Answer it with :meth:`SyncProtocol.accept_auth` or :meth:`SyncProtocol.reject_auth`.
+    """
+
+    base_version: int
+    token_type: Literal["Admin", "User", "None"]
+    value: str | None
+    acting_as: dict[str, Any] | None = None
+
+
+ClientEvent: TypeAlias = (
+    Connected
+    | QueryAdded
+    | QueryRemoved
+    | MutationRequested
+    | ActionRequested
+    | AuthenticateRequested
+)
+
+
+@dataclass
+class _Query:
+    udf_path: str
+    journal: str | None
+    last_sent: FunctionOutcome | None = None
+
+
+def _int(message: Mapping[str, Any], key: str) -> int:
+    value = message.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ProtocolError(f"{message.get('type')}: '{key}' must be a non-negative integer")
+    if isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            raise ProtocolError(f"{message.get('type')}: '{key}' must be an integer")
+        value = int(value)
+    if not 0 <= value <= _U32_MAX:
+        raise ProtocolError(f"{message.get('type')}: '{key}' out of range")
+    return value
+
+
+def _str(message: Mapping[str, Any], key: str) -> str:
+    value = message.get(key)
+    if not isinstance(value, str):
+        raise ProtocolError(f"{message.get('type')}: '{key}' must be a string")
+    return value
+
+
+def _args(raw: object) -> tuple[dict[str, Any], str | None]:
+    """Decode ``args`` (an array holding one encoded object); errors become function errors."""
+    if not (isinstance(raw, list) and len(raw) == 1 and isinstance(raw[0], dict)):
+        return {}, "ArgumentValidationError: args must be an array holding exactly one object"
+    try:
+        decoded = json_to_value(raw[0])
+    except ConvexValueError as exc:
+        return {}, f"ArgumentValidationError: {exc}"
+    return decoded, None
+
+
+def _dumps(message: Mapping[str, Any]) -> bytes:
+    return orjson.dumps(message)
+
+
+def _value_fragment(outcome: FunctionOutcome) -> Any:
+    # The engine serialises each shared result once (``encoded_json``); splice those bytes
+    # into every socket's Transition instead of re-encoding per socket.
+    encoded = getattr(outcome, "encoded_json", None)
+    if isinstance(encoded, bytes):
+        return orjson.Fragment(encoded)
+    return value_to_json(outcome.value)
+
+
+def _same(a: FunctionOutcome, b: FunctionOutcome) -> bool:
+    if a is b:
+        return True
+    same_outcome = getattr(a, "same_outcome", None)
+    if same_outcome is not None and type(a) is type(b):
+        return bool(same_outcome(b))
+    if a.success != b.success or list(a.log_lines) != list(b.log_lines):
+        return False
+    if not a.success:
+        return a.error_message == b.error_message and _error_data(a) == _error_data(b)
+    return orjson.dumps(_value_fragment(a)) == orjson.dumps(_value_fragment(b))
+
+
+def _error_data(outcome: FunctionOutcome) -> tuple[bool, JSONValue]:
+    """(is_convex_error, encoded data): errorData goes out only for ConvexError failures.
+
+    Even ``errorData: null`` makes both clients build a ConvexError, so a plain error must
+    omit the field entirely.
+    """
+    flag = getattr(outcome, "has_error_data", None)
+    has_data = bool(flag) if flag is not None else outcome.error_data is not None
+    if not has_data:
+        return False, None
+    encoded = getattr(outcome, "encoded_error_data", None)
+    return True, encoded if encoded is not None else value_to_json(outcome.error_data)
+
+
+def _outcome_fields(outcome: FunctionOutcome) -> dict[str, Any]:
+    if outcome.success:
+        return {"success": True, "result": _value_fragment(outcome)}
+    fields: dict[str, Any] = {"success": False, "result": outcome.error_message or "Server Error"}
+    has_data, data = _error_data(outcome)
+    if has_data:
+        fields["errorData"] = data
+    return fields
+
+
+@dataclass
+class SyncProtocol:
+    """The per-connection state of the sync protocol (spec §3.2), reset on every new socket."""
+
+    received_query_set: int = 0
+    received_identity: int = 0
+    sent_version: StateVersion = field(default_factory=StateVersion)
+    session_id: str | None = None
+    closed: bool = False
+    _queries: dict[int, _Query] = field(default_factory=dict)
+    _removed: list[int] = field(default_factory=list)
+    _pending_auth: int | None = None
+    _transition_required: bool = False
+    _min_ts: int = 0
+    _outstanding: dict[int, Literal["Mutation", "Action"]] = field(default_factory=dict)
+    max_transition_bytes: int = 4 * 1024 * 1024
+    """Bigger Transitions are split (the Python client drops frames over 16 MiB and cannot take
+    TransitionChunk): the first carries the version step, the rest go from end to end."""
+    _overflow: list[bytes] = field(default_factory=list)
+
+    # ------------------------------------------------------------------ input
+
+    def receive(self, data: str | bytes) -> list[ClientEvent]:
+        """Parse one WebSocket message from the client.
+
+        Returns:
+            The events the adapter must act on, in order (an unknown or telemetry message
+            yields none).
+
+        Raises:
+            ProtocolError: the message is malformed or breaks the version rules; the adapter
+                sends :meth:`fatal_error` and closes.
+        """
+        if self.closed:
+            return []
+        if isinstance(data, bytes | bytearray | memoryview) and not isinstance(data, str):
+            raise ProtocolError("WSMessageInvalidJson: binary frames are not part of the protocol")
+        try:
+            message = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise ProtocolError(f"WSMessageInvalidJson: {exc}") from None
+        if not isinstance(message, dict):
+            raise ProtocolError("WSMessageInvalidJson: a message must be a JSON object")
+        kind = message.get("type")
+        if kind == "Connect":
+            return [self._on_connect(message)]
+        if kind == "ModifyQuerySet":
+            return self._on_modify_query_set(message)
+        if kind in ("Mutation", "Action"):
+            return [self._on_request(message, kind)]
+        if kind == "Authenticate":
+            return [self._on_authenticate(message)]
+        # Event (telemetry), RetryDegradableQueries and any future type: ignored, as the spec
+        # recommends, so newer clients keep working.
+        return []
+
+    def _on_connect(self, message: Mapping[str, Any]) -> Connected:
+        session_id = message.get("sessionId")
+        if not isinstance(session_id, str):
+            raise ProtocolError("Connect: 'sessionId' must be a string")
+        self.session_id = session_id
+        raw_max = message.get("maxObservedTimestamp")
+        max_ts: int | None = None
+        if isinstance(raw_max, str):
+            try:
+                max_ts = decode_ts(raw_max)
+            except (ValueError, ConvexValueError):
+                raise ProtocolError("Connect: malformed 'maxObservedTimestamp'") from None
+        reason = message.get("lastCloseReason")
+        client_ts = message.get("clientTs")
+        return Connected(
+            session_id=session_id,
+            connection_count=_int(message, "connectionCount")
+            if "connectionCount" in message
+            else 0,
+            last_close_reason=reason if isinstance(reason, str) else None,
+            max_observed_ts=max_ts,
+            client_ts=float(client_ts) if isinstance(client_ts, int | float) else None,
+        )
+
+    def _on_modify_query_set(self, message: Mapping[str, Any]) -> list[ClientEvent]:
+        base, new = _int(message, "baseVersion"), _int(message, "newVersion")
+        if base != self.received_query_set:
+            raise ProtocolError(
+                f"BaseVersionMismatch: ModifyQuerySet baseVersion {base} but the server is at "
+                f"querySet {self.received_query_set}"
+            )
+        if new <= base:
+            raise ProtocolError(f"ModifyQuerySet: newVersion {new} must exceed baseVersion {base}")
+        modifications = message.get("modifications")
+        if not isinstance(modifications, list):
+            raise ProtocolError("ModifyQuerySet: 'modifications' must be an array")
+        # Validate the whole batch before changing anything, so a bad batch leaves no trace.
+        events: list[ClientEvent] = []
+        present = set(self._queries)
+        for mod in modifications:
+            if not isinstance(mod, dict):
+                raise ProtocolError("ModifyQuerySet: each modification must be an object")
+            query_id = _int(mod, "queryId")
+            if mod.get("type") == "Add":
+                if query_id in present:
+                    raise ProtocolError(f"ModifyQuerySet: query {query_id} is already in the set")
+                journal = mod.get("journal")
+                args, error = _args(mod.get("args"))
+                events.append(
+                    QueryAdded(
+                        query_id,
+                        _str(mod, "udfPath"),
+                        args,
+                        journal if isinstance(journal, str) else None,
+                        error,
+                    )
+                )
+                present.add(query_id)
+            elif mod.get("type") == "Remove":
+                if query_id not in present:
+                    raise ProtocolError(f"ModifyQuerySet: query {query_id} is not in the set")
+                events.append(QueryRemoved(query_id))
+                present.discard(query_id)
+            else:
+                raise ProtocolError(f"ModifyQuerySet: unknown modification {mod.get('type')!r}")
+        for event in events:
+            if isinstance(event, QueryAdded):
+                self._queries[event.query_id] = _Query(event.udf_path, event.journal)
+            else:
+                assert isinstance(event, QueryRemoved)
+                del self._queries[event.query_id]
+                self._removed.append(event.query_id)
+        self.received_query_set = new
+        return events
+
+    def _on_request(
+        self, message: Mapping[str, Any], kind: Literal["Mutation", "Action"]
+    ) -> MutationRequested | ActionRequested:
+        request_id = _int(message, "requestId")
+        path = _str(message, "udfPath")
+        if request_id in self._outstanding:
+            raise ProtocolError(f"{kind}: requestId {request_id} is already in flight")
+        args, error = _args(message.get("args"))
+        self._outstanding[request_id] = kind
+        if kind == "Mutation":
+            return MutationRequested(request_id, path, args, error)
+        return ActionRequested(request_id, path, args, error)
+
+    def _on_authenticate(self, message: Mapping[str, Any]) -> AuthenticateRequested:
+        base = _int(message, "baseVersion")
+        if self._pending_auth is not None:
+            raise ProtocolError("Authenticate: the previous Authenticate is still being checked")
+        if base != self.received_identity:
+            raise ProtocolError(
+                f"BaseVersionMismatch: Authenticate baseVersion {base} but the server is at "
+                f"identity {self.received_identity}"
+            )
+        token_type = message.get("tokenType")
+        if token_type not in ("Admin", "User", "None"):
+            raise ProtocolError(f"Authenticate: unknown tokenType {token_type!r}")
+        value = message.get("value")
+        if token_type != "None" and not isinstance(value, str):
+            raise ProtocolError("Authenticate: 'value' must be a string")
+        acting_as = message.get("impersonating", message.get("acting_as"))
+        self._pending_auth = base
+        return AuthenticateRequested(
+            base,
+            token_type,
+            value if isinstance(value, str) else None,
+            acting_as if isinstance(acting_as, dict) else None,
+        )
+
+    # ----------------------------------------------------------------- output
+
+    @property
+    def query_ids(self) -> list[int]:
+        """The ids of the queries currently in the set."""
+        return list(self._queries)
+
+    def udf_path(self, query_id: int) -> str:
+        """The path a query was added with."""
+        return self._queries[query_id].udf_path
+
+    @property
+    def transition_due(self) -> bool:
+        """Whether a Transition must be sent even if no result changed.
+
+        True after a ModifyQuerySet or an accepted Authenticate not yet reflected, and after
+        every Mutation/Action response (clients resolve mutations on the next Transition).
+        """
+        sent = self.sent_version
+        return (
+            self._transition_required
+            or bool(self._removed)
+            or sent.query_set != self.received_query_set
+            or sent.identity != self.received_identity
+        )
+
+    def accept_auth(self) -> None:
+        """Accept the pending Authenticate: the identity version advances and all results resend."""
+        if self._pending_auth is None:
+            raise RuntimeError("no Authenticate is pending")
+        self._pending_auth = None
+        self.received_identity += 1
+        for query in self._queries.values():
+            query.last_sent = None
+        self._transition_required = True
+
+    def reject_auth(self, error: str) -> bytes:
+        """Reject the pending Authenticate: the AuthError to send; the adapter then closes."""
+        base = self._pending_auth if self._pending_auth is not None else self.received_identity
+        self._pending_auth = None
+        self.closed = True
+        return _dumps(
+            {"type": "AuthError", "error": error, "baseVersion": base, "authUpdateAttempted": True}
+        )
+
+    def fatal_error(self, error: str) -> bytes:
+        """The FatalError to send before closing the socket."""
+        self.closed = True
+        return _dumps({"type": "FatalError", "error": error})
+
+    @staticmethod
+    def ping() -> bytes:
+        """A protocol-level keepalive."""
+        return b'{"type":"Ping"}'
+
+    def _finish_request(self, request_id: int, kind: str) -> None:
+        if self._outstanding.get(request_id) != kind:
+            raise RuntimeError(f"no {kind} {request_id} is outstanding")
+        del self._outstanding[request_id]
+        self._transition_required = True
+
+    def mutation_response(self, request_id: int, outcome: FunctionOutcome, ts: int | None) -> bytes:
+        """The MutationResponse for a finished mutation; ``ts`` is its commit timestamp.
+
+        The next Transition will carry ``ts`` or later, which is what resolves the mutation.
+        """
+        self._finish_request(request_id, "Mutation")
+        message: dict[str, Any] = {"type": "MutationResponse", "requestId": request_id}
+        message.update(_outcome_fields(outcome))
+        if outcome.success:
+            if ts is None:
+                raise ValueError("a successful mutation needs its commit ts")
+            message["ts"] = encode_ts(ts)
+            self._min_ts = max(self._min_ts, ts)
+        else:
+            message["ts"] = None
+        message["logLines"] = list(outcome.log_lines)
+        return _dumps(message)
+
+    def action_response(self, request_id: int, outcome: FunctionOutcome) -> bytes:
+        """The ActionResponse for a finished action."""
+        self._finish_request(request_id, "Action")
+        message: dict[str, Any] = {"type": "ActionResponse", "requestId": request_id}
+        message.update(_outcome_fields(outcome))
+        message["logLines"] = list(outcome.log_lines)
+        return _dumps(message)
+
+    def build_transition(
+        self,
+        ts: int,
+        results: Mapping[int, FunctionOutcome],
+        *,
+        force: bool = False,
+        shared: dict[Any, bytes] | None = None,
+    ) -> bytes | None:
+        """Build the next Transition from the latest results, or None if there is nothing to say.
+
+        Args:
+            ts: the timestamp every result in ``results`` was computed at.
+            results: the latest result of each query in the set (missing ids are skipped).
+            force: send a Transition even when nothing changed (it still advances ``ts``).
+            shared: a cache the caller keeps for one fan-out (same ts, same result objects):
+                sockets whose Transitions would be byte-identical share one encoding.
+        """
+        if self.closed:
+            return None
+        changed: list[tuple[int, FunctionOutcome]] = []
+        for query_id, query in self._queries.items():
+            outcome = results.get(query_id)
+            if outcome is None:
+                continue
+            last = query.last_sent
+            if last is not None and _same(last, outcome):
+                query.last_sent = outcome
+                continue
+            changed.append((query_id, outcome))
+            query.last_sent = outcome
+        if not (changed or self._removed or force or self.transition_due):
+            return None
+        if ts < self._min_ts:
+            raise ValueError(f"transition ts {ts} is older than a mutation already answered")
+        start = self.sent_version
+        end = StateVersion(self.received_query_set, self.received_identity, max(ts, start.ts))
+        key: Any = None
+        if shared is not None:
+            # The result objects are alive for the whole fan-out, so their ids are stable.
+            # A flat tuple of ints hashes fast (this runs once per socket per commit).
+            key = (
+                start.query_set,
+                start.identity,
+                start.ts,
+                end.query_set,
+                end.identity,
+                end.ts,
+                tuple(self._removed),
+                *[x for q, o in changed for x in (q, id(o))],
+            )
+            cached = shared.get(key)
+            if cached is not None:
+                self._advance(end)
+                return cached
+        modifications: list[dict[str, Any]] = [
+            {"type": "QueryRemoved", "queryId": query_id} for query_id in self._removed
+        ]
+        modifications.extend(self._modification(q, o) for q, o in changed)
+        self._advance(end)
+        data = _dumps(
+            {
+                "type": "Transition",
+                "startVersion": start.to_json(),
+                "endVersion": end.to_json(),
+                "modifications": modifications,
+            }
+        )
+        if len(data) > self.max_transition_bytes and len(modifications) > 1:
+            first, *rest = self._split(start, end, modifications)
+            self._overflow.extend(rest)
+            return first
+        if shared is not None:
+            shared[key] = data
+        return data
+
+    def take_overflow(self) -> list[bytes]:
+        """The rest of a split Transition: send right after the frame build_transition returned."""
+        frames, self._overflow = self._overflow, []
+        return frames
+
+    def _split(
+        self, start: StateVersion, end: StateVersion, modifications: list[dict[str, Any]]
+    ) -> list[bytes]:
+        groups: list[list[dict[str, Any]]] = [[]]
+        size = 0
+        for mod in modifications:
+            mod_size = len(_dumps(mod))
+            if groups[-1] and size + mod_size > self.max_transition_bytes:
+                groups.append([])
+                size = 0
+            groups[-1].append(mod)
+            size += mod_size
+        frames = []
+        for i, group in enumerate(groups):
+            frames.append(
+                _dumps(
+                    {
+                        "type": "Transition",
+                        "startVersion": (start if i == 0 else end).to_json(),
+                        "endVersion": end.to_json(),
+                        "modifications": group,
+                    }
+                )
+            )
+        return frames
+
+    def _advance(self, end: StateVersion) -> None:
+        self._removed.clear()
+        self._transition_required = False
+        self.sent_version = end
+
+    @staticmethod
+    def _modification(query_id: int, outcome: FunctionOutcome) -> dict[str, Any]:
+        # Journals are opaque to clients and only paginated queries of the real backend make
+        # them; we never do, so always null (the spec: always send the field).
+        journal = None
+        if outcome.success:
+            return {
+                "type": "QueryUpdated",
+                "queryId": query_id,
+                "value": _value_fragment(outcome),
+                "logLines": list(outcome.log_lines),
+                "journal": journal,
+            }
+        failed: dict[str, Any] = {
+            "type": "QueryFailed",
+            "queryId": query_id,
+            "errorMessage": outcome.error_message or "Server Error",
+            "logLines": list(outcome.log_lines),
+            "journal": journal,
+        }
+        has_data, data = _error_data(outcome)
+        if has_data:
+            failed["errorData"] = data
+        return failed

@@ -1,0 +1,74 @@
+// A line-oriented driver for the official npm Convex clients, used by tests/e2e.
+// stdin: one JSON command per line; stdout: one JSON event per line.
+//   {"cmd":"subscribe","id":"s1","path":"counter:get","args":{...}}  -> {"event":"update","id","value"} | {"event":"error","id","message"}
+//   {"cmd":"unsubscribe","id":"s1"}
+//   {"cmd":"mutation"|"query"|"action","via":"ws"|"http","rid":"r1","path","args"} -> {"event":"result","rid","value"} | {"event":"failed","rid","message","data"?}
+//   {"cmd":"close"}
+// Values cross as convex_encoded_json so bigints and bytes survive.
+import { createInterface } from "node:readline";
+import { ConvexClient, ConvexHttpClient } from "convex/browser";
+import { convexToJson, jsonToConvex, ConvexError } from "convex/values";
+import { makeFunctionReference } from "convex/server";
+
+const url = process.argv[2];
+const adminKey = process.env.DRIVER_ADMIN_KEY;
+const ws = new ConvexClient(url);
+const http = new ConvexHttpClient(url);
+if (adminKey) {
+  ws.setAdminAuth(adminKey);
+  http.setAdminAuth(adminKey);
+}
+const subs = new Map();
+const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
+const ref = (path) => makeFunctionReference(path);
+
+function failure(rid, e) {
+  const ev = { event: "failed", rid, message: String(e && e.message ? e.message : e) };
+  if (e instanceof ConvexError) ev.data = convexToJson(e.data);
+  out(ev);
+}
+
+async function run(cmd) {
+  const args = jsonToConvex(cmd.args ?? {});
+  const client = cmd.via === "http" ? http : ws;
+  const dbg = (m) => process.env.DRIVER_DEBUG && process.stderr.write(m + "\n");
+  dbg("run " + cmd.rid);
+  try {
+    let value;
+    if (cmd.cmd === "mutation") value = await client.mutation(ref(cmd.path), args);
+    else if (cmd.cmd === "query") value = await client.query(ref(cmd.path), args);
+    else value = await client.action(ref(cmd.path), args);
+    dbg("done " + cmd.rid);
+    out({ event: "result", rid: cmd.rid, value: convexToJson(value ?? null) });
+  } catch (e) {
+    failure(cmd.rid, e);
+  }
+}
+
+const rl = createInterface({ input: process.stdin });
+rl.on("line", (line) => {
+  if (!line.trim()) return;
+  const cmd = JSON.parse(line);
+  if (process.env.DRIVER_DEBUG) process.stderr.write("cmd " + line + "\n");
+  if (cmd.cmd === "subscribe") {
+    const unsub = ws.onUpdate(
+      ref(cmd.path),
+      jsonToConvex(cmd.args ?? {}),
+      (value) => out({ event: "update", id: cmd.id, value: convexToJson(value ?? null) }),
+      (err) => out({ event: "error", id: cmd.id, message: String(err.message) }),
+    );
+    subs.set(cmd.id, unsub);
+  } else if (cmd.cmd === "unsubscribe") {
+    subs.get(cmd.id)?.();
+    subs.delete(cmd.id);
+  } else if (cmd.cmd === "close") {
+    ws.close().then(() => {
+      out({ event: "closed" });
+      process.exit(0);
+    });
+  } else {
+    run(cmd);
+  }
+});
+rl.on("close", () => process.exit(0));
+out({ event: "ready" });

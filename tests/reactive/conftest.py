@@ -1,0 +1,46 @@
+"""Fixtures for the reactive store: an engine over a real SQLite file and the example app."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from marketpulse.reactive.engine import Engine, Limits
+from marketpulse.reactive.persistence import open_persistence
+
+from .example_app import MODULES
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "store.sqlite3"
+
+
+@pytest.fixture
+async def engine(db_path: Path) -> AsyncIterator[Engine]:
+    eng = await Engine.open(
+        open_persistence(f"sqlite:{db_path}"),
+        MODULES,
+        limits=Limits(query_time_limit=0.5, mutation_time_limit=0.5, max_result_bytes=100_000),
+    )
+    try:
+        yield eng
+    finally:
+        await eng.close()
+
+
+class Recorder:
+    """A query listener that records every update it receives."""
+
+    def __init__(self) -> None:
+        self.updates: list[tuple[int, object]] = []
+
+    def on_query_updated(self, query: object) -> None:
+        self.updates.append((query.version, query.result.value))  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()

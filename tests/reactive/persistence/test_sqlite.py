@@ -1,0 +1,121 @@
+"""SQLite persistence: restart keeps every document and timestamps stay monotonic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from marketpulse.reactive.engine import Engine
+from marketpulse.reactive.persistence import (
+    Commit,
+    DocumentWrite,
+    Persistence,
+    PersistenceError,
+    SqlitePersistence,
+    open_persistence,
+)
+from marketpulse.reactive.values import Int64
+
+from ..example_app import MODULES
+
+
+async def test_restart_keeps_documents_and_ts(db_path: Path) -> None:
+    eng = await Engine.open(open_persistence(f"sqlite:{db_path}"), MODULES)
+    ids = []
+    for i in range(5):
+        r = await eng.run_mutation(
+            "messages:send", {"channel": "a", "body": f"m{i}", "sentAt": float(i)}
+        )
+        ids.append(r.value)
+    await eng.run_mutation("messages:edit", {"id": ids[0], "body": "edited"})
+    await eng.run_mutation("messages:remove", {"id": ids[1]})
+    before = eng.run_query("messages:list", {"channel": "a"}).value
+    last_ts = eng.ts
+    await eng.close()
+
+    eng2 = await Engine.open(open_persistence(f"sqlite:{db_path}"), MODULES)
+    try:
+        assert eng2.ts == last_ts
+        assert eng2.run_query("messages:list", {"channel": "a"}).value == before
+        assert eng2.run_query("messages:get", {"id": ids[0]}).value["body"] == "edited"
+        assert eng2.run_query("messages:get", {"id": ids[1]}).value is None
+        r = await eng2.run_mutation("messages:send", {"channel": "a", "body": "new", "sentAt": 9.0})
+        assert r.ts > last_ts
+        newest = eng2.run_query("messages:list", {"channel": "a", "limit": 1}).value[0]
+        assert newest["body"] == "new"
+        assert newest["_creationTime"] > max(d["_creationTime"] for d in before)
+    finally:
+        await eng2.close()
+
+
+async def test_ts_survives_a_clock_behind(db_path: Path) -> None:
+    p = SqlitePersistence(db_path)
+    assert isinstance(p, Persistence)
+    future = 2**62
+    await p.write(
+        Commit(
+            future,
+            (
+                DocumentWrite(
+                    "t", "id1", {"_id": "id1", "_creationTime": 1.0, "n": Int64(5), "b": b"\x00"}
+                ),
+            ),
+        )
+    )
+    await p.close()
+    eng = await Engine.open(SqlitePersistence(db_path), MODULES)
+    try:
+        assert eng.ts == future
+        r = await eng.run_mutation("counters:increment", {"name": "x"})
+        assert r.ts == future + 1
+    finally:
+        await eng.close()
+    snap = await (p2 := SqlitePersistence(db_path)).load()
+    await p2.close()
+    assert snap.ts == future + 1
+    assert (
+        "t",
+        {"_id": "id1", "_creationTime": 1.0, "n": Int64(5), "b": b"\x00"},
+    ) in snap.documents
+    assert isinstance(dict(snap.documents)["t"]["n"], Int64)
+
+
+async def test_group_commit_keeps_order(tmp_path: Path) -> None:
+    import asyncio
+
+    p = SqlitePersistence(tmp_path / "g.sqlite3")
+    writes = [
+        p.write(
+            Commit(
+                i,
+                (DocumentWrite("t", "same", {"_id": "same", "_creationTime": 0.0, "v": float(i)}),),
+            )
+        )
+        for i in range(1, 51)
+    ]
+    await asyncio.gather(*writes)
+    snap = await p.load()
+    await p.close()
+    assert snap.ts == 50
+    assert snap.documents == [("t", {"_id": "same", "_creationTime": 0.0, "v": 50.0})]
+
+
+def test_open_persistence_urls(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="PostgreSQL"):
+        open_persistence("postgresql://localhost/x")
+    with pytest.raises(ValueError, match="unknown"):
+        open_persistence("mysql://x")
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(PersistenceError):
+        SqlitePersistence(tmp_path / "dir")
+    (tmp_path / "junk").write_bytes(b"not a database" * 100)
+    with pytest.raises(PersistenceError):
+        SqlitePersistence(tmp_path / "junk")
+
+
+async def test_memory_url() -> None:
+    p = open_persistence("sqlite::memory:")
+    await p.write(Commit(3, ()))
+    assert (await p.load()).ts == 3
+    await p.close()

@@ -1,0 +1,65 @@
+"""A real store (engine + SQLite + uvicorn on a free port) inside the test's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from e2e.example_functions import counter
+from marketpulse.reactive._binding import gateway_for
+from marketpulse.reactive.engine import Engine
+from marketpulse.reactive.engine import Limits as EngineLimits
+from marketpulse.reactive.gateway import Gateway, Limits
+from marketpulse.reactive.persistence import open_persistence
+from marketpulse.reactive.server import build_app, uvicorn_config
+from marketpulse.reactive.sync.client import LightSyncClient
+
+ADMIN_KEY = "test-admin-key-0123456789"
+
+
+@dataclass
+class Served:
+    gateway: Gateway
+    engine: Engine
+    url: str
+
+    @property
+    def ws_url(self) -> str:
+        return LightSyncClient.ws_url(self.url)
+
+    async def client(self) -> LightSyncClient:
+        return await LightSyncClient(self.ws_url).connect()
+
+
+@contextlib.asynccontextmanager
+async def serve_store(
+    db_path: Path, limits: Limits | None = None, *, static_dir: Path | None = None
+) -> AsyncIterator[Served]:
+    engine = await Engine.open(
+        open_persistence(f"sqlite:{db_path}"),
+        [counter],
+        limits=EngineLimits(query_time_limit=0.3, max_result_bytes=2_000_000),
+    )
+    gateway = gateway_for(engine, ADMIN_KEY, limits)
+    config = uvicorn_config(
+        build_app(gateway, static_dir=static_dir), "127.0.0.1", 0, gateway.limits
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server._serve())  # no signal handlers inside a test
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield Served(gateway, engine, f"http://127.0.0.1:{port}")
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(task, 10)
+        await engine.close()

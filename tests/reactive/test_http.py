@@ -1,0 +1,176 @@
+"""The HTTP API over a real server, as ConvexHttpClient and convex.http_client call it."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from marketpulse.reactive.values import decode_ts, encode_ts
+
+from .sync.serving import ADMIN_KEY, Served, serve_store
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> Any:
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "index.html").write_text("<html>dashboard</html>")
+    (static / "app.js").write_text("console.log(1)")
+    async with serve_store(tmp_path / "h.sqlite", static_dir=static) as served:
+        yield served
+
+
+@pytest.fixture
+async def http(store: Served) -> Any:
+    async with httpx.AsyncClient(base_url=store.url, timeout=10) as client:
+        yield client
+
+
+async def post(http: httpx.AsyncClient, route: str, body: Any, **kw: Any) -> httpx.Response:
+    return await http.post(route, content=json.dumps(body), **kw)
+
+
+async def test_query_mutation_action_with_both_args_shapes(http: httpx.AsyncClient) -> None:
+    r = await post(http, "/api/mutation", {"path": "counter:inc", "args": [{"name": "h"}],
+                                           "format": "convex_encoded_json"})  # fmt: skip
+    assert r.status_code == 200 and r.json() == {"status": "success", "value": 1.0}
+    r = await post(
+        http, "/api/mutation", {"path": "counter.js:inc", "args": {"name": "h", "by": 2}}
+    )
+    assert r.json()["value"] == 3.0
+    r = await post(http, "/api/query", {"path": "counter:get", "args": {"name": "h"}})
+    assert r.json() == {"status": "success", "value": 3.0}
+    r = await post(http, "/api/action", {"path": "counter:echo",
+                                         "args": [{"value": {"$integer": "AQAAAAAAAAA="}}]})  # fmt: skip
+    assert r.json() == {"status": "success", "value": {"$integer": "AQAAAAAAAAA="}}
+    r = await post(http, "/api/function", {"path": "counter:inc", "args": {"name": "h"}})
+    assert r.json()["value"] == 4.0
+    r = await post(http, "/api/run/counter/get", {"args": {"name": "h"}})
+    assert r.json() == {"status": "success", "value": 4.0}
+    r = await http.get("/api/query", params={"path": "counter:get", "args": '{"name":"h"}'})
+    assert r.json() == {"status": "success", "value": 4.0}
+
+
+async def test_function_errors_are_http_200(http: httpx.AsyncClient) -> None:
+    r = await post(http, "/api/query", {"path": "counter:boom", "args": {}})
+    assert r.status_code == 200
+    assert r.json()["status"] == "error" and "boom on purpose" in r.json()["errorMessage"]
+    assert "errorData" not in r.json()
+    r = await post(http, "/api/mutation", {"path": "counter:incThenFail", "args": {"name": "e"}})
+    assert r.status_code == 200 and r.json()["errorData"] == {"code": "nope", "name": "e"}
+    r = await post(http, "/api/query", {"path": "counter:get", "args": {"name": "e"}})
+    assert r.json()["value"] == 0.0, "the failed mutation wrote nothing"
+    r = await post(http, "/api/query", {"path": "counter:get", "args": {"name": 3}})
+    assert "ArgumentValidationError" in r.json()["errorMessage"]
+    r = await post(http, "/api/query", {"path": "missing:fn", "args": {}})
+    assert r.json()["errorMessage"] == "Could not find public function for 'missing:fn'"
+
+
+@pytest.mark.parametrize(
+    ("route", "raw", "code"),
+    [
+        ("/api/query", b"{nope", "BadJsonBody"),
+        ("/api/query", b"[1]", "BadJsonBody"),
+        ("/api/query", b'{"args": {}}', "BadPath"),
+        ("/api/query", b'{"path": "counter:get", "args": [1, 2]}', "BadArgs"),
+        ("/api/query", b'{"path": "counter:get", "args": {"$set": []}}', "BadArgs"),
+        ("/api/query", b'{"path": "counter:get", "args": {}, "format": "xml"}', "BadFormat"),
+        ("/api/query_at_ts", b'{"path": "counter:get", "args": {}, "ts": "zz"}', "BadTimestamp"),
+    ],
+)
+async def test_malformed_requests_are_4xx_with_code_and_message(
+    http: httpx.AsyncClient, route: str, raw: bytes, code: str
+) -> None:
+    r = await http.post(route, content=raw)
+    assert 400 <= r.status_code < 500
+    assert r.json()["code"] == code and r.json()["message"]
+
+
+async def test_internal_functions_need_the_admin_key(http: httpx.AsyncClient) -> None:
+    body = {"path": "counter:internalInc", "args": {"name": "i"}}
+    r = await post(http, "/api/mutation", body)
+    assert (
+        r.json()["status"] == "error"
+        and "Could not find public function" in r.json()["errorMessage"]
+    )
+    r = await post(http, "/api/mutation", body, headers={"Authorization": f"Convex {ADMIN_KEY}"})
+    assert r.json() == {"status": "success", "value": 1.0}
+    r = await post(http, "/api/mutation", body, headers={"Authorization": "Convex wrong"})
+    assert r.status_code == 401 and r.json()["code"] == "Unauthenticated"
+    assert ADMIN_KEY not in r.text
+    r = await post(http, "/api/query", {"path": "counter:get", "args": {"name": "i"}},
+                   headers={"Authorization": "Bearer a.b.c"})  # fmt: skip
+    assert r.status_code == 401 and "User tokens" in r.json()["message"]
+    # The JS admin form with an acting-as identity.
+    ident = base64.b64encode(json.dumps({"subject": "u1"}).encode()).decode()
+    r = await post(http, "/api/query", {"path": "counter:get", "args": {"name": "i"}},
+                   headers={"Authorization": f"Convex {ADMIN_KEY}:{ident}"})  # fmt: skip
+    assert r.json() == {"status": "success", "value": 1.0}
+
+
+async def test_query_ts_and_query_at_ts(http: httpx.AsyncClient) -> None:
+    await post(http, "/api/mutation", {"path": "counter:inc", "args": {"name": "t"}})
+    ts = (await http.post("/api/query_ts")).json()["ts"]
+    assert decode_ts(ts) > 0
+    body = {"path": "counter:get", "args": {"name": "t"}, "ts": ts}
+    r = await post(http, "/api/query_at_ts", body)
+    assert r.json() == {"status": "success", "value": 1.0}
+    await post(http, "/api/mutation", {"path": "counter:inc", "args": {"name": "t"}})
+    r = await post(http, "/api/query_at_ts", body)
+    assert r.status_code == 400 and r.json()["code"] == "QueryTsTooOld"
+    r = await post(http, "/api/query_at_ts", {**body, "ts": encode_ts(decode_ts(ts) + 10**15)})
+    assert r.json()["value"] == 2.0
+
+
+async def test_query_batch_reads_one_snapshot(http: httpx.AsyncClient) -> None:
+    await post(http, "/api/mutation", {"path": "counter:inc", "args": {"name": "b", "by": 4}})
+    r = await post(http, "/api/query_batch", {"queries": [
+        {"path": "counter:get", "args": {"name": "b"}},
+        {"path": "counter:boom", "args": {}},
+        {"path": "counter:listAll", "args": {}}]})  # fmt: skip
+    results = r.json()["results"]
+    assert results[0] == {"status": "success", "value": 4.0}
+    assert results[1]["status"] == "error"
+    assert results[2]["value"] == [{"name": "b", "value": 4.0}]
+
+
+async def test_clean_json_format_for_run(http: httpx.AsyncClient) -> None:
+    r = await post(http, "/api/run/counter/echo",
+                   {"args": {"value": {"n": {"$integer": "AgAAAAAAAAA="}, "b": {"$bytes": "AAE="}}}})  # fmt: skip
+    assert r.json() == {"status": "success", "value": {"n": "2", "b": "AAE="}}
+
+
+async def test_cors_like_the_backend(http: httpx.AsyncClient) -> None:
+    r = await http.options("/api/mutation", headers={
+        "Origin": "http://localhost:5173", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type,authorization,convex-client"})  # fmt: skip
+    assert r.status_code == 204
+    assert r.headers["access-control-allow-origin"] == "http://localhost:5173"
+    assert r.headers["access-control-allow-credentials"] == "true"
+    assert r.headers["access-control-max-age"] == "86400"
+    assert "authorization" in r.headers["access-control-allow-headers"]
+    r = await post(http, "/api/query", {"path": "counter:get", "args": {"name": "c"}},
+                   headers={"Origin": "http://example.test"})  # fmt: skip
+    assert r.headers["access-control-allow-origin"] == "http://example.test"
+
+
+async def test_health_metrics_static_and_unknown_routes(http: httpx.AsyncClient) -> None:
+    assert (await http.get("/health")).json()["status"] == "ok"
+    await post(http, "/api/mutation", {"path": "counter:inc", "args": {"name": "m"}})
+    metrics = (await http.get("/metrics")).text
+    assert "marketpulse_mutations_committed_total 1.0" in metrics
+    assert "marketpulse_sync_connections" in metrics
+    assert (await http.get("/")).text == "<html>dashboard</html>"
+    assert (await http.get("/app.js")).text == "console.log(1)"
+    assert (await http.get("/markets/XYZ")).text == "<html>dashboard</html>", "SPA fallback"
+    r = await http.post("/api/nope", content=b"{}")
+    assert r.status_code == 404 and r.json()["code"] == "NotFound"
+    # A deployment URL with a trailing slash makes clients request "//api/...".
+    r = await http.post(str(http.base_url).rstrip("/") + "//api/query",
+                        content=b'{"path":"counter:get","args":{"name":"m"}}')  # fmt: skip
+    assert r.json() == {"status": "success", "value": 1.0}
