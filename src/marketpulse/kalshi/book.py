@@ -1,0 +1,211 @@
+"""Exact Kalshi order books.
+
+Kalshi's book holds bids only: YES bids and NO bids. A NO bid at price ``p`` is a YES ask at
+``1 - p`` (spec §5). The book stores both sides in Kalshi's *native* bid terms, keyed by
+``Decimal`` price (``Decimal("0.45") == Decimal("0.4500")`` and they hash alike, so keys are
+normalised for free) with ``Decimal`` sizes. With ``use_yes_price`` the exchange sends NO levels
+already on the YES scale; :meth:`OrderBook.apply_snapshot` and :meth:`OrderBook.apply_delta` take
+a ``yes_price`` flag and convert back, so :meth:`OrderBook.levels` is always native and compares
+directly with the simulator's book.
+
+Reads sort on demand: writes (deltas) vastly outnumber reads because readers are coalesced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from decimal import Decimal
+
+__all__ = ["ONE", "BookError", "Level", "OrderBook"]
+
+ONE = Decimal(1)
+_ZERO = Decimal(0)
+_TWO = Decimal(2)
+
+Level = tuple[Decimal, Decimal]
+
+
+class BookError(ValueError):
+    """A message would put the book in an impossible state (e.g. a negative size)."""
+
+
+class OrderBook:
+    """One market's book: YES bids and NO bids, exact.
+
+    Attributes:
+        ticker: Market ticker.
+        valid: False until a snapshot arrives, and again whenever a message may have been
+            missed; an invalid book holds no levels and must not be served.
+        invalid_reason: Why the book is invalid (``"awaiting snapshot"``, ``"seq gap"``, ...).
+        ts_ms: Exchange timestamp of the last applied message, when it carried one.
+    """
+
+    __slots__ = ("_no", "_yes", "invalid_reason", "ticker", "ts_ms", "valid")
+
+    def __init__(self, ticker: str) -> None:
+        """Create an empty, invalid book (it becomes valid with its first snapshot)."""
+        self.ticker = ticker
+        self._yes: dict[Decimal, Decimal] = {}
+        self._no: dict[Decimal, Decimal] = {}
+        self.valid = False
+        self.invalid_reason = "awaiting snapshot"
+        self.ts_ms: int | None = None
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def apply_snapshot(
+        self,
+        yes: Iterable[Level],
+        no: Iterable[Level],
+        *,
+        yes_price: bool = False,
+        ts_ms: int | None = None,
+    ) -> None:
+        """Replace the whole book and mark it valid.
+
+        Args:
+            yes: YES bid levels ``(price, size)``.
+            no: NO levels: NO bid prices, or YES-scale prices when ``yes_price``.
+            yes_price: The subscription used ``use_yes_price``.
+            ts_ms: Exchange timestamp, if known.
+
+        Raises:
+            BookError: A level has a negative size; the book is left invalid.
+        """
+        new_yes: dict[Decimal, Decimal] = {}
+        new_no: dict[Decimal, Decimal] = {}
+        for price, size in yes:
+            if size < 0:
+                self.invalidate("negative size in snapshot")
+                raise BookError(f"{self.ticker}: negative size {size} at yes {price}")
+            if size:
+                # A repeated price adds up: it is still a description of the same aggregate.
+                new_yes[price] = new_yes.get(price, _ZERO) + size
+        for price, size in no:
+            if size < 0:
+                self.invalidate("negative size in snapshot")
+                raise BookError(f"{self.ticker}: negative size {size} at no {price}")
+            if size:
+                p = ONE - price if yes_price else price
+                new_no[p] = new_no.get(p, _ZERO) + size
+        self._yes = new_yes
+        self._no = new_no
+        self.valid = True
+        self.invalid_reason = ""
+        self.ts_ms = ts_ms
+
+    def apply_delta(
+        self,
+        side: str,
+        price: Decimal,
+        delta: Decimal,
+        *,
+        yes_price: bool = False,
+        ts_ms: int | None = None,
+    ) -> None:
+        """Add a signed size change to one level; a level reaching zero disappears.
+
+        Args:
+            side: ``"yes"`` or ``"no"``.
+            price: Level price (YES-scale for the NO side when ``yes_price``).
+            delta: Signed change of the aggregate size at that price.
+            yes_price: The subscription used ``use_yes_price``.
+            ts_ms: Exchange timestamp, if known.
+
+        Raises:
+            BookError: Unknown side, or the size would go negative (the book is invalidated).
+        """
+        if side == "yes":
+            levels = self._yes
+        elif side == "no":
+            levels = self._no
+            if yes_price:
+                price = ONE - price
+        else:
+            raise BookError(f"{self.ticker}: unknown side {side!r}")
+        new = levels.get(price, _ZERO) + delta
+        if new > 0:
+            levels[price] = new
+        elif new == 0:
+            levels.pop(price, None)
+        else:
+            self.invalidate("negative size")
+            raise BookError(f"{self.ticker}: size at {side} {price} would be {new}")
+        if ts_ms is not None:
+            self.ts_ms = ts_ms
+
+    def invalidate(self, reason: str) -> None:
+        """Drop every level and mark the book invalid until its next snapshot."""
+        self._yes = {}
+        self._no = {}
+        self.valid = False
+        self.invalid_reason = reason
+
+    # -- reads (YES terms) ----------------------------------------------------------------------
+
+    def bids(self, depth: int | None = None) -> list[Level]:
+        """YES bids, best (highest) first, at most ``depth`` levels."""
+        out = sorted(self._yes.items(), key=_price_key, reverse=True)
+        return out if depth is None else out[:depth]
+
+    def asks(self, depth: int | None = None) -> list[Level]:
+        """YES asks (``1 - NO bid``), best (lowest) first, at most ``depth`` levels."""
+        out = [(ONE - p, s) for p, s in sorted(self._no.items(), key=_price_key, reverse=True)]
+        return out if depth is None else out[:depth]
+
+    @property
+    def best_bid(self) -> Decimal | None:
+        """Highest YES bid, or None when there is none."""
+        return max(self._yes) if self._yes else None
+
+    @property
+    def best_ask(self) -> Decimal | None:
+        """Lowest YES ask (``1 - best NO bid``), or None when there are no NO bids."""
+        return ONE - max(self._no) if self._no else None
+
+    @property
+    def best_bid_size(self) -> Decimal | None:
+        """Size at the best YES bid."""
+        return self._yes[max(self._yes)] if self._yes else None
+
+    @property
+    def best_ask_size(self) -> Decimal | None:
+        """Size at the best YES ask."""
+        return self._no[max(self._no)] if self._no else None
+
+    @property
+    def spread(self) -> Decimal | None:
+        """``best_ask - best_bid``, or None when a side is empty."""
+        bid, ask = self.best_bid, self.best_ask
+        return None if bid is None or ask is None else ask - bid
+
+    @property
+    def mid(self) -> Decimal | None:
+        """``(best_bid + best_ask) / 2``, or None when a side is empty."""
+        bid, ask = self.best_bid, self.best_ask
+        return None if bid is None or ask is None else (bid + ask) / _TWO
+
+    def depth(self, n: int) -> tuple[list[Level], list[Level]]:
+        """Top-``n`` YES bids and YES asks, best first."""
+        return self.bids(n), self.asks(n)
+
+    def levels(self) -> dict[str, list[Level]]:
+        """Both sides in Kalshi's native bid terms, ascending by price (like the REST book)."""
+        return {
+            "yes": sorted(self._yes.items(), key=_price_key),
+            "no": sorted(self._no.items(), key=_price_key),
+        }
+
+    def __len__(self) -> int:
+        return len(self._yes) + len(self._no)
+
+    def __repr__(self) -> str:
+        state = "valid" if self.valid else f"invalid: {self.invalid_reason}"
+        return (
+            f"OrderBook({self.ticker!r}, {state}, bid={self.best_bid}, ask={self.best_ask}, "
+            f"levels={len(self)})"
+        )
+
+
+def _price_key(level: Level) -> Decimal:
+    return level[0]
