@@ -1,0 +1,15 @@
+"""marketpulse.simulator: an exchange that speaks Kalshi WS v2 + REST v2, with fault injection.
+
+```python
+sim = Simulator(SimulatorConfig(port=0, markets=50, rate=1000.0, seed=1))
+await sim.start()            # sim.rest_url, sim.ws_url, sim.key_id, sim.private_key_path
+sim.book_levels(ticker)      # {"yes": [(Decimal, Decimal)], "no": [...]}, ascending by price
+sim.pause(); sim.resume(); sim.faults.skip_seq(); sim.faults.drop_connection(); ...
+await sim.stop()
+```
+"""
+
+from marketpulse.simulator._faults import Faults, FaultSettings
+from marketpulse.simulator._server import Simulator, SimulatorConfig
+
+__all__ = ["FaultSettings", "Faults", "Simulator", "SimulatorConfig"]

@@ -1,0 +1,259 @@
+"""Replay a recorded feed through the simulator.
+
+Recording format (written by ``marketpulse record``, see docs/interfaces.md §7): JSONL, one line
+per frame the client received, in arrival order::
+
+    {"ts_ms": <receive time, epoch ms>, "frame": "<the raw text frame>"}
+
+``frame`` may also be an already parsed object. Lines that are not JSON, frames that are not
+JSON, and command responses are skipped (and counted).
+
+The replay does not forward recorded frames verbatim: it applies them to the simulator's own
+books and emits what changed, so every connected client gets a consistent stream of its own:
+a snapshot first (from the simulator's current book), then deltas, with ``sid``/``seq``
+numbered per connection. A recorded snapshot (after a gap or a reconnect in the original
+session) becomes the deltas that turn the current book into it; a recorded duplicate (same
+``sid`` and ``seq`` twice in a row) is dropped; a delta that would take a level below zero is
+clamped. Order-book prices are read in native terms (recordings are made without
+``use_yes_price``, the recorder's default).
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from marketpulse.simulator._catalog import Catalog, Event, Market, Series
+from marketpulse.simulator._model import Event as ModelEvent
+from marketpulse.simulator._model import ExchangeModel, Lifecycle, Trade
+from marketpulse.simulator._units import ONE, parse_price, parse_size
+
+__all__ = ["RecordedFrame", "ReplaySource", "catalog_from_recording", "read_recording"]
+
+DATA_TYPES = frozenset(
+    {"orderbook_snapshot", "orderbook_delta", "ticker", "trade", "market_lifecycle_v2"}
+)
+
+
+@dataclass(slots=True)
+class RecordedFrame:
+    """One data frame of a recording."""
+
+    ts_ms: int
+    frame: dict[str, Any]
+
+
+def read_recording(path: str | Path) -> tuple[list[RecordedFrame], int]:
+    """Read the data frames of a recording.
+
+    Returns:
+        The data frames in order, and how many lines were skipped.
+    """
+    frames: list[RecordedFrame] = []
+    skipped = 0
+    last_seq: dict[int, int] = {}
+    with Path(path).open("rb") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            try:
+                rec = orjson.loads(line)
+                raw = rec["frame"]
+                frame = orjson.loads(raw) if isinstance(raw, str | bytes) else raw
+                ts_ms = int(rec["ts_ms"])
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                skipped += 1
+                continue
+            if not isinstance(frame, dict) or frame.get("type") not in DATA_TYPES:
+                skipped += 1
+                continue
+            if not isinstance(frame.get("msg"), dict) or not frame["msg"].get("market_ticker"):
+                skipped += 1
+                continue
+            sid, seq = frame.get("sid"), frame.get("seq")
+            if isinstance(sid, int) and isinstance(seq, int):
+                if last_seq.get(sid) == seq:
+                    skipped += 1  # a duplicate in the original stream
+                    continue
+                last_seq[sid] = seq
+            frames.append(RecordedFrame(ts_ms, frame))
+    return frames, skipped
+
+
+def _levels(msg: dict[str, Any], side: str) -> list[tuple[int, int]]:
+    levels = msg.get(f"{side}_dollars_fp")
+    if levels is None and msg.get(f"{side}_dollars") is not None:
+        levels = msg[f"{side}_dollars"]  # transition era: [["0.0100", 250], ...]
+    out: list[tuple[int, int]] = []
+    for p, s in levels or []:
+        out.append((parse_price(p), parse_size(s)))
+    return out
+
+
+class ReplaySource:
+    """Recorded frames, released at their original pace (divided by ``speed``)."""
+
+    def __init__(self, path: str | Path, speed: float = 1.0, loop: bool = False) -> None:
+        """Load a recording.
+
+        Args:
+            path: The JSONL file.
+            speed: 2.0 replays twice as fast.
+            loop: Start again from the beginning when the recording ends.
+        """
+        if speed <= 0:
+            raise ValueError("speed must be > 0")
+        self.frames, self.skipped = read_recording(path)
+        self.speed = speed
+        self.loop = loop
+        self.index = 0
+        self.t0: float | None = None
+        self.rounds = 0
+        self.first_ts = self.frames[0].ts_ms if self.frames else 0
+
+    @property
+    def done(self) -> bool:
+        """True when every frame has been replayed (and not looping)."""
+        return self.index >= len(self.frames) and not self.loop
+
+    def tickers(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """``(ticker, msg)`` of every recorded frame, in order."""
+        for f in self.frames:
+            yield f.frame["msg"]["market_ticker"], f.frame["msg"]
+
+    def due(self, model: ExchangeModel, now: float, now_ms: int) -> list[ModelEvent]:
+        """Apply every frame due by ``now`` (loop clock, seconds) and return the events."""
+        out: list[ModelEvent] = []
+        if not self.frames:
+            return out
+        if self.t0 is None:
+            self.t0 = now
+        while True:
+            while self.index < len(self.frames):
+                rf = self.frames[self.index]
+                if self.t0 + (rf.ts_ms - self.first_ts) / 1000 / self.speed > now:
+                    return out
+                self.index += 1
+                try:
+                    self._apply(model, rf.frame, now_ms, out)
+                except (KeyError, ValueError, TypeError, ArithmeticError):
+                    self.skipped += 1
+            if not self.loop:
+                return out
+            self.index = 0
+            self.rounds += 1
+            self.t0 = now
+
+    @staticmethod
+    def _apply(
+        model: ExchangeModel, frame: dict[str, Any], now_ms: int, out: list[ModelEvent]
+    ) -> None:
+        msg = frame["msg"]
+        ticker = msg["market_ticker"]
+        kind = frame["type"]
+        if kind == "orderbook_snapshot":
+            out += model.set_book(ticker, _levels(msg, "yes"), _levels(msg, "no"), now_ms)
+        elif kind == "orderbook_delta":
+            side = msg["side"]
+            if side not in ("yes", "no"):
+                raise ValueError(side)
+            out += model.apply_delta(
+                ticker, side, parse_price(msg["price_dollars"]), parse_size(msg["delta_fp"]), now_ms
+            )
+        elif kind == "trade":
+            yes_price = parse_price(msg["yes_price_dollars"])
+            taker = msg.get("taker_outcome_side") or msg.get("taker_side") or "yes"
+            trade = Trade(
+                ticker,
+                now_ms,
+                str(msg.get("trade_id") or uuid.uuid4()),
+                yes_price,
+                parse_size(msg["count_fp"]),
+                taker,
+            )
+            model.record_trade(trade)
+            out.append(trade)
+        elif kind == "ticker":
+            st = model.states[ticker]
+            if msg.get("price_dollars") is not None:
+                st.last_price = parse_price(msg["price_dollars"])
+            if msg.get("volume_fp") is not None:
+                st.volume = parse_size(msg["volume_fp"])
+            if msg.get("open_interest_fp") is not None:
+                st.open_interest = parse_size(msg["open_interest_fp"])
+            tk = model.ticker_if_changed(ticker, now_ms)
+            if tk is not None:
+                out.append(tk)
+            return
+        elif kind == "market_lifecycle_v2":
+            fields = {k: v for k, v in msg.items() if k not in ("market_ticker", "event_type")}
+            out.append(Lifecycle(ticker, now_ms, str(msg.get("event_type", "")), fields))
+            return
+        tk = model.ticker_if_changed(ticker, now_ms) if kind == "trade" else None
+        if tk is not None:
+            out.append(tk)
+
+
+def catalog_from_recording(source: ReplaySource, rng: random.Random) -> Catalog:
+    """Markets, events and series named after the tickers a recording mentions."""
+    markets: dict[str, Market] = {}
+    events: dict[str, Event] = {}
+    series: dict[str, Series] = {}
+    first_ts = source.first_ts
+    for ticker, msg in source.tickers():
+        if ticker in markets:
+            continue
+        event_ticker = ticker.rsplit("-", 1)[0] if "-" in ticker else ticker
+        series_ticker = ticker.split("-", 1)[0]
+        price = 0
+        if msg.get("price_dollars") is not None:
+            try:
+                price = min(ONE, max(0, parse_price(msg["price_dollars"])))
+            except (ValueError, ArithmeticError):
+                price = 0
+        market_id = msg.get("market_id") or str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        markets[ticker] = Market(
+            ticker=ticker,
+            event_ticker=event_ticker,
+            series_ticker=series_ticker,
+            market_id=str(market_id),
+            title=ticker,
+            subtitle="",
+            yes_sub_title="",
+            no_sub_title="",
+            rules_primary="Replayed market.",
+            strike_type="custom",
+            floor_strike=None,
+            cap_strike=None,
+            structure="deci_cent",
+            created_ms=first_ts,
+            open_ms=first_ts,
+            close_ms=first_ts + 86_400_000,
+            expected_expiration_ms=first_ts + 86_400_000,
+            initial_price=price,
+            previous_price=price,
+            previous_yes_bid=0,
+            previous_yes_ask=ONE,
+        )
+        if event_ticker not in events:
+            events[event_ticker] = Event(
+                event_ticker,
+                series_ticker,
+                event_ticker,
+                "",
+                "Replay",
+                False,
+                first_ts + 86_400_000,
+            )
+        events[event_ticker].markets.append(ticker)
+        if series_ticker not in series:
+            series[series_ticker] = Series(
+                series_ticker, series_ticker, "Replay", "custom", [], "recording", ""
+            )
+    return Catalog(series, events, markets)

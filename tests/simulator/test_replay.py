@@ -1,0 +1,139 @@
+"""Record a simulator's feed, replay it through another one, and get the same books."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import orjson
+
+from marketpulse.simulator import Simulator
+from marketpulse.simulator.replay import ReplaySource, read_recording
+
+from .conftest import Client, connect, make_config
+from .test_server import RefBook, drain
+
+
+async def record(sim: Simulator, path: Path, seconds: float) -> RefBook:
+    c = Client(await connect(sim))
+    i = await c.send(
+        "subscribe",
+        {"channels": ["orderbook_delta", "trade", "ticker"], "market_tickers": list(sim.markets)},
+    )
+    lines: list[bytes] = []
+    ref = RefBook()
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    paused = False
+    async with asyncio.timeout(30):
+        while True:
+            if not paused and loop.time() > end:
+                sim.pause()
+                paused = True
+                i = await c.send("list_subscriptions")
+            raw = await c.ws.recv()
+            lines.append(orjson.dumps({"ts_ms": int(time.time() * 1000), "frame": raw}))
+            f = json.loads(raw)
+            if f["type"].startswith("orderbook"):
+                ref.apply(f)
+            if paused and f.get("id") == i and f["type"] == "ok":
+                break
+    # a recorded duplicate, junk and a command response must all be skipped by the replay
+    delta_line = next(
+        ln for ln in lines if json.loads(orjson.loads(ln)["frame"])["type"] == "orderbook_delta"
+    )
+    k = lines.index(delta_line)
+    lines.insert(k + 1, delta_line)
+    lines.insert(3, b"not json at all")
+    lines.insert(4, orjson.dumps({"ts_ms": 1, "frame": "{broken"}))
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    await c.ws.close()
+    return ref
+
+
+async def test_replay_reproduces_the_recorded_books(key_dir: Path, tmp_path: Path) -> None:
+    source = Simulator(make_config(key_dir, markets=6, rate=3000))
+    await source.start()
+    path = tmp_path / "rec.jsonl"
+    try:
+        recorded = await record(source, path, 1.0)
+        expected = {t: source.book_levels(t) for t in source.markets}
+    finally:
+        await source.stop()
+    for t, levels in expected.items():
+        assert recorded.levels(t) == levels
+    frames, skipped = read_recording(path)
+    assert skipped >= 4  # junk, broken frame, duplicate, responses
+    assert frames
+
+    replay = Simulator(make_config(key_dir, replay=str(path), speed=4.0))
+    assert set(replay.markets) == set(expected)
+    await replay.start()
+    try:
+        c = Client(await connect(replay))
+        i = await c.send(
+            "subscribe", {"channels": ["orderbook_delta"], "market_tickers": list(replay.markets)}
+        )
+        await c.response(i)
+        src = replay.replay_source
+        assert isinstance(src, ReplaySource)
+        async with asyncio.timeout(20):
+            while not src.done:
+                await asyncio.sleep(0.05)
+        await drain(c)
+        ref = RefBook()
+        last = 0
+        for f in [*c.frames]:
+            if f["type"] in ("orderbook_snapshot", "orderbook_delta"):
+                assert f["seq"] == last + 1  # re-sequenced: contiguous on this connection
+                last = f["seq"]
+                ref.apply(f)
+        assert last > len(expected)
+        for t, levels in expected.items():
+            assert replay.book_levels(t) == levels
+            assert ref.levels(t) == levels
+        await c.ws.close()
+    finally:
+        await replay.stop()
+
+
+async def test_replay_speed_scales_time(key_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "slow.jsonl"
+    t = "KXTEST-26NOV24-T1"
+    snap = {
+        "type": "orderbook_snapshot",
+        "sid": 1,
+        "seq": 1,
+        "msg": {"market_ticker": t, "yes_dollars_fp": [["0.4000", "10.00"]]},
+    }
+    delta = {
+        "type": "orderbook_delta",
+        "sid": 1,
+        "seq": 2,
+        "msg": {"market_ticker": t, "price_dollars": "0.4000", "delta_fp": "5.50", "side": "yes"},
+    }
+    path.write_text(
+        "\n".join(
+            json.dumps({"ts_ms": ts, "frame": json.dumps(f)})
+            for ts, f in ((1_000, snap), (3_000, delta))
+        )
+        + "\n"
+    )
+    replay = Simulator(make_config(key_dir, replay=str(path), speed=4.0))
+    await replay.start()
+    try:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        src = replay.replay_source
+        async with asyncio.timeout(10):
+            while not src.done:
+                await asyncio.sleep(0.01)
+        elapsed = loop.time() - t0
+        assert elapsed >= 0.4  # 2 s recorded / 4
+        levels = replay.book_levels(t)
+        assert [(str(p), str(s)) for p, s in levels["yes"]] == [("0.4000", "15.50")]
+        assert replay.markets[t].event_ticker == "KXTEST-26NOV24"
+    finally:
+        await replay.stop()
