@@ -1,0 +1,378 @@
+"""The write path: one ``applyUpdates`` batch applied inside one mutation.
+
+Each document touched by the batch is read once, changed in memory by every update in the batch
+that concerns it, and written once at the end, only if its content changed. A replayed batch
+therefore writes nothing and re-runs no subscription.
+
+Layout for the read sets (see ``functions``): per-market data lives in one document per table and
+ticker (``prices``, ``books``) or in per-ticker index ranges (``trades``, ``candles``,
+``priceHistory``), so a write for market A only touches index keys that queries about A read,
+and only in the table that changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from marketpulse.marketdata._batch import (
+    BookUpdate,
+    MarketInfo,
+    MarketStatusUpdate,
+    ParsedBatch,
+    PriceUpdate,
+    StreamStatus,
+    TradeUpdate,
+)
+from marketpulse.marketdata._candles import INTERVALS, bucket_start, merge_trade, new_candle
+from marketpulse.marketdata._pricing import DAY_MS, history_bucket
+from marketpulse.marketdata._results import current_price, updated_at
+from marketpulse.reactive.engine import DatabaseWriter, IndexRange
+
+__all__ = [
+    "HISTORY_EXTRA_MS",
+    "apply_batch",
+    "cleanup",
+    "report_stream_status",
+    "upsert_markets",
+]
+
+HISTORY_EXTRA_MS = DAY_MS + 3_600_000
+"""Price history is kept this much longer than trades, so the 24 h change survives cleanup."""
+
+_MARKET_DEFAULTS: dict[str, Any] = {
+    "eventTicker": None,
+    "seriesTicker": None,
+    "title": None,
+    "subtitle": None,
+    "status": "unknown",
+    "closeTime": None,
+    "previousPrice": None,
+}
+_MARKET_KEYS = frozenset(_MARKET_DEFAULTS)
+_PRICE_SEED_KEYS = ("yesBid", "yesAsk", "volume", "openInterest")
+
+
+def _first(db: DatabaseWriter, table: str, index: str, **eq: Any) -> dict[str, Any] | None:
+    """The first document of ``index`` whose leading fields equal ``eq`` (in index order)."""
+
+    def rng(q: IndexRange) -> IndexRange:
+        for name, value in eq.items():
+            q = q.eq(name, value)
+        return q
+
+    return db.query(table).with_index(index, rng).first()
+
+
+def _strip(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if not k.startswith("_")}
+
+
+def _diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in new.items() if old.get(k, _MISSING) != v}
+
+
+_MISSING = object()
+
+
+@dataclass
+class _Doc:
+    """A document loaded once per batch: its id (None until inserted) and original content."""
+
+    id: str | None
+    original: dict[str, Any]
+    current: dict[str, Any]
+
+
+@dataclass
+class _Counts:
+    prices: int = 0
+    books: int = 0
+    trades: int = 0
+    skipped: int = 0
+
+
+@dataclass
+class _BatchWriter:
+    db: DatabaseWriter
+    counts: _Counts = field(default_factory=_Counts)
+    prices: dict[str, _Doc] = field(default_factory=dict)
+    books: dict[str, _Doc] = field(default_factory=dict)
+    candles: dict[tuple[str, str, float], _Doc] = field(default_factory=dict)
+    markets: dict[str, _Doc] = field(default_factory=dict)
+    new_trades: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def _unique(self, table: str, index: str, **eq: Any) -> dict[str, Any] | None:
+        return _first(self.db, table, index, **eq)
+
+    def _load(
+        self, cache: dict[Any, _Doc], key: Any, table: str, index: str, **eq: Any
+    ) -> _Doc | None:
+        if key in cache:
+            return cache[key]
+        doc = self._unique(table, index, **eq)
+        if doc is None:
+            return None
+        loaded = _Doc(id=doc["_id"], original=_strip(doc), current=_strip(doc))
+        cache[key] = loaded
+        return loaded
+
+    def _ticker_doc(
+        self, cache: dict[str, _Doc], table: str, ticker: str, empty: dict[str, Any]
+    ) -> _Doc:
+        """The ticker's doc of a one-doc-per-ticker table, or a new one holding ``empty``."""
+        doc = self._load(cache, ticker, table, "by_ticker", ticker=ticker)
+        if doc is None:
+            doc = cache[ticker] = _Doc(id=None, original={}, current=empty)
+            if table != "markets":
+                # A ticker first seen in the feed gets a minimal markets doc, so queries know it.
+                self.market_doc(ticker)
+        return doc
+
+    def market_doc(self, ticker: str) -> _Doc:
+        return self._ticker_doc(
+            self.markets, "markets", ticker, {"ticker": ticker, **_MARKET_DEFAULTS}
+        )
+
+    def price_doc(self, ticker: str) -> _Doc:
+        return self._ticker_doc(self.prices, "prices", ticker, _empty_price(ticker))
+
+    def book_doc(self, ticker: str) -> _Doc:
+        empty = {"ticker": ticker, "ts": float("-inf"), "valid": False, "bids": b"", "asks": b""}
+        return self._ticker_doc(self.books, "books", ticker, empty)
+
+    def status(self, update: MarketStatusUpdate) -> None:
+        self.market_doc(update.ticker).current["status"] = update.status
+
+    def price(self, update: PriceUpdate) -> None:
+        doc = self.price_doc(update.ticker).current
+        if update.ts < doc["ts"]:
+            self.counts.skipped += 1
+            return
+        self.counts.prices += 1
+        doc["ts"] = update.ts
+        for key, value in (
+            ("yesBid", update.yes_bid),
+            ("yesAsk", update.yes_ask),
+            ("volume", update.volume),
+            ("openInterest", update.open_interest),
+        ):
+            if value is not None:
+                doc[key] = value
+        if update.price is not None and update.ts >= doc["lastPriceTs"]:
+            doc["lastPrice"] = update.price
+            doc["lastPriceTs"] = update.ts
+
+    def book(self, update: BookUpdate) -> None:
+        doc = self.book_doc(update.ticker).current
+        if update.ts < doc["ts"]:
+            self.counts.skipped += 1
+            return
+        self.counts.books += 1
+        doc.update(ts=update.ts, valid=update.valid, bids=update.bids, asks=update.asks)
+
+    def trade(self, update: TradeUpdate) -> None:
+        if update.trade_id in self.new_trades or self._unique(
+            "trades", "by_trade_id", tradeId=update.trade_id
+        ):
+            self.counts.skipped += 1
+            return
+        self.counts.trades += 1
+        self.new_trades[update.trade_id] = {
+            "tradeId": update.trade_id,
+            "ticker": update.ticker,
+            "side": update.side,
+            "price": update.price,
+            "size": update.size,
+            "timestamp": update.timestamp,
+        }
+        price = self.price_doc(update.ticker).current
+        if update.timestamp >= price["lastPriceTs"]:
+            price["lastPrice"] = update.price
+            price["lastPriceTs"] = update.timestamp
+        for interval, length in INTERVALS.items():
+            self._candle(update, interval, bucket_start(update.timestamp, length))
+
+    def _candle(self, update: TradeUpdate, interval: str, start: float) -> None:
+        key = (update.ticker, interval, start)
+        doc = self._load(
+            self.candles,
+            key,
+            "candles",
+            "by_ticker_interval_start",
+            ticker=update.ticker,
+            interval=interval,
+            start=start,
+        )
+        if doc is None:
+            self.candles[key] = _Doc(
+                id=None,
+                original={},
+                current=new_candle(
+                    update.ticker, interval, start, update.price, update.size, update.timestamp
+                ),
+            )
+        else:
+            merge_trade(doc.current, update.price, update.size, update.timestamp)
+
+    def _write(self, table: str, doc: _Doc) -> None:
+        if doc.id is None:
+            doc.id = self.db.insert(table, doc.current)
+        else:
+            changed = _diff(doc.original, doc.current)
+            if changed:
+                self.db.patch(doc.id, changed)
+        doc.original = dict(doc.current)
+
+    def flush(self) -> None:
+        """Write every changed document. All reads of the batch are done by now: a read after
+        a write in the same table would have to merge the transaction's pending writes."""
+        for trade in self.new_trades.values():
+            self.db.insert("trades", trade)
+        for doc in self.prices.values():
+            if doc.id is not None:
+                self._record_history(doc.original, doc.current)
+        for table, docs in (
+            ("markets", self.markets),
+            ("prices", self.prices),
+            ("books", self.books),
+            ("candles", self.candles),
+        ):
+            for doc in docs.values():
+                if doc.id is None or doc.current != doc.original:
+                    self._write(table, doc)
+
+    def _record_history(self, before: dict[str, Any], after: dict[str, Any]) -> None:
+        """When a market's updates cross into a new history bucket, keep the price it had
+        before: ``(time of its last change, price)``. That price held from then until this
+        update, so the sample at or before any instant gives the price at that instant, up to
+        the changes inside one bucket. One insert per ticker and bucket at most, never a patch.
+        """
+        then = updated_at(before)
+        price = current_price(before)
+        if price is None or then <= 0:
+            return
+        if history_bucket(updated_at(after)) > history_bucket(then):
+            self.db.insert("priceHistory", {"ticker": before["ticker"], "ts": then, "price": price})
+
+
+def _empty_price(ticker: str) -> dict[str, Any]:
+    return {
+        "ticker": ticker,
+        "lastPrice": None,
+        "lastPriceTs": 0.0,
+        "yesBid": None,
+        "yesAsk": None,
+        "volume": None,
+        "openInterest": None,
+        "ts": 0.0,
+    }
+
+
+def apply_batch(db: DatabaseWriter, batch: ParsedBatch) -> dict[str, int]:
+    """Apply one batch through ``db`` (a mutation's ``ctx.db``).
+
+    Returns:
+        ``{"prices", "books", "trades", "skipped"}``: updates applied, trades inserted, and updates
+        skipped as older than the stored state or as an already stored trade id.
+    """
+    writer = _BatchWriter(db)
+    for status in batch.markets:
+        writer.status(status)
+    for price in batch.prices:
+        writer.price(price)
+    for book in batch.books:
+        writer.book(book)
+    for trade in batch.trades:
+        writer.trade(trade)
+    writer.flush()
+    c = writer.counts
+    return {"prices": c.prices, "books": c.books, "trades": c.trades, "skipped": c.skipped}
+
+
+def upsert_markets(db: DatabaseWriter, markets: list[MarketInfo]) -> dict[str, int]:
+    """Insert or update market metadata; seed a prices doc from the REST snapshot if none yet.
+
+    A REST snapshot has no feed timestamp, so it only fills a prices doc the feed has not written
+    (``ts == 0``); the feed's own updates always win over it.
+
+    Returns:
+        ``{"inserted", "updated"}`` counts of ``markets`` docs.
+    """
+    inserted = updated = 0
+    for info in markets:
+        meta = {k: v for k, v in info.fields.items() if k in _MARKET_KEYS}
+        existing = _first(db, "markets", "by_ticker", ticker=info.ticker)
+        if existing is None:
+            db.insert("markets", {"ticker": info.ticker, **_MARKET_DEFAULTS, **meta})
+            inserted += 1
+        else:
+            changed = _diff(existing, meta)
+            if changed:
+                db.patch(existing["_id"], changed)
+                updated += 1
+        _seed_price(db, info)
+    return {"inserted": inserted, "updated": updated}
+
+
+def _seed_price(db: DatabaseWriter, info: MarketInfo) -> None:
+    seed = {k: info.fields[k] for k in _PRICE_SEED_KEYS if info.fields.get(k) is not None}
+    if info.fields.get("lastPrice") is not None:
+        seed["lastPrice"] = info.fields["lastPrice"]
+    existing = _first(db, "prices", "by_ticker", ticker=info.ticker)
+    if existing is None:
+        db.insert("prices", {**_empty_price(info.ticker), **seed})
+    elif updated_at(existing) <= 0:
+        changed = _diff(existing, seed)
+        if changed:
+            db.patch(existing["_id"], changed)
+
+
+def report_stream_status(db: DatabaseWriter, status: StreamStatus) -> bool:
+    """Store one stream's status unless a newer report is stored already. Returns whether it was."""
+    doc = {"streamId": status.stream_id, "updatedAt": status.updated_at, **status.fields}
+    existing = _first(db, "streams", "by_stream", streamId=status.stream_id)
+    if existing is None:
+        db.insert("streams", doc)
+        return True
+    if status.updated_at < existing["updatedAt"]:
+        return False
+    changed = _diff(existing, doc)
+    if changed:
+        db.patch(existing["_id"], changed)
+    return True
+
+
+def cleanup(db: DatabaseWriter, cutoff_ms: float, limit: int) -> dict[str, Any]:
+    """Delete at most ``limit`` documents past retention, oldest first.
+
+    Trades with ``timestamp < cutoff_ms``, candles whose interval ended by ``cutoff_ms``, and
+    price history samples older than ``cutoff_ms - HISTORY_EXTRA_MS``.
+
+    Returns:
+        ``{"deleted": n, "more": bool}``; call again while ``more``.
+    """
+    ranges: list[tuple[str, str, Any]] = [
+        ("trades", "by_timestamp", lambda q: q.lt("timestamp", cutoff_ms)),
+        *[
+            ("candles", "by_interval_start", _candle_range(interval, cutoff_ms - length))
+            for interval, length in INTERVALS.items()
+        ],
+        ("priceHistory", "by_ts", lambda q: q.lt("ts", cutoff_ms - HISTORY_EXTRA_MS)),
+    ]
+    deleted = 0
+    more = False
+    for table, index, rng in ranges:
+        budget = limit - deleted
+        docs = db.query(table).with_index(index, rng).take(budget + 1)
+        for doc in docs[:budget]:
+            db.delete(doc["_id"])
+        deleted += min(len(docs), budget)
+        if len(docs) > budget:
+            more = True
+            break
+    return {"deleted": deleted, "more": more}
+
+
+def _candle_range(interval: str, before: float) -> Any:
+    return lambda q: q.eq("interval", interval).lte("start", before)

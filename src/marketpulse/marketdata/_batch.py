@@ -1,0 +1,330 @@
+"""Parsing of the write batches (docs/interfaces.md §5) into typed updates.
+
+The batch arrives as plain Convex values from the worker. It is checked here, field by field,
+so that a malformed entry is refused with a message naming it (``books[3].bids[0]: ...``)
+before the mutation writes anything; the mutation then works on these typed records only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from marketpulse.marketdata._levels import pack_levels
+
+__all__ = [
+    "MAX_BOOK_LEVELS",
+    "MAX_TEXT",
+    "BatchError",
+    "BookUpdate",
+    "MarketInfo",
+    "MarketStatusUpdate",
+    "ParsedBatch",
+    "PriceUpdate",
+    "StreamStatus",
+    "TradeUpdate",
+    "parse_batch",
+    "parse_markets",
+    "parse_stream_status",
+]
+
+MAX_BOOK_LEVELS = 200
+"""Levels kept per side of a book (the bound on getOrderbook's ``depth``)."""
+
+MAX_TEXT = 256
+"""Longest ticker, trade id, stream id or status string accepted."""
+
+T = TypeVar("T")
+_MAX_LONG_TEXT = 4096
+_BATCH_KEYS = frozenset({"prices", "books", "trades", "markets"})
+
+
+class BatchError(ValueError):
+    """A write batch (or markets / stream status payload) that does not have the documented shape."""
+
+
+@dataclass(frozen=True, slots=True)
+class PriceUpdate:
+    """Latest ticker-channel fields of one market; ``None`` means "not sent, keep the stored value"."""
+
+    ticker: str
+    ts: float
+    price: float | None
+    yes_bid: float | None
+    yes_ask: float | None
+    volume: float | None
+    open_interest: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class BookUpdate:
+    """Full book of one market (best level first, packed by ``_levels``), or a mark that it
+    must not be served."""
+
+    ticker: str
+    ts: float
+    valid: bool
+    bids: bytes
+    asks: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TradeUpdate:
+    """One executed trade; ``price`` in YES dollars, ``side`` from the taker's view of YES."""
+
+    trade_id: str
+    ticker: str
+    side: str
+    price: float
+    size: float
+    timestamp: float
+
+
+@dataclass(frozen=True, slots=True)
+class MarketStatusUpdate:
+    """A market's new status (``active``, ``closed``, ``settled`` ...)."""
+
+    ticker: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedBatch:
+    """One ``applyUpdates`` batch, checked."""
+
+    prices: list[PriceUpdate]
+    books: list[BookUpdate]
+    trades: list[TradeUpdate]
+    markets: list[MarketStatusUpdate]
+
+
+@dataclass(frozen=True, slots=True)
+class MarketInfo:
+    """Market metadata from the exchange's REST API, as ``upsertMarkets`` stores it."""
+
+    ticker: str
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStatus:
+    """One stream's health, as ``reportStreamStatus`` stores it."""
+
+    stream_id: str
+    updated_at: float
+    fields: dict[str, Any]
+
+
+def _number(value: Any, where: str) -> float:
+    # bool is an int subclass, and a True price is never what the worker meant.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BatchError(f"{where}: expected a number, got {type(value).__name__}")
+    result = float(value)
+    if not math.isfinite(result):
+        raise BatchError(f"{where}: expected a finite number, got {value!r}")
+    return result
+
+
+def _optional_number(entry: dict[str, Any], key: str, where: str) -> float | None:
+    value = entry.get(key)
+    return None if value is None else _number(value, f"{where}.{key}")
+
+
+def _text(value: Any, where: str, max_len: int = MAX_TEXT) -> str:
+    if not isinstance(value, str):
+        raise BatchError(f"{where}: expected a string, got {type(value).__name__}")
+    if not value or len(value) > max_len:
+        raise BatchError(f"{where}: expected 1 to {max_len} characters, got {len(value)}")
+    return value
+
+
+def _optional_text(entry: dict[str, Any], key: str, where: str) -> str | None:
+    value = entry.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > _MAX_LONG_TEXT:
+        raise BatchError(f"{where}.{key}: expected a string of at most {_MAX_LONG_TEXT} characters")
+    return value
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BatchError(f"{where}: expected an object, got {type(value).__name__}")
+    return value
+
+
+def _array(value: Any, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list | tuple):
+        raise BatchError(f"{where}: expected an array, got {type(value).__name__}")
+    return list(value)
+
+
+def _levels(value: Any, where: str) -> bytes:
+    raw = _array(value, where)
+    if len(raw) > MAX_BOOK_LEVELS:
+        raise BatchError(f"{where}: at most {MAX_BOOK_LEVELS} levels, got {len(raw)}")
+    packed = pack_levels(raw)
+    if packed is not None:
+        return packed
+    # The slow path: names the bad level, or converts what the fast path does not take as is
+    # (an Int64 size, a list subclass).
+    levels: list[list[float]] = []
+    for i, level in enumerate(raw):
+        if not isinstance(level, list | tuple) or len(level) != 2:
+            raise BatchError(f"{where}[{i}]: expected [price, size]")
+        levels.append(
+            [_number(level[0], f"{where}[{i}][0]"), _number(level[1], f"{where}[{i}][1]")]
+        )
+    repacked = pack_levels(levels)
+    assert repacked is not None
+    return repacked
+
+
+def _price(entry: dict[str, Any], where: str) -> PriceUpdate:
+    return PriceUpdate(
+        ticker=_text(entry.get("ticker"), f"{where}.ticker"),
+        ts=_number(entry.get("ts"), f"{where}.ts"),
+        price=_optional_number(entry, "price", where),
+        yes_bid=_optional_number(entry, "yesBid", where),
+        yes_ask=_optional_number(entry, "yesAsk", where),
+        volume=_optional_number(entry, "volume", where),
+        open_interest=_optional_number(entry, "openInterest", where),
+    )
+
+
+def _book(entry: dict[str, Any], where: str) -> BookUpdate:
+    valid = entry.get("valid", True)
+    if not isinstance(valid, bool):
+        raise BatchError(f"{where}.valid: expected a boolean")
+    return BookUpdate(
+        ticker=_text(entry.get("ticker"), f"{where}.ticker"),
+        ts=_number(entry.get("ts"), f"{where}.ts"),
+        valid=valid,
+        bids=_levels(entry.get("bids"), f"{where}.bids") if valid else b"",
+        asks=_levels(entry.get("asks"), f"{where}.asks") if valid else b"",
+    )
+
+
+def _trade(entry: dict[str, Any], where: str) -> TradeUpdate:
+    side = entry.get("side")
+    if side not in ("buy", "sell"):
+        raise BatchError(f"{where}.side: expected 'buy' or 'sell', got {side!r}")
+    size = _number(entry.get("size"), f"{where}.size")
+    if size < 0:
+        raise BatchError(f"{where}.size: expected a size >= 0, got {size}")
+    return TradeUpdate(
+        trade_id=_text(entry.get("id"), f"{where}.id"),
+        ticker=_text(entry.get("ticker"), f"{where}.ticker"),
+        side=side,
+        price=_number(entry.get("price"), f"{where}.price"),
+        size=size,
+        timestamp=_number(entry.get("timestamp"), f"{where}.timestamp"),
+    )
+
+
+def _status(entry: dict[str, Any], where: str) -> MarketStatusUpdate:
+    return MarketStatusUpdate(
+        ticker=_text(entry.get("ticker"), f"{where}.ticker"),
+        status=_text(entry.get("status"), f"{where}.status"),
+    )
+
+
+def parse_batch(batch: Any) -> ParsedBatch:
+    """Check an ``applyUpdates`` batch and return its typed updates.
+
+    Args:
+        batch: The ``batch`` argument as received (Convex values).
+
+    Returns:
+        The batch's prices, books, trades and market statuses, in the order sent.
+
+    Raises:
+        BatchError: Naming the first entry and field that do not have the documented shape.
+    """
+    body = _object(batch, "batch")
+    unknown = set(body) - _BATCH_KEYS
+    if unknown:
+        raise BatchError(f"batch: unknown keys {sorted(unknown)}; expected {sorted(_BATCH_KEYS)}")
+    return ParsedBatch(
+        prices=_entries(body, "prices", _price),
+        books=_entries(body, "books", _book),
+        trades=_entries(body, "trades", _trade),
+        markets=_entries(body, "markets", _status),
+    )
+
+
+def _entries(body: dict[str, Any], key: str, parse: Callable[[dict[str, Any], str], T]) -> list[T]:
+    out: list[T] = []
+    for i, entry in enumerate(_array(body.get(key), key)):
+        where = f"{key}[{i}]"
+        out.append(parse(_object(entry, where), where))
+    return out
+
+
+_MARKET_TEXT = ("eventTicker", "seriesTicker", "title", "subtitle")
+_MARKET_NUMBERS = (
+    "closeTime",
+    "previousPrice",
+    "lastPrice",
+    "yesBid",
+    "yesAsk",
+    "volume",
+    "openInterest",
+)
+
+
+def parse_markets(markets: Any) -> list[MarketInfo]:
+    """Check ``upsertMarkets``' list of market metadata.
+
+    Only the keys sent are returned in ``fields``, so an upsert never blanks what it omits.
+
+    Raises:
+        BatchError: Naming the first entry and field that do not have the documented shape.
+    """
+    result: list[MarketInfo] = []
+    for i, raw in enumerate(_array(markets, "markets")):
+        where = f"markets[{i}]"
+        entry = _object(raw, where)
+        fields: dict[str, Any] = {}
+        for key in _MARKET_TEXT:
+            if key in entry:
+                fields[key] = _optional_text(entry, key, where)
+        for key in _MARKET_NUMBERS:
+            if key in entry:
+                fields[key] = _optional_number(entry, key, where)
+        # REST may send an empty status; it says nothing, so the stored one is kept.
+        if entry.get("status"):
+            fields["status"] = _text(entry["status"], f"{where}.status")
+        result.append(
+            MarketInfo(ticker=_text(entry.get("ticker"), f"{where}.ticker"), fields=fields)
+        )
+    return result
+
+
+_STREAM_NUMBERS = ("messagesPerSecond", "lastMessageAt", "reconnects", "gaps", "lagMs")
+
+
+def parse_stream_status(status: Any) -> StreamStatus:
+    """Check ``reportStreamStatus``' payload.
+
+    Raises:
+        BatchError: Naming the field that does not have the documented shape.
+    """
+    entry = _object(status, "status")
+    state = entry.get("state")
+    fields: dict[str, Any] = {
+        "state": "unknown" if state == "" else _text(state, "status.state"),
+    }
+    for key in _STREAM_NUMBERS:
+        fields[key] = _optional_number(entry, key, "status")
+    markets = _array(entry.get("markets"), "status.markets")
+    fields["markets"] = [_text(m, f"status.markets[{i}]") for i, m in enumerate(markets)]
+    return StreamStatus(
+        stream_id=_text(entry.get("streamId"), "status.streamId"),
+        updated_at=_number(entry.get("updatedAt"), "status.updatedAt"),
+        fields=fields,
+    )

@@ -1,0 +1,123 @@
+"""OHLCV candles built from trades: bucketing, merging a trade in, and filling quiet intervals.
+
+Pure functions over plain dicts, so the write path (one candle doc per ticker, interval and
+start) and the read path (``getCandles``) share one definition of a candle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+__all__ = [
+    "INTERVALS",
+    "Interval",
+    "bucket_start",
+    "fill_gaps",
+    "merge_trade",
+    "new_candle",
+]
+
+Interval = Literal["1m", "5m", "1h"]
+
+INTERVALS: dict[str, int] = {"1m": 60_000, "5m": 300_000, "1h": 3_600_000}
+"""Interval name -> length in ms."""
+
+
+def bucket_start(timestamp: float, interval_ms: int) -> float:
+    """Start (epoch ms) of the interval holding ``timestamp``."""
+    return float(timestamp - timestamp % interval_ms)
+
+
+def new_candle(
+    ticker: str, interval: str, start: float, price: float, size: float, ts: float
+) -> dict[str, Any]:
+    """The stored candle for the first trade seen in an interval.
+
+    ``openTs``/``closeTs`` keep the timestamps of the trades that set open and close, so a trade
+    arriving late (out of order) still lands in the right place.
+    """
+    return {
+        "ticker": ticker,
+        "interval": interval,
+        "start": start,
+        "open": price,
+        "high": price,
+        "low": price,
+        "close": price,
+        "volume": size,
+        "trades": 1.0,
+        "openTs": ts,
+        "closeTs": ts,
+    }
+
+
+def merge_trade(candle: dict[str, Any], price: float, size: float, ts: float) -> None:
+    """Fold one more trade of the candle's interval into it (in place)."""
+    candle["high"] = max(candle["high"], price)
+    candle["low"] = min(candle["low"], price)
+    candle["volume"] = candle["volume"] + size
+    candle["trades"] = candle["trades"] + 1.0
+    if ts < candle["openTs"]:
+        candle["open"] = price
+        candle["openTs"] = ts
+    # Ties go to the later arrival: trades of one timestamp arrive in execution order.
+    if ts >= candle["closeTs"]:
+        candle["close"] = price
+        candle["closeTs"] = ts
+
+
+def _public(candle: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "start": float(candle["start"]),
+        "open": float(candle["open"]),
+        "high": float(candle["high"]),
+        "low": float(candle["low"]),
+        "close": float(candle["close"]),
+        "volume": float(candle["volume"]),
+        "trades": float(candle["trades"]),
+    }
+
+
+def _flat(start: float, price: float) -> dict[str, Any]:
+    return {
+        "start": start,
+        "open": price,
+        "high": price,
+        "low": price,
+        "close": price,
+        "volume": 0.0,
+        "trades": 0.0,
+    }
+
+
+def fill_gaps(
+    newest_first: Sequence[dict[str, Any]], interval_ms: int, limit: int
+) -> list[dict[str, Any]]:
+    """The last ``limit`` candles, oldest first, with quiet intervals filled.
+
+    An interval with no trade between two stored candles becomes a flat candle at the previous
+    close with zero volume, as charts expect (the last price carries over).
+
+    Args:
+        newest_first: Stored candles of one ticker and interval, newest first (at most ``limit``).
+        interval_ms: The interval length.
+        limit: How many candles to return at most.
+
+    Returns:
+        Public candle dicts (``start``, ``open``, ``high``, ``low``, ``close``, ``volume``,
+        ``trades``), oldest first.
+    """
+    out: list[dict[str, Any]] = []
+    for i, stored in enumerate(newest_first):
+        if len(out) >= limit:
+            break
+        out.append(_public(stored))
+        if i + 1 < len(newest_first):
+            older = newest_first[i + 1]
+            start = float(stored["start"]) - interval_ms
+            while start > float(older["start"]) and len(out) < limit:
+                out.append(_flat(start, float(older["close"])))
+                start -= interval_ms
+    out.reverse()
+    return out

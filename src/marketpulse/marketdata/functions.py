@@ -1,0 +1,230 @@
+"""The ``marketData`` functions module: schema, public queries and internal mutations.
+
+Read sets, by design (the rules of issue 4). A query records the index ranges it scans, and a
+commit re-runs only the queries whose ranges hold a written key, so each table below is written
+by one kind of feed event and each query reads only the tables its result depends on:
+
+==================  ===========================================================================
+query               reads
+==================  ===========================================================================
+getPrice            ``prices`` (ticker), ``priceHistory`` (ticker, ts <= updatedAt - 24 h),
+                    ``markets`` (ticker) only while no history sample is old enough
+getOrderbook        ``books`` (ticker)
+getRecentTrades     ``trades`` (ticker, newest ``limit``); ``markets`` (ticker) only if none
+getCandles          ``candles`` (ticker, interval, newest ``limit``); ``markets`` only if none
+getMarket           ``markets`` (ticker), then what getPrice reads
+listMarkets         ``markets`` (status or all, until ``limit`` matches), ``prices`` of those
+getStreamStatus     ``streams``
+==================  ===========================================================================
+
+So a book change on market A re-runs only getOrderbook(A); a trade on A re-runs
+getRecentTrades(A), getCandles(A, *), getPrice(A) (its last price moved) and the market lists
+showing A; nothing about A re-runs a query about B. ``applyUpdates`` writes a document only
+when its content changes, so a replayed batch re-runs nothing. ``books`` keeps its levels packed
+(``_levels``): a book is rewritten on nearly every batch and read by every getOrderbook re-run.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from marketpulse.marketdata import _apply, _results
+from marketpulse.marketdata._batch import MAX_TEXT, parse_batch, parse_markets, parse_stream_status
+from marketpulse.marketdata._candles import INTERVALS, Interval, fill_gaps
+from marketpulse.marketdata._pricing import DAY_MS
+from marketpulse.reactive import FunctionModule, MutationCtx, QueryCtx, Schema, Table
+
+__all__ = ["marketData", "schema"]
+
+MAX_LIMIT = 200
+
+schema = Schema(
+    {
+        "markets": Table(indexes={"by_ticker": ["ticker"], "by_status": ["status", "ticker"]}),
+        "prices": Table(indexes={"by_ticker": ["ticker"]}),
+        "books": Table(indexes={"by_ticker": ["ticker"]}),
+        "trades": Table(
+            indexes={
+                "by_ticker_ts": ["ticker", "timestamp"],
+                "by_trade_id": ["tradeId"],
+                "by_timestamp": ["timestamp"],
+            }
+        ),
+        "candles": Table(
+            indexes={
+                "by_ticker_interval_start": ["ticker", "interval", "start"],
+                "by_interval_start": ["interval", "start"],
+            }
+        ),
+        "priceHistory": Table(indexes={"by_ticker_ts": ["ticker", "ts"], "by_ts": ["ts"]}),
+        "streams": Table(indexes={"by_stream": ["streamId"]}),
+    }
+)
+
+marketData = FunctionModule("marketData", schema=schema)
+
+Limit = Annotated[int, Field(ge=1, le=MAX_LIMIT)]
+Ticker = Annotated[str, Field(max_length=MAX_TEXT)]
+
+
+def _by_ticker(ctx: QueryCtx, table: str, ticker: str) -> dict[str, Any] | None:
+    doc: dict[str, Any] | None = (
+        ctx.db.query(table).with_index("by_ticker", lambda q: q.eq("ticker", ticker)).first()
+    )
+    return doc
+
+
+def _reference_price(
+    ctx: QueryCtx, price_doc: dict[str, Any], market: dict[str, Any] | None
+) -> float | None:
+    """The price 24 h before the doc's last update; the exchange's previous price until we have it."""
+    ticker = price_doc["ticker"]
+    cutoff = _results.updated_at(price_doc) - DAY_MS
+    sample = (
+        ctx.db.query("priceHistory")
+        .with_index("by_ticker_ts", lambda q: q.eq("ticker", ticker).lte("ts", cutoff))
+        .order("desc")
+        .first()
+    )
+    if sample is not None:
+        return float(sample["price"])
+    if market is None:
+        market = _by_ticker(ctx, "markets", ticker)
+    previous = None if market is None else market.get("previousPrice")
+    return None if previous is None else float(previous)
+
+
+@marketData.query
+def getPrice(ctx: QueryCtx, ticker: Ticker) -> dict[str, Any] | None:
+    """Latest price of a market, its 24 h change, best bid/ask, volume and open interest."""
+    doc = _by_ticker(ctx, "prices", ticker)
+    if doc is None:
+        return None
+    return _results.price_result(doc, _reference_price(ctx, doc, None))
+
+
+@marketData.query
+def getOrderbook(ctx: QueryCtx, ticker: Ticker, depth: Limit = 10) -> dict[str, Any] | None:
+    """Top ``depth`` levels of a market's book, best first; null while it has no valid book."""
+    doc = _by_ticker(ctx, "books", ticker)
+    if doc is None or not doc.get("valid"):
+        return None
+    return _results.orderbook_result(doc, depth)
+
+
+def _known(ctx: QueryCtx, ticker: str) -> bool:
+    return _by_ticker(ctx, "markets", ticker) is not None
+
+
+@marketData.query
+def getRecentTrades(
+    ctx: QueryCtx, ticker: Ticker, limit: Limit = 20
+) -> list[dict[str, Any]] | None:
+    """A market's newest trades, newest first; null for an unknown ticker."""
+    docs = (
+        ctx.db.query("trades")
+        .with_index("by_ticker_ts", lambda q: q.eq("ticker", ticker))
+        .order("desc")
+        .take(limit)
+    )
+    if not docs and not _known(ctx, ticker):
+        return None
+    return [_results.trade_result(d) for d in docs]
+
+
+@marketData.query
+def getCandles(
+    ctx: QueryCtx, ticker: Ticker, interval: Interval, limit: Limit = 100
+) -> list[dict[str, Any]] | None:
+    """OHLCV candles from trades, oldest first; a quiet interval repeats the last close."""
+    docs = (
+        ctx.db.query("candles")
+        .with_index(
+            "by_ticker_interval_start", lambda q: q.eq("ticker", ticker).eq("interval", interval)
+        )
+        .order("desc")
+        .take(limit)
+    )
+    if not docs and not _known(ctx, ticker):
+        return None
+    return fill_gaps(docs, INTERVALS[interval], limit)
+
+
+@marketData.query
+def getMarket(ctx: QueryCtx, ticker: Ticker) -> dict[str, Any] | None:
+    """A market's metadata with its latest price and 24 h change; null if unknown."""
+    market = _by_ticker(ctx, "markets", ticker)
+    if market is None:
+        return None
+    price_doc = _by_ticker(ctx, "prices", ticker)
+    reference = None if price_doc is None else _reference_price(ctx, price_doc, market)
+    return _results.market_detail(market, price_doc, reference)
+
+
+@marketData.query
+def listMarkets(
+    ctx: QueryCtx,
+    status: Annotated[str, Field(max_length=64)] | None = None,
+    search: Annotated[str, Field(max_length=200)] | None = None,
+    limit: Limit = 50,
+) -> list[dict[str, Any]]:
+    """Markets by ticker, optionally of one status and matching ``search`` (ticker, event, title)."""
+    query = (
+        ctx.db.query("markets").with_index("by_status", lambda q: q.eq("status", status))
+        if status is not None
+        else ctx.db.query("markets").with_index("by_ticker")
+    )
+    if search:
+        needle = search.casefold()
+        query = query.filter(
+            lambda m: any(
+                needle in (m.get(k) or "").casefold()
+                for k in ("ticker", "eventTicker", "title", "subtitle")
+            )
+        )
+    markets = query.take(limit)
+    return [_results.market_result(m, _by_ticker(ctx, "prices", m["ticker"])) for m in markets]
+
+
+@marketData.query
+def getStreamStatus(ctx: QueryCtx) -> list[dict[str, Any]]:
+    """Health of every feed stream, by stream id."""
+    docs = ctx.db.query("streams").with_index("by_stream").take(MAX_LIMIT)
+    return [_results.stream_result(d) for d in docs]
+
+
+@marketData.internal_mutation
+def applyUpdates(ctx: MutationCtx, batch: dict[str, Any]) -> dict[str, int]:
+    """Apply one batch from the worker (docs/interfaces.md §5); idempotent."""
+    return _apply.apply_batch(ctx.db, parse_batch(batch))
+
+
+@marketData.internal_mutation
+def upsertMarkets(ctx: MutationCtx, markets: list[dict[str, Any]]) -> dict[str, int]:
+    """Insert or update market metadata from the exchange's REST API."""
+    return _apply.upsert_markets(ctx.db, parse_markets(markets))
+
+
+@marketData.internal_mutation
+def reportStreamStatus(ctx: MutationCtx, status: dict[str, Any]) -> bool:
+    """Store a stream's health report; an older report than the stored one is ignored."""
+    return _apply.report_stream_status(ctx.db, parse_stream_status(status))
+
+
+@marketData.internal_mutation
+def cleanup(
+    ctx: MutationCtx,
+    olderThanMs: Annotated[float, Field(ge=0)],
+    limit: Annotated[int, Field(ge=1, le=5000)] = 1000,
+    nowMs: float | None = None,
+) -> dict[str, Any]:
+    """Delete trades and candles older than ``olderThanMs`` (an age), ``limit`` at most per call.
+
+    The age counts back from ``nowMs``, by default the server's clock at the mutation (as
+    ``Date.now()`` in a Convex mutation); returns ``{"deleted", "more"}``.
+    """
+    now = time.time() * 1000.0 if nowMs is None else nowMs
+    return _apply.cleanup(ctx.db, now - olderThanMs, limit)

@@ -1,0 +1,139 @@
+"""Checking of write batches: typed results and errors naming the bad field."""
+
+from __future__ import annotations
+
+import pytest
+
+from marketpulse.marketdata._batch import (
+    BatchError,
+    parse_batch,
+    parse_markets,
+    parse_stream_status,
+)
+from marketpulse.marketdata._levels import unpack_levels
+from marketpulse.reactive import Int64
+
+
+def test_parse_full_batch() -> None:
+    parsed = parse_batch(
+        {
+            "prices": [{"ticker": "A", "price": 0.5, "yesBid": 1, "ts": 10}],
+            "books": [
+                {"ticker": "A", "bids": [[0.4, 10]], "asks": [(0.6, 5.5)], "ts": 11, "valid": True},
+                {"ticker": "B", "ts": 12, "valid": False},
+            ],
+            "trades": [
+                {
+                    "id": "t1",
+                    "ticker": "A",
+                    "side": "sell",
+                    "price": 0.45,
+                    "size": 3,
+                    "timestamp": 9,
+                }
+            ],
+            "markets": [{"ticker": "A", "status": "closed"}],
+        }
+    )
+    assert parsed.prices[0].yes_bid == 1.0 and parsed.prices[0].yes_ask is None
+    assert unpack_levels(parsed.books[0].asks) == [[0.6, 5.5]]
+    assert unpack_levels(parsed.books[0].bids) == [[0.4, 10.0]]
+    assert parsed.books[1].valid is False and parsed.books[1].bids == b""
+    assert parsed.trades[0].side == "sell" and parsed.trades[0].size == 3.0
+    assert parsed.markets[0].status == "closed"
+
+
+def test_int64_levels_are_converted() -> None:
+    [book] = parse_batch({"books": [{"ticker": "A", "ts": 1, "bids": [[0.5, Int64(7)]]}]}).books
+    assert unpack_levels(book.bids) == [[0.5, 7.0]]
+
+
+def test_empty_batch_is_fine() -> None:
+    parsed = parse_batch({})
+    assert (parsed.prices, parsed.books, parsed.trades, parsed.markets) == ([], [], [], [])
+
+
+@pytest.mark.parametrize(
+    ("batch", "message"),
+    [
+        ([], "batch: expected an object"),
+        ({"ticks": []}, "unknown keys ['ticks']"),
+        ({"prices": [{"ticker": "A"}]}, "prices[0].ts: expected a number, got NoneType"),
+        ({"prices": [{"ticker": "A", "ts": "10"}]}, "prices[0].ts: expected a number, got str"),
+        ({"prices": [{"ticker": "A", "ts": True}]}, "prices[0].ts: expected a number, got bool"),
+        ({"prices": [{"ticker": "", "ts": 1}]}, "prices[0].ticker"),
+        (
+            {"books": [{"ticker": "A", "ts": 1, "bids": [[0.5]]}]},
+            "books[0].bids[0]: expected [price, size]",
+        ),
+        ({"books": [{"ticker": "A", "ts": 1, "bids": [[0.5, "x"]]}]}, "books[0].bids[0][1]"),
+        ({"books": [{"ticker": "A", "ts": 1, "bids": [[0.5, 1]] * 201}]}, "at most 200 levels"),
+        ({"books": [{"ticker": "A", "ts": 1, "valid": "yes"}]}, "books[0].valid"),
+        (
+            {
+                "trades": [
+                    {"id": "t", "ticker": "A", "side": "yes", "price": 1, "size": 1, "timestamp": 1}
+                ]
+            },
+            "side",
+        ),
+        (
+            {
+                "trades": [
+                    {
+                        "id": "t",
+                        "ticker": "A",
+                        "side": "buy",
+                        "price": 1,
+                        "size": -1,
+                        "timestamp": 1,
+                    }
+                ]
+            },
+            "size",
+        ),
+        (
+            {
+                "trades": [
+                    {
+                        "id": "t",
+                        "ticker": "A",
+                        "side": "buy",
+                        "price": float("nan"),
+                        "size": 1,
+                        "timestamp": 1,
+                    }
+                ]
+            },
+            "finite",
+        ),
+        ({"markets": [{"ticker": "A"}]}, "markets[0].status"),
+    ],
+)
+def test_bad_batches_name_the_field(batch: object, message: str) -> None:
+    with pytest.raises(BatchError) as info:
+        parse_batch(batch)
+    assert message in str(info.value)
+
+
+def test_parse_markets_keeps_only_sent_keys() -> None:
+    [info] = parse_markets([{"ticker": "A", "title": "Will A?", "previousPrice": 0.4}])
+    assert info.fields == {"title": "Will A?", "previousPrice": 0.4}
+    with pytest.raises(BatchError, match=r"markets\[0\].closeTime"):
+        parse_markets([{"ticker": "A", "closeTime": "tomorrow"}])
+
+
+def test_parse_stream_status() -> None:
+    status = parse_stream_status(
+        {
+            "streamId": "s1",
+            "state": "connected",
+            "markets": ["A", "B"],
+            "messagesPerSecond": 12.5,
+            "updatedAt": 5,
+        }
+    )
+    assert status.stream_id == "s1" and status.updated_at == 5.0
+    assert status.fields["markets"] == ["A", "B"] and status.fields["gaps"] is None
+    with pytest.raises(BatchError, match=r"status\.state"):
+        parse_stream_status({"streamId": "s1", "updatedAt": 5})
