@@ -1,0 +1,189 @@
+"""Sans-I/O coalescing of feed events into ``marketData:applyUpdates`` batches.
+
+Events go in as they arrive; :meth:`Coalescer.take_batch` hands out ONE batch with the latest
+state of every market that changed since the previous batch. A market whose book moved 1,000
+times in a flush window is one entry; trades are events, so each one is kept (bounded). Books
+are rendered at take time from the live :class:`BookLike`, so the batch always carries the
+newest state and nothing is copied per tick.
+
+No sockets, no clocks: the caller passes timestamps and decides when to flush.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Protocol
+
+__all__ = ["BATCH_BOOK_LEVELS", "BookLike", "Coalescer", "PendingBatch"]
+
+BATCH_BOOK_LEVELS = 200
+"""Levels per side written for a book (the store's bound, docs/interfaces.md §5)."""
+
+_MAX_PENDING_TRADES = 20_000
+_MAX_ENTRIES_PER_BATCH = 1_000
+_MAX_BOOK_LEVELS_PER_BATCH = 20_000
+# One batch is one mutation, which the store runs within its time limit (1 s by default) on a
+# loop it shares with every subscriber: decoding alone costs ~1 µs per number, so a backlog of
+# deep books (up to 400 levels each) is spread over several batches rather than sent at once.
+
+
+class BookLike(Protocol):
+    """What the coalescer needs of an order book (``marketpulse.kalshi.OrderBook`` fits)."""
+
+    @property
+    def valid(self) -> bool: ...
+
+    def bids(self, depth: int | None = ...) -> list[tuple[Decimal, Decimal]]: ...
+
+    def asks(self, depth: int | None = ...) -> list[tuple[Decimal, Decimal]]: ...
+
+
+@dataclass
+class PendingBatch:
+    """One batch ready to send, and what it covers (for metrics and latency)."""
+
+    args: dict[str, Any]
+    events: int
+    first_event_at: float
+    books: int
+    prices: int
+    trades: int
+    markets: int
+
+
+def _levels(levels: list[tuple[Decimal, Decimal]]) -> list[list[float]]:
+    return [[float(p), float(s)] for p, s in levels]
+
+
+class Coalescer:
+    """Latest state per market since the last batch.
+
+    Args:
+        book_levels: Levels per side to write for each book.
+    """
+
+    def __init__(self, book_levels: int = BATCH_BOOK_LEVELS) -> None:
+        self._book_levels = book_levels
+        # ticker -> live book (rendered at take time) or None (= write an invalid mark)
+        self._books: dict[str, tuple[BookLike | None, float]] = {}
+        self._prices: dict[str, dict[str, Any]] = {}
+        self._markets: dict[str, str] = {}
+        self._trades: deque[dict[str, Any]] = deque()
+        # Last ts written per ticker (books, prices). The store skips an update older than the
+        # stored one, and invalid marks carry our clock while books carry the exchange's: keeping
+        # every ticker's ts non-decreasing in write order means no mark or book is ever skipped
+        # because of clock skew between us and the exchange.
+        self._book_ts: dict[str, float] = {}
+        self._price_ts: dict[str, float] = {}
+        self._events = 0
+        self._first_at = 0.0
+        self.dropped_trades = 0
+
+    def __len__(self) -> int:
+        """Number of entries waiting (markets with a change, plus trades)."""
+        return len(self._books) + len(self._prices) + len(self._markets) + len(self._trades)
+
+    def _touch(self, now: float) -> None:
+        if self._events == 0:
+            self._first_at = now
+        self._events += 1
+
+    def book(self, ticker: str, book: BookLike, ts_ms: float, now: float) -> None:
+        """The book of ``ticker`` changed (snapshot or delta); ``book`` is the live object."""
+        self._touch(now)
+        self._books[ticker] = (book, ts_ms)
+
+    def book_invalid(self, ticker: str, ts_ms: float, now: float) -> None:
+        """The book of ``ticker`` must not be served until a fresh snapshot arrives."""
+        self._touch(now)
+        self._books[ticker] = (None, ts_ms)
+
+    def price(self, ticker: str, fields: dict[str, Any], ts_ms: float, now: float) -> None:
+        """Ticker-channel update; fields given as ``None`` keep the earlier pending value."""
+        self._touch(now)
+        entry = self._prices.get(ticker)
+        if entry is None:
+            entry = self._prices[ticker] = {"ticker": ticker}
+        for key, value in fields.items():
+            if value is not None:
+                entry[key] = value
+        entry["ts"] = ts_ms
+
+    def trade(self, trade: dict[str, Any], now: float) -> None:
+        """A trade (kept individually; the oldest are dropped past a bound)."""
+        self._touch(now)
+        if len(self._trades) >= _MAX_PENDING_TRADES:
+            self._trades.popleft()
+            self.dropped_trades += 1
+        self._trades.append(trade)
+
+    def market_status(self, ticker: str, status: str, now: float) -> None:
+        """A market's lifecycle status changed."""
+        self._touch(now)
+        self._markets[ticker] = status
+
+    def forget(self, tickers: set[str]) -> None:
+        """Drop pending updates of markets no longer streamed (their invalid marks stay)."""
+        for t in tickers:
+            entry = self._books.get(t)
+            if entry is not None and entry[0] is not None:
+                del self._books[t]
+            self._prices.pop(t, None)
+        self._trades = deque(tr for tr in self._trades if tr.get("ticker") not in tickers)
+
+    def take_batch(self) -> PendingBatch | None:
+        """Everything pending as one ``applyUpdates`` argument, or None if nothing changed.
+
+        A very large backlog is split: at most a fixed number of entries of each kind, and of
+        book levels, per batch; the remainder stays pending for the next call.
+        """
+        if not len(self):
+            return None
+        batch: dict[str, Any] = {}
+        books: list[dict[str, Any]] = []
+        levels = 0
+        for ticker in list(self._books)[:_MAX_ENTRIES_PER_BATCH]:
+            if levels >= _MAX_BOOK_LEVELS_PER_BATCH:
+                break
+            live, ts_ms = self._books.pop(ticker)
+            ts_ms = self._book_ts[ticker] = max(ts_ms, self._book_ts.get(ticker, ts_ms))
+            if live is None or not live.valid:
+                books.append({"ticker": ticker, "valid": False, "ts": ts_ms})
+            else:
+                bids = _levels(live.bids(self._book_levels))
+                asks = _levels(live.asks(self._book_levels))
+                levels += len(bids) + len(asks)
+                books.append(
+                    {"ticker": ticker, "bids": bids, "asks": asks, "ts": ts_ms, "valid": True}
+                )
+        prices = [self._prices.pop(t) for t in list(self._prices)[:_MAX_ENTRIES_PER_BATCH]]
+        for entry in prices:
+            t = entry["ticker"]
+            entry["ts"] = self._price_ts[t] = max(entry["ts"], self._price_ts.get(t, entry["ts"]))
+        n_trades = min(len(self._trades), _MAX_ENTRIES_PER_BATCH)
+        trades = [self._trades.popleft() for _ in range(n_trades)]
+        markets = [
+            {"ticker": t, "status": self._markets.pop(t)}
+            for t in list(self._markets)[:_MAX_ENTRIES_PER_BATCH]
+        ]
+        if books:
+            batch["books"] = books
+        if prices:
+            batch["prices"] = prices
+        if trades:
+            batch["trades"] = trades
+        if markets:
+            batch["markets"] = markets
+        out = PendingBatch(
+            args={"batch": batch},
+            events=self._events,
+            first_event_at=self._first_at,
+            books=len(books),
+            prices=len(prices),
+            trades=len(trades),
+            markets=len(markets),
+        )
+        self._events = 0 if not len(self) else 1
+        return out

@@ -1,0 +1,98 @@
+"""Market metadata from Kalshi REST, shaped for ``marketData:upsertMarkets``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+__all__ = ["fetch_markets", "market_to_upsert"]
+
+_CONCURRENCY = 8
+
+
+def _get(obj: Any, *names: str) -> Any:
+    for name in names:
+        value = obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def _num(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return float(Decimal(str(value)))
+    except (InvalidOperation, ValueError):
+        return None
+
+
+def _ms(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, int | float):
+        return float(value) * (1000.0 if value < 10**11 else 1.0)
+    if isinstance(value, datetime):
+        return value.timestamp() * 1000.0
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp() * 1000.0
+    except ValueError:
+        return None
+
+
+def market_to_upsert(market: Any) -> dict[str, Any] | None:
+    """Map a Kalshi Market (REST JSON dict or a typed object) to an upsertMarkets entry.
+
+    Returns:
+        The entry, or None when the market has no ticker.
+    """
+    ticker = _get(market, "ticker")
+    if not ticker:
+        return None
+    event = _get(market, "event_ticker", "eventTicker") or ""
+    series = _get(market, "series_ticker", "seriesTicker") or (
+        str(event).split("-", 1)[0] if event else ""
+    )
+    entry: dict[str, Any] = {
+        "ticker": str(ticker),
+        "eventTicker": str(event),
+        "seriesTicker": str(series),
+        "title": str(_get(market, "title") or ""),
+        "subtitle": str(_get(market, "subtitle", "yes_sub_title", "sub_title") or ""),
+        "status": str(_get(market, "status") or ""),
+    }
+    optional = {
+        "closeTime": _ms(_get(market, "close_time", "closeTime", "close_ts")),
+        "previousPrice": _num(_get(market, "previous_price_dollars", "previous_price")),
+        "lastPrice": _num(_get(market, "last_price_dollars", "last_price")),
+        "yesBid": _num(_get(market, "yes_bid_dollars", "yes_bid")),
+        "yesAsk": _num(_get(market, "yes_ask_dollars", "yes_ask")),
+        "volume": _num(_get(market, "volume_fp", "volume")),
+        "openInterest": _num(_get(market, "open_interest_fp", "open_interest")),
+    }
+    entry.update({k: v for k, v in optional.items() if v is not None})
+    return entry
+
+
+async def fetch_markets(rest: Any, tickers: list[str]) -> list[dict[str, Any]]:
+    """Fetch the metadata of ``tickers`` (unknown tickers are skipped).
+
+    Args:
+        rest: A ``marketpulse.kalshi.KalshiRestClient``.
+        tickers: Market tickers.
+    """
+    sem = asyncio.Semaphore(_CONCURRENCY)
+
+    async def one(ticker: str) -> dict[str, Any] | None:
+        async with sem:
+            try:
+                market = await rest.get_market(ticker)
+            except Exception:  # an unknown or delisted market must not block the others
+                return None
+        return market_to_upsert(market)
+
+    results = await asyncio.gather(*(one(t) for t in tickers))
+    return [r for r in results if r is not None]

@@ -1,0 +1,155 @@
+"""Child processes that never outlive their parent.
+
+Each child runs in its own session (so a terminal's Ctrl-C reaches only the launcher, which
+then stops the children in order) and, on Linux, asks the kernel to SIGTERM it if the launcher
+dies (``PR_SET_PDEATHSIG``), so even a SIGKILLed launcher leaves no orphan. Stopping signals the
+whole process group, waits, then SIGKILLs what is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+__all__ = ["ManagedProcess", "free_port", "marketpulse_env", "wait_for_port"]
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _child_setup() -> None:  # runs in the child between fork and exec
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def marketpulse_env() -> dict[str, str]:
+    """Environment that makes ``python -m marketpulse`` children import this same checkout."""
+    src = str(Path(__file__).resolve().parents[2])
+    rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != src]
+    return {"PYTHONPATH": os.pathsep.join([src, *rest])}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float, proc: ManagedProcess | None = None) -> None:
+    """Block until 127.0.0.1:port accepts a connection.
+
+    Raises:
+        TimeoutError: Not listening in time.
+        RuntimeError: ``proc`` exited first.
+    """
+    end = time.monotonic() + timeout
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited with {proc.poll()}; see {proc.log_path}")
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.settimeout(0.5)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if time.monotonic() > end:
+            raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f}s")
+        time.sleep(0.1)
+
+
+class ManagedProcess:
+    """One child process in its own process group, output to a log file.
+
+    Args:
+        name: Short name for messages.
+        argv: Command line.
+        log_path: Where stdout and stderr go (appended); None inherits the parent's.
+        env: Extra environment variables (merged over the parent's).
+        cwd: Working directory.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        log_path: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        self._env = {**os.environ, **marketpulse_env(), **(env or {})}
+        self._cwd = cwd
+        self._log: IO[bytes] | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ManagedProcess:
+        """Start the child."""
+        out: IO[bytes] | None = None
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = out = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT if out is not None else None,
+            env=self._env,
+            cwd=self._cwd,
+            start_new_session=True,
+            preexec_fn=_child_setup,
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        """The child's pid (= its process group id)."""
+        assert self.proc is not None
+        return self.proc.pid
+
+    def poll(self) -> int | None:
+        """Exit code, or None while running."""
+        return None if self.proc is None else self.proc.poll()
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the child's whole process group."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM the group, wait up to ``timeout``, then SIGKILL it; returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                self.proc.wait(5)
+        # Stragglers the child left in its group (e.g. a shim's grandchild).
+        self.signal(signal.SIGKILL)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the group now (fault injection) and reap the child."""
+        self.signal(signal.SIGKILL)
+        if self.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(5)

@@ -1,0 +1,142 @@
+"""The sans-I/O coalescer: many events in, one batch with the latest state out."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from marketpulse.kalshi import OrderBook
+from marketpulse.pipeline._coalesce import Coalescer
+
+D = Decimal
+
+
+def book(ticker: str, yes: list[tuple[str, str]], no: list[tuple[str, str]]) -> OrderBook:
+    b = OrderBook(ticker)
+    b.apply_snapshot([(D(p), D(s)) for p, s in yes], [(D(p), D(s)) for p, s in no])
+    return b
+
+
+def test_many_book_changes_make_one_entry_with_the_latest_state() -> None:
+    c = Coalescer()
+    b = book("KX-A", [("0.40", "10")], [("0.55", "5")])
+    for i in range(1000):
+        b.apply_snapshot([(D("0.40"), D(10 + i))], [(D("0.55"), D(5))])
+        c.book("KX-A", b, 1000.0 + i, now=float(i))
+    batch = c.take_batch()
+    assert batch is not None
+    assert batch.events == 1000
+    assert batch.first_event_at == 0.0
+    books = batch.args["batch"]["books"]
+    assert len(books) == 1
+    assert books[0]["bids"] == [[0.40, 1009.0]]
+    # YES asks derive from NO bids: 1 - 0.55.
+    assert books[0]["asks"] == [[0.45, 5.0]]
+    assert books[0]["valid"] is True and books[0]["ts"] == 1999.0
+    assert c.take_batch() is None
+
+
+def test_invalid_mark_wins_until_a_fresh_book_follows() -> None:
+    c = Coalescer()
+    b = book("KX-A", [("0.40", "10")], [])
+    c.book("KX-A", b, 1.0, now=0.0)
+    c.book_invalid("KX-A", 2.0, now=0.0)
+    batch = c.take_batch()
+    assert batch is not None
+    assert batch.args["batch"]["books"] == [{"ticker": "KX-A", "valid": False, "ts": 2.0}]
+    c.book_invalid("KX-A", 3.0, now=0.0)
+    c.book("KX-A", b, 4.0, now=0.0)
+    batch = c.take_batch()
+    assert batch is not None
+    assert batch.args["batch"]["books"][0]["valid"] is True
+
+
+def test_a_book_that_went_invalid_in_place_is_written_as_invalid() -> None:
+    c = Coalescer()
+    b = book("KX-A", [("0.40", "10")], [])
+    c.book("KX-A", b, 1.0, now=0.0)
+    b.invalidate("seq gap")
+    batch = c.take_batch()
+    assert batch is not None
+    assert batch.args["batch"]["books"] == [{"ticker": "KX-A", "valid": False, "ts": 1.0}]
+
+
+def test_prices_merge_fields_and_trades_are_kept_individually() -> None:
+    c = Coalescer()
+    c.price("KX-A", {"price": 0.5, "yesBid": 0.49, "yesAsk": None}, 10.0, now=0.0)
+    c.price("KX-A", {"price": 0.52, "yesBid": None, "yesAsk": 0.53}, 11.0, now=0.0)
+    for i in range(3):
+        c.trade(
+            {
+                "id": f"t{i}",
+                "ticker": "KX-A",
+                "side": "buy",
+                "price": 0.5,
+                "size": 1.0,
+                "timestamp": 1.0,
+            },
+            now=0.0,
+        )
+    c.market_status("KX-A", "closed", now=0.0)
+    batch = c.take_batch()
+    assert batch is not None
+    args = batch.args["batch"]
+    assert args["prices"] == [
+        {"ticker": "KX-A", "price": 0.52, "yesBid": 0.49, "yesAsk": 0.53, "ts": 11.0}
+    ]
+    assert [t["id"] for t in args["trades"]] == ["t0", "t1", "t2"]
+    assert args["markets"] == [{"ticker": "KX-A", "status": "closed"}]
+    assert "books" not in args
+
+
+def test_forget_drops_pending_updates_of_removed_markets() -> None:
+    c = Coalescer()
+    c.book("KX-A", book("KX-A", [("0.4", "1")], []), 1.0, now=0.0)
+    c.price("KX-A", {"price": 0.4}, 1.0, now=0.0)
+    c.trade({"id": "t", "ticker": "KX-A"}, now=0.0)
+    c.price("KX-B", {"price": 0.6}, 1.0, now=0.0)
+    c.forget({"KX-A"})
+    batch = c.take_batch()
+    assert batch is not None
+    assert batch.args["batch"] == {"prices": [{"ticker": "KX-B", "price": 0.6, "ts": 1.0}]}
+
+
+def test_a_huge_backlog_is_split_across_batches() -> None:
+    c = Coalescer()
+    for i in range(2500):
+        c.price(f"KX-{i}", {"price": 0.5}, 1.0, now=0.0)
+    sizes = []
+    while (batch := c.take_batch()) is not None:
+        sizes.append(batch.prices)
+    assert sizes == [1000, 1000, 500]
+
+
+def test_deep_books_are_spread_over_batches_by_levels() -> None:
+    c = Coalescer()
+    deep = [(f"0.{i:04d}", "1") for i in range(1, 201)]  # 200 bids + 200 asks per book
+    for i in range(120):
+        c.book(f"KX-{i}", book(f"KX-{i}", deep, deep), 1.0, now=0.0)
+    counts = []
+    while (batch := c.take_batch()) is not None:
+        levels = sum(len(b["bids"]) + len(b["asks"]) for b in batch.args["batch"]["books"])
+        assert levels <= 20_000
+        counts.append(len(batch.args["batch"]["books"]))
+    assert counts == [50, 50, 20]
+
+
+def test_ts_never_goes_back_per_ticker_whatever_the_clocks() -> None:
+    # The exchange's clock is behind ours: an invalid mark (our clock) is followed by a fresh
+    # snapshot stamped earlier. Written as is, the store would skip the snapshot as older.
+    c = Coalescer()
+    c.book_invalid("KX-A", 5000.0, now=0.0)
+    c.price("KX-A", {"price": 0.5}, 5000.0, now=0.0)
+    c.take_batch()
+    c.book("KX-A", book("KX-A", [("0.4", "1")], []), 4200.0, now=0.0)
+    c.price("KX-A", {"price": 0.6}, 4300.0, now=0.0)
+    batch = c.take_batch()
+    assert batch is not None
+    assert batch.args["batch"]["books"][0]["ts"] == 5000.0
+    assert batch.args["batch"]["prices"][0]["ts"] == 5000.0
+    c.book("KX-A", book("KX-A", [("0.4", "2")], []), 6000.0, now=0.0)
+    batch = c.take_batch()
+    assert batch is not None
+    assert batch.args["batch"]["books"][0]["ts"] == 6000.0

@@ -1,0 +1,159 @@
+"""``marketpulse dev``: brings the whole system up, stops it with no orphan, keeps its data."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import stat
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from marketpulse.pipeline._procs import ManagedProcess, free_port
+
+pytestmark = [
+    pytest.mark.timeout(400),
+    pytest.mark.skipif(
+        importlib.util.find_spec("marketpulse.reactive.server") is None,
+        reason="needs the store server (marketpulse serve)",
+    ),
+]
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid``."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    out: set[int] = set()
+    todo = [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.add(c)
+            todo.append(c)
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def query(url: str, path: str, args: dict[str, object]) -> object:
+    body = httpx.post(f"{url}/api/query", json={"path": path, "args": args}, timeout=10).json()
+    assert body["status"] == "success", body
+    return body["value"]
+
+
+def run_dev(data: Path, ports: dict[str, int], log: Path, seed: int = 1) -> ManagedProcess:
+    ready = data.parent / "ready.txt"
+    ready.unlink(missing_ok=True)
+    proc = ManagedProcess(
+        "dev",
+        [
+            sys.executable,
+            "-m",
+            "marketpulse",
+            "dev",
+            "--data-dir",
+            str(data),
+            "--port",
+            str(ports["store"]),
+            "--temporal-port",
+            str(ports["temporal"]),
+            "--temporal-ui-port",
+            str(ports["ui"]),
+            "--simulator-port",
+            str(ports["sim"]),
+            "--sim-markets",
+            "4",
+            "--sim-rate",
+            "100",
+            "--seed",
+            str(seed),
+            "--ready-file",
+            str(ready),
+        ],
+        log_path=log,
+        env={"MARKETPULSE_ADMIN_KEY": ""},
+    ).start()
+    end = time.monotonic() + 180
+    while not ready.exists():
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < end, log.read_text()[-3000:]
+        time.sleep(0.2)
+    return proc
+
+
+def stop_and_check(proc: ManagedProcess, sig: int) -> None:
+    tree = descendants(proc.pid)
+    assert len(tree) >= 4  # temporal, store, simulator, worker (and their children)
+    os.kill(proc.pid, sig)  # only the launcher, as a terminal's Ctrl-C would
+    assert proc.proc is not None
+    assert proc.proc.wait(90) == 0
+    end = time.monotonic() + 10
+    while any(alive(p) for p in tree) and time.monotonic() < end:
+        time.sleep(0.1)
+    assert not [p for p in tree if alive(p)], "orphan processes left behind"
+
+
+def test_dev_runs_everything_stops_cleanly_and_keeps_its_data(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    ports = {"store": free_port(), "temporal": free_port(), "ui": free_port(), "sim": free_port()}
+    url = f"http://127.0.0.1:{ports['store']}"
+    log = tmp_path / "dev.log"
+
+    proc = run_dev(data, ports, log)
+    try:
+        assert httpx.get(f"{url}/", timeout=10).status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{ports['ui']}/", timeout=10).status_code == 200
+        end = time.monotonic() + 30
+        while not query(url, "marketData:getStreamStatus", {}):
+            assert time.monotonic() < end
+            time.sleep(0.2)
+        status = query(url, "marketData:getStreamStatus", {})
+        assert isinstance(status, list)
+        tickers = status[0]["markets"]
+        assert len(tickers) == 4
+        end = time.monotonic() + 30
+        while query(url, "marketData:getOrderbook", {"ticker": tickers[0]}) is None:
+            assert time.monotonic() < end
+            time.sleep(0.2)
+        key_file = data / "admin_key"
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        key = key_file.read_text().strip()
+        text = log.read_text()
+        assert f"http://127.0.0.1:{ports['store']}/" in text
+        assert key not in text
+    finally:
+        stop_and_check(proc, signal.SIGTERM)
+
+    # Another seed: the simulator lists other tickers, so the resumed stream follows them.
+    proc = run_dev(data, ports, log, seed=2)
+    try:
+        assert (data / "admin_key").read_text().strip() == key
+        # The store kept its data across the restart, and the workflow was resumed.
+        assert query(url, "marketData:getMarket", {"ticker": tickers[0]}) is not None
+        assert "resumed (markets renewed) kalshi-stream-sim" in log.read_text()
+        new = httpx.get(f"http://127.0.0.1:{ports['sim']}/_sim/markets", timeout=10).json()
+        assert not set(new["markets"]) & set(tickers)
+        end = time.monotonic() + 60
+        while query(url, "marketData:getOrderbook", {"ticker": new["markets"][0]}) is None:
+            assert time.monotonic() < end
+            time.sleep(0.2)
+        assert query(url, "marketData:getOrderbook", {"ticker": tickers[0]}) is None
+    finally:
+        stop_and_check(proc, signal.SIGINT)

@@ -1,0 +1,110 @@
+"""StreamRunner without Temporal: a real simulator (in process), the real feed, a real store."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from marketpulse.kalshi import KalshiCredentials, KalshiFeed
+from marketpulse.pipeline._alerts import Alerter
+from marketpulse.pipeline._local import Book, LocalSystem
+from marketpulse.pipeline._store import StoreClient
+from marketpulse.pipeline._stream import FeedLike, StreamRunner
+from marketpulse.pipeline.config import StreamConfig
+from marketpulse.simulator import Simulator, SimulatorConfig
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[LocalSystem]:
+    system = LocalSystem(tmp_path)
+    system.start_store()
+    yield system
+    system.stop()
+
+
+def sim_book(sim: Simulator, ticker: str) -> Book:
+    levels = sim.book_levels(ticker)
+    bids = [(float(p), float(s)) for p, s in reversed(levels["yes"])][:10]
+    asks = [(float(Decimal(1) - p), float(s)) for p, s in reversed(levels["no"])][:10]
+    return (
+        tuple((round(p, 6), round(s, 6)) for p, s in bids),
+        tuple((round(p, 6), round(s, 6)) for p, s in asks),
+    )
+
+
+async def until(pred: Any, timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not await pred():
+        assert loop.time() < end, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_coalesced_batches_converge_and_stop_withdraws_books(store: LocalSystem) -> None:
+    sim = Simulator(SimulatorConfig(port=0, markets=2, rate=3000.0, seed=3))
+    await sim.start()
+    client = StoreClient(store.store_url, store.admin_key)
+    try:
+        markets = list(sim.markets)
+        assert sim.key_id and sim.private_key_path
+        creds = KalshiCredentials.from_file(sim.key_id, sim.private_key_path)
+
+        def feed_factory(tickers: list[str]) -> FeedLike:
+            return KalshiFeed(sim.ws_url, creds, tickers)
+
+        beats: list[dict[str, Any]] = []
+        runner = StreamRunner(
+            stream_id="test-stream",
+            config=StreamConfig(markets=markets),
+            markets_version=1,
+            feed_factory=feed_factory,
+            store=client,
+            alerter=Alerter(None),
+            heartbeat=beats.append,
+            report_interval=0.2,
+        )
+        task = asyncio.create_task(runner.run())
+
+        async def books_served() -> bool:
+            books = [await asyncio.to_thread(store.store_book, t) for t in markets]
+            return all(b is not None for b in books)
+
+        await until(books_served, 30)
+        await asyncio.sleep(1.0)
+        sim.pause()
+
+        async def converged() -> bool:
+            for t in markets:
+                if await asyncio.to_thread(store.store_book, t) != sim_book(sim, t):
+                    return False
+            return True
+
+        await until(converged, 5)
+        # Thousands of exchange messages, far fewer writes: one batch per flush.
+        assert runner.stats.messages > 1000
+        assert runner.stats.batches < runner.stats.messages / 3
+        assert beats and beats[-1]["state"] == "connected"
+        status = await asyncio.to_thread(store.query, "marketData:getStreamStatus", {})
+        assert [s["streamId"] for s in status] == ["test-stream"]
+
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+        async def withdrawn() -> bool:
+            books = [await asyncio.to_thread(store.store_book, t) for t in markets]
+            return all(b is None for b in books)
+
+        await until(withdrawn, 5)
+        status = await asyncio.to_thread(store.query, "marketData:getStreamStatus", {})
+        assert status[0]["state"] == "stopped"
+    finally:
+        await client.aclose()
+        await sim.stop()

@@ -1,0 +1,275 @@
+"""KalshiStreamWorkflow on the time-skipping test server.
+
+The activities here are stand-ins registered under the real activity names: these tests are
+about the supervisor (signals, updates, queries, timers, restarts, continue-as-new), not the
+feed, which tests/e2e runs for real. The stand-in stream activity does what the real one does
+towards the workflow: it heartbeats, follows ``desiredMarkets`` by query, and stops when
+cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from temporalio import activity
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from marketpulse.pipeline._binaries import temporal_test_server
+from marketpulse.pipeline.config import (
+    CLEANUP_ACTIVITY,
+    HEALTH_ACTIVITY,
+    STREAM_ACTIVITY,
+    TASK_QUEUE,
+    CleanupInput,
+    HealthInput,
+    HealthReport,
+    MarketsChange,
+    MarketSet,
+    StreamConfig,
+    StreamInput,
+    WorkflowStatus,
+)
+from marketpulse.pipeline.worker import workflow_runner
+from marketpulse.pipeline.workflow import KalshiStreamWorkflow
+
+
+@dataclass
+class Recorder:
+    """What the stand-in activities saw."""
+
+    stream_starts: list[StreamInput] = field(default_factory=list)
+    stream_cancels: int = 0
+    followed: list[MarketSet] = field(default_factory=list)
+    cleanups: list[CleanupInput] = field(default_factory=list)
+    health_checks: list[HealthInput] = field(default_factory=list)
+    stale_next: bool = False
+
+
+def make_activities(rec: Recorder, client: Client) -> list[Any]:
+    @activity.defn(name=STREAM_ACTIVITY)
+    async def stream(inp: StreamInput) -> dict[str, Any]:
+        rec.stream_starts.append(inp)
+        info = activity.info()
+        handle = client.get_workflow_handle(info.workflow_id or "", run_id=info.workflow_run_id)
+        version = inp.marketsVersion
+        try:
+            while True:
+                activity.heartbeat({"state": "connected"})
+                desired = await handle.query("desiredMarkets", result_type=MarketSet)
+                if desired.version != version:
+                    version = desired.version
+                    rec.followed.append(desired)
+                await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            rec.stream_cancels += 1
+            raise
+
+    @activity.defn(name=HEALTH_ACTIVITY)
+    async def health(inp: HealthInput) -> HealthReport:
+        rec.health_checks.append(inp)
+        stale, rec.stale_next = rec.stale_next, False
+        return HealthReport(running=True, stale=stale, reason="test" if stale else "connected")
+
+    @activity.defn(name=CLEANUP_ACTIVITY)
+    async def cleanup(inp: CleanupInput) -> dict[str, Any]:
+        rec.cleanups.append(inp)
+        return {"deleted": 3, "more": False}
+
+    return [stream, health, cleanup]
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    async with await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=temporal_test_server()
+    ) as e:
+        yield e
+
+
+async def until(pred: Any, timeout: float = 20.0) -> None:
+    """Poll a condition in real time (activities run in real time)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not pred():
+        if loop.time() > end:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+def config(**kw: Any) -> StreamConfig:
+    base: dict[str, Any] = {
+        "markets": ["KX-A", "KX-B"],
+        "healthCheckInterval": 3600.0,
+        "cleanupInterval": 86_400.0,
+        "heartbeatTimeout": 864_000.0,  # time skips far ahead; real heartbeats are real-time
+        "reconnectDelay": 1.0,
+    }
+    base.update(kw)
+    return StreamConfig(**base)
+
+
+def worker(env: WorkflowEnvironment, rec: Recorder) -> Worker:
+    return Worker(
+        env.client,
+        task_queue=TASK_QUEUE,
+        workflows=[KalshiStreamWorkflow],
+        activities=make_activities(rec, env.client),
+        workflow_runner=workflow_runner(),
+        max_heartbeat_throttle_interval=timedelta(seconds=1),
+        default_heartbeat_throttle_interval=timedelta(seconds=1),
+    )
+
+
+async def test_signals_update_and_query(env: WorkflowEnvironment) -> None:
+    rec = Recorder()
+    async with worker(env, rec):
+        handle = await env.client.start_workflow(
+            KalshiStreamWorkflow.run,
+            config(),
+            id=f"wf-{uuid.uuid4()}",
+            task_queue=TASK_QUEUE,
+        )
+        await until(lambda: len(rec.stream_starts) == 1)
+        assert rec.stream_starts[0].config.markets == ["KX-A", "KX-B"]
+
+        await handle.signal(KalshiStreamWorkflow.add_markets, ["kx-c", "KX-A"])
+        await handle.signal(KalshiStreamWorkflow.remove_markets, ["KX-B"])
+        status: WorkflowStatus = await handle.query(KalshiStreamWorkflow.status)
+        assert status.markets == ["KX-A", "KX-C"]
+        assert status.state == "streaming"
+        assert status.channels == ["orderbook_delta", "ticker", "trade"]
+
+        result = await handle.execute_update(
+            KalshiStreamWorkflow.update_markets, MarketsChange(add=["KX-D"], remove=["KX-A"])
+        )
+        assert result.markets == ["KX-C", "KX-D"]
+        with pytest.raises(WorkflowUpdateFailedError):
+            await handle.execute_update(
+                KalshiStreamWorkflow.update_markets, MarketsChange(add=["bad ticker!"])
+            )
+
+        # The running activity learns the new set by query, without being restarted.
+        await until(lambda: bool(rec.followed) and rec.followed[-1].markets == ["KX-C", "KX-D"])
+        assert len(rec.stream_starts) == 1
+        assert rec.stream_cancels == 0
+
+        await handle.signal(KalshiStreamWorkflow.stop)
+        final = await handle.result()
+        assert final.state == "stopped"
+        assert final.markets == ["KX-C", "KX-D"]
+        assert rec.stream_cancels == 1
+
+
+async def test_cleanup_timer(env: WorkflowEnvironment) -> None:
+    # No markets, so no long-running activity holds the test server's clock: time skips.
+    rec = Recorder()
+    async with worker(env, rec):
+        handle = await env.client.start_workflow(
+            KalshiStreamWorkflow.run,
+            config(markets=[], cleanupInterval=600.0, retention=7200.0),
+            id=f"wf-{uuid.uuid4()}",
+            task_queue=TASK_QUEUE,
+        )
+        for _ in range(5):
+            await env.sleep(timedelta(seconds=250))
+        await until(lambda: len(rec.cleanups) >= 2)
+        assert rec.cleanups[0].olderThanMs == 7_200_000.0
+        status: WorkflowStatus = await handle.query(KalshiStreamWorkflow.status)
+        assert status.lastCleanup is not None and status.lastCleanup["deleted"] == 3
+        await handle.signal(KalshiStreamWorkflow.stop)
+        await handle.result()
+
+
+async def test_health_check_restarts_a_stale_feed(env: WorkflowEnvironment) -> None:
+    # A running activity holds the test server's clock, so this one runs on real seconds.
+    rec = Recorder()
+    async with worker(env, rec):
+        handle = await env.client.start_workflow(
+            KalshiStreamWorkflow.run,
+            config(healthCheckInterval=1.0),
+            id=f"wf-{uuid.uuid4()}",
+            task_queue=TASK_QUEUE,
+        )
+        await until(lambda: len(rec.health_checks) >= 1)
+        assert rec.health_checks[0].workflowId == handle.id
+        status: WorkflowStatus = await handle.query(KalshiStreamWorkflow.status)
+        assert status.lastHealth is not None and status.lastHealth.reason == "connected"
+        assert len(rec.stream_starts) == 1
+
+        rec.stale_next = True
+        await until(lambda: len(rec.stream_starts) == 2)
+        assert rec.stream_cancels == 1
+        status = await handle.query(KalshiStreamWorkflow.status)
+        assert status.healthRestarts == 1
+        await handle.signal(KalshiStreamWorkflow.stop)
+        await handle.result()
+
+
+async def test_continue_as_new_carries_markets(env: WorkflowEnvironment) -> None:
+    rec = Recorder()
+    async with worker(env, rec):
+        wf_id = f"wf-{uuid.uuid4()}"
+        handle = await env.client.start_workflow(
+            KalshiStreamWorkflow.run,
+            config(continueAsNewAfterEvents=40),
+            id=wf_id,
+            task_queue=TASK_QUEUE,
+        )
+        first_run = (await handle.describe()).run_id
+        await until(lambda: len(rec.stream_starts) == 1)
+        for i in range(30):
+            await handle.signal(KalshiStreamWorkflow.add_markets, [f"KX-N{i}"])
+        # The new run starts its own stream activity with the carried market set.
+        await until(lambda: len(rec.stream_starts) >= 2)
+        latest = env.client.get_workflow_handle_for(KalshiStreamWorkflow.run, wf_id)
+        status: WorkflowStatus = await latest.query(KalshiStreamWorkflow.status)
+        assert status.runId != first_run
+        assert status.continuedAsNew >= 1
+        expected = ["KX-A", "KX-B", *[f"KX-N{i}" for i in range(30)]]
+        assert status.markets == expected
+        assert rec.stream_starts[-1].config.markets == expected
+        assert rec.stream_cancels >= 1  # the old run's feed was stopped before continuing
+        await latest.signal(KalshiStreamWorkflow.stop)
+        assert (await latest.result()).markets == expected
+
+
+async def test_invalid_config_fails_the_workflow(env: WorkflowEnvironment) -> None:
+    rec = Recorder()
+    async with worker(env, rec):
+        handle = await env.client.start_workflow(
+            KalshiStreamWorkflow.run,
+            config(healthCheckInterval=0.0),
+            id=f"wf-{uuid.uuid4()}",
+            task_queue=TASK_QUEUE,
+        )
+        with pytest.raises(Exception) as info:
+            await handle.result()
+        assert "healthCheckInterval" in str(info.value.__cause__)
+        assert rec.stream_starts == []
+
+
+async def test_no_markets_means_no_stream_until_added(env: WorkflowEnvironment) -> None:
+    rec = Recorder()
+    async with worker(env, rec):
+        handle = await env.client.start_workflow(
+            KalshiStreamWorkflow.run,
+            config(markets=[]),
+            id=f"wf-{uuid.uuid4()}",
+            task_queue=TASK_QUEUE,
+        )
+        status: WorkflowStatus = await handle.query(KalshiStreamWorkflow.status)
+        assert status.state == "idle"
+        assert rec.stream_starts == []
+        await handle.signal(KalshiStreamWorkflow.add_markets, ["KX-Z"])
+        await until(lambda: len(rec.stream_starts) == 1)
+        assert rec.stream_starts[0].marketsVersion == 2
+        await handle.signal(KalshiStreamWorkflow.stop)
+        await handle.result()
