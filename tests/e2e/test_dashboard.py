@@ -1,0 +1,294 @@
+"""The dashboard in a real browser (Debian's Chromium, headless) against a real store.
+
+The store is ``marketpulse serve`` fed by ``marketData`` batches over its HTTP API with the
+admin key, as the worker feeds it. The page must load from the store itself, fill the market
+list, show the chosen market's book, trades and chart, change on screen as data ticks with no
+reload, show a closed market as closed, and recover by itself when the store process is
+restarted. Screenshots go to test-artifacts/ for a person to look at.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from marketpulse.dashboard import static_dir
+from marketpulse.dashboard._feeder import StoreWriter, SyntheticFeed
+from marketpulse.dashboard._process import ServeProcess
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+# `marketpulse serve` (the store's HTTP/WebSocket front doors) lands separately from the engine.
+pytest.importorskip(
+    "marketpulse.reactive.server", reason="marketpulse serve is not on this branch yet"
+)
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+MARKETS = 10
+
+
+class Ticker:
+    """Writes a feed batch every `period` s in a thread, like the worker's flushes."""
+
+    def __init__(self, feed: SyntheticFeed, writer_url: str, admin_key: str, period: float = 0.2):
+        self.feed = feed
+        self.url = writer_url
+        self.key = admin_key
+        self.period = period
+        self.errors = 0
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        writer = StoreWriter(self.url, self.key, timeout=2.0)
+        try:
+            while not self._stop.wait(self.period):
+                try:
+                    writer.mutation("marketData:applyUpdates", {"batch": self.feed.tick(3)})
+                    self.sent += 1
+                except Exception:
+                    # The store is being restarted in one test: keep trying, as the worker does.
+                    self.errors += 1
+        finally:
+            writer.close()
+
+    def __enter__(self) -> Ticker:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[tuple[ServeProcess, SyntheticFeed, str]]:
+    if static_dir() is None:
+        pytest.fail("the dashboard is not built (src/marketpulse/dashboard/static)")
+    key = "e2e-" + secrets.token_hex(16)
+    proc = ServeProcess(tmp_path / "store.sqlite", key).start()
+    feed = SyntheticFeed(MARKETS, seed=7, closed=1)
+    writer = StoreWriter(proc.url, key)
+    try:
+        feed.seed_store(writer, history_trades=20)
+    finally:
+        writer.close()
+    try:
+        yield proc, feed, key
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (scripts/install.sh --dev installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def _shot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name))
+
+
+def _text(page: Any, selector: str) -> str:
+    return str(page.locator(selector).first.text_content())
+
+
+def _open(browser: Any, url: str, markets: int) -> tuple[Any, list[str]]:
+    """Open the dashboard at ``url``; wait until it is connected and lists ``markets`` markets.
+
+    Returns the page and the list its uncaught errors are collected in.
+    """
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url)
+    page.wait_for_selector("[data-testid=connection][data-state=connected]", timeout=30_000)
+    # A marker that a reload would lose: later checks prove updates came without one.
+    page.evaluate("window.__sameDocument = true")
+    page.wait_for_function(
+        f"document.querySelectorAll('[data-testid=market-row]').length === {markets}",
+        timeout=30_000,
+    )
+    return page, errors
+
+
+def test_dashboard_live_in_a_browser(
+    store: tuple[ServeProcess, SyntheticFeed, str], browser: Any
+) -> None:
+    proc, feed, key = store
+    # The page comes from the store itself, connects to its own origin, and lists every market.
+    page, errors = _open(browser, proc.url + "/", MARKETS)
+    tickers = page.eval_on_selector_all(
+        "[data-testid=market-row]", "els => els.map(e => e.dataset.ticker)"
+    )
+    assert sorted(tickers) == sorted(m.ticker for m in feed.markets)
+
+    # Search narrows the list (server-side search through listMarkets).
+    page.fill("[data-testid=market-search]", "Fed")
+    page.wait_for_function(
+        "[...document.querySelectorAll('[data-testid=market-row]')].every(e => e.innerText.includes('Fed'))"
+        " && document.querySelectorAll('[data-testid=market-row]').length > 0",
+        timeout=10_000,
+    )
+    page.fill("[data-testid=market-search]", "")
+    page.wait_for_function(
+        f"document.querySelectorAll('[data-testid=market-row]').length === {MARKETS}",
+        timeout=10_000,
+    )
+
+    # Choosing a market shows its price, book, trades and chart.
+    chosen = next(m for m in feed.markets if m.status == "active" and "Fed" not in m.title)
+    page.click(f"[data-testid=market-row][data-ticker='{chosen.ticker}']")
+    page.wait_for_selector(f"[data-testid=market-view][data-ticker='{chosen.ticker}']")
+    page.wait_for_selector("[data-testid=bid-level]", timeout=10_000)
+    page.wait_for_selector("[data-testid=ask-level]")
+    page.wait_for_selector("[data-testid=trade]")
+    page.wait_for_function(
+        "Number(document.querySelector('[data-testid=chart-canvas]').dataset.candles) > 0"
+        " && document.querySelector('[data-testid=chart-canvas] canvas') !== null",
+        timeout=15_000,
+    )
+    assert _text(page, "[data-testid=market-status]") == "Open"
+    assert _text(page, "[data-testid=price-value]").startswith("$")
+    bids = page.locator("[data-testid=bid-level]").count()
+    assert 1 <= bids <= 10
+    assert "Spread" in _text(page, "[data-testid=spread]")
+    assert page.url.endswith(f"market={chosen.ticker}")
+
+    # Values change on screen without a reload as the feed ticks.
+    first_trade = page.get_attribute("[data-testid=trade]", "data-trade-id")
+    book_before = _text(page, "[data-testid=orderbook]")
+    with Ticker(feed, proc.url, key, period=0.15):
+        # Make sure the chosen market trades, not only random others.
+        writer = StoreWriter(proc.url, key)
+        try:
+            for _ in range(3):
+                ts = time.time() * 1000
+                writer.mutation(
+                    "marketData:applyUpdates",
+                    {
+                        "batch": {
+                            "trades": [feed.trade(chosen, ts)],
+                            "books": [feed._book(chosen, ts)],
+                        }
+                    },
+                )
+                time.sleep(0.2)
+        finally:
+            writer.close()
+        page.wait_for_function(
+            f"document.querySelector('[data-testid=trade]').dataset.tradeId !== {first_trade!r}",
+            timeout=10_000,
+        )
+        page.wait_for_function(
+            "(before) => document.querySelector('[data-testid=orderbook]').innerText !== before",
+            arg=book_before,
+            timeout=10_000,
+        )
+        time.sleep(0.3)
+        _shot(page, "dashboard-desktop.png")
+        page.set_viewport_size({"width": 390, "height": 844})
+        time.sleep(0.5)
+        _shot(page, "dashboard-phone.png")
+        page.click("button.back")
+        page.wait_for_selector("[data-testid=market-list]", state="visible")
+        _shot(page, "dashboard-phone-list.png")
+        page.set_viewport_size({"width": 1440, "height": 900})
+    assert page.evaluate("window.__sameDocument") is True
+
+    # A closed market is shown as closed.
+    closed = next(m for m in feed.markets if m.status == "closed")
+    page.click(f"[data-testid=market-row][data-ticker='{closed.ticker}']")
+    page.wait_for_selector("[data-testid=market-head][data-status=closed]", timeout=10_000)
+    assert _text(page, "[data-testid=market-status]").startswith("Closed")
+    assert "market-row-closed" in (
+        page.get_attribute(f"[data-testid=market-row][data-ticker='{closed.ticker}']", "class")
+        or ""
+    )
+    _shot(page, "dashboard-closed-market.png")
+    page.click(f"[data-testid=market-row][data-ticker='{chosen.ticker}']")
+    page.wait_for_selector("[data-testid=trade]")
+
+    # The store restarts: the page shows it is reconnecting, then recovers by itself.
+    proc.stop()
+    page.wait_for_selector("[data-testid=connection][data-state=reconnecting]", timeout=20_000)
+    _shot(page, "dashboard-reconnecting.png")
+    proc.start()
+    page.wait_for_selector("[data-testid=connection][data-state=connected]", timeout=40_000)
+    # New data written after the restart reaches the same page.
+    writer = StoreWriter(proc.url, key)
+    try:
+        ts = time.time() * 1000
+        trade = feed.trade(chosen, ts, trade_id="after-restart-1")
+        writer.mutation("marketData:applyUpdates", {"batch": {"trades": [trade]}})
+    finally:
+        writer.close()
+    page.wait_for_selector("[data-testid=trade][data-trade-id='after-restart-1']", timeout=15_000)
+    assert page.evaluate("window.__sameDocument") is True
+    _shot(page, "dashboard-recovered.png")
+    assert errors == [], errors
+
+    # ?store= points a page at a store other than its origin (here the same store under another
+    # host name, so the origin differs): the official client connects there.
+    other = browser.new_page(viewport={"width": 1280, "height": 800})
+    other_url = proc.url.replace("127.0.0.1", "localhost")
+    other.goto(f"{proc.url}/?store={other_url}&market={chosen.ticker}")
+    other.wait_for_selector("[data-testid=connection][data-state=connected]", timeout=20_000)
+    assert _text(other, ".store-url") == other_url.removeprefix("http://")
+    other.wait_for_selector("[data-testid=trade][data-trade-id='after-restart-1']", timeout=15_000)
+
+
+def test_dashboard_on_marketpulse_dev_with_the_simulator(tmp_path: Path, browser: Any) -> None:
+    """The whole system: simulator -> worker (Temporal) -> store -> dashboard."""
+    from marketpulse.dashboard._process import DevProcess
+
+    with DevProcess(tmp_path / "dev", sim_markets=4, sim_rate=150) as dev:
+        # The list fills with the simulator's markets; the feed panel reports a healthy stream.
+        page, errors = _open(browser, dev.url + "/", 4)
+        page.wait_for_selector("[data-testid=stream][data-health=ok]", timeout=30_000)
+
+        rows = page.locator("[data-testid=market-row]")
+        ticker = rows.nth(1).get_attribute("data-ticker")
+        rows.nth(1).click()
+        page.wait_for_selector(f"[data-testid=market-view][data-ticker='{ticker}']")
+        page.wait_for_selector("[data-testid=bid-level]", timeout=30_000)
+        page.wait_for_selector("[data-testid=ask-level]", timeout=30_000)
+        page.wait_for_selector("[data-testid=trade]", timeout=60_000)
+        page.wait_for_function(
+            "Number(document.querySelector('[data-testid=chart-canvas]').dataset.candles) > 0",
+            timeout=30_000,
+        )
+
+        # The simulator ticks; the screen follows without a reload.
+        first_trade = page.get_attribute("[data-testid=trade]", "data-trade-id")
+        book_before = _text(page, "[data-testid=orderbook]")
+        page.wait_for_function(
+            "(before) => document.querySelector('[data-testid=orderbook]').textContent !== before",
+            arg=book_before,
+            timeout=30_000,
+        )
+        page.wait_for_function(
+            f"document.querySelector('[data-testid=trade]').dataset.tradeId !== {first_trade!r}",
+            timeout=60_000,
+        )
+        assert page.evaluate("window.__sameDocument") is True
+        time.sleep(0.3)
+        _shot(page, "dashboard-dev-simulator.png")
+        assert errors == [], errors

@@ -1,0 +1,46 @@
+import { useQuery } from "convex/react";
+import { api } from "../_generated/api";
+import { formatCloseTime } from "../format";
+import { useNow } from "../hooks/useNow";
+import { isTrading } from "../types";
+
+/** Title, ticker, event and status of the chosen market; closed markets say so plainly. */
+export function MarketHeader({ ticker }: { ticker: string }) {
+  const market = useQuery(api.marketData.getMarket, { ticker });
+  const now = useNow(30_000);
+  if (market === undefined) {
+    return (
+      <div className="market-head" aria-busy="true">
+        <span className="skeleton skeleton-title" />
+      </div>
+    );
+  }
+  if (market === null) {
+    return (
+      <div className="market-head">
+        <h1 className="market-title">{ticker}</h1>
+        <span className="muted">Unknown market</span>
+      </div>
+    );
+  }
+  const trading = isTrading(market.status);
+  return (
+    <div className="market-head" data-testid="market-head" data-status={market.status}>
+      <h1 className="market-title">{market.title || ticker}</h1>
+      <div className="market-meta">
+        <span className="market-ticker">{market.ticker}</span>
+        {market.subtitle ? <span className="market-sub">{market.subtitle}</span> : null}
+        <span className={`badge ${trading ? "badge-open" : "badge-closed"}`} data-testid="market-status">
+          {trading ? "Open" : market.status === "closed" ? "Closed" : `Closed · ${market.status}`}
+        </span>
+        {market.closeTime ? <span className="muted">{formatCloseTime(market.closeTime, now)}</span> : null}
+      </div>
+    </div>
+  );
+}
+
+/** Whether the market is closed, for the panels that render differently then. */
+export function useMarketClosed(ticker: string): boolean {
+  const market = useQuery(api.marketData.getMarket, { ticker });
+  return market ? !isTrading(market.status) : false;
+}

@@ -1,0 +1,176 @@
+import { type ComponentType, useEffect, useState } from "react";
+import { useQuery } from "convex/react";
+import { api } from "../_generated/api";
+import { direction, formatPercent, formatPrice } from "../format";
+import { useStableQuery } from "../hooks/useStableQuery";
+import { isTrading, type MarketSummary } from "../types";
+import { Flash } from "./Flash";
+import { SkeletonRows } from "./Skeleton";
+
+/** The live price cell of one row: its own subscription, so one market ticking re-renders one row. */
+function RowPrice({ market }: { market: MarketSummary }) {
+  const live = useQuery(api.marketData.getPrice, { ticker: market.ticker });
+  return (
+    <RowPriceView
+      price={live?.price ?? market.price}
+      change={live?.changePercent24h}
+    />
+  );
+}
+
+/** A row's price and 24 h change. */
+export function RowPriceView({ price, change }: { price: number | null | undefined; change: number | null | undefined }) {
+  const dir = direction(change);
+  return (
+    <span className="row-price">
+      <Flash value={price} className="row-last" data-testid="row-price">
+        {formatPrice(price)}
+      </Flash>
+      <span className={`row-change change-${dir}`}>{formatPercent(change)}</span>
+    </span>
+  );
+}
+
+function useDebounced<T>(value: T, ms: number): T {
+  const [debounced, setDebounced] = useState(value);
+  useEffect(() => {
+    const id = window.setTimeout(() => setDebounced(value), ms);
+    return () => window.clearTimeout(id);
+  }, [value, ms]);
+  return debounced;
+}
+
+/** "/" anywhere outside a text field focuses the market search, as on most trading screens. */
+function useSlashToSearch() {
+  useEffect(() => {
+    const onKey = (e: KeyboardEvent) => {
+      const target = e.target as HTMLElement | null;
+      if (e.key !== "/" || e.ctrlKey || e.metaKey || e.altKey) return;
+      if (target && (target.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(target.tagName))) return;
+      const input = document.querySelector<HTMLInputElement>("[data-testid=market-search]");
+      if (input && input.offsetParent !== null) {
+        e.preventDefault();
+        input.focus();
+      }
+    };
+    window.addEventListener("keydown", onKey);
+    return () => window.removeEventListener("keydown", onKey);
+  }, []);
+}
+
+/** Markets with search and live prices; choosing one calls `onSelect`. */
+export function MarketList({
+  selected,
+  onSelect,
+  onLoaded,
+}: {
+  selected: string | null;
+  onSelect: (ticker: string) => void;
+  onLoaded?: (markets: MarketSummary[]) => void;
+}) {
+  const [search, setSearch] = useState("");
+  const query = useDebounced(search.trim(), 150);
+  useSlashToSearch();
+  const markets = useStableQuery(api.marketData.listMarkets, query ? { search: query, limit: 100 } : { limit: 100 });
+
+  useEffect(() => {
+    if (markets && onLoaded) onLoaded(markets);
+  }, [markets, onLoaded]);
+
+  return (
+    <MarketListView
+      markets={markets}
+      search={search}
+      searched={query}
+      onSearch={setSearch}
+      selected={selected}
+      onSelect={onSelect}
+      PriceCell={RowPrice}
+    />
+  );
+}
+
+/** The list as shown: `undefined` while loading; `PriceCell` renders each row's price. */
+export function MarketListView({
+  markets,
+  search,
+  searched,
+  onSearch,
+  selected,
+  onSelect,
+  PriceCell,
+}: {
+  markets: readonly MarketSummary[] | undefined;
+  search: string;
+  searched: string;
+  onSearch: (text: string) => void;
+  selected: string | null;
+  onSelect: (ticker: string) => void;
+  PriceCell: ComponentType<{ market: MarketSummary }>;
+}) {
+  const query = searched;
+
+  let body;
+  if (markets === undefined) {
+    body = <SkeletonRows count={10} kind="market" />;
+  } else if (markets.length === 0) {
+    body = (
+      <div className="empty" data-testid="markets-empty">
+        {query ? `No market matches “${query}”` : "No markets yet: waiting for the feed"}
+      </div>
+    );
+  } else {
+    body = (
+      <ul className="market-list" data-testid="market-list">
+        {markets.map((m) => {
+          const trading = isTrading(m.status);
+          return (
+            <li key={m.ticker}>
+              <button
+                type="button"
+                className={`market-row${m.ticker === selected ? " market-row-selected" : ""}${trading ? "" : " market-row-closed"}`}
+                onClick={() => onSelect(m.ticker)}
+                aria-current={m.ticker === selected ? "true" : undefined}
+                data-testid="market-row"
+                data-ticker={m.ticker}
+              >
+                <span className="row-name">
+                  <span className="row-title">{m.title || m.ticker}</span>
+                  <span className="row-ticker" title={m.ticker}>
+                    {m.subtitle || m.ticker}
+                    {trading ? null : <span className="badge badge-closed">{m.status}</span>}
+                  </span>
+                </span>
+                <PriceCell market={m} />
+              </button>
+            </li>
+          );
+        })}
+      </ul>
+    );
+  }
+
+  return (
+    <section className="markets" aria-label="Markets">
+      <div className="search">
+        <input
+          type="search"
+          placeholder="Search markets"
+          value={search}
+          onChange={(e) => onSearch(e.target.value)}
+          aria-label="Search markets"
+          data-testid="market-search"
+          maxLength={200}
+          spellCheck={false}
+          autoComplete="off"
+        />
+        {search ? null : (
+          <kbd className="kbd" aria-hidden="true">
+            /
+          </kbd>
+        )}
+      </div>
+      {body}
+    </section>
+  );
+}
