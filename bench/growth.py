@@ -1,0 +1,113 @@
+"""Growth: the fan-out scenario at 1x, 2x and 4x markets and clients, reported as ratios.
+
+Each level runs ``fanout.compare`` with markets and clients both multiplied and the same price
+changes per market per second, so the work (pushes/s) grows with the level. Reported per level
+and as a ratio to 1x: pushes/s delivered (goal: grows like the level), the store's CPU per
+push and memory per connection (goal: flat, i.e. cost linear in the work), and p50/p99
+latency (goal: flat). The Redis pub/sub baseline runs at every level too (not in --quick).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from _common import emit, print_table
+from fanout import compare
+
+LEVELS = (1, 2, 4)
+
+
+def _ratio(value: float, base: float) -> float | None:
+    return round(value / base, 2) if base else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--clients", type=int, help="clients at 1x")
+    parser.add_argument("--markets", type=int, help="markets at 1x")
+    parser.add_argument("--seconds", type=float)
+    opts = parser.parse_args()
+    clients = opts.clients or (50 if opts.quick else 500)
+    markets = opts.markets or (50 if opts.quick else 200)
+    seconds = opts.seconds or (1.0 if opts.quick else 10.0)
+    per_market = 0.5  # price changes per market per second
+    runs = []
+    for level in LEVELS:
+        runs.append(
+            {
+                "level": level,
+                **compare(
+                    clients * level,
+                    seconds,
+                    markets * level,
+                    updates_per_s=per_market * markets * level,
+                    with_redis=not opts.quick,
+                ),
+            }
+        )
+    base = runs[0]["ours"]
+    rows = []
+    for run in runs:
+        ours = run["ours"]
+        run["ratios"] = {
+            key: _ratio(ours[key], base[key])
+            for key in (
+                "pushes_per_s",
+                "server_cpu_s",
+                "server_cpu_us_per_push",
+                "kib_per_idle_connection",
+                "p50_ms",
+                "p99_ms",
+            )
+        }
+        redis = run["redis"]
+        rows.append(
+            [
+                f"{run['level']}x",
+                run["markets"],
+                run["clients"],
+                f"{ours['pushes_per_s']:,.0f} ({run['ratios']['pushes_per_s']}x)",
+                f"{ours['server_cpu_us_per_push']:.0f} ({run['ratios']['server_cpu_us_per_push']}x)",
+                f"{ours['kib_per_idle_connection']:.1f} "
+                f"({run['ratios']['kib_per_idle_connection']}x)",
+                f"{ours['p50_ms']:.2f} ({run['ratios']['p50_ms']}x)",
+                f"{ours['p99_ms']:.2f} ({run['ratios']['p99_ms']}x)",
+                f"{redis['p99_ms']:.2f}" if redis else "-",
+            ]
+        )
+    print_table(
+        "growth, ratio to 1x in brackets (goals: pushes/s ~ level, CPU/push, memory/conn and "
+        "latency ~ 1.0x)",
+        [
+            "level",
+            "markets",
+            "clients",
+            "pushes/s",
+            "CPU us/push",
+            "KiB/idle conn",
+            "p50 ms",
+            "p99 ms",
+            "redis p99 ms",
+        ],
+        rows,
+    )
+    top = runs[-1]["ratios"]
+    emit(
+        {
+            "bench": "growth",
+            "quick": opts.quick,
+            "runs": runs,
+            "at_4x": top,
+            "goals": {
+                "pushes_per_s_ratio_goal": 4.0,
+                "flat_ratio_goal": "<= 1.5",
+                "met_linear_cost": (top["server_cpu_us_per_push"] or 9) <= 1.5,
+                "met_flat_latency": (top["p99_ms"] or 9) <= 1.5,
+            },
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()

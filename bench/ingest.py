@@ -1,0 +1,160 @@
+"""Ingest: the highest feed rate the pipeline sustains without a growing backlog.
+
+The real system as in tests/e2e (Temporal dev server, ``marketpulse serve`` on SQLite,
+``marketpulse simulate`` with 200 markets, ``marketpulse worker`` running the stream
+workflow). The offered rate steps up (bench/pipeline_throughput.py's ``pipeline_step``) until
+the pipeline consumes less than 95 % of what the simulator generates; the best rate that kept
+up is then held for 60 s (``--quick``: a few seconds), sampling the backlog (messages
+generated minus consumed) every few seconds: sustained means the backlog did not grow by more
+than one second's worth over the hold, and the store equals the simulator within a few
+seconds of pausing it.
+
+Baseline, same run: the seed's design, one Temporal activity per message
+(bench/pipeline_throughput.py's ``seed_way``), on the same simulator feed.
+
+Goal (issue 7): >= 20,000 messages/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import emit, print_table
+from marketpulse.pipeline._local import LocalSystem
+from marketpulse.pipeline.workflow import KalshiStreamWorkflow
+from pipeline_throughput import pipeline_step, seed_way, wait, worker_counter
+
+MARKETS = 200
+GOAL_MPS = 20_000.0
+KEPT_UP = 0.95
+FEED_COUNTER = "marketpulse_stream_feed_messages_total"
+
+
+def _say(what: str) -> None:
+    print(f"[ingest] {what}", file=sys.stderr, flush=True)
+
+
+def hold(s: LocalSystem, metrics: str, rate: float, seconds: float) -> dict[str, Any]:
+    """Offer ``rate`` for ``seconds``; the backlog (generated - consumed) over time."""
+    s.sim("set_rate", rate=rate)
+    time.sleep(1.0)
+    g0 = s.sim_stats()["messages_generated"]
+    m0 = worker_counter(metrics, FEED_COUNTER)
+    t0 = time.monotonic()
+    backlog = []
+    step = max(1.0, seconds / 12)
+    while time.monotonic() - t0 < seconds:
+        time.sleep(step)
+        generated = s.sim_stats()["messages_generated"] - g0
+        consumed = worker_counter(metrics, FEED_COUNTER) - m0
+        backlog.append((round(time.monotonic() - t0, 1), generated - consumed))
+    elapsed = time.monotonic() - t0
+    growth = backlog[-1][1] - min(b for _, b in backlog)
+    return {
+        "offered": rate,
+        "seconds": round(elapsed, 1),
+        "generated_mps": round(generated / elapsed, 1),
+        "mps": round(consumed / elapsed, 1),
+        "backlog_samples": backlog,
+        "backlog_growth": growth,
+        "sustained": growth <= rate and consumed >= KEPT_UP * generated,
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--hold", type=float, help="seconds to hold the best rate")
+    opts = parser.parse_args()
+    step_s = 1.5 if opts.quick else 8.0
+    hold_s = opts.hold or (2.0 if opts.quick else 60.0)
+    seed_s = 2.5 if opts.quick else 20.0
+    rates = (
+        [20_000.0]
+        if opts.quick
+        else [5_000.0, 10_000.0, 15_000.0, 20_000.0, 25_000.0, 30_000.0, 40_000.0, 50_000.0]
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        s = LocalSystem(Path(tmp))
+        try:
+            run = await s.start_streaming(markets=MARKETS, workflow_id="bench-ingest", ready=20)
+            client, handle, markets, metrics = run.client, run.handle, run.markets, run.metrics_url
+            steps = []
+            for rate in rates:
+                _say(f"step {rate:,.0f} msgs/s")
+                step = await asyncio.to_thread(pipeline_step, s, metrics, rate, step_s)
+                steps.append(step)
+                if step["mps"] < KEPT_UP * step["generated_mps"]:
+                    break
+            kept = [st for st in steps if st["mps"] >= KEPT_UP * st["generated_mps"]]
+            best = max(kept or steps[:1], key=lambda st: st["offered"])["offered"]
+            held = None
+            for rate in sorted({st["offered"] for st in steps if st["offered"] <= best})[::-1]:
+                _say(f"hold {rate:,.0f} msgs/s for {hold_s:g} s")
+                held = await asyncio.to_thread(hold, s, metrics, rate, hold_s)
+                if held["sustained"]:
+                    break
+            assert held is not None
+            await asyncio.to_thread(s.sim, "pause")
+            try:
+                caught_up = await asyncio.to_thread(wait, lambda: s.converged(markets[:50]), 30)
+            except TimeoutError:
+                caught_up = float("nan")
+            await asyncio.to_thread(s.sim, "resume")
+            await handle.signal(KalshiStreamWorkflow.stop)
+            await asyncio.wait_for(handle.result(), 30)
+            _say("seed way")
+            await asyncio.to_thread(s.sim, "set_rate", rate=2000.0)
+            seed = await seed_way(s, client, markets, seed_s)
+        finally:
+            s.stop()
+    sustained = held["mps"] if held["sustained"] else 0.0
+    ratio = round(sustained / seed["mps"], 1) if seed["mps"] else None
+    print_table(
+        f"ingest: simulator ({MARKETS} markets) -> Temporal stream worker -> store",
+        ["measure", "msgs/s", "goal", "baseline: seed way (1 activity/msg)", "ratio"],
+        [
+            [
+                f"sustained {held['seconds']:g} s, backlog growth {held['backlog_growth']:,}",
+                f"{sustained:,.0f}",
+                f">= {GOAL_MPS:,.0f}",
+                f"{seed['mps']:,.1f}",
+                f"{ratio}x",
+            ],
+            *[
+                [
+                    f"step {st['offered']:,.0f} offered",
+                    f"{st['mps']:,.0f} of {st['generated_mps']:,.0f}",
+                    "",
+                    "",
+                    "",
+                ]
+                for st in steps
+            ],
+        ],
+    )
+    emit(
+        {
+            "bench": "ingest",
+            "quick": opts.quick,
+            "markets": MARKETS,
+            "sustained_msgs_per_s": sustained,
+            "hold": held,
+            "steps": [{k: round(v, 1) for k, v in st.items()} for st in steps],
+            "caught_up_s": round(caught_up, 2),
+            "seed_msgs_per_s": round(seed["mps"], 1),
+            "seed_written": seed["written"],
+            "ratio_vs_seed": ratio,
+            "goals": {"goal_msgs_per_s": GOAL_MPS, "met": sustained >= GOAL_MPS},
+        }
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

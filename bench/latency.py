@@ -1,0 +1,309 @@
+"""End-to-end latency: simulator send -> pipeline -> store -> subscribed client, vs Redis pub/sub.
+
+Real processes as in tests/e2e: ``marketpulse simulate`` (200 markets) and ``marketpulse
+serve`` (SQLite). The pipeline's stream body (``pipeline._stream.StreamRunner``, the code the
+Temporal stream activity runs; Temporal is not on the data path) runs in this process and
+writes coalesced ``applyUpdates`` batches. Subscribers:
+
+* the official PyPI ``convex`` client (tests/e2e/convex_watch.py, own process) on
+  ``getOrderbook`` of 10 markets: the headline figure;
+* N light sync clients (``LightSyncClient``, 2 processes), one ``getOrderbook`` each,
+  round-robin over the 200 markets: the load, and their own latency figures.
+
+Latency = receipt wall clock - the exchange ``ts_ms`` the simulator stamped on the message
+(integer ms, so figures carry up to +1 ms of truncation). Coalesced messages count once, with
+the newest one's stamp (as the pipeline bench does).
+
+Baseline, same run, same feed, same subscribers: a relay in this process reads the simulator
+feed and publishes every order book change to a Redis channel per market; N redis-py
+subscribers each subscribe to the same market as the corresponding client.
+
+Offered rates 100, 1,000 and 10,000 messages/s. Goal (issue 7): at 1,000 msgs/s with 1,000
+subscribers p50 <= 3 ms and p99 <= 15 ms; our latency as a multiple of Redis's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from _clients import Fleet
+from _common import ROOT, emit, print_table, summarize_ms
+from marketpulse.kalshi import BookUpdated, KalshiCredentials, KalshiFeed
+from marketpulse.pipeline._alerts import Alerter
+from marketpulse.pipeline._local import LocalSystem
+from marketpulse.pipeline._procs import ManagedProcess
+from marketpulse.pipeline._store import StoreClient
+from marketpulse.pipeline._stream import StreamRunner
+from marketpulse.pipeline.config import StreamConfig
+
+WATCH = ROOT / "tests" / "e2e" / "convex_watch.py"
+MARKETS = 200
+OFFICIAL_MARKETS = 10
+GOAL_P50_MS = 3.0
+GOAL_P99_MS = 15.0
+
+
+def _say(what: str) -> None:
+    print(f"[latency] {what}", file=sys.stderr, flush=True)
+
+
+def _feed(s: LocalSystem, markets: list[str]) -> KalshiFeed:
+    creds = KalshiCredentials.from_file(
+        s.sim_env["KALSHI_API_KEY_ID"], s.sim_env["KALSHI_PRIVATE_KEY_PATH"]
+    )
+    return KalshiFeed(s.sim_url.replace("http", "ws", 1) + "/trade-api/ws/v2", creds, markets)
+
+
+async def _step_rates(
+    s: LocalSystem, rates: list[float], window: float, settle: float
+) -> list[tuple[float, float, float]]:
+    """Offer each rate for ``settle`` + ``window`` s; returns (rate, start ms, end ms)."""
+    windows = []
+    for rate in rates:
+        await asyncio.to_thread(s.sim, "set_rate", rate=rate)
+        await asyncio.sleep(settle)
+        start = time.time() * 1000
+        await asyncio.sleep(window)
+        windows.append((rate, start, time.time() * 1000))
+    return windows
+
+
+def _official_samples(path: Path) -> list[tuple[float, float]]:
+    samples = []
+    last: dict[int, Any] = {}
+    for line in path.read_text().splitlines():
+        if not line.startswith('{"i"'):
+            continue
+        rec = json.loads(line)
+        stamp = None if rec["v"] is None else rec["v"]["updatedAt"]
+        first = rec["i"] not in last
+        if not first and stamp is not None and stamp != last[rec["i"]]:
+            samples.append((rec["at"], rec["at"] - float(stamp)))
+        last[rec["i"]] = stamp
+    return samples
+
+
+class TimedStore(StoreClient):
+    """The pipeline's store client, timing each ``applyUpdates`` round trip (a breakdown)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls: list[tuple[float, float]] = []
+
+    async def mutation(self, path: str, args: dict[str, Any]) -> Any:
+        started = time.perf_counter()
+        try:
+            return await super().mutation(path, args)
+        finally:
+            if path == "marketData:applyUpdates":
+                self.calls.append((time.time() * 1000, (time.perf_counter() - started) * 1000))
+
+
+async def ours(
+    s: LocalSystem, markets: list[str], subscribers: int, rates: list[float], window: float
+) -> dict[str, Any]:
+    store = TimedStore(s.store_url, s.admin_key)
+    runner = StreamRunner(
+        stream_id="bench-latency",
+        config=StreamConfig(markets=markets, exchange="sim"),
+        markets_version=1,
+        feed_factory=lambda ms: _feed(s, ms),
+        store=store,
+        alerter=Alerter(),
+    )
+    stop = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(runner.run(stop=stop))
+    out = s.root / "watch.jsonl"
+    official = None
+    try:
+        await asyncio.to_thread(s.sim, "set_rate", rate=rates[0])
+        deadline = time.monotonic() + 60
+        while not all(await asyncio.to_thread(lambda: [s.store_book(t) for t in markets[:20]])):
+            if time.monotonic() > deadline or task.done():
+                raise RuntimeError("the pipeline did not fill the store")
+            await asyncio.sleep(0.2)
+        args = [json.dumps({"ticker": t, "depth": 10}) for t in markets[:OFFICIAL_MARKETS]]
+        official = ManagedProcess(
+            "watch",
+            [sys.executable, str(WATCH), s.store_url, "marketData:getOrderbook", *args],
+            log_path=out,
+        ).start()
+        subs = [
+            [("marketData:getOrderbook", {"ticker": markets[i % len(markets)], "depth": 10})]
+            for i in range(subscribers)
+        ]
+        _say(f"store filled; starting {subscribers} subscribers")
+        fleet = Fleet("sync", s.store_url, subs)
+        await asyncio.to_thread(fleet.__enter__)
+        try:
+            while '"ready"' not in out.read_text():
+                await asyncio.sleep(0.05)
+            _say("subscribed; stepping rates")
+            windows = await _step_rates(s, rates, window, settle=min(1.0, window / 2))
+            await asyncio.sleep(0.3)
+        finally:
+            await asyncio.to_thread(fleet.__exit__, None, None, None)
+    finally:
+        _say("ours done")
+        if official is not None:
+            official.stop(5)
+        stop.set_result(None)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 10)
+        await store.aclose()
+    official_samples = _official_samples(out)
+    result = {}
+    for rate, start, end in windows:
+        result[str(int(rate))] = {
+            "official": summarize_ms([lat for at, lat in official_samples if start <= at < end]),
+            "light": summarize_ms(fleet.between(start, end)),
+            "apply_updates_rtt": summarize_ms([ms for at, ms in store.calls if start <= at < end]),
+            "batches_per_s": round(
+                sum(start <= at < end for at, _ in store.calls) / ((end - start) / 1000), 1
+            ),
+            "dropped": fleet.dropped,
+        }
+    return result
+
+
+async def redis_baseline(
+    s: LocalSystem, markets: list[str], subscribers: int, rates: list[float], window: float
+) -> dict[str, Any]:
+    import redis.asyncio as aioredis
+
+    conn = aioredis.Redis(host="127.0.0.1", port=6379)
+    pending: list[tuple[str, bytes]] = []
+    dirty = asyncio.Event()
+
+    async def relay() -> None:
+        async with _feed(s, markets) as feed:
+            async for ev in feed:
+                if isinstance(ev, BookUpdated):
+                    pending.append((ev.ticker, orjson.dumps({"ts": ev.book.ts_ms})))
+                    dirty.set()
+
+    async def publish() -> None:
+        # Same shape as the pipeline's writer: whatever piled up goes in one round trip.
+        while True:
+            await dirty.wait()
+            dirty.clear()
+            batch = pending[:]
+            pending.clear()
+            pipe = conn.pipeline(transaction=False)
+            for channel, data in batch:
+                pipe.publish(channel, data)
+            await pipe.execute()
+
+    await asyncio.to_thread(s.sim, "set_rate", rate=rates[0])
+    tasks = [asyncio.create_task(relay()), asyncio.create_task(publish())]
+    _say("redis baseline")
+    fleet = Fleet("redis", "", [[markets[i % len(markets)]] for i in range(subscribers)])
+    try:
+        await asyncio.to_thread(fleet.__enter__)
+        try:
+            windows = await _step_rates(s, rates, window, settle=min(1.0, window / 2))
+            await asyncio.sleep(0.3)
+        finally:
+            await asyncio.to_thread(fleet.__exit__, None, None, None)
+    finally:
+        for t in tasks:
+            t.cancel()
+        # The feed's close can hang on a cancelled reconnect; nothing after this needs it.
+        await asyncio.wait(tasks, timeout=5)
+        await conn.aclose()
+    return {str(int(rate)): summarize_ms(fleet.between(start, end)) for rate, start, end in windows}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--subscribers", type=int)
+    parser.add_argument("--window", type=float)
+    parser.add_argument("--rates", type=float, nargs="*")
+    opts = parser.parse_args()
+    subscribers = opts.subscribers or (200 if opts.quick else 1000)
+    window = opts.window or (1.0 if opts.quick else 10.0)
+    rates = opts.rates or [100.0, 1000.0, 10000.0]
+    with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
+        s = LocalSystem(Path(tmp))
+        try:
+            s.start_store()
+            s.start_simulator(markets=MARKETS, rate=rates[0])
+            markets = s.sim_markets()
+            mine = await ours(s, markets, subscribers, rates, window)
+            base = await redis_baseline(s, markets, subscribers, rates, window)
+        finally:
+            s.stop()
+    rows = []
+    runs = []
+    for rate in rates:
+        key = str(int(rate))
+        o, li, r = mine[key]["official"], mine[key]["light"], base[key]
+        ratio_p50 = round(o["p50_ms"] / r["p50_ms"], 2) if r["p50_ms"] else None
+        ratio_p99 = round(o["p99_ms"] / r["p99_ms"], 2) if r["p99_ms"] else None
+        goal = f"p50 <= {GOAL_P50_MS:g}, p99 <= {GOAL_P99_MS:g}" if rate == 1000 else ""
+        rows.append(
+            [
+                f"{rate:,.0f}",
+                f"{o['p50_ms']:.2f} / {o['p99_ms']:.2f} / {o['p999_ms']:.2f} (n={o['n']})",
+                f"{li['p50_ms']:.2f} / {li['p99_ms']:.2f} / {li['p999_ms']:.2f} (n={li['n']})",
+                f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f} / {r['p999_ms']:.2f} (n={r['n']})",
+                f"{ratio_p50}x / {ratio_p99}x",
+                goal,
+            ]
+        )
+        runs.append(
+            {
+                "rate": rate,
+                "official": o,
+                "light": li,
+                "redis": r,
+                "p50_vs_redis": ratio_p50,
+                "p99_vs_redis": ratio_p99,
+                "dropped_clients": mine[key]["dropped"],
+                "apply_updates_rtt": mine[key]["apply_updates_rtt"],
+                "batches_per_s": mine[key]["batches_per_s"],
+            }
+        )
+    print_table(
+        f"latency, simulator send -> client receipt, {MARKETS} markets, {subscribers} subscribers "
+        "(p50 / p99 / p999 ms)",
+        ["msgs/s", "official client", "light clients", "redis pub/sub", "vs redis", "goal"],
+        rows,
+    )
+    at_1k = next((r for r in runs if r["rate"] == 1000), None)
+    goals = {}
+    if at_1k is not None:
+        goals = {
+            "p50_ms_at_1k": at_1k["official"]["p50_ms"],
+            "p99_ms_at_1k": at_1k["official"]["p99_ms"],
+            "goal_p50_ms": GOAL_P50_MS,
+            "goal_p99_ms": GOAL_P99_MS,
+            "met_p50": at_1k["official"]["p50_ms"] <= GOAL_P50_MS,
+            "met_p99": at_1k["official"]["p99_ms"] <= GOAL_P99_MS,
+        }
+    emit(
+        {
+            "bench": "latency",
+            "quick": opts.quick,
+            "markets": MARKETS,
+            "subscribers": subscribers,
+            "window_s": window,
+            "runs": runs,
+            "goals": goals,
+        }
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,64 @@
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from marketpulse import bench_cli
+from marketpulse.cli import app
+
+
+def test_last_json_line_takes_the_final_object() -> None:
+    output = 'table\n{"a": 1}\nmore\n{"b": {"c": 2}}\n'
+    assert bench_cli.last_json_line(output) == {"b": {"c": 2}}
+    assert bench_cli.last_json_line("no figures here\n") is None
+    assert bench_cli.last_json_line("{broken\n") is None
+
+
+def test_suite_writes_results_summary_and_plot(tmp_path: Path, monkeypatch) -> None:
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "latency.py").write_text(
+        "import json, sys\n"
+        "print('| p50 | p99 |')\n"
+        "print(json.dumps({'quick': '--quick' in sys.argv, 'p50_ms': 1.5, 'p99_ms': 4.0}))\n"
+    )
+    (bench / "sync_latency.py").write_text("raise SystemExit(3)\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(bench_cli.SUITES, "latency", ("latency.py", "sync_latency.py"))
+    result = CliRunner().invoke(app, ["bench", "latency", "--quick"])
+    assert result.exit_code == 1, result.output  # one script failed
+    summary_line = json.loads(result.output.strip().splitlines()[-1])
+    assert summary_line == {
+        "suite": "latency",
+        "quick": True,
+        "ran": 2,
+        "failed": ["sync_latency.py"],
+    }
+    figures = json.loads((bench / "results" / "latency.json").read_text())
+    assert figures == {"quick": True, "p50_ms": 1.5, "p99_ms": 4.0}
+    summary = (bench / "results" / "SUMMARY.md").read_text()
+    assert "| p99_ms | 4.0 |" in summary and "sync_latency.py (FAILED" in summary
+    assert (bench / "results" / "latency.png").stat().st_size > 1000
+
+
+def test_unknown_suite_is_a_clear_error() -> None:
+    result = CliRunner().invoke(app, ["bench", "nonsense"], env={"COLUMNS": "200"})
+    assert result.exit_code != 0
+    assert "unknown suite" in result.output
+
+
+def test_quick_runs_the_headline_scripts_and_a_full_run_adds_each_layers_own(
+    tmp_path: Path, monkeypatch
+) -> None:
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    for name in ("fanout.py", "subscriptions_find.py"):
+        (bench / name).write_text(f'print(\'{{"script": "{name}"}}\')\n')
+    monkeypatch.chdir(tmp_path)
+    quick = CliRunner().invoke(app, ["bench", "fanout", "--quick"])
+    assert quick.exit_code == 0, quick.output
+    assert json.loads(quick.output.strip().splitlines()[-1])["ran"] == 1
+    full = CliRunner().invoke(app, ["bench", "fanout"])
+    assert full.exit_code == 0, full.output
+    assert json.loads(full.output.strip().splitlines()[-1])["ran"] == 2
+    assert (bench / "results" / "subscriptions_find.json").exists()
