@@ -599,3 +599,30 @@ def test_receive_never_raises_on_arbitrary_frames(frames: list[dict[str, Any]]) 
     for book in p.books.values():
         levels = book.levels()
         assert all(s > 0 for side in levels.values() for _, s in side) or not book.valid
+
+
+def test_lost_first_snapshot_of_a_fresh_sid_is_a_gap() -> None:
+    # The exchange withheld seq 1 (A's snapshot): B's snapshot at seq 2 must not be taken as
+    # the start of the sequence, or A would wait for the snapshot timeout.
+    p = KalshiProtocol([A, B], ("orderbook_delta", "ticker", "trade"))
+    p.connection_made(0.0)
+    subscribed(p, {"orderbook_delta": 1, "ticker": 2, "trade": 3})
+    ev = p.receive(snap(1, 2, B, [["0.3000", "2.00"]], []))
+    gaps = [e for e in ev if isinstance(e, SequenceGap)]
+    assert gaps and gaps[0].expected == 1 and gaps[0].got == 2
+    sent = cmds(p)
+    assert sent[-1]["params"]["action"] == "get_snapshot"
+    assert sorted(sent[-1]["params"]["market_tickers"]) == sorted([A, B])
+    # The trade channel's first frame may carry any seq (captures start mid-sequence).
+    trade = {"trade_id": "t", "market_ticker": A, "yes_price_dollars": "0.4", "count_fp": "1"}
+    p.receive(frame(type="trade", sid=3, seq=10, msg=trade))
+    assert p.stats.gaps == 1
+
+
+def test_fresh_sid_starting_at_seq_1_is_no_gap() -> None:
+    p = KalshiProtocol([A, B], ("orderbook_delta",))
+    p.connection_made(0.0)
+    subscribed(p, {"orderbook_delta": 1})
+    p.receive(snap(1, 1, A, [], []))
+    p.receive(snap(1, 2, B, [], []))
+    assert p.stats.gaps == 0 and p.books[A].valid and p.books[B].valid

@@ -508,8 +508,16 @@ class KalshiProtocol:
         if last is None:
             if control:
                 self._ctrl_seq[sid] = seq
-            else:
-                self._last_seq[sid] = seq
+                return True
+            self._last_seq[sid] = seq
+            # A fresh order-book sid starts at seq 1 (spec §4: community captures). A first data
+            # frame beyond that (or beyond a control frame's number) means its snapshots were
+            # lost: recover now rather than after the snapshot timeout. Other channels are not
+            # checked, because trade captures start mid-sequence.
+            first = 1 if ctrl is None else ctrl + 1
+            if sub.channel == BOOK_CHANNEL and seq > first:
+                self.stats.gaps += 1
+                self._seq_problem(sub, sid, first, seq)
             return True
         expected = last + 1
         if seq == expected:
