@@ -1,4 +1,7 @@
-"""A light asyncio client of the sync protocol, written to the spec, for tests and benchmarks.
+"""A light asyncio client of the sync protocol, written to the spec.
+
+Tests and benchmarks use it as a load generator and protocol probe, and the pipeline's store
+client (``pipeline/_store.py``) writes its batches through it.
 
 It sends what the official clients send (``Connect``, then ``ModifyQuerySet`` with
 ``newVersion = baseVersion + 1``, ``Mutation`` with ``args: [obj]``) and checks what they check
@@ -75,7 +78,9 @@ class LightSyncClient:
         return http_url.replace("http://", "ws://", 1).rstrip("/") + f"/api/{version}/sync"
 
     async def connect(self) -> LightSyncClient:
-        self._ws = await connect(self.url, max_size=None, compression=None, ping_interval=None)
+        self._ws = await connect(
+            self.url, max_size=None, compression=None, ping_interval=None, close_timeout=1.0
+        )
         await self._send(
             {
                 "type": "Connect",
@@ -151,7 +156,14 @@ class LightSyncClient:
         args: dict[str, Any] | None = None,
         request_id: int | None = None,
     ) -> dict[str, Any]:
-        """Send a Mutation or Action and wait for its response message."""
+        """Send a Mutation or Action and wait for its response message.
+
+        Raises:
+            ServerError: The connection failed before or while waiting for the response.
+        """
+        if self.failure is not None:
+            # The reader has stopped: nothing would ever resolve this request.
+            raise ServerError(f"connection lost: {self.failure!r}")
         if request_id is None:
             request_id = self._next_request
             self._next_request += 1

@@ -1,0 +1,85 @@
+"""The worker's store client against a real ``marketpulse serve``: both transports, and failures."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from marketpulse.pipeline._local import LocalSystem
+from marketpulse.pipeline._store import StoreClient, StoreError
+
+pytestmark = pytest.mark.timeout(120)
+
+STATUS = {
+    "streamId": "store-client-test",
+    "state": "connected",
+    "markets": ["KXTEST-1"],
+    "gaps": 0,
+    "updatedAt": 1_000.0,
+}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[LocalSystem]:
+    system = LocalSystem(tmp_path)
+    system.start_store()
+    yield system
+    system.stop()
+
+
+@pytest.mark.parametrize("transport", ["websocket", "http"])
+async def test_mutations_commit_and_errors_are_not_transient(
+    store: LocalSystem, transport: str
+) -> None:
+    client = StoreClient(store.store_url, store.admin_key, transport=transport)  # type: ignore[arg-type]
+    try:
+        await client.mutation("marketData:reportStreamStatus", {"status": STATUS})
+        status = store.query("marketData:getStreamStatus", {})
+        assert [s["streamId"] for s in status] == ["store-client-test"]
+        with pytest.raises(StoreError) as bad_args:
+            await client.mutation("marketData:reportStreamStatus", {"status": 42})
+        assert not bad_args.value.transient
+        with pytest.raises(StoreError) as unknown:
+            await client.mutation("marketData:noSuchFunction", {})
+        assert not unknown.value.transient
+        # The socket (or pool) is still good after refused calls.
+        await client.mutation("marketData:reportStreamStatus", {"status": {**STATUS, "gaps": 3, "updatedAt": 2_000.0}})
+        assert store.query("marketData:getStreamStatus", {})[0]["gaps"] == 3
+    finally:
+        await client.aclose()
+
+
+async def test_a_wrong_admin_key_is_refused_clearly_and_never_echoed(store: LocalSystem) -> None:
+    wrong = "not-the-key-" + "x" * 40
+    client = StoreClient(store.store_url, wrong)
+    try:
+        with pytest.raises(StoreError) as refused:
+            await client.mutation("marketData:reportStreamStatus", {"status": STATUS})
+        assert not refused.value.transient
+        assert "admin key" in str(refused.value) and wrong not in str(refused.value)
+    finally:
+        await client.aclose()
+    assert store.query("marketData:getStreamStatus", {}) == []
+
+
+async def test_store_restart_is_a_transient_error_then_the_next_call_reconnects(
+    store: LocalSystem,
+) -> None:
+    client = StoreClient(store.store_url, store.admin_key, timeout=5.0)
+    try:
+        await client.mutation("marketData:reportStreamStatus", {"status": STATUS})
+        port = int(store.store_url.rsplit(":", 1)[1])
+        store.procs["store"].stop(10)
+        with pytest.raises(StoreError) as down:
+            await client.mutation("marketData:reportStreamStatus", {"status": STATUS})
+        assert down.value.transient
+        argv = [sys.executable, "-m", "marketpulse", "serve", "--port", str(port)]
+        argv += ["--db", f"sqlite:{store.root / 'store.sqlite'}"]
+        store._start("store", argv, port, {"MARKETPULSE_ADMIN_KEY": store.admin_key})
+        await client.mutation("marketData:reportStreamStatus", {"status": {**STATUS, "gaps": 7, "updatedAt": 3_000.0}})
+        assert store.query("marketData:getStreamStatus", {})[0]["gaps"] == 7
+    finally:
+        await client.aclose()
