@@ -23,10 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import cpu_seconds, emit, print_table, running_store, summarize_ms  # noqa: E402
-
-from marketpulse.pipeline._store import StoreClient  # noqa: E402
-from marketpulse.reactive.sync.client import LightSyncClient  # noqa: E402
+from _common import cpu_seconds, emit, print_table, running_store, summarize_ms
+from marketpulse.pipeline._store import StoreClient
+from marketpulse.reactive.sync.client import LightSyncClient
 
 BLOCK = 100
 

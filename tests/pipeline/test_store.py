@@ -46,7 +46,9 @@ async def test_mutations_commit_and_errors_are_not_transient(
             await client.mutation("marketData:noSuchFunction", {})
         assert not unknown.value.transient
         # The socket (or pool) is still good after refused calls.
-        await client.mutation("marketData:reportStreamStatus", {"status": {**STATUS, "gaps": 3, "updatedAt": 2_000.0}})
+        await client.mutation(
+            "marketData:reportStreamStatus", {"status": {**STATUS, "gaps": 3, "updatedAt": 2_000.0}}
+        )
         assert store.query("marketData:getStreamStatus", {})[0]["gaps"] == 3
     finally:
         await client.aclose()
@@ -79,7 +81,9 @@ async def test_store_restart_is_a_transient_error_then_the_next_call_reconnects(
         argv = [sys.executable, "-m", "marketpulse", "serve", "--port", str(port)]
         argv += ["--db", f"sqlite:{store.root / 'store.sqlite'}"]
         store._start("store", argv, port, {"MARKETPULSE_ADMIN_KEY": store.admin_key})
-        await client.mutation("marketData:reportStreamStatus", {"status": {**STATUS, "gaps": 7, "updatedAt": 3_000.0}})
+        await client.mutation(
+            "marketData:reportStreamStatus", {"status": {**STATUS, "gaps": 7, "updatedAt": 3_000.0}}
+        )
         assert store.query("marketData:getStreamStatus", {})[0]["gaps"] == 7
     finally:
         await client.aclose()

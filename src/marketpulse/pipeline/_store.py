@@ -16,6 +16,7 @@ asyncio activity would pay on every batch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any, Literal
 
 import httpx
@@ -91,9 +92,7 @@ class StoreClient:
             return await self._call("/api/mutation", path, args)
         sync = await self._socket(path)
         try:
-            response = await asyncio.wait_for(
-                sync.request("Mutation", path, args), self._timeout
-            )
+            response = await asyncio.wait_for(sync.request("Mutation", path, args), self._timeout)
         except (ServerError, WebSocketException, OSError, TimeoutError) as exc:
             # Whatever state the socket is in, the next call starts on a fresh one. A batch
             # re-sent after a lost response is harmless: applyUpdates is idempotent (state
@@ -129,10 +128,8 @@ class StoreClient:
     async def _drop_socket(self) -> None:
         sync, self._sync = self._sync, None
         if sync is not None:
-            try:
+            with contextlib.suppress(WebSocketException, OSError):
                 await sync.close()
-            except (WebSocketException, OSError):
-                pass
 
     async def query(self, path: str, args: dict[str, Any]) -> Any:
         """Run a query; returns its value."""
