@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -110,9 +110,14 @@ class TimedStore(StoreClient):
 
 
 async def ours(
-    s: LocalSystem, markets: list[str], subscribers: int, rates: list[float], window: float
+    s: LocalSystem,
+    markets: list[str],
+    subscribers: int,
+    rates: list[float],
+    window: float,
+    transport: Literal["websocket", "http"] = "websocket",
 ) -> dict[str, Any]:
-    store = TimedStore(s.store_url, s.admin_key)
+    store = TimedStore(s.store_url, s.admin_key, transport=transport)
     runner = StreamRunner(
         stream_id="bench-latency",
         config=StreamConfig(markets=markets, exchange="sim"),
@@ -230,6 +235,12 @@ async def main() -> None:
     parser.add_argument("--subscribers", type=int)
     parser.add_argument("--window", type=float)
     parser.add_argument("--rates", type=float, nargs="*")
+    parser.add_argument(
+        "--store-transport",
+        choices=["websocket", "http"],
+        default="websocket",
+        help="how the pipeline sends its batches to the store (default: websocket)",
+    )
     opts = parser.parse_args()
     subscribers = opts.subscribers or (200 if opts.quick else 1000)
     window = opts.window or (1.0 if opts.quick else 10.0)
@@ -240,7 +251,7 @@ async def main() -> None:
             s.start_store()
             s.start_simulator(markets=MARKETS, rate=rates[0])
             markets = s.sim_markets()
-            mine = await ours(s, markets, subscribers, rates, window)
+            mine = await ours(s, markets, subscribers, rates, window, opts.store_transport)
             base = await redis_baseline(s, markets, subscribers, rates, window)
         finally:
             s.stop()
@@ -299,6 +310,7 @@ async def main() -> None:
             "markets": MARKETS,
             "subscribers": subscribers,
             "window_s": window,
+            "store_transport": opts.store_transport,
             "runs": runs,
             "goals": goals,
         }
