@@ -99,14 +99,28 @@ class TimedStore(StoreClient):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.calls: list[tuple[float, float]] = []
+        # (ack epoch ms, age of the batch's newest book/price stamp when sent, when acked)
+        self.ages: list[tuple[float, float, float]] = []
 
     async def mutation(self, path: str, args: dict[str, Any]) -> Any:
         started = time.perf_counter()
+        sent_at = time.time() * 1000
         try:
             return await super().mutation(path, args)
         finally:
             if path == "marketData:applyUpdates":
-                self.calls.append((time.time() * 1000, (time.perf_counter() - started) * 1000))
+                acked_at = time.time() * 1000
+                self.calls.append((acked_at, (time.perf_counter() - started) * 1000))
+                batch = args.get("batch", {})
+                stamps = [
+                    float(e["ts"])
+                    for kind in ("books", "prices")
+                    for e in batch.get(kind, ())
+                    if isinstance(e.get("ts"), int | float)
+                ]
+                if stamps:
+                    newest = max(stamps)
+                    self.ages.append((acked_at, sent_at - newest, acked_at - newest))
 
 
 async def ours(
@@ -173,6 +187,10 @@ async def ours(
             "official": summarize_ms([lat for at, lat in official_samples if start <= at < end]),
             "light": summarize_ms(fleet.between(start, end)),
             "apply_updates_rtt": summarize_ms([ms for at, ms in store.calls if start <= at < end]),
+            # Where the time goes: the newest stamp's age when its batch left the pipeline
+            # (feed + coalescing) and when the store acknowledged it (+ commit).
+            "newest_age_at_send": summarize_ms([a for at, a, _ in store.ages if start <= at < end]),
+            "newest_age_at_ack": summarize_ms([a for at, _, a in store.ages if start <= at < end]),
             "batches_per_s": round(
                 sum(start <= at < end for at, _ in store.calls) / ((end - start) / 1000), 1
             ),
@@ -283,6 +301,8 @@ async def main() -> None:
                 "p99_vs_redis": ratio_p99,
                 "dropped_clients": mine[key]["dropped"],
                 "apply_updates_rtt": mine[key]["apply_updates_rtt"],
+                "newest_age_at_send": mine[key]["newest_age_at_send"],
+                "newest_age_at_ack": mine[key]["newest_age_at_ack"],
                 "batches_per_s": mine[key]["batches_per_s"],
             }
         )
