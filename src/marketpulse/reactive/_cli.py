@@ -131,7 +131,7 @@ async def _serve(settings: ServeSettings, admin_key: str, modules: list[Any]) ->
         static = settings.static_dir or default_static_dir()
         app = build_app(gateway, static_dir=static)
         config = uvicorn_config(
-            app, settings.host, settings.port, gateway.limits, timeout_graceful_shutdown=5
+            app, settings.host, settings.port, gateway, timeout_graceful_shutdown=5
         )
         server = _GracefulServer(config)
         # Everything alive now (modules, app, loaded store) lives as long as the process: keep

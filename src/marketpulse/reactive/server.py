@@ -1,11 +1,12 @@
-"""ASGI app assembly: sync WebSocket, HTTP API, CORS, health, metrics and the dashboard."""
+"""Server assembly: the ASGI app (HTTP API, CORS, health, metrics, dashboard) and uvicorn's
+settings, whose WebSocket protocol serves the sync endpoint directly (sync/websocket.py)."""
 
 from __future__ import annotations
 
 import re
-import struct
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import structlog
@@ -14,118 +15,19 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from starlette.websockets import WebSocket, WebSocketDisconnect
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.protocol import State
 
-from marketpulse.reactive.gateway import Gateway, Limits
+from marketpulse.reactive.gateway import Gateway
 from marketpulse.reactive.http import http_routes
-from marketpulse.reactive.sync.connection import ClientGone, SyncConnection
+from marketpulse.reactive.sync.websocket import SyncSocket
 
-__all__ = ["AbortableWebSocketProtocol", "build_app", "default_static_dir", "uvicorn_config"]
+__all__ = ["build_app", "default_static_dir", "uvicorn_config"]
 
 log = structlog.get_logger("marketpulse.server")
 
-_ABORT_EXTENSION = "marketpulse.abort"
-_WRITE_EXTENSION = "marketpulse.write_text_frame"
 _SLASHES = re.compile(r"/{2,}")
-
-
-class AbortableWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's WebSocket protocol, plus a way for the app to drop a client that never reads.
-
-    A polite close waits for buffered data the client will never read; abort() does not.
-    """
-
-    def handle_connect(self, event: Any) -> None:
-        super().handle_connect(event)
-        scope = getattr(self, "scope", None)
-        if scope is not None:
-            scope["extensions"][_ABORT_EXTENSION] = self.transport.abort
-            scope["extensions"][_WRITE_EXTENSION] = self.write_text_frame
-
-    def write_text_frame(self, payload: bytes) -> bool:
-        """Write one unfragmented text frame now if the socket can take it; else return False.
-
-        The fan-out hot path: one transport write, no ASGI round trip. Valid because this
-        server never negotiates compression and never fragments, and control frames may
-        interleave between whole data frames.
-        """
-        if (
-            self.close_sent
-            or self.disconnected
-            or not self.handshake_complete
-            or not self.writable.is_set()
-            or self.transport.is_closing()
-            or self.conn.state is not State.OPEN
-        ):
-            return False
-        size = len(payload)
-        if size < 126:
-            header = bytes((0x81, size))
-        elif size < 65536:
-            header = struct.pack("!BBH", 0x81, 126, size)
-        else:
-            header = struct.pack("!BBQ", 0x81, 127, size)
-        self.transport.write(header + payload)
-        return True
-
-
-class _StarletteTransport:
-    """The connection's Transport over a Starlette WebSocket."""
-
-    def __init__(self, websocket: WebSocket) -> None:
-        self._ws = websocket
-        self._closed = False
-        self._write_now = websocket.scope.get("extensions", {}).get(_WRITE_EXTENSION)
-
-    async def receive(self) -> str | bytes | None:
-        if self._closed:
-            return None
-        message = await self._ws.receive()
-        if message["type"] == "websocket.disconnect":
-            self._closed = True
-            return None
-        text = message.get("text")
-        if text is not None:
-            return str(text)
-        data = message.get("bytes")
-        return bytes(data) if data is not None else b""
-
-    def write_now(self, data: bytes) -> bool:
-        return not self._closed and self._write_now is not None and bool(self._write_now(data))
-
-    async def send(self, data: bytes) -> None:
-        if self._closed:
-            raise ClientGone()
-        if self.write_now(data):
-            return
-        try:
-            await self._ws.send({"type": "websocket.send", "text": data.decode()})
-        except (WebSocketDisconnect, RuntimeError, OSError) as exc:
-            self._closed = True
-            raise ClientGone() from exc
-        except Exception as exc:  # uvicorn's ClientDisconnected and friends
-            self._closed = True
-            raise ClientGone() from exc
-
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            await self._ws.close(code, reason)
-        except Exception:  # already gone
-            return
-
-    def abort(self) -> None:
-        self._closed = True
-        abort = self._ws.scope.get("extensions", {}).get(_ABORT_EXTENSION)
-        if abort is not None:
-            abort()
 
 
 class _NormalizePath:
@@ -209,19 +111,31 @@ class _SpaStatic(StaticFiles):
             return FileResponse(Path(str(self.directory)) / "index.html")
 
 
-def uvicorn_config(app: ASGIApp, host: str, port: int, limits: Limits, **extra: Any) -> Any:
-    """The uvicorn settings the store needs (abortable sockets, no compression, quiet)."""
+def uvicorn_config(app: ASGIApp, host: str, port: int, gateway: Gateway, **extra: Any) -> Any:
+    """The uvicorn settings the store needs.
+
+    WebSocket upgrades go to :class:`SyncSocket`, which serves ``/api/sync`` and
+    ``/api/{version}/sync`` itself (no ASGI per socket) and hands any other path to uvicorn's
+    own WebSocket protocol and ``app``.
+
+    Args:
+        app: the ASGI app from :func:`build_app` (HTTP, and WebSocket paths other than sync).
+        host: interface to bind.
+        port: port to bind (0: any free port).
+        gateway: the same gateway ``app`` was built with.
+        **extra: more ``uvicorn.Config`` settings.
+    """
     import uvicorn
 
+    limits = gateway.limits
     return uvicorn.Config(
         app,
         host=host,
         port=port,
-        ws=AbortableWebSocketProtocol,
-        # Our own limit answers with FatalError; the transport's is the backstop.
+        # uvicorn builds this with (config=, server_state=, app_state=) on every upgrade.
+        ws=cast(Any, partial(SyncSocket, gateway)),
+        # For the ASGI hand-off of other paths; SyncSocket applies the same limit to sync.
         ws_max_size=2 * limits.max_message_bytes,
-        # Compression would cost a deflate per socket per Transition, and the direct frame
-        # write (write_text_frame) relies on its absence.
         ws_per_message_deflate=False,
         log_config=None,
         access_log=False,
@@ -238,10 +152,6 @@ def build_app(gateway: Gateway, *, static_dir: Path | None = None) -> ASGIApp:
         static_dir: a directory of built web assets to serve at ``/`` (index.html fallback).
     """
 
-    async def sync_endpoint(websocket: WebSocket) -> None:
-        await websocket.accept()
-        await SyncConnection(gateway, _StarletteTransport(websocket)).run()
-
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "ts": str(gateway.engine.ts)})
 
@@ -256,8 +166,6 @@ def build_app(gateway: Gateway, *, static_dir: Path | None = None) -> ASGIApp:
         )
 
     routes: list[BaseRoute] = [
-        WebSocketRoute("/api/sync", sync_endpoint),
-        WebSocketRoute("/api/{version}/sync", sync_endpoint),
         *http_routes(gateway),
         Route("/health", health),
         Route("/metrics", metrics),

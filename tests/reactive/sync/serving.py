@@ -46,9 +46,7 @@ async def serve_store(
         limits=EngineLimits(query_time_limit=0.3, max_result_bytes=2_000_000),
     )
     gateway = gateway_for(engine, ADMIN_KEY, limits)
-    config = uvicorn_config(
-        build_app(gateway, static_dir=static_dir), "127.0.0.1", 0, gateway.limits
-    )
+    config = uvicorn_config(build_app(gateway, static_dir=static_dir), "127.0.0.1", 0, gateway)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server._serve())  # no signal handlers inside a test
     try:

@@ -1,33 +1,37 @@
-"""The asyncio side of one sync WebSocket: the sans-I/O protocol + the engine's subscriptions.
+"""One sync WebSocket's protocol logic, driven by callbacks: no task, Event or Queue while idle.
 
-Three tasks per connection:
+The framing side (:class:`~marketpulse.reactive.sync.websocket.SyncSocket`, an
+``asyncio.Protocol``) hands every complete text message to :meth:`SyncConnection.message_received`
+and forwards the transport's flow control. Everything the connection says goes straight to the
+socket:
 
-* the reader (the caller of :meth:`SyncConnection.run`) parses frames and acts on them at once:
-  subscribe/unsubscribe, queue a mutation, start an action, check credentials;
-* the sender is the only writer. When woken it sends queued responses first, then builds ONE
-  Transition from the latest result of every subscribed query. While a send is blocked on a slow
-  socket, updates only set a flag, so the socket never has more than one Transition in flight
-  and catches up straight to the latest state; a send blocked longer than the client send
-  timeout drops the client;
-* the mutation worker runs this socket's mutations one at a time in arrival order, and waits for
-  the Transition that follows each response (clients resolve mutations on it).
+* messages are parsed and acted on at once (subscribe/unsubscribe, check credentials, start an
+  action, queue a mutation); the Transition they call for is written before the callback returns;
+* after a commit the engine notifies subscribers synchronously; the gateway's :class:`Flusher`
+  then writes every affected socket's Transition from one callback;
+* while the transport is paused (its write buffer is over the high-water mark) updates only set a
+  flag, and on resume ONE Transition goes out from the latest results: a slow socket holds at most
+  the Transition that filled it plus that one, and skips every version in between;
+* mutations run one at a time in arrival order, on a task that exists only while some are pending.
+  No Transition is built while one runs, and the next waits for the Transition that follows the
+  previous response (clients resolve mutations on it);
+* the gateway's :class:`Watchdog` sends Pings to quiet sockets and aborts those whose writes have
+  been paused longer than the client send timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from typing import Any, Protocol
 
 import structlog
 
-from marketpulse.reactive.access import ANONYMOUS, AccessDenied, Caller
+from marketpulse.reactive.access import ANONYMOUS, AccessDenied
 from marketpulse.reactive.gateway import Gateway
 from marketpulse.reactive.sync.protocol import (
     ActionRequested,
     AuthenticateRequested,
-    ClientEvent,
     FunctionOutcome,
     MutationRequested,
     ProtocolError,
@@ -37,268 +41,341 @@ from marketpulse.reactive.sync.protocol import (
     failed_outcome,
 )
 
-__all__ = ["ClientGone", "SyncConnection", "Transport"]
+__all__ = ["Socket", "SyncConnection"]
 
 log = structlog.get_logger("marketpulse.sync")
 
 
-class ClientGone(Exception):
-    """The socket closed under us."""
+class Socket(Protocol):
+    """The framing side, as the connection uses it (implemented by ``SyncSocket``)."""
 
+    def send_text(self, payload: bytes) -> None:
+        """Write one text frame now (the transport buffers what the kernel cannot take)."""
 
-class Transport(Protocol):
-    """A WebSocket as the connection uses it (the Starlette binding lives in server.py)."""
-
-    async def receive(self) -> str | bytes | None:
-        """The next message, or None once the peer has closed."""
-
-    async def send(self, data: bytes) -> None:
-        """Send one text frame (raises :class:`ClientGone` if the socket is closed)."""
-
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        """Close politely."""
+    def close(self, code: int, reason: str) -> None:
+        """Start the WebSocket closing handshake."""
 
     def abort(self) -> None:
         """Drop the TCP connection now, without waiting for buffered data."""
 
-    def write_now(self, data: bytes) -> bool:
-        """Write one text frame synchronously if the socket can take it now; else False."""
 
+class _Sub:
+    """One query of the set: the engine's listener and what re-subscribing needs."""
 
-class _Listener:
-    __slots__ = ("conn", "query_id")
+    __slots__ = ("args", "conn", "path", "query", "query_id", "static")
 
-    def __init__(self, conn: SyncConnection, query_id: int) -> None:
+    def __init__(
+        self, conn: SyncConnection, query_id: int, path: str, args: dict[str, Any]
+    ) -> None:
         self.conn = conn
         self.query_id = query_id
+        self.path = path
+        self.args = args
+        self.query: Any = None
+        # A result that never changes (bad args, failed subscribe): no engine subscription.
+        self.static: FunctionOutcome | None = None
 
     def on_query_updated(self, query: Any) -> None:
         self.conn.query_updated()
 
 
+_Pending = tuple[MutationRequested, Any]
+
+
 class SyncConnection:
-    """One client socket speaking the Convex sync protocol."""
+    """One client socket speaking the Convex sync protocol.
 
-    def __init__(self, gateway: Gateway, transport: Transport) -> None:
+    Args:
+        gateway: the engine and everything the front doors share.
+        socket: where frames go.
+    """
+
+    __slots__ = (
+        "_actions",
+        "_done",
+        "_dropped",
+        "_gw",
+        "_identity",
+        "_mutating",
+        "_mutations",
+        "_proto",
+        "_queued",
+        "_quiet_since",
+        "_sent",
+        "_socket",
+        "_stale",
+        "_stalled_since",
+        "_subs",
+        "_transition_sent",
+    )
+
+    def __init__(self, gateway: Gateway, socket: Socket) -> None:
         self._gw = gateway
-        self._engine = gateway.engine
-        self._transport = transport
+        self._socket = socket
         self._proto = SyncProtocol()
-        self._caller: Caller = ANONYMOUS
         self._identity: Any = gateway.identity_of(ANONYMOUS)
-        self._subs: dict[int, tuple[Any, _Listener]] = {}
-        self._static: dict[int, FunctionOutcome] = {}
-        self._paths: dict[int, tuple[str, dict[str, Any]]] = {}
-        self._responses: deque[bytes] = deque()
-        self._wake = asyncio.Event()
-        self._close_after_flush: tuple[int, str] | None = None
-        self._mutations: asyncio.Queue[tuple[MutationRequested, Any]] = asyncio.Queue()
-        self._actions: set[asyncio.Task[None]] = set()
-        self._response_seq = 0
-        self._flushed_seq = 0
-        self._flushed = asyncio.Event()
-        self._mutation_running = False
-        self._done = False
-        self._send_started: float | None = None
-        self._last_sent = asyncio.get_running_loop().time()
-        self._ping_due = False
+        self._subs: dict[int, _Sub] = {}
+        # Created on first use: most sockets only subscribe (an empty deque alone is ~600 B).
+        self._mutations: deque[_Pending] | None = None
+        self._actions: set[asyncio.Task[None]] | None = None
+        # Set by the mutation worker while it waits for the Transition after a response.
+        self._transition_sent: asyncio.Future[None] | None = None
+        self._mutating = False
+        # Results changed while a Transition could not be written (paused / mutation running).
+        self._stale = False
+        self._queued = False
+        self._stalled_since: float | None = None
+        # Keepalive bookkeeping at watchdog granularity: a flag per write, no clock read.
+        self._sent = True  # the first tick starts the quiet clock
+        self._quiet_since = 0.0
         self._dropped = False
-        self._idle = False
+        self._done = False
+        gateway.metrics.connections.inc()
+        gateway.watchdog.add(self)
 
-    # ----------------------------------------------------------------- driving
+    # ----------------------------------------------------------------- socket callbacks
 
-    def wake(self) -> None:
-        """Something changed: the sender will build a Transition when the socket can take it."""
-        self._wake.set()
+    def message_received(self, data: str | bytes) -> None:
+        """Act on one complete WebSocket message (text as ``str``, binary as ``bytes``)."""
+        proto = self._proto
+        if proto.closed:
+            return
+        limit = self._gw.limits.max_message_bytes
+        if len(data) > limit:
+            self._fatal(f"MessageTooLarge: {len(data)} bytes exceeds the limit of {limit}")
+            return
+        try:
+            events = proto.receive(data)
+        except ProtocolError as exc:
+            self._fatal(str(exc))
+            return
+        for event in events:
+            if isinstance(event, QueryAdded):
+                self._add_query(event)
+            elif isinstance(event, QueryRemoved):
+                self._remove_query(event.query_id)
+            elif isinstance(event, MutationRequested):
+                self._queue_mutation(event)
+            elif isinstance(event, ActionRequested):
+                self._start_action(event)
+            elif isinstance(event, AuthenticateRequested):
+                self._authenticate(event)
+            if proto.closed:
+                return
+        self._flush()
+
+    def fail(self, error: str) -> None:
+        """The client broke the protocol below the message level: FatalError, then close."""
+        if not self._proto.closed:
+            self._fatal(error)
+
+    def pause_writing(self) -> None:
+        """The transport's buffer is full: hold Transitions back until it drains."""
+        self._stalled_since = asyncio.get_running_loop().time()
+
+    def resume_writing(self) -> None:
+        """The buffer drained: send ONE Transition from the latest results if any is due."""
+        self._stalled_since = None
+        if self._stale or self._proto.transition_due:
+            self._flush()
+
+    def connection_lost(self) -> None:
+        """The socket is gone: release every subscription and stop this socket's work."""
+        self._finish()
+
+    # ----------------------------------------------------------------- engine, flusher, watchdog
 
     def query_updated(self) -> None:
         """A subscribed result changed (called synchronously by the engine after a commit)."""
-        if self._idle and not self._wake.is_set():
+        if not self._queued and not self._done:
+            self._queued = True
             self._gw.flusher.add(self)
-        else:
-            self.wake()
 
     def flush_now(self, now: float, shared: dict[Any, bytes] | None = None) -> None:
-        """Write the Transition directly if the sender is idle and the socket writable."""
-        if (
-            not self._idle
-            or self._wake.is_set()
-            or self._responses
-            or self._mutation_running
-            or self._close_after_flush is not None
-            or self._proto.closed
-        ):
-            self.wake()
+        """The flusher's callback: write the Transition now, sharing encodings in ``shared``."""
+        self._queued = False
+        self._flush(shared)
+
+    def tick(self, now: float) -> None:
+        """Called about once a second by the watchdog: drop stuck clients, keep idle ones alive."""
+        limits = self._gw.limits
+        stalled = self._stalled_since
+        if stalled is not None:
+            if now - stalled > limits.client_send_timeout_s and not self._dropped:
+                # The client stopped reading: drop it rather than buffer for it. An abort, not
+                # a close: a polite close would wait on buffered data nobody reads.
+                self._dropped = True
+                self._gw.metrics.dropped.inc()
+                log.warning(
+                    "dropping a client that stopped reading",
+                    timeout_s=limits.client_send_timeout_s,
+                )
+                self._proto.closed = True
+                self._finish()
+                self._socket.abort()
             return
-        transition = self._proto.build_transition(self._engine.ts, self._results(), shared=shared)
+        if self._sent:
+            self._sent = False
+            self._quiet_since = now
+        elif now - self._quiet_since >= limits.ping_interval_s and not self._proto.closed:
+            self._write(self._proto.ping())
+            self._sent = False
+            self._quiet_since = now
+
+    # ----------------------------------------------------------------- output
+
+    def _write(self, frame: bytes) -> None:
+        self._sent = True
+        self._socket.send_text(frame)
+
+    def _flush(self, shared: dict[Any, bytes] | None = None) -> None:
+        """Write the next Transition if one is due and the socket can take it."""
+        proto = self._proto
+        if proto.closed or self._done:
+            return
+        if self._stalled_since is not None or self._mutating:
+            self._stale = True
+            return
+        self._stale = False
+        transition = proto.build_transition(self._gw.engine.ts, self._results(), shared=shared)
         if transition is None:
             return
-        overflow = self._proto.take_overflow()
-        if self._transport.write_now(transition):
-            self._gw.metrics.transitions.inc()
-            self._last_sent = now
-            self._ping_due = False
-        else:
-            # Built but not writable: the sender sends it (first, nothing else is queued).
-            self._responses.append(transition)
-        if overflow or self._responses:
-            self._responses.extend(overflow)
-            self.wake()
+        self._write(transition)
+        for frame in proto.take_overflow():
+            self._write(frame)
+        self._gw.metrics.transitions.inc()
+        waiter = self._transition_sent
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
-    async def run(self) -> None:
-        """Serve the socket until it closes; always releases every subscription."""
-        metrics = self._gw.metrics
-        metrics.connections.inc()
-        watchdog = self._gw.watchdog
-        watchdog.add(self)
-        sender = asyncio.create_task(self._send_loop(), name="sync-sender")
-        worker = asyncio.create_task(self._mutation_loop(), name="sync-mutations")
-        try:
-            reader = asyncio.ensure_future(self._read_loop())
-            done, _ = await asyncio.wait({reader, sender}, return_when=asyncio.FIRST_COMPLETED)
-            if reader not in done:
-                reader.cancel()
-            elif self._close_after_flush is not None and sender not in done:
-                # A FatalError/AuthError is queued: let the sender flush it and close.
-                with contextlib.suppress(BaseException):
-                    await asyncio.wait_for(
-                        asyncio.shield(sender), self._gw.limits.client_send_timeout_s
-                    )
-            for task in done:
-                if not task.cancelled() and task.exception() is not None:
-                    exc = task.exception()
-                    if not isinstance(exc, ClientGone):
-                        log.error("sync connection failed", error=repr(exc))
-        finally:
-            self._done = True
-            for task in (sender, worker, *self._actions):
-                task.cancel()
-            for task in (sender, worker, *self._actions):
-                with contextlib.suppress(BaseException):
-                    await task
-            self._release_all()
-            watchdog.discard(self)
-            metrics.connections.dec()
-            with contextlib.suppress(Exception):
-                await self._transport.close()
+    def _results(self) -> dict[int, FunctionOutcome]:
+        results: dict[int, FunctionOutcome] = {}
+        for query_id, sub in self._subs.items():
+            results[query_id] = sub.static if sub.static is not None else sub.query.result
+        return results
 
-    async def _read_loop(self) -> None:
-        limit = self._gw.limits.max_message_bytes
-        while not self._proto.closed:
-            data = await self._transport.receive()
-            if data is None:
-                return
-            if len(data) > limit:
-                await self._fatal(
-                    f"MessageTooLarge: {len(data)} bytes exceeds the limit of {limit}"
-                )
-                return
-            try:
-                events = self._proto.receive(data)
-            except ProtocolError as exc:
-                await self._fatal(str(exc))
-                return
-            for event in events:
-                self._handle(event)
-                if self._proto.closed:
-                    return
+    def _fatal(self, error: str) -> None:
+        log.info("closing a sync socket on a protocol error", error=error[:200])
+        self._close_with(self._proto.fatal_error(error))
 
-    def _handle(self, event: ClientEvent) -> None:
-        if isinstance(event, QueryAdded):
-            self._add_query(event)
-        elif isinstance(event, QueryRemoved):
-            self._remove_query(event.query_id)
-        elif isinstance(event, MutationRequested):
-            if self._mutations.qsize() >= self._gw.limits.max_pending_mutations:
-                self._responses.append(self._proto.fatal_error("TooManyConcurrentRequests"))
-                self._close_after_flush = (1013, "TooManyConcurrentRequests")
-            else:
-                self._mutations.put_nowait((event, self._identity))
-        elif isinstance(event, ActionRequested):
-            self._start_action(event)
-        elif isinstance(event, AuthenticateRequested):
-            self._authenticate(event)
-        self.wake()
+    def _close_with(self, frame: bytes) -> None:
+        self._write(frame)
+        self._finish()
+        # The backend closes these with a frame that has no status code; clients take 1000.
+        self._socket.close(1000, "")
+
+    def _finish(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._proto.closed = True
+        waiter = self._transition_sent
+        if waiter is not None and not waiter.done():
+            waiter.cancel()
+        # Mutations already running finish on their own shielded task (the outcome is logged
+        # for a re-send); what is still queued is dropped with the socket, as the client
+        # re-sends it on its next connection.
+        for task in self._actions or ():
+            task.cancel()
+        self._mutations = None
+        for query_id in list(self._subs):
+            self._remove_query(query_id)
+        self._gw.watchdog.discard(self)
+        self._gw.metrics.connections.dec()
 
     # ----------------------------------------------------------------- queries
 
     def _add_query(self, event: QueryAdded) -> None:
         self._gw.metrics.subscriptions.inc()
-        self._paths[event.query_id] = (event.udf_path, event.args)
+        sub = _Sub(self, event.query_id, event.udf_path, event.args)
+        self._subs[event.query_id] = sub
         if event.args_error is not None:
-            self._static[event.query_id] = failed_outcome(event.args_error)
+            sub.static = failed_outcome(event.args_error)
             return
-        self._subscribe(event.query_id, event.udf_path, event.args)
+        self._subscribe(sub)
 
-    def _subscribe(self, query_id: int, path: str, args: dict[str, Any]) -> None:
-        listener = _Listener(self, query_id)
+    def _subscribe(self, sub: _Sub) -> None:
         try:
-            query = self._engine.subscribe(path, args, self._identity, listener)
+            sub.query = self._gw.engine.subscribe(sub.path, sub.args, self._identity, sub)
         except Exception as exc:  # an engine bug must not take the socket down
-            log.exception("subscribe failed", path=path)
-            self._static[query_id] = failed_outcome(f"InternalServerError: {type(exc).__name__}")
-            return
-        self._subs[query_id] = (query, listener)
+            log.exception("subscribe failed", path=sub.path)
+            sub.static = failed_outcome(f"InternalServerError: {type(exc).__name__}")
 
     def _remove_query(self, query_id: int) -> None:
+        sub = self._subs.pop(query_id, None)
+        if sub is None:
+            return
         self._gw.metrics.subscriptions.dec()
-        self._paths.pop(query_id, None)
-        self._static.pop(query_id, None)
-        entry = self._subs.pop(query_id, None)
-        if entry is not None:
-            self._engine.unsubscribe(*entry)
-
-    def _release_all(self) -> None:
-        for query_id in list(self._paths):
-            self._remove_query(query_id)
-
-    def _results(self) -> dict[int, FunctionOutcome]:
-        results: dict[int, FunctionOutcome] = dict(self._static)
-        for query_id, (query, _) in self._subs.items():
-            results[query_id] = query.result
-        return results
+        if sub.query is not None:
+            self._gw.engine.unsubscribe(sub.query, sub)
+            sub.query = None
 
     # ----------------------------------------------------------------- auth
 
     def _authenticate(self, event: AuthenticateRequested) -> None:
+        gw = self._gw
         try:
-            caller = self._gw.auth.websocket(event.token_type, event.value, event.acting_as)
+            caller = gw.auth.websocket(event.token_type, event.value, event.acting_as)
         except AccessDenied as exc:
-            self._responses.append(self._proto.reject_auth(str(exc)))
-            # The backend closes auth failures with a frame that has no status code.
-            self._close_after_flush = (1000, "")
+            self._close_with(self._proto.reject_auth(str(exc)))
             return
-        self._caller = caller
-        self._identity = self._gw.identity_of(caller)
+        self._identity = gw.identity_of(caller)
         # A new identity re-runs every query under it.
-        for query_id, (query, listener) in list(self._subs.items()):
-            self._engine.unsubscribe(query, listener)
-            del self._subs[query_id]
-            path, args = self._paths[query_id]
-            self._subscribe(query_id, path, args)
+        for sub in self._subs.values():
+            if sub.query is not None:
+                gw.engine.unsubscribe(sub.query, sub)
+                sub.query = None
+                self._subscribe(sub)
         self._proto.accept_auth()
 
-    # ----------------------------------------------------------------- requests
+    # ----------------------------------------------------------------- mutations
 
-    async def _mutation_loop(self) -> None:
-        while True:
-            event, identity = await self._mutations.get()
-            # No Transition goes out while the mutation runs: one built after its commit but
-            # before its response would show the write before the client knows it committed.
-            self._mutation_running = True
-            try:
-                outcome, ts = await self._run_mutation(event, identity)
-            finally:
-                self._mutation_running = False
-            self._responses.append(self._proto.mutation_response(event.request_id, outcome, ts))
-            self._response_seq += 1
-            seq = self._response_seq
-            self.wake()
-            # The next mutation waits for the Transition that reflects this one, so the
-            # response always precedes it and clients see their writes in order.
-            while self._flushed_seq < seq and not self._done:
-                self._flushed.clear()
-                await self._flushed.wait()
+    def _queue_mutation(self, event: MutationRequested) -> None:
+        pending = self._mutations
+        if pending is None:
+            pending = self._mutations = deque()
+        elif len(pending) >= self._gw.limits.max_pending_mutations:
+            self._close_with(self._proto.fatal_error("TooManyConcurrentRequests"))
+            return
+        pending.append((event, self._identity))
+        if len(pending) == 1 and not self._mutating and self._transition_sent is None:
+            # The worker exists only while mutations are pending; it exits when they are done.
+            asyncio.get_running_loop().create_task(self._run_mutations())
+
+    async def _run_mutations(self) -> None:
+        proto = self._proto
+        try:
+            while self._mutations and not self._done:
+                event, identity = self._mutations[0]
+                # No Transition goes out while the mutation runs: one built after its commit but
+                # before its response would show the write before the client knows it committed.
+                self._mutating = True
+                try:
+                    outcome, ts = await self._run_mutation(event, identity)
+                finally:
+                    self._mutating = False
+                if self._done:
+                    return
+                self._mutations.popleft()
+                self._write(proto.mutation_response(event.request_id, outcome, ts))
+                self._flush()
+                if self._stale and not self._done:
+                    # Paused: the next mutation waits for the Transition that reflects this
+                    # one, so the response precedes it and clients see their writes in order.
+                    self._transition_sent = asyncio.get_running_loop().create_future()
+                    try:
+                        await self._transition_sent
+                    finally:
+                        self._transition_sent = None
+        except asyncio.CancelledError:
+            return
+        except Exception as exc:
+            log.error("mutation worker failed", error=repr(exc))
+            self._finish()
+            self._socket.abort()
+        finally:
+            if not self._mutations:
+                self._mutations = None
 
     async def _run_mutation(
         self, event: MutationRequested, identity: Any
@@ -323,7 +400,7 @@ class SyncConnection:
         self, event: MutationRequested, identity: Any
     ) -> tuple[Any, int | None]:
         try:
-            result = await self._engine.run_mutation(event.udf_path, event.args, identity)
+            result = await self._gw.engine.run_mutation(event.udf_path, event.args, identity)
         except Exception as exc:
             log.exception("mutation crashed", path=event.udf_path)
             return failed_outcome(f"InternalServerError: {type(exc).__name__}"), None
@@ -331,17 +408,22 @@ class SyncConnection:
             self._gw.metrics.commits.inc()
         return result, (result.ts if result.success else None)
 
+    # ----------------------------------------------------------------- actions
+
     def _start_action(self, event: ActionRequested) -> None:
-        if len(self._actions) >= self._gw.limits.max_concurrent_actions:
-            self._responses.append(
+        actions = self._actions
+        if actions is None:
+            actions = self._actions = set()
+        if len(actions) >= self._gw.limits.max_concurrent_actions:
+            self._write(
                 self._proto.action_response(
                     event.request_id, failed_outcome("TooManyConcurrentRequests: too many actions")
                 )
             )
             return
-        task = asyncio.create_task(self._run_action(event, self._identity))
-        self._actions.add(task)
-        task.add_done_callback(self._actions.discard)
+        task = asyncio.get_running_loop().create_task(self._run_action(event, self._identity))
+        actions.add(task)
+        task.add_done_callback(actions.discard)
 
     async def _run_action(self, event: ActionRequested, identity: Any) -> None:
         outcome: FunctionOutcome
@@ -349,79 +431,10 @@ class SyncConnection:
             outcome = failed_outcome(event.args_error)
         else:
             try:
-                outcome = await self._engine.run_action(event.udf_path, event.args, identity)
+                outcome = await self._gw.engine.run_action(event.udf_path, event.args, identity)
             except Exception as exc:
                 log.exception("action crashed", path=event.udf_path)
                 outcome = failed_outcome(f"InternalServerError: {type(exc).__name__}")
         if not self._proto.closed:
-            self._responses.append(self._proto.action_response(event.request_id, outcome))
-            self.wake()
-
-    # ----------------------------------------------------------------- output
-
-    async def _send(self, data: bytes) -> None:
-        # No timer per send: the watchdog drops a client whose send has been stuck too long.
-        self._send_started = asyncio.get_running_loop().time()
-        try:
-            await self._transport.send(data)
-        finally:
-            self._send_started = None
-        self._last_sent = asyncio.get_running_loop().time()
-
-    def tick(self, now: float) -> None:
-        """Called about once a second by the watchdog: drop stuck clients, keep idle ones alive."""
-        started = self._send_started
-        limits = self._gw.limits
-        if started is not None:
-            if now - started > limits.client_send_timeout_s and not self._dropped:
-                # The client stopped reading: drop it rather than buffer for it.
-                self._dropped = True
-                self._gw.metrics.dropped.inc()
-                log.warning(
-                    "dropping a client that stopped reading",
-                    timeout_s=limits.client_send_timeout_s,
-                )
-                self._proto.closed = True
-                self._transport.abort()
-        elif now - self._last_sent >= limits.ping_interval_s:
-            self._ping_due = True
-            self.wake()
-
-    async def _send_loop(self) -> None:
-        while True:
-            self._idle = True
-            await self._wake.wait()
-            self._idle = False
-            self._wake.clear()
-            while self._responses:
-                await self._send(self._responses.popleft())
-            if self._close_after_flush is not None:
-                code, reason = self._close_after_flush
-                await self._transport.close(code, reason)
-                raise ClientGone()
-            flushed_through = self._response_seq
-            if not self._proto.closed and not self._mutation_running:
-                transition = self._proto.build_transition(self._engine.ts, self._results())
-                if transition is not None:
-                    await self._send(transition)
-                    for frame in self._proto.take_overflow():
-                        await self._send(frame)
-                    self._gw.metrics.transitions.inc()
-                    self._ping_due = False
-                # This frame waits here until the next change: without this it would keep the
-                # last Transition alive, ~4 KiB per idle connection (tracemalloc, bench/fanout).
-                transition = None
-            if flushed_through > self._flushed_seq:
-                self._flushed_seq = flushed_through
-                self._flushed.set()
-            if self._ping_due:
-                self._ping_due = False
-                await self._send(self._proto.ping())
-            if self._dropped:
-                raise ClientGone()
-
-    async def _fatal(self, error: str) -> None:
-        log.info("closing a sync socket on a protocol error", error=error[:200])
-        self._responses.append(self._proto.fatal_error(error))
-        self._close_after_flush = (1000, "")
-        self.wake()
+            self._write(self._proto.action_response(event.request_id, outcome))
+            self._flush()

@@ -170,7 +170,7 @@ ClientEvent: TypeAlias = (
 )
 
 
-@dataclass
+@dataclass(slots=True)
 class _Query:
     udf_path: str
     journal: str | None
@@ -258,7 +258,7 @@ def _outcome_fields(outcome: FunctionOutcome) -> dict[str, Any]:
     return fields
 
 
-@dataclass
+@dataclass(slots=True)
 class SyncProtocol:
     """The per-connection state of the sync protocol (spec §3.2), reset on every new socket."""
 

@@ -1,0 +1,269 @@
+"""The sync WebSocket's asyncio side: websockets' sans-I/O ``ServerProtocol`` in an asyncio.Protocol.
+
+uvicorn serves HTTP and, on an upgrade, builds its ``ws_protocol_class``, calls
+``connection_made(transport)`` and ``data_received(request head)`` and hands the transport to
+it. :class:`SyncSocket` is that class. For ``/api/sync`` and ``/api/{version}/sync`` it completes
+the handshake itself and drives a :class:`SyncConnection` from ``data_received`` and the
+transport's flow control, with no ASGI scope, receive queue or task per socket (an idle
+connection is the transport, the websockets parser, the sync state and its subscriptions). Any
+other path goes to uvicorn's own WebSocket protocol and the ASGI app, as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import struct
+from typing import Any
+from urllib.parse import unquote
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
+from marketpulse.reactive.gateway import Gateway
+from marketpulse.reactive.sync.connection import SyncConnection
+
+__all__ = ["SyncSocket", "is_sync_path"]
+
+_SYNC_PATH = re.compile(r"/api(?:/[^/]+)?/sync")
+_SLASHES = re.compile(r"/{2,}")
+_WS_LOG = logging.getLogger("marketpulse.sync.websocket")
+_OPEN = State.OPEN
+# How long a closing handshake may wait for the client's close frame.
+_CLOSE_TIMEOUT_S = 10.0
+_TEXT = 0x81  # FIN + text opcode
+
+
+def is_sync_path(target: str) -> bool:
+    """Whether a request target is the sync endpoint (any version; duplicate slashes collapse)."""
+    path = _SLASHES.sub("/", unquote(target.partition("?")[0]))
+    return _SYNC_PATH.fullmatch(path) is not None
+
+
+class SyncSocket(asyncio.Protocol):
+    """One upgraded connection: the sync endpoint served directly, other paths through ASGI.
+
+    Args:
+        gateway: the engine and everything the front doors share.
+        config: uvicorn's config (passed by uvicorn; used only to hand other paths to ASGI).
+        server_state: uvicorn's server state (its connection set drives graceful shutdown).
+        app_state: uvicorn's lifespan state, for the ASGI hand-off.
+    """
+
+    __slots__ = (
+        "_app_state",
+        "_asgi",
+        "_closer",
+        "_config",
+        "_conn",
+        "_fragments",
+        "_gw",
+        "_server_state",
+        "_transport",
+        "_ws",
+    )
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        config: Any,
+        server_state: Any,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self._gw = gateway
+        self._config = config
+        self._server_state = server_state
+        self._app_state = app_state
+        self._transport: asyncio.Transport | None = None
+        self._ws: ServerProtocol | None = None
+        self._conn: SyncConnection | None = None
+        self._asgi: WebSocketsSansIOProtocol | None = None
+        self._fragments: tuple[Opcode, list[bytes]] | None = None
+        self._closer: asyncio.TimerHandle | None = None
+
+    # ----------------------------------------------------------------- asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        # uvicorn's graceful shutdown calls shutdown() on every member and waits for the set
+        # to empty.
+        self._server_state.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        ws = self._ws
+        if ws is None:
+            if self._asgi is not None:
+                self._asgi.data_received(data)
+            else:
+                self._handshake(data)
+            return
+        ws.receive_data(data)
+        for event in ws.events_received():
+            if isinstance(event, Frame):
+                self._frame(event)
+        self._write_out(ws.data_to_send())
+
+    def eof_received(self) -> bool | None:
+        if self._asgi is not None:
+            self._asgi.eof_received()
+        return None  # the transport closes; connection_lost releases everything
+
+    def pause_writing(self) -> None:
+        if self._conn is not None:
+            self._conn.pause_writing()
+        elif self._asgi is not None:
+            self._asgi.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._conn is not None:
+            self._conn.resume_writing()
+        elif self._asgi is not None:
+            self._asgi.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._asgi is not None:
+            self._asgi.connection_lost(exc)
+            return
+        self._server_state.connections.discard(self)
+        if self._closer is not None:
+            self._closer.cancel()
+            self._closer = None
+        conn, self._conn = self._conn, None  # no cycle left between socket and connection
+        if conn is not None:
+            conn.connection_lost()
+
+    def shutdown(self) -> None:
+        """Server shutdown (uvicorn): close with 1012 (service restart) and drop the socket."""
+        if self._asgi is not None:
+            self._asgi.shutdown()
+            return
+        ws, transport = self._ws, self._transport
+        if ws is not None and ws.state is _OPEN:
+            ws.send_close(1012)
+            self._write_out(ws.data_to_send())
+        if transport is not None:
+            transport.close()
+
+    # ----------------------------------------------------------------- Socket (for the connection)
+
+    def send_text(self, payload: bytes) -> None:
+        """Write one unfragmented text frame now.
+
+        Framed here rather than through ``ServerProtocol.send_text``: the fan-out writes every
+        Transition through this, and a frame header plus one concatenation is all a server
+        frame needs (no mask, no compression, no fragmentation).
+        """
+        ws = self._ws
+        if ws is None or ws.state is not _OPEN or self._transport is None:
+            return
+        size = len(payload)
+        if size < 126:
+            header = bytes((_TEXT, size))
+        elif size < 65536:
+            header = struct.pack("!BBH", _TEXT, 126, size)
+        else:
+            header = struct.pack("!BBQ", _TEXT, 127, size)
+        self._transport.write(header + payload)
+
+    def close(self, code: int, reason: str) -> None:
+        """Send a close frame; the TCP connection closes on the client's answer or a timeout."""
+        ws, transport = self._ws, self._transport
+        if ws is None or transport is None or ws.state is not _OPEN:
+            return
+        ws.send_close(code, reason)
+        self._write_out(ws.data_to_send())
+        if not transport.is_closing():
+            # abort, not close: a client that does not answer may not read either.
+            self._closer = asyncio.get_running_loop().call_later(_CLOSE_TIMEOUT_S, transport.abort)
+
+    def abort(self) -> None:
+        """Drop the TCP connection now (a client that stopped reading)."""
+        if self._transport is not None:
+            self._transport.abort()
+
+    # ----------------------------------------------------------------- internals
+
+    def _handshake(self, head: bytes) -> None:
+        transport = self._transport
+        assert transport is not None
+        line = head[: head.find(b"\r\n")].split(b" ")
+        target = line[1].decode("latin-1") if len(line) == 3 else ""
+        if not is_sync_path(target):
+            self._hand_to_asgi(head)
+            return
+        max_size = 2 * self._gw.limits.max_message_bytes
+        handshake = ServerProtocol(max_size=max_size, logger=_WS_LOG)
+        # uvicorn passes the whole request head in one call (it rebuilt it from its parser).
+        handshake.receive_data(head)
+        events = handshake.events_received()
+        if events and isinstance(events[0], Request):
+            response = handshake.accept(events[0])
+        else:
+            response = handshake.reject(400, "Bad WebSocket handshake\n")
+        handshake.send_response(response)
+        self._write_out(handshake.data_to_send())
+        if response.status_code != 101:
+            transport.close()
+            return
+        # A fresh parser for the frames: the handshake's parser generator keeps the request
+        # (its headers, ~2.7 KiB) alive for as long as it runs, i.e. the whole connection.
+        self._ws = ServerProtocol(state=_OPEN, max_size=max_size, logger=_WS_LOG)
+        self._conn = SyncConnection(self._gw, self)
+
+    def _hand_to_asgi(self, head: bytes) -> None:
+        proto = WebSocketsSansIOProtocol(
+            config=self._config, server_state=self._server_state, app_state=self._app_state
+        )
+        # uvicorn has already made this object the transport's protocol: forward to it.
+        self._server_state.connections.discard(self)
+        self._asgi = proto
+        assert self._transport is not None
+        proto.connection_made(self._transport)
+        proto.data_received(head)
+
+    def _frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if frame.fin:
+                self._message(opcode, frame.data)
+            else:
+                self._fragments = (opcode, [bytes(frame.data)])
+        elif opcode is Opcode.CONT and self._fragments is not None:
+            self._fragments[1].append(bytes(frame.data))
+            if frame.fin:
+                first, parts = self._fragments
+                self._fragments = None
+                self._message(first, b"".join(parts))
+        # PING, PONG and CLOSE: websockets answers them itself (data_to_send).
+
+    def _message(self, opcode: Opcode, data: bytes | bytearray | memoryview) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        if opcode is Opcode.BINARY:
+            conn.message_received(bytes(data))
+            return
+        try:
+            text = str(data, "utf-8")
+        except UnicodeDecodeError:
+            conn.fail("WSMessageInvalidJson: a text frame that is not UTF-8")
+            return
+        conn.message_received(text)
+
+    def _write_out(self, chunks: list[bytes]) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        for chunk in chunks:
+            if chunk:
+                transport.write(chunk)
+            else:
+                # websockets' end-of-stream marker: the server closes TCP after the close
+                # handshake (or after failing the connection).
+                transport.close()
