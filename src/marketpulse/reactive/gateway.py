@@ -147,7 +147,7 @@ class _Tickable(Protocol):
 
 
 class Watchdog:
-    """One periodic task for all sockets (no timer per send): stuck-send drops and Pings."""
+    """One periodic task for all sockets (no timer per socket): stuck-write drops and Pings."""
 
     def __init__(self, interval_s: float) -> None:
         self._interval_s = interval_s
@@ -181,9 +181,11 @@ class _Flushable(Protocol):
 class Flusher:
     """Fan-out without a task switch per socket.
 
-    After a commit the engine notifies every affected subscriber synchronously; idle sockets
-    register here and ONE callback, run as soon as the commit step returns, writes each one's
-    Transition directly. Sockets that are busy or not writable fall back to their sender task.
+    After a commit the engine notifies every affected subscriber synchronously; each affected
+    socket registers here and ONE callback, run as soon as the commit step returns, writes each
+    one's Transition directly (the only way Transitions for commits go out). A socket whose
+    transport is paused or whose mutation is running only notes that it is stale and sends
+    the latest state when it can.
     """
 
     def __init__(self, metrics: Metrics | None = None) -> None:

@@ -107,6 +107,7 @@ class SyncConnection:
         "_stalled_since",
         "_subs",
         "_transition_sent",
+        "_worker",
     )
 
     def __init__(self, gateway: Gateway, socket: Socket) -> None:
@@ -118,6 +119,7 @@ class SyncConnection:
         # Created on first use: most sockets only subscribe (an empty deque alone is ~600 B).
         self._mutations: deque[_Pending] | None = None
         self._actions: set[asyncio.Task[None]] | None = None
+        self._worker: asyncio.Task[None] | None = None
         # Set by the mutation worker while it waits for the Transition after a response.
         self._transition_sent: asyncio.Future[None] | None = None
         self._mutating = False
@@ -275,6 +277,8 @@ class SyncConnection:
         # Mutations already running finish on their own shielded task (the outcome is logged
         # for a re-send); what is still queued is dropped with the socket, as the client
         # re-sends it on its next connection.
+        if self._worker is not None:
+            self._worker.cancel()
         for task in self._actions or ():
             task.cancel()
         self._mutations = None
@@ -338,9 +342,9 @@ class SyncConnection:
             self._close_with(self._proto.fatal_error("TooManyConcurrentRequests"))
             return
         pending.append((event, self._identity))
-        if len(pending) == 1 and not self._mutating and self._transition_sent is None:
+        if self._worker is None:
             # The worker exists only while mutations are pending; it exits when they are done.
-            asyncio.get_running_loop().create_task(self._run_mutations())
+            self._worker = asyncio.get_running_loop().create_task(self._run_mutations())
 
     async def _run_mutations(self) -> None:
         proto = self._proto
@@ -374,6 +378,7 @@ class SyncConnection:
             self._finish()
             self._socket.abort()
         finally:
+            self._worker = None
             if not self._mutations:
                 self._mutations = None
 
