@@ -86,7 +86,7 @@ class ProtocolError(Exception):
     """The client broke the protocol; answer with FatalError and close."""
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class StateVersion:
     """A point in a connection's Transition chain."""
 
