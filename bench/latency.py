@@ -7,6 +7,8 @@ writes coalesced ``applyUpdates`` batches. Subscribers:
 
 * the official PyPI ``convex`` client (tests/e2e/convex_watch.py, own process) on
   ``getOrderbook`` of 10 markets: the headline figure;
+* the official npm ``ConvexClient`` (tests/js/watch.mjs, node), the client the dashboard's
+  ``useQuery`` runs on, on the same 10 markets (when node and tests/js/node_modules exist);
 * N light sync clients (``LightSyncClient``, 2 processes), one ``getOrderbook`` each,
   round-robin over the 200 markets: the load, and their own latency figures.
 
@@ -28,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -47,6 +50,9 @@ from marketpulse.pipeline._stream import StreamRunner
 from marketpulse.pipeline.config import StreamConfig
 
 WATCH = ROOT / "tests" / "e2e" / "convex_watch.py"
+# The npm ConvexClient twin (node, tests/js/node_modules from `scripts/install.sh --dev`).
+NPM_WATCH = ROOT / "tests" / "js" / "watch.mjs"
+NPM_WATCH_READY = shutil.which("node") is not None and (NPM_WATCH.parent / "node_modules").is_dir()
 MARKETS = 200
 OFFICIAL_MARKETS = 10
 GOAL_P50_MS = 3.0
@@ -85,6 +91,8 @@ def _official_samples(path: Path) -> list[tuple[float, float]]:
         if not line.startswith('{"i"'):
             continue
         rec = json.loads(line)
+        if "v" not in rec:  # an error line
+            continue
         stamp = None if rec["v"] is None else rec["v"]["updatedAt"]
         first = rec["i"] not in last
         if not first and stamp is not None and stamp != last[rec["i"]]:
@@ -143,7 +151,8 @@ async def ours(
     stop = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(runner.run(stop=stop))
     out = s.root / "watch.jsonl"
-    official = None
+    out_npm = s.root / "watch-npm.jsonl"
+    official = official_npm = None
     try:
         await asyncio.to_thread(s.sim, "set_rate", rate=rates[0])
         deadline = time.monotonic() + 60
@@ -157,6 +166,12 @@ async def ours(
             [sys.executable, str(WATCH), s.store_url, "marketData:getOrderbook", *args],
             log_path=out,
         ).start()
+        if NPM_WATCH_READY:
+            official_npm = ManagedProcess(
+                "watch-npm",
+                ["node", str(NPM_WATCH), s.store_url, "marketData:getOrderbook", *args],
+                log_path=out_npm,
+            ).start()
         subs = [
             [("marketData:getOrderbook", {"ticker": markets[i % len(markets)], "depth": 10})]
             for i in range(subscribers)
@@ -165,7 +180,9 @@ async def ours(
         fleet = Fleet("sync", s.store_url, subs)
         await asyncio.to_thread(fleet.__enter__)
         try:
-            while '"ready"' not in out.read_text():
+            while '"ready"' not in out.read_text() or (
+                official_npm is not None and '"ready"' not in out_npm.read_text()
+            ):
                 await asyncio.sleep(0.05)
             _say("subscribed; stepping rates")
             windows = await _step_rates(s, rates, window, settle=min(1.0, window / 2))
@@ -174,17 +191,20 @@ async def ours(
             await asyncio.to_thread(fleet.__exit__, None, None, None)
     finally:
         _say("ours done")
-        if official is not None:
-            official.stop(5)
+        for watcher in (official, official_npm):
+            if watcher is not None:
+                watcher.stop(5)
         stop.set_result(None)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, 10)
         await store.aclose()
     official_samples = _official_samples(out)
+    npm_samples = _official_samples(out_npm) if official_npm is not None else []
     result = {}
     for rate, start, end in windows:
         result[str(int(rate))] = {
             "official": summarize_ms([lat for at, lat in official_samples if start <= at < end]),
+            "official_npm": summarize_ms([lat for at, lat in npm_samples if start <= at < end]),
             "light": summarize_ms(fleet.between(start, end)),
             "apply_updates_rtt": summarize_ms([ms for at, ms in store.calls if start <= at < end]),
             # Where the time goes: the newest stamp's age when its batch left the pipeline
@@ -278,6 +298,7 @@ async def main() -> None:
     for rate in rates:
         key = str(int(rate))
         o, li, r = mine[key]["official"], mine[key]["light"], base[key]
+        npm = mine[key]["official_npm"]
         ratio_p50 = round(o["p50_ms"] / r["p50_ms"], 2) if r["p50_ms"] else None
         ratio_p99 = round(o["p99_ms"] / r["p99_ms"], 2) if r["p99_ms"] else None
         goal = f"p50 <= {GOAL_P50_MS:g}, p99 <= {GOAL_P99_MS:g}" if rate == 1000 else ""
@@ -285,6 +306,7 @@ async def main() -> None:
             [
                 f"{rate:,.0f}",
                 f"{o['p50_ms']:.2f} / {o['p99_ms']:.2f} / {o['p999_ms']:.2f} (n={o['n']})",
+                f"{npm['p50_ms']:.2f} / {npm['p99_ms']:.2f} / {npm['p999_ms']:.2f} (n={npm['n']})",
                 f"{li['p50_ms']:.2f} / {li['p99_ms']:.2f} / {li['p999_ms']:.2f} (n={li['n']})",
                 f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f} / {r['p999_ms']:.2f} (n={r['n']})",
                 f"{ratio_p50}x / {ratio_p99}x",
@@ -295,6 +317,7 @@ async def main() -> None:
             {
                 "rate": rate,
                 "official": o,
+                "official_npm": npm,
                 "light": li,
                 "redis": r,
                 "p50_vs_redis": ratio_p50,
@@ -309,7 +332,15 @@ async def main() -> None:
     print_table(
         f"latency, simulator send -> client receipt, {MARKETS} markets, {subscribers} subscribers "
         "(p50 / p99 / p999 ms)",
-        ["msgs/s", "official client", "light clients", "redis pub/sub", "vs redis", "goal"],
+        [
+            "msgs/s",
+            "official PyPI client",
+            "official npm client",
+            "light clients",
+            "redis pub/sub",
+            "vs redis",
+            "goal",
+        ],
         rows,
     )
     at_1k = next((r for r in runs if r["rate"] == 1000), None)
@@ -322,6 +353,10 @@ async def main() -> None:
             "goal_p99_ms": GOAL_P99_MS,
             "met_p50": at_1k["official"]["p50_ms"] <= GOAL_P50_MS,
             "met_p99": at_1k["official"]["p99_ms"] <= GOAL_P99_MS,
+            "npm_p50_ms_at_1k": at_1k["official_npm"]["p50_ms"],
+            "npm_p99_ms_at_1k": at_1k["official_npm"]["p99_ms"],
+            "npm_met_p50": at_1k["official_npm"]["p50_ms"] <= GOAL_P50_MS,
+            "npm_met_p99": at_1k["official_npm"]["p99_ms"] <= GOAL_P99_MS,
         }
     emit(
         {

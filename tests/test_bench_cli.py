@@ -62,3 +62,18 @@ def test_quick_runs_the_headline_scripts_and_a_full_run_adds_each_layers_own(
     assert full.exit_code == 0, full.output
     assert json.loads(full.output.strip().splitlines()[-1])["ran"] == 2
     assert (bench / "results" / "subscriptions_find.json").exists()
+
+
+def test_summary_keeps_the_figures_of_suites_not_run_this_time(tmp_path: Path, monkeypatch) -> None:
+    bench = tmp_path / "bench"
+    (bench / "results").mkdir(parents=True)
+    (bench / "results" / "ingest.json").write_text(json.dumps({"sustained_msgs_per_s": 43079}))
+    (bench / "fanout.py").write_text("print('{\"p99_ms\": 9.5}')\n")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["bench", "fanout", "--quick"])
+    assert result.exit_code == 0, result.output
+    summary = (bench / "results" / "SUMMARY.md").read_text()
+    assert "## fanout.py (ok," in summary and "| p99_ms | 9.5 |" in summary
+    assert (
+        "## ingest.py (earlier run, " in summary and "| sustained_msgs_per_s | 43079 |" in summary
+    )

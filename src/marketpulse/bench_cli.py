@@ -49,6 +49,8 @@ class BenchRun:
     returncode: int
     seconds: float
     figures: dict[str, Any] | None
+    earlier: str | None = None
+    """For a result kept from an earlier invocation: when its JSON was written."""
 
 
 def find_bench_dir() -> Path:
@@ -113,8 +115,11 @@ def summary_markdown(runs: list[BenchRun]) -> str:
     """A Markdown summary: one section per script, one row per figure."""
     lines = ["# Benchmark results", "", f"Run at {time.strftime('%Y-%m-%d %H:%M:%S %Z')}", ""]
     for run in runs:
-        status = "ok" if run.returncode == 0 and run.figures is not None else "FAILED"
-        lines += [f"## {run.script} ({status}, {run.seconds:.1f} s)", ""]
+        if run.earlier is not None:
+            lines += [f"## {run.script} (earlier run, {run.earlier})", ""]
+        else:
+            status = "ok" if run.returncode == 0 and run.figures is not None else "FAILED"
+            lines += [f"## {run.script} ({status}, {run.seconds:.1f} s)", ""]
         if run.figures:
             flat: dict[str, Any] = {}
             _flatten("", run.figures, flat)
@@ -179,7 +184,20 @@ def run_suite(suite: str, quick: bool, timeout_s: float) -> list[BenchRun]:
         runs.append(run)
         if run.figures is not None:
             (out_dir / f"{path.stem}.json").write_text(json.dumps(run.figures, indent=2) + "\n")
-    (out_dir / "SUMMARY.md").write_text(summary_markdown(runs))
+    # The summary covers every result on disk, so running one suite does not drop the others'
+    # figures from it; those keep their own date.
+    kept = [
+        BenchRun(
+            script=f"{path.stem}.py",
+            returncode=0,
+            seconds=float("nan"),
+            figures=json.loads(path.read_text()),
+            earlier=time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(path.stat().st_mtime)),
+        )
+        for path in sorted(out_dir.glob("*.json"))
+        if f"{path.stem}.py" not in {run.script for run in runs}
+    ]
+    (out_dir / "SUMMARY.md").write_text(summary_markdown([*runs, *kept]))
     plot_runs(runs, out_dir)
     return runs
 
