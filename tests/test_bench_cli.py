@@ -36,6 +36,7 @@ def test_suite_writes_results_summary_and_plot(tmp_path: Path, monkeypatch) -> N
     }
     figures = json.loads((bench / "results" / "latency.json").read_text())
     assert figures == {"quick": True, "p50_ms": 1.5, "p99_ms": 4.0}
+    assert "| p50 | p99 |" in (bench / "results" / "latency.txt").read_text()
     summary = (bench / "results" / "SUMMARY.md").read_text()
     assert "| p99_ms | 4.0 |" in summary and "sync_latency.py (FAILED" in summary
     assert (bench / "results" / "latency.png").stat().st_size > 1000

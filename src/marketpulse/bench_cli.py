@@ -2,7 +2,8 @@
 
 Every benchmark is a plain script under ``bench/`` that prints a table and, as its last line,
 one JSON object with its figures. This module only runs them, collects that JSON, and writes
-``bench/results/<name>.json``, a Markdown summary and PNG plots. The scripts stay runnable on
+``bench/results/<name>.json``, the script's printed tables (``<name>.txt``), a Markdown summary
+and PNG plots. The scripts stay runnable on
 their own (``python bench/fanout.py --quick``), which is how they are developed.
 """
 
@@ -51,6 +52,8 @@ class BenchRun:
     figures: dict[str, Any] | None
     earlier: str | None = None
     """For a result kept from an earlier invocation: when its JSON was written."""
+    output: str = ""
+    """Everything the script printed (its tables)."""
 
 
 def find_bench_dir() -> Path:
@@ -100,6 +103,7 @@ def run_script(path: Path, quick: bool, timeout_s: float) -> BenchRun:
         returncode=returncode,
         seconds=time.perf_counter() - started,
         figures=last_json_line("".join(lines)),
+        output="".join(lines),
     )
 
 
@@ -184,6 +188,7 @@ def run_suite(suite: str, quick: bool, timeout_s: float) -> list[BenchRun]:
         runs.append(run)
         if run.figures is not None:
             (out_dir / f"{path.stem}.json").write_text(json.dumps(run.figures, indent=2) + "\n")
+            (out_dir / f"{path.stem}.txt").write_text(run.output)
     # The summary covers every result on disk, so running one suite does not drop the others'
     # figures from it; those keep their own date.
     kept = [
