@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -20,14 +18,6 @@ STATUS = {
     "gaps": 0,
     "updatedAt": 1_000.0,
 }
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[LocalSystem]:
-    system = LocalSystem(tmp_path)
-    system.start_store()
-    yield system
-    system.stop()
 
 
 @pytest.mark.parametrize("transport", ["websocket", "http"])

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,14 +17,6 @@ from marketpulse.pipeline.config import StreamConfig
 from marketpulse.simulator import Simulator, SimulatorConfig
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[LocalSystem]:
-    system = LocalSystem(tmp_path)
-    system.start_store()
-    yield system
-    system.stop()
 
 
 def sim_book(sim: Simulator, ticker: str) -> Book:
