@@ -69,12 +69,14 @@ def test_summary_keeps_the_figures_of_suites_not_run_this_time(tmp_path: Path, m
     bench = tmp_path / "bench"
     (bench / "results").mkdir(parents=True)
     (bench / "results" / "ingest.json").write_text(json.dumps({"sustained_msgs_per_s": 43079}))
+    (bench / "results" / "RUNS.json").write_text(json.dumps({"ingest.py": "2026-11-24 13:18:06"}))
     (bench / "fanout.py").write_text("print('{\"p99_ms\": 9.5}')\n")
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["bench", "fanout", "--quick"])
     assert result.exit_code == 0, result.output
     summary = (bench / "results" / "SUMMARY.md").read_text()
     assert "## fanout.py (ok," in summary and "| p99_ms | 9.5 |" in summary
-    assert (
-        "## ingest.py (earlier run, " in summary and "| sustained_msgs_per_s | 43079 |" in summary
-    )
+    assert "## ingest.py (earlier run, 2026-11-24 13:18:06)" in summary
+    assert "| sustained_msgs_per_s | 43079 |" in summary and "RUNS" not in summary
+    runs = json.loads((bench / "results" / "RUNS.json").read_text())
+    assert set(runs) == {"ingest.py", "fanout.py"}

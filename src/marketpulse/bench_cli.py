@@ -190,17 +190,24 @@ def run_suite(suite: str, quick: bool, timeout_s: float) -> list[BenchRun]:
             (out_dir / f"{path.stem}.json").write_text(json.dumps(run.figures, indent=2) + "\n")
             (out_dir / f"{path.stem}.txt").write_text(run.output)
     # The summary covers every result on disk, so running one suite does not drop the others'
-    # figures from it; those keep their own date.
+    # figures from it; those keep the date of their own run (RUNS.json: file times do not
+    # survive a git clone).
+    index_path = out_dir / "RUNS.json"
+    index: dict[str, str] = json.loads(index_path.read_text()) if index_path.exists() else {}
+    now = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    index.update({run.script: now for run in runs if run.figures is not None})
+    index_path.write_text(json.dumps(dict(sorted(index.items())), indent=2) + "\n")
+    ran = {run.script for run in runs}
     kept = [
         BenchRun(
             script=f"{path.stem}.py",
             returncode=0,
             seconds=float("nan"),
             figures=json.loads(path.read_text()),
-            earlier=time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(path.stat().st_mtime)),
+            earlier=index.get(f"{path.stem}.py", "date unknown"),
         )
         for path in sorted(out_dir.glob("*.json"))
-        if f"{path.stem}.py" not in {run.script for run in runs}
+        if path != index_path and f"{path.stem}.py" not in ran
     ]
     (out_dir / "SUMMARY.md").write_text(summary_markdown([*runs, *kept]))
     plot_runs(runs, out_dir)
