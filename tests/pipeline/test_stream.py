@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from marketpulse.kalshi import KalshiCredentials, KalshiFeed
+from marketpulse.kalshi import KalshiCredentials, KalshiFeed, KalshiRestClient
 from marketpulse.pipeline._alerts import Alerter
+from marketpulse.pipeline._backfill import fetch_trades_since
 from marketpulse.pipeline._local import Book, LocalSystem
 from marketpulse.pipeline._store import StoreClient
 from marketpulse.pipeline._stream import FeedLike, StreamRunner
@@ -96,5 +97,70 @@ async def test_coalesced_batches_converge_and_stop_withdraws_books(store: LocalS
         status = await asyncio.to_thread(store.query, "marketData:getStreamStatus", {})
         assert status[0]["state"] == "stopped"
     finally:
+        await client.aclose()
+        await sim.stop()
+
+
+async def test_trades_made_while_the_feed_was_down_are_backfilled_after_it_reconnects(
+    store: LocalSystem,
+) -> None:
+    sim = Simulator(SimulatorConfig(port=0, markets=2, rate=400.0, seed=5))
+    await sim.start()
+    client = StoreClient(store.store_url, store.admin_key)
+    assert sim.key_id and sim.private_key_path
+    creds = KalshiCredentials.from_file(sim.key_id, sim.private_key_path)
+    rest = KalshiRestClient(sim.rest_url, creds)
+    try:
+        markets = list(sim.markets)
+
+        async def trades_since(tickers: list[str], since_ms: float) -> list[dict[str, Any]]:
+            return await fetch_trades_since(rest, tickers, since_ms)
+
+        runner = StreamRunner(
+            stream_id="backfill-stream",
+            config=StreamConfig(markets=markets),
+            markets_version=1,
+            feed_factory=lambda tickers: KalshiFeed(
+                sim.ws_url, creds, tickers, reconnect_delay=0.2
+            ),
+            store=client,
+            alerter=Alerter(None),
+            trades_since=trades_since,
+        )
+        task = asyncio.create_task(runner.run())
+
+        async def books_served() -> bool:
+            books = [await asyncio.to_thread(store.store_book, t) for t in markets]
+            return all(b is not None for b in books)
+
+        await until(books_served, 30)
+        # The exchange goes on trading while every handshake is refused for a while.
+        sim.faults.refuse_auth(-1)
+        sim.faults.drop_connection()
+        down_from = len(sim.model.trades)
+        await asyncio.sleep(1.5)
+        missed = {t.trade_id: t.ticker for t in list(sim.model.trades)[down_from:]}
+        assert missed, "the simulator made no trade during the outage"
+        sim.faults.clear()
+
+        async def stored_ids() -> set[str]:
+            ids: set[str] = set()
+            for t in markets:
+                trades = await asyncio.to_thread(
+                    store.query, "marketData:getRecentTrades", {"ticker": t, "limit": 200}
+                )
+                ids |= {trade["id"] for trade in trades or []}
+            return ids
+
+        async def backfilled() -> bool:
+            return set(missed) <= await stored_ids()
+
+        await until(backfilled, 15)
+        assert runner.stats.reconnects >= 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        await rest.aclose()
         await client.aclose()
         await sim.stop()

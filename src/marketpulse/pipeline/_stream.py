@@ -38,6 +38,7 @@ from marketpulse.kalshi import (
 )
 from marketpulse.pipeline import _metrics
 from marketpulse.pipeline._alerts import Alerter, RateWatch
+from marketpulse.pipeline._backfill import trade_entry
 from marketpulse.pipeline._coalesce import Coalescer, PendingBatch
 from marketpulse.pipeline._store import StoreClient, StoreError
 from marketpulse.pipeline.config import MarketSet, StreamConfig
@@ -120,6 +121,8 @@ class StreamRunner:
         desired: Returns the workflow's current market set (None: markets never change).
         heartbeat: Called with the counters about once per ``report_interval``.
         metadata: Fetches ``upsertMarkets`` entries for tickers (None: skip).
+        trades_since: Fetches the trade entries of tickers since an epoch-ms time, used after
+            a reconnect to recover the trades the feed missed while down (None: skip).
         flush_window: Seconds a batch may wait for more events while the feed is busy.
         poll_interval: Seconds between desired-market polls.
         report_interval: Seconds between heartbeats.
@@ -138,6 +141,7 @@ class StreamRunner:
         desired: Callable[[], Awaitable[MarketSet]] | None = None,
         heartbeat: Callable[[dict[str, Any]], None] | None = None,
         metadata: Callable[[list[str]], Awaitable[list[dict[str, Any]]]] | None = None,
+        trades_since: Callable[[list[str], float], Awaitable[list[dict[str, Any]]]] | None = None,
         flush_window: float = 0.005,
         poll_interval: float = 0.2,
         report_interval: float = 1.0,
@@ -156,6 +160,9 @@ class StreamRunner:
         self._desired = desired
         self._heartbeat = heartbeat
         self._metadata = metadata
+        self._trades_since = trades_since
+        self._connected_once = False
+        self._down_since_ms: float | None = None
         self._flush_window = flush_window
         self._poll_interval = poll_interval
         self._report_interval = report_interval
@@ -255,6 +262,22 @@ class StreamRunner:
         except Exception as exc:  # metadata is nice to have; the feed must go on
             log.warning("market metadata failed", stream=self.stream_id, error=str(exc)[:300])
 
+    async def _backfill_trades(self, tickers: list[str], since_ms: float) -> None:
+        if self._trades_since is None or not tickers or not self.config.enableTrades:
+            return
+        try:
+            entries = await self._trades_since(tickers, since_ms)
+        except Exception as exc:  # the live feed goes on; the gap stays logged
+            log.warning("trade backfill failed", stream=self.stream_id, error=str(exc)[:300])
+            return
+        now = time.monotonic()
+        for entry in entries:
+            if entry["ticker"] in self._market_set:
+                self._coalescer.trade(entry, now)
+        if entries:
+            self._dirty.set()
+        log.info("trades backfilled after a reconnect", stream=self.stream_id, trades=len(entries))
+
     # -- consume ------------------------------------------------------------------------------
 
     async def _consume(self, feed: FeedLike) -> None:
@@ -299,6 +322,12 @@ class StreamRunner:
         self._dirty.set()
 
     def _on_feed_state(self, ev: FeedState) -> None:
+        if ev.state == "connected":
+            if self._down_since_ms is not None:
+                self._spawn(self._backfill_trades(list(self.markets), self._down_since_ms))
+            self._connected_once, self._down_since_ms = True, None
+        elif self._connected_once and self._down_since_ms is None:
+            self._down_since_ms = _now_ms()
         self.stats.set_state(ev.state)
         _metrics.STREAM_CONNECTED.labels(stream=self.stream_id).set(
             1 if ev.state == "connected" else 0
@@ -495,12 +524,6 @@ def _ticker_fields(ev: TickerMessage) -> dict[str, Any]:
 
 
 def _trade_entry(ev: TradeMessage) -> dict[str, Any]:
-    return {
-        "id": ev.trade_id,
-        "ticker": ev.ticker,
-        # The taker bought YES ("buy") or bought NO, i.e. sold YES ("sell").
-        "side": "sell" if ev.taker_side == "no" else "buy",
-        "price": float(ev.yes_price),
-        "size": float(ev.count),
-        "timestamp": _ms_or_now(ev.ts_ms),
-    }
+    return trade_entry(
+        ev.trade_id, ev.ticker, ev.taker_side, ev.yes_price, ev.count, _ms_or_now(ev.ts_ms)
+    )

@@ -22,6 +22,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from marketpulse.pipeline._alerts import Alerter
+from marketpulse.pipeline._backfill import fetch_trades_since
 from marketpulse.pipeline._exchange import Exchange, resolve_exchange
 from marketpulse.pipeline._metadata import fetch_markets
 from marketpulse.pipeline._store import StoreClient, StoreError
@@ -162,6 +163,9 @@ class StreamActivities:
         async def metadata(tickers: list[str]) -> list[dict[str, Any]]:
             return await fetch_markets(rest, tickers)
 
+        async def trades_since(tickers: list[str], since_ms: float) -> list[dict[str, Any]]:
+            return await fetch_trades_since(rest, tickers, since_ms)
+
         runner = StreamRunner(
             stream_id=stream_id,
             config=cfg,
@@ -172,6 +176,7 @@ class StreamActivities:
             desired=desired,
             heartbeat=activity.heartbeat,
             metadata=metadata,
+            trades_since=trades_since,
             flush_window=self.settings.flush_window,
             poll_interval=self.settings.poll_interval,
         )
