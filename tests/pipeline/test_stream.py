@@ -164,3 +164,71 @@ async def test_trades_made_while_the_feed_was_down_are_backfilled_after_it_recon
         await rest.aclose()
         await client.aclose()
         await sim.stop()
+
+
+async def test_a_trade_lost_in_a_seq_gap_of_a_live_connection_is_backfilled(
+    store: LocalSystem,
+) -> None:
+    sim = Simulator(SimulatorConfig(port=0, markets=2, rate=400.0, seed=11))
+    await sim.start()
+    client = StoreClient(store.store_url, store.admin_key)
+    assert sim.key_id and sim.private_key_path
+    creds = KalshiCredentials.from_file(sim.key_id, sim.private_key_path)
+    rest = KalshiRestClient(sim.rest_url, creds)
+    try:
+        markets = list(sim.markets)
+        config = StreamConfig(markets=markets, enableOrderbook=False, enablePrices=False)
+
+        async def trades_since(tickers: list[str], since_ms: float) -> list[dict[str, Any]]:
+            return await fetch_trades_since(rest, tickers, since_ms)
+
+        runner = StreamRunner(
+            stream_id="gap-backfill-stream",
+            config=config,
+            markets_version=1,
+            # Only the trade channel: the simulator's skip_seq withholds a trade frame.
+            feed_factory=lambda tickers: KalshiFeed(
+                sim.ws_url, creds, tickers, channels=config.channels()
+            ),
+            store=client,
+            alerter=Alerter(None),
+            trades_since=trades_since,
+        )
+        task = asyncio.create_task(runner.run())
+
+        async def stored() -> dict[str, float]:
+            out: dict[str, float] = {}
+            for t in markets:
+                trades = await asyncio.to_thread(
+                    store.query, "marketData:getRecentTrades", {"ticker": t, "limit": 200}
+                )
+                out |= {trade["id"]: trade["timestamp"] for trade in trades or []}
+            return out
+
+        async def some_stored() -> bool:
+            return len(await stored()) >= 3
+
+        await until(some_stored, 30)
+        first_ms = min((await stored()).values())
+        sim.faults.skip_seq(1)
+
+        async def withheld() -> bool:
+            return sim.faults.counters["skipped"] >= 1 and runner.stats.gaps >= 1
+
+        await until(withheld, 10)
+        await asyncio.sleep(0.5)
+        sim.pause()
+        made = {t.trade_id for t in list(sim.model.trades) if t.ts_ms > first_ms}
+        assert made
+
+        async def all_stored() -> bool:
+            return made <= set(await stored())
+
+        await until(all_stored, 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        await rest.aclose()
+        await client.aclose()
+        await sim.stop()

@@ -121,8 +121,9 @@ class StreamRunner:
         desired: Returns the workflow's current market set (None: markets never change).
         heartbeat: Called with the counters about once per ``report_interval``.
         metadata: Fetches ``upsertMarkets`` entries for tickers (None: skip).
-        trades_since: Fetches the trade entries of tickers since an epoch-ms time, used after
-            a reconnect to recover the trades the feed missed while down (None: skip).
+        trades_since: Fetches the trade entries of tickers since an epoch-ms time, used to
+            recover the trades the feed missed: after a reconnect (since the outage began) and
+            after a seq gap on the trade channel (since the last trade seen). None: skip.
         flush_window: Seconds a batch may wait for more events while the feed is busy.
         poll_interval: Seconds between desired-market polls.
         report_interval: Seconds between heartbeats.
@@ -163,6 +164,7 @@ class StreamRunner:
         self._trades_since = trades_since
         self._connected_once = False
         self._down_since_ms: float | None = None
+        self._last_trade_ms: float | None = None
         self._flush_window = flush_window
         self._poll_interval = poll_interval
         self._report_interval = report_interval
@@ -290,6 +292,10 @@ class StreamRunner:
         if isinstance(ev, FeedState):
             self._on_feed_state(ev)
             return
+        if isinstance(ev, SequenceGap) and ev.channel == "trade" and not ev.duplicate:
+            # Trades have no snapshot to recover from: fetch the ones the gap swallowed.
+            since = self._last_trade_ms if self._last_trade_ms is not None else _now_ms()
+            self._spawn(self._backfill_trades(list(self.markets), since))
         ticker = getattr(ev, "ticker", None)
         if ticker is None or ticker not in self._market_set:
             if isinstance(ev, SequenceGap | ErrorMessage | RecoveryStarted):
@@ -305,7 +311,9 @@ class StreamRunner:
             c.price(ticker, _ticker_fields(ev), _ms_or_now(ev.ts_ms), now)
             self._m_messages["ticker"].inc()
         elif isinstance(ev, TradeMessage):
-            c.trade(_trade_entry(ev), now)
+            entry = _trade_entry(ev)
+            self._last_trade_ms = entry["timestamp"]
+            c.trade(entry, now)
             self._m_messages["trade"].inc()
         elif isinstance(ev, MarketLifecycle):
             status = ev.status
