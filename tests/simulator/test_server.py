@@ -7,6 +7,7 @@ import base64
 import contextlib
 import itertools
 import json
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -715,3 +716,28 @@ async def test_garbage_on_the_port_never_hurts_the_server(sim: Simulator) -> Non
     async with httpx.AsyncClient(timeout=10) as http:
         assert (await http.get(sim.rest_url + "/exchange/status")).status_code == 200
     assert sim._task is not None and not sim._task.done()
+
+
+async def test_send_log_gives_each_stamp_its_sub_millisecond_send_time(sim: Simulator) -> None:
+    import httpx
+
+    c = Client(await connect(sim))
+    i = await c.send("subscribe", {"channels": ["trade"]})
+    await c.response(i)
+    sim.pause()
+    await drain(c)
+    before = time.time() * 1000
+    sim.advance(50)
+    await asyncio.sleep(0.002)
+    sim.advance(50)
+    after = time.time() * 1000
+    await drain(c)
+    stamps = {f["msg"]["ts_ms"] for f in c.frames if f["type"] == "trade"}
+    async with httpx.AsyncClient(base_url=sim.base_url, timeout=10) as http:
+        sends = (await http.get("/_sim/sends", params={"since": int(before)})).json()["sends"]
+        assert (await http.get("/_sim/sends", params={"since": "x"})).status_code == 400
+    logged = dict((int(stamp), at) for stamp, at in sends)
+    assert stamps and stamps <= set(logged)
+    for stamp in stamps:
+        # Sent within the stamp's millisecond or just after it, never before it.
+        assert stamp <= logged[stamp] <= after and logged[stamp] - stamp < 50

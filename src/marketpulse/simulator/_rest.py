@@ -326,6 +326,9 @@ def _route(
             return {side: [[str(p), str(s)] for p, s in lv[side]] for side in ("yes", "no")}
         if rest == "stats":
             return sim.stats()
+        if rest == "sends":
+            since = _int(q, "since", 0, 0, 2**53)
+            return {"sends": [[stamp, at] for stamp, at in sim.send_log if stamp >= since]}
         raise HttpError(404, "not_found", path)
     if not path.startswith(API + "/"):
         raise HttpError(404, "not_found", path)

@@ -11,6 +11,7 @@ import random
 import tempfile
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -118,6 +119,10 @@ class Simulator:
         self._task: asyncio.Task[None] | None = None
         self.port = cfg.port
         self.messages_generated = 0
+        # (stamp, wall-clock ms just before its frames were written) per generated tick. Kalshi
+        # stamps are whole ms (``ts_ms``), so a latency measured from the stamp alone is up to
+        # 1 ms long; benchmarks measure from this instead (GET /_sim/sends).
+        self.send_log: deque[tuple[int, float]] = deque(maxlen=200_000)
         self.started_at = 0.0
 
     # ------------------------------------------------------------------------ lifecycle
@@ -235,9 +240,16 @@ class Simulator:
 
     def advance(self, n_messages: int) -> int:
         """Generate about ``n_messages`` model messages now and send them; returns how many."""
-        events = self.model.generate(n_messages, int(time.time() * 1000))
+        stamp = int(time.time() * 1000)
+        events = self.model.generate(n_messages, stamp)
+        self._note_send(stamp, events)
         self._dispatch(events)
         return len(events)
+
+    def _note_send(self, stamp: int, events: list[Event]) -> None:
+        log = self.send_log
+        if events and (not log or log[-1][0] != stamp):
+            log.append((stamp, time.time() * 1000))
 
     def set_market_status(self, ticker: str, status: str) -> None:
         """Change a market's status and announce it on ``market_lifecycle_v2``."""
@@ -370,6 +382,7 @@ class Simulator:
                     if n > 0:
                         events = self.model.generate(n, now_ms)
                         budget -= len(events)
+                        self._note_send(now_ms, events)
             last = now
             self._dispatch(events)
             if now >= next_stall:
