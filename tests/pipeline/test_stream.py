@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -101,134 +104,119 @@ async def test_coalesced_batches_converge_and_stop_withdraws_books(store: LocalS
         await sim.stop()
 
 
-async def test_trades_made_while_the_feed_was_down_are_backfilled_after_it_reconnects(
-    store: LocalSystem,
-) -> None:
-    sim = Simulator(SimulatorConfig(port=0, markets=2, rate=400.0, seed=5))
+@dataclass
+class BackfillStream:
+    """A simulator, a real store and a running StreamRunner that backfills trades over REST."""
+
+    sim: Simulator
+    runner: StreamRunner
+    store: LocalSystem
+    markets: list[str]
+
+    async def stored_trades(self) -> dict[str, float]:
+        """Trade id -> timestamp of every trade the store holds for the streamed markets."""
+        out: dict[str, float] = {}
+        for t in self.markets:
+            trades = await asyncio.to_thread(
+                self.store.query, "marketData:getRecentTrades", {"ticker": t, "limit": 200}
+            )
+            out |= {trade["id"]: trade["timestamp"] for trade in trades or []}
+        return out
+
+
+@contextlib.asynccontextmanager
+async def backfill_stream(
+    store: LocalSystem, seed: int, *, trades_only: bool = False
+) -> AsyncIterator[BackfillStream]:
+    sim = Simulator(SimulatorConfig(port=0, markets=2, rate=400.0, seed=seed))
     await sim.start()
     client = StoreClient(store.store_url, store.admin_key)
     assert sim.key_id and sim.private_key_path
     creds = KalshiCredentials.from_file(sim.key_id, sim.private_key_path)
     rest = KalshiRestClient(sim.rest_url, creds)
+    markets = list(sim.markets)
+    config = (
+        StreamConfig(markets=markets, enableOrderbook=False, enablePrices=False)
+        if trades_only
+        else StreamConfig(markets=markets)
+    )
+
+    async def trades_since(tickers: list[str], since_ms: float) -> list[dict[str, Any]]:
+        return await fetch_trades_since(rest, tickers, since_ms)
+
+    runner = StreamRunner(
+        stream_id="backfill-stream",
+        config=config,
+        markets_version=1,
+        feed_factory=lambda tickers: KalshiFeed(
+            sim.ws_url, creds, tickers, channels=config.channels(), reconnect_delay=0.2
+        ),
+        store=client,
+        alerter=Alerter(None),
+        trades_since=trades_since,
+    )
+    task = asyncio.create_task(runner.run())
     try:
-        markets = list(sim.markets)
-
-        async def trades_since(tickers: list[str], since_ms: float) -> list[dict[str, Any]]:
-            return await fetch_trades_since(rest, tickers, since_ms)
-
-        runner = StreamRunner(
-            stream_id="backfill-stream",
-            config=StreamConfig(markets=markets),
-            markets_version=1,
-            feed_factory=lambda tickers: KalshiFeed(
-                sim.ws_url, creds, tickers, reconnect_delay=0.2
-            ),
-            store=client,
-            alerter=Alerter(None),
-            trades_since=trades_since,
-        )
-        task = asyncio.create_task(runner.run())
-
-        async def books_served() -> bool:
-            books = [await asyncio.to_thread(store.store_book, t) for t in markets]
-            return all(b is not None for b in books)
-
-        await until(books_served, 30)
-        # The exchange goes on trading while every handshake is refused for a while.
-        sim.faults.refuse_auth(-1)
-        sim.faults.drop_connection()
-        down_from = len(sim.model.trades)
-        await asyncio.sleep(1.5)
-        missed = {t.trade_id: t.ticker for t in list(sim.model.trades)[down_from:]}
-        assert missed, "the simulator made no trade during the outage"
-        sim.faults.clear()
-
-        async def stored_ids() -> set[str]:
-            ids: set[str] = set()
-            for t in markets:
-                trades = await asyncio.to_thread(
-                    store.query, "marketData:getRecentTrades", {"ticker": t, "limit": 200}
-                )
-                ids |= {trade["id"] for trade in trades or []}
-            return ids
-
-        async def backfilled() -> bool:
-            return set(missed) <= await stored_ids()
-
-        await until(backfilled, 15)
-        assert runner.stats.reconnects >= 1
+        yield BackfillStream(sim, runner, store, markets)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
     finally:
+        task.cancel()
         await rest.aclose()
         await client.aclose()
         await sim.stop()
+
+
+async def test_trades_made_while_the_feed_was_down_are_backfilled_after_it_reconnects(
+    store: LocalSystem,
+) -> None:
+    async with backfill_stream(store, seed=5) as bs:
+
+        async def books_served() -> bool:
+            books = [await asyncio.to_thread(store.store_book, t) for t in bs.markets]
+            return all(b is not None for b in books)
+
+        await until(books_served, 30)
+        # The exchange goes on trading while every handshake is refused for a while.
+        bs.sim.faults.refuse_auth(-1)
+        bs.sim.faults.drop_connection()
+        down_from = len(bs.sim.model.trades)
+        await asyncio.sleep(1.5)
+        missed = {t.trade_id for t in list(bs.sim.model.trades)[down_from:]}
+        assert missed, "the simulator made no trade during the outage"
+        bs.sim.faults.clear()
+
+        async def backfilled() -> bool:
+            return missed <= set(await bs.stored_trades())
+
+        await until(backfilled, 15)
+        assert bs.runner.stats.reconnects >= 1
 
 
 async def test_a_trade_lost_in_a_seq_gap_of_a_live_connection_is_backfilled(
     store: LocalSystem,
 ) -> None:
-    sim = Simulator(SimulatorConfig(port=0, markets=2, rate=400.0, seed=11))
-    await sim.start()
-    client = StoreClient(store.store_url, store.admin_key)
-    assert sim.key_id and sim.private_key_path
-    creds = KalshiCredentials.from_file(sim.key_id, sim.private_key_path)
-    rest = KalshiRestClient(sim.rest_url, creds)
-    try:
-        markets = list(sim.markets)
-        config = StreamConfig(markets=markets, enableOrderbook=False, enablePrices=False)
-
-        async def trades_since(tickers: list[str], since_ms: float) -> list[dict[str, Any]]:
-            return await fetch_trades_since(rest, tickers, since_ms)
-
-        runner = StreamRunner(
-            stream_id="gap-backfill-stream",
-            config=config,
-            markets_version=1,
-            # Only the trade channel: the simulator's skip_seq withholds a trade frame.
-            feed_factory=lambda tickers: KalshiFeed(
-                sim.ws_url, creds, tickers, channels=config.channels()
-            ),
-            store=client,
-            alerter=Alerter(None),
-            trades_since=trades_since,
-        )
-        task = asyncio.create_task(runner.run())
-
-        async def stored() -> dict[str, float]:
-            out: dict[str, float] = {}
-            for t in markets:
-                trades = await asyncio.to_thread(
-                    store.query, "marketData:getRecentTrades", {"ticker": t, "limit": 200}
-                )
-                out |= {trade["id"]: trade["timestamp"] for trade in trades or []}
-            return out
+    # Only the trade channel: the simulator's skip_seq withholds a trade frame.
+    async with backfill_stream(store, seed=11, trades_only=True) as bs:
 
         async def some_stored() -> bool:
-            return len(await stored()) >= 3
+            return len(await bs.stored_trades()) >= 3
 
         await until(some_stored, 30)
-        first_ms = min((await stored()).values())
-        sim.faults.skip_seq(1)
+        first_ms = min((await bs.stored_trades()).values())
+        bs.sim.faults.skip_seq(1)
 
         async def withheld() -> bool:
-            return sim.faults.counters["skipped"] >= 1 and runner.stats.gaps >= 1
+            return bs.sim.faults.counters["skipped"] >= 1 and bs.runner.stats.gaps >= 1
 
         await until(withheld, 10)
         await asyncio.sleep(0.5)
-        sim.pause()
-        made = {t.trade_id for t in list(sim.model.trades) if t.ts_ms > first_ms}
+        bs.sim.pause()
+        made = {t.trade_id for t in list(bs.sim.model.trades) if t.ts_ms > first_ms}
         assert made
 
         async def all_stored() -> bool:
-            return made <= set(await stored())
+            return made <= set(await bs.stored_trades())
 
         await until(all_stored, 10)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-    finally:
-        await rest.aclose()
-        await client.aclose()
-        await sim.stop()

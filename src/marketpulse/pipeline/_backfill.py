@@ -1,9 +1,10 @@
-"""Trades the feed missed while it was down, fetched over REST after it reconnects.
+"""Trades the feed missed, fetched over REST: after a reconnect, and after a trade-channel gap.
 
-A reconnect resnapshots every book, so books heal by themselves; trades do not: a trade sent
-while the socket was down is gone from the stream. After a reconnect the runner asks the REST
-API for each market's trades since the outage began (with a margin) and writes them like live
-ones. The store keys trades by id, so the ones the feed did deliver are skipped there.
+A reconnect or a seq gap resnapshots the books, so books heal by themselves; trades do not: a
+trade sent while the socket was down, or swallowed by a gap, is gone from the stream. The
+runner then asks the REST API for each market's trades since the outage began (or since the
+last trade seen), with a margin, and writes them like live ones. The store keys trades by id,
+so the ones the feed did deliver are skipped there.
 """
 
 from __future__ import annotations
