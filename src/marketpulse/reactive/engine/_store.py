@@ -19,6 +19,8 @@ __all__ = ["Document", "MemoryStore", "TableData", "Write"]
 
 Document = dict[str, Any]
 
+_ABSENT = object()
+
 
 @dataclass(frozen=True)
 class Write:
@@ -40,6 +42,12 @@ class TableData:
         self.indexes: dict[str, SortedDict] = {name: SortedDict() for name in index_defs}
         # Ids of documents holding containers (need a deep copy on read); the rest are flat.
         self.nested: set[str] = set()
+        # Top-level fields any index key is made of (``_id`` ends every key).
+        self._indexed_fields = tuple(
+            dict.fromkeys(
+                ["_id", *(f.split(".")[0] for d in index_defs.values() for f in d.key_fields)]
+            )
+        )
 
     def put(
         self,
@@ -52,6 +60,19 @@ class TableData:
         key to ``touched`` as ``(table, index, key)``."""
         old_cache: dict[str, bytes] = {}
         new_cache: dict[str, bytes] = {}
+        if (
+            old is not None
+            and new is not None
+            and all(old.get(f, _ABSENT) is new.get(f, _ABSENT) for f in self._indexed_fields)
+        ):
+            # A patch that leaves every indexed field the same object (the usual case: a
+            # patch copies the untouched fields) moves no key: encode each key once, from one
+            # document, and leave the sorted maps alone.
+            if touched is not None:
+                for name, idef in self.index_defs.items():
+                    touched.append((self.name, name, index_key(new, idef.key_fields, new_cache)))
+            self._store_doc(doc_id, new)
+            return
         for name, idef in self.index_defs.items():
             idx = self.indexes[name]
             old_key = index_key(old, idef.key_fields, old_cache) if old is not None else None
@@ -71,11 +92,14 @@ class TableData:
             self.docs.pop(doc_id, None)
             self.nested.discard(doc_id)
         else:
-            self.docs[doc_id] = new
-            if any(isinstance(v, dict | list | tuple) for v in new.values()):
-                self.nested.add(doc_id)
-            else:
-                self.nested.discard(doc_id)
+            self._store_doc(doc_id, new)
+
+    def _store_doc(self, doc_id: str, new: Document) -> None:
+        self.docs[doc_id] = new
+        if any(isinstance(v, dict | list | tuple) for v in new.values()):
+            self.nested.add(doc_id)
+        else:
+            self.nested.discard(doc_id)
 
     def irange(self, index: str, lo: bytes, hi: bytes, reverse: bool) -> Iterator[bytes]:
         """Keys of ``index`` in ``[lo, hi)``."""
