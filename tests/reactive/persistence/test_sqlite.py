@@ -119,3 +119,47 @@ async def test_memory_url() -> None:
     await p.write(Commit(3, ()))
     assert (await p.load()).ts == 3
     await p.close()
+
+
+def _commit(ts: int, n: int) -> Commit:
+    return Commit(
+        ts,
+        tuple(
+            DocumentWrite("t", f"id{i}", {"_id": f"id{i}", "_creationTime": 0.0, "v": float(ts)})
+            for i in range(n)
+        ),
+    )
+
+
+async def test_small_commit_is_written_on_the_loop_thread_and_durable(tmp_path: Path) -> None:
+    import threading
+
+    p = SqlitePersistence(tmp_path / "inline.sqlite3", inline_max_writes=4)
+    threads: list[int] = []
+    write_sync = p._write_sync
+
+    def spy(commits: list[Commit]) -> None:
+        threads.append(threading.get_ident())
+        write_sync(commits)
+
+    p._write_sync = spy  # type: ignore[method-assign]
+    await p.write(_commit(1, 4))
+    await p.write(_commit(2, 5))  # over the bound: the SQLite thread
+    assert threads[0] == threading.get_ident()
+    assert threads[1] != threading.get_ident()
+    # Durable when write() returns: another connection sees it.
+    other = SqlitePersistence(tmp_path / "inline.sqlite3")
+    snap = await other.load()
+    await other.close()
+    await p.close()
+    assert snap.ts == 2
+    assert len(snap.documents) == 5
+
+
+async def test_inline_write_failure_is_a_persistence_error(tmp_path: Path) -> None:
+    p = SqlitePersistence(tmp_path / "fail.sqlite3")
+    p._conn.close()
+    with pytest.raises(PersistenceError, match="cannot write"):
+        await p.write(_commit(1, 1))
+    p._closed = True  # the connection is gone: nothing left to close
+    p._executor.shutdown()
