@@ -82,3 +82,30 @@ def test_scans_merge_store_pending_commits_and_own_writes(seed: int) -> None:
             else store.tables["t"].docs.get(w.id)
         )
         assert w.old == before
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_first_reads_and_records_what_a_one_row_scan_does(seed: int) -> None:
+    rnd = random.Random(seed)
+    store = MemoryStore(SCHEMA)
+    committed = [doc(i, rnd.randrange(4), [float(rnd.randrange(10))]) for i in range(30)]
+    store.apply([Write("t", d["_id"], None, d) for d in committed])
+    keys = sorted(store.tables["t"].indexes["by_ab"].keys())
+    bounds = [b"", *keys, keys[0][:3], keys[-1] + b"\xff"]
+    for _ in range(60):
+        lo, hi = sorted(rnd.sample(bounds, 2))
+        reverse = rnd.random() < 0.5
+        base = Overlay()
+        if rnd.random() < 0.3:  # a pending commit in the table: the general path
+            base.set("t", "d9999", doc(9999, rnd.randrange(4), [0.0]))
+        fast = Transaction(store, writable=False, deadline=None, base=base)
+        slow = Transaction(store, writable=False, deadline=None, base=base)
+        got = fast.first("t", "by_ab", lo, hi, reverse)
+        scan = slow.scan("t", "by_ab", lo, hi, reverse)
+        want = next((d for _, d in scan), None)
+        scan.finish()
+        assert got == want
+        assert fast.read_set.intervals == slow.read_set.intervals
+        if got is not None and got["_id"] in store.tables["t"].docs:
+            got["b"].append(1.0)  # a copy: the stored document is untouched
+            assert store.tables["t"].docs[got["_id"]]["b"] != got["b"]

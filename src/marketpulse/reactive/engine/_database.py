@@ -198,6 +198,8 @@ class Query:
 
     def first(self) -> Document | None:
         """The first document, or ``None``."""
+        if not self._filters:
+            return self._tx.first(self._table, self._index, self._lo, self._hi, self._reverse)
         docs = self._collect(1)
         return docs[0] if docs else None
 

@@ -142,6 +142,47 @@ class Transaction:
         self.check()
         return Scan(self, table, self.index_def(table, index), lo, hi, reverse)
 
+    def first(self, table: str, index: str, lo: bytes, hi: bytes, reverse: bool) -> Document | None:
+        """The first document of ``table.index`` in ``[lo, hi)`` (a copy), or ``None``.
+
+        Reads and records exactly what a :class:`Scan` stopped after one document would. With
+        no pending write in the table it is one bisection of the index: a point lookup by
+        ticker is most of what a market data batch and its re-runs read, and the generic scan
+        (generators, overlay merge) costs several times the lookup itself.
+        """
+        if self.pending.tables.get(table) or self.base.tables.get(table):
+            scan = self.scan(table, index, lo, hi, reverse)
+            try:
+                return next((doc for _, doc in scan), None)
+            finally:
+                scan.finish()
+        self.check()
+        idef = self.index_def(table, index)
+        data = self.store.tables.get(table)
+        key: bytes | None = None
+        if data is not None:
+            ids = data.indexes[idef.name]
+            keys = ids.keys()
+            if reverse:
+                pos = ids.bisect_left(hi) - 1
+                if pos >= 0 and keys[pos] >= lo:
+                    key = keys[pos]
+            else:
+                pos = ids.bisect_left(lo)
+                if pos < len(keys) and keys[pos] < hi:
+                    key = keys[pos]
+        if key is None:
+            self.read_set.add(table, idef.name, lo, hi)
+            return None
+        assert data is not None
+        if reverse:
+            self.read_set.add(table, idef.name, key, hi)
+        else:
+            self.read_set.add(table, idef.name, lo, successor(key))
+        doc_id = data.indexes[idef.name][key]
+        doc = data.docs[doc_id]
+        return copy_value(doc) if doc_id in data.nested else dict(doc)
+
     # -- writes ---------------------------------------------------------------------------
     def _require_writable(self) -> None:
         if not self.writable:
