@@ -220,3 +220,35 @@ async def test_a_trade_lost_in_a_seq_gap_of_a_live_connection_is_backfilled(
             return made <= set(await bs.stored_trades())
 
         await until(all_stored, 10)
+
+
+async def test_a_burst_of_trade_gaps_costs_at_most_two_backfill_rounds() -> None:
+    from marketpulse.kalshi.protocol import SequenceGap
+
+    calls: list[float] = []
+    release = asyncio.Event()
+
+    async def trades_since(tickers: list[str], since_ms: float) -> list[dict[str, Any]]:
+        calls.append(since_ms)
+        await release.wait()
+        return []
+
+    runner = StreamRunner(
+        stream_id="gaps",
+        config=StreamConfig(markets=["KX-A"], exchange="sim"),
+        markets_version=1,
+        feed_factory=lambda markets: None,  # type: ignore[arg-type,return-value]
+        store=None,  # type: ignore[arg-type]
+        alerter=Alerter(),
+        trades_since=trades_since,
+    )
+    for last_trade_ms in (5_000.0, 3_000.0, 4_000.0, 2_000.0):
+        runner._last_trade_ms = last_trade_ms
+        runner._on_event(SequenceGap(sid=2, channel="trade", expected=7, got=9))
+        await asyncio.sleep(0)
+    assert calls == [5_000.0]  # the first gap's fetch runs; the others wait for it
+    release.set()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    # One follow-up covers every gap seen meanwhile, from the earliest trade time asked.
+    assert calls == [5_000.0, 2_000.0]

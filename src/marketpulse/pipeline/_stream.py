@@ -165,6 +165,8 @@ class StreamRunner:
         self._connected_once = False
         self._down_since_ms: float | None = None
         self._last_trade_ms: float | None = None
+        self._backfill_since: float | None = None  # the earliest time a queued fetch needs
+        self._backfilling: asyncio.Task[None] | None = None
         self._flush_window = flush_window
         self._poll_interval = poll_interval
         self._report_interval = report_interval
@@ -264,6 +266,24 @@ class StreamRunner:
         except Exception as exc:  # metadata is nice to have; the feed must go on
             log.warning("market metadata failed", stream=self.stream_id, error=str(exc)[:300])
 
+    def _request_backfill(self, since_ms: float) -> None:
+        """Fetch the trades made since ``since_ms``. Requests made while a fetch runs merge
+        into ONE follow-up from the earliest time asked: a burst of trade-channel gaps costs at
+        most two rounds of REST calls, not one round per gap."""
+        if self._trades_since is None or not self.config.enableTrades:
+            return
+        pending = self._backfill_since
+        self._backfill_since = since_ms if pending is None else min(pending, since_ms)
+        if self._backfilling is None or self._backfilling.done():
+            self._backfilling = asyncio.ensure_future(self._run_backfills())
+            self._background.add(self._backfilling)
+            self._backfilling.add_done_callback(self._background.discard)
+
+    async def _run_backfills(self) -> None:
+        while self._backfill_since is not None:
+            since, self._backfill_since = self._backfill_since, None
+            await self._backfill_trades(list(self.markets), since)
+
     async def _backfill_trades(self, tickers: list[str], since_ms: float) -> None:
         if self._trades_since is None or not tickers or not self.config.enableTrades:
             return
@@ -278,7 +298,7 @@ class StreamRunner:
                 self._coalescer.trade(entry, now)
         if entries:
             self._dirty.set()
-        log.info("trades backfilled after a reconnect", stream=self.stream_id, trades=len(entries))
+        log.info("trades backfilled", stream=self.stream_id, trades=len(entries))
 
     # -- consume ------------------------------------------------------------------------------
 
@@ -295,7 +315,7 @@ class StreamRunner:
         if isinstance(ev, SequenceGap) and ev.channel == "trade" and not ev.duplicate:
             # Trades have no snapshot to recover from: fetch the ones the gap swallowed.
             since = self._last_trade_ms if self._last_trade_ms is not None else _now_ms()
-            self._spawn(self._backfill_trades(list(self.markets), since))
+            self._request_backfill(since)
         ticker = getattr(ev, "ticker", None)
         if ticker is None or ticker not in self._market_set:
             if isinstance(ev, SequenceGap | ErrorMessage | RecoveryStarted):
@@ -332,7 +352,7 @@ class StreamRunner:
     def _on_feed_state(self, ev: FeedState) -> None:
         if ev.state == "connected":
             if self._down_since_ms is not None:
-                self._spawn(self._backfill_trades(list(self.markets), self._down_since_ms))
+                self._request_backfill(self._down_since_ms)
             self._connected_once, self._down_since_ms = True, None
         elif self._connected_once and self._down_since_ms is None:
             self._down_since_ms = _now_ms()
