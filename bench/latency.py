@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 from _clients import Fleet
 from _common import ROOT, emit, print_table, summarize_ms
@@ -73,17 +74,70 @@ def _feed(s: LocalSystem, markets: list[str]) -> KalshiFeed:
 
 
 async def _step_rates(
-    s: LocalSystem, rates: list[float], window: float, settle: float
+    s: LocalSystem,
+    rates: list[float],
+    window: float,
+    settle: float,
+    store: dict[float, dict[str, float]] | None = None,
 ) -> list[tuple[float, float, float]]:
-    """Offer each rate for ``settle`` + ``window`` s; returns (rate, start ms, end ms)."""
+    """Offer each rate for ``settle`` + ``window`` s; returns (rate, start ms, end ms).
+
+    With ``store``, also fills it with the store's per-commit breakdown of each rate (settle
+    and window).
+    """
     windows = []
     for rate in rates:
         await asyncio.to_thread(s.sim, "set_rate", rate=rate)
+        # Scraped outside the measured window, so the scrape itself never lands in it.
+        before = await asyncio.to_thread(_store_counters, s) if store is not None else None
+        scraped = time.monotonic()
         await asyncio.sleep(settle)
         start = time.time() * 1000
         await asyncio.sleep(window)
         windows.append((rate, start, time.time() * 1000))
+        if store is not None and before is not None:
+            stages = _store_breakdown(before, await asyncio.to_thread(_store_counters, s))
+            stages["groups_per_s"] = round(stages["groups"] / (time.monotonic() - scraped), 1)
+            store[rate] = stages
     return windows
+
+
+STAGES = ("execute", "write", "apply", "rerun")
+STAGE_COLUMNS = ("execute_ms", "write_ms", "apply_ms", "rerun_ms", "fanout_ms")
+
+
+def _store_counters(s: LocalSystem) -> dict[str, float]:
+    """The store's commit-path and fan-out counters from its ``/metrics``."""
+    text = s.http.get(f"{s.store_url}/metrics").text
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "marketpulse_commit_stage_seconds_total":
+                out[sample.labels["stage"]] = sample.value
+            elif sample.name in (
+                "marketpulse_commit_groups_total",
+                "marketpulse_sync_fanout_seconds_sum",
+                "marketpulse_sync_fanout_seconds_count",
+            ):
+                out[sample.name] = sample.value
+    return out
+
+
+def _store_breakdown(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Mean ms per commit group of each stage between two scrapes, and of the fan-out."""
+    groups = after["marketpulse_commit_groups_total"] - before["marketpulse_commit_groups_total"]
+    fanouts = (
+        after["marketpulse_sync_fanout_seconds_count"]
+        - before["marketpulse_sync_fanout_seconds_count"]
+    )
+    out = {"groups": groups}
+    for stage in STAGES:
+        out[f"{stage}_ms"] = round((after[stage] - before[stage]) / max(groups, 1) * 1000, 3)
+    spent = (
+        after["marketpulse_sync_fanout_seconds_sum"] - before["marketpulse_sync_fanout_seconds_sum"]
+    )
+    out["fanout_ms"] = round(spent / max(fanouts, 1) * 1000, 3)
+    return out
 
 
 def _official_samples(path: Path) -> list[tuple[float, float]]:
@@ -178,6 +232,7 @@ async def ours(
     out = s.root / "watch.jsonl"
     out_npm = s.root / "watch-npm.jsonl"
     official = official_npm = None
+    store_stages: dict[float, dict[str, float]] = {}
     try:
         await asyncio.to_thread(s.sim, "set_rate", rate=rates[0])
         deadline = time.monotonic() + 60
@@ -210,7 +265,9 @@ async def ours(
             ):
                 await asyncio.sleep(0.05)
             _say("subscribed; stepping rates")
-            windows = await _step_rates(s, rates, window, settle=min(1.0, window / 2))
+            windows = await _step_rates(
+                s, rates, window, settle=min(1.0, window / 2), store=store_stages
+            )
             await asyncio.sleep(0.3)
         finally:
             await asyncio.to_thread(fleet.__exit__, None, None, None)
@@ -248,6 +305,8 @@ async def ours(
             "batches_per_s": round(
                 sum(start <= at < end for at, _ in store.calls) / ((end - start) / 1000), 1
             ),
+            # The store's own per-commit breakdown (its /metrics, mean ms per group).
+            "store_commit": store_stages.get(rate, {}),
             "dropped": fleet.dropped,
         }
     return result
@@ -384,6 +443,7 @@ async def main() -> None:
                 "newest_age_at_send": mine[key]["newest_age_at_send"],
                 "newest_age_at_ack": mine[key]["newest_age_at_ack"],
                 "batches_per_s": mine[key]["batches_per_s"],
+                "store_commit": mine[key]["store_commit"],
                 "from_send": exact,
             }
         )
@@ -406,6 +466,30 @@ async def main() -> None:
         "whole-ms stamp (p50 / p99 / p999 ms)",
         ["msgs/s", "official PyPI client", "official npm client", "light clients", "redis"],
         exact_rows,
+    )
+    print_table(
+        "where the time goes (p50 ms; the store's stages are its mean per commit group)",
+        [
+            "msgs/s",
+            "newest stamp age at pipeline send",
+            "applyUpdates round trip",
+            "store: execute",
+            "write (fsync)",
+            "apply",
+            "re-run",
+            "fan-out",
+            "groups/s",
+        ],
+        [
+            [
+                f"{r['rate']:,.0f}",
+                r["newest_age_at_send"]["p50_ms"],
+                r["apply_updates_rtt"]["p50_ms"],
+                *(r["store_commit"].get(k, float("nan")) for k in STAGE_COLUMNS),
+                r["store_commit"].get("groups_per_s", float("nan")),
+            ]
+            for r in runs
+        ],
     )
     at_1k = next((r for r in runs if r["rate"] == 1000), None)
     goals = {}

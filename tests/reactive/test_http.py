@@ -165,6 +165,10 @@ async def test_health_metrics_static_and_unknown_routes(http: httpx.AsyncClient)
     metrics = (await http.get("/metrics")).text
     assert "marketpulse_mutations_committed_total 1.0" in metrics
     assert "marketpulse_sync_connections" in metrics
+    # The commit path's stage timings: one group written, every stage present.
+    assert "marketpulse_commit_groups_total 1.0" in metrics
+    for stage in ("execute", "write", "apply", "rerun"):
+        assert f'marketpulse_commit_stage_seconds_total{{stage="{stage}"}}' in metrics
     assert (await http.get("/")).text == "<html>dashboard</html>"
     assert (await http.get("/app.js")).text == "console.log(1)"
     assert (await http.get("/markets/XYZ")).text == "<html>dashboard</html>", "SPA fallback"

@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from marketpulse.reactive.access import AdminKeyAuth, Caller
 
@@ -99,6 +101,34 @@ class Metrics:
             "marketpulse_mutations_committed",
             "Mutations committed through this server",
             registry=self.registry,
+        )
+
+    def watch_engine(self, engine: Any) -> None:
+        """Export the engine's commit-path timings (``Engine.timings``), if it keeps them."""
+        if hasattr(engine, "timings"):
+            self.registry.register(_CommitTimingsCollector(engine))
+
+
+class _CommitTimingsCollector(Collector):
+    """Reads ``Engine.timings`` at scrape time: the engine itself stays free of Prometheus."""
+
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine
+
+    def collect(self) -> Any:
+        t = self._engine.timings
+        stages = CounterMetricFamily(
+            "marketpulse_commit_stage_seconds",
+            "Wall time of the commit path by stage, summed (execute, write, apply, rerun)",
+            labels=["stage"],
+        )
+        for stage in ("execute", "write", "apply", "rerun"):
+            stages.add_metric([stage], getattr(t, stage))
+        yield stages
+        yield CounterMetricFamily(
+            "marketpulse_commit_groups",
+            "Groups of commits written (one durable write each)",
+            t.groups,
         )
 
 
@@ -232,6 +262,7 @@ class Gateway:
 
     def __post_init__(self) -> None:
         limits = self.limits
+        self.metrics.watch_engine(self.engine)
         self.flusher = Flusher(self.metrics)
         self.watchdog = Watchdog(
             min(1.0, limits.client_send_timeout_s / 4, limits.ping_interval_s / 4)

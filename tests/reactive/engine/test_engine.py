@@ -607,3 +607,16 @@ async def test_modules_are_registered_once_and_clashes_refused(tmp_path: Path) -
 
     with pytest.raises(ValueError, match="registered twice"):
         await Engine.open(open_persistence("sqlite::memory:"), [*MODULES, clash])
+
+
+async def test_commit_timings_count_each_stage(engine: Engine, recorder: Recorder) -> None:
+    engine.subscribe("messages:list", {"channel": "t"}, None, recorder)
+    before = engine.timings.groups
+    await send(engine, "t", 1.0)
+    t = engine.timings
+    assert t.groups == before + 1
+    assert t.execute > 0 and t.write > 0 and t.apply > 0 and t.rerun > 0
+    rerun = t.rerun
+    r = await engine.run_mutation("messages:send", {"channel": "t", "body": 5, "sentAt": 1.0})
+    assert not r.success  # a failed mutation is executed but writes nothing
+    assert t.groups == before + 1 and t.rerun == rerun

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from ._context import ActionCtx, Auth, Identity, MutationCtx, QueryCtx
 from ._database import DatabaseReader, DatabaseWriter, IndexRange, Query
-from ._engine import Engine, QueryListener, SharedQuery
+from ._engine import CommitTimings, Engine, QueryListener, SharedQuery
 from ._results import FunctionResult, Limits
 
 __all__ = [
     "ActionCtx",
     "Auth",
+    "CommitTimings",
     "DatabaseReader",
     "DatabaseWriter",
     "Engine",

@@ -42,7 +42,7 @@ from ._store import MemoryStore, Write
 from ._transaction import Transaction, copy_value
 from ._watchdog import WATCHDOG, Interrupted
 
-__all__ = ["Engine", "QueryListener", "SharedQuery"]
+__all__ = ["CommitTimings", "Engine", "QueryListener", "SharedQuery"]
 
 log = logging.getLogger("marketpulse.reactive.engine")
 
@@ -60,6 +60,28 @@ class _Pending:
     ts: int = 0
     writes: list[Write] = field(default_factory=list)
     result: FunctionResult = field(default_factory=lambda: FunctionResult.failure("not run"))
+
+
+@dataclass
+class CommitTimings:
+    """Where the commit path's time goes, summed since start (seconds, wall clock).
+
+    Cheap enough to keep always on (a clock read per stage); the store exports them on
+    ``/metrics`` and ``bench/latency.py`` divides them by ``groups`` for a per-commit breakdown.
+
+    Attributes:
+        execute: running mutations (argument validation, the handler, collecting its writes).
+        write: durable writes, one per group of commits (waiting for the disk included).
+        apply: applying written groups to the in-memory state.
+        rerun: re-running the subscribed queries a group touched and notifying listeners.
+        groups: groups written (one durable write each).
+    """
+
+    execute: float = 0.0
+    write: float = 0.0
+    apply: float = 0.0
+    rerun: float = 0.0
+    groups: int = 0
 
 
 class QueryListener(Protocol):
@@ -171,6 +193,7 @@ class Engine:
         self._closed = False
         self.commits = 0
         self.query_runs = 0
+        self.timings = CommitTimings()
 
     @classmethod
     async def open(
@@ -458,6 +481,13 @@ class Engine:
         stamp it, add its writes to the overlay and return True."""
         # Runs synchronously, so mutations are serial even though their disk writes are
         # pipelined.
+        started = time.perf_counter()
+        try:
+            return self._execute_mutation_timed(p)
+        finally:
+            self.timings.execute += time.perf_counter() - started
+
+    def _execute_mutation_timed(self, p: _Pending) -> bool:
         logs = LogCollector(self.limits.max_log_lines)
         limit = self.limits.mutation_time_limit
         tx = Transaction(
@@ -540,6 +570,7 @@ class Engine:
             for p in group:
                 for w in p.writes:
                     net[w.id] = DocumentWrite(w.table, w.id, w.new)
+            started = time.perf_counter()
             try:
                 if net:
                     await self.persistence.write(
@@ -563,12 +594,19 @@ class Engine:
                     )
                 continue
             # No await from here on: memory, ts and subscriptions change in one step.
+            written = time.perf_counter()
             all_writes = [w for p in group for w in p.writes]
             points = self._store.apply(all_writes)
             self._ts = max(self._ts, group[-1].ts)
             self.commits += sum(1 for p in group if p.writes)
             self._rebuild_overlay()
+            applied = time.perf_counter()
             self._invalidate(points)
+            t = self.timings
+            t.groups += 1
+            t.write += written - started
+            t.apply += applied - written
+            t.rerun += time.perf_counter() - applied
             for p in group:
                 p.result.ts = p.ts
                 if not p.future.done():
