@@ -163,3 +163,34 @@ async def test_inline_write_failure_is_a_persistence_error(tmp_path: Path) -> No
         await p.write(_commit(1, 1))
     p._closed = True  # the connection is gone: nothing left to close
     p._executor.shutdown()
+
+
+async def test_a_slow_inline_write_sends_the_next_ones_to_the_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    from marketpulse.reactive.persistence import sqlite as sqlite_module
+
+    p = SqlitePersistence(tmp_path / "slow.sqlite3")
+    threads: list[int] = []
+    write_sync = p._write_sync
+    stall = [True]
+
+    def slow_disk(commits: list[Commit]) -> None:
+        threads.append(threading.get_ident())
+        if stall[0]:
+            time.sleep(sqlite_module.INLINE_SLOW_S * 2)  # a stalling disk
+        write_sync(commits)
+
+    p._write_sync = slow_disk  # type: ignore[method-assign]
+    await p.write(_commit(1, 1))  # inline, and slow
+    stall[0] = False
+    await p.write(_commit(2, 1))  # paused: the SQLite thread
+    monkeypatch.setattr(sqlite_module, "INLINE_PAUSE_S", 0.0)
+    p._inline_paused_until = 0.0
+    await p.write(_commit(3, 1))  # the pause is over: inline again
+    await p.close()
+    me = threading.get_ident()
+    assert [t == me for t in threads] == [True, False, True]

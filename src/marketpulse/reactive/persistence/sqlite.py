@@ -17,12 +17,18 @@ about half of what its fsync costs, and the commit is on the latency path of eve
 carries. The loop waits for that fsync, ~0.3 ms on this disk; a big group, whose encoding alone
 takes longer, still lets the loop serve others meanwhile. SQLite is never called from two
 threads at once: the inline path is taken only while the thread has no write.
+
+A disk that stalls (fsyncs of 30 ms to 1.5 s were seen on this machine's virtual disk while
+other work wrote heavily) would freeze every socket while the loop waits. So an inline write
+slower than ``INLINE_SLOW_S`` sends every write to the thread for ``INLINE_PAUSE_S``: one stall
+can block the loop, a stalling disk cannot keep doing it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -31,10 +37,14 @@ import orjson
 from ..values import json_to_value, value_to_json
 from ._types import Commit, PersistenceError, Snapshot
 
-__all__ = ["INLINE_MAX_WRITES", "SqlitePersistence"]
+__all__ = ["INLINE_MAX_WRITES", "INLINE_PAUSE_S", "INLINE_SLOW_S", "SqlitePersistence"]
 
 INLINE_MAX_WRITES = 64
 """Default bound of a commit written on the loop's thread (see the module docstring)."""
+INLINE_SLOW_S = 0.010
+"""An inline write slower than this (a stalling disk) pauses inline writes..."""
+INLINE_PAUSE_S = 10.0
+"""...for this long."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -65,6 +75,7 @@ class SqlitePersistence:
     def __init__(self, path: str | Path, *, inline_max_writes: int = INLINE_MAX_WRITES) -> None:
         self.path = str(path)
         self.inline_max_writes = inline_max_writes
+        self._inline_paused_until = 0.0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._queue: list[tuple[Commit, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
@@ -158,11 +169,16 @@ class SqlitePersistence:
             len(commit.writes) <= self.inline_max_writes
             and not self._queue
             and (self._writer is None or self._writer.done())
+            and time.monotonic() >= self._inline_paused_until
         ):
+            started = time.monotonic()
             try:
                 self._write_sync([commit])
             except Exception as exc:
                 raise PersistenceError(f"cannot write to {self.path}: {exc}") from exc
+            finally:
+                if time.monotonic() - started > INLINE_SLOW_S:
+                    self._inline_paused_until = time.monotonic() + INLINE_PAUSE_S
             return
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
