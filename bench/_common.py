@@ -59,6 +59,18 @@ def summarize_ms(values: Sequence[float]) -> dict[str, float]:
     }
 
 
+def summarize_with_cpu(
+    samples: dict[str, list[float]], cpu_s: dict[str, float], cpu_key: str
+) -> dict[str, dict[str, float]]:
+    """Per variant: :func:`summarize_ms` of its latencies plus its CPU µs per sample."""
+    out = {}
+    for name, values in samples.items():
+        fig = summarize_ms(values)
+        fig[cpu_key] = round(cpu_s[name] / len(values) * 1e6, 1)
+        out[name] = fig
+    return out
+
+
 def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """Print a rich table."""
     table = Table(title=title)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import cpu_seconds, emit, print_table, running_store, summarize_ms
+from _common import cpu_seconds, emit, print_table, running_store, summarize_with_cpu
 from marketpulse.pipeline._store import StoreClient
 from marketpulse.reactive.sync.client import LightSyncClient
 
@@ -45,12 +45,7 @@ async def measure(
                 await call(seq)
                 samples[name].append((time.perf_counter() - start) * 1000)
             cpu[name] += cpu_seconds(pid) - before
-    out = {}
-    for name, values in samples.items():
-        fig = summarize_ms(values)
-        fig["server_cpu_us_per_call"] = round(cpu[name] / len(values) * 1e6, 1)
-        out[name] = fig
-    return out
+    return summarize_with_cpu(samples, cpu, "server_cpu_us_per_call")
 
 
 async def run(calls: int) -> dict[str, object]:
