@@ -166,7 +166,7 @@ class StreamRunner:
         self._down_since_ms: float | None = None
         self._last_trade_ms: float | None = None
         self._backfill_since: float | None = None  # the earliest time a queued fetch needs
-        self._backfilling: asyncio.Task[None] | None = None
+        self._backfilling: asyncio.Future[Any] | None = None
         self._flush_window = flush_window
         self._poll_interval = poll_interval
         self._report_interval = report_interval
@@ -240,10 +240,11 @@ class StreamRunner:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._report_status(), 3.0)
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Future[Any]:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     def _invalidate_books(self, tickers: list[str]) -> None:
         if not self.config.enableOrderbook:
@@ -275,9 +276,7 @@ class StreamRunner:
         pending = self._backfill_since
         self._backfill_since = since_ms if pending is None else min(pending, since_ms)
         if self._backfilling is None or self._backfilling.done():
-            self._backfilling = asyncio.ensure_future(self._run_backfills())
-            self._background.add(self._backfilling)
-            self._backfilling.add_done_callback(self._background.discard)
+            self._backfilling = self._spawn(self._run_backfills())
 
     async def _run_backfills(self) -> None:
         while self._backfill_since is not None:
@@ -285,7 +284,8 @@ class StreamRunner:
             await self._backfill_trades(list(self.markets), since)
 
     async def _backfill_trades(self, tickers: list[str], since_ms: float) -> None:
-        if self._trades_since is None or not tickers or not self.config.enableTrades:
+        # Only reached through _request_backfill, which checks that trades are wanted.
+        if self._trades_since is None or not tickers:
             return
         try:
             entries = await self._trades_since(tickers, since_ms)

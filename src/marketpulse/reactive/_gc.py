@@ -2,7 +2,7 @@
 
 CPython's full (generation 2) collection walks every tracked object that is not frozen. A store
 with 10,000 sockets holds hundreds of thousands of them (sockets, parsers, subscriptions,
-documents). Each full pass stalled every push for up to 212 ms (``bench/fanout.py`` with a
+documents). Each full pass stalled every push for up to 284 ms (``bench/fanout.py`` with a
 ``gc.callbacks`` probe), and such passes come every few seconds while clients connect.
 
 Nearly everything that survives a full collection is long-lived. So after each one, the

@@ -163,23 +163,17 @@ class Transaction:
         if data is not None:
             ids = data.indexes[idef.name]
             keys = ids.keys()
-            if reverse:
-                pos = ids.bisect_left(hi) - 1
-                if pos >= 0 and keys[pos] >= lo:
-                    key = keys[pos]
-            else:
-                pos = ids.bisect_left(lo)
-                if pos < len(keys) and keys[pos] < hi:
-                    key = keys[pos]
-        if key is None:
+            pos = ids.bisect_left(hi) - 1 if reverse else ids.bisect_left(lo)
+            if 0 <= pos < len(keys) and lo <= keys[pos] < hi:
+                key = keys[pos]
+        if key is None or data is None:
             self.read_set.add(table, idef.name, lo, hi)
             return None
-        assert data is not None
         if reverse:
             self.read_set.add(table, idef.name, key, hi)
         else:
             self.read_set.add(table, idef.name, lo, successor(key))
-        doc_id = data.indexes[idef.name][key]
+        doc_id = ids[key]
         doc = data.docs[doc_id]
         return copy_value(doc) if doc_id in data.nested else dict(doc)
 
