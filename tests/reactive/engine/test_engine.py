@@ -383,6 +383,9 @@ class GatedSqlite(SqlitePersistence):
         self.fail = False
         self.writes: list[Commit] = []
 
+    def write_now(self, commit: Commit) -> bool:
+        return False  # every commit takes the awaited write() path, where the gate is
+
     async def write(self, commit: Commit) -> None:
         self.writes.append(commit)
         await self.gate.wait()
@@ -620,3 +623,49 @@ async def test_commit_timings_count_each_stage(engine: Engine, recorder: Recorde
     r = await engine.run_mutation("messages:send", {"channel": "t", "body": 5, "sentAt": 1.0})
     assert not r.success  # a failed mutation is executed but writes nothing
     assert t.groups == before + 1 and t.rerun == rerun
+
+
+async def test_a_small_commit_on_an_idle_engine_takes_no_loop_turn(tmp_path: Path) -> None:
+    eng = await Engine.open(SqlitePersistence(tmp_path / "now.sqlite3"), MODULES)
+    rec = Recorder()
+    try:
+        sub = eng.subscribe("messages:count", {"channel": "a"}, None, rec)
+        turned: list[bool] = []
+        asyncio.get_running_loop().call_soon(turned.append, True)
+        await send(eng, "a", 1.0)
+        # Written, applied, re-run and heard of before the loop ran anything else.
+        assert turned == [] and rec.updates == [(1, 1)] and sub.result.value == 1
+        other = SqlitePersistence(tmp_path / "now.sqlite3")
+        snap = await other.load()
+        await other.close()
+        assert snap.ts == eng.ts  # and durable
+    finally:
+        await eng.close()
+
+
+async def test_a_failed_write_now_fails_the_mutation_and_the_engine_goes_on(
+    tmp_path: Path,
+) -> None:
+    p = SqlitePersistence(tmp_path / "fail.sqlite3")
+    eng = await Engine.open(p, MODULES)
+    rec = Recorder()
+    write_sync = p._write_sync
+    failing = [True]
+
+    def disk(commits: list[Commit]) -> None:
+        if failing[0]:
+            raise OSError(28, "No space left on device")
+        write_sync(commits)
+
+    p._write_sync = disk  # type: ignore[method-assign]
+    try:
+        sub = eng.subscribe("messages:count", {"channel": "a"}, None, rec)
+        r = await eng.run_mutation("messages:send", {"channel": "a", "body": "x", "sentAt": 1.0})
+        assert not r.success and "could not be committed" in (r.error_message or "")
+        assert "No space left" in (r.error_message or "")
+        assert q(eng, "messages:count", {"channel": "a"}) == 0 and rec.updates == []
+        failing[0] = False
+        await send(eng, "a", 2.0)
+        assert sub.result.value == 1 and rec.updates == [(1, 1)]
+    finally:
+        await eng.close()

@@ -194,3 +194,16 @@ async def test_a_slow_inline_write_sends_the_next_ones_to_the_thread(
     await p.close()
     me = threading.get_ident()
     assert [t == me for t in threads] == [True, False, True]
+
+
+async def test_write_now_writes_only_what_it_can_write_on_this_thread(tmp_path: Path) -> None:
+    p = SqlitePersistence(tmp_path / "now.sqlite3", inline_max_writes=4)
+    assert p.write_now(_commit(1, 5)) is False  # too big for the loop's thread: not written
+    assert p.write_now(_commit(2, 3)) is True
+    other = SqlitePersistence(tmp_path / "now.sqlite3")
+    snap = await other.load()
+    await other.close()
+    await p.close()
+    assert snap.ts == 2 and len(snap.documents) == 3
+    with pytest.raises(PersistenceError, match="closed"):
+        p.write_now(_commit(3, 1))

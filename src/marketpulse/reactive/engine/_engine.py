@@ -28,7 +28,14 @@ import orjson
 
 from ..errors import ArgumentValidationError, ConvexError, QueryLimitError
 from ..functions import FunctionKind, FunctionModule, FunctionSpec, canonical_path
-from ..persistence import Commit, CommitConflict, DocumentWrite, Persistence, SharedLog
+from ..persistence import (
+    Commit,
+    CommitConflict,
+    DocumentWrite,
+    Persistence,
+    SharedLog,
+    WriteNow,
+)
 from ..schema import Schema
 from ..values import value_to_json
 from ._context import ActionCtx, Identity, LogCollector, MutationCtx, QueryCtx
@@ -168,6 +175,9 @@ class Engine:
         limits: Limits | None = None,
     ) -> None:
         self.persistence = persistence
+        self._write_now: Callable[[Commit], bool] | None = (
+            persistence.write_now if isinstance(persistence, WriteNow) else None
+        )
         self.limits = limits or Limits()
         self._functions: dict[str, FunctionSpec] = {}
         schema = Schema()
@@ -466,7 +476,11 @@ class Engine:
         pending = _Pending(spec, args, identity, asyncio.get_running_loop().create_future())
         if not self._execute_mutation(pending):
             return pending.result
-        if not pending.writes and not self._queue and self._flusher_idle():
+        idle = not self._queue and not self._remote and self._flusher_idle()
+        if idle and (
+            not pending.writes or self._commit_now([pending], self._net_commit([pending]))
+        ):
+            # Nothing to write, or written, applied and durable right here: no task hop.
             return pending.result
         # A mutation that wrote nothing but read pending commits also waits for them: it must
         # not answer with data that could still be lost.
@@ -566,16 +580,13 @@ class Engine:
                 self._apply_remote()
                 continue
             group, self._queue = self._queue, []
-            net: dict[str, DocumentWrite] = {}
-            for p in group:
-                for w in p.writes:
-                    net[w.id] = DocumentWrite(w.table, w.id, w.new)
+            commit = self._net_commit(group)
+            if self._commit_now(group, commit):
+                continue
             started = time.perf_counter()
             try:
-                if net:
-                    await self.persistence.write(
-                        Commit(group[-1].ts, tuple(net.values()), base_ts=self._ts)
-                    )
+                if commit is not None:
+                    await self.persistence.write(commit)
             except CommitConflict:
                 # Another node committed first: wait for its commit, apply it and re-run.
                 self._queue = group + self._queue
@@ -583,34 +594,71 @@ class Engine:
                     await asyncio.wait_for(self._remote_event.wait(), timeout=1.0)
                 continue
             except Exception as exc:
-                # Everything queued since was computed on top of this group: it fails too.
-                log.error("commit failed", exc_info=exc)
-                failed, self._queue = group + self._queue, []
-                self._overlay = Overlay()
-                for p in failed:
-                    message = f"Mutation could not be committed: {exc}"
-                    p.future.set_result(
-                        FunctionResult.failure(message, p.result.log_lines, self._ts)
-                    )
+                self._fail_queued(group, exc)
                 continue
+            finally:
+                self.timings.write += time.perf_counter() - started
             # No await from here on: memory, ts and subscriptions change in one step.
-            written = time.perf_counter()
-            all_writes = [w for p in group for w in p.writes]
-            points = self._store.apply(all_writes)
-            self._ts = max(self._ts, group[-1].ts)
-            self.commits += sum(1 for p in group if p.writes)
-            self._rebuild_overlay()
-            applied = time.perf_counter()
-            self._invalidate(points)
-            t = self.timings
-            t.groups += 1
-            t.write += written - started
-            t.apply += applied - written
-            t.rerun += time.perf_counter() - applied
-            for p in group:
-                p.result.ts = p.ts
-                if not p.future.done():
-                    p.future.set_result(p.result)
+            self._apply_group(group)
+
+    def _commit_now(self, group: list[_Pending], commit: Commit | None) -> bool:
+        """Commit ``group`` (its net ``commit``) in this step (write, apply, re-run, notify) if
+        the persistence can write it durably on this thread right now; False if not (nothing
+        was done)."""
+        if self._write_now is None or commit is None:
+            return False
+        started = time.perf_counter()
+        try:
+            if not self._write_now(commit):
+                return False
+        except Exception as exc:
+            self._fail_queued(group, exc)
+            return True
+        finally:
+            self.timings.write += time.perf_counter() - started
+        self._apply_group(group)
+        return True
+
+    def _net_commit(self, group: list[_Pending]) -> Commit | None:
+        net: dict[str, DocumentWrite] = {}
+        for p in group:
+            for w in p.writes:
+                net[w.id] = DocumentWrite(w.table, w.id, w.new)
+        if not net:
+            return None
+        return Commit(group[-1].ts, tuple(net.values()), base_ts=self._ts)
+
+    def _fail_queued(self, group: list[_Pending], exc: Exception) -> None:
+        """``group`` could not be committed; everything queued since was computed on top of
+        it and fails too."""
+        log.error("commit failed", exc_info=exc)
+        failed, self._queue = group + self._queue, []
+        self._overlay = Overlay()
+        for p in failed:
+            p.result = FunctionResult.failure(
+                f"Mutation could not be committed: {exc}", p.result.log_lines, self._ts
+            )
+            if not p.future.done():
+                p.future.set_result(p.result)
+
+    def _apply_group(self, group: list[_Pending]) -> None:
+        """A group is durable: apply it to memory, re-run the queries it touched, notify their
+        listeners and answer its callers, all in one synchronous step."""
+        started = time.perf_counter()
+        points = self._store.apply([w for p in group for w in p.writes])
+        self._ts = max(self._ts, group[-1].ts)
+        self.commits += sum(1 for p in group if p.writes)
+        self._rebuild_overlay()
+        applied = time.perf_counter()
+        self._invalidate(points)
+        t = self.timings
+        t.groups += 1
+        t.apply += applied - started
+        t.rerun += time.perf_counter() - applied
+        for p in group:
+            p.result.ts = p.ts
+            if not p.future.done():
+                p.future.set_result(p.result)
 
     async def _follow(self, feed: AsyncIterator[Commit]) -> None:
         """Queue commits of other nodes as the shared log delivers them."""

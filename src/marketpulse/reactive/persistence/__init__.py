@@ -29,6 +29,7 @@ from ._types import (
     PersistenceError,
     SharedLog,
     Snapshot,
+    WriteNow,
 )
 from .sqlite import SqlitePersistence
 
@@ -41,6 +42,7 @@ __all__ = [
     "SharedLog",
     "Snapshot",
     "SqlitePersistence",
+    "WriteNow",
     "open_persistence",
 ]
 

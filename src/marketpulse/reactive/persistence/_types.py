@@ -14,6 +14,7 @@ __all__ = [
     "PersistenceError",
     "SharedLog",
     "Snapshot",
+    "WriteNow",
 ]
 
 
@@ -79,6 +80,26 @@ class Persistence(Protocol):
 
     async def close(self) -> None:
         """Flush and release resources. Idempotent."""
+        ...
+
+
+@runtime_checkable
+class WriteNow(Protocol):
+    """Optional: a durable write done on the calling thread, when that is cheap right now.
+
+    The engine then commits a mutation in the caller's own step (write, apply, re-run, notify)
+    instead of handing it to its flusher task and waiting a loop turn for it.
+    """
+
+    def write_now(self, commit: Commit) -> bool:
+        """Store ``commit`` durably before returning, if it can be done now on this thread.
+
+        Returns:
+            False when it cannot (nothing was written: call ``write``).
+
+        Raises:
+            PersistenceError: the commit was attempted and failed (nothing was written).
+        """
         ...
 
 

@@ -161,24 +161,33 @@ class SqlitePersistence:
                     if not fut.done():
                         fut.set_result(None)
 
-    async def write(self, commit: Commit) -> None:
-        """Store ``commit`` durably (grouped with concurrent commits into one transaction)."""
+    def write_now(self, commit: Commit) -> bool:
+        """Write a small commit durably on this thread, if no write is in flight.
+
+        See :class:`~marketpulse.reactive.persistence.WriteNow` and the module docstring.
+        """
         if self._closed:
             raise PersistenceError("persistence is closed")
         if (
-            len(commit.writes) <= self.inline_max_writes
-            and not self._queue
-            and (self._writer is None or self._writer.done())
-            and time.monotonic() >= self._inline_paused_until
+            len(commit.writes) > self.inline_max_writes
+            or self._queue
+            or (self._writer is not None and not self._writer.done())
+            or time.monotonic() < self._inline_paused_until
         ):
-            started = time.monotonic()
-            try:
-                self._write_sync([commit])
-            except Exception as exc:
-                raise PersistenceError(f"cannot write to {self.path}: {exc}") from exc
-            finally:
-                if time.monotonic() - started > INLINE_SLOW_S:
-                    self._inline_paused_until = time.monotonic() + INLINE_PAUSE_S
+            return False
+        started = time.monotonic()
+        try:
+            self._write_sync([commit])
+        except Exception as exc:
+            raise PersistenceError(f"cannot write to {self.path}: {exc}") from exc
+        finally:
+            if time.monotonic() - started > INLINE_SLOW_S:
+                self._inline_paused_until = time.monotonic() + INLINE_PAUSE_S
+        return True
+
+    async def write(self, commit: Commit) -> None:
+        """Store ``commit`` durably (grouped with concurrent commits into one transaction)."""
+        if self.write_now(commit):
             return
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
