@@ -34,12 +34,14 @@ def test_suite_writes_results_summary_and_plot(tmp_path: Path, monkeypatch) -> N
         "ran": 2,
         "failed": ["sync_latency.py"],
     }
-    figures = json.loads((bench / "results" / "latency.json").read_text())
+    quick_dir = bench / "results" / "quick"  # never over a full run's results
+    assert not (bench / "results" / "latency.json").exists()
+    figures = json.loads((quick_dir / "latency.json").read_text())
     assert figures == {"quick": True, "p50_ms": 1.5, "p99_ms": 4.0}
-    assert "| p50 | p99 |" in (bench / "results" / "latency.txt").read_text()
-    summary = (bench / "results" / "SUMMARY.md").read_text()
+    assert "| p50 | p99 |" in (quick_dir / "latency.txt").read_text()
+    summary = (quick_dir / "SUMMARY.md").read_text()
     assert "| p99_ms | 4.0 |" in summary and "sync_latency.py (FAILED" in summary
-    assert (bench / "results" / "latency.png").stat().st_size > 1000
+    assert (quick_dir / "latency.png").stat().st_size > 1000
 
 
 def test_unknown_suite_is_a_clear_error() -> None:
@@ -72,7 +74,7 @@ def test_summary_keeps_the_figures_of_suites_not_run_this_time(tmp_path: Path, m
     (bench / "results" / "RUNS.json").write_text(json.dumps({"ingest.py": "2026-11-24 13:18:06"}))
     (bench / "fanout.py").write_text("print('{\"p99_ms\": 9.5}')\n")
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, ["bench", "fanout", "--quick"])
+    result = CliRunner().invoke(app, ["bench", "fanout"])
     assert result.exit_code == 0, result.output
     summary = (bench / "results" / "SUMMARY.md").read_text()
     assert "## fanout.py (ok," in summary and "| p99_ms | 9.5 |" in summary

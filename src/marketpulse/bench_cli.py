@@ -168,15 +168,17 @@ def plot_runs(runs: list[BenchRun], out_dir: Path) -> list[Path]:
 
 
 def run_suite(suite: str, quick: bool, timeout_s: float) -> list[BenchRun]:
-    """Run a suite (or ``all``) and write its results under ``bench/results/``."""
+    """Run a suite (or ``all``) and write its results under ``bench/results/`` (a ``--quick``
+    run under ``bench/results/quick/``)."""
     bench_dir = find_bench_dir()
     suites = list(SUITES) if suite == "all" else [suite]
     chosen = [SUITES[name] for name in suites]
     if not quick:
         chosen += [DETAIL.get(name, ()) for name in suites]
     names = tuple(dict.fromkeys(n for scripts in chosen for n in scripts))
-    out_dir = bench_dir / "results"
-    out_dir.mkdir(exist_ok=True)
+    # A quick run's small sizes must never replace a full run's figures.
+    out_dir = bench_dir / "results" / "quick" if quick else bench_dir / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
     runs = []
     for name in names:
         path = bench_dir / name
