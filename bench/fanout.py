@@ -193,16 +193,25 @@ def updates_for(clients: int, markets: int) -> float:
     return round(PUSHES_PER_S * markets / (QUERIES_PER_CLIENT * clients), 1)
 
 
+def batch_size(updates_per_s: float, markets: int) -> int:
+    """Changes per batch when ``updates_per_s`` go out as 20 batches/s."""
+    return max(1, min(markets, round(updates_per_s / 20)))
+
+
 def compare(
     clients: int,
     seconds: float,
     markets: int = MARKETS,
     updates_per_s: float | None = None,
     with_redis: bool = True,
+    per_batch: int | None = None,
 ) -> dict[str, Any]:
-    """Ours and Redis with the same clients and updates; our p99 as a multiple of Redis's."""
+    """Ours and Redis with the same clients and updates; our p99 as a multiple of Redis's.
+
+    Updates go out in batches of ``per_batch`` changes (default: 20 batches/s).
+    """
     per_s = updates_per_s or updates_for(clients, markets)
-    per_batch = max(1, min(markets, round(per_s / 20)))
+    per_batch = per_batch or batch_size(per_s, markets)
     rate = per_s / per_batch
     ours = run_ours(clients, seconds, rate, per_batch, markets)
     base = run_redis(clients, seconds, rate, per_batch, markets) if with_redis else None
@@ -211,6 +220,7 @@ def compare(
         "clients": clients,
         "markets": markets,
         "updates_per_s": round(rate * per_batch, 1),
+        "batch_size": per_batch,
         "ours": ours,
         "redis": base,
         "p99_vs_redis": ratio,
