@@ -67,6 +67,27 @@ def hold(s: LocalSystem, metrics: str, rate: float, seconds: float) -> dict[str,
     }
 
 
+async def _explain_slow_stop(s: LocalSystem, handle: Any) -> None:
+    """The workflow did not stop within 30 s of its stop signal (seen in 2 of 5 full runs in
+    session 4): print what it and its activities were doing, and the worker's last lines."""
+    try:
+        desc = await handle.describe()
+        raw = desc.raw_description
+        _say(f"stop timed out; workflow status {desc.status}")
+        for pa in raw.pending_activities:
+            _say(
+                f"pending activity {pa.activity_type.name}: state {pa.state}, attempt "
+                f"{pa.attempt}, last heartbeat {pa.last_heartbeat_time.ToJsonString()}, "
+                f"last failure {pa.last_failure.message[:200]!r}"
+            )
+    except Exception as exc:  # diagnostics only
+        _say(f"describe failed: {exc}")
+    log = s.root / "worker.log"
+    if log.exists():
+        for line in log.read_text(errors="replace").splitlines()[-40:]:
+            _say(f"worker: {line[:300]}")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -108,7 +129,11 @@ async def main() -> None:
                 caught_up = float("nan")
             await asyncio.to_thread(s.sim, "resume")
             await handle.signal(KalshiStreamWorkflow.stop)
-            await asyncio.wait_for(handle.result(), 30)
+            try:
+                await asyncio.wait_for(handle.result(), 30)
+            except TimeoutError:
+                await _explain_slow_stop(s, handle)
+                raise
             _say("seed way")
             await asyncio.to_thread(s.sim, "set_rate", rate=2000.0)
             seed = await seed_way(s, client, markets, seed_s)

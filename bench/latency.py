@@ -5,8 +5,9 @@ serve`` (SQLite). The pipeline's stream body (``pipeline._stream.StreamRunner``,
 Temporal stream activity runs; Temporal is not on the data path) runs in this process and
 writes coalesced ``applyUpdates`` batches. Subscribers:
 
-* the official PyPI ``convex`` client (tests/e2e/convex_watch.py, own process) on
-  ``getOrderbook`` of 10 markets: the headline figure;
+* the official PyPI ``convex`` client (tests/e2e/convex_watch.py, own process, the client's
+  blocking ``watch_all`` iterator: its async iterators add ~1.2 ms of their own, see there) on
+  ``getOrderbook`` of 10 markets;
 * the official npm ``ConvexClient`` (tests/js/watch.mjs, node), the client the dashboard's
   ``useQuery`` runs on, on the same 10 markets (when node and tests/js/node_modules exist);
 * N light sync clients (``LightSyncClient``, 2 processes), one ``getOrderbook`` each,
@@ -186,7 +187,7 @@ class TimedStore(StoreClient):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.calls: list[tuple[float, float]] = []
-        # (ack epoch ms, age of the batch's newest book/price stamp when sent, when acked)
+        # (ack epoch ms, send epoch ms, the batch's newest book/price stamp)
         self.ages: list[tuple[float, float, float]] = []
 
     async def mutation(self, path: str, args: dict[str, Any]) -> Any:
@@ -206,8 +207,7 @@ class TimedStore(StoreClient):
                     if isinstance(e.get("ts"), int | float)
                 ]
                 if stamps:
-                    newest = max(stamps)
-                    self.ages.append((acked_at, sent_at - newest, acked_at - newest))
+                    self.ages.append((acked_at, sent_at, max(stamps)))
 
 
 async def ours(
@@ -300,8 +300,13 @@ async def ours(
             "apply_updates_rtt": summarize_ms([ms for at, ms in store.calls if start <= at < end]),
             # Where the time goes: the newest stamp's age when its batch left the pipeline
             # (feed + coalescing) and when the store acknowledged it (+ commit).
-            "newest_age_at_send": summarize_ms([a for at, a, _ in store.ages if start <= at < end]),
-            "newest_age_at_ack": summarize_ms([a for at, _, a in store.ages if start <= at < end]),
+            "newest_age_at_send": summarize_ms(
+                [sent - newest for at, sent, newest in store.ages if start <= at < end]
+            ),
+            "newest_age_at_ack": summarize_ms(
+                [at - newest for at, _, newest in store.ages if start <= at < end]
+            ),
+            "raw_ages": [a for a in store.ages if start <= a[0] < end],
             "batches_per_s": round(
                 sum(start <= at < end for at, _ in store.calls) / ((end - start) / 1000), 1
             ),
@@ -399,6 +404,12 @@ async def main() -> None:
     for rate in rates:
         key = str(int(rate))
         raw = mine[key].pop("raw")
+        ages = mine[key].pop("raw_ages")
+        # The pipeline's share, exactly: its batch's newest message, simulator send -> batch
+        # send (the send log again, not the whole-ms stamp).
+        age_exact = summarize_ms(
+            [sent - sends[int(newest)] for _, sent, newest in ages if int(newest) in sends]
+        )
         r = dict(base[key])
         raw["redis"] = r.pop("raw")
         o, li = mine[key]["official"], mine[key]["light"]
@@ -441,6 +452,7 @@ async def main() -> None:
                 "dropped_clients": mine[key]["dropped"],
                 "apply_updates_rtt": mine[key]["apply_updates_rtt"],
                 "newest_age_at_send": mine[key]["newest_age_at_send"],
+                "newest_sent_to_batch_sent": age_exact,
                 "newest_age_at_ack": mine[key]["newest_age_at_ack"],
                 "batches_per_s": mine[key]["batches_per_s"],
                 "store_commit": mine[key]["store_commit"],
@@ -472,6 +484,7 @@ async def main() -> None:
         [
             "msgs/s",
             "newest stamp age at pipeline send",
+            "newest message: sim send -> batch send",
             "applyUpdates round trip",
             "store: execute",
             "write (fsync)",
@@ -484,6 +497,7 @@ async def main() -> None:
             [
                 f"{r['rate']:,.0f}",
                 r["newest_age_at_send"]["p50_ms"],
+                r["newest_sent_to_batch_sent"]["p50_ms"],
                 r["apply_updates_rtt"]["p50_ms"],
                 *(r["store_commit"].get(k, float("nan")) for k in STAGE_COLUMNS),
                 r["store_commit"].get("groups_per_s", float("nan")),
@@ -492,29 +506,30 @@ async def main() -> None:
         ],
     )
     at_1k = next((r for r in runs if r["rate"] == 1000), None)
-    goals = {}
+    goals: dict[str, Any] = {}
     if at_1k is not None:
-        goals = {
-            "p50_ms_at_1k": at_1k["official"]["p50_ms"],
-            "p99_ms_at_1k": at_1k["official"]["p99_ms"],
-            "goal_p50_ms": GOAL_P50_MS,
-            "goal_p99_ms": GOAL_P99_MS,
-            "met_p50": at_1k["official"]["p50_ms"] <= GOAL_P50_MS,
-            "met_p99": at_1k["official"]["p99_ms"] <= GOAL_P99_MS,
-            "npm_p50_ms_at_1k": at_1k["official_npm"]["p50_ms"],
-            "npm_p99_ms_at_1k": at_1k["official_npm"]["p99_ms"],
-            "npm_met_p50": at_1k["official_npm"]["p50_ms"] <= GOAL_P50_MS,
-            "npm_met_p99": at_1k["official_npm"]["p99_ms"] <= GOAL_P99_MS,
-            "from_send": {
-                name: {
-                    "p50_ms": at_1k["from_send"][name]["p50_ms"],
-                    "p99_ms": at_1k["from_send"][name]["p99_ms"],
-                    "met_p50": at_1k["from_send"][name]["p50_ms"] <= GOAL_P50_MS,
-                    "met_p99": at_1k["from_send"][name]["p99_ms"] <= GOAL_P99_MS,
-                }
-                for name in ("official", "official_npm")
-            },
-        }
+        # Judged on "simulator send -> official client receipt" as the send log measures it;
+        # the stamp-based figures (up to 1 ms early) are kept beside them.
+        clients = {"official_npm": "npm ConvexClient", "official": "PyPI convex"}
+        goals = {"goal_p50_ms": GOAL_P50_MS, "goal_p99_ms": GOAL_P99_MS}
+        for name in clients:
+            exact, stamped = at_1k["from_send"][name], at_1k[name]
+            goals[name] = {
+                "p50_ms": exact["p50_ms"],
+                "p99_ms": exact["p99_ms"],
+                "met_p50": exact["p50_ms"] <= GOAL_P50_MS,
+                "met_p99": exact["p99_ms"] <= GOAL_P99_MS,
+                "from_stamp": {"p50_ms": stamped["p50_ms"], "p99_ms": stamped["p99_ms"]},
+            }
+        print(
+            f"goal at 1,000 msgs/s, {subscribers} subscribers (p50 <= {GOAL_P50_MS:g} ms, "
+            f"p99 <= {GOAL_P99_MS:g} ms, from the send log): "
+            + "; ".join(
+                f"{label} {goals[name]['p50_ms']:.2f} / {goals[name]['p99_ms']:.2f} ms "
+                f"({'met' if goals[name]['met_p50'] and goals[name]['met_p99'] else 'missed'})"
+                for name, label in clients.items()
+            )
+        )
     emit(
         {
             "bench": "latency",
