@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 import pytest
@@ -75,5 +76,35 @@ async def test_store_restart_is_a_transient_error_then_the_next_call_reconnects(
             "marketData:reportStreamStatus", {"status": {**STATUS, "gaps": 7, "updatedAt": 3_000.0}}
         )
         assert store.query("marketData:getStreamStatus", {})[0]["gaps"] == 7
+    finally:
+        await client.aclose()
+
+
+async def test_a_mutation_cancelled_as_its_response_arrives_ends_cancelled(
+    store: LocalSystem,
+) -> None:
+    # Python 3.11's wait_for returned the result here and swallowed the cancellation, so the
+    # stream's batch writer never stopped and a workflow stop hung (CI, session 4).
+    client = StoreClient(store.store_url, store.admin_key)
+    try:
+        await client.mutation("marketData:reportStreamStatus", {"status": STATUS})
+        sync = client._sync
+        assert sync is not None
+        call = asyncio.create_task(
+            client.mutation("marketData:reportStreamStatus", {"status": STATUS})
+        )
+        while not sync._pending:
+            await asyncio.sleep(0)
+        accepted: list[bool] = []
+        (response,) = sync._pending.values()
+        # Cancel in the very turn the response arrives.
+        response.add_done_callback(lambda _: accepted.append(call.cancel()))
+        try:
+            await call
+            ended_cancelled = False
+        except asyncio.CancelledError:
+            ended_cancelled = True
+        # A cancel that came too late is refused; one that was accepted must be honoured.
+        assert accepted == [ended_cancelled]
     finally:
         await client.aclose()

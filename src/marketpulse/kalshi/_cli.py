@@ -17,6 +17,7 @@ from typing import IO, Annotated
 import orjson
 import typer
 
+from marketpulse._aio import cancel_and_wait
 from marketpulse.kalshi.auth import KalshiAuthError, KalshiCredentials
 from marketpulse.kalshi.feed import KalshiFeed
 from marketpulse.kalshi.rest import KalshiRestClient, KalshiRestError, resolve_ws_url
@@ -88,10 +89,9 @@ async def _record(
 
             consumer = asyncio.create_task(consume())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), duration)
-            consumer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await consumer
+                async with asyncio.timeout(duration):
+                    await stop.wait()
+            await cancel_and_wait(consumer)
         s = feed.stats
     elapsed = time.monotonic() - started
     typer.echo(

@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
+from marketpulse._aio import cancel_and_wait
 from marketpulse.kalshi._messages import (
     ErrorMessage,
     EventLifecycle,
@@ -247,13 +248,7 @@ class KalshiFeed:
         """Stop: cancel the tasks, close the socket, end iteration. Safe to call twice."""
         self._closing = True
         tasks = (self._watchdog, self._task, self._probe)
-        for task in tasks:
-            if task is not None and not task.done():
-                task.cancel()
-        for task in tasks:
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        await cancel_and_wait(*tasks)
         ws, self._ws = self._ws, None
         if ws is not None:
             with contextlib.suppress(Exception):
@@ -524,6 +519,7 @@ class KalshiFeed:
     async def _drop(self, ws: ClientConnection, reason: str) -> None:
         log.info("kalshi feed dropping connection: %s", reason)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(ws.close(code=1000, reason=reason[:100]), 2.0)
+            async with asyncio.timeout(2.0):
+                await ws.close(code=1000, reason=reason[:100])
         with contextlib.suppress(Exception):
             ws.transport.abort()

@@ -281,7 +281,8 @@ def stream_stop(
         handle = client.get_workflow_handle_for(KalshiStreamWorkflow.run, workflow_id)
         await handle.signal(KalshiStreamWorkflow.stop)
         try:
-            result = await asyncio.wait_for(handle.result(), timeout)
+            async with asyncio.timeout(timeout):
+                result = await handle.result()
         except TimeoutError:
             _fail(f"{workflow_id} did not stop within {timeout:.0f}s")
         typer.echo(f"stopped {workflow_id} ({len(result.markets)} markets)")

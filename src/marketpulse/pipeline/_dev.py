@@ -30,6 +30,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 
+from marketpulse._aio import cancel_and_wait
 from marketpulse.pipeline._binaries import temporal_cli
 from marketpulse.pipeline._procs import ManagedProcess, free_port, wait_for_port
 from marketpulse.pipeline.config import TASK_QUEUE, MarketsChange, StreamConfig, WorkflowStatus
@@ -344,7 +345,8 @@ class _Dev:
                 if p.poll() is not None:
                     return f"{p.name} exited with {p.poll()} (see {p.log_path})"
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await stop.wait()
         return "stop requested"
 
     async def stop(self) -> None:
@@ -380,9 +382,7 @@ async def run_dev(opts: DevOptions) -> int:
                 console.print(f"[red]{reason}[/red]")
                 code = 1
         else:
-            start.cancel()
-            with contextlib.suppress(BaseException):
-                await start
+            await cancel_and_wait(start)
         stopper.cancel()
     except Exception as exc:
         console.print(f"[red]marketpulse dev failed: {exc}[/red]")

@@ -92,7 +92,8 @@ class StoreClient:
             return await self._call("/api/mutation", path, args)
         sync = await self._socket(path)
         try:
-            response = await asyncio.wait_for(sync.request("Mutation", path, args), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                response = await sync.request("Mutation", path, args)
         except (ServerError, WebSocketException, OSError, TimeoutError) as exc:
             # Whatever state the socket is in, the next call starts on a fresh one. A batch
             # re-sent after a lost response is harmless: applyUpdates is idempotent (state
@@ -115,7 +116,8 @@ class StoreClient:
             url = LightSyncClient.ws_url(self.base_url)
             sync = LightSyncClient(url, keep_transitions=False)
             try:
-                await asyncio.wait_for(sync.connect(), self._timeout)
+                async with asyncio.timeout(self._timeout):
+                    await sync.connect()
                 await sync.authenticate("Admin", self._admin_key)
             except (WebSocketException, OSError, TimeoutError) as exc:
                 await sync.close()

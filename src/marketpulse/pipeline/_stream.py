@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from marketpulse._aio import cancel_and_wait
 from marketpulse.kalshi import (
     BookInvalidated,
     BookUpdated,
@@ -215,9 +216,7 @@ class StreamRunner:
                         if t is not stop_task and t.exception() is not None:
                             raise t.exception()  # type: ignore[misc]
                 finally:
-                    for t in waiters:
-                        t.cancel()
-                    await asyncio.gather(*waiters, return_exceptions=True)
+                    await cancel_and_wait(*waiters)
         finally:
             self._feed = None
             for t in list(self._background):
@@ -236,9 +235,11 @@ class StreamRunner:
                 batch = self._coalescer.take_batch()
                 if batch is None:
                     break
-                await asyncio.wait_for(self._store.mutation(APPLY_UPDATES, batch.args), 3.0)
+                async with asyncio.timeout(3.0):
+                    await self._store.mutation(APPLY_UPDATES, batch.args)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._report_status(), 3.0)
+            async with asyncio.timeout(3.0):
+                await self._report_status()
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Future[Any]:
         task = asyncio.ensure_future(coro)

@@ -149,7 +149,8 @@ class StreamActivities:
         try:
             # Bounded: right after a worker crash the query may wait on the dead worker's
             # sticky queue; the running feed follows the set by query anyway.
-            current = await asyncio.wait_for(desired(), 2.0)
+            async with asyncio.timeout(2.0):
+                current = await desired()
             cfg = dataclasses.replace(cfg, markets=list(current.markets))
             version = current.version
         except Exception as exc:

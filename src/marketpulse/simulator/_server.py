@@ -19,6 +19,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from marketpulse._aio import cancel_and_wait
 from marketpulse.kalshi.auth import generate_private_key_pem, load_public_key
 from marketpulse.simulator._book import Book
 from marketpulse.simulator._catalog import Catalog, Market, build_catalog
@@ -165,17 +166,15 @@ class Simulator:
 
     async def stop(self) -> None:
         """Stop the order flow, close every connection and the listening socket."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         for conn in list(self._connections):
             conn.abort()
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await self._server.wait_closed()
             self._server = None
 
     async def __aenter__(self) -> Simulator:

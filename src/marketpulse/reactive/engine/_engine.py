@@ -591,7 +591,8 @@ class Engine:
                 # Another node committed first: wait for its commit, apply it and re-run.
                 self._queue = group + self._queue
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._remote_event.wait(), timeout=1.0)
+                    async with asyncio.timeout(1.0):
+                        await self._remote_event.wait()
                 continue
             except Exception as exc:
                 self._fail_queued(group, exc)
@@ -731,9 +732,8 @@ class Engine:
         ctx = ActionCtx(identity, logs, call_query, call_mutation, call_action)
         try:
             kwargs = spec.validate_args(args)
-            value = await asyncio.wait_for(
-                spec.handler(ctx, **kwargs), timeout=self.limits.action_time_limit
-            )
+            async with asyncio.timeout(self.limits.action_time_limit):
+                value = await spec.handler(ctx, **kwargs)
         except TimeoutError:
             return FunctionResult.failure(
                 f"Action timed out (limit {self.limits.action_time_limit:g}s)",

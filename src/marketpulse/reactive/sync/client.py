@@ -11,7 +11,6 @@ It sends what the official clients send (``Connect``, then ``ModifyQuerySet`` wi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
 import uuid
@@ -25,6 +24,7 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
 
+from marketpulse._aio import cancel_and_wait
 from marketpulse.reactive.values import json_to_value, value_to_json
 
 __all__ = ["LightSyncClient", "RawSubscriber", "ServerError", "TransitionReceived"]
@@ -95,9 +95,7 @@ class LightSyncClient:
 
     async def close(self) -> None:
         if self._reader:
-            self._reader.cancel()
-            with contextlib.suppress(BaseException):
-                await self._reader
+            await cancel_and_wait(self._reader)
         if self._ws:
             await self._ws.close()
 
@@ -196,7 +194,8 @@ class LightSyncClient:
                 self._updated.clear()
                 await self._updated.wait()
 
-        return await asyncio.wait_for(_wait(), timeout)
+        async with asyncio.timeout(timeout):
+            return await _wait()
 
     async def _read(self) -> None:
         assert self._ws is not None

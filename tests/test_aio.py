@@ -1,0 +1,87 @@
+"""cancel_and_wait: children stop, their outcome is dropped, the caller's cancellation is not."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from marketpulse._aio import cancel_and_wait
+
+
+async def test_children_are_stopped_and_their_outcomes_dropped() -> None:
+    async def forever() -> None:
+        await asyncio.Event().wait()
+
+    async def fails() -> None:
+        raise RuntimeError("child failure")
+
+    failing = asyncio.create_task(fails())
+    await asyncio.sleep(0)
+    sleeping = asyncio.create_task(forever())
+    await cancel_and_wait(sleeping, None, failing)
+    assert sleeping.cancelled() and failing.done()
+
+
+async def test_the_callers_own_cancellation_propagates_while_a_child_is_slow_to_stop() -> None:
+    release = asyncio.Event()
+
+    async def stubborn() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await release.wait()  # cleanup that takes a while
+
+    child = asyncio.create_task(stubborn())
+    await asyncio.sleep(0)
+    stopper = asyncio.create_task(cancel_and_wait(child))
+    await asyncio.sleep(0.01)
+    stopper.cancel()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await stopper
+
+
+async def test_a_cancellation_in_the_turn_the_child_ends_is_not_swallowed() -> None:
+    child_done = asyncio.Event()
+
+    async def child() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            child_done.set()
+
+    c = asyncio.create_task(child())
+    await asyncio.sleep(0)
+
+    async def stop_then_work() -> None:
+        await cancel_and_wait(c)
+        await asyncio.Event().wait()  # would hang forever if the cancellation were lost
+
+    stopper = asyncio.create_task(stop_then_work())
+    await child_done.wait()  # the child is finishing in this very turn
+    stopper.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(5):
+            await stopper
+
+
+async def test_cleanup_during_the_callers_own_cancellation_still_completes() -> None:
+    # A finally block that runs because the caller is being cancelled stops its children
+    # fully (the caller's pending cancellation is not a new one).
+    child = asyncio.create_task(asyncio.Event().wait())
+    stopped: list[bool] = []
+
+    async def owner() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await cancel_and_wait(child)
+            stopped.append(child.cancelled())
+
+    task = asyncio.create_task(owner())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert stopped == [True]
