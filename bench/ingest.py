@@ -68,8 +68,10 @@ def hold(s: LocalSystem, metrics: str, rate: float, seconds: float) -> dict[str,
 
 
 async def _explain_slow_stop(s: LocalSystem, handle: Any) -> None:
-    """The workflow did not stop within 30 s of its stop signal (seen in 2 of 5 full runs in
-    session 4): print what it and its activities were doing, and the worker's last lines."""
+    """The workflow did not stop within 30 s of its stop signal: print what it and its
+    activities were doing, and the worker's last lines. (In session 4 this happened in 2 of 16
+    runs: 3.11's ``asyncio.wait_for`` swallowed the stream writer's cancellation; see
+    ``src/marketpulse/_aio.py``.)"""
     try:
         desc = await handle.describe()
         raw = desc.raw_description
