@@ -85,3 +85,23 @@ def test_wait_for_port_reports_a_dead_process(tmp_path: Path) -> None:
         assert "dies exited with 3" in str(exc)
     else:
         raise AssertionError("expected RuntimeError")
+
+
+def test_a_process_that_dies_at_start_is_reported_with_the_end_of_its_log(
+    tmp_path: Path,
+) -> None:
+    # Its log is often in a temporary folder removed right after: the message must carry it.
+    script = "print('line one'); print('OSError: address already in use', flush=True); exit(1)"
+    log = tmp_path / "dies.log"
+    p = ManagedProcess("dies", [sys.executable, "-c", script], log_path=log).start()
+    try:
+        wait_for_port(free_port(), 10.0, p)
+    except RuntimeError as exc:
+        message = str(exc)
+    else:
+        raise AssertionError("expected RuntimeError")
+    finally:
+        p.stop()
+    assert "dies exited with 1" in message
+    assert message.endswith("line one\nOSError: address already in use")
+    assert str(log) in message

@@ -72,6 +72,9 @@ def worker(
     graceful_timeout: Annotated[
         float, typer.Option(help="Seconds a draining worker waits for activities.")
     ] = 10.0,
+    connect_timeout: Annotated[
+        float, typer.Option(help="Seconds to keep retrying while Temporal is not ready.")
+    ] = 60.0,
     log_level: Annotated[str, typer.Option(help="Log level.")] = "INFO",
     json_logs: Annotated[bool, typer.Option("--json-logs", help="JSON log lines.")] = False,
 ) -> None:
@@ -105,6 +108,7 @@ def worker(
             namespace=namespace,
             metrics_port=metrics_port,
             graceful_shutdown_timeout=timedelta(seconds=graceful_timeout),
+            connect_timeout=connect_timeout,
         )
     )
 

@@ -32,6 +32,7 @@ from temporalio.service import RPCError
 
 from marketpulse._aio import cancel_and_wait
 from marketpulse.pipeline._binaries import temporal_cli
+from marketpulse.pipeline._connect import connect_temporal
 from marketpulse.pipeline._procs import ManagedProcess, free_port, wait_for_port
 from marketpulse.pipeline.config import TASK_QUEUE, MarketsChange, StreamConfig, WorkflowStatus
 from marketpulse.pipeline.workflow import KalshiStreamWorkflow
@@ -155,16 +156,7 @@ class _Dev:
         self.procs.append(proc)
         await asyncio.to_thread(wait_for_port, o.temporal_port, 90.0, proc)
         address = f"127.0.0.1:{o.temporal_port}"
-        end = time.monotonic() + 60
-        while True:
-            try:
-                self.client = await Client.connect(address)
-                await self.client.count_workflows()
-                break
-            except (RPCError, RuntimeError):
-                if time.monotonic() > end or proc.poll() is not None:
-                    raise
-                await asyncio.sleep(0.3)
+        self.client = await connect_temporal(address, visibility=True, server=proc)
         return address
 
     async def _start_store(self) -> str:

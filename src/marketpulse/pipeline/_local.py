@@ -21,6 +21,7 @@ import httpx
 from temporalio.client import Client, WorkflowHandle
 
 from marketpulse.pipeline._binaries import temporal_cli
+from marketpulse.pipeline._connect import connect_temporal
 from marketpulse.pipeline._procs import ManagedProcess, free_port, wait_for_port
 from marketpulse.pipeline.config import TASK_QUEUE, StreamConfig
 from marketpulse.pipeline.workflow import KalshiStreamWorkflow
@@ -167,14 +168,9 @@ class LocalSystem:
 
     async def client(self) -> Client:
         """A Temporal client (retries while the frontend finishes starting)."""
-        for _ in range(100):
-            try:
-                client = await Client.connect(self.temporal)
-                await client.count_workflows()
-                return client
-            except Exception:
-                await asyncio.sleep(0.3)
-        raise TimeoutError(f"Temporal at {self.temporal} does not answer")
+        return await connect_temporal(
+            self.temporal, timeout=30.0, visibility=True, server=self.procs.get("temporal")
+        )
 
     def query(self, path: str, args: dict[str, Any]) -> Any:
         """Run a store query over HTTP; returns its value."""

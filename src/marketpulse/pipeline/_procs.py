@@ -56,7 +56,7 @@ def wait_for_port(port: int, timeout: float, proc: ManagedProcess | None = None)
     end = time.monotonic() + timeout
     while True:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{proc.name} exited with {proc.poll()}; see {proc.log_path}")
+            raise RuntimeError(f"{proc.name} exited with {proc.poll()}{proc.log_tail()}")
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.settimeout(0.5)
             if s.connect_ex(("127.0.0.1", port)) == 0:
@@ -117,6 +117,20 @@ class ManagedProcess:
         """The child's pid (= its process group id)."""
         assert self.proc is not None
         return self.proc.pid
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The log's last ``lines`` lines, for an error message (the log may not outlive the
+        message: a temporary folder is often removed right after)."""
+        if self.log_path is None:
+            return ""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - 16_384))
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return f"; see {self.log_path}"
+        tail = "\n".join(text.splitlines()[-lines:])
+        return f"; the end of {self.log_path}:\n{tail}" if tail else f"; {self.log_path} is empty"
 
     def poll(self) -> int | None:
         """Exit code, or None while running."""

@@ -19,6 +19,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from marketpulse.pipeline._alerts import Alerter
+from marketpulse.pipeline._connect import connect_temporal
 from marketpulse.pipeline._metrics import serve_metrics
 from marketpulse.pipeline.activities import StreamActivities, WorkerSettings
 from marketpulse.pipeline.config import TASK_QUEUE
@@ -71,6 +72,7 @@ async def run_worker(
     metrics_port: int | None = None,
     task_queue: str = TASK_QUEUE,
     graceful_shutdown_timeout: timedelta = GRACEFUL_SHUTDOWN,
+    connect_timeout: float = 60.0,
     on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Connect, run until SIGTERM/SIGINT, drain, return.
@@ -82,12 +84,13 @@ async def run_worker(
         metrics_port: Serve Prometheus ``/metrics`` on this port (0: any free port).
         task_queue: Task queue to poll.
         graceful_shutdown_timeout: Drain bound.
+        connect_timeout: Seconds to keep retrying while Temporal is not ready yet.
         on_ready: Called once the worker polls.
     """
     if metrics_port is not None:
         port = serve_metrics(metrics_port)
         log.info("metrics", url=f"http://127.0.0.1:{port}/metrics")
-    client = await Client.connect(temporal, namespace=namespace)
+    client = await connect_temporal(temporal, namespace=namespace, timeout=connect_timeout)
     acts = StreamActivities(client, settings, Alerter(settings.alert_webhook))
     worker = build_worker(
         client, acts, task_queue=task_queue, graceful_shutdown_timeout=graceful_shutdown_timeout
