@@ -131,8 +131,11 @@ async def main() -> None:
                 caught_up = float("nan")
             await asyncio.to_thread(s.sim, "resume")
             await handle.signal(KalshiStreamWorkflow.stop)
+            stop_started = time.monotonic()
             try:
                 await asyncio.wait_for(handle.result(), 30)
+                stop_s = time.monotonic() - stop_started
+                _say(f"stopped {stop_s:.1f} s after the stop signal, at full rate")
             except TimeoutError:
                 await _explain_slow_stop(s, handle)
                 raise
@@ -175,6 +178,7 @@ async def main() -> None:
             "hold": held,
             "steps": [{k: round(v, 1) for k, v in st.items()} for st in steps],
             "caught_up_s": round(caught_up, 2),
+            "stop_s": round(stop_s, 2),
             "seed_msgs_per_s": round(seed["mps"], 1),
             "seed_written": seed["written"],
             "ratio_vs_seed": ratio,
