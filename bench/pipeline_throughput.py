@@ -153,7 +153,7 @@ def _one_update(ev: Any) -> dict[str, Any] | None:
 
 
 async def seed_way(
-    sys_: LocalSystem, client: Client, markets: list[str], seconds: float
+    sys_: LocalSystem, client: Client, markets: list[str], seconds: float, warmup: float = 2.0
 ) -> dict[str, Any]:
     global _STORE
     _STORE = StoreClient(sys_.store_url, sys_.admin_key)
@@ -193,7 +193,7 @@ async def seed_way(
         async with feed:
             async for ev in feed:
                 now = time.monotonic()
-                if not measuring and now - start > 2.0:  # warm-up
+                if not measuring and now - start > warmup:
                     measuring, start, done_at_start = True, now, SEED.done
                 if measuring and now - start > seconds:
                     break
