@@ -359,7 +359,8 @@ async def redis_baseline(
     finally:
         for t in tasks:
             t.cancel()
-        # The feed's close can hang on a cancelled reconnect; nothing after this needs it.
+        # Bounded all the same: nothing after this needs them (a close used to hang when
+        # 3.11's wait_for swallowed its cancellation, src/marketpulse/_aio.py).
         await asyncio.wait(tasks, timeout=5)
         await conn.aclose()
     return {
