@@ -187,3 +187,20 @@ async def test_close_ends_iteration_cleanly(exchange: StubExchange) -> None:
     assert isinstance(seen[-1], FeedState) and seen[-1].state == "closed"
     assert feed.state == "closed" and task.done()
     await until(lambda: not exchange.conns)  # the socket really closed server-side
+
+
+async def test_close_does_not_wait_for_a_peer_that_never_answers(exchange: StubExchange) -> None:
+    # A frozen exchange never answers the close frame; websockets would wait out its close
+    # timeout (2 s) on every stop and every stale reconnect.
+    feed = KalshiFeed(exchange.url, exchange.creds, [A], reconnect_delay=0.05)
+    feed.start()
+    await until(lambda: books_match(feed, exchange, [A]))
+    exchange.freeze()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await feed.close()
+    assert loop.time() - started < 1.0
+    assert feed.state == "closed"
+    for c in exchange.conns:  # the exchange wakes up: it finds the connection gone
+        c.ws.transport.resume_reading()
+    await until(lambda: not exchange.conns)

@@ -247,12 +247,10 @@ class KalshiFeed:
     async def close(self) -> None:
         """Stop: cancel the tasks, close the socket, end iteration. Safe to call twice."""
         self._closing = True
-        tasks = (self._watchdog, self._task, self._probe)
-        await cancel_and_wait(*tasks)
         ws, self._ws = self._ws, None
         if ws is not None:
-            with contextlib.suppress(Exception):
-                await ws.close()
+            await _close_socket(ws, "client closing")
+        await cancel_and_wait(self._watchdog, self._task, self._probe)
         if not self._closed:
             self._closed = True
             self._set_state("closed", None)
@@ -518,8 +516,18 @@ class KalshiFeed:
 
     async def _drop(self, ws: ClientConnection, reason: str) -> None:
         log.info("kalshi feed dropping connection: %s", reason)
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(2.0):
-                await ws.close(code=1000, reason=reason[:100])
-        with contextlib.suppress(Exception):
-            ws.transport.abort()
+        await _close_socket(ws, reason)
+
+
+# A close frame is polite, but the exchange's reply can sit behind a backlog of market data (or
+# never come from a stalled peer): waiting out websockets' close_timeout made every stop and
+# every stale reconnect seconds slower. Say goodbye, wait briefly, then drop the TCP connection.
+CLOSE_REPLY_WAIT = 0.25
+
+
+async def _close_socket(ws: ClientConnection, reason: str) -> None:
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(CLOSE_REPLY_WAIT):
+            await ws.close(code=1000, reason=reason[:100])
+    with contextlib.suppress(Exception):
+        ws.transport.abort()
