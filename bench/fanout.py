@@ -234,7 +234,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float)
     args = parser.parse_args()
     sizes = args.clients or ([200] if args.quick else [1000, 5000, 10000])
-    seconds = args.seconds or (2.0 if args.quick else 15.0)
+    seconds = args.seconds or (1.0 if args.quick else 15.0)
     rows = []
     figures: dict[str, Any] = {"markets": MARKETS, "target_pushes_per_s": PUSHES_PER_S, "runs": []}
     for clients in sizes:

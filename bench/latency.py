@@ -386,7 +386,7 @@ async def main() -> None:
     )
     opts = parser.parse_args()
     subscribers = opts.subscribers or (200 if opts.quick else 1000)
-    window = opts.window or (1.0 if opts.quick else 10.0)
+    window = opts.window or (0.75 if opts.quick else 10.0)
     rates = opts.rates or [100.0, 1000.0, 10000.0]
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
         s = LocalSystem(Path(tmp))
