@@ -245,7 +245,7 @@ class KalshiFeed:
             self._watchdog = asyncio.create_task(self._watch(), name="kalshi-feed-watchdog")
 
     async def close(self) -> None:
-        """Stop: cancel the tasks, close the socket, end iteration. Safe to call twice."""
+        """Stop: close the socket (briefly), cancel the tasks, end iteration. Safe to call twice."""
         self._closing = True
         ws, self._ws = self._ws, None
         if ws is not None:
