@@ -1,8 +1,8 @@
-"""Typed Kalshi WebSocket v2 server messages and their parser (spec §3).
+"""Typed Kalshi WebSocket v2 server messages and their parser (docs/protocols/kalshi.md §3).
 
 Every parse accepts both the current (2026) shapes (``*_dollars`` price strings, ``*_fp`` size
-strings, ``ts_ms``) and the transition-era ones that also carried integer cents (spec §3.3); a
-number where a string is expected is accepted too (spec §3.3, gotcha #12). Unknown message types
+strings, ``ts_ms``) and the transition-era ones that also carried integer cents (docs/protocols/kalshi.md §3.3); a
+number where a string is expected is accepted too (docs/protocols/kalshi.md §3.3, gotcha #12). Unknown message types
 and unknown fields are tolerated: the parser reports them so the core can count them.
 
 Message objects are plain slotted dataclasses, not pydantic models: ``orderbook_delta`` is the
@@ -143,8 +143,8 @@ def _str(msg: dict[str, Any], key: str) -> str:
 
 def _levels(msg: dict[str, Any], side: str) -> list[tuple[Decimal, Decimal]]:
     # Current: yes_dollars_fp [[price str, size str]]; transition: yes_dollars [[price str, int]],
-    # and yes [[cents, count]]. Omitted or null means the side is empty (spec §3.2, SDK issue #2).
-    # Level order on WS is unconfirmed (spec §10.3): kept as sent; OrderBook sorts on read.
+    # and yes [[cents, count]]. Omitted or null means the side is empty (docs/protocols/kalshi.md §3.2, SDK issue #2).
+    # Level order on WS is unconfirmed (docs/protocols/kalshi.md §10.3): kept as sent; OrderBook sorts on read.
     raw = msg.get(f"{side}_dollars_fp")
     cents = False
     if raw is None:
@@ -190,7 +190,7 @@ class UnsubscribedMessage:
 class OkMessage:
     """``ok``: reply to ``update_subscription`` or ``list_subscriptions``.
 
-    Both shapes are accepted (spec §2.4, §3.1): ``msg.market_tickers`` or top-level
+    Both shapes are accepted (docs/protocols/kalshi.md §2.4, §3.1): ``msg.market_tickers`` or top-level
     ``market_tickers``; ``msg`` as a list of subscriptions or a top-level ``subscriptions``.
     """
 

@@ -1,7 +1,7 @@
 """Typed REST v2 results (pydantic), tolerant of unknown and missing fields.
 
 Each model reads the current fields (``*_dollars`` price strings, ``*_fp`` size strings) and
-falls back to the transition-era integer cents and counts (spec §3.3, §5) when those are all a
+falls back to the transition-era integer cents and counts (docs/protocols/kalshi.md §3.3, §5) when those are all a
 payload has. Unknown fields are kept (``extra="allow"``) so nothing the exchange adds is lost.
 """
 

@@ -1,6 +1,6 @@
 """Kalshi request signing: RSA-PSS with SHA-256 over ``timestamp_ms + METHOD + path``.
 
-The same signature authenticates REST requests and the WebSocket handshake (spec §1.2):
+The same signature authenticates REST requests and the WebSocket handshake (docs/protocols/kalshi.md §1.2):
 
 - message: ``str(timestamp_ms) + METHOD + path`` where ``path`` starts at the API root
   (``/trade-api/v2/...`` or ``/trade-api/ws/v2``) and excludes the query string;
@@ -260,7 +260,7 @@ def verify_headers(
         path: Request path (query string ignored).
         key_id: When given, ``KALSHI-ACCESS-KEY`` must equal it.
         max_skew_ms: When given, reject timestamps further than this from ``now_ms``.
-            Kalshi's own window is unconfirmed (spec §1.2), so the default is no check.
+            Kalshi's own window is unconfirmed (docs/protocols/kalshi.md §1.2), so the default is no check.
         now_ms: Current time override (tests).
     """
     lower = {k.lower(): v for k, v in headers.items()}

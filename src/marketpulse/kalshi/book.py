@@ -1,7 +1,7 @@
 """Exact Kalshi order books.
 
 Kalshi's book holds bids only: YES bids and NO bids. A NO bid at price ``p`` is a YES ask at
-``1 - p`` (spec §5). The book stores both sides in Kalshi's *native* bid terms, keyed by
+``1 - p`` (docs/protocols/kalshi.md §5). The book stores both sides in Kalshi's *native* bid terms, keyed by
 ``Decimal`` price (``Decimal("0.45") == Decimal("0.4500")`` and they hash alike, so keys are
 normalised for free) with ``Decimal`` sizes. With ``use_yes_price`` the exchange sends NO levels
 already on the YES scale; :meth:`OrderBook.apply_snapshot` and :meth:`OrderBook.apply_delta` take

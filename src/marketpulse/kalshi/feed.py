@@ -460,7 +460,7 @@ class KalshiFeed:
             except _Reconnect as exc:
                 reason = f"recovery: {exc}"
             except InvalidStatus as exc:
-                # 401 or 403 (which one Kalshi sends is unconfirmed, spec §1.2): either way the
+                # 401 or 403 (which one Kalshi sends is unconfirmed, docs/protocols/kalshi.md §1.2): either way the
                 # reason says so and we keep retrying with backoff (a key may be fixed meanwhile).
                 reason = f"handshake rejected: HTTP {exc.response.status_code}"
             except (ConnectionClosed, InvalidHandshake, InvalidURI, OSError, TimeoutError) as exc:

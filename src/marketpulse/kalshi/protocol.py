@@ -7,11 +7,11 @@ sockets. The asyncio adapter in :mod:`marketpulse.kalshi.feed` drives it; tests 
 What it owns:
 
 - the desired market set and one subscription per channel (one channel per ``subscribe``
-  command, so each ``subscribed`` maps to exactly one sid: spec §2.1, §9);
+  command, so each ``subscribed`` maps to exactly one sid: docs/protocols/kalshi.md §2.1, §9);
 - every order book (:class:`~marketpulse.kalshi.book.OrderBook`), exact;
 - ``seq`` tracking per sid. A gap or a duplicate on the order-book sid invalidates *every* book
   on it, because one sid's sequence spans all its markets and the missing message could belong
-  to any of them (spec §4). Recovery escalates: ``get_snapshot`` for the invalid books, then
+  to any of them (docs/protocols/kalshi.md §4). Recovery escalates: ``get_snapshot`` for the invalid books, then
   unsubscribe + subscribe, then reconnect (:attr:`~KalshiProtocol.wants_reconnect`). A book that
   may have missed a message is invalid (holds no levels) until its fresh snapshot arrives.
 
@@ -68,14 +68,14 @@ __all__ = [
 
 DEFAULT_CHANNELS = ("orderbook_delta", "ticker", "trade")
 BOOK_CHANNEL = "orderbook_delta"
-# market_lifecycle_v2 takes no ticker filter: it always covers every market (spec §2.1).
+# market_lifecycle_v2 takes no ticker filter: it always covers every market (docs/protocols/kalshi.md §2.1).
 CHANNELS_WITHOUT_MARKETS = frozenset({"market_lifecycle_v2"})
 
 _EMPTY: tuple[()] = ()
 
 
 class CommandBuilder:
-    """Builds client commands (spec §2) with an increasing ``id`` (0 means "no id")."""
+    """Builds client commands (docs/protocols/kalshi.md §2) with an increasing ``id`` (0 means "no id")."""
 
     def __init__(self) -> None:
         """Start the id counter at 1."""
@@ -252,7 +252,7 @@ class KalshiProtocol:
     Args:
         markets: Initial market tickers.
         channels: Channels to subscribe, one ``subscribe`` command each.
-        use_yes_price: Pin the ``use_yes_price`` flag on the order-book subscription (spec §8
+        use_yes_price: Pin the ``use_yes_price`` flag on the order-book subscription (docs/protocols/kalshi.md §8
             advises pinning it either way, since its default is announced to flip).
         send_initial_snapshot: Ask the ``ticker`` channel for an initial message per market.
         skip_ticker_ack: Ask for ``ok`` replies without the market list.
@@ -498,7 +498,7 @@ class KalshiProtocol:
     def _check_seq(self, sub: _Sub, sid: int, seq: int, control: bool) -> bool:
         """Track ``seq`` on ``sid``; returns False when the frame must be dropped (duplicate).
 
-        Whether ``ok``/``unsubscribed``/``error`` consume a seq number is UNCONFIRMED (spec §4,
+        Whether ``ok``/``unsubscribed``/``error`` consume a seq number is UNCONFIRMED (docs/protocols/kalshi.md §4,
         §10.1). Tolerant reading: a control frame never raises a duplicate; if it carries
         ``last + 1`` we remember it, and the next data frame may then carry either ``last + 1``
         (it did not consume) or ``last + 2`` (it did).
@@ -510,7 +510,7 @@ class KalshiProtocol:
                 self._ctrl_seq[sid] = seq
                 return True
             self._last_seq[sid] = seq
-            # A fresh order-book sid starts at seq 1 (spec §4: community captures). A first data
+            # A fresh order-book sid starts at seq 1 (docs/protocols/kalshi.md §4: community captures). A first data
             # frame beyond that (or beyond a control frame's number) means its snapshots were
             # lost: recover now rather than after the snapshot timeout. Other channels are not
             # checked, because trade captures start mid-sequence.

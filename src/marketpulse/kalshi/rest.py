@@ -1,9 +1,9 @@
 """Async Kalshi REST v2 client (httpx): markets, order books, trades, events, series.
 
 Every request is signed when credentials are given (the order-book endpoints are marked as
-requiring auth in the OpenAPI spec while the docs say they are public, spec §6: sign anyway).
+requiring auth in the OpenAPI spec while the docs say they are public, docs/protocols/kalshi.md §6: sign anyway).
 429 and 5xx responses, and transport errors, are retried with jittered exponential backoff up
-to ``max_retries`` times; Kalshi sends no ``Retry-After`` on 429 (spec §4), but one is honoured
+to ``max_retries`` times; Kalshi sends no ``Retry-After`` on 429 (docs/protocols/kalshi.md §4), but one is honoured
 if present. Results are typed pydantic models (:mod:`marketpulse.kalshi._models`).
 """
 
@@ -42,7 +42,7 @@ __all__ = [
     "resolve_ws_url",
 ]
 
-# Spec §1.1: the dedicated external hosts (May 2026); the shared hosts still work too.
+# docs/protocols/kalshi.md §1.1: the dedicated external hosts (May 2026); the shared hosts still work too.
 PROD_REST_URL = "https://external-api.kalshi.com/trade-api/v2"
 DEMO_REST_URL = "https://external-api.demo.kalshi.co/trade-api/v2"
 PROD_WS_URL = "wss://external-api-ws.kalshi.com/trade-api/ws/v2"
@@ -87,7 +87,7 @@ def _clean(params: dict[str, Any]) -> dict[str, Any]:
 async def _follow(
     fetch: Callable[..., Awaitable[Any]], key: str, max_pages: int | None, filters: dict[str, Any]
 ) -> AsyncIterator[Any]:
-    """Yield the items of every page, passing the cursor back until it is empty (spec §6)."""
+    """Yield the items of every page, passing the cursor back until it is empty (docs/protocols/kalshi.md §6)."""
     cursor: str | None = None
     pages = 0
     while True:

@@ -1,6 +1,6 @@
 """Where the feed comes from: ``sim`` | ``demo`` | ``prod`` | a base URL.
 
-Kalshi serves REST under ``/trade-api/v2`` and WebSocket v2 at ``/trade-api/ws/v2`` (spec §1.1);
+Kalshi serves REST under ``/trade-api/v2`` and WebSocket v2 at ``/trade-api/ws/v2`` (docs/protocols/kalshi.md §1.1);
 the simulator uses the same paths on one port, so a bare ``http://host:port`` is enough.
 """
 

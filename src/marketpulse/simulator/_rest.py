@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 API = "/trade-api/v2"
 
-# GET /markets status filter -> Market.status values (spec §5 "vocabulary gotcha")
+# GET /markets status filter -> Market.status values (docs/protocols/kalshi.md §5 "vocabulary gotcha")
 STATUS_FILTER = {
     "unopened": {"initialized"},
     "open": {"active"},

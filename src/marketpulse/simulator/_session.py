@@ -7,7 +7,7 @@ and this class decides what Kalshi would say.
 Sequencing: every subscription has one ``seq`` counter starting at 1 and incremented for every
 sequenced frame on it (``orderbook_snapshot``, ``orderbook_delta``, ``trade``,
 ``market_lifecycle_v2``, and the ``ok`` / ``unsubscribed`` / ``error`` frames that carry its
-``sid``). Whether Kalshi's ``ok`` consumes a number is unconfirmed (spec §10.1); consuming it keeps
+``sid``). Whether Kalshi's ``ok`` consumes a number is unconfirmed (docs/protocols/kalshi.md §10.1); consuming it keeps
 the stream contiguous for a client that follows the spec's safe rule (take ``seq`` from any frame
 with ``sid`` and ``seq``; a gap only when ``seq > last + 1``).
 """

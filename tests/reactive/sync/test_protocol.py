@@ -82,7 +82,7 @@ def transition(p: SyncProtocol, ts: int, results: dict[int, Any], **kw: Any) -> 
 
 
 class Chain:
-    """Checks the spec §10 invariants over every Transition a protocol emits."""
+    """Checks the docs/protocols/convex-sync.md §10 invariants over every Transition a protocol emits."""
 
     def __init__(self) -> None:
         self.end = {"querySet": 0, "identity": 0, "ts": encode_ts(0)}

@@ -4,7 +4,7 @@ The protocol object knows nothing about sockets, clocks or the engine. Bytes and
 through :meth:`SyncProtocol.receive`, which returns typed :data:`ClientEvent` objects for the
 adapter to act on; the adapter answers through the ``*_response`` / ``accept_auth`` /
 ``build_transition`` methods, which return the exact bytes to send. Every invariant of the spec
-(../shared/specs/convex-sync-protocol.md §3 and §10) is enforced here so that it can be tested by
+(docs/protocols/convex-sync.md §3 and §10) is enforced here so that it can be tested by
 feeding messages, with no server running:
 
 * the Transition chain is continuous, starting at ``{0, 0, ts 0}``;
@@ -260,7 +260,7 @@ def _outcome_fields(outcome: FunctionOutcome) -> dict[str, Any]:
 
 @dataclass(slots=True)
 class SyncProtocol:
-    """The per-connection state of the sync protocol (spec §3.2), reset on every new socket."""
+    """The per-connection state of the sync protocol (docs/protocols/convex-sync.md §3.2), reset on every new socket."""
 
     received_query_set: int = 0
     received_identity: int = 0
