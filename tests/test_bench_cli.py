@@ -1,4 +1,8 @@
+import ast
 import json
+import re
+import sys
+import tomllib
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -82,3 +86,43 @@ def test_summary_keeps_the_figures_of_suites_not_run_this_time(tmp_path: Path, m
     assert "| sustained_msgs_per_s | 43079 |" in summary and "RUNS" not in summary
     runs = json.loads((bench / "results" / "RUNS.json").read_text())
     assert set(runs) == {"ingest.py", "fanout.py"}
+
+
+def test_without_the_bench_extra_it_names_the_extra_in_one_line(
+    tmp_path: Path, monkeypatch
+) -> None:
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "latency.py").write_text("raise SystemExit('must not run')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "redis", None)  # as if it were not installed
+    result = CliRunner().invoke(app, ["bench", "latency", "--quick"])
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [
+        "marketpulse bench needs redis: pip install 'marketpulse[bench]'"
+    ]
+    assert not (bench / "results").exists()
+
+
+def test_the_bench_extra_holds_what_the_scripts_import_beyond_the_base_install() -> None:
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+
+    def module_names(requirements: list[str]) -> set[str]:
+        return {re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0].replace("-", "_") for r in requirements}
+
+    assert module_names(extras["bench"]) == set(bench_cli.BENCH_MODULES)
+    assert "marketpulse[bench]" in extras["dev"]
+    scripts = sorted((root / "bench").glob("*.py"))
+    imported = set()
+    for script in scripts:
+        for node in ast.walk(ast.parse(script.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.partition(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.partition(".")[0])
+    local = {script.stem for script in scripts} | {"marketpulse"}
+    third_party = imported - set(sys.stdlib_module_names) - local - {"__future__"}
+    installed = module_names(project["dependencies"]) | set(bench_cli.BENCH_MODULES)
+    assert sorted(third_party - installed) == []

@@ -9,6 +9,7 @@ their own (``python bench/fanout.py --quick``), which is how they are developed.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -40,6 +41,17 @@ DETAIL: dict[str, tuple[str, ...]] = {
 }
 """Each layer's own benchmark, run after the headline ones in a full (not ``--quick``) run:
 ``--quick`` must end within a minute, and these each take about that long on their own."""
+
+
+BENCH_MODULES: tuple[str, ...] = ("convex", "matplotlib", "playwright", "redis")
+"""What the scripts import beyond the base install: the ``bench`` extra of pyproject.toml."""
+
+INSTALL_HINT = "pip install 'marketpulse[bench]'"
+
+
+def missing_modules() -> list[str]:
+    """The modules of :data:`BENCH_MODULES` this interpreter cannot import."""
+    return [name for name in BENCH_MODULES if importlib.util.find_spec(name) is None]
 
 
 @dataclass
@@ -140,7 +152,7 @@ def plot_runs(runs: list[BenchRun], out_dir: Path) -> list[Path]:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-    except ImportError:  # matplotlib is a dev dependency; plots are a bonus, not the result
+    except ImportError:  # the command checks for the bench extra; plots are a bonus here
         return []
     written = []
     for run in runs:
@@ -234,6 +246,10 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(
                 f"unknown suite {suite!r}; choose from {', '.join(SUITES)}, all"
             )
+        missing = missing_modules()
+        if missing:
+            typer.echo(f"marketpulse bench needs {', '.join(missing)}: {INSTALL_HINT}", err=True)
+            raise typer.Exit(2)
         runs = run_suite(suite, quick, timeout)
         failed = [r.script for r in runs if r.returncode != 0 or r.figures is None]
         typer.echo(json.dumps({"suite": suite, "quick": quick, "ran": len(runs), "failed": failed}))

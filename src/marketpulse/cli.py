@@ -1,13 +1,16 @@
 """The ``marketpulse`` command.
 
 Each package owns its commands in a private ``_cli`` module exposing
-``register(app)``; this module only assembles them, so the command-line
-contract (see ARCHITECTURE.md) lives next to the code it drives.
+``register(app, ...)``; this module only assembles them, so the command-line
+contract (see ARCHITECTURE.md) lives next to the code it drives. It is also where the
+application is chosen: the generic store's ``serve`` (and ``codegen``) are told here which
+functions module and web assets are marketpulse's.
 """
 
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 import typer
 
@@ -24,6 +27,10 @@ def _root() -> None:
     """Real-time market data: exchange feed -> Temporal -> reactive store -> Convex clients."""
 
 
+APP_FUNCTIONS = "marketpulse.marketdata.functions"
+"""The functions module ``serve`` and ``codegen`` use when none is named: the market data app."""
+
+
 _COMMAND_MODULES = (
     "marketpulse.reactive._cli",
     "marketpulse.simulator._cli",
@@ -35,6 +42,21 @@ _COMMAND_MODULES = (
 )
 
 
+def _app_options(module: str) -> dict[str, Any]:
+    """What this application passes to ``module``'s ``register`` besides the command."""
+    if module == "marketpulse.reactive._cli":
+        from marketpulse.dashboard import static_dir
+
+        return {
+            "default_functions": APP_FUNCTIONS,
+            "static_dir": static_dir(),
+            "help_text": "Run the reactive store: Convex sync WebSocket, HTTP API and the dashboard.",
+        }
+    if module == "marketpulse.dashboard._cli":
+        return {"default_functions": APP_FUNCTIONS}
+    return {}
+
+
 def _register_all() -> None:
     for name in _COMMAND_MODULES:
         try:
@@ -44,7 +66,7 @@ def _register_all() -> None:
             if exc.name != name:
                 raise
             continue
-        module.register(app)
+        module.register(app, **_app_options(name))
 
 
 _register_all()

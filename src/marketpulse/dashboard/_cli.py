@@ -11,9 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
-__all__ = ["find_result_schemas", "load_modules", "register"]
+__all__ = ["find_result_schemas", "load_modules", "register", "write_api"]
 
-DEFAULT_FUNCTIONS = "marketpulse.marketdata.functions"
 DEFAULT_OUT = Path("web/src/_generated")
 
 
@@ -55,23 +54,15 @@ def find_result_schemas(module: ModuleType) -> Mapping[str, Any]:
     return {}
 
 
-def codegen(
-    functions: Annotated[
-        list[str] | None,
-        typer.Option("--functions", help="Functions module to describe (repeatable)."),
-    ] = None,
-    out: Annotated[
-        Path, typer.Option("--out", help="Directory for api.d.ts and api.js.")
-    ] = DEFAULT_OUT,
-    check: Annotated[
-        bool,
-        typer.Option("--check", help="Write nothing; exit 1 if the files are not up to date."),
-    ] = False,
-) -> None:
-    """Write TypeScript declarations (api.d.ts, api.js) of every function for convex/react."""
+def write_api(functions: list[str], out: Path, check: bool) -> None:
+    """Write (or, with ``check``, compare) the declarations of ``functions`` under ``out``.
+
+    Raises:
+        typer.Exit: with ``check``, exit code 1 when a file is out of date.
+    """
     from marketpulse.reactive.codegen import generate
 
-    modules, schemas = load_modules(functions or [DEFAULT_FUNCTIONS])
+    modules, schemas = load_modules(functions)
     result = generate(modules, schemas)
     stale = [
         fname
@@ -94,6 +85,30 @@ def codegen(
     typer.echo(f"wrote {', '.join(sorted(result.files))} to {out}")
 
 
-def register(app: typer.Typer) -> None:
-    """Add ``codegen`` to the ``marketpulse`` command."""
-    app.command("codegen")(codegen)
+def register(app: typer.Typer, *, default_functions: str | None = None) -> None:
+    """Add ``codegen`` to the ``marketpulse`` command.
+
+    Args:
+        app: The command to add ``codegen`` to.
+        default_functions: Functions module described when ``--functions`` is not given.
+    """
+
+    @app.command("codegen")
+    def codegen(
+        functions: Annotated[
+            list[str] | None,
+            typer.Option("--functions", help="Functions module to describe (repeatable)."),
+        ] = None,
+        out: Annotated[
+            Path, typer.Option("--out", help="Directory for api.d.ts and api.js.")
+        ] = DEFAULT_OUT,
+        check: Annotated[
+            bool,
+            typer.Option("--check", help="Write nothing; exit 1 if the files are not up to date."),
+        ] = False,
+    ) -> None:
+        """Write TypeScript declarations (api.d.ts, api.js) of every function for convex/react."""
+        names = functions or ([default_functions] if default_functions else [])
+        if not names:
+            raise typer.BadParameter("name a functions module with --functions")
+        write_api(names, out, check)

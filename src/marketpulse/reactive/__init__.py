@@ -2,15 +2,14 @@
 
 Write functions with :class:`FunctionModule`, declare tables with :class:`Schema`, and run
 them with :class:`marketpulse.reactive.engine.Engine` (see docs/interfaces.md).
+
+Names are imported on first use (see ``marketpulse._lazy``), so a light submodule such as the
+sync wire client (``marketpulse.reactive.sync.client``) loads no engine or storage.
 """
 
-from __future__ import annotations
+from typing import TYPE_CHECKING
 
-from .engine import ActionCtx, MutationCtx, QueryCtx
-from .errors import ArgumentValidationError, ConvexError
-from .functions import FunctionModule, FunctionSpec
-from .schema import Schema, Table
-from .values import Int64
+from marketpulse._lazy import lazy_import
 
 __all__ = [
     "ActionCtx",
@@ -24,3 +23,26 @@ __all__ = [
     "Schema",
     "Table",
 ]
+
+if TYPE_CHECKING:
+    from .engine import ActionCtx, MutationCtx, QueryCtx
+    from .errors import ArgumentValidationError, ConvexError
+    from .functions import FunctionModule, FunctionSpec
+    from .schema import Schema, Table
+    from .values import Int64
+else:
+    lazy_import(
+        globals(),
+        {
+            "ActionCtx": ".engine",
+            "MutationCtx": ".engine",
+            "QueryCtx": ".engine",
+            "ArgumentValidationError": ".errors",
+            "ConvexError": ".errors",
+            "FunctionModule": ".functions",
+            "FunctionSpec": ".functions",
+            "Schema": ".schema",
+            "Table": ".schema",
+            "Int64": ".values",
+        },
+    )

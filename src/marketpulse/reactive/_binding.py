@@ -22,7 +22,7 @@ __all__ = ["gateway_for", "identity_of", "open_gateway"]
 def identity_of(caller: Caller) -> Identity:
     """The engine identity of an authenticated caller."""
     if caller.kind == "admin":
-        # Admin "acting as" a user runs as that user, like the dashboard's impersonation.
+        # Admin "acting as" a user runs as that user, as Convex's admin impersonation does.
         return Identity.for_user(caller.acting_as) if caller.acting_as else Identity.admin()
     return Identity.anonymous()
 

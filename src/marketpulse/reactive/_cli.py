@@ -1,4 +1,8 @@
-"""``marketpulse serve``: the reactive store on one port (sync WebSocket, HTTP API, dashboard)."""
+"""``marketpulse serve``: the reactive store on one port (sync WebSocket, HTTP API, web assets).
+
+The store is generic: which functions it runs and which web assets it serves when not told
+otherwise are the assembling application's choice, passed to :func:`register`.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +24,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["ServeSettings", "register"]
 
-DEFAULT_FUNCTIONS = "marketpulse.marketdata.functions"
 DEFAULT_DB = "sqlite:./data/marketpulse.sqlite"
 
 
@@ -32,7 +35,8 @@ class ServeSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(3210, ge=0, le=65535)
     db: str = DEFAULT_DB
-    functions: list[str] = Field(default_factory=lambda: [DEFAULT_FUNCTIONS])
+    functions: list[str] = Field(default_factory=list)
+    """Modules to load; when unset, ``serve`` loads the default module it was registered with."""
     admin_key: SecretStr | None = None
     max_message_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     query_timeout_s: float = Field(1.0, gt=0)
@@ -69,8 +73,13 @@ def configure_logging(level: str) -> None:
     )
 
 
-def load_function_modules(names: list[str], *, default_may_be_missing: bool) -> list[Any]:
-    """Import each module and collect the FunctionModule objects at its top level."""
+def load_function_modules(names: list[str], *, may_be_missing: str | None = None) -> list[Any]:
+    """Import each module and collect the FunctionModule objects at its top level.
+
+    Args:
+        names: Module names to import.
+        may_be_missing: A module (the unrequested default) whose absence is only a warning.
+    """
     from marketpulse.reactive import FunctionModule
 
     log = structlog.get_logger("marketpulse.serve")
@@ -79,15 +88,7 @@ def load_function_modules(names: list[str], *, default_may_be_missing: bool) -> 
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if (
-                default_may_be_missing
-                and name == DEFAULT_FUNCTIONS
-                and exc.name
-                in {
-                    name,
-                    name.rpartition(".")[0],
-                }
-            ):
+            if name == may_be_missing and exc.name in {name, name.rpartition(".")[0]}:
                 log.warning("default functions module not found; serving no functions", module=name)
                 continue
             raise typer.BadParameter(f"cannot import functions module {name!r}: {exc}") from None
@@ -119,16 +120,17 @@ def _graceful_server_class() -> Any:
     return GracefulServer
 
 
-async def _serve(settings: ServeSettings, admin_key: str, modules: list[Any]) -> None:
+async def _serve(
+    settings: ServeSettings, admin_key: str, modules: list[Any], static: Path | None
+) -> None:
     from marketpulse.reactive._binding import open_gateway
     from marketpulse.reactive._gc import SurvivorFreezer
-    from marketpulse.reactive.server import build_app, default_static_dir, uvicorn_config
+    from marketpulse.reactive.server import build_app, uvicorn_config
 
     log = structlog.get_logger("marketpulse.serve")
     _GracefulServer = _graceful_server_class()
     gateway, close = await open_gateway(settings, admin_key, modules)
     try:
-        static = settings.static_dir or default_static_dir()
         app = build_app(gateway, static_dir=static)
         config = uvicorn_config(
             app, settings.host, settings.port, gateway, timeout_graceful_shutdown=5
@@ -156,10 +158,25 @@ async def _serve(settings: ServeSettings, admin_key: str, modules: list[Any]) ->
         log.info("store stopped")
 
 
-def register(app: typer.Typer) -> None:
-    """Add ``serve`` to the ``marketpulse`` command."""
+def register(
+    app: typer.Typer,
+    *,
+    default_functions: str | None = None,
+    static_dir: Path | None = None,
+    help_text: str | None = None,
+) -> None:
+    """Add ``serve`` to the ``marketpulse`` command.
 
-    @app.command()
+    Args:
+        app: The command to add ``serve`` to.
+        default_functions: Functions module loaded when neither ``--functions`` nor
+            ``MARKETPULSE_FUNCTIONS`` names any; None serves no functions then.
+        static_dir: Web assets served at ``/`` when ``--static-dir`` is not given.
+        help_text: The command's help, naming what this application serves (default: generic).
+    """
+    default_static_dir = static_dir
+
+    @app.command(help=help_text)
     def serve(
         host: Annotated[str | None, typer.Option(help="Interface to bind.")] = None,
         port: Annotated[int | None, typer.Option(help="Port (default 3210).")] = None,
@@ -182,7 +199,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         static_dir: Annotated[Path | None, typer.Option(help="Web assets to serve at /.")] = None,
     ) -> None:
-        """Run the reactive store: Convex sync WebSocket, HTTP API and the dashboard."""
+        """Run the reactive store: Convex sync WebSocket, HTTP API and web assets."""
         overrides: dict[str, Any] = {
             "host": host,
             "port": port,
@@ -195,6 +212,8 @@ def register(app: typer.Typer) -> None:
             "static_dir": static_dir,
         }
         settings = ServeSettings(**{k: v for k, v in overrides.items() if v is not None})
+        if "functions" not in settings.model_fields_set and default_functions is not None:
+            settings = settings.model_copy(update={"functions": [default_functions]})
         configure_logging(settings.log_level)
         if settings.admin_key is not None and settings.admin_key.get_secret_value():
             admin_key = settings.admin_key.get_secret_value()
@@ -203,7 +222,8 @@ def register(app: typer.Typer) -> None:
             # Printed once, to the console only: never logged, never stored.
             typer.echo(f"Admin key (set MARKETPULSE_ADMIN_KEY to choose your own): {admin_key}")
         modules = load_function_modules(
-            settings.functions, default_may_be_missing=functions is None
+            settings.functions, may_be_missing=default_functions if functions is None else None
         )
+        static = settings.static_dir or default_static_dir
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_serve(settings, admin_key, modules))
+            asyncio.run(_serve(settings, admin_key, modules, static))

@@ -1,4 +1,4 @@
-"""Server assembly: the ASGI app (HTTP API, CORS, health, metrics, dashboard) and uvicorn's
+"""Server assembly: the ASGI app (HTTP API, CORS, health, metrics, web assets) and uvicorn's
 settings, whose WebSocket protocol serves the sync endpoint directly (sync/websocket.py)."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from marketpulse.reactive.gateway import Gateway
 from marketpulse.reactive.http import http_routes
 from marketpulse.reactive.sync.websocket import SyncSocket
 
-__all__ = ["build_app", "default_static_dir", "uvicorn_config"]
+__all__ = ["build_app", "uvicorn_config"]
 
 log = structlog.get_logger("marketpulse.server")
 
@@ -88,15 +88,6 @@ class _Cors:
             await send(message)
 
         await self.app(scope, receive, send_with_cors)
-
-
-def default_static_dir() -> Path | None:
-    """The dashboard's built assets, if they ship with this installation."""
-    here = Path(__file__).resolve().parent.parent
-    for candidate in (here / "dashboard" / "static", here / "reactive" / "static"):
-        if (candidate / "index.html").is_file():
-            return candidate
-    return None
 
 
 class _SpaStatic(StaticFiles):

@@ -2,7 +2,7 @@
 
 ``generate(modules)`` returns ``api.d.ts`` (argument and result types of every function, from
 the Python signatures, or from published JSON Schemas of results) and ``api.js``, laid out as
-Convex's generated ``_generated/api`` is, so ``useQuery(api.marketData.getPrice, { ticker })``
+Convex's generated ``_generated/api`` is, so ``useQuery(api.messages.list, { channel })``
 is type-checked against the Python code. ``marketpulse codegen`` writes them.
 """
 

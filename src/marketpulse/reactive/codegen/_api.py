@@ -2,7 +2,7 @@
 
 ``api.d.ts`` declares ``api`` (public functions) and ``internal`` (internal ones) as nested
 objects of ``FunctionReference<kind, visibility, args, result>``, one level per module path
-segment, so ``useQuery(api.marketData.getPrice, { ticker })`` type-checks its arguments and
+segment, so ``useQuery(api.messages.list, { channel })`` type-checks its arguments and
 result. ``api.js`` is Convex's runtime stand-in: ``anyApi`` from ``convex/server``.
 """
 

@@ -1,11 +1,12 @@
-"""The engine: transactions, in-memory indexes, read sets and subscriptions."""
+"""The engine: transactions, in-memory indexes, read sets and subscriptions.
 
-from __future__ import annotations
+Names are imported on first use (see ``marketpulse._lazy``): the contexts a function module
+needs (``QueryCtx`` and the rest) load without the engine proper and its storage.
+"""
 
-from ._context import ActionCtx, Auth, Identity, MutationCtx, QueryCtx
-from ._database import DatabaseReader, DatabaseWriter, IndexRange, Query
-from ._engine import CommitTimings, Engine, QueryListener, SharedQuery
-from ._results import FunctionResult, Limits
+from typing import TYPE_CHECKING
+
+from marketpulse._lazy import lazy_import
 
 __all__ = [
     "ActionCtx",
@@ -24,3 +25,30 @@ __all__ = [
     "QueryListener",
     "SharedQuery",
 ]
+
+if TYPE_CHECKING:
+    from ._context import ActionCtx, Auth, Identity, MutationCtx, QueryCtx
+    from ._database import DatabaseReader, DatabaseWriter, IndexRange, Query
+    from ._engine import CommitTimings, Engine, QueryListener, SharedQuery
+    from ._results import FunctionResult, Limits
+else:
+    lazy_import(
+        globals(),
+        {
+            "ActionCtx": "._context",
+            "Auth": "._context",
+            "Identity": "._context",
+            "MutationCtx": "._context",
+            "QueryCtx": "._context",
+            "DatabaseReader": "._database",
+            "DatabaseWriter": "._database",
+            "IndexRange": "._database",
+            "Query": "._database",
+            "CommitTimings": "._engine",
+            "Engine": "._engine",
+            "QueryListener": "._engine",
+            "SharedQuery": "._engine",
+            "FunctionResult": "._results",
+            "Limits": "._results",
+        },
+    )

@@ -21,17 +21,9 @@ in-memory shared log).
 
 from __future__ import annotations
 
-from ._types import (
-    Commit,
-    CommitConflict,
-    DocumentWrite,
-    Persistence,
-    PersistenceError,
-    SharedLog,
-    Snapshot,
-    WriteNow,
-)
-from .sqlite import SqlitePersistence
+from typing import TYPE_CHECKING
+
+from marketpulse._lazy import lazy_import
 
 __all__ = [
     "Commit",
@@ -45,6 +37,35 @@ __all__ = [
     "WriteNow",
     "open_persistence",
 ]
+
+if TYPE_CHECKING:
+    from ._types import (
+        Commit,
+        CommitConflict,
+        DocumentWrite,
+        Persistence,
+        PersistenceError,
+        SharedLog,
+        Snapshot,
+        WriteNow,
+    )
+    from .sqlite import SqlitePersistence
+else:
+    # The engine needs only the types; SQLite loads when a store is opened.
+    lazy_import(
+        globals(),
+        {
+            "Commit": "._types",
+            "CommitConflict": "._types",
+            "DocumentWrite": "._types",
+            "Persistence": "._types",
+            "PersistenceError": "._types",
+            "SharedLog": "._types",
+            "Snapshot": "._types",
+            "WriteNow": "._types",
+            "SqlitePersistence": ".sqlite",
+        },
+    )
 
 
 def open_persistence(url: str) -> Persistence:
@@ -63,6 +84,8 @@ def open_persistence(url: str) -> Persistence:
             rest = rest[2:]
         if not rest:
             raise ValueError("sqlite URL needs a path: sqlite:PATH")
+        from .sqlite import SqlitePersistence
+
         return SqlitePersistence(rest)
     if url.startswith(("postgresql:", "postgres:")):
         raise ValueError("PostgreSQL persistence is not implemented yet; use sqlite:PATH")

@@ -1,0 +1,146 @@
+"""``serve`` is generic: the assembling CLI chooses its default functions and web assets."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+import marketpulse.reactive
+from marketpulse.reactive import _cli
+
+FUNCTIONS_MODULE = """
+from marketpulse.reactive import FunctionModule, QueryCtx
+
+greetings = FunctionModule("greetings")
+
+
+@greetings.query()
+def hello(ctx: QueryCtx) -> str:
+    return "hello"
+"""
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Records what ``serve`` would run, instead of running it."""
+    calls: list[dict[str, Any]] = []
+
+    async def record(
+        settings: _cli.ServeSettings, admin_key: str, modules: list[Any], static: Path | None
+    ) -> None:
+        calls.append({"modules": [m.name for m in modules], "static": static})
+
+    monkeypatch.setattr(_cli, "_serve", record)
+    monkeypatch.setattr(_cli, "configure_logging", lambda level: None)
+    monkeypatch.setenv("MARKETPULSE_ADMIN_KEY", "k" * 64)
+    monkeypatch.delenv("MARKETPULSE_FUNCTIONS", raising=False)
+    monkeypatch.delenv("MARKETPULSE_STATIC_DIR", raising=False)
+    return calls
+
+
+@pytest.fixture
+def functions_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    (tmp_path / "greetings_app.py").write_text(FUNCTIONS_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "greetings_app"
+
+
+def serve_app(**options: Any) -> typer.Typer:
+    app = typer.Typer()
+    _cli.register(app, **options)
+
+    @app.command()
+    def other() -> None:  # a second command, so typer keeps ``serve`` as a subcommand
+        """Unused."""
+
+    return app
+
+
+def test_serve_runs_the_default_functions_and_static_dir_it_was_given(
+    served: list[dict[str, Any]], functions_module: str, tmp_path: Path
+) -> None:
+    app = serve_app(default_functions=functions_module, static_dir=tmp_path)
+    result = CliRunner().invoke(app, ["serve"])
+    assert result.exit_code == 0, result.output
+    assert served == [{"modules": ["greetings"], "static": tmp_path}]
+
+
+def test_flags_and_environment_override_the_defaults(
+    served: list[dict[str, Any]],
+    functions_module: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app = serve_app(default_functions="no_such_app.functions", static_dir=tmp_path / "default")
+    assets = tmp_path / "assets"
+    result = CliRunner().invoke(
+        app, ["serve", "--functions", functions_module, "--static-dir", str(assets)]
+    )
+    assert result.exit_code == 0, result.output
+    monkeypatch.setenv("MARKETPULSE_FUNCTIONS", "[]")
+    result = CliRunner().invoke(app, ["serve"])
+    assert result.exit_code == 0, result.output
+    assert served == [
+        {"modules": ["greetings"], "static": assets},
+        {"modules": [], "static": tmp_path / "default"},
+    ]
+
+
+def test_a_missing_default_is_a_warning_but_a_named_module_must_exist(
+    served: list[dict[str, Any]],
+) -> None:
+    app = serve_app(default_functions="no_such_app.functions")
+    assert CliRunner().invoke(app, ["serve"]).exit_code == 0
+    assert served == [{"modules": [], "static": None}]
+    result = CliRunner().invoke(app, ["serve", "--functions", "no_such_app.functions"])
+    assert result.exit_code == 2
+    assert "cannot import functions module" in result.output
+
+
+def test_without_defaults_serve_runs_no_functions_and_no_assets(
+    served: list[dict[str, Any]],
+) -> None:
+    assert CliRunner().invoke(serve_app(), ["serve"]).exit_code == 0
+    assert served == [{"modules": [], "static": None}]
+
+
+def test_marketpulse_serve_defaults_to_the_market_data_app_and_its_dashboard(
+    served: list[dict[str, Any]],
+) -> None:
+    from marketpulse.cli import app
+    from marketpulse.dashboard import static_dir
+
+    result = CliRunner().invoke(app, ["serve"])
+    assert result.exit_code == 0, result.output
+    assert served == [{"modules": ["marketData"], "static": static_dir()}]
+
+
+def test_the_store_imports_no_application_package() -> None:
+    """``marketpulse.reactive`` imports only itself and the shared helpers (asyncio, lazy imports)."""
+    allowed = ("marketpulse.reactive", "marketpulse._aio", "marketpulse._lazy")
+    package = Path(marketpulse.reactive.__file__).parent
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            found += [
+                f"{path.relative_to(package)}: {name}"
+                for name in names
+                if name.startswith("marketpulse") and not name.startswith(allowed)
+            ]
+        text = path.read_text(encoding="utf-8")
+        found += [
+            f"{path.relative_to(package)}: names {app_module!r}"
+            for app_module in ("marketpulse.marketdata", "marketpulse.dashboard")
+            if app_module in text
+        ]
+    assert found == []
