@@ -2,7 +2,7 @@
 
 Each package owns its commands in a private ``_cli`` module exposing
 ``register(app, ...)``; this module only assembles them, so the command-line
-contract (see ARCHITECTURE.md) lives next to the code it drives. It is also where the
+contract (docs/architecture.md) lives next to the code it drives. It is also where the
 application is chosen: the generic store's ``serve`` (and ``codegen``) are told here which
 functions module and web assets are marketpulse's.
 """
