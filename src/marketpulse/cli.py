@@ -2,7 +2,7 @@
 
 Each package owns its commands in a private ``_cli`` module exposing
 ``register(app)``; this module only assembles them, so the command-line
-contract (see ARCHITECTURE.md) lives next to the code it drives.
+contract (see docs/architecture.md) lives next to the code it drives.
 """
 
 from __future__ import annotations
