@@ -27,11 +27,17 @@ from marketpulse.kalshi import (
     parse_message,
 )
 
-FIXTURES = Path("/work/shared/fixtures/kalshi/ws")
+# Real frames captured from Kalshi (sources and licenses: tests/fixtures/kalshi/README.md).
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "kalshi" / "ws"
 
 
 def _lines(name: str) -> list[str]:
-    return [ln for ln in (FIXTURES / name).read_text().splitlines() if ln.strip()]
+    path = FIXTURES / name
+    # A missing fixture is a broken checkout: fail, never skip.
+    assert path.is_file(), f"fixture {path} is missing (see tests/fixtures/kalshi/README.md)"
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    assert lines, f"fixture {path} is empty"
+    return lines
 
 
 def test_subscribed_unsubscribed() -> None:

@@ -27,11 +27,15 @@ from marketpulse.kalshi import (
 )
 from marketpulse.kalshi.rest import DEMO_REST_URL, PROD_REST_URL, resolve_rest_url
 
-REST = Path("/work/shared/fixtures/kalshi/rest")
+# Real REST bodies recorded from Kalshi (sources and licenses: tests/fixtures/kalshi/README.md).
+REST = Path(__file__).resolve().parent.parent / "fixtures" / "kalshi" / "rest"
 
 
 def fixture(name: str) -> Any:
-    return json.loads((REST / f"{name}.json").read_text())["response"]
+    path = REST / f"{name}.json"
+    # A missing fixture is a broken checkout: fail, never skip.
+    assert path.is_file(), f"fixture {path} is missing (see tests/fixtures/kalshi/README.md)"
+    return json.loads(path.read_text())["response"]
 
 
 class FixtureServer:

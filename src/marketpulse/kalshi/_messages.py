@@ -2,7 +2,7 @@
 
 Every parse accepts both the current (2026) shapes (``*_dollars`` price strings, ``*_fp`` size
 strings, ``ts_ms``) and the transition-era ones that also carried integer cents (docs/protocols/kalshi.md §3.3); a
-number where a string is expected is accepted too (docs/protocols/kalshi.md §3.3, gotcha #12). Unknown message types
+number where a string is expected is accepted too (docs/protocols/kalshi.md §3.3). Unknown message types
 and unknown fields are tolerated: the parser reports them so the core can count them.
 
 Message objects are plain slotted dataclasses, not pydantic models: ``orderbook_delta`` is the
@@ -143,7 +143,7 @@ def _str(msg: dict[str, Any], key: str) -> str:
 
 def _levels(msg: dict[str, Any], side: str) -> list[tuple[Decimal, Decimal]]:
     # Current: yes_dollars_fp [[price str, size str]]; transition: yes_dollars [[price str, int]],
-    # and yes [[cents, count]]. Omitted or null means the side is empty (docs/protocols/kalshi.md §3.2, SDK issue #2).
+    # and yes [[cents, count]]. Omitted or null means the side is empty (docs/protocols/kalshi.md §3.2).
     # Level order on WS is unconfirmed (docs/protocols/kalshi.md §10.3): kept as sent; OrderBook sorts on read.
     raw = msg.get(f"{side}_dollars_fp")
     cents = False
