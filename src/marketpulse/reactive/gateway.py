@@ -19,12 +19,12 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from marketpulse.reactive.access import AdminKeyAuth, Caller
+from marketpulse.reactive.limits import ConnectionLimits
 
 __all__ = [
     "EngineAPI",
     "Flusher",
     "Gateway",
-    "Limits",
     "Metrics",
     "MutationLog",
     "QueryListener",
@@ -52,17 +52,6 @@ class EngineAPI(Protocol):
         self, path: str, args: dict[str, Any], identity: Any, listener: QueryListener
     ) -> Any: ...
     def unsubscribe(self, query: Any, listener: QueryListener) -> None: ...
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Front-door limits (the engine enforces query time and result size itself)."""
-
-    max_message_bytes: int = 8 * 1024 * 1024
-    client_send_timeout_s: float = 30.0
-    ping_interval_s: float = 15.0
-    max_pending_mutations: int = 1024
-    max_concurrent_actions: int = 64
 
 
 class Metrics:
@@ -254,7 +243,7 @@ class Gateway:
     auth: AdminKeyAuth
     identity_of: Callable[[Caller], Any]
     function_kind: Callable[[str], str | None]
-    limits: Limits = field(default_factory=Limits)
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     metrics: Metrics = field(default_factory=Metrics)
     mutation_log: MutationLog = field(default_factory=MutationLog)
     watchdog: Watchdog = field(init=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ._context import ActionCtx, Auth, Identity, MutationCtx, QueryCtx
 from ._database import DatabaseReader, DatabaseWriter, IndexRange, Query
 from ._engine import CommitTimings, Engine, QueryListener, SharedQuery
-from ._results import FunctionResult, Limits
+from ._results import FunctionResult
 
 __all__ = [
     "ActionCtx",
@@ -17,7 +17,6 @@ __all__ = [
     "FunctionResult",
     "Identity",
     "IndexRange",
-    "Limits",
     "MutationCtx",
     "Query",
     "QueryCtx",

@@ -28,6 +28,7 @@ import orjson
 
 from ..errors import ArgumentValidationError, ConvexError, QueryLimitError
 from ..functions import FunctionKind, FunctionModule, FunctionSpec, canonical_path
+from ..limits import RunLimits
 from ..persistence import (
     Commit,
     CommitConflict,
@@ -44,7 +45,7 @@ from ._intervals import SubscriptionIndex
 from ._keys import index_key
 from ._overlay import Overlay
 from ._readset import ReadSet
-from ._results import FunctionResult, Limits
+from ._results import FunctionResult
 from ._store import MemoryStore, Write
 from ._transaction import Transaction, copy_value
 from ._watchdog import WATCHDOG, Interrupted
@@ -172,13 +173,13 @@ class Engine:
         self,
         persistence: Persistence,
         modules: Iterable[FunctionModule],
-        limits: Limits | None = None,
+        limits: RunLimits | None = None,
     ) -> None:
         self.persistence = persistence
         self._write_now: Callable[[Commit], bool] | None = (
             persistence.write_now if isinstance(persistence, WriteNow) else None
         )
-        self.limits = limits or Limits()
+        self.limits = limits or RunLimits()
         self._functions: dict[str, FunctionSpec] = {}
         schema = Schema()
         # The same module object may be reached twice (e.g. re-exported): register it once.
@@ -211,7 +212,7 @@ class Engine:
         persistence: Persistence,
         modules: Iterable[FunctionModule],
         *,
-        limits: Limits | None = None,
+        limits: RunLimits | None = None,
     ) -> Engine:
         """Load every stored document into memory and return a ready engine.
 
