@@ -22,13 +22,13 @@ from marketpulse.reactive.access import AdminKeyAuth, Caller
 from marketpulse.reactive.limits import ConnectionLimits
 
 __all__ = [
+    "ConnectionWatchdog",
     "EngineAPI",
     "Flusher",
     "Gateway",
     "Metrics",
     "MutationLog",
     "QueryListener",
-    "Watchdog",
 ]
 
 log = structlog.get_logger("marketpulse.gateway")
@@ -165,8 +165,11 @@ class _Tickable(Protocol):
     def tick(self, now: float) -> None: ...
 
 
-class Watchdog:
-    """One periodic task for all sockets (no timer per socket): stuck-write drops and Pings."""
+class ConnectionWatchdog:
+    """One periodic task ticking every connection (no timer per socket): Pings, stuck-write drops.
+
+    Not the engine's deadline watchdog, which interrupts function runs that overrun their time.
+    """
 
     def __init__(self, interval_s: float) -> None:
         self._interval_s = interval_s
@@ -246,13 +249,13 @@ class Gateway:
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     metrics: Metrics = field(default_factory=Metrics)
     mutation_log: MutationLog = field(default_factory=MutationLog)
-    watchdog: Watchdog = field(init=False)
+    watchdog: ConnectionWatchdog = field(init=False)
     flusher: Flusher = field(init=False)
 
     def __post_init__(self) -> None:
         limits = self.limits
         self.metrics.watch_engine(self.engine)
         self.flusher = Flusher(self.metrics)
-        self.watchdog = Watchdog(
+        self.watchdog = ConnectionWatchdog(
             min(1.0, limits.client_send_timeout_s / 4, limits.ping_interval_s / 4)
         )

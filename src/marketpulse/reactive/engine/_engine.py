@@ -48,7 +48,7 @@ from ._readset import ReadSet
 from ._results import FunctionResult
 from ._store import MemoryStore, Write
 from ._transaction import Transaction, copy_value
-from ._watchdog import WATCHDOG, Interrupted
+from ._watchdog import DEADLINE_WATCHDOG, Interrupted
 
 __all__ = ["CommitTimings", "Engine", "QueryListener", "SharedQuery"]
 
@@ -355,17 +355,17 @@ class Engine:
         if tx.deadline is None:
             return call()
         try:
-            WATCHDOG.enter(tx.deadline)
+            DEADLINE_WATCHDOG.enter(tx.deadline)
             try:
                 return call()
             finally:
-                WATCHDOG.leave()
+                DEADLINE_WATCHDOG.leave()
         except Interrupted:
             # The interrupt may have landed inside leave() itself, before it unregistered the
             # run; make sure it is unregistered, or the watcher would keep interrupting.
             while True:
                 try:
-                    WATCHDOG.leave()
+                    DEADLINE_WATCHDOG.leave()
                     break
                 except Interrupted:
                     continue
