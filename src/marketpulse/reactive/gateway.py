@@ -11,7 +11,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -21,6 +21,10 @@ from prometheus_client.registry import Collector
 from marketpulse.reactive.access import AdminKeyAuth, Caller
 from marketpulse.reactive.limits import ConnectionLimits
 
+if TYPE_CHECKING:
+    # Types only: the front doors run against any engine that keeps the seam.
+    from marketpulse.reactive.engine import QueryListener
+
 __all__ = [
     "ConnectionWatchdog",
     "EngineAPI",
@@ -28,16 +32,9 @@ __all__ = [
     "Gateway",
     "Metrics",
     "MutationLog",
-    "QueryListener",
 ]
 
 log = structlog.get_logger("marketpulse.gateway")
-
-
-class QueryListener(Protocol):
-    """Called synchronously by the engine when a shared query's result changed."""
-
-    def on_query_updated(self, query: Any) -> None: ...
 
 
 class EngineAPI(Protocol):

@@ -93,7 +93,7 @@ class CommitTimings:
 
 
 class QueryListener(Protocol):
-    """Receives result changes of a subscribed :class:`SharedQuery`."""
+    """Receives result changes of a subscribed :class:`SharedQuery` (what ``subscribe`` takes)."""
 
     def on_query_updated(self, query: SharedQuery) -> None:
         """Called synchronously after a commit changed ``query.result``."""
