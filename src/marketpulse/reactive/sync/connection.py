@@ -84,7 +84,8 @@ class _Sub:
         self.conn.query_updated()
 
 
-_Pending = tuple[MutationRequested, Any]
+# A mutation waiting its turn, with the identity it arrived under.
+_QueuedMutation = tuple[MutationRequested, Any]
 
 
 class SyncConnection:
@@ -123,7 +124,7 @@ class SyncConnection:
         self._identity: Any = gateway.identity_of(ANONYMOUS)
         self._subs: dict[int, _Sub] = {}
         # Created on first use: most sockets only subscribe (an empty deque alone is ~600 B).
-        self._mutations: deque[_Pending] | None = None
+        self._mutations: deque[_QueuedMutation] | None = None
         self._actions: set[asyncio.Task[None]] | None = None
         self._worker: asyncio.Task[None] | None = None
         # Set by the mutation worker while it waits for the Transition after a response.
