@@ -21,7 +21,7 @@ class RunLimits:
         query_time_limit: seconds a query may run (checked on every db operation, and by the
             engine's deadline watchdog inside pure-CPU loops).
         mutation_time_limit: seconds a mutation may run (same checks).
-        action_time_limit: seconds an action may run (enforced with ``asyncio.wait_for``).
+        action_time_limit: seconds an action may run (enforced with ``asyncio.timeout``).
         max_result_bytes: largest encoded JSON result a function may return.
         max_log_lines: log lines kept per run (more are counted, then dropped).
     """
