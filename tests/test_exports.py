@@ -118,7 +118,6 @@ EXPORTS: dict[str, list[str]] = {
         "FunctionResult",
         "Identity",
         "IndexRange",
-        "Limits",
         "MutationCtx",
         "Query",
         "QueryCtx",

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from marketpulse.reactive.engine import Engine, Limits
+from marketpulse.reactive.engine import Engine
+from marketpulse.reactive.limits import RunLimits
 from marketpulse.reactive.persistence import open_persistence
 
 from .example_app import MODULES
@@ -23,7 +24,7 @@ async def engine(db_path: Path) -> AsyncIterator[Engine]:
     eng = await Engine.open(
         open_persistence(f"sqlite:{db_path}"),
         MODULES,
-        limits=Limits(query_time_limit=0.5, mutation_time_limit=0.5, max_result_bytes=100_000),
+        limits=RunLimits(query_time_limit=0.5, mutation_time_limit=0.5, max_result_bytes=100_000),
     )
     try:
         yield eng

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from marketpulse.reactive.access import AdminKeyAuth, Caller
 from marketpulse.reactive.engine import Engine, Identity
-from marketpulse.reactive.engine import Limits as EngineLimits
 from marketpulse.reactive.functions import FunctionModule, canonical_path
-from marketpulse.reactive.gateway import Gateway, Limits
+from marketpulse.reactive.gateway import Gateway
+from marketpulse.reactive.limits import ConnectionLimits, RunLimits
 from marketpulse.reactive.persistence import open_persistence
 
 if TYPE_CHECKING:
@@ -27,7 +27,9 @@ def identity_of(caller: Caller) -> Identity:
     return Identity.anonymous()
 
 
-def gateway_for(engine: Engine, admin_key: str | None, limits: Limits | None = None) -> Gateway:
+def gateway_for(
+    engine: Engine, admin_key: str | None, limits: ConnectionLimits | None = None
+) -> Gateway:
     """A gateway serving ``engine``; ``admin_key`` None means no caller is admin."""
 
     def function_kind(path: str) -> str | None:
@@ -42,7 +44,7 @@ def gateway_for(engine: Engine, admin_key: str | None, limits: Limits | None = N
         auth=AdminKeyAuth(admin_key),
         identity_of=identity_of,
         function_kind=function_kind,
-        limits=limits or Limits(),
+        limits=limits or ConnectionLimits(),
     )
 
 
@@ -62,13 +64,13 @@ async def open_gateway(
     engine = await Engine.open(
         open_persistence(settings.db),
         modules,
-        limits=EngineLimits(
+        limits=RunLimits(
             query_time_limit=settings.query_timeout_s,
             mutation_time_limit=settings.query_timeout_s,
             max_result_bytes=settings.max_result_bytes,
         ),
     )
-    limits = Limits(
+    limits = ConnectionLimits(
         max_message_bytes=settings.max_message_bytes,
         client_send_timeout_s=settings.client_send_timeout_s,
     )

@@ -22,6 +22,8 @@ import typer
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from marketpulse.reactive.limits import ConnectionLimits, RunLimits
+
 __all__ = ["ServeSettings", "register"]
 
 DEFAULT_DB = "sqlite:./data/marketpulse.sqlite"
@@ -38,10 +40,10 @@ class ServeSettings(BaseSettings):
     functions: list[str] = Field(default_factory=list)
     """Modules to load; when unset, ``serve`` loads the default module it was registered with."""
     admin_key: SecretStr | None = None
-    max_message_bytes: int = Field(8 * 1024 * 1024, ge=1024)
-    query_timeout_s: float = Field(1.0, gt=0)
-    max_result_bytes: int = Field(8 * 1024 * 1024, ge=1024)
-    client_send_timeout_s: float = Field(30.0, gt=0)
+    max_message_bytes: int = Field(ConnectionLimits.max_message_bytes, ge=1024)
+    query_timeout_s: float = Field(RunLimits.query_time_limit, gt=0)
+    max_result_bytes: int = Field(RunLimits.max_result_bytes, ge=1024)
+    client_send_timeout_s: float = Field(ConnectionLimits.client_send_timeout_s, gt=0)
     static_dir: Path | None = None
     log_level: str = "info"
 

@@ -11,7 +11,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -19,25 +19,22 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from marketpulse.reactive.access import AdminKeyAuth, Caller
+from marketpulse.reactive.limits import ConnectionLimits
+
+if TYPE_CHECKING:
+    # Types only: the front doors run against any engine that keeps the seam.
+    from marketpulse.reactive.engine import QueryListener
 
 __all__ = [
+    "ConnectionWatchdog",
     "EngineAPI",
     "Flusher",
     "Gateway",
-    "Limits",
     "Metrics",
     "MutationLog",
-    "QueryListener",
-    "Watchdog",
 ]
 
 log = structlog.get_logger("marketpulse.gateway")
-
-
-class QueryListener(Protocol):
-    """Called synchronously by the engine when a shared query's result changed."""
-
-    def on_query_updated(self, query: Any) -> None: ...
 
 
 class EngineAPI(Protocol):
@@ -52,17 +49,6 @@ class EngineAPI(Protocol):
         self, path: str, args: dict[str, Any], identity: Any, listener: QueryListener
     ) -> Any: ...
     def unsubscribe(self, query: Any, listener: QueryListener) -> None: ...
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Front-door limits (the engine enforces query time and result size itself)."""
-
-    max_message_bytes: int = 8 * 1024 * 1024
-    client_send_timeout_s: float = 30.0
-    ping_interval_s: float = 15.0
-    max_pending_mutations: int = 1024
-    max_concurrent_actions: int = 64
 
 
 class Metrics:
@@ -176,8 +162,11 @@ class _Tickable(Protocol):
     def tick(self, now: float) -> None: ...
 
 
-class Watchdog:
-    """One periodic task for all sockets (no timer per socket): stuck-write drops and Pings."""
+class ConnectionWatchdog:
+    """One periodic task ticking every connection (no timer per socket): Pings, stuck-write drops.
+
+    Not the engine's deadline watchdog, which interrupts function runs that overrun their time.
+    """
 
     def __init__(self, interval_s: float) -> None:
         self._interval_s = interval_s
@@ -254,16 +243,16 @@ class Gateway:
     auth: AdminKeyAuth
     identity_of: Callable[[Caller], Any]
     function_kind: Callable[[str], str | None]
-    limits: Limits = field(default_factory=Limits)
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     metrics: Metrics = field(default_factory=Metrics)
     mutation_log: MutationLog = field(default_factory=MutationLog)
-    watchdog: Watchdog = field(init=False)
+    watchdog: ConnectionWatchdog = field(init=False)
     flusher: Flusher = field(init=False)
 
     def __post_init__(self) -> None:
         limits = self.limits
         self.metrics.watch_engine(self.engine)
         self.flusher = Flusher(self.metrics)
-        self.watchdog = Watchdog(
+        self.watchdog = ConnectionWatchdog(
             min(1.0, limits.client_send_timeout_s / 4, limits.ping_interval_s / 4)
         )

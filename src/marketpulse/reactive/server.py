@@ -126,7 +126,7 @@ def uvicorn_config(app: ASGIApp, host: str, port: int, gateway: Gateway, **extra
         # uvicorn builds this with (config=, server_state=, app_state=) on every upgrade.
         ws=cast(Any, partial(SyncSocket, gateway)),
         # For the ASGI hand-off of other paths; SyncSocket applies the same limit to sync.
-        ws_max_size=2 * limits.max_message_bytes,
+        ws_max_size=limits.max_frame_bytes,
         ws_per_message_deflate=False,
         log_config=None,
         access_log=False,

@@ -554,7 +554,7 @@ async def test_pure_cpu_loops_are_interrupted(engine: Engine) -> None:
 
 async def test_every_overrunning_run_is_interrupted(tmp_path: Path) -> None:
     from marketpulse.reactive import FunctionModule
-    from marketpulse.reactive.engine import Limits
+    from marketpulse.reactive.limits import RunLimits
     from marketpulse.reactive.persistence import open_persistence
 
     mod = FunctionModule("cpu")
@@ -571,7 +571,7 @@ async def test_every_overrunning_run_is_interrupted(tmp_path: Path) -> None:
     eng = await Engine.open(
         open_persistence(f"sqlite:{tmp_path / 'cpu.sqlite3'}"),
         [mod],
-        limits=Limits(query_time_limit=0.02),
+        limits=RunLimits(query_time_limit=0.02),
     )
     try:
         # Back-to-back runs, each four times over the limit: none may slip through.

@@ -13,8 +13,8 @@ import uvicorn
 from e2e.example_functions import counter
 from marketpulse.reactive._binding import gateway_for
 from marketpulse.reactive.engine import Engine
-from marketpulse.reactive.engine import Limits as EngineLimits
-from marketpulse.reactive.gateway import Gateway, Limits
+from marketpulse.reactive.gateway import Gateway
+from marketpulse.reactive.limits import ConnectionLimits, RunLimits
 from marketpulse.reactive.persistence import open_persistence
 from marketpulse.reactive.server import build_app, uvicorn_config
 from marketpulse.reactive.sync.client import LightSyncClient
@@ -38,12 +38,12 @@ class Served:
 
 @contextlib.asynccontextmanager
 async def serve_store(
-    db_path: Path, limits: Limits | None = None, *, static_dir: Path | None = None
+    db_path: Path, limits: ConnectionLimits | None = None, *, static_dir: Path | None = None
 ) -> AsyncIterator[Served]:
     engine = await Engine.open(
         open_persistence(f"sqlite:{db_path}"),
         [counter],
-        limits=EngineLimits(query_time_limit=0.3, max_result_bytes=2_000_000),
+        limits=RunLimits(query_time_limit=0.3, max_result_bytes=2_000_000),
     )
     gateway = gateway_for(engine, ADMIN_KEY, limits)
     config = uvicorn_config(build_app(gateway, static_dir=static_dir), "127.0.0.1", 0, gateway)

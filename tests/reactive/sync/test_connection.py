@@ -13,13 +13,13 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from marketpulse.reactive.gateway import Limits
+from marketpulse.reactive.limits import ConnectionLimits
 from marketpulse.reactive.sync.client import LightSyncClient, ServerError
 from marketpulse.reactive.values import decode_ts
 
 from .serving import ADMIN_KEY, Served, serve_store
 
-LIMITS = Limits(
+LIMITS = ConnectionLimits(
     max_message_bytes=64 * 1024,
     client_send_timeout_s=1.0,
     ping_interval_s=0.3,
@@ -288,7 +288,9 @@ def small_buffer_socket(url: str) -> socket.socket:
 
 async def test_slow_reader_skips_to_the_latest_state(tmp_path: Path) -> None:
     # A patient server (no drop while the client lags), unlike the shared fixture.
-    async with serve_store(tmp_path / "slow.sqlite", Limits(client_send_timeout_s=60)) as store:
+    async with serve_store(
+        tmp_path / "slow.sqlite", ConnectionLimits(client_send_timeout_s=60)
+    ) as store:
         await _slow_reader_skips(store)
 
 

@@ -12,6 +12,7 @@ from marketpulse.reactive.engine import FunctionResult
 from marketpulse.reactive.sync.protocol import (
     ActionRequested,
     AuthenticateRequested,
+    ClientEvent,
     Connected,
     MutationRequested,
     ProtocolError,
@@ -40,15 +41,31 @@ def msg(**fields: Any) -> str:
     return orjson.dumps(fields).decode()
 
 
+def receive(p: SyncProtocol, data: str | bytes) -> list[ClientEvent]:
+    """Feed one message; what the client asked for."""
+    p.receive_data(data)
+    return p.events_received()
+
+
+def sent(p: SyncProtocol, ts: int, results: dict[int, Any], **kw: Any) -> bytes | None:
+    """The one frame ``send_transition`` queued, or None when it queued nothing."""
+    if not p.send_transition(ts, results, **kw):
+        assert p.data_to_send() == []
+        return None
+    (frame,) = p.data_to_send()
+    return frame
+
+
 def connect(p: SyncProtocol, session: str = "s1") -> None:
-    (event,) = p.receive(
+    (event,) = receive(
+        p,
         msg(
             type="Connect",
             sessionId=session,
             connectionCount=0,
             lastCloseReason="InitialConnect",
             clientTs=0,
-        )
+        ),
     )
     assert isinstance(event, Connected) and event.session_id == session
 
@@ -75,7 +92,7 @@ def remove(qs: int, *ids: int) -> str:
 
 
 def transition(p: SyncProtocol, ts: int, results: dict[int, Any], **kw: Any) -> dict[str, Any]:
-    data = p.build_transition(ts, results, **kw)
+    data = sent(p, ts, results, **kw)
     assert data is not None
     out: dict[str, Any] = orjson.loads(data)
     return out
@@ -107,8 +124,8 @@ class Chain:
 def test_first_transition_starts_at_zero_and_reflects_the_query_set() -> None:
     p = SyncProtocol()
     connect(p)
-    assert p.build_transition(5, {}) is None, "nothing is sent before a state change"
-    (event,) = p.receive(add(0, (0, "messages:list", {"channel": "a"})))
+    assert sent(p, 5, {}) is None, "nothing is sent before a state change"
+    (event,) = receive(p, add(0, (0, "messages:list", {"channel": "a"})))
     assert event == QueryAdded(0, "messages:list", {"channel": "a"}, None)
     assert p.transition_due
     t = transition(p, 7, {0: ok([1, 2], "[LOG] hi")})
@@ -131,9 +148,9 @@ def test_first_transition_starts_at_zero_and_reflects_the_query_set() -> None:
 def test_unchanged_results_are_not_resent_and_chain_stays_continuous() -> None:
     p = SyncProtocol()
     chain = Chain()
-    p.receive(add(0, (0, "a:q", {}), (1, "a:r", {})))
+    receive(p, add(0, (0, "a:q", {}), (1, "a:r", {})))
     chain.check(transition(p, 1, {0: ok(1), 1: ok("x")}), 1, 0)
-    assert p.build_transition(2, {0: ok(1), 1: ok("x")}) is None
+    assert sent(p, 2, {0: ok(1), 1: ok("x")}) is None
     t = transition(p, 3, {0: ok(2), 1: ok("x")})
     chain.check(t, 1, 0)
     assert [m["queryId"] for m in t["modifications"]] == [0]
@@ -150,14 +167,15 @@ def test_unchanged_results_are_not_resent_and_chain_stays_continuous() -> None:
 def test_remove_sends_query_removed_and_ids_can_be_reused() -> None:
     p = SyncProtocol()
     chain = Chain()
-    p.receive(add(0, (0, "a:q", {})))
+    receive(p, add(0, (0, "a:q", {})))
     chain.check(transition(p, 1, {0: ok(1)}), 1, 0)
-    assert p.receive(remove(1, 0)) == [QueryRemoved(0)]
+    assert receive(p, remove(1, 0)) == [QueryRemoved(0)]
     t = transition(p, 1, {})
     chain.check(t, 2, 0)
     assert t["modifications"] == [{"type": "QueryRemoved", "queryId": 0}]
     # Add and Remove in one batch (Python's query(): subscribe then unsubscribe).
-    events = p.receive(
+    events = receive(
+        p,
         msg(
             type="ModifyQuerySet",
             baseVersion=2,
@@ -166,7 +184,7 @@ def test_remove_sends_query_removed_and_ids_can_be_reused() -> None:
                 {"type": "Add", "queryId": 0, "udfPath": "a:q", "args": [{}]},
                 {"type": "Remove", "queryId": 0},
             ],
-        )
+        ),
     )
     assert [type(e) for e in events] == [QueryAdded, QueryRemoved]
     t = transition(p, 2, {})
@@ -209,32 +227,53 @@ def test_remove_sends_query_removed_and_ids_can_be_reused() -> None:
 )
 def test_malformed_or_out_of_order_messages_are_fatal_and_leave_no_trace(bad: str | bytes) -> None:
     p = SyncProtocol()
-    with pytest.raises(ProtocolError):
-        p.receive(bad)
+    assert receive(p, bad) == []
+    assert isinstance(p.protocol_error, ProtocolError)
     assert p.received_query_set == 0 and p.received_identity == 0 and p.query_ids == []
-    fatal = orjson.loads(p.fatal_error("boom"))
-    assert fatal == {"type": "FatalError", "error": "boom"}
-    assert p.closed and p.receive(add(0, (0, "a:q", {}))) == []
+    (fatal,) = p.data_to_send()
+    assert orjson.loads(fatal) == {"type": "FatalError", "error": str(p.protocol_error)}
+    assert p.close_expected() and receive(p, add(0, (0, "a:q", {}))) == []
+    assert p.data_to_send() == [], "nothing after the FatalError"
+
+
+def test_a_fatal_error_from_the_driver_ends_the_connection_once() -> None:
+    p = SyncProtocol()
+    p.send_fatal_error("boom")
+    (fatal,) = p.data_to_send()
+    assert orjson.loads(fatal) == {"type": "FatalError", "error": "boom"}
+    assert p.close_expected() and p.protocol_error is None
+    p.send_fatal_error("again")
+    assert p.data_to_send() == []
+
+
+def test_a_message_over_the_limit_is_fatal() -> None:
+    p = SyncProtocol(max_message_bytes=200)
+    assert receive(p, add(0, (0, "a:q", {"pad": "x" * 40}))) != []
+    assert receive(p, add(1, (1, "a:q", {"pad": "x" * 100}))) == []
+    assert "MessageTooLarge" in str(p.protocol_error) and p.close_expected()
+    assert p.query_ids == [0]
 
 
 def test_base_version_mismatch_error_names_the_rule() -> None:
     p = SyncProtocol()
-    p.receive(add(0, (0, "a:q", {})))
-    with pytest.raises(ProtocolError, match="BaseVersionMismatch"):
-        p.receive(add(0, (1, "a:q", {})))
+    receive(p, add(0, (0, "a:q", {})))
+    assert receive(p, add(0, (1, "a:q", {}))) == []
+    assert isinstance(p.protocol_error, ProtocolError)
+    assert "BaseVersionMismatch" in str(p.protocol_error)
 
 
 def test_unknown_and_telemetry_messages_are_ignored() -> None:
     p = SyncProtocol()
-    assert p.receive(msg(type="Event", eventType="ClientConnect", event={})) == []
-    assert p.receive(msg(type="RetryDegradableQueries", epoch=3)) == []
-    assert p.receive(msg(type="SomethingNew")) == []
+    assert receive(p, msg(type="Event", eventType="ClientConnect", event={})) == []
+    assert receive(p, msg(type="RetryDegradableQueries", epoch=3)) == []
+    assert receive(p, msg(type="SomethingNew")) == []
     assert not p.transition_due
 
 
 def test_bad_args_become_function_errors_not_fatal() -> None:
     p = SyncProtocol()
-    events = p.receive(
+    events = receive(
+        p,
         msg(
             type="ModifyQuerySet",
             baseVersion=0,
@@ -249,24 +288,26 @@ def test_bad_args_become_function_errors_not_fatal() -> None:
                     "args": [{"n": {"$integer": "AQAAAAAAAAA="}}],
                 },
             ],
-        )
+        ),
     )
     assert isinstance(events[0], QueryAdded) and events[0].args_error
     assert isinstance(events[1], QueryAdded) and events[1].args_error
     assert isinstance(events[2], QueryAdded) and events[2].args == {"n": Int64(1)}
     assert events[2].args_error is None
-    (m,) = p.receive(msg(type="Mutation", requestId=0, udfPath="a:m", args=[]))
+    (m,) = receive(p, msg(type="Mutation", requestId=0, udfPath="a:m", args=[]))
     assert isinstance(m, MutationRequested) and m.args_error
 
 
 def test_every_mutation_response_is_followed_by_a_transition_at_or_after_its_ts() -> None:
     p = SyncProtocol()
     chain = Chain()
-    p.receive(add(0, (0, "a:q", {})))
+    receive(p, add(0, (0, "a:q", {})))
     chain.check(transition(p, 10, {0: ok(0)}), 1, 0)
-    (m,) = p.receive(msg(type="Mutation", requestId=0, udfPath="a:inc", args=[{}]))
+    (m,) = receive(p, msg(type="Mutation", requestId=0, udfPath="a:inc", args=[{}]))
     assert m == MutationRequested(0, "a:inc", {})
-    resp = orjson.loads(p.mutation_response(0, ok(Int64(5), "[LOG] did it"), ts=20))
+    p.send_mutation_response(0, ok(Int64(5), "[LOG] did it"), ts=20)
+    (raw,) = p.data_to_send()
+    resp = orjson.loads(raw)
     assert resp == {
         "type": "MutationResponse",
         "requestId": 0,
@@ -277,13 +318,15 @@ def test_every_mutation_response_is_followed_by_a_transition_at_or_after_its_ts(
     }
     assert p.transition_due
     with pytest.raises(ValueError):
-        p.build_transition(15, {0: ok(1)})  # older than the commit it must reflect
+        sent(p, 15, {0: ok(1)})  # older than the commit it must reflect
     t = transition(p, 20, {0: ok(1)})
     chain.check(t, 1, 0)
     assert decode_ts(t["endVersion"]["ts"]) >= 20
     # A failed mutation also gets a Transition, even if nothing changed.
-    p.receive(msg(type="Mutation", requestId=1, udfPath="a:bad", args=[{}]))
-    resp = orjson.loads(p.mutation_response(1, failed_outcome("Uncaught Error: no"), ts=None))
+    receive(p, msg(type="Mutation", requestId=1, udfPath="a:bad", args=[{}]))
+    p.send_mutation_response(1, failed_outcome("Uncaught Error: no"), ts=None)
+    (raw,) = p.data_to_send()
+    resp = orjson.loads(raw)
     assert resp["success"] is False and resp["ts"] is None
     assert resp["result"] == "Uncaught Error: no" and "errorData" not in resp
     assert p.transition_due
@@ -293,7 +336,7 @@ def test_every_mutation_response_is_followed_by_a_transition_at_or_after_its_ts(
 
 def test_error_data_only_for_convex_errors() -> None:
     p = SyncProtocol()
-    p.receive(add(0, (0, "a:plain", {}), (1, "a:convex", {}), (2, "a:nulldata", {})))
+    receive(p, add(0, (0, "a:plain", {}), (1, "a:convex", {}), (2, "a:nulldata", {})))
     plain = Result(False, None, "Uncaught Error: boom", None, ["[ERROR] x"])
     convex = Result(False, None, "Uncaught ConvexError: {...}", {"code": 7}, [])
     t = transition(p, 1, {0: plain, 1: convex, 2: failed_outcome("x")})
@@ -307,9 +350,11 @@ def test_error_data_only_for_convex_errors() -> None:
     }
     assert failed[1]["errorData"] == {"code": 7}
     assert "errorData" not in failed[2]
-    (a,) = p.receive(msg(type="Action", requestId=3, udfPath="a:act", args=[{}]))
+    (a,) = receive(p, msg(type="Action", requestId=3, udfPath="a:act", args=[{}]))
     assert isinstance(a, ActionRequested)
-    resp = orjson.loads(p.action_response(3, convex))
+    p.send_action_response(3, convex)
+    (raw,) = p.data_to_send()
+    resp = orjson.loads(raw)
     assert resp == {
         "type": "ActionResponse",
         "requestId": 3,
@@ -322,39 +367,40 @@ def test_error_data_only_for_convex_errors() -> None:
 
 def test_duplicate_request_id_in_flight_is_fatal_and_responses_must_match() -> None:
     p = SyncProtocol()
-    p.receive(msg(type="Mutation", requestId=0, udfPath="a:m", args=[{}]))
-    with pytest.raises(ProtocolError):
-        p.receive(msg(type="Action", requestId=0, udfPath="a:m", args=[{}]))
+    receive(p, msg(type="Mutation", requestId=0, udfPath="a:m", args=[{}]))
+    assert receive(p, msg(type="Action", requestId=0, udfPath="a:m", args=[{}])) == []
+    assert isinstance(p.protocol_error, ProtocolError) and p.close_expected()
     with pytest.raises(RuntimeError):
-        p.action_response(0, ok(1))
-    p.mutation_response(0, ok(1), ts=1)
+        p.send_action_response(0, ok(1))
+    p.send_mutation_response(0, ok(1), ts=1)
     with pytest.raises(RuntimeError):
-        p.mutation_response(0, ok(1), ts=1)
+        p.send_mutation_response(0, ok(1), ts=1)
 
 
 def test_accepted_authenticate_bumps_identity_and_resends_all_results() -> None:
     p = SyncProtocol()
     chain = Chain()
-    p.receive(add(0, (0, "a:q", {})))
+    receive(p, add(0, (0, "a:q", {})))
     chain.check(transition(p, 1, {0: ok("anon")}), 1, 0)
-    (auth,) = p.receive(
+    (auth,) = receive(
+        p,
         msg(
             type="Authenticate",
             baseVersion=0,
             tokenType="Admin",
             value="k",
             impersonating={"subject": "u"},
-        )
+        ),
     )
     assert auth == AuthenticateRequested(0, "Admin", "k", {"subject": "u"})
-    assert p.build_transition(1, {0: ok("anon")}) is None, "nothing accepted yet"
+    assert sent(p, 1, {0: ok("anon")}) is None, "nothing accepted yet"
     p.accept_auth()
     t = transition(p, 1, {0: ok("anon")})
     chain.check(t, 1, 1)
     assert t["endVersion"]["identity"] == 1 > t["startVersion"]["identity"]
     assert [m["queryId"] for m in t["modifications"]] == [0], "all queries re-run and resent"
     # Logging out is an Authenticate too.
-    (auth,) = p.receive(msg(type="Authenticate", baseVersion=1, tokenType="None"))
+    (auth,) = receive(p, msg(type="Authenticate", baseVersion=1, tokenType="None"))
     assert auth.token_type == "None"
     p.accept_auth()
     t = transition(p, 1, {0: ok("anon")})
@@ -364,27 +410,30 @@ def test_accepted_authenticate_bumps_identity_and_resends_all_results() -> None:
 
 def test_rejected_authenticate_sends_auth_error_and_closes() -> None:
     p = SyncProtocol()
-    p.receive(msg(type="Authenticate", baseVersion=0, tokenType="User", value="jwt"))
-    err = orjson.loads(p.reject_auth("User tokens are not accepted"))
+    receive(p, msg(type="Authenticate", baseVersion=0, tokenType="User", value="jwt"))
+    p.reject_auth("User tokens are not accepted")
+    (raw,) = p.data_to_send()
+    err = orjson.loads(raw)
     assert err == {
         "type": "AuthError",
         "error": "User tokens are not accepted",
         "baseVersion": 0,
         "authUpdateAttempted": True,
     }
-    assert p.closed and p.build_transition(1, {}, force=True) is None
+    assert p.close_expected() and sent(p, 1, {}, force=True) is None
 
 
 def test_authenticate_while_one_is_pending_is_fatal() -> None:
     p = SyncProtocol()
-    p.receive(msg(type="Authenticate", baseVersion=0, tokenType="Admin", value="k"))
-    with pytest.raises(ProtocolError):
-        p.receive(msg(type="Authenticate", baseVersion=0, tokenType="Admin", value="k"))
+    receive(p, msg(type="Authenticate", baseVersion=0, tokenType="Admin", value="k"))
+    assert receive(p, msg(type="Authenticate", baseVersion=0, tokenType="Admin", value="k")) == []
+    assert isinstance(p.protocol_error, ProtocolError) and p.close_expected()
 
 
 def test_connect_decodes_max_observed_timestamp() -> None:
     p = SyncProtocol()
-    (c,) = p.receive(
+    (c,) = receive(
+        p,
         msg(
             type="Connect",
             sessionId="x",
@@ -392,27 +441,27 @@ def test_connect_decodes_max_observed_timestamp() -> None:
             lastCloseReason=None,
             maxObservedTimestamp=encode_ts(123456789),
             clientTs=17.0,
-        )
+        ),
     )
     assert c == Connected("x", 3, None, 123456789, 17.0)
 
 
 def test_engine_encoded_fragment_is_spliced_verbatim() -> None:
     p = SyncProtocol()
-    p.receive(add(0, (0, "a:q", {})))
+    receive(p, add(0, (0, "a:q", {})))
     r = FunctionResult(True, {"b": 1}, encoded={"b": 1}, encoded_json=b'{"b": 1}')
-    raw = p.build_transition(1, {0: r})
+    raw = sent(p, 1, {0: r})
     assert raw is not None and b'"value":{"b": 1}' in raw, "spliced verbatim, not re-encoded"
     # An equal outcome from a fresh run counts as unchanged.
     again = FunctionResult(True, {"b": 1}, encoded={"b": 1}, encoded_json=b'{"b": 1}')
-    assert p.build_transition(2, {0: again}) is None
+    assert sent(p, 2, {0: again}) is None
     changed = FunctionResult(True, {"b": 2}, encoded={"b": 2}, encoded_json=b'{"b":2}')
-    assert p.build_transition(3, {0: changed}) is not None
+    assert sent(p, 3, {0: changed}) is not None
 
 
 def test_engine_convex_error_with_null_data_still_sends_error_data() -> None:
     p = SyncProtocol()
-    p.receive(add(0, (0, "a:q", {}), (1, "a:r", {})))
+    receive(p, add(0, (0, "a:q", {}), (1, "a:r", {})))
     convex_null = FunctionResult(
         False,
         error_message="Uncaught ConvexError: None",
@@ -431,14 +480,14 @@ def test_sockets_in_the_same_state_share_one_encoding() -> None:
     shared: dict[object, bytes] = {}
     protos = [SyncProtocol() for _ in range(3)]
     for p in protos:
-        p.receive(add(0, (0, "a:q", {})))
-    first = [p.build_transition(9, {0: r}, shared=shared) for p in protos]
+        receive(p, add(0, (0, "a:q", {})))
+    first = [sent(p, 9, {0: r}, shared=shared) for p in protos]
     assert first[0] is first[1] is first[2], "encoded once"
     assert len(shared) == 1
     # A socket at another point of its chain gets its own, correct Transition.
     other = SyncProtocol()
-    other.receive(add(0, (3, "a:q", {})))
-    mine = other.build_transition(9, {3: r}, shared=shared)
+    receive(other, add(0, (3, "a:q", {})))
+    mine = sent(other, 9, {3: r}, shared=shared)
     assert mine is not None and mine != first[0]
     assert orjson.loads(mine)["modifications"][0]["queryId"] == 3
     # Each protocol advanced its own chain.
@@ -451,10 +500,10 @@ def test_sockets_in_the_same_state_share_one_encoding() -> None:
 def test_an_oversized_transition_is_split_into_a_continuous_chain() -> None:
     p = SyncProtocol(max_transition_bytes=300)
     chain = Chain()
-    p.receive(add(0, *((q, "a:q", {"q": q}) for q in range(6))))
+    receive(p, add(0, *((q, "a:q", {"q": q}) for q in range(6))))
     results = {q: ok("x" * 100) for q in range(6)}
-    first = orjson.loads(p.build_transition(5, results))
-    frames = [first, *(orjson.loads(f) for f in p.take_overflow())]
+    assert p.send_transition(5, results)
+    frames = [orjson.loads(f) for f in p.data_to_send()]
     assert len(frames) >= 3 and all(len(orjson.dumps(f)) < 600 for f in frames)
     for f in frames:
         chain.check(f, 1, 0)
@@ -462,8 +511,38 @@ def test_an_oversized_transition_is_split_into_a_continuous_chain() -> None:
     assert all(f["startVersion"] == f["endVersion"] for f in frames[1:])
     ids = [m["queryId"] for f in frames for m in f["modifications"]]
     assert sorted(ids) == list(range(6)), "every result delivered exactly once"
-    assert p.take_overflow() == []
+    assert p.data_to_send() == []
     # Small transitions are not split.
     p.max_transition_bytes = 10_000
-    assert p.build_transition(6, {q: ok("y") for q in range(6)}) is not None
-    assert p.take_overflow() == []
+    assert sent(p, 6, {q: ok("y") for q in range(6)}) is not None, "one frame"
+
+
+def test_a_quiet_socket_gets_a_ping_each_interval() -> None:
+    p = SyncProtocol(ping_interval_s=15.0)
+    p.tick(100.0)  # the first tick starts the quiet clock
+    p.tick(114.0)
+    assert p.data_to_send() == []
+    p.tick(115.0)
+    assert [orjson.loads(f) for f in p.data_to_send()] == [{"type": "Ping"}]
+    p.tick(129.0)
+    assert p.data_to_send() == []
+    # Any frame restarts the clock.
+    receive(p, add(0, (0, "a:q", {})))
+    assert sent(p, 1, {0: ok(1)}) is not None
+    p.tick(130.0)
+    p.tick(144.0)
+    assert p.data_to_send() == []
+    p.tick(145.0)
+    assert len(p.data_to_send()) == 1
+
+
+def test_after_the_connection_is_lost_nothing_goes_in_or_out() -> None:
+    p = SyncProtocol()
+    receive(p, add(0, (0, "a:q", {})))
+    p.connection_lost()
+    assert p.close_expected()
+    assert receive(p, add(1, (1, "a:q", {}))) == []
+    assert sent(p, 1, {0: ok(1)}, force=True) is None
+    p.tick(0.0)
+    p.tick(1_000.0)
+    assert p.data_to_send() == []

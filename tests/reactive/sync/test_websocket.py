@@ -12,7 +12,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from marketpulse.reactive.gateway import Limits
+from marketpulse.reactive.limits import ConnectionLimits
 from marketpulse.reactive.sync.client import RawSubscriber
 from marketpulse.reactive.sync.connection import SyncConnection
 from marketpulse.reactive.sync.websocket import is_sync_path
@@ -123,7 +123,9 @@ def _only_connection(store: Served) -> SyncConnection:
 async def test_paused_socket_gets_one_transition_with_the_latest_state_on_resume(
     tmp_path: Path,
 ) -> None:
-    async with serve_store(tmp_path / "p.sqlite", Limits(client_send_timeout_s=60)) as store:
+    async with serve_store(
+        tmp_path / "p.sqlite", ConnectionLimits(client_send_timeout_s=60)
+    ) as store:
         transitions = store.gateway.metrics.transitions._value
         sub = {"type": "ModifyQuerySet", "baseVersion": 0, "newVersion": 1, "modifications": [
             {"type": "Add", "queryId": 0, "udfPath": "counter:padded",

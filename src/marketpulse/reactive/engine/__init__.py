@@ -18,7 +18,6 @@ __all__ = [
     "FunctionResult",
     "Identity",
     "IndexRange",
-    "Limits",
     "MutationCtx",
     "Query",
     "QueryCtx",
@@ -30,7 +29,7 @@ if TYPE_CHECKING:
     from ._context import ActionCtx, Auth, Identity, MutationCtx, QueryCtx
     from ._database import DatabaseReader, DatabaseWriter, IndexRange, Query
     from ._engine import CommitTimings, Engine, QueryListener, SharedQuery
-    from ._results import FunctionResult, Limits
+    from ._results import FunctionResult
 else:
     lazy_import(
         globals(),
@@ -49,6 +48,5 @@ else:
             "QueryListener": "._engine",
             "SharedQuery": "._engine",
             "FunctionResult": "._results",
-            "Limits": "._results",
         },
     )

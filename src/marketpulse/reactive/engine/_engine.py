@@ -28,6 +28,7 @@ import orjson
 
 from ..errors import ArgumentValidationError, ConvexError, QueryLimitError
 from ..functions import FunctionKind, FunctionModule, FunctionSpec, canonical_path
+from ..limits import RunLimits
 from ..persistence import (
     Commit,
     CommitConflict,
@@ -44,10 +45,10 @@ from ._intervals import SubscriptionIndex
 from ._keys import index_key
 from ._overlay import Overlay
 from ._readset import ReadSet
-from ._results import FunctionResult, Limits
+from ._results import FunctionResult
 from ._store import MemoryStore, Write
 from ._transaction import Transaction, copy_value
-from ._watchdog import WATCHDOG, Interrupted
+from ._watchdog import DEADLINE_WATCHDOG, Interrupted
 
 __all__ = ["CommitTimings", "Engine", "QueryListener", "SharedQuery"]
 
@@ -92,7 +93,7 @@ class CommitTimings:
 
 
 class QueryListener(Protocol):
-    """Receives result changes of a subscribed :class:`SharedQuery`."""
+    """Receives result changes of a subscribed :class:`SharedQuery` (what ``subscribe`` takes)."""
 
     def on_query_updated(self, query: SharedQuery) -> None:
         """Called synchronously after a commit changed ``query.result``."""
@@ -172,13 +173,13 @@ class Engine:
         self,
         persistence: Persistence,
         modules: Iterable[FunctionModule],
-        limits: Limits | None = None,
+        limits: RunLimits | None = None,
     ) -> None:
         self.persistence = persistence
         self._write_now: Callable[[Commit], bool] | None = (
             persistence.write_now if isinstance(persistence, WriteNow) else None
         )
-        self.limits = limits or Limits()
+        self.limits = limits or RunLimits()
         self._functions: dict[str, FunctionSpec] = {}
         schema = Schema()
         # The same module object may be reached twice (e.g. re-exported): register it once.
@@ -211,7 +212,7 @@ class Engine:
         persistence: Persistence,
         modules: Iterable[FunctionModule],
         *,
-        limits: Limits | None = None,
+        limits: RunLimits | None = None,
     ) -> Engine:
         """Load every stored document into memory and return a ready engine.
 
@@ -354,17 +355,17 @@ class Engine:
         if tx.deadline is None:
             return call()
         try:
-            WATCHDOG.enter(tx.deadline)
+            DEADLINE_WATCHDOG.enter(tx.deadline)
             try:
                 return call()
             finally:
-                WATCHDOG.leave()
+                DEADLINE_WATCHDOG.leave()
         except Interrupted:
             # The interrupt may have landed inside leave() itself, before it unregistered the
             # run; make sure it is unregistered, or the watcher would keep interrupting.
             while True:
                 try:
-                    WATCHDOG.leave()
+                    DEADLINE_WATCHDOG.leave()
                     break
                 except Interrupted:
                     continue

@@ -11,16 +11,14 @@ of its live documents, brought up to date lazily from the ids written since.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from sortedcontainers import SortedDict
 
 from ..schema import IndexDef
 from ._keys import index_key
+from ._store import Document
 
 __all__ = ["Overlay"]
-
-Document = dict[str, Any]
 
 
 class _View:

@@ -1,4 +1,4 @@
-"""Function results and the limits that bound a run."""
+"""Function results."""
 
 from __future__ import annotations
 
@@ -9,26 +9,7 @@ import orjson
 
 from ..values import JSONValue
 
-__all__ = ["FunctionResult", "Limits"]
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Bounds on a function run.
-
-    Attributes:
-        query_time_limit: seconds a query may run (checked on every db operation).
-        mutation_time_limit: seconds a mutation may run (same cooperative check).
-        action_time_limit: seconds an action may run (enforced with ``asyncio.wait_for``).
-        max_result_bytes: largest encoded JSON result a function may return.
-        max_log_lines: log lines kept per run (more are counted, then dropped).
-    """
-
-    query_time_limit: float = 1.0
-    mutation_time_limit: float = 1.0
-    action_time_limit: float = 600.0
-    max_result_bytes: int = 8 * 1024 * 1024
-    max_log_lines: int = 256
+__all__ = ["FunctionResult"]
 
 
 @dataclass

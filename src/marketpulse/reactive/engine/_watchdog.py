@@ -26,7 +26,7 @@ import math
 import threading
 import time
 
-__all__ = ["WATCHDOG", "Interrupted", "Watchdog"]
+__all__ = ["DEADLINE_WATCHDOG", "DeadlineWatchdog", "Interrupted"]
 
 _set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
 _set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
@@ -46,10 +46,10 @@ class _Run:
         self.injected = False
 
 
-class Watchdog:
+class DeadlineWatchdog:
     """Enforces the deadline of the function run in progress on each thread (runs on one
     thread are synchronous, so there is at most one per thread). One per process: see
-    :data:`WATCHDOG`."""
+    :data:`DEADLINE_WATCHDOG`."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
@@ -98,5 +98,5 @@ class Watchdog:
                 self._cond.wait(max(wake - now, 0.001))
 
 
-WATCHDOG = Watchdog()
-"""The process-wide watchdog (one thread, started on first use)."""
+DEADLINE_WATCHDOG = DeadlineWatchdog()
+"""The process-wide deadline watchdog (one thread, started on first use)."""

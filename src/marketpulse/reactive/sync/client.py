@@ -37,6 +37,20 @@ class ServerError(Exception):
     """The server sent FatalError or AuthError, or broke the Transition chain."""
 
 
+_CHAIN_START = {"querySet": 0, "identity": 0, "ts": "AAAAAAAAAAA="}
+
+
+def _connect_message(session_id: str) -> dict[str, Any]:
+    """The ``Connect`` that opens a session, as the official clients send it."""
+    return {
+        "type": "Connect",
+        "sessionId": session_id,
+        "connectionCount": 0,
+        "lastCloseReason": "InitialConnect",
+        "clientTs": int(time.time() * 1000),
+    }
+
+
 @dataclass
 class TransitionReceived:
     """One Transition as seen by the client, with its local receive time."""
@@ -65,9 +79,7 @@ class LightSyncClient:
     _identity: int = 0
     _next_query: int = 0
     _next_request: int = 0
-    _version: dict[str, Any] = field(
-        default_factory=lambda: {"querySet": 0, "identity": 0, "ts": "AAAAAAAAAAA="}
-    )
+    _version: dict[str, Any] = field(default_factory=lambda: dict(_CHAIN_START))
     _pending: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
     _updated: asyncio.Event = field(default_factory=asyncio.Event)
     _reader: asyncio.Task[None] | None = None
@@ -81,15 +93,7 @@ class LightSyncClient:
         self._ws = await connect(
             self.url, max_size=None, compression=None, ping_interval=None, close_timeout=1.0
         )
-        await self._send(
-            {
-                "type": "Connect",
-                "sessionId": self.session_id,
-                "connectionCount": 0,
-                "lastCloseReason": "InitialConnect",
-                "clientTs": int(time.time() * 1000),
-            }
-        )
+        await self._send(_connect_message(self.session_id))
         self._reader = asyncio.create_task(self._read())
         return self
 
@@ -285,7 +289,7 @@ class RawSubscriber(asyncio.BufferedProtocol):
         self._ws = ClientProtocol(parse_uri(url), max_size=None)
         self._query = {"type": "Add", "queryId": 0, "udfPath": path, "args": [value_to_json(args)]}
         self._on_transition = on_transition
-        self._version: Any = {"querySet": 0, "identity": 0, "ts": "AAAAAAAAAAA="}
+        self._version: Any = _CHAIN_START
         self._transport: asyncio.Transport | None = None
         self.subscribed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.failure: BaseException | None = None
@@ -320,15 +324,7 @@ class RawSubscriber(asyncio.BufferedProtocol):
         self._ws.receive_data(bytes(_read_buffer.view[:nbytes]))
         for event in self._ws.events_received():
             if isinstance(event, Response):
-                self._send(
-                    {
-                        "type": "Connect",
-                        "sessionId": str(uuid.uuid4()),
-                        "connectionCount": 0,
-                        "lastCloseReason": "InitialConnect",
-                        "clientTs": int(time.time() * 1000),
-                    }
-                )
+                self._send(_connect_message(str(uuid.uuid4())))
                 self._send(
                     {
                         "type": "ModifyQuerySet",

@@ -1,12 +1,13 @@
-"""One sync WebSocket's protocol logic, driven by callbacks: no task, Event or Queue while idle.
+"""Drives one socket's sync protocol core with the engine: no task, Event or Queue while idle.
 
 The framing side (:class:`~marketpulse.reactive.sync.websocket.SyncSocket`, an
 ``asyncio.Protocol``) hands every complete text message to :meth:`SyncConnection.message_received`
-and forwards the transport's flow control. Everything the connection says goes straight to the
-socket:
+and forwards the transport's flow control. The protocol itself (parsing, versions, every frame's
+bytes, keepalive timing) is the sans-I/O :class:`~marketpulse.reactive.sync.protocol.SyncProtocol`;
+this driver feeds it, acts on its events with the engine, and writes what it queues at once:
 
-* messages are parsed and acted on at once (subscribe/unsubscribe, check credentials, start an
-  action, queue a mutation); the Transition they call for is written before the callback returns;
+* messages are acted on at once (subscribe/unsubscribe, check credentials, start an action,
+  queue a mutation); the Transition they call for is written before the callback returns;
 * after a commit the engine notifies subscribers synchronously; the gateway's :class:`Flusher`
   then writes every affected socket's Transition from one callback;
 * while the transport is paused (its write buffer is over the high-water mark) updates only set a
@@ -15,8 +16,9 @@ socket:
 * mutations run one at a time in arrival order, on a task that exists only while some are pending.
   No Transition is built while one runs, and the next waits for the Transition that follows the
   previous response (clients resolve mutations on it);
-* the gateway's :class:`Watchdog` sends Pings to quiet sockets and aborts those whose writes have
-  been paused longer than the client send timeout.
+* the gateway's watchdog ticks every socket about once a second: the core queues a Ping on a
+  quiet one, and the driver aborts one whose writes have been paused longer than the client
+  send timeout.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ from marketpulse.reactive.sync.protocol import (
     AuthenticateRequested,
     FunctionOutcome,
     MutationRequested,
-    ProtocolError,
     QueryAdded,
     QueryRemoved,
     SyncProtocol,
@@ -44,6 +45,10 @@ from marketpulse.reactive.sync.protocol import (
 __all__ = ["Socket", "SyncConnection"]
 
 log = structlog.get_logger("marketpulse.sync")
+
+
+def _log_protocol_error(error: str) -> None:
+    log.info("closing a sync socket on a protocol error", error=error[:200])
 
 
 class Socket(Protocol):
@@ -79,7 +84,8 @@ class _Sub:
         self.conn.query_updated()
 
 
-_Pending = tuple[MutationRequested, Any]
+# A mutation waiting its turn, with the identity it arrived under.
+_QueuedMutation = tuple[MutationRequested, Any]
 
 
 class SyncConnection:
@@ -100,8 +106,6 @@ class SyncConnection:
         "_mutations",
         "_proto",
         "_queued",
-        "_quiet_since",
-        "_sent",
         "_socket",
         "_stale",
         "_stalled_since",
@@ -113,11 +117,14 @@ class SyncConnection:
     def __init__(self, gateway: Gateway, socket: Socket) -> None:
         self._gw = gateway
         self._socket = socket
-        self._proto = SyncProtocol()
+        limits = gateway.limits
+        self._proto = SyncProtocol(
+            max_message_bytes=limits.max_message_bytes, ping_interval_s=limits.ping_interval_s
+        )
         self._identity: Any = gateway.identity_of(ANONYMOUS)
         self._subs: dict[int, _Sub] = {}
         # Created on first use: most sockets only subscribe (an empty deque alone is ~600 B).
-        self._mutations: deque[_Pending] | None = None
+        self._mutations: deque[_QueuedMutation] | None = None
         self._actions: set[asyncio.Task[None]] | None = None
         self._worker: asyncio.Task[None] | None = None
         # Set by the mutation worker while it waits for the Transition after a response.
@@ -127,9 +134,6 @@ class SyncConnection:
         self._stale = False
         self._queued = False
         self._stalled_since: float | None = None
-        # Keepalive bookkeeping at watchdog granularity: a flag per write, no clock read.
-        self._sent = True  # the first tick starts the quiet clock
-        self._quiet_since = 0.0
         self._dropped = False
         self._done = False
         gateway.metrics.connections.inc()
@@ -140,18 +144,13 @@ class SyncConnection:
     def message_received(self, data: str | bytes) -> None:
         """Act on one complete WebSocket message (text as ``str``, binary as ``bytes``)."""
         proto = self._proto
-        if proto.closed:
+        proto.receive_data(data)
+        if proto.close_expected():
+            if proto.protocol_error is not None and not self._done:
+                _log_protocol_error(str(proto.protocol_error))
+            self._send_data()
             return
-        limit = self._gw.limits.max_message_bytes
-        if len(data) > limit:
-            self._fatal(f"MessageTooLarge: {len(data)} bytes exceeds the limit of {limit}")
-            return
-        try:
-            events = proto.receive(data)
-        except ProtocolError as exc:
-            self._fatal(str(exc))
-            return
-        for event in events:
+        for event in proto.events_received():
             if isinstance(event, QueryAdded):
                 self._add_query(event)
             elif isinstance(event, QueryRemoved):
@@ -162,14 +161,14 @@ class SyncConnection:
                 self._start_action(event)
             elif isinstance(event, AuthenticateRequested):
                 self._authenticate(event)
-            if proto.closed:
-                return
+            if proto.close_expected():
+                break
         self._flush()
+        self._send_data()
 
     def fail(self, error: str) -> None:
         """The client broke the protocol below the message level: FatalError, then close."""
-        if not self._proto.closed:
-            self._fatal(error)
+        self._fatal(error)
 
     def pause_writing(self) -> None:
         """The transport's buffer is full: hold Transitions back until it drains."""
@@ -180,6 +179,7 @@ class SyncConnection:
         self._stalled_since = None
         if self._stale or self._proto.transition_due:
             self._flush()
+            self._send_data()
 
     def connection_lost(self) -> None:
         """The socket is gone: release every subscription and stop this socket's work."""
@@ -197,58 +197,55 @@ class SyncConnection:
         """The flusher's callback: write the Transition now, sharing encodings in ``shared``."""
         self._queued = False
         self._flush(shared)
+        # No close check: sending a Transition never ends the connection.
 
     def tick(self, now: float) -> None:
         """Called about once a second by the watchdog: drop stuck clients, keep idle ones alive."""
-        limits = self._gw.limits
         stalled = self._stalled_since
-        if stalled is not None:
-            if now - stalled > limits.client_send_timeout_s and not self._dropped:
-                # The client stopped reading: drop it rather than buffer for it. An abort, not
-                # a close: a polite close would wait on buffered data nobody reads.
-                self._dropped = True
-                self._gw.metrics.dropped.inc()
-                log.warning(
-                    "dropping a client that stopped reading",
-                    timeout_s=limits.client_send_timeout_s,
-                )
-                self._proto.closed = True
-                self._finish()
-                self._socket.abort()
+        if stalled is None:
+            self._proto.tick(now)
+            self._send_data()
             return
-        if self._sent:
-            self._sent = False
-            self._quiet_since = now
-        elif now - self._quiet_since >= limits.ping_interval_s and not self._proto.closed:
-            self._write(self._proto.ping())
-            self._sent = False
-            self._quiet_since = now
+        timeout_s = self._gw.limits.client_send_timeout_s
+        if now - stalled > timeout_s and not self._dropped:
+            # The client stopped reading: drop it rather than buffer for it. An abort, not a
+            # close: a polite close would wait on buffered data nobody reads.
+            self._dropped = True
+            self._gw.metrics.dropped.inc()
+            log.warning("dropping a client that stopped reading", timeout_s=timeout_s)
+            self._finish()
+            self._socket.abort()
 
     # ----------------------------------------------------------------- output
 
-    def _write(self, frame: bytes) -> None:
-        self._sent = True
-        self._socket.send_text(frame)
-
     def _flush(self, shared: dict[Any, bytes] | None = None) -> None:
-        """Write the next Transition if one is due and the socket can take it."""
-        proto = self._proto
-        if proto.closed or self._done:
+        """Queue and write the next Transition if one is due and the socket can take it."""
+        if self._done:
             return
         if self._stalled_since is not None or self._mutating:
             self._stale = True
             return
         self._stale = False
-        transition = proto.build_transition(self._gw.engine.ts, self._results(), shared=shared)
-        if transition is None:
+        proto = self._proto
+        if not proto.send_transition(self._gw.engine.ts, self._results(), shared=shared):
             return
-        self._write(transition)
-        for frame in proto.take_overflow():
-            self._write(frame)
+        send_text = self._socket.send_text
+        for frame in proto.data_to_send():
+            send_text(frame)
         self._gw.metrics.transitions.inc()
         waiter = self._transition_sent
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _send_data(self) -> None:
+        """Write every frame the core has queued; close the socket if the core says so."""
+        proto = self._proto
+        for frame in proto.data_to_send():
+            self._socket.send_text(frame)
+        if proto.close_expected() and not self._done:
+            self._finish()
+            # The backend closes these with a frame that has no status code; clients take 1000.
+            self._socket.close(1000, "")
 
     def _results(self) -> dict[int, FunctionOutcome]:
         results: dict[int, FunctionOutcome] = {}
@@ -257,20 +254,17 @@ class SyncConnection:
         return results
 
     def _fatal(self, error: str) -> None:
-        log.info("closing a sync socket on a protocol error", error=error[:200])
-        self._close_with(self._proto.fatal_error(error))
-
-    def _close_with(self, frame: bytes) -> None:
-        self._write(frame)
-        self._finish()
-        # The backend closes these with a frame that has no status code; clients take 1000.
-        self._socket.close(1000, "")
+        if self._proto.close_expected():
+            return
+        _log_protocol_error(error)
+        self._proto.send_fatal_error(error)
+        self._send_data()
 
     def _finish(self) -> None:
         if self._done:
             return
         self._done = True
-        self._proto.closed = True
+        self._proto.connection_lost()
         waiter = self._transition_sent
         if waiter is not None and not waiter.done():
             waiter.cancel()
@@ -321,7 +315,7 @@ class SyncConnection:
         try:
             caller = gw.auth.websocket(event.token_type, event.value, event.acting_as)
         except AccessDenied as exc:
-            self._close_with(self._proto.reject_auth(str(exc)))
+            self._proto.reject_auth(str(exc))
             return
         self._identity = gw.identity_of(caller)
         # A new identity re-runs every query under it.
@@ -339,7 +333,7 @@ class SyncConnection:
         if pending is None:
             pending = self._mutations = deque()
         elif len(pending) >= self._gw.limits.max_pending_mutations:
-            self._close_with(self._proto.fatal_error("TooManyConcurrentRequests"))
+            self._proto.send_fatal_error("TooManyConcurrentRequests")
             return
         pending.append((event, self._identity))
         if self._worker is None:
@@ -361,8 +355,9 @@ class SyncConnection:
                 if self._done:
                     return
                 self._mutations.popleft()
-                self._write(proto.mutation_response(event.request_id, outcome, ts))
+                proto.send_mutation_response(event.request_id, outcome, ts)
                 self._flush()
+                self._send_data()
                 if self._stale and not self._done:
                     # Paused: the next mutation waits for the Transition that reflects this
                     # one, so the response precedes it and clients see their writes in order.
@@ -420,10 +415,8 @@ class SyncConnection:
         if actions is None:
             actions = self._actions = set()
         if len(actions) >= self._gw.limits.max_concurrent_actions:
-            self._write(
-                self._proto.action_response(
-                    event.request_id, failed_outcome("TooManyConcurrentRequests: too many actions")
-                )
+            self._proto.send_action_response(
+                event.request_id, failed_outcome("TooManyConcurrentRequests: too many actions")
             )
             return
         task = asyncio.get_running_loop().create_task(self._run_action(event, self._identity))
@@ -440,6 +433,7 @@ class SyncConnection:
             except Exception as exc:
                 log.exception("action crashed", path=event.udf_path)
                 outcome = failed_outcome(f"InternalServerError: {type(exc).__name__}")
-        if not self._proto.closed:
-            self._write(self._proto.action_response(event.request_id, outcome))
+        if not self._proto.close_expected():
+            self._proto.send_action_response(event.request_id, outcome)
             self._flush()
+            self._send_data()

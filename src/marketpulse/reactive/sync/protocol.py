@@ -1,11 +1,12 @@
-"""Sans-I/O state machine for one client connection of the Convex sync protocol.
+"""Sans-I/O core of one client connection of the Convex sync protocol.
 
-The protocol object knows nothing about sockets, clocks or the engine. Bytes and text frames go in
-through :meth:`SyncProtocol.receive`, which returns typed :data:`ClientEvent` objects for the
-adapter to act on; the adapter answers through the ``*_response`` / ``accept_auth`` /
-``build_transition`` methods, which return the exact bytes to send. Every invariant of the spec
-(docs/protocols/convex-sync.md §3 and §10) is enforced here so that it can be tested by
-feeding messages, with no server running:
+The protocol object knows nothing about sockets, clocks or the engine. Messages go in through
+:meth:`SyncProtocol.receive_data`, and what the client asked for comes out, as typed
+:data:`ClientEvent` objects, from :meth:`SyncProtocol.events_received`. The driver answers
+through inputs (``send_mutation_response``, ``send_transition``, ``accept_auth``, ...) that
+queue frames, and sends them as :meth:`SyncProtocol.data_to_send` returns them. Every invariant
+of the spec (docs/protocols/convex-sync.md §3 and §10) is enforced here so that it can be tested
+by feeding messages, with no server running:
 
 * the Transition chain is continuous, starting at ``{0, 0, ts 0}``;
 * ``endVersion`` never exceeds what the client has sent, and ``ts`` never decreases;
@@ -23,6 +24,7 @@ from typing import Any, Literal, Protocol, TypeAlias
 
 import orjson
 
+from marketpulse.reactive.limits import ConnectionLimits
 from marketpulse.reactive.values import (
     ConvexValueError,
     JSONValue,
@@ -83,7 +85,7 @@ def failed_outcome(message: str) -> FunctionOutcome:
 
 
 class ProtocolError(Exception):
-    """The client broke the protocol; answer with FatalError and close."""
+    """How the client broke the protocol (:attr:`SyncProtocol.protocol_error`)."""
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -129,7 +131,7 @@ class QueryRemoved:
 
 @dataclass(frozen=True)
 class MutationRequested:
-    """A ``Mutation`` message; answer it with :meth:`SyncProtocol.mutation_response`."""
+    """A ``Mutation`` message; answer it with :meth:`SyncProtocol.send_mutation_response`."""
 
     request_id: int
     udf_path: str
@@ -139,7 +141,7 @@ class MutationRequested:
 
 @dataclass(frozen=True)
 class ActionRequested:
-    """An ``Action`` message; answer it with :meth:`SyncProtocol.action_response`."""
+    """An ``Action`` message; answer it with :meth:`SyncProtocol.send_action_response`."""
 
     request_id: int
     udf_path: str
@@ -258,41 +260,101 @@ def _outcome_fields(outcome: FunctionOutcome) -> dict[str, Any]:
     return fields
 
 
+_PING = b'{"type":"Ping"}'
+
+
 @dataclass(slots=True)
 class SyncProtocol:
-    """The per-connection state of the sync protocol (docs/protocols/convex-sync.md §3.2), reset on every new socket."""
+    """One client connection's side of the sync protocol (docs/protocols/convex-sync.md §3.2).
 
+    A new one for every socket. It never does I/O, reads no clock and starts no task: messages
+    go in through :meth:`receive_data`, the driver's answers through the ``send_*`` and
+    ``*_auth`` inputs, time through :meth:`tick`; frames come out of :meth:`data_to_send` and
+    client requests out of :meth:`events_received`.
+
+    Driver's duties:
+        * Pass every complete WebSocket message to :meth:`receive_data`; act on each event of
+          :meth:`events_received` in order (subscribe, unsubscribe, run the mutation or action,
+          check the credentials) and answer each request with its input.
+        * Call :meth:`send_transition` with the latest results after they change, and whenever
+          :attr:`transition_due` is true (after every response and accepted Authenticate).
+        * After every input, send each frame of :meth:`data_to_send` as one text frame, in
+          order, before anything else the connection writes.
+        * Call :meth:`tick` about once a second while the socket can take writes.
+        * When :meth:`close_expected` turns true, send the last frames and close the socket;
+          call :meth:`connection_lost` when the socket is gone for any reason.
+
+    Attributes:
+        max_message_bytes: a bigger client message is a ``MessageTooLarge`` FatalError.
+        ping_interval_s: a socket quiet for this long gets a Ping (see :meth:`tick`).
+        max_transition_bytes: bigger Transitions are split (the Python client drops frames over
+            16 MiB and cannot take TransitionChunk): the first carries the version step, the
+            rest go from end to end.
+        received_query_set: the query-set version the client has sent.
+        received_identity: the identity version the client has sent.
+        sent_version: where the Transition chain sent so far ends.
+        session_id: the client's session, from ``Connect``.
+        protocol_error: how the client broke the protocol, once it has.
+    """
+
+    max_message_bytes: int = ConnectionLimits.max_message_bytes
+    ping_interval_s: float = ConnectionLimits.ping_interval_s
+    max_transition_bytes: int = 4 * 1024 * 1024
     received_query_set: int = 0
     received_identity: int = 0
     sent_version: StateVersion = field(default_factory=StateVersion)
     session_id: str | None = None
-    closed: bool = False
+    protocol_error: ProtocolError | None = None
+    _closed: bool = False
     _queries: dict[int, _Query] = field(default_factory=dict)
     _removed: list[int] = field(default_factory=list)
     _pending_auth: int | None = None
     _transition_required: bool = False
     _min_ts: int = 0
     _outstanding: dict[int, Literal["Mutation", "Action"]] = field(default_factory=dict)
-    max_transition_bytes: int = 4 * 1024 * 1024
-    """Bigger Transitions are split (the Python client drops frames over 16 MiB and cannot take
-    TransitionChunk): the first carries the version step, the rest go from end to end."""
-    _overflow: list[bytes] = field(default_factory=list)
+    # Output buffers, created on first use: most sockets hold nothing between two drains.
+    _frames: list[bytes] | None = None
+    _events: list[ClientEvent] | None = None
+    # Keepalive at tick granularity: a flag per queued frame, no clock read.
+    _wrote: bool = True  # the first tick starts the quiet clock
+    _quiet_since: float = 0.0
 
-    # ------------------------------------------------------------------ input
+    # ------------------------------------------------------------------ input: the client
 
-    def receive(self, data: str | bytes) -> list[ClientEvent]:
-        """Parse one WebSocket message from the client.
+    def receive_data(self, data: str | bytes) -> None:
+        """Take one complete WebSocket message from the client.
 
-        Returns:
-            The events the adapter must act on, in order (an unknown or telemetry message
-            yields none).
+        Args:
+            data: a text message as ``str``; a binary message as ``bytes`` (a protocol error).
 
-        Raises:
-            ProtocolError: the message is malformed or breaks the version rules; the adapter
-                sends :meth:`fatal_error` and closes.
+        A message that breaks the protocol (malformed, too large, against the version rules)
+        queues a FatalError, sets :attr:`protocol_error` and makes :meth:`close_expected` true.
+        Telemetry and unknown message types are ignored, as the spec recommends, so newer
+        clients keep working.
+
+        After calling this, send :meth:`data_to_send`'s frames, then act on
+        :meth:`events_received` in order; if :meth:`close_expected`, close instead.
         """
-        if self.closed:
-            return []
+        if self._closed:
+            return
+        try:
+            events = self._parse(data)
+        except ProtocolError as exc:
+            self.protocol_error = exc
+            self.send_fatal_error(str(exc))
+            return
+        if not events:
+            return
+        if self._events is None:
+            self._events = events
+        else:
+            self._events.extend(events)
+
+    def _parse(self, data: str | bytes) -> list[ClientEvent]:
+        if len(data) > self.max_message_bytes:
+            raise ProtocolError(
+                f"MessageTooLarge: {len(data)} bytes exceeds the limit of {self.max_message_bytes}"
+            )
         if isinstance(data, bytes | bytearray | memoryview) and not isinstance(data, str):
             raise ProtocolError("WSMessageInvalidJson: binary frames are not part of the protocol")
         try:
@@ -310,8 +372,7 @@ class SyncProtocol:
             return [self._on_request(message, kind)]
         if kind == "Authenticate":
             return [self._on_authenticate(message)]
-        # Event (telemetry), RetryDegradableQueries and any future type: ignored, as the spec
-        # recommends, so newer clients keep working.
+        # Event (telemetry), RetryDegradableQueries and any future type.
         return []
 
     def _on_connect(self, message: Mapping[str, Any]) -> Connected:
@@ -426,7 +487,241 @@ class SyncProtocol:
             acting_as if isinstance(acting_as, dict) else None,
         )
 
-    # ----------------------------------------------------------------- output
+    # ------------------------------------------------------------------ input: the driver
+
+    def send_mutation_response(
+        self, request_id: int, outcome: FunctionOutcome, ts: int | None
+    ) -> None:
+        """Answer a :class:`MutationRequested` with its outcome; ``ts`` is its commit timestamp.
+
+        The next Transition will carry ``ts`` or later, which is what resolves the mutation.
+
+        Raises:
+            RuntimeError: no Mutation with this id is outstanding (a driver bug).
+            ValueError: a successful outcome without its ``ts``.
+
+        After calling this, send :meth:`data_to_send`'s frames; a Transition is now due
+        (:meth:`send_transition`) before the driver answers the next mutation.
+        """
+        self._finish_request(request_id, "Mutation")
+        message: dict[str, Any] = {"type": "MutationResponse", "requestId": request_id}
+        message.update(_outcome_fields(outcome))
+        if outcome.success:
+            if ts is None:
+                raise ValueError("a successful mutation needs its commit ts")
+            message["ts"] = encode_ts(ts)
+            self._min_ts = max(self._min_ts, ts)
+        else:
+            message["ts"] = None
+        message["logLines"] = list(outcome.log_lines)
+        self._queue(_dumps(message))
+
+    def send_action_response(self, request_id: int, outcome: FunctionOutcome) -> None:
+        """Answer an :class:`ActionRequested` with its outcome.
+
+        Raises:
+            RuntimeError: no Action with this id is outstanding (a driver bug).
+
+        After calling this, send :meth:`data_to_send`'s frames; a Transition is now due.
+        """
+        self._finish_request(request_id, "Action")
+        message: dict[str, Any] = {"type": "ActionResponse", "requestId": request_id}
+        message.update(_outcome_fields(outcome))
+        message["logLines"] = list(outcome.log_lines)
+        self._queue(_dumps(message))
+
+    def _finish_request(self, request_id: int, kind: str) -> None:
+        if self._outstanding.get(request_id) != kind:
+            raise RuntimeError(f"no {kind} {request_id} is outstanding")
+        del self._outstanding[request_id]
+        self._transition_required = True
+
+    def accept_auth(self) -> None:
+        """Accept the pending Authenticate: the identity version advances, all results resend.
+
+        Raises:
+            RuntimeError: no Authenticate is pending (a driver bug).
+
+        After calling this, re-run the queries under the new identity, then call
+        :meth:`send_transition` (it is due) and send :meth:`data_to_send`'s frames.
+        """
+        if self._pending_auth is None:
+            raise RuntimeError("no Authenticate is pending")
+        self._pending_auth = None
+        self.received_identity += 1
+        for query in self._queries.values():
+            query.last_sent = None
+        self._transition_required = True
+
+    def reject_auth(self, error: str) -> None:
+        """Reject the pending Authenticate with an AuthError.
+
+        After calling this, send :meth:`data_to_send`'s frames and close the socket
+        (:meth:`close_expected` is true).
+        """
+        base = self._pending_auth if self._pending_auth is not None else self.received_identity
+        self._pending_auth = None
+        self._queue(
+            _dumps(
+                {
+                    "type": "AuthError",
+                    "error": error,
+                    "baseVersion": base,
+                    "authUpdateAttempted": True,
+                }
+            )
+        )
+        self._closed = True
+
+    def send_fatal_error(self, error: str) -> None:
+        """End the connection with a FatalError (e.g. a failure below the message level).
+
+        Nothing is queued if the connection is already ending.
+
+        After calling this, send :meth:`data_to_send`'s frames and close the socket
+        (:meth:`close_expected` is true).
+        """
+        if self._closed:
+            return
+        self._queue(_dumps({"type": "FatalError", "error": error}))
+        self._closed = True
+
+    def send_transition(
+        self,
+        ts: int,
+        results: Mapping[int, FunctionOutcome],
+        *,
+        force: bool = False,
+        shared: dict[Any, bytes] | None = None,
+    ) -> bool:
+        """Queue the next Transition from the latest results, if there is anything to say.
+
+        Args:
+            ts: the timestamp every result in ``results`` was computed at.
+            results: the latest result of each query in the set (missing ids are skipped).
+            force: send a Transition even when nothing changed (it still advances ``ts``).
+            shared: a cache the caller keeps for one fan-out (same ts, same result objects):
+                sockets whose Transitions would be byte-identical share one encoding.
+
+        Returns:
+            Whether a Transition was queued (one or, when split, several frames).
+
+        Raises:
+            ValueError: ``ts`` is older than a mutation already answered (a driver bug).
+
+        After calling this, send :meth:`data_to_send`'s frames.
+        """
+        if self._closed:
+            return False
+        changed: list[tuple[int, FunctionOutcome]] = []
+        for query_id, query in self._queries.items():
+            outcome = results.get(query_id)
+            if outcome is None:
+                continue
+            last = query.last_sent
+            if last is not None and _same(last, outcome):
+                query.last_sent = outcome
+                continue
+            changed.append((query_id, outcome))
+            query.last_sent = outcome
+        if not (changed or self._removed or force or self.transition_due):
+            return False
+        if ts < self._min_ts:
+            raise ValueError(f"transition ts {ts} is older than a mutation already answered")
+        start = self.sent_version
+        end = StateVersion(self.received_query_set, self.received_identity, max(ts, start.ts))
+        key: Any = None
+        if shared is not None:
+            # The result objects are alive for the whole fan-out, so their ids are stable.
+            # A flat tuple of ints hashes fast (this runs once per socket per commit).
+            key = (
+                start.query_set,
+                start.identity,
+                start.ts,
+                end.query_set,
+                end.identity,
+                end.ts,
+                tuple(self._removed),
+                *[x for q, o in changed for x in (q, id(o))],
+            )
+            cached = shared.get(key)
+            if cached is not None:
+                self._advance(end)
+                self._queue(cached)
+                return True
+        modifications: list[dict[str, Any]] = [
+            {"type": "QueryRemoved", "queryId": query_id} for query_id in self._removed
+        ]
+        modifications.extend(self._modification(q, o) for q, o in changed)
+        self._advance(end)
+        data = _dumps(
+            {
+                "type": "Transition",
+                "startVersion": start.to_json(),
+                "endVersion": end.to_json(),
+                "modifications": modifications,
+            }
+        )
+        if len(data) > self.max_transition_bytes and len(modifications) > 1:
+            for frame in self._split(start, end, modifications):
+                self._queue(frame)
+            return True
+        if shared is not None:
+            shared[key] = data
+        self._queue(data)
+        return True
+
+    # ------------------------------------------------------------------ input: time, transport
+
+    def tick(self, now: float) -> None:
+        """Time passed: queue a Ping if nothing was queued for ``ping_interval_s``.
+
+        Args:
+            now: monotonic seconds. A socket counts as quiet from the first tick after its
+                last frame, so call this about once a second, while the socket can take writes.
+
+        After calling this, send :meth:`data_to_send`'s frames.
+        """
+        if self._closed:
+            return
+        if self._wrote:
+            self._wrote = False
+            self._quiet_since = now
+        elif now - self._quiet_since >= self.ping_interval_s:
+            self._queue(_PING)
+            self._wrote = False
+            self._quiet_since = now
+
+    def connection_lost(self) -> None:
+        """The socket is gone (closed, dropped or aborted): nothing more goes in or out.
+
+        After calling this, release what the connection holds; there is nothing to send.
+        """
+        self._closed = True
+        self._frames = None
+        self._events = None
+
+    # ------------------------------------------------------------------ output
+
+    def data_to_send(self) -> list[bytes]:
+        """The frames to send, in order, since the last call (each one text frame)."""
+        frames = self._frames
+        if frames is None:
+            return []
+        self._frames = None
+        return frames
+
+    def events_received(self) -> list[ClientEvent]:
+        """What the client asked for, in order, since the last call."""
+        events = self._events
+        if events is None:
+            return []
+        self._events = None
+        return events
+
+    def close_expected(self) -> bool:
+        """Whether the connection is ending: after a FatalError, an AuthError or its loss."""
+        return self._closed
 
     @property
     def query_ids(self) -> list[int]:
@@ -452,146 +747,13 @@ class SyncProtocol:
             or sent.identity != self.received_identity
         )
 
-    def accept_auth(self) -> None:
-        """Accept the pending Authenticate: the identity version advances and all results resend."""
-        if self._pending_auth is None:
-            raise RuntimeError("no Authenticate is pending")
-        self._pending_auth = None
-        self.received_identity += 1
-        for query in self._queries.values():
-            query.last_sent = None
-        self._transition_required = True
-
-    def reject_auth(self, error: str) -> bytes:
-        """Reject the pending Authenticate: the AuthError to send; the adapter then closes."""
-        base = self._pending_auth if self._pending_auth is not None else self.received_identity
-        self._pending_auth = None
-        self.closed = True
-        return _dumps(
-            {"type": "AuthError", "error": error, "baseVersion": base, "authUpdateAttempted": True}
-        )
-
-    def fatal_error(self, error: str) -> bytes:
-        """The FatalError to send before closing the socket."""
-        self.closed = True
-        return _dumps({"type": "FatalError", "error": error})
-
-    @staticmethod
-    def ping() -> bytes:
-        """A protocol-level keepalive."""
-        return b'{"type":"Ping"}'
-
-    def _finish_request(self, request_id: int, kind: str) -> None:
-        if self._outstanding.get(request_id) != kind:
-            raise RuntimeError(f"no {kind} {request_id} is outstanding")
-        del self._outstanding[request_id]
-        self._transition_required = True
-
-    def mutation_response(self, request_id: int, outcome: FunctionOutcome, ts: int | None) -> bytes:
-        """The MutationResponse for a finished mutation; ``ts`` is its commit timestamp.
-
-        The next Transition will carry ``ts`` or later, which is what resolves the mutation.
-        """
-        self._finish_request(request_id, "Mutation")
-        message: dict[str, Any] = {"type": "MutationResponse", "requestId": request_id}
-        message.update(_outcome_fields(outcome))
-        if outcome.success:
-            if ts is None:
-                raise ValueError("a successful mutation needs its commit ts")
-            message["ts"] = encode_ts(ts)
-            self._min_ts = max(self._min_ts, ts)
+    def _queue(self, frame: bytes) -> None:
+        frames = self._frames
+        if frames is None:
+            self._frames = [frame]
         else:
-            message["ts"] = None
-        message["logLines"] = list(outcome.log_lines)
-        return _dumps(message)
-
-    def action_response(self, request_id: int, outcome: FunctionOutcome) -> bytes:
-        """The ActionResponse for a finished action."""
-        self._finish_request(request_id, "Action")
-        message: dict[str, Any] = {"type": "ActionResponse", "requestId": request_id}
-        message.update(_outcome_fields(outcome))
-        message["logLines"] = list(outcome.log_lines)
-        return _dumps(message)
-
-    def build_transition(
-        self,
-        ts: int,
-        results: Mapping[int, FunctionOutcome],
-        *,
-        force: bool = False,
-        shared: dict[Any, bytes] | None = None,
-    ) -> bytes | None:
-        """Build the next Transition from the latest results, or None if there is nothing to say.
-
-        Args:
-            ts: the timestamp every result in ``results`` was computed at.
-            results: the latest result of each query in the set (missing ids are skipped).
-            force: send a Transition even when nothing changed (it still advances ``ts``).
-            shared: a cache the caller keeps for one fan-out (same ts, same result objects):
-                sockets whose Transitions would be byte-identical share one encoding.
-        """
-        if self.closed:
-            return None
-        changed: list[tuple[int, FunctionOutcome]] = []
-        for query_id, query in self._queries.items():
-            outcome = results.get(query_id)
-            if outcome is None:
-                continue
-            last = query.last_sent
-            if last is not None and _same(last, outcome):
-                query.last_sent = outcome
-                continue
-            changed.append((query_id, outcome))
-            query.last_sent = outcome
-        if not (changed or self._removed or force or self.transition_due):
-            return None
-        if ts < self._min_ts:
-            raise ValueError(f"transition ts {ts} is older than a mutation already answered")
-        start = self.sent_version
-        end = StateVersion(self.received_query_set, self.received_identity, max(ts, start.ts))
-        key: Any = None
-        if shared is not None:
-            # The result objects are alive for the whole fan-out, so their ids are stable.
-            # A flat tuple of ints hashes fast (this runs once per socket per commit).
-            key = (
-                start.query_set,
-                start.identity,
-                start.ts,
-                end.query_set,
-                end.identity,
-                end.ts,
-                tuple(self._removed),
-                *[x for q, o in changed for x in (q, id(o))],
-            )
-            cached = shared.get(key)
-            if cached is not None:
-                self._advance(end)
-                return cached
-        modifications: list[dict[str, Any]] = [
-            {"type": "QueryRemoved", "queryId": query_id} for query_id in self._removed
-        ]
-        modifications.extend(self._modification(q, o) for q, o in changed)
-        self._advance(end)
-        data = _dumps(
-            {
-                "type": "Transition",
-                "startVersion": start.to_json(),
-                "endVersion": end.to_json(),
-                "modifications": modifications,
-            }
-        )
-        if len(data) > self.max_transition_bytes and len(modifications) > 1:
-            first, *rest = self._split(start, end, modifications)
-            self._overflow.extend(rest)
-            return first
-        if shared is not None:
-            shared[key] = data
-        return data
-
-    def take_overflow(self) -> list[bytes]:
-        """The rest of a split Transition: send right after the frame build_transition returned."""
-        frames, self._overflow = self._overflow, []
-        return frames
+            frames.append(frame)
+        self._wrote = True
 
     def _split(
         self, start: StateVersion, end: StateVersion, modifications: list[dict[str, Any]]

@@ -197,7 +197,7 @@ class SyncSocket(asyncio.Protocol):
         if not is_sync_path(target):
             self._hand_to_asgi(head)
             return
-        max_size = 2 * self._gw.limits.max_message_bytes
+        max_size = self._gw.limits.max_frame_bytes
         handshake = ServerProtocol(max_size=max_size, logger=_WS_LOG)
         # uvicorn passes the whole request head in one call (it rebuilt it from its parser).
         handshake.receive_data(head)
