@@ -36,7 +36,6 @@ _COMMAND_MODULES = (
     "marketpulse.simulator._cli",
     "marketpulse.kalshi._cli",
     "marketpulse.pipeline._cli",
-    "marketpulse.marketdata._cli",
     "marketpulse.dashboard._cli",
     "marketpulse.bench_cli",
 )
@@ -59,13 +58,7 @@ def _app_options(module: str) -> dict[str, Any]:
 
 def _register_all() -> None:
     for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            # A package that has not grown its commands yet; anything else is a real error.
-            if exc.name != name:
-                raise
-            continue
+        module = importlib.import_module(name)
         module.register(app, **_app_options(name))
 
 

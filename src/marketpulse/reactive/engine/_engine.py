@@ -7,7 +7,7 @@ written (an overlay of their net writes), so they are serial (serializable) with
 for each other's disk writes. Commits queue up while a write is in flight and are written
 together (group commit: one durable write per group), then applied in order. After a group
 is applied the engine finds the shared queries whose read sets contain an old or new index
-key of a written document (interval trees, see ``_intervals``), re-runs each once and
+key of a written document (nested containment lists, see ``_intervals`` and ``_nclist``), re-runs each once and
 notifies listeners of the changed ones, all before yielding to the event loop. If a write
 fails, that group and every commit queued behind it (computed on top of it) fail; memory
 never held them.

@@ -16,6 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
@@ -87,7 +88,11 @@ class LightSyncClient:
 
     @staticmethod
     def ws_url(http_url: str, version: str = "1.48.0") -> str:
-        return http_url.replace("http://", "ws://", 1).rstrip("/") + f"/api/{version}/sync"
+        """The sync WebSocket URL of a store at ``http_url`` (``https`` maps to ``wss``)."""
+        parts = urlsplit(http_url)
+        scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+        path = parts.path.rstrip("/") + f"/api/{version}/sync"
+        return urlunsplit((scheme, parts.netloc, path, "", ""))
 
     async def connect(self) -> LightSyncClient:
         self._ws = await connect(
