@@ -4,6 +4,10 @@
 pings (the ``websockets`` library does), reconnects with jittered exponential backoff, resubscribes
 everything after a reconnect, and watches for staleness. Its consumer iterates typed events.
 
+It is the core's driver and nothing more: read a frame → ``receive_data`` → send
+``data_to_send()`` → route ``events_received()`` → reconnect when ``close_expected()``; a timer
+calls ``tick``. Everything Kalshi-specific lives in the core.
+
 Back-pressure policy (the reader never waits for the consumer):
 
 - Books are state. A changed book is a *ticker in a coalescing set*, not a queued delta: however
@@ -290,7 +294,7 @@ class KalshiFeed:
             t = next(iter(self._tickers))
             return self._tickers.pop(t)
         if not self._books:
-            self._books = self.protocol.take_dirty()
+            self._books = self.protocol.books_changed()
         while self._books:
             t = next(iter(self._books))
             del self._books[t]
@@ -322,15 +326,13 @@ class KalshiFeed:
     async def add_markets(self, tickers: Iterable[str]) -> list[str]:
         """Follow more markets, live, without disturbing the others."""
         new = self.protocol.add_markets(tickers)
-        await self._flush()
-        self._wakeup.set()
+        await self._after_input()
         return new
 
     async def remove_markets(self, tickers: Iterable[str]) -> list[str]:
         """Stop following markets; their books are dropped (a BookInvalidated "removed")."""
         gone = self.protocol.remove_markets(tickers)
-        await self._flush()
-        self._wakeup.set()
+        await self._after_input()
         return gone
 
     async def reconnect(self, reason: str = "requested") -> None:
@@ -379,15 +381,26 @@ class KalshiFeed:
         self._state_event = FeedState(state, reason, self.stats)
         self._wakeup.set()
 
-    async def _flush(self) -> None:
+    async def _send(self, out: list[str]) -> None:
+        """Send the core's commands (dropped while disconnected: they are rebuilt on connect)."""
         ws = self._ws
         if ws is None:
             return
-        for cmd in self.protocol.data_to_send():
+        for cmd in out:
             try:
                 await ws.send(cmd)
             except ConnectionClosed:
                 return  # the reader notices and reconnects; commands are rebuilt then
+
+    async def _after_input(self) -> None:
+        """The driver's duties after any input to the core but a frame (see ``_run``)."""
+        out = self.protocol.data_to_send()
+        if out:
+            await self._send(out)
+        events = self.protocol.events_received()
+        if events:
+            self._route(events)
+        self._wakeup.set()
 
     def _route(self, events: Sequence[ProtocolEvent]) -> None:
         for e in events:
@@ -407,6 +420,7 @@ class KalshiFeed:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        protocol = self.protocol
         attempt = 0
         while not self._closing:
             self._set_state("connecting" if self._connections == 0 else "reconnecting", None)
@@ -430,7 +444,7 @@ class KalshiFeed:
                     self._ws = ws
                     self._last_rx = loop.time()
                     self.protocol.connection_made(self._last_rx)
-                    await self._flush()
+                    await self._after_input()
                     self._set_state("connected", None)
                     first = True
                     while True:
@@ -445,13 +459,15 @@ class KalshiFeed:
                                 self._on_frame(data, int(wall_ms))
                             except Exception:
                                 log.exception("on_frame callback failed")
-                        events = self.protocol.receive(data, now)
+                        protocol.receive_data(data, now)
+                        out = protocol.data_to_send()
+                        if out:
+                            await self._send(out)
+                        events = protocol.events_received()
                         if events:
                             self._route(events)
-                        if self.protocol.has_output:
-                            await self._flush()
-                        if self.protocol.wants_reconnect:
-                            raise _Reconnect(self.protocol.wants_reconnect)
+                        if protocol.close_expected():
+                            raise _Reconnect(protocol.close_reason)
                         if first:
                             attempt, first = 0, False  # the link works: reset the backoff
                         self._wakeup.set()
@@ -491,9 +507,9 @@ class KalshiFeed:
                 continue
             now = loop.time()
             self.protocol.tick(now)
-            await self._flush()
+            await self._after_input()
             quiet = now - max(self._last_rx, self._last_pong)
-            if self.protocol.wants_reconnect:
+            if self.protocol.close_expected():
                 await self._drop(ws, "recovery escalated to reconnect")
             elif quiet > self.stale_after:
                 self._counters.stale_reconnects += 1
