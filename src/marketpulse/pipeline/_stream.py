@@ -232,11 +232,12 @@ class StreamRunner:
             # The marks replace any pending book; pending prices and trades still go out.
             self._invalidate_books(self.markets)
             for _ in range(3):
-                batch = self._coalescer.take_batch()
-                if batch is None:
+                batches = self._coalescer.batches_to_send()
+                if not batches:
                     break
-                async with asyncio.timeout(3.0):
-                    await self._store.mutation(APPLY_UPDATES, batch.args)
+                for batch in batches:
+                    async with asyncio.timeout(3.0):
+                        await self._store.mutation(APPLY_UPDATES, batch.args)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(3.0):
                 await self._report_status()
@@ -414,9 +415,11 @@ class StreamRunner:
                     if self._seen == seen:
                         break
                 self._dirty.clear()
-                batch = self._coalescer.take_batch()
-                if batch is None:
+                batches = self._coalescer.batches_to_send()
+                if not batches:
                     continue
+                # One batch per drain (see Coalescer.batches_to_send).
+                batch = batches[0]
                 if len(self._coalescer):
                     self._dirty.set()
             else:
