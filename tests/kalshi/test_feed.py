@@ -57,7 +57,7 @@ async def test_signed_connect_snapshots_and_deltas(exchange: StubExchange) -> No
             ["ticker"],
             ["trade"],
         ]
-        assert feed.stats.gaps == 0 and feed.stats.reconnects == 0 and feed.stats.last_message_at
+        assert feed.stats.gaps == 0 and feed.stats.reconnects == 0 and feed.stats.last_frame_at
 
 
 @pytest.mark.parametrize("signed", ["unsigned", "wrong key"])

@@ -202,7 +202,13 @@ ProtocolEvent = (
 
 @dataclass
 class ProtocolStats:
-    """Counters of the protocol core (monotonic over the core's life)."""
+    """Counters of the protocol core (monotonic over the core's life).
+
+    The one set of feed counters starts here: the layers above extend this class (the feed's
+    :class:`~marketpulse.kalshi.feed.FeedStats`, the pipeline's stream stats) and hand the core
+    their instance, so each counter is kept once and read where it is reported. Field names
+    are snake_case; only the wire (the store, Temporal) renames them.
+    """
 
     messages: int = 0
     deltas: int = 0
@@ -274,6 +280,8 @@ class KalshiProtocol:
         skip_ticker_ack: Ask for ``ok`` replies without the market list.
         snapshot_timeout: Seconds to wait for snapshots before escalating recovery.
         max_attempts: Retries at one recovery level (on further gaps) before escalating.
+        stats: The counters to keep (an extension of :class:`ProtocolStats` owned by the
+            driver); None: a fresh one.
     """
 
     def __init__(
@@ -286,6 +294,7 @@ class KalshiProtocol:
         skip_ticker_ack: bool = False,
         snapshot_timeout: float = 5.0,
         max_attempts: int = 3,
+        stats: ProtocolStats | None = None,
     ) -> None:
         self.channels = tuple(dict.fromkeys(channels))
         self.use_yes_price = use_yes_price
@@ -293,7 +302,7 @@ class KalshiProtocol:
         self.skip_ticker_ack = skip_ticker_ack
         self.snapshot_timeout = snapshot_timeout
         self.max_attempts = max_attempts
-        self.stats = ProtocolStats()
+        self.stats = ProtocolStats() if stats is None else stats
         self.books: dict[str, OrderBook] = {}
         self._close_reason: str | None = None
         self.connected = False
