@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from marketpulse._aio import cancel_and_wait
+from marketpulse._clock import now_ms
 from marketpulse.kalshi._messages import (
     ErrorMessage,
     EventLifecycle,
@@ -68,16 +68,9 @@ __all__ = [
     "FeedState",
     "FeedStats",
     "KalshiFeed",
-    "MarketStatus",
-    "TickerUpdate",
-    "Trade",
 ]
 
 log = logging.getLogger("marketpulse.kalshi.feed")
-
-TickerUpdate = TickerMessage
-Trade = TradeMessage
-MarketStatus = MarketLifecycle
 
 
 @dataclass(slots=True)
@@ -96,10 +89,6 @@ class BookInvalidated:
     reason: str
 
 
-def _now_ms() -> float:
-    return time.time() * 1000.0
-
-
 @dataclass
 class FeedStats(ProtocolStats):
     """The core's counters, extended with the connection's (one object, shared with the core).
@@ -110,8 +99,8 @@ class FeedStats(ProtocolStats):
     """
 
     state: str = "idle"
-    state_since: float = field(default_factory=_now_ms)
-    disconnected_since: float = field(default_factory=_now_ms)
+    state_since: float = field(default_factory=now_ms)
+    disconnected_since: float = field(default_factory=now_ms)
     """When the current outage began (0 while connected); connecting and reconnecting
     states in a row are one outage."""
     connected: bool = False
@@ -130,7 +119,7 @@ class FeedStats(ProtocolStats):
         if state == self.state:
             return
         self.state = state
-        self.state_since = _now_ms()
+        self.state_since = now_ms()
         self.connected = state == "connected"
         # A feed flapping between connecting and reconnecting is still down: keep the start
         # of the outage, not of the latest state.
@@ -450,7 +439,7 @@ class KalshiFeed:
                         data = await ws.recv(decode=False)
                         now = loop.time()
                         self._last_rx = now
-                        wall_ms = time.time() * 1000.0
+                        wall_ms = now_ms()
                         stats.last_frame_at = wall_ms
                         stats.bytes += len(data)
                         if self._on_frame is not None:

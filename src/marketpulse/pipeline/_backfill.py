@@ -16,9 +16,9 @@ from typing import Any
 
 import structlog
 
+from marketpulse._clock import now_ms
 from marketpulse.kalshi import RestTrade
 from marketpulse.pipeline._coalesce import Coalescer
-from marketpulse.pipeline._stream_stats import now_ms
 
 __all__ = [
     "MARGIN_MS",

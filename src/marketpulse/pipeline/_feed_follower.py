@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from marketpulse._clock import now_ms
 from marketpulse.kalshi import (
     BookInvalidated,
     BookUpdated,
@@ -32,7 +33,7 @@ from marketpulse.pipeline._backfill import TradeBackfill, trade_entry
 from marketpulse.pipeline._batch_writer import BatchWriter
 from marketpulse.pipeline._coalesce import Coalescer
 from marketpulse.pipeline._status_reporter import StatusReporter
-from marketpulse.pipeline._stream_stats import StreamStats, now_ms
+from marketpulse.pipeline._stream_stats import StreamStats
 from marketpulse.pipeline.config import MarketSet
 
 __all__ = ["FeedFollower", "FeedLike"]

@@ -15,11 +15,12 @@ from typing import Any
 
 import structlog
 
+from marketpulse._clock import now_ms
 from marketpulse.kalshi import FeedState
 from marketpulse.pipeline import _metrics
 from marketpulse.pipeline._alerts import Alerter, RateWatch
 from marketpulse.pipeline._store import StoreClient, StoreError
-from marketpulse.pipeline._stream_stats import StreamStats, now_ms
+from marketpulse.pipeline._stream_stats import StreamStats
 
 __all__ = ["HEARTBEAT_FIELDS", "REPORT_STATUS", "StatusReporter"]
 

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
+from marketpulse._clock import now_ms
 from marketpulse.kalshi import FeedStats
 
-__all__ = ["StreamStats", "now_ms"]
-
-
-def now_ms() -> float:
-    """Wall-clock time in epoch milliseconds (the unit of every time the store keeps)."""
-    return time.time() * 1000.0
+__all__ = ["StreamStats"]
 
 
 @dataclass
