@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
-__all__ = ["BATCH_BOOK_LEVELS", "BookLike", "Coalescer", "PendingBatch"]
+from marketpulse.marketdata.limits import BOOK_LEVELS
 
-BATCH_BOOK_LEVELS = 200
-"""Levels per side written for a book (the store's bound, docs/interfaces.md §5)."""
+__all__ = ["BookLike", "Coalescer", "PendingBatch"]
 
 _MAX_PENDING_TRADES = 20_000
 _MAX_ENTRIES_PER_BATCH = 1_000
@@ -71,7 +70,7 @@ class Coalescer:
         book_levels: Levels per side to write for each book.
     """
 
-    def __init__(self, book_levels: int = BATCH_BOOK_LEVELS) -> None:
+    def __init__(self, book_levels: int = BOOK_LEVELS) -> None:
         self._book_levels = book_levels
         # ticker -> live book (rendered at take time) or None (= write an invalid mark)
         self._books: dict[str, tuple[BookLike | None, float]] = {}

@@ -10,6 +10,7 @@ from typing import Any
 
 import structlog
 
+from marketpulse.marketdata.limits import MARKETS_PER_UPSERT
 from marketpulse.pipeline._store import StoreClient
 
 __all__ = [
@@ -123,8 +124,9 @@ async def upsert_metadata(
         return
     try:
         entries = await fetch(tickers)
-        for i in range(0, len(entries), 200):
-            await store.mutation(UPSERT_MARKETS, {"markets": entries[i : i + 200]})
+        for i in range(0, len(entries), MARKETS_PER_UPSERT):
+            chunk = entries[i : i + MARKETS_PER_UPSERT]
+            await store.mutation(UPSERT_MARKETS, {"markets": chunk})
         log.info("market metadata upserted", stream=stream_id, markets=len(entries))
     except Exception as exc:  # metadata is nice to have; the feed must go on
         log.warning("market metadata failed", stream=stream_id, error=str(exc)[:300])
