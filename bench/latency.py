@@ -45,7 +45,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from _clients import Fleet
 from _common import ROOT, emit, print_table, summarize_ms
-from marketpulse.kalshi import BookUpdated, KalshiCredentials, KalshiFeed
+from marketpulse.kalshi import BookUpdated, FeedStats, KalshiCredentials, KalshiFeed
 from marketpulse.pipeline._alerts import Alerter
 from marketpulse.pipeline._local import LocalSystem
 from marketpulse.pipeline._procs import ManagedProcess
@@ -67,11 +67,12 @@ def _say(what: str) -> None:
     print(f"[latency] {what}", file=sys.stderr, flush=True)
 
 
-def _feed(s: LocalSystem, markets: list[str]) -> KalshiFeed:
+def _feed(s: LocalSystem, markets: list[str], stats: FeedStats | None = None) -> KalshiFeed:
     creds = KalshiCredentials.from_file(
         s.sim_env["KALSHI_API_KEY_ID"], s.sim_env["KALSHI_PRIVATE_KEY_PATH"]
     )
-    return KalshiFeed(s.sim_url.replace("http", "ws", 1) + "/trade-api/ws/v2", creds, markets)
+    url = s.sim_url.replace("http", "ws", 1) + "/trade-api/ws/v2"
+    return KalshiFeed(url, creds, markets, stats=stats)
 
 
 async def _step_rates(
@@ -223,7 +224,7 @@ async def ours(
         stream_id="bench-latency",
         config=StreamConfig(markets=markets, exchange="sim"),
         markets_version=1,
-        feed_factory=lambda ms: _feed(s, ms),
+        feed_factory=lambda ms, stats: _feed(s, ms, stats),
         store=store,
         alerter=Alerter(),
     )

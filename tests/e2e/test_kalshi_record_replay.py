@@ -58,7 +58,7 @@ async def test_record_then_replay(tmp_path: Path) -> None:
     offline.connection_made()
     offline.data_to_send()
     for line in lines:
-        offline.receive(line["frame"])
+        offline.receive_data(line["frame"])
     assert offline.stats.gaps == 0 and offline.stats.malformed == 0
     assert offline.stats.deltas > 50
     assert {t: offline.books[t].levels() for t in tickers} == expected

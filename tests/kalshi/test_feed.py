@@ -13,7 +13,7 @@ from marketpulse.kalshi import (
     FeedState,
     KalshiCredentials,
     KalshiFeed,
-    Trade,
+    TradeMessage,
     generate_private_key_pem,
 )
 from polling import until
@@ -57,7 +57,7 @@ async def test_signed_connect_snapshots_and_deltas(exchange: StubExchange) -> No
             ["ticker"],
             ["trade"],
         ]
-        assert feed.stats.gaps == 0 and feed.stats.reconnects == 0 and feed.stats.last_message_at
+        assert feed.stats.gaps == 0 and feed.stats.reconnects == 0 and feed.stats.last_frame_at
 
 
 @pytest.mark.parametrize("signed", ["unsigned", "wrong key"])
@@ -165,7 +165,7 @@ async def test_slow_consumer_is_bounded_and_coalesced(exchange: StubExchange) ->
             await exchange.trade(A, i)
         await until(lambda: feed.stats.trades == 400 and books_match(feed, exchange, [A, B]))
         events = feed.drain()
-        trades = [e for e in events if isinstance(e, Trade)]
+        trades = [e for e in events if isinstance(e, TradeMessage)]
         assert len(trades) == 50 and feed.stats.trades_dropped == 350
         assert [t.trade_id for t in trades] == [f"t{i}" for i in range(350, 400)]  # newest kept
         assert sum(isinstance(e, BookUpdated) for e in events) == 2  # 400 deltas, 2 notifications

@@ -29,6 +29,12 @@ def cmds(p: KalshiProtocol) -> list[dict[str, Any]]:
     return [json.loads(s) for s in p.data_to_send()]
 
 
+def recv(p: KalshiProtocol, data: str | bytes, now: float | None = None) -> list[Any]:
+    """Feed one frame, then drain the events (the driver's duty)."""
+    p.receive_data(data, now)
+    return p.events_received()
+
+
 def frame(**kw: Any) -> bytes:
     return orjson.dumps(kw)
 
@@ -66,8 +72,8 @@ def subscribed(p: KalshiProtocol, ids_to_sid: dict[str, int]) -> list[dict[str, 
     for c in sent:
         if c["cmd"] == "subscribe":
             ch = c["params"]["channels"][0]
-            p.receive(
-                frame(id=c["id"], type="subscribed", msg={"channel": ch, "sid": ids_to_sid[ch]})
+            recv(
+                p, frame(id=c["id"], type="subscribed", msg={"channel": ch, "sid": ids_to_sid[ch]})
             )
     return sent
 
@@ -79,8 +85,8 @@ def started(
     p.connection_made(0.0)
     subscribed(p, {"orderbook_delta": 1, "ticker": 2, "trade": 3})
     for i, t in enumerate(markets, start=1):
-        p.receive(snap(1, i, t, [["0.4000", "10.00"]], [["0.5500", "5.00"]]))
-    p.take_dirty()
+        recv(p, snap(1, i, t, [["0.4000", "10.00"]], [["0.5500", "5.00"]]))
+    p.books_changed()
     assert all(p.books[t].valid for t in markets)
     return p
 
@@ -141,10 +147,10 @@ def test_connect_subscribes_one_channel_per_command() -> None:
 
 def test_snapshot_then_deltas_update_book_and_dirty_set() -> None:
     p = started([A, B])
-    p.receive(delta(1, 3, A, "0.4000", "-4.00"))
-    p.receive(delta(1, 4, A, "0.4200", "1.50"))
-    p.receive(delta(1, 5, A, "0.5500", "-5.00", "no"))
-    assert list(p.take_dirty()) == [A]
+    recv(p, delta(1, 3, A, "0.4000", "-4.00"))
+    recv(p, delta(1, 4, A, "0.4200", "1.50"))
+    recv(p, delta(1, 5, A, "0.5500", "-5.00", "no"))
+    assert list(p.books_changed()) == [A]
     book = p.books[A]
     assert book.bids() == [(D("0.42"), D("1.5")), (D("0.40"), D("6"))]
     assert book.asks() == [] and book.best_ask is None
@@ -153,11 +159,11 @@ def test_snapshot_then_deltas_update_book_and_dirty_set() -> None:
 
 def test_gap_invalidates_every_book_on_sid_and_requests_snapshots() -> None:
     p = started([A, B, C])
-    ev = p.receive(delta(1, 5, A, "0.4000", "1.00"))  # expected 4
+    ev = recv(p, delta(1, 5, A, "0.4000", "1.00"))  # expected 4
     gaps = [e for e in ev if isinstance(e, SequenceGap)]
     assert gaps and gaps[0].expected == 4 and gaps[0].got == 5 and not gaps[0].duplicate
     assert not any(p.books[t].valid for t in (A, B, C))
-    assert set(p.take_dirty()) == {A, B, C}
+    assert set(p.books_changed()) == {A, B, C}
     sent = cmds(p)
     assert sent[-1]["cmd"] == "update_subscription"
     assert sent[-1]["params"]["action"] == "get_snapshot"
@@ -165,14 +171,14 @@ def test_gap_invalidates_every_book_on_sid_and_requests_snapshots() -> None:
     assert sorted(sent[-1]["params"]["market_tickers"]) == sorted([A, B, C])
     assert p.recovery_level == 1
     # Deltas for invalid books are dropped, never applied.
-    p.receive(delta(1, 6, B, "0.4000", "1.00"))
+    recv(p, delta(1, 6, B, "0.4000", "1.00"))
     assert not p.books[B].valid and p.stats.deltas_dropped >= 1
     # Snapshots (in-band, with the command id) revalidate one book at a time.
     gid = sent[-1]["id"]
-    p.receive(snap(1, 7, A, [["0.3000", "2.00"]], [], id=gid))
+    recv(p, snap(1, 7, A, [["0.3000", "2.00"]], [], id=gid))
     assert p.books[A].valid and not p.books[B].valid
-    p.receive(snap(1, 8, B, [], [], id=gid))
-    p.receive(snap(1, 9, C, [["0.1000", "1.00"]], [["0.8000", "1.00"]], id=gid))
+    recv(p, snap(1, 8, B, [], [], id=gid))
+    recv(p, snap(1, 9, C, [["0.1000", "1.00"]], [["0.8000", "1.00"]], id=gid))
     assert all(p.books[t].valid for t in (A, B, C))
     assert p.recovery_level is None and p.stats.recoveries_completed == 1
     assert p.books[A].bids() == [(D("0.3"), D(2))]
@@ -180,8 +186,8 @@ def test_gap_invalidates_every_book_on_sid_and_requests_snapshots() -> None:
 
 def test_duplicate_is_dropped_and_invalidates() -> None:
     p = started([A, B])
-    p.receive(delta(1, 3, A, "0.4000", "1.00"))
-    ev = p.receive(delta(1, 3, A, "0.4000", "1.00"))
+    recv(p, delta(1, 3, A, "0.4000", "1.00"))
+    ev = recv(p, delta(1, 3, A, "0.4000", "1.00"))
     assert any(isinstance(e, SequenceGap) and e.duplicate for e in ev)
     assert p.stats.duplicates == 1
     assert not p.books[A].valid and not p.books[B].valid
@@ -190,8 +196,8 @@ def test_duplicate_is_dropped_and_invalidates() -> None:
 def test_gap_on_other_sid_does_not_touch_books() -> None:
     p = started([A])
     trade = {"trade_id": "t", "market_ticker": A, "yes_price_dollars": "0.4", "count_fp": "1"}
-    p.receive(frame(type="trade", sid=3, seq=1, msg=trade))
-    ev = p.receive(frame(type="trade", sid=3, seq=3, msg=trade))
+    recv(p, frame(type="trade", sid=3, seq=1, msg=trade))
+    ev = recv(p, frame(type="trade", sid=3, seq=3, msg=trade))
     assert any(isinstance(e, SequenceGap) and e.channel == "trade" for e in ev)
     assert any(isinstance(e, TradeMessage) for e in ev)  # the trade itself is still delivered
     assert p.books[A].valid and p.stats.gaps == 1
@@ -199,7 +205,7 @@ def test_gap_on_other_sid_does_not_touch_books() -> None:
 
 def test_escalation_get_snapshot_then_resubscribe_then_reconnect() -> None:
     p = started([A, B])
-    p.receive(delta(1, 9, A, "0.4000", "1.00"))
+    recv(p, delta(1, 9, A, "0.4000", "1.00"))
     assert p.recovery_level == 1
     cmds(p)
     p.tick(100.0)  # no snapshots in time: resubscribe
@@ -208,20 +214,20 @@ def test_escalation_get_snapshot_then_resubscribe_then_reconnect() -> None:
     assert [c["cmd"] for c in sent] == ["unsubscribe", "subscribe"]
     assert sent[0]["params"]["sids"] == [1]
     # Old sid frames are ignored from now on.
-    p.receive(delta(1, 10, A, "0.4000", "1.00"))
+    recv(p, delta(1, 10, A, "0.4000", "1.00"))
     assert not p.books[A].valid
-    p.receive(
-        frame(id=sent[1]["id"], type="subscribed", msg={"channel": "orderbook_delta", "sid": 7})
+    recv(
+        p, frame(id=sent[1]["id"], type="subscribed", msg={"channel": "orderbook_delta", "sid": 7})
     )
     p.tick(1000.0)  # still nothing: reconnect
-    assert p.recovery_level == 3 and p.wants_reconnect
+    assert p.recovery_level == 3 and p.close_expected()
     # A reconnect resets everything; sids renumber.
     p.connection_lost()
     p.connection_made(2000.0)
-    assert p.wants_reconnect is None and p.sids == {}
+    assert not p.close_expected() and p.sids == {}
     subscribed(p, {"orderbook_delta": 4, "ticker": 5, "trade": 6})
-    p.receive(snap(4, 1, A, [], [["0.1000", "1.00"]]))
-    p.receive(snap(4, 2, B, [], []))
+    recv(p, snap(4, 1, A, [], [["0.1000", "1.00"]]))
+    recv(p, snap(4, 2, B, [], []))
     assert p.books[A].valid and p.books[B].valid and p.recovery_level is None
     assert p.sids == {"orderbook_delta": 4, "ticker": 5, "trade": 6}
     assert p.stats.recoveries[1] == 1 and p.stats.recoveries[2] == 1 and p.stats.recoveries[3] == 1
@@ -229,9 +235,9 @@ def test_escalation_get_snapshot_then_resubscribe_then_reconnect() -> None:
 
 def test_get_snapshot_error_escalates_to_resubscribe() -> None:
     p = started([A])
-    p.receive(delta(1, 5, A, "0.4000", "1.00"))
+    recv(p, delta(1, 5, A, "0.4000", "1.00"))
     gs = cmds(p)[-1]
-    ev = p.receive(frame(id=gs["id"], type="error", msg={"code": 13, "msg": "Unsupported action"}))
+    ev = recv(p, frame(id=gs["id"], type="error", msg={"code": 13, "msg": "Unsupported action"}))
     assert any(isinstance(e, ErrorMessage) and e.code == 13 for e in ev)
     assert p.recovery_level == 2
     assert [c["cmd"] for c in cmds(p)] == ["unsubscribe", "subscribe"]
@@ -239,13 +245,14 @@ def test_get_snapshot_error_escalates_to_resubscribe() -> None:
 
 def test_terminal_error_resubscribes_channel() -> None:
     p = started([A])
-    p.receive(
-        frame(type="error", sid=1, seq=2, msg={"code": 25, "msg": "Subscription buffer overflow"})
+    recv(
+        p,
+        frame(type="error", sid=1, seq=2, msg={"code": 25, "msg": "Subscription buffer overflow"}),
     )
     assert not p.books[A].valid
     assert [c["cmd"] for c in cmds(p)] == ["unsubscribe", "subscribe"]
     p2 = started([A])
-    p2.receive(frame(type="error", sid=3, msg={"code": 10, "msg": "Channel error"}))
+    recv(p2, frame(type="error", sid=3, msg={"code": 10, "msg": "Channel error"}))
     sent = cmds(p2)
     assert [c["cmd"] for c in sent] == ["unsubscribe", "subscribe"]
     assert sent[1]["params"]["channels"] == ["trade"] and p2.books[A].valid
@@ -253,7 +260,7 @@ def test_terminal_error_resubscribes_channel() -> None:
 
 def test_negative_size_is_a_protocol_error_for_that_book() -> None:
     p = started([A, B])
-    p.receive(delta(1, 3, A, "0.4000", "-11.00"))
+    recv(p, delta(1, 3, A, "0.4000", "-11.00"))
     assert p.stats.negative_sizes == 1
     assert not p.books[A].valid and p.books[B].valid
     gs = cmds(p)[-1]
@@ -267,10 +274,10 @@ def test_control_frame_seq_tolerant_both_readings() -> None:
         upd = cmds(p)[0]
         assert upd["params"]["action"] == "add_markets" and upd["params"]["market_tickers"] == [C]
         # ok carries seq 3 (= last + 1). If it consumed it the next data frame is 4, else 3.
-        p.receive(frame(id=upd["id"], sid=1, seq=3, type="ok", msg={"market_tickers": [A, B, C]}))
+        recv(p, frame(id=upd["id"], sid=1, seq=3, type="ok", msg={"market_tickers": [A, B, C]}))
         nxt = 4 if consumes else 3
-        p.receive(snap(1, nxt, C, [["0.2000", "1.00"]], []))
-        p.receive(delta(1, nxt + 1, A, "0.4000", "1.00"))
+        recv(p, snap(1, nxt, C, [["0.2000", "1.00"]], []))
+        recv(p, delta(1, nxt + 1, A, "0.4000", "1.00"))
         assert p.stats.gaps == 0 and p.stats.duplicates == 0, consumes
         assert all(p.books[t].valid for t in (A, B, C))
 
@@ -285,23 +292,23 @@ def test_add_and_remove_markets_live() -> None:
     ] == [("add_markets", [1], [C]), ("add_markets", [2], [C]), ("add_markets", [3], [C])]
     assert sent[1]["params"]["send_initial_snapshot"] is True  # ticker channel
     assert not p.books[C].valid and p.books[A].valid and p.books[B].valid
-    p.receive(frame(id=sent[0]["id"], sid=1, seq=3, type="ok", msg={"market_tickers": [A, B, C]}))
+    recv(p, frame(id=sent[0]["id"], sid=1, seq=3, type="ok", msg={"market_tickers": [A, B, C]}))
     p.remove_markets([A])
     p.add_markets([A])  # while the delete is in flight the re-add waits its turn
     sent = cmds(p)
     assert [(c["params"]["action"], c["params"]["sids"]) for c in sent] == [("delete_markets", [1])]
-    p.receive(frame(id=sent[0]["id"], sid=1, seq=4, type="ok", msg={"market_tickers": [B, C]}))
+    recv(p, frame(id=sent[0]["id"], sid=1, seq=4, type="ok", msg={"market_tickers": [B, C]}))
     sent = cmds(p)
     assert [(c["params"]["action"], c["params"]["market_tickers"]) for c in sent] == [
         ("add_markets", [A])
     ]
-    p.receive(frame(id=sent[0]["id"], sid=1, seq=5, type="ok", msg={"market_tickers": [A, B, C]}))
-    p.receive(snap(1, 6, A, [["0.1000", "1.00"]], []))
-    p.receive(snap(1, 7, C, [], []))
+    recv(p, frame(id=sent[0]["id"], sid=1, seq=5, type="ok", msg={"market_tickers": [A, B, C]}))
+    recv(p, snap(1, 6, A, [["0.1000", "1.00"]], []))
+    recv(p, snap(1, 7, C, [], []))
     p.remove_markets([B])
-    assert B not in p.books and B in p.take_dirty()
+    assert B not in p.books and B in p.books_changed()
     ignored = p.stats.ignored
-    p.receive(delta(1, 8, B, "0.4000", "1.00"))  # late delta for a removed market: ignored
+    recv(p, delta(1, 8, B, "0.4000", "1.00"))  # late delta for a removed market: ignored
     assert p.stats.ignored == ignored + 1 and p.books[A].valid and p.books[C].valid
     assert p.stats.gaps == 0
     # Removing every market unsubscribes rather than sending an empty filter.
@@ -316,7 +323,7 @@ def test_add_markets_before_subscribed_is_reconciled_after() -> None:
     sub = cmds(p)[0]
     p.add_markets([B])
     assert cmds(p) == []  # nothing to update yet: no sid
-    p.receive(frame(id=sub["id"], type="subscribed", msg={"channel": "orderbook_delta", "sid": 1}))
+    recv(p, frame(id=sub["id"], type="subscribed", msg={"channel": "orderbook_delta", "sid": 1}))
     # The subscribe already covered only A; B goes in with add_markets now.
     upd = cmds(p)
     assert (
@@ -331,37 +338,38 @@ def test_use_yes_price_subscription_converts_no_side() -> None:
     p.connection_made()
     s = cmds(p)[0]
     assert s["params"]["use_yes_price"] is True
-    p.receive(frame(id=s["id"], type="subscribed", msg={"channel": "orderbook_delta", "sid": 1}))
-    p.receive(snap(1, 1, A, [["0.4000", "1.00"]], [["0.4500", "2.00"]]))  # YES-scale ask 0.45
+    recv(p, frame(id=s["id"], type="subscribed", msg={"channel": "orderbook_delta", "sid": 1}))
+    recv(p, snap(1, 1, A, [["0.4000", "1.00"]], [["0.4500", "2.00"]]))  # YES-scale ask 0.45
     assert p.books[A].levels()["no"] == [(D("0.5500"), D("2.00"))]
     assert p.books[A].best_ask == D("0.45")
 
 
 def test_ticker_list_ok_unknown_and_malformed_never_raise() -> None:
     p = started([A])
-    ev = p.receive(
-        frame(type="ticker", sid=2, msg={"market_ticker": A, "price_dollars": "0.5", "Clock": 3})
+    ev = recv(
+        p, frame(type="ticker", sid=2, msg={"market_ticker": A, "price_dollars": "0.5", "Clock": 3})
     )
     assert any(isinstance(e, TickerMessage) for e in ev)
     assert p.stats.unknown_fields["ticker.Clock"] == 1
-    p.receive(frame(type="ticker", sid=2, msg={"market_ticker": "OTHER", "price_dollars": "0.5"}))
+    recv(p, frame(type="ticker", sid=2, msg={"market_ticker": "OTHER", "price_dollars": "0.5"}))
     assert p.stats.ignored == 1
     lid = p.list_subscriptions()
     assert cmds(p) == [{"id": lid, "cmd": "list_subscriptions"}]
-    ev = p.receive(frame(id=lid, type="ok", msg=[{"channel": "orderbook_delta", "sid": 1}]))
+    ev = recv(p, frame(id=lid, type="ok", msg=[{"channel": "orderbook_delta", "sid": 1}]))
     assert any(isinstance(e, OkMessage) and e.subscriptions == [("orderbook_delta", 1)] for e in ev)
-    p.receive(frame(type="mystery", sid=9, msg={}))
+    recv(p, frame(type="mystery", sid=9, msg={}))
     assert p.stats.unknown_types["mystery"] == 1
-    p.receive(delta(1, 3, A, "0.4000", "1.00")[:-1] + b',"extra":1}')  # unknown envelope key ok
+    recv(p, delta(1, 3, A, "0.4000", "1.00")[:-1] + b',"extra":1}')  # unknown envelope key ok
     for bad in (b"garbage", b"[]", b"{}", b'{"type":"orderbook_delta","sid":"x"}', "\u0000"):
-        ev = p.receive(bad)
+        ev = recv(p, bad)
         assert all(not isinstance(e, Exception) for e in ev)
     assert p.stats.malformed >= 2
     # A sequenced book frame we cannot read is a lost message: the sid's books go invalid.
-    ev = p.receive(
+    ev = recv(
+        p,
         b'{"type":"orderbook_delta","sid":1,"seq":5,"msg":{"market_ticker":"'
         + A.encode()
-        + b'","price_dollars":"zz","delta_fp":"1","side":"yes"}}'
+        + b'","price_dollars":"zz","delta_fp":"1","side":"yes"}}',
     )
     assert any(isinstance(e, MalformedMessage) for e in ev)
     assert any(isinstance(e, RecoveryStarted) for e in ev)
@@ -400,15 +408,16 @@ def test_core_books_equal_reference(ops: list[tuple[Any, ...]]) -> None:
     p = KalshiProtocol(TICKERS, ("orderbook_delta",), max_attempts=10**9)
     p.connection_made()
     s = cmds(p)[0]
-    p.receive(frame(id=s["id"], type="subscribed", msg={"channel": "orderbook_delta", "sid": 1}))
+    recv(p, frame(id=s["id"], type="subscribed", msg={"channel": "orderbook_delta", "sid": 1}))
     ref: dict[str, dict[str, dict[D, D]] | None] = {t: None for t in TICKERS}
     for seq, op in enumerate(ops, start=1):
         if op[0] == "snap":
             _, t, yes, no = op
-            p.receive(
+            recv(
+                p,
                 snap(
                     1, seq, t, [[str(x), str(n)] for x, n in yes], [[str(x), str(n)] for x, n in no]
-                )
+                ),
             )
             levels: dict[str, dict[D, D]] = {"yes": {}, "no": {}}
             for side, lv in (("yes", yes), ("no", no)):
@@ -417,7 +426,7 @@ def test_core_books_equal_reference(ops: list[tuple[Any, ...]]) -> None:
             ref[t] = levels
         else:
             _, t, side, x, d = op
-            p.receive(delta(1, seq, t, str(x), str(d), side))
+            recv(p, delta(1, seq, t, str(x), str(d), side))
             r = ref[t]
             if r is not None:
                 new = r[side].get(x, D(0)) + d
@@ -440,34 +449,36 @@ def test_rejected_markets_are_dropped_and_the_rest_resubscribed() -> None:
     p.connection_made()
     first = cmds(p)
     for c in first:  # the exchange refuses every subscribe naming the unknown market
-        p.receive(
+        recv(
+            p,
             frame(
                 id=c["id"],
                 type="error",
                 msg={"code": 11, "msg": "Unknown market ticker", "market_tickers": ["NOPE-1"]},
-            )
+            ),
         )
     again = cmds(p)
     assert [c["params"]["market_tickers"] for c in again] == [[A, B], [A, B]]
     assert p.rejected == {"NOPE-1": "rejected by the exchange: 11 Unknown market ticker"}
     assert p.markets == [A, B] and not p.books["NOPE-1"].valid
     assert "rejected" in p.books["NOPE-1"].invalid_reason
-    p.receive(
-        frame(id=again[0]["id"], type="subscribed", msg={"channel": "orderbook_delta", "sid": 1})
+    recv(
+        p, frame(id=again[0]["id"], type="subscribed", msg={"channel": "orderbook_delta", "sid": 1})
     )
-    p.receive(snap(1, 1, A, [], []))
-    p.receive(snap(1, 2, B, [], []))
+    recv(p, snap(1, 1, A, [], []))
+    recv(p, snap(1, 2, B, [], []))
     assert p.recovery_level is None and p.books[A].valid and p.books[B].valid
     # A rejected add_markets is dropped the same way; the others keep going.
     p.add_markets(["NOPE-2", C])
     upd = cmds(p)
     assert upd[0]["params"]["market_tickers"] == ["NOPE-2", C]
-    p.receive(
+    recv(
+        p,
         frame(
             id=upd[0]["id"],
             type="error",
             msg={"code": 11, "msg": "x", "market_tickers": ["NOPE-2"]},
-        )
+        ),
     )
     retry = cmds(p)
     assert [c["params"]["market_tickers"] for c in retry] == [[C]]
@@ -484,54 +495,58 @@ def test_book_without_snapshot_twice_is_given_up_not_reconnected_forever() -> No
     for cycle in range(2):
         p.connection_made(now)
         sub = cmds(p)[0]
-        p.receive(
-            frame(id=sub["id"], type="subscribed", msg={"channel": "orderbook_delta", "sid": 1})
+        recv(
+            p, frame(id=sub["id"], type="subscribed", msg={"channel": "orderbook_delta", "sid": 1})
         )
-        p.receive(snap(1, 1, A, [["0.1000", "1.00"]], []))  # B's snapshot never comes
+        recv(p, snap(1, 1, A, [["0.1000", "1.00"]], []))  # B's snapshot never comes
         events: list[object] = []
         for _ in range(3):  # get_snapshot, resubscribe, then reconnect (or give up)
             now += 5.0
             p.tick(now)
+            events += p.events_received()
             for c in cmds(p):
                 if c["cmd"] == "subscribe":
-                    events += p.receive(
+                    events += recv(
+                        p,
                         frame(
                             id=c["id"],
                             type="subscribed",
                             msg={"channel": "orderbook_delta", "sid": 2},
-                        )
+                        ),
                     )
-                    p.receive(snap(2, 1, A, [["0.1000", "1.00"]], []))
-            events += p.receive(b"{}")  # any frame flushes the pending events
+                    recv(p, snap(2, 1, A, [["0.1000", "1.00"]], []))
+            events += recv(p, b"{}")  # a frame between ticks, as on a live link
         if cycle == 0:
-            assert p.wants_reconnect and p.stats.recoveries[3] == 1
+            assert p.close_expected() and p.stats.recoveries[3] == 1
             p.connection_lost()
         else:
-            assert p.wants_reconnect is None and p.stats.recoveries_failed == 1
+            assert not p.close_expected() and p.stats.recoveries_failed == 1
             assert any(isinstance(e, RecoveryFailed) and e.tickers == [B] for e in events)
             assert p.books[A].valid and not p.books[B].valid
             assert p.books[B].invalid_reason == "no snapshot from the exchange"
             assert p.recovery_level is None
     # A snapshot that arrives later still revives it.
-    p.receive(snap(2, 2, B, [], [["0.3000", "2.00"]]))
+    recv(p, snap(2, 2, B, [], [["0.3000", "2.00"]]))
     assert p.books[B].valid
 
 
 def test_non_finite_or_odd_delta_values() -> None:
     p = started([A])
-    ev = p.receive(delta(1, 3, A, "0.4000", "Infinity"))
+    ev = recv(p, delta(1, 3, A, "0.4000", "Infinity"))
     assert any(isinstance(e, MalformedMessage) for e in ev) and not p.books[A].valid
     q = started([A])
     # JSON numbers and legacy cents take the general parser and still apply exactly.
-    q.receive(
+    recv(
+        q,
         frame(
             type="orderbook_delta",
             sid=1,
             seq=2,
             msg={"market_ticker": A, "price_dollars": 0.4, "delta_fp": 74.77, "side": "yes"},
-        )
+        ),
     )
-    q.receive(
+    recv(
+        q,
         frame(
             type="orderbook_delta",
             sid=1,
@@ -543,7 +558,7 @@ def test_non_finite_or_odd_delta_values() -> None:
                 "side": "no",
                 "ts": "2026-04-19T18:43:37Z",
             },
-        )
+        ),
     )
     assert q.books[A].levels() == {"yes": [(D("0.4000"), D("84.77"))], "no": []}
     assert q.books[A].ts_ms == 1776624217000
@@ -593,7 +608,7 @@ FRAME = st.fixed_dictionaries(
 def test_receive_never_raises_on_arbitrary_frames(frames: list[dict[str, Any]]) -> None:
     p = started([A, B])
     for f in frames:
-        p.receive(orjson.dumps(f))
+        recv(p, orjson.dumps(f))
     p.tick(10**6)
     # Whatever happened, a valid book is a consistent one (no negative or zero sizes).
     for book in p.books.values():
@@ -607,7 +622,7 @@ def test_lost_first_snapshot_of_a_fresh_sid_is_a_gap() -> None:
     p = KalshiProtocol([A, B], ("orderbook_delta", "ticker", "trade"))
     p.connection_made(0.0)
     subscribed(p, {"orderbook_delta": 1, "ticker": 2, "trade": 3})
-    ev = p.receive(snap(1, 2, B, [["0.3000", "2.00"]], []))
+    ev = recv(p, snap(1, 2, B, [["0.3000", "2.00"]], []))
     gaps = [e for e in ev if isinstance(e, SequenceGap)]
     assert gaps and gaps[0].expected == 1 and gaps[0].got == 2
     sent = cmds(p)
@@ -615,7 +630,7 @@ def test_lost_first_snapshot_of_a_fresh_sid_is_a_gap() -> None:
     assert sorted(sent[-1]["params"]["market_tickers"]) == sorted([A, B])
     # The trade channel's first frame may carry any seq (captures start mid-sequence).
     trade = {"trade_id": "t", "market_ticker": A, "yes_price_dollars": "0.4", "count_fp": "1"}
-    p.receive(frame(type="trade", sid=3, seq=10, msg=trade))
+    recv(p, frame(type="trade", sid=3, seq=10, msg=trade))
     assert p.stats.gaps == 1
 
 
@@ -623,6 +638,6 @@ def test_fresh_sid_starting_at_seq_1_is_no_gap() -> None:
     p = KalshiProtocol([A, B], ("orderbook_delta",))
     p.connection_made(0.0)
     subscribed(p, {"orderbook_delta": 1})
-    p.receive(snap(1, 1, A, [], []))
-    p.receive(snap(1, 2, B, [], []))
+    recv(p, snap(1, 1, A, [], []))
+    recv(p, snap(1, 2, B, [], []))
     assert p.stats.gaps == 0 and p.books[A].valid and p.books[B].valid

@@ -5,9 +5,16 @@ from __future__ import annotations
 from decimal import Decimal
 
 from marketpulse.kalshi import OrderBook
-from marketpulse.pipeline._coalesce import Coalescer
+from marketpulse.pipeline._coalesce import Coalescer, PendingBatch
 
 D = Decimal
+
+
+def next_batch(c: Coalescer) -> PendingBatch | None:
+    """One drain, as the batch writer does it (a drain hands out at most one batch)."""
+    batches = c.batches_to_send()
+    assert len(batches) <= 1
+    return batches[0] if batches else None
 
 
 def book(ticker: str, yes: list[tuple[str, str]], no: list[tuple[str, str]]) -> OrderBook:
@@ -22,7 +29,7 @@ def test_many_book_changes_make_one_entry_with_the_latest_state() -> None:
     for i in range(1000):
         b.apply_snapshot([(D("0.40"), D(10 + i))], [(D("0.55"), D(5))])
         c.book("KX-A", b, 1000.0 + i, now=float(i))
-    batch = c.take_batch()
+    batch = next_batch(c)
     assert batch is not None
     assert batch.events == 1000
     assert batch.first_event_at == 0.0
@@ -32,7 +39,7 @@ def test_many_book_changes_make_one_entry_with_the_latest_state() -> None:
     # YES asks derive from NO bids: 1 - 0.55.
     assert books[0]["asks"] == [[0.45, 5.0]]
     assert books[0]["valid"] is True and books[0]["ts"] == 1999.0
-    assert c.take_batch() is None
+    assert next_batch(c) is None
 
 
 def test_invalid_mark_wins_until_a_fresh_book_follows() -> None:
@@ -40,12 +47,12 @@ def test_invalid_mark_wins_until_a_fresh_book_follows() -> None:
     b = book("KX-A", [("0.40", "10")], [])
     c.book("KX-A", b, 1.0, now=0.0)
     c.book_invalid("KX-A", 2.0, now=0.0)
-    batch = c.take_batch()
+    batch = next_batch(c)
     assert batch is not None
     assert batch.args["batch"]["books"] == [{"ticker": "KX-A", "valid": False, "ts": 2.0}]
     c.book_invalid("KX-A", 3.0, now=0.0)
     c.book("KX-A", b, 4.0, now=0.0)
-    batch = c.take_batch()
+    batch = next_batch(c)
     assert batch is not None
     assert batch.args["batch"]["books"][0]["valid"] is True
 
@@ -55,7 +62,7 @@ def test_a_book_that_went_invalid_in_place_is_written_as_invalid() -> None:
     b = book("KX-A", [("0.40", "10")], [])
     c.book("KX-A", b, 1.0, now=0.0)
     b.invalidate("seq gap")
-    batch = c.take_batch()
+    batch = next_batch(c)
     assert batch is not None
     assert batch.args["batch"]["books"] == [{"ticker": "KX-A", "valid": False, "ts": 1.0}]
 
@@ -77,7 +84,7 @@ def test_prices_merge_fields_and_trades_are_kept_individually() -> None:
             now=0.0,
         )
     c.market_status("KX-A", "closed", now=0.0)
-    batch = c.take_batch()
+    batch = next_batch(c)
     assert batch is not None
     args = batch.args["batch"]
     assert args["prices"] == [
@@ -95,7 +102,7 @@ def test_forget_drops_pending_updates_of_removed_markets() -> None:
     c.trade({"id": "t", "ticker": "KX-A"}, now=0.0)
     c.price("KX-B", {"price": 0.6}, 1.0, now=0.0)
     c.forget({"KX-A"})
-    batch = c.take_batch()
+    batch = next_batch(c)
     assert batch is not None
     assert batch.args["batch"] == {"prices": [{"ticker": "KX-B", "price": 0.6, "ts": 1.0}]}
 
@@ -105,7 +112,7 @@ def test_a_huge_backlog_is_split_across_batches() -> None:
     for i in range(2500):
         c.price(f"KX-{i}", {"price": 0.5}, 1.0, now=0.0)
     sizes = []
-    while (batch := c.take_batch()) is not None:
+    while (batch := next_batch(c)) is not None:
         sizes.append(batch.prices)
     assert sizes == [1000, 1000, 500]
 
@@ -116,7 +123,7 @@ def test_deep_books_are_spread_over_batches_by_levels() -> None:
     for i in range(120):
         c.book(f"KX-{i}", book(f"KX-{i}", deep, deep), 1.0, now=0.0)
     counts = []
-    while (batch := c.take_batch()) is not None:
+    while (batch := next_batch(c)) is not None:
         levels = sum(len(b["bids"]) + len(b["asks"]) for b in batch.args["batch"]["books"])
         assert levels <= 20_000
         counts.append(len(batch.args["batch"]["books"]))
@@ -129,14 +136,14 @@ def test_ts_never_goes_back_per_ticker_whatever_the_clocks() -> None:
     c = Coalescer()
     c.book_invalid("KX-A", 5000.0, now=0.0)
     c.price("KX-A", {"price": 0.5}, 5000.0, now=0.0)
-    c.take_batch()
+    next_batch(c)
     c.book("KX-A", book("KX-A", [("0.4", "1")], []), 4200.0, now=0.0)
     c.price("KX-A", {"price": 0.6}, 4300.0, now=0.0)
-    batch = c.take_batch()
+    batch = next_batch(c)
     assert batch is not None
     assert batch.args["batch"]["books"][0]["ts"] == 5000.0
     assert batch.args["batch"]["prices"][0]["ts"] == 5000.0
     c.book("KX-A", book("KX-A", [("0.4", "2")], []), 6000.0, now=0.0)
-    batch = c.take_batch()
+    batch = next_batch(c)
     assert batch is not None
     assert batch.args["batch"]["books"][0]["ts"] == 6000.0

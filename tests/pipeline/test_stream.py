@@ -16,7 +16,7 @@ from marketpulse.pipeline._alerts import Alerter
 from marketpulse.pipeline._backfill import fetch_trades_since
 from marketpulse.pipeline._local import Book, LocalSystem
 from marketpulse.pipeline._store import StoreClient
-from marketpulse.pipeline._stream import FeedLike, StreamRunner
+from marketpulse.pipeline._stream import FeedLike, StreamRunner, StreamStats
 from marketpulse.pipeline.config import StreamConfig
 from marketpulse.simulator import Simulator, SimulatorConfig
 
@@ -50,8 +50,8 @@ async def test_coalesced_batches_converge_and_stop_withdraws_books(store: LocalS
         assert sim.key_id and sim.private_key_path
         creds = KalshiCredentials.from_file(sim.key_id, sim.private_key_path)
 
-        def feed_factory(tickers: list[str]) -> FeedLike:
-            return KalshiFeed(sim.ws_url, creds, tickers)
+        def feed_factory(tickers: list[str], stats: StreamStats) -> FeedLike:
+            return KalshiFeed(sim.ws_url, creds, tickers, stats=stats)
 
         beats: list[dict[str, Any]] = []
         runner = StreamRunner(
@@ -148,8 +148,8 @@ async def backfill_stream(
         stream_id="backfill-stream",
         config=config,
         markets_version=1,
-        feed_factory=lambda tickers: KalshiFeed(
-            sim.ws_url, creds, tickers, channels=config.channels(), reconnect_delay=0.2
+        feed_factory=lambda tickers, stats: KalshiFeed(
+            sim.ws_url, creds, tickers, channels=config.channels(), reconnect_delay=0.2, stats=stats
         ),
         store=client,
         alerter=Alerter(None),
@@ -237,14 +237,14 @@ async def test_a_burst_of_trade_gaps_costs_at_most_two_backfill_rounds() -> None
         stream_id="gaps",
         config=StreamConfig(markets=["KX-A"], exchange="sim"),
         markets_version=1,
-        feed_factory=lambda markets: None,  # type: ignore[arg-type,return-value]
+        feed_factory=lambda markets, stats: None,  # type: ignore[arg-type,return-value]
         store=None,  # type: ignore[arg-type]
         alerter=Alerter(),
         trades_since=trades_since,
     )
     for last_trade_ms in (5_000.0, 3_000.0, 4_000.0, 2_000.0):
-        runner._last_trade_ms = last_trade_ms
-        runner._on_event(SequenceGap(sid=2, channel="trade", expected=7, got=9))
+        runner._backfill.trade_seen(last_trade_ms)
+        runner._follower.on_event(SequenceGap(sid=2, channel="trade", expected=7, got=9))
         await asyncio.sleep(0)
     assert calls == [5_000.0]  # the first gap's fetch runs; the others wait for it
     release.set()

@@ -18,11 +18,11 @@ from .conftest import make_config
 
 
 def frames(session: Session) -> list[dict[str, Any]]:
-    return [json.loads(f) for f in session.take()]
+    return [json.loads(f) for f in session.data_to_send()]
 
 
 def cmd(session: Session, **body: Any) -> list[dict[str, Any]]:
-    session.receive(json.dumps(body))
+    session.receive_data(json.dumps(body))
     return frames(session)
 
 
@@ -41,7 +41,7 @@ def test_lifecycle_channel_gets_status_changes_with_seq(key_dir: Path) -> None:
     events = sim.model.set_status(other, "inactive", 1_795_000_000_000)
     events += sim.model.set_status(other, "active", 1_795_000_000_001)
     events += sim.model.set_status(t, "determined", 1_795_000_000_002)
-    s.feed(events)
+    s.send_events(events)
     out = frames(s)
     assert [(f["type"], f["seq"], f["msg"]["event_type"]) for f in out] == [
         ("market_lifecycle_v2", 1, "deactivated"),
@@ -67,7 +67,7 @@ def test_legacy_mode_adds_integer_fields(key_dir: Path) -> None:
     snap = next(f for f in out if f["type"] == "orderbook_snapshot")["msg"]
     assert all(isinstance(p, int) and isinstance(n, int) for p, n in snap["yes"])
     assert snap["yes_dollars"][0][0] == snap["yes_dollars_fp"][0][0]
-    s.feed(sim.model.generate(3000, 1_795_000_000_000))
+    s.send_events(sim.model.generate(3000, 1_795_000_000_000))
     got = {f["type"]: f["msg"] for f in frames(s)}
     assert isinstance(got["orderbook_delta"]["price"], int) and "delta" in got["orderbook_delta"]
     assert isinstance(got["trade"]["yes_price"], int) and isinstance(got["trade"]["count"], int)
@@ -75,7 +75,7 @@ def test_legacy_mode_adds_integer_fields(key_dir: Path) -> None:
     # the current shape has none of them
     plain = Session(sim)
     out = cmd(plain, id=1, cmd="subscribe", params={"channels": ["trade"]})
-    plain.feed(sim.model.generate(3000, 1_795_000_000_000))
+    plain.send_events(sim.model.generate(3000, 1_795_000_000_000))
     trade = next(f for f in frames(plain) if f["type"] == "trade")["msg"]
     assert "yes_price" not in trade and "count" not in trade
 
@@ -131,7 +131,7 @@ def test_fault_hooks_skip_and_duplicate_sequenced_frames(key_dir: Path) -> None:
     )
     faults.skip_seq(2)
     faults.duplicate(1)
-    s.feed(sim.model.generate(200, 1_795_000_000_000))
+    s.send_events(sim.model.generate(200, 1_795_000_000_000))
     seqs = [f["seq"] for f in frames(s)]
     assert seqs[:3] == [len(sim.markets) + 3, len(sim.markets) + 3, len(sim.markets) + 4]
     assert faults.counters["skipped"] == 2 and faults.counters["duplicated"] == 1
@@ -150,7 +150,7 @@ def test_random_fault_rate_is_seeded_and_counted(key_dir: Path) -> None:
             cmd="subscribe",
             params={"channels": ["orderbook_delta"], "market_tickers": list(sim.markets)},
         )
-        s.feed(sim.model.generate(5000, 1_795_000_000_000))
+        s.send_events(sim.model.generate(5000, 1_795_000_000_000))
         seqs = [f["seq"] for f in frames(s) if f["type"] == "orderbook_delta"]
         assert faults.counters["skipped"] > 10 and faults.counters["duplicated"] > 10
         return seqs
@@ -162,9 +162,9 @@ def test_overflow_drops_the_subscription_with_error_25(key_dir: Path) -> None:
     sim = Simulator(make_config(key_dir))
     s = Session(sim)
     cmd(s, id=1, cmd="subscribe", params={"channels": ["trade"]})
-    s.feed(sim.model.generate(100, 1_795_000_000_000))
+    s.send_events(sim.model.generate(100, 1_795_000_000_000))
     last = [f for f in frames(s) if f["type"] == "trade"][-1]["seq"]
-    s.overflow(1)
+    s.buffer_overflowed()  # its one subscription, sid 1
     assert frames(s) == [
         {
             "type": "error",
@@ -174,17 +174,17 @@ def test_overflow_drops_the_subscription_with_error_25(key_dir: Path) -> None:
         }
     ]
     assert s.subs == {}
-    s.feed(sim.model.generate(100, 1_795_000_000_000))
+    s.send_events(sim.model.generate(100, 1_795_000_000_000))
     assert frames(s) == []
 
 
 def test_binary_garbage_and_unicode_are_clean_errors(key_dir: Path) -> None:
     sim = Simulator(make_config(key_dir))
     s = Session(sim)
-    s.receive(b"\xff\xfe\x00")
-    s.receive("{}")
-    s.receive('{"id": true, "cmd": "list_subscriptions"}')
-    s.receive(
+    s.receive_data(b"\xff\xfe\x00")
+    s.receive_data("{}")
+    s.receive_data('{"id": true, "cmd": "list_subscriptions"}')
+    s.receive_data(
         '{"id": 5, "cmd": "subscribe", "params": {"channels": ["ticker"], "market_tickers": "X"}}'
     )
     codes = [f["msg"]["code"] for f in frames(s)]
@@ -200,8 +200,8 @@ def test_use_yes_price_deltas_are_on_the_yes_scale(key_dir: Path) -> None:
     cmd(native, id=1, cmd="subscribe", params=params)
     cmd(yes, id=1, cmd="subscribe", params={**params, "use_yes_price": True})
     events = sim.model.generate(2000, 1_795_000_000_000)
-    native.feed(events)
-    yes.feed(events)
+    native.send_events(events)
+    yes.send_events(events)
     pairs = list(zip(frames(native), frames(yes), strict=True))
     no_side = [(a["msg"], b["msg"]) for a, b in pairs if a["msg"]["side"] == "no"]
     assert no_side
@@ -251,7 +251,7 @@ def test_reorder_fault_swaps_two_frames(key_dir: Path) -> None:
     s = Session(sim, faults=faults)
     cmd(s, id=1, cmd="subscribe", params={"channels": ["trade"]})
     faults.reorder()
-    s.feed(sim.model.generate(2000, 1_795_000_000_000))
+    s.send_events(sim.model.generate(2000, 1_795_000_000_000))
     seqs = [f["seq"] for f in frames(s)]
     assert seqs[:3] == [2, 1, 3]
     assert sorted(seqs) == list(range(1, len(seqs) + 1))
@@ -319,7 +319,7 @@ def test_any_command_sequence_gets_well_formed_answers(cmds: list[dict[str, Any]
     s = Session(sim)
     for c in cmds:
         text = json.dumps(c).replace('"A"', f'"{a}"').replace('"B"', f'"{b}"')
-        s.receive(text)
+        s.receive_data(text)
         assert s.internal_errors == 0, c  # answered by design, not by the safety net
         out = frames(s)  # every frame is valid JSON
         assert out, c  # every command is answered
@@ -334,7 +334,7 @@ def test_any_command_sequence_gets_well_formed_answers(cmds: list[dict[str, Any]
             )
             if f["type"] == "error":
                 assert isinstance(f["msg"]["code"], int) and f["msg"]["msg"]
-        s.feed(sim.model.generate(20, 1_795_000_000_000))
+        s.send_events(sim.model.generate(20, 1_795_000_000_000))
         for f in frames(s):
             if "seq" in f:
                 assert f["seq"] >= 1

@@ -46,9 +46,6 @@ from marketpulse.kalshi.feed import (
     FeedState,
     FeedStats,
     KalshiFeed,
-    MarketStatus,
-    TickerUpdate,
-    Trade,
 )
 from marketpulse.kalshi.protocol import (
     CommandBuilder,
@@ -95,7 +92,6 @@ __all__ = [
     "MalformedMessage",
     "Market",
     "MarketLifecycle",
-    "MarketStatus",
     "MarketsPage",
     "OkMessage",
     "OrderBook",
@@ -113,8 +109,6 @@ __all__ = [
     "ServerMessage",
     "SubscribedMessage",
     "TickerMessage",
-    "TickerUpdate",
-    "Trade",
     "TradeMessage",
     "TradesPage",
     "UnknownMessage",

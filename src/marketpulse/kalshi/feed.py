@@ -4,6 +4,10 @@
 pings (the ``websockets`` library does), reconnects with jittered exponential backoff, resubscribes
 everything after a reconnect, and watches for staleness. Its consumer iterates typed events.
 
+It is the core's driver and nothing more: read a frame → ``receive_data`` → send
+``data_to_send()`` → route ``events_received()`` → reconnect when ``close_expected()``; a timer
+calls ``tick``. Everything Kalshi-specific lives in the core.
+
 Back-pressure policy (the reader never waits for the consumer):
 
 - Books are state. A changed book is a *ticker in a coalescing set*, not a queued delta: however
@@ -25,7 +29,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +38,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from marketpulse._aio import cancel_and_wait
+from marketpulse._clock import now_ms
 from marketpulse.kalshi._messages import (
     ErrorMessage,
     EventLifecycle,
@@ -51,6 +55,7 @@ from marketpulse.kalshi.protocol import (
     DEFAULT_CHANNELS,
     KalshiProtocol,
     ProtocolEvent,
+    ProtocolStats,
     RecoveryFailed,
     RecoveryStarted,
     SequenceGap,
@@ -63,16 +68,9 @@ __all__ = [
     "FeedState",
     "FeedStats",
     "KalshiFeed",
-    "MarketStatus",
-    "TickerUpdate",
-    "Trade",
 ]
 
 log = logging.getLogger("marketpulse.kalshi.feed")
-
-TickerUpdate = TickerMessage
-Trade = TradeMessage
-MarketStatus = MarketLifecycle
 
 
 @dataclass(slots=True)
@@ -92,40 +90,51 @@ class BookInvalidated:
 
 
 @dataclass
-class FeedStats:
-    """Counters of one feed (monotonic, except the gauges ``connected`` and ``books_valid``)."""
+class FeedStats(ProtocolStats):
+    """The core's counters, extended with the connection's (one object, shared with the core).
+
+    Monotonic, except the state and the gauges ``connected``, ``books_valid`` and
+    ``books_total`` (refreshed when read through :attr:`KalshiFeed.stats`). Times are wall-clock
+    epoch milliseconds.
+    """
 
     state: str = "idle"
+    state_since: float = field(default_factory=now_ms)
+    disconnected_since: float = field(default_factory=now_ms)
+    """When the current outage began (0 while connected); connecting and reconnecting
+    states in a row are one outage."""
     connected: bool = False
-    messages: int = 0
     bytes: int = 0
-    deltas: int = 0
-    snapshots: int = 0
-    tickers: int = 0
-    trades: int = 0
-    gaps: int = 0
-    duplicates: int = 0
-    malformed: int = 0
-    errors: int = 0
     reconnects: int = 0
     stale_reconnects: int = 0
     trades_dropped: int = 0
     notices_dropped: int = 0
-    deltas_dropped: int = 0
-    recoveries: dict[int, int] = field(default_factory=dict)
-    recoveries_completed: int = 0
-    recoveries_failed: int = 0
-    unknown_types: dict[str, int] = field(default_factory=dict)
-    unknown_fields: dict[str, int] = field(default_factory=dict)
-    last_message_at: float | None = None
-    """Wall-clock epoch milliseconds of the last frame received."""
+    last_frame_at: float = 0.0
+    """When the last frame was received (0: none yet)."""
     books_valid: int = 0
     books_total: int = 0
+
+    def set_state(self, state: str) -> None:
+        """Enter ``state`` (a repeat of the current one changes nothing)."""
+        if state == self.state:
+            return
+        self.state = state
+        self.state_since = now_ms()
+        self.connected = state == "connected"
+        # A feed flapping between connecting and reconnecting is still down: keep the start
+        # of the outage, not of the latest state.
+        if self.connected:
+            self.disconnected_since = 0.0
+        elif not self.disconnected_since:
+            self.disconnected_since = self.state_since
 
 
 @dataclass(slots=True)
 class FeedState:
-    """Connection state changed: ``connecting``, ``connected``, ``reconnecting`` or ``closed``."""
+    """Connection state changed: ``connecting``, ``connected``, ``reconnecting`` or ``closed``.
+
+    ``stats`` is the feed's live counters object, not a copy.
+    """
 
     state: str
     reason: str | None
@@ -175,6 +184,8 @@ class KalshiFeed:
         open_timeout: Handshake timeout.
         on_frame: Called with every received frame (bytes) and its wall-clock receive time in
             epoch ms, before parsing (the recorder uses it). Exceptions are logged, not raised.
+        stats: The counters to keep (shared with the core; a layer above may pass its own
+            extension of :class:`FeedStats`); None: a fresh one.
     """
 
     def __init__(
@@ -196,12 +207,18 @@ class KalshiFeed:
         open_timeout: float = 10.0,
         max_size: int = 64 * 1024 * 1024,
         on_frame: Callable[[bytes, int], None] | None = None,
+        stats: FeedStats | None = None,
     ) -> None:
         self.url = url
         self._creds = credentials
         self._sign_path = urlsplit(url).path or WS_PATH
+        self._stats = FeedStats() if stats is None else stats
         self.protocol = KalshiProtocol(
-            markets, channels, use_yes_price=use_yes_price, snapshot_timeout=snapshot_timeout
+            markets,
+            channels,
+            use_yes_price=use_yes_price,
+            snapshot_timeout=snapshot_timeout,
+            stats=self._stats,
         )
         self.reconnect_delay = reconnect_delay
         self.max_reconnect_delay = max_reconnect_delay
@@ -216,14 +233,12 @@ class KalshiFeed:
         self._tickers: dict[str, TickerMessage] = {}
         self._books: dict[str, None] = {}
         self._state_event: FeedState | None = None
-        self._state = "idle"
         self._wakeup = asyncio.Event()
         self._ws: ClientConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._closing = False
         self._closed = False
-        self._counters = FeedStats()
         self._last_rx = 0.0
         self._last_pong = 0.0
         self._probe: asyncio.Task[None] | None = None
@@ -290,7 +305,7 @@ class KalshiFeed:
             t = next(iter(self._tickers))
             return self._tickers.pop(t)
         if not self._books:
-            self._books = self.protocol.take_dirty()
+            self._books = self.protocol.books_changed()
         while self._books:
             t = next(iter(self._books))
             del self._books[t]
@@ -317,20 +332,18 @@ class KalshiFeed:
     @property
     def state(self) -> str:
         """``idle``, ``connecting``, ``connected``, ``reconnecting`` or ``closed``."""
-        return self._state
+        return self._stats.state
 
     async def add_markets(self, tickers: Iterable[str]) -> list[str]:
         """Follow more markets, live, without disturbing the others."""
         new = self.protocol.add_markets(tickers)
-        await self._flush()
-        self._wakeup.set()
+        await self._after_input()
         return new
 
     async def remove_markets(self, tickers: Iterable[str]) -> list[str]:
         """Stop following markets; their books are dropped (a BookInvalidated "removed")."""
         gone = self.protocol.remove_markets(tickers)
-        await self._flush()
-        self._wakeup.set()
+        await self._after_input()
         return gone
 
     async def reconnect(self, reason: str = "requested") -> None:
@@ -341,65 +354,53 @@ class KalshiFeed:
 
     @property
     def stats(self) -> FeedStats:
-        """A snapshot of the counters."""
-        p = self.protocol.stats
-        c = self._counters
-        return FeedStats(
-            state=self._state,
-            connected=self._ws is not None and self._state == "connected",
-            messages=p.messages,
-            bytes=c.bytes,
-            deltas=p.deltas,
-            snapshots=p.snapshots,
-            tickers=p.tickers,
-            trades=p.trades,
-            gaps=p.gaps,
-            duplicates=p.duplicates,
-            malformed=p.malformed,
-            errors=p.errors,
-            reconnects=c.reconnects,
-            stale_reconnects=c.stale_reconnects,
-            trades_dropped=c.trades_dropped,
-            notices_dropped=c.notices_dropped,
-            deltas_dropped=p.deltas_dropped,
-            recoveries=dict(p.recoveries),
-            recoveries_completed=p.recoveries_completed,
-            recoveries_failed=p.recoveries_failed,
-            unknown_types=dict(p.unknown_types),
-            unknown_fields=dict(p.unknown_fields),
-            last_message_at=c.last_message_at,
-            books_valid=sum(1 for b in self.protocol.books.values() if b.valid),
-            books_total=len(self.protocol.books),
-        )
+        """The counters: the live object the core counts in (its gauges refreshed now)."""
+        st = self._stats
+        st.connected = self._ws is not None and st.state == "connected"
+        books = self.protocol.books
+        st.books_valid = sum(1 for b in books.values() if b.valid)
+        st.books_total = len(books)
+        return st
 
     # -- internals ----------------------------------------------------------------------------
 
     def _set_state(self, state: str, reason: str | None) -> None:
-        self._state = state
+        self._stats.set_state(state)
         self._state_event = FeedState(state, reason, self.stats)
         self._wakeup.set()
 
-    async def _flush(self) -> None:
+    async def _send(self, out: list[str]) -> None:
+        """Send the core's commands (dropped while disconnected: they are rebuilt on connect)."""
         ws = self._ws
         if ws is None:
             return
-        for cmd in self.protocol.data_to_send():
+        for cmd in out:
             try:
                 await ws.send(cmd)
             except ConnectionClosed:
                 return  # the reader notices and reconnects; commands are rebuilt then
 
+    async def _after_input(self) -> None:
+        """The driver's duties after any input to the core but a frame (see ``_run``)."""
+        out = self.protocol.data_to_send()
+        if out:
+            await self._send(out)
+        events = self.protocol.events_received()
+        if events:
+            self._route(events)
+        self._wakeup.set()
+
     def _route(self, events: Sequence[ProtocolEvent]) -> None:
         for e in events:
             if type(e) is TradeMessage:
                 if len(self._trades) == self._trades.maxlen:
-                    self._counters.trades_dropped += 1
+                    self._stats.trades_dropped += 1
                 self._trades.append(e)
             elif type(e) is TickerMessage:
                 self._tickers[e.ticker] = e
             else:
                 if len(self._notices) == self._notices.maxlen:
-                    self._counters.notices_dropped += 1
+                    self._stats.notices_dropped += 1
                 self._notices.append(e)  # type: ignore[arg-type]
 
     def _headers(self) -> dict[str, str]:
@@ -407,6 +408,7 @@ class KalshiFeed:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        protocol, stats = self.protocol, self._stats
         attempt = 0
         while not self._closing:
             self._set_state("connecting" if self._connections == 0 else "reconnecting", None)
@@ -425,33 +427,35 @@ class KalshiFeed:
                     compression="deflate",
                 ) as ws:
                     if self._connections:
-                        self._counters.reconnects += 1
+                        self._stats.reconnects += 1
                     self._connections += 1
                     self._ws = ws
                     self._last_rx = loop.time()
                     self.protocol.connection_made(self._last_rx)
-                    await self._flush()
+                    await self._after_input()
                     self._set_state("connected", None)
                     first = True
                     while True:
                         data = await ws.recv(decode=False)
                         now = loop.time()
                         self._last_rx = now
-                        wall_ms = time.time() * 1000.0
-                        self._counters.last_message_at = wall_ms
-                        self._counters.bytes += len(data)
+                        wall_ms = now_ms()
+                        stats.last_frame_at = wall_ms
+                        stats.bytes += len(data)
                         if self._on_frame is not None:
                             try:
                                 self._on_frame(data, int(wall_ms))
                             except Exception:
                                 log.exception("on_frame callback failed")
-                        events = self.protocol.receive(data, now)
+                        protocol.receive_data(data, now)
+                        out = protocol.data_to_send()
+                        if out:
+                            await self._send(out)
+                        events = protocol.events_received()
                         if events:
                             self._route(events)
-                        if self.protocol.has_output:
-                            await self._flush()
-                        if self.protocol.wants_reconnect:
-                            raise _Reconnect(self.protocol.wants_reconnect)
+                        if protocol.close_expected():
+                            raise _Reconnect(protocol.close_reason)
                         if first:
                             attempt, first = 0, False  # the link works: reset the backoff
                         self._wakeup.set()
@@ -470,6 +474,7 @@ class KalshiFeed:
                 reason = f"{type(exc).__name__}: {exc}"
             finally:
                 self._ws = None
+                self._stats.connected = False
                 self.protocol.connection_lost()
                 self._wakeup.set()
             if self._closing:
@@ -491,12 +496,12 @@ class KalshiFeed:
                 continue
             now = loop.time()
             self.protocol.tick(now)
-            await self._flush()
+            await self._after_input()
             quiet = now - max(self._last_rx, self._last_pong)
-            if self.protocol.wants_reconnect:
+            if self.protocol.close_expected():
                 await self._drop(ws, "recovery escalated to reconnect")
             elif quiet > self.stale_after:
-                self._counters.stale_reconnects += 1
+                self._stats.stale_reconnects += 1
                 await self._drop(ws, f"stale: nothing for {self.stale_after:g}s")
             elif quiet > self.stale_after / 2 and self._probe is None:
                 # Markets can be quiet for minutes; only a peer that stops answering is stale.

@@ -1,8 +1,15 @@
 """Sans-I/O core of the Kalshi WebSocket v2 protocol.
 
-:class:`KalshiProtocol` is a state machine: frames in (:meth:`~KalshiProtocol.receive`), commands
-out (:meth:`~KalshiProtocol.data_to_send`), time passed in explicitly (``now`` arguments), no
-sockets. The asyncio adapter in :mod:`marketpulse.kalshi.feed` drives it; tests feed it frames.
+:class:`KalshiProtocol` is a state machine on the sans-I/O convention shared by every protocol
+core here (websockets' ``Protocol`` is the model): inputs go in (frames through
+:meth:`~KalshiProtocol.receive_data`, the transport's life through
+:meth:`~KalshiProtocol.connection_made` / :meth:`~KalshiProtocol.connection_lost`, time through
+:meth:`~KalshiProtocol.tick`, market changes through :meth:`~KalshiProtocol.add_markets` /
+:meth:`~KalshiProtocol.remove_markets`), then the driver drains what to send
+(:meth:`~KalshiProtocol.data_to_send`), what happened (:meth:`~KalshiProtocol.events_received`)
+and which books changed (:meth:`~KalshiProtocol.books_changed`). No sockets, no clocks (time comes
+in as ``now``), no tasks. The asyncio adapter in :mod:`marketpulse.kalshi.feed` drives it; tests
+feed it frames.
 
 What it owns:
 
@@ -12,13 +19,14 @@ What it owns:
 - ``seq`` tracking per sid. A gap or a duplicate on the order-book sid invalidates *every* book
   on it, because one sid's sequence spans all its markets and the missing message could belong
   to any of them (docs/protocols/kalshi.md §4). Recovery escalates: ``get_snapshot`` for the invalid books, then
-  unsubscribe + subscribe, then reconnect (:attr:`~KalshiProtocol.wants_reconnect`). A book that
-  may have missed a message is invalid (holds no levels) until its fresh snapshot arrives.
+  unsubscribe + subscribe, then reconnect (:meth:`~KalshiProtocol.close_expected`). A book that
+  may have missed a message is invalid (holds no levels) until its fresh snapshot arrives;
+- the counters (:class:`ProtocolStats`), which the layers above extend rather than copy.
 
 Books are state, so book changes are not events: the core records the tickers whose book
-changed or became invalid in a coalescing "dirty" set (:meth:`~KalshiProtocol.take_dirty`).
-Everything else worth reporting comes back from :meth:`~KalshiProtocol.receive` as typed events.
-:meth:`~KalshiProtocol.receive` never raises: a malformed frame becomes a
+changed or became invalid in a coalescing set (:meth:`~KalshiProtocol.books_changed`).
+Everything else worth reporting is a typed event (:meth:`~KalshiProtocol.events_received`).
+:meth:`~KalshiProtocol.receive_data` never raises: a malformed frame becomes a
 :class:`~marketpulse.kalshi._messages.MalformedMessage` event.
 """
 
@@ -70,8 +78,6 @@ DEFAULT_CHANNELS = ("orderbook_delta", "ticker", "trade")
 BOOK_CHANNEL = "orderbook_delta"
 # market_lifecycle_v2 takes no ticker filter: it always covers every market (docs/protocols/kalshi.md §2.1).
 CHANNELS_WITHOUT_MARKETS = frozenset({"market_lifecycle_v2"})
-
-_EMPTY: tuple[()] = ()
 
 
 class CommandBuilder:
@@ -196,7 +202,13 @@ ProtocolEvent = (
 
 @dataclass
 class ProtocolStats:
-    """Counters of the protocol core (monotonic over the core's life)."""
+    """Counters of the protocol core (monotonic over the core's life).
+
+    The one set of feed counters starts here: the layers above extend this class (the feed's
+    :class:`~marketpulse.kalshi.feed.FeedStats`, the pipeline's stream stats) and hand the core
+    their instance, so each counter is kept once and read where it is reported. Field names
+    are snake_case; only the wire (the store, Temporal) renames them.
+    """
 
     messages: int = 0
     deltas: int = 0
@@ -249,6 +261,16 @@ class _Pending:
 class KalshiProtocol:
     """The WebSocket v2 client state machine.
 
+    Driver's duties:
+
+    - On a new connection call :meth:`connection_made`; when it ends, :meth:`connection_lost`.
+    - Pass every frame received to :meth:`receive_data`, and call :meth:`tick` about every
+      ``snapshot_timeout / 4`` seconds so recovery deadlines are noticed on a quiet link.
+    - After any input: send :meth:`data_to_send`'s frames in order, handle
+      :meth:`events_received`, read the books named by :meth:`books_changed` when convenient
+      (the set coalesces, so it may wait), and close the connection (then reconnect) when
+      :meth:`close_expected` is true.
+
     Args:
         markets: Initial market tickers.
         channels: Channels to subscribe, one ``subscribe`` command each.
@@ -258,6 +280,8 @@ class KalshiProtocol:
         skip_ticker_ack: Ask for ``ok`` replies without the market list.
         snapshot_timeout: Seconds to wait for snapshots before escalating recovery.
         max_attempts: Retries at one recovery level (on further gaps) before escalating.
+        stats: The counters to keep (an extension of :class:`ProtocolStats` owned by the
+            driver); None: a fresh one.
     """
 
     def __init__(
@@ -270,6 +294,7 @@ class KalshiProtocol:
         skip_ticker_ack: bool = False,
         snapshot_timeout: float = 5.0,
         max_attempts: int = 3,
+        stats: ProtocolStats | None = None,
     ) -> None:
         self.channels = tuple(dict.fromkeys(channels))
         self.use_yes_price = use_yes_price
@@ -277,9 +302,9 @@ class KalshiProtocol:
         self.skip_ticker_ack = skip_ticker_ack
         self.snapshot_timeout = snapshot_timeout
         self.max_attempts = max_attempts
-        self.stats = ProtocolStats()
+        self.stats = ProtocolStats() if stats is None else stats
         self.books: dict[str, OrderBook] = {}
-        self.wants_reconnect: str | None = None
+        self._close_reason: str | None = None
         self.connected = False
         self.rejected: dict[str, str] = {}
         """Markets the exchange refused (ticker → reason); add them again to retry."""
@@ -323,10 +348,12 @@ class KalshiProtocol:
 
         sids are renumbered per connection, so all sid and seq state is dropped and every book
         waits for its fresh snapshot.
+
+        After calling this, send :meth:`data_to_send`'s commands.
         """
         self._now = now
         self.connected = True
-        self.wants_reconnect = None
+        self._close_reason = None
         self._reset_connection_state("reconnecting")
         for ch in self.channels:
             sub = _Sub(ch, yes_price=self.use_yes_price if ch == BOOK_CHANNEL else False)
@@ -336,12 +363,19 @@ class KalshiProtocol:
         self._watch_snapshots(set(self._desired))
 
     def connection_lost(self) -> None:
-        """The connection is gone: every book may now miss messages, so none is served."""
+        """The connection is gone: every book may now miss messages, so none is served.
+
+        Commands not yet sent are dropped (the next :meth:`connection_made` rebuilds them).
+        After calling this, read :meth:`books_changed` (every valid book became invalid).
+        """
         self.connected = False
         self._reset_connection_state("disconnected")
 
     def add_markets(self, tickers: Iterable[str]) -> list[str]:
-        """Add markets without disturbing the others; returns the ones that were new."""
+        """Add markets without disturbing the others; returns the ones that were new.
+
+        After calling this, send :meth:`data_to_send`'s commands.
+        """
         new = [t for t in dict.fromkeys(tickers) if t not in self._desired]
         for t in new:
             self.rejected.pop(t, None)
@@ -358,7 +392,11 @@ class KalshiProtocol:
         return new
 
     def remove_markets(self, tickers: Iterable[str]) -> list[str]:
-        """Remove markets; their books are dropped. Returns the ones that were present."""
+        """Remove markets; their books are dropped. Returns the ones that were present.
+
+        After calling this, send :meth:`data_to_send`'s commands and read :meth:`books_changed`
+        (a removed market is in it, with no book).
+        """
         gone = [t for t in dict.fromkeys(tickers) if t in self._desired or t in self.rejected]
         for t in gone:
             self._desired.pop(t, None)
@@ -376,29 +414,59 @@ class KalshiProtocol:
         return gone
 
     def list_subscriptions(self) -> int:
-        """Queue ``list_subscriptions``; returns the command id (the reply is an OkMessage)."""
+        """Queue ``list_subscriptions``; returns the command id (the reply is an OkMessage).
+
+        After calling this, send :meth:`data_to_send`'s commands.
+        """
         cmd = self._cmd.list_subscriptions()
         self._pending[cmd["id"]] = _Pending("list", None)
         self._send(cmd)
         return int(cmd["id"])
 
-    @property
-    def has_output(self) -> bool:
-        """Whether commands are waiting in the outbox."""
-        return bool(self._out)
-
     def data_to_send(self) -> list[str]:
-        """Commands to write to the socket, as JSON text frames (drains the outbox)."""
-        out, self._out = self._out, []
+        """Commands to write to the socket, in order, as JSON text frames (empties the outbox)."""
+        out = self._out
+        if not out:
+            return []
+        self._out = []
         return out
 
-    def take_dirty(self) -> dict[str, None]:
-        """Tickers whose book changed, became invalid or was removed since the last call."""
+    def events_received(self) -> list[ProtocolEvent]:
+        """What happened since the last call, in order (empties the buffer)."""
+        events = self._events
+        if not events:
+            return []
+        self._events = []
+        return events
+
+    def books_changed(self) -> dict[str, None]:
+        """Tickers whose book changed, became invalid or was removed since the last call.
+
+        A coalescing set, not a queue: a book that moved many times is named once, and the
+        driver reads its current state from :attr:`books` (a ticker absent there was removed).
+        """
         d, self._dirty = self._dirty, {}
         return d
 
+    def close_expected(self) -> bool:
+        """Whether the driver must close the connection now (recovery escalated to reconnect).
+
+        Then close it, call :meth:`connection_lost`, reconnect and call :meth:`connection_made`;
+        :attr:`close_reason` says why.
+        """
+        return self._close_reason is not None
+
+    @property
+    def close_reason(self) -> str | None:
+        """Why :meth:`close_expected` is true (None while it is not)."""
+        return self._close_reason
+
     def tick(self, now: float) -> None:
-        """Advance time: escalate a recovery whose deadline passed."""
+        """Time passed: escalate a recovery whose deadline passed.
+
+        After calling this, send :meth:`data_to_send`'s commands, handle
+        :meth:`events_received`, read :meth:`books_changed` and check :meth:`close_expected`.
+        """
         self._now = now
         rec = self._recovery
         if rec is not None and self.connected and now >= rec.deadline:
@@ -407,8 +475,11 @@ class KalshiProtocol:
             else:
                 self._escalate(rec.level + 1, f"recovery level {rec.level} timed out")
 
-    def receive(self, data: str | bytes, now: float | None = None) -> Sequence[ProtocolEvent]:
-        """Process one frame; returns the events it produced. Never raises.
+    def receive_data(self, data: str | bytes, now: float | None = None) -> None:
+        """Process one frame received from the exchange. Never raises.
+
+        After calling this, send :meth:`data_to_send`'s commands, handle
+        :meth:`events_received`, read :meth:`books_changed` and check :meth:`close_expected`.
 
         Args:
             data: The frame as received (text or bytes).
@@ -434,10 +505,6 @@ class KalshiProtocol:
                     self._on_bad_frame(frame, f"internal error {type(exc).__name__}: {exc}", data)
             else:
                 self._malformed("frame is not a JSON object", data)
-        if self._events:
-            ev, self._events = self._events, []
-            return ev
-        return _EMPTY
 
     # -- hot path -----------------------------------------------------------------------------
 
@@ -612,7 +679,7 @@ class KalshiProtocol:
                 self._events.append(RecoveryFailed(sorted(stuck), reason))
                 return
             self._suspects = set(rec.tickers)
-            self.wants_reconnect = reason
+            self._close_reason = reason
             rec.deadline = float("inf")
             self._events.append(RecoveryStarted(3, reason, sorted(rec.tickers)))
             return

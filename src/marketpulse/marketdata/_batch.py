@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from marketpulse.marketdata._levels import pack_levels
+from marketpulse.marketdata.limits import BOOK_LEVELS, MAX_TEXT
 
 __all__ = [
-    "MAX_BOOK_LEVELS",
-    "MAX_TEXT",
     "BatchError",
     "BookUpdate",
     "MarketInfo",
@@ -29,12 +28,6 @@ __all__ = [
     "parse_markets",
     "parse_stream_status",
 ]
-
-MAX_BOOK_LEVELS = 200
-"""Levels kept per side of a book (the bound on getOrderbook's ``depth``)."""
-
-MAX_TEXT = 256
-"""Longest ticker, trade id, stream id or status string accepted."""
 
 T = TypeVar("T")
 _MAX_LONG_TEXT = 4096
@@ -165,8 +158,8 @@ def _array(value: Any, where: str) -> list[Any]:
 
 def _levels(value: Any, where: str) -> bytes:
     raw = _array(value, where)
-    if len(raw) > MAX_BOOK_LEVELS:
-        raise BatchError(f"{where}: at most {MAX_BOOK_LEVELS} levels, got {len(raw)}")
+    if len(raw) > BOOK_LEVELS:
+        raise BatchError(f"{where}: at most {BOOK_LEVELS} levels, got {len(raw)}")
     packed = pack_levels(raw)
     if packed is not None:
         return packed

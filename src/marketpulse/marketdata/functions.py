@@ -32,14 +32,13 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from marketpulse.marketdata import _apply, _results
-from marketpulse.marketdata._batch import MAX_TEXT, parse_batch, parse_markets, parse_stream_status
+from marketpulse.marketdata._batch import parse_batch, parse_markets, parse_stream_status
 from marketpulse.marketdata._candles import INTERVALS, Interval, fill_gaps
 from marketpulse.marketdata._pricing import DAY_MS
+from marketpulse.marketdata.limits import BOOK_LEVELS, MAX_RESULTS, MAX_TEXT
 from marketpulse.reactive import FunctionModule, MutationCtx, QueryCtx, Schema, Table
 
 __all__ = ["marketData", "schema"]
-
-MAX_LIMIT = 200
 
 schema = Schema(
     {
@@ -66,7 +65,8 @@ schema = Schema(
 
 marketData = FunctionModule("marketData", schema=schema)
 
-Limit = Annotated[int, Field(ge=1, le=MAX_LIMIT)]
+Limit = Annotated[int, Field(ge=1, le=MAX_RESULTS)]
+Depth = Annotated[int, Field(ge=1, le=BOOK_LEVELS)]
 Ticker = Annotated[str, Field(max_length=MAX_TEXT)]
 
 
@@ -107,7 +107,7 @@ def getPrice(ctx: QueryCtx, ticker: Ticker) -> dict[str, Any] | None:
 
 
 @marketData.query
-def getOrderbook(ctx: QueryCtx, ticker: Ticker, depth: Limit = 10) -> dict[str, Any] | None:
+def getOrderbook(ctx: QueryCtx, ticker: Ticker, depth: Depth = 10) -> dict[str, Any] | None:
     """Top ``depth`` levels of a market's book, best first; null while it has no valid book."""
     doc = _by_ticker(ctx, "books", ticker)
     if doc is None or not doc.get("valid"):
@@ -192,7 +192,7 @@ def listMarkets(
 @marketData.query
 def getStreamStatus(ctx: QueryCtx) -> list[dict[str, Any]]:
     """Health of every feed stream, by stream id."""
-    docs = ctx.db.query("streams").with_index("by_stream").take(MAX_LIMIT)
+    docs = ctx.db.query("streams").with_index("by_stream").take(MAX_RESULTS)
     return [_results.stream_result(d) for d in docs]
 
 

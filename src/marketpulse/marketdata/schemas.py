@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from marketpulse.marketdata.limits import BOOK_LEVELS, MAX_RESULTS
+
 __all__ = ["RESULT_SCHEMAS"]
 
 _NUM: dict[str, Any] = {"type": "number"}
@@ -55,8 +57,8 @@ PRICE = _object(
 ORDERBOOK = _object(
     {
         "ticker": _TICKER,
-        "bids": {"type": "array", "items": _LEVEL, "maxItems": 200},
-        "asks": {"type": "array", "items": _LEVEL, "maxItems": 200},
+        "bids": {"type": "array", "items": _LEVEL, "maxItems": BOOK_LEVELS},
+        "asks": {"type": "array", "items": _LEVEL, "maxItems": BOOK_LEVELS},
         "spread": _OPT_NUM,
         "mid": _OPT_NUM,
         "updatedAt": _NUM,
@@ -123,7 +125,7 @@ STREAM = _object(
 )
 
 
-def _list(item: dict[str, Any], max_items: int = 200) -> dict[str, Any]:
+def _list(item: dict[str, Any], max_items: int = MAX_RESULTS) -> dict[str, Any]:
     return {"type": "array", "items": item, "maxItems": max_items}
 
 

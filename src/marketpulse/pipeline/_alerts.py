@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import structlog
 
+from marketpulse._clock import now_ms
 from marketpulse.pipeline import _metrics
 
 __all__ = ["Alerter", "RateWatch"]
@@ -62,7 +63,7 @@ class Alerter:
             "kind": kind,
             "severity": "error",
             "message": message,
-            "at": time.time() * 1000.0,
+            "at": now_ms(),
             "details": details,
         }
         log.error("alert", stream=stream, kind=kind, message=message, **details)

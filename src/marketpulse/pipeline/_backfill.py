@@ -2,19 +2,37 @@
 
 A reconnect or a seq gap resnapshots the books, so books heal by themselves; trades do not: a
 trade sent while the socket was down, or swallowed by a gap, is gone from the stream. The
-runner then asks the REST API for each market's trades since the outage began (or since the
-last trade seen), with a margin, and writes them like live ones. The store keys trades by id,
-so the ones the feed did deliver are skipped there.
+stream's :class:`TradeBackfill` then asks the REST API for each market's trades since the
+outage began (or since the last trade seen), with a margin, and hands them to the coalescer
+like live ones. The store keys trades by id, so the ones the feed did deliver are skipped there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from marketpulse.kalshi import RestTrade
+import structlog
 
-__all__ = ["MARGIN_MS", "fetch_trades_since", "rest_trade_entry", "trade_entry"]
+from marketpulse._clock import now_ms
+from marketpulse.kalshi import RestTrade
+from marketpulse.pipeline._coalesce import Coalescer
+
+__all__ = [
+    "MARGIN_MS",
+    "TradeBackfill",
+    "TradesSince",
+    "fetch_trades_since",
+    "rest_trade_entry",
+    "trade_entry",
+]
+
+log = structlog.get_logger("marketpulse.pipeline.stream")
+
+TradesSince = Callable[[list[str], float], Awaitable[list[dict[str, Any]]]]
+"""Fetches the trade entries of tickers since an epoch-ms time (:func:`fetch_trades_since`)."""
 
 MARGIN_MS = 2_000
 """Fetched before the outage's start: the last frames before a drop may be lost too."""
@@ -65,3 +83,93 @@ async def fetch_trades_since(
 
     pages = await asyncio.gather(*(one(t) for t in tickers))
     return [entry for page in pages for entry in page]
+
+
+class TradeBackfill:
+    """Recovers the trades the feed missed, in the background, into the coalescer.
+
+    After a reconnect it fetches the trades made since the outage began; after a gap on the
+    trade channel, those since the last trade seen. Requests made while a fetch runs merge into
+    ONE follow-up from the earliest time asked: a burst of trade-channel gaps costs at most two
+    rounds of REST calls, not one round per gap.
+
+    Args:
+        stream_id: Stream id for logs.
+        trades_since: The REST fetch; None disables the backfill.
+        enabled: Whether trades are streamed at all.
+        coalescer: Where the fetched trades go.
+        markets: Returns the markets streamed now (trades of others are dropped).
+        wake: Called after trades were put in the coalescer.
+        spawn: Runs a coroutine in the background; returns its future.
+    """
+
+    def __init__(
+        self,
+        *,
+        stream_id: str,
+        trades_since: TradesSince | None,
+        enabled: bool,
+        coalescer: Coalescer,
+        markets: Callable[[], Sequence[str]],
+        wake: Callable[[], None],
+        spawn: Callable[[Awaitable[Any]], asyncio.Future[Any]],
+    ) -> None:
+        self._stream_id = stream_id
+        self._trades_since = trades_since if enabled else None
+        self._coalescer = coalescer
+        self._markets = markets
+        self._wake = wake
+        self._spawn = spawn
+        self._connected_once = False
+        self._down_since_ms: float | None = None
+        self._last_trade_ms: float | None = None
+        self._since: float | None = None  # the earliest time a queued fetch needs
+        self._running: asyncio.Future[Any] | None = None
+
+    def trade_seen(self, ts_ms: float) -> None:
+        """The feed delivered a trade stamped ``ts_ms``."""
+        self._last_trade_ms = ts_ms
+
+    def trade_gap(self) -> None:
+        """A gap on the trade channel: trades have no snapshot, so fetch what it swallowed."""
+        self.request(self._last_trade_ms if self._last_trade_ms is not None else now_ms())
+
+    def feed_state_changed(self, state: str) -> None:
+        """The feed's connection state changed: a reconnect fetches the outage's trades."""
+        if state == "connected":
+            if self._down_since_ms is not None:
+                self.request(self._down_since_ms)
+            self._connected_once, self._down_since_ms = True, None
+        elif self._connected_once and self._down_since_ms is None:
+            self._down_since_ms = now_ms()
+
+    def request(self, since_ms: float) -> None:
+        """Fetch the trades made since ``since_ms`` (merged with a fetch already queued)."""
+        if self._trades_since is None:
+            return
+        pending = self._since
+        self._since = since_ms if pending is None else min(pending, since_ms)
+        if self._running is None or self._running.done():
+            self._running = self._spawn(self._run())
+
+    async def _run(self) -> None:
+        while self._since is not None:
+            since, self._since = self._since, None
+            await self._fetch(list(self._markets()), since)
+
+    async def _fetch(self, tickers: list[str], since_ms: float) -> None:
+        if self._trades_since is None or not tickers:
+            return
+        try:
+            entries = await self._trades_since(tickers, since_ms)
+        except Exception as exc:  # the live feed goes on; the gap stays logged
+            log.warning("trade backfill failed", stream=self._stream_id, error=str(exc)[:300])
+            return
+        now = time.monotonic()
+        wanted = set(self._markets())
+        for entry in entries:
+            if entry["ticker"] in wanted:
+                self._coalescer.trade(entry, now)
+        if entries:
+            self._wake()
+        log.info("trades backfilled", stream=self._stream_id, trades=len(entries))

@@ -1,12 +1,14 @@
 """Sans-I/O coalescing of feed events into ``marketData:applyUpdates`` batches.
 
-Events go in as they arrive; :meth:`Coalescer.take_batch` hands out ONE batch with the latest
+On the sans-I/O convention of every protocol core here: events go in as they arrive (one
+method per kind: :meth:`Coalescer.book`, :meth:`~Coalescer.price`, :meth:`~Coalescer.trade`,
+...), then the driver drains :meth:`Coalescer.batches_to_send`, whose batch carries the latest
 state of every market that changed since the previous batch. A market whose book moved 1,000
 times in a flush window is one entry; trades are events, so each one is kept (bounded). Books
-are rendered at take time from the live :class:`BookLike`, so the batch always carries the
+are rendered at drain time from the live :class:`BookLike`, so the batch always carries the
 newest state and nothing is copied per tick.
 
-No sockets, no clocks: the caller passes timestamps and decides when to flush.
+No sockets, no clocks: the driver passes timestamps and decides when to drain.
 """
 
 from __future__ import annotations
@@ -16,10 +18,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
-__all__ = ["BATCH_BOOK_LEVELS", "BookLike", "Coalescer", "PendingBatch"]
+from marketpulse.marketdata.limits import BOOK_LEVELS
 
-BATCH_BOOK_LEVELS = 200
-"""Levels per side written for a book (the store's bound, docs/interfaces.md §5)."""
+__all__ = ["BookLike", "Coalescer", "PendingBatch"]
 
 _MAX_PENDING_TRADES = 20_000
 _MAX_ENTRIES_PER_BATCH = 1_000
@@ -60,11 +61,16 @@ def _levels(levels: list[tuple[Decimal, Decimal]]) -> list[list[float]]:
 class Coalescer:
     """Latest state per market since the last batch.
 
+    Driver's duties: feed every event to its input method (each returns None); when ready to
+    write, call :meth:`batches_to_send` and write what it returns, in order, waiting for each
+    write; then, while ``len(coalescer)`` is non-zero, call it again (a large backlog comes out
+    one bounded batch per call, rendered just before it is written).
+
     Args:
         book_levels: Levels per side to write for each book.
     """
 
-    def __init__(self, book_levels: int = BATCH_BOOK_LEVELS) -> None:
+    def __init__(self, book_levels: int = BOOK_LEVELS) -> None:
         self._book_levels = book_levels
         # ticker -> live book (rendered at take time) or None (= write an invalid mark)
         self._books: dict[str, tuple[BookLike | None, float]] = {}
@@ -133,12 +139,19 @@ class Coalescer:
             self._prices.pop(t, None)
         self._trades = deque(tr for tr in self._trades if tr.get("ticker") not in tickers)
 
-    def take_batch(self) -> PendingBatch | None:
-        """Everything pending as one ``applyUpdates`` argument, or None if nothing changed.
+    def batches_to_send(self) -> list[PendingBatch]:
+        """The batches to write now, in order (empty when nothing changed).
 
-        A very large backlog is split: at most a fixed number of entries of each kind, and of
-        book levels, per batch; the remainder stays pending for the next call.
+        Everything pending goes out as one ``applyUpdates`` argument, unless the backlog is
+        very large: then at most a fixed number of entries of each kind, and of book levels,
+        go in this call's one batch and the remainder stays pending for the next call. Books
+        are rendered here, so a backlog is rendered a batch at a time, between the driver's
+        writes, and whatever arrives meanwhile joins the next batch.
         """
+        batch = self._next_batch()
+        return [] if batch is None else [batch]
+
+    def _next_batch(self) -> PendingBatch | None:
         if not len(self):
             return None
         batch: dict[str, Any] = {}

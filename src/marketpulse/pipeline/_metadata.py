@@ -1,14 +1,32 @@
-"""Market metadata from Kalshi REST, shaped for ``marketData:upsertMarkets``."""
+"""Market metadata from Kalshi REST, shaped for and written by ``marketData:upsertMarkets``."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-__all__ = ["fetch_markets", "market_to_upsert"]
+import structlog
+
+from marketpulse.marketdata.limits import MARKETS_PER_UPSERT
+from marketpulse.pipeline._store import StoreClient
+
+__all__ = [
+    "UPSERT_MARKETS",
+    "MetadataFetch",
+    "fetch_markets",
+    "market_to_upsert",
+    "upsert_metadata",
+]
+
+log = structlog.get_logger("marketpulse.pipeline.stream")
+
+UPSERT_MARKETS = "marketData:upsertMarkets"
+
+MetadataFetch = Callable[[list[str]], Awaitable[list[dict[str, Any]]]]
+"""Fetches the ``upsertMarkets`` entries of tickers (:func:`fetch_markets` bound to a client)."""
 
 _CONCURRENCY = 8
 
@@ -96,3 +114,19 @@ async def fetch_markets(rest: Any, tickers: list[str]) -> list[dict[str, Any]]:
 
     results = await asyncio.gather(*(one(t) for t in tickers))
     return [r for r in results if r is not None]
+
+
+async def upsert_metadata(
+    store: StoreClient, fetch: MetadataFetch, tickers: list[str], stream_id: str
+) -> None:
+    """Fetch the metadata of ``tickers`` and upsert it; a failure is logged, never raised."""
+    if not tickers:
+        return
+    try:
+        entries = await fetch(tickers)
+        for i in range(0, len(entries), MARKETS_PER_UPSERT):
+            chunk = entries[i : i + MARKETS_PER_UPSERT]
+            await store.mutation(UPSERT_MARKETS, {"markets": chunk})
+        log.info("market metadata upserted", stream=stream_id, markets=len(entries))
+    except Exception as exc:  # metadata is nice to have; the feed must go on
+        log.warning("market metadata failed", stream=stream_id, error=str(exc)[:300])

@@ -26,7 +26,7 @@ from marketpulse.pipeline._backfill import fetch_trades_since
 from marketpulse.pipeline._exchange import Exchange, resolve_exchange
 from marketpulse.pipeline._metadata import fetch_markets
 from marketpulse.pipeline._store import StoreClient, StoreError
-from marketpulse.pipeline._stream import FeedLike, StreamRunner
+from marketpulse.pipeline._stream import FeedLike, StreamRunner, StreamStats
 from marketpulse.pipeline.config import (
     CLEANUP_ACTIVITY,
     HEALTH_ACTIVITY,
@@ -156,8 +156,8 @@ class StreamActivities:
         except Exception as exc:
             log.warning("desired markets unavailable at start", error=str(exc)[:200])
 
-        def feed_factory(markets: list[str]) -> FeedLike:
-            return _make_feed(exchange, creds, markets, cfg)
+        def feed_factory(markets: list[str], stats: StreamStats) -> FeedLike:
+            return _make_feed(exchange, creds, markets, cfg, stats)
 
         rest = _make_rest(exchange, creds)
 
@@ -310,7 +310,9 @@ def _load_credentials() -> Any:
         raise ApplicationError(f"Kalshi credentials: {exc}", type="KalshiAuthError") from None
 
 
-def _make_feed(exchange: Exchange, creds: Any, markets: list[str], cfg: StreamConfig) -> FeedLike:
+def _make_feed(
+    exchange: Exchange, creds: Any, markets: list[str], cfg: StreamConfig, stats: StreamStats
+) -> FeedLike:
     from marketpulse.kalshi import KalshiFeed
 
     feed: FeedLike = KalshiFeed(
@@ -320,6 +322,7 @@ def _make_feed(exchange: Exchange, creds: Any, markets: list[str], cfg: StreamCo
         channels=cfg.channels(),
         reconnect_delay=min(cfg.reconnectDelay, 5.0),
         stale_after=_FEED_STALE_AFTER,
+        stats=stats,
     )
     return feed
 

@@ -347,10 +347,9 @@ class Simulator:
                 continue
             try:
                 if events:
-                    session.feed(events)
+                    session.send_events(events)
                     if conn.buffered() > limit:
-                        for sid in list(session.subs):
-                            session.overflow(sid)
+                        session.buffer_overflowed()
                 conn.flush()
             except Exception:  # one broken connection must not stop the exchange
                 log.exception("simulator: dropping a connection after an error")

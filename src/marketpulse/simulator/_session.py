@@ -1,8 +1,10 @@
 """The server side of one Kalshi WS v2 connection, sans I/O.
 
-Text frames in (:meth:`Session.receive`), model events in (:meth:`Session.feed`), encoded frames
-out (``session.out``). No sockets, no clocks: the asyncio adapter in ``_transport`` moves bytes
-and this class decides what Kalshi would say.
+On the sans-I/O convention of every protocol core here (websockets' ``Protocol`` is the model):
+client frames in (:meth:`Session.receive_data`), the exchange's events in
+(:meth:`Session.send_events`), a full outbound buffer in (:meth:`Session.buffer_overflowed`),
+then the driver drains the encoded frames (:meth:`Session.data_to_send`). No sockets, no clocks:
+the asyncio adapter in ``_transport`` moves bytes and this class decides what Kalshi would say.
 
 Sequencing: every subscription has one ``seq`` counter starting at 1 and incremented for every
 sequenced frame on it (``orderbook_snapshot``, ``orderbook_delta``, ``trade``,
@@ -164,7 +166,14 @@ def _flag(params: Mapping[str, Any], name: str) -> bool:
 
 
 class Session:
-    """Kalshi WS v2 server logic for one connection."""
+    """Kalshi WS v2 server logic for one connection.
+
+    Driver's duties: pass every complete client text message to :meth:`receive_data` and every
+    batch of exchange events to :meth:`send_events`; after either, send :meth:`data_to_send`'s
+    frames in order (holding them back is allowed: they wait, and :meth:`pending_bytes` says
+    how much waits). When the connection's outbound buffer passes its bound, call
+    :meth:`buffer_overflowed`.
+    """
 
     def __init__(
         self,
@@ -191,15 +200,20 @@ class Session:
         self.max_markets = max_markets_per_subscription
         self.subs: dict[int, Subscription] = {}
         self._next_sid = 1
-        self.out: list[bytes] = []
+        self._out: list[bytes] = []
+        self._sized = 0  # how many of _out are counted in _out_bytes
+        self._out_bytes = 0
         self.data_frames = 0
         self.internal_errors = 0  # commands that hit a simulator bug (answered with error 1)
         self._held: bytes | None = None  # a frame held back by a reorder fault
 
     # ----------------------------------------------------------------------- commands
 
-    def receive(self, text: str | bytes) -> None:
-        """Handle one client text frame; responses are appended to ``out``."""
+    def receive_data(self, text: str | bytes) -> None:
+        """Handle one client text message (a command). Never raises.
+
+        After calling this, send :meth:`data_to_send`'s frames.
+        """
         cmd_id: int | None = None
         try:
             try:
@@ -222,17 +236,17 @@ class Session:
                 self._update(cmd_id, self._params(params))
             elif cmd == "list_subscriptions":
                 subs = [{"channel": s.channel, "sid": s.sid} for s in self.subs.values()]
-                self.out.append(response(self._with_id({"type": "ok", "msg": subs}, cmd_id)))
+                self._out.append(response(self._with_id({"type": "ok", "msg": subs}, cmd_id)))
             else:
                 raise CommandError(5)
         except CommandError as exc:
-            self.out.append(self._error(cmd_id, exc))
+            self._out.append(self._error(cmd_id, exc))
         except Exception:
             # A command shape nobody anticipated must cost the client one error frame, never the
             # connection or the simulator: answer as Kalshi does for what it cannot process.
             log.exception("simulator: unexpected error handling a command")
             self.internal_errors += 1
-            self.out.append(self._error(cmd_id, CommandError(1)))
+            self._out.append(self._error(cmd_id, CommandError(1)))
 
     @staticmethod
     def _params(params: object) -> dict[str, Any]:
@@ -314,7 +328,7 @@ class Session:
             )
             self._next_sid += 1
             self.subs[sub.sid] = sub
-            self.out.append(
+            self._out.append(
                 response(
                     self._with_id(
                         {"type": "subscribed", "msg": {"channel": ch, "sid": sub.sid}}, cmd_id
@@ -346,13 +360,13 @@ class Session:
         for t in tickers:
             sub.seq += 1
             body = snapshot_msg(ex.markets[t], ex.book(t), sub.use_yes_price, self.legacy)
-            self.out.append(seq_frame("orderbook_snapshot", sub.sid, sub.seq, body, cmd_id))
+            self._out.append(seq_frame("orderbook_snapshot", sub.sid, sub.seq, body, cmd_id))
 
     def _initial_tickers(self, sub: Subscription, tickers: list[str] | None) -> None:
         ex = self.exchange
         for t in tickers if tickers is not None else list(ex.markets):
             ev = ex.current_ticker(t)
-            self.out.append(ticker_frame(sub.sid, encode_msg(ev, ex.markets, False, self.legacy)))
+            self._out.append(ticker_frame(sub.sid, encode_msg(ev, ex.markets, False, self.legacy)))
 
     def _sids(self, params: Mapping[str, Any]) -> list[int]:
         sids = params.get("sids")
@@ -369,10 +383,10 @@ class Session:
         for sid in dict.fromkeys(sids):
             sub = self.subs.pop(sid, None)
             if sub is None:
-                self.out.append(self._error(cmd_id, CommandError(7)))
+                self._out.append(self._error(cmd_id, CommandError(7)))
                 continue
             sub.seq += 1
-            self.out.append(
+            self._out.append(
                 response(
                     self._with_id({"sid": sid, "seq": sub.seq, "type": "unsubscribed"}, cmd_id)
                 )
@@ -406,22 +420,22 @@ class Session:
         try:
             tickers = _tickers(params)
         except CommandError as exc:
-            self.out.append(self._error(cmd_id, exc, sub))
+            self._out.append(self._error(cmd_id, exc, sub))
             return
         if not tickers:
-            self.out.append(self._error(cmd_id, CommandError(14), sub))
+            self._out.append(self._error(cmd_id, CommandError(14), sub))
             return
         try:
             self._check_known(tickers)
         except CommandError as exc:
-            self.out.append(self._error(cmd_id, exc, sub))
+            self._out.append(self._error(cmd_id, exc, sub))
             return
         added: list[str] = []
         if action == "add_markets":
             if sub.markets is not None:
                 added = [t for t in tickers if t not in sub.markets]
                 if len(sub.markets) + len(added) > self.max_markets:
-                    self.out.append(self._error(cmd_id, CommandError(26), sub))
+                    self._out.append(self._error(cmd_id, CommandError(26), sub))
                     return
                 sub.markets.update(dict.fromkeys(added))
             if "send_initial_snapshot" in params:
@@ -429,7 +443,7 @@ class Session:
         elif action == "delete_markets":
             if sub.markets is None:
                 # An all-markets subscription has no list to delete from.
-                self.out.append(
+                self._out.append(
                     self._error(cmd_id, CommandError(11, "subscription covers all markets"), sub)
                 )
                 return
@@ -438,7 +452,7 @@ class Session:
         else:
             missing = [t for t in tickers if sub.markets is not None and t not in sub.markets]
             if missing:
-                self.out.append(
+                self._out.append(
                     self._error(
                         cmd_id,
                         CommandError(11, "market not in this subscription", market_tickers=missing),
@@ -451,7 +465,7 @@ class Session:
         ok["seq"] = sub.seq
         if not sub.skip_ticker_ack:
             ok["msg"] = {"market_tickers": list(sub.markets) if sub.markets is not None else []}
-        self.out.append(response(self._with_id(ok, cmd_id)))
+        self._out.append(response(self._with_id(ok, cmd_id)))
         if action == "get_snapshot":
             self._snapshots(sub, tickers, cmd_id)
         elif sub.channel == "orderbook_delta" and added:
@@ -461,15 +475,19 @@ class Session:
 
     # ------------------------------------------------------------------------- data
 
-    def feed(self, events: list[Event]) -> None:
-        """Turn model events into frames for this connection's subscriptions."""
+    def send_events(self, events: list[Event]) -> None:
+        """The exchange produced these events: frame them for this connection's subscriptions.
+
+        After calling this, send :meth:`data_to_send`'s frames (or, while the connection is
+        stalled, let them wait and watch :meth:`pending_bytes`).
+        """
         if not self.subs:
             return
         markets = self.exchange.markets
         legacy = self.legacy
         faults = self.faults
         check = faults is not None and faults.active
-        out = self.out
+        out = self._out
         n0 = len(out)
         subs = list(self.subs.values())
         for ev in events:
@@ -507,13 +525,28 @@ class Session:
                     self._held = None
         self.data_frames += len(out) - n0
 
-    def overflow(self, sid: int) -> None:
-        """Drop a subscription whose outbound buffer overflowed, with error 25 (as Kalshi)."""
-        sub = self.subs.pop(sid, None)
-        if sub is not None:
-            self.out.append(self._error(None, CommandError(25), sub))
+    def buffer_overflowed(self) -> None:
+        """The connection's outbound buffer passed its bound: drop every subscription with
+        error 25, as Kalshi does.
 
-    def take(self) -> list[bytes]:
-        """Remove and return the pending frames."""
-        out, self.out = self.out, []
+        After calling this, send :meth:`data_to_send`'s frames.
+        """
+        for sid in list(self.subs):
+            sub = self.subs.pop(sid)
+            self._out.append(self._error(None, CommandError(25), sub))
+
+    def pending_bytes(self) -> int:
+        """Bytes of the frames queued and not yet drained by :meth:`data_to_send`."""
+        out = self._out
+        # Size only what is new since the last call: a stalled connection holds thousands of
+        # frames and is checked every tick.
+        for k in range(self._sized, len(out)):
+            self._out_bytes += len(out[k])
+        self._sized = len(out)
+        return self._out_bytes
+
+    def data_to_send(self) -> list[bytes]:
+        """The frames to send to the client, in order (empties the outbox)."""
+        out, self._out = self._out, []
+        self._sized = self._out_bytes = 0
         return out

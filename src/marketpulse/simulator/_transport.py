@@ -52,9 +52,6 @@ class Connection(asyncio.Protocol):
         self.data_sent = 0
         self.next_drop = 0
         self.next_malformed = 0
-        self._sized: list[bytes] | None = None
-        self._sized_n = 0
-        self._sized_bytes = 0
 
     # ------------------------------------------------------------------ asyncio callbacks
 
@@ -283,13 +280,13 @@ class Connection(asyncio.Protocol):
                 continue
             if event.opcode in (Opcode.TEXT, Opcode.BINARY):
                 if event.fin:
-                    self.session.receive(bytes(event.data))
+                    self.session.receive_data(bytes(event.data))
                 else:
                     self.fragments = [bytes(event.data)]
             elif event.opcode is Opcode.CONT and self.fragments:
                 self.fragments.append(bytes(event.data))
                 if event.fin:
-                    self.session.receive(b"".join(self.fragments))
+                    self.session.receive_data(b"".join(self.fragments))
                     self.fragments = []
         self.flush()
 
@@ -303,15 +300,7 @@ class Connection(asyncio.Protocol):
         """Bytes waiting: queued frames plus the transport's write buffer."""
         n = self.transport.get_write_buffer_size() if self.transport else 0
         if self.session is not None:
-            # The pending list only grows until take() swaps it, so size only what is new: a
-            # stalled connection holds thousands of frames and is checked every tick.
-            out = self.session.out
-            if out is not self._sized:
-                self._sized, self._sized_n, self._sized_bytes = out, 0, 0
-            for k in range(self._sized_n, len(out)):
-                self._sized_bytes += len(out[k])
-            self._sized_n = len(out)
-            n += self._sized_bytes
+            n += self.session.pending_bytes()
         return n
 
     def flush(self) -> None:
@@ -320,7 +309,7 @@ class Connection(asyncio.Protocol):
             return
         if self.stalled(asyncio.get_running_loop().time()):
             return
-        frames = self.session.take()
+        frames = self.session.data_to_send()
         if frames and self.ws.state is State.OPEN:  # after a close frame, data is dropped
             ws = self.ws
             faults = self.sim.faults

@@ -1,0 +1,124 @@
+"""The batch writer: drains the coalescer into ``marketData:applyUpdates``, one batch at a time.
+
+It waits for a change, lets the loop go idle once (or at most ``flush_window``), then sends ONE
+batch and waits for the store's answer; whatever arrives meanwhile is coalesced into the next
+batch, so the write rate adapts to the store's speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import structlog
+
+from marketpulse.pipeline import _metrics
+from marketpulse.pipeline._coalesce import Coalescer, PendingBatch
+from marketpulse.pipeline._store import StoreClient, StoreError
+from marketpulse.pipeline._stream_stats import StreamStats
+
+__all__ = ["APPLY_UPDATES", "BatchWriter"]
+
+log = structlog.get_logger("marketpulse.pipeline.stream")
+
+APPLY_UPDATES = "marketData:applyUpdates"
+
+_SHUTDOWN_BATCHES = 3
+_SHUTDOWN_TIMEOUT = 3.0
+
+
+class BatchWriter:
+    """Writes the coalescer's batches to the store (the coalescer's driver on the store side).
+
+    Args:
+        stream_id: Stream id for metrics and logs.
+        store: Store client (admin).
+        coalescer: Where the batches come from.
+        stats: Counts ``batches``, ``batch_errors`` and ``last_batch_ms``.
+        flush_window: Seconds a batch may wait for more events while the feed is busy.
+    """
+
+    def __init__(
+        self,
+        *,
+        stream_id: str,
+        store: StoreClient,
+        coalescer: Coalescer,
+        stats: StreamStats,
+        flush_window: float,
+    ) -> None:
+        self._stream_id = stream_id
+        self._store = store
+        self._coalescer = coalescer
+        self._stats = stats
+        self._flush_window = flush_window
+        self._dirty = asyncio.Event()
+        self._seen = 0
+
+    def wake(self) -> None:
+        """The coalescer took input: write it soon."""
+        self._seen += 1
+        self._dirty.set()
+
+    async def run(self) -> None:
+        """Write batches until cancelled."""
+        loop = asyncio.get_running_loop()
+        pending: list[PendingBatch] = []
+        backoff = 0.05
+        while True:
+            if not pending:
+                await self._dirty.wait()
+                deadline = loop.time() + self._flush_window
+                # Flush as soon as the loop goes idle (one turn with no new event), or at the
+                # window's end while events keep coming.
+                while loop.time() < deadline:
+                    seen = self._seen
+                    await asyncio.sleep(0)
+                    if self._seen == seen:
+                        break
+                self._dirty.clear()
+                pending = self._coalescer.batches_to_send()
+                if len(self._coalescer):
+                    self._dirty.set()  # a backlog: the rest comes out on the next round
+                continue
+            if await self._write(pending[0]):
+                del pending[0]
+                backoff = 0.05
+            else:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def _write(self, batch: PendingBatch) -> bool:
+        """Send one batch; False when it must be retried (a transient store error)."""
+        stream = self._stream_id
+        sent = time.monotonic()
+        try:
+            await self._store.mutation(APPLY_UPDATES, batch.args)
+        except StoreError as exc:
+            self._stats.batch_errors += 1
+            _metrics.BATCH_ERRORS.labels(stream=stream).inc()
+            if exc.transient:
+                log.warning("store write failed; retrying", stream=stream, error=str(exc))
+                return False
+            log.error("store refused a batch", stream=stream, error=str(exc))
+            return True
+        done = time.monotonic()
+        self._stats.batches += 1
+        self._stats.last_batch_ms = (done - batch.first_event_at) * 1000.0
+        _metrics.BATCHES.labels(stream=stream).inc()
+        _metrics.BATCH_LATENCY.labels(stream=stream).observe(done - batch.first_event_at)
+        _metrics.STORE_WRITE.labels(stream=stream).observe(done - sent)
+        _metrics.BATCH_SIZE.labels(stream=stream).observe(batch.events)
+        return True
+
+    async def flush_at_shutdown(self) -> None:
+        """Best effort on the way out: write what is pending, a few bounded batches at most."""
+        with contextlib.suppress(Exception):
+            for _ in range(_SHUTDOWN_BATCHES):
+                batches = self._coalescer.batches_to_send()
+                if not batches:
+                    break
+                for batch in batches:
+                    async with asyncio.timeout(_SHUTDOWN_TIMEOUT):
+                        await self._store.mutation(APPLY_UPDATES, batch.args)
