@@ -29,7 +29,12 @@ def modules_loaded_by(module: str) -> set[str]:
 
 
 @pytest.mark.parametrize(
-    "module", ["marketpulse.reactive.sync.client", "marketpulse.pipeline._store"]
+    "module",
+    [
+        "marketpulse.reactive.sync.client",
+        "marketpulse.pipeline._store",
+        "marketpulse.pipeline.worker",
+    ],
 )
 def test_importing_the_wire_client_loads_no_engine_storage_or_server(module: str) -> None:
     loaded = modules_loaded_by(module)
