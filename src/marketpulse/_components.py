@@ -204,6 +204,7 @@ class StoreProcess(ChildProcess):
         pythonpath: Folders put first on its ``PYTHONPATH`` (where ``functions`` live).
         log_path: Its log (default: next to a SQLite file, with the suffix ``.log``).
         extra: More ``serve`` options.
+        env: More environment (e.g. ``MARKETPULSE_LOG_LEVEL``).
     """
 
     name = "store"
@@ -219,6 +220,7 @@ class StoreProcess(ChildProcess):
         pythonpath: Sequence[str | os.PathLike[str]] = (),
         log_path: Path | None = None,
         extra: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
     ) -> None:
         if isinstance(database, os.PathLike):
             self.database = f"sqlite:{os.fspath(database)}"
@@ -228,7 +230,9 @@ class StoreProcess(ChildProcess):
         if log_path is None:
             raise ValueError("log_path is needed when the database is not a SQLite file")
         self.admin_key = new_admin_key() if admin_key is None else admin_key
-        super().__init__(log_path, env=admin_key_env(self.admin_key), pythonpath=pythonpath)
+        super().__init__(
+            log_path, env={**(env or {}), **admin_key_env(self.admin_key)}, pythonpath=pythonpath
+        )
         self.port = port or free_port()
         self.functions = [functions] if isinstance(functions, str) else list(functions)
         self.extra = list(extra)

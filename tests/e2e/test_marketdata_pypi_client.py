@@ -20,7 +20,7 @@ import httpx
 import pytest
 from convex import ConvexClient, ConvexError
 
-from marketpulse.testing import AdminClient, StoreProcess
+from marketpulse.testing import AsyncAdminClient, StoreProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -48,15 +48,11 @@ async def mutate(
     url: str, path: str, args: dict[str, Any], key: str | None = ADMIN_KEY
 ) -> dict[str, Any]:
     """An HTTP mutation as the worker sends it (docs/interfaces.md §4)."""
-
-    def call() -> dict[str, Any]:
-        with AdminClient(url, key, timeout=10) as client:
-            try:
-                return client.call("mutation", path, args)
-            except httpx.HTTPStatusError as exc:
-                return {"status": "error", "httpStatus": exc.response.status_code}
-
-    return await asyncio.to_thread(call)
+    async with AsyncAdminClient(url, key, timeout=10) as client:
+        try:
+            return await client.call("mutation", path, args)
+        except httpx.HTTPStatusError as exc:
+            return {"status": "error", "httpStatus": exc.response.status_code}
 
 
 async def apply(url: str, **batch: Any) -> Any:

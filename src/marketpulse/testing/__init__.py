@@ -20,7 +20,7 @@ from marketpulse._components import (
     WorkerProcess,
 )
 from marketpulse._process import ManagedProcess, free_port, http_ok, port_open
-from marketpulse.testing._client import AdminClient, FunctionError
+from marketpulse.testing._client import AdminClient, AsyncAdminClient, FunctionError
 from marketpulse.testing._dev import DevProcess
 from marketpulse.testing._feed import FeedMarket, SyntheticFeed
 from marketpulse.testing._stats import percentile, summarize_ms
@@ -28,6 +28,7 @@ from marketpulse.testing._system import Book, LocalSystem, Streaming, canonical_
 
 __all__ = [
     "AdminClient",
+    "AsyncAdminClient",
     "Book",
     "ChildProcess",
     "DevProcess",

@@ -6,7 +6,7 @@ from typing import Any, Literal, Self
 
 import httpx
 
-__all__ = ["AdminClient", "FunctionError"]
+__all__ = ["AdminClient", "AsyncAdminClient", "FunctionError"]
 
 Kind = Literal["query", "mutation", "action"]
 
@@ -15,7 +15,30 @@ class FunctionError(RuntimeError):
     """A store function answered with an error (the message is the store's, never the key)."""
 
 
-class AdminClient:
+class _Calls:
+    """What both clients share: the request they send and how they read its answer."""
+
+    def __init__(self, admin_key: str | None, format: str) -> None:
+        self.headers = {"Authorization": f"Convex {admin_key}"} if admin_key else {}
+        self.format = format
+
+    def _body(self, path: str, args: dict[str, Any] | None) -> dict[str, Any]:
+        return {"path": path, "args": args or {}, "format": self.format}
+
+    @staticmethod
+    def _answer(response: httpx.Response) -> dict[str, Any]:
+        response.raise_for_status()
+        answer: dict[str, Any] = response.json()
+        return answer
+
+    @staticmethod
+    def _value(path: str, answer: dict[str, Any]) -> Any:
+        if answer.get("status") != "success":
+            raise FunctionError(f"{path}: {answer.get('errorMessage')}")
+        return answer.get("value")
+
+
+class AdminClient(_Calls):
     """Calls functions of a running store over ``/api/{query,mutation,action}``.
 
     With an admin key it sends ``Authorization: Convex <key>``, as the worker does, so internal
@@ -36,27 +59,16 @@ class AdminClient:
         timeout: float = 30.0,
         format: str = "convex_encoded_json",
     ) -> None:
-        headers = {"Authorization": f"Convex {admin_key}"} if admin_key else {}
-        self._http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
-        self.format = format
+        super().__init__(admin_key, format)
+        self._http = httpx.Client(base_url=url.rstrip("/"), headers=self.headers, timeout=timeout)
 
-    def call(self, kind: Kind, path: str, args: dict[str, Any]) -> dict[str, Any]:
+    def call(self, kind: Kind, path: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
         """One call; returns the store's whole answer (``status``, ``value`` or ``errorMessage``).
 
         Raises:
             httpx.HTTPStatusError: The store refused the request itself (e.g. a bad key).
         """
-        body = {"path": path, "args": args, "format": self.format}
-        response = self._http.post(f"/api/{kind}", json=body)
-        response.raise_for_status()
-        answer: dict[str, Any] = response.json()
-        return answer
-
-    def _value(self, kind: Kind, path: str, args: dict[str, Any]) -> Any:
-        answer = self.call(kind, path, args)
-        if answer.get("status") != "success":
-            raise FunctionError(f"{path}: {answer.get('errorMessage')}")
-        return answer.get("value")
+        return self._answer(self._http.post(f"/api/{kind}", json=self._body(path, args)))
 
     def query(self, path: str, args: dict[str, Any] | None = None) -> Any:
         """Run a query; returns its value.
@@ -64,7 +76,7 @@ class AdminClient:
         Raises:
             FunctionError: The query failed.
         """
-        return self._value("query", path, args or {})
+        return self._value(path, self.call("query", path, args))
 
     def mutation(self, path: str, args: dict[str, Any] | None = None) -> Any:
         """Run a mutation; returns its value.
@@ -72,15 +84,7 @@ class AdminClient:
         Raises:
             FunctionError: The mutation failed.
         """
-        return self._value("mutation", path, args or {})
-
-    def action(self, path: str, args: dict[str, Any] | None = None) -> Any:
-        """Run an action; returns its value.
-
-        Raises:
-            FunctionError: The action failed.
-        """
-        return self._value("action", path, args or {})
+        return self._value(path, self.call("mutation", path, args))
 
     def close(self) -> None:
         """Close its connection pool."""
@@ -91,3 +95,45 @@ class AdminClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class AsyncAdminClient(_Calls):
+    """:class:`AdminClient` for an event loop that must keep running while a call is out (e.g.
+    one that also holds the subscriptions the call's writes reach)."""
+
+    def __init__(
+        self,
+        url: str,
+        admin_key: str | None = None,
+        *,
+        timeout: float = 30.0,
+        format: str = "convex_encoded_json",
+    ) -> None:
+        super().__init__(admin_key, format)
+        self._http = httpx.AsyncClient(
+            base_url=url.rstrip("/"), headers=self.headers, timeout=timeout
+        )
+
+    async def call(
+        self, kind: Kind, path: str, args: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """One call; returns the store's whole answer (see :meth:`AdminClient.call`)."""
+        return self._answer(await self._http.post(f"/api/{kind}", json=self._body(path, args)))
+
+    async def mutation(self, path: str, args: dict[str, Any] | None = None) -> Any:
+        """Run a mutation; returns its value.
+
+        Raises:
+            FunctionError: The mutation failed.
+        """
+        return self._value(path, await self.call("mutation", path, args))
+
+    async def aclose(self) -> None:
+        """Close its connection pool."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
