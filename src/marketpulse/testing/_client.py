@@ -2,24 +2,43 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Self
+from typing import Any, Generic, Literal, Self, TypeVar
 
 import httpx
 
 __all__ = ["AdminClient", "AsyncAdminClient", "FunctionError"]
 
 Kind = Literal["query", "mutation", "action"]
+H = TypeVar("H", httpx.Client, httpx.AsyncClient)
 
 
 class FunctionError(RuntimeError):
     """A store function answered with an error (the message is the store's, never the key)."""
 
 
-class _Calls:
-    """What both clients share: the request they send and how they read its answer."""
+class _Calls(Generic[H]):
+    """What both clients share: their connection pool, the request they send and how they read
+    its answer.
 
-    def __init__(self, admin_key: str | None, format: str) -> None:
-        self.headers = {"Authorization": f"Convex {admin_key}"} if admin_key else {}
+    Args:
+        url: The store's base URL.
+        admin_key: The store's admin key; None calls as an anonymous user.
+        timeout: Seconds per request.
+        format: The value encoding asked for (``convex_encoded_json`` or ``json``).
+    """
+
+    _http_class: type[H]
+
+    def __init__(
+        self,
+        url: str,
+        admin_key: str | None = None,
+        *,
+        timeout: float = 30.0,
+        format: str = "convex_encoded_json",
+    ) -> None:
+        headers = {"Authorization": f"Convex {admin_key}"} if admin_key else {}
+        self._http: H = self._http_class(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
         self.format = format
 
     def _body(self, path: str, args: dict[str, Any] | None) -> dict[str, Any]:
@@ -38,7 +57,7 @@ class _Calls:
         return answer.get("value")
 
 
-class AdminClient(_Calls):
+class AdminClient(_Calls[httpx.Client]):
     """Calls functions of a running store over ``/api/{query,mutation,action}``.
 
     With an admin key it sends ``Authorization: Convex <key>``, as the worker does, so internal
@@ -51,16 +70,7 @@ class AdminClient(_Calls):
         format: The value encoding asked for (``convex_encoded_json`` or ``json``).
     """
 
-    def __init__(
-        self,
-        url: str,
-        admin_key: str | None = None,
-        *,
-        timeout: float = 30.0,
-        format: str = "convex_encoded_json",
-    ) -> None:
-        super().__init__(admin_key, format)
-        self._http = httpx.Client(base_url=url.rstrip("/"), headers=self.headers, timeout=timeout)
+    _http_class = httpx.Client
 
     def call(self, kind: Kind, path: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
         """One call; returns the store's whole answer (``status``, ``value`` or ``errorMessage``).
@@ -97,22 +107,11 @@ class AdminClient(_Calls):
         self.close()
 
 
-class AsyncAdminClient(_Calls):
+class AsyncAdminClient(_Calls[httpx.AsyncClient]):
     """:class:`AdminClient` for an event loop that must keep running while a call is out (e.g.
-    one that also holds the subscriptions the call's writes reach)."""
+    one that also holds the subscriptions the call's writes reach); same arguments."""
 
-    def __init__(
-        self,
-        url: str,
-        admin_key: str | None = None,
-        *,
-        timeout: float = 30.0,
-        format: str = "convex_encoded_json",
-    ) -> None:
-        super().__init__(admin_key, format)
-        self._http = httpx.AsyncClient(
-            base_url=url.rstrip("/"), headers=self.headers, timeout=timeout
-        )
+    _http_class = httpx.AsyncClient
 
     async def call(
         self, kind: Kind, path: str, args: dict[str, Any] | None = None

@@ -6,15 +6,16 @@ from pathlib import Path
 from typing import Self
 
 from marketpulse._admin_key import admin_key_env
-from marketpulse._components import ChildProcess, marketpulse_argv
+from marketpulse._components import HttpChildProcess, marketpulse_argv
 from marketpulse._process import free_port
 
 __all__ = ["DevProcess"]
 
 
-class DevProcess(ChildProcess):
+class DevProcess(HttpChildProcess):
     """``marketpulse dev`` (Temporal, store, simulator, worker, stream); ready once it has
-    written its ready file, i.e. everything is up.
+    written its ready file, i.e. everything is up. Its :attr:`url` is the store's, where the
+    dashboard is served.
 
     Its admin key is its data directory's key file (never one from this environment).
 
@@ -61,11 +62,6 @@ class DevProcess(ChildProcess):
         self.seed = seed
         self.ready_file = data_dir / "ready"
 
-    @property
-    def url(self) -> str:
-        """The store's URL, where the dashboard is served."""
-        return f"http://127.0.0.1:{self.port}"
-
     def argv(self) -> list[str]:
         argv = marketpulse_argv("dev", "--data-dir", str(self.data_dir), "--port", str(self.port))
         argv += ["--temporal-port", str(self.temporal_port)]
@@ -80,7 +76,7 @@ class DevProcess(ChildProcess):
         return self.ready_file.exists()
 
     def start(self, timeout: float | None = None) -> Self:
-        """Start everything and wait for its ready file (see :meth:`ChildProcess.start`)."""
+        """Start everything and wait for its ready file (see :meth:`~marketpulse.testing.ChildProcess.start`)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.ready_file.unlink(missing_ok=True)
         return super().start(timeout)
