@@ -26,9 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import os
 import queue
-import secrets
 import sys
 import tempfile
 import time
@@ -38,11 +36,14 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-# The child processes run this checkout too.
-os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])
 
-from marketpulse.dashboard._feeder import StoreWriter, SyntheticFeed  # noqa: E402
-from marketpulse.dashboard._process import DevProcess, ServeProcess  # noqa: E402
+from marketpulse.testing import (  # noqa: E402
+    AdminClient,
+    DevProcess,
+    StoreProcess,
+    SyntheticFeed,
+    percentile,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -67,15 +68,6 @@ OBSERVER_JS = """
   }).observe(root, { childList: true, subtree: true });
 }
 """
-
-
-def pct(values: list[float], q: float) -> float:
-    """The q-th percentile (nearest rank); NaN for no values."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
-    return ordered[k]
 
 
 def client_receipts(url: str, ticker: str, prefix: str, n: int, ready: Any, out: Any) -> None:
@@ -160,13 +152,12 @@ def in_browser(
 
 
 def run_serve(n: int, rate: float, with_client: bool) -> dict[str, list[float]]:
-    key = "bench-" + secrets.token_hex(16)
     with (
         tempfile.TemporaryDirectory() as tmp,
-        ServeProcess(Path(tmp) / "store.sqlite", key) as store,
+        StoreProcess(Path(tmp) / "store.sqlite") as store,
     ):
         feed = SyntheticFeed(6, seed=3, closed=0)
-        writer = StoreWriter(store.url, key)
+        writer = AdminClient(store.url, store.admin_key)
         feed.seed_store(writer, history_trades=5)
         market = feed.markets[0]
         client = ClientBaseline(store.url, market.ticker, "bench-", n) if with_client else None
@@ -200,19 +191,15 @@ def run_dev(n: int, sim_rate: float, with_client: bool) -> dict[str, list[float]
         tempfile.TemporaryDirectory() as tmp,
         DevProcess(Path(tmp) / "dev", sim_markets=2, sim_rate=sim_rate) as dev,
     ):
-        import httpx
-
         # The worker writes the markets once its stream activity starts: wait for them.
         markets: list[dict[str, Any]] = []
         deadline = time.monotonic() + 60
-        while not markets and time.monotonic() < deadline:
-            r = httpx.post(
-                f"{dev.url}/api/query",
-                json={"path": "marketData:listMarkets", "args": {"limit": 10}, "format": "json"},
-                timeout=10,
-            ).json()
-            markets = r.get("value") or []
-            time.sleep(0.2)
+        with AdminClient(dev.url, timeout=10, format="json") as reader:
+            while not markets and time.monotonic() < deadline:
+                markets = (
+                    reader.call("query", "marketData:listMarkets", {"limit": 10}).get("value") or []
+                )
+                time.sleep(0.2)
         if not markets:
             raise RuntimeError("marketpulse dev wrote no market within 60 s")
         ticker = markets[0]["ticker"]
@@ -258,7 +245,7 @@ def main() -> None:
             if values is None:
                 continue
             if values:
-                p50, p99 = pct(values, 50), pct(values, 99)
+                p50, p99 = percentile(values, 50), percentile(values, 99)
                 print(
                     f"{source:<7}{labels[name]:<44}{len(values):>6}{p50:>9.2f}{p99:>9.2f}{max(values):>9.2f}"
                 )

@@ -22,19 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 
 from _clients import Fleet
-from _common import (
-    admin_mutation,
-    cpu_seconds,
-    emit,
-    print_table,
-    rss_kib,
-    running_store,
-    summarize_ms,
-)
+from _common import cpu_seconds, emit, print_table, rss_kib
+from marketpulse.testing import AdminClient, StoreProcess, summarize_ms
 
 MARKETS = 200
 QUERIES_PER_CLIENT = 3
@@ -99,42 +91,39 @@ def run_ours(
     names = tickers(markets)
     with (
         tempfile.TemporaryDirectory() as tmp,
-        running_store(Path(tmp), functions="marketpulse.marketdata.functions") as (url, key, proc),
+        StoreProcess(
+            Path(tmp) / "store.sqlite", functions="marketpulse.marketdata.functions"
+        ) as store,
+        AdminClient(store.url, store.admin_key) as admin,
     ):
-        admin_mutation(
-            url,
-            key,
+        url, pid = store.url, store.pid
+        admin.mutation(
             "marketData:upsertMarkets",
             {"markets": [{"ticker": t, "title": t, "status": "active"} for t in names]},
         )
         now = time.time() * 1000
-        admin_mutation(
-            url,
-            key,
+        admin.mutation(
             "marketData:applyUpdates",
             {"batch": {"prices": [{"ticker": t, "price": 0.5, "ts": now} for t in names]}},
         )
-        http = httpx.Client(headers={"Authorization": f"Convex {key}"}, timeout=30)
 
         def send(prices: list[dict[str, Any]]) -> None:
-            body = {"path": "marketData:applyUpdates", "args": {"batch": {"prices": prices}}}
-            http.post(f"{url}/api/mutation", json=body).raise_for_status()
+            admin.call("mutation", "marketData:applyUpdates", {"batch": {"prices": prices}})
 
         subs = [
             [("marketData:getPrice", {"ticker": t}) for t in mine]
             for mine in _assignments(names, clients, 11)
         ]
-        rss_before = rss_kib(proc.pid)
+        rss_before = rss_kib(pid)
         with Fleet("sync", url, subs) as fleet:
             time.sleep(0.5)
-            rss_idle = rss_kib(proc.pid)
-            cpu_before = cpu_seconds(proc.pid)
+            rss_idle = rss_kib(pid)
+            cpu_before = cpu_seconds(pid)
             start_ms = time.time() * 1000
             sent = _publish(send, names, rate, per_batch, seconds)
             end_ms = time.time() * 1000
             time.sleep(1.0)  # the tail
-            cpu = cpu_seconds(proc.pid) - cpu_before
-        http.close()
+            cpu = cpu_seconds(pid) - cpu_before
         figures = _figures(fleet, clients, sent, start_ms, end_ms)
         figures["server_cpu_s"] = round(cpu, 3)
         figures["server_cpu_us_per_push"] = round(cpu * 1e6 / max(1, figures["pushes"]), 1)

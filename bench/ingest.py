@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from _common import emit, print_table
-from marketpulse.pipeline._local import LocalSystem
 from marketpulse.pipeline.workflow import KalshiStreamWorkflow
+from marketpulse.testing import LocalSystem
 from pipeline_throughput import pipeline_step, seed_way, wait, worker_counter
 
 MARKETS = 200

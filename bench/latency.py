@@ -44,14 +44,13 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from _clients import Fleet
-from _common import ROOT, emit, print_table, summarize_ms
+from _common import ROOT, emit, print_table
 from marketpulse.kalshi import BookUpdated, FeedStats, KalshiCredentials, KalshiFeed
 from marketpulse.pipeline._alerts import Alerter
-from marketpulse.pipeline._local import LocalSystem
-from marketpulse.pipeline._procs import ManagedProcess
 from marketpulse.pipeline._store import StoreClient
 from marketpulse.pipeline._stream import StreamRunner
 from marketpulse.pipeline.config import StreamConfig
+from marketpulse.testing import LocalSystem, ManagedProcess, summarize_ms
 
 WATCH = ROOT / "tests" / "e2e" / "convex_watch.py"
 # The npm ConvexClient twin (node, tests/js/node_modules from `scripts/install.sh --dev`).

@@ -22,10 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 from marketpulse.marketdata.functions import marketData
 from marketpulse.reactive.engine import Engine, Identity
 from marketpulse.reactive.persistence import open_persistence
+from marketpulse.testing import percentile
 
-SRC = Path(__file__).resolve().parent.parent / "src"
 MARKETS = 250
 CHANGED = 200
 SUBSCRIPTIONS = 1000
@@ -98,11 +95,6 @@ def batch(n: int, changed: list[int]) -> dict[str, Any]:
     return {"prices": prices, "books": books, "trades": trades}
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 async def run(batches: int, subscriptions: int, directory: Path, tag: str) -> dict[str, Any]:
     engine = await Engine.open(open_persistence(f"sqlite:{directory / f'{tag}.db'}"), [marketData])
     admin, anon = Identity.admin(), Identity.anonymous()
@@ -156,7 +148,7 @@ async def run(batches: int, subscriptions: int, directory: Path, tag: str) -> di
                 {(QUERIES[s % 3], (s * 7) % MARKETS) for s in range(subscriptions)}
             ),
             "commit_p50_ms": round(statistics.median(commit_ms), 3),
-            "commit_p99_ms": round(pct(commit_ms, 0.99), 3),
+            "commit_p99_ms": round(percentile(commit_ms, 99), 3),
             "batches_per_s": round(batches / elapsed, 2),
             # CPU time of this process: less sensitive than wall time to other load on the machine.
             "cpu_ms_per_batch": round(cpu * 1000 / batches, 3),
@@ -166,13 +158,6 @@ async def run(batches: int, subscriptions: int, directory: Path, tag: str) -> di
         }
     finally:
         await engine.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def wait_quiet(clients: list[Any], quiet_s: float = 0.05, limit_s: float = 10.0) -> None:
@@ -191,42 +176,16 @@ async def run_server(batches: int, directory: Path) -> dict[str, Any] | None:
     """The same batches through a real ``marketpulse serve`` (HTTP mutations with the admin key),
     1,000 subscriptions over 50 WebSocket connections of the light sync client."""
     try:
-        import httpx
-
         from marketpulse.reactive.sync.client import LightSyncClient
+        from marketpulse.testing import AsyncAdminClient, StoreProcess
     except ImportError:
         return None
-    key = "bench-" + os.urandom(12).hex()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "marketpulse", "serve", "--port", str(port),
-         "--db", f"sqlite:{directory / 'server.db'}"],
-        env={**os.environ, "MARKETPULSE_ADMIN_KEY": key, "PYTHONPATH": str(SRC)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    store = StoreProcess(directory / "server.db").start()
+    url = store.url
     clients: list[Any] = []
     try:
-        async with httpx.AsyncClient(
-            timeout=30, headers={"Authorization": f"Convex {key}"}
-        ) as http:
-
-            async def mutate(path: str, args: dict[str, Any]) -> None:
-                body = {"path": path, "args": args, "format": "convex_encoded_json"}
-                r = (await http.post(f"{url}/api/mutation", json=body)).json()
-                assert r["status"] == "success", r
-
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    await http.get(url)
-                    break
-                except httpx.TransportError:
-                    assert time.monotonic() < deadline and proc.poll() is None, (
-                        "serve did not start"
-                    )
-                    await asyncio.sleep(0.1)
+        async with AsyncAdminClient(url, store.admin_key) as http:
+            mutate = http.mutation
             await mutate("marketData:applyUpdates", {"batch": batch(0, list(range(MARKETS)))})
             for c in range(50):
                 client = await LightSyncClient(LightSyncClient.ws_url(url)).connect()
@@ -277,16 +236,15 @@ async def run_server(batches: int, directory: Path) -> dict[str, Any] | None:
     finally:
         for client in clients:
             await client.close()
-        proc.terminate()
-        proc.wait(timeout=10)
+        store.stop()
     return {
         "batches": batches,
         "subscriptions": SUBSCRIPTIONS,
         "connections": len(clients),
         "http_commit_p50_ms": round(statistics.median(commit_ms), 3),
-        "http_commit_p99_ms": round(pct(commit_ms, 0.99), 3),
+        "http_commit_p99_ms": round(percentile(commit_ms, 99), 3),
         "delivered_p50_ms": round(statistics.median(delivered_ms), 3),
-        "delivered_p99_ms": round(pct(delivered_ms, 0.99), 3),
+        "delivered_p99_ms": round(percentile(delivered_ms, 99), 3),
         "transitions_per_batch": round((after[0] - before[0]) / batches, 1),
         "query_updates_per_batch": round((after[1] - before[1]) / batches, 1),
         "sustained_batches_per_s": round(sustained, 2),

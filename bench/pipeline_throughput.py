@@ -49,11 +49,10 @@ from marketpulse.kalshi import (  # noqa: E402
     TickerMessage,
     TradeMessage,
 )
-from marketpulse.pipeline._local import LocalSystem  # noqa: E402
-from marketpulse.pipeline._procs import ManagedProcess  # noqa: E402
 from marketpulse.pipeline._store import StoreClient  # noqa: E402
 from marketpulse.pipeline.worker import workflow_runner  # noqa: E402
 from marketpulse.pipeline.workflow import KalshiStreamWorkflow  # noqa: E402
+from marketpulse.testing import LocalSystem, ManagedProcess  # noqa: E402
 
 WATCH = ROOT / "tests" / "e2e" / "convex_watch.py"
 SEED_QUEUE = "seed-bench"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import tempfile
 import time
@@ -23,9 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import cpu_seconds, emit, print_table, running_store, summarize_with_cpu
+from _common import BENCH, cpu_seconds, emit, print_table, summarize_with_cpu
 from marketpulse.pipeline._store import StoreClient
 from marketpulse.reactive.sync.client import LightSyncClient
+from marketpulse.testing import StoreProcess
 
 BLOCK = 100
 
@@ -49,13 +49,13 @@ async def measure(
 
 
 async def run(calls: int) -> dict[str, object]:
-    # The functions module lives beside this script; the server imports it from PYTHONPATH.
-    here = str(Path(__file__).resolve().parent)
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
     with (
         tempfile.TemporaryDirectory() as tmp,
-        running_store(Path(tmp), functions="sync_latency_app") as (url, key, proc),
+        StoreProcess(
+            Path(tmp) / "store.sqlite", functions="sync_latency_app", pythonpath=[BENCH]
+        ) as store,
     ):
+        url, key = store.url, store.admin_key
         http = StoreClient(url, key, transport="http")
         ws = await LightSyncClient(LightSyncClient.ws_url(url), keep_transitions=False).connect()
         await ws.authenticate("Admin", key)
@@ -70,8 +70,8 @@ async def run(calls: int) -> dict[str, object]:
             return response
 
         transports = {"http": over_http, "websocket": over_ws}
-        await measure(BLOCK, proc.pid, transports)  # warm up both
-        figures = await measure(calls, proc.pid, transports)
+        await measure(BLOCK, store.pid, transports)  # warm up both
+        figures = await measure(calls, store.pid, transports)
         await http.aclose()
         await ws.close()
     h, w = figures["http"], figures["websocket"]

@@ -31,6 +31,7 @@ from marketpulse.reactive import FunctionModule, QueryCtx, Schema, Table
 from marketpulse.reactive.engine import Engine, SharedQuery
 from marketpulse.reactive.engine._store import Write
 from marketpulse.reactive.persistence import open_persistence
+from marketpulse.testing import percentile
 
 WIDTH = 10.0
 
@@ -46,11 +47,6 @@ def range_(ctx: QueryCtx, lo: float, hi: float) -> list[float]:
 class Listener:
     def on_query_updated(self, query: SharedQuery) -> None:
         pass
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
 def fake_write(k: float, rnd: random.Random) -> list[Write]:
@@ -109,10 +105,10 @@ async def measure(
         "subs": n_subs,
         "subscribe_s": round(subscribe_s, 2),
         "find_p50_us": round(statistics.median(find_us), 2),
-        "find_p99_us": round(pct(find_us, 99), 2),
+        "find_p99_us": round(percentile(find_us, 99), 2),
         "linear_p50_us": round(statistics.median(linear_us), 1),
         "commit_p50_ms": round(statistics.median(commit_ms), 3),
-        "commit_p99_ms": round(pct(commit_ms, 99), 3),
+        "commit_p99_ms": round(percentile(commit_ms, 99), 3),
     }
 
 

@@ -21,9 +21,7 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,36 +34,7 @@ sys.path.insert(0, str(SRC))
 
 from _clients import _quiet_gc  # noqa: E402
 from marketpulse.reactive.sync.client import LightSyncClient, RawSubscriber  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def start_server(db: Path, port: int) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(SRC), env.get("PYTHONPATH", "")])
-    env["MARKETPULSE_ADMIN_KEY"] = "bench-admin-key"
-    env["MARKETPULSE_LOG_LEVEL"] = "warning"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "marketpulse", "serve", "--port", str(port), "--db",
-         f"sqlite:{db}", "--functions", "sync_latency_app"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "server died")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("server did not start")
+from marketpulse.testing import StoreProcess, percentile  # noqa: E402
 
 
 async def _subscribers(url: str, n: int, ready: Any, go: Any, out: Any, rounds: int) -> None:
@@ -173,13 +142,6 @@ async def _seed(url: str) -> None:
     await writer.close()
 
 
-def pct(values: list[int], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
@@ -205,14 +167,16 @@ def main() -> None:
     if args.url:
         base, fan, server_ms, cpu_ms = run(args.url)
     else:
-        port = free_port()
-        with tempfile.TemporaryDirectory() as tmp:
-            server = start_server(Path(tmp) / "bench.sqlite", port)
-            try:
-                base, fan, server_ms, cpu_ms = run(f"http://127.0.0.1:{port}")
-            finally:
-                server.terminate()
-                server.wait(15)
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            StoreProcess(
+                Path(tmp) / "bench.sqlite",
+                functions="sync_latency_app",
+                pythonpath=[HERE],
+                env={"MARKETPULSE_LOG_LEVEL": "warning"},
+            ) as store,
+        ):
+            base, fan, server_ms, cpu_ms = run(store.url)
 
     expected = args.subscribers * rounds
     rows = [
@@ -222,8 +186,8 @@ def main() -> None:
     print(f"{'case':<28}{'receipts':>12}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}")
     for name, lat, want in rows:
         print(
-            f"{name:<28}{f'{len(lat)}/{want}':>12}{pct(lat, 0.5):>10.2f}"
-            f"{pct(lat, 0.99):>10.2f}{(max(lat) / 1e6 if lat else float('nan')):>10.2f}"
+            f"{name:<28}{f'{len(lat)}/{want}':>12}{percentile(lat, 50) / 1e6:>10.2f}"
+            f"{percentile(lat, 99) / 1e6:>10.2f}{(max(lat) / 1e6 if lat else float('nan')):>10.2f}"
         )
     print(
         f"server-side fan-out per commit (write to all {args.subscribers}): "
@@ -236,10 +200,10 @@ def main() -> None:
         "subscribers": args.subscribers,
         "rounds": rounds,
         "client_procs": args.procs,
-        "baseline_p50_ms": round(pct(base, 0.5), 3),
-        "baseline_p99_ms": round(pct(base, 0.99), 3),
-        "p50_ms": round(pct(fan, 0.5), 3),
-        "p99_ms": round(pct(fan, 0.99), 3),
+        "baseline_p50_ms": round(percentile(base, 50) / 1e6, 3),
+        "baseline_p99_ms": round(percentile(base, 99) / 1e6, 3),
+        "p50_ms": round(percentile(fan, 50) / 1e6, 3),
+        "p99_ms": round(percentile(fan, 99) / 1e6, 3),
         "max_ms": round(max(fan) / 1e6, 3) if fan else None,
         "mean_ms": round(statistics.fmean(fan) / 1e6, 3) if fan else None,
         "receipts": len(fan),

@@ -9,7 +9,6 @@ restarted. Screenshots go to test-artifacts/ for a person to look at.
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -19,8 +18,7 @@ from typing import Any
 import pytest
 
 from marketpulse.dashboard import static_dir
-from marketpulse.dashboard._feeder import StoreWriter, SyntheticFeed
-from marketpulse.dashboard._process import ServeProcess
+from marketpulse.testing import AdminClient, DevProcess, StoreProcess, SyntheticFeed
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -48,7 +46,7 @@ class Ticker:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        writer = StoreWriter(self.url, self.key, timeout=2.0)
+        writer = AdminClient(self.url, self.key, timeout=2.0)
         try:
             while not self._stop.wait(self.period):
                 try:
@@ -70,13 +68,13 @@ class Ticker:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[tuple[ServeProcess, SyntheticFeed, str]]:
+def store(tmp_path: Path) -> Iterator[tuple[StoreProcess, SyntheticFeed, str]]:
     if static_dir() is None:
         pytest.fail("the dashboard is not built (src/marketpulse/dashboard/static)")
-    key = "e2e-" + secrets.token_hex(16)
-    proc = ServeProcess(tmp_path / "store.sqlite", key).start()
+    proc = StoreProcess(tmp_path / "store.sqlite").start()
+    key = proc.admin_key
     feed = SyntheticFeed(MARKETS, seed=7, closed=1)
-    writer = StoreWriter(proc.url, key)
+    writer = AdminClient(proc.url, key)
     try:
         feed.seed_store(writer, history_trades=20)
     finally:
@@ -130,7 +128,7 @@ def _open(browser: Any, url: str, markets: int) -> tuple[Any, list[str]]:
 
 
 def test_dashboard_live_in_a_browser(
-    store: tuple[ServeProcess, SyntheticFeed, str], browser: Any
+    store: tuple[StoreProcess, SyntheticFeed, str], browser: Any
 ) -> None:
     proc, feed, key = store
     # The page comes from the store itself, connects to its own origin, and lists every market.
@@ -177,7 +175,7 @@ def test_dashboard_live_in_a_browser(
     book_before = _text(page, "[data-testid=orderbook]")
     with Ticker(feed, proc.url, key, period=0.15):
         # Make sure the chosen market trades, not only random others.
-        writer = StoreWriter(proc.url, key)
+        writer = AdminClient(proc.url, key)
         try:
             for _ in range(3):
                 ts = time.time() * 1000
@@ -233,7 +231,7 @@ def test_dashboard_live_in_a_browser(
     proc.start()
     page.wait_for_selector("[data-testid=connection][data-state=connected]", timeout=40_000)
     # New data written after the restart reaches the same page.
-    writer = StoreWriter(proc.url, key)
+    writer = AdminClient(proc.url, key)
     try:
         ts = time.time() * 1000
         trade = feed.trade(chosen, ts, trade_id="after-restart-1")
@@ -257,8 +255,6 @@ def test_dashboard_live_in_a_browser(
 
 def test_dashboard_on_marketpulse_dev_with_the_simulator(tmp_path: Path, browser: Any) -> None:
     """The whole system: simulator -> worker (Temporal) -> store -> dashboard."""
-    from marketpulse.dashboard._process import DevProcess
-
     with DevProcess(tmp_path / "dev", sim_markets=4, sim_rate=150) as dev:
         # The list fills with the simulator's markets; the feed panel reports a healthy stream.
         page, errors = _open(browser, dev.url + "/", 4)

@@ -10,10 +10,6 @@ client, since the official client re-yields unchanged values (see ``Watched``).
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -24,7 +20,7 @@ import httpx
 import pytest
 from convex import ConvexClient, ConvexError
 
-from .store_harness import free_port
+from marketpulse.testing import AsyncAdminClient, StoreProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -42,66 +38,21 @@ _NOTHING = object()
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "MARKETPULSE_ADMIN_KEY": ADMIN_KEY}
-    log = (tmp_path / "serve.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "marketpulse",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--db",
-            f"sqlite:{tmp_path / 'store.db'}",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "marketpulse serve did not start listening"
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        log.close()
-        assert ADMIN_KEY not in (tmp_path / "serve.log").read_text(), (
-            "the admin key leaked into the log"
-        )
+    log = tmp_path / "serve.log"
+    with StoreProcess(tmp_path / "store.db", admin_key=ADMIN_KEY, log_path=log) as store:
+        yield store.url
+    assert ADMIN_KEY not in log.read_text(), "the admin key leaked into the log"
 
 
 async def mutate(
     url: str, path: str, args: dict[str, Any], key: str | None = ADMIN_KEY
 ) -> dict[str, Any]:
     """An HTTP mutation as the worker sends it (docs/interfaces.md §4)."""
-    headers = {"Authorization": f"Convex {key}"} if key else {}
-    async with httpx.AsyncClient(timeout=10) as http:
-        r = await http.post(
-            f"{url}/api/mutation",
-            json={"path": path, "args": args, "format": "convex_encoded_json"},
-            headers=headers,
-        )
-    if r.status_code != 200:
-        return {"status": "error", "httpStatus": r.status_code}
-    body: dict[str, Any] = r.json()
-    return body
+    async with AsyncAdminClient(url, key, timeout=10) as client:
+        try:
+            return await client.call("mutation", path, args)
+        except httpx.HTTPStatusError as exc:
+            return {"status": "error", "httpStatus": exc.response.status_code}
 
 
 async def apply(url: str, **batch: Any) -> Any:

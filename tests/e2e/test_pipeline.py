@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
-import os
 import sys
 import threading
 import time
@@ -23,10 +22,16 @@ from typing import Any
 import pytest
 from temporalio.client import Client
 
-from marketpulse.pipeline._local import Book, LocalSystem, canonical_book
-from marketpulse.pipeline._procs import ManagedProcess, free_port, marketpulse_env
 from marketpulse.pipeline.config import TASK_QUEUE, MarketsChange, StreamConfig
 from marketpulse.pipeline.workflow import KalshiStreamWorkflow
+from marketpulse.testing import (
+    Book,
+    LocalSystem,
+    ManagedProcess,
+    WorkerProcess,
+    canonical_book,
+    free_port,
+)
 
 pytestmark = [
     pytest.mark.e2e,
@@ -50,15 +55,14 @@ class System(LocalSystem):
     markets: list[str]
     all_markets: list[str]
 
-    def start_worker(self, *extra: str) -> ManagedProcess:
+    def start_worker(self, *extra: str, metrics_port: int | None = None) -> WorkerProcess:
         return super().start_worker(
-            "--metrics-port",
-            str(free_port()),
             "--alert-webhook",
             self.webhook,
             "--graceful-timeout",
             "5",
             *extra,
+            metrics_port=metrics_port or free_port(),
         )
 
 
@@ -360,7 +364,6 @@ def cli(system: System, *args: str) -> str:
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, **marketpulse_env()},
     )
     assert out.returncode == 0, out.stderr
     return out.stdout

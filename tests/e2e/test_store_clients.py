@@ -6,24 +6,19 @@ npm ``convex`` (tests/js, driven through tests/js/driver.mjs) and PyPI ``convex`
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import httpx
 import pytest
 from convex import ConvexClient
 from convex.http_client import ConvexHttpClient
 
 from marketpulse.reactive.sync.client import LightSyncClient, RawSubscriber
+from marketpulse.testing import AdminClient, StoreProcess
 
-from .store_harness import ADMIN_KEY, JsDriver, StoreProcess, free_port, node_available
+from .js_driver import JsDriver, node_available
 
 pytestmark = pytest.mark.e2e
 
@@ -32,13 +27,30 @@ needs_node = pytest.mark.skipif(
 )
 
 
+ADMIN_KEY = "e2e-admin-key-" + "0" * 16
+
+
+def example_store(db_path: Path, **options: Any) -> StoreProcess:
+    """A store serving tests/e2e/example_functions."""
+    options.setdefault("admin_key", ADMIN_KEY)
+    return StoreProcess(
+        db_path,
+        functions="example_functions",
+        pythonpath=[Path(__file__).parent],
+        **options,
+    )
+
+
+def call(store: StoreProcess, kind: Literal["query", "mutation"], path: str, args: Any) -> Any:
+    """One call over HTTP as an anonymous user; the store's whole answer."""
+    with AdminClient(store.url, timeout=10) as client:
+        return client.call(kind, path, args)
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[StoreProcess]:
-    proc = StoreProcess(tmp_path / "store.sqlite").start()
-    try:
+    with example_store(tmp_path / "store.sqlite") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def is_update(sub: str, value: Any) -> Any:
@@ -77,7 +89,7 @@ def test_js_subscriber_sees_http_and_websocket_mutations(store: StoreProcess) ->
 
 @needs_node
 def test_js_admin_client_calls_internal_mutations(store: StoreProcess) -> None:
-    js = JsDriver(store.url, admin=True)
+    js = JsDriver(store.url, admin_key=ADMIN_KEY)
     try:
         r = js.call("mutation", "ws", "counter:internalInc", {"name": "adm"}, "m1")
         assert r == {"event": "result", "rid": "m1", "value": 1}
@@ -96,23 +108,20 @@ def test_js_client_reconnects_after_the_server_is_killed(store: StoreProcess) ->
         assert js.call("mutation", "ws", "counter:inc", {"name": "rs", "by": 5}, "m1")["value"] == 5
         js.wait_for(is_update("s", 5))
         store.kill()  # SIGKILL: no goodbye to anyone
-        restarted = StoreProcess(store.db_path, port=store.port).start()
-        try:
-            # A write from elsewhere after the restart reaches the same subscription.
-            assert restarted.call("mutation", "counter:inc", {"name": "rs"})["value"] == 6.0
-            js.wait_for(is_update("s", 6), timeout=40)
-            # And the WebSocket client's own mutations work again.
-            r = js.call(
-                "mutation",
-                "ws",
-                "counter:inc",
-                {"name": "rs"},
-                "m2",
-            )
-            assert r == {"event": "result", "rid": "m2", "value": 7}
-            js.wait_for(is_update("s", 7))
-        finally:
-            restarted.stop()
+        store.start()  # the same port and file
+        # A write from elsewhere after the restart reaches the same subscription.
+        assert call(store, "mutation", "counter:inc", {"name": "rs"})["value"] == 6.0
+        js.wait_for(is_update("s", 6), timeout=40)
+        # And the WebSocket client's own mutations work again.
+        r = js.call(
+            "mutation",
+            "ws",
+            "counter:inc",
+            {"name": "rs"},
+            "m2",
+        )
+        assert r == {"event": "result", "rid": "m2", "value": 7}
+        js.wait_for(is_update("s", 7))
     finally:
         js.close()
 
@@ -229,7 +238,7 @@ def test_raw_subscriber_sees_what_the_official_client_sees(store: StoreProcess) 
         )
         await asyncio.wait_for(client.subscribed, 10)
         for _ in range(3):
-            await asyncio.to_thread(store.call, "mutation", "counter:inc", {"name": "raw"})
+            await asyncio.to_thread(call, store, "mutation", "counter:inc", {"name": "raw"})
         for _ in range(200):
             if seen and seen[-1] == 3.0:
                 break
@@ -271,7 +280,7 @@ def test_clients_take_a_transition_split_for_size(store: StoreProcess) -> None:
             for q in qs:
                 await c.wait_for(q)
             before = len(c.transitions)
-            await asyncio.to_thread(store.call, "mutation", "counter:inc", {"name": "sp"})
+            await asyncio.to_thread(call, store, "mutation", "counter:inc", {"name": "sp"})
             for q in qs:
                 await c.wait_for(q, lambda v: v["value"] == 1.0)
             await c.close()
@@ -292,44 +301,24 @@ def test_clients_take_a_transition_split_for_size(store: StoreProcess) -> None:
 
 
 def test_serve_shuts_down_cleanly_on_sigterm(tmp_path: Path) -> None:
-    proc = StoreProcess(tmp_path / "term.sqlite").start()
-    assert proc.call("mutation", "counter:inc", {"name": "t"})["value"] == 1.0
+    proc = example_store(tmp_path / "term.sqlite").start()
+    assert call(proc, "mutation", "counter:inc", {"name": "t"})["value"] == 1.0
     assert proc.stop() == 0
     assert "Traceback" not in proc.log()
-    again = StoreProcess(tmp_path / "term.sqlite").start()
-    try:
-        assert again.call("query", "counter:get", {"name": "t"})["value"] == 1.0
-    finally:
-        again.stop()
+    with example_store(tmp_path / "term.sqlite") as again:
+        assert call(again, "query", "counter:get", {"name": "t"})["value"] == 1.0
 
 
 def test_generated_admin_key_is_printed_once_and_never_logged(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "MARKETPULSE_ADMIN_KEY"}
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "marketpulse", "serve", "--port", str(port),
-         "--db", f"sqlite:{tmp_path / 'k' / 'store.sqlite'}", "--functions", "example_functions"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
+    # An empty key makes serve generate one and print it on its console (this log).
+    log = tmp_path / "serve.log"
+    with example_store(tmp_path / "k" / "store.sqlite", admin_key="", log_path=log) as store:
+        line = log.read_text().splitlines()[0]
         key = line.strip().rsplit(" ", 1)[-1]
         assert len(key) >= 32, line
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                httpx.get(url + "/health", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        admin = ConvexHttpClient(url)
+        admin = ConvexHttpClient(store.url)
         admin.set_admin_auth(key)
         assert admin.mutation("counter:internalInc", {"name": "k"}) == 1.0
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=15)
-    assert key not in out and key not in err, "printed once, then never again"
+    assert log.read_text().count(key) == 1, "printed once, then never again"
     assert (tmp_path / "k" / "store.sqlite").exists(), "the db directory was created"
     assert key.encode() not in b"".join(p.read_bytes() for p in (tmp_path / "k").iterdir())

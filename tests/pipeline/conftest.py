@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from marketpulse.pipeline._local import LocalSystem
+from marketpulse.testing import LocalSystem
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[LocalSystem]:
     """A real ``marketpulse serve`` on a SQLite file in the test's temporary folder."""
-    system = LocalSystem(tmp_path)
-    system.start_store()
-    yield system
-    system.stop()
+    with LocalSystem(tmp_path) as system:
+        system.start_store()
+        yield system

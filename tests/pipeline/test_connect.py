@@ -8,18 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from marketpulse.pipeline._binaries import temporal_cli
 from marketpulse.pipeline._connect import connect_temporal
-from marketpulse.pipeline._procs import ManagedProcess, free_port
+from marketpulse.testing import ManagedProcess, TemporalProcess, WorkerProcess, free_port
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def start_temporal(port: int, log: Path) -> ManagedProcess:
-    argv = [temporal_cli(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port)]
-    for flag in ("--ui-port", "--http-port", "--metrics-port"):
-        argv += [flag, str(free_port())]
-    return ManagedProcess("temporal", [*argv, "--headless"], log_path=log).start()
 
 
 async def test_nothing_listening_is_a_clear_error_after_the_timeout() -> None:
@@ -41,22 +33,24 @@ async def test_a_server_that_exits_ends_the_wait_at_once(tmp_path: Path) -> None
 def test_a_worker_started_before_temporal_waits_for_it_then_polls(tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "worker.log"
-    argv = [sys.executable, "-m", "marketpulse", "worker", "--temporal", f"127.0.0.1:{port}"]
-    worker = ManagedProcess(
-        "worker", argv, log_path=log, env={"MARKETPULSE_ADMIN_KEY": "k" * 32}
+    worker = WorkerProcess(
+        log,
+        temporal=f"127.0.0.1:{port}",
+        store_url=f"http://127.0.0.1:{free_port()}",
+        admin_key="k" * 32,
     ).start()
-    temporal: ManagedProcess | None = None
+    temporal: TemporalProcess | None = None
     try:
         deadline = time.monotonic() + 30
         while "Temporal not ready" not in (log.read_text() if log.exists() else ""):
-            assert worker.poll() is None, worker.log_tail()
-            assert time.monotonic() < deadline, worker.log_tail()
+            assert worker.poll() is None, worker.log()[-3000:]
+            assert time.monotonic() < deadline, worker.log()[-3000:]
             time.sleep(0.1)
-        temporal = start_temporal(port, tmp_path / "temporal.log")
+        temporal = TemporalProcess(tmp_path / "temporal.log", port=port).start()
         deadline = time.monotonic() + 60
         while "worker polling" not in log.read_text():
-            assert worker.poll() is None, worker.log_tail()
-            assert time.monotonic() < deadline, worker.log_tail()
+            assert worker.poll() is None, worker.log()[-3000:]
+            assert time.monotonic() < deadline, worker.log()[-3000:]
             time.sleep(0.1)
     finally:
         worker.stop()

@@ -6,14 +6,14 @@ import importlib.util
 import os
 import signal
 import stat
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from marketpulse.pipeline._procs import ManagedProcess, free_port
+from marketpulse.testing import AdminClient, DevProcess, free_port
+from proctree import alive, descendants
 
 pytestmark = [
     pytest.mark.timeout(400),
@@ -24,86 +24,32 @@ pytestmark = [
 ]
 
 
-def descendants(pid: int) -> set[int]:
-    """Every live process below ``pid``."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
-    out: set[int] = set()
-    todo = [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.add(c)
-            todo.append(c)
-    return out
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
-
-
 def query(url: str, path: str, args: dict[str, object]) -> object:
-    body = httpx.post(f"{url}/api/query", json={"path": path, "args": args}, timeout=10).json()
-    assert body["status"] == "success", body
-    return body["value"]
+    with AdminClient(url, timeout=10, format="json") as client:
+        return client.query(path, args)
 
 
-def run_dev(data: Path, ports: dict[str, int], log: Path, seed: int = 1) -> ManagedProcess:
-    ready = data.parent / "ready.txt"
-    ready.unlink(missing_ok=True)
-    proc = ManagedProcess(
-        "dev",
-        [
-            sys.executable,
-            "-m",
-            "marketpulse",
-            "dev",
-            "--data-dir",
-            str(data),
-            "--port",
-            str(ports["store"]),
-            "--temporal-port",
-            str(ports["temporal"]),
-            "--temporal-ui-port",
-            str(ports["ui"]),
-            "--simulator-port",
-            str(ports["sim"]),
-            "--sim-markets",
-            "4",
-            "--sim-rate",
-            "100",
-            "--seed",
-            str(seed),
-            "--ready-file",
-            str(ready),
-        ],
+def run_dev(data: Path, ports: dict[str, int], log: Path, seed: int = 1) -> DevProcess:
+    dev = DevProcess(
+        data,
         log_path=log,
-        env={"MARKETPULSE_ADMIN_KEY": ""},
-    ).start()
-    end = time.monotonic() + 180
-    while not ready.exists():
-        assert proc.poll() is None, log.read_text()[-3000:]
-        assert time.monotonic() < end, log.read_text()[-3000:]
-        time.sleep(0.2)
-    return proc
+        port=ports["store"],
+        temporal_port=ports["temporal"],
+        ui_port=ports["ui"],
+        simulator_port=ports["sim"],
+        sim_markets=4,
+        sim_rate=100,
+        seed=seed,
+    )
+    return dev.start(timeout=180)
 
 
-def stop_and_check(proc: ManagedProcess, sig: int) -> None:
-    tree = descendants(proc.pid)
+def stop_and_check(dev: DevProcess, sig: int) -> None:
+    tree = descendants(dev.pid)
     assert len(tree) >= 4  # temporal, store, simulator, worker (and their children)
-    os.kill(proc.pid, sig)  # only the launcher, as a terminal's Ctrl-C would
-    assert proc.proc is not None
-    assert proc.proc.wait(90) == 0
+    os.kill(dev.pid, sig)  # only the launcher, as a terminal's Ctrl-C would
+    assert dev.process is not None
+    assert dev.process.wait(90) == 0
     end = time.monotonic() + 10
     while any(alive(p) for p in tree) and time.monotonic() < end:
         time.sleep(0.1)

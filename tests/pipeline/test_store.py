@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 
 import pytest
 
-from marketpulse.pipeline._local import LocalSystem
 from marketpulse.pipeline._store import StoreClient, StoreError
+from marketpulse.testing import LocalSystem
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -64,14 +63,11 @@ async def test_store_restart_is_a_transient_error_then_the_next_call_reconnects(
     client = StoreClient(store.store_url, store.admin_key, timeout=5.0)
     try:
         await client.mutation("marketData:reportStreamStatus", {"status": STATUS})
-        port = int(store.store_url.rsplit(":", 1)[1])
         store.procs["store"].stop(10)
         with pytest.raises(StoreError) as down:
             await client.mutation("marketData:reportStreamStatus", {"status": STATUS})
         assert down.value.transient
-        argv = [sys.executable, "-m", "marketpulse", "serve", "--port", str(port)]
-        argv += ["--db", f"sqlite:{store.root / 'store.sqlite'}"]
-        store._start("store", argv, port, {"MARKETPULSE_ADMIN_KEY": store.admin_key})
+        store.procs["store"].start()  # the same port, file and key
         await client.mutation(
             "marketData:reportStreamStatus", {"status": {**STATUS, "gaps": 7, "updatedAt": 3_000.0}}
         )

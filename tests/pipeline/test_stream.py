@@ -14,11 +14,11 @@ import pytest
 from marketpulse.kalshi import KalshiCredentials, KalshiFeed, KalshiRestClient
 from marketpulse.pipeline._alerts import Alerter
 from marketpulse.pipeline._backfill import fetch_trades_since
-from marketpulse.pipeline._local import Book, LocalSystem
 from marketpulse.pipeline._store import StoreClient
 from marketpulse.pipeline._stream import FeedLike, StreamRunner, StreamStats
 from marketpulse.pipeline.config import StreamConfig
 from marketpulse.simulator import Simulator, SimulatorConfig
+from marketpulse.testing import Book, LocalSystem
 
 pytestmark = pytest.mark.timeout(120)
 

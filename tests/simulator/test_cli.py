@@ -6,45 +6,47 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from marketpulse.kalshi import KalshiCredentials
+from marketpulse.testing import ManagedProcess
+
+
+def ready_line(log: Path) -> dict[str, Any] | None:
+    """The simulator's machine-readable ready line, once printed (whole)."""
+    complete = (log.read_text() if log.exists() else "").split("\n")[:-1]
+    return next((json.loads(line) for line in complete if line.startswith("{")), None)
+
+
+def simulate(tmp_path: Path, *args: str) -> tuple[ManagedProcess, dict[str, Any]]:
+    """``marketpulse simulate --port 0 ARGS``, once it has printed its ready line."""
+    log = tmp_path / "simulate.log"
+    argv = [sys.executable, "-m", "marketpulse", "simulate", "--port", "0", *args]
+    proc = ManagedProcess("simulator", argv, log_path=log).start()
+    proc.wait_ready(lambda: ready_line(log) is not None, 60, "printing its ready line")
+    ready = ready_line(log)
+    assert ready is not None
+    return proc, ready
 
 
 def test_simulate_subprocess_prints_keys_and_obeys_control(tmp_path: Path) -> None:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "marketpulse",
-            "simulate",
-            "--port",
-            "0",
-            "--markets",
-            "4",
-            "--rate",
-            "500",
-            "--seed",
-            "3",
-            "--key-dir",
-            str(tmp_path),
-            "--epoch-ms",
-            "1795000000000",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc, ready = simulate(
+        tmp_path,
+        "--markets",
+        "4",
+        "--rate",
+        "500",
+        "--seed",
+        "3",
+        "--key-dir",
+        str(tmp_path),
+        "--epoch-ms",
+        "1795000000000",
     )
     try:
-        assert proc.stdout is not None
-        ready = None
-        for _ in range(20):
-            line = proc.stdout.readline()
-            if line.startswith("{"):
-                ready = json.loads(line)
-                break
-        assert ready and ready["event"] == "simulator_ready"
+        assert ready["event"] == "simulator_ready"
         assert Path(ready["private_key_path"]).parent == tmp_path
         KalshiCredentials.from_file(ready["key_id"], ready["private_key_path"])  # loadable
         with httpx.Client(timeout=10) as http:
@@ -64,9 +66,7 @@ def test_simulate_subprocess_prints_keys_and_obeys_control(tmp_path: Path) -> No
             book = http.get(base + "/_sim/book/" + markets[0]["ticker"]).json()
             assert set(book) == {"yes", "no"}
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-    assert proc.returncode == 0
+        assert proc.stop(10) == 0
 
 
 def test_simulate_rejects_missing_replay_file(tmp_path: Path) -> None:
@@ -103,28 +103,16 @@ def test_simulate_replays_a_recording(tmp_path: Path) -> None:
         )
         + "\n"
     )
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "marketpulse",
-            "simulate",
-            "--port",
-            "0",
-            "--replay",
-            str(rec),
-            "--speed",
-            "10",
-            "--key-dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc, ready = simulate(
+        tmp_path,
+        "--replay",
+        str(rec),
+        "--speed",
+        "10",
+        "--key-dir",
+        str(tmp_path),
     )
     try:
-        assert proc.stdout is not None
-        ready = next(json.loads(ln) for ln in iter(proc.stdout.readline, "") if ln.startswith("{"))
         base = ready["rest_url"].removesuffix("/trade-api/v2")
         with httpx.Client(timeout=10) as http:
             assert http.get(base + "/_sim/markets").json()["markets"] == [t]
@@ -137,5 +125,4 @@ def test_simulate_replays_a_recording(tmp_path: Path) -> None:
                 time.sleep(0.05)
             assert book == {"yes": [], "no": [["0.3000", "7.00"], ["0.3100", "2.25"]]}
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        proc.stop(10)

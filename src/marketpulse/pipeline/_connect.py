@@ -13,7 +13,7 @@ import time
 import structlog
 from temporalio.client import Client
 
-from marketpulse.pipeline._procs import ManagedProcess
+from marketpulse._process import ManagedProcess
 
 __all__ = ["connect_temporal"]
 

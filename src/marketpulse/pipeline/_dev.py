@@ -1,10 +1,11 @@
 """``marketpulse dev``: the whole system on one machine, on embedded defaults.
 
 Starts, in order: the Temporal dev server (state and web UI), the store (SQLite), the exchange
-simulator (in this process) or a real Kalshi exchange, the worker, and the stream workflow for
-the exchange's markets. Ctrl-C or SIGTERM stops them in reverse order: the worker drains first
-(while the store and Temporal are still up to take its last writes), then the simulator, the
-store, and Temporal last. Every child runs in its own process group with a parent-death signal,
+simulator or a real Kalshi exchange, the worker, and the stream workflow for the exchange's
+markets; each child as :mod:`marketpulse._components` describes it (the test harness,
+:mod:`marketpulse.testing`, starts the same ones). Ctrl-C or SIGTERM stops them in reverse
+order: the worker drains first (while the store and Temporal are still up to take its last
+writes), then the simulator, the store, and Temporal last. Every child runs in its own process group with a parent-death signal,
 so none is left behind.
 
 The data directory holds everything that must survive a restart: the Temporal database, the
@@ -16,9 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,19 +29,20 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 
+from marketpulse._admin_key import load_admin_key
 from marketpulse._aio import cancel_and_wait
-from marketpulse.pipeline._binaries import temporal_cli
-from marketpulse.pipeline._connect import connect_temporal
-from marketpulse.pipeline._procs import ManagedProcess, free_port, wait_for_port
+from marketpulse._components import (
+    ChildProcess,
+    SimulatorProcess,
+    StoreProcess,
+    TemporalProcess,
+    WorkerProcess,
+)
+from marketpulse._process import free_port
 from marketpulse.pipeline.config import TASK_QUEUE, MarketsChange, StreamConfig, WorkflowStatus
 from marketpulse.pipeline.workflow import KalshiStreamWorkflow
 
-__all__ = ["DevOptions", "load_admin_key", "run_dev"]
-
-ADMIN_KEY_FILE = "admin_key"
-# Where `marketpulse simulate --key-dir` keeps its generated key pair.
-SIM_KEY_FILE = "kalshi-sim-private-key.pem"
-SIM_KEY_ID_FILE = "kalshi-sim-key-id"
+__all__ = ["DevOptions", "run_dev"]
 
 
 @dataclass
@@ -65,34 +65,13 @@ class DevOptions:
     ready_file: Path | None = None
 
 
-def load_admin_key(data_dir: Path) -> str:
-    """The store's admin key: ``MARKETPULSE_ADMIN_KEY`` if set, else the data dir's key file.
-
-    A new key is generated on first use and written with mode 0600.
-    """
-    env = os.environ.get("MARKETPULSE_ADMIN_KEY", "").strip()
-    if env:
-        return env
-    path = data_dir / ADMIN_KEY_FILE
-    if path.exists():
-        key = path.read_text().strip()
-        if key:
-            os.chmod(path, 0o600)
-            return key
-    key = "mp_admin_" + secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(key + "\n")
-    return key
-
-
 class _Dev:
     def __init__(self, opts: DevOptions, console: Console) -> None:
         self.opts = opts
         self.console = console
         self.data = opts.data_dir.resolve()
         self.logs = self.data / "logs"
-        self.procs: list[ManagedProcess] = []
+        self.procs: list[ChildProcess] = []
         self.sim_env: dict[str, str] = {}
         self.sim_url = ""
         self.client: Client | None = None
@@ -127,126 +106,64 @@ class _Dev:
                     task, completed=1, description=f"[green]✓[/green] {label}: {detail}"
                 )
 
+    async def _launch(self, child: ChildProcess) -> None:
+        self.procs.append(child)
+        await asyncio.to_thread(child.start)
+
     async def _start_temporal(self) -> str:
-        o = self.opts
-        proc = ManagedProcess(
-            "temporal",
-            [
-                temporal_cli(),
-                "server",
-                "start-dev",
-                "--ip",
-                "127.0.0.1",
-                "--port",
-                str(o.temporal_port),
-                "--ui-port",
-                str(self.ui_port),
-                "--http-port",
-                str(free_port()),
-                "--metrics-port",
-                str(free_port()),
-                "--db-filename",
-                str(self.data / "temporal.db"),
-                "--ui-disable-news-fetch",
-                "--log-level",
-                "warn",
-            ],
-            log_path=self.logs / "temporal.log",
-        ).start()
-        self.procs.append(proc)
-        await asyncio.to_thread(wait_for_port, o.temporal_port, 90.0, proc)
-        address = f"127.0.0.1:{o.temporal_port}"
-        self.client = await connect_temporal(address, visibility=True, server=proc)
-        return address
+        temporal = TemporalProcess(
+            self.logs / "temporal.log",
+            port=self.opts.temporal_port,
+            ui_port=self.ui_port,
+            db_file=self.data / "temporal.db",
+            log_level="warn",
+        )
+        await self._launch(temporal)
+        self.client = await temporal.client()
+        return temporal.address
 
     async def _start_store(self) -> str:
-        o = self.opts
-        proc = ManagedProcess(
-            "store",
-            [
-                sys.executable,
-                "-m",
-                "marketpulse",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(o.port),
-                "--db",
-                f"sqlite:{self.data / 'store.sqlite'}",
-            ],
+        store = StoreProcess(
+            f"sqlite:{self.data / 'store.sqlite'}",
+            admin_key=self.admin_key,
+            port=self.opts.port,
             log_path=self.logs / "store.log",
-            env={"MARKETPULSE_ADMIN_KEY": self.admin_key},
-        ).start()
-        self.procs.append(proc)
-        await asyncio.to_thread(wait_for_port, o.port, 60.0, proc)
-        return f"http://127.0.0.1:{o.port}"
+        )
+        await self._launch(store)
+        return store.url
 
     async def _start_exchange(self) -> str:
         o = self.opts
         if o.exchange != "sim":
             self.sim_env = {}
             return f"Kalshi {o.exchange} (credentials from KALSHI_* in this environment)"
-        key_dir = self.data / "simulator"
-        proc = ManagedProcess(
-            "simulator",
-            [
-                sys.executable,
-                "-m",
-                "marketpulse",
-                "simulate",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(o.simulator_port),
-                "--markets",
-                str(o.sim_markets),
-                "--rate",
-                str(o.sim_rate),
-                "--seed",
-                str(o.seed),
-                "--key-dir",
-                str(key_dir),
-            ],
+        sim = SimulatorProcess(
+            self.data / "simulator",
             log_path=self.logs / "simulator.log",
-        ).start()
-        self.procs.append(proc)
-        await asyncio.to_thread(wait_for_port, o.simulator_port, 60.0, proc)
-        self.sim_url = f"http://127.0.0.1:{o.simulator_port}"
-        self.sim_env = {
-            "KALSHI_API_KEY_ID": (key_dir / SIM_KEY_ID_FILE).read_text().strip(),
-            "KALSHI_PRIVATE_KEY_PATH": str(key_dir / SIM_KEY_FILE),
-            "MARKETPULSE_SIM_URL": self.sim_url,
-        }
+            port=o.simulator_port,
+            markets=o.sim_markets,
+            rate=o.sim_rate,
+            seed=o.seed,
+        )
+        await self._launch(sim)
+        self.sim_url = sim.url
+        self.sim_env = sim.worker_env()
         return f"simulator {self.sim_url} ({o.sim_markets} markets, {o.sim_rate:g} msg/s)"
 
     async def _start_worker(self) -> str:
         o = self.opts
-        argv = [
-            sys.executable,
-            "-m",
-            "marketpulse",
-            "worker",
-            "--temporal",
-            f"127.0.0.1:{o.temporal_port}",
-            "--store",
-            f"http://127.0.0.1:{o.port}",
-            "--exchange",
-            o.exchange,
-            "--metrics-port",
-            str(self.metrics_port),
-        ]
-        if o.alert_webhook:
-            argv += ["--alert-webhook", o.alert_webhook]
-        proc = ManagedProcess(
-            "worker",
-            argv,
-            log_path=self.logs / "worker.log",
-            env={"MARKETPULSE_ADMIN_KEY": self.admin_key, **self.sim_env},
-        ).start()
-        self.procs.append(proc)
-        await asyncio.to_thread(wait_for_port, self.metrics_port, 60.0, proc)
-        return f"pid {proc.pid}, metrics http://127.0.0.1:{self.metrics_port}/metrics"
+        worker = WorkerProcess(
+            self.logs / "worker.log",
+            temporal=f"127.0.0.1:{o.temporal_port}",
+            store_url=f"http://127.0.0.1:{o.port}",
+            admin_key=self.admin_key,
+            exchange=o.exchange,
+            env=self.sim_env,
+            metrics_port=self.metrics_port,
+            alert_webhook=o.alert_webhook,
+        )
+        await self._launch(worker)
+        return f"pid {worker.pid}, metrics {worker.metrics_url}"
 
     async def _markets(self) -> list[str]:
         if self.opts.markets:
@@ -345,11 +262,11 @@ class _Dev:
         by_name = {p.name: p for p in self.procs}
         if "worker" in by_name:
             self.console.print("stopping worker (draining)…")
-            await asyncio.to_thread(by_name["worker"].stop, 20.0)
+            await asyncio.to_thread(by_name["worker"].stop)
         for name in ("simulator", "store", "temporal"):
             if name in by_name:
                 self.console.print(f"stopping {name}…")
-                await asyncio.to_thread(by_name[name].stop, 15.0)
+                await asyncio.to_thread(by_name[name].stop)
         self.console.print("[green]all stopped[/green]")
 
 

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import importlib
 import logging
-import secrets
 import signal
 import sys
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ import typer
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from marketpulse._admin_key import new_admin_key
 from marketpulse.reactive.limits import ConnectionLimits, RunLimits
 
 __all__ = ["ServeSettings", "register"]
@@ -220,7 +220,7 @@ def register(
         if settings.admin_key is not None and settings.admin_key.get_secret_value():
             admin_key = settings.admin_key.get_secret_value()
         else:
-            admin_key = secrets.token_hex(32)
+            admin_key = new_admin_key()
             # Printed once, to the console only: never logged, never stored.
             typer.echo(f"Admin key (set MARKETPULSE_ADMIN_KEY to choose your own): {admin_key}")
         modules = load_function_modules(

@@ -1,9 +1,11 @@
-"""Child processes that never outlive their parent.
+"""Child processes that never outlive their parent, and the probes that tell they are ready.
 
 Each child runs in its own session (so a terminal's Ctrl-C reaches only the launcher, which
 then stops the children in order) and, on Linux, asks the kernel to SIGTERM it if the launcher
 dies (``PR_SET_PDEATHSIG``), so even a SIGKILLed launcher leaves no orphan. Stopping signals the
 whole process group, waits, then SIGKILLs what is left.
+
+``marketpulse dev`` and :mod:`marketpulse.testing` both start their children with this module.
 """
 
 from __future__ import annotations
@@ -16,13 +18,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Self
 
-__all__ = ["ManagedProcess", "free_port", "marketpulse_env", "wait_for_port"]
+import httpx
+
+__all__ = ["ManagedProcess", "free_port", "http_ok", "marketpulse_env", "port_open"]
 
 _PR_SET_PDEATHSIG = 1
+_SRC = str(Path(__file__).resolve().parents[1])
 
 
 def _child_setup() -> None:  # runs in the child between fork and exec
@@ -32,11 +37,16 @@ def _child_setup() -> None:  # runs in the child between fork and exec
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
-def marketpulse_env() -> dict[str, str]:
-    """Environment that makes ``python -m marketpulse`` children import this same checkout."""
-    src = str(Path(__file__).resolve().parents[2])
-    rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != src]
-    return {"PYTHONPATH": os.pathsep.join([src, *rest])}
+def marketpulse_env(extra_paths: Sequence[str | os.PathLike[str]] = ()) -> dict[str, str]:
+    """Environment that makes ``python -m marketpulse`` children import this same checkout.
+
+    Args:
+        extra_paths: Folders put first on the child's ``PYTHONPATH`` (e.g. where a functions
+            module lives).
+    """
+    first = [str(p) for p in extra_paths] + [_SRC]
+    rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in first]
+    return {"PYTHONPATH": os.pathsep.join([*first, *rest])}
 
 
 def free_port() -> int:
@@ -46,28 +56,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for_port(port: int, timeout: float, proc: ManagedProcess | None = None) -> None:
-    """Block until 127.0.0.1:port accepts a connection.
+def port_open(port: int) -> bool:
+    """Whether 127.0.0.1:port accepts a connection now (a readiness probe)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
-    Raises:
-        TimeoutError: Not listening in time.
-        RuntimeError: ``proc`` exited first.
-    """
-    end = time.monotonic() + timeout
-    while True:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{proc.name} exited with {proc.poll()}{proc.log_tail()}")
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.settimeout(0.5)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        if time.monotonic() > end:
-            raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f}s")
-        time.sleep(0.1)
+
+def http_ok(url: str) -> bool:
+    """Whether ``GET url`` answers 200 now (a readiness probe)."""
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 class ManagedProcess:
     """One child process in its own process group, output to a log file.
+
+    Usable as a context manager: started on entry, stopped on exit.
 
     Args:
         name: Short name for messages.
@@ -75,6 +82,7 @@ class ManagedProcess:
         log_path: Where stdout and stderr go (appended); None inherits the parent's.
         env: Extra environment variables (merged over the parent's).
         cwd: Working directory.
+        pythonpath: Folders put first on the child's ``PYTHONPATH``.
     """
 
     def __init__(
@@ -85,16 +93,17 @@ class ManagedProcess:
         log_path: Path | None = None,
         env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
+        pythonpath: Sequence[str | os.PathLike[str]] = (),
     ) -> None:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path
-        self._env = {**os.environ, **marketpulse_env(), **(env or {})}
+        self._env = {**os.environ, **marketpulse_env(pythonpath), **(env or {})}
         self._cwd = cwd
         self._log: IO[bytes] | None = None
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> ManagedProcess:
+    def start(self) -> Self:
         """Start the child."""
         out: IO[bytes] | None = None
         if self.log_path is not None:
@@ -111,6 +120,30 @@ class ManagedProcess:
             preexec_fn=_child_setup,
         )
         return self
+
+    def wait_ready(self, ready: Callable[[], bool], timeout: float, what: str = "ready") -> None:
+        """Poll ``ready`` every 0.1 s until it holds.
+
+        Args:
+            ready: The readiness probe (e.g. :func:`port_open` or :func:`http_ok` bound to an
+                address).
+            timeout: Seconds to wait.
+            what: What ``ready`` checks, for the timeout's message.
+
+        Raises:
+            RuntimeError: The child exited first (the message ends with its log's tail).
+            TimeoutError: Not ready in time (the message ends with its log's tail).
+        """
+        end = time.monotonic() + timeout
+        while True:
+            code = self.poll()
+            if code is not None:
+                raise RuntimeError(f"{self.name} exited with {code}{self.log_tail()}")
+            if ready():
+                return
+            if time.monotonic() > end:
+                raise TimeoutError(f"{self.name} not {what} after {timeout:g}s{self.log_tail()}")
+            time.sleep(0.1)
 
     @property
     def pid(self) -> int:
@@ -135,6 +168,15 @@ class ManagedProcess:
     def poll(self) -> int | None:
         """Exit code, or None while running."""
         return None if self.proc is None else self.proc.poll()
+
+    def wait(self, timeout: float) -> int:
+        """Wait for the child to exit on its own; returns its exit code.
+
+        Raises:
+            subprocess.TimeoutExpired: Still running after ``timeout``.
+        """
+        assert self.proc is not None
+        return self.proc.wait(timeout)
 
     def signal(self, sig: int) -> None:
         """Send ``sig`` to the child's whole process group."""
@@ -167,3 +209,9 @@ class ManagedProcess:
         if self.proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(5)
+
+    def __enter__(self) -> Self:
+        return self.start() if self.proc is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,9 +1,9 @@
-"""A synthetic market feed written to a store over its HTTP API, for demos, tests and benches.
+"""A synthetic market feed for a store, in place of the pipeline, for tests and benchmarks.
 
-It plays the worker's part (docs/interfaces.md §4-5): ``marketData:upsertMarkets`` once, then
-``marketData:applyUpdates`` batches of prices, books and trades, with the admin key, so the
-dashboard can be exercised against a plain ``marketpulse serve`` without the pipeline. The
-admin key travels only in the Authorization header; it is never logged.
+It makes what the worker writes (docs/interfaces.md §4-5): ``marketData:upsertMarkets`` entries
+once, then ``marketData:applyUpdates`` batches of prices, books and trades, so the dashboard can
+be exercised against a plain ``marketpulse serve``; an :class:`~marketpulse.testing.AdminClient`
+sends them with the admin key.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+from marketpulse.testing._client import AdminClient
 
-__all__ = ["FeedMarket", "StoreWriter", "SyntheticFeed"]
+__all__ = ["FeedMarket", "SyntheticFeed"]
 
 _TITLES: list[tuple[str, str, list[Any]]] = [
     ("KXBTC", "Bitcoin above ${strike:,} at year end?", [90_000, 100_000, 110_000, 125_000]),
@@ -42,34 +42,6 @@ class FeedMarket:
     trades: int = 0
     close_time: float = 0.0
     book_sizes: list[float] = field(default_factory=list)
-
-
-class StoreWriter:
-    """Sends internal mutations to a store with the admin key (HTTP, convex JSON)."""
-
-    def __init__(self, store_url: str, admin_key: str, *, timeout: float = 10.0) -> None:
-        self._client = httpx.Client(
-            base_url=store_url.rstrip("/"),
-            headers={"Authorization": f"Convex {admin_key}"},
-            timeout=timeout,
-        )
-
-    def mutation(self, path: str, args: dict[str, Any]) -> Any:
-        """Run a mutation; returns its value.
-
-        Raises:
-            RuntimeError: the store answered with an error (its message, never the key).
-        """
-        r = self._client.post("/api/mutation", json={"path": path, "args": args, "format": "json"})
-        r.raise_for_status()
-        body = r.json()
-        if body.get("status") != "success":
-            raise RuntimeError(f"{path} failed: {body.get('errorMessage')}")
-        return body.get("value")
-
-    def close(self) -> None:
-        """Close the HTTP connection pool."""
-        self._client.close()
 
 
 class SyntheticFeed:
@@ -200,7 +172,7 @@ class SyntheticFeed:
             "updatedAt": now,
         }
 
-    def seed_store(self, writer: StoreWriter, history_trades: int = 40) -> None:
+    def seed_store(self, writer: AdminClient, history_trades: int = 40) -> None:
         """Write metadata, books, prices, some trade history and a stream status."""
         writer.mutation("marketData:upsertMarkets", {"markets": self.metadata()})
         writer.mutation("marketData:applyUpdates", {"batch": self.snapshot()})

@@ -1,4 +1,5 @@
-"""Child processes are stopped with their whole process group: no orphan survives."""
+"""The harness's process core: a child is stopped with its whole process group (no orphan
+survives, even when its launcher is killed), and its start-up errors carry its log's tail."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from marketpulse.pipeline._procs import ManagedProcess, free_port, wait_for_port
+from marketpulse.testing import ManagedProcess, free_port, port_open
+from proctree import alive
 
 # A child that starts a grandchild, ignores SIGTERM, and reports the grandchild's pid.
 _STUBBORN = """
@@ -17,19 +19,6 @@ g = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
 open(sys.argv[1], "w").write(str(g.pid))
 time.sleep(600)
 """
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0); look at its state.
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
 
 
 def wait_file(path: Path) -> str:
@@ -61,7 +50,7 @@ def test_child_dies_with_its_parent(tmp_path: Path) -> None:
     launcher = f"""
 import sys, time
 sys.path.insert(0, {str(Path(__file__).parents[2] / "src")!r})
-from marketpulse.pipeline._procs import ManagedProcess
+from marketpulse.testing import ManagedProcess
 p = ManagedProcess("c", [sys.executable, "-c", "import time; time.sleep(600)"]).start()
 open({str(pidfile)!r}, "w").write(str(p.pid))
 time.sleep(600)
@@ -77,10 +66,11 @@ time.sleep(600)
     assert not alive(child)
 
 
-def test_wait_for_port_reports_a_dead_process(tmp_path: Path) -> None:
+def test_wait_ready_reports_a_dead_process(tmp_path: Path) -> None:
     p = ManagedProcess("dies", [sys.executable, "-c", "raise SystemExit(3)"]).start()
+    port = free_port()
     try:
-        wait_for_port(free_port(), 10.0, p)
+        p.wait_ready(lambda: port_open(port), 10.0)
     except RuntimeError as exc:
         assert "dies exited with 3" in str(exc)
     else:
@@ -94,8 +84,9 @@ def test_a_process_that_dies_at_start_is_reported_with_the_end_of_its_log(
     script = "print('line one'); print('OSError: address already in use', flush=True); exit(1)"
     log = tmp_path / "dies.log"
     p = ManagedProcess("dies", [sys.executable, "-c", script], log_path=log).start()
+    port = free_port()
     try:
-        wait_for_port(free_port(), 10.0, p)
+        p.wait_ready(lambda: port_open(port), 10.0)
     except RuntimeError as exc:
         message = str(exc)
     else:

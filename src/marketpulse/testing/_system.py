@@ -1,38 +1,39 @@
-"""A whole local system as subprocesses on free ports, for tests and benchmarks.
+"""A whole local system as child processes on free ports.
 
 Temporal dev server (in memory), ``marketpulse serve`` (SQLite in ``root``), ``marketpulse
-simulate`` (controlled over ``/_sim``) and ``marketpulse worker``, each a
-:class:`~marketpulse.pipeline._procs.ManagedProcess` logging into ``root``.
+simulate`` (controlled over ``/_sim``) and ``marketpulse worker``, each logging into ``root``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 from temporalio.client import Client, WorkflowHandle
 
-from marketpulse.pipeline._binaries import temporal_cli
-from marketpulse.pipeline._connect import connect_temporal
-from marketpulse.pipeline._procs import ManagedProcess, free_port, wait_for_port
+from marketpulse._admin_key import new_admin_key
+from marketpulse._components import (
+    ChildProcess,
+    SimulatorProcess,
+    StoreProcess,
+    TemporalProcess,
+    WorkerProcess,
+)
+from marketpulse._process import free_port
 from marketpulse.pipeline.config import TASK_QUEUE, StreamConfig
 from marketpulse.pipeline.workflow import KalshiStreamWorkflow
+from marketpulse.testing._client import AdminClient
 
 __all__ = ["Book", "LocalSystem", "Streaming", "canonical_book"]
 
 Book = tuple[tuple[tuple[float, float], ...], tuple[tuple[float, float], ...]]
 """(bids, asks), best first, rounded: comparable between the store and the simulator."""
-
-SIM_KEY_FILE = "kalshi-sim-private-key.pem"
-SIM_KEY_ID_FILE = "kalshi-sim-key-id"
 
 
 def _round(levels: Sequence[Sequence[float]]) -> tuple[tuple[float, float], ...]:
@@ -57,7 +58,7 @@ class Streaming:
 
 
 class LocalSystem:
-    """Start and stop the system's processes.
+    """Start, stop and inspect the whole system; a context manager that stops it on exit.
 
     Args:
         root: Directory for logs, SQLite and simulator keys.
@@ -65,69 +66,68 @@ class LocalSystem:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.admin_key = "local_" + secrets.token_urlsafe(24)
-        self.procs: dict[str, ManagedProcess] = {}
+        self.admin_key = new_admin_key("local_")
+        self.procs: dict[str, ChildProcess] = {}
+        """The started parts by name: ``temporal``, ``store``, ``simulator``, ``worker``."""
         self.temporal = ""
+        """The Temporal frontend's ``host:port``, once started."""
         self.store_url = ""
         self.sim_url = ""
         self.sim_env: dict[str, str] = {}
+        """What points a worker at the simulator, once started."""
         self.http = httpx.Client(timeout=10)
+        self._store_client: AdminClient | None = None
 
     # -- processes ----------------------------------------------------------------------------
 
-    def _start(
-        self, name: str, argv: list[str], port: int, env: dict[str, str] | None = None
-    ) -> None:
-        proc = ManagedProcess(name, argv, log_path=self.root / f"{name}.log", env=env).start()
-        self.procs[name] = proc
-        wait_for_port(port, 90, proc)
+    def _start(self, child: ChildProcess) -> None:
+        self.procs[child.name] = child
+        child.start()
 
     def start_temporal(self) -> str:
         """Temporal dev server, in memory, no UI; returns ``host:port``."""
-        port = free_port()
-        argv = [temporal_cli(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port)]
-        for flag in ("--ui-port", "--http-port", "--metrics-port"):
-            argv += [flag, str(free_port())]
-        self._start("temporal", [*argv, "--headless", "--log-level", "error"], port)
-        self.temporal = f"127.0.0.1:{port}"
+        temporal = TemporalProcess(self.root / "temporal.log")
+        self._start(temporal)
+        self.temporal = temporal.address
         return self.temporal
 
     def start_store(self) -> str:
         """``marketpulse serve`` on SQLite; returns its URL."""
-        port = free_port()
-        db = f"sqlite:{self.root / 'store.sqlite'}"
-        argv = [sys.executable, "-m", "marketpulse", "serve", "--port", str(port), "--db", db]
-        self._start("store", argv, port, {"MARKETPULSE_ADMIN_KEY": self.admin_key})
-        self.store_url = f"http://127.0.0.1:{port}"
+        store = StoreProcess(
+            self.root / "store.sqlite", admin_key=self.admin_key, log_path=self.root / "store.log"
+        )
+        self._start(store)
+        self.store_url = store.url
+        self._store_client = AdminClient(store.url, timeout=10, format="json")
         return self.store_url
 
     def start_simulator(self, *, markets: int, rate: float, seed: int = 7) -> str:
         """``marketpulse simulate``; returns its base URL and fills :attr:`sim_env`."""
-        port = free_port()
-        key_dir = self.root / "sim-keys"
-        argv = [sys.executable, "-m", "marketpulse", "simulate", "--port", str(port)]
-        argv += ["--markets", str(markets), "--rate", str(rate), "--seed", str(seed)]
-        self._start("simulator", [*argv, "--key-dir", str(key_dir)], port)
-        self.sim_url = f"http://127.0.0.1:{port}"
-        self.sim_env = {
-            "KALSHI_API_KEY_ID": (key_dir / SIM_KEY_ID_FILE).read_text().strip(),
-            "KALSHI_PRIVATE_KEY_PATH": str(key_dir / SIM_KEY_FILE),
-            "MARKETPULSE_SIM_URL": self.sim_url,
-        }
+        sim = SimulatorProcess(
+            self.root / "sim-keys",
+            log_path=self.root / "simulator.log",
+            markets=markets,
+            rate=rate,
+            seed=seed,
+        )
+        self._start(sim)
+        self.sim_url = sim.url
+        self.sim_env = sim.worker_env()
         return self.sim_url
 
-    def start_worker(self, *extra: str) -> ManagedProcess:
-        """``marketpulse worker`` for the simulator (not waited for: it has no port)."""
-        argv = [sys.executable, "-m", "marketpulse", "worker", "--temporal", self.temporal]
-        argv += ["--store", self.store_url, "--exchange", "sim", *extra]
-        proc = ManagedProcess(
-            "worker",
-            argv,
-            log_path=self.root / "worker.log",
-            env={"MARKETPULSE_ADMIN_KEY": self.admin_key, **self.sim_env},
-        ).start()
-        self.procs["worker"] = proc
-        return proc
+    def start_worker(self, *extra: str, metrics_port: int | None = None) -> WorkerProcess:
+        """``marketpulse worker`` for the simulator; waited for only when it serves metrics."""
+        worker = WorkerProcess(
+            self.root / "worker.log",
+            temporal=self.temporal,
+            store_url=self.store_url,
+            admin_key=self.admin_key,
+            env=self.sim_env,
+            metrics_port=metrics_port,
+            extra=extra,
+        )
+        self._start(worker)
+        return worker
 
     async def start_streaming(
         self, *, markets: int, workflow_id: str, ready: int | None = None, rate: float = 1000.0
@@ -138,9 +138,7 @@ class LocalSystem:
         self.start_temporal()
         self.start_store()
         self.start_simulator(markets=markets, rate=rate)
-        metrics_port = free_port()
-        self.start_worker("--metrics-port", str(metrics_port))
-        wait_for_port(metrics_port, 60, self.procs["worker"])
+        worker = self.start_worker(metrics_port=free_port())
         tickers = self.sim_markets()
         client = await self.client()
         handle = await client.start_workflow(
@@ -155,7 +153,8 @@ class LocalSystem:
             if time.monotonic() > deadline:
                 raise TimeoutError("the store did not get the simulator's books within 60 s")
             await asyncio.sleep(0.2)
-        return Streaming(client, handle, tickers, f"http://127.0.0.1:{metrics_port}/metrics")
+        assert worker.metrics_url is not None
+        return Streaming(client, handle, tickers, worker.metrics_url)
 
     def stop(self) -> None:
         """Stop everything, the worker first and Temporal last."""
@@ -163,24 +162,27 @@ class LocalSystem:
             if name in self.procs:
                 self.procs[name].stop(10)
         self.http.close()
+        if self._store_client is not None:
+            self._store_client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     # -- talking to it ------------------------------------------------------------------------
 
     async def client(self) -> Client:
         """A Temporal client (retries while the frontend finishes starting)."""
-        return await connect_temporal(
-            self.temporal, timeout=30.0, visibility=True, server=self.procs.get("temporal")
-        )
+        temporal = self.procs["temporal"]
+        assert isinstance(temporal, TemporalProcess)
+        return await temporal.client(timeout=30.0)
 
     def query(self, path: str, args: dict[str, Any]) -> Any:
         """Run a store query over HTTP; returns its value."""
-        resp = self.http.post(
-            f"{self.store_url}/api/query", json={"path": path, "args": args, "format": "json"}
-        )
-        body = resp.json()
-        if body.get("status") != "success":
-            raise RuntimeError(f"{path}: {body}")
-        return body["value"]
+        assert self._store_client is not None, "the store was not started"
+        return self._store_client.query(path, args)
 
     def store_book(self, ticker: str) -> Book | None:
         """``getOrderbook(ticker, depth=10)`` as a :data:`Book`."""
