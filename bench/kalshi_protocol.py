@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 import orjson
 
+from _common import print_table
 from marketpulse.kalshi import (
     KalshiCredentials,
     KalshiFeed,
@@ -392,10 +393,7 @@ def main() -> None:
                 f"max {sim['gap_recovery_ms_max']:.1f} ms (get_snapshot, under load)",
             )
         )
-    w = max(len(r[0]) for r in rows)
-    print(f"{'measure':<{w}}  {'throughput':>22}  note")
-    for name, val, note in rows:
-        print(f"{name:<{w}}  {val:>22}  {note}")
+    print_table("kalshi_protocol", ["measure", "throughput", "note"], rows)
     figures: dict[str, Any] = {"bench": "kalshi_protocol", "quick": args.quick, **core, **feed}
     if sim:
         figures.update(sim)

@@ -42,6 +42,7 @@ from temporalio import activity, workflow  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
+from _common import print_table  # noqa: E402
 from marketpulse.kalshi import (  # noqa: E402
     BookUpdated,
     KalshiCredentials,
@@ -432,10 +433,7 @@ async def main() -> int:
             f"goal <= 25 ms; max {lat['max_ms']:.1f} ms, n={lat['samples']}, unchanged repeats {lat['repeats']}",
         ),
     ]
-    w = max(len(r[0]) for r in rows)
-    print(f"{'measure':<{w}}  {'value':>16}  notes")
-    for name, value, note in rows:
-        print(f"{name:<{w}}  {value:>16}  {note}")
+    print_table("pipeline_throughput", ["measure", "value", "notes"], rows)
     print(
         json.dumps(
             {
