@@ -111,11 +111,14 @@ class SharedQuery:
         version: incremented whenever ``result`` changes.
         listeners: current subscribers.
         runs: how many times the query has run (for tests and metrics).
+        journal: where its page ended on the last run that paginated (fixed from the first);
+            ``None`` for queries that do not paginate.
     """
 
     __slots__ = (
         "args",
         "identity",
+        "journal",
         "key",
         "kwargs",
         "listeners",
@@ -129,7 +132,7 @@ class SharedQuery:
 
     def __init__(
         self,
-        key: tuple[str, bytes, str],
+        key: tuple[str, bytes, str, str | None],
         path: str,
         args: Any,
         identity: Identity,
@@ -146,6 +149,7 @@ class SharedQuery:
         self.read_set = ReadSet()
         self.runs = 0
         self.kwargs: dict[str, Any] | None = None
+        self.journal: str | None = None
 
     def __repr__(self) -> str:
         return (
@@ -199,7 +203,7 @@ class Engine:
         self._remote: list[Commit] = []  # commits of other nodes, not yet applied
         self._remote_event = asyncio.Event()
         self._follower: asyncio.Task[None] | None = None
-        self._queries: dict[tuple[str, bytes, str], SharedQuery] = {}
+        self._queries: dict[tuple[str, bytes, str, str | None], SharedQuery] = {}
         self._subs: SubscriptionIndex[SharedQuery] = SubscriptionIndex()
         self._closed = False
         self.commits = 0
@@ -332,12 +336,17 @@ class Engine:
         args: Any,
         identity: Identity,
         kwargs: dict[str, Any] | None = None,
+        journal: str | None = None,
     ) -> tuple[FunctionResult, ReadSet]:
         self.query_runs += 1
         logs = LogCollector(self.limits.max_log_lines)
         limit = self.limits.query_time_limit
         tx = Transaction(
-            self._store, writable=False, deadline=self._deadline(limit), time_limit=limit
+            self._store,
+            writable=False,
+            deadline=self._deadline(limit),
+            time_limit=limit,
+            journal=journal,
         )
         try:
             # A shared query's arguments are validated once, at subscribe time; each re-run
@@ -347,7 +356,9 @@ class Engine:
             value = self._guarded(tx, lambda: spec.handler(ctx, **kwargs))
         except Exception as exc:
             return self._failed(exc, spec.path, logs), tx.read_set
-        return self._finish(value, logs), tx.read_set
+        result = self._finish(value, logs)
+        result.journal = tx.journal_out
+        return result, tx.read_set
 
     def _guarded(self, tx: Transaction, call: Callable[[], Any]) -> Any:
         """Run a handler under the watchdog, which interrupts even pure-CPU loops at the
@@ -374,36 +385,58 @@ class Engine:
             ) from None
 
     def run_query(
-        self, path: str, args: Any, identity: Identity | None = None, *, internal_ok: bool = False
+        self,
+        path: str,
+        args: Any,
+        identity: Identity | None = None,
+        *,
+        internal_ok: bool = False,
+        journal: str | None = None,
     ) -> FunctionResult:
         """Run a query once at :attr:`ts` (no subscription).
 
-        When a live subscription has the same (path, args, identity), its cached result is
-        returned without running anything: invalidation keeps it current at :attr:`ts`.
+        When a live subscription has the same (path, args, identity, journal), its cached
+        result is returned without running anything: invalidation keeps it current at
+        :attr:`ts`. ``journal`` fixes where a paginated page ends (see ``subscribe``).
         """
         identity = identity or Identity.anonymous()
         spec = self._resolve(path, identity, "query", internal_ok)
         if isinstance(spec, FunctionResult):
             return spec
-        shared = self._queries.get(self._query_key(spec.path, args, identity))
-        if shared is not None and shared.spec is spec:
+        shared = self._queries.get(self._query_key(spec.path, args, identity, journal))
+        # A paginated subscription keeps the end of its first run, which a fresh run without
+        # a journal would not have.
+        if shared is not None and shared.spec is spec and shared.journal == journal:
             shared.result.ts = self._ts
             return shared.result
-        return self._execute_query(spec, args, identity)[0]
+        return self._execute_query(spec, args, identity, journal=journal)[0]
 
     @staticmethod
-    def _query_key(canonical: str, args: Any, identity: Identity) -> tuple[str, bytes, str]:
+    def _query_key(
+        canonical: str, args: Any, identity: Identity, journal: str | None = None
+    ) -> tuple[str, bytes, str, str | None]:
         try:
             args_key = orjson.dumps(value_to_json(args), option=orjson.OPT_SORT_KEYS)
         except Exception:
             # Not a Convex value (or absurdly deep): never shared, and it fails validation.
             args_key = b"unshareable:%d" % id(args)
-        return (canonical, args_key, identity.key)
+        return (canonical, args_key, identity.key, journal)
 
     def subscribe(
-        self, path: str, args: Any, identity: Identity | None, listener: QueryListener
+        self,
+        path: str,
+        args: Any,
+        identity: Identity | None,
+        listener: QueryListener,
+        *,
+        journal: str | None = None,
     ) -> SharedQuery:
-        """Subscribe ``listener`` to a query; identical (path, args, identity) share one run.
+        """Subscribe ``listener`` to a query; identical (path, args, identity, journal) share
+        one run.
+
+        ``journal`` is what a client sends back when it re-subscribes (the ``journal`` of the
+        last result it saw): a paginated page then ends where it ended before. A query's first
+        run sets its journal and every re-run keeps it, so the page's end stays fixed.
 
         Returns:
             The :class:`SharedQuery`; its ``result`` is current when this returns.
@@ -413,13 +446,14 @@ class Engine:
             canonical = canonical_path(path)
         except ValueError:
             canonical = str(path)
-        key = self._query_key(canonical, args, identity)
+        key = self._query_key(canonical, args, identity, journal)
         query = self._queries.get(key)
         if query is None:
             spec = self._resolve(path, identity, "query")
             query = SharedQuery(
                 key, canonical, args, identity, spec if isinstance(spec, FunctionSpec) else None
             )
+            query.journal = journal
             if isinstance(spec, FunctionResult):
                 query.result = spec
             else:
@@ -444,7 +478,15 @@ class Engine:
     def _rerun(self, query: SharedQuery) -> bool:
         """Run ``query`` at the current state; return whether its outcome changed."""
         assert query.spec is not None
-        result, read_set = self._execute_query(query.spec, query.args, query.identity, query.kwargs)
+        result, read_set = self._execute_query(
+            query.spec, query.args, query.identity, query.kwargs, query.journal
+        )
+        if result.journal is not None:
+            query.journal = result.journal
+        elif result.success:
+            # Still the same page if the function stopped paginating (say, a branch on the
+            # data): keep reporting its end so a re-subscribing client keeps it too.
+            result.journal = query.journal
         query.runs += 1
         query.read_set = read_set
         self._subs.add(query, read_set)

@@ -68,6 +68,7 @@ class Transaction:
         time_limit: float | None = None,
         creation_time: Callable[[], float] | None = None,
         base: Overlay | None = None,
+        journal: str | None = None,
     ) -> None:
         self.store = store
         self.writable = writable
@@ -78,6 +79,11 @@ class Transaction:
         self.pending = Overlay()
         self.base = base if base is not None else Overlay()
         self._creation_time = creation_time or (lambda: time.time() * 1000.0)
+        # Pagination (see ``_pagination``): the end a subscribed page had on its previous
+        # run, whether this run paginated, and the end it stopped at.
+        self.journal_in = journal
+        self.paginated = False
+        self.journal_out: str | None = None
 
     # -- limits ---------------------------------------------------------------------------
     def check(self) -> None:
