@@ -21,7 +21,7 @@ from ._pagination import (
 from ._store import Document
 from ._transaction import Scan, Transaction
 
-__all__ = ["DatabaseReader", "DatabaseWriter", "IndexRange", "Query"]
+__all__ = ["DatabaseReader", "DatabaseWriter", "IndexRange", "Query", "SystemReader"]
 
 
 class IndexRange:
@@ -117,9 +117,15 @@ class IndexRange:
 class Query:
     """A query over one table, built fluently and run by a terminal method."""
 
-    def __init__(self, tx: Transaction, table: str) -> None:
+    def __init__(self, tx: Transaction, table: str, *, system: bool = False) -> None:
         if not isinstance(table, str) or not table:
             raise ValueError(f"invalid table name {table!r}")
+        if table.startswith("_") != system:
+            raise ValueError(
+                f"{table!r} is a system table: use ctx.db.system.query"
+                if not system
+                else f"{table!r} is not a system table: use ctx.db.query"
+            )
         self._tx = tx
         self._table = table
         self._index = "by_creation_time"
@@ -335,11 +341,30 @@ def _page_result(
     }
 
 
+class SystemReader:
+    """``ctx.db.system``: read-only access to the system tables (``_scheduled_functions``)."""
+
+    def __init__(self, tx: Transaction) -> None:
+        self._tx = tx
+
+    def get(self, doc_id: str) -> Document | None:
+        """The system document with this id, or ``None``."""
+        table = self._tx.table_of(doc_id) if isinstance(doc_id, str) else None
+        if table is not None and not table.startswith("_"):
+            return None
+        return self._tx.get(doc_id)
+
+    def query(self, table: str) -> Query:
+        """Start a query over the system table ``table``."""
+        return Query(self._tx, table, system=True)
+
+
 class DatabaseReader:
     """``ctx.db`` inside a query."""
 
     def __init__(self, tx: Transaction) -> None:
         self._tx = tx
+        self.system = SystemReader(tx)
 
     def get(self, doc_id: str) -> Document | None:
         """The document with this id, or ``None``."""

@@ -46,7 +46,8 @@ from ._keys import index_key
 from ._overlay import Overlay
 from ._readset import ReadSet
 from ._results import FunctionResult
-from ._store import MemoryStore, Write
+from ._scheduler import ActionScheduler, Scheduler, resolver, system_tables
+from ._store import MemoryStore, TableData, Write
 from ._transaction import Transaction, copy_value
 from ._watchdog import DEADLINE_WATCHDOG, Interrupted
 
@@ -67,6 +68,7 @@ class _Pending:
     future: asyncio.Future[FunctionResult]
     ts: int = 0
     writes: list[Write] = field(default_factory=list)
+    tables: tuple[str, ...] = ()  # tables written, when someone watches tables
     result: FunctionResult = field(default_factory=lambda: FunctionResult.failure("not run"))
 
 
@@ -194,6 +196,10 @@ class Engine:
                     raise ValueError(f"function {spec.path} is registered twice")
                 self._functions[spec.path] = spec
         self._store = MemoryStore(schema)
+        for name, defs in system_tables().items():
+            self._store.tables[name] = TableData(name, defs)
+        self._schedulable = resolver(self._functions)
+        self._table_watchers: dict[str, list[Callable[[], None]]] = {}
         self._ts = 0
         self._last_creation = 0.0
         self._last_ts = 0  # the latest ts handed out (>= _ts while commits are pending)
@@ -514,6 +520,13 @@ class Engine:
         spec = self._resolve(path, identity, "mutation", internal_ok)
         if isinstance(spec, FunctionResult):
             return spec
+        return await self.run_mutation_spec(spec, args, identity)
+
+    async def run_mutation_spec(
+        self, spec: FunctionSpec, args: Any, identity: Identity
+    ) -> FunctionResult:
+        """Run and commit the mutation ``spec`` (already resolved, maybe not registered: the
+        scheduler wraps a job's function with its state change); see :meth:`run_mutation`."""
         if self._closed:
             return FunctionResult.failure("The server is shutting down", ts=self._ts)
         pending = _Pending(spec, args, identity, asyncio.get_running_loop().create_future())
@@ -558,6 +571,7 @@ class Engine:
         try:
             kwargs = p.spec.validate_args(p.args)
             ctx = MutationCtx(DatabaseWriter(tx), p.identity, logs)
+            ctx.scheduler = Scheduler(tx, self._schedulable)
             value = self._guarded(tx, lambda: p.spec.handler(ctx, **kwargs))
         except Exception as exc:
             p.result = self._failed(exc, p.spec.path, logs)
@@ -566,6 +580,8 @@ class Engine:
         if not p.result.success:
             return False
         p.writes = tx.writes()
+        if self._table_watchers:
+            p.tables = tuple(tx.pending.tables)
         if p.writes:
             self._last_ts = max(time.time_ns(), self._last_ts + 1)
             for w in p.writes:
@@ -605,6 +621,8 @@ class Engine:
                 [self._last_creation]
                 + [float(w.new.get("_creationTime", 0.0)) for w in writes if w.new is not None]
             )
+        if self._table_watchers:
+            self._notify_tables({dw.table for c in self._remote for dw in c.writes})
         self._remote = []
         self._remote_event.clear()
         queue, self._queue = self._queue, []
@@ -695,6 +713,8 @@ class Engine:
         self._rebuild_overlay()
         applied = time.perf_counter()
         self._invalidate(points)
+        if self._table_watchers:
+            self._notify_tables({t for p in group for t in p.tables})
         t = self.timings
         t.groups += 1
         t.apply += applied - started
@@ -703,6 +723,43 @@ class Engine:
             p.result.ts = p.ts
             if not p.future.done():
                 p.future.set_result(p.result)
+
+    def watch_table(self, table: str, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` (synchronously) after each applied commit that wrote ``table``,
+        here or on another node; returns a function that stops watching."""
+        self._table_watchers.setdefault(table, []).append(callback)
+
+        def stop() -> None:
+            callbacks = self._table_watchers.get(table, [])
+            if callback in callbacks:
+                callbacks.remove(callback)
+            if not callbacks:
+                self._table_watchers.pop(table, None)
+
+        return stop
+
+    def _notify_tables(self, tables: set[str]) -> None:
+        for table in tables:
+            for callback in list(self._table_watchers.get(table, ())):
+                try:
+                    callback()
+                except Exception:
+                    log.exception("table watcher failed")
+
+    async def run_system(self, body: Callable[[Transaction], Any]) -> Any:
+        """Run ``body(tx)`` as a mutation of its own (as the system, who may write system
+        tables) and return its value once committed.
+
+        Raises:
+            RuntimeError: it failed or could not be committed.
+        """
+        spec = FunctionSpec(
+            "_system", "run", "mutation", "internal", lambda ctx: body(ctx.db._tx), (), Any
+        )
+        result = await self.run_mutation_spec(spec, {}, Identity.anonymous())
+        if not result.success:
+            raise RuntimeError(result.error_message)
+        return result.value
 
     async def _follow(self, feed: AsyncIterator[Commit]) -> None:
         """Queue commits of other nodes as the shared log delivers them."""
@@ -773,6 +830,7 @@ class Engine:
             return unwrap(await self.run_action(p, a, identity, internal_ok=True))
 
         ctx = ActionCtx(identity, logs, call_query, call_mutation, call_action)
+        ctx.scheduler = ActionScheduler(self.run_system, self._schedulable)
         try:
             kwargs = spec.validate_args(args)
             async with asyncio.timeout(self.limits.action_time_limit):
