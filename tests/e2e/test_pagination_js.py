@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +42,13 @@ def store(tmp_path: Path) -> Iterator[StoreProcess]:
 def check_update(event: dict[str, Any], permanent: set[float]) -> None:
     """Ordered newest first, no duplicate, and no permanent row missing from the range."""
     rows: list[float] = event["results"]
-    assert all(a > b for a, b in zip(rows, rows[1:], strict=False)), "out of order or duplicate"
+    assert all(a > b for a, b in pairwise(rows)), "out of order or duplicate"
     if rows:
         lo, hi = rows[-1], rows[0]
         missing = {s for s in permanent if lo <= s <= hi} - set(rows)
         assert not missing, f"gap: {sorted(missing)[:10]}"
     pages = event["pages"]
-    for a, b in zip(pages, pages[1:], strict=False):
+    for a, b in pairwise(pages):
         if a["continueCursor"] is not None:
             assert b["cursor"] == a["continueCursor"], "pages do not chain"
 
