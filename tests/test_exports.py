@@ -107,6 +107,7 @@ EXPORTS: dict[str, list[str]] = {
     ],
     "marketpulse.reactive.engine": [
         "ActionCtx",
+        "ActionScheduler",
         "Auth",
         "CommitTimings",
         "DatabaseReader",
@@ -119,7 +120,10 @@ EXPORTS: dict[str, list[str]] = {
         "Query",
         "QueryCtx",
         "QueryListener",
+        "Scheduler",
+        "SchedulerRunner",
         "SharedQuery",
+        "SystemReader",
     ],
     "marketpulse.reactive.persistence": [
         "Commit",

@@ -1,6 +1,10 @@
 // A line-oriented driver for the official npm Convex clients, used by tests/e2e.
 // stdin: one JSON command per line; stdout: one JSON event per line.
 //   {"cmd":"subscribe","id":"s1","path":"counter:get","args":{...}}  -> {"event":"update","id","value"} | {"event":"error","id","message"}
+//   {"cmd":"paginate","id":"p1","path","args","initialNumItems":n,"field":"seq"}
+//       -> {"event":"paginated","id","status","results":[doc[field]...],"pages":[{cursor,continueCursor,isDone,n}...]}
+//       (ConvexClient.onPaginatedUpdate_experimental; "pages" are the client's loaded pages)
+//   {"cmd":"loadMore","id":"p1","numItems":n} -> {"event":"loadMore","id","ok"}
 //   {"cmd":"unsubscribe","id":"s1"}
 //   {"cmd":"mutation"|"query"|"action","via":"ws"|"http","rid":"r1","path","args"} -> {"event":"result","rid","value"} | {"event":"failed","rid","message","data"?}
 //   {"cmd":"close"}
@@ -19,6 +23,7 @@ if (adminKey) {
   http.setAdminAuth(adminKey);
 }
 const subs = new Map();
+const paginated = new Map(); // id -> latest result (holds loadMore)
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 const ref = (path) => makeFunctionReference(path);
 
@@ -45,6 +50,26 @@ async function run(cmd) {
   }
 }
 
+// The pages the paginated client holds for `path`, in order: each page's start cursor and the
+// continueCursor/isDone of its latest result (the client's internals, for the tests' checks).
+function loadedPages(path) {
+  const pages = [];
+  for (const pq of ws.paginatedClient.paginatedQuerySet.values()) {
+    if (pq.canonicalizedUdfPath !== path) continue;
+    for (const key of pq.pageKeys) {
+      const entry = pq.pageKeyToQuery.get(key);
+      const r = ws.client.localQueryResultByToken(entry.queryToken);
+      pages.push({
+        cursor: entry.cursor ?? null,
+        continueCursor: r?.continueCursor ?? null,
+        isDone: r?.isDone ?? null,
+        n: r?.page?.length ?? null,
+      });
+    }
+  }
+  return pages;
+}
+
 const rl = createInterface({ input: process.stdin });
 rl.on("line", (line) => {
   if (!line.trim()) return;
@@ -58,6 +83,28 @@ rl.on("line", (line) => {
       (err) => out({ event: "error", id: cmd.id, message: String(err.message) }),
     );
     subs.set(cmd.id, unsub);
+  } else if (cmd.cmd === "paginate") {
+    const args = jsonToConvex(cmd.args ?? {});
+    const unsub = ws.onPaginatedUpdate_experimental(
+      ref(cmd.path),
+      args,
+      { initialNumItems: cmd.initialNumItems },
+      (result) => {
+        paginated.set(cmd.id, result);
+        out({
+          event: "paginated",
+          id: cmd.id,
+          status: result.status,
+          results: result.results.map((doc) => convexToJson(doc[cmd.field])),
+          pages: loadedPages(cmd.path),
+        });
+      },
+      (err) => out({ event: "error", id: cmd.id, message: String(err.message) }),
+    );
+    subs.set(cmd.id, unsub);
+  } else if (cmd.cmd === "loadMore") {
+    const ok = paginated.get(cmd.id)?.loadMore(cmd.numItems) ?? false;
+    out({ event: "loadMore", id: cmd.id, ok });
   } else if (cmd.cmd === "unsubscribe") {
     subs.get(cmd.id)?.();
     subs.delete(cmd.id);

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from marketpulse.reactive.access import AdminKeyAuth, Caller
-from marketpulse.reactive.engine import Engine, Identity
+from marketpulse.reactive.engine import Engine, Identity, SchedulerRunner
 from marketpulse.reactive.functions import FunctionModule, canonical_path
 from marketpulse.reactive.gateway import Gateway
 from marketpulse.reactive.limits import ConnectionLimits, RunLimits
@@ -59,7 +59,8 @@ def _ensure_sqlite_dir(url: str) -> None:
 async def open_gateway(
     settings: ServeSettings, admin_key: str, modules: list[FunctionModule]
 ) -> tuple[Gateway, Callable[[], Awaitable[Any]]]:
-    """Open persistence and engine per ``settings``; returns the gateway and its closer."""
+    """Open persistence and engine per ``settings`` and start the scheduled-function runner;
+    returns the gateway and its closer (runner, then engine)."""
     _ensure_sqlite_dir(settings.db)
     engine = await Engine.open(
         open_persistence(settings.db),
@@ -74,4 +75,15 @@ async def open_gateway(
         max_message_bytes=settings.max_message_bytes,
         client_send_timeout_s=settings.client_send_timeout_s,
     )
-    return gateway_for(engine, admin_key, limits), engine.close
+    runner = SchedulerRunner(engine)
+    try:
+        await runner.start()
+    except BaseException:
+        await engine.close()
+        raise
+
+    async def close() -> None:
+        await runner.stop()
+        await engine.close()
+
+    return gateway_for(engine, admin_key, limits), close

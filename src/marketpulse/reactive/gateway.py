@@ -46,7 +46,13 @@ class EngineAPI(Protocol):
     async def run_mutation(self, path: str, args: dict[str, Any], identity: Any) -> Any: ...
     async def run_action(self, path: str, args: dict[str, Any], identity: Any) -> Any: ...
     def subscribe(
-        self, path: str, args: dict[str, Any], identity: Any, listener: QueryListener
+        self,
+        path: str,
+        args: dict[str, Any],
+        identity: Any,
+        listener: QueryListener,
+        *,
+        journal: str | None = None,
     ) -> Any: ...
     def unsubscribe(self, query: Any, listener: QueryListener) -> None: ...
 

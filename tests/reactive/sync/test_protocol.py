@@ -546,3 +546,14 @@ def test_after_the_connection_is_lost_nothing_goes_in_or_out() -> None:
     p.tick(0.0)
     p.tick(1_000.0)
     assert p.data_to_send() == []
+
+
+def test_a_paginated_result_sends_its_journal() -> None:
+    p = SyncProtocol()
+    connect(p)
+    receive(p, add(0, (0, "history:page", {"paginationOpts": {"numItems": 2, "cursor": None}})))
+    page = FunctionResult(
+        True, {"page": []}, encoded={"page": []}, encoded_json=b'{"page":[]}', journal="~end"
+    )
+    t = transition(p, 3, {0: page})
+    assert t["modifications"][0]["journal"] == "~end"

@@ -10,6 +10,7 @@ from marketpulse._lazy import lazy_import
 
 __all__ = [
     "ActionCtx",
+    "ActionScheduler",
     "Auth",
     "CommitTimings",
     "DatabaseReader",
@@ -22,14 +23,19 @@ __all__ = [
     "Query",
     "QueryCtx",
     "QueryListener",
+    "Scheduler",
+    "SchedulerRunner",
     "SharedQuery",
+    "SystemReader",
 ]
 
 if TYPE_CHECKING:
     from ._context import ActionCtx, Auth, Identity, MutationCtx, QueryCtx
-    from ._database import DatabaseReader, DatabaseWriter, IndexRange, Query
+    from ._database import DatabaseReader, DatabaseWriter, IndexRange, Query, SystemReader
     from ._engine import CommitTimings, Engine, QueryListener, SharedQuery
     from ._results import FunctionResult
+    from ._runner import SchedulerRunner
+    from ._scheduler import ActionScheduler, Scheduler
 else:
     lazy_import(
         globals(),
@@ -43,6 +49,10 @@ else:
             "DatabaseWriter": "._database",
             "IndexRange": "._database",
             "Query": "._database",
+            "SystemReader": "._database",
+            "ActionScheduler": "._scheduler",
+            "Scheduler": "._scheduler",
+            "SchedulerRunner": "._runner",
             "CommitTimings": "._engine",
             "Engine": "._engine",
             "QueryListener": "._engine",

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
 from ..values import ConvexValueError, value_to_json
 from ._database import DatabaseReader, DatabaseWriter
+
+if TYPE_CHECKING:
+    from ._scheduler import ActionScheduler, Scheduler
 
 __all__ = ["ActionCtx", "Auth", "Identity", "LogCollector", "MutationCtx", "QueryCtx"]
 
@@ -137,9 +140,11 @@ class QueryCtx(_BaseCtx):
 
 
 class MutationCtx(QueryCtx):
-    """The context of a mutation: ``ctx.db`` also writes."""
+    """The context of a mutation: ``ctx.db`` also writes; ``ctx.scheduler`` schedules
+    functions, in the mutation's transaction (the engine sets it)."""
 
     db: DatabaseWriter
+    scheduler: Scheduler
 
     def __init__(self, db: DatabaseWriter, identity: Identity, logs: LogCollector) -> None:
         super().__init__(db, identity, logs)
@@ -150,7 +155,10 @@ Caller = Callable[[str, Any], Awaitable[Any]]
 
 
 class ActionCtx(_BaseCtx):
-    """The context of an action: call other functions (internal ones too) by path."""
+    """The context of an action: call other functions (internal ones too) by path;
+    ``ctx.scheduler`` schedules functions (async methods; the engine sets it)."""
+
+    scheduler: ActionScheduler
 
     def __init__(
         self,

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
+import orjson
+
+from ..values import value_to_json
 from ._keys import TOP, encode_value
+from ._pagination import (
+    END,
+    MAX_ROWS_READ,
+    SOFT_MAX_PAGE_LEN,
+    PageOptions,
+    decode_cursor,
+    encode_cursor,
+    soft_limit,
+)
 from ._store import Document
 from ._transaction import Scan, Transaction
 
-__all__ = ["DatabaseReader", "DatabaseWriter", "IndexRange", "Query"]
+__all__ = ["DatabaseReader", "DatabaseWriter", "IndexRange", "Query", "SystemReader"]
 
 
 class IndexRange:
@@ -104,23 +114,18 @@ class IndexRange:
         return lo, hi
 
 
-def _encode_cursor(key: bytes) -> str:
-    return base64.urlsafe_b64encode(key).decode("ascii")
-
-
-def _decode_cursor(cursor: str) -> bytes:
-    try:
-        return base64.urlsafe_b64decode(cursor.encode("ascii"))
-    except (binascii.Error, ValueError, UnicodeEncodeError) as exc:
-        raise ValueError(f"invalid pagination cursor {cursor[:40]!r}") from exc
-
-
 class Query:
     """A query over one table, built fluently and run by a terminal method."""
 
-    def __init__(self, tx: Transaction, table: str) -> None:
+    def __init__(self, tx: Transaction, table: str, *, system: bool = False) -> None:
         if not isinstance(table, str) or not table:
             raise ValueError(f"invalid table name {table!r}")
+        if table.startswith("_") != system:
+            raise ValueError(
+                f"{table!r} is a system table: use ctx.db.system.query"
+                if not system
+                else f"{table!r} is not a system table: use ctx.db.query"
+            )
         self._tx = tx
         self._table = table
         self._index = "by_creation_time"
@@ -227,62 +232,131 @@ class Query:
             scan.finish()
 
     def paginate(self, opts: Any) -> dict[str, Any]:
-        """One page: ``opts`` is ``{"numItems": n, "cursor": str | None, "endCursor"?: str}``.
+        """One page of a reactive paginated query (what ``usePaginatedQuery`` runs).
 
-        With ``endCursor`` (sent by ``usePaginatedQuery`` to keep an already loaded page's
-        boundaries fixed) the page runs from ``cursor`` up to and including ``endCursor``,
-        whatever ``numItems`` says.
+        ``opts`` is ``paginationOpts``: ``numItems``, ``cursor`` and optionally ``endCursor``,
+        ``maximumRowsRead``, ``maximumBytesRead`` and the client's ``id``. Without an end
+        cursor the page stops after ``numItems`` documents; a re-run of a subscribed page
+        keeps the end it first had (the journal, see ``_pagination``), so loaded pages stay
+        contiguous while rows are inserted and deleted. A function may paginate once.
 
         Returns:
-            ``{"page": [...], "isDone": bool, "continueCursor": str}``.
+            ``{"page", "isDone", "continueCursor", "splitCursor", "pageStatus"}``;
+            ``splitCursor`` and ``pageStatus`` are ``None`` unless the page should be split.
+
+        Raises:
+            ValueError: bad options, an invalid cursor (``InvalidCursor: ...``), or a second
+                ``paginate`` in the same function.
         """
-        if not isinstance(opts, dict):
-            raise ValueError("paginate() expects {'numItems': n, 'cursor': str | None}")
-        num = opts.get("numItems")
-        if isinstance(num, float) and num.is_integer():
-            num = int(num)
-        if isinstance(num, bool) or not isinstance(num, int) or num < 0:
-            raise ValueError(f"paginationOpts.numItems must be a non-negative integer, got {num!r}")
-        cursor = opts.get("cursor")
-        if cursor is not None and not isinstance(cursor, str):
-            raise ValueError("paginationOpts.cursor must be a string or null")
-        end_cursor = opts.get("endCursor")
-        if end_cursor is not None and not isinstance(end_cursor, str):
-            raise ValueError("paginationOpts.endCursor must be a string or null")
-        end_key = _decode_cursor(end_cursor) if end_cursor else None
+        o = PageOptions.parse(opts)
+        tx = self._tx
+        if tx.paginated:
+            raise ValueError(
+                "MultiplePaginatedDatabaseQueries: a function may run only one paginated query"
+            )
+        tx.paginated = True
+        end = o.end_cursor if o.end_cursor is not None else tx.journal_in
+        start_key = decode_cursor(o.cursor) if o.cursor is not None else b""
+        if o.cursor is not None and start_key is None:
+            # Starting at the end: nothing left.
+            tx.journal_out = END
+            return _page_result([], True, END, None, None)
+        end_key: bytes | None = b""
+        if end is not None:
+            end_key = decode_cursor(end, "endCursor")
         lo = hi = None
-        if cursor:
-            key = _decode_cursor(cursor)
+        if o.cursor is not None:
+            assert start_key is not None
             if self._reverse:
-                hi = key
+                hi = start_key
             else:
-                lo = key + b"\x00"
-        scan = self._scan(lo, hi)
+                lo = start_key + b"\x00"
+        if end is not None and end_key is not None:
+            # The end cursor is inclusive: the page runs up to and including that key.
+            if self._reverse:
+                lo = end_key if lo is None else max(lo, end_key)
+            else:
+                hi = end_key + b"\x00" if hi is None else min(hi, end_key + b"\x00")
+        bounded = end is not None
+        max_rows = o.maximum_rows_read if not bounded else None
+        max_bytes = o.maximum_bytes_read if not bounded else None
         page: list[Document] = []
-        last_returned: bytes | None = None
-        done = False
+        scanned: list[bytes] = []
+        read_bytes = 0
+        status: str | None = None
+        stop_key: bytes | None = None  # the position the page ends at, when not the end
+        scan = self._scan(lo, hi)
+        filters = self._filters
         try:
-            for key, doc in self._run(scan, None):
-                if end_key is not None:
-                    past_end = key < end_key if self._reverse else key > end_key
-                else:
-                    past_end = len(page) >= num
-                if past_end:
-                    # One more match exists: this page is not the last one.
+            for key, doc in scan:
+                if not bounded and len(page) >= o.num_items and all(f(doc) for f in filters):
+                    # One more match exists: the page is full and not the last one.
+                    stop_key = scanned[-1] if scanned else key
                     break
-                page.append(doc)
-                last_returned = key
-            else:
-                done = True
+                if (max_rows is not None and len(scanned) >= max_rows) or (
+                    max_bytes is not None and read_bytes >= max_bytes
+                ):
+                    status = "SplitRequired"
+                    stop_key = scanned[-1]
+                    break
+                scanned.append(key)
+                if max_bytes is not None or o.maximum_bytes_read is not None:
+                    read_bytes += _doc_bytes(doc)
+                if all(f(doc) for f in filters):
+                    page.append(doc)
         finally:
             scan.finish()
-        if end_cursor:
-            next_cursor = end_cursor
-        elif last_returned is not None:
-            next_cursor = _encode_cursor(last_returned)
+        if stop_key is not None:
+            cursor = encode_cursor(stop_key)
+        elif bounded:
+            assert end is not None
+            cursor = end
         else:
-            next_cursor = cursor or ""
-        return {"page": page, "isDone": done, "continueCursor": next_cursor}
+            cursor = END
+        rows_limit = o.maximum_rows_read or MAX_ROWS_READ
+        if status is None and (
+            len(scanned) > soft_limit(rows_limit)
+            or (o.maximum_bytes_read is not None and read_bytes > soft_limit(o.maximum_bytes_read))
+            or len(page) > SOFT_MAX_PAGE_LEN
+        ):
+            status = "SplitRecommended"
+        split = encode_cursor(scanned[len(scanned) // 2]) if len(scanned) > 2 else None
+        tx.journal_out = cursor
+        return _page_result(page, cursor == END, cursor, split, status)
+
+
+def _doc_bytes(doc: Document) -> int:
+    return len(orjson.dumps(value_to_json(doc)))
+
+
+def _page_result(
+    page: list[Document], done: bool, cursor: str, split: str | None, status: str | None
+) -> dict[str, Any]:
+    return {
+        "page": page,
+        "isDone": done,
+        "continueCursor": cursor,
+        "splitCursor": split,
+        "pageStatus": status,
+    }
+
+
+class SystemReader:
+    """``ctx.db.system``: read-only access to the system tables (``_scheduled_functions``)."""
+
+    def __init__(self, tx: Transaction) -> None:
+        self._tx = tx
+
+    def get(self, doc_id: str) -> Document | None:
+        """The system document with this id, or ``None``."""
+        table = self._tx.table_of(doc_id) if isinstance(doc_id, str) else None
+        if table is not None and not table.startswith("_"):
+            return None
+        return self._tx.get(doc_id)
+
+    def query(self, table: str) -> Query:
+        """Start a query over the system table ``table``."""
+        return Query(self._tx, table, system=True)
 
 
 class DatabaseReader:
@@ -290,6 +364,7 @@ class DatabaseReader:
 
     def __init__(self, tx: Transaction) -> None:
         self._tx = tx
+        self.system = SystemReader(tx)
 
     def get(self, doc_id: str) -> Document | None:
         """The document with this id, or ``None``."""

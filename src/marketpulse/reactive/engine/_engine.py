@@ -46,7 +46,8 @@ from ._keys import index_key
 from ._overlay import Overlay
 from ._readset import ReadSet
 from ._results import FunctionResult
-from ._store import MemoryStore, Write
+from ._scheduler import ActionScheduler, Scheduler, resolver, system_tables
+from ._store import MemoryStore, TableData, Write
 from ._transaction import Transaction, copy_value
 from ._watchdog import DEADLINE_WATCHDOG, Interrupted
 
@@ -67,6 +68,7 @@ class _Pending:
     future: asyncio.Future[FunctionResult]
     ts: int = 0
     writes: list[Write] = field(default_factory=list)
+    tables: tuple[str, ...] = ()  # tables written, when someone watches tables
     result: FunctionResult = field(default_factory=lambda: FunctionResult.failure("not run"))
 
 
@@ -111,11 +113,14 @@ class SharedQuery:
         version: incremented whenever ``result`` changes.
         listeners: current subscribers.
         runs: how many times the query has run (for tests and metrics).
+        journal: where its page ended on the last run that paginated (fixed from the first);
+            ``None`` for queries that do not paginate.
     """
 
     __slots__ = (
         "args",
         "identity",
+        "journal",
         "key",
         "kwargs",
         "listeners",
@@ -129,7 +134,7 @@ class SharedQuery:
 
     def __init__(
         self,
-        key: tuple[str, bytes, str],
+        key: tuple[str, bytes, str, str | None],
         path: str,
         args: Any,
         identity: Identity,
@@ -146,6 +151,7 @@ class SharedQuery:
         self.read_set = ReadSet()
         self.runs = 0
         self.kwargs: dict[str, Any] | None = None
+        self.journal: str | None = None
 
     def __repr__(self) -> str:
         return (
@@ -190,6 +196,10 @@ class Engine:
                     raise ValueError(f"function {spec.path} is registered twice")
                 self._functions[spec.path] = spec
         self._store = MemoryStore(schema)
+        for name, defs in system_tables().items():
+            self._store.tables[name] = TableData(name, defs)
+        self._schedulable = resolver(self._functions)
+        self._table_watchers: dict[str, list[Callable[[], None]]] = {}
         self._ts = 0
         self._last_creation = 0.0
         self._last_ts = 0  # the latest ts handed out (>= _ts while commits are pending)
@@ -199,7 +209,7 @@ class Engine:
         self._remote: list[Commit] = []  # commits of other nodes, not yet applied
         self._remote_event = asyncio.Event()
         self._follower: asyncio.Task[None] | None = None
-        self._queries: dict[tuple[str, bytes, str], SharedQuery] = {}
+        self._queries: dict[tuple[str, bytes, str, str | None], SharedQuery] = {}
         self._subs: SubscriptionIndex[SharedQuery] = SubscriptionIndex()
         self._closed = False
         self.commits = 0
@@ -332,12 +342,17 @@ class Engine:
         args: Any,
         identity: Identity,
         kwargs: dict[str, Any] | None = None,
+        journal: str | None = None,
     ) -> tuple[FunctionResult, ReadSet]:
         self.query_runs += 1
         logs = LogCollector(self.limits.max_log_lines)
         limit = self.limits.query_time_limit
         tx = Transaction(
-            self._store, writable=False, deadline=self._deadline(limit), time_limit=limit
+            self._store,
+            writable=False,
+            deadline=self._deadline(limit),
+            time_limit=limit,
+            journal=journal,
         )
         try:
             # A shared query's arguments are validated once, at subscribe time; each re-run
@@ -347,7 +362,9 @@ class Engine:
             value = self._guarded(tx, lambda: spec.handler(ctx, **kwargs))
         except Exception as exc:
             return self._failed(exc, spec.path, logs), tx.read_set
-        return self._finish(value, logs), tx.read_set
+        result = self._finish(value, logs)
+        result.journal = tx.journal_out
+        return result, tx.read_set
 
     def _guarded(self, tx: Transaction, call: Callable[[], Any]) -> Any:
         """Run a handler under the watchdog, which interrupts even pure-CPU loops at the
@@ -374,36 +391,58 @@ class Engine:
             ) from None
 
     def run_query(
-        self, path: str, args: Any, identity: Identity | None = None, *, internal_ok: bool = False
+        self,
+        path: str,
+        args: Any,
+        identity: Identity | None = None,
+        *,
+        internal_ok: bool = False,
+        journal: str | None = None,
     ) -> FunctionResult:
         """Run a query once at :attr:`ts` (no subscription).
 
-        When a live subscription has the same (path, args, identity), its cached result is
-        returned without running anything: invalidation keeps it current at :attr:`ts`.
+        When a live subscription has the same (path, args, identity, journal), its cached
+        result is returned without running anything: invalidation keeps it current at
+        :attr:`ts`. ``journal`` fixes where a paginated page ends (see ``subscribe``).
         """
         identity = identity or Identity.anonymous()
         spec = self._resolve(path, identity, "query", internal_ok)
         if isinstance(spec, FunctionResult):
             return spec
-        shared = self._queries.get(self._query_key(spec.path, args, identity))
-        if shared is not None and shared.spec is spec:
+        shared = self._queries.get(self._query_key(spec.path, args, identity, journal))
+        # A paginated subscription keeps the end of its first run, which a fresh run without
+        # a journal would not have.
+        if shared is not None and shared.spec is spec and shared.journal == journal:
             shared.result.ts = self._ts
             return shared.result
-        return self._execute_query(spec, args, identity)[0]
+        return self._execute_query(spec, args, identity, journal=journal)[0]
 
     @staticmethod
-    def _query_key(canonical: str, args: Any, identity: Identity) -> tuple[str, bytes, str]:
+    def _query_key(
+        canonical: str, args: Any, identity: Identity, journal: str | None = None
+    ) -> tuple[str, bytes, str, str | None]:
         try:
             args_key = orjson.dumps(value_to_json(args), option=orjson.OPT_SORT_KEYS)
         except Exception:
             # Not a Convex value (or absurdly deep): never shared, and it fails validation.
             args_key = b"unshareable:%d" % id(args)
-        return (canonical, args_key, identity.key)
+        return (canonical, args_key, identity.key, journal)
 
     def subscribe(
-        self, path: str, args: Any, identity: Identity | None, listener: QueryListener
+        self,
+        path: str,
+        args: Any,
+        identity: Identity | None,
+        listener: QueryListener,
+        *,
+        journal: str | None = None,
     ) -> SharedQuery:
-        """Subscribe ``listener`` to a query; identical (path, args, identity) share one run.
+        """Subscribe ``listener`` to a query; identical (path, args, identity, journal) share
+        one run.
+
+        ``journal`` is what a client sends back when it re-subscribes (the ``journal`` of the
+        last result it saw): a paginated page then ends where it ended before. A query's first
+        run sets its journal and every re-run keeps it, so the page's end stays fixed.
 
         Returns:
             The :class:`SharedQuery`; its ``result`` is current when this returns.
@@ -413,13 +452,14 @@ class Engine:
             canonical = canonical_path(path)
         except ValueError:
             canonical = str(path)
-        key = self._query_key(canonical, args, identity)
+        key = self._query_key(canonical, args, identity, journal)
         query = self._queries.get(key)
         if query is None:
             spec = self._resolve(path, identity, "query")
             query = SharedQuery(
                 key, canonical, args, identity, spec if isinstance(spec, FunctionSpec) else None
             )
+            query.journal = journal
             if isinstance(spec, FunctionResult):
                 query.result = spec
             else:
@@ -444,7 +484,15 @@ class Engine:
     def _rerun(self, query: SharedQuery) -> bool:
         """Run ``query`` at the current state; return whether its outcome changed."""
         assert query.spec is not None
-        result, read_set = self._execute_query(query.spec, query.args, query.identity, query.kwargs)
+        result, read_set = self._execute_query(
+            query.spec, query.args, query.identity, query.kwargs, query.journal
+        )
+        if result.journal is not None:
+            query.journal = result.journal
+        elif result.success:
+            # Still the same page if the function stopped paginating (say, a branch on the
+            # data): keep reporting its end so a re-subscribing client keeps it too.
+            result.journal = query.journal
         query.runs += 1
         query.read_set = read_set
         self._subs.add(query, read_set)
@@ -472,6 +520,13 @@ class Engine:
         spec = self._resolve(path, identity, "mutation", internal_ok)
         if isinstance(spec, FunctionResult):
             return spec
+        return await self.run_mutation_spec(spec, args, identity)
+
+    async def run_mutation_spec(
+        self, spec: FunctionSpec, args: Any, identity: Identity
+    ) -> FunctionResult:
+        """Run and commit the mutation ``spec`` (already resolved, maybe not registered: the
+        scheduler wraps a job's function with its state change); see :meth:`run_mutation`."""
         if self._closed:
             return FunctionResult.failure("The server is shutting down", ts=self._ts)
         pending = _Pending(spec, args, identity, asyncio.get_running_loop().create_future())
@@ -516,6 +571,7 @@ class Engine:
         try:
             kwargs = p.spec.validate_args(p.args)
             ctx = MutationCtx(DatabaseWriter(tx), p.identity, logs)
+            ctx.scheduler = Scheduler(tx, self._schedulable)
             value = self._guarded(tx, lambda: p.spec.handler(ctx, **kwargs))
         except Exception as exc:
             p.result = self._failed(exc, p.spec.path, logs)
@@ -524,6 +580,8 @@ class Engine:
         if not p.result.success:
             return False
         p.writes = tx.writes()
+        if self._table_watchers:
+            p.tables = tuple(tx.pending.tables)
         if p.writes:
             self._last_ts = max(time.time_ns(), self._last_ts + 1)
             for w in p.writes:
@@ -563,6 +621,8 @@ class Engine:
                 [self._last_creation]
                 + [float(w.new.get("_creationTime", 0.0)) for w in writes if w.new is not None]
             )
+        if self._table_watchers:
+            self._notify_tables({dw.table for c in self._remote for dw in c.writes})
         self._remote = []
         self._remote_event.clear()
         queue, self._queue = self._queue, []
@@ -653,6 +713,8 @@ class Engine:
         self._rebuild_overlay()
         applied = time.perf_counter()
         self._invalidate(points)
+        if self._table_watchers:
+            self._notify_tables({t for p in group for t in p.tables})
         t = self.timings
         t.groups += 1
         t.apply += applied - started
@@ -661,6 +723,43 @@ class Engine:
             p.result.ts = p.ts
             if not p.future.done():
                 p.future.set_result(p.result)
+
+    def watch_table(self, table: str, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` (synchronously) after each applied commit that wrote ``table``,
+        here or on another node; returns a function that stops watching."""
+        self._table_watchers.setdefault(table, []).append(callback)
+
+        def stop() -> None:
+            callbacks = self._table_watchers.get(table, [])
+            if callback in callbacks:
+                callbacks.remove(callback)
+            if not callbacks:
+                self._table_watchers.pop(table, None)
+
+        return stop
+
+    def _notify_tables(self, tables: set[str]) -> None:
+        for table in tables:
+            for callback in list(self._table_watchers.get(table, ())):
+                try:
+                    callback()
+                except Exception:
+                    log.exception("table watcher failed")
+
+    async def run_system(self, body: Callable[[Transaction], Any]) -> Any:
+        """Run ``body(tx)`` as a mutation of its own (as the system, who may write system
+        tables) and return its value once committed.
+
+        Raises:
+            RuntimeError: it failed or could not be committed.
+        """
+        spec = FunctionSpec(
+            "_system", "run", "mutation", "internal", lambda ctx: body(ctx.db._tx), (), Any
+        )
+        result = await self.run_mutation_spec(spec, {}, Identity.anonymous())
+        if not result.success:
+            raise RuntimeError(result.error_message)
+        return result.value
 
     async def _follow(self, feed: AsyncIterator[Commit]) -> None:
         """Queue commits of other nodes as the shared log delivers them."""
@@ -731,6 +830,7 @@ class Engine:
             return unwrap(await self.run_action(p, a, identity, internal_ok=True))
 
         ctx = ActionCtx(identity, logs, call_query, call_mutation, call_action)
+        ctx.scheduler = ActionScheduler(self.run_system, self._schedulable)
         try:
             kwargs = spec.validate_args(args)
             async with asyncio.timeout(self.limits.action_time_limit):

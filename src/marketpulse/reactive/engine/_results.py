@@ -27,6 +27,8 @@ class FunctionResult:
         encoded: ``value`` as convex_encoded_json, computed once.
         encoded_error_data: ``error_data`` as convex_encoded_json.
         encoded_json: ``encoded`` serialised as JSON bytes (orjson), computed once.
+        journal: where a paginated query's page ended (Convex's ``QueryJournal``, opaque to
+            clients); ``None`` when the function did not paginate.
     """
 
     success: bool
@@ -39,6 +41,7 @@ class FunctionResult:
     encoded: JSONValue = None
     encoded_error_data: JSONValue = None
     encoded_json: bytes = b"null"
+    journal: str | None = None
 
     @classmethod
     def failure(

@@ -68,6 +68,7 @@ class Transaction:
         time_limit: float | None = None,
         creation_time: Callable[[], float] | None = None,
         base: Overlay | None = None,
+        journal: str | None = None,
     ) -> None:
         self.store = store
         self.writable = writable
@@ -78,6 +79,11 @@ class Transaction:
         self.pending = Overlay()
         self.base = base if base is not None else Overlay()
         self._creation_time = creation_time or (lambda: time.time() * 1000.0)
+        # Pagination (see ``_pagination``): the end a subscribed page had on its previous
+        # run, whether this run paginated, and the end it stopped at.
+        self.journal_in = journal
+        self.paginated = False
+        self.journal_out: str | None = None
 
     # -- limits ---------------------------------------------------------------------------
     def check(self) -> None:
@@ -195,11 +201,12 @@ class Transaction:
             raise ValueError(f"{what}: {exc}") from exc
         return value
 
-    def insert(self, table: str, value: Any) -> str:
-        """Insert a document; returns its new ``_id``."""
+    def insert(self, table: str, value: Any, *, system: bool = False) -> str:
+        """Insert a document; returns its new ``_id``. Only ``system`` writers (the engine's
+        own modules, such as the scheduler) may write tables whose name starts with ``_``."""
         self.check()
         self._require_writable()
-        if not isinstance(table, str) or not table or table.startswith("_"):
+        if not isinstance(table, str) or not table or table.startswith("_") != system:
             raise ValueError(f"invalid table name {table!r}")
         fields = self._check_user_fields(value, "insert")
         doc_id = new_id()
@@ -208,19 +215,21 @@ class Transaction:
         self.pending.set(table, doc_id, doc)
         return doc_id
 
-    def _existing(self, doc_id: Any, what: str) -> tuple[str, Document]:
+    def _existing(self, doc_id: Any, what: str, system: bool = False) -> tuple[str, Document]:
         if not isinstance(doc_id, str):
             raise TypeError(f"{what}: document id must be a string")
         found = self._lookup(doc_id)
         if found is None or found[1] is None:
             raise ValueError(f"{what}: document {doc_id!r} does not exist")
+        if found[0].startswith("_") and not system:
+            raise ValueError(f"{what}: {found[0]} is a system table and read-only")
         return found[0], found[1]
 
-    def patch(self, doc_id: str, fields: Any) -> None:
+    def patch(self, doc_id: str, fields: Any, *, system: bool = False) -> None:
         """Set (shallow-merge) fields of an existing document."""
         self.check()
         self._require_writable()
-        table, doc = self._existing(doc_id, "patch")
+        table, doc = self._existing(doc_id, "patch", system)
         fields = self._check_user_fields(fields, "patch")
         new = dict(doc)
         new.update(copy_value(fields))

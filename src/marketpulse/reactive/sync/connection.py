@@ -67,15 +67,22 @@ class Socket(Protocol):
 class _Sub:
     """One query of the set: the engine's listener and what re-subscribing needs."""
 
-    __slots__ = ("args", "conn", "path", "query", "query_id", "static")
+    __slots__ = ("args", "conn", "journal", "path", "query", "query_id", "static")
 
     def __init__(
-        self, conn: SyncConnection, query_id: int, path: str, args: dict[str, Any]
+        self,
+        conn: SyncConnection,
+        query_id: int,
+        path: str,
+        args: dict[str, Any],
+        journal: str | None = None,
     ) -> None:
         self.conn = conn
         self.query_id = query_id
         self.path = path
         self.args = args
+        # Where a paginated page ends (the client's journal), kept across re-subscribes.
+        self.journal = journal
         self.query: Any = None
         # A result that never changes (bad args, failed subscribe): no engine subscription.
         self.static: FunctionOutcome | None = None
@@ -285,7 +292,7 @@ class SyncConnection:
 
     def _add_query(self, event: QueryAdded) -> None:
         self._gw.metrics.subscriptions.inc()
-        sub = _Sub(self, event.query_id, event.udf_path, event.args)
+        sub = _Sub(self, event.query_id, event.udf_path, event.args, event.journal)
         self._subs[event.query_id] = sub
         if event.args_error is not None:
             sub.static = failed_outcome(event.args_error)
@@ -294,7 +301,9 @@ class SyncConnection:
 
     def _subscribe(self, sub: _Sub) -> None:
         try:
-            sub.query = self._gw.engine.subscribe(sub.path, sub.args, self._identity, sub)
+            sub.query = self._gw.engine.subscribe(
+                sub.path, sub.args, self._identity, sub, journal=sub.journal
+            )
         except Exception as exc:  # an engine bug must not take the socket down
             log.exception("subscribe failed", path=sub.path)
             sub.static = failed_outcome(f"InternalServerError: {type(exc).__name__}")
@@ -322,6 +331,7 @@ class SyncConnection:
         for sub in self._subs.values():
             if sub.query is not None:
                 gw.engine.unsubscribe(sub.query, sub)
+                sub.journal = getattr(sub.query, "journal", sub.journal)
                 sub.query = None
                 self._subscribe(sub)
         self._proto.accept_auth()

@@ -12,7 +12,8 @@ by feeding messages, with no server running:
 * ``endVersion`` never exceeds what the client has sent, and ``ts`` never decreases;
 * every MutationResponse is followed by a Transition (see :attr:`SyncProtocol.transition_due`);
 * every accepted Authenticate produces an identity-bumping Transition;
-* ``errorData`` appears only for ConvexError failures; ``journal`` is always present (``null``).
+* ``errorData`` appears only for ConvexError failures; ``journal`` is always present (``null``
+  unless the query paginated).
 """
 
 from __future__ import annotations
@@ -788,9 +789,9 @@ class SyncProtocol:
 
     @staticmethod
     def _modification(query_id: int, outcome: FunctionOutcome) -> dict[str, Any]:
-        # Journals are opaque to clients and only paginated queries of the real backend make
-        # them; we never do, so always null (the spec: always send the field).
-        journal = None
+        # Journals are opaque to clients: a paginated page's end (engine/_pagination.py), which
+        # the client sends back when it re-subscribes; null otherwise (always send the field).
+        journal = getattr(outcome, "journal", None)
         if outcome.success:
             return {
                 "type": "QueryUpdated",

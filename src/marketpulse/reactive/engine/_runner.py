@@ -1,0 +1,246 @@
+"""The runner of scheduled functions: wakes at the next due job and runs it once.
+
+The runner sleeps until the earliest pending job's ``scheduledTime``, or until a commit writes
+``_scheduled_functions`` (a table watch, so a job scheduled sooner wakes it): no polling. Each
+turn claims at most ``max_jobs_per_turn`` due jobs, then yields to the event loop.
+
+Running a job, as the system (no user identity; internal functions allowed):
+
+* a **mutation** job runs in one transaction with its state change: the transaction first
+  checks that the job is still ``pending``, runs the function, and marks the job ``success``,
+  so the job's effects and its completion commit together, or not at all. If the function
+  fails, a second transaction marks the job ``failed`` (again only from ``pending``).
+* an **action** job is claimed first (``pending`` → ``inProgress`` in a transaction), then
+  run, then marked ``success`` or ``failed`` (only from ``inProgress``: a cancel during the
+  run wins). Actions run at most once: one that was running when the store stopped is marked
+  ``failed`` when the runner starts again, as Convex does.
+
+Each claim is a conditional state transition inside a transaction (see ``_scheduler``), so it
+holds with several runners on a shared log. The restart recovery of ``inProgress`` actions
+assumes this runner is the only one; with several nodes it needs the node that claimed them
+(a lease), which is for the multi-node work.
+
+:meth:`SchedulerRunner.run_function` is the "run this function now as the system" entry point,
+for anything else that runs functions on a timer (crons).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ..functions import FunctionSpec
+from ._context import Identity, MutationCtx
+from ._keys import TOP, encode_value
+from ._results import FunctionResult
+from ._scheduler import (
+    BY_NEXT,
+    FAILED,
+    IN_PROGRESS,
+    PENDING,
+    SCHEDULED_FUNCTIONS,
+    SUCCESS,
+    finish_job,
+    job_state,
+    now_ms,
+)
+from ._transaction import Transaction
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+
+__all__ = ["SchedulerRunner"]
+
+log = logging.getLogger("marketpulse.reactive.scheduler")
+
+_INTERRUPTED = "Transient error while executing action: the store stopped while it ran"
+_MAX_BACKOFF_S = 30.0
+
+
+class SchedulerRunner:
+    """Runs the jobs of ``_scheduled_functions`` when they are due.
+
+    Args:
+        engine: the engine whose jobs to run.
+        max_jobs_per_turn: jobs claimed before yielding to the event loop.
+        max_running_actions: action jobs running at once (a due action waits for a slot).
+    """
+
+    def __init__(
+        self, engine: Engine, *, max_jobs_per_turn: int = 64, max_running_actions: int = 16
+    ) -> None:
+        self.engine = engine
+        self.max_jobs_per_turn = max_jobs_per_turn
+        self._slots = asyncio.Semaphore(max_running_actions)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._actions: set[asyncio.Task[None]] = set()
+        self._unwatch: Any = None
+        self._backoff = 0.0
+        self.jobs_run = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Mark actions interrupted by the last stop as failed, then start running jobs."""
+        if self._task is not None:
+            return
+        await self.engine.run_system(_fail_interrupted_actions)
+        self._unwatch = self.engine.watch_table(SCHEDULED_FUNCTIONS, self._wake.set)
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        """Stop claiming jobs and cancel running actions (they stay ``inProgress`` and are
+        marked failed on the next start). Idempotent."""
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
+        tasks = [t for t in (self._task, *self._actions) if t is not None]
+        self._task = None
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- the system entry point -----------------------------------------------------------
+    async def run_function(self, path: str, args: dict[str, Any] | None = None) -> FunctionResult:
+        """Run mutation or action ``path`` now, as the system (internal functions allowed, no
+        user identity), and return its result."""
+        engine = self.engine
+        spec = engine.functions.get(path)
+        if spec is not None and spec.kind == "action":
+            return await engine.run_action(path, args or {}, Identity.anonymous(), internal_ok=True)
+        return await engine.run_mutation(path, args or {}, Identity.anonymous(), internal_ok=True)
+
+    # -- the loop -------------------------------------------------------------------------
+    def _due(self, now: float) -> tuple[list[dict[str, Any]], float | None]:
+        """Up to ``max_jobs_per_turn`` due pending jobs, and when the next one is due."""
+        tx = Transaction(self.engine._store, writable=False, deadline=None)
+        prefix = encode_value(PENDING)
+        scan = tx.scan(SCHEDULED_FUNCTIONS, BY_NEXT, prefix, prefix + TOP, False)
+        due: list[dict[str, Any]] = []
+        later: float | None = None
+        try:
+            for _, job in scan:
+                if job["scheduledTime"] > now:
+                    later = float(job["scheduledTime"])
+                    break
+                due.append(job)
+                if len(due) >= self.max_jobs_per_turn:
+                    later = now
+                    break
+        finally:
+            scan.finish()
+        return due, later
+
+    async def _loop(self) -> None:
+        while True:
+            self._wake.clear()
+            due, later = self._due(now_ms())
+            progress = False
+            for job in due:
+                progress = await self._start(job) or progress
+            if due and not progress:
+                # Every claim failed to commit (a failing disk): back off, do not spin.
+                self._backoff = min(_MAX_BACKOFF_S, max(0.1, self._backoff * 2))
+                later = now_ms() + self._backoff * 1000.0
+            elif progress:
+                self._backoff = 0.0
+            if due and later is not None and later <= now_ms():
+                await asyncio.sleep(0)  # bounded work per turn: let the loop breathe
+                continue
+            timeout = None if later is None else max(0.0, (later - now_ms()) / 1000.0)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+
+    async def _start(self, job: dict[str, Any]) -> bool:
+        """Run (mutation) or launch (action) one job; False if its claim could not commit."""
+        job_id, path = job["_id"], job["name"]
+        args = job["args"][0] if job.get("args") else {}
+        spec = self.engine.functions.get(path)
+        try:
+            if spec is None or spec.kind == "query":
+                await self._finish(job_id, PENDING, FAILED, f"Could not find function '{path}'")
+                return True
+            if spec.kind == "mutation":
+                await self._run_mutation_job(job_id, spec, args)
+                return True
+            await self._slots.acquire()
+            try:
+                claimed = await self.engine.run_system(
+                    lambda tx: finish_job(tx, job_id, PENDING, IN_PROGRESS)
+                )
+            except BaseException:
+                self._slots.release()
+                raise
+            if not claimed:
+                self._slots.release()
+                return True
+            task = asyncio.get_running_loop().create_task(self._run_action_job(job_id, path, args))
+            self._actions.add(task)
+            task.add_done_callback(self._actions.discard)
+            return True
+        except RuntimeError:
+            log.exception("scheduled job %s (%s) could not be committed", job_id, path)
+            return False
+
+    async def _run_mutation_job(self, job_id: str, spec: FunctionSpec, args: Any) -> None:
+        gone = False
+
+        def run(ctx: MutationCtx, **kwargs: Any) -> Any:
+            nonlocal gone
+            tx = ctx.db._tx
+            # Checked in the transaction itself: a mutation re-executed after another node's
+            # commit sees the job that node claimed, and does nothing.
+            gone = job_state(tx, job_id) != PENDING
+            if gone:
+                return None
+            value = spec.handler(ctx, **kwargs)
+            finish_job(tx, job_id, PENDING, SUCCESS)
+            return value
+
+        wrapped = dataclasses.replace(spec, handler=run)
+        result = await self.engine.run_mutation_spec(wrapped, args, Identity.anonymous())
+        if result.success:
+            self.jobs_run += 0 if gone else 1
+            return
+        if (result.error_message or "").startswith("Mutation could not be committed"):
+            raise RuntimeError(result.error_message)
+        if not gone:
+            await self._finish(job_id, PENDING, FAILED, result.error_message or "failed")
+
+    async def _run_action_job(self, job_id: str, path: str, args: Any) -> None:
+        try:
+            result = await self.engine.run_action(
+                path, args, Identity.anonymous(), internal_ok=True
+            )
+            self.jobs_run += 1
+            if result.success:
+                await self._finish(job_id, IN_PROGRESS, SUCCESS)
+            else:
+                await self._finish(job_id, IN_PROGRESS, FAILED, result.error_message or "failed")
+        except RuntimeError:
+            log.exception(
+                "scheduled action %s (%s): its outcome could not be recorded", job_id, path
+            )
+        finally:
+            self._slots.release()
+
+    async def _finish(
+        self, job_id: str, expected: str, kind: str, error: str | None = None
+    ) -> None:
+        await self.engine.run_system(lambda tx: finish_job(tx, job_id, expected, kind, error))
+
+
+def _fail_interrupted_actions(tx: Transaction) -> int:
+    prefix = encode_value(IN_PROGRESS)
+    scan = tx.scan(SCHEDULED_FUNCTIONS, BY_NEXT, prefix, prefix + TOP, False)
+    try:
+        ids = [job["_id"] for _, job in scan]
+    finally:
+        scan.finish()
+    for job_id in ids:
+        finish_job(tx, job_id, IN_PROGRESS, FAILED, _INTERRUPTED)
+    return len(ids)
