@@ -13,7 +13,7 @@ How the changes arrive matters for per-event latency, so both ways are measured:
   and fan-out plus whatever queueing the higher load causes.
 * ``bursts`` (``--bursts``; also run in a full run): 20 batches/s at every level, each batch
   growing with the level, so at 4x every event waits behind a fan-out 4x as long. Redis's
-  latency grows the same way there (session 3: p50 x2.38): it measures the burst length.
+  latency grows the same way there (p50 x2.38 in the 2026-11-24 runs, bench/results/HISTORY.md): it measures the burst length.
 """
 
 from __future__ import annotations

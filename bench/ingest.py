@@ -69,7 +69,7 @@ def hold(s: LocalSystem, metrics: str, rate: float, seconds: float) -> dict[str,
 
 async def _explain_slow_stop(s: LocalSystem, handle: Any) -> None:
     """The workflow did not stop within 30 s of its stop signal: print what it and its
-    activities were doing, and the worker's last lines. (In session 4 this happened in 2 of 16
+    activities were doing, and the worker's last lines. (On 2026-11-24 this happened in 2 of 16
     runs: 3.11's ``asyncio.wait_for`` swallowed the stream writer's cancellation; see
     ``src/marketpulse/_aio.py``.)"""
     try:

@@ -44,7 +44,7 @@ class StoreError(Exception):
 
 
 class StoreClient:
-    """Calls store functions over HTTP, as admin.
+    """Calls store functions as admin: mutations over the sync WebSocket (or HTTP), queries over HTTP.
 
     Args:
         base_url: Store URL, e.g. ``http://127.0.0.1:3210``.

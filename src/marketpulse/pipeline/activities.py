@@ -3,8 +3,9 @@
 Credentials come from the worker process (``KALSHI_API_KEY_ID`` plus
 ``KALSHI_PRIVATE_KEY_PATH`` or ``KALSHI_PRIVATE_KEY``), read when a stream attempt starts, so
 neither workflow arguments nor history ever hold key material, and a rotated key is picked up
-by the next attempt. The store is written through its HTTP API with the admin key the worker
-was given; the engine is never imported here.
+by the next attempt. The store is written through its wire API (the sync WebSocket by default, see
+:class:`marketpulse.pipeline._store.StoreClient`) with the admin key the worker was given; the
+engine is never imported here.
 """
 
 from __future__ import annotations
