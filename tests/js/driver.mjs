@@ -3,6 +3,11 @@
 //   {"cmd":"subscribe","id":"s1","path":"counter:get","args":{...}}  -> {"event":"update","id","value"} | {"event":"error","id","message"}
 //   {"cmd":"unsubscribe","id":"s1"}
 //   {"cmd":"mutation"|"query"|"action","via":"ws"|"http","rid":"r1","path","args"} -> {"event":"result","rid","value"} | {"event":"failed","rid","message","data"?}
+//   {"cmd":"setAuth","tokens":["jwt1",...]}: ws.setAuth(fetchToken); each fetchToken call takes the
+//       next queued token (the last one stays) and reports {"event":"fetchToken","forceRefreshToken","n","token"};
+//       onChange reports {"event":"authChange","isAuthenticated"}
+//   {"cmd":"pushTokens","tokens":[...]}: queue more tokens for fetchToken
+//   {"cmd":"setHttpAuth","token":"jwt"}: ConvexHttpClient.setAuth(token)
 //   {"cmd":"close"}
 // Values cross as convex_encoded_json so bigints and bytes survive.
 import { createInterface } from "node:readline";
@@ -19,6 +24,8 @@ if (adminKey) {
   http.setAdminAuth(adminKey);
 }
 const subs = new Map();
+const tokens = [];
+let fetches = 0;
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 const ref = (path) => makeFunctionReference(path);
 
@@ -61,6 +68,20 @@ rl.on("line", (line) => {
   } else if (cmd.cmd === "unsubscribe") {
     subs.get(cmd.id)?.();
     subs.delete(cmd.id);
+  } else if (cmd.cmd === "setAuth") {
+    tokens.splice(0, tokens.length, ...cmd.tokens);
+    ws.setAuth(
+      async ({ forceRefreshToken }) => {
+        const token = tokens.length > 1 ? tokens.shift() : (tokens[0] ?? null);
+        out({ event: "fetchToken", forceRefreshToken, n: ++fetches, token });
+        return token;
+      },
+      (isAuthenticated) => out({ event: "authChange", isAuthenticated }),
+    );
+  } else if (cmd.cmd === "pushTokens") {
+    tokens.push(...cmd.tokens);
+  } else if (cmd.cmd === "setHttpAuth") {
+    http.setAuth(cmd.token);
   } else if (cmd.cmd === "close") {
     ws.close().then(() => {
       out({ event: "closed" });

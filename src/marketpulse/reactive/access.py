@@ -17,11 +17,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
+import structlog
 
 if TYPE_CHECKING:
     from marketpulse.reactive.auth import TokenVerifier, VerifiedToken
 
 __all__ = ["Access", "AccessDenied", "Caller"]
+
+log = structlog.get_logger("marketpulse.access")
 
 
 class AccessDenied(Exception):
@@ -79,7 +82,7 @@ class Access:
         try:
             return _user(self.verifier.verify(token))
         except InvalidToken as exc:
-            raise AccessDenied(str(exc)) from None
+            raise _refused(exc) from None
 
     async def user_async(self, token: str) -> Caller:
         """:meth:`user`, fetching the provider's keys when needed.
@@ -94,7 +97,7 @@ class Access:
         try:
             return _user(await self.verifier.verify_async(token))
         except InvalidToken as exc:
-            raise AccessDenied(str(exc)) from None
+            raise _refused(exc) from None
 
     def websocket(
         self, token_type: str, value: str | None, acting_as: dict[str, Any] | None
@@ -140,6 +143,11 @@ class Access:
         if scheme == "bearer":
             return await self.user_async(credentials.strip())
         raise AccessDenied("Unsupported Authorization scheme")
+
+
+def _refused(exc: Exception) -> AccessDenied:
+    log.info("user token refused", reason=str(exc)[:200])  # the reason only, never the token
+    return AccessDenied(str(exc))
 
 
 def _user(verified: VerifiedToken) -> Caller:
