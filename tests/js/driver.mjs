@@ -7,6 +7,11 @@
 //   {"cmd":"loadMore","id":"p1","numItems":n} -> {"event":"loadMore","id","ok"}
 //   {"cmd":"unsubscribe","id":"s1"}
 //   {"cmd":"mutation"|"query"|"action","via":"ws"|"http","rid":"r1","path","args"} -> {"event":"result","rid","value"} | {"event":"failed","rid","message","data"?}
+//   {"cmd":"setAuth","tokens":["jwt1",...]}: ws.setAuth(fetchToken); each fetchToken call takes the
+//       next queued token (the last one stays) and reports {"event":"fetchToken","forceRefreshToken","n","token"};
+//       onChange reports {"event":"authChange","isAuthenticated"}
+//   {"cmd":"pushTokens","tokens":[...]}: queue more tokens for fetchToken
+//   {"cmd":"setHttpAuth","token":"jwt"}: ConvexHttpClient.setAuth(token)
 //   {"cmd":"close"}
 // Values cross as convex_encoded_json so bigints and bytes survive.
 import { createInterface } from "node:readline";
@@ -24,6 +29,8 @@ if (adminKey) {
 }
 const subs = new Map();
 const paginated = new Map(); // id -> latest result (holds loadMore)
+const tokens = [];
+let fetches = 0;
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 const ref = (path) => makeFunctionReference(path);
 
@@ -108,6 +115,20 @@ rl.on("line", (line) => {
   } else if (cmd.cmd === "unsubscribe") {
     subs.get(cmd.id)?.();
     subs.delete(cmd.id);
+  } else if (cmd.cmd === "setAuth") {
+    tokens.splice(0, tokens.length, ...cmd.tokens);
+    ws.setAuth(
+      async ({ forceRefreshToken }) => {
+        const token = tokens.length > 1 ? tokens.shift() : (tokens[0] ?? null);
+        out({ event: "fetchToken", forceRefreshToken, n: ++fetches, token });
+        return token;
+      },
+      (isAuthenticated) => out({ event: "authChange", isAuthenticated }),
+    );
+  } else if (cmd.cmd === "pushTokens") {
+    tokens.push(...cmd.tokens);
+  } else if (cmd.cmd === "setHttpAuth") {
+    http.setAuth(cmd.token);
   } else if (cmd.cmd === "close") {
     ws.close().then(() => {
       out({ event: "closed" });

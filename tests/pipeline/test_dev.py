@@ -29,6 +29,17 @@ def query(url: str, path: str, args: dict[str, object]) -> object:
         return client.query(path, args)
 
 
+def signed_in_query(url: str, token: str) -> int:
+    """The HTTP status of a public query sent with a user token."""
+    response = httpx.post(
+        f"{url}/api/query",
+        json={"path": "marketData:getStreamStatus", "args": {}},
+        headers={"authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    return response.status_code
+
+
 def run_dev(data: Path, ports: dict[str, int], log: Path, seed: int = 1) -> DevProcess:
     dev = DevProcess(
         data,
@@ -84,6 +95,12 @@ def test_dev_runs_everything_stops_cleanly_and_keeps_its_data(tmp_path: Path) ->
         text = log.read_text()
         assert f"http://127.0.0.1:{ports['store']}/" in text
         assert key not in text
+        # Users sign in through the dev issuer: its key is kept 0600, its tokens are accepted.
+        assert f"{url}/auth/dev/sign-in" in text
+        assert stat.S_IMODE((data / "dev_auth_key.pem").stat().st_mode) == 0o600
+        signed = httpx.post(f"{url}/auth/dev/token", json={"name": "Dana"}, timeout=10).json()
+        assert signed_in_query(url, signed["token"]) == 200
+        assert signed_in_query(url, signed["token"] + "x") == 401
     finally:
         stop_and_check(proc, signal.SIGTERM)
 
@@ -91,6 +108,8 @@ def test_dev_runs_everything_stops_cleanly_and_keeps_its_data(tmp_path: Path) ->
     proc = run_dev(data, ports, log, seed=2)
     try:
         assert (data / "admin_key").read_text().strip() == key
+        # The dev issuer kept its key: a token from the last run still signs in.
+        assert signed_in_query(url, signed["token"]) == 200
         # The store kept its data across the restart, and the workflow was resumed.
         assert query(url, "marketData:getMarket", {"ticker": tickers[0]}) is not None
         assert "resumed (markets renewed) kalshi-stream-sim" in log.read_text()

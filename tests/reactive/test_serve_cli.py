@@ -31,9 +31,18 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     calls: list[dict[str, Any]] = []
 
     async def record(
-        settings: _cli.ServeSettings, admin_key: str, modules: list[Any], static: Path | None
+        settings: _cli.ServeSettings,
+        admin_key: str,
+        modules: list[Any],
+        static: Path | None,
+        auth: tuple[Any, Any] = (None, None),
     ) -> None:
-        calls.append({"modules": [m.name for m in modules], "static": static})
+        call = {"modules": [m.name for m in modules], "static": static}
+        if auth != (None, None):
+            verifier, dev = auth
+            call["issuers"] = [p.issuer for p in verifier.providers]
+            call["dev"] = dev is not None
+        calls.append(call)
 
     monkeypatch.setattr(_cli, "_serve", record)
     monkeypatch.setattr(_cli, "configure_logging", lambda level: None)
@@ -100,6 +109,22 @@ def test_a_missing_default_is_a_warning_but_a_named_module_must_exist(
     result = CliRunner().invoke(app, ["serve", "--functions", "no_such_app.functions"])
     assert result.exit_code == 2
     assert "cannot import functions module" in result.output
+
+
+def test_auth_flags_choose_the_providers_and_a_real_one_turns_the_dev_sign_in_off(
+    served: list[dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = serve_app()
+    key = tmp_path / "dev.pem"
+    assert CliRunner().invoke(app, ["serve", "--dev-auth-key", str(key)]).exit_code == 0
+    assert served[-1]["issuers"] == ["http://127.0.0.1:3210/auth/dev"] and served[-1]["dev"]
+    config = '{"providers": [{"domain": "https://id.example", "applicationID": "a"}]}'
+    monkeypatch.setenv("MARKETPULSE_AUTH_CONFIG", config)
+    assert CliRunner().invoke(app, ["serve", "--dev-auth-key", str(key)]).exit_code == 0
+    assert served[-1]["issuers"] == ["https://id.example"] and not served[-1]["dev"]
+    monkeypatch.setenv("MARKETPULSE_AUTH_CONFIG", '{"providers": [{"type": "saml"}]}')
+    result = CliRunner().invoke(app, ["serve"])
+    assert result.exit_code == 2 and "unknown provider type" in result.output
 
 
 def test_without_defaults_serve_runs_no_functions_and_no_assets(

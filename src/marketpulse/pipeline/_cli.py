@@ -316,6 +316,10 @@ def dev(
     ready_file: Annotated[
         Path | None, typer.Option(help="Write addresses here once up (for scripts).")
     ] = None,
+    auth_config: Annotated[
+        str | None,
+        typer.Option(help="Auth providers (Convex auth.config, JSON/TOML); off: dev sign-in."),
+    ] = None,
 ) -> None:
     """Run everything: Temporal dev server, store, simulator, worker, stream workflow."""
     from marketpulse.pipeline._dev import DevOptions, run_dev
@@ -336,6 +340,7 @@ def dev(
         metrics_port=metrics_port,
         alert_webhook=alert_webhook,
         ready_file=ready_file,
+        auth_config=auth_config,
     )
 
     async def go() -> None:

@@ -9,7 +9,10 @@ writes), then the simulator, the store, and Temporal last. Every child runs in i
 so none is left behind.
 
 The data directory holds everything that must survive a restart: the Temporal database, the
-store's SQLite file, the admin key (mode 0600; never written to the store), and the logs.
+store's SQLite file, the admin key and the dev identity provider's key (both mode 0600; never
+written to the store), and the logs. Users sign in through the store's development issuer
+(``/auth/dev/sign-in``: choose a name), unless a real provider is configured with
+``--auth-config`` or ``MARKETPULSE_AUTH_CONFIG``.
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ from marketpulse.pipeline.workflow import KalshiStreamWorkflow
 
 __all__ = ["DevOptions", "run_dev"]
 
+DEV_AUTH_KEY_FILE = "dev_auth_key.pem"
+"""The dev identity provider's signing key in the data directory (mode 0600)."""
+
 
 @dataclass
 class DevOptions:
@@ -63,6 +69,7 @@ class DevOptions:
     alert_webhook: str | None = None
     workflow_id: str = ""
     ready_file: Path | None = None
+    auth_config: str | None = None
 
 
 class _Dev:
@@ -78,6 +85,7 @@ class _Dev:
         self.workflow_id = opts.workflow_id or f"kalshi-stream-{opts.exchange}"
         self.ui_port = opts.temporal_ui_port or opts.temporal_port + 1000
         self.metrics_port = opts.metrics_port or free_port()
+        self.sign_in = ""
 
     # -- start --------------------------------------------------------------------------------
 
@@ -123,13 +131,20 @@ class _Dev:
         return temporal.address
 
     async def _start_store(self) -> str:
+        # Users sign in through the store's dev issuer unless a real provider is configured.
+        dev_auth = not (self.opts.auth_config or os.environ.get("MARKETPULSE_AUTH_CONFIG"))
+        extra = ["--auth-config", self.opts.auth_config] if self.opts.auth_config else []
+        if dev_auth:
+            extra = ["--dev-auth-key", str(self.data / DEV_AUTH_KEY_FILE)]
         store = StoreProcess(
             f"sqlite:{self.data / 'store.sqlite'}",
             admin_key=self.admin_key,
             port=self.opts.port,
             log_path=self.logs / "store.log",
+            extra=extra,
         )
         await self._launch(store)
+        self.sign_in = f"{store.url}/auth/dev/sign-in" if dev_auth else "your auth provider"
         return store.url
 
     async def _start_exchange(self) -> str:
@@ -235,6 +250,7 @@ class _Dev:
                 f"[bold]Dashboard[/bold]    http://127.0.0.1:{o.port}/\n"
                 f"[bold]Temporal UI[/bold]  http://127.0.0.1:{self.ui_port}/namespaces/default/workflows\n"
                 f"[bold]Metrics[/bold]      http://127.0.0.1:{self.metrics_port}/metrics\n"
+                f"[bold]Sign in[/bold]      {self.sign_in}\n"
                 f"[bold]Data[/bold]         {self.data}  (logs in {self.logs})\n"
                 "Ctrl-C stops everything.",
                 title="marketpulse dev",
@@ -244,6 +260,7 @@ class _Dev:
             o.ready_file.write_text(
                 f"dashboard=http://127.0.0.1:{o.port}/\n"
                 f"temporal_ui=http://127.0.0.1:{self.ui_port}/\n"
+                f"sign_in={self.sign_in}\n"
                 f"pids={' '.join(str(p.pid) for p in self.procs)}\n"
             )
 

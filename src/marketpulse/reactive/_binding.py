@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from marketpulse.reactive.access import AdminKeyAuth, Caller
+from marketpulse.reactive.access import Access, Caller
 from marketpulse.reactive.engine import Engine, Identity, SchedulerRunner
 from marketpulse.reactive.functions import FunctionModule, canonical_path
 from marketpulse.reactive.gateway import Gateway
@@ -15,22 +15,33 @@ from marketpulse.reactive.persistence import open_persistence
 
 if TYPE_CHECKING:
     from marketpulse.reactive._cli import ServeSettings
+    from marketpulse.reactive.auth import DevIssuer, TokenVerifier
 
-__all__ = ["gateway_for", "identity_of", "open_gateway"]
+__all__ = ["auth_for", "gateway_for", "identity_of", "open_gateway"]
 
 
 def identity_of(caller: Caller) -> Identity:
     """The engine identity of an authenticated caller."""
+    if caller.kind == "user" and caller.acting_as is not None:
+        return Identity.for_user(caller.acting_as)
     if caller.kind == "admin":
+        if not caller.acting_as:
+            return Identity.admin()
         # Admin "acting as" a user runs as that user, as Convex's admin impersonation does.
-        return Identity.for_user(caller.acting_as) if caller.acting_as else Identity.admin()
+        from marketpulse.reactive.auth._identity import acting_as_identity
+
+        return Identity.for_user(acting_as_identity(caller.acting_as))
     return Identity.anonymous()
 
 
 def gateway_for(
-    engine: Engine, admin_key: str | None, limits: ConnectionLimits | None = None
+    engine: Engine,
+    admin_key: str | None,
+    limits: ConnectionLimits | None = None,
+    verifier: TokenVerifier | None = None,
 ) -> Gateway:
-    """A gateway serving ``engine``; ``admin_key`` None means no caller is admin."""
+    """A gateway serving ``engine``; ``admin_key`` None means no caller is admin, ``verifier``
+    None refuses user tokens."""
 
     def function_kind(path: str) -> str | None:
         try:
@@ -41,7 +52,7 @@ def gateway_for(
 
     return Gateway(
         engine=engine,
-        auth=AdminKeyAuth(admin_key),
+        auth=Access(admin_key, verifier),
         identity_of=identity_of,
         function_kind=function_kind,
         limits=limits or ConnectionLimits(),
@@ -56,11 +67,34 @@ def _ensure_sqlite_dir(url: str) -> None:
         Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
 
 
+def auth_for(settings: ServeSettings) -> tuple[TokenVerifier | None, DevIssuer | None]:
+    """The token verifier of ``settings`` (None: no providers) and the dev issuer it serves
+    (None unless ``dev_auth_key`` is set and no real provider is configured).
+
+    Raises:
+        marketpulse.reactive.auth.AuthConfigError: the auth config is malformed.
+    """
+    if settings.auth_config is None and settings.dev_auth_key is None:
+        return None, None
+    from marketpulse.reactive.auth import AuthConfig, DevIssuer, TokenVerifier, load_auth_config
+
+    config = load_auth_config(settings.auth_config) if settings.auth_config else AuthConfig()
+    dev = None
+    if settings.dev_auth_key is not None and not config:
+        dev = DevIssuer.from_key_file(settings.dev_auth_key, settings.host, settings.port)
+        config = AuthConfig((dev.provider(),))
+    verifier = TokenVerifier(config, min_refresh_s=settings.auth_jwks_min_refresh_s)
+    return (verifier if config else None), dev
+
+
 async def open_gateway(
-    settings: ServeSettings, admin_key: str, modules: list[FunctionModule]
+    settings: ServeSettings,
+    admin_key: str,
+    modules: list[FunctionModule],
+    verifier: TokenVerifier | None = None,
 ) -> tuple[Gateway, Callable[[], Awaitable[Any]]]:
     """Open persistence and engine per ``settings`` and start the scheduled-function runner;
-    returns the gateway and its closer (runner, then engine)."""
+    returns the gateway and its closer (runner, then engine, then the token verifier)."""
     _ensure_sqlite_dir(settings.db)
     engine = await Engine.open(
         open_persistence(settings.db),
@@ -81,9 +115,14 @@ async def open_gateway(
     except BaseException:
         await engine.close()
         raise
+    gateway = gateway_for(engine, admin_key, limits, verifier)
+    if verifier is not None:
+        verifier.warm_up()  # the first token need not wait for its provider's keys
 
     async def close() -> None:
         await runner.stop()
         await engine.close()
+        if verifier is not None:
+            await verifier.aclose()
 
-    return gateway_for(engine, admin_key, limits), close
+    return gateway, close

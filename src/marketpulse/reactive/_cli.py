@@ -46,6 +46,13 @@ class ServeSettings(BaseSettings):
     client_send_timeout_s: float = Field(ConnectionLimits.client_send_timeout_s, gt=0)
     static_dir: Path | None = None
     log_level: str = "info"
+    auth_config: str | None = None
+    """Auth providers like Convex's ``auth.config``: a JSON/TOML file, or JSON text."""
+    dev_auth_key: Path | None = None
+    """Serve the development identity provider with its key in this file (made if missing);
+    off when ``auth_config`` names real providers."""
+    auth_jwks_min_refresh_s: float = Field(10.0, ge=0)
+    """Least time between two JWKS fetches caused by unknown key ids."""
 
 
 def configure_logging(level: str) -> None:
@@ -123,7 +130,11 @@ def _graceful_server_class() -> Any:
 
 
 async def _serve(
-    settings: ServeSettings, admin_key: str, modules: list[Any], static: Path | None
+    settings: ServeSettings,
+    admin_key: str,
+    modules: list[Any],
+    static: Path | None,
+    auth: tuple[Any, Any] = (None, None),
 ) -> None:
     from marketpulse.reactive._binding import open_gateway
     from marketpulse.reactive._gc import SurvivorFreezer
@@ -131,9 +142,11 @@ async def _serve(
 
     log = structlog.get_logger("marketpulse.serve")
     _GracefulServer = _graceful_server_class()
-    gateway, close = await open_gateway(settings, admin_key, modules)
+    verifier, dev_issuer = auth
+    gateway, close = await open_gateway(settings, admin_key, modules, verifier)
     try:
-        app = build_app(gateway, static_dir=static)
+        routes = dev_issuer.routes() if dev_issuer is not None else []
+        app = build_app(gateway, static_dir=static, extra_routes=routes)
         config = uvicorn_config(
             app, settings.host, settings.port, gateway, timeout_graceful_shutdown=5
         )
@@ -150,6 +163,8 @@ async def _serve(
             db=settings.db.split("@")[-1],
             modules=[m.name for m in modules],
             static=str(static) if static else None,
+            auth=[p.issuer for p in verifier.providers] if verifier else [],
+            dev_sign_in=f"{dev_issuer.issuer}/sign-in" if dev_issuer else None,
         )
         try:
             await server.serve()
@@ -158,6 +173,21 @@ async def _serve(
     finally:
         await close()
         log.info("store stopped")
+
+
+def _auth(settings: ServeSettings) -> tuple[Any, Any]:
+    from marketpulse.reactive._binding import auth_for
+    from marketpulse.reactive.auth import AuthConfigError
+
+    try:
+        verifier, dev_issuer = auth_for(settings)
+    except (AuthConfigError, ValueError, OSError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--auth-config / --dev-auth-key") from None
+    if settings.dev_auth_key is not None and dev_issuer is None:
+        structlog.get_logger("marketpulse.serve").warning(
+            "an auth provider is configured: the dev sign-in is off"
+        )
+    return verifier, dev_issuer
 
 
 def register(
@@ -200,6 +230,14 @@ def register(
             float | None, typer.Option(help="Drop a client that reads nothing for this long, s.")
         ] = None,
         static_dir: Annotated[Path | None, typer.Option(help="Web assets to serve at /.")] = None,
+        auth_config: Annotated[
+            str | None,
+            typer.Option(help="Auth providers (Convex auth.config as a JSON or TOML file)."),
+        ] = None,
+        dev_auth_key: Annotated[
+            Path | None,
+            typer.Option(help="Serve the dev sign-in at /auth/dev, its key in this file."),
+        ] = None,
     ) -> None:
         """Run the reactive store: Convex sync WebSocket, HTTP API and web assets."""
         overrides: dict[str, Any] = {
@@ -212,6 +250,8 @@ def register(
             "max_result_bytes": max_result_bytes,
             "client_send_timeout_s": client_send_timeout,
             "static_dir": static_dir,
+            "auth_config": auth_config,
+            "dev_auth_key": dev_auth_key,
         }
         settings = ServeSettings(**{k: v for k, v in overrides.items() if v is not None})
         if "functions" not in settings.model_fields_set and default_functions is not None:
@@ -227,5 +267,6 @@ def register(
             settings.functions, may_be_missing=default_functions if functions is None else None
         )
         static = settings.static_dir or default_static_dir
+        auth = _auth(settings)
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_serve(settings, admin_key, modules, static))
+            asyncio.run(_serve(settings, admin_key, modules, static, auth))

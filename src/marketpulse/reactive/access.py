@@ -1,9 +1,11 @@
-"""Who is calling: the admin key check shared by the WebSocket and HTTP front doors.
+"""Who is calling: the admin key and user tokens, shared by the WebSocket and HTTP front doors.
 
 Policy: the admin key (``Authorization: Convex <key>`` over HTTP, ``Authenticate`` with
 ``tokenType: "Admin"`` over the WebSocket) makes the caller admin, optionally acting as a user
-identity; ``None`` logs out; user JWTs are refused with a clear message (no identity provider is
-configured). The key is compared in constant time and never echoed back or logged.
+identity; a user JWT (``Authorization: Bearer <jwt>``, ``tokenType: "User"``) is checked
+against the configured providers (:mod:`marketpulse.reactive.auth`) and makes the caller that
+user; ``None`` logs out. Without providers user tokens are refused with a clear message. The
+key is compared in constant time and never echoed back or logged; neither is a token.
 """
 
 from __future__ import annotations
@@ -12,11 +14,17 @@ import base64
 import binascii
 import hmac
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
+import structlog
 
-__all__ = ["AccessDenied", "AdminKeyAuth", "Caller"]
+if TYPE_CHECKING:
+    from marketpulse.reactive.auth import TokenVerifier, VerifiedToken
+
+__all__ = ["Access", "AccessDenied", "Caller"]
+
+log = structlog.get_logger("marketpulse.access")
 
 
 class AccessDenied(Exception):
@@ -25,26 +33,71 @@ class AccessDenied(Exception):
 
 @dataclass(frozen=True)
 class Caller:
-    """The result of an authentication decision, before it becomes an engine identity."""
+    """The result of an authentication decision, before it becomes an engine identity.
 
-    kind: Literal["anonymous", "admin"]
+    Attributes:
+        kind: anonymous, admin, or a user with a verified token.
+        acting_as: the identity an admin acts as (admin), or the user's ``UserIdentity`` (user).
+        expires_at: when the user's token expires (Unix seconds).
+    """
+
+    kind: Literal["anonymous", "admin", "user"]
     acting_as: dict[str, Any] | None = None
+    expires_at: float | None = None
 
 
 ANONYMOUS = Caller("anonymous")
+_NO_PROVIDER = "User tokens are not accepted by this server (no identity provider is configured)"
 
 
-class AdminKeyAuth:
-    """Checks credentials against the deployment's admin key."""
+class Access:
+    """Checks credentials against the deployment's admin key and identity providers.
 
-    def __init__(self, admin_key: str | None) -> None:
+    Args:
+        admin_key: the admin key; None means no caller is admin.
+        verifier: checks user tokens; None refuses them.
+    """
+
+    def __init__(self, admin_key: str | None, verifier: TokenVerifier | None = None) -> None:
         self._key = admin_key.encode() if admin_key else None
+        self.verifier = verifier
 
     def __repr__(self) -> str:  # never show the key
-        return "AdminKeyAuth(<redacted>)"
+        return f"Access(<redacted>, {self.verifier!r})"
 
     def _is_admin_key(self, value: str) -> bool:
         return self._key is not None and hmac.compare_digest(value.encode(), self._key)
+
+    def user(self, token: str) -> Caller:
+        """Decide a user token against the cached provider keys.
+
+        Raises:
+            AccessDenied: the token is refused.
+            marketpulse.reactive.auth.KeysPending: await its ``fetch``, then call again.
+        """
+        if self.verifier is None:
+            raise AccessDenied(_NO_PROVIDER)
+        from marketpulse.reactive.auth import InvalidToken
+
+        try:
+            return _user(self.verifier.verify(token))
+        except InvalidToken as exc:
+            raise _refused(exc) from None
+
+    async def user_async(self, token: str) -> Caller:
+        """:meth:`user`, fetching the provider's keys when needed.
+
+        Raises:
+            AccessDenied: the token is refused.
+        """
+        if self.verifier is None:
+            raise AccessDenied(_NO_PROVIDER)
+        from marketpulse.reactive.auth import InvalidToken
+
+        try:
+            return _user(await self.verifier.verify_async(token))
+        except InvalidToken as exc:
+            raise _refused(exc) from None
 
     def websocket(
         self, token_type: str, value: str | None, acting_as: dict[str, Any] | None
@@ -53,6 +106,7 @@ class AdminKeyAuth:
 
         Raises:
             AccessDenied: the token is refused (send AuthError and close).
+            marketpulse.reactive.auth.KeysPending: a user token needs keys being fetched.
         """
         if token_type == "None":
             return ANONYMOUS
@@ -60,11 +114,9 @@ class AdminKeyAuth:
             if value is not None and self._is_admin_key(value):
                 return Caller("admin", acting_as)
             raise AccessDenied("Invalid admin key")
-        raise AccessDenied(
-            "User tokens are not accepted by this server (no identity provider is configured)"
-        )
+        return self.user(value or "")
 
-    def http(self, authorization: str | None) -> Caller:
+    async def http(self, authorization: str | None) -> Caller:
         """Decide an HTTP ``Authorization`` header.
 
         Raises:
@@ -89,7 +141,14 @@ class AdminKeyAuth:
                 acting_as = decoded
             return Caller("admin", acting_as)
         if scheme == "bearer":
-            raise AccessDenied(
-                "User tokens are not accepted by this server (no identity provider is configured)"
-            )
+            return await self.user_async(credentials.strip())
         raise AccessDenied("Unsupported Authorization scheme")
+
+
+def _refused(exc: Exception) -> AccessDenied:
+    log.info("user token refused", reason=str(exc)[:200])  # the reason only, never the token
+    return AccessDenied(str(exc))
+
+
+def _user(verified: VerifiedToken) -> Caller:
+    return Caller("user", verified.identity, verified.expires_at)

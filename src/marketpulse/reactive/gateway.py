@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from marketpulse.reactive.access import AdminKeyAuth, Caller
+from marketpulse.reactive.access import Access, Caller
 from marketpulse.reactive.limits import ConnectionLimits
 
 if TYPE_CHECKING:
@@ -246,7 +246,7 @@ class Gateway:
     """Everything a front door needs to serve one engine."""
 
     engine: EngineAPI
-    auth: AdminKeyAuth
+    auth: Access
     identity_of: Callable[[Caller], Any]
     function_kind: Callable[[str], str | None]
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)

@@ -138,9 +138,9 @@ class _Api:
     def __init__(self, gateway: Gateway) -> None:
         self.gw = gateway
 
-    def _identity(self, request: Request) -> Any:
+    async def _identity(self, request: Request) -> Any:
         try:
-            caller = self.gw.auth.http(request.headers.get("authorization"))
+            caller = await self.gw.auth.http(request.headers.get("authorization"))
         except AccessDenied as exc:
             raise BadRequest(401, "Unauthenticated", str(exc)) from None
         return self.gw.identity_of(caller)
@@ -181,7 +181,7 @@ class _Api:
     def for_kind(self, kind: str | None) -> Callable[[Request], Awaitable[Response]]:
         async def handler(request: Request) -> Response:
             body = await _body(request)
-            identity = self._identity(request)
+            identity = await self._identity(request)
             path = _path(body.get("path"))
             fmt = _format(body.get("format"), "convex_encoded_json")
             args = _args(body.get("args"))
@@ -192,7 +192,7 @@ class _Api:
 
     async def run_path(self, request: Request) -> Response:
         body = await _body(request)
-        identity = self._identity(request)
+        identity = await self._identity(request)
         parts = request.path_params["path"].strip("/").split("/")
         if not parts or not all(parts):
             raise BadRequest(400, "BadPath", "Expected /api/run/<module path>/<function>")
@@ -202,7 +202,7 @@ class _Api:
         return _json(udf_response(result, fmt))
 
     async def get_query(self, request: Request) -> Response:
-        identity = self._identity(request)
+        identity = await self._identity(request)
         params = request.query_params
         path = _path(params.get("path"))
         fmt = _format(params.get("format"), "convex_encoded_json")
@@ -216,12 +216,12 @@ class _Api:
         return _json(udf_response(result, fmt))
 
     async def query_ts(self, request: Request) -> Response:
-        self._identity(request)
+        await self._identity(request)
         return _json({"ts": encode_ts(self.gw.engine.ts)})
 
     async def query_at_ts(self, request: Request) -> Response:
         body = await _body(request)
-        identity = self._identity(request)
+        identity = await self._identity(request)
         raw_ts = body.get("ts")
         try:
             ts = decode_ts(raw_ts) if isinstance(raw_ts, str) else None
@@ -246,7 +246,7 @@ class _Api:
 
     async def query_batch(self, request: Request) -> Response:
         body = await _body(request)
-        identity = self._identity(request)
+        identity = await self._identity(request)
         queries = body.get("queries")
         if not isinstance(queries, list):
             raise BadRequest(400, "BadJsonBody", "'queries' must be an array")

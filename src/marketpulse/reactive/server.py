@@ -4,6 +4,7 @@ settings, whose WebSocket protocol serves the sync endpoint directly (sync/webso
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -135,12 +136,18 @@ def uvicorn_config(app: ASGIApp, host: str, port: int, gateway: Gateway, **extra
     )
 
 
-def build_app(gateway: Gateway, *, static_dir: Path | None = None) -> ASGIApp:
+def build_app(
+    gateway: Gateway,
+    *,
+    static_dir: Path | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
+) -> ASGIApp:
     """Assemble the store's ASGI app.
 
     Args:
         gateway: the engine and everything the front doors share.
         static_dir: a directory of built web assets to serve at ``/`` (index.html fallback).
+        extra_routes: more routes, matched before the web assets (e.g. the dev sign-in).
     """
 
     async def health(request: Request) -> Response:
@@ -161,6 +168,7 @@ def build_app(gateway: Gateway, *, static_dir: Path | None = None) -> ASGIApp:
         Route("/health", health),
         Route("/metrics", metrics),
         Route("/api/{rest:path}", not_found, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
+        *extra_routes,
     ]
     if static_dir is not None and (static_dir / "index.html").is_file():
         routes.append(Mount("/", _SpaStatic(directory=static_dir, html=True)))

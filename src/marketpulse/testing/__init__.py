@@ -23,6 +23,7 @@ from marketpulse._process import ManagedProcess, free_port, http_ok, port_open
 from marketpulse.testing._client import AdminClient, AsyncAdminClient, FunctionError
 from marketpulse.testing._dev import DevProcess
 from marketpulse.testing._feed import FeedMarket, SyntheticFeed
+from marketpulse.testing._issuer import JwtIssuer
 from marketpulse.testing._stats import percentile, summarize_ms
 from marketpulse.testing._system import Book, LocalSystem, Streaming, canonical_book
 
@@ -34,6 +35,7 @@ __all__ = [
     "DevProcess",
     "FeedMarket",
     "FunctionError",
+    "JwtIssuer",
     "LocalSystem",
     "ManagedProcess",
     "SimulatorProcess",

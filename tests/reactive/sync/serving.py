@@ -11,7 +11,9 @@ from pathlib import Path
 import uvicorn
 
 from e2e.example_functions import counter
+from marketpulse.reactive import FunctionModule
 from marketpulse.reactive._binding import gateway_for
+from marketpulse.reactive.auth import TokenVerifier
 from marketpulse.reactive.engine import Engine
 from marketpulse.reactive.gateway import Gateway
 from marketpulse.reactive.limits import ConnectionLimits, RunLimits
@@ -38,14 +40,19 @@ class Served:
 
 @contextlib.asynccontextmanager
 async def serve_store(
-    db_path: Path, limits: ConnectionLimits | None = None, *, static_dir: Path | None = None
+    db_path: Path,
+    limits: ConnectionLimits | None = None,
+    *,
+    static_dir: Path | None = None,
+    modules: list[FunctionModule] | None = None,
+    verifier: TokenVerifier | None = None,
 ) -> AsyncIterator[Served]:
     engine = await Engine.open(
         open_persistence(f"sqlite:{db_path}"),
-        [counter],
+        modules or [counter],
         limits=RunLimits(query_time_limit=0.3, max_result_bytes=2_000_000),
     )
-    gateway = gateway_for(engine, ADMIN_KEY, limits)
+    gateway = gateway_for(engine, ADMIN_KEY, limits, verifier)
     config = uvicorn_config(build_app(gateway, static_dir=static_dir), "127.0.0.1", 0, gateway)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server._serve())  # no signal handlers inside a test
@@ -61,3 +68,5 @@ async def serve_store(
         with contextlib.suppress(BaseException):
             await asyncio.wait_for(task, 10)
         await engine.close()
+        if verifier is not None:
+            await verifier.aclose()

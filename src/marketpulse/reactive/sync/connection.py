@@ -24,12 +24,14 @@ this driver feeds it, acts on its events with the engine, and writes what it que
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from typing import Any, Protocol
 
 import structlog
 
-from marketpulse.reactive.access import ANONYMOUS, AccessDenied
+from marketpulse.reactive.access import ANONYMOUS, AccessDenied, Caller
+from marketpulse.reactive.auth import KeysPending
 from marketpulse.reactive.gateway import Gateway
 from marketpulse.reactive.sync.protocol import (
     ActionRequested,
@@ -45,6 +47,10 @@ from marketpulse.reactive.sync.protocol import (
 __all__ = ["Socket", "SyncConnection"]
 
 log = structlog.get_logger("marketpulse.sync")
+
+# Messages a client may send while its token waits for the provider's keys (the official
+# clients send a few: the query set, maybe mutations); more is abuse.
+_MAX_HELD_MESSAGES = 256
 
 
 def _log_protocol_error(error: str) -> None:
@@ -105,9 +111,12 @@ class SyncConnection:
 
     __slots__ = (
         "_actions",
+        "_auth_task",
         "_done",
         "_dropped",
+        "_expiry",
         "_gw",
+        "_held",
         "_identity",
         "_mutating",
         "_mutations",
@@ -143,6 +152,10 @@ class SyncConnection:
         self._stalled_since: float | None = None
         self._dropped = False
         self._done = False
+        # While a user token waits for its provider's keys: the messages after it, in order.
+        self._held: list[str | bytes] | None = None
+        self._auth_task: asyncio.Task[None] | None = None
+        self._expiry: asyncio.TimerHandle | None = None
         gateway.metrics.connections.inc()
         gateway.watchdog.add(self)
 
@@ -150,6 +163,12 @@ class SyncConnection:
 
     def message_received(self, data: str | bytes) -> None:
         """Act on one complete WebSocket message (text as ``str``, binary as ``bytes``)."""
+        if self._held is not None:
+            if len(self._held) >= _MAX_HELD_MESSAGES:
+                self._fatal("Too many messages while the token is being checked")
+            else:
+                self._held.append(data)
+            return
         proto = self._proto
         proto.receive_data(data)
         if proto.close_expected():
@@ -168,7 +187,7 @@ class SyncConnection:
                 self._start_action(event)
             elif isinstance(event, AuthenticateRequested):
                 self._authenticate(event)
-            if proto.close_expected():
+            if proto.close_expected() or self._held is not None:
                 break
         self._flush()
         self._send_data()
@@ -280,6 +299,9 @@ class SyncConnection:
         # re-sends it on its next connection.
         if self._worker is not None:
             self._worker.cancel()
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._held = None
         for task in self._actions or ():
             task.cancel()
         self._mutations = None
@@ -326,6 +348,52 @@ class SyncConnection:
         except AccessDenied as exc:
             self._proto.reject_auth(str(exc))
             return
+        except KeysPending as pending:
+            # Off the hot path: hold what follows until the keys arrive and decide then.
+            self._held = []
+            self._auth_task = asyncio.get_running_loop().create_task(
+                self._authenticate_later(event, pending.fetch)
+            )
+            return
+        self._accept(caller)
+
+    async def _authenticate_later(
+        self, event: AuthenticateRequested, fetch: asyncio.Future[None]
+    ) -> None:
+        await asyncio.shield(fetch)  # the fetch is shared: a closed socket must not cancel it
+        if self._done:
+            return
+        try:
+            self._accept(self._gw.auth.websocket(event.token_type, event.value, event.acting_as))
+        except (AccessDenied, KeysPending) as exc:
+            self._proto.reject_auth(str(exc))
+        self._flush()
+        self._send_data()
+        held, self._held = self._held or [], None
+        for i, data in enumerate(held):
+            if self._done:
+                return
+            self.message_received(data)
+            if self._held is not None:  # another Authenticate is waiting: keep the order
+                self._held.extend(held[i + 1 :])
+                return
+
+    def _token_expired(self) -> None:
+        self._expiry = None
+        if not self._done:
+            self._proto.expire_auth("Token expired")
+            self._send_data()
+
+    def _accept(self, caller: Caller) -> None:
+        gw = self._gw
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if caller.expires_at is not None:
+            # Convex ends a session whose token expires; clients re-authenticate.
+            loop = asyncio.get_running_loop()
+            delay = max(0.0, caller.expires_at - time.time())
+            self._expiry = loop.call_later(delay, self._token_expired)
         self._identity = gw.identity_of(caller)
         # A new identity re-runs every query under it.
         for sub in self._subs.values():

@@ -562,16 +562,24 @@ class SyncProtocol:
         """
         base = self._pending_auth if self._pending_auth is not None else self.received_identity
         self._pending_auth = None
-        self._queue(
-            _dumps(
-                {
-                    "type": "AuthError",
-                    "error": error,
-                    "baseVersion": base,
-                    "authUpdateAttempted": True,
-                }
-            )
-        )
+        self._auth_error(error, base, attempted=True)
+
+    def expire_auth(self, error: str) -> None:
+        """The accepted token expired: AuthError (``authUpdateAttempted: false``), then close.
+
+        After calling this, send :meth:`data_to_send`'s frames and close the socket.
+        """
+        if not self._closed:
+            self._auth_error(error, self.received_identity, attempted=False)
+
+    def _auth_error(self, error: str, base: int, *, attempted: bool) -> None:
+        message = {
+            "type": "AuthError",
+            "error": error,
+            "baseVersion": base,
+            "authUpdateAttempted": attempted,
+        }
+        self._queue(_dumps(message))
         self._closed = True
 
     def send_fatal_error(self, error: str) -> None:

@@ -1,0 +1,202 @@
+"""TokenVerifier against a real issuer (JWKS and discovery over HTTP on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import jwt
+import pytest
+
+from marketpulse.reactive.auth import (
+    AuthConfigError,
+    InvalidToken,
+    KeysPending,
+    SigningKey,
+    TokenVerifier,
+    VerifiedToken,
+)
+from marketpulse.reactive.auth._config import parse_auth_config
+from marketpulse.testing import JwtIssuer
+
+
+@pytest.fixture
+def issuer() -> Iterator[JwtIssuer]:
+    with JwtIssuer("RS256") as it:
+        yield it
+
+
+@pytest.fixture
+def es_issuer() -> Iterator[JwtIssuer]:
+    with JwtIssuer("ES256", application_id="es-app") as it:
+        yield it
+
+
+def verifier(*providers: dict[str, Any], **options: Any) -> TokenVerifier:
+    return TokenVerifier(parse_auth_config({"providers": list(providers)}), **options)
+
+
+async def verify(v: TokenVerifier, token: str) -> VerifiedToken:
+    try:
+        return await v.verify_async(token)
+    finally:
+        await v.aclose()
+
+
+async def refused(v: TokenVerifier, token: str) -> str:
+    with pytest.raises(InvalidToken) as info:
+        await v.verify_async(token)
+    return str(info.value)
+
+
+async def test_oidc_rs256_and_es256_give_convex_user_identities(
+    issuer: JwtIssuer, es_issuer: JwtIssuer
+) -> None:
+    v = verifier(issuer.oidc_provider(), es_issuer.oidc_provider())
+    try:
+        token = issuer.token(
+            "alice", name="Alice", email="a@example.com", email_verified=True, team="red"
+        )
+        got = await v.verify_async(token)
+        assert got.identity == {
+            "tokenIdentifier": f"{issuer.url}|alice",
+            "subject": "alice",
+            "issuer": issuer.url,
+            "name": "Alice",
+            "email": "a@example.com",
+            "emailVerified": True,
+            "team": "red",
+        }
+        assert got.expires_at == jwt.decode(token, options={"verify_signature": False})["exp"]
+        es = await v.verify_async(es_issuer.token("bob", given_name="Bob", locale="fr"))
+        assert es.identity["tokenIdentifier"] == f"{es_issuer.url}|bob"
+        assert es.identity["givenName"] == "Bob" and es.identity["language"] == "fr"
+        # Discovery then JWKS, once each: later tokens are checked from the cache.
+        await v.verify_async(issuer.token("carol"))
+        assert (issuer.discovery_requests, issuer.jwks_requests) == (1, 1)
+    finally:
+        await v.aclose()
+
+
+async def test_custom_jwt_by_url_and_inline(issuer: JwtIssuer, es_issuer: JwtIssuer) -> None:
+    by_url = verifier(issuer.custom_jwt_provider())
+    assert (await verify(by_url, issuer.token("u"))).identity["subject"] == "u"
+    assert issuer.discovery_requests == 0 and issuer.jwks_requests == 1
+    inline = verifier(es_issuer.custom_jwt_provider(inline=True))
+    assert inline.verify(es_issuer.token("v")).identity["subject"] == "v"  # no fetch at all
+    assert es_issuer.jwks_requests == 0
+    # A data: URI, as Convex accepts for inline keys.
+    data_uri = (
+        "data:text/plain;charset=utf-8;base64,"
+        + base64.b64encode(json.dumps(es_issuer.jwks()).encode()).decode()
+    )
+    entry = {**es_issuer.custom_jwt_provider(), "jwks": data_uri}
+    assert verifier(entry).verify(es_issuer.token("w")).identity["subject"] == "w"
+    # Without an applicationID the audience is not checked (Convex's custom JWT rule).
+    entry = {**es_issuer.custom_jwt_provider(inline=True)}
+    del entry["applicationID"]
+    assert verifier(entry).verify(es_issuer.token("x", aud="anything")).identity["subject"] == "x"
+
+
+async def test_refusals(issuer: JwtIssuer) -> None:
+    v = verifier(issuer.oidc_provider())
+    try:
+        assert (await v.verify_async(issuer.token("ok"))).identity["subject"] == "ok"
+        assert "audience" in await refused(v, issuer.token("a", aud="other-app"))
+        assert "No auth provider" in await refused(v, issuer.token("a", iss="http://127.0.0.1:9"))
+        assert "expired" in await refused(v, issuer.token("a", now=time.time() - 7200))
+        assert "not valid yet" in await refused(v, issuer.token("a", nbf=int(time.time()) + 600))
+        assert "'sub'" in await refused(
+            v, issuer.key.sign({"iss": issuer.url, "aud": issuer.application_id})
+        )
+        # Signed by another key under the published kid: the signature does not verify.
+        forged = SigningKey.generate("RS256", kid=issuer.key.kid)
+        assert "signature" in await refused(v, issuer.token("a", key=forged))
+        # alg "none" and HMAC (with the public key as the secret, the classic confusion).
+        claims = {"iss": issuer.url, "sub": "a", "aud": issuer.application_id}
+        claims["exp"] = int(time.time()) + 60
+        none_token = jwt.encode(claims, None, algorithm="none")
+        assert "'none'" in await refused(v, none_token)
+        hs_token = jwt.encode(claims, "x" * 32, algorithm="HS256")
+        assert "'HS256'" in await refused(v, hs_token)
+        assert "not a JWT" in await refused(v, "a.b.c")
+    finally:
+        await v.aclose()
+
+
+async def test_unknown_kid_refetches_at_a_bounded_rate(issuer: JwtIssuer) -> None:
+    v = verifier(issuer.oidc_provider(), min_refresh_s=0.5)
+    try:
+        await v.verify_async(issuer.token("a"))
+        assert issuer.jwks_requests == 1
+        # The issuer rotates in a new key: the unknown kid triggers a refresh that finds it.
+        await asyncio.sleep(0.6)
+        new = SigningKey.generate("ES256")
+        issuer.published.append(new)
+        assert (await v.verify_async(issuer.token("b", key=new))).identity["subject"] == "b"
+        assert issuer.jwks_requests == 2
+        # A key the issuer never publishes: refused after a refresh...
+        await asyncio.sleep(0.6)
+        rogue = SigningKey.generate("RS256")
+        message = await refused(v, issuer.token("c", key=rogue))
+        assert "no signing key" in message and issuer.jwks_requests == 3
+        # ...and a burst of made-up kids within the interval fetches nothing more.
+        for i in range(20):
+            token = issuer.token("c", key=SigningKey.generate("ES256", kid=f"made-up-{i}"))
+            with pytest.raises(InvalidToken):
+                v.verify(token)
+        assert issuer.jwks_requests == 3
+    finally:
+        await v.aclose()
+
+
+async def test_first_token_waits_for_keys_then_the_cache_serves(issuer: JwtIssuer) -> None:
+    v = verifier(issuer.oidc_provider())
+    try:
+        token = issuer.token("a")
+        with pytest.raises(KeysPending) as pending:
+            v.verify(token)
+        # Concurrent needs share the one fetch.
+        with pytest.raises(KeysPending) as again:
+            v.verify(issuer.token("b"))
+        assert again.value.fetch is pending.value.fetch
+        await pending.value.fetch
+        assert v.verify(token).identity["subject"] == "a"
+        assert issuer.jwks_requests == 1
+    finally:
+        await v.aclose()
+
+
+async def test_an_unreachable_issuer_is_a_clear_refusal() -> None:
+    with JwtIssuer() as gone:
+        entry = gone.oidc_provider()
+        token = gone.token("a")
+    v = verifier(entry)
+    try:
+        message = await refused(v, token)
+        assert "cannot fetch the keys" in message and gone.url in message
+    finally:
+        await v.aclose()
+
+
+@pytest.mark.parametrize(
+    ("providers", "error"),
+    [
+        ([{"domain": "https://x"}], "'applicationID'"),
+        ([{"domain": "ftp://x", "applicationID": "a"}], "http(s) URL"),
+        (
+            [{"type": "customJwt", "issuer": "i", "jwks": "https://j", "algorithm": "HS256"}],
+            "RS256",
+        ),
+        ([{"type": "customJwt", "issuer": "i", "algorithm": "RS256"}], "'jwks' is required"),
+        ([{"type": "saml"}], "unknown provider type"),
+        ("nope", "'providers' list"),
+    ],
+)
+def test_malformed_configs_say_what_is_wrong(providers: Any, error: str) -> None:
+    with pytest.raises(AuthConfigError, match=error.replace("(", r"\(").replace(")", r"\)")):
+        parse_auth_config({"providers": providers})

@@ -1,0 +1,118 @@
+"""User tokens over the sync socket: a real store, a real issuer, the light wire client."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from e2e.auth_functions import whoami
+from marketpulse.reactive.auth import TokenVerifier
+from marketpulse.reactive.auth._config import parse_auth_config
+from marketpulse.reactive.sync.client import LightSyncClient, ServerError
+from marketpulse.testing import JwtIssuer
+
+from .serving import Served, serve_store
+
+
+@pytest.fixture
+def issuer() -> Iterator[JwtIssuer]:
+    with JwtIssuer("ES256") as it:
+        yield it
+
+
+@pytest.fixture
+async def store(tmp_path: Path, issuer: JwtIssuer) -> AsyncIterator[Served]:
+    config = parse_auth_config({"providers": [issuer.oidc_provider()]})
+    async with serve_store(
+        tmp_path / "s.sqlite", modules=[whoami], verifier=TokenVerifier(config, leeway_s=0)
+    ) as served:
+        yield served
+
+
+async def auth_error(c: LightSyncClient) -> dict[str, Any]:
+    for _ in range(500):
+        if c.failure is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert isinstance(c.failure, ServerError) and "AuthError" in str(c.failure), c.failure
+    message: dict[str, Any] = next(m for m in c.messages if m["type"] == "AuthError")
+    return message
+
+
+async def test_messages_after_a_token_wait_for_its_keys_and_run_as_the_user(
+    store: Served, issuer: JwtIssuer
+) -> None:
+    c = await store.client()
+    # The first token of the provider needs its keys: the subscription sent right after it
+    # is held, then runs under the user's identity (never as anonymous).
+    await c.authenticate("User", issuer.token("alice", name="Alice"))
+    q = await c.subscribe("whoami:me")
+    me = await c.wait_for(q)
+    assert me["tokenIdentifier"] == f"{issuer.url}|alice" and me["name"] == "Alice"
+    assert not [t for t in c.transitions if t.modifications and t.end["identity"] == 0]
+    ok = await c.request("Mutation", "whoami:visit")
+    assert ok["success"] and ok["result"] == 1.0
+    # A refreshed token of the same user: accepted, same identity.
+    await c.authenticate("User", issuer.token("alice", name="Alice"))
+    q2 = await c.subscribe("whoami:myVisits")
+    assert await c.wait_for(q2) == 1.0
+    # Logging out: the user-only function now fails clearly.
+    await c.authenticate("None")
+    q3 = await c.subscribe("whoami:subject")
+    with pytest.raises(ServerError, match="Sign in first"):
+        await c.wait_for(q3)
+    await c.close()
+
+
+async def test_two_users_never_see_each_other_through_a_shared_query(
+    store: Served, issuer: JwtIssuer
+) -> None:
+    clients = {}
+    for name in ("ann", "ben", "ann"):
+        c = await store.client()
+        await c.authenticate("User", issuer.token(name))
+        clients.setdefault(name, []).append((c, await c.subscribe("whoami:me")))
+    for name, subs in clients.items():
+        for c, q in subs:
+            assert (await c.wait_for(q))["subject"] == name
+    # The two sockets of ann share one query run; ben's is another (the key has the identity).
+    shared = [key for key in store.engine._queries if key[0] == "whoami:me"]
+    assert len(shared) == 2 and len({key[2] for key in shared}) == 2
+    for subs in clients.values():
+        for c, _ in subs:
+            await c.close()
+
+
+@pytest.mark.parametrize(
+    ("claims", "error"),
+    [
+        ({"now": time.time() - 7200}, "Token expired"),
+        ({"aud": "other"}, "audience"),
+        ({"iss": "http://127.0.0.1:9"}, "No auth provider"),
+    ],
+)
+async def test_refused_user_tokens_get_auth_error_with_their_base_version(
+    store: Served, issuer: JwtIssuer, claims: dict[str, Any], error: str
+) -> None:
+    c = await store.client()
+    await c.authenticate("User", issuer.token("a", **claims))
+    message = await auth_error(c)
+    assert error in message["error"]
+    assert message["baseVersion"] == 0 and message["authUpdateAttempted"] is True
+    await c.close()
+
+
+async def test_a_token_that_expires_mid_session_ends_it(store: Served, issuer: JwtIssuer) -> None:
+    c = await store.client()
+    await c.authenticate("User", issuer.token("short", lifetime_s=2))
+    q = await c.subscribe("whoami:subject")
+    assert await c.wait_for(q) == "short"
+    started = time.monotonic()
+    message = await auth_error(c)
+    assert message["authUpdateAttempted"] is False and message["baseVersion"] == 1
+    assert "expired" in message["error"] and time.monotonic() - started < 4
