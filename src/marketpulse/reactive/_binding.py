@@ -62,7 +62,7 @@ async def open_gateway(
     """Open persistence and engine per ``settings``; returns the gateway and its closer."""
     _ensure_sqlite_dir(settings.db)
     engine = await Engine.open(
-        open_persistence(settings.db),
+        open_persistence(settings.db, accept_database_loss=settings.accept_database_loss),
         modules,
         limits=RunLimits(
             query_time_limit=settings.query_timeout_s,

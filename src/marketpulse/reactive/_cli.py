@@ -24,9 +24,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from marketpulse._admin_key import new_admin_key
 from marketpulse.reactive.limits import ConnectionLimits, RunLimits
 
-__all__ = ["ServeSettings", "register"]
+__all__ = ["EXIT_DATABASE_REFUSED", "ServeSettings", "register"]
 
 DEFAULT_DB = "sqlite:./data/marketpulse.sqlite"
+EXIT_DATABASE_REFUSED = 3
+"""``serve``'s exit code when it refuses its database (restarting it will not help)."""
 
 
 class ServeSettings(BaseSettings):
@@ -46,6 +48,9 @@ class ServeSettings(BaseSettings):
     client_send_timeout_s: float = Field(ConnectionLimits.client_send_timeout_s, gt=0)
     static_dir: Path | None = None
     log_level: str = "info"
+    accept_database_loss: bool = False
+    """Start even on a database that is missing, empty, foreign, older than the marker beside
+    it records, or corrupt (``--accept-database-loss``)."""
 
 
 def configure_logging(level: str) -> None:
@@ -200,6 +205,13 @@ def register(
             float | None, typer.Option(help="Drop a client that reads nothing for this long, s.")
         ] = None,
         static_dir: Annotated[Path | None, typer.Option(help="Web assets to serve at /.")] = None,
+        accept_database_loss: Annotated[
+            bool,
+            typer.Option(
+                "--accept-database-loss",
+                help="Start even on a missing, empty, foreign, older or corrupt database.",
+            ),
+        ] = False,
     ) -> None:
         """Run the reactive store: Convex sync WebSocket, HTTP API and web assets."""
         overrides: dict[str, Any] = {
@@ -212,6 +224,7 @@ def register(
             "max_result_bytes": max_result_bytes,
             "client_send_timeout_s": client_send_timeout,
             "static_dir": static_dir,
+            "accept_database_loss": accept_database_loss or None,
         }
         settings = ServeSettings(**{k: v for k, v in overrides.items() if v is not None})
         if "functions" not in settings.model_fields_set and default_functions is not None:
@@ -227,5 +240,13 @@ def register(
             settings.functions, may_be_missing=default_functions if functions is None else None
         )
         static = settings.static_dir or default_static_dir
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_serve(settings, admin_key, modules, static))
+        from marketpulse.reactive.persistence import UnsafeDatabase
+
+        try:
+            with contextlib.suppress(KeyboardInterrupt):
+                asyncio.run(_serve(settings, admin_key, modules, static))
+        except UnsafeDatabase as exc:
+            # A refusal is not a crash: one paragraph, no traceback, and its own exit code so
+            # a supervisor knows restarting will not help.
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(EXIT_DATABASE_REFUSED) from None
