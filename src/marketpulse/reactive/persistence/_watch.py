@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import structlog
@@ -87,11 +88,11 @@ class DatabaseWatch:
         self._stop.set()
 
     def stop(self) -> None:
-        """Stop looking and write the marker a last time (exact after a clean close)."""
+        """Stop looking, once any look under way is done (then write the marker a last time:
+        exact after a clean close)."""
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
-        self.write_marker()
 
     def check(self) -> None:
         """One look (what the thread does every ``interval``)."""
@@ -115,6 +116,23 @@ class DatabaseWatch:
                 self._written_ts = -1
         if self.committed_ts != self._written_ts or not self.marker_file.exists():
             self.write_marker()
+
+    def set_aside_wal(self) -> None:
+        """After a loss, once the connection is closed: move this store's WAL out of the way.
+
+        Left at ``<database>-wal``, SQLite would replay it onto whatever file is at the path
+        next (say, the file that replaced ours), mixing two databases' pages. It is kept as
+        ``<database>-wal.lost-<unix time>`` for whoever wants to recover from it.
+        """
+        if self.lost is None or self._wal_id is None or _file_id(self.wal) != self._wal_id:
+            return
+        aside = f"{self.wal}.lost-{int(time.time())}"
+        try:
+            os.replace(self.wal, aside)
+        except OSError as exc:
+            log.error("cannot set the lost database's WAL aside", wal=self.wal, error=str(exc))
+            return
+        log.warning("set the lost database's WAL aside", wal=aside)
 
     def write_marker(self) -> None:
         """Write the marker with the newest durable ts now (a failure is logged, rate-limited)."""

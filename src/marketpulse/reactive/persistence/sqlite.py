@@ -338,7 +338,10 @@ class SqlitePersistence:
         if self._writer is not None:
             await asyncio.gather(self._writer, return_exceptions=True)
         loop = asyncio.get_running_loop()
+        # The watch stops first: closing the last connection deletes the WAL on purpose.
+        await loop.run_in_executor(self._executor, self._watch.stop)
         await loop.run_in_executor(self._executor, self._conn.close)
         if self.path != ":memory:":
-            await loop.run_in_executor(self._executor, self._watch.stop)
+            await loop.run_in_executor(self._executor, self._watch.set_aside_wal)
+            await loop.run_in_executor(self._executor, self._watch.write_marker)
         self._executor.shutdown(wait=True)
