@@ -103,8 +103,13 @@ class SqlitePersistence:
         path: the database file; created (with its parent directory) if missing.
         inline_max_writes: a commit of at most this many document writes that finds no write
             in flight is written on the event loop's thread (0: always on the SQLite thread).
+        accept_loss: start even on a database the marker beside it says is not this store's
+            latest (missing, empty, foreign, older) or that ``quick_check`` finds corrupt
+            (logged as a warning).
+        watch_interval_s: how often the marker is rewritten and the files are checked.
 
     Raises:
+        UnsafeDatabase: the database is not the one this store last wrote, or is corrupt.
         PersistenceError: the file cannot be opened as an SQLite database.
     """
 
