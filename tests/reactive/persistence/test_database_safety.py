@@ -27,7 +27,7 @@ from marketpulse.reactive.persistence import (
     SqlitePersistence,
     UnsafeDatabase,
 )
-from marketpulse.reactive.persistence._identity import marker_path, read_marker
+from marketpulse.reactive.persistence._identity import marker_path, read_marker, rescued_copies
 
 from ..example_app import MODULES
 
@@ -294,9 +294,23 @@ async def test_the_file_lost_while_running_stops_acknowledging(
         assert eng.run_query("counters:value", {"name": "c"}).value == 5
     finally:
         await eng.close()
-    if how != "wal deleted":
-        refused(db_path)  # and the marker still knows what was acknowledged
     assert read_marker(marker_path(db_path)).ts == acknowledged  # type: ignore[union-attr]
+    (copy,) = rescued_copies(str(db_path))
+    if how != "wal deleted":
+        refused(
+            db_path,
+            f"rescued a copy of every commit it acknowledged when it noticed the loss: {copy}",
+        )
+    # The copy, moved into place, is this store's latest state: it starts without the override.
+    for suffix in ("-wal", "-shm"):
+        Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+    os.replace(copy, db_path)
+    eng = await Engine.open(opened(db_path), MODULES)
+    try:
+        assert eng.ts == acknowledged
+        assert eng.run_query("counters:value", {"name": "c"}).value == 5
+    finally:
+        await eng.close()
 
 
 async def test_the_whole_folder_deleted_while_running(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ ordinary restart, even after a SIGKILL, always agrees with it.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import secrets
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ __all__ = [
     "new_store_id",
     "read_marker",
     "refusal_text",
+    "rescued_copies",
     "write_marker",
 ]
 
@@ -95,13 +97,26 @@ def judge(marker: Marker | None, db: DatabaseState) -> str | None:
     return None
 
 
-def refusal_text(path: str, problem: str) -> str:
+def rescued_copies(database: str) -> list[str]:
+    """Copies a store made of its database when it noticed the file lost, newest first."""
+    path = Path(database)
+    pattern = f"{glob.escape(path.name)}.rescued-*"
+    return sorted((str(p) for p in path.parent.glob(pattern)), reverse=True)
+
+
+def refusal_text(path: str, problem: str, rescued: list[str] | None = None) -> str:
     """The one-paragraph message of a refused start."""
+    restore = "Restore the right file (with its -wal file) if you have it"
+    if rescued:
+        restore = (
+            f"The store rescued a copy of every commit it acknowledged when it noticed the loss: "
+            f"{rescued[0]}; move it to {path} (with no -wal file beside it) and start again"
+        )
     return (
         f"Refusing to start on {path}: {problem}. Starting anyway would serve the wrong data "
-        "and lose the acknowledged writes it no longer holds. Restore the right file (with its "
-        "-wal file) if you have it; to start on this database as it is and accept the loss, "
-        f"run again with {ACCEPT_LOSS_FLAG} (or {ACCEPT_LOSS_ENV}=1)."
+        f"and lose the acknowledged writes it no longer holds. {restore}; to start on this "
+        f"database as it is and accept the loss, run again with {ACCEPT_LOSS_FLAG} (or "
+        f"{ACCEPT_LOSS_ENV}=1)."
     )
 
 

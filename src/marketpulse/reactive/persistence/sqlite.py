@@ -39,7 +39,7 @@ import contextlib
 import sqlite3
 import time
 import weakref
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import orjson
@@ -55,6 +55,7 @@ from ._identity import (
     new_store_id,
     read_marker,
     refusal_text,
+    rescued_copies,
 )
 from ._types import Commit, PersistenceError, Snapshot, UnsafeDatabase
 from ._watch import DatabaseWatch
@@ -129,6 +130,8 @@ class SqlitePersistence:
         self._closed = False
         self._failures = FailureLog("store write failed")
         self._failing: str | None = None
+        self._rescue: Future[None] | None = None
+        self._rescued: str | None = None
         memory = self.path == ":memory:"
         marker_file = marker_path(self.path)
         marker = None if memory else read_marker(marker_file)
@@ -140,7 +143,7 @@ class SqlitePersistence:
             # Checked before connecting, which would create the file.
             early = judge(marker, DatabaseState(None, 0, file_size)) if file_size <= 0 else None
             if early is not None and not accept_loss:
-                raise UnsafeDatabase(refusal_text(self.path, early))
+                raise UnsafeDatabase(refusal_text(self.path, early, rescued_copies(self.path)))
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         try:
             self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -168,7 +171,7 @@ class SqlitePersistence:
             if not accept_loss:
                 self._executor.shutdown(wait=False)
                 self._conn.close()
-                raise UnsafeDatabase(refusal_text(self.path, problem))
+                raise UnsafeDatabase(refusal_text(self.path, problem, rescued_copies(self.path)))
             log.warning(
                 "starting on a database that lost data, as told", path=self.path, problem=problem
             )
@@ -276,8 +279,35 @@ class SqlitePersistence:
 
     def _refuse_if_lost(self) -> None:
         if self._watch.lost is not None:
+            if self._rescue is None:
+                self._rescue = self._executor.submit(self._rescue_sync)
             self._failures.report(self._watch.lost)
             raise PersistenceError(self._watch.lost)
+
+    def _rescue_sync(self) -> None:
+        """After a loss, on the SQLite thread: copy what this connection still reads (the lost
+        file and its WAL, through the descriptors it holds open) to ``<file>.rescued-<time>``,
+        every acknowledged commit, ready to be moved into place. Once."""
+        if self._rescued is not None:
+            return
+        target = Path(f"{self.path}.rescued-{int(time.time())}")
+        self._rescued = str(target)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            copy = sqlite3.connect(target)
+            try:
+                self._conn.backup(copy)
+            finally:
+                copy.close()
+        except (sqlite3.Error, OSError) as exc:
+            log.error("cannot rescue the lost database", copy=str(target), error=describe(exc))
+            return
+        log.warning(
+            "rescued every acknowledged commit of the lost database",
+            copy=str(target),
+            ts=self._watch.committed_ts,
+            to_use_it=f"stop the store, move it to {self.path} (no -wal beside it), start",
+        )
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
@@ -345,6 +375,8 @@ class SqlitePersistence:
         loop = asyncio.get_running_loop()
         # The watch stops first: closing the last connection deletes the WAL on purpose.
         await loop.run_in_executor(self._executor, self._watch.stop)
+        if self._watch.lost is not None:
+            await loop.run_in_executor(self._executor, self._rescue_sync)
         await loop.run_in_executor(self._executor, self._conn.close)
         if self.path != ":memory:":
             await loop.run_in_executor(self._executor, self._watch.set_aside_wal)
