@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import pytest
@@ -174,15 +174,34 @@ def test_a_corrupt_index_page_is_refused(tmp_path: Path) -> None:
 
 
 # -- while running: a convex client reads on --------------------------------------------------
-class Reader:
-    """The official PyPI client querying the counter in a loop, on its own thread."""
+class _Loop:
+    """Something done over and over on its own thread while the test acts."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    @contextmanager
+    def running(self) -> Iterator[Self]:
+        self._thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            self._thread.join(10)
+
+
+class Reader(_Loop):
+    """The official PyPI client querying the counter in a loop."""
 
     def __init__(self, url: str) -> None:
+        super().__init__()
         self.client = ConvexClient(url)
         self.values: list[Any] = []
         self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.wait(0.05):
@@ -190,15 +209,6 @@ class Reader:
                 self.values.append(self.client.query("counter:get", {"name": "c"}))
             except Exception as exc:
                 self.errors.append(str(exc))
-
-    @contextmanager
-    def running(self) -> Iterator[Reader]:
-        self._thread.start()
-        try:
-            yield self
-        finally:
-            self._stop.set()
-            self._thread.join(10)
 
     def reads_since(self, count: int) -> list[Any]:
         return self.values[count:]
@@ -228,16 +238,15 @@ def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.1)
 
 
-class Writer:
-    """Increments the counter back to back on its own thread, as a feed writes trades."""
+class Writer(_Loop):
+    """Increments the counter back to back, as a feed writes trades."""
 
     def __init__(self, s: StoreProcess) -> None:
+        super().__init__()
         self.store = s
         self.acknowledged: float | None = None
         self.acknowledged_count = 0
         self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         with AdminClient(self.store.url, ADMIN_KEY, timeout=10) as admin:
@@ -248,15 +257,6 @@ class Writer:
                 except FunctionError as exc:
                     self.errors.append(str(exc))
                     time.sleep(0.01)
-
-    @contextmanager
-    def running(self) -> Iterator[Writer]:
-        self._thread.start()
-        try:
-            yield self
-        finally:
-            self._stop.set()
-            self._thread.join(10)
 
 
 @pytest.mark.parametrize("how", ["deleted", "replaced"])
