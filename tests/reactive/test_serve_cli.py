@@ -175,3 +175,39 @@ def test_the_store_imports_no_application_package() -> None:
             if app_module in text
         ]
     assert found == []
+
+
+def test_accept_database_loss_from_the_flag_or_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[bool] = []
+
+    async def record(settings: _cli.ServeSettings, *_: Any) -> None:
+        seen.append(settings.accept_database_loss)
+
+    monkeypatch.setattr(_cli, "_serve", record)
+    monkeypatch.setattr(_cli, "configure_logging", lambda level: None)
+    monkeypatch.setenv("MARKETPULSE_ADMIN_KEY", "k" * 64)
+    monkeypatch.delenv("MARKETPULSE_ACCEPT_DATABASE_LOSS", raising=False)
+    app = serve_app()
+    assert CliRunner().invoke(app, ["serve"]).exit_code == 0
+    assert CliRunner().invoke(app, ["serve", "--accept-database-loss"]).exit_code == 0
+    monkeypatch.setenv("MARKETPULSE_ACCEPT_DATABASE_LOSS", "1")
+    assert CliRunner().invoke(app, ["serve"]).exit_code == 0
+    assert seen == [False, True, True]
+
+
+def test_a_refused_database_is_one_paragraph_and_exit_code_3(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from marketpulse.reactive.persistence._identity import Marker, marker_path, write_marker
+
+    db = tmp_path / "store.sqlite"
+    write_marker(marker_path(db), Marker("a" * 32, 123))  # a store was here; its file is gone
+    monkeypatch.setattr(_cli, "configure_logging", lambda level: None)
+    monkeypatch.setenv("MARKETPULSE_ADMIN_KEY", "k" * 64)
+    result = CliRunner().invoke(serve_app(), ["serve", "--db", f"sqlite:{db}", "--port", "0"])
+    assert result.exit_code == _cli.EXIT_DATABASE_REFUSED == 3
+    assert result.output.startswith(f"Refusing to start on {db}: the database file is missing")
+    assert result.output.count("\n") == 1 and "--accept-database-loss" in result.output
+    assert "Traceback" not in result.output and not db.exists()

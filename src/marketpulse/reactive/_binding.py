@@ -97,7 +97,7 @@ async def open_gateway(
     returns the gateway and its closer (runner, then engine, then the token verifier)."""
     _ensure_sqlite_dir(settings.db)
     engine = await Engine.open(
-        open_persistence(settings.db),
+        open_persistence(settings.db, accept_database_loss=settings.accept_database_loss),
         modules,
         limits=RunLimits(
             query_time_limit=settings.query_timeout_s,

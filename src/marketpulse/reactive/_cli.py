@@ -24,9 +24,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from marketpulse._admin_key import new_admin_key
 from marketpulse.reactive.limits import ConnectionLimits, RunLimits
 
-__all__ = ["ServeSettings", "register"]
+__all__ = ["EXIT_DATABASE_REFUSED", "ServeSettings", "register"]
 
 DEFAULT_DB = "sqlite:./data/marketpulse.sqlite"
+EXIT_DATABASE_REFUSED = 3
+"""``serve``'s exit code when it refuses its database (restarting it will not help)."""
 
 
 class ServeSettings(BaseSettings):
@@ -53,6 +55,9 @@ class ServeSettings(BaseSettings):
     off when ``auth_config`` names real providers."""
     auth_jwks_min_refresh_s: float = Field(10.0, ge=0)
     """Least time between two JWKS fetches caused by unknown key ids."""
+    accept_database_loss: bool = False
+    """Start even on a database that is missing, empty, foreign, older than the marker beside
+    it records, or corrupt (``--accept-database-loss``)."""
 
 
 def configure_logging(level: str) -> None:
@@ -238,6 +243,13 @@ def register(
             Path | None,
             typer.Option(help="Serve the dev sign-in at /auth/dev, its key in this file."),
         ] = None,
+        accept_database_loss: Annotated[
+            bool,
+            typer.Option(
+                "--accept-database-loss",
+                help="Start even on a missing, empty, foreign, older or corrupt database.",
+            ),
+        ] = False,
     ) -> None:
         """Run the reactive store: Convex sync WebSocket, HTTP API and web assets."""
         overrides: dict[str, Any] = {
@@ -252,6 +264,7 @@ def register(
             "static_dir": static_dir,
             "auth_config": auth_config,
             "dev_auth_key": dev_auth_key,
+            "accept_database_loss": accept_database_loss or None,
         }
         settings = ServeSettings(**{k: v for k, v in overrides.items() if v is not None})
         if "functions" not in settings.model_fields_set and default_functions is not None:
@@ -268,5 +281,13 @@ def register(
         )
         static = settings.static_dir or default_static_dir
         auth = _auth(settings)
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_serve(settings, admin_key, modules, static, auth))
+        from marketpulse.reactive.persistence import UnsafeDatabase
+
+        try:
+            with contextlib.suppress(KeyboardInterrupt):
+                asyncio.run(_serve(settings, admin_key, modules, static, auth))
+        except UnsafeDatabase as exc:
+            # A refusal is not a crash: one paragraph, no traceback, and its own exit code so
+            # a supervisor knows restarting will not help.
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(EXIT_DATABASE_REFUSED) from None

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from marketpulse.reactive.gateway import Gateway
 from marketpulse.reactive.http import http_routes
+from marketpulse.reactive.persistence import HealthCheck
 from marketpulse.reactive.sync.websocket import SyncSocket
 
 __all__ = ["build_app", "uvicorn_config"]
@@ -150,7 +151,15 @@ def build_app(
         extra_routes: more routes, matched before the web assets (e.g. the dev sign-in).
     """
 
+    # The engine contract (EngineAPI) does not expose its store; a real Engine does.
+    persistence = getattr(gateway.engine, "persistence", None)
+    check = persistence if isinstance(persistence, HealthCheck) else None
+
     async def health(request: Request) -> Response:
+        problem = check.problem if check is not None else None
+        if problem is not None:
+            body = {"status": "error", "reason": problem, "ts": str(gateway.engine.ts)}
+            return JSONResponse(body, status_code=503)
         return JSONResponse({"status": "ok", "ts": str(gateway.engine.ts)})
 
     async def metrics(request: Request) -> Response:

@@ -34,6 +34,7 @@ from ..persistence import (
     CommitConflict,
     DocumentWrite,
     Persistence,
+    PersistenceError,
     SharedLog,
     WriteNow,
 )
@@ -693,7 +694,10 @@ class Engine:
     def _fail_queued(self, group: list[_Pending], exc: Exception) -> None:
         """``group`` could not be committed; everything queued since was computed on top of
         it and fails too."""
-        log.error("commit failed", exc_info=exc)
+        if not isinstance(exc, PersistenceError):
+            log.error("commit failed", exc_info=exc)
+        # else the persistence logged it already, once per cause per interval: one traceback
+        # per mutation would drown the log while a disk is full.
         failed, self._queue = group + self._queue, []
         self._overlay = Overlay()
         for p in failed:

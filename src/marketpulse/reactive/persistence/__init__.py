@@ -29,11 +29,13 @@ __all__ = [
     "Commit",
     "CommitConflict",
     "DocumentWrite",
+    "HealthCheck",
     "Persistence",
     "PersistenceError",
     "SharedLog",
     "Snapshot",
     "SqlitePersistence",
+    "UnsafeDatabase",
     "WriteNow",
     "open_persistence",
 ]
@@ -43,10 +45,12 @@ if TYPE_CHECKING:
         Commit,
         CommitConflict,
         DocumentWrite,
+        HealthCheck,
         Persistence,
         PersistenceError,
         SharedLog,
         Snapshot,
+        UnsafeDatabase,
         WriteNow,
     )
     from .sqlite import SqlitePersistence
@@ -58,24 +62,32 @@ else:
             "Commit": "._types",
             "CommitConflict": "._types",
             "DocumentWrite": "._types",
+            "HealthCheck": "._types",
             "Persistence": "._types",
             "PersistenceError": "._types",
             "SharedLog": "._types",
             "Snapshot": "._types",
+            "UnsafeDatabase": "._types",
             "WriteNow": "._types",
             "SqlitePersistence": ".sqlite",
         },
     )
 
 
-def open_persistence(url: str) -> Persistence:
+def open_persistence(url: str, *, accept_database_loss: bool = False) -> Persistence:
     """Open the store named by ``url``.
 
     ``sqlite:PATH`` (also ``sqlite:///abs/path``) or ``sqlite::memory:``; ``postgresql://...``
     is reserved for the multi-node implementation.
 
+    Args:
+        url: the database.
+        accept_database_loss: start even on a database that is missing, empty, another
+            store's, older than the commits this store acknowledged, or corrupt (warned).
+
     Raises:
         ValueError: unknown or unsupported URL.
+        UnsafeDatabase: the database is not the one this store last wrote (see above).
         PersistenceError: the store cannot be opened.
     """
     if url.startswith("sqlite:"):
@@ -86,7 +98,7 @@ def open_persistence(url: str) -> Persistence:
             raise ValueError("sqlite URL needs a path: sqlite:PATH")
         from .sqlite import SqlitePersistence
 
-        return SqlitePersistence(rest)
+        return SqlitePersistence(rest, accept_loss=accept_database_loss)
     if url.startswith(("postgresql:", "postgres:")):
         raise ValueError("PostgreSQL persistence is not implemented yet; use sqlite:PATH")
     raise ValueError(f"unknown database URL {url!r}; expected sqlite:PATH")

@@ -10,16 +10,24 @@ __all__ = [
     "Commit",
     "CommitConflict",
     "DocumentWrite",
+    "HealthCheck",
     "Persistence",
     "PersistenceError",
     "SharedLog",
     "Snapshot",
+    "UnsafeDatabase",
     "WriteNow",
 ]
 
 
 class PersistenceError(RuntimeError):
     """The durable store could not load or write."""
+
+
+class UnsafeDatabase(PersistenceError):
+    """Refused at start: the database is missing, empty, another store's, older than the
+    commits this store acknowledged, or corrupt. The message is one paragraph naming what was
+    found and how to override (``--accept-database-loss``)."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +83,12 @@ class Persistence(Protocol):
         ...
 
     async def write(self, commit: Commit) -> None:
-        """Store ``commit`` durably; return only once it is durable."""
+        """Store ``commit`` durably; return only once it is durable.
+
+        Raises:
+            PersistenceError: nothing was written; the message names the real cause. The
+                store logs its own failures (rate-limited); the engine does not log them again.
+        """
         ...
 
     async def close(self) -> None:
@@ -113,4 +126,14 @@ class SharedLog(Protocol):
 
     def remote_commits(self) -> AsyncIterator[Commit]:
         """Commits written by *other* nodes after the loaded snapshot, in ts order, forever."""
+        ...
+
+
+@runtime_checkable
+class HealthCheck(Protocol):
+    """Optional: a store that knows when it cannot take writes (``/health`` reports it)."""
+
+    @property
+    def problem(self) -> str | None:
+        """Why writes fail now (the database lost, a full disk...); None when healthy."""
         ...

@@ -22,22 +22,53 @@ A disk that stalls (fsyncs of 30 ms to 1.5 s were seen on this machine's virtual
 other work wrote heavily) would freeze every socket while the loop waits. So an inline write
 slower than ``INLINE_SLOW_S`` sends every write to the thread for ``INLINE_PAUSE_S``: one stall
 can block the loop, a stalling disk cannot keep doing it.
+
+Never the wrong data: the store's identity (a random id, ``store('id')``) and its last commit
+ts live in the database and in a marker beside it (``_identity.py``). At start it runs
+``PRAGMA quick_check`` and compares the two, and refuses (:class:`UnsafeDatabase`) a missing,
+empty, foreign, older or corrupt database unless told to accept the loss. While running, a
+thread (``_watch.py``) keeps the marker current and notices the file or its WAL deleted or
+replaced; from then on writes fail. Write failures carry SQLite's own cause (disk full,
+read-only, I/O error) and are logged once per cause per interval (``_failures.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
-from concurrent.futures import ThreadPoolExecutor
+import weakref
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import orjson
+import structlog
 
 from ..values import json_to_value, value_to_json
-from ._types import Commit, PersistenceError, Snapshot
+from ._failures import FailureLog, describe
+from ._identity import (
+    DatabaseState,
+    Marker,
+    judge,
+    marker_path,
+    new_store_id,
+    read_marker,
+    refusal_text,
+    rescued_copies,
+)
+from ._types import Commit, PersistenceError, Snapshot, UnsafeDatabase
+from ._watch import DatabaseWatch
 
-__all__ = ["INLINE_MAX_WRITES", "INLINE_PAUSE_S", "INLINE_SLOW_S", "SqlitePersistence"]
+log = structlog.get_logger("marketpulse.persistence")
+
+__all__ = [
+    "INLINE_MAX_WRITES",
+    "INLINE_PAUSE_S",
+    "INLINE_SLOW_S",
+    "WATCH_INTERVAL_S",
+    "SqlitePersistence",
+]
 
 INLINE_MAX_WRITES = 64
 """Default bound of a commit written on the loop's thread (see the module docstring)."""
@@ -45,6 +76,8 @@ INLINE_SLOW_S = 0.010
 """An inline write slower than this (a stalling disk) pauses inline writes..."""
 INLINE_PAUSE_S = 10.0
 """...for this long."""
+WATCH_INTERVAL_S = 1.0
+"""How often the marker is rewritten and the files are compared with those opened."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -57,6 +90,10 @@ CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS store (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 
 
@@ -67,29 +104,111 @@ class SqlitePersistence:
         path: the database file; created (with its parent directory) if missing.
         inline_max_writes: a commit of at most this many document writes that finds no write
             in flight is written on the event loop's thread (0: always on the SQLite thread).
+        accept_loss: start even on a database the marker beside it says is not this store's
+            latest (missing, empty, foreign, older) or that ``quick_check`` finds corrupt
+            (logged as a warning).
+        watch_interval_s: how often the marker is rewritten and the files are checked.
 
     Raises:
+        UnsafeDatabase: the database is not the one this store last wrote, or is corrupt.
         PersistenceError: the file cannot be opened as an SQLite database.
     """
 
-    def __init__(self, path: str | Path, *, inline_max_writes: int = INLINE_MAX_WRITES) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        inline_max_writes: int = INLINE_MAX_WRITES,
+        accept_loss: bool = False,
+        watch_interval_s: float = WATCH_INTERVAL_S,
+    ) -> None:
         self.path = str(path)
         self.inline_max_writes = inline_max_writes
         self._inline_paused_until = 0.0
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._queue: list[tuple[Commit, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._closed = False
+        self._failures = FailureLog("store write failed")
+        self._failing: str | None = None
+        self._rescue: Future[None] | None = None
+        self._rescued: str | None = None
+        memory = self.path == ":memory:"
+        marker_file = marker_path(self.path)
+        marker = None if memory else read_marker(marker_file)
+        file_size = -1
+        if not memory:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                file_size = Path(self.path).stat().st_size
+            # Checked before connecting, which would create the file.
+            early = judge(marker, DatabaseState(None, 0, file_size)) if file_size <= 0 else None
+            if early is not None and not accept_loss:
+                raise UnsafeDatabase(refusal_text(self.path, early, rescued_copies(self.path)))
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         try:
-            if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
+            if not memory:
+                self._check_integrity(accept_loss)
             self._conn.executescript(_SCHEMA)
+            store_id, db_ts = self._read_identity()
         except sqlite3.Error as exc:
             self._executor.shutdown(wait=False)
+            with contextlib.suppress(Exception):
+                self._conn.close()
             raise PersistenceError(f"cannot open SQLite database {self.path}: {exc}") from exc
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            self._conn.close()
+            raise
+        if memory:
+            self.store_id = store_id or new_store_id()
+            self._watch = DatabaseWatch(self.path, marker_file, Marker(self.store_id, 0), 0.0)
+            return
+        problem = judge(marker, DatabaseState(store_id, db_ts, file_size))
+        if problem is not None:
+            if not accept_loss:
+                self._executor.shutdown(wait=False)
+                self._conn.close()
+                raise UnsafeDatabase(refusal_text(self.path, problem, rescued_copies(self.path)))
+            log.warning(
+                "starting on a database that lost data, as told", path=self.path, problem=problem
+            )
+        if store_id is None:
+            store_id = new_store_id()
+            self._conn.execute("INSERT INTO store (key, value) VALUES ('id', ?)", (store_id,))
+        self.store_id = store_id
+        """This store's random id, kept in the database and in the marker beside it."""
+        self._watch = DatabaseWatch(
+            self.path, marker_file, Marker(store_id, db_ts), watch_interval_s
+        )
+        # The marker now says what the database holds (also after an accepted loss), before
+        # anything is acknowledged.
+        self._watch.write_marker()
+        self._watch.start()
+        # A store dropped without close() must not leave its watch running forever.
+        weakref.finalize(self, self._watch.halt)
+
+    def _check_integrity(self, accept_loss: bool) -> None:
+        rows = [" ".join(str(r[0]).split()) for r in self._conn.execute("PRAGMA quick_check(20)")]
+        if rows == ["ok"]:
+            return
+        problem = "SQLite's quick_check finds it corrupt: " + "; ".join(rows[:5])
+        if not accept_loss:
+            raise UnsafeDatabase(refusal_text(self.path, problem))
+        log.warning("starting on a corrupt database, as told", path=self.path, problem=problem)
+
+    def _read_identity(self) -> tuple[str | None, int]:
+        row = self._conn.execute("SELECT value FROM store WHERE key = 'id'").fetchone()
+        ts = self._conn.execute("SELECT value FROM meta WHERE key = 'max_ts'").fetchone()
+        return (str(row[0]) if row else None), (int(ts[0]) if ts else 0)
+
+    @property
+    def problem(self) -> str | None:
+        """Why this store cannot take writes now: its database was lost, or its last write
+        failed (until one succeeds); None when healthy."""
+        return self._watch.lost or self._failing
 
     def __repr__(self) -> str:
         return f"SqlitePersistence({self.path!r})"
@@ -142,21 +261,68 @@ class SqlitePersistence:
             )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            # SQLite rolls back by itself on some errors (a full disk, an I/O error); a second
+            # ROLLBACK would then replace the real cause with "no transaction is active".
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             raise
+        self._watch.committed_ts = commits[-1].ts
+
+    def _failed(self, exc: BaseException) -> PersistenceError:
+        """The error a failed write reaches its caller with (its real cause), logged at most
+        once per cause per interval."""
+        cause = describe(exc) if isinstance(exc, sqlite3.Error) else str(exc)
+        self._failing = cause
+        self._failures.report(cause)
+        return PersistenceError(f"cannot write to {self.path}: {cause}")
+
+    def _refuse_if_lost(self) -> None:
+        if self._watch.lost is not None:
+            if self._rescue is None:
+                self._rescue = self._executor.submit(self._rescue_sync)
+            self._failures.report(self._watch.lost)
+            raise PersistenceError(self._watch.lost)
+
+    def _rescue_sync(self) -> None:
+        """After a loss, on the SQLite thread: copy what this connection still reads (the lost
+        file and its WAL, through the descriptors it holds open) to ``<file>.rescued-<time>``,
+        every acknowledged commit, ready to be moved into place. Once."""
+        if self._rescued is not None:
+            return
+        target = Path(f"{self.path}.rescued-{int(time.time())}")
+        self._rescued = str(target)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            copy = sqlite3.connect(target)
+            try:
+                self._conn.backup(copy)
+            finally:
+                copy.close()
+        except (sqlite3.Error, OSError) as exc:
+            log.error("cannot rescue the lost database", copy=str(target), error=describe(exc))
+            return
+        log.warning(
+            "rescued every acknowledged commit of the lost database",
+            copy=str(target),
+            ts=self._watch.committed_ts,
+            to_use_it=f"stop the store, move it to {self.path} (no -wal beside it), start",
+        )
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
         while self._queue:
             batch, self._queue = self._queue, []
             try:
+                self._refuse_if_lost()
                 await loop.run_in_executor(self._executor, self._write_sync, [c for c, _ in batch])
             except Exception as exc:
-                error = PersistenceError(f"cannot write to {self.path}: {exc}")
+                error = exc if isinstance(exc, PersistenceError) else self._failed(exc)
                 for _, fut in batch:
                     if not fut.done():
                         fut.set_exception(error)
             else:
+                self._failing = None
                 for _, fut in batch:
                     if not fut.done():
                         fut.set_result(None)
@@ -168,6 +334,7 @@ class SqlitePersistence:
         """
         if self._closed:
             raise PersistenceError("persistence is closed")
+        self._refuse_if_lost()
         if (
             len(commit.writes) > self.inline_max_writes
             or self._queue
@@ -179,10 +346,12 @@ class SqlitePersistence:
         try:
             self._write_sync([commit])
         except Exception as exc:
-            raise PersistenceError(f"cannot write to {self.path}: {exc}") from exc
+            raise self._failed(exc) from exc
         finally:
             if time.monotonic() - started > INLINE_SLOW_S:
                 self._inline_paused_until = time.monotonic() + INLINE_PAUSE_S
+        if self._failing is not None:
+            self._failing = None
         return True
 
     async def write(self, commit: Commit) -> None:
@@ -204,5 +373,12 @@ class SqlitePersistence:
         if self._writer is not None:
             await asyncio.gather(self._writer, return_exceptions=True)
         loop = asyncio.get_running_loop()
+        # The watch stops first: closing the last connection deletes the WAL on purpose.
+        await loop.run_in_executor(self._executor, self._watch.stop)
+        if self._watch.lost is not None:
+            await loop.run_in_executor(self._executor, self._rescue_sync)
         await loop.run_in_executor(self._executor, self._conn.close)
+        if self.path != ":memory:":
+            await loop.run_in_executor(self._executor, self._watch.set_aside_wal)
+            await loop.run_in_executor(self._executor, self._watch.write_marker)
         self._executor.shutdown(wait=True)
