@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from marketpulse.reactive.access import AdminKeyAuth, Caller
 from marketpulse.reactive.engine import Engine, Identity
 from marketpulse.reactive.functions import FunctionModule, canonical_path
-from marketpulse.reactive.gateway import Gateway
+from marketpulse.reactive.gateway import Gateway, OriginPolicy
 from marketpulse.reactive.limits import ConnectionLimits, RunLimits
 from marketpulse.reactive.persistence import open_persistence
 
@@ -28,7 +28,10 @@ def identity_of(caller: Caller) -> Identity:
 
 
 def gateway_for(
-    engine: Engine, admin_key: str | None, limits: ConnectionLimits | None = None
+    engine: Engine,
+    admin_key: str | None,
+    limits: ConnectionLimits | None = None,
+    origins: OriginPolicy | None = None,
 ) -> Gateway:
     """A gateway serving ``engine``; ``admin_key`` None means no caller is admin."""
 
@@ -45,6 +48,7 @@ def gateway_for(
         identity_of=identity_of,
         function_kind=function_kind,
         limits=limits or ConnectionLimits(),
+        origins=origins or OriginPolicy(),
     )
 
 
@@ -70,8 +74,5 @@ async def open_gateway(
             max_result_bytes=settings.max_result_bytes,
         ),
     )
-    limits = ConnectionLimits(
-        max_message_bytes=settings.max_message_bytes,
-        client_send_timeout_s=settings.client_send_timeout_s,
-    )
-    return gateway_for(engine, admin_key, limits), engine.close
+    origins = OriginPolicy(tuple(settings.cors_origins), settings.cors_credentials)
+    return gateway_for(engine, admin_key, settings.connection_limits(), origins), engine.close

@@ -13,7 +13,7 @@ import uvicorn
 from e2e.example_functions import counter
 from marketpulse.reactive._binding import gateway_for
 from marketpulse.reactive.engine import Engine
-from marketpulse.reactive.gateway import Gateway
+from marketpulse.reactive.gateway import Gateway, OriginPolicy
 from marketpulse.reactive.limits import ConnectionLimits, RunLimits
 from marketpulse.reactive.persistence import open_persistence
 from marketpulse.reactive.server import build_app, uvicorn_config
@@ -38,15 +38,21 @@ class Served:
 
 @contextlib.asynccontextmanager
 async def serve_store(
-    db_path: Path, limits: ConnectionLimits | None = None, *, static_dir: Path | None = None
+    db_path: Path,
+    limits: ConnectionLimits | None = None,
+    *,
+    static_dir: Path | None = None,
+    origins: OriginPolicy | None = None,
+    metrics_token: str | None = None,
 ) -> AsyncIterator[Served]:
     engine = await Engine.open(
         open_persistence(f"sqlite:{db_path}"),
         [counter],
         limits=RunLimits(query_time_limit=0.3, max_result_bytes=2_000_000),
     )
-    gateway = gateway_for(engine, ADMIN_KEY, limits)
-    config = uvicorn_config(build_app(gateway, static_dir=static_dir), "127.0.0.1", 0, gateway)
+    gateway = gateway_for(engine, ADMIN_KEY, limits, origins)
+    app = build_app(gateway, static_dir=static_dir, metrics_token=metrics_token)
+    config = uvicorn_config(app, "127.0.0.1", 0, gateway)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server._serve())  # no signal handlers inside a test
     try:
