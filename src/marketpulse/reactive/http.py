@@ -135,7 +135,7 @@ def _within_depth(value: object, max_depth: int) -> None:
         ) from None
 
 
-async def _body(request: Request, max_depth: int) -> dict[str, Any]:
+async def _body(request: Request, max_depth: int | None) -> dict[str, Any]:
     # The body arrives already bounded in size and time (server._BoundedBody).
     raw = await request.body()
     if not raw:
@@ -146,7 +146,8 @@ async def _body(request: Request, max_depth: int) -> dict[str, Any]:
         raise BadRequest(400, "BadJsonBody", f"Request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise BadRequest(400, "BadJsonBody", "Request body must be a JSON object")
-    _within_depth(body, max_depth)
+    if max_depth is not None:
+        _within_depth(body, max_depth)
     return body
 
 
@@ -290,7 +291,8 @@ class _Api:
         return _json(udf_response(result, fmt))
 
     async def query_batch(self, request: Request) -> Response:
-        body = await self._body(request)
+        # Length first: walking 100,000 queries for their depth alone held the loop 0.5 s.
+        body = await _body(request, None)
         identity = self._identity(request)
         queries = body.get("queries")
         if not isinstance(queries, list):
@@ -301,6 +303,7 @@ class _Api:
             raise BadRequest(
                 400, "TooManyQueries", f"{len(queries)} queries exceed the limit of {limit}"
             )
+        _within_depth(body, self.depth)
         parsed = []
         for item in queries:
             if not isinstance(item, dict):
