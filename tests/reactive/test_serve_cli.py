@@ -150,3 +150,30 @@ def test_the_store_imports_no_application_package() -> None:
             if app_module in text
         ]
     assert found == []
+
+
+def test_every_limit_is_a_flag_and_an_env_var(
+    monkeypatch: pytest.MonkeyPatch, served: list[dict[str, Any]]
+) -> None:
+    from marketpulse.reactive.limits import SERVE_LIMITS
+
+    seen: list[Any] = []
+
+    async def record(settings: _cli.ServeSettings, *rest: Any) -> None:
+        seen.append(settings.connection_limits())
+
+    monkeypatch.setattr(_cli, "_serve", record)
+    monkeypatch.setenv("MARKETPULSE_MAX_BODY_BYTES", "12345")
+    result = CliRunner().invoke(
+        serve_app(), ["serve", "--max-connections", "77", "--header-timeout", "2.5",
+                      "--max-json-depth", "9", "--cors-origin", "https://a.test"]
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    limits = seen[0]
+    assert (limits.max_connections, limits.header_timeout_s) == (77, 2.5)
+    assert (limits.max_json_depth, limits.max_body_bytes) == (9, 12345)
+    command = typer.main.get_command(serve_app()).commands["serve"]  # type: ignore[attr-defined]
+    flags = {opt for param in command.params for opt in param.opts}
+    for name in SERVE_LIMITS:
+        assert name in _cli.ServeSettings.model_fields
+        assert _cli._limit_flag(name) in flags, name
