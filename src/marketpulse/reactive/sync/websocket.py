@@ -175,6 +175,8 @@ class SyncSocket(asyncio.Protocol):
             self._ticket = None
         if self._partial:
             self._gw.partial.change(-self._partial)
+            if self._partial >= 1024 * 1024:
+                self._gw.memory.soon()  # its buffer was big: hand the heap back
             self._partial = 0
         self._fragments = None
         if self._asgi is not None:
