@@ -182,6 +182,7 @@ class SyncSocket(asyncio.Protocol):
         if self._asgi is not None:
             self._asgi.connection_lost(exc)
             return
+        self._ws = None  # its parser's buffer (up to a whole frame) goes now, not with us
         self._server_state.connections.discard(self)
         if self._closer is not None:
             self._closer.cancel()
