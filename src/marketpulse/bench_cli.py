@@ -26,6 +26,7 @@ SUITES: dict[str, tuple[str, ...]] = {
     "ingest": ("ingest.py",),
     "fanout": ("fanout.py",),
     "growth": ("growth.py",),
+    "hostile": ("hostile.py",),
 }
 """The headline script of each suite (issue 7's scenarios); ``all`` runs every one once."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
+from marketpulse.reactive.gateway import OriginPolicy
+from marketpulse.reactive.limits import ConnectionLimits
 from marketpulse.reactive.values import decode_ts, encode_ts
 
 from .sync.serving import ADMIN_KEY, Served, serve_store
@@ -145,18 +148,105 @@ async def test_clean_json_format_for_run(http: httpx.AsyncClient) -> None:
     assert r.json() == {"status": "success", "value": {"n": "2", "b": "AAE="}}
 
 
-async def test_cors_like_the_backend(http: httpx.AsyncClient) -> None:
+async def test_cors_default_allows_localhost_without_credentials(http: httpx.AsyncClient) -> None:
     r = await http.options("/api/mutation", headers={
         "Origin": "http://localhost:5173", "Access-Control-Request-Method": "POST",
         "Access-Control-Request-Headers": "content-type,authorization,convex-client"})  # fmt: skip
     assert r.status_code == 204
     assert r.headers["access-control-allow-origin"] == "http://localhost:5173"
-    assert r.headers["access-control-allow-credentials"] == "true"
+    assert "access-control-allow-credentials" not in r.headers
     assert r.headers["access-control-max-age"] == "86400"
     assert "authorization" in r.headers["access-control-allow-headers"]
-    r = await post(http, "/api/query", {"path": "counter:get", "args": {"name": "c"}},
-                   headers={"Origin": "http://example.test"})  # fmt: skip
-    assert r.headers["access-control-allow-origin"] == "http://example.test"
+    # Any other origin, "null" included, gets no CORS headers: browsers keep the answer.
+    for origin in ("http://example.test", "null", "file://"):
+        r = await post(http, "/api/query", {"path": "counter:get", "args": {"name": "c"}},
+                       headers={"Origin": origin})  # fmt: skip
+        assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+    # The store's own origin (the page it serves) is always allowed.
+    own = str(http.base_url).rstrip("/")
+    r = await http.get("/health", headers={"Origin": own})
+    assert r.headers["access-control-allow-origin"] == own
+    # Never on /metrics, not even for localhost.
+    r = await http.get("/metrics", headers={"Origin": "http://localhost:5173"})
+    assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+
+
+async def test_cors_configured_origins_credentials_and_metrics_token(tmp_path: Path) -> None:
+    policy = OriginPolicy(("https://app.example.test",), credentials=True)
+    async with (
+        serve_store(tmp_path / "c.sqlite", origins=policy, metrics_token="m-token") as served,
+        httpx.AsyncClient(base_url=served.url, timeout=10) as http,
+    ):
+        r = await http.get("/health", headers={"Origin": "https://app.example.test"})
+        assert r.headers["access-control-allow-origin"] == "https://app.example.test"
+        assert r.headers["access-control-allow-credentials"] == "true"
+        r = await http.get("/health", headers={"Origin": "http://localhost:5173"})
+        assert "access-control-allow-origin" not in r.headers, "a list replaces the default"
+        assert (await http.get("/metrics")).status_code == 401
+        r = await http.get("/metrics", headers={"Authorization": "Bearer wrong"})
+        assert r.status_code == 401
+        r = await http.get("/metrics", headers={"Authorization": "Bearer m-token"})
+        assert r.status_code == 200 and "marketpulse_sync_connections" in r.text
+        # With a list configured, the WebSocket checks Origin too (non-browsers send none).
+        async with httpx.AsyncClient() as raw:
+            r = await raw.get(served.url + "/api/sync", headers={
+                "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+                "Origin": "https://evil.example.test"})  # fmt: skip
+            assert r.status_code == 403
+        client = await served.client()
+        await client.close()
+
+
+async def test_http_input_limits(tmp_path: Path) -> None:
+    limits = ConnectionLimits(
+        max_body_bytes=4096, max_json_depth=8, max_batch_queries=3, max_header_bytes=2048,
+        header_timeout_s=0.5, body_timeout_s=0.5,
+    )  # fmt: skip
+    async with (
+        serve_store(tmp_path / "l.sqlite", limits) as served,
+        httpx.AsyncClient(base_url=served.url, timeout=10) as http,
+    ):
+        big = {"path": "counter:get", "args": {"name": "x" * 5000}}
+        r = await post(http, "/api/query", big)
+        assert r.status_code == 413 and r.json()["code"] == "RequestTooLarge"
+
+        # No Content-Length: counted as the chunks arrive.
+        port = int(served.url.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /api/query HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(b"".join(b"3e8\r\n" + b" " * 1000 + b"\r\n" for _ in range(5)))
+        await writer.drain()
+        assert (await reader.readline()).startswith(b"HTTP/1.1 413")
+        writer.close()
+        # A body that stops arriving: 408 after body_timeout_s.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /api/query HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), 5)
+        assert line.startswith(b"HTTP/1.1 408")
+        writer.close()
+        # A head that never completes: 408 after header_timeout_s, then closed.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        await writer.drain()
+        assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 408")
+        writer.close()
+        deep: Any = {"name": "d"}
+        for _ in range(20):
+            deep = {"x": deep}
+        r = await post(http, "/api/query", {"path": "counter:get", "args": deep})
+        assert r.status_code == 400 and r.json()["code"] == "JsonTooDeep"
+        r = await http.get("/api/query", params={"path": "counter:get", "args": json.dumps(deep)})
+        assert r.json()["code"] == "JsonTooDeep"
+        queries = [{"path": "counter:get", "args": {"name": "q"}}] * 4
+        r = await post(http, "/api/query_batch", {"queries": queries})
+        assert r.status_code == 400 and r.json()["code"] == "TooManyQueries"
+        r = await post(http, "/api/query_batch", {"queries": queries[:3]})
+        assert len(r.json()["results"]) == 3
+        r = await http.get("/health", headers={"X-Big": "y" * 4000})
+        assert r.status_code == 431
+        assert (await http.get("/health")).status_code == 200
 
 
 async def test_health_metrics_static_and_unknown_routes(http: httpx.AsyncClient) -> None:

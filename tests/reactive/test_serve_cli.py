@@ -211,3 +211,30 @@ def test_a_refused_database_is_one_paragraph_and_exit_code_3(
     assert result.output.startswith(f"Refusing to start on {db}: the database file is missing")
     assert result.output.count("\n") == 1 and "--accept-database-loss" in result.output
     assert "Traceback" not in result.output and not db.exists()
+
+
+def test_every_limit_is_a_flag_and_an_env_var(
+    monkeypatch: pytest.MonkeyPatch, served: list[dict[str, Any]]
+) -> None:
+    from marketpulse.reactive.limits import SERVE_LIMITS
+
+    seen: list[Any] = []
+
+    async def record(settings: _cli.ServeSettings, *rest: Any) -> None:
+        seen.append(settings.connection_limits())
+
+    monkeypatch.setattr(_cli, "_serve", record)
+    monkeypatch.setenv("MARKETPULSE_MAX_BODY_BYTES", "12345")
+    result = CliRunner().invoke(
+        serve_app(), ["serve", "--max-connections", "77", "--header-timeout", "2.5",
+                      "--max-json-depth", "9", "--cors-origin", "https://a.test"]
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    limits = seen[0]
+    assert (limits.max_connections, limits.header_timeout_s) == (77, 2.5)
+    assert (limits.max_json_depth, limits.max_body_bytes) == (9, 12345)
+    command = typer.main.get_command(serve_app()).commands["serve"]  # type: ignore[attr-defined]
+    flags = {opt for param in command.params for opt in param.opts}
+    for name in SERVE_LIMITS:
+        assert name in _cli.ServeSettings.model_fields
+        assert _cli._limit_flag(name) in flags, name

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from marketpulse.reactive.access import Access, Caller
 from marketpulse.reactive.engine import Engine, Identity, SchedulerRunner
 from marketpulse.reactive.functions import FunctionModule, canonical_path
-from marketpulse.reactive.gateway import Gateway
+from marketpulse.reactive.gateway import Gateway, OriginPolicy
 from marketpulse.reactive.limits import ConnectionLimits, RunLimits
 from marketpulse.reactive.persistence import open_persistence
 
@@ -39,6 +39,7 @@ def gateway_for(
     admin_key: str | None,
     limits: ConnectionLimits | None = None,
     verifier: TokenVerifier | None = None,
+    origins: OriginPolicy | None = None,
 ) -> Gateway:
     """A gateway serving ``engine``; ``admin_key`` None means no caller is admin, ``verifier``
     None refuses user tokens."""
@@ -56,6 +57,7 @@ def gateway_for(
         identity_of=identity_of,
         function_kind=function_kind,
         limits=limits or ConnectionLimits(),
+        origins=origins or OriginPolicy(),
     )
 
 
@@ -105,17 +107,16 @@ async def open_gateway(
             max_result_bytes=settings.max_result_bytes,
         ),
     )
-    limits = ConnectionLimits(
-        max_message_bytes=settings.max_message_bytes,
-        client_send_timeout_s=settings.client_send_timeout_s,
-    )
+    origins = OriginPolicy(tuple(settings.cors_origins), settings.cors_credentials)
     runner = SchedulerRunner(engine)
     try:
         await runner.start()
     except BaseException:
         await engine.close()
         raise
-    gateway = gateway_for(engine, admin_key, limits, verifier)
+    gateway = gateway_for(
+        engine, admin_key, settings.connection_limits(), verifier=verifier, origins=origins
+    )
     if verifier is not None:
         verifier.warm_up()  # the first token need not wait for its provider's keys
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import importlib
+import inspect
 import logging
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,7 +24,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from marketpulse._admin_key import new_admin_key
-from marketpulse.reactive.limits import ConnectionLimits, RunLimits
+from marketpulse.reactive.limits import SERVE_LIMITS, ConnectionLimits, RunLimits
 
 __all__ = ["EXIT_DATABASE_REFUSED", "ServeSettings", "register"]
 
@@ -58,6 +60,96 @@ class ServeSettings(BaseSettings):
     accept_database_loss: bool = False
     """Start even on a database that is missing, empty, foreign, older than the marker beside
     it records, or corrupt (``--accept-database-loss``)."""
+    # Front-door limits (reactive/limits.py ConnectionLimits; 0 turns a count limit off).
+    max_connections: int = Field(ConnectionLimits.max_connections, ge=0)
+    max_connections_per_client: int = Field(ConnectionLimits.max_connections_per_client, ge=0)
+    header_timeout_s: float = Field(ConnectionLimits.header_timeout_s, ge=0)
+    body_timeout_s: float = Field(ConnectionLimits.body_timeout_s, ge=0)
+    connect_timeout_s: float = Field(ConnectionLimits.connect_timeout_s, ge=0)
+    message_timeout_s: float = Field(ConnectionLimits.message_timeout_s, ge=0)
+    idle_timeout_s: float = Field(ConnectionLimits.idle_timeout_s, ge=0)
+    max_fragments: int = Field(ConnectionLimits.max_fragments, ge=0)
+    max_partial_bytes: int = Field(ConnectionLimits.max_partial_bytes, ge=0)
+    max_header_bytes: int = Field(ConnectionLimits.max_header_bytes, ge=0)
+    max_body_bytes: int = Field(ConnectionLimits.max_body_bytes, ge=0)
+    max_json_depth: int = Field(ConnectionLimits.max_json_depth, ge=1, le=512)
+    max_batch_queries: int = Field(ConnectionLimits.max_batch_queries, ge=0)
+    max_queries: int = Field(ConnectionLimits.max_queries, ge=0)
+    max_query_changes: int = Field(ConnectionLimits.max_query_changes, ge=0)
+    max_pending_mutations: int = Field(ConnectionLimits.max_pending_mutations, ge=1)
+    max_concurrent_actions: int = Field(ConnectionLimits.max_concurrent_actions, ge=1)
+    work_slice_s: float = Field(ConnectionLimits.work_slice_s, gt=0)
+    client_query_share: float = Field(ConnectionLimits.client_query_share, ge=0)
+    # Who may read the store from a browser, and who may read its metrics.
+    cors_origins: list[str] = Field(default_factory=list)
+    """Allowed browser origins besides the store's own (``*``: any); unset: localhost only."""
+    cors_credentials: bool = False
+    metrics_token: SecretStr | None = None
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    """Serve /metrics on this port instead of the main one (at ``metrics_host``)."""
+    metrics_host: str = "127.0.0.1"
+
+    def connection_limits(self) -> ConnectionLimits:
+        """The :class:`ConnectionLimits` these settings ask for."""
+        chosen = {name: getattr(self, name) for name in SERVE_LIMITS}
+        return ConnectionLimits(
+            max_message_bytes=self.max_message_bytes,
+            client_send_timeout_s=self.client_send_timeout_s,
+            **chosen,
+        )
+
+
+_LIMIT_HELP = {
+    "max_connections": "Open connections in total (0: only the fd limit).",
+    "max_connections_per_client": "Open connections per client address (0: no cap).",
+    "header_timeout_s": "Seconds to send a complete request head (and WebSocket handshake).",
+    "body_timeout_s": "Seconds to send a request body.",
+    "connect_timeout_s": "Seconds from WebSocket upgrade to the Connect message.",
+    "message_timeout_s": "Seconds a WebSocket message may stay unfinished.",
+    "idle_timeout_s": "Close a sync socket with no query and no message for this long, s.",
+    "max_fragments": "Frames one WebSocket message may be split into.",
+    "max_partial_bytes": "Bytes of unfinished WebSocket messages held server-wide.",
+    "max_header_bytes": "Largest HTTP request head, bytes.",
+    "max_body_bytes": "Largest HTTP request body, bytes.",
+    "max_json_depth": "Deepest nesting of a client's JSON arguments.",
+    "max_batch_queries": "Queries in one /api/query_batch.",
+    "max_queries": "Queries in one sync socket's query set.",
+    "max_query_changes": "Modifications in one ModifyQuerySet.",
+    "max_pending_mutations": "Mutations queued on one socket.",
+    "max_concurrent_actions": "Actions running for one socket.",
+    "work_slice_s": "Seconds of first query runs one socket gets per loop turn.",
+    "client_query_share": "Query run seconds per second one client address may use.",
+}
+
+
+def _limit_flag(name: str) -> str:
+    return "--" + name.removesuffix("_s").replace("_", "-")
+
+
+def _with_limit_flags(func: Callable[..., None]) -> Callable[..., None]:
+    """Give ``func`` one optional flag per :data:`SERVE_LIMITS` field (typed as in
+    :class:`ConnectionLimits`), passed to it in ``limits``: the flags are declared once."""
+    types = {f.name: f.type for f in dataclasses.fields(ConnectionLimits)}
+    signature = inspect.signature(func)
+    params = [p for p in signature.parameters.values() if p.name != "limits"]
+    for name in SERVE_LIMITS:
+        kind: Any = float if types[name] in (float, "float") else int
+        annotation = Annotated[kind | None, typer.Option(_limit_flag(name), help=_LIMIT_HELP[name])]
+        params.append(
+            inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation
+            )
+        )
+
+    def wrapper(**options: Any) -> None:
+        limits = {name: options.pop(name) for name in SERVE_LIMITS}
+        func(limits=limits, **options)
+
+    wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    wrapper.__doc__ = func.__doc__
+    wrapper.__name__ = func.__name__
+    return wrapper
 
 
 def configure_logging(level: str) -> None:
@@ -143,15 +235,39 @@ async def _serve(
 ) -> None:
     from marketpulse.reactive._binding import open_gateway
     from marketpulse.reactive._gc import SurvivorFreezer
+    from marketpulse.reactive.admission import quiet_accept_errors, raise_fd_limit
     from marketpulse.reactive.server import build_app, uvicorn_config
 
     log = structlog.get_logger("marketpulse.serve")
     _GracefulServer = _graceful_server_class()
+    quiet_accept_errors(asyncio.get_running_loop())
     verifier, dev_issuer = auth
     gateway, close = await open_gateway(settings, admin_key, modules, verifier)
     try:
-        routes = dev_issuer.routes() if dev_issuer is not None else []
-        app = build_app(gateway, static_dir=static, extra_routes=routes)
+        fd_limit = raise_fd_limit()
+        wanted = gateway.admission.max_total
+        cap = gateway.admission.cap_total(fd_limit)
+        if wanted <= 0 or cap < wanted:
+            log.warning(
+                "connection cap lowered to fit the file-descriptor limit",
+                fd_limit=fd_limit,
+                max_connections=cap,
+                hint="raise the hard limit (ulimit -Hn, LimitNOFILE=) to allow more",
+            )
+        token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+        app = build_app(
+            gateway,
+            static_dir=static,
+            metrics=settings.metrics_port is None,
+            metrics_token=token or None,
+            extra_routes=dev_issuer.routes() if dev_issuer is not None else (),
+        )
+        if settings.metrics_port is not None:
+            from prometheus_client import start_http_server
+
+            start_http_server(
+                settings.metrics_port, settings.metrics_host, registry=gateway.metrics.registry
+            )
         config = uvicorn_config(
             app, settings.host, settings.port, gateway, timeout_graceful_shutdown=5
         )
@@ -214,6 +330,7 @@ def register(
     default_static_dir = static_dir
 
     @app.command(help=help_text)
+    @_with_limit_flags
     def serve(
         host: Annotated[str | None, typer.Option(help="Interface to bind.")] = None,
         port: Annotated[int | None, typer.Option(help="Port (default 3210).")] = None,
@@ -250,6 +367,21 @@ def register(
                 help="Start even on a missing, empty, foreign, older or corrupt database.",
             ),
         ] = False,
+        cors_origin: Annotated[
+            list[str] | None,
+            typer.Option("--cors-origin", help="A browser origin allowed besides localhost."),
+        ] = None,
+        cors_credentials: Annotated[
+            bool | None, typer.Option(help="Allow credentials in CORS answers.")
+        ] = None,
+        metrics_port: Annotated[
+            int | None, typer.Option(help="Serve /metrics on this port only.")
+        ] = None,
+        metrics_host: Annotated[
+            str | None, typer.Option(help="Interface for --metrics-port.")
+        ] = None,
+        *,
+        limits: dict[str, Any],
     ) -> None:
         """Run the reactive store: Convex sync WebSocket, HTTP API and web assets."""
         overrides: dict[str, Any] = {
@@ -265,6 +397,11 @@ def register(
             "auth_config": auth_config,
             "dev_auth_key": dev_auth_key,
             "accept_database_loss": accept_database_loss or None,
+            "cors_origins": cors_origin,
+            "cors_credentials": cors_credentials,
+            "metrics_port": metrics_port,
+            "metrics_host": metrics_host,
+            **limits,
         }
         settings = ServeSettings(**{k: v for k, v in overrides.items() if v is not None})
         if "functions" not in settings.model_fields_set and default_functions is not None:

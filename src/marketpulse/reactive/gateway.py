@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from marketpulse.reactive.access import Access, Caller
+from marketpulse.reactive.admission import Admission
 from marketpulse.reactive.limits import ConnectionLimits
 
 if TYPE_CHECKING:
@@ -30,8 +31,13 @@ __all__ = [
     "EngineAPI",
     "Flusher",
     "Gateway",
+    "MemoryReturner",
     "Metrics",
     "MutationLog",
+    "OriginPolicy",
+    "PartialBudget",
+    "QueryShare",
+    "ReplayRejected",
 ]
 
 log = structlog.get_logger("marketpulse.gateway")
@@ -94,6 +100,12 @@ class Metrics:
             "Mutations committed through this server",
             registry=self.registry,
         )
+        self.refused = Counter(
+            "marketpulse_refused",
+            "Connections, messages and requests refused by a limit, by reason",
+            labelnames=["reason"],
+            registry=self.registry,
+        )
 
     def watch_engine(self, engine: Any) -> None:
         """Export the engine's commit-path timings (``Engine.timings``), if it keeps them."""
@@ -127,14 +139,22 @@ class _CommitTimingsCollector(Collector):
 @dataclass
 class _Logged:
     at: float
+    caller: Hashable
     outcome: asyncio.Future[tuple[Any, int | None]]
+
+
+class ReplayRejected(Exception):
+    """A (sessionId, requestId) already names another caller's call: refuse, don't replay."""
 
 
 class MutationLog:
     """(sessionId, requestId) → outcome, so a JS client's re-sent mutation runs only once.
 
     Bounded in size and age; an entry holds the in-flight future, so a re-send that arrives
-    while the first run is still executing waits for it instead of running again.
+    while the first run is still executing waits for it instead of running again. An entry is
+    bound to its call (who called, which function, with what arguments): a re-send is that same
+    call, anything else under the same ids is refused (:class:`ReplayRejected`) and leaves the
+    entry alone, so nobody gets another's result or plants one.
     """
 
     def __init__(self, max_entries: int = 10_000, max_age_s: float = 600.0) -> None:
@@ -145,13 +165,32 @@ class MutationLog:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: tuple[str, int]) -> asyncio.Future[tuple[Any, int | None]] | None:
+    def get(
+        self, key: tuple[str, int], caller: Hashable
+    ) -> asyncio.Future[tuple[Any, int | None]] | None:
+        """The outcome logged under ``key`` for this same call, or None if there is none.
+
+        Raises:
+            ReplayRejected: ``key`` is logged for a different call.
+        """
         self._expire()
         entry = self._entries.get(key)
-        return entry.outcome if entry else None
+        if entry is None:
+            return None
+        if entry.caller != caller:
+            raise ReplayRejected(
+                "MutationReplayRejected: this sessionId and requestId belong to another call"
+            )
+        return entry.outcome
 
-    def put(self, key: tuple[str, int], outcome: asyncio.Future[tuple[Any, int | None]]) -> None:
-        self._entries[key] = _Logged(time.monotonic(), outcome)
+    def put(
+        self,
+        key: tuple[str, int],
+        caller: Hashable,
+        outcome: asyncio.Future[tuple[Any, int | None]],
+    ) -> None:
+        """Log ``outcome`` as the call ``caller`` made under ``key``."""
+        self._entries[key] = _Logged(time.monotonic(), caller, outcome)
         self._entries.move_to_end(key)
         self._expire()
 
@@ -162,6 +201,87 @@ class MutationLog:
             if len(self._entries) <= self._max_entries and entry.at >= horizon:
                 break
             del self._entries[key]
+
+
+class QueryShare:
+    """Fair query time between client addresses: a token bucket of run time per address.
+
+    Every query run (HTTP, or a socket's first runs) is charged to its client's address; an
+    address that has used more than its share waits (its requests are delayed, nobody else's
+    are), so one client's many or slow queries cannot take the event loop from the others.
+
+    Args:
+        share_s: seconds of run time per second each address earns (0: no limit).
+        burst_s: the most an address can bank.
+    """
+
+    def __init__(self, share_s: float, burst_s: float) -> None:
+        self._share = share_s
+        self._burst = max(burst_s, share_s)
+        self._balances: dict[str, tuple[float, float]] = {}
+
+    def _balance(self, address: str, now: float) -> float:
+        balance, at = self._balances.get(address, (self._burst, now))
+        return min(self._burst, balance + (now - at) * self._share)
+
+    def wait_s(self, address: str) -> float:
+        """How long ``address`` must wait before its next run (0: run now)."""
+        if self._share <= 0:
+            return 0.0
+        balance = self._balance(address, time.monotonic())
+        return 0.0 if balance > 0 else (-balance) / self._share + 0.001
+
+    async def turn(self, address: str) -> None:
+        """Wait until ``address`` may run a query (yields the loop at least once)."""
+        await asyncio.sleep(0)
+        while (delay := self.wait_s(address)) > 0:
+            await asyncio.sleep(delay)
+
+    def charge(self, address: str, seconds: float) -> None:
+        """``address`` ran queries for ``seconds``."""
+        if self._share <= 0:
+            return
+        now = time.monotonic()
+        self._balances[address] = (self._balance(address, now) - seconds, now)
+        if len(self._balances) > 4096:  # forget addresses that are back at full allowance
+            self._balances = {a: (b, t) for a, (b, t) in self._balances.items() if b < self._burst}
+
+
+class PartialBudget:
+    """Bytes of unfinished WebSocket messages held by the whole server (``max_partial_bytes``)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def change(self, delta: int) -> bool:
+        """Count ``delta`` more (or fewer) bytes; False when that passes the limit."""
+        self.held += delta
+        return self.limit <= 0 or self.held <= self.limit
+
+
+class MemoryReturner:
+    """After a burst (a big query set released, a large body handled), hands freed heap back
+    to the OS a moment later, at most once per ``min_gap_s``."""
+
+    def __init__(self, min_gap_s: float = 2.0) -> None:
+        self._min_gap_s = min_gap_s
+        self._last = 0.0
+        self._handle: asyncio.TimerHandle | None = None
+
+    def soon(self) -> None:
+        """Schedule a trim (idempotent while one is pending)."""
+        if self._handle is not None:
+            return
+        delay = max(0.5, self._last + self._min_gap_s - time.monotonic())
+        self._handle = asyncio.get_running_loop().call_later(delay, self._run)
+
+    def _run(self) -> None:
+        from marketpulse.reactive.admission import return_memory
+
+        self._handle = None
+        self._last = time.monotonic()
+        return_memory()
 
 
 class _Tickable(Protocol):
@@ -241,6 +361,42 @@ class Flusher:
             self._metrics.fanout_cpu.inc(time.thread_time() - start_cpu)
 
 
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
+
+
+@dataclass(frozen=True)
+class OriginPolicy:
+    """Which browser origins may call the store (CORS, and the WebSocket's ``Origin`` check).
+
+    Attributes:
+        allowed: Origins allowed besides the store's own (``*``: any). Empty: the store's own
+            origin and any ``localhost`` origin (development) only, and the WebSocket takes
+            any origin; once a list is configured the WebSocket checks it too.
+        credentials: Whether CORS responses allow credentials (cookies); never with ``*``.
+    """
+
+    allowed: tuple[str, ...] = ()
+    credentials: bool = False
+
+    def allows(self, origin: str, host: str | None) -> bool:
+        """Whether a request with this ``Origin``, sent to this ``Host``, may be answered."""
+        scheme, sep, rest = origin.partition("://")
+        if not sep or scheme not in ("http", "https"):
+            return "*" in self.allowed  # e.g. "null" (sandboxed frames, file: pages)
+        if host is not None and rest == host:
+            return True  # the store's own origin
+        if "*" in self.allowed or origin in self.allowed:
+            return True
+        hostname = rest.rsplit(":", 1)[0] if not rest.endswith("]") else rest
+        return not self.allowed and hostname in _LOCAL_HOSTS
+
+    def websocket_allowed(self, origin: str | None, host: str | None) -> bool:
+        """The WebSocket handshake's check: only with a configured list, only for browsers."""
+        if not self.allowed or origin is None:
+            return True
+        return self.allows(origin, host)
+
+
 @dataclass
 class Gateway:
     """Everything a front door needs to serve one engine."""
@@ -252,11 +408,23 @@ class Gateway:
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     metrics: Metrics = field(default_factory=Metrics)
     mutation_log: MutationLog = field(default_factory=MutationLog)
+    origins: OriginPolicy = field(default_factory=OriginPolicy)
     watchdog: ConnectionWatchdog = field(init=False)
     flusher: Flusher = field(init=False)
+    admission: Admission = field(init=False)
+    query_share: QueryShare = field(init=False)
+    partial: PartialBudget = field(init=False)
+    memory: MemoryReturner = field(default_factory=MemoryReturner)
 
     def __post_init__(self) -> None:
         limits = self.limits
+        self.admission = Admission(limits)
+        refused = self.metrics.refused
+        self.admission.on_refused = lambda reason: refused.labels("connection").inc()
+        self.query_share = QueryShare(
+            limits.client_query_share, max(limits.client_query_share, limits.work_slice_s)
+        )
+        self.partial = PartialBudget(limits.max_partial_bytes)
         self.metrics.watch_engine(self.engine)
         self.flusher = Flusher(self.metrics)
         self.watchdog = ConnectionWatchdog(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,7 +19,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from marketpulse.reactive.access import AccessDenied
+from marketpulse.reactive.admission import THROTTLE
 from marketpulse.reactive.gateway import Gateway
+from marketpulse.reactive.limits import JsonTooDeep, check_json_depth
 from marketpulse.reactive.values import (
     ConvexValueError,
     Int64,
@@ -35,6 +38,8 @@ log = structlog.get_logger("marketpulse.http")
 _ENCODED_FORMATS = frozenset({"convex_encoded_json", "convex_json"})
 _CLEAN_FORMATS = frozenset({"json", "convex_clean_json"})
 _KINDS = frozenset({"query", "mutation", "action"})
+# Levels of a body around its args object ({"queries": [{"args": {...}}]}).
+_ENVELOPE_DEPTH = 3
 
 
 class BadRequest(Exception):
@@ -121,7 +126,17 @@ def _path(raw: object) -> str:
     return raw
 
 
-async def _body(request: Request) -> dict[str, Any]:
+def _within_depth(value: object, max_depth: int) -> None:
+    try:
+        check_json_depth(value, max_depth + _ENVELOPE_DEPTH)
+    except JsonTooDeep:
+        raise BadRequest(
+            400, "JsonTooDeep", f"arguments nest deeper than {max_depth} levels"
+        ) from None
+
+
+async def _body(request: Request, max_depth: int | None) -> dict[str, Any]:
+    # The body arrives already bounded in size and time (server._BoundedBody).
     raw = await request.body()
     if not raw:
         return {}
@@ -131,12 +146,32 @@ async def _body(request: Request) -> dict[str, Any]:
         raise BadRequest(400, "BadJsonBody", f"Request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise BadRequest(400, "BadJsonBody", "Request body must be a JSON object")
+    if max_depth is not None:
+        _within_depth(body, max_depth)
     return body
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client is not None else "?"
 
 
 class _Api:
     def __init__(self, gateway: Gateway) -> None:
         self.gw = gateway
+        self.depth = gateway.limits.max_json_depth
+
+    async def _body(self, request: Request) -> dict[str, Any]:
+        return await _body(request, self.depth)
+
+    async def _query(self, client: str, run: Callable[[], Any]) -> Any:
+        """Run queries in this client's fair turn (:class:`QueryShare`), charged to it."""
+        share = self.gw.query_share
+        await share.turn(client)
+        start = time.perf_counter()
+        try:
+            return run()
+        finally:
+            share.charge(client, time.perf_counter() - start)
 
     async def _identity(self, request: Request) -> Any:
         try:
@@ -145,10 +180,12 @@ class _Api:
             raise BadRequest(401, "Unauthenticated", str(exc)) from None
         return self.gw.identity_of(caller)
 
-    async def _run(self, kind: str, path: str, args: dict[str, Any], identity: Any) -> Any:
+    async def _run(
+        self, kind: str, path: str, args: dict[str, Any], identity: Any, client: str
+    ) -> Any:
         engine = self.gw.engine
         if kind == "query":
-            return engine.run_query(path, args, identity)
+            return await self._query(client, lambda: engine.run_query(path, args, identity))
         if kind == "mutation":
             result = await engine.run_mutation(path, args, identity)
             if result.success:
@@ -170,8 +207,12 @@ class _Api:
                 return await handler(request)
             except BadRequest as exc:
                 return _json({"code": exc.code, "message": exc.message}, exc.status)
-            except Exception:
-                log.exception("http request failed", path=request.url.path)
+            except Exception as exc:
+                # Throttled, one line, no traceback: a hostile request must not fill the log.
+                THROTTLE.log(
+                    log, "error", "http request failed", path=request.url.path[:200],
+                    error=repr(exc)[:300],
+                )  # fmt: skip
                 return _json(
                     {"code": "InternalServerError", "message": "Internal server error"}, 500
                 )
@@ -180,25 +221,29 @@ class _Api:
 
     def for_kind(self, kind: str | None) -> Callable[[Request], Awaitable[Response]]:
         async def handler(request: Request) -> Response:
-            body = await _body(request)
+            body = await self._body(request)
             identity = await self._identity(request)
             path = _path(body.get("path"))
             fmt = _format(body.get("format"), "convex_encoded_json")
             args = _args(body.get("args"))
-            result = await self._run(kind or self._kind_of(path), path, args, identity)
+            result = await self._run(
+                kind or self._kind_of(path), path, args, identity, _client(request)
+            )
             return _json(udf_response(result, fmt))
 
         return self.endpoint(handler)
 
     async def run_path(self, request: Request) -> Response:
-        body = await _body(request)
+        body = await self._body(request)
         identity = await self._identity(request)
         parts = request.path_params["path"].strip("/").split("/")
         if not parts or not all(parts):
             raise BadRequest(400, "BadPath", "Expected /api/run/<module path>/<function>")
         path = "/".join(parts[:-1]) + ":" + parts[-1] if len(parts) > 1 else parts[0]
         fmt = _format(body.get("format"), "json")
-        result = await self._run(self._kind_of(path), path, _args(body.get("args")), identity)
+        result = await self._run(
+            self._kind_of(path), path, _args(body.get("args")), identity, _client(request)
+        )
         return _json(udf_response(result, fmt))
 
     async def get_query(self, request: Request) -> Response:
@@ -212,7 +257,8 @@ class _Api:
                 raw_args = orjson.loads(params["args"])
             except orjson.JSONDecodeError:
                 raise BadRequest(400, "BadArgs", "'args' must be JSON") from None
-        result = await self._run("query", path, _args(raw_args), identity)
+            _within_depth(raw_args, self.depth)
+        result = await self._run("query", path, _args(raw_args), identity, _client(request))
         return _json(udf_response(result, fmt))
 
     async def query_ts(self, request: Request) -> Response:
@@ -220,7 +266,7 @@ class _Api:
         return _json({"ts": encode_ts(self.gw.engine.ts)})
 
     async def query_at_ts(self, request: Request) -> Response:
-        body = await _body(request)
+        body = await self._body(request)
         identity = await self._identity(request)
         raw_ts = body.get("ts")
         try:
@@ -241,15 +287,23 @@ class _Api:
                 "This store only answers at its latest timestamp; data changed since the "
                 "requested ts. Fetch a new ts with /api/query_ts and retry.",
             )
-        result = await self._run("query", path, args, identity)
+        result = await self._run("query", path, args, identity, _client(request))
         return _json(udf_response(result, fmt))
 
     async def query_batch(self, request: Request) -> Response:
-        body = await _body(request)
+        # Length first: walking 100,000 queries for their depth alone held the loop 0.5 s.
+        body = await _body(request, None)
         identity = await self._identity(request)
         queries = body.get("queries")
         if not isinstance(queries, list):
             raise BadRequest(400, "BadJsonBody", "'queries' must be an array")
+        limit = self.gw.limits.max_batch_queries
+        if 0 < limit < len(queries):
+            self.gw.metrics.refused.labels("batch").inc()
+            raise BadRequest(
+                400, "TooManyQueries", f"{len(queries)} queries exceed the limit of {limit}"
+            )
+        _within_depth(body, self.depth)
         parsed = []
         for item in queries:
             if not isinstance(item, dict):
@@ -261,11 +315,16 @@ class _Api:
                     _format(item.get("format"), "convex_encoded_json"),
                 )
             )
-        # No await between runs: every result reads the same snapshot.
+        # No await between runs: every result reads the same snapshot (the batch is bounded,
+        # and waits for its client's fair turn before it starts).
         engine = self.gw.engine
-        results = [
-            udf_response(engine.run_query(path, args, identity), fmt) for path, args, fmt in parsed
-        ]
+        results = await self._query(
+            _client(request),
+            lambda: [
+                udf_response(engine.run_query(path, args, identity), fmt)
+                for path, args, fmt in parsed
+            ],
+        )
         return _json({"results": results})
 
 

@@ -9,8 +9,9 @@ This module imports nothing heavy, so the CLI can read it before the server load
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["ConnectionLimits", "RunLimits"]
+__all__ = ["SERVE_LIMITS", "ConnectionLimits", "JsonTooDeep", "RunLimits", "check_json_depth"]
 
 
 @dataclass(frozen=True)
@@ -35,22 +36,68 @@ class RunLimits:
 
 @dataclass(frozen=True)
 class ConnectionLimits:
-    """Bounds on one client connection (the engine bounds each run itself: :class:`RunLimits`).
+    """Bounds on what clients may make the server hold or do (the engine bounds each run
+    itself: :class:`RunLimits`). Every field is a ``serve`` flag and a ``MARKETPULSE_*``
+    variable of the same name (docs/operations.md); 0 turns a count limit off.
 
     Attributes:
-        max_message_bytes: largest message a client may send; a bigger one is answered with a
-            ``MessageTooLarge`` FatalError.
-        client_send_timeout_s: a client whose socket takes nothing for this long is dropped.
-        ping_interval_s: a socket quiet for this long gets a protocol Ping.
+        max_connections: open TCP connections, all clients together (also capped below the
+            process's file-descriptor limit at start); more are answered 503 and closed.
+        max_connections_per_client: open connections from one client address.
+        header_timeout_s: seconds from accept (or the end of the previous request) to a
+            complete request head; this covers the WebSocket handshake, which completes with
+            the upgrade request's head.
+        body_timeout_s: seconds an HTTP request body may take to arrive.
+        connect_timeout_s: seconds from the WebSocket upgrade to the client's ``Connect``.
+        message_timeout_s: seconds an unfinished WebSocket message (a partial frame or
+            fragments) may stay unfinished.
+        idle_timeout_s: a sync socket with no query, no request in flight and nothing received
+            for this long is closed.
+        max_message_bytes: largest message a client may send, in bytes (all fragments
+            together); a bigger one is answered with a ``MessageTooLarge`` FatalError.
+        max_fragments: frames one WebSocket message may be split into.
+        max_partial_bytes: bytes of unfinished WebSocket messages the whole server holds; the
+            socket whose data passes it is closed (1013, try again later).
+        max_header_bytes: largest HTTP request head.
+        max_body_bytes: largest HTTP request body (413).
+        max_json_depth: deepest nesting of arrays and objects in a client's JSON.
+        max_batch_queries: queries in one ``/api/query_batch``.
+        max_queries: queries in one sync socket's query set.
+        max_query_changes: modifications in one ``ModifyQuerySet`` (a reconnecting client
+            re-sends its whole set in one, so keep it at least ``max_queries``).
         max_pending_mutations: mutations queued on one socket before it is closed.
         max_concurrent_actions: actions running for one socket before more are refused.
+        work_slice_s: how long one socket's first query runs may hold the event loop in one
+            turn before yielding to everyone else.
+        client_query_share: seconds of query run time per second one client address may use
+            before its further runs wait (its burst allowance is one second's share, at least
+            ``work_slice_s``).
+        client_send_timeout_s: a client whose socket takes nothing for this long is dropped.
+        ping_interval_s: a socket quiet for this long gets a protocol Ping.
     """
 
+    max_connections: int = 10_000
+    max_connections_per_client: int = 1_000
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    connect_timeout_s: float = 10.0
+    message_timeout_s: float = 30.0
+    idle_timeout_s: float = 120.0
     max_message_bytes: int = 8 * 1024 * 1024
-    client_send_timeout_s: float = 30.0
-    ping_interval_s: float = 15.0
+    max_fragments: int = 1024
+    max_partial_bytes: int = 256 * 1024 * 1024
+    max_header_bytes: int = 64 * 1024
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_json_depth: int = 64
+    max_batch_queries: int = 256
+    max_queries: int = 2_000
+    max_query_changes: int = 2_000
     max_pending_mutations: int = 1024
     max_concurrent_actions: int = 64
+    work_slice_s: float = 0.005
+    client_query_share: float = 0.5
+    client_send_timeout_s: float = 30.0
+    ping_interval_s: float = 15.0
 
     @property
     def max_frame_bytes(self) -> int:
@@ -60,3 +107,53 @@ class ConnectionLimits:
         FatalError; beyond it the WebSocket layer closes with 1009 before buffering it all.
         """
         return 2 * self.max_message_bytes
+
+
+SERVE_LIMITS: tuple[str, ...] = (
+    "max_connections",
+    "max_connections_per_client",
+    "header_timeout_s",
+    "body_timeout_s",
+    "connect_timeout_s",
+    "message_timeout_s",
+    "idle_timeout_s",
+    "max_fragments",
+    "max_partial_bytes",
+    "max_header_bytes",
+    "max_body_bytes",
+    "max_json_depth",
+    "max_batch_queries",
+    "max_queries",
+    "max_query_changes",
+    "max_pending_mutations",
+    "max_concurrent_actions",
+    "work_slice_s",
+    "client_query_share",
+)
+"""The :class:`ConnectionLimits` fields ``serve`` exposes one for one (flag and env var of the
+same name); ``max_message_bytes`` and ``client_send_timeout_s`` predate this list and keep
+their own flags."""
+
+
+class JsonTooDeep(ValueError):
+    """A client's JSON nests deeper than ``max_json_depth``."""
+
+
+def check_json_depth(value: object, max_depth: int) -> None:
+    """Raise :class:`JsonTooDeep` if ``value`` nests arrays/objects deeper than ``max_depth``.
+
+    Iterative, so a hostile document cannot reach Python's recursion limit here, and run before
+    any recursive decoder sees the value.
+    """
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > max_depth:
+            raise JsonTooDeep(f"JSON nested deeper than {max_depth} levels")
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))

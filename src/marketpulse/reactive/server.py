@@ -3,6 +3,8 @@ settings, whose WebSocket protocol serves the sync endpoint directly (sync/webso
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import re
 from collections.abc import Sequence
 from functools import partial
@@ -20,7 +22,8 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from marketpulse.reactive.gateway import Gateway
+from marketpulse.reactive.admission import GuardedHttp
+from marketpulse.reactive.gateway import Gateway, OriginPolicy
 from marketpulse.reactive.http import http_routes
 from marketpulse.reactive.persistence import HealthCheck
 from marketpulse.reactive.sync.websocket import SyncSocket
@@ -46,41 +49,43 @@ class _NormalizePath:
 
 
 class _Cors:
-    """CORS like the Convex backend: mirror Origin, allow credentials, cache preflights a day."""
+    """CORS for the origins the gateway's :class:`OriginPolicy` allows; never on ``/metrics``.
 
-    def __init__(self, app: ASGIApp) -> None:
+    An allowed origin is echoed (with credentials only when configured); any other gets no
+    CORS headers, so browsers keep its pages from reading the answers.
+    """
+
+    def __init__(self, app: ASGIApp, policy: OriginPolicy) -> None:
         self.app = app
+        self.policy = policy
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope.get("path") == "/metrics":
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v for k, v in scope["headers"]}
         origin = headers.get("origin")
-        if origin is None:
+        host = headers.get("host")
+        if origin is None or not self.policy.allows(
+            origin.decode("latin-1"), host.decode("latin-1") if host else None
+        ):
             await self.app(scope, receive, send)
             return
-        cors = [
-            (b"access-control-allow-origin", origin),
-            (b"access-control-allow-credentials", b"true"),
-            (b"vary", b"Origin"),
-        ]
-        if scope["method"] == "OPTIONS" and b"access-control-request-method" in {
-            k.lower() for k, _ in scope["headers"]
-        }:
+        credentials = self.policy.credentials and "*" not in self.policy.allowed
+        cors = [(b"access-control-allow-origin", origin), (b"vary", b"Origin")]
+        if credentials:
+            cors.append((b"access-control-allow-credentials", b"true"))
+        if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
             requested = headers.get("access-control-request-headers", b"content-type")
-            response = Response(
-                status_code=204,
-                headers={
-                    "access-control-allow-origin": origin.decode("latin-1"),
-                    "access-control-allow-credentials": "true",
+            preflight = {k.decode(): v.decode("latin-1") for k, v in cors}
+            preflight.update(
+                {
                     "access-control-allow-methods": "GET, POST, PUT, PATCH, DELETE, OPTIONS",
                     "access-control-allow-headers": requested.decode("latin-1"),
                     "access-control-max-age": "86400",
-                    "vary": "Origin",
-                },
+                }
             )
-            await response(scope, receive, send)
+            await Response(status_code=204, headers=preflight)(scope, receive, send)
             return
 
         async def send_with_cors(message: Message) -> None:
@@ -90,6 +95,75 @@ class _Cors:
             await send(message)
 
         await self.app(scope, receive, send_with_cors)
+
+
+def _refusal(status: int, code: str, message: str) -> Response:
+    # connection: close makes uvicorn drop the connection once answered, unread body and all.
+    return Response(
+        orjson.dumps({"code": code, "message": message}),
+        status_code=status,
+        media_type="application/json",
+        headers={"connection": "close"},
+    )
+
+
+class _BoundedBody:
+    """Reads each request body in full before the app runs, within ``max_body_bytes`` (413,
+    checked against Content-Length first, then counted as chunks arrive) and
+    ``body_timeout_s`` (408). Starlette itself would buffer any body, however large.
+    """
+
+    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
+        self.app = app
+        self.gw = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limits = self.gw.limits
+        limit = limits.max_body_bytes
+        declared = dict(scope["headers"]).get(b"content-length")
+        too_big = _refusal(413, "RequestTooLarge", f"request body over the limit of {limit} bytes")
+        if limit > 0 and declared is not None and declared.isdigit() and int(declared) > limit:
+            self.gw.metrics.refused.labels("body_bytes").inc()
+            await too_big(scope, receive, send)
+            return
+        body = bytearray()
+        try:
+            async with asyncio.timeout(limits.body_timeout_s or None):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    body += message.get("body", b"")
+                    if 0 < limit < len(body):
+                        self.gw.metrics.refused.labels("body_bytes").inc()
+                        await too_big(scope, receive, send)
+                        return
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            self.gw.metrics.refused.labels("timeout").inc()
+            timeout = limits.body_timeout_s
+            await _refusal(408, "RequestTimeout", f"body not received within {timeout:g} s")(
+                scope, receive, send
+            )
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        big = len(body) >= 1024 * 1024
+        await self.app(scope, replay, send)
+        if big:
+            del body
+            self.gw.memory.soon()
 
 
 class _SpaStatic(StaticFiles):
@@ -125,6 +199,8 @@ def uvicorn_config(app: ASGIApp, host: str, port: int, gateway: Gateway, **extra
         app,
         host=host,
         port=port,
+        # Admission, head timeout and head size in front of uvicorn's httptools parser.
+        http=cast(Any, partial(GuardedHttp, gateway.admission, limits)),
         # uvicorn builds this with (config=, server_state=, app_state=) on every upgrade.
         ws=cast(Any, partial(SyncSocket, gateway)),
         # For the ASGI hand-off of other paths; SyncSocket applies the same limit to sync.
@@ -142,6 +218,8 @@ def build_app(
     *,
     static_dir: Path | None = None,
     extra_routes: Sequence[BaseRoute] = (),
+    metrics: bool = True,
+    metrics_token: str | None = None,
 ) -> ASGIApp:
     """Assemble the store's ASGI app.
 
@@ -149,7 +227,10 @@ def build_app(
         gateway: the engine and everything the front doors share.
         static_dir: a directory of built web assets to serve at ``/`` (index.html fallback).
         extra_routes: more routes, matched before the web assets (e.g. the dev sign-in).
+        metrics: whether ``/metrics`` is served here (False when it has its own address).
+        metrics_token: when set, ``/metrics`` answers only ``Authorization: Bearer <token>``.
     """
+    expected = f"Bearer {metrics_token}".encode() if metrics_token else None
 
     # The engine contract (EngineAPI) does not expose its store; a real Engine does.
     persistence = getattr(gateway.engine, "persistence", None)
@@ -162,7 +243,16 @@ def build_app(
             return JSONResponse(body, status_code=503)
         return JSONResponse({"status": "ok", "ts": str(gateway.engine.ts)})
 
-    async def metrics(request: Request) -> Response:
+    async def metrics_page(request: Request) -> Response:
+        if expected is not None:
+            given = request.headers.get("authorization", "").encode("latin-1", "replace")
+            if not hmac.compare_digest(given, expected):
+                return Response(
+                    orjson.dumps({"code": "Unauthenticated", "message": "metrics need a token"}),
+                    status_code=401,
+                    media_type="application/json",
+                    headers={"www-authenticate": "Bearer"},
+                )
         return Response(generate_latest(gateway.metrics.registry), media_type="text/plain")
 
     async def not_found(request: Request) -> Response:
@@ -175,11 +265,11 @@ def build_app(
     routes: list[BaseRoute] = [
         *http_routes(gateway),
         Route("/health", health),
-        Route("/metrics", metrics),
+        *([Route("/metrics", metrics_page)] if metrics else []),
         Route("/api/{rest:path}", not_found, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
         *extra_routes,
     ]
     if static_dir is not None and (static_dir / "index.html").is_file():
         routes.append(Mount("/", _SpaStatic(directory=static_dir, html=True)))
     app = Starlette(routes=routes)
-    return _NormalizePath(_Cors(app))
+    return _NormalizePath(_Cors(_BoundedBody(app, gateway), gateway.origins))

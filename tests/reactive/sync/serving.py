@@ -15,7 +15,7 @@ from marketpulse.reactive import FunctionModule
 from marketpulse.reactive._binding import gateway_for
 from marketpulse.reactive.auth import TokenVerifier
 from marketpulse.reactive.engine import Engine
-from marketpulse.reactive.gateway import Gateway
+from marketpulse.reactive.gateway import Gateway, OriginPolicy
 from marketpulse.reactive.limits import ConnectionLimits, RunLimits
 from marketpulse.reactive.persistence import open_persistence
 from marketpulse.reactive.server import build_app, uvicorn_config
@@ -46,14 +46,17 @@ async def serve_store(
     static_dir: Path | None = None,
     modules: list[FunctionModule] | None = None,
     verifier: TokenVerifier | None = None,
+    origins: OriginPolicy | None = None,
+    metrics_token: str | None = None,
 ) -> AsyncIterator[Served]:
     engine = await Engine.open(
         open_persistence(f"sqlite:{db_path}"),
         modules or [counter],
         limits=RunLimits(query_time_limit=0.3, max_result_bytes=2_000_000),
     )
-    gateway = gateway_for(engine, ADMIN_KEY, limits, verifier)
-    config = uvicorn_config(build_app(gateway, static_dir=static_dir), "127.0.0.1", 0, gateway)
+    gateway = gateway_for(engine, ADMIN_KEY, limits, verifier=verifier, origins=origins)
+    app = build_app(gateway, static_dir=static_dir, metrics_token=metrics_token)
+    config = uvicorn_config(app, "127.0.0.1", 0, gateway)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server._serve())  # no signal handlers inside a test
     try:

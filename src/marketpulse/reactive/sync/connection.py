@@ -18,24 +18,32 @@ this driver feeds it, acts on its events with the engine, and writes what it que
   previous response (clients resolve mutations on it);
 * the gateway's watchdog ticks every socket about once a second: the core queues a Ping on a
   quiet one, and the driver aborts one whose writes have been paused longer than the client
-  send timeout.
+  send timeout, closes one that sent no ``Connect`` in time, one idle with nothing subscribed,
+  and one whose unfinished message (a partial frame or fragments) has waited too long;
+* a query set's first runs are paced: at most ``work_slice_s`` of them per loop turn, charged
+  to the client's address (:class:`~marketpulse.reactive.gateway.QueryShare`), so a huge
+  ``ModifyQuerySet`` cannot stall everyone else; the Transition goes out when all have run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections import deque
 from typing import Any, Protocol
 
+import orjson
 import structlog
 
 from marketpulse.reactive.access import ANONYMOUS, AccessDenied, Caller
+from marketpulse.reactive.admission import THROTTLE
 from marketpulse.reactive.auth import KeysPending
-from marketpulse.reactive.gateway import Gateway
+from marketpulse.reactive.gateway import Gateway, ReplayRejected
 from marketpulse.reactive.sync.protocol import (
     ActionRequested,
     AuthenticateRequested,
+    Connected,
     FunctionOutcome,
     MutationRequested,
     QueryAdded,
@@ -54,7 +62,11 @@ _MAX_HELD_MESSAGES = 256
 
 
 def _log_protocol_error(error: str) -> None:
-    log.info("closing a sync socket on a protocol error", error=error[:200])
+    THROTTLE.log(log, "info", "closing a sync socket on a protocol error", error=error[:200])
+
+
+# A socket that held this many queries leaves a heap worth handing back when it goes.
+_BIG_QUERY_SET = 256
 
 
 class Socket(Protocol):
@@ -111,15 +123,22 @@ class SyncConnection:
 
     __slots__ = (
         "_actions",
+        "_address",
         "_auth_task",
+        "_connected",
         "_done",
         "_dropped",
         "_expiry",
         "_gw",
         "_held",
         "_identity",
+        "_last_received",
+        "_most_queries",
         "_mutating",
         "_mutations",
+        "_opened_at",
+        "_pacer",
+        "_pending",
         "_proto",
         "_queued",
         "_socket",
@@ -128,15 +147,31 @@ class SyncConnection:
         "_subs",
         "_transition_sent",
         "_worker",
+        "partial_since",
     )
 
-    def __init__(self, gateway: Gateway, socket: Socket) -> None:
+    def __init__(self, gateway: Gateway, socket: Socket, address: str = "?") -> None:
         self._gw = gateway
         self._socket = socket
+        self._address = address
         limits = gateway.limits
         self._proto = SyncProtocol(
-            max_message_bytes=limits.max_message_bytes, ping_interval_s=limits.ping_interval_s
+            max_message_bytes=limits.max_message_bytes,
+            ping_interval_s=limits.ping_interval_s,
+            max_queries=limits.max_queries,
+            max_query_changes=limits.max_query_changes,
+            max_json_depth=limits.max_json_depth,
         )
+        now = asyncio.get_running_loop().time()
+        self._opened_at = now
+        self._last_received = now
+        self._connected = False
+        # Set by the socket while a message is unfinished (message_timeout_s).
+        self.partial_since: float | None = None
+        # Subscriptions whose first run is still to come (paced, see _run_pending).
+        self._pending: deque[_Sub] | None = None
+        self._pacer: asyncio.Handle | None = None
+        self._most_queries = 0
         self._identity: Any = gateway.identity_of(ANONYMOUS)
         self._subs: dict[int, _Sub] = {}
         # Created on first use: most sockets only subscribe (an empty deque alone is ~600 B).
@@ -153,7 +188,7 @@ class SyncConnection:
         self._dropped = False
         self._done = False
         # While a user token waits for its provider's keys: the messages after it, in order.
-        self._held: list[str | bytes] | None = None
+        self._held: list[tuple[str | bytes, int | None]] | None = None
         self._auth_task: asyncio.Task[None] | None = None
         self._expiry: asyncio.TimerHandle | None = None
         gateway.metrics.connections.inc()
@@ -161,16 +196,23 @@ class SyncConnection:
 
     # ----------------------------------------------------------------- socket callbacks
 
-    def message_received(self, data: str | bytes) -> None:
-        """Act on one complete WebSocket message (text as ``str``, binary as ``bytes``)."""
+    def message_received(self, data: str | bytes, size: int | None = None) -> None:
+        """Act on one complete WebSocket message (text as ``str``, binary as ``bytes``).
+
+        Args:
+            data: the message.
+            size: its size in bytes on the wire, when the caller knows it (text as ``str``
+                would otherwise be measured in characters).
+        """
+        self._last_received = asyncio.get_running_loop().time()
         if self._held is not None:
             if len(self._held) >= _MAX_HELD_MESSAGES:
                 self._fatal("Too many messages while the token is being checked")
             else:
-                self._held.append(data)
+                self._held.append((data, size))
             return
         proto = self._proto
-        proto.receive_data(data)
+        proto.receive_data(data, size)
         if proto.close_expected():
             if proto.protocol_error is not None and not self._done:
                 _log_protocol_error(str(proto.protocol_error))
@@ -187,8 +229,11 @@ class SyncConnection:
                 self._start_action(event)
             elif isinstance(event, AuthenticateRequested):
                 self._authenticate(event)
+            elif isinstance(event, Connected):
+                self._connected = True
             if proto.close_expected() or self._held is not None:
                 break
+        self._run_pending()
         self._flush()
         self._send_data()
 
@@ -226,7 +271,15 @@ class SyncConnection:
         # No close check: sending a Transition never ends the connection.
 
     def tick(self, now: float) -> None:
-        """Called about once a second by the watchdog: drop stuck clients, keep idle ones alive."""
+        """Called about once a second by the watchdog: drop stuck clients, keep idle ones alive,
+        and close the ones that hold a place without using it."""
+        if self._done:
+            return
+        late = self._overdue(now)
+        if late is not None:
+            self._gw.metrics.refused.labels("timeout").inc()
+            self._fatal(late)
+            return
         stalled = self._stalled_since
         if stalled is None:
             self._proto.tick(now)
@@ -242,13 +295,34 @@ class SyncConnection:
             self._finish()
             self._socket.abort()
 
+    def _overdue(self, now: float) -> str | None:
+        """Why this socket is closed for taking too long, if it is."""
+        limits = self._gw.limits
+        partial = self.partial_since
+        if partial is not None and 0 < limits.message_timeout_s < now - partial:
+            return (
+                f"MessageTimeout: a message stayed unfinished for over "
+                f"{limits.message_timeout_s:g} s"
+            )
+        if not self._connected and 0 < limits.connect_timeout_s < now - self._opened_at:
+            return f"ConnectTimeout: no Connect message within {limits.connect_timeout_s:g} s"
+        idle = (
+            not self._subs
+            and not self._mutations
+            and not self._actions
+            and 0 < limits.idle_timeout_s < now - self._last_received
+        )
+        if idle:
+            return f"IdleTimeout: no query and no message for {limits.idle_timeout_s:g} s"
+        return None
+
     # ----------------------------------------------------------------- output
 
     def _flush(self, shared: dict[Any, bytes] | None = None) -> None:
         """Queue and write the next Transition if one is due and the socket can take it."""
         if self._done:
             return
-        if self._stalled_since is not None or self._mutating:
+        if self._stalled_since is not None or self._mutating or self._pending:
             self._stale = True
             return
         self._stale = False
@@ -305,10 +379,16 @@ class SyncConnection:
         for task in self._actions or ():
             task.cancel()
         self._mutations = None
+        self._pending = None
+        if self._pacer is not None:
+            self._pacer.cancel()
+            self._pacer = None
         for query_id in list(self._subs):
             self._remove_query(query_id)
         self._gw.watchdog.discard(self)
         self._gw.metrics.connections.dec()
+        if self._most_queries >= _BIG_QUERY_SET:
+            self._gw.memory.soon()
 
     # ----------------------------------------------------------------- queries
 
@@ -316,10 +396,53 @@ class SyncConnection:
         self._gw.metrics.subscriptions.inc()
         sub = _Sub(self, event.query_id, event.udf_path, event.args, event.journal)
         self._subs[event.query_id] = sub
+        self._most_queries = max(self._most_queries, len(self._subs))
         if event.args_error is not None:
             sub.static = failed_outcome(event.args_error)
             return
-        self._subscribe(sub)
+        self._defer(sub)
+
+    def _defer(self, sub: _Sub) -> None:
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = deque()
+        pending.append(sub)
+
+    def _run_pending(self) -> None:
+        """Run first subscriptions for up to one work slice, then yield the loop to the others.
+
+        The rest continue on a later turn (later still if this client's address has used its
+        query share); the Transition goes out once every query of the set has its result.
+        """
+        self._pacer = None
+        pending = self._pending
+        if not pending or self._done:
+            return
+        gw = self._gw
+        wait_s = gw.query_share.wait_s(self._address)
+        loop = asyncio.get_running_loop()
+        if wait_s > 0:
+            self._pacer = loop.call_later(wait_s, self._resume_pending)
+            return
+        start = time.perf_counter()
+        deadline = start + gw.limits.work_slice_s
+        while pending:
+            sub = pending.popleft()
+            if self._subs.get(sub.query_id) is sub and sub.query is None:
+                self._subscribe(sub)
+            if time.perf_counter() >= deadline:
+                break
+        gw.query_share.charge(self._address, time.perf_counter() - start)
+        if pending:
+            self._pacer = loop.call_soon(self._resume_pending)
+        else:
+            self._pending = None
+
+    def _resume_pending(self) -> None:
+        self._run_pending()
+        if not self._pending and not self._done:
+            self._flush()
+            self._send_data()
 
     def _subscribe(self, sub: _Sub) -> None:
         try:
@@ -370,10 +493,10 @@ class SyncConnection:
         self._flush()
         self._send_data()
         held, self._held = self._held or [], None
-        for i, data in enumerate(held):
+        for i, (data, size) in enumerate(held):
             if self._done:
                 return
-            self.message_received(data)
+            self.message_received(data, size)
             if self._held is not None:  # another Authenticate is waiting: keep the order
                 self._held.extend(held[i + 1 :])
                 return
@@ -395,13 +518,14 @@ class SyncConnection:
             delay = max(0.0, caller.expires_at - time.time())
             self._expiry = loop.call_later(delay, self._token_expired)
         self._identity = gw.identity_of(caller)
-        # A new identity re-runs every query under it.
+        # A new identity re-runs every query under it (paced like a new query set; queries
+        # still waiting for their first run will run under the new identity anyway).
         for sub in self._subs.values():
             if sub.query is not None:
                 gw.engine.unsubscribe(sub.query, sub)
                 sub.journal = getattr(sub.query, "journal", sub.journal)
                 sub.query = None
-                self._subscribe(sub)
+                self._defer(sub)
         self._proto.accept_auth()
 
     # ----------------------------------------------------------------- mutations
@@ -463,15 +587,19 @@ class SyncConnection:
         session = self._proto.session_id
         key = (session, event.request_id) if session else None
         log_ = self._gw.mutation_log
+        call = _call_of(identity, event)
         if key is not None:
-            previous = log_.get(key)
+            try:
+                previous = log_.get(key, call)
+            except ReplayRejected as exc:
+                return failed_outcome(str(exc)), None
             if previous is not None:
                 return await asyncio.shield(previous)
         # Its own task, shielded: if this socket dies mid-mutation, the outcome is still
         # recorded for the re-send that arrives on the client's next connection.
         task = asyncio.ensure_future(self._execute_mutation(event, identity))
         if key is not None:
-            log_.put(key, task)
+            log_.put(key, call, task)
         return await asyncio.shield(task)
 
     async def _execute_mutation(
@@ -515,3 +643,15 @@ class SyncConnection:
             self._proto.send_action_response(event.request_id, outcome)
             self._flush()
             self._send_data()
+
+
+def _call_of(identity: Any, event: MutationRequested) -> tuple[str, str, bytes]:
+    """What a re-send must repeat to be the same call: caller, function and arguments."""
+    from marketpulse.reactive.values import value_to_json
+
+    try:
+        encoded = orjson.dumps(value_to_json(event.args), option=orjson.OPT_SORT_KEYS)
+    except Exception:  # args that do not encode cannot be replayed either
+        encoded = repr(event.args).encode()
+    who = str(getattr(identity, "key", identity))
+    return who, event.udf_path, hashlib.blake2b(encoded, digest_size=16).digest()

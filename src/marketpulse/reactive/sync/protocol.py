@@ -25,7 +25,7 @@ from typing import Any, Literal, Protocol, TypeAlias
 
 import orjson
 
-from marketpulse.reactive.limits import ConnectionLimits
+from marketpulse.reactive.limits import ConnectionLimits, JsonTooDeep, check_json_depth
 from marketpulse.reactive.values import (
     ConvexValueError,
     JSONValue,
@@ -51,6 +51,9 @@ __all__ = [
 ]
 
 _U32_MAX = 2**32 - 1
+# Levels of a message around its ``args`` object ({"modifications": [{"args": [{...}]}]}):
+# max_json_depth counts from the args object, as the HTTP API's does.
+_ENVELOPE_DEPTH = 3
 
 
 class FunctionOutcome(Protocol):
@@ -287,6 +290,12 @@ class SyncProtocol:
 
     Attributes:
         max_message_bytes: a bigger client message is a ``MessageTooLarge`` FatalError.
+        max_queries: a ``ModifyQuerySet`` that would grow the set past this is a
+            ``TooManyQueries`` FatalError (0: no limit).
+        max_query_changes: a ``ModifyQuerySet`` with more modifications is a
+            ``TooManyQueries`` FatalError (0: no limit).
+        max_json_depth: a message whose arguments nest deeper is a ``JsonTooDeep``
+            FatalError.
         ping_interval_s: a socket quiet for this long gets a Ping (see :meth:`tick`).
         max_transition_bytes: bigger Transitions are split (the Python client drops frames over
             16 MiB and cannot take TransitionChunk): the first carries the version step, the
@@ -300,6 +309,9 @@ class SyncProtocol:
 
     max_message_bytes: int = ConnectionLimits.max_message_bytes
     ping_interval_s: float = ConnectionLimits.ping_interval_s
+    max_queries: int = ConnectionLimits.max_queries
+    max_query_changes: int = ConnectionLimits.max_query_changes
+    max_json_depth: int = ConnectionLimits.max_json_depth
     max_transition_bytes: int = 4 * 1024 * 1024
     received_query_set: int = 0
     received_identity: int = 0
@@ -322,11 +334,12 @@ class SyncProtocol:
 
     # ------------------------------------------------------------------ input: the client
 
-    def receive_data(self, data: str | bytes) -> None:
+    def receive_data(self, data: str | bytes, size: int | None = None) -> None:
         """Take one complete WebSocket message from the client.
 
         Args:
             data: a text message as ``str``; a binary message as ``bytes`` (a protocol error).
+            size: the message's size in bytes, if known; else it is measured (UTF-8).
 
         A message that breaks the protocol (malformed, too large, against the version rules)
         queues a FatalError, sets :attr:`protocol_error` and makes :meth:`close_expected` true.
@@ -339,7 +352,7 @@ class SyncProtocol:
         if self._closed:
             return
         try:
-            events = self._parse(data)
+            events = self._parse(data, size)
         except ProtocolError as exc:
             self.protocol_error = exc
             self.send_fatal_error(str(exc))
@@ -351,10 +364,16 @@ class SyncProtocol:
         else:
             self._events.extend(events)
 
-    def _parse(self, data: str | bytes) -> list[ClientEvent]:
-        if len(data) > self.max_message_bytes:
+    def _parse(self, data: str | bytes, size: int | None) -> list[ClientEvent]:
+        if size is None:
+            # Bytes, not characters: 4-byte UTF-8 characters made a message 4x the limit pass.
+            # A str can only be over in bytes if it is over len/4 characters.
+            size = len(data)
+            if isinstance(data, str) and size * 4 > self.max_message_bytes:
+                size = len(data.encode("utf-8", "surrogatepass"))
+        if size > self.max_message_bytes:
             raise ProtocolError(
-                f"MessageTooLarge: {len(data)} bytes exceeds the limit of {self.max_message_bytes}"
+                f"MessageTooLarge: {size} bytes exceeds the limit of {self.max_message_bytes}"
             )
         if isinstance(data, bytes | bytearray | memoryview) and not isinstance(data, str):
             raise ProtocolError("WSMessageInvalidJson: binary frames are not part of the protocol")
@@ -364,6 +383,19 @@ class SyncProtocol:
             raise ProtocolError(f"WSMessageInvalidJson: {exc}") from None
         if not isinstance(message, dict):
             raise ProtocolError("WSMessageInvalidJson: a message must be a JSON object")
+        mods = message.get("modifications")
+        if isinstance(mods, list) and 0 < self.max_query_changes < len(mods):
+            # Before the depth walk: 75,000 modifications took most of a second to walk.
+            raise ProtocolError(
+                f"TooManyQueries: {len(mods)} modifications in one ModifyQuerySet "
+                f"exceed the limit of {self.max_query_changes}"
+            )
+        try:
+            check_json_depth(message, self.max_json_depth + _ENVELOPE_DEPTH)
+        except JsonTooDeep:
+            raise ProtocolError(
+                f"JsonTooDeep: arguments nest deeper than {self.max_json_depth} levels"
+            ) from None
         kind = message.get("type")
         if kind == "Connect":
             return [self._on_connect(message)]
@@ -441,6 +473,11 @@ class SyncProtocol:
                 present.discard(query_id)
             else:
                 raise ProtocolError(f"ModifyQuerySet: unknown modification {mod.get('type')!r}")
+        if 0 < self.max_queries < len(present):
+            raise ProtocolError(
+                f"TooManyQueries: a query set of {len(present)} exceeds the limit of "
+                f"{self.max_queries} per connection"
+            )
         for event in events:
             if isinstance(event, QueryAdded):
                 self._queries[event.query_id] = _Query(event.udf_path, event.journal)

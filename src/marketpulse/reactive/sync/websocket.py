@@ -7,6 +7,11 @@ the handshake itself and drives a :class:`SyncConnection` from ``data_received``
 transport's flow control, with no ASGI scope, receive queue or task per socket (an idle
 connection is the transport, the websockets parser, the sync state and its subscriptions). Any
 other path goes to uvicorn's own WebSocket protocol and the ASGI app, as before.
+
+Input bounds, in bytes as they arrive: websockets' parser caps a message across all its
+fragments (``max_size``); this class caps the fragment count, keeps fragments in one growing
+buffer (a list of 8 million 1-byte fragments held over 1 GB), and counts every socket's
+unfinished-message bytes against one server-wide budget (``max_partial_bytes``).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from marketpulse.reactive.admission import Ticket
 from marketpulse.reactive.gateway import Gateway
 from marketpulse.reactive.sync.connection import SyncConnection
 
@@ -62,7 +68,9 @@ class SyncSocket(asyncio.Protocol):
         "_conn",
         "_fragments",
         "_gw",
+        "_partial",
         "_server_state",
+        "_ticket",
         "_transport",
         "_ws",
     )
@@ -83,8 +91,15 @@ class SyncSocket(asyncio.Protocol):
         self._ws: ServerProtocol | None = None
         self._conn: SyncConnection | None = None
         self._asgi: WebSocketsSansIOProtocol | None = None
-        self._fragments: tuple[Opcode, list[bytes]] | None = None
+        # An unfinished fragmented message: its opcode, its bytes so far, its frame count.
+        self._fragments: tuple[Opcode, bytearray, int] | None = None
         self._closer: asyncio.TimerHandle | None = None
+        self._partial = 0  # this socket's share of the server's unfinished-message budget
+        self._ticket: Ticket | None = None
+
+    def adopt_ticket(self, ticket: Ticket) -> None:
+        """Take over the connection's admission place (released when the socket goes)."""
+        self._ticket = ticket
 
     # ----------------------------------------------------------------- asyncio callbacks
 
@@ -107,7 +122,35 @@ class SyncSocket(asyncio.Protocol):
         for event in ws.events_received():
             if isinstance(event, Frame):
                 self._frame(event)
+                if self._conn is None or self._transport is None or self._transport.is_closing():
+                    break
         self._write_out(ws.data_to_send())
+        self._count_partial(ws)
+
+    def _count_partial(self, ws: ServerProtocol) -> None:
+        """Track the unfinished message this socket holds: its age and the server's budget."""
+        conn = self._conn
+        held = len(ws.reader.buffer)
+        if self._fragments is not None:
+            held += len(self._fragments[1])
+        if held == self._partial:
+            if held == 0 and conn is not None:
+                conn.partial_since = None
+            return
+        within = self._gw.partial.change(held - self._partial)
+        self._partial = held
+        if conn is None:
+            return
+        if held == 0:
+            conn.partial_since = None
+        elif conn.partial_since is None:
+            conn.partial_since = asyncio.get_running_loop().time()
+        if not within:
+            self._gw.metrics.refused.labels("partial_bytes").inc()
+            self._refuse(
+                "Overloaded: the server holds too many unfinished messages; send whole "
+                "messages and retry"
+            )
 
     def eof_received(self) -> bool | None:
         if self._asgi is not None:
@@ -127,9 +170,19 @@ class SyncSocket(asyncio.Protocol):
             self._asgi.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._ticket is not None:
+            self._ticket.release()
+            self._ticket = None
+        if self._partial:
+            self._gw.partial.change(-self._partial)
+            if self._partial >= 1024 * 1024:
+                self._gw.memory.soon()  # its buffer was big: hand the heap back
+            self._partial = 0
+        self._fragments = None
         if self._asgi is not None:
             self._asgi.connection_lost(exc)
             return
+        self._ws = None  # its parser's buffer (up to a whole frame) goes now, not with us
         self._server_state.connections.discard(self)
         if self._closer is not None:
             self._closer.cancel()
@@ -202,10 +255,15 @@ class SyncSocket(asyncio.Protocol):
         # uvicorn passes the whole request head in one call (it rebuilt it from its parser).
         handshake.receive_data(head)
         events = handshake.events_received()
-        if events and isinstance(events[0], Request):
-            response = handshake.accept(events[0])
-        else:
+        if not (events and isinstance(events[0], Request)):
             response = handshake.reject(400, "Bad WebSocket handshake\n")
+        elif not self._gw.origins.websocket_allowed(
+            events[0].headers.get("Origin"), events[0].headers.get("Host")
+        ):
+            self._gw.metrics.refused.labels("origin").inc()
+            response = handshake.reject(403, "Origin not allowed\n")
+        else:
+            response = handshake.accept(events[0])
         handshake.send_response(response)
         self._write_out(handshake.data_to_send())
         if response.status_code != 101:
@@ -214,7 +272,9 @@ class SyncSocket(asyncio.Protocol):
         # A fresh parser for the frames: the handshake's parser generator keeps the request
         # (its headers, ~2.7 KiB) alive for as long as it runs, i.e. the whole connection.
         self._ws = ServerProtocol(state=_OPEN, max_size=max_size, logger=_WS_LOG)
-        self._conn = SyncConnection(self._gw, self)
+        peer = transport.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        self._conn = SyncConnection(self._gw, self, address)
 
     def _hand_to_asgi(self, head: bytes) -> None:
         proto = WebSocketsSansIOProtocol(
@@ -233,28 +293,45 @@ class SyncSocket(asyncio.Protocol):
             if frame.fin:
                 self._message(opcode, frame.data)
             else:
-                self._fragments = (opcode, [bytes(frame.data)])
+                self._fragments = (opcode, bytearray(frame.data), 1)
         elif opcode is Opcode.CONT and self._fragments is not None:
-            self._fragments[1].append(bytes(frame.data))
+            first, parts, count = self._fragments
+            limit = self._gw.limits.max_fragments
+            if 0 < limit <= count:
+                self._gw.metrics.refused.labels("fragments").inc()
+                self._refuse(f"TooManyFragments: a message in over {limit} frames")
+                return
+            parts += frame.data
+            self._fragments = (first, parts, count + 1)
             if frame.fin:
-                first, parts = self._fragments
                 self._fragments = None
-                self._message(first, b"".join(parts))
+                self._message(first, parts)
         # PING, PONG and CLOSE: websockets answers them itself (data_to_send).
+
+    def _refuse(self, error: str) -> None:
+        """FatalError, then stop reading: a client over a limit gets no further bytes in."""
+        if self._conn is not None:
+            self._conn.fail(error)
+        if self._transport is not None:
+            self._transport.close()
 
     def _message(self, opcode: Opcode, data: bytes | bytearray | memoryview) -> None:
         conn = self._conn
         if conn is None:
             return
+        size = len(data)
         if opcode is Opcode.BINARY:
-            conn.message_received(bytes(data))
+            conn.message_received(bytes(data), size)
+            return
+        if size > self._gw.limits.max_message_bytes:
+            conn.message_received("", size)  # MessageTooLarge, counted in bytes, not decoded
             return
         try:
             text = str(data, "utf-8")
         except UnicodeDecodeError:
             conn.fail("WSMessageInvalidJson: a text frame that is not UTF-8")
             return
-        conn.message_received(text)
+        conn.message_received(text, size)
 
     def _write_out(self, chunks: list[bytes]) -> None:
         transport = self._transport

@@ -1,0 +1,365 @@
+"""The first door: which TCP connections the store takes, how long a request head may take, and
+logs that stay readable while someone hammers the doors.
+
+uvicorn's own ``limit_concurrency`` is not used: it answers 503 only after parsing a whole
+request head (an idle connection that sends nothing is never refused), counts every connection
+alike (no per-address cap), and logs a warning per refusal. uvicorn has no timeout for an
+incomplete request head either (``timeout_keep_alive`` runs only between requests), and
+httptools bounds no header size. :class:`GuardedHttp` adds the three to uvicorn's httptools
+protocol, counting raw bytes as they arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import resource
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httptools
+import orjson
+import structlog
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from marketpulse.reactive.limits import ConnectionLimits
+
+__all__ = [
+    "Admission",
+    "GuardedHttp",
+    "LogThrottle",
+    "Ticket",
+    "quiet_accept_errors",
+    "raise_fd_limit",
+    "return_memory",
+]
+
+log = structlog.get_logger("marketpulse.admission")
+
+# Descriptors kept for everything but client sockets: the database, log files, listening
+# sockets, a few child pipes. Without them a full server would fail accept() (EMFILE).
+FD_RESERVE = 64
+
+
+class LogThrottle:
+    """At most ``burst`` log lines per key per ``window_s``; the rest are counted and the count
+    is reported on the next line that passes (so a flood of one event costs a few lines).
+
+    Args:
+        burst: Lines per key per window.
+        window_s: The window.
+    """
+
+    def __init__(self, burst: int = 5, window_s: float = 10.0) -> None:
+        self._burst = burst
+        self._window_s = window_s
+        self._seen: dict[str, tuple[float, int, int]] = {}
+
+    def allow(self, key: str) -> int | None:
+        """None to drop this line; else how many lines of this key were dropped before it."""
+        now = time.monotonic()
+        start, passed, dropped = self._seen.get(key, (now, 0, 0))
+        if now - start >= self._window_s:
+            start, passed = now, 0
+        if passed >= self._burst:
+            self._seen[key] = (start, passed, dropped + 1)
+            return None
+        self._seen[key] = (start, passed + 1, 0)
+        if len(self._seen) > 1024:  # keys are event names, but stay bounded whatever they are
+            self._seen.clear()
+        return dropped
+
+    def log(self, logger: Any, level: str, event: str, **fields: Any) -> None:
+        """``logger.<level>(event, **fields)`` unless this event is over its rate."""
+        dropped = self.allow(event)
+        if dropped is None:
+            return
+        if dropped:
+            fields["suppressed"] = dropped
+        getattr(logger, level)(event, **fields)
+
+
+THROTTLE = LogThrottle()
+"""The process's throttle for per-event logs (one hostile client must not fill the disk)."""
+
+
+class Ticket:
+    """One admitted connection's place; :meth:`release` gives it back (idempotent)."""
+
+    __slots__ = ("_address", "_admission")
+
+    def __init__(self, admission: Admission, address: str) -> None:
+        self._admission: Admission | None = admission
+        self._address = address
+
+    def release(self) -> None:
+        """Give the place back (the connection is gone)."""
+        admission, self._admission = self._admission, None
+        if admission is not None:
+            admission.release(self._address)
+
+
+class Admission:
+    """Counts open connections, in total and per client address.
+
+    Args:
+        limits: ``max_connections`` and ``max_connections_per_client`` (0: no limit).
+    """
+
+    def __init__(self, limits: ConnectionLimits) -> None:
+        self.max_total = limits.max_connections
+        self.max_per_client = limits.max_connections_per_client
+        self.total = 0
+        self._per_client: dict[str, int] = {}
+        self.refused = 0
+        self.on_refused: Callable[[str], None] | None = None
+
+    def cap_total(self, fd_limit: int) -> int:
+        """Keep the total cap below what ``fd_limit`` descriptors allow; returns the cap."""
+        room = max(fd_limit - FD_RESERVE, 1)
+        if self.max_total <= 0 or self.max_total > room:
+            self.max_total = room
+        return self.max_total
+
+    def admit(self, address: str) -> Ticket | str:
+        """A ticket for a new connection from ``address``, or why it is refused."""
+        if self.max_total > 0 and self.total >= self.max_total:
+            return self._refuse("TooManyConnections: the server is at its connection limit")
+        mine = self._per_client.get(address, 0)
+        if self.max_per_client > 0 and mine >= self.max_per_client:
+            return self._refuse("TooManyConnections: too many connections from your address")
+        self.total += 1
+        self._per_client[address] = mine + 1
+        return Ticket(self, address)
+
+    def release(self, address: str) -> None:
+        """A connection from ``address`` closed."""
+        self.total -= 1
+        left = self._per_client.get(address, 1) - 1
+        if left > 0:
+            self._per_client[address] = left
+        else:
+            self._per_client.pop(address, None)
+
+    def _refuse(self, reason: str) -> str:
+        self.refused += 1
+        if self.on_refused is not None:
+            self.on_refused(reason)
+        THROTTLE.log(log, "warning", "connection refused", reason=reason)
+        return reason
+
+
+def _simple_response(status: int, phrase: str, code: str, message: str) -> bytes:
+    body = orjson.dumps({"code": code, "message": message})
+    return (
+        f"HTTP/1.1 {status} {phrase}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    ).encode("latin-1") + body
+
+
+class GuardedHttp(HttpToolsProtocol):
+    """uvicorn's httptools protocol plus admission, a request-head timeout and size limit.
+
+    Built by uvicorn for every accepted connection (``http=`` in its config, with the
+    gateway's :class:`Admission` and limits bound first). The connection's :class:`Ticket`
+    travels with the transport: on a WebSocket upgrade it goes to the WebSocket protocol.
+    """
+
+    def __init__(
+        self, admission: Admission, limits: ConnectionLimits, *args: Any, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._admission = admission
+        self._guard_limits = limits
+        self.ticket: Ticket | None = None
+        self._admitted = False
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._in_head = True
+        self._head_bytes = 0
+        self._head_parsed = 0
+        self._head_over = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        peer = transport.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        admitted = self._admission.admit(address)
+        if isinstance(admitted, str):
+            # Refused before uvicorn sees it: no parser, no task, no log line per connection.
+            transport.write(_simple_response(503, "Service Unavailable", "Overloaded", admitted))
+            transport.close()
+            self.transport = transport
+            return
+        self.ticket = admitted
+        self._admitted = True
+        super().connection_made(transport)
+        self._start_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        if self.ticket is not None:
+            self.ticket.release()
+            self.ticket = None
+        if not self._admitted:  # refused in connection_made: uvicorn never set up
+            return
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        # uvicorn's, plus the head's byte count and a throttled log for malformed requests
+        # (uvicorn logs a warning for every one).
+        if not self._admitted:
+            return  # refused: whatever it sends is ignored until the close completes
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        except httptools.HttpParserError:
+            if self._head_over:  # raised by on_url/on_header to stop parsing
+                self._head_too_large()
+                return
+            THROTTLE.log(log, "info", "invalid HTTP request")
+            self.send_400_response("Invalid HTTP request received.")
+            return
+        if self._in_head and not self.transport.is_closing():
+            # A head still incomplete: count its raw bytes (httptools buffers a partial
+            # header however long it grows).
+            self._head_bytes += len(data)
+            if self._over(self._head_bytes):
+                self._head_too_large()
+
+    def _over(self, size: int) -> bool:
+        limit = self._guard_limits.max_header_bytes
+        return limit > 0 and size > limit
+
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def _count_head(self, size: int) -> None:
+        self._head_parsed += size
+        if self._over(self._head_parsed):
+            self._head_over = True
+            raise ValueError("request head too large")  # httptools stops parsing here
+
+    def _head_too_large(self) -> None:
+        limit = self._guard_limits.max_header_bytes
+        self._reject(
+            431, "Request Header Fields Too Large", "HeadersTooLarge",
+            f"request head over {limit} bytes",
+        )  # fmt: skip
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+        self._head_parsed = 0
+        if self._head_timer is None:
+            self._start_head_timer()
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._stop_head_timer()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # Between requests uvicorn's keep-alive timeout runs; the next head gets its own timer
+        # from its first byte (on_message_begin).
+        self._in_head = True
+        self._head_bytes = 0
+        self._head_parsed = 0
+
+    def handle_websocket_upgrade(self) -> None:
+        super().handle_websocket_upgrade()
+        ticket, self.ticket = self.ticket, None
+        upgraded = self.transport.get_protocol()
+        if ticket is not None:
+            if hasattr(upgraded, "adopt_ticket"):
+                upgraded.adopt_ticket(ticket)
+            else:  # not ours: release now rather than leak the place
+                ticket.release()
+
+    def _start_head_timer(self) -> None:
+        timeout = self._guard_limits.header_timeout_s
+        if timeout > 0:
+            self._head_timer = asyncio.get_running_loop().call_later(timeout, self._head_late)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_late(self) -> None:
+        self._head_timer = None
+        if self._in_head and not self.transport.is_closing():
+            self._reject(
+                408, "Request Timeout", "RequestTimeout",
+                f"no complete request head within {self._guard_limits.header_timeout_s:g} s",
+            )  # fmt: skip
+
+    def _reject(self, status: int, phrase: str, code: str, message: str) -> None:
+        self._stop_head_timer()
+        self._in_head = False
+        THROTTLE.log(log, "info", "request refused", status=status, code=code)
+        self.transport.write(_simple_response(status, phrase, code, message))
+        self.transport.close()
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's soft file-descriptor limit to its hard limit; returns the soft
+    limit now in force (warning when it stays low)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = 1_048_576 if hard == resource.RLIM_INFINITY else hard
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    return soft
+
+
+def quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """Route the loop's unhandled-error reports through :data:`THROTTLE`.
+
+    asyncio reports every failed ``accept()`` (``socket.accept() out of system resource``)
+    with a traceback; with descriptors exhausted that is a line per retry and filled 230 MB
+    of log in 40 s. The cap in :class:`Admission` keeps descriptors free, this keeps the log
+    readable if they run out anyway.
+    """
+    default = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        message = str(context.get("message", "unhandled error"))
+        dropped = THROTTLE.allow(message)
+        if dropped is None:
+            return
+        if dropped:
+            context = {**context, "message": f"{message} ({dropped} similar suppressed)"}
+        if default is not None:
+            default(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+
+
+_LIBC: Any = None
+
+
+def return_memory() -> None:
+    """Hand freed heap back to the OS (glibc keeps it otherwise): after a burst, RSS falls."""
+    global _LIBC
+    if _LIBC is None:
+        name = ctypes.util.find_library("c")
+        _LIBC = ctypes.CDLL(name) if name else False
+    if _LIBC and hasattr(_LIBC, "malloc_trim"):
+        _LIBC.malloc_trim(0)
