@@ -53,6 +53,11 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]
     console.print(table)
 
 
+FLEET_FLAGS = ("--max-connections-per-client", "0")
+"""``serve`` flags for a store under a benchmark's client fleet: the whole fleet connects from one
+address (127.0.0.1), which the per-address connection cap (1,000 by default) would refuse."""
+
+
 def emit(figures: dict[str, Any]) -> None:
     """Print the figures as the last line, one JSON object."""
     sys.stdout.flush()

@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from _clients import Fleet
-from _common import cpu_seconds, emit, print_table, rss_kib
+from _common import FLEET_FLAGS, cpu_seconds, emit, print_table, rss_kib
 from marketpulse.testing import AdminClient, StoreProcess, summarize_ms
 
 MARKETS = 200
@@ -92,7 +92,9 @@ def run_ours(
     with (
         tempfile.TemporaryDirectory() as tmp,
         StoreProcess(
-            Path(tmp) / "store.sqlite", functions="marketpulse.marketdata.functions"
+            Path(tmp) / "store.sqlite",
+            functions="marketpulse.marketdata.functions",
+            extra=FLEET_FLAGS,
         ) as store,
         AdminClient(store.url, store.admin_key) as admin,
     ):

@@ -44,7 +44,7 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from _clients import Fleet
-from _common import ROOT, emit, print_table
+from _common import FLEET_FLAGS, ROOT, emit, print_table
 from marketpulse.kalshi import BookUpdated, FeedStats, KalshiCredentials, KalshiFeed
 from marketpulse.pipeline._alerts import Alerter
 from marketpulse.pipeline._store import StoreClient
@@ -391,7 +391,7 @@ async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
         s = LocalSystem(Path(tmp))
         try:
-            s.start_store()
+            s.start_store(*FLEET_FLAGS)
             s.start_simulator(markets=MARKETS, rate=rates[0])
             markets = s.sim_markets()
             mine = await ours(s, markets, subscribers, rates, window, opts.store_transport)

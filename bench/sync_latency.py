@@ -33,6 +33,7 @@ SRC = HERE.parent / "src"
 sys.path.insert(0, str(SRC))
 
 from _clients import _quiet_gc  # noqa: E402
+from _common import FLEET_FLAGS  # noqa: E402
 from marketpulse.reactive.sync.client import LightSyncClient, RawSubscriber  # noqa: E402
 from marketpulse.testing import StoreProcess, percentile  # noqa: E402
 
@@ -174,6 +175,7 @@ def main() -> None:
                 functions="sync_latency_app",
                 pythonpath=[HERE],
                 env={"MARKETPULSE_LOG_LEVEL": "warning"},
+                extra=FLEET_FLAGS,
             ) as store,
         ):
             base, fan, server_ms, cpu_ms = run(store.url)

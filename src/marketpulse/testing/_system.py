@@ -91,10 +91,13 @@ class LocalSystem:
         self.temporal = temporal.address
         return self.temporal
 
-    def start_store(self) -> str:
-        """``marketpulse serve`` on SQLite; returns its URL."""
+    def start_store(self, *extra: str) -> str:
+        """``marketpulse serve`` on SQLite, with ``extra`` flags; returns its URL."""
         store = StoreProcess(
-            self.root / "store.sqlite", admin_key=self.admin_key, log_path=self.root / "store.log"
+            self.root / "store.sqlite",
+            admin_key=self.admin_key,
+            log_path=self.root / "store.log",
+            extra=extra,
         )
         self._start(store)
         self.store_url = store.url
