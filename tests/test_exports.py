@@ -167,6 +167,7 @@ EXPORTS: dict[str, list[str]] = {
         "Streaming",
         "SyntheticFeed",
         "TemporalProcess",
+        "WebhookReceiver",
         "WorkerProcess",
         "canonical_book",
         "free_port",
