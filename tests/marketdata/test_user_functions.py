@@ -187,19 +187,35 @@ async def test_settings_are_per_user_and_checked(store: App) -> None:
 async def test_only_changed_tickers_are_checked(store: App) -> None:
     await store.mutate("alerts:create", ANN, ticker="CPI-1", above=0.9)
     scanned: list[str] = []
-    real = _alerts._armed_reached
+    real = _alerts._band
 
-    def spy(db: Any, ticker: str, price: float, limit: int) -> Any:
+    def spy(db: Any, ticker: str) -> Any:
         scanned.append(ticker)
-        return real(db, ticker, price, limit)
+        return real(db, ticker)
 
-    _alerts._armed_reached = spy  # type: ignore[assignment]
+    _alerts._band = spy  # type: ignore[assignment]
     try:
         await store.prices(FED_1=0.52)
         await store.prices(FED_1=0.52)  # unchanged: no check at all
     finally:
-        _alerts._armed_reached = real  # type: ignore[assignment]
+        _alerts._band = real  # type: ignore[assignment]
     assert scanned == ["FED-1"]
+
+
+async def test_the_band_follows_creates_fires_and_removes(store: App) -> None:
+    async def armed() -> set[float]:
+        return {a["above"] for a in store.query("alerts:list", ANN) if a["triggeredAt"] is None}
+
+    first = await store.mutate("alerts:create", ANN, ticker="GDP-1", above=0.75)
+    await store.mutate("alerts:create", ANN, ticker="GDP-1", above=0.8)
+    await store.mutate("alerts:create", ANN, ticker="GDP-1", above=0.9)
+    await store.mutate("alerts:remove", ANN, id=first)  # the tightest level goes
+    await store.prices(GDP_1=0.76)
+    assert await armed() == {0.8, 0.9}
+    await store.prices(GDP_1=0.85)
+    assert await armed() == {0.9}
+    await store.prices(GDP_1=0.95)
+    assert await armed() == set()
 
 
 async def test_fired_alerts_are_delivered_with_retries(

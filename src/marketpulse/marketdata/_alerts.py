@@ -5,10 +5,13 @@ only while the market's price is on the near side of its levels (``alerts:create
 already reached), and every committed price change of its ticker is checked in the same
 transaction, so "the committed price reached the level" is exactly "the price crossed it".
 
-The check is two index ranges per ticker whose price moved, over armed alerts only:
-``by_ticker_above`` holds ``(ticker, triggeredAt, above)``, so the armed alerts of a ticker with
-``above <= price`` are one contiguous range, and likewise ``below >= price``. A move that reaches
-no level costs two empty bisections, whatever the number of alerts.
+The check costs one lookup per ticker whose price moved: ``alertBands`` keeps, per ticker, the
+lowest armed ``above`` and the highest armed ``below``, so a price inside the band reaches no
+level, whatever the number of alerts. Only a price outside it reads the alerts themselves:
+``by_ticker_above`` holds ``(ticker, triggeredAt, above)``, so the armed alerts with
+``above <= price`` are one contiguous range, and likewise ``below >= price``. Creating an alert
+widens nothing and may tighten the band; firing or removing one recomputes it from the two
+indexes (two ``first()`` reads).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from marketpulse.reactive import MutationCtx, Table
-from marketpulse.reactive.engine import DatabaseReader
+from marketpulse.reactive.engine import DatabaseReader, DatabaseWriter
 
 __all__ = [
     "DELIVER",
@@ -29,6 +32,8 @@ __all__ = [
     "backoff_s",
     "fire_alerts",
     "reached",
+    "refresh_band",
+    "tighten_band",
     "webhook_of",
 ]
 
@@ -41,6 +46,7 @@ TABLES: Mapping[str, Table] = {
         }
     ),
     "userSettings": Table(indexes={"by_user": ["user"]}),
+    "alertBands": Table(indexes={"by_ticker": ["ticker"]}),
 }
 """Declared identically by every module that reads them (``marketData`` fires alerts)."""
 
@@ -75,6 +81,61 @@ def webhook_of(db: DatabaseReader, user: str) -> str | None:
     doc = db.query("userSettings").with_index("by_user", lambda q: q.eq("user", user)).first()
     url = None if doc is None else doc.get("alertWebhook")
     return url if isinstance(url, str) else None
+
+
+def _band(db: DatabaseReader, ticker: str) -> dict[str, Any] | None:
+    doc: dict[str, Any] | None = (
+        db.query("alertBands").with_index("by_ticker", lambda q: q.eq("ticker", ticker)).first()
+    )
+    return doc
+
+
+def tighten_band(db: DatabaseWriter, ticker: str, above: float | None, below: float | None) -> None:
+    """Account for a new armed alert in its ticker's band."""
+    band = _band(db, ticker)
+    if band is None:
+        db.insert("alertBands", {"ticker": ticker, "above": above, "below": below})
+        return
+    changes: dict[str, Any] = {}
+    if above is not None and (band["above"] is None or above < band["above"]):
+        changes["above"] = above
+    if below is not None and (band["below"] is None or below > band["below"]):
+        changes["below"] = below
+    if changes:
+        db.patch(band["_id"], changes)
+
+
+def refresh_band(db: DatabaseWriter, ticker: str) -> None:
+    """Recompute a ticker's band from its armed alerts (after some fired or were removed)."""
+    lowest = (
+        db.query("alerts")
+        .with_index(
+            "by_ticker_above",
+            lambda q: q.eq("ticker", ticker).eq("triggeredAt", None).gte("above", -math.inf),
+        )
+        .first()
+    )
+    highest = (
+        db.query("alerts")
+        .with_index(
+            "by_ticker_below",
+            lambda q: q.eq("ticker", ticker).eq("triggeredAt", None).lte("below", math.inf),
+        )
+        .order("desc")
+        .first()
+    )
+    band = _band(db, ticker)
+    new = {
+        "above": None if lowest is None else lowest["above"],
+        "below": None if highest is None else highest["below"],
+    }
+    if band is None:
+        if new["above"] is not None or new["below"] is not None:
+            db.insert("alertBands", {"ticker": ticker, **new})
+    elif new["above"] is None and new["below"] is None:
+        db.delete(band["_id"])
+    elif new != {"above": band["above"], "below": band["below"]}:
+        db.patch(band["_id"], new)
 
 
 def _armed_reached(
@@ -126,6 +187,9 @@ def fire_alerts(ctx: MutationCtx, prices: Mapping[str, float], now_ms: float | N
     now = time.time() * 1000.0 if now_ms is None else now_ms
     fired = 0
     for ticker, price in prices.items():
+        band = _band(ctx.db, ticker)
+        if band is None or not reached(price, band["above"], band["below"]):
+            continue
         due = _armed_reached(ctx.db, ticker, price, FIRE_LIMIT + 1)
         if len(due) > FIRE_LIMIT:
             due = due[:FIRE_LIMIT]
@@ -144,4 +208,5 @@ def fire_alerts(ctx: MutationCtx, prices: Mapping[str, float], now_ms: float | N
                 alert["_id"], {"triggeredAt": now, "triggerPrice": price, "delivery": delivery}
             )
             fired += 1
+        refresh_band(ctx.db, ticker)
     return fired

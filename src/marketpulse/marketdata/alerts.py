@@ -100,6 +100,7 @@ def create(
         raise ConvexError(
             {"code": "LimitReached", "message": f"{MAX_ALERTS} alerts at most; remove some"}
         )
+    _alerts.tighten_band(ctx.db, ticker, above, below)
     return ctx.db.insert(
         "alerts",
         {
@@ -132,6 +133,8 @@ def remove(ctx: MutationCtx, id: Id) -> None:
     """Delete one of the signed-in user's alerts (a pending delivery is dropped)."""
     doc = _own_alert(ctx, require_user(ctx), id)
     ctx.db.delete(doc["_id"])
+    if doc["triggeredAt"] is None:
+        _alerts.refresh_band(ctx.db, doc["ticker"])
 
 
 @alerts.internal_mutation
