@@ -95,7 +95,7 @@ describe("MarketListView with a watchlist", () => {
     rerender(<MarketListView {...props} watched={new Set(["KX-B"])} toolbar={<span data-testid="tb" />} />);
     const stars = screen.getAllByTestId("star");
     expect(stars.map((s) => s.getAttribute("aria-pressed"))).toEqual(["false", "true"]);
-    expect(stars[0].closest("[data-testid=market-row]")).toBeNull();
+    expect(stars[0]?.closest("[data-testid=market-row]")).toBeNull();
     expect(screen.getByTestId("tb")).toBeTruthy();
     rerender(<MarketListView {...props} markets={[]} watched={new Set()} emptyText="No market in your watchlist" />);
     expect(screen.getByTestId("markets-empty").textContent).toBe("No market in your watchlist");
