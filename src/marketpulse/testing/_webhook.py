@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+from marketpulse.testing._loopback import LoopbackHttpServer
 
 __all__ = ["WebhookReceiver"]
 
 
-class WebhookReceiver:
+class WebhookReceiver(LoopbackHttpServer):
     """Records JSON POSTs on a free port of 127.0.0.1, in a thread; a context manager.
 
     Args:
@@ -24,15 +26,12 @@ class WebhookReceiver:
         """Every POST: (monotonic time, the status answered, the JSON body)."""
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__()
 
     @property
     def url(self) -> str:
         """Where to POST."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}/hook"
+        return self.base_url + "/hook"
 
     @property
     def received(self) -> list[Any]:
@@ -54,23 +53,6 @@ class WebhookReceiver:
                     raise AssertionError(f"{count} webhook posts expected; got {self.attempts}")
                 self._cond.wait(left)
         return self.received
-
-    def start(self) -> Self:
-        """Serve (idempotent)."""
-        if not self._thread.is_alive():
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving."""
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         receiver = self
