@@ -1,18 +1,12 @@
 import { type FormEvent, useState } from "react";
 import { useMutation, useQuery } from "convex/react";
+import type { FunctionReturnType } from "convex/server";
 import { api } from "../_generated/api";
 import { useAccount } from "../auth";
 import { formatPrice, formatTime } from "../format";
 
-export type Alert = {
-  id: string;
-  ticker: string;
-  above: number | null;
-  below: number | null;
-  createdAt: number;
-  triggeredAt: number | null;
-  triggerPrice: number | null;
-};
+/** One of `alerts:list`'s results (the generated type). */
+export type Alert = FunctionReturnType<typeof api.alerts.list>[number];
 
 /** Price alerts of the signed-in user: create one on this market, see those that fired (live). */
 export function AlertsPanel({ ticker }: { ticker: string }) {

@@ -163,6 +163,7 @@ const armed: Alert = {
   createdAt: 1,
   triggeredAt: null,
   triggerPrice: null,
+  delivery: null,
 };
 
 describe("AlertsView", () => {
