@@ -169,6 +169,7 @@ EXPORTS: dict[str, list[str]] = {
         "Streaming",
         "SyntheticFeed",
         "TemporalProcess",
+        "WebhookReceiver",
         "WorkerProcess",
         "canonical_book",
         "free_port",

@@ -36,6 +36,7 @@ DETAIL: dict[str, tuple[str, ...]] = {
         "pipeline_throughput.py",
         "kalshi_protocol.py",
         "marketdata_apply.py",
+        "alerts.py",
         "simulator_rate.py",
     ),
     "fanout": ("subscriptions_find.py",),

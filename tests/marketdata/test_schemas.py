@@ -7,7 +7,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from marketpulse.marketdata.functions import marketData
+from marketpulse.marketdata import functions as app
 from marketpulse.marketdata.schemas import RESULT_SCHEMAS
 
 from .conftest import Store
@@ -21,8 +21,9 @@ def check(path: str, value: Any) -> None:
 
 def test_every_public_query_has_a_schema() -> None:
     public = {
-        f"marketData:{n}"
-        for n, s in marketData.functions.items()
+        f"{module.name}:{n}"
+        for module in (app.marketData, app.watchlists, app.alerts, app.settings)
+        for n, s in module.functions.items()
         if s.kind == "query" and s.visibility == "public"
     }
     assert public == set(RESULT_SCHEMAS)

@@ -6,6 +6,7 @@ import enum
 from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
 import pytest
+import typing_extensions
 from pydantic import BaseModel, Field
 
 from marketpulse.reactive import FunctionModule, Int64, MutationCtx, QueryCtx
@@ -28,6 +29,14 @@ class Level(TypedDict):
     price: float
     size: float
     note: NotRequired[str | None]
+
+
+class Page(typing_extensions.TypedDict):
+    """The TypedDict pydantic requires before Python 3.12, so the one argument hints use."""
+
+    numItems: float
+    cursor: str | None
+    id: typing_extensions.NotRequired[float]
 
 
 class Tree(TypedDict):
@@ -62,6 +71,7 @@ class Order(BaseModel):
         (dict[str, int], "Record<string, number>"),
         (Annotated[int, Field(ge=1, le=200)], "number"),
         (Level, "{ price: number; size: number; note?: string | null }"),
+        (Page, "{ numItems: number; cursor: string | null; id?: number }"),
         (Order, "{\n  ticker: string;\n  /** contracts */\n  count?: number;\n}"),
         (list[Level] | None, "Array<{ price: number; size: number; note?: string | null }> | null"),
     ],

@@ -7,7 +7,10 @@ import { MarketList } from "./components/MarketList";
 import { Orderbook } from "./components/Orderbook";
 import { PanelBoundary } from "./components/PanelBoundary";
 import { PriceDisplay } from "./components/PriceDisplay";
-import { RecentTrades } from "./components/RecentTrades";
+import { AccountBox } from "./components/Account";
+import { AlertsPanel } from "./components/Alerts";
+import { TradeHistory } from "./components/TradeHistory";
+import { AuthProvider } from "./auth";
 import { StreamHealth } from "./components/StreamHealth";
 import type { MarketSummary } from "./types";
 
@@ -31,7 +34,10 @@ function MarketView({ ticker }: { ticker: string }) {
           <Orderbook ticker={ticker} depth={10} closed={closed} />
         </PanelBoundary>
         <PanelBoundary name="Trades">
-          <RecentTrades ticker={ticker} limit={30} />
+          <TradeHistory ticker={ticker} pageSize={30} />
+        </PanelBoundary>
+        <PanelBoundary name="Alerts">
+          <AlertsPanel ticker={ticker} />
         </PanelBoundary>
       </div>
     </div>
@@ -63,6 +69,7 @@ export function App({ storeUrl, initialTicker }: { storeUrl: string; initialTick
   }, [ticker]);
 
   return (
+    <AuthProvider storeUrl={storeUrl}>
     <div className="app" data-mobile-view={mobileView} data-connection={phase}>
       <header className="topbar">
         <button
@@ -82,6 +89,7 @@ export function App({ storeUrl, initialTicker }: { storeUrl: string; initialTick
         <span className="store-url" title="Store (deployment URL)">
           {storeUrl.replace(/^https?:\/\//, "")}
         </span>
+        <AccountBox />
         <ConnectionStatus />
       </header>
       <aside className="sidebar">
@@ -100,5 +108,6 @@ export function App({ storeUrl, initialTicker }: { storeUrl: string; initialTick
         )}
       </main>
     </div>
+    </AuthProvider>
   );
 }

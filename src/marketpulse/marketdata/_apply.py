@@ -12,6 +12,7 @@ and only in the table that changed.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -242,6 +243,16 @@ class _BatchWriter:
                 if doc.id is None or doc.current != doc.original:
                     self._write(table, doc)
 
+    def moved_prices(self) -> dict[str, float]:
+        """``ticker -> display price`` of the markets whose display price this batch changes
+        (call before ``flush``, which makes each doc's original its new content)."""
+        moved: dict[str, float] = {}
+        for ticker, doc in self.prices.items():
+            price = current_price(doc.current)
+            if price is not None and (not doc.original or price != current_price(doc.original)):
+                moved[ticker] = price
+        return moved
+
     def _record_history(self, before: dict[str, Any], after: dict[str, Any]) -> None:
         """When a market's updates cross into a new history bucket, keep the price it had
         before: ``(time of its last change, price)``. That price held from then until this
@@ -269,8 +280,15 @@ def _empty_price(ticker: str) -> dict[str, Any]:
     }
 
 
-def apply_batch(db: DatabaseWriter, batch: ParsedBatch) -> dict[str, int]:
+def apply_batch(
+    db: DatabaseWriter,
+    batch: ParsedBatch,
+    on_prices: Callable[[Mapping[str, float]], object] | None = None,
+) -> dict[str, int]:
     """Apply one batch through ``db`` (a mutation's ``ctx.db``).
+
+    ``on_prices``, if given, is called once after every write with ``ticker -> display price``
+    of the markets whose display price changed (the price alerts check, same transaction).
 
     Returns:
         ``{"prices", "books", "trades", "skipped"}``: updates applied, trades inserted, and updates
@@ -285,7 +303,10 @@ def apply_batch(db: DatabaseWriter, batch: ParsedBatch) -> dict[str, int]:
         writer.book(book)
     for trade in batch.trades:
         writer.trade(trade)
+    moved = writer.moved_prices() if on_prices is not None else None
     writer.flush()
+    if on_prices is not None and moved:
+        on_prices(moved)
     c = writer.counts
     return {"prices": c.prices, "books": c.books, "trades": c.trades, "skipped": c.skipped}
 

@@ -15,6 +15,7 @@ getCandles          ``candles`` (ticker, interval, newest ``limit``); ``markets`
 getMarket           ``markets`` (ticker), then what getPrice reads
 listMarkets         ``markets`` (status or all, until ``limit`` matches), ``prices`` of those
 getStreamStatus     ``streams``
+getTradeHistory     ``trades`` (ticker, one page, newest first; ``paginate``)
 ==================  ===========================================================================
 
 So a book change on market A re-runs only getOrderbook(A); a trade on A re-runs
@@ -27,18 +28,27 @@ when its content changes, so a replayed batch re-runs nothing. ``books`` keeps i
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import (
+    Annotated,
+    Any,
+    NotRequired,  # pydantic needs these on 3.11
+)
 
 from pydantic import Field
+from typing_extensions import TypedDict
 
-from marketpulse.marketdata import _apply, _results
+from marketpulse.marketdata import _alerts, _apply, _results
 from marketpulse.marketdata._batch import parse_batch, parse_markets, parse_stream_status
 from marketpulse.marketdata._candles import INTERVALS, Interval, fill_gaps
 from marketpulse.marketdata._pricing import DAY_MS
+from marketpulse.marketdata.alerts import alerts
 from marketpulse.marketdata.limits import BOOK_LEVELS, MAX_RESULTS, MAX_TEXT
+from marketpulse.marketdata.user_settings import settings
+from marketpulse.marketdata.watchlists import watchlists
 from marketpulse.reactive import FunctionModule, MutationCtx, QueryCtx, Schema, Table
 
-__all__ = ["marketData", "schema"]
+# The signed-in users' modules are the app's too: serving this module serves them.
+__all__ = ["alerts", "marketData", "schema", "settings", "watchlists"]
 
 schema = Schema(
     {
@@ -60,6 +70,7 @@ schema = Schema(
         ),
         "priceHistory": Table(indexes={"by_ticker_ts": ["ticker", "ts"], "by_ts": ["ts"]}),
         "streams": Table(indexes={"by_stream": ["streamId"]}),
+        **_alerts.TABLES,  # applyUpdates fires price alerts
     }
 )
 
@@ -189,6 +200,31 @@ def listMarkets(
     return [_results.market_result(m, _by_ticker(ctx, "prices", m["ticker"])) for m in markets]
 
 
+class PaginationOpts(TypedDict):
+    """``paginationOpts`` as ``usePaginatedQuery`` sends it (checked by ``paginate``)."""
+
+    numItems: float
+    cursor: str | None
+    endCursor: NotRequired[str | None]
+    id: NotRequired[float]
+    maximumRowsRead: NotRequired[float]
+    maximumBytesRead: NotRequired[float]
+
+
+@marketData.query
+def getTradeHistory(
+    ctx: QueryCtx, ticker: Ticker, paginationOpts: PaginationOpts
+) -> dict[str, Any]:
+    """A market's trades, newest first, a page at a time (``usePaginatedQuery``)."""
+    result: dict[str, Any] = (
+        ctx.db.query("trades")
+        .with_index("by_ticker_ts", lambda q: q.eq("ticker", ticker))
+        .order("desc")
+        .paginate(dict(paginationOpts))
+    )
+    return {**result, "page": [_results.trade_result(d) for d in result["page"]]}
+
+
 @marketData.query
 def getStreamStatus(ctx: QueryCtx) -> list[dict[str, Any]]:
     """Health of every feed stream, by stream id."""
@@ -198,8 +234,11 @@ def getStreamStatus(ctx: QueryCtx) -> list[dict[str, Any]]:
 
 @marketData.internal_mutation
 def applyUpdates(ctx: MutationCtx, batch: dict[str, Any]) -> dict[str, int]:
-    """Apply one batch from the worker (docs/interfaces.md §5); idempotent."""
-    return _apply.apply_batch(ctx.db, parse_batch(batch))
+    """Apply one batch from the worker (docs/interfaces.md §5); idempotent. Fires the price
+    alerts the new prices reach, in the same transaction."""
+    return _apply.apply_batch(
+        ctx.db, parse_batch(batch), lambda moved: _alerts.fire_alerts(ctx, moved)
+    )
 
 
 @marketData.internal_mutation

@@ -125,6 +125,47 @@ STREAM = _object(
 )
 
 
+_CURSOR: dict[str, Any] = {"type": "string"}
+
+TRADE_PAGE = {
+    "type": "object",
+    "properties": {
+        "page": {"type": "array", "items": TRADE},
+        "isDone": {"type": "boolean"},
+        "continueCursor": _CURSOR,
+        "splitCursor": {"type": ["string", "null"]},
+        "pageStatus": {"enum": ["SplitRecommended", "SplitRequired", None]},
+    },
+    "required": ["page", "isDone", "continueCursor"],
+    "additionalProperties": False,
+}
+"""One page of ``paginate`` (Convex's ``PaginationResult``) holding trades."""
+
+DELIVERY = _object(
+    {
+        "state": {"enum": ["none", "pending", "retrying", "delivered", "failed"]},
+        "attempts": {"type": "number", "minimum": 0},
+        "error": _OPT_STR,
+        "deliveredAt": _OPT_NUM,
+    }
+)
+
+ALERT = _object(
+    {
+        "id": {"type": "string", "minLength": 1},
+        "ticker": _TICKER,
+        "above": _OPT_NUM,
+        "below": _OPT_NUM,
+        "createdAt": _EPOCH_MS,
+        "triggeredAt": _OPT_NUM,
+        "triggerPrice": _OPT_NUM,
+        "delivery": _nullable(DELIVERY),
+    }
+)
+
+SETTINGS = _object({"alertWebhook": _OPT_STR})
+
+
 def _list(item: dict[str, Any], max_items: int = MAX_RESULTS) -> dict[str, Any]:
     return {"type": "array", "items": item, "maxItems": max_items}
 
@@ -137,5 +178,9 @@ RESULT_SCHEMAS: dict[str, dict[str, Any]] = {
     "marketData:getMarket": _nullable(MARKET),
     "marketData:getCandles": _nullable(_list(CANDLE)),
     "marketData:getStreamStatus": _list(STREAM),
+    "marketData:getTradeHistory": TRADE_PAGE,
+    "watchlists:list": _list({"type": "string", "minLength": 1}),
+    "alerts:list": _list(ALERT),
+    "settings:get": SETTINGS,
 }
 """Function path -> JSON Schema (draft 2020-12) of its result."""

@@ -26,6 +26,7 @@ from marketpulse.testing._feed import FeedMarket, SyntheticFeed
 from marketpulse.testing._issuer import JwtIssuer
 from marketpulse.testing._stats import percentile, summarize_ms
 from marketpulse.testing._system import Book, LocalSystem, Streaming, canonical_book
+from marketpulse.testing._webhook import WebhookReceiver
 
 __all__ = [
     "AdminClient",
@@ -43,6 +44,7 @@ __all__ = [
     "Streaming",
     "SyntheticFeed",
     "TemporalProcess",
+    "WebhookReceiver",
     "WorkerProcess",
     "canonical_book",
     "free_port",

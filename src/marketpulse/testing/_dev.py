@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Self
 
@@ -29,6 +31,9 @@ class DevProcess(HttpChildProcess):
         sim_markets: How many markets the simulator lists (all are streamed).
         sim_rate: The simulator's messages per second.
         seed: The simulator's seed (default: ``dev``'s own).
+        env: More environment for ``dev`` and the children it starts (e.g.
+            ``MARKETPULSE_FUNCTIONS``).
+        pythonpath: Directories put first on its ``PYTHONPATH`` (and its children's).
     """
 
     name = "marketpulse dev"
@@ -48,9 +53,13 @@ class DevProcess(HttpChildProcess):
         sim_markets: int = 6,
         sim_rate: float = 100.0,
         seed: int | None = None,
+        env: Mapping[str, str] | None = None,
+        pythonpath: Sequence[str | os.PathLike[str]] = (),
     ) -> None:
         super().__init__(
-            log_path or data_dir.parent / f"{data_dir.name}.dev.log", env=admin_key_env("")
+            log_path or data_dir.parent / f"{data_dir.name}.dev.log",
+            env={**(env or {}), **admin_key_env("")},
+            pythonpath=pythonpath,
         )
         self.data_dir = data_dir
         self.port = port or free_port()

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Literal, Self
+from http.server import BaseHTTPRequestHandler
+from typing import Any, Literal
 
 from marketpulse.reactive.auth import SigningKey
+from marketpulse.testing._loopback import LoopbackHttpServer
 
 __all__ = ["JwtIssuer"]
 
@@ -21,7 +22,7 @@ JWKS_PATH = "/.well-known/jwks.json"
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 
 
-class JwtIssuer:
+class JwtIssuer(LoopbackHttpServer):
     """An OIDC-style issuer on a free port of 127.0.0.1, in a thread; a context manager.
 
     Args:
@@ -38,37 +39,17 @@ class JwtIssuer:
         self.jwks_requests = 0
         self.discovery_requests = 0
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__()
 
     @property
     def url(self) -> str:
         """Its base URL, which is also its ``iss``."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self.base_url
 
     @property
     def jwks_url(self) -> str:
         """Where its JWKS is served."""
         return self.url + JWKS_PATH
-
-    def start(self) -> Self:
-        """Serve (idempotent)."""
-        if not self._thread.is_alive():
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving."""
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def jwks(self) -> dict[str, Any]:
         """The JWKS it publishes now."""

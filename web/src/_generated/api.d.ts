@@ -19,6 +19,38 @@ import type { FunctionReference } from "convex/server";
  * ```
  */
 export declare const api: {
+  alerts: {
+    /** Alert the signed-in user when the market's price reaches `above` or `below`. */
+    create: FunctionReference<
+      "mutation",
+      "public",
+      { ticker: string; above?: number | null; below?: number | null },
+      string,
+    >;
+    /** The signed-in user's alerts, newest first; fired ones carry `triggeredAt`. */
+    list: FunctionReference<
+      "query",
+      "public",
+      Record<string, never>,
+      Array<{
+        id: string;
+        ticker: string;
+        above: number | null;
+        below: number | null;
+        createdAt: number;
+        triggeredAt: number | null;
+        triggerPrice: number | null;
+        delivery: {
+          state: "none" | "pending" | "retrying" | "delivered" | "failed";
+          attempts: number;
+          error: string | null;
+          deliveredAt: number | null;
+        } | null;
+      }>,
+    >;
+    /** Delete one of the signed-in user's alerts (a pending delivery is dropped). */
+    remove: FunctionReference<"mutation", "public", { id: string }, null>;
+  };
   marketData: {
     /** OHLCV candles from trades, oldest first; a quiet interval repeats the last close. */
     getCandles: FunctionReference<
@@ -120,6 +152,36 @@ export declare const api: {
         updatedAt: number;
       }>,
     >;
+    /** A market's trades, newest first, a page at a time (`usePaginatedQuery`). */
+    getTradeHistory: FunctionReference<
+      "query",
+      "public",
+      {
+        ticker: string;
+        paginationOpts: {
+          numItems: number;
+          cursor: string | null;
+          endCursor?: string | null;
+          id?: number;
+          maximumRowsRead?: number;
+          maximumBytesRead?: number;
+        };
+      },
+      {
+        page: Array<{
+          id: string;
+          ticker: string;
+          side: "buy" | "sell";
+          price: number;
+          size: number;
+          timestamp: number;
+        }>;
+        isDone: boolean;
+        continueCursor: string;
+        splitCursor?: string | null;
+        pageStatus?: "SplitRecommended" | "SplitRequired" | null;
+      },
+    >;
     /** Markets by ticker, optionally of one status and matching `search` (ticker, event, title). */
     listMarkets: FunctionReference<
       "query",
@@ -141,14 +203,73 @@ export declare const api: {
       }>,
     >;
   };
+  settings: {
+    /** The signed-in user's settings: `{alertWebhook}` (null when unset). */
+    get: FunctionReference<
+      "query",
+      "public",
+      Record<string, never>,
+      { alertWebhook: string | null },
+    >;
+    /** Where fired alerts are POSTed (JSON); null stops deliveries not yet made. */
+    setAlertWebhook: FunctionReference<
+      "mutation",
+      "public",
+      { url: string | null },
+      null,
+    >;
+  };
+  watchlists: {
+    /** Watch a market; returns False if it was watched already. */
+    add: FunctionReference<"mutation", "public", { ticker: string }, boolean>;
+    /** The tickers the signed-in user watches, in ticker order. */
+    list: FunctionReference<
+      "query",
+      "public",
+      Record<string, never>,
+      Array<string>,
+    >;
+    /** Stop watching a market; returns False if it was not watched. */
+    remove: FunctionReference<"mutation", "public", { ticker: string }, boolean>;
+  };
 };
 
 /**
  * A utility for referencing internal functions (admin key only).
  */
 export declare const internal: {
+  alerts: {
+    /** POST a fired alert to its user's webhook (attempt `attempt`); never raises for a failing webhook: the failure is recorded and retried later. */
+    deliver: FunctionReference<
+      "action",
+      "internal",
+      { alertId: string; attempt: number },
+      string,
+    >;
+    /** Where and what to post for a fired alert; null once it is gone or the webhook unset. */
+    deliveryTarget: FunctionReference<
+      "query",
+      "internal",
+      { alertId: string },
+      Record<string, any> | null,
+    >;
+    /** Fire what one `applyUpdates` left armed past its per-ticker limit, at today's price. */
+    fireBacklog: FunctionReference<
+      "mutation",
+      "internal",
+      { ticker: string },
+      number,
+    >;
+    /** Record one delivery attempt; after a failure, schedule the next one with backoff. */
+    recordDelivery: FunctionReference<
+      "mutation",
+      "internal",
+      { alertId: string; attempt: number; error: string | null },
+      string,
+    >;
+  };
   marketData: {
-    /** Apply one batch from the worker (docs/interfaces.md §5); idempotent. */
+    /** Apply one batch from the worker (docs/interfaces.md §5); idempotent. Fires the price alerts the new prices reach, in the same transaction. */
     applyUpdates: FunctionReference<
       "mutation",
       "internal",

@@ -1,4 +1,4 @@
-import { type ComponentType, useEffect, useState } from "react";
+import { type ComponentType, type ReactNode, useEffect, useState } from "react";
 import { useQuery } from "convex/react";
 import { api } from "../_generated/api";
 import { direction, formatPercent, formatPrice } from "../format";
@@ -6,6 +6,7 @@ import { useStableQuery } from "../hooks/useStableQuery";
 import { isTrading, type MarketSummary } from "../types";
 import { Flash } from "./Flash";
 import { SkeletonRows } from "./Skeleton";
+import { useWatchlist, WatchFilter, WatchStar } from "./Watchlist";
 
 /** The live price cell of one row: its own subscription, so one market ticking re-renders one row. */
 function RowPrice({ market }: { market: MarketSummary }) {
@@ -76,10 +77,17 @@ export function MarketList({
   useEffect(() => {
     if (markets && onLoaded) onLoaded(markets);
   }, [markets, onLoaded]);
+  const watched = useWatchlist();
+  const [onlyWatched, setOnlyWatched] = useState(false);
+  const shown = onlyWatched && watched && markets ? markets.filter((m) => watched.has(m.ticker)) : markets;
 
   return (
     <MarketListView
-      markets={markets}
+      markets={shown}
+      watched={watched}
+      Star={WatchStar}
+      toolbar={watched ? <WatchFilter only={onlyWatched} onChange={setOnlyWatched} /> : null}
+      emptyText={onlyWatched && watched ? "No market in your watchlist: star one" : undefined}
       search={search}
       searched={query}
       onSearch={setSearch}
@@ -99,8 +107,17 @@ export function MarketListView({
   selected,
   onSelect,
   PriceCell,
+  watched = null,
+  Star,
+  toolbar,
+  emptyText,
 }: {
   markets: readonly MarketSummary[] | undefined;
+  /** The signed-in user's watched tickers (null: signed out, no stars). */
+  watched?: ReadonlySet<string> | null;
+  Star?: ComponentType<{ ticker: string; watched: boolean }>;
+  toolbar?: ReactNode;
+  emptyText?: string;
   search: string;
   searched: string;
   onSearch: (text: string) => void;
@@ -116,7 +133,7 @@ export function MarketListView({
   } else if (markets.length === 0) {
     body = (
       <div className="empty" data-testid="markets-empty">
-        {query ? `No market matches “${query}”` : "No markets yet: waiting for the feed"}
+        {emptyText ?? (query ? `No market matches “${query}”` : "No markets yet: waiting for the feed")}
       </div>
     );
   } else {
@@ -143,6 +160,7 @@ export function MarketListView({
                 </span>
                 <PriceCell market={m} />
               </button>
+              {Star && watched ? <Star ticker={m.ticker} watched={watched.has(m.ticker)} /> : null}
             </li>
           );
         })}
@@ -170,6 +188,7 @@ export function MarketListView({
           </kbd>
         )}
       </div>
+      {toolbar}
       {body}
     </section>
   );

@@ -1,4 +1,4 @@
-import { useRef } from "react";
+import { type ReactNode, useRef } from "react";
 import { useQuery } from "convex/react";
 import { api } from "../_generated/api";
 import { formatPriceFixed, formatSize, formatTime, priceDecimals } from "../format";
@@ -28,8 +28,16 @@ export function RecentTrades({ ticker, limit = 30 }: { ticker: string; limit?: n
   return <TradesView ticker={ticker} trades={trades} />;
 }
 
-/** Trades as shown, newest first: `undefined` while loading. */
-export function TradesView({ ticker, trades }: { ticker: string; trades: readonly Trade[] | null | undefined }) {
+/** Trades as shown, newest first: `undefined` while loading; `footer` below the list. */
+export function TradesView({
+  ticker,
+  trades,
+  footer,
+}: {
+  ticker: string;
+  trades: readonly Trade[] | null | undefined;
+  footer?: ReactNode;
+}) {
   const fresh = useFreshIds(ticker, trades);
 
   let body;
@@ -78,6 +86,7 @@ export function TradesView({ ticker, trades }: { ticker: string; trades: readonl
         <span>Time</span>
       </div>
       {body}
+      {footer}
     </section>
   );
 }

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import typing_extensions
+
 from marketpulse.reactive.codegen._ts import (
     TS_ANY,
     TS_BIGINT,
@@ -137,7 +139,9 @@ class TypeMapper:
             return TS_NUMBER
         if issubclass(cls, bytes | bytearray | memoryview):
             return TsRef("ArrayBuffer")
-        if typing.is_typeddict(cls):
+        # typing_extensions' check also knows its own TypedDicts, which pydantic requires
+        # before Python 3.12; typing's does not.
+        if typing_extensions.is_typeddict(cls):
             return self._guarded(cls, self._typeddict)
         if _is_pydantic_model(cls):
             return self._guarded(cls, self._pydantic)
