@@ -86,6 +86,7 @@ EXPORTS: dict[str, list[str]] = {
         "ActionCtx",
         "ArgumentValidationError",
         "ConvexError",
+        "Crons",
         "FunctionModule",
         "FunctionSpec",
         "Int64",

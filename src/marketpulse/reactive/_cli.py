@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import structlog
 import typer
@@ -101,6 +101,19 @@ def load_function_modules(names: list[str], *, may_be_missing: str | None = None
     return found
 
 
+def load_crons(names: list[str]) -> list[Any]:
+    """The :class:`~marketpulse.reactive.crons.Crons` objects at the top level of the (already
+    loaded) functions modules ``names``."""
+    from marketpulse.reactive.crons import Crons
+
+    found: list[Any] = []
+    for name in names:
+        module = sys.modules.get(name)
+        if module is not None:
+            found.extend(v for v in vars(module).values() if isinstance(v, Crons))
+    return found
+
+
 def _graceful_server_class() -> Any:
     import uvicorn
 
@@ -123,16 +136,26 @@ def _graceful_server_class() -> Any:
 
 
 async def _serve(
-    settings: ServeSettings, admin_key: str, modules: list[Any], static: Path | None
+    settings: ServeSettings,
+    admin_key: str,
+    modules: list[Any],
+    static: Path | None,
 ) -> None:
     from marketpulse.reactive._binding import open_gateway
+    from marketpulse.reactive._cron_runner import CronRunner
     from marketpulse.reactive._gc import SurvivorFreezer
     from marketpulse.reactive.server import build_app, uvicorn_config
 
     log = structlog.get_logger("marketpulse.serve")
     _GracefulServer = _graceful_server_class()
     gateway, close = await open_gateway(settings, admin_key, modules)
+    runner: CronRunner | None = None
     try:
+        # The gateway sees the engine through a narrow protocol; open_gateway opened an Engine.
+        runner = CronRunner(cast(Any, gateway.engine), load_crons(settings.functions))
+        # Before the port opens: a client never sees what an at-start job resets.
+        await runner.run_startup()
+        runner.start()
         app = build_app(gateway, static_dir=static)
         config = uvicorn_config(
             app, settings.host, settings.port, gateway, timeout_graceful_shutdown=5
@@ -150,12 +173,15 @@ async def _serve(
             db=settings.db.split("@")[-1],
             modules=[m.name for m in modules],
             static=str(static) if static else None,
+            crons=[job.name for job in runner.jobs],
         )
         try:
             await server.serve()
         finally:
             freezer.stop()
     finally:
+        if runner is not None:
+            await runner.stop()
         await close()
         log.info("store stopped")
 
