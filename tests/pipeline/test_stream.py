@@ -242,13 +242,14 @@ async def test_a_burst_of_trade_gaps_costs_at_most_two_backfill_rounds() -> None
         alerter=Alerter(),
         trades_since=trades_since,
     )
-    for last_trade_ms in (5_000.0, 3_000.0, 4_000.0, 2_000.0):
-        runner._backfill.trade_seen(last_trade_ms)
+    for last_trade_ms in (2_000.0, 3_000.0, 5_000.0, 4_000.0):
+        runner._backfill.trade_seen("KX-A", last_trade_ms)
         runner._follower.on_event(SequenceGap(sid=2, channel="trade", expected=7, got=9))
         await asyncio.sleep(0)
-    assert calls == [5_000.0]  # the first gap's fetch runs; the others wait for it
+    assert calls == [2_000.0]  # the first gap's fetch runs; the others wait for it
     release.set()
     for _ in range(20):
         await asyncio.sleep(0)
-    # One follow-up covers every gap seen meanwhile, from the earliest trade time asked.
-    assert calls == [5_000.0, 2_000.0]
+    # One follow-up covers every gap seen meanwhile, from the earliest trade time asked (a
+    # trade older than the newest seen does not move "the newest held" back).
+    assert calls == [2_000.0, 3_000.0]
