@@ -79,6 +79,15 @@ class LocalSystem:
         self.http = httpx.Client(timeout=10)
         self._store_client: AdminClient | None = None
 
+    @classmethod
+    def attach(cls, root: Path, *, store_url: str, sim_url: str) -> LocalSystem:
+        """Inspect a system started elsewhere (e.g. by ``marketpulse dev``): the store and
+        simulator queries work, nothing is started or stopped."""
+        system = cls(root)
+        system.store_url, system.sim_url = store_url, sim_url
+        system._store_client = AdminClient(store_url, timeout=10, format="json")
+        return system
+
     # -- processes ----------------------------------------------------------------------------
 
     def _start(self, child: ChildProcess) -> None:
