@@ -140,6 +140,7 @@ EXPORTS: dict[str, list[str]] = {
         "AdminClient",
         "AsyncAdminClient",
         "Book",
+        "BookWatch",
         "ChildProcess",
         "DevProcess",
         "FeedMarket",
@@ -155,10 +156,12 @@ EXPORTS: dict[str, list[str]] = {
         "canonical_book",
         "free_port",
         "http_ok",
+        "missing_trades",
         "new_admin_key",
         "percentile",
         "port_open",
         "summarize_ms",
+        "wait_for_trades",
     ],
 }
 

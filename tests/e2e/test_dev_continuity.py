@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from marketpulse.testing import DevProcess, LocalSystem, free_port
+from marketpulse.testing import BookWatch, DevProcess, LocalSystem, free_port, wait_for_trades
 
-from .continuity import LEASE_BOUND_S, BookWatch, report, wait_for_trades
+from .continuity import LEASE_BOUND_S, report
 
 pytestmark = [
     pytest.mark.e2e,

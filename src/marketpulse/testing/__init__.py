@@ -25,11 +25,13 @@ from marketpulse.testing._dev import DevProcess
 from marketpulse.testing._feed import FeedMarket, SyntheticFeed
 from marketpulse.testing._stats import percentile, summarize_ms
 from marketpulse.testing._system import Book, LocalSystem, Streaming, canonical_book
+from marketpulse.testing._watch import BookWatch, missing_trades, wait_for_trades
 
 __all__ = [
     "AdminClient",
     "AsyncAdminClient",
     "Book",
+    "BookWatch",
     "ChildProcess",
     "DevProcess",
     "FeedMarket",
@@ -45,8 +47,10 @@ __all__ = [
     "canonical_book",
     "free_port",
     "http_ok",
+    "missing_trades",
     "new_admin_key",
     "percentile",
     "port_open",
     "summarize_ms",
+    "wait_for_trades",
 ]

@@ -63,10 +63,13 @@ class LocalSystem:
 
     Args:
         root: Directory for logs, SQLite and simulator keys.
+        pythonpath: Folders put first on every child's ``PYTHONPATH``: another checkout's
+            ``src`` runs the same system on that code (a baseline for a benchmark).
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, pythonpath: Sequence[str | Path] = ()) -> None:
         self.root = root
+        self.pythonpath = [str(p) for p in pythonpath]
         self.admin_key = new_admin_key("local_")
         self.procs: dict[str, ChildProcess] = {}
         """The started parts by name: ``temporal``, ``store``, ``simulator``, ``worker``."""
@@ -91,6 +94,7 @@ class LocalSystem:
     # -- processes ----------------------------------------------------------------------------
 
     def _start(self, child: ChildProcess) -> None:
+        child.pythonpath = [*self.pythonpath, *child.pythonpath]
         self.procs[child.name] = child
         child.start()
 
