@@ -3,7 +3,7 @@
 Each test runs the whole system (Temporal, store, simulator, worker and the stream workflow),
 injects one fault while :class:`~tests.e2e.continuity.BookWatch` samples the served books
 against the simulator's, and then checks that no book differing from the truth was served as
-live for longer than the lease bound (:data:`LEASE_BOUND_S`, 5 s: the worker's 3 s lease plus
+live for longer than the lease bound (``continuity.LEASE_BOUND_S``, 5 s: the worker's 3 s lease plus
 the store's 1 s expiry cron and the sampling), and that every trade the simulator made is in
 the store exactly once. ``pytest -s`` prints each fault's figures (``CONTINUITY ...``).
 """
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from marketpulse.testing import BookWatch, LocalSystem, free_port, wait_for_trades
+from marketpulse.testing import BookWatch, LocalSystem, free_port
 
-from .continuity import LEASE_BOUND_S, report
+from .continuity import check_fault
 
 pytestmark = [
     pytest.mark.e2e,
@@ -58,26 +58,6 @@ def _stale_status(system: LocalSystem) -> bool:
     return all(s["state"] == "stale" for s in system.query("marketData:getStreamStatus", {}))
 
 
-def _check(
-    watch: BookWatch, system: LocalSystem, tickers: list[str], fault: str, at: float, **more: float
-) -> None:
-    wrong = watch.longest_wrong_live()
-    lost, twice, compared = wait_for_trades(system, tickers)
-    detect = watch.first_none_served(at)
-    report(
-        fault,
-        detect_s=-1.0 if detect is None else detect,
-        served_stale_as_live_s=wrong,
-        trades_lost=lost,
-        trades_twice=twice,
-        trades_compared=compared,
-        **more,
-    )
-    assert wrong <= LEASE_BOUND_S, f"a wrong book was served as live for {wrong:.1f}s"
-    assert compared > 0
-    assert (lost, twice) == (0, 0)
-
-
 async def test_worker_killed_and_restarted_after_3s(system: tuple[LocalSystem, list[str]]) -> None:
     sys_, tickers = system
     with BookWatch(sys_, tickers) as watch:
@@ -88,7 +68,7 @@ async def test_worker_killed_and_restarted_after_3s(system: tuple[LocalSystem, l
         sys_.start_worker(metrics_port=free_port())
         back = await _until(lambda: sys_.converged(tickers), 90, "books live and right again")
         await asyncio.sleep(2)
-    _check(watch, sys_, tickers, "worker SIGKILLed, restarted after 3 s", at, back_s=back + 3)
+    check_fault(watch, sys_, tickers, "worker SIGKILLed, restarted after 3 s", at, back_s=back + 3)
 
 
 async def test_worker_killed_and_not_restarted(system: tuple[LocalSystem, list[str]]) -> None:
@@ -104,7 +84,7 @@ async def test_worker_killed_and_not_restarted(system: tuple[LocalSystem, list[s
         assert price is not None and price["live"] is False
         sys_.start_worker(metrics_port=free_port())
         await _until(lambda: sys_.converged(tickers), 90, "books live and right again")
-    _check(watch, sys_, tickers, "worker SIGKILLed, not restarted for 20 s", at)
+    check_fault(watch, sys_, tickers, "worker SIGKILLed, not restarted for 20 s", at)
 
 
 async def test_exchange_silent(system: tuple[LocalSystem, list[str]]) -> None:
@@ -115,7 +95,7 @@ async def test_exchange_silent(system: tuple[LocalSystem, list[str]]) -> None:
         sys_.sim("stall", seconds=20)
         await asyncio.sleep(8)
         await _until(lambda: sys_.converged(tickers), 60, "books live and right again")
-    _check(watch, sys_, tickers, "exchange silent (simulator stall 20 s)", at)
+    check_fault(watch, sys_, tickers, "exchange silent (simulator stall 20 s)", at)
 
 
 async def test_store_restarted(system: tuple[LocalSystem, list[str]]) -> None:
@@ -129,7 +109,7 @@ async def test_store_restarted(system: tuple[LocalSystem, list[str]]) -> None:
         # Every book the restarted store serves is one its writer renewed after the restart.
         back = await _until(lambda: sys_.converged(tickers), 60, "books live and right again")
     first = next(s for s in watch.samples if s.at >= at)
-    _check(watch, sys_, tickers, "store restarted (killed, 5 s down)", at, back_s=back)
+    check_fault(watch, sys_, tickers, "store restarted (killed, 5 s down)", at, back_s=back)
     assert not any(first.served.values()) or not any(first.wrong.values())
 
 
@@ -143,4 +123,4 @@ async def test_temporal_down_then_back(system: tuple[LocalSystem, list[str]]) ->
         await asyncio.to_thread(sys_.restart, "temporal")
         await asyncio.sleep(15)  # the activity's heartbeats reach the server again
         await _until(lambda: sys_.converged(tickers), 90, "books live and right again")
-    _check(watch, sys_, tickers, "Temporal down 15 s, then back", at)
+    check_fault(watch, sys_, tickers, "Temporal down 15 s, then back", at)

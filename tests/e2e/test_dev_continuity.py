@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from marketpulse.testing import BookWatch, DevProcess, LocalSystem, free_port, wait_for_trades
+from marketpulse.testing import BookWatch, DevProcess, LocalSystem, free_port
 
-from .continuity import LEASE_BOUND_S, report
+from .continuity import check_fault
 
 pytestmark = [
     pytest.mark.e2e,
@@ -94,20 +94,7 @@ def test_a_child_of_dev_that_dies_is_restarted(dev: tuple[DevProcess, LocalSyste
             at = time.monotonic()
             os.killpg(_pid_of(proc, child), signal.SIGKILL)
             back = _until(lambda: view.converged(tickers), 120, f"books right after {child} died")
-            wrong = watch.longest_wrong_live(since=at)
-            lost, twice, compared = wait_for_trades(view, tickers)
-            detect = watch.first_none_served(at)
-            report(
-                f"dev's {child} SIGKILLed",
-                detect_s=-1.0 if detect is None else detect,
-                served_stale_as_live_s=wrong,
-                back_s=back,
-                trades_lost=lost,
-                trades_twice=twice,
-                trades_compared=compared,
-            )
-            assert wrong <= LEASE_BOUND_S
-            assert (lost, twice) == (0, 0) and compared > 0
+            check_fault(watch, view, tickers, f"dev's {child} SIGKILLed", at, back_s=back)
     assert proc.poll() is None  # dev itself never stopped
     assert _ready(proc)["restarts"] == "2"
     assert "worker exited with" in proc.log() and "store restarted" in proc.log()
@@ -132,20 +119,11 @@ def test_dev_restarted_on_its_data_dir_serves_nothing_stale(
         proc = _dev(data, ports).start(timeout=180)
         try:
             back = _until(lambda: view.converged(tickers), 90, "books right after the restart")
-            lost, twice, compared = wait_for_trades(view, tickers)
+            check_fault(
+                watch, view, tickers, "marketpulse dev restarted on its data dir", at, back_s=back
+            )
         finally:
             proc.stop()
-    wrong = watch.longest_wrong_live(since=at)
-    report(
-        "marketpulse dev restarted on its data dir",
-        served_stale_as_live_s=wrong,
-        back_s=back,
-        trades_lost=lost,
-        trades_twice=twice,
-        trades_compared=compared,
-    )
-    assert wrong <= LEASE_BOUND_S
-    assert (lost, twice) == (0, 0) and compared > 0
 
 
 def test_dev_gives_up_on_a_child_that_keeps_dying(dev: tuple[DevProcess, LocalSystem]) -> None:

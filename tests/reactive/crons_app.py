@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from marketpulse.reactive import Crons, FunctionModule, MutationCtx, QueryCtx
+from marketpulse.reactive import ActionCtx, Crons, FunctionModule, MutationCtx, QueryCtx
 
 ticks = FunctionModule("ticks")
 
+slow_runs: dict[str, int] = {"running": 0, "overlaps": 0, "runs": 0}
+"""What the ``slow`` action saw (the runner tests run it in their own process)."""
 
-def _bump(ctx: MutationCtx, name: str) -> None:
+
+@ticks.internal_mutation
+def tick(ctx: MutationCtx, name: str) -> None:
+    """Count one run of the job ``name``."""
     doc = ctx.db.query("counters").filter(lambda d: d["name"] == name).first()
     if doc is None:
         ctx.db.insert("counters", {"name": name, "n": 1})
@@ -18,9 +24,20 @@ def _bump(ctx: MutationCtx, name: str) -> None:
 
 
 @ticks.internal_mutation
-def tick(ctx: MutationCtx, name: str) -> None:
-    """Count one run of the job ``name``."""
-    _bump(ctx, name)
+def fail(ctx: MutationCtx) -> None:
+    """Always fails."""
+    raise RuntimeError("this job always fails")
+
+
+@ticks.internal_action
+async def slow(ctx: ActionCtx) -> None:
+    """Takes 0.25 s, and counts whether another run of it was under way."""
+    slow_runs["running"] += 1
+    if slow_runs["running"] > 1:
+        slow_runs["overlaps"] += 1
+    await asyncio.sleep(0.25)
+    slow_runs["running"] -= 1
+    slow_runs["runs"] += 1
 
 
 @ticks.query

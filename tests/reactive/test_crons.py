@@ -7,11 +7,10 @@ import datetime as dt
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from marketpulse.reactive import Crons, FunctionModule, MutationCtx
+from marketpulse.reactive import Crons
 from marketpulse.reactive._cron_runner import CronRunner
 from marketpulse.reactive.engine import Engine
 from marketpulse.reactive.persistence import open_persistence
@@ -52,42 +51,12 @@ def test_a_cron_expression_s_next_run_is_in_utc() -> None:
 
 # -- the runner -----------------------------------------------------------------------------------
 
-app = FunctionModule("jobs")
-state: dict[str, Any] = {"running": 0, "overlaps": 0}
-
-
-@app.internal_mutation
-def count(ctx: MutationCtx, name: str) -> None:
-    doc = ctx.db.query("runs").filter(lambda d: d["name"] == name).first()
-    if doc is None:
-        ctx.db.insert("runs", {"name": name, "n": 1})
-    else:
-        ctx.db.patch(doc["_id"], {"n": doc["n"] + 1})
-
-
-@app.internal_mutation
-def fail(ctx: MutationCtx) -> None:
-    raise RuntimeError("this job always fails")
-
-
-@app.internal_action
-async def slow(ctx: Any) -> None:
-    state["running"] += 1
-    if state["running"] > 1:
-        state["overlaps"] += 1
-    await asyncio.sleep(0.25)
-    state["running"] -= 1
-    state["slow_runs"] = state.get("slow_runs", 0) + 1
-
-
-@app.query
-def runs(ctx: Any) -> dict[str, int]:
-    return {d["name"]: d["n"] for d in ctx.db.query("runs").collect()}
-
 
 @pytest.fixture
 async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
-    engine = await Engine.open(open_persistence(f"sqlite:{tmp_path / 'db.sqlite'}"), [app])
+    engine = await Engine.open(
+        open_persistence(f"sqlite:{tmp_path / 'db.sqlite'}"), [crons_app.ticks]
+    )
     try:
         yield engine
     finally:
@@ -95,15 +64,15 @@ async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
 
 
 def _runs(engine: Engine) -> dict[str, int]:
-    result = engine.run_query("jobs:runs", {})
+    result = engine.run_query("ticks:counts", {})
     assert result.success
     return dict(result.value)
 
 
 async def test_interval_and_at_start_jobs_run_as_scheduled(engine: Engine) -> None:
     crons = Crons()
-    crons.at_start("boot", count, {"name": "boot"})
-    crons.interval("tick", {"seconds": 0.05}, "jobs:count", {"name": "tick"})
+    crons.at_start("boot", crons_app.tick, {"name": "boot"})
+    crons.interval("tick", {"seconds": 0.05}, "ticks:tick", {"name": "tick"})
     runner = CronRunner(engine, [crons])
     await runner.run_startup()
     assert _runs(engine) == {"boot": 1}
@@ -118,22 +87,23 @@ async def test_interval_and_at_start_jobs_run_as_scheduled(engine: Engine) -> No
 
 
 async def test_a_job_never_overlaps_itself(engine: Engine) -> None:
-    state.update(running=0, overlaps=0, slow_runs=0)
+    state = crons_app.slow_runs
+    state.update(running=0, overlaps=0, runs=0)
     crons = Crons()
-    crons.interval("slow", {"seconds": 0.05}, slow)
+    crons.interval("slow", {"seconds": 0.05}, crons_app.slow)
     runner = CronRunner(engine, [crons])
     runner.start()
     await asyncio.sleep(1.0)
     await runner.stop()
     assert state["overlaps"] == 0
-    assert 2 <= state["slow_runs"] <= 5  # runs its 0.25 s body back to back, skipping the rest
+    assert 2 <= state["runs"] <= 5  # runs its 0.25 s body back to back, skipping the rest
 
 
 async def test_failures_are_logged_rate_limited_and_the_job_goes_on(
     engine: Engine, capsys: pytest.CaptureFixture[str]
 ) -> None:
     crons = Crons()
-    crons.interval("failing", {"seconds": 0.02}, fail)
+    crons.interval("failing", {"seconds": 0.02}, crons_app.fail)
     runner = CronRunner(engine, [crons], log_every=60.0)
     runner.start()
     await asyncio.sleep(0.5)
@@ -148,14 +118,14 @@ async def test_failures_are_logged_rate_limited_and_the_job_goes_on(
 
 
 async def test_jobs_must_name_served_mutations_or_actions(engine: Engine) -> None:
-    for target in ("jobs:nope", "other:count", "jobs:runs"):
+    for target in ("ticks:nope", "other:tick", "ticks:counts"):
         crons = Crons()
         crons.interval("x", {"seconds": 1}, target)
         with pytest.raises(ValueError, match=r"not a served function|is a query"):
             CronRunner(engine, [crons])
     a, b = Crons(), Crons()
-    a.interval("same", {"seconds": 1}, count, {"name": "a"})
-    b.interval("same", {"seconds": 1}, count, {"name": "b"})
+    a.interval("same", {"seconds": 1}, crons_app.tick, {"name": "a"})
+    b.interval("same", {"seconds": 1}, crons_app.tick, {"name": "b"})
     with pytest.raises(ValueError, match="declared twice"):
         CronRunner(engine, [a, b])
 
@@ -164,7 +134,6 @@ async def test_jobs_must_name_served_mutations_or_actions(engine: Engine) -> Non
 
 
 def test_serve_finds_and_runs_a_module_s_crons(tmp_path: Path) -> None:
-    assert crons_app.crons is not None
     with StoreProcess(tmp_path / "store.sqlite", functions="tests.reactive.crons_app") as store:
         client = AdminClient(store.url, store.admin_key)
         first = client.query("ticks:counts", {})
