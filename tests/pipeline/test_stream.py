@@ -13,7 +13,7 @@ import pytest
 
 from marketpulse.kalshi import KalshiCredentials, KalshiFeed, KalshiRestClient
 from marketpulse.pipeline._alerts import Alerter
-from marketpulse.pipeline._backfill import fetch_trades_since
+from marketpulse.pipeline._backfill import SETTLE_S, fetch_trades_since
 from marketpulse.pipeline._store import StoreClient
 from marketpulse.pipeline._stream import FeedLike, StreamRunner, StreamStats
 from marketpulse.pipeline.config import StreamConfig
@@ -178,6 +178,8 @@ async def test_trades_made_while_the_feed_was_down_are_backfilled_after_it_recon
             return all(b is not None for b in books)
 
         await until(books_served, 30)
+        # Past the start's own follow-up fetch, so only the reconnect can recover the outage.
+        await asyncio.sleep(SETTLE_S + 0.5)
         # The exchange goes on trading while every handshake is refused for a while.
         bs.sim.faults.refuse_auth(-1)
         bs.sim.faults.drop_connection()

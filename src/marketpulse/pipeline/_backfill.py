@@ -26,6 +26,7 @@ from marketpulse.pipeline._coalesce import Coalescer
 
 __all__ = [
     "MARGIN_MS",
+    "SETTLE_S",
     "NewestStored",
     "TradeBackfill",
     "TradesSince",
@@ -44,6 +45,10 @@ MARGIN_MS = 2_000
 
 MAX_PAGES = 20
 """Per market and outage (100 trades a page): a long outage is not replayed in full."""
+
+SETTLE_S = 2.0
+"""A connection's backfill runs again this long after it came up: a trade made after the first
+fetch but before the new trade subscription took effect is in neither the fetch nor the stream."""
 
 NewestStored = Callable[[list[str]], Awaitable[dict[str, float | None]]]
 """The timestamp of each ticker's newest trade in the store (None: it holds none)."""
@@ -132,6 +137,7 @@ class TradeBackfill:
         self._connected_once = False
         self._down = False
         self._newest: dict[str, float] = {}  # per market: the newest trade held (ms)
+        self._at_connect: dict[str, float] | None = None  # the start's fetch, for its follow-up
         self._pending: dict[str, float] = {}  # per market: the earliest time a queued fetch needs
         self._running: asyncio.Future[Any] | None = None
         self.fetches = 0
@@ -167,20 +173,30 @@ class TradeBackfill:
         for ticker in tickers:
             ts = newest.get(ticker)
             self.trade_seen(ticker, ts if ts is not None else float(MARGIN_MS))
-        self._request(self._since_newest(float(MARGIN_MS)))
+        self._at_connect = self._since_newest(float(MARGIN_MS))
+        self._request(self._at_connect)
 
     def trade_gap(self) -> None:
         """A gap on the trade channel: trades have no snapshot, so fetch what it swallowed."""
         self._request(self._since_newest(now_ms()))
 
     def feed_state_changed(self, state: str) -> None:
-        """The feed's connection state changed: a reconnect fetches what the outage lost."""
+        """The feed's connection state changed: a reconnect fetches what the outage lost, now
+        and again ``SETTLE_S`` later (the start's fetch gets that follow-up too)."""
         if state == "connected":
-            if self._down:
-                self._request(self._since_newest(now_ms()))
+            since = self._since_newest(now_ms()) if self._down else self._at_connect
+            self._at_connect = None
+            if since:
+                if self._down:
+                    self._request(since)
+                self._spawn(self._settled(since))
             self._connected_once, self._down = True, False
         elif self._connected_once:
             self._down = True
+
+    async def _settled(self, since: dict[str, float]) -> None:
+        await asyncio.sleep(SETTLE_S)
+        self._request(since)
 
     def request(self, since_ms: float) -> None:
         """Fetch every market's trades made since ``since_ms`` (merged with a queued fetch)."""

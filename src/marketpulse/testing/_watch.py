@@ -121,7 +121,7 @@ def missing_trades(system: LocalSystem, tickers: Sequence[str]) -> tuple[int, in
     """(trades the simulator made that the store lacks, trades stored twice, trades compared).
 
     The store answers at most ``MAX_RESULTS`` newest trades per market: a full answer is
-    compared with the simulator's trades from its oldest one on.
+    compared with the simulator's trades after its oldest one.
     """
     made: dict[str, dict[str, float]] = {t: {} for t in tickers}
     for trade in system.sim_trades():
@@ -134,7 +134,9 @@ def missing_trades(system: LocalSystem, tickers: Sequence[str]) -> tuple[int, in
         twice += len(ids) - len(set(ids))
         oldest = min((x["timestamp"] for x in stored), default=0.0)
         window = len(stored) >= MAX_RESULTS
-        expected = {i for i, ms in made[t].items() if not window or ms >= oldest}
+        # Strictly after the oldest returned: trades sharing its millisecond may be just past
+        # the answer's end.
+        expected = {i for i, ms in made[t].items() if not window or ms > oldest}
         compared += len(expected)
         lost += len(expected - set(ids))
     return lost, twice, compared
