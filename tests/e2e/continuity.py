@@ -30,8 +30,8 @@ def check_fault(
 ) -> None:
     """Report a fault's figures, then assert them: no wrong book served as live longer than
     :data:`LEASE_BOUND_S` since ``at``, and every trade the simulator made stored once."""
-    wrong = watch.longest_wrong_live(since=at)
     lost, twice, compared = wait_for_trades(system, tickers)
+    wrong = watch.longest_wrong_live(since=at)  # over the wait for the trades too
     detect = watch.first_none_served(at)
     report(
         fault,

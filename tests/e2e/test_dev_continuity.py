@@ -92,8 +92,14 @@ def test_a_child_of_dev_that_dies_is_restarted(dev: tuple[DevProcess, LocalSyste
     with BookWatch(view, tickers) as watch:
         for child in ("worker", "store"):
             at = time.monotonic()
-            os.killpg(_pid_of(proc, child), signal.SIGKILL)
-            back = _until(lambda: view.converged(tickers), 120, f"books right after {child} died")
+            pid = _pid_of(proc, child)
+            os.killpg(pid, signal.SIGKILL)
+            if child == "worker":
+                # The store notices by itself: the dead worker's lease lapses.
+                _until(lambda t=at: watch.first_none_served(t) is not None, 15, "books stale")
+            _until(lambda p=pid, c=child: _pid_of(proc, c) != p, 60, f"{child} restarted by dev")
+            _until(lambda: view.converged(tickers), 120, f"books right after {child} died")
+            back = time.monotonic() - at
             check_fault(watch, view, tickers, f"dev's {child} SIGKILLed", at, back_s=back)
     assert proc.poll() is None  # dev itself never stopped
     assert _ready(proc)["restarts"] == "2"
