@@ -86,6 +86,7 @@ EXPORTS: dict[str, list[str]] = {
         "ActionCtx",
         "ArgumentValidationError",
         "ConvexError",
+        "Crons",
         "FunctionModule",
         "FunctionSpec",
         "Int64",
@@ -157,6 +158,7 @@ EXPORTS: dict[str, list[str]] = {
         "AdminClient",
         "AsyncAdminClient",
         "Book",
+        "BookWatch",
         "ChildProcess",
         "DevProcess",
         "FeedMarket",
@@ -174,10 +176,12 @@ EXPORTS: dict[str, list[str]] = {
         "canonical_book",
         "free_port",
         "http_ok",
+        "missing_trades",
         "new_admin_key",
         "percentile",
         "port_open",
         "summarize_ms",
+        "wait_for_trades",
     ],
 }
 

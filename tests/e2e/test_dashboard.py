@@ -288,3 +288,53 @@ def test_dashboard_on_marketpulse_dev_with_the_simulator(tmp_path: Path, browser
         time.sleep(0.3)
         _shot(page, "dashboard-dev-simulator.png")
         assert errors == [], errors
+
+
+def test_a_market_whose_worker_stopped_is_shown_as_stale(browser: Any, tmp_path: Path) -> None:
+    """The real pipeline; the worker is SIGKILLed: within the lease bound the page shows the
+    price as stale, every row tagged, no book and the stream down; it heals on restart."""
+    import asyncio
+
+    # Playwright's sync API owns this thread's event loop: the system's async start runs on a
+    # loop in a thread that lives as long as the system (its children die with their parent
+    # thread).
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        _stale_ui(browser, tmp_path, loop)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+def _stale_ui(browser: Any, tmp_path: Path, loop: Any) -> None:
+    import asyncio
+
+    from marketpulse.testing import LocalSystem, free_port
+
+    with LocalSystem(tmp_path) as system:
+        streaming = asyncio.run_coroutine_threadsafe(
+            system.start_streaming(markets=4, workflow_id="stale-ui", rate=40.0), loop
+        ).result()
+        ticker = streaming.markets[0]
+        page, errors = _open(browser, f"{system.store_url}/?market={ticker}", 4)
+        page.wait_for_selector("[data-testid=bid-level]", timeout=20_000)
+        assert page.locator("[data-testid=price-stale]").count() == 0
+        system.procs["worker"].kill()
+        killed = time.monotonic()
+        page.wait_for_selector("[data-testid=price-stale]", timeout=10_000)
+        shown_after = time.monotonic() - killed
+        page.wait_for_function(
+            "document.querySelectorAll('[data-testid=row-stale]').length === 4", timeout=5_000
+        )
+        page.wait_for_selector("[data-testid=book-empty]", timeout=5_000)
+        page.wait_for_selector("[data-testid=stream][data-health=down]", timeout=5_000)
+        assert "Stale: the feed is lost" in _text(page, "[data-testid=price-stale]")
+        _shot(page, "dashboard-stale.png")
+        assert shown_after <= 8.0, f"stale shown {shown_after:.1f}s after the worker died"
+        loop.call_soon_threadsafe(lambda: system.start_worker(metrics_port=free_port()))
+        page.wait_for_selector("[data-testid=price-stale]", state="detached", timeout=90_000)
+        page.wait_for_selector("[data-testid=bid-level]", timeout=20_000)
+        assert page.locator("[data-testid=row-stale]").count() == 0
+        assert not errors

@@ -71,6 +71,7 @@ async def test_price_is_mid_until_a_trade_then_last_trade(store: Store) -> None:
         "volume": 10.0,
         "openInterest": 7.0,
         "updatedAt": T0,
+        "live": True,
     }
     await store.apply(trades=[trade(1, price=0.48, ts=T0 + 5)])
     p = store.query("getPrice", ticker="A")
@@ -155,7 +156,7 @@ async def test_invalid_book_is_not_served_until_a_valid_one(store: Store) -> Non
 async def test_older_book_is_ignored(store: Store) -> None:
     await store.apply(books=[book("A", T0 + 10, [[0.4, 1.0]], [])])
     r = await store.apply(books=[book("A", T0 + 9, [[0.1, 1.0]], [])])
-    assert r == {"prices": 0, "books": 0, "trades": 0, "skipped": 1}
+    assert r == {"prices": 0, "books": 0, "trades": 0, "skipped": 1, "revived": 0}
     assert store.query("getOrderbook", ticker="A")["bids"] == [[0.4, 1.0]]
 
 
@@ -199,7 +200,7 @@ async def test_replayed_batch_is_idempotent(store: Store) -> None:
         "trades": [trade(1, ts=T0), trade(2, ts=T0 + 1), trade(2, ts=T0 + 1)],
     }
     first = await store.apply(**batch)
-    assert first == {"prices": 1, "books": 1, "trades": 2, "skipped": 1}
+    assert first == {"prices": 1, "books": 1, "trades": 2, "skipped": 1, "revived": 0}
     snapshot = [
         store.query("getPrice", ticker="A"),
         store.query("getOrderbook", ticker="A"),

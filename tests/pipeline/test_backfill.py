@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
+
+import pytest
 
 from marketpulse.kalshi import RestTrade
 from marketpulse.pipeline._backfill import MARGIN_MS, fetch_trades_since, rest_trade_entry
@@ -58,3 +61,45 @@ async def test_fetch_asks_each_market_from_before_the_outage_in_whole_seconds() 
     assert sorted(e["id"] for e in entries) == ["KX-A-1", "KX-B-1"]
     assert {c["ticker"] for c in rest.calls} == {"KX-A", "KX-B"}
     assert {c["min_ts"] for c in rest.calls} == {int((since_ms - MARGIN_MS) // 1000)}
+
+
+async def test_fetches_start_after_the_newest_trade_held_per_market(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from marketpulse.pipeline import _backfill
+    from marketpulse.pipeline._backfill import TradeBackfill
+    from marketpulse.pipeline._coalesce import Coalescer
+
+    monkeypatch.setattr(_backfill, "SETTLE_S", 0.05)
+    calls: list[tuple[tuple[str, ...], float]] = []
+
+    async def trades_since(tickers: list[str], since_ms: float) -> list[dict[str, Any]]:
+        calls.append((tuple(tickers), since_ms))
+        return []
+
+    async def newest_stored(tickers: list[str]) -> dict[str, float | None]:
+        return {"A": 7_000.0, "B": None}
+
+    bf = TradeBackfill(
+        stream_id="s",
+        trades_since=trades_since,
+        enabled=True,
+        coalescer=Coalescer(),
+        markets=lambda: ["A", "B"],
+        wake=lambda: None,
+        spawn=asyncio.ensure_future,
+    )
+    # The attempt's start: after the store's newest per market (B has none: everything kept).
+    await bf.start_from_store(newest_stored)
+    bf.feed_state_changed("connected")
+    await asyncio.sleep(0.2)
+    start = {(("A",), 7_000.0), (("B",), float(MARGIN_MS))}
+    assert set(calls) == start and len(calls) == 4  # now, and again once the connection settled
+    # A reconnect: after the newest trade received per market, never "since it was noticed".
+    calls.clear()
+    bf.trade_seen("A", 9_000.0)
+    bf.trade_seen("A", 8_000.0)  # an older one does not move it back
+    bf.feed_state_changed("reconnecting")
+    bf.feed_state_changed("connected")
+    await asyncio.sleep(0.2)
+    assert set(calls) == {(("A",), 9_000.0), (("B",), float(MARGIN_MS))} and len(calls) == 4

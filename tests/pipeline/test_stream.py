@@ -13,7 +13,7 @@ import pytest
 
 from marketpulse.kalshi import KalshiCredentials, KalshiFeed, KalshiRestClient
 from marketpulse.pipeline._alerts import Alerter
-from marketpulse.pipeline._backfill import fetch_trades_since
+from marketpulse.pipeline._backfill import SETTLE_S, fetch_trades_since
 from marketpulse.pipeline._store import StoreClient
 from marketpulse.pipeline._stream import FeedLike, StreamRunner, StreamStats
 from marketpulse.pipeline.config import StreamConfig
@@ -178,6 +178,8 @@ async def test_trades_made_while_the_feed_was_down_are_backfilled_after_it_recon
             return all(b is not None for b in books)
 
         await until(books_served, 30)
+        # Past the start's own follow-up fetch, so only the reconnect can recover the outage.
+        await asyncio.sleep(SETTLE_S + 0.5)
         # The exchange goes on trading while every handshake is refused for a while.
         bs.sim.faults.refuse_auth(-1)
         bs.sim.faults.drop_connection()
@@ -242,13 +244,14 @@ async def test_a_burst_of_trade_gaps_costs_at_most_two_backfill_rounds() -> None
         alerter=Alerter(),
         trades_since=trades_since,
     )
-    for last_trade_ms in (5_000.0, 3_000.0, 4_000.0, 2_000.0):
-        runner._backfill.trade_seen(last_trade_ms)
+    for last_trade_ms in (2_000.0, 3_000.0, 5_000.0, 4_000.0):
+        runner._backfill.trade_seen("KX-A", last_trade_ms)
         runner._follower.on_event(SequenceGap(sid=2, channel="trade", expected=7, got=9))
         await asyncio.sleep(0)
-    assert calls == [5_000.0]  # the first gap's fetch runs; the others wait for it
+    assert calls == [2_000.0]  # the first gap's fetch runs; the others wait for it
     release.set()
     for _ in range(20):
         await asyncio.sleep(0)
-    # One follow-up covers every gap seen meanwhile, from the earliest trade time asked.
-    assert calls == [5_000.0, 2_000.0]
+    # One follow-up covers every gap seen meanwhile, from the earliest trade time asked (a
+    # trade older than the newest seen does not move "the newest held" back).
+    assert calls == [2_000.0, 3_000.0]

@@ -39,6 +39,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from marketpulse._aio import cancel_and_wait
 from marketpulse._clock import now_ms
+from marketpulse.kalshi._liveness import Liveness
 from marketpulse.kalshi._messages import (
     ErrorMessage,
     EventLifecycle,
@@ -111,6 +112,8 @@ class FeedStats(ProtocolStats):
     notices_dropped: int = 0
     last_frame_at: float = 0.0
     """When the last frame was received (0: none yet)."""
+    last_pong_at: float = 0.0
+    """When the last pong to our liveness pings came back (0: none yet)."""
     books_valid: int = 0
     books_total: int = 0
 
@@ -179,8 +182,13 @@ class KalshiFeed:
         use_yes_price: Subscribe the order book with ``use_yes_price``.
         trade_queue_size: Bound of the trade deque (drop-oldest, counted).
         notice_queue_size: Bound of the notice deque (drop-oldest, counted).
-        ping_interval: Our own keep-alive pings (the server's pings are answered regardless).
-        ping_timeout: Close when a pong does not come back in time.
+        ping_interval: websockets' keep-alive pings (the server's pings are answered regardless).
+        ping_timeout: websockets closes when its keep-alive pong does not come back in time.
+        liveness_ping: Seconds between the application's own pings (None: none); a pong later
+            than ``pong_deadline`` drops the connection, so a stalled exchange is noticed in
+            ``liveness_ping + pong_deadline`` seconds (``_liveness`` also watches each
+            subscription's silence against its usual message rate).
+        pong_deadline: Seconds a liveness pong may take.
         open_timeout: Handshake timeout.
         on_frame: Called with every received frame (bytes) and its wall-clock receive time in
             epoch ms, before parsing (the recorder uses it). Exceptions are logged, not raised.
@@ -208,6 +216,8 @@ class KalshiFeed:
         max_size: int = 64 * 1024 * 1024,
         on_frame: Callable[[bytes, int], None] | None = None,
         stats: FeedStats | None = None,
+        liveness_ping: float | None = 1.0,
+        pong_deadline: float = 2.0,
     ) -> None:
         self.url = url
         self._creds = credentials
@@ -219,6 +229,7 @@ class KalshiFeed:
             use_yes_price=use_yes_price,
             snapshot_timeout=snapshot_timeout,
             stats=self._stats,
+            liveness=Liveness(liveness_ping, pong_deadline),
         )
         self.reconnect_delay = reconnect_delay
         self.max_reconnect_delay = max_reconnect_delay
@@ -242,6 +253,7 @@ class KalshiFeed:
         self._last_rx = 0.0
         self._last_pong = 0.0
         self._probe: asyncio.Task[None] | None = None
+        self._pinger: asyncio.Task[None] | None = None
         self._connections = 0
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -488,13 +500,25 @@ class KalshiFeed:
 
     async def _watch(self) -> None:
         loop = asyncio.get_running_loop()
-        period = max(0.05, min(1.0, self.stale_after / 4, self.protocol.snapshot_timeout / 4))
+        liveness = self.protocol.liveness
+        period = max(
+            0.05,
+            min(
+                1.0,
+                self.stale_after / 4,
+                self.protocol.snapshot_timeout / 4,
+                liveness.pong_timeout / 4,
+                (liveness.ping_interval or 1.0) / 4,
+            ),
+        )
         while not self._closing:
             await asyncio.sleep(period)
             ws = self._ws
             if ws is None:
                 continue
             now = loop.time()
+            if self.protocol.ping_due(now):
+                self._pinger = asyncio.create_task(self._ping(ws), name="kalshi-ping")
             self.protocol.tick(now)
             await self._after_input()
             quiet = now - max(self._last_rx, self._last_pong)
@@ -508,6 +532,15 @@ class KalshiFeed:
                 # (websockets answers the exchange's pings without telling us, so ask ourselves.)
                 self._probe = asyncio.create_task(self._probe_liveness(ws), name="kalshi-probe")
             self._wakeup.set()
+
+    async def _ping(self, ws: ClientConnection) -> None:
+        """One liveness ping; the core decides when a missing pong is too late."""
+        with contextlib.suppress(Exception):  # closed meanwhile: the run loop reconnects
+            pong = await ws.ping()
+            await pong
+            if self._ws is ws:
+                self.protocol.pong_received(asyncio.get_running_loop().time())
+                self._stats.last_pong_at = now_ms()
 
     async def _probe_liveness(self, ws: ClientConnection) -> None:
         try:

@@ -40,6 +40,7 @@ from typing import Any
 
 import orjson
 
+from marketpulse.kalshi._liveness import Liveness
 from marketpulse.kalshi._messages import (
     KNOWN_ENVELOPE,
     KNOWN_FIELDS,
@@ -295,8 +296,11 @@ class KalshiProtocol:
         snapshot_timeout: float = 5.0,
         max_attempts: int = 3,
         stats: ProtocolStats | None = None,
+        liveness: Liveness | None = None,
     ) -> None:
         self.channels = tuple(dict.fromkeys(channels))
+        self.liveness = Liveness() if liveness is None else liveness
+        """Pings and per-subscription silence (see ``_liveness``); :meth:`tick` applies it."""
         self.use_yes_price = use_yes_price
         self.send_initial_snapshot = send_initial_snapshot
         self.skip_ticker_ack = skip_ticker_ack
@@ -354,6 +358,7 @@ class KalshiProtocol:
         self._now = now
         self.connected = True
         self._close_reason = None
+        self.liveness.reset(now)
         self._reset_connection_state("reconnecting")
         for ch in self.channels:
             sub = _Sub(ch, yes_price=self.use_yes_price if ch == BOOK_CHANNEL else False)
@@ -468,12 +473,26 @@ class KalshiProtocol:
         :meth:`events_received`, read :meth:`books_changed` and check :meth:`close_expected`.
         """
         self._now = now
+        if self.connected and self._close_reason is None:
+            dead = self.liveness.dead(now)
+            if dead is not None:
+                self._close_reason = dead
+                return
         rec = self._recovery
         if rec is not None and self.connected and now >= rec.deadline:
             if rec.level == 0:
                 self._escalate(1, "snapshots did not arrive in time")
             else:
                 self._escalate(rec.level + 1, f"recovery level {rec.level} timed out")
+
+    def ping_due(self, now: float) -> bool:
+        """Whether the driver must send a WebSocket ping now; report its pong to
+        :meth:`pong_received`. A pong later than the deadline closes (:meth:`close_expected`)."""
+        return self.connected and self.liveness.ping_due(now)
+
+    def pong_received(self, now: float) -> None:
+        """The pong of the last ping arrived."""
+        self.liveness.pong_received(now)
 
     def receive_data(self, data: str | bytes, now: float | None = None) -> None:
         """Process one frame received from the exchange. Never raises.
@@ -494,6 +513,7 @@ class KalshiProtocol:
             self._malformed(f"invalid JSON: {exc}", data)
         else:
             if type(frame) is dict:
+                self.liveness.frame(frame.get("type"), self._now)
                 try:
                     if frame.get("type") == "orderbook_delta":
                         self._on_delta(frame)

@@ -26,6 +26,7 @@ from marketpulse.marketdata._batch import (
     TradeUpdate,
 )
 from marketpulse.marketdata._candles import INTERVALS, bucket_start, merge_trade, new_candle
+from marketpulse.marketdata._leases import lease_live, renew_lease
 from marketpulse.marketdata._pricing import DAY_MS, history_bucket
 from marketpulse.marketdata._results import current_price, updated_at
 from marketpulse.reactive.engine import DatabaseWriter, IndexRange
@@ -102,6 +103,14 @@ class _BatchWriter:
     candles: dict[tuple[str, str, float], _Doc] = field(default_factory=dict)
     markets: dict[str, _Doc] = field(default_factory=dict)
     new_trades: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stream: str | None = None
+    """The writing stream: the books and prices it writes are live only while its lease is."""
+    live: bool = True
+
+    def _own(self, doc: dict[str, Any]) -> None:
+        if self.stream is not None:
+            doc["stream"] = self.stream
+            doc["live"] = self.live
 
     def _unique(self, table: str, index: str, **eq: Any) -> dict[str, Any] | None:
         return _first(self.db, table, index, **eq)
@@ -151,6 +160,7 @@ class _BatchWriter:
             self.counts.skipped += 1
             return
         self.counts.prices += 1
+        self._own(doc)
         doc["ts"] = update.ts
         for key, value in (
             ("yesBid", update.yes_bid),
@@ -170,6 +180,7 @@ class _BatchWriter:
             self.counts.skipped += 1
             return
         self.counts.books += 1
+        self._own(doc)
         doc.update(ts=update.ts, valid=update.valid, bids=update.bids, asks=update.asks)
 
     def trade(self, update: TradeUpdate) -> None:
@@ -189,6 +200,7 @@ class _BatchWriter:
         }
         price = self.price_doc(update.ticker).current
         if update.timestamp >= price["lastPriceTs"]:
+            self._own(price)
             price["lastPrice"] = update.price
             price["lastPriceTs"] = update.timestamp
         for interval, length in INTERVALS.items():
@@ -283,18 +295,27 @@ def _empty_price(ticker: str) -> dict[str, Any]:
 def apply_batch(
     db: DatabaseWriter,
     batch: ParsedBatch,
+    now_ms: float,
     on_prices: Callable[[Mapping[str, float]], object] | None = None,
 ) -> dict[str, int]:
-    """Apply one batch through ``db`` (a mutation's ``ctx.db``).
+    """Apply one batch through ``db`` (a mutation's ``ctx.db``) at the store's ``now_ms``.
 
     ``on_prices``, if given, is called once after every write with ``ticker -> display price``
     of the markets whose display price changed (the price alerts check, same transaction).
 
     Returns:
-        ``{"prices", "books", "trades", "skipped"}``: updates applied, trades inserted, and updates
-        skipped as older than the stored state or as an already stored trade id.
+        ``{"prices", "books", "trades", "skipped", "revived"}``: updates applied, trades
+        inserted, updates skipped as older than the stored state or as an already stored trade
+        id, and 1 when the batch renewed its stream's dead lease (the writer must then re-send
+        its markets' full state: what the lease's death marked stale stays stale until written).
     """
-    writer = _BatchWriter(db)
+    writer = _BatchWriter(db, stream=batch.stream_id)
+    revived = 0
+    if batch.stream_id is not None:
+        if batch.lease_ms is not None:
+            revived = int(renew_lease(db, batch.stream_id, batch.lease_ms, now_ms))
+        else:
+            writer.live = lease_live(db, batch.stream_id)
     for status in batch.markets:
         writer.status(status)
     for price in batch.prices:
@@ -308,7 +329,13 @@ def apply_batch(
     if on_prices is not None and moved:
         on_prices(moved)
     c = writer.counts
-    return {"prices": c.prices, "books": c.books, "trades": c.trades, "skipped": c.skipped}
+    return {
+        "prices": c.prices,
+        "books": c.books,
+        "trades": c.trades,
+        "skipped": c.skipped,
+        "revived": revived,
+    }
 
 
 def upsert_markets(db: DatabaseWriter, markets: list[MarketInfo]) -> dict[str, int]:
@@ -354,6 +381,9 @@ def report_stream_status(db: DatabaseWriter, status: StreamStatus) -> bool:
     doc = {"streamId": status.stream_id, "updatedAt": status.updated_at, **status.fields}
     existing = _first(db, "streams", "by_stream", streamId=status.stream_id)
     if existing is None:
+        lease = _first(db, "leases", "by_stream", streamId=status.stream_id)
+        if lease is not None:
+            doc["live"] = bool(lease.get("live"))
         db.insert("streams", doc)
         return True
     if status.updated_at < existing["updatedAt"]:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from marketpulse.marketdata._leases import MAX_LEASE_MS, MIN_LEASE_MS
 from marketpulse.marketdata._levels import pack_levels
 from marketpulse.marketdata.limits import BOOK_LEVELS, MAX_TEXT
 
@@ -31,7 +32,7 @@ __all__ = [
 
 T = TypeVar("T")
 _MAX_LONG_TEXT = 4096
-_BATCH_KEYS = frozenset({"prices", "books", "trades", "markets"})
+_BATCH_KEYS = frozenset({"prices", "books", "trades", "markets", "streamId", "leaseMs"})
 
 
 class BatchError(ValueError):
@@ -85,12 +86,18 @@ class MarketStatusUpdate:
 
 @dataclass(frozen=True, slots=True)
 class ParsedBatch:
-    """One ``applyUpdates`` batch, checked."""
+    """One ``applyUpdates`` batch, checked.
+
+    ``stream_id`` names the writing stream (its books and prices then live and die with its
+    lease); ``lease_ms``, when set, renews that lease (see ``_leases``).
+    """
 
     prices: list[PriceUpdate]
     books: list[BookUpdate]
     trades: list[TradeUpdate]
     markets: list[MarketStatusUpdate]
+    stream_id: str | None = None
+    lease_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,11 +249,22 @@ def parse_batch(batch: Any) -> ParsedBatch:
     unknown = set(body) - _BATCH_KEYS
     if unknown:
         raise BatchError(f"batch: unknown keys {sorted(unknown)}; expected {sorted(_BATCH_KEYS)}")
+    stream_id = body.get("streamId")
+    lease_ms = _optional_number(body, "leaseMs", "batch")
+    if lease_ms is not None:
+        if stream_id is None:
+            raise BatchError("batch.leaseMs: a lease needs the batch's streamId")
+        if not MIN_LEASE_MS <= lease_ms <= MAX_LEASE_MS:
+            raise BatchError(
+                f"batch.leaseMs: expected {MIN_LEASE_MS:g} to {MAX_LEASE_MS:g} ms, got {lease_ms:g}"
+            )
     return ParsedBatch(
         prices=_entries(body, "prices", _price),
         books=_entries(body, "books", _book),
         trades=_entries(body, "trades", _trade),
         markets=_entries(body, "markets", _status),
+        stream_id=None if stream_id is None else _text(stream_id, "batch.streamId"),
+        lease_ms=lease_ms,
     )
 
 

@@ -14,6 +14,7 @@ from marketpulse.marketdata._pricing import change_percent, display_price, mid, 
 
 __all__ = [
     "current_price",
+    "is_live",
     "market_detail",
     "market_result",
     "orderbook_result",
@@ -31,6 +32,12 @@ def _opt(value: Any) -> float | None:
 def updated_at(price_doc: dict[str, Any]) -> float:
     """When a prices doc last changed from the feed (its ticker fields or its last trade)."""
     return float(max(price_doc.get("ts", 0.0), price_doc.get("lastPriceTs", 0.0)))
+
+
+def is_live(doc: dict[str, Any] | None) -> bool:
+    """Whether a books or prices doc is live: written by a stream whose lease holds (a doc of
+    no stream, written directly, is live as written)."""
+    return doc is not None and bool(doc.get("live", True))
 
 
 def current_price(price_doc: dict[str, Any]) -> float | None:
@@ -52,6 +59,7 @@ def price_result(price_doc: dict[str, Any], reference: float | None) -> dict[str
         "volume": _opt(price_doc.get("volume")),
         "openInterest": _opt(price_doc.get("openInterest")),
         "updatedAt": updated_at(price_doc),
+        "live": is_live(price_doc),
     }
 
 
@@ -68,6 +76,7 @@ def orderbook_result(book_doc: dict[str, Any], depth: int) -> dict[str, Any]:
         "spread": spread(best_bid, best_ask),
         "mid": mid(best_bid, best_ask),
         "updatedAt": float(book_doc["ts"]),
+        "live": is_live(book_doc),
     }
 
 
@@ -85,6 +94,7 @@ def trade_result(trade_doc: dict[str, Any]) -> dict[str, Any]:
 
 def market_result(market_doc: dict[str, Any], price_doc: dict[str, Any] | None) -> dict[str, Any]:
     """One entry of ``listMarkets``: metadata and the latest price."""
+    live = price_doc is not None and is_live(price_doc)
     price_doc = price_doc or {}
     return {
         "ticker": market_doc["ticker"],
@@ -99,6 +109,7 @@ def market_result(market_doc: dict[str, Any], price_doc: dict[str, Any] | None) 
         "yesAsk": _opt(price_doc.get("yesAsk")),
         "volume": _opt(price_doc.get("volume")),
         "openInterest": _opt(price_doc.get("openInterest")),
+        "live": live,
     }
 
 
@@ -114,11 +125,15 @@ def market_detail(
 
 
 def stream_result(stream_doc: dict[str, Any]) -> dict[str, Any]:
-    """One entry of ``getStreamStatus``."""
+    """One entry of ``getStreamStatus``; a stream whose lease lapsed says ``stale``, whatever
+    its worker last reported (a dead worker cannot say so itself)."""
     markets = list(stream_doc.get("markets") or [])
+    live = bool(stream_doc.get("live", True))
+    state = stream_doc["state"]
     return {
         "streamId": stream_doc["streamId"],
-        "state": stream_doc["state"],
+        "state": state if live or state == "stopped" else "stale",
+        "live": live,
         "markets": markets,
         "marketCount": float(len(markets)),
         "messagesPerSecond": _opt(stream_doc.get("messagesPerSecond")),

@@ -18,6 +18,11 @@ getStreamStatus     ``streams``
 getTradeHistory     ``trades`` (ticker, one page, newest first; ``paginate``)
 ==================  ===========================================================================
 
+Liveness (``_leases``): each stream's batches renew its lease (``leases``, read by no query);
+the ``expireLeases`` cron, every second, marks a lapsed stream's books and prices ``live:
+false``, which re-runs the queries reading them: ``getOrderbook`` then answers null, the others
+say ``live: false``. ``resetLeases`` does the same for every stream as the store starts.
+
 So a book change on market A re-runs only getOrderbook(A); a trade on A re-runs
 getRecentTrades(A), getCandles(A, *), getPrice(A) (its last price moved) and the market lists
 showing A; nothing about A re-runs a query about B. ``applyUpdates`` writes a document only
@@ -37,7 +42,7 @@ from typing import (
 from pydantic import Field
 from typing_extensions import TypedDict
 
-from marketpulse.marketdata import _alerts, _apply, _results
+from marketpulse.marketdata import _alerts, _apply, _leases, _results
 from marketpulse.marketdata._batch import parse_batch, parse_markets, parse_stream_status
 from marketpulse.marketdata._candles import INTERVALS, Interval, fill_gaps
 from marketpulse.marketdata._pricing import DAY_MS
@@ -45,10 +50,10 @@ from marketpulse.marketdata.alerts import alerts
 from marketpulse.marketdata.limits import BOOK_LEVELS, MAX_RESULTS, MAX_TEXT
 from marketpulse.marketdata.user_settings import settings
 from marketpulse.marketdata.watchlists import watchlists
-from marketpulse.reactive import FunctionModule, MutationCtx, QueryCtx, Schema, Table
+from marketpulse.reactive import Crons, FunctionModule, MutationCtx, QueryCtx, Schema, Table
 
 # The signed-in users' modules are the app's too: serving this module serves them.
-__all__ = ["alerts", "marketData", "schema", "settings", "watchlists"]
+__all__ = ["alerts", "crons", "marketData", "schema", "settings", "watchlists"]
 
 schema = Schema(
     {
@@ -71,6 +76,7 @@ schema = Schema(
         "priceHistory": Table(indexes={"by_ticker_ts": ["ticker", "ts"], "by_ts": ["ts"]}),
         "streams": Table(indexes={"by_stream": ["streamId"]}),
         **_alerts.TABLES,  # applyUpdates fires price alerts
+        "leases": Table(indexes={"by_stream": ["streamId"]}),
     }
 )
 
@@ -119,9 +125,10 @@ def getPrice(ctx: QueryCtx, ticker: Ticker) -> dict[str, Any] | None:
 
 @marketData.query
 def getOrderbook(ctx: QueryCtx, ticker: Ticker, depth: Depth = 10) -> dict[str, Any] | None:
-    """Top ``depth`` levels of a market's book, best first; null while it has no valid book."""
+    """Top ``depth`` levels of a market's book, best first; null while it has no valid, live
+    book (its stream's lease lapsed, or the store restarted and its writer has not renewed)."""
     doc = _by_ticker(ctx, "books", ticker)
-    if doc is None or not doc.get("valid"):
+    if doc is None or not doc.get("valid") or not _results.is_live(doc):
         return None
     return _results.orderbook_result(doc, depth)
 
@@ -232,13 +239,34 @@ def getStreamStatus(ctx: QueryCtx) -> list[dict[str, Any]]:
     return [_results.stream_result(d) for d in docs]
 
 
+def _now_ms() -> float:
+    # The server's clock at the mutation, as ``Date.now()`` in a Convex mutation.
+    return time.time() * 1000.0
+
+
 @marketData.internal_mutation
 def applyUpdates(ctx: MutationCtx, batch: dict[str, Any]) -> dict[str, int]:
     """Apply one batch from the worker (docs/interfaces.md §5); idempotent. Fires the price
-    alerts the new prices reach, in the same transaction."""
+    alerts the new prices reach, in the same transaction.
+
+    A batch with ``streamId`` and ``leaseMs`` renews that stream's lease; ``revived: 1`` in the
+    result says the lease had lapsed (or the store restarted): re-send the full state.
+    """
     return _apply.apply_batch(
-        ctx.db, parse_batch(batch), lambda moved: _alerts.fire_alerts(ctx, moved)
+        ctx.db, parse_batch(batch), _now_ms(), lambda moved: _alerts.fire_alerts(ctx, moved)
     )
+
+
+@marketData.internal_mutation
+def expireLeases(ctx: MutationCtx) -> dict[str, int]:
+    """Mark lapsed stream leases dead, and their books and prices stale (a cron, every second)."""
+    return _leases.expire_leases(ctx.db, _now_ms())
+
+
+@marketData.internal_mutation
+def resetLeases(ctx: MutationCtx) -> dict[str, int]:
+    """Mark every lease dead: run as the store starts, so nothing is live until renewed."""
+    return _leases.reset_leases(ctx.db)
 
 
 @marketData.internal_mutation
@@ -265,5 +293,10 @@ def cleanup(
     The age counts back from ``nowMs``, by default the server's clock at the mutation (as
     ``Date.now()`` in a Convex mutation); returns ``{"deleted", "more"}``.
     """
-    now = time.time() * 1000.0 if nowMs is None else nowMs
+    now = _now_ms() if nowMs is None else nowMs
     return _apply.cleanup(ctx.db, now - olderThanMs, limit)
+
+
+crons = Crons()
+crons.at_start("reset stream leases", resetLeases)
+crons.interval("expire stream leases", {"seconds": 1}, expireLeases)

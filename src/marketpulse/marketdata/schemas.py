@@ -19,6 +19,8 @@ _OPT_NUM: dict[str, Any] = {"type": ["number", "null"]}
 _OPT_STR: dict[str, Any] = {"type": ["string", "null"]}
 _TICKER: dict[str, Any] = {"type": "string", "minLength": 1}
 _EPOCH_MS: dict[str, Any] = {"type": "number", "minimum": 0}
+_LIVE: dict[str, Any] = {"type": "boolean"}
+"""False once the writing stream's lease lapsed (or the store restarted): the data is stale."""
 
 
 def _object(properties: dict[str, Any]) -> dict[str, Any]:
@@ -51,6 +53,7 @@ PRICE = _object(
         "volume": _OPT_NUM,
         "openInterest": _OPT_NUM,
         "updatedAt": _EPOCH_MS,
+        "live": _LIVE,
     }
 )
 
@@ -62,6 +65,7 @@ ORDERBOOK = _object(
         "spread": _OPT_NUM,
         "mid": _OPT_NUM,
         "updatedAt": _NUM,
+        "live": _LIVE,
     }
 )
 
@@ -89,6 +93,7 @@ _MARKET_FIELDS: dict[str, Any] = {
     "yesAsk": _OPT_NUM,
     "volume": _OPT_NUM,
     "openInterest": _OPT_NUM,
+    "live": _LIVE,
 }
 
 MARKET_SUMMARY = _object(_MARKET_FIELDS)
@@ -113,6 +118,7 @@ STREAM = _object(
     {
         "streamId": {"type": "string", "minLength": 1},
         "state": {"type": "string"},
+        "live": _LIVE,
         "markets": {"type": "array", "items": {"type": "string"}},
         "marketCount": {"type": "number", "minimum": 0},
         "messagesPerSecond": _OPT_NUM,

@@ -3,8 +3,12 @@
 A reconnect or a seq gap resnapshots the books, so books heal by themselves; trades do not: a
 trade sent while the socket was down, or swallowed by a gap, is gone from the stream. The
 stream's :class:`TradeBackfill` then asks the REST API for each market's trades since the
-outage began (or since the last trade seen), with a margin, and hands them to the coalescer
-like live ones. The store keys trades by id, so the ones the feed did deliver are skipped there.
+newest one already held, with a margin, and hands them to the coalescer like live ones. "Held"
+is per market: at an activity attempt's start, the newest trade the store holds (a crashed
+attempt remembers nothing, and the store is the record); at a reconnect or a gap, the newest
+trade this attempt received (written or about to be). Never "since the failure was noticed":
+a silent feed is noticed seconds after it went silent. The store keys trades by id, so the ones
+already held are skipped there.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from marketpulse.pipeline._coalesce import Coalescer
 
 __all__ = [
     "MARGIN_MS",
+    "SETTLE_S",
+    "NewestStored",
     "TradeBackfill",
     "TradesSince",
     "fetch_trades_since",
@@ -39,6 +45,13 @@ MARGIN_MS = 2_000
 
 MAX_PAGES = 20
 """Per market and outage (100 trades a page): a long outage is not replayed in full."""
+
+SETTLE_S = 2.0
+"""A connection's backfill runs again this long after it came up: a trade made after the first
+fetch but before the new trade subscription took effect is in neither the fetch nor the stream."""
+
+NewestStored = Callable[[list[str]], Awaitable[dict[str, float | None]]]
+"""The timestamp of each ticker's newest trade in the store (None: it holds none)."""
 
 
 def trade_entry(
@@ -88,10 +101,11 @@ async def fetch_trades_since(
 class TradeBackfill:
     """Recovers the trades the feed missed, in the background, into the coalescer.
 
-    After a reconnect it fetches the trades made since the outage began; after a gap on the
-    trade channel, those since the last trade seen. Requests made while a fetch runs merge into
-    ONE follow-up from the earliest time asked: a burst of trade-channel gaps costs at most two
-    rounds of REST calls, not one round per gap.
+    At the attempt's start (:meth:`start_from_store`), each market's trades after the newest the
+    store holds; after a reconnect or a gap on the trade channel, each market's trades after the
+    newest this attempt received. Requests made while a fetch runs merge into ONE follow-up
+    from the earliest time asked per market: a burst of gaps costs at most two rounds of REST
+    calls, not one round per gap.
 
     Args:
         stream_id: Stream id for logs.
@@ -121,41 +135,89 @@ class TradeBackfill:
         self._wake = wake
         self._spawn = spawn
         self._connected_once = False
-        self._down_since_ms: float | None = None
-        self._last_trade_ms: float | None = None
-        self._since: float | None = None  # the earliest time a queued fetch needs
+        self._down = False
+        self._newest: dict[str, float] = {}  # per market: the newest trade held (ms)
+        self._at_connect: dict[str, float] | None = None  # the start's fetch, for its follow-up
+        self._pending: dict[str, float] = {}  # per market: the earliest time a queued fetch needs
         self._running: asyncio.Future[Any] | None = None
+        self.fetches = 0
+        """Backfill rounds run (each one REST fetch per market asked)."""
 
-    def trade_seen(self, ts_ms: float) -> None:
-        """The feed delivered a trade stamped ``ts_ms``."""
-        self._last_trade_ms = ts_ms
+    def trade_seen(self, ticker: str, ts_ms: float) -> None:
+        """The feed delivered a trade of ``ticker`` stamped ``ts_ms``."""
+        if ts_ms > self._newest.get(ticker, float("-inf")):
+            self._newest[ticker] = ts_ms
+
+    def _since_newest(self, fallback_ms: float) -> dict[str, float]:
+        return {t: self._newest.get(t, fallback_ms) for t in self._markets()}
+
+    async def start_from_store(self, newest_stored: NewestStored | None) -> None:
+        """At the attempt's start: fetch each market's trades after the store's newest one.
+
+        A market the store holds no trade of is fetched from the exchange's oldest kept trade
+        (bounded by ``MAX_PAGES``). If the store cannot say, the first reconnect or gap asks
+        again from what this attempt saw.
+        """
+        if self._trades_since is None or newest_stored is None:
+            return
+        tickers = list(self._markets())
+        try:
+            newest = await newest_stored(tickers)
+        except Exception as exc:
+            log.warning(
+                "newest stored trades unavailable; no start backfill",
+                stream=self._stream_id,
+                error=str(exc)[:300],
+            )
+            return
+        for ticker in tickers:
+            ts = newest.get(ticker)
+            self.trade_seen(ticker, ts if ts is not None else float(MARGIN_MS))
+        self._at_connect = self._since_newest(float(MARGIN_MS))
+        self._request(self._at_connect)
 
     def trade_gap(self) -> None:
         """A gap on the trade channel: trades have no snapshot, so fetch what it swallowed."""
-        self.request(self._last_trade_ms if self._last_trade_ms is not None else now_ms())
+        self._request(self._since_newest(now_ms()))
 
     def feed_state_changed(self, state: str) -> None:
-        """The feed's connection state changed: a reconnect fetches the outage's trades."""
+        """The feed's connection state changed: a reconnect fetches what the outage lost, now
+        and again ``SETTLE_S`` later (the start's fetch gets that follow-up too)."""
         if state == "connected":
-            if self._down_since_ms is not None:
-                self.request(self._down_since_ms)
-            self._connected_once, self._down_since_ms = True, None
-        elif self._connected_once and self._down_since_ms is None:
-            self._down_since_ms = now_ms()
+            since = self._since_newest(now_ms()) if self._down else self._at_connect
+            self._at_connect = None
+            if since:
+                if self._down:
+                    self._request(since)
+                self._spawn(self._settled(since))
+            self._connected_once, self._down = True, False
+        elif self._connected_once:
+            self._down = True
+
+    async def _settled(self, since: dict[str, float]) -> None:
+        await asyncio.sleep(SETTLE_S)
+        self._request(since)
 
     def request(self, since_ms: float) -> None:
-        """Fetch the trades made since ``since_ms`` (merged with a fetch already queued)."""
-        if self._trades_since is None:
+        """Fetch every market's trades made since ``since_ms`` (merged with a queued fetch)."""
+        self._request({t: since_ms for t in self._markets()})
+
+    def _request(self, since: dict[str, float]) -> None:
+        if self._trades_since is None or not since:
             return
-        pending = self._since
-        self._since = since_ms if pending is None else min(pending, since_ms)
+        for ticker, ts in since.items():
+            self._pending[ticker] = min(ts, self._pending.get(ticker, ts))
         if self._running is None or self._running.done():
             self._running = self._spawn(self._run())
 
     async def _run(self) -> None:
-        while self._since is not None:
-            since, self._since = self._since, None
-            await self._fetch(list(self._markets()), since)
+        while self._pending:
+            pending, self._pending = self._pending, {}
+            by_since: dict[float, list[str]] = {}
+            for ticker, ts in pending.items():
+                by_since.setdefault(ts, []).append(ticker)
+            self.fetches += 1
+            await asyncio.gather(*(self._fetch(t, since) for since, t in by_since.items()))
 
     async def _fetch(self, tickers: list[str], since_ms: float) -> None:
         if self._trades_since is None or not tickers:

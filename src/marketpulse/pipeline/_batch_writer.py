@@ -3,6 +3,12 @@
 It waits for a change, lets the loop go idle once (or at most ``flush_window``), then sends ONE
 batch and waits for the store's answer; whatever arrives meanwhile is coalesced into the next
 batch, so the write rate adapts to the store's speed.
+
+With a lease (``lease_ms``), every batch names the stream, and renews its lease in the store
+while ``healthy()`` says the feed is heard from; a quiet feed renews with an empty batch every
+third of the lease. The store marks the stream's books and prices stale when renewals stop
+(docs/marketdata.md); a renewal that finds the lease dead (lapsed, or the store restarted)
+answers ``revived``, and ``on_revived`` then re-sends the markets' full state.
 """
 
 from __future__ import annotations
@@ -10,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
+from typing import Any
 
 import structlog
 
@@ -37,6 +45,9 @@ class BatchWriter:
         coalescer: Where the batches come from.
         stats: Counts ``batches``, ``batch_errors`` and ``last_batch_ms``.
         flush_window: Seconds a batch may wait for more events while the feed is busy.
+        lease_ms: The stream's lease in the store (None: no lease, batches name no stream).
+        healthy: Whether the feed is heard from now (only then is the lease renewed).
+        on_revived: Called when a renewal found the lease dead.
     """
 
     def __init__(
@@ -47,7 +58,16 @@ class BatchWriter:
         coalescer: Coalescer,
         stats: StreamStats,
         flush_window: float,
+        lease_ms: float | None = None,
+        healthy: Callable[[], bool] = lambda: True,
+        on_revived: Callable[[], None] = lambda: None,
     ) -> None:
+        self._lease_ms = lease_ms
+        self._healthy = healthy
+        self._on_revived = on_revived
+        self._renewed_at = float("-inf")
+        self.revivals = 0
+        """Renewals that found the lease dead."""
         self._stream_id = stream_id
         self._store = store
         self._coalescer = coalescer
@@ -68,7 +88,8 @@ class BatchWriter:
         backoff = 0.05
         while True:
             if not pending:
-                await self._dirty.wait()
+                if not await self._wait_or_renew():
+                    continue
                 deadline = loop.time() + self._flush_window
                 # Flush as soon as the loop goes idle (one turn with no new event), or at the
                 # window's end while events keep coming.
@@ -89,12 +110,55 @@ class BatchWriter:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 
+    async def _wait_or_renew(self) -> bool:
+        """Wait for a change (True); with a lease, renew it while nothing changes (False)."""
+        if self._lease_ms is None:
+            await self._dirty.wait()
+            return True
+        every = self._lease_ms / 3000.0
+        while True:
+            wait = self._renewed_at + every - time.monotonic()
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._dirty.wait()
+                        return True
+            if self._healthy():
+                with contextlib.suppress(StoreError):
+                    await self._send({})
+                return False
+            # Not heard from: no renewal, and the lease lapses; data still goes out.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(every, 0.2)):
+                    await self._dirty.wait()
+                    return True
+
+    def _args(self, batch: dict[str, Any]) -> dict[str, Any]:
+        if self._lease_ms is None:
+            return {"batch": batch}
+        body = {**batch, "streamId": self._stream_id}
+        if self._healthy():
+            body["leaseMs"] = self._lease_ms
+        return {"batch": body}
+
+    async def _send(self, batch: dict[str, Any]) -> None:
+        """One ``applyUpdates`` call (renewing the lease if it may)."""
+        args = self._args(batch)
+        renewing = "leaseMs" in args["batch"]
+        result = await self._store.mutation(APPLY_UPDATES, args)
+        if renewing:
+            self._renewed_at = time.monotonic()
+        if isinstance(result, dict) and result.get("revived"):
+            self.revivals += 1
+            log.info("stream lease revived; re-sending the full state", stream=self._stream_id)
+            self._on_revived()
+
     async def _write(self, batch: PendingBatch) -> bool:
         """Send one batch; False when it must be retried (a transient store error)."""
         stream = self._stream_id
         sent = time.monotonic()
         try:
-            await self._store.mutation(APPLY_UPDATES, batch.args)
+            await self._send(batch.args["batch"])
         except StoreError as exc:
             self._stats.batch_errors += 1
             _metrics.BATCH_ERRORS.labels(stream=stream).inc()
@@ -121,4 +185,4 @@ class BatchWriter:
                     break
                 for batch in batches:
                     async with asyncio.timeout(_SHUTDOWN_TIMEOUT):
-                        await self._store.mutation(APPLY_UPDATES, batch.args)
+                        await self._store.mutation(APPLY_UPDATES, self._args(batch.args["batch"]))

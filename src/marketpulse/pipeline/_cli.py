@@ -69,6 +69,15 @@ def worker(
         typer.Option(help="POST alerts as JSON here (default: MARKETPULSE_ALERT_WEBHOOK)."),
     ] = None,
     flush_ms: Annotated[float, typer.Option(help="Longest a batch waits while busy (ms).")] = 5.0,
+    lease_ms: Annotated[
+        float,
+        typer.Option(
+            min=500,
+            max=60_000,
+            help="The stream's lease in the store (ms): books go stale this long after the "
+            "feed was last heard from.",
+        ),
+    ] = 3000.0,
     graceful_timeout: Annotated[
         float, typer.Option(help="Seconds a draining worker waits for activities.")
     ] = 10.0,
@@ -100,6 +109,7 @@ def worker(
         exchange=exchange,
         alert_webhook=alert_webhook or os.environ.get("MARKETPULSE_ALERT_WEBHOOK") or None,
         flush_window=max(0.0, flush_ms) / 1000.0,
+        lease_ms=lease_ms,
     )
     _run_then_exit(
         run_worker(

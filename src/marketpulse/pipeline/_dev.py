@@ -3,7 +3,12 @@
 Starts, in order: the Temporal dev server (state and web UI), the store (SQLite), the exchange
 simulator or a real Kalshi exchange, the worker, and the stream workflow for the exchange's
 markets; each child as :mod:`marketpulse._components` describes it (the test harness,
-:mod:`marketpulse.testing`, starts the same ones). Ctrl-C or SIGTERM stops them in reverse
+:mod:`marketpulse.testing`, starts the same ones). Then it supervises them as a production
+deployment's process manager would: a child that dies is started again (the store on the same
+file and port, Temporal on its same database) after a backoff of 1, 2, 4 ... up to 15 s, so
+Temporal's retries and the stream's leases get their chance to heal the system; dev gives up
+only when a child died more than ``MAX_RESTARTS`` times within ``RESTART_WINDOW_S``.
+Ctrl-C or SIGTERM stops them in reverse
 order: the worker drains first (while the store and Temporal are still up to take its last
 writes), then the simulator, the store, and Temporal last. Every child runs in its own process group with a parent-death signal,
 so none is left behind.
@@ -45,7 +50,12 @@ from marketpulse._process import free_port
 from marketpulse.pipeline.config import TASK_QUEUE, MarketsChange, StreamConfig, WorkflowStatus
 from marketpulse.pipeline.workflow import KalshiStreamWorkflow
 
-__all__ = ["DevOptions", "run_dev"]
+__all__ = ["MAX_RESTARTS", "RESTART_WINDOW_S", "DevOptions", "run_dev"]
+
+MAX_RESTARTS = 5
+"""Restarts of one child within ``RESTART_WINDOW_S`` after which dev stops everything."""
+RESTART_WINDOW_S = 120.0
+_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 15.0)
 
 DEV_AUTH_KEY_FILE = "dev_auth_key.pem"
 """The dev identity provider's signing key in the data directory (mode 0600)."""
@@ -86,6 +96,7 @@ class _Dev:
         self.ui_port = opts.temporal_ui_port or opts.temporal_port + 1000
         self.metrics_port = opts.metrics_port or free_port()
         self.sign_in = ""
+        self.restarts = 0
 
     # -- start --------------------------------------------------------------------------------
 
@@ -256,23 +267,57 @@ class _Dev:
                 title="marketpulse dev",
             )
         )
+        self._write_ready_file()
+
+    def _write_ready_file(self) -> None:
+        o = self.opts
         if o.ready_file is not None:
-            o.ready_file.write_text(
+            # Written whole then renamed: a reader never sees half a file.
+            tmp = o.ready_file.with_name(o.ready_file.name + ".tmp")
+            tmp.write_text(
                 f"dashboard=http://127.0.0.1:{o.port}/\n"
                 f"temporal_ui=http://127.0.0.1:{self.ui_port}/\n"
                 f"sign_in={self.sign_in}\n"
                 f"pids={' '.join(str(p.pid) for p in self.procs)}\n"
+                f"names={' '.join(p.name for p in self.procs)}\n"
+                f"restarts={self.restarts}\n"
             )
+            tmp.replace(o.ready_file)
 
     async def watch(self, stop: asyncio.Event) -> str:
-        """Wait for a stop signal, or for a child to die (then stop the rest)."""
+        """Supervise until a stop signal: restart a child that died, with backoff; stop
+        everything only when one keeps dying (returns why)."""
+        deaths: dict[str, list[float]] = {}
         while not stop.is_set():
             for p in self.procs:
-                if p.poll() is not None:
-                    return f"{p.name} exited with {p.poll()} (see {p.log_path})"
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1.0):
-                    await stop.wait()
+                code = p.poll()
+                if code is None:
+                    continue
+                now = time.monotonic()
+                recent = [t for t in deaths.get(p.name, []) if now - t < RESTART_WINDOW_S]
+                recent.append(now)
+                deaths[p.name] = recent
+                if len(recent) > MAX_RESTARTS:
+                    return (
+                        f"{p.name} keeps failing: exited {len(recent)} times in "
+                        f"{RESTART_WINDOW_S:g}s, last with {code} (see {p.log_path})"
+                    )
+                delay = _BACKOFF_S[min(len(recent), len(_BACKOFF_S)) - 1]
+                self.console.print(
+                    f"[yellow]{p.name} exited with {code}; restarting in {delay:g}s "
+                    f"(see {p.log_path})[/yellow]"
+                )
+                if await _sleep_unless(stop, delay):
+                    return "stop requested"
+                try:
+                    await asyncio.to_thread(p.start)
+                except Exception as exc:  # counted as another death on the next look
+                    self.console.print(f"[red]{p.name} did not come back: {exc}[/red]")
+                    continue
+                self.restarts += 1
+                self.console.print(f"[green]{p.name} restarted (pid {p.pid})[/green]")
+                self._write_ready_file()
+            await _sleep_unless(stop, 0.5)
         return "stop requested"
 
     async def stop(self) -> None:
@@ -285,6 +330,14 @@ class _Dev:
                 self.console.print(f"stopping {name}…")
                 await asyncio.to_thread(by_name[name].stop)
         self.console.print("[green]all stopped[/green]")
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep ``seconds``; True if ``stop`` was set meanwhile."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await stop.wait()
+    return stop.is_set()
 
 
 async def run_dev(opts: DevOptions) -> int:

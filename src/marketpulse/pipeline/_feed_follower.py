@@ -101,6 +101,9 @@ class FeedFollower:
         self._desired = desired
         self._poll_interval = poll_interval
         self._markets_added = markets_added
+        # The latest state of each market, re-sent whole when the store lost it (resend_state).
+        self._books: dict[str, tuple[Any, float]] = {}
+        self._prices: dict[str, tuple[dict[str, Any], float]] = {}
         self._m_events = {
             k: _metrics.MESSAGES.labels(stream=stream_id, kind=k) for k in _EVENT_KINDS
         }
@@ -128,17 +131,27 @@ class FeedFollower:
                 log.info("feed notice", stream=self._stream_id, notice=repr(ev)[:300])
             return  # notices, or a late event of a removed market
         if isinstance(ev, BookUpdated):
-            c.book(ticker, ev.book, _ms_or_now(ev.book.ts_ms), now)
+            ts = _ms_or_now(ev.book.ts_ms)
+            self._books[ticker] = (ev.book, ts)
+            c.book(ticker, ev.book, ts, now)
             self._m_events["book"].inc()
         elif isinstance(ev, BookInvalidated):
             c.book_invalid(ticker, now_ms(), now)
             self._m_events["book_invalid"].inc()
         elif isinstance(ev, TickerMessage):
-            c.price(ticker, _ticker_fields(ev), _ms_or_now(ev.ts_ms), now)
+            fields, ts = _ticker_fields(ev), _ms_or_now(ev.ts_ms)
+            held = self._prices.get(ticker)
+            if held is None or ts >= held[1]:
+                merged = {
+                    **(held[0] if held else {}),
+                    **{k: v for k, v in fields.items() if v is not None},
+                }
+                self._prices[ticker] = (merged, ts)
+            c.price(ticker, fields, ts, now)
             self._m_events["ticker"].inc()
         elif isinstance(ev, TradeMessage):
             entry = _trade_entry(ev)
-            self._backfill.trade_seen(entry["timestamp"])
+            self._backfill.trade_seen(ticker, entry["timestamp"])
             c.trade(entry, now)
             self._m_events["trade"].inc()
         elif isinstance(ev, MarketLifecycle):
@@ -152,6 +165,19 @@ class FeedFollower:
             return
         self._stats.events += 1
         self._stats.last_message_at = now_ms()
+        self._writer.wake()
+
+    def resend_state(self) -> None:
+        """Queue every market's current book and price again: the store marked them stale
+        (its lease lapsed, or it restarted) and only a write makes them live again."""
+        now = time.monotonic()
+        for ticker in self.markets:
+            book = self._books.get(ticker)
+            if book is not None and self._write_books and book[0].valid:
+                self._coalescer.book(ticker, book[0], book[1], now)
+            price = self._prices.get(ticker)
+            if price is not None:
+                self._coalescer.price(ticker, price[0], price[1], now)
         self._writer.wake()
 
     def invalidate_books(self, tickers: list[str]) -> None:
@@ -202,6 +228,9 @@ class FeedFollower:
         if removed:
             await feed.remove_markets(removed)
             self._coalescer.forget(set(removed))
+            for m in removed:
+                self._books.pop(m, None)
+                self._prices.pop(m, None)
             self.invalidate_books(removed)
         self._stats.markets_version = desired.version
         self._stats.markets = len(wanted)

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from marketpulse._aio import cancel_and_wait
+from marketpulse._clock import now_ms
 from marketpulse.pipeline import _metrics
 from marketpulse.pipeline._alerts import Alerter
 from marketpulse.pipeline._backfill import TradeBackfill, TradesSince
@@ -45,6 +46,10 @@ FeedFactory = Callable[[list[str], StreamStats], FeedLike]
 """Builds the feed for a market list; the feed must count in the given stats object."""
 
 _STATUS_AT_STOP_TIMEOUT = 3.0
+_NEWEST_TIMEOUT = 10.0
+_HEARD_WITHIN_MS = 2_500.0
+"""The feed renews the stream's lease only while it heard from the exchange this recently
+(a frame, or a pong to the feed's liveness ping, which goes out every second)."""
 
 
 class StreamRunner:
@@ -67,6 +72,9 @@ class StreamRunner:
         poll_interval: Seconds between desired-market polls.
         report_interval: Seconds between heartbeats.
         status_interval: Seconds between ``reportStreamStatus`` writes.
+        lease_ms: The stream's lease in the store: its books and prices are served as live only
+            while the stream renews it (None: no lease; a feed that keeps no
+            :class:`StreamStats` connection times cannot say when it is heard from).
     """
 
     def __init__(
@@ -86,6 +94,7 @@ class StreamRunner:
         poll_interval: float = 0.2,
         report_interval: float = 1.0,
         status_interval: float = 2.0,
+        lease_ms: float | None = None,
     ) -> None:
         self.stream_id = stream_id
         self.config = config
@@ -101,6 +110,9 @@ class StreamRunner:
             coalescer=coalescer,
             stats=self.stats,
             flush_window=flush_window,
+            lease_ms=lease_ms,
+            healthy=self._heard_from,
+            on_revived=lambda: self._follower.resend_state(),
         )
         self._reporter = StatusReporter(
             stream_id=stream_id,
@@ -137,6 +149,26 @@ class StreamRunner:
         )
         self._follows_markets = desired is not None
 
+    def _heard_from(self) -> bool:
+        stats = self.stats
+        heard = max(stats.last_frame_at, stats.last_pong_at)
+        return stats.connected and now_ms() - heard < _HEARD_WITHIN_MS
+
+    async def _newest_stored(self, tickers: list[str]) -> dict[str, float | None]:
+        """Each ticker's newest trade in the store (the backfill starts after it)."""
+        sem = asyncio.Semaphore(8)
+
+        async def one(ticker: str) -> float | None:
+            async with sem:
+                trades = await self._store.query(
+                    "marketData:getRecentTrades", {"ticker": ticker, "limit": 1}
+                )
+            return float(trades[0]["timestamp"]) if trades else None
+
+        async with asyncio.timeout(_NEWEST_TIMEOUT):
+            newest = await asyncio.gather(*(one(t) for t in tickers))
+        return dict(zip(tickers, newest, strict=True))
+
     @property
     def markets(self) -> list[str]:
         """The markets streamed now."""
@@ -154,6 +186,8 @@ class StreamRunner:
         # so books are unservable until this attempt's own snapshots arrive.
         self._follower.invalidate_books(markets)
         self._upsert_metadata(markets)
+        # Before the feed starts, so none of this attempt's trades passes for the newest held.
+        await self._backfill.start_from_store(self._newest_stored)
         feed = self._feed_factory(markets, self.stats)
         try:
             async with feed:

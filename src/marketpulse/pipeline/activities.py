@@ -60,6 +60,8 @@ class WorkerSettings:
         alert_webhook: Where alerts are POSTed (None: log only).
         flush_window: Seconds a batch may wait for more events while the feed is busy.
         poll_interval: Seconds between desired-market polls of the stream activity.
+        lease_ms: The stream's lease in the store (docs/marketdata.md): its books and prices
+            go stale this long after the feed was last heard from.
     """
 
     store_url: str
@@ -69,6 +71,7 @@ class WorkerSettings:
     alert_webhook: str | None = None
     flush_window: float = 0.005
     poll_interval: float = 0.2
+    lease_ms: float = 3000.0
 
 
 class StreamActivities:
@@ -181,6 +184,7 @@ class StreamActivities:
             trades_since=trades_since,
             flush_window=self.settings.flush_window,
             poll_interval=self.settings.poll_interval,
+            lease_ms=self.settings.lease_ms,
         )
         try:
             result = await runner.run(stop=activity.wait_for_worker_shutdown())

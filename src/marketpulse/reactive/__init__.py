@@ -15,6 +15,7 @@ __all__ = [
     "ActionCtx",
     "ArgumentValidationError",
     "ConvexError",
+    "Crons",
     "FunctionModule",
     "FunctionSpec",
     "Int64",
@@ -25,6 +26,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from .crons import Crons
     from .engine import ActionCtx, MutationCtx, QueryCtx
     from .errors import ArgumentValidationError, ConvexError
     from .functions import FunctionModule, FunctionSpec
@@ -39,6 +41,7 @@ else:
             "QueryCtx": ".engine",
             "ArgumentValidationError": ".errors",
             "ConvexError": ".errors",
+            "Crons": ".crons",
             "FunctionModule": ".functions",
             "FunctionSpec": ".functions",
             "Schema": ".schema",

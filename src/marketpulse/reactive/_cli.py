@@ -16,7 +16,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import structlog
 import typer
@@ -205,6 +205,19 @@ def load_function_modules(names: list[str], *, may_be_missing: str | None = None
     return found
 
 
+def load_crons(names: list[str]) -> list[Any]:
+    """The :class:`~marketpulse.reactive.crons.Crons` objects at the top level of the (already
+    loaded) functions modules ``names``."""
+    from marketpulse.reactive.crons import Crons
+
+    found: list[Any] = []
+    for name in names:
+        module = sys.modules.get(name)
+        if module is not None:
+            found.extend(v for v in vars(module).values() if isinstance(v, Crons))
+    return found
+
+
 def _graceful_server_class() -> Any:
     import uvicorn
 
@@ -234,6 +247,7 @@ async def _serve(
     auth: tuple[Any, Any] = (None, None),
 ) -> None:
     from marketpulse.reactive._binding import open_gateway
+    from marketpulse.reactive._cron_runner import CronRunner
     from marketpulse.reactive._gc import SurvivorFreezer
     from marketpulse.reactive.admission import quiet_accept_errors, raise_fd_limit
     from marketpulse.reactive.server import build_app, uvicorn_config
@@ -243,7 +257,13 @@ async def _serve(
     quiet_accept_errors(asyncio.get_running_loop())
     verifier, dev_issuer = auth
     gateway, close = await open_gateway(settings, admin_key, modules, verifier)
+    runner: CronRunner | None = None
     try:
+        # The gateway sees the engine through a narrow protocol; open_gateway opened an Engine.
+        runner = CronRunner(cast(Any, gateway.engine), load_crons(settings.functions))
+        # Before the port opens: a client never sees what an at-start job resets.
+        await runner.run_startup()
+        runner.start()
         fd_limit = raise_fd_limit()
         wanted = gateway.admission.max_total
         cap = gateway.admission.cap_total(fd_limit)
@@ -286,12 +306,15 @@ async def _serve(
             static=str(static) if static else None,
             auth=[p.issuer for p in verifier.providers] if verifier else [],
             dev_sign_in=f"{dev_issuer.issuer}/sign-in" if dev_issuer else None,
+            crons=[job.name for job in runner.jobs],
         )
         try:
             await server.serve()
         finally:
             freezer.stop()
     finally:
+        if runner is not None:
+            await runner.stop()
         await close()
         log.info("store stopped")
 

@@ -26,12 +26,14 @@ from marketpulse.testing._feed import FeedMarket, SyntheticFeed
 from marketpulse.testing._issuer import JwtIssuer
 from marketpulse.testing._stats import percentile, summarize_ms
 from marketpulse.testing._system import Book, LocalSystem, Streaming, canonical_book
+from marketpulse.testing._watch import BookWatch, missing_trades, wait_for_trades
 from marketpulse.testing._webhook import WebhookReceiver
 
 __all__ = [
     "AdminClient",
     "AsyncAdminClient",
     "Book",
+    "BookWatch",
     "ChildProcess",
     "DevProcess",
     "FeedMarket",
@@ -49,8 +51,10 @@ __all__ = [
     "canonical_book",
     "free_port",
     "http_ok",
+    "missing_trades",
     "new_admin_key",
     "percentile",
     "port_open",
     "summarize_ms",
+    "wait_for_trades",
 ]

@@ -26,6 +26,7 @@ from marketpulse._components import (
     WorkerProcess,
 )
 from marketpulse._process import free_port
+from marketpulse.marketdata.limits import MAX_RESULTS
 from marketpulse.pipeline.config import TASK_QUEUE, StreamConfig
 from marketpulse.pipeline.workflow import KalshiStreamWorkflow
 from marketpulse.testing._client import AdminClient
@@ -62,10 +63,13 @@ class LocalSystem:
 
     Args:
         root: Directory for logs, SQLite and simulator keys.
+        pythonpath: Folders put first on every child's ``PYTHONPATH``: another checkout's
+            ``src`` runs the same system on that code (a baseline for a benchmark).
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, pythonpath: Sequence[str | Path] = ()) -> None:
         self.root = root
+        self.pythonpath = [str(p) for p in pythonpath]
         self.admin_key = new_admin_key("local_")
         self.procs: dict[str, ChildProcess] = {}
         """The started parts by name: ``temporal``, ``store``, ``simulator``, ``worker``."""
@@ -78,15 +82,33 @@ class LocalSystem:
         self.http = httpx.Client(timeout=10)
         self._store_client: AdminClient | None = None
 
+    @classmethod
+    def attach(cls, root: Path, *, store_url: str, sim_url: str) -> LocalSystem:
+        """Inspect a system started elsewhere (e.g. by ``marketpulse dev``): the store and
+        simulator queries work, nothing is started or stopped."""
+        system = cls(root)
+        system.store_url, system.sim_url = store_url, sim_url
+        system._store_client = AdminClient(store_url, timeout=10, format="json")
+        return system
+
     # -- processes ----------------------------------------------------------------------------
 
     def _start(self, child: ChildProcess) -> None:
+        child.pythonpath = [*self.pythonpath, *child.pythonpath]
         self.procs[child.name] = child
         child.start()
 
-    def start_temporal(self) -> str:
-        """Temporal dev server, in memory, no UI; returns ``host:port``."""
-        temporal = TemporalProcess(self.root / "temporal.log")
+    def start_temporal(self, *, persistent: bool = False) -> str:
+        """Temporal dev server, no UI; returns ``host:port``.
+
+        Args:
+            persistent: Keep its state in ``root/temporal.db`` (so it survives a restart of
+                the same process object, see :meth:`restart`); default in memory.
+        """
+        temporal = TemporalProcess(
+            self.root / "temporal.log",
+            db_file=self.root / "temporal.db" if persistent else None,
+        )
         self._start(temporal)
         self.temporal = temporal.address
         return self.temporal
@@ -132,13 +154,23 @@ class LocalSystem:
         self._start(worker)
         return worker
 
+    def restart(self, name: str) -> None:
+        """Start a stopped or killed part again, as it was (same ports, same files)."""
+        self.procs[name].start()
+
     async def start_streaming(
-        self, *, markets: int, workflow_id: str, ready: int | None = None, rate: float = 1000.0
+        self,
+        *,
+        markets: int,
+        workflow_id: str,
+        ready: int | None = None,
+        rate: float = 1000.0,
+        persistent_temporal: bool = False,
     ) -> Streaming:
         """The whole pipeline: Temporal, store, simulator, a worker exposing its metrics, and
         the stream workflow over every simulated market; returns once the first ``ready``
         markets (default: all) have a book in the store."""
-        self.start_temporal()
+        self.start_temporal(persistent=persistent_temporal)
         self.start_store()
         self.start_simulator(markets=markets, rate=rate)
         worker = self.start_worker(metrics_port=free_port())
@@ -192,6 +224,30 @@ class LocalSystem:
         return canonical_book(
             self.query("marketData:getOrderbook", {"ticker": ticker, "depth": 10})
         )
+
+    def store_trades(self, ticker: str) -> list[dict[str, Any]]:
+        """The store's newest trades of ``ticker`` (at most ``MAX_RESULTS``), newest first."""
+        trades: list[dict[str, Any]] = (
+            self.query("marketData:getRecentTrades", {"ticker": ticker, "limit": MAX_RESULTS}) or []
+        )
+        return trades
+
+    def sim_trades(self) -> list[dict[str, Any]]:
+        """Every trade the simulator keeps (its REST ``GET /markets/trades``), newest first."""
+        out: list[dict[str, Any]] = []
+        cursor = ""
+        for _ in range(100):
+            resp = self.http.get(
+                f"{self.sim_url}/trade-api/v2/markets/trades",
+                params={"limit": 1000, **({"cursor": cursor} if cursor else {})},
+            )
+            resp.raise_for_status()
+            body = resp.json()
+            out.extend(body["trades"])
+            cursor = body.get("cursor") or ""
+            if not cursor:
+                break
+        return out
 
     def sim(self, action: str, **kw: Any) -> Any:
         """``POST /_sim/control``."""

@@ -85,12 +85,13 @@ export declare const api: {
         yesAsk: number | null;
         volume: number | null;
         openInterest: number | null;
+        live: boolean;
         previousPrice: number | null;
         changePercent24h: number;
         updatedAt: number;
       } | null,
     >;
-    /** Top `depth` levels of a market's book, best first; null while it has no valid book. */
+    /** Top `depth` levels of a market's book, best first; null while it has no valid, live book (its stream's lease lapsed, or the store restarted and its writer has not renewed). */
     getOrderbook: FunctionReference<
       "query",
       "public",
@@ -102,6 +103,7 @@ export declare const api: {
         spread: number | null;
         mid: number | null;
         updatedAt: number;
+        live: boolean;
       } | null,
     >;
     /** Latest price of a market, its 24 h change, best bid/ask, volume and open interest. */
@@ -118,6 +120,7 @@ export declare const api: {
         volume: number | null;
         openInterest: number | null;
         updatedAt: number;
+        live: boolean;
       } | null,
     >;
     /** A market's newest trades, newest first; null for an unknown ticker. */
@@ -142,6 +145,7 @@ export declare const api: {
       Array<{
         streamId: string;
         state: string;
+        live: boolean;
         markets: Array<string>;
         marketCount: number;
         messagesPerSecond: number | null;
@@ -200,6 +204,7 @@ export declare const api: {
         yesAsk: number | null;
         volume: number | null;
         openInterest: number | null;
+        live: boolean;
       }>,
     >;
   };
@@ -283,12 +288,26 @@ export declare const internal: {
       { olderThanMs: number; limit?: number; nowMs?: number | null },
       Record<string, any>,
     >;
+    /** Mark lapsed stream leases dead, and their books and prices stale (a cron, every second). */
+    expireLeases: FunctionReference<
+      "mutation",
+      "internal",
+      Record<string, never>,
+      Record<string, number>,
+    >;
     /** Store a stream's health report; an older report than the stored one is ignored. */
     reportStreamStatus: FunctionReference<
       "mutation",
       "internal",
       { status: Record<string, any> },
       boolean,
+    >;
+    /** Mark every lease dead: run as the store starts, so nothing is live until renewed. */
+    resetLeases: FunctionReference<
+      "mutation",
+      "internal",
+      Record<string, never>,
+      Record<string, number>,
     >;
     /** Insert or update market metadata from the exchange's REST API. */
     upsertMarkets: FunctionReference<

@@ -15,15 +15,29 @@ function RowPrice({ market }: { market: MarketSummary }) {
     <RowPriceView
       price={live?.price ?? market.price}
       change={live?.changePercent24h}
+      stale={live ? !live.live : !market.live}
     />
   );
 }
 
 /** A row's price and 24 h change. */
-export function RowPriceView({ price, change }: { price: number | null | undefined; change: number | null | undefined }) {
+export function RowPriceView({
+  price,
+  change,
+  stale = false,
+}: {
+  price: number | null | undefined;
+  change: number | null | undefined;
+  stale?: boolean;
+}) {
   const dir = direction(change);
   return (
-    <span className="row-price">
+    <span className={`row-price${stale ? " row-price-stale" : ""}`} data-stale={stale ? "true" : undefined}>
+      {stale ? (
+        <span className="stale-tag" data-testid="row-stale" title="The feed for this market is lost: the price is not live">
+          stale
+        </span>
+      ) : null}
       <Flash value={price} className="row-last" data-testid="row-price">
         {formatPrice(price)}
       </Flash>

@@ -44,8 +44,16 @@ export function PriceView({ price, closed = false }: { price: Price | null | und
   const dir = direction(price.changePercent24h);
   // Price, bid and ask share one precision so they line up (sub-cent markets).
   const decimals = priceDecimals([price.price, price.yesBid, price.yesAsk]);
+  // The store decides liveness: a price whose stream lost its lease is shown, but as stale.
+  const stale = price.live === false && !closed;
   return (
-    <div className={`price${closed ? " price-closed" : ""}`} data-testid="price">
+    <div className={`price${closed ? " price-closed" : ""}${stale ? " price-stale" : ""}`} data-testid="price">
+      {stale ? (
+        <div className="stale-banner" data-testid="price-stale" role="status">
+          Stale: the feed is lost
+          {price.updatedAt > 0 ? ` · last update ${formatTime(price.updatedAt)}` : ""}
+        </div>
+      ) : null}
       <div className="price-main">
         {price.price == null ? (
           <span className="price-value price-none" data-testid="price-value">

@@ -19,6 +19,7 @@ const price: Price = {
   volume: 12_345,
   openInterest: 2_000,
   updatedAt: Date.now(),
+  live: true,
 };
 
 describe("PriceView", () => {
@@ -58,6 +59,14 @@ describe("PriceView", () => {
     render(<PriceView price={price} closed />);
     expect(screen.getByTestId("price").className).toContain("price-closed");
   });
+  it("shows a price the store says is not live as stale", () => {
+    const { rerender } = render(<PriceView price={price} />);
+    expect(screen.queryByTestId("price-stale")).toBeNull();
+    rerender(<PriceView price={{ ...price, live: false }} />);
+    expect(screen.getByTestId("price").className).toContain("price-stale");
+    expect(screen.getByTestId("price-stale").textContent).toContain("Stale: the feed is lost");
+    expect(screen.getByTestId("price-value").textContent).toBe("$0.52"); // still shown, marked
+  });
 });
 
 const book: Orderbook = {
@@ -74,6 +83,7 @@ const book: Orderbook = {
   spread: 0.02,
   mid: 0.52,
   updatedAt: 0,
+  live: true,
 };
 
 describe("ladder", () => {
@@ -179,6 +189,7 @@ const markets: MarketSummary[] = [
     yesAsk: 0.53,
     volume: 10,
     openInterest: 5,
+    live: true,
   },
   {
     ticker: "KX-B",
@@ -193,6 +204,7 @@ const markets: MarketSummary[] = [
     yesAsk: null,
     volume: 10,
     openInterest: null,
+    live: true,
   },
 ];
 
@@ -246,6 +258,7 @@ const stream: StreamStatus = {
   gaps: 0,
   lagMs: 3.2,
   updatedAt: 1_000_000,
+  live: true,
 };
 
 describe("StreamHealthView", () => {
@@ -331,5 +344,14 @@ describe("tailUpdate", () => {
     expect(tailUpdate(prev, [bar(120, 0.51), bar(180, 0.5)])).toBeNull();
     expect(tailUpdate(prev, [bar(60, 0.5)])).toBeNull();
     expect(tailUpdate(prev, [...prev, bar(180, 0.5), bar(240, 0.5)])).toBeNull();
+  });
+});
+
+describe("RowPriceView", () => {
+  it("tags a market whose price is not live as stale", () => {
+    const { rerender } = render(<RowPriceView price={0.52} change={1} />);
+    expect(screen.queryByTestId("row-stale")).toBeNull();
+    rerender(<RowPriceView price={0.52} change={1} stale />);
+    expect(screen.getByTestId("row-stale").textContent).toBe("stale");
   });
 });

@@ -23,6 +23,7 @@ function market(ticker: string): MarketSummary {
     yesAsk: 0.51,
     volume: 1,
     openInterest: 1,
+    live: true,
   };
 }
 

@@ -1,0 +1,149 @@
+"""Crons: declarations, the runner against a real engine, and ``marketpulse serve`` running them."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from marketpulse.reactive import Crons
+from marketpulse.reactive._cron_runner import CronRunner
+from marketpulse.reactive.engine import Engine
+from marketpulse.reactive.persistence import open_persistence
+from marketpulse.testing import AdminClient, StoreProcess
+
+from . import crons_app
+
+# -- declarations -------------------------------------------------------------------------------
+
+
+def test_intervals_and_cron_expressions_are_checked() -> None:
+    crons = Crons()
+    assert crons.interval("a", {"minutes": 2}, "m:f").every_s == 120.0
+    assert crons.cron("b", "*/5 * * * *", "m:f").expression == "*/5 * * * *"
+    assert [j.name for j in crons] == ["a", "b"]
+    with pytest.raises(ValueError, match="declared twice"):
+        crons.interval("a", {"seconds": 1}, "m:f")
+    with pytest.raises(ValueError, match="give one of"):
+        crons.interval("c", {"days": 1}, "m:f")
+    with pytest.raises(ValueError, match="give one of"):
+        crons.interval("c", {"seconds": 1, "minutes": 1}, "m:f")
+    with pytest.raises(ValueError, match="above zero"):
+        crons.interval("c", {"seconds": 0}, "m:f")
+    for bad in ("* * * *", "61 * * * *", "* * * * * *", "every minute"):
+        with pytest.raises(ValueError, match="invalid cron expression"):
+            crons.cron("c", bad, "m:f")
+    with pytest.raises(ValueError, match="invalid cron job name"):
+        crons.interval("", {"seconds": 1}, "m:f")
+
+
+def test_a_cron_expression_s_next_run_is_in_utc() -> None:
+    job = Crons().cron("five", "*/5 * * * *", "m:f")
+    at = dt.datetime(2024, 1, 1, 10, 3, 20, tzinfo=dt.UTC).timestamp()
+    assert job.next_after(at) == dt.datetime(2024, 1, 1, 10, 5, tzinfo=dt.UTC).timestamp()
+    job = Crons().cron("daily", "30 2 * * *", "m:f")
+    assert job.next_after(at) == dt.datetime(2024, 1, 2, 2, 30, tzinfo=dt.UTC).timestamp()
+
+
+# -- the runner -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
+    engine = await Engine.open(
+        open_persistence(f"sqlite:{tmp_path / 'db.sqlite'}"), [crons_app.ticks]
+    )
+    try:
+        yield engine
+    finally:
+        await engine.close()
+
+
+def _runs(engine: Engine) -> dict[str, int]:
+    result = engine.run_query("ticks:counts", {})
+    assert result.success
+    return dict(result.value)
+
+
+async def test_interval_and_at_start_jobs_run_as_scheduled(engine: Engine) -> None:
+    crons = Crons()
+    crons.at_start("boot", crons_app.tick, {"name": "boot"})
+    crons.interval("tick", {"seconds": 0.05}, "ticks:tick", {"name": "tick"})
+    runner = CronRunner(engine, [crons])
+    await runner.run_startup()
+    assert _runs(engine) == {"boot": 1}
+    runner.start()
+    await asyncio.sleep(0.6)
+    await runner.stop()
+    ticks = _runs(engine)["tick"]
+    assert 5 <= ticks <= 13, ticks
+    assert _runs(engine)["boot"] == 1  # at-start jobs never repeat
+    await asyncio.sleep(0.15)
+    assert _runs(engine)["tick"] == ticks  # stopped means stopped
+
+
+async def test_a_job_never_overlaps_itself(engine: Engine) -> None:
+    state = crons_app.slow_runs
+    state.update(running=0, overlaps=0, runs=0)
+    crons = Crons()
+    crons.interval("slow", {"seconds": 0.05}, crons_app.slow)
+    runner = CronRunner(engine, [crons])
+    runner.start()
+    await asyncio.sleep(1.0)
+    await runner.stop()
+    assert state["overlaps"] == 0
+    assert 2 <= state["runs"] <= 5  # runs its 0.25 s body back to back, skipping the rest
+
+
+async def test_failures_are_logged_rate_limited_and_the_job_goes_on(
+    engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    crons = Crons()
+    crons.interval("failing", {"seconds": 0.02}, crons_app.fail)
+    runner = CronRunner(engine, [crons], log_every=60.0)
+    runner.start()
+    await asyncio.sleep(0.5)
+    await runner.stop()
+    assert runner.runs["failing"] >= 10
+    captured = capsys.readouterr()
+    failed = [
+        line for line in (captured.out + captured.err).splitlines() if "cron job failed" in line
+    ]
+    assert len(failed) == 1, failed
+    assert "this job always fails" in failed[0]
+
+
+async def test_jobs_must_name_served_mutations_or_actions(engine: Engine) -> None:
+    for target in ("ticks:nope", "other:tick", "ticks:counts"):
+        crons = Crons()
+        crons.interval("x", {"seconds": 1}, target)
+        with pytest.raises(ValueError, match=r"not a served function|is a query"):
+            CronRunner(engine, [crons])
+    a, b = Crons(), Crons()
+    a.interval("same", {"seconds": 1}, crons_app.tick, {"name": "a"})
+    b.interval("same", {"seconds": 1}, crons_app.tick, {"name": "b"})
+    with pytest.raises(ValueError, match="declared twice"):
+        CronRunner(engine, [a, b])
+
+
+# -- served -------------------------------------------------------------------------------------
+
+
+def test_serve_finds_and_runs_a_module_s_crons(tmp_path: Path) -> None:
+    with StoreProcess(tmp_path / "store.sqlite", functions="tests.reactive.crons_app") as store:
+        client = AdminClient(store.url, store.admin_key)
+        first = client.query("ticks:counts", {})
+        assert first.get("start") == 1  # ran before the port opened
+        deadline = time.monotonic() + 10
+        while client.query("ticks:counts", {}).get("fast", 0) < 5:
+            assert time.monotonic() < deadline, "the interval job did not run"
+            time.sleep(0.1)
+        client.close()
+    with StoreProcess(tmp_path / "store.sqlite", functions="tests.reactive.crons_app") as store:
+        client = AdminClient(store.url, store.admin_key)
+        assert client.query("ticks:counts", {})["start"] == 2  # once per start
+        client.close()
