@@ -31,6 +31,7 @@ EXPORTS: dict[str, list[str]] = {
         "FeedEvent",
         "FeedState",
         "FeedStats",
+        "InvalidBook",
         "KalshiAuthError",
         "KalshiCredentials",
         "KalshiFeed",

@@ -49,6 +49,7 @@ from marketpulse.kalshi.feed import (
 )
 from marketpulse.kalshi.protocol import (
     CommandBuilder,
+    InvalidBook,
     KalshiProtocol,
     ProtocolStats,
     RecoveryFailed,
@@ -83,6 +84,7 @@ __all__ = [
     "FeedEvent",
     "FeedState",
     "FeedStats",
+    "InvalidBook",
     "KalshiAuthError",
     "KalshiCredentials",
     "KalshiFeed",

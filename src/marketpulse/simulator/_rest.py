@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import orjson
 
 from marketpulse.simulator._catalog import STRUCTURES, Event, Market, Series
+from marketpulse.simulator._frames import rfc3339
 from marketpulse.simulator._units import ONE, cents, contracts, price_str, size_str
 
 if TYPE_CHECKING:
@@ -44,8 +44,8 @@ class HttpError(Exception):
 
 
 def iso(ms: int) -> str:
-    """Epoch ms -> RFC 3339 (seconds precision, ``Z``)."""
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Epoch ms -> RFC 3339 as Kalshi writes it (``Z``, trailing zeros of the fraction trimmed)."""
+    return rfc3339(ms)
 
 
 def _int(query: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
@@ -127,11 +127,19 @@ def market_json(sim: Simulator, m: Market) -> dict[str, Any]:
             for a, b, s in STRUCTURES[m.structure]
         ],
         "strike_type": m.strike_type,
+        # Deprecated by price_level_structure but still sent: cents of the coarsest tick.
+        "tick_size": STRUCTURES[m.structure][0][2] // 100 or 1,
+        "fractional_trading_enabled": True,
+        "updated_time": iso(m.updated_ms or m.open_ms),
     }
     if m.floor_strike is not None:
         d["floor_strike"] = m.floor_strike
     if m.cap_strike is not None:
         d["cap_strike"] = m.cap_strike
+    if m.settlement_value is not None:
+        d["settlement_value_dollars"] = price_str(m.settlement_value)
+    if m.settlement_ms is not None:
+        d["settlement_ts"] = iso(m.settlement_ms)
     if sim.config.legacy:
         d.update(
             yes_bid=cents(yes_bid),
@@ -252,9 +260,7 @@ def _trades(sim: Simulator, q: Mapping[str, str]) -> dict[str, Any]:
             "taker_outcome_side": t.taker,
             "taker_book_side": "bid" if t.taker == "yes" else "ask",
             "is_block_trade": False,
-            "created_time": datetime.fromtimestamp(t.ts_ms / 1000, UTC).strftime(
-                "%Y-%m-%dT%H:%M:%S.%fZ"
-            ),
+            "created_time": rfc3339(t.ts_ms),
         }
         out.append(d)
     return {"trades": out, "cursor": cursor}

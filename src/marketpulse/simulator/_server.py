@@ -22,11 +22,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from marketpulse._aio import cancel_and_wait
 from marketpulse.kalshi.auth import generate_private_key_pem, load_public_key
 from marketpulse.simulator._book import Book
-from marketpulse.simulator._catalog import Catalog, Market, build_catalog
+from marketpulse.simulator._catalog import Catalog, Market, build_catalog, step_at
 from marketpulse.simulator._faults import Faults, FaultSettings
-from marketpulse.simulator._model import Event, ExchangeModel, Ticker
+from marketpulse.simulator._model import Delta, Event, ExchangeModel, Ticker
 from marketpulse.simulator._transport import Connection
-from marketpulse.simulator._units import price_dec, size_dec
+from marketpulse.simulator._units import ONE, price_dec, size_dec
 
 log = logging.getLogger("marketpulse.simulator")
 
@@ -256,6 +256,28 @@ class Simulator:
             raise KeyError(f"unknown market {ticker}")
         self._dispatch(self.model.set_status(ticker, status, int(time.time() * 1000)))
 
+    def inject_bad_book(self, ticker: str, kind: str = "crossed") -> None:
+        """Send every subscriber a delta that makes its copy of ``ticker``'s book impossible,
+        without changing the simulator's own book (so a fresh snapshot heals it).
+
+        ``kind``: ``crossed`` (a NO bid that locks the best YES bid), ``off_tick`` (a YES bid
+        between two ticks of the market's grid) or ``out_of_range`` (a YES bid at $1).
+        """
+        if ticker not in self.catalog.markets:
+            raise KeyError(f"unknown market {ticker}")
+        market = self.catalog.markets[ticker]
+        yes = self.model.book(ticker).levels("yes")
+        best = yes[-1][0] if yes else step_at(market.structure, ONE // 2)
+        if kind == "crossed":
+            side, price = "no", ONE - best
+        elif kind == "off_tick":
+            side, price = "yes", best - 1  # one 1/10,000 below a tick: on no coarser grid
+        elif kind == "out_of_range":
+            side, price = "yes", ONE
+        else:
+            raise ValueError(f"unknown bad_book kind {kind!r}")
+        self._dispatch([Delta(ticker, int(time.time() * 1000), side, price, 100)])
+
     @property
     def connections(self) -> int:
         """Open WebSocket connections."""
@@ -313,6 +335,8 @@ class Simulator:
                 return self.advance(int(count))
             case "set_status":
                 self.set_market_status(str(command["ticker"]), str(command["status"]))
+            case "bad_book":
+                self.inject_bad_book(str(command["ticker"]), str(command.get("kind", "crossed")))
             case "set_rate":
                 rate = float(command["rate"])
                 if rate < 0:
