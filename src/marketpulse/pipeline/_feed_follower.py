@@ -32,6 +32,7 @@ from marketpulse.pipeline import _metrics
 from marketpulse.pipeline._backfill import TradeBackfill, trade_entry
 from marketpulse.pipeline._batch_writer import BatchWriter
 from marketpulse.pipeline._coalesce import Coalescer
+from marketpulse.pipeline._lifecycle import lifecycle_status, settlement_of
 from marketpulse.pipeline._status_reporter import StatusReporter
 from marketpulse.pipeline._stream_stats import StreamStats
 from marketpulse.pipeline.config import MarketSet
@@ -142,10 +143,10 @@ class FeedFollower:
             c.trade(entry, now)
             self._m_events["trade"].inc()
         elif isinstance(ev, MarketLifecycle):
-            status = ev.status
+            status = lifecycle_status(ev, now_ms())
             if status is None:
                 return
-            c.market_status(ticker, status, now)
+            c.market_status(ticker, status, now, settlement_of(ev))
             self._m_events["status"].inc()
         else:
             self._m_events["other"].inc()

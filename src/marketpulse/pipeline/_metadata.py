@@ -90,7 +90,11 @@ def market_to_upsert(market: Any) -> dict[str, Any] | None:
         "yesAsk": _num(_get(market, "yes_ask_dollars", "yes_ask")),
         "volume": _num(_get(market, "volume_fp", "volume")),
         "openInterest": _num(_get(market, "open_interest_fp", "open_interest")),
+        "settlementValue": _num(_get(market, "settlement_value_dollars", "settlement_value")),
+        "settledAt": _ms(_get(market, "settlement_ts")),
     }
+    if _get(market, "result"):
+        entry["result"] = str(_get(market, "result"))
     entry.update({k: v for k, v in optional.items() if v is not None})
     return entry
 

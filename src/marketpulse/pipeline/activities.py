@@ -24,6 +24,7 @@ from temporalio.exceptions import ApplicationError
 from marketpulse.pipeline._alerts import Alerter
 from marketpulse.pipeline._backfill import fetch_trades_since
 from marketpulse.pipeline._exchange import Exchange, resolve_exchange
+from marketpulse.pipeline._history import fetch_history
 from marketpulse.pipeline._metadata import fetch_markets
 from marketpulse.pipeline._store import StoreClient, StoreError
 from marketpulse.pipeline._stream import FeedLike, StreamRunner, StreamStats
@@ -167,6 +168,11 @@ class StreamActivities:
         async def trades_since(tickers: list[str], since_ms: float) -> list[dict[str, Any]]:
             return await fetch_trades_since(rest, tickers, since_ms)
 
+        async def history(
+            tickers: list[str], at_ms: float
+        ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+            return await fetch_history(rest, tickers, at_ms)
+
         runner = StreamRunner(
             stream_id=stream_id,
             config=cfg,
@@ -178,6 +184,7 @@ class StreamActivities:
             heartbeat=activity.heartbeat,
             metadata=metadata,
             trades_since=trades_since,
+            history=history,
             flush_window=self.settings.flush_window,
             poll_interval=self.settings.poll_interval,
         )

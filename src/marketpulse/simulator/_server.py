@@ -24,6 +24,7 @@ from marketpulse.kalshi.auth import generate_private_key_pem, load_public_key
 from marketpulse.simulator._book import Book
 from marketpulse.simulator._catalog import Catalog, Market, build_catalog, step_at
 from marketpulse.simulator._faults import Faults, FaultSettings
+from marketpulse.simulator._history import PastPrices
 from marketpulse.simulator._model import Delta, Event, ExchangeModel, Ticker
 from marketpulse.simulator._transport import Connection
 from marketpulse.simulator._units import ONE, price_dec, size_dec
@@ -99,14 +100,15 @@ class Simulator:
         self.config = cfg
         self.rng = random.Random(cfg.seed)
         self.replay_source: Any = None
+        self.epoch_ms = cfg.epoch_ms if cfg.epoch_ms is not None else int(time.time() * 1000)
+        self._past: dict[str, PastPrices] = {}
         if cfg.replay:
             from marketpulse.simulator.replay import ReplaySource, catalog_from_recording
 
             self.replay_source = ReplaySource(cfg.replay, speed=cfg.speed, loop=cfg.replay_loop)
             self.catalog: Catalog = catalog_from_recording(self.replay_source, self.rng)
         else:
-            epoch = cfg.epoch_ms if cfg.epoch_ms is not None else int(time.time() * 1000)
-            self.catalog = build_catalog(self.rng, cfg.markets, epoch, cfg.closed_markets)
+            self.catalog = build_catalog(self.rng, cfg.markets, self.epoch_ms, cfg.closed_markets)
         self.model = ExchangeModel(
             self.catalog, self.rng, empty_books=self.replay_source is not None
         )
@@ -255,6 +257,14 @@ class Simulator:
         if ticker not in self.catalog.markets:
             raise KeyError(f"unknown market {ticker}")
         self._dispatch(self.model.set_status(ticker, status, int(time.time() * 1000)))
+
+    def past(self, ticker: str) -> PastPrices:
+        """The generated past of a market (candlesticks before the epoch)."""
+        past = self._past.get(ticker)
+        if past is None:
+            past = PastPrices(self.catalog.markets[ticker], self.epoch_ms, self.config.seed)
+            self._past[ticker] = past
+        return past
 
     def inject_bad_book(self, ticker: str, kind: str = "crossed") -> None:
         """Send every subscriber a delta that makes its copy of ``ticker``'s book impossible,

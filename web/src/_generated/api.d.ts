@@ -53,6 +53,9 @@ export declare const api: {
         yesAsk: number | null;
         volume: number | null;
         openInterest: number | null;
+        result: string | null;
+        settlementValue: number | null;
+        settledAt: number | null;
         previousPrice: number | null;
         changePercent24h: number;
         updatedAt: number;
@@ -138,6 +141,9 @@ export declare const api: {
         yesAsk: number | null;
         volume: number | null;
         openInterest: number | null;
+        result: string | null;
+        settlementValue: number | null;
+        settledAt: number | null;
       }>,
     >;
   };
@@ -168,6 +174,13 @@ export declare const internal: {
       "internal",
       { status: Record<string, any> },
       boolean,
+    >;
+    /** Write the exchange's candles of complete past intervals (a market's history). */
+    upsertCandles: FunctionReference<
+      "mutation",
+      "internal",
+      { candles: Array<Record<string, any>> },
+      Record<string, number>,
     >;
     /** Insert or update market metadata from the exchange's REST API. */
     upsertMarkets: FunctionReference<
