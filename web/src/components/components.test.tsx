@@ -179,6 +179,9 @@ const markets: MarketSummary[] = [
     yesAsk: 0.53,
     volume: 10,
     openInterest: 5,
+    result: null,
+    settlementValue: null,
+    settledAt: null,
   },
   {
     ticker: "KX-B",
@@ -193,6 +196,9 @@ const markets: MarketSummary[] = [
     yesAsk: null,
     volume: 10,
     openInterest: null,
+    result: "yes",
+    settlementValue: 1,
+    settledAt: null,
   },
 ];
 
