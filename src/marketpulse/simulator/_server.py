@@ -266,12 +266,14 @@ class Simulator:
             self._past[ticker] = past
         return past
 
-    def inject_bad_book(self, ticker: str, kind: str = "crossed") -> None:
+    def inject_bad_book(self, ticker: str, kind: str = "crossed", hold: float = 0.0) -> None:
         """Send every subscriber a delta that makes its copy of ``ticker``'s book impossible,
         without changing the simulator's own book (so a fresh snapshot heals it).
 
         ``kind``: ``crossed`` (a NO bid that locks the best YES bid), ``off_tick`` (a YES bid
         between two ticks of the market's grid) or ``out_of_range`` (a YES bid at $1).
+        ``hold``: then stall every connection's writes for that many seconds, so the snapshot
+        that heals the book comes that late (a test can see the book withheld meanwhile).
         """
         if ticker not in self.catalog.markets:
             raise KeyError(f"unknown market {ticker}")
@@ -287,6 +289,8 @@ class Simulator:
         else:
             raise ValueError(f"unknown bad_book kind {kind!r}")
         self._dispatch([Delta(ticker, int(time.time() * 1000), side, price, 100)])
+        if hold > 0:
+            self.faults.stall(hold)
 
     @property
     def connections(self) -> int:
@@ -346,7 +350,11 @@ class Simulator:
             case "set_status":
                 self.set_market_status(str(command["ticker"]), str(command["status"]))
             case "bad_book":
-                self.inject_bad_book(str(command["ticker"]), str(command.get("kind", "crossed")))
+                self.inject_bad_book(
+                    str(command["ticker"]),
+                    str(command.get("kind", "crossed")),
+                    float(command.get("hold", 0.0)),
+                )
             case "set_rate":
                 rate = float(command["rate"])
                 if rate < 0:
