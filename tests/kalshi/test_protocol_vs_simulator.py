@@ -139,3 +139,22 @@ def test_frames_in_the_other_price_convention_are_caught(
             assert not p.books[t].valid, t
     assert flagged  # the fixture's markets include some above $0.50
     assert {e.ticker for e in p.events_received() if isinstance(e, InvalidBook)} == flagged
+
+
+def test_the_lifecycle_channel_takes_no_market_commands(sim: Simulator) -> None:
+    from marketpulse.kalshi import ErrorMessage
+
+    tickers = list(sim.markets)
+    p = KalshiProtocol(tickers[:2], ("orderbook_delta", "market_lifecycle_v2"))
+    s = Session(sim)
+    p.connection_made(0.0)
+    events = pump(p, s)
+    p.add_markets(tickers[2:4])
+    p.remove_markets(tickers[:1])
+    events += pump(p, s)
+    # The exchange refuses add_markets/delete_markets on it; sending them would loop
+    # (refused -> resubscribe -> add again).
+    assert not [e for e in events if isinstance(e, ErrorMessage)]
+    assert p.pending_commands == 0 and not p.data_to_send()
+    assert set(p.sids) == {"orderbook_delta", "market_lifecycle_v2"}
+    assert all(p.books[t].valid for t in tickers[1:4])

@@ -811,7 +811,9 @@ class KalshiProtocol:
 
     def _reconcile(self, sub: _Sub) -> None:
         """Bring one subscription's market set to the desired one, one command at a time."""
-        if sub.sid is None or sub.inflight is not None:
+        if sub.sid is None or sub.inflight is not None or sub.channel in CHANNELS_WITHOUT_MARKETS:
+            # A channel without a market filter covers every market: nothing to add or remove
+            # (the exchange refuses add_markets there, and refusal would mean resubscribing).
             return
         add = [t for t in self._desired if t not in sub.markets]
         if add:
