@@ -36,7 +36,9 @@ MINUTE_MS = 60_000
 DAY_MS = 86_400_000
 RECENT_TRADES_MS = 3_600_000
 """Trades fetched at start: the last hour's (bounded by the backfill's page limit)."""
-_CHUNK = 2_000  # candles per mutation: one mutation stays well inside the store's time limit
+# Candles per mutation: small, so the live batches interleave with a market's history instead
+# of waiting behind it (measured on SQLite: 2,000 candles 309 ms, 500 51 ms, 200 16 ms).
+_CHUNK = 250
 _TICKERS_PER_FETCH = 10  # the first markets' history lands while the rest is fetched
 
 HistoryFetch = Callable[
