@@ -40,7 +40,7 @@ from marketpulse.pipeline.config import (
     StreamInput,
 )
 
-__all__ = ["StreamActivities", "WorkerSettings"]
+__all__ = ["StreamActivities", "WorkerSettings", "all_finished"]
 
 log = structlog.get_logger("marketpulse.pipeline.activities")
 
@@ -279,7 +279,11 @@ class StreamActivities:
             report.stale = True
             report.reason = f"{report.state or 'not connected'} for {not_connected_s:.1f}s"
         elif inp.staleAfter > 0 and quiet_s > inp.staleAfter:
-            report.stale, report.reason = True, f"no data for {quiet_s:.1f}s"
+            if all_finished(details):
+                # Closed and settled markets send nothing more: quiet is expected, not stale.
+                report.reason = f"every market finished; no data for {quiet_s:.1f}s"
+            else:
+                report.stale, report.reason = True, f"no data for {quiet_s:.1f}s"
         else:
             report.reason = report.state or "running"
         return report
@@ -338,3 +342,9 @@ def _make_rest(exchange: Exchange, creds: Any) -> Any:
     from marketpulse.kalshi import KalshiRestClient
 
     return KalshiRestClient(exchange.rest_url, creds)
+
+
+def all_finished(details: dict[str, Any]) -> bool:
+    """Whether a heartbeat says every streamed market closed or settled (none expects data)."""
+    markets = int(details.get("markets") or 0)
+    return markets > 0 and int(details.get("finished") or 0) >= markets
