@@ -34,8 +34,9 @@ _CENT = Decimal("0.01")
 
 
 def _price(data: dict[str, Any], name: str) -> None:
-    """Set ``data[name]`` to dollars from ``name_dollars``, else from legacy integer cents."""
-    v = data.get(f"{name}_dollars")
+    """Set ``data[name]`` to dollars from ``name_dollars``, else from legacy integer cents
+    (the ``_dollars`` key is consumed: the typed field holds it, and it is not an unknown one)."""
+    v = data.pop(f"{name}_dollars", None)
     if v is not None:
         data[name] = dec(v)
         return
@@ -47,7 +48,8 @@ def _price(data: dict[str, Any], name: str) -> None:
 
 
 def _size(data: dict[str, Any], name: str) -> None:
-    v = data.get(f"{name}_fp")
+    """Set ``data[name]`` to contracts from ``name_fp`` (consumed), else from the legacy count."""
+    v = data.pop(f"{name}_fp", None)
     if v is not None:
         data[name] = dec(v)
     elif data.get(name) is not None:
