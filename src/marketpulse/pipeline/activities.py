@@ -25,7 +25,7 @@ from marketpulse.pipeline._alerts import Alerter
 from marketpulse.pipeline._backfill import fetch_trades_since
 from marketpulse.pipeline._exchange import Exchange, resolve_exchange
 from marketpulse.pipeline._history import fetch_history
-from marketpulse.pipeline._metadata import fetch_markets
+from marketpulse.pipeline._metadata import fetch_markets, price_grid
 from marketpulse.pipeline._store import StoreClient, StoreError
 from marketpulse.pipeline._stream import FeedLike, StreamRunner, StreamStats
 from marketpulse.pipeline.config import (
@@ -157,13 +157,22 @@ class StreamActivities:
         except Exception as exc:
             log.warning("desired markets unavailable at start", error=str(exc)[:200])
 
+        feeds: list[FeedLike] = []
+
         def feed_factory(markets: list[str], stats: StreamStats) -> FeedLike:
-            return _make_feed(exchange, creds, markets, cfg, stats)
+            feeds.append(_make_feed(exchange, creds, markets, cfg, stats))
+            return feeds[-1]
 
         rest = _make_rest(exchange, creds)
 
+        def seen(market: Any) -> None:
+            # The market's price grid: a book with a price off it is invalid and recovered.
+            protocol = getattr(feeds[-1], "protocol", None) if feeds else None
+            if protocol is not None:
+                protocol.set_price_grid(market.ticker, price_grid(market) or None)
+
         async def metadata(tickers: list[str]) -> list[dict[str, Any]]:
-            return await fetch_markets(rest, tickers)
+            return await fetch_markets(rest, tickers, seen)
 
         async def trades_since(tickers: list[str], since_ms: float) -> list[dict[str, Any]]:
             return await fetch_trades_since(rest, tickers, since_ms)
