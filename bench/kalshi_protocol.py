@@ -51,7 +51,9 @@ def make_stream(n: int, seed: int = 7) -> tuple[list[bytes], list[bytes], dict[s
     seq = 0
     for t in MARKETS:
         yes = {f"{c / 100:.4f}": rnd.randint(1, 500) * 100 for c in range(20, 45)}
-        no = {f"{c / 100:.4f}": rnd.randint(1, 500) * 100 for c in range(50, 75)}
+        # NO bids on the same 20-44 cent band: best YES bid + best NO bid stays under $1 (a
+        # crossed book is invalid and recovered, docs/protocols/kalshi.md §5).
+        no = {f"{c / 100:.4f}": rnd.randint(1, 500) * 100 for c in range(20, 45)}
         # A few sub-penny levels at the edges, as on center_deci_edge_centi_cent markets.
         yes["0.0050"] = 1000
         no["0.0075"] = 250
@@ -78,7 +80,7 @@ def make_stream(n: int, seed: int = 7) -> tuple[list[bytes], list[bytes], dict[s
         t = rnd.choice(MARKETS)
         side = rnd.choice(("yes", "no"))
         lv = books[t][side]
-        price = rnd.choice(list(lv)) if rnd.random() < 0.8 else f"{rnd.randint(1, 99) / 100:.4f}"
+        price = rnd.choice(list(lv)) if rnd.random() < 0.8 else f"{rnd.randint(1, 49) / 100:.4f}"
         cur = lv.get(price, 0)
         d = rnd.randint(-cur, 300 * 100) if cur else rnd.randint(1, 300 * 100)
         new = cur + d

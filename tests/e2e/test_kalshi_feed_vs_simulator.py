@@ -211,3 +211,66 @@ async def test_stalled_simulator_is_detected_and_books_recover(sim: object) -> N
         )
         sim.pause()  # type: ignore[attr-defined]
         await until(lambda: not mismatches(feed, sim, tickers), 20, "books to match")
+
+
+async def test_subscribe_on_a_live_channel_is_merged_and_answered_ok(sim: object) -> None:
+    import orjson
+
+    tickers = sorted(sim.markets)[:4]  # type: ignore[attr-defined]
+    frames: list[dict[str, object]] = []
+    feed = KalshiFeed(
+        sim.ws_url,  # type: ignore[attr-defined]
+        creds_of(sim),
+        tickers,
+        reconnect_delay=0.05,
+        on_frame=lambda data, _ts: frames.append(orjson.loads(data)),
+    )
+    async with feed:
+        await until(lambda: feed.stats.books_valid == 4, 20, "snapshots")
+        sid = feed.protocol.sids["orderbook_delta"]
+        before = len(frames)
+        # A subscribe re-sent on a live channel (as after a reply the client gave up on):
+        # the exchange merges it into the subscription it has and answers ok with its sid.
+        feed.protocol._subscribe(feed.protocol._subs["orderbook_delta"])
+        await feed._after_input()
+        await until(lambda: feed.protocol.pending_commands == 0, 10, "the ok")
+        after = frames[before:]
+        assert [f for f in after if f.get("type") == "ok" and f.get("sid") == sid], "no ok"
+        assert not [f for f in after if f.get("type") == "subscribed"]  # no new sid
+        assert feed.protocol.sids["orderbook_delta"] == sid
+        await until(lambda: feed.stats.deltas > 200, 20, "deltas after the merge")
+        sim.pause()  # type: ignore[attr-defined]
+        await until(lambda: not mismatches(feed, sim, tickers), 20, "books to match")
+        assert feed.stats.gaps == 0 and feed.stats.reconnects == 0  # the ok took the next seq
+
+
+async def test_get_snapshot_is_answered_by_snapshots_alone(sim: object) -> None:
+    import orjson
+
+    tickers = sorted(sim.markets)[:6]  # type: ignore[attr-defined]
+    frames: list[dict[str, object]] = []
+    feed = KalshiFeed(
+        sim.ws_url,  # type: ignore[attr-defined]
+        creds_of(sim),
+        tickers,
+        reconnect_delay=0.05,
+        snapshot_timeout=2.0,
+        on_frame=lambda data, _ts: frames.append(orjson.loads(data)),
+    )
+    async with feed:
+        await until(lambda: feed.stats.books_valid == 6, 20, "snapshots")
+        sim.faults.skip_seq(1)  # type: ignore[attr-defined]
+        await until(lambda: feed.stats.gaps >= 1, 10, "the gap")
+        await until(
+            lambda: feed.protocol.recovery_level is None and feed.stats.books_valid == 6,
+            20,
+            "the recovery",
+        )
+        await until(lambda: feed.protocol.pending_commands == 0, 10, "no command pending")
+        sim.pause()  # type: ignore[attr-defined]
+        await until(lambda: not mismatches(feed, sim, tickers), 20, "books to match")
+        assert feed.stats.reconnects == 0
+    answered = {f["id"] for f in frames if f.get("type") == "orderbook_snapshot" and f.get("id")}
+    assert answered, "no snapshot carried the get_snapshot's id"
+    # ... and no ok answered that command.
+    assert not [f for f in frames if f.get("type") == "ok" and f.get("id") in answered]

@@ -267,6 +267,33 @@ def test_disconnect_and_seq_gap_heal_and_no_wrong_book_is_ever_served(system: Sy
     until(lambda: any(a["kind"] == "gap_rate" for a in system.alerts), 6, "a gap-rate alert")
 
 
+def test_a_crossed_book_is_served_as_null_until_it_is_recovered(system: System) -> None:
+    ticker = system.markets[0]
+    until(lambda: system.store_book(ticker) is not None, 30, "the market has a book")
+    system.sim("pause")
+    sampler = Sampler(system, [ticker])
+    try:
+        until(lambda: system.converged([ticker]), 10, "the book settles")
+        good = system.sim_book(ticker)
+        until(lambda: good in sampler.values()[ticker], 10, "the client has the book")
+        # A NO bid that locks the best YES bid, on the wire only; the exchange then answers
+        # late (1.5 s), so the store's null is there to see before the recovery.
+        system.sim("bad_book", ticker=ticker, kind="crossed", hold=1.5)
+        until(lambda: system.store_book(ticker) is None, 1.0, "the crossed book withheld")
+        until(lambda: system.store_book(ticker) == good, 10, "the book recovered")
+        time.sleep(0.3)
+        values = sampler.values()[ticker]
+    finally:
+        sampler.close()
+        system.sim("resume")
+    # What the official client saw: the good book, null, the good book again; never a crossed one.
+    assert None in values and values[-1] == good
+    assert values.index(None) > 0 and good in values[: values.index(None)]
+    for v in values:
+        if v is not None and v[0] and v[1]:
+            assert v[0][0][0] < v[1][0][0], f"a crossed or locked book was served: {v}"
+
+
 def test_add_markets_streams_a_new_market_and_remove_markets_stops_one(system: System) -> None:
     new, old = system.all_markets[N_STREAMED], system.markets[0]
     assert system.store_book(new) is None

@@ -161,7 +161,7 @@ async def test_slow_consumer_is_bounded_and_coalesced(exchange: StubExchange) ->
         await until(lambda: books_match(feed, exchange, [A, B]))
         feed.drain()
         for i in range(400):
-            await exchange.delta(A if i % 2 else B, "yes", "0.2000", "1")
+            await exchange.delta(A if i % 2 else B, "yes", "0.0050", "1")
             await exchange.trade(A, i)
         await until(lambda: feed.stats.trades == 400 and books_match(feed, exchange, [A, B]))
         events = feed.drain()

@@ -400,6 +400,10 @@ OPS = st.lists(
 )
 
 
+def _crossed(levels: dict[str, dict[D, D]]) -> bool:
+    return bool(levels["yes"] and levels["no"]) and max(levels["yes"]) + max(levels["no"]) >= 1
+
+
 @settings(max_examples=150, deadline=None)
 @given(ops=OPS)
 def test_core_books_equal_reference(ops: list[tuple[Any, ...]]) -> None:
@@ -423,7 +427,7 @@ def test_core_books_equal_reference(ops: list[tuple[Any, ...]]) -> None:
             for side, lv in (("yes", yes), ("no", no)):
                 for x, n in lv:
                     levels[side][x] = levels[side].get(x, D(0)) + n
-            ref[t] = levels
+            ref[t] = None if _crossed(levels) else levels
         else:
             _, t, side, x, d = op
             recv(p, delta(1, seq, t, str(x), str(d), side))
@@ -436,6 +440,8 @@ def test_core_books_equal_reference(ops: list[tuple[Any, ...]]) -> None:
                     r[side].pop(x, None)
                 else:
                     r[side][x] = new
+                    if d > 0 and _crossed(r):
+                        ref[t] = None  # a crossed or locked book is never served
     for t in TICKERS:
         r = ref[t]
         book = p.books[t]

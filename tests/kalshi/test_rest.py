@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from decimal import Decimal as D
@@ -46,6 +47,8 @@ class FixtureServer:
         self.fail_plan: dict[str, list[int]] = {}
         self.unsigned: list[str] = []
         self.queries: list[dict[str, str]] = []
+        self.retry_after = ""
+        self.times: list[float] = []
         routes = [
             Route("/trade-api/v2/markets", self.markets),
             Route("/trade-api/v2/markets/trades", self.trades),
@@ -87,6 +90,7 @@ class FixtureServer:
     async def serve(self, request: Request, body: Any) -> Response:
         path = request.url.path
         self.hits[path] += 1
+        self.times.append(time.monotonic())
         self.queries.append(dict(request.query_params))
         if not verify_headers(self.pub, request.headers, "GET", path, key_id=self.key_id):
             self.unsigned.append(path)
@@ -94,7 +98,8 @@ class FixtureServer:
         plan = self.fail_plan.get(path)
         if plan:
             code = plan.pop(0)
-            return JSONResponse({"error": "too many requests"}, status_code=code)
+            headers = {"Retry-After": self.retry_after} if self.retry_after else None
+            return JSONResponse({"error": "too many requests"}, status_code=code, headers=headers)
         return JSONResponse(body)
 
     async def markets(self, request: Request) -> Response:
@@ -249,3 +254,36 @@ async def test_4xx_is_not_retried_and_unsigned_is_refused(
             await anon.get_market("CURRENT")
     assert ei.value.status == 401 and anon.retries == 0
     assert "PRIVATE" not in str(ei.value)
+
+
+async def test_a_429_with_retry_after_pauses_every_caller(
+    server: tuple[FixtureServer, KalshiCredentials],
+) -> None:
+    srv, creds = server
+    path = "/trade-api/v2/markets/CURRENT"
+    srv.retry_after = "0.6"
+    srv.fail_plan[path] = [429]
+    async with KalshiRestClient(srv.url, creds, rate_limit=1000.0, backoff_base=0.01) as c:
+        t0 = time.monotonic()
+        first = asyncio.create_task(c.get_market("CURRENT"))
+        await asyncio.sleep(0.1)  # the 429 came; another caller asks meanwhile
+        other = await c.get_market("CURRENT")
+        await first
+        # The server said 0.6 s: the retry waited that long, and so did the other caller.
+        assert other.ticker == "CURRENT" and c.retries == 1
+        assert srv.times[1] - t0 >= 0.55 and srv.times[2] - t0 >= 0.55
+
+
+async def test_the_client_stays_under_its_tier(
+    server: tuple[FixtureServer, KalshiCredentials],
+) -> None:
+    srv, creds = server
+    async with KalshiRestClient(srv.url, creds, rate_limit=25.0) as c:
+        t0 = time.monotonic()
+        await asyncio.gather(*(c.get_market("CURRENT") for _ in range(50)))
+        took = time.monotonic() - t0
+    times = sorted(srv.times)
+    # A burst of a second's worth (25), then 25 a second: 50 requests take >= 1 s, and no
+    # one-second window holds more than the burst plus that second's refill.
+    assert took >= 0.95 and c.limiter is not None and c.limiter.waited > 0
+    assert max(sum(1 for t in times if s <= t < s + 1.0) for s in times) <= 51

@@ -349,8 +349,9 @@ async def test_cleanup_deletes_in_bounded_chunks(store: Store) -> None:
         assert r["deleted"] <= 7
         if not r["more"]:
             break
-    # 12 trades + 12 one-minute candles + 3 five-minute candles + 1 one-hour candle.
-    assert sum(c["deleted"] for c in chunks) == 28
+    # 12 trades + 12 one-minute candles + 3 five-minute candles; the one-hour candle is kept
+    # a month (the hourly history fetched when a market is added).
+    assert sum(c["deleted"] for c in chunks) == 27
     assert all(c["more"] for c in chunks[:-1]) and len(chunks) == 4
     assert [t["id"] for t in store.query("getRecentTrades", ticker="A")] == ["A-t100"]
     assert len(store.query("getCandles", ticker="A", interval="1m")) == 1
@@ -359,8 +360,9 @@ async def test_cleanup_deletes_in_bounded_chunks(store: Store) -> None:
         "more": False,
     }
     # Without nowMs the age counts back from the server's clock: these trades (2023) go.
-    # 1 trade, its 3 candles and 1 price-history sample (the price before the second batch).
-    assert await store.mutate("cleanup", olderThanMs=DAY_MS) == {"deleted": 5, "more": False}
+    # 1 trade, its 3 candles, the first hour's candle and 1 price-history sample (the price
+    # before the second batch): all older than a month too.
+    assert await store.mutate("cleanup", olderThanMs=DAY_MS) == {"deleted": 6, "more": False}
     assert store.query("getRecentTrades", ticker="A") == []
     assert store.query("getCandles", ticker="A", interval="1h") == []
 

@@ -255,3 +255,40 @@ async def test_a_burst_of_trade_gaps_costs_at_most_two_backfill_rounds() -> None
     # One follow-up covers every gap seen meanwhile, from the earliest trade time asked (a
     # trade older than the newest seen does not move "the newest held" back).
     assert calls == [2_000.0, 3_000.0]
+
+
+async def test_finished_markets_expect_no_data_and_their_settlement_is_written() -> None:
+    from marketpulse.kalshi import MarketLifecycle
+    from marketpulse.pipeline.activities import all_finished
+
+    runner = StreamRunner(
+        stream_id="life",
+        config=StreamConfig(markets=["KX-A", "KX-B"], exchange="sim"),
+        markets_version=1,
+        feed_factory=lambda markets, stats: None,  # type: ignore[arg-type,return-value]
+        store=None,  # type: ignore[arg-type]
+        alerter=Alerter(),
+    )
+    follower, stats = runner._follower, runner.stats
+
+    def details() -> dict[str, Any]:
+        return runner._reporter.details()
+
+    def life(ticker: str, event_type: str, **fields: Any) -> MarketLifecycle:
+        return MarketLifecycle(sid=9, seq=None, ticker=ticker, event_type=event_type, fields=fields)
+
+    follower.on_event(life("KX-A", "determined", result="yes", settlement_value="1.0000"))
+    assert stats.finished == 1 and not all_finished(details())
+    follower.on_event(life("KX-OTHER", "settled", settled_ts=1))  # not streamed: ignored
+    assert stats.finished == 1
+    follower.on_event(life("KX-B", "close_date_updated", close_ts=1))  # closed in the past
+    assert stats.finished == 2 and all_finished(details())
+    follower.on_event(life("KX-B", "activated"))  # reopened: data expected again
+    assert stats.finished == 1 and not all_finished(details())
+    follower.on_event(life("KX-A", "settled", settled_ts=1_700_000_000))
+    (batch,) = runner._writer._coalescer.batches_to_send()
+    markets = {m["ticker"]: m for m in batch.args["batch"]["markets"]}
+    assert markets["KX-A"]["status"] == "finalized"
+    assert markets["KX-A"]["result"] == "yes" and markets["KX-A"]["settlementValue"] == 1.0
+    assert markets["KX-A"]["settledAt"] == 1_700_000_000_000.0
+    assert markets["KX-B"]["status"] == "active"

@@ -145,7 +145,7 @@ async def test_signals_update_and_query(env: WorkflowEnvironment) -> None:
         status: WorkflowStatus = await handle.query(KalshiStreamWorkflow.status)
         assert status.markets == ["KX-A", "KX-C"]
         assert status.state == "streaming"
-        assert status.channels == ["orderbook_delta", "ticker", "trade"]
+        assert status.channels == ["orderbook_delta", "ticker", "trade", "market_lifecycle_v2"]
 
         result = await handle.execute_update(
             KalshiStreamWorkflow.update_markets, MarketsChange(add=["KX-D"], remove=["KX-A"])

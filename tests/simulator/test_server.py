@@ -269,12 +269,11 @@ async def test_commands_and_error_codes(sim: Simulator) -> None:
     i = await c.send(
         "update_subscription", {"sid": 1, "action": "get_snapshot", "market_tickers": tickers[:2]}
     )
-    ok = await c.response(i)
-    assert ok["seq"] == 6
-    snaps = [await c.until(lambda f: f["type"] == "orderbook_snapshot") for _ in range(2)]
-    assert [(s["id"], s["seq"], s["msg"]["market_ticker"]) for s in snaps] == [
-        (i, 7, tickers[0]),
-        (i, 8, tickers[1]),
+    # Answered by the snapshots alone, carrying the command's id: no ok before them.
+    snaps = [await c.until(lambda f: f.get("id") == i) for _ in range(2)]
+    assert [(s["type"], s["seq"], s["msg"]["market_ticker"]) for s in snaps] == [
+        ("orderbook_snapshot", 6, tickers[0]),
+        ("orderbook_snapshot", 7, tickers[1]),
     ]
 
     i = await c.send(
@@ -282,6 +281,19 @@ async def test_commands_and_error_codes(sim: Simulator) -> None:
         {"sid": 1, "action": "delete_markets", "market_tickers": [tickers[0]]},
     )
     assert (await c.response(i))["msg"]["market_tickers"] == tickers[1:3]
+
+    # A second subscribe on a subscribed channel merges into it: ok with the same sid, the
+    # sid's next seq, the full market list, then a snapshot of the market that was new.
+    i = await c.send("subscribe", {"channels": ["orderbook_delta"], "market_tickers": tickers[:2]})
+    assert (await c.response(i)) == {
+        "id": i,
+        "sid": 1,
+        "seq": 9,
+        "type": "ok",
+        "msg": {"market_tickers": [tickers[1], tickers[2], tickers[0]]},
+    }
+    snap = await c.until(lambda f: f["type"] == "orderbook_snapshot")
+    assert (snap["seq"], snap["msg"]["market_ticker"]) == (10, tickers[0])
 
     i = await c.send("list_subscriptions")
     assert (await c.response(i)) == {
@@ -291,7 +303,7 @@ async def test_commands_and_error_codes(sim: Simulator) -> None:
     }
 
     i = await c.send("unsubscribe", {"sids": [1]})
-    assert (await c.response(i)) == {"id": i, "sid": 1, "seq": 10, "type": "unsubscribed"}
+    assert (await c.response(i)) == {"id": i, "sid": 1, "seq": 11, "type": "unsubscribed"}
     i = await c.send("list_subscriptions")
     assert (await c.response(i))["msg"] == [{"channel": "ticker", "sid": 2}]
     # sids keep counting up on the connection

@@ -19,6 +19,7 @@ from marketpulse.kalshi._messages import (
     parse_message,
 )
 from marketpulse.kalshi._models import (
+    Candlestick,
     Event,
     EventsPage,
     Market,
@@ -29,6 +30,7 @@ from marketpulse.kalshi._models import (
     Series,
     TradesPage,
 )
+from marketpulse.kalshi._ratelimit import TokenBucket
 from marketpulse.kalshi.auth import (
     KalshiAuthError,
     KalshiCredentials,
@@ -49,6 +51,7 @@ from marketpulse.kalshi.feed import (
 )
 from marketpulse.kalshi.protocol import (
     CommandBuilder,
+    InvalidBook,
     KalshiProtocol,
     ProtocolStats,
     RecoveryFailed,
@@ -74,6 +77,7 @@ __all__ = [
     "BookError",
     "BookInvalidated",
     "BookUpdated",
+    "Candlestick",
     "CommandBuilder",
     "ErrorCode",
     "ErrorMessage",
@@ -83,6 +87,7 @@ __all__ = [
     "FeedEvent",
     "FeedState",
     "FeedStats",
+    "InvalidBook",
     "KalshiAuthError",
     "KalshiCredentials",
     "KalshiFeed",
@@ -109,6 +114,7 @@ __all__ = [
     "ServerMessage",
     "SubscribedMessage",
     "TickerMessage",
+    "TokenBucket",
     "TradeMessage",
     "TradesPage",
     "UnknownMessage",

@@ -17,6 +17,8 @@ from marketpulse.kalshi._messages import dec
 from marketpulse.kalshi.book import Level, OrderBook
 
 __all__ = [
+    "CandleSide",
+    "Candlestick",
     "Event",
     "EventsPage",
     "Market",
@@ -32,8 +34,9 @@ _CENT = Decimal("0.01")
 
 
 def _price(data: dict[str, Any], name: str) -> None:
-    """Set ``data[name]`` to dollars from ``name_dollars``, else from legacy integer cents."""
-    v = data.get(f"{name}_dollars")
+    """Set ``data[name]`` to dollars from ``name_dollars``, else from legacy integer cents
+    (the ``_dollars`` key is consumed: the typed field holds it, and it is not an unknown one)."""
+    v = data.pop(f"{name}_dollars", None)
     if v is not None:
         data[name] = dec(v)
         return
@@ -45,7 +48,8 @@ def _price(data: dict[str, Any], name: str) -> None:
 
 
 def _size(data: dict[str, Any], name: str) -> None:
-    v = data.get(f"{name}_fp")
+    """Set ``data[name]`` to contracts from ``name_fp`` (consumed), else from the legacy count."""
+    v = data.pop(f"{name}_fp", None)
     if v is not None:
         data[name] = dec(v)
     elif data.get(name) is not None:
@@ -58,6 +62,11 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True, arbitrary_types_allowed=True)
     _empty_lists: ClassVar[tuple[str, ...]] = ()
     _empty_strings: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def unknown_fields(self) -> list[str]:
+        """Fields the exchange sent that this model does not declare (kept as sent)."""
+        return sorted(self.model_extra or ())
 
     @model_validator(mode="before")
     @classmethod
@@ -90,6 +99,7 @@ _MARKET_PRICES = (
     "previous_yes_ask",
     "notional_value",
     "settlement_value",
+    "liquidity",
 )
 _MARKET_SIZES = ("volume", "volume_24h", "open_interest", "yes_bid_size", "yes_ask_size")
 
@@ -109,6 +119,18 @@ class Market(_Model):
     open_time: datetime | None = None
     close_time: datetime | None = None
     expiration_time: datetime | None = None
+    created_time: datetime | None = None
+    updated_time: datetime | None = None
+    expected_expiration_time: datetime | None = None
+    latest_expiration_time: datetime | None = None
+    settlement_ts: datetime | None = None
+    can_close_early: bool | None = None
+    fractional_trading_enabled: bool | None = None
+    tick_size: int | None = None
+    strike_type: str | None = None
+    floor_strike: Decimal | None = None
+    cap_strike: Decimal | None = None
+    liquidity: Decimal | None = None
     last_price: Decimal | None = None
     yes_bid: Decimal | None = None
     yes_ask: Decimal | None = None
@@ -139,9 +161,70 @@ class Market(_Model):
             _price(data, name)
         for name in _MARKET_SIZES:
             _size(data, name)
-        for key in ("open_time", "close_time", "expiration_time"):
+        for key in ("floor_strike", "cap_strike"):
+            if data.get(key) is not None:
+                data[key] = dec(data[key])
+        for key in _MARKET_TIMES:
             if data.get(key) in ("", None):
                 data[key] = None
+        return data
+
+
+_MARKET_TIMES = (
+    "open_time",
+    "close_time",
+    "expiration_time",
+    "created_time",
+    "updated_time",
+    "expected_expiration_time",
+    "latest_expiration_time",
+    "settlement_ts",
+)
+
+
+class CandleSide(_Model):
+    """Open, high, low and close of one series of a candlestick (dollars; None: no trade)."""
+
+    open: Decimal | None = None
+    high: Decimal | None = None
+    low: Decimal | None = None
+    close: Decimal | None = None
+    mean: Decimal | None = None
+    previous: Decimal | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _normalise(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for name in ("open", "high", "low", "close", "mean", "previous"):
+            _price(data, name)
+        return data
+
+
+class Candlestick(_Model):
+    """One period of ``GET .../candlesticks``: its end, the trade prices, the YES bid and ask,
+    volume and open interest (contracts)."""
+
+    end_period_ts: int
+    price: CandleSide = Field(default_factory=CandleSide)
+    yes_bid: CandleSide = Field(default_factory=CandleSide)
+    yes_ask: CandleSide = Field(default_factory=CandleSide)
+    volume: Decimal | None = None
+    open_interest: Decimal | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _normalise(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for name in ("volume", "open_interest"):
+            _size(data, name)
+        for name in ("price", "yes_bid", "yes_ask"):
+            if data.get(name) is None:
+                data.pop(name, None)
         return data
 
 

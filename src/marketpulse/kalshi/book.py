@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from decimal import Decimal
 
-__all__ = ["ONE", "BookError", "Level", "OrderBook"]
+__all__ = ["ONE", "BookError", "Level", "OrderBook", "PriceGrid", "price_problem"]
 
 ONE = Decimal(1)
 _ZERO = Decimal(0)
@@ -134,6 +134,24 @@ class OrderBook:
         if ts_ms is not None:
             self.ts_ms = ts_ms
 
+    def crossed_by(self, side: str, price: Decimal) -> bool:
+        """Whether a bid just added at native ``price`` on ``side`` crossed or locked the book
+        (best YES bid >= best YES ask, i.e. a YES bid and a NO bid summing to $1 or more)."""
+        other = self._no if side == "yes" else self._yes
+        return bool(other) and price + max(other) >= ONE
+
+    def problem(self, grid: PriceGrid | None = None) -> str | None:
+        """Why this book cannot be right, or None: crossed or locked, or a price outside
+        (0, 1) or off the market's grid (``grid``: its ``price_ranges``)."""
+        if self._yes and self._no and max(self._yes) + max(self._no) >= ONE:
+            return f"crossed book: bid {max(self._yes)} >= ask {ONE - max(self._no)}"
+        for side, levels in (("yes", self._yes), ("no", self._no)):
+            for price in levels:
+                bad = price_problem(price, grid)
+                if bad is not None:
+                    return f"{side} {bad}"
+        return None
+
     def invalidate(self, reason: str) -> None:
         """Drop every level and mark the book invalid until its next snapshot."""
         self._yes = {}
@@ -205,6 +223,22 @@ class OrderBook:
             f"OrderBook({self.ticker!r}, {state}, bid={self.best_bid}, ask={self.best_ask}, "
             f"levels={len(self)})"
         )
+
+
+PriceGrid = tuple[tuple[Decimal, Decimal, Decimal], ...]
+"""A market's price ranges ``(start, end, step)``, as REST's ``price_ranges``."""
+
+
+def price_problem(price: Decimal, grid: PriceGrid | None) -> str | None:
+    """Why a bid price cannot be right: outside (0, 1), or on none of the grid's ranges."""
+    if not _ZERO < price < ONE:
+        return f"price {price} out of range"
+    if grid:
+        for start, end, step in grid:
+            if start <= price <= end and (price - start) % step == 0:
+                return None
+        return f"price {price} off the tick"
+    return None
 
 
 def _price_key(level: Level) -> Decimal:

@@ -61,12 +61,13 @@ from marketpulse.kalshi._messages import (
     parse_delta,
     parse_frame,
 )
-from marketpulse.kalshi.book import BookError, OrderBook
+from marketpulse.kalshi.book import ONE, BookError, OrderBook, PriceGrid, price_problem
 
 __all__ = [
     "CHANNELS_WITHOUT_MARKETS",
     "DEFAULT_CHANNELS",
     "CommandBuilder",
+    "InvalidBook",
     "KalshiProtocol",
     "ProtocolEvent",
     "ProtocolStats",
@@ -176,6 +177,15 @@ class RecoveryStarted:
 
 
 @dataclass(slots=True)
+class InvalidBook:
+    """A book that cannot be right (crossed, locked, a price off its tick or out of range):
+    it was marked invalid and is being recovered like a gap."""
+
+    ticker: str
+    reason: str
+
+
+@dataclass(slots=True)
 class RecoveryFailed:
     """These books got no snapshot through a full reconnect, twice: recovery gave up on them.
 
@@ -188,6 +198,7 @@ class RecoveryFailed:
 
 ProtocolEvent = (
     SequenceGap
+    | InvalidBook
     | RecoveryStarted
     | RecoveryFailed
     | ErrorMessage
@@ -227,6 +238,7 @@ class ProtocolStats:
     recoveries: Counter[int] = field(default_factory=Counter)
     recoveries_completed: int = 0
     recoveries_failed: int = 0
+    invalid_books: int = 0
     unknown_types: Counter[str] = field(default_factory=Counter)
     unknown_fields: Counter[str] = field(default_factory=Counter)
     other_types: Counter[str] = field(default_factory=Counter)
@@ -327,6 +339,7 @@ class KalshiProtocol:
         self._now = 0.0
         self._loads = orjson.loads
         self._delta_fields = KNOWN_FIELDS["orderbook_delta"]
+        self._grids: dict[str, PriceGrid] = {}
         for t in markets:
             self._add_desired(t)
 
@@ -341,6 +354,11 @@ class KalshiProtocol:
     def sids(self) -> dict[str, int]:
         """Current channel → sid map (only confirmed subscriptions)."""
         return {ch: s.sid for ch, s in self._subs.items() if s.sid is not None}
+
+    @property
+    def pending_commands(self) -> int:
+        """Commands sent and not answered yet (each is cleared once its answer came)."""
+        return len(self._pending)
 
     @property
     def recovery_level(self) -> int | None:
@@ -579,6 +597,15 @@ class KalshiProtocol:
             self._start_recovery({ticker}, f"protocol error: {exc}")
             return
         self._dirty[ticker] = None
+        if delta > 0:
+            # Only an added bid can cross a book or bring a bad price; a frame in the other
+            # price convention than subscribed shows up here too (docs/protocols/kalshi.md §5).
+            native = ONE - price if side == "no" and sub.yes_price else price
+            bad = price_problem(native, self._grids.get(ticker))
+            if bad is None and book.crossed_by(side, native):
+                bad = book.problem()
+            if bad is not None:
+                self._bad_book(ticker, bad)
 
     # -- sequence tracking ----------------------------------------------------------------------
 
@@ -723,7 +750,7 @@ class KalshiProtocol:
         if not tickers:
             return
         cmd = self._cmd.update_subscription(sub.sid, "get_snapshot", tickers)
-        self._pending[cmd["id"]] = _Pending("update", sub, "get_snapshot")
+        self._pending[cmd["id"]] = _Pending("update", sub, "get_snapshot", tuple(tickers))
         rec.cmd_id = cmd["id"]
         self._send(cmd)
         self._events.append(RecoveryStarted(1, reason, tickers))
@@ -804,7 +831,9 @@ class KalshiProtocol:
 
     def _reconcile(self, sub: _Sub) -> None:
         """Bring one subscription's market set to the desired one, one command at a time."""
-        if sub.sid is None or sub.inflight is not None:
+        if sub.sid is None or sub.inflight is not None or sub.channel in CHANNELS_WITHOUT_MARKETS:
+            # A channel without a market filter covers every market: nothing to add or remove
+            # (the exchange refuses add_markets there, and refusal would mean resubscribing).
             return
         add = [t for t in self._desired if t not in sub.markets]
         if add:
@@ -859,6 +888,8 @@ class KalshiProtocol:
             self._check_fields(t, frame)
             if isinstance(msg, OrderbookSnapshot):
                 self._on_snapshot(msg, sub)
+                if msg.id:
+                    self._snapshot_answered(msg.id, msg.ticker)
             elif isinstance(msg, TradeMessage):
                 self.stats.trades += 1
                 if sub is not None and msg.ticker in self._desired:
@@ -933,7 +964,25 @@ class KalshiProtocol:
             self._start_recovery({msg.ticker}, f"protocol error: {exc}")
             return
         self._dirty[msg.ticker] = None
+        bad = book.problem(self._grids.get(msg.ticker))
+        if bad is not None:
+            self._bad_book(msg.ticker, bad)
+            return
         self._snapshot_arrived(msg.ticker)
+
+    def _bad_book(self, ticker: str, reason: str) -> None:
+        """A book that cannot be right is never served: invalid, and recovered like a gap."""
+        self.stats.invalid_books += 1
+        self._events.append(InvalidBook(ticker, reason))
+        self._start_recovery({ticker}, f"invalid book: {reason}")
+
+    def set_price_grid(self, ticker: str, grid: PriceGrid | None) -> None:
+        """The market's price ranges (REST ``price_ranges``), so that a price off its tick
+        invalidates the book; None: only the (0, 1) range is checked."""
+        if grid:
+            self._grids[ticker] = grid
+        else:
+            self._grids.pop(ticker, None)
 
     def _on_subscribed(self, msg: SubscribedMessage) -> None:
         p = self._pending.pop(msg.id, None) if msg.id else None
@@ -951,12 +1000,45 @@ class KalshiProtocol:
         self._by_sid[msg.sid] = sub
         self._reconcile(sub)  # markets added or removed while the subscribe was in flight
 
+    def _snapshot_answered(self, cmd_id: int, ticker: str) -> None:
+        """A snapshot carrying a command's id: Kalshi answers ``get_snapshot`` with the
+        snapshots alone (no ``ok``), so the command is done once each of its markets came."""
+        p = self._pending.get(cmd_id)
+        if p is None or p.action != "get_snapshot":
+            return
+        p.tickers = tuple(t for t in p.tickers if t != ticker)
+        if not p.tickers:
+            del self._pending[cmd_id]
+
+    def _on_merged(self, sub: _Sub, msg: OkMessage) -> None:
+        """``ok`` answering a ``subscribe``: the exchange merged it into a subscription of the
+        channel it already had (docs/protocols/kalshi.md §2.1). Adopt that sid; markets that
+        were already in it get no fresh snapshot, so a pending recovery asks for them."""
+        sub.sub_cmd = None
+        if msg.sid is None or self._subs.get(sub.channel) is not sub:
+            return
+        if sub.sid != msg.sid:
+            if sub.sid is not None:
+                self._forget_sid(sub.sid)
+            sub.sid = msg.sid
+            self._by_sid[msg.sid] = sub
+            if msg.seq is not None and msg.sid not in self._last_seq:
+                # The ok took the sid's number: the next data frame carries one more.
+                self._ctrl_seq[msg.sid] = msg.seq
+        rec = self._recovery
+        if sub.channel == BOOK_CHANNEL and rec is not None and rec.level >= 1:
+            self._send_get_snapshot(rec, "subscribe merged into an existing subscription")
+        self._reconcile(sub)
+
     def _on_ok(self, msg: OkMessage) -> None:
         p = self._pending.pop(msg.id, None) if msg.id else None
         if p is None or p.kind == "list":
             self._events.append(msg)
             return
         sub = p.sub
+        if p.kind == "subscribe" and sub is not None:
+            self._on_merged(sub, msg)
+            return
         if p.kind == "update" and sub is not None:
             if sub.inflight == msg.id:
                 sub.inflight = None

@@ -20,6 +20,7 @@ import httpx
 import orjson
 
 from marketpulse.kalshi._models import (
+    Candlestick,
     Event,
     EventsPage,
     Market,
@@ -29,6 +30,7 @@ from marketpulse.kalshi._models import (
     Series,
     TradesPage,
 )
+from marketpulse.kalshi._ratelimit import TokenBucket
 from marketpulse.kalshi.auth import KalshiCredentials
 
 __all__ = [
@@ -111,6 +113,8 @@ class KalshiRestClient:
         backoff_base: First retry delay; doubles per retry with ±50 % jitter.
         backoff_max: Ceiling of one retry delay.
         transport: A custom httpx transport (tests).
+        rate_limit: Reads per second allowed on our side: a Kalshi tier name (``basic`` 20,
+            ``advanced`` 30, ``premier`` 100, ``prime`` 400), a number, or None for no limit.
     """
 
     def __init__(
@@ -123,6 +127,7 @@ class KalshiRestClient:
         backoff_base: float = 0.25,
         backoff_max: float = 8.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        rate_limit: str | float | None = "basic",
     ) -> None:
         self.base_url = resolve_rest_url(base_url)
         self._base_path = urlsplit(self.base_url).path.rstrip("/")
@@ -131,6 +136,13 @@ class KalshiRestClient:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.retries = 0
+        self.limiter: TokenBucket | None = (
+            None
+            if rate_limit is None
+            else TokenBucket.for_tier(rate_limit)
+            if isinstance(rate_limit, str)
+            else TokenBucket(float(rate_limit))
+        )
         self._client = httpx.AsyncClient(
             timeout=timeout,
             transport=transport,
@@ -175,6 +187,8 @@ class KalshiRestClient:
         for attempt in range(self.max_retries + 1):
             headers = self._creds.headers("GET", sign_path) if self._creds else {}
             response: httpx.Response | None = None
+            if self.limiter is not None:
+                await self.limiter.acquire()
             try:
                 response = await self._client.get(url, params=query, headers=headers)
             except httpx.TransportError as exc:
@@ -192,7 +206,10 @@ class KalshiRestClient:
             if attempt == self.max_retries:
                 break
             self.retries += 1
-            await asyncio.sleep(self._delay(attempt, response))
+            delay = self._delay(attempt, response)
+            if status == 429 and self.limiter is not None:
+                self.limiter.pause(delay)  # every caller slows down, not only this one
+            await asyncio.sleep(delay)
         raise KalshiRestError(status, path, f"{last} (after {self.max_retries} retries)")
 
     # -- markets ------------------------------------------------------------------------------
@@ -316,6 +333,49 @@ class KalshiRestClient:
         """``GET /series``."""
         body = await self.get("/series", {"category": category, "tags": tags})
         return [Series.model_validate(s) for s in body.get("series") or []]
+
+    async def get_candlesticks(
+        self,
+        tickers: Sequence[str],
+        start_ts: int,
+        end_ts: int,
+        period_interval: int,
+        series: dict[str, str] | None = None,
+    ) -> dict[str, list[Candlestick]]:
+        """Candlesticks of markets, by ticker: the batched ``GET /markets/candlesticks`` (100
+        markets a call), or per market ``GET /series/{series}/markets/{ticker}/candlesticks``
+        where the batched endpoint does not serve (a 404 or 400 from it).
+
+        Args:
+            tickers: Market tickers.
+            start_ts: Unix seconds; candles whose period ends at or after it.
+            end_ts: Unix seconds; candles whose period ends at or before it.
+            period_interval: Minutes: 1, 60 or 1440.
+            series: Series ticker of each market (for the per-market fallback); default: the
+                event ticker's first part, as Kalshi names them.
+        """
+        params = {"start_ts": start_ts, "end_ts": end_ts, "period_interval": period_interval}
+        out: dict[str, list[Candlestick]] = {}
+        tickers = list(tickers)
+        try:
+            for i in range(0, len(tickers), 100):
+                chunk = tickers[i : i + 100]
+                body = await self.get(
+                    "/markets/candlesticks", {**params, "market_tickers": ",".join(chunk)}
+                )
+                for m in body.get("markets") or []:
+                    out[str(m.get("market_ticker") or m.get("ticker"))] = [
+                        Candlestick.model_validate(c) for c in m.get("candlesticks") or []
+                    ]
+            return out
+        except KalshiRestError as exc:
+            if exc.status not in (400, 404):
+                raise
+        for t in tickers:
+            s = (series or {}).get(t) or t.split("-", 1)[0]
+            body = await self.get(f"/series/{s}/markets/{t}/candlesticks", params)
+            out[t] = [Candlestick.model_validate(c) for c in body.get("candlesticks") or []]
+        return out
 
     async def get_series(self, series_ticker: str) -> Series:
         """``GET /series/{series_ticker}``."""

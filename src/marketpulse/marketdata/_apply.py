@@ -18,6 +18,7 @@ from typing import Any
 
 from marketpulse.marketdata._batch import (
     BookUpdate,
+    ExchangeCandle,
     MarketInfo,
     MarketStatusUpdate,
     ParsedBatch,
@@ -50,6 +51,9 @@ _MARKET_DEFAULTS: dict[str, Any] = {
     "status": "unknown",
     "closeTime": None,
     "previousPrice": None,
+    "result": None,
+    "settlementValue": None,
+    "settledAt": None,
 }
 _MARKET_KEYS = frozenset(_MARKET_DEFAULTS)
 _PRICE_SEED_KEYS = ("yesBid", "yesAsk", "volume", "openInterest")
@@ -152,7 +156,9 @@ class _BatchWriter:
         return self._ticker_doc(self.books, "books", ticker, empty)
 
     def status(self, update: MarketStatusUpdate) -> None:
-        self.market_doc(update.ticker).current["status"] = update.status
+        doc = self.market_doc(update.ticker).current
+        doc["status"] = update.status
+        doc.update(update.settlement)
 
     def price(self, update: PriceUpdate) -> None:
         doc = self.price_doc(update.ticker).current
@@ -225,7 +231,8 @@ class _BatchWriter:
                     update.ticker, interval, start, update.price, update.size, update.timestamp
                 ),
             )
-        else:
+        elif not doc.current.get("exchange"):
+            # An exchange candle (history) covers a whole past interval, this trade included.
             merge_trade(doc.current, update.price, update.size, update.timestamp)
 
     def _write(self, table: str, doc: _Doc) -> None:
@@ -338,6 +345,48 @@ def apply_batch(
     }
 
 
+def upsert_candles(db: DatabaseWriter, candles: list[ExchangeCandle]) -> dict[str, int]:
+    """Write the exchange's candles of complete past intervals (history at a market's start).
+
+    The exchange's candle of a past interval holds every trade of it, so it replaces what the
+    store built there from the trades it saw, and later trades of that interval (backfilled)
+    are not merged into it again. Returns ``{"inserted", "updated"}``.
+    """
+    inserted = updated = 0
+    for c in candles:
+        doc = {
+            "ticker": c.ticker,
+            "interval": c.interval,
+            "start": c.start,
+            "open": c.open,
+            "high": c.high,
+            "low": c.low,
+            "close": c.close,
+            "volume": c.volume,
+            "trades": 0.0,
+            "openTs": c.start,
+            "closeTs": c.start + INTERVALS[c.interval] - 1,
+            "exchange": True,
+        }
+        existing = _first(
+            db,
+            "candles",
+            "by_ticker_interval_start",
+            ticker=c.ticker,
+            interval=c.interval,
+            start=c.start,
+        )
+        if existing is None:
+            db.insert("candles", doc)
+            inserted += 1
+        else:
+            changed = _diff(existing, doc)
+            if changed:
+                db.patch(existing["_id"], changed)
+                updated += 1
+    return {"inserted": inserted, "updated": updated}
+
+
 def upsert_markets(db: DatabaseWriter, markets: list[MarketInfo]) -> dict[str, int]:
     """Insert or update market metadata; seed a prices doc from the REST snapshot if none yet.
 
@@ -394,7 +443,9 @@ def report_stream_status(db: DatabaseWriter, status: StreamStatus) -> bool:
     return True
 
 
-def cleanup(db: DatabaseWriter, cutoff_ms: float, limit: int) -> dict[str, Any]:
+def cleanup(
+    db: DatabaseWriter, cutoff_ms: float, limit: int, hour_cutoff_ms: float | None = None
+) -> dict[str, Any]:
     """Delete at most ``limit`` documents past retention, oldest first.
 
     Trades with ``timestamp < cutoff_ms``, candles whose interval ended by ``cutoff_ms``, and
@@ -406,7 +457,15 @@ def cleanup(db: DatabaseWriter, cutoff_ms: float, limit: int) -> dict[str, Any]:
     ranges: list[tuple[str, str, Any]] = [
         ("trades", "by_timestamp", lambda q: q.lt("timestamp", cutoff_ms)),
         *[
-            ("candles", "by_interval_start", _candle_range(interval, cutoff_ms - length))
+            (
+                "candles",
+                "by_interval_start",
+                _candle_range(
+                    interval,
+                    (cutoff_ms if interval != "1h" or hour_cutoff_ms is None else hour_cutoff_ms)
+                    - length,
+                ),
+            )
             for interval, length in INTERVALS.items()
         ],
         ("priceHistory", "by_ts", lambda q: q.lt("ts", cutoff_ms - HISTORY_EXTRA_MS)),

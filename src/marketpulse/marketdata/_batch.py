@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from marketpulse.marketdata._candles import INTERVALS
 from marketpulse.marketdata._leases import MAX_LEASE_MS, MIN_LEASE_MS
 from marketpulse.marketdata._levels import pack_levels
 from marketpulse.marketdata.limits import BOOK_LEVELS, MAX_TEXT
@@ -82,6 +83,8 @@ class MarketStatusUpdate:
 
     ticker: str
     status: str
+    settlement: dict[str, Any] = field(default_factory=dict)
+    """``result``, ``settlementValue`` (dollars) and ``settledAt`` (epoch ms), when sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,9 +230,16 @@ def _trade(entry: dict[str, Any], where: str) -> TradeUpdate:
 
 
 def _status(entry: dict[str, Any], where: str) -> MarketStatusUpdate:
+    settlement: dict[str, Any] = {}
+    if entry.get("result") is not None:
+        settlement["result"] = _optional_text(entry, "result", where)
+    for key in ("settlementValue", "settledAt"):
+        if entry.get(key) is not None:
+            settlement[key] = _optional_number(entry, key, where)
     return MarketStatusUpdate(
         ticker=_text(entry.get("ticker"), f"{where}.ticker"),
         status=_text(entry.get("status"), f"{where}.status"),
+        settlement=settlement,
     )
 
 
@@ -276,8 +286,10 @@ def _entries(body: dict[str, Any], key: str, parse: Callable[[dict[str, Any], st
     return out
 
 
-_MARKET_TEXT = ("eventTicker", "seriesTicker", "title", "subtitle")
+_MARKET_TEXT = ("eventTicker", "seriesTicker", "title", "subtitle", "result")
 _MARKET_NUMBERS = (
+    "settlementValue",
+    "settledAt",
     "closeTime",
     "previousPrice",
     "lastPrice",
@@ -286,6 +298,45 @@ _MARKET_NUMBERS = (
     "volume",
     "openInterest",
 )
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeCandle:
+    """One complete past interval's candle, as the exchange computed it."""
+
+    ticker: str
+    interval: str
+    start: float
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+
+def parse_candles(candles: Any) -> list[ExchangeCandle]:
+    """Check ``upsertCandles``' list of exchange candles.
+
+    Raises:
+        BatchError: Naming the first entry and field that do not have the documented shape.
+    """
+    out: list[ExchangeCandle] = []
+    for i, raw in enumerate(_array(candles, "candles")):
+        where = f"candles[{i}]"
+        entry = _object(raw, where)
+        interval = _text(entry.get("interval"), f"{where}.interval")
+        if interval not in INTERVALS:
+            raise BatchError(f"{where}.interval: one of {sorted(INTERVALS)}")
+        nums = {
+            k: _number(entry.get(k), f"{where}.{k}")
+            for k in ("start", "open", "high", "low", "close", "volume")
+        }
+        out.append(
+            ExchangeCandle(
+                ticker=_text(entry.get("ticker"), f"{where}.ticker"), interval=interval, **nums
+            )
+        )
+    return out
 
 
 def parse_markets(markets: Any) -> list[MarketInfo]:

@@ -109,6 +109,9 @@ def market_result(market_doc: dict[str, Any], price_doc: dict[str, Any] | None) 
         "yesAsk": _opt(price_doc.get("yesAsk")),
         "volume": _opt(price_doc.get("volume")),
         "openInterest": _opt(price_doc.get("openInterest")),
+        "result": market_doc.get("result") or None,
+        "settlementValue": _opt(market_doc.get("settlementValue")),
+        "settledAt": _opt(market_doc.get("settledAt")),
         "live": live,
     }
 

@@ -43,11 +43,16 @@ from pydantic import Field
 from typing_extensions import TypedDict
 
 from marketpulse.marketdata import _alerts, _apply, _leases, _results
-from marketpulse.marketdata._batch import parse_batch, parse_markets, parse_stream_status
+from marketpulse.marketdata._batch import (
+    parse_batch,
+    parse_candles,
+    parse_markets,
+    parse_stream_status,
+)
 from marketpulse.marketdata._candles import INTERVALS, Interval, fill_gaps
 from marketpulse.marketdata._pricing import DAY_MS
 from marketpulse.marketdata.alerts import alerts
-from marketpulse.marketdata.limits import BOOK_LEVELS, MAX_RESULTS, MAX_TEXT
+from marketpulse.marketdata.limits import BOOK_LEVELS, MAX_CANDLES, MAX_RESULTS, MAX_TEXT
 from marketpulse.marketdata.user_settings import settings
 from marketpulse.marketdata.watchlists import watchlists
 from marketpulse.reactive import Crons, FunctionModule, MutationCtx, QueryCtx, Schema, Table
@@ -83,7 +88,10 @@ schema = Schema(
 marketData = FunctionModule("marketData", schema=schema)
 
 Limit = Annotated[int, Field(ge=1, le=MAX_RESULTS)]
+HOUR_CANDLES_KEPT_MS = 31 * DAY_MS
+
 Depth = Annotated[int, Field(ge=1, le=BOOK_LEVELS)]
+CandleLimit = Annotated[int, Field(ge=1, le=MAX_CANDLES)]
 Ticker = Annotated[str, Field(max_length=MAX_TEXT)]
 
 
@@ -155,7 +163,7 @@ def getRecentTrades(
 
 @marketData.query
 def getCandles(
-    ctx: QueryCtx, ticker: Ticker, interval: Interval, limit: Limit = 100
+    ctx: QueryCtx, ticker: Ticker, interval: Interval, limit: CandleLimit = 100
 ) -> list[dict[str, Any]] | None:
     """OHLCV candles from trades, oldest first; a quiet interval repeats the last close."""
     docs = (
@@ -276,6 +284,12 @@ def upsertMarkets(ctx: MutationCtx, markets: list[dict[str, Any]]) -> dict[str, 
 
 
 @marketData.internal_mutation
+def upsertCandles(ctx: MutationCtx, candles: list[dict[str, Any]]) -> dict[str, int]:
+    """Write the exchange's candles of complete past intervals (a market's history)."""
+    return _apply.upsert_candles(ctx.db, parse_candles(candles))
+
+
+@marketData.internal_mutation
 def reportStreamStatus(ctx: MutationCtx, status: dict[str, Any]) -> bool:
     """Store a stream's health report; an older report than the stored one is ignored."""
     return _apply.report_stream_status(ctx.db, parse_stream_status(status))
@@ -294,7 +308,10 @@ def cleanup(
     ``Date.now()`` in a Convex mutation); returns ``{"deleted", "more"}``.
     """
     now = _now_ms() if nowMs is None else nowMs
-    return _apply.cleanup(ctx.db, now - olderThanMs, limit)
+    # Hourly candles are a month of history (fetched when a market is added): kept that long.
+    return _apply.cleanup(
+        ctx.db, now - olderThanMs, limit, now - max(olderThanMs, HOUR_CANDLES_KEPT_MS)
+    )
 
 
 crons = Crons()

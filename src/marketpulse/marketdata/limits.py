@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "BOOK_LEVELS",
     "MARKETS_PER_UPSERT",
+    "MAX_CANDLES",
     "MAX_RESULTS",
     "MAX_TEXT",
 ]
@@ -20,6 +21,9 @@ keeps and ``getOrderbook`` returns (its ``depth`` bound)."""
 
 MAX_RESULTS = 200
 """The most entries a list query returns (the bound of its ``limit`` argument)."""
+
+MAX_CANDLES = 1_500
+"""The most candles ``getCandles`` returns: a day of 1-minute candles, with room to spare."""
 
 MAX_TEXT = 256
 """Longest ticker, trade id, stream id or status string accepted."""

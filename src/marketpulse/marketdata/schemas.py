@@ -93,6 +93,9 @@ _MARKET_FIELDS: dict[str, Any] = {
     "yesAsk": _OPT_NUM,
     "volume": _OPT_NUM,
     "openInterest": _OPT_NUM,
+    "result": _OPT_STR,
+    "settlementValue": _OPT_NUM,
+    "settledAt": _OPT_NUM,
     "live": _LIVE,
 }
 

@@ -76,6 +76,7 @@ class Coalescer:
         self._books: dict[str, tuple[BookLike | None, float]] = {}
         self._prices: dict[str, dict[str, Any]] = {}
         self._markets: dict[str, str] = {}
+        self._settlements: dict[str, dict[str, Any]] = {}
         self._trades: deque[dict[str, Any]] = deque()
         # Last ts written per ticker (books, prices). The store skips an update older than the
         # stored one, and invalid marks carry our clock while books carry the exchange's: keeping
@@ -125,10 +126,14 @@ class Coalescer:
             self.dropped_trades += 1
         self._trades.append(trade)
 
-    def market_status(self, ticker: str, status: str, now: float) -> None:
-        """A market's lifecycle status changed."""
+    def market_status(
+        self, ticker: str, status: str, now: float, settlement: dict[str, Any] | None = None
+    ) -> None:
+        """A market's lifecycle status changed (with its result and settlement, once known)."""
         self._touch(now)
         self._markets[ticker] = status
+        if settlement:
+            self._settlements.setdefault(ticker, {}).update(settlement)
 
     def forget(self, tickers: set[str]) -> None:
         """Drop pending updates of markets no longer streamed (their invalid marks stay)."""
@@ -178,7 +183,7 @@ class Coalescer:
         n_trades = min(len(self._trades), _MAX_ENTRIES_PER_BATCH)
         trades = [self._trades.popleft() for _ in range(n_trades)]
         markets = [
-            {"ticker": t, "status": self._markets.pop(t)}
+            {"ticker": t, "status": self._markets.pop(t), **self._settlements.pop(t, {})}
             for t in list(self._markets)[:_MAX_ENTRIES_PER_BATCH]
         ]
         if books:

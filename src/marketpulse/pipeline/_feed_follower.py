@@ -32,6 +32,7 @@ from marketpulse.pipeline import _metrics
 from marketpulse.pipeline._backfill import TradeBackfill, trade_entry
 from marketpulse.pipeline._batch_writer import BatchWriter
 from marketpulse.pipeline._coalesce import Coalescer
+from marketpulse.pipeline._lifecycle import FINISHED, lifecycle_status, settlement_of
 from marketpulse.pipeline._status_reporter import StatusReporter
 from marketpulse.pipeline._stream_stats import StreamStats
 from marketpulse.pipeline.config import MarketSet
@@ -92,6 +93,7 @@ class FeedFollower:
         self._stream_id = stream_id
         self.markets: list[str] = list(markets)
         self._market_set = set(self.markets)
+        self._finished: set[str] = set()  # streamed markets that closed or settled
         self._write_books = write_books
         self._stats = stats
         self._coalescer = coalescer
@@ -155,10 +157,15 @@ class FeedFollower:
             c.trade(entry, now)
             self._m_events["trade"].inc()
         elif isinstance(ev, MarketLifecycle):
-            status = ev.status
+            status = lifecycle_status(ev, now_ms())
             if status is None:
                 return
-            c.market_status(ticker, status, now)
+            c.market_status(ticker, status, now, settlement_of(ev))
+            if status in FINISHED:
+                self._finished.add(ticker)
+            else:
+                self._finished.discard(ticker)
+            self._stats.finished = len(self._finished)
             self._m_events["status"].inc()
         else:
             self._m_events["other"].inc()
@@ -234,6 +241,8 @@ class FeedFollower:
             self.invalidate_books(removed)
         self._stats.markets_version = desired.version
         self._stats.markets = len(wanted)
+        self._finished &= self._market_set
+        self._stats.finished = len(self._finished)
         _metrics.SUBSCRIBED_MARKETS.labels(stream=self._stream_id).set(len(wanted))
         log.info(
             "markets changed",

@@ -18,6 +18,7 @@ __all__ = [
     "MetadataFetch",
     "fetch_markets",
     "market_to_upsert",
+    "price_grid",
     "upsert_metadata",
 ]
 
@@ -90,17 +91,29 @@ def market_to_upsert(market: Any) -> dict[str, Any] | None:
         "yesAsk": _num(_get(market, "yes_ask_dollars", "yes_ask")),
         "volume": _num(_get(market, "volume_fp", "volume")),
         "openInterest": _num(_get(market, "open_interest_fp", "open_interest")),
+        "settlementValue": _num(_get(market, "settlement_value_dollars", "settlement_value")),
+        "settledAt": _ms(_get(market, "settlement_ts")),
     }
+    if _get(market, "result"):
+        entry["result"] = str(_get(market, "result"))
     entry.update({k: v for k, v in optional.items() if v is not None})
     return entry
 
 
-async def fetch_markets(rest: Any, tickers: list[str]) -> list[dict[str, Any]]:
+def price_grid(market: Any) -> tuple[tuple[Decimal, Decimal, Decimal], ...]:
+    """A REST market's ``price_ranges`` as ``(start, end, step)`` (empty: none given)."""
+    return tuple((r.start, r.end, r.step) for r in getattr(market, "price_ranges", None) or ())
+
+
+async def fetch_markets(
+    rest: Any, tickers: list[str], seen: Callable[[Any], None] | None = None
+) -> list[dict[str, Any]]:
     """Fetch the metadata of ``tickers`` (unknown tickers are skipped).
 
     Args:
         rest: A ``marketpulse.kalshi.KalshiRestClient``.
         tickers: Market tickers.
+        seen: Called with each fetched ``Market`` (e.g. to give the feed its price grid).
     """
     sem = asyncio.Semaphore(_CONCURRENCY)
 
@@ -110,6 +123,8 @@ async def fetch_markets(rest: Any, tickers: list[str]) -> list[dict[str, Any]]:
                 market = await rest.get_market(ticker)
             except Exception:  # an unknown or delisted market must not block the others
                 return None
+        if seen is not None:
+            seen(market)
         return market_to_upsert(market)
 
     results = await asyncio.gather(*(one(t) for t in tickers))

@@ -43,6 +43,7 @@ HEARTBEAT_FIELDS = {
     "lastBatchMs": "last_batch_ms",
     "marketsVersion": "markets_version",
     "markets": "markets",
+    "finished": "finished",
     "startedAt": "started_at",
 }
 """Heartbeat detail (wire name) -> :class:`StreamStats` field, in the order they are sent."""

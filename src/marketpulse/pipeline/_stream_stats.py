@@ -31,4 +31,6 @@ class StreamStats(FeedStats):
     """From the first event of the last batch written to the store's acknowledgement."""
     markets_version: int = 0
     markets: int = 0
+    finished: int = 0
+    """Streamed markets that closed, were determined or settled: no data is expected of them."""
     started_at: float = field(default_factory=now_ms)

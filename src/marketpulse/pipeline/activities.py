@@ -25,7 +25,8 @@ from temporalio.exceptions import ApplicationError
 from marketpulse.pipeline._alerts import Alerter
 from marketpulse.pipeline._backfill import fetch_trades_since
 from marketpulse.pipeline._exchange import Exchange, resolve_exchange
-from marketpulse.pipeline._metadata import fetch_markets
+from marketpulse.pipeline._history import fetch_history
+from marketpulse.pipeline._metadata import fetch_markets, price_grid
 from marketpulse.pipeline._store import StoreClient, StoreError
 from marketpulse.pipeline._stream import FeedLike, StreamRunner, StreamStats
 from marketpulse.pipeline.config import (
@@ -40,7 +41,7 @@ from marketpulse.pipeline.config import (
     StreamInput,
 )
 
-__all__ = ["StreamActivities", "WorkerSettings"]
+__all__ = ["StreamActivities", "WorkerSettings", "all_finished"]
 
 log = structlog.get_logger("marketpulse.pipeline.activities")
 
@@ -160,16 +161,30 @@ class StreamActivities:
         except Exception as exc:
             log.warning("desired markets unavailable at start", error=str(exc)[:200])
 
+        feeds: list[FeedLike] = []
+
         def feed_factory(markets: list[str], stats: StreamStats) -> FeedLike:
-            return _make_feed(exchange, creds, markets, cfg, stats)
+            feeds.append(_make_feed(exchange, creds, markets, cfg, stats))
+            return feeds[-1]
 
         rest = _make_rest(exchange, creds)
 
+        def seen(market: Any) -> None:
+            # The market's price grid: a book with a price off it is invalid and recovered.
+            protocol = getattr(feeds[-1], "protocol", None) if feeds else None
+            if protocol is not None:
+                protocol.set_price_grid(market.ticker, price_grid(market) or None)
+
         async def metadata(tickers: list[str]) -> list[dict[str, Any]]:
-            return await fetch_markets(rest, tickers)
+            return await fetch_markets(rest, tickers, seen)
 
         async def trades_since(tickers: list[str], since_ms: float) -> list[dict[str, Any]]:
             return await fetch_trades_since(rest, tickers, since_ms)
+
+        async def history(
+            tickers: list[str], at_ms: float
+        ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+            return await fetch_history(rest, tickers, at_ms)
 
         runner = StreamRunner(
             stream_id=stream_id,
@@ -182,6 +197,7 @@ class StreamActivities:
             heartbeat=activity.heartbeat,
             metadata=metadata,
             trades_since=trades_since,
+            history=history,
             flush_window=self.settings.flush_window,
             poll_interval=self.settings.poll_interval,
             lease_ms=self.settings.lease_ms,
@@ -277,7 +293,11 @@ class StreamActivities:
             report.stale = True
             report.reason = f"{report.state or 'not connected'} for {not_connected_s:.1f}s"
         elif inp.staleAfter > 0 and quiet_s > inp.staleAfter:
-            report.stale, report.reason = True, f"no data for {quiet_s:.1f}s"
+            if all_finished(details):
+                # Closed and settled markets send nothing more: quiet is expected, not stale.
+                report.reason = f"every market finished; no data for {quiet_s:.1f}s"
+            else:
+                report.stale, report.reason = True, f"no data for {quiet_s:.1f}s"
         else:
             report.reason = report.state or "running"
         return report
@@ -336,3 +356,9 @@ def _make_rest(exchange: Exchange, creds: Any) -> Any:
     from marketpulse.kalshi import KalshiRestClient
 
     return KalshiRestClient(exchange.rest_url, creds)
+
+
+def all_finished(details: dict[str, Any]) -> bool:
+    """Whether a heartbeat says every streamed market closed or settled (none expects data)."""
+    markets = int(details.get("markets") or 0)
+    return markets > 0 and int(details.get("finished") or 0) >= markets

@@ -153,6 +153,8 @@ class StreamConfig:
             out.append("ticker")
         if self.enableTrades:
             out.append("trade")
+        # Lifecycle (market and event) always: a market that closes or settles shows so at once.
+        out.append("market_lifecycle_v2")
         return tuple(out)
 
 

@@ -103,6 +103,9 @@ class Market:
     previous_yes_ask: int
     status: str = "active"
     result: str = ""
+    updated_ms: int = 0  # last change of the market's record (0: its open time)
+    settlement_value: int | None = None  # price units, once determined
+    settlement_ms: int | None = None  # when it settled
 
 
 @dataclass(slots=True)
@@ -380,6 +383,8 @@ def build_catalog(rng: random.Random, n_markets: int, epoch_ms: int, n_closed: i
                 if settled:
                     m.status = "finalized"
                     m.result = "yes" if rng.random() < d.prob else "no"
+                    m.settlement_value = ONE if m.result == "yes" else 0
+                    m.settlement_ms = m.updated_ms = close_ms + 3_600_000
                 markets[ticker] = m
                 ev.markets.append(ticker)
                 made += 1

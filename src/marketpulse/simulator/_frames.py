@@ -22,11 +22,14 @@ _last_iso = ""
 
 
 def rfc3339(ts_ms: int) -> str:
-    """``ts_ms`` as RFC 3339 with microseconds, as Kalshi's deprecated ``ts``/``time``."""
+    """``ts_ms`` as RFC 3339 the way Kalshi writes it: UTC ``Z``, fraction with its trailing
+    zeros trimmed (``...:05.12Z``, ``...:05Z``), as in the production payloads of
+    tests/fixtures/kalshi (docs/protocols/kalshi.md §3.2)."""
     global _last_ms, _last_iso
     if ts_ms != _last_ms:
-        dt = datetime.fromtimestamp(ts_ms / 1000, UTC)
-        _last_iso = dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        secs, ms = divmod(ts_ms, 1000)
+        base = datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _last_iso = f"{base}.{ms:03d}".rstrip("0").rstrip(".") + "Z"
         _last_ms = ts_ms
     return _last_iso
 

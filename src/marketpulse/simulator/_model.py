@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from marketpulse.simulator._book import Book
 from marketpulse.simulator._catalog import Catalog, Market, price_bounds, snap, step_at
-from marketpulse.simulator._units import ONE
+from marketpulse.simulator._units import ONE, price_str
 
 
 class Event:
@@ -391,6 +391,7 @@ class ExchangeModel:
         if old == status:
             return []
         st.market.status = status
+        st.market.updated_ms = now_ms
         self._reweight()
         if status == "inactive":
             return [Lifecycle(ticker, now_ms, "deactivated", {"is_deactivated": True})]
@@ -400,9 +401,11 @@ class ExchangeModel:
             return [Lifecycle(ticker, now_ms, "activated", {})]
         if status == "closed":
             return [Lifecycle(ticker, now_ms, "close_date_updated", {"close_ts": now_ms // 1000})]
-        if status == "determined":
+        events: list[Event] = []
+        if status in ("determined", "settled", "finalized") and st.market.settlement_value is None:
             st.market.result = "yes" if st.fair >= ONE // 2 else "no"
-            return [
+            st.market.settlement_value = ONE if st.market.result == "yes" else 0
+            events.append(
                 Lifecycle(
                     ticker,
                     now_ms,
@@ -410,10 +413,23 @@ class ExchangeModel:
                     {
                         "determination_ts": now_ms // 1000,
                         "result": st.market.result,
-                        "settlement_value": "1.0000" if st.market.result == "yes" else "0.0000",
+                        "settlement_value": price_str(st.market.settlement_value),
                     },
                 )
-            ]
+            )
         if status in ("settled", "finalized"):
-            return [Lifecycle(ticker, now_ms, "settled", {"settled_ts": now_ms // 1000})]
-        return []
+            st.market.status = "finalized"  # REST's word for a settled market
+            st.market.settlement_ms = now_ms
+            events.append(
+                Lifecycle(
+                    ticker,
+                    now_ms,
+                    "settled",
+                    {
+                        "settled_ts": now_ms // 1000,
+                        "result": st.market.result,
+                        "settlement_value": price_str(st.market.settlement_value or 0),
+                    },
+                )
+            )
+        return events

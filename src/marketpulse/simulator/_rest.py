@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import orjson
 
 from marketpulse.simulator._catalog import STRUCTURES, Event, Market, Series
+from marketpulse.simulator._frames import rfc3339
+from marketpulse.simulator._history import candlesticks
 from marketpulse.simulator._units import ONE, cents, contracts, price_str, size_str
 
 if TYPE_CHECKING:
@@ -44,8 +45,8 @@ class HttpError(Exception):
 
 
 def iso(ms: int) -> str:
-    """Epoch ms -> RFC 3339 (seconds precision, ``Z``)."""
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Epoch ms -> RFC 3339 as Kalshi writes it (``Z``, trailing zeros of the fraction trimmed)."""
+    return rfc3339(ms)
 
 
 def _int(query: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
@@ -127,11 +128,19 @@ def market_json(sim: Simulator, m: Market) -> dict[str, Any]:
             for a, b, s in STRUCTURES[m.structure]
         ],
         "strike_type": m.strike_type,
+        # Deprecated by price_level_structure but still sent: cents of the coarsest tick.
+        "tick_size": STRUCTURES[m.structure][0][2] // 100 or 1,
+        "fractional_trading_enabled": True,
+        "updated_time": iso(m.updated_ms or m.open_ms),
     }
     if m.floor_strike is not None:
         d["floor_strike"] = m.floor_strike
     if m.cap_strike is not None:
         d["cap_strike"] = m.cap_strike
+    if m.settlement_value is not None:
+        d["settlement_value_dollars"] = price_str(m.settlement_value)
+    if m.settlement_ms is not None:
+        d["settlement_ts"] = iso(m.settlement_ms)
     if sim.config.legacy:
         d.update(
             yes_bid=cents(yes_bid),
@@ -252,12 +261,34 @@ def _trades(sim: Simulator, q: Mapping[str, str]) -> dict[str, Any]:
             "taker_outcome_side": t.taker,
             "taker_book_side": "bid" if t.taker == "yes" else "ask",
             "is_block_trade": False,
-            "created_time": datetime.fromtimestamp(t.ts_ms / 1000, UTC).strftime(
-                "%Y-%m-%dT%H:%M:%S.%fZ"
-            ),
+            "created_time": rfc3339(t.ts_ms),
         }
         out.append(d)
     return {"trades": out, "cursor": cursor}
+
+
+PERIODS = {1, 60, 1440}
+
+
+def _candles(sim: Simulator, tickers: list[str], q: Mapping[str, str]) -> list[dict[str, Any]]:
+    start = _int(q, "start_ts", -1, 0, 2**40)
+    end = _int(q, "end_ts", -1, 0, 2**40)
+    period = _int(q, "period_interval", -1, 1, 1440)
+    if start < 0 or end < 0 or period < 0:
+        raise HttpError(400, "invalid_parameters", "start_ts, end_ts and period_interval required")
+    if period not in PERIODS:
+        raise HttpError(400, "invalid_parameters", "period_interval must be 1, 60 or 1440")
+    if end < start:
+        raise HttpError(400, "invalid_parameters", "end_ts must not be before start_ts")
+    if (end - start) // (60 * period) > 5000 * max(1, len(tickers)):
+        raise HttpError(400, "invalid_parameters", "too many candlesticks requested")
+    trades = list(sim.model.trades)
+    out = []
+    for t in tickers:
+        oi = sim.model.states[t].ticker_fields()[6]
+        sticks = candlesticks(sim.past(t), trades, start * 1000, end * 1000, period, oi)
+        out.append({"market_ticker": t, "candlesticks": sticks})
+    return out
 
 
 def _events(sim: Simulator, q: Mapping[str, str]) -> dict[str, Any]:
@@ -344,6 +375,14 @@ def _route(
             return _markets(sim, q)
         if parts[1:] == ["trades"]:
             return _trades(sim, q)
+        if parts[1:] == ["candlesticks"]:
+            tickers = [t for t in q.get("market_tickers", "").split(",") if t]
+            if not 1 <= len(tickers) <= 100:
+                raise HttpError(400, "invalid_parameters", "market_tickers: 1 to 100 markets")
+            unknown = [t for t in tickers if t not in cat.markets]
+            if unknown:
+                raise HttpError(404, "not_found", f"market {unknown[0]} not found")
+            return {"markets": _candles(sim, tickers, q)}
         if parts[1:] == ["orderbooks"]:
             tickers = [t for t in q.get("tickers", "").split(",") if t]
             if not 1 <= len(tickers) <= 100:
@@ -370,6 +409,11 @@ def _route(
         if not nested:
             d["markets"] = [market_json(sim, cat.markets[t]) for t in ev.markets]
         return d
+    if parts[0] == "series" and len(parts) == 5 and parts[2] == "markets":
+        m = cat.markets.get(parts[3])
+        if m is None or m.series_ticker != parts[1] or parts[4] != "candlesticks":
+            raise HttpError(404, "not_found", path)
+        return {"ticker": m.ticker, "candlesticks": _candles(sim, [m.ticker], q)[0]["candlesticks"]}
     if parts[0] == "series":
         if len(parts) == 1:
             items = list(cat.series.values())

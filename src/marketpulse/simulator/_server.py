@@ -22,11 +22,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from marketpulse._aio import cancel_and_wait
 from marketpulse.kalshi.auth import generate_private_key_pem, load_public_key
 from marketpulse.simulator._book import Book
-from marketpulse.simulator._catalog import Catalog, Market, build_catalog
+from marketpulse.simulator._catalog import Catalog, Market, build_catalog, step_at
 from marketpulse.simulator._faults import Faults, FaultSettings
-from marketpulse.simulator._model import Event, ExchangeModel, Ticker
+from marketpulse.simulator._history import PastPrices
+from marketpulse.simulator._model import Delta, Event, ExchangeModel, Ticker
 from marketpulse.simulator._transport import Connection
-from marketpulse.simulator._units import price_dec, size_dec
+from marketpulse.simulator._units import ONE, price_dec, size_dec
 
 log = logging.getLogger("marketpulse.simulator")
 
@@ -99,14 +100,15 @@ class Simulator:
         self.config = cfg
         self.rng = random.Random(cfg.seed)
         self.replay_source: Any = None
+        self.epoch_ms = cfg.epoch_ms if cfg.epoch_ms is not None else int(time.time() * 1000)
+        self._past: dict[str, PastPrices] = {}
         if cfg.replay:
             from marketpulse.simulator.replay import ReplaySource, catalog_from_recording
 
             self.replay_source = ReplaySource(cfg.replay, speed=cfg.speed, loop=cfg.replay_loop)
             self.catalog: Catalog = catalog_from_recording(self.replay_source, self.rng)
         else:
-            epoch = cfg.epoch_ms if cfg.epoch_ms is not None else int(time.time() * 1000)
-            self.catalog = build_catalog(self.rng, cfg.markets, epoch, cfg.closed_markets)
+            self.catalog = build_catalog(self.rng, cfg.markets, self.epoch_ms, cfg.closed_markets)
         self.model = ExchangeModel(
             self.catalog, self.rng, empty_books=self.replay_source is not None
         )
@@ -256,6 +258,40 @@ class Simulator:
             raise KeyError(f"unknown market {ticker}")
         self._dispatch(self.model.set_status(ticker, status, int(time.time() * 1000)))
 
+    def past(self, ticker: str) -> PastPrices:
+        """The generated past of a market (candlesticks before the epoch)."""
+        past = self._past.get(ticker)
+        if past is None:
+            past = PastPrices(self.catalog.markets[ticker], self.epoch_ms, self.config.seed)
+            self._past[ticker] = past
+        return past
+
+    def inject_bad_book(self, ticker: str, kind: str = "crossed", hold: float = 0.0) -> None:
+        """Send every subscriber a delta that makes its copy of ``ticker``'s book impossible,
+        without changing the simulator's own book (so a fresh snapshot heals it).
+
+        ``kind``: ``crossed`` (a NO bid that locks the best YES bid), ``off_tick`` (a YES bid
+        between two ticks of the market's grid) or ``out_of_range`` (a YES bid at $1).
+        ``hold``: then stall every connection's writes for that many seconds, so the snapshot
+        that heals the book comes that late (a test can see the book withheld meanwhile).
+        """
+        if ticker not in self.catalog.markets:
+            raise KeyError(f"unknown market {ticker}")
+        market = self.catalog.markets[ticker]
+        yes = self.model.book(ticker).levels("yes")
+        best = yes[-1][0] if yes else step_at(market.structure, ONE // 2)
+        if kind == "crossed":
+            side, price = "no", ONE - best
+        elif kind == "off_tick":
+            side, price = "yes", best - 1  # one 1/10,000 below a tick: on no coarser grid
+        elif kind == "out_of_range":
+            side, price = "yes", ONE
+        else:
+            raise ValueError(f"unknown bad_book kind {kind!r}")
+        self._dispatch([Delta(ticker, int(time.time() * 1000), side, price, 100)])
+        if hold > 0:
+            self.faults.stall(hold)
+
     @property
     def connections(self) -> int:
         """Open WebSocket connections."""
@@ -313,6 +349,12 @@ class Simulator:
                 return self.advance(int(count))
             case "set_status":
                 self.set_market_status(str(command["ticker"]), str(command["status"]))
+            case "bad_book":
+                self.inject_bad_book(
+                    str(command["ticker"]),
+                    str(command.get("kind", "crossed")),
+                    float(command.get("hold", 0.0)),
+                )
             case "set_rate":
                 rate = float(command["rate"])
                 if rate < 0:

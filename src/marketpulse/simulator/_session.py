@@ -317,6 +317,10 @@ class Session:
             if len(tickers) > self.max_markets:
                 raise CommandError(26)
         for ch in channels:
+            existing = self._by_channel(ch)
+            if existing is not None:
+                self._merge(cmd_id, existing, tickers if ch in MARKET_FILTERED else None)
+                continue
             sub = Subscription(
                 self._next_sid,
                 ch,
@@ -339,6 +343,39 @@ class Session:
                 self._snapshots(sub, list(sub.markets))
             elif ch == "ticker" and initial:
                 self._initial_tickers(sub, list(sub.markets) if sub.markets else None)
+
+    def _by_channel(self, channel: str) -> Subscription | None:
+        for sub in self.subs.values():
+            if sub.channel == channel:
+                return sub
+        return None
+
+    def _merge(self, cmd_id: int | None, sub: Subscription, tickers: list[str] | None) -> None:
+        """A ``subscribe`` on a channel this connection already has: Kalshi merges the markets
+        into the existing subscription and answers ``ok`` with its sid (the ``ok`` takes the
+        sid's next seq), then snapshots the markets that were new (docs/protocols/kalshi.md
+        §2.1)."""
+        added: list[str] = []
+        if sub.markets is not None:
+            if tickers is None:
+                sub.markets = None  # no filter now: every market
+            else:
+                added = [t for t in tickers if t not in sub.markets]
+                if len(sub.markets) + len(added) > self.max_markets:
+                    raise CommandError(26)
+                sub.markets.update(dict.fromkeys(added))
+        self._ok(cmd_id, sub)
+        if sub.channel == "orderbook_delta" and added:
+            self._snapshots(sub, added)
+        elif sub.channel == "ticker" and sub.send_initial_snapshot and added:
+            self._initial_tickers(sub, added)
+
+    def _ok(self, cmd_id: int | None, sub: Subscription) -> None:
+        sub.seq += 1
+        ok: dict[str, Any] = {"sid": sub.sid, "seq": sub.seq, "type": "ok"}
+        if not sub.skip_ticker_ack:
+            ok["msg"] = {"market_tickers": list(sub.markets) if sub.markets is not None else []}
+        self._out.append(response(self._with_id(ok, cmd_id)))
 
     @staticmethod
     def _check_shards(params: Mapping[str, Any]) -> None:
@@ -460,15 +497,13 @@ class Session:
                     )
                 )
                 return
-        ok: dict[str, Any] = {"sid": sub.sid, "type": "ok"}
-        sub.seq += 1
-        ok["seq"] = sub.seq
-        if not sub.skip_ticker_ack:
-            ok["msg"] = {"market_tickers": list(sub.markets) if sub.markets is not None else []}
-        self._out.append(response(self._with_id(ok, cmd_id)))
         if action == "get_snapshot":
+            # Kalshi answers get_snapshot with the snapshots alone, each carrying the
+            # command's id: no ok before them (docs/protocols/kalshi.md §2.3).
             self._snapshots(sub, tickers, cmd_id)
-        elif sub.channel == "orderbook_delta" and added:
+            return
+        self._ok(cmd_id, sub)
+        if sub.channel == "orderbook_delta" and added:
             self._snapshots(sub, added)
         elif sub.channel == "ticker" and sub.send_initial_snapshot and added:
             self._initial_tickers(sub, added)

@@ -85,6 +85,9 @@ export declare const api: {
         yesAsk: number | null;
         volume: number | null;
         openInterest: number | null;
+        result: string | null;
+        settlementValue: number | null;
+        settledAt: number | null;
         live: boolean;
         previousPrice: number | null;
         changePercent24h: number;
@@ -204,6 +207,9 @@ export declare const api: {
         yesAsk: number | null;
         volume: number | null;
         openInterest: number | null;
+        result: string | null;
+        settlementValue: number | null;
+        settledAt: number | null;
         live: boolean;
       }>,
     >;
@@ -307,6 +313,13 @@ export declare const internal: {
       "mutation",
       "internal",
       Record<string, never>,
+      Record<string, number>,
+    >;
+    /** Write the exchange's candles of complete past intervals (a market's history). */
+    upsertCandles: FunctionReference<
+      "mutation",
+      "internal",
+      { candles: Array<Record<string, any>> },
       Record<string, number>,
     >;
     /** Insert or update market metadata from the exchange's REST API. */

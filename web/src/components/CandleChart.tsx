@@ -6,6 +6,8 @@ import { priceDecimals } from "../format";
 import type { Candle, CandleInterval } from "../types";
 
 const INTERVALS: CandleInterval[] = ["1m", "5m", "1h"];
+/** A day of 1-minute candles and more (marketData:getCandles allows 1,500): history from the first second. */
+const CANDLE_LIMIT = 1500;
 
 export interface SeriesData {
   candles: Array<{ time: UTCTimestamp; open: number; high: number; low: number; close: number }>;
@@ -62,7 +64,7 @@ interface ChartHandle {
 /** A live candlestick chart of one market (marketData:getCandles), with volume bars. */
 export function CandleChart({ ticker }: { ticker: string }) {
   const [interval, setChartInterval] = useState<CandleInterval>("1m");
-  const candles = useQuery(api.marketData.getCandles, { ticker, interval, limit: 200 });
+  const candles = useQuery(api.marketData.getCandles, { ticker, interval, limit: CANDLE_LIMIT });
   const container = useRef<HTMLDivElement>(null);
   const handle = useRef<ChartHandle | null>(null);
   const [ready, setReady] = useState(false);

@@ -1,6 +1,6 @@
 import { useQuery } from "convex/react";
 import { api } from "../_generated/api";
-import { formatCloseTime } from "../format";
+import { formatCloseTime, formatPrice } from "../format";
 import { useNow } from "../hooks/useNow";
 import { isTrading } from "../types";
 
@@ -33,6 +33,12 @@ export function MarketHeader({ ticker }: { ticker: string }) {
         <span className={`badge ${trading ? "badge-open" : "badge-closed"}`} data-testid="market-status">
           {trading ? "Open" : market.status === "closed" ? "Closed" : `Closed · ${market.status}`}
         </span>
+        {market.settlementValue != null ? (
+          <span className="badge badge-closed" data-testid="market-settlement">
+            Settled at {formatPrice(market.settlementValue)}
+            {market.result ? ` · ${market.result.toUpperCase()}` : ""}
+          </span>
+        ) : null}
         {market.closeTime ? <span className="muted">{formatCloseTime(market.closeTime, now)}</span> : null}
       </div>
     </div>

@@ -169,7 +169,12 @@ export function MarketListView({
                   <span className="row-title">{m.title || m.ticker}</span>
                   <span className="row-ticker" title={m.ticker}>
                     {m.subtitle || m.ticker}
-                    {trading ? null : <span className="badge badge-closed">{m.status}</span>}
+                    {trading ? null : (
+                      <span className="badge badge-closed" data-testid="row-status">
+                        {m.status}
+                        {m.settlementValue != null ? ` ${formatPrice(m.settlementValue)}` : ""}
+                      </span>
+                    )}
                   </span>
                 </span>
                 <PriceCell market={m} />

@@ -189,6 +189,9 @@ const markets: MarketSummary[] = [
     yesAsk: 0.53,
     volume: 10,
     openInterest: 5,
+    result: null,
+    settlementValue: null,
+    settledAt: null,
     live: true,
   },
   {
@@ -204,6 +207,9 @@ const markets: MarketSummary[] = [
     yesAsk: null,
     volume: 10,
     openInterest: null,
+    result: "yes",
+    settlementValue: 1,
+    settledAt: null,
     live: true,
   },
 ];

@@ -23,6 +23,9 @@ function market(ticker: string): MarketSummary {
     yesAsk: 0.51,
     volume: 1,
     openInterest: 1,
+    result: null,
+    settlementValue: null,
+    settledAt: null,
     live: true,
   };
 }
