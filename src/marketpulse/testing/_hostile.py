@@ -325,14 +325,20 @@ async def unfinished_frames(host: str, port: int, scale: float) -> dict[str, Any
     """40 connections each holding an unfinished 15 MiB frame."""
     writers = []
     readers = []
+    cut = 0  # connected, then cut off by the server while still sending (its refusal, abrupt)
     size = 15 * 1024 * 1024
     for _ in range(int(40 * scale) or 1):
         try:
             reader, writer = await _socket(host, port)
+        except (ConnectionError, OSError):
+            continue
+        try:
             header = struct.pack("!BBQ", 0x81, 0x80 | 127, size) + b"\0\0\0\0"
             writer.write(header + b"x" * (size - 1024))
             await writer.drain()
         except (ConnectionError, OSError):
+            cut += 1
+            writer.transport.abort()
             continue
         readers.append(reader)
         writers.append(writer)
@@ -341,6 +347,7 @@ async def unfinished_frames(host: str, port: int, scale: float) -> dict[str, Any
     return {
         "connections": len(writers),
         "refused": sum(b"Overloaded" in a or b"MessageTimeout" in a for a in answers),
+        "cut": cut,
     }
 
 
