@@ -144,6 +144,8 @@ EXPORTS: dict[str, list[str]] = {
         "HealthCheck",
         "Persistence",
         "PersistenceError",
+        "PostgresPersistence",
+        "Receipt",
         "SharedLog",
         "Snapshot",
         "SqlitePersistence",
