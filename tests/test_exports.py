@@ -170,6 +170,7 @@ EXPORTS: dict[str, list[str]] = {
         "StoreProcess",
         "Streaming",
         "SyntheticFeed",
+        "TcpRelay",
         "TemporalProcess",
         "WebhookReceiver",
         "WorkerProcess",

@@ -80,7 +80,9 @@ def open_persistence(url: str, *, accept_database_loss: bool = False) -> Persist
     """Open the store named by ``url``.
 
     ``sqlite:PATH`` (also ``sqlite:///abs/path``) or ``sqlite::memory:`` for one node;
-    ``postgresql://user@host:port/database`` for several nodes sharing one commit log.
+    ``postgresql://user@host:port/database`` for several nodes sharing one commit log (its
+    query string may carry the log's options: ``write_timeout_s``, ``retention_s``,
+    ``compact_interval_s``, ``node_timeout_s``, ``node``).
 
     Args:
         url: the database.
@@ -102,9 +104,9 @@ def open_persistence(url: str, *, accept_database_loss: bool = False) -> Persist
 
         return SqlitePersistence(rest, accept_loss=accept_database_loss)
     if url.startswith(("postgresql:", "postgres:")):
-        from .postgres import PostgresPersistence
+        from .postgres import from_url
 
-        return PostgresPersistence(url)
+        return from_url(url)
     raise ValueError(
         f"unknown database URL {url.split('@')[-1]!r}; expected sqlite:PATH or postgresql://..."
     )

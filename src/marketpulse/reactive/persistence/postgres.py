@@ -46,6 +46,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import orjson
@@ -57,7 +58,7 @@ from ._types import Commit, CommitConflict, DocumentWrite, PersistenceError, Rec
 
 log = structlog.get_logger("marketpulse.persistence")
 
-__all__ = ["CHANNEL", "PostgresPersistence"]
+__all__ = ["CHANNEL", "OPTIONS", "PostgresPersistence", "from_url"]
 
 CHANNEL = "marketpulse_commits"
 """The ``LISTEN``/``NOTIFY`` channel of the commit log."""
@@ -148,6 +149,33 @@ def _decode_body(ts: int, prev: int, body: str | bytes) -> Commit:
     return Commit(ts, writes, base_ts=prev, receipts=receipts)
 
 
+OPTIONS = ("write_timeout_s", "retention_s", "compact_interval_s", "node_timeout_s", "node")
+"""Query parameters of a ``postgresql://`` URL that are this store's options, not the
+server's (``?retention_s=60&compact_interval_s=10``); see :func:`from_url`."""
+
+
+def from_url(url: str) -> PostgresPersistence:
+    """A :class:`PostgresPersistence` for ``url``, its store options (:data:`OPTIONS`) taken
+    out of the query string and the rest left to asyncpg.
+
+    Raises:
+        ValueError: an option that is not a number (``node`` is a name).
+    """
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    options: dict[str, Any] = {}
+    for key, value in query:
+        if key in OPTIONS:
+            try:
+                options[key] = value if key == "node" else float(value)
+            except ValueError:
+                raise ValueError(
+                    f"{key} in the database URL must be a number, not {value!r}"
+                ) from None
+    rest = urlencode([(k, v) for k, v in query if k not in OPTIONS])
+    return PostgresPersistence(urlunsplit(parts._replace(query=rest)), **options)
+
+
 class PostgresPersistence:
     """The commit log and documents in PostgreSQL, shared by every node given the same URL.
 
@@ -219,10 +247,19 @@ class PostgresPersistence:
         return self._failing or self._disconnected
 
     # -- load -----------------------------------------------------------------------------
+    @property
+    def application_name(self) -> str:
+        """What this node's connections are called in ``pg_stat_activity``."""
+        return f"marketpulse-{self.node}"
+
     async def _connect_pool(self) -> asyncpg.Pool:
         try:
             pool = await asyncpg.create_pool(
-                self.dsn, min_size=1, max_size=4, command_timeout=self.write_timeout_s
+                self.dsn,
+                min_size=1,
+                max_size=4,
+                command_timeout=self.write_timeout_s,
+                server_settings={"application_name": self.application_name},
             )
         except (OSError, asyncpg.PostgresError) as exc:
             raise PersistenceError(
@@ -454,7 +491,11 @@ class PostgresPersistence:
         while not self._closed:
             conn: asyncpg.Connection | None = None
             try:
-                conn = await asyncpg.connect(self.dsn, timeout=self.write_timeout_s)
+                conn = await asyncpg.connect(
+                    self.dsn,
+                    timeout=self.write_timeout_s,
+                    server_settings={"application_name": self.application_name},
+                )
                 await conn.add_listener(CHANNEL, self._on_notify)
                 # Listening now: whatever was committed before is read by ts.
                 await self._catch_up()
