@@ -25,6 +25,7 @@ from marketpulse.reactive.persistence import (
 )
 
 from ..conftest import Recorder
+from ..engine.test_shared_log import assert_b_sees_a
 from ..example_app import MODULES
 
 
@@ -127,13 +128,7 @@ async def test_stale_commit_is_refused(postgres_url: str) -> None:
 async def test_a_subscriber_on_one_node_sees_a_mutation_on_another(cluster: Cluster) -> None:
     a = await cluster.node()
     b = await cluster.node()
-    rec = Recorder()
-    sub = b.subscribe("counters:value", {"name": "c"}, None, rec)
-    r = await a.run_mutation("counters:increment", {"name": "c"})
-    assert r.success and r.value == 1.0
-    await wait_for(lambda: sub.result.value == 1.0)
-    assert rec.updates == [(1, 1.0)]
-    assert b.ts == a.ts == r.ts
+    await assert_b_sees_a(a, b)
 
 
 async def test_concurrent_increments_on_three_nodes_end_exact(cluster: Cluster) -> None:
