@@ -24,6 +24,7 @@ from marketpulse.testing._client import AdminClient, AsyncAdminClient, FunctionE
 from marketpulse.testing._dev import DevProcess
 from marketpulse.testing._feed import FeedMarket, SyntheticFeed
 from marketpulse.testing._issuer import JwtIssuer
+from marketpulse.testing._relay import TcpRelay
 from marketpulse.testing._stats import percentile, summarize_ms
 from marketpulse.testing._system import Book, LocalSystem, Streaming, canonical_book
 from marketpulse.testing._watch import BookWatch, missing_trades, wait_for_trades
@@ -45,6 +46,7 @@ __all__ = [
     "StoreProcess",
     "Streaming",
     "SyntheticFeed",
+    "TcpRelay",
     "TemporalProcess",
     "WebhookReceiver",
     "WorkerProcess",

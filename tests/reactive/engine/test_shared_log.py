@@ -84,6 +84,20 @@ async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
             await asyncio.sleep(0.005)
 
 
+async def assert_b_sees_a(a: Engine, b: Engine) -> Any:
+    """A subscriber on node B sees a mutation run on node A (through the shared log); returns
+    B's subscription."""
+    rec = Recorder()
+    sub = b.subscribe("counters:value", {"name": "c"}, None, rec)
+    r = await a.run_mutation("counters:increment", {"name": "c"})
+    assert r.success and r.value == 1.0
+    # B learns of A's commit from the log and re-runs its subscription.
+    await wait_for(lambda: sub.result.value == 1.0)
+    assert rec.updates == [(1, 1.0)]
+    assert b.ts == a.ts == r.ts
+    return sub
+
+
 async def test_two_nodes_share_one_log() -> None:
     log = MemoryLog()
     a_node, b_node = log.node(1), log.node(2)
@@ -91,14 +105,7 @@ async def test_two_nodes_share_one_log() -> None:
     a = await Engine.open(a_node, MODULES)
     b = await Engine.open(b_node, MODULES)
     try:
-        rec = Recorder()
-        sub = b.subscribe("counters:value", {"name": "c"}, None, rec)
-        r = await a.run_mutation("counters:increment", {"name": "c"})
-        assert r.success and r.value == 1.0
-        # B learns of A's commit from the log and re-runs its subscription.
-        await wait_for(lambda: sub.result.value == 1.0)
-        assert rec.updates == [(1, 1.0)]
-        assert b.ts == a.ts == r.ts
+        sub = await assert_b_sees_a(a, b)
 
         # Concurrent increments on both nodes conflict and are re-run: none is lost.
         results = await asyncio.gather(

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -35,11 +36,13 @@ from ..persistence import (
     DocumentWrite,
     Persistence,
     PersistenceError,
+    Receipt,
     SharedLog,
+    Snapshot,
     WriteNow,
 )
 from ..schema import Schema
-from ..values import value_to_json
+from ..values import json_to_value, value_to_json
 from ._context import ActionCtx, Identity, LogCollector, MutationCtx, QueryCtx
 from ._database import DatabaseReader, DatabaseWriter
 from ._intervals import SubscriptionIndex
@@ -58,6 +61,13 @@ log = logging.getLogger("marketpulse.reactive.engine")
 
 _KIND_NAMES = {"query": "Query", "mutation": "Mutation", "action": "Action"}
 
+RECEIPT_MAX = 100_000
+"""Receipts of client mutations kept in memory (see :class:`Receipt`)..."""
+RECEIPT_AGE_NS = 600 * 1_000_000_000
+"""...and for how long (as long as the front doors' own de-duplication)."""
+
+REPLAY_REJECTED = "MutationReplayRejected: this sessionId and requestId belong to another call"
+
 
 @dataclass
 class _Pending:
@@ -67,6 +77,7 @@ class _Pending:
     args: Any
     identity: Identity
     future: asyncio.Future[FunctionResult]
+    request: tuple[str, int, bytes] | None = None  # (session, request, call) of a client
     ts: int = 0
     writes: list[Write] = field(default_factory=list)
     tables: tuple[str, ...] = ()  # tables written, when someone watches tables
@@ -210,6 +221,8 @@ class Engine:
         self._remote: list[Commit] = []  # commits of other nodes, not yet applied
         self._remote_event = asyncio.Event()
         self._follower: asyncio.Task[None] | None = None
+        self._remote_snapshot: Snapshot | None = None  # the log compacted past this node
+        self._receipts: OrderedDict[tuple[str, int], Receipt] = OrderedDict()
         self._queries: dict[tuple[str, bytes, str, str | None], SharedQuery] = {}
         self._subs: SubscriptionIndex[SharedQuery] = SubscriptionIndex()
         self._closed = False
@@ -235,6 +248,7 @@ class Engine:
         snap = await persistence.load()
         engine._store.load(snap.documents)
         engine._ts = engine._last_ts = snap.ts
+        engine._remember(snap.receipts)
         if isinstance(persistence, SharedLog):
             engine._follower = asyncio.get_running_loop().create_task(
                 engine._follow(persistence.remote_commits())
@@ -510,27 +524,45 @@ class Engine:
         return self._last_creation
 
     async def run_mutation(
-        self, path: str, args: Any, identity: Identity | None = None, *, internal_ok: bool = False
+        self,
+        path: str,
+        args: Any,
+        identity: Identity | None = None,
+        *,
+        internal_ok: bool = False,
+        request: tuple[str, int, bytes] | None = None,
     ) -> FunctionResult:
         """Run a mutation and commit it; durable before this returns.
 
         On success ``result.ts`` is the commit timestamp (the current ts if nothing was
         written). A mutation that raises writes nothing.
+
+        ``request`` is a client's (sessionId, requestId, call digest): the commit carries it
+        (a :class:`Receipt`), and a later run under the same ids, here or on any node sharing
+        the log, answers with the original outcome and writes nothing (a different call under
+        those ids is refused).
         """
         identity = identity or Identity.anonymous()
         spec = self._resolve(path, identity, "mutation", internal_ok)
         if isinstance(spec, FunctionResult):
             return spec
-        return await self.run_mutation_spec(spec, args, identity)
+        return await self.run_mutation_spec(spec, args, identity, request=request)
 
     async def run_mutation_spec(
-        self, spec: FunctionSpec, args: Any, identity: Identity
+        self,
+        spec: FunctionSpec,
+        args: Any,
+        identity: Identity,
+        *,
+        request: tuple[str, int, bytes] | None = None,
     ) -> FunctionResult:
         """Run and commit the mutation ``spec`` (already resolved, maybe not registered: the
         scheduler wraps a job's function with its state change); see :meth:`run_mutation`."""
         if self._closed:
             return FunctionResult.failure("The server is shutting down", ts=self._ts)
-        pending = _Pending(spec, args, identity, asyncio.get_running_loop().create_future())
+        pending = _Pending(
+            spec, args, identity, asyncio.get_running_loop().create_future(), request
+        )
         if not self._execute_mutation(pending):
             return pending.result
         idle = not self._queue and not self._remote and self._flusher_idle()
@@ -559,6 +591,8 @@ class Engine:
             self.timings.execute += time.perf_counter() - started
 
     def _execute_mutation_timed(self, p: _Pending) -> bool:
+        if p.request is not None and self._replayed(p):
+            return p.result.success
         logs = LogCollector(self.limits.max_log_lines)
         limit = self.limits.mutation_time_limit
         tx = Transaction(
@@ -590,6 +624,61 @@ class Engine:
         p.ts = self._last_ts
         return True
 
+    # -- receipts (exactly once across nodes) -----------------------------------------------
+    def _replayed(self, p: _Pending) -> bool:
+        """If ``p``'s request already committed (here or on another node), answer it with that
+        outcome (or refuse a different call under its ids), write nothing, and return True."""
+        assert p.request is not None
+        session, request, call = p.request
+        receipt = self._receipts.get((session, request))
+        if receipt is None:
+            return False
+        p.writes = []
+        if receipt.call != call:
+            p.result = FunctionResult.failure(REPLAY_REJECTED, ts=self._ts)
+            return True
+        body = orjson.loads(receipt.result)
+        p.result = FunctionResult(
+            True,
+            value=json_to_value(body["v"]),
+            log_lines=list(body["l"]),
+            ts=receipt.ts,
+            encoded=body["v"],
+            encoded_json=orjson.dumps(body["v"]),
+        )
+        # Answered at the current state, which includes the original commit (a receipt's
+        # own ts could be older than the rest of a group it joins).
+        p.ts = self._last_ts
+        return True
+
+    def _receipts_of(self, group: list[_Pending]) -> tuple[Receipt, ...]:
+        return tuple(
+            Receipt(
+                p.request[0],
+                p.request[1],
+                p.request[2],
+                p.ts,
+                orjson.dumps(
+                    {"v": orjson.Fragment(p.result.encoded_json), "l": p.result.log_lines}
+                ),
+            )
+            for p in group
+            if p.request is not None and p.writes
+        )
+
+    def _remember(self, receipts: Iterable[Receipt]) -> None:
+        """Keep committed receipts (bounded in number and age)."""
+        kept = self._receipts
+        for r in receipts:
+            kept[(r.session, r.request)] = r
+            kept.move_to_end((r.session, r.request))
+        horizon = time.time_ns() - RECEIPT_AGE_NS
+        while kept:
+            oldest = next(iter(kept.values()))
+            if len(kept) <= RECEIPT_MAX and oldest.ts >= horizon:
+                break
+            kept.popitem(last=False)
+
     def _flusher_idle(self) -> bool:
         return self._flusher is None or self._flusher.done()
 
@@ -607,7 +696,14 @@ class Engine:
         """Apply commits other nodes wrote to the shared log, then re-run the local queue on
         top of them (it was computed without them)."""
         all_points: list[tuple[str, str, bytes]] = []
+        if self._remote_snapshot is not None:
+            # Behind a compacted log: move to the snapshot's state by the difference, so the
+            # indexes and subscriptions follow as for any commit.
+            self._remote.insert(0, self._snapshot_commit(self._remote_snapshot))
+            self._remember(self._remote_snapshot.receipts)
+            self._remote_snapshot = None
         for commit in self._remote:
+            self._remember(commit.receipts)
             writes = []
             for dw in commit.writes:
                 found = self._store.get(dw.id)
@@ -628,6 +724,9 @@ class Engine:
         self._remote_event.clear()
         queue, self._queue = self._queue, []
         self._overlay = Overlay()
+        # The queue's stamps were never committed: handing them out again (to a mutation that
+        # writes nothing) would put this node's ts past the log's head.
+        self._last_ts = self._ts
         for p in queue:
             if self._execute_mutation(p):
                 self._queue.append(p)
@@ -635,10 +734,24 @@ class Engine:
                 p.future.set_result(p.result)
         self._invalidate(all_points)
 
+    def _snapshot_commit(self, snap: Snapshot) -> Commit:
+        """The writes that turn memory into ``snap`` (only documents that differ)."""
+        wanted = {str(doc["_id"]): (table, doc) for table, doc in snap.documents}
+        writes: list[DocumentWrite] = []
+        for name, table in self._store.tables.items():
+            for doc_id in list(table.docs):
+                if doc_id not in wanted:
+                    writes.append(DocumentWrite(name, doc_id, None))
+        for doc_id, (table_name, doc) in wanted.items():
+            found = self._store.get(doc_id)
+            if found is None or found[1] != doc:
+                writes.append(DocumentWrite(table_name, doc_id, doc))
+        return Commit(snap.ts, tuple(writes))
+
     async def _flush(self) -> None:
         """Write queued commits in groups (one durable write per group), then apply them."""
-        while self._queue or self._remote:
-            if self._remote:
+        while self._queue or self._remote or self._remote_snapshot is not None:
+            if self._remote or self._remote_snapshot is not None:
                 self._apply_remote()
                 continue
             group, self._queue = self._queue, []
@@ -689,7 +802,9 @@ class Engine:
                 net[w.id] = DocumentWrite(w.table, w.id, w.new)
         if not net:
             return None
-        return Commit(group[-1].ts, tuple(net.values()), base_ts=self._ts)
+        return Commit(
+            group[-1].ts, tuple(net.values()), base_ts=self._ts, receipts=self._receipts_of(group)
+        )
 
     def _fail_queued(self, group: list[_Pending], exc: Exception) -> None:
         """``group`` could not be committed; everything queued since was computed on top of
@@ -700,6 +815,7 @@ class Engine:
         # per mutation would drown the log while a disk is full.
         failed, self._queue = group + self._queue, []
         self._overlay = Overlay()
+        self._last_ts = self._ts  # (see _apply_remote)
         for p in failed:
             p.result = FunctionResult.failure(
                 f"Mutation could not be committed: {exc}", p.result.log_lines, self._ts
@@ -713,6 +829,8 @@ class Engine:
         started = time.perf_counter()
         points = self._store.apply([w for p in group for w in p.writes])
         self._ts = max(self._ts, group[-1].ts)
+        if any(p.request is not None and p.writes for p in group):
+            self._remember(self._receipts_of(group))
         self.commits += sum(1 for p in group if p.writes)
         self._rebuild_overlay()
         applied = time.perf_counter()
@@ -765,11 +883,16 @@ class Engine:
             raise RuntimeError(result.error_message)
         return result.value
 
-    async def _follow(self, feed: AsyncIterator[Commit]) -> None:
+    async def _follow(self, feed: AsyncIterator[Commit | Snapshot]) -> None:
         """Queue commits of other nodes as the shared log delivers them."""
         try:
-            async for commit in feed:
-                self._remote.append(commit)
+            async for item in feed:
+                if isinstance(item, Snapshot):
+                    # Everything before it is superseded.
+                    self._remote = []
+                    self._remote_snapshot = item
+                else:
+                    self._remote.append(item)
                 self._remote_event.set()
                 self._wake_flusher()
         except asyncio.CancelledError:
@@ -859,6 +982,7 @@ class Engine:
             self._follower.cancel()
             await asyncio.gather(self._follower, return_exceptions=True)
         self._remote = []
+        self._remote_snapshot = None
         while not self._flusher_idle():
             assert self._flusher is not None
             await asyncio.gather(self._flusher, return_exceptions=True)

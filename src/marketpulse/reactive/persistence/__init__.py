@@ -4,19 +4,15 @@ The engine needs three things from a store (:class:`Persistence`): ``load()`` ev
 and the latest commit timestamp at startup, ``write(commit)`` durably (in ts order), and
 ``close()``. :func:`open_persistence` picks an implementation from a URL.
 
-SQLite (``sqlite:PATH``) is the default and the only implementation so far.
+SQLite (``sqlite:PATH``) is the default: one node, one file.
 
-Adding PostgreSQL (several server nodes sharing one commit log) without touching the engine:
-a ``PostgresPersistence`` keeps an append-only ``commits(ts BIGINT PRIMARY KEY, writes JSONB)``
-log plus a ``documents`` table maintained in the same transaction. ``write(commit)`` appends
-only if the log's newest ts is still ``commit.base_ts`` (checked under a row lock or an
-advisory lock), else raises :class:`CommitConflict`; ``load`` reads ``documents`` and
-``max(ts)``. It also implements :class:`SharedLog`: ``remote_commits()`` tails the log
-(``LISTEN/NOTIFY`` plus ``SELECT ... WHERE ts > last``) and yields other nodes' commits. The
-engine already handles both: it applies remote commits like its own (memory, ts, subscription
-invalidation) and, on a conflict, waits for the newer commits, applies them and re-runs its
-queued mutations (tests/reactive/engine/test_shared_log.py drives two engines over an
-in-memory shared log).
+PostgreSQL (``postgresql://...``, :class:`PostgresPersistence`) lets several server nodes
+share one commit log: ``write(commit)`` appends only if the log's newest ts is still
+``commit.base_ts`` (checked under a row lock), else raises :class:`CommitConflict`; it also
+implements :class:`SharedLog`: ``remote_commits()`` tails the log (``LISTEN/NOTIFY`` plus a
+catch-up read by ts) and yields other nodes' commits. The engine applies remote commits like
+its own (memory, ts, subscription invalidation) and, on a conflict, waits for the newer
+commits, applies them and re-runs its queued mutations.
 """
 
 from __future__ import annotations
@@ -32,6 +28,8 @@ __all__ = [
     "HealthCheck",
     "Persistence",
     "PersistenceError",
+    "PostgresPersistence",
+    "Receipt",
     "SharedLog",
     "Snapshot",
     "SqlitePersistence",
@@ -48,11 +46,13 @@ if TYPE_CHECKING:
         HealthCheck,
         Persistence,
         PersistenceError,
+        Receipt,
         SharedLog,
         Snapshot,
         UnsafeDatabase,
         WriteNow,
     )
+    from .postgres import PostgresPersistence
     from .sqlite import SqlitePersistence
 else:
     # The engine needs only the types; SQLite loads when a store is opened.
@@ -65,11 +65,13 @@ else:
             "HealthCheck": "._types",
             "Persistence": "._types",
             "PersistenceError": "._types",
+            "Receipt": "._types",
             "SharedLog": "._types",
             "Snapshot": "._types",
             "UnsafeDatabase": "._types",
             "WriteNow": "._types",
             "SqlitePersistence": ".sqlite",
+            "PostgresPersistence": ".postgres",
         },
     )
 
@@ -77,8 +79,10 @@ else:
 def open_persistence(url: str, *, accept_database_loss: bool = False) -> Persistence:
     """Open the store named by ``url``.
 
-    ``sqlite:PATH`` (also ``sqlite:///abs/path``) or ``sqlite::memory:``; ``postgresql://...``
-    is reserved for the multi-node implementation.
+    ``sqlite:PATH`` (also ``sqlite:///abs/path``) or ``sqlite::memory:`` for one node;
+    ``postgresql://user@host:port/database`` for several nodes sharing one commit log (its
+    query string may carry the log's options: ``write_timeout_s``, ``retention_s``,
+    ``compact_interval_s``, ``node_timeout_s``, ``node``).
 
     Args:
         url: the database.
@@ -100,5 +104,9 @@ def open_persistence(url: str, *, accept_database_loss: bool = False) -> Persist
 
         return SqlitePersistence(rest, accept_loss=accept_database_loss)
     if url.startswith(("postgresql:", "postgres:")):
-        raise ValueError("PostgreSQL persistence is not implemented yet; use sqlite:PATH")
-    raise ValueError(f"unknown database URL {url!r}; expected sqlite:PATH")
+        from .postgres import from_url
+
+        return from_url(url)
+    raise ValueError(
+        f"unknown database URL {url.split('@')[-1]!r}; expected sqlite:PATH or postgresql://..."
+    )

@@ -13,6 +13,7 @@ __all__ = [
     "HealthCheck",
     "Persistence",
     "PersistenceError",
+    "Receipt",
     "SharedLog",
     "Snapshot",
     "UnsafeDatabase",
@@ -48,25 +49,55 @@ class CommitConflict(PersistenceError):
 
 
 @dataclass(frozen=True)
+class Receipt:
+    """A client's mutation, identified, with its outcome: kept with the commit that wrote it
+    so a re-send of the same request, to any node sharing the log, answers with ``result``
+    instead of running again.
+
+    Attributes:
+        session: the client's sessionId.
+        request: its requestId in that session.
+        call: a digest of the call (caller, function, arguments): a re-send must match it.
+        ts: the mutation's commit timestamp.
+        result: its successful outcome, encoded by the engine (opaque to the store).
+    """
+
+    session: str
+    request: int
+    call: bytes
+    ts: int
+    result: bytes
+
+
+@dataclass(frozen=True)
 class Commit:
     """One atomic commit: every write, stamped with its commit timestamp (u64 ns).
 
     ``base_ts`` is the ts of the state the commit was computed on; a single-node store may
     ignore it, a shared log must refuse the commit (:class:`CommitConflict`) when it holds a
-    newer one.
+    newer one. ``receipts`` name the client mutations it carries (a shared log stores them in
+    the same transaction and hands them to the other nodes; a single-node store may ignore
+    them).
     """
 
     ts: int
     writes: tuple[DocumentWrite, ...]
     base_ts: int = 0
+    receipts: tuple[Receipt, ...] = ()
 
 
 @dataclass
 class Snapshot:
-    """Everything stored, as loaded at startup: ``(table, document)`` pairs and the max ts."""
+    """Everything stored, as loaded at startup: ``(table, document)`` pairs and the max ts.
+
+    A shared log also yields one from :meth:`SharedLog.remote_commits` when this node fell
+    behind the compacted log: the engine then replaces its state with it. ``receipts`` are
+    the recent client mutations (see :class:`Receipt`).
+    """
 
     documents: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     ts: int = 0
+    receipts: list[Receipt] = field(default_factory=list)
 
 
 @runtime_checkable
@@ -124,8 +155,10 @@ class SharedLog(Protocol):
     subscriptions) and re-runs its queued mutations on top.
     """
 
-    def remote_commits(self) -> AsyncIterator[Commit]:
-        """Commits written by *other* nodes after the loaded snapshot, in ts order, forever."""
+    def remote_commits(self) -> AsyncIterator[Commit | Snapshot]:
+        """Commits written by *other* nodes after the loaded snapshot, in ts order, forever;
+        a :class:`Snapshot` instead when the commits this node needs were compacted away
+        (the engine then moves to the snapshot's state)."""
         ...
 
 

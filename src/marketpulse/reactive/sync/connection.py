@@ -597,16 +597,30 @@ class SyncConnection:
                 return await asyncio.shield(previous)
         # Its own task, shielded: if this socket dies mid-mutation, the outcome is still
         # recorded for the re-send that arrives on the client's next connection.
-        task = asyncio.ensure_future(self._execute_mutation(event, identity))
+        request = None
+        if key is not None:
+            # Also bound to the call, so a re-send reaching another node sharing the log
+            # (which never saw this socket) finds the original in the engine's receipts.
+            request = (
+                key[0],
+                key[1],
+                hashlib.blake2b(repr(call).encode(), digest_size=16).digest(),
+            )
+        task = asyncio.ensure_future(self._execute_mutation(event, identity, request))
         if key is not None:
             log_.put(key, call, task)
         return await asyncio.shield(task)
 
     async def _execute_mutation(
-        self, event: MutationRequested, identity: Any
+        self, event: MutationRequested, identity: Any, request: tuple[str, int, bytes] | None
     ) -> tuple[Any, int | None]:
         try:
-            result = await self._gw.engine.run_mutation(event.udf_path, event.args, identity)
+            if request is None:
+                result = await self._gw.engine.run_mutation(event.udf_path, event.args, identity)
+            else:
+                result = await self._gw.engine.run_mutation(
+                    event.udf_path, event.args, identity, request=request
+                )
         except Exception as exc:
             log.exception("mutation crashed", path=event.udf_path)
             return failed_outcome(f"InternalServerError: {type(exc).__name__}"), None

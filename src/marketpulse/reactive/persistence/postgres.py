@@ -1,0 +1,597 @@
+"""PostgreSQL persistence: several store nodes sharing one commit log (asyncpg).
+
+Layout (created on first use, under an advisory lock so nodes may start together):
+
+* ``commits(ts PRIMARY KEY, prev, node, body)``: the log. ``prev`` is the log head the
+  commit was computed on (the ts of the commit before it), ``body`` its writes and receipts
+  as JSON: ``{"w": [[table, id, doc | null], ...], "r": [[session, request, call, ts,
+  result], ...]}``.
+* ``documents(id PRIMARY KEY, tbl, ts, doc)``: the current state, kept in the same
+  transaction as the log, so compacting the log loses nothing.
+* ``log_head(ts)``: one row, the newest commit's ts.
+* ``mutation_log(session, request, call, ts, result)``: the receipts of client mutations
+  (exactly once across nodes), written with the commit that carries them.
+* ``nodes(node, position, seen)``: each live node's position in the log (its heartbeat).
+* ``store(key, value)``: the store's random id.
+
+Writing: ``mp_commit(...)``, one server-side function and so one round trip, locks the
+``log_head`` row (``SELECT ... FOR UPDATE``), refuses the commit if the head is no longer
+the commit's ``base_ts`` (:class:`CommitConflict`: the engine applies the newer commits and
+re-runs its mutations), else appends the commit, updates the documents and receipts, moves the
+head and ``pg_notify``\\ s the other nodes, all in one transaction. Rows locked in ts order
+make the commit timestamps strictly increasing across the cluster. A write returns once
+PostgreSQL committed it (``synchronous_commit`` as the server has it, durable by default). A
+write whose connection drops mid-commit does not know whether it committed: it reconnects
+and looks the commit up (by its ts) before answering, until ``write_timeout_s``.
+
+Following (:meth:`PostgresPersistence.remote_commits`): a dedicated connection ``LISTEN``\\ s;
+a notification carries the commit itself when it fits (else only its ts), and is applied when
+its ``prev`` is this node's position. Anything else (a gap, a lost notification, a dropped
+connection, a commit too big to notify) is filled by a catch-up read of ``commits`` by ts;
+the head is also polled every ``poll_interval_s`` for the same reason. The connection is
+re-opened with backoff. A node whose position was compacted away (the first commit after it
+does not follow it) reloads the snapshot and hands it to the engine.
+
+Compaction: every node heartbeats its position into ``nodes``; every ``compact_interval_s``
+a node deletes the commits at or below every live node's position that are also older than
+``retention_s`` (a node silent for ``node_timeout_s`` is not live), and receipts older than
+the engine keeps them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+import orjson
+import structlog
+
+from ..values import json_to_value, value_to_json
+from ._failures import FailureLog
+from ._types import Commit, CommitConflict, DocumentWrite, PersistenceError, Receipt, Snapshot
+
+log = structlog.get_logger("marketpulse.persistence")
+
+__all__ = ["CHANNEL", "OPTIONS", "PostgresPersistence", "from_url"]
+
+CHANNEL = "marketpulse_commits"
+"""The ``LISTEN``/``NOTIFY`` channel of the commit log."""
+
+_NOTIFY_MAX = 7000  # PostgreSQL refuses payloads of 8000 bytes or more
+_CATCH_UP_ROWS = 1000
+_RECEIPT_AGE_S = 600
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS store (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS log_head (id INT PRIMARY KEY CHECK (id = 1), ts BIGINT NOT NULL);
+INSERT INTO log_head (id, ts) VALUES (1, 0) ON CONFLICT DO NOTHING;
+CREATE TABLE IF NOT EXISTS commits (
+    ts BIGINT PRIMARY KEY, prev BIGINT NOT NULL, node TEXT NOT NULL, body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS documents (
+    id TEXT PRIMARY KEY, tbl TEXT NOT NULL, ts BIGINT NOT NULL, doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mutation_log (
+    session TEXT NOT NULL, request BIGINT NOT NULL, call BYTEA NOT NULL, ts BIGINT NOT NULL,
+    result TEXT NOT NULL, PRIMARY KEY (session, request)
+);
+CREATE INDEX IF NOT EXISTS mutation_log_ts ON mutation_log (ts);
+CREATE TABLE IF NOT EXISTS nodes (
+    node TEXT PRIMARY KEY, position BIGINT NOT NULL, seen TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE OR REPLACE FUNCTION mp_commit(
+    p_base BIGINT, p_ts BIGINT, p_node TEXT, p_body TEXT,
+    p_ids TEXT[], p_tbls TEXT[], p_docs TEXT[], p_deleted TEXT[],
+    p_sessions TEXT[], p_requests BIGINT[], p_calls BYTEA[], p_rts BIGINT[], p_results TEXT[]
+) RETURNS BIGINT LANGUAGE plpgsql AS $$
+DECLARE head BIGINT;
+BEGIN
+    SELECT ts INTO head FROM log_head WHERE id = 1 FOR UPDATE;
+    IF head <> p_base OR p_ts <= head THEN
+        RETURN head;
+    END IF;
+    INSERT INTO commits (ts, prev, node, body) VALUES (p_ts, head, p_node, p_body);
+    INSERT INTO documents (id, tbl, ts, doc)
+        SELECT i, t, p_ts, d FROM unnest(p_ids, p_tbls, p_docs) AS u(i, t, d)
+        ON CONFLICT (id) DO UPDATE SET tbl = excluded.tbl, ts = excluded.ts, doc = excluded.doc;
+    DELETE FROM documents WHERE id = ANY(p_deleted);
+    INSERT INTO mutation_log (session, request, call, ts, result)
+        SELECT * FROM unnest(p_sessions, p_requests, p_calls, p_rts, p_results);
+    UPDATE log_head SET ts = p_ts WHERE id = 1;
+    IF octet_length(p_body) <= {_NOTIFY_MAX} THEN
+        PERFORM pg_notify('{CHANNEL}', head || ' ' || p_ts || ' ' || p_node || ' ' || p_body);
+    ELSE
+        PERFORM pg_notify('{CHANNEL}', head || ' ' || p_ts || ' ' || p_node);
+    END IF;
+    RETURN NULL;
+END $$;
+"""
+_SCHEMA_LOCK = 0x6D61726B  # the advisory lock held while creating the schema
+
+_COMMIT = "SELECT mp_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+
+# Server errors that mean "the connection or the server is going away", not "this statement
+# is wrong" (a client-side failure is never a refusal either).
+_CONNECTION_ERRORS = (
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # pg_terminate_backend, shutdown
+    asyncpg.exceptions.CannotConnectNowError,
+)
+
+
+def _encode_body(commit: Commit, docs: list[str | None]) -> str:
+    writes = [
+        [w.table, w.id, orjson.Fragment(d) if d is not None else None]
+        for w, d in zip(commit.writes, docs, strict=True)
+    ]
+    receipts = [
+        [r.session, r.request, r.call.hex(), r.ts, orjson.Fragment(r.result)]
+        for r in commit.receipts
+    ]
+    return orjson.dumps({"w": writes, "r": receipts}).decode()
+
+
+def _decode_body(ts: int, prev: int, body: str | bytes) -> Commit:
+    data = orjson.loads(body)
+    writes = tuple(
+        DocumentWrite(t, i, json_to_value(d) if d is not None else None) for t, i, d in data["w"]
+    )
+    receipts = tuple(
+        Receipt(s, int(q), bytes.fromhex(c), int(rts), orjson.dumps(res))
+        for s, q, c, rts, res in data["r"]
+    )
+    return Commit(ts, writes, base_ts=prev, receipts=receipts)
+
+
+OPTIONS = ("write_timeout_s", "retention_s", "compact_interval_s", "node_timeout_s", "node")
+"""Query parameters of a ``postgresql://`` URL that are this store's options, not the
+server's (``?retention_s=60&compact_interval_s=10``); see :func:`from_url`."""
+
+
+def from_url(url: str) -> PostgresPersistence:
+    """A :class:`PostgresPersistence` for ``url``, its store options (:data:`OPTIONS`) taken
+    out of the query string and the rest left to asyncpg.
+
+    Raises:
+        ValueError: an option that is not a number (``node`` is a name).
+    """
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    options: dict[str, Any] = {}
+    for key, value in query:
+        if key in OPTIONS:
+            try:
+                options[key] = value if key == "node" else float(value)
+            except ValueError:
+                raise ValueError(
+                    f"{key} in the database URL must be a number, not {value!r}"
+                ) from None
+    rest = urlencode([(k, v) for k, v in query if k not in OPTIONS])
+    return PostgresPersistence(urlunsplit(parts._replace(query=rest)), **options)
+
+
+class PostgresPersistence:
+    """The commit log and documents in PostgreSQL, shared by every node given the same URL.
+
+    Implements :class:`~marketpulse.reactive.persistence.Persistence`,
+    :class:`~marketpulse.reactive.persistence.SharedLog` and
+    :class:`~marketpulse.reactive.persistence.HealthCheck`.
+
+    Args:
+        dsn: ``postgresql://user@host:port/database``.
+        node: this node's name in ``nodes`` (default: a random one per process).
+        write_timeout_s: how long a write keeps trying through a lost connection before it
+            fails (a clear transient error, never a false success).
+        poll_interval_s: how often the log head is read, in case a notification was lost.
+        heartbeat_s: how often this node records its position.
+        node_timeout_s: a node silent this long is not live (compaction ignores it).
+        compact_interval_s: how often this node compacts the log (0: never).
+        retention_s: commits younger than this are kept even below every position.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        node: str | None = None,
+        write_timeout_s: float = 10.0,
+        poll_interval_s: float = 0.5,
+        heartbeat_s: float = 1.0,
+        node_timeout_s: float = 30.0,
+        compact_interval_s: float = 10.0,
+        retention_s: float = 60.0,
+    ) -> None:
+        self.dsn = dsn
+        self.node = node or secrets.token_hex(6)
+        self.write_timeout_s = write_timeout_s
+        self.poll_interval_s = poll_interval_s
+        self.heartbeat_s = heartbeat_s
+        self.node_timeout_s = node_timeout_s
+        self.compact_interval_s = compact_interval_s
+        self.retention_s = retention_s
+        self.store_id: str | None = None
+        """The store's random id, kept in the database (``store('id')``)."""
+        self.position = 0
+        """The newest commit of the log handed to the engine (or written by this node)."""
+        self.compacted = 0
+        """Commits this node deleted by compaction (for tests and metrics)."""
+        self.snapshots_reloaded = 0
+        """Times this node fell behind the compacted log and reloaded the snapshot."""
+        self._pool: asyncpg.Pool | None = None
+        self._inbox: asyncio.Queue[Commit | Snapshot] = asyncio.Queue()
+        self._wake = asyncio.Event()
+        self._notified: list[str] = []
+        self._unknown: set[int] = set()  # own commits whose outcome a lost connection hid
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+        self._failing: str | None = None
+        self._disconnected: str | None = None
+        self._failures = FailureLog("store write failed")
+
+    def __repr__(self) -> str:
+        return f"PostgresPersistence({self._safe_dsn()!r}, node={self.node!r})"
+
+    def _safe_dsn(self) -> str:
+        return self.dsn.split("@")[-1]  # no password in logs or errors
+
+    @property
+    def problem(self) -> str | None:
+        """Why this node cannot take writes or is not current with the log; None when
+        healthy."""
+        return self._failing or self._disconnected
+
+    # -- load -----------------------------------------------------------------------------
+    @property
+    def application_name(self) -> str:
+        """What this node's connections are called in ``pg_stat_activity``."""
+        return f"marketpulse-{self.node}"
+
+    async def _connect_pool(self) -> asyncpg.Pool:
+        try:
+            pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=1,
+                max_size=4,
+                command_timeout=self.write_timeout_s,
+                server_settings={"application_name": self.application_name},
+            )
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise PersistenceError(
+                f"cannot connect to PostgreSQL at {self._safe_dsn()}: {exc}"
+            ) from exc
+        assert pool is not None
+        return pool
+
+    async def _read_snapshot(self, conn: asyncpg.Connection) -> Snapshot:
+        """Documents, the head and recent receipts as of one instant."""
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            head = await conn.fetchval("SELECT ts FROM log_head WHERE id = 1")
+            rows = await conn.fetch("SELECT tbl, doc FROM documents")
+            receipts = await conn.fetch(
+                "SELECT session, request, call, ts, result FROM mutation_log"
+            )
+        snap = Snapshot(ts=int(head))
+        snap.documents = [(r["tbl"], json_to_value(orjson.loads(r["doc"]))) for r in rows]
+        snap.receipts = [
+            Receipt(r["session"], r["request"], bytes(r["call"]), r["ts"], r["result"].encode())
+            for r in receipts
+        ]
+        return snap
+
+    async def load(self) -> Snapshot:
+        """Create the schema if needed, read a consistent snapshot, start following the log.
+
+        Raises:
+            PersistenceError: PostgreSQL cannot be reached or read.
+        """
+        self._pool = await self._connect_pool()
+        try:
+            async with self._pool.acquire() as conn:
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
+                    await conn.execute(_SCHEMA)
+                    store_id = await conn.fetchval("SELECT value FROM store WHERE key = 'id'")
+                    if store_id is None:
+                        store_id = secrets.token_hex(16)
+                        await conn.execute(
+                            "INSERT INTO store (key, value) VALUES ('id', $1)", store_id
+                        )
+                self.store_id = str(store_id)
+                snap = await self._read_snapshot(conn)
+                self.position = snap.ts
+                await self._heartbeat(conn)
+        except (OSError, asyncpg.PostgresError) as exc:
+            await self._pool.close()
+            raise PersistenceError(f"cannot load from PostgreSQL: {exc}") from exc
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._listen_forever()),
+            loop.create_task(self._periodic()),
+        ]
+        log.info(
+            "following the PostgreSQL commit log",
+            db=self._safe_dsn(),
+            node=self.node,
+            store_id=self.store_id,
+            ts=snap.ts,
+            documents=len(snap.documents),
+        )
+        return snap
+
+    # -- write ----------------------------------------------------------------------------
+    def _arguments(self, commit: Commit) -> list[Any]:
+        docs = [
+            orjson.dumps(value_to_json(w.value)).decode() if w.value is not None else None
+            for w in commit.writes
+        ]
+        upserts = [(w, d) for w, d in zip(commit.writes, docs, strict=True) if d is not None]
+        rs = commit.receipts
+        return [
+            commit.base_ts,
+            commit.ts,
+            self.node,
+            _encode_body(commit, docs),
+            [w.id for w, _ in upserts],
+            [w.table for w, _ in upserts],
+            [d for _, d in upserts],
+            [w.id for w in commit.writes if w.value is None],
+            [r.session for r in rs],
+            [r.request for r in rs],
+            [r.call for r in rs],
+            [r.ts for r in rs],
+            [r.result.decode() for r in rs],
+        ]
+
+    async def write(self, commit: Commit) -> None:
+        """Append ``commit`` if the log head is still ``commit.base_ts``; return once
+        PostgreSQL committed it.
+
+        Raises:
+            CommitConflict: another node committed first (nothing was written).
+            PersistenceError: PostgreSQL could not be reached within ``write_timeout_s``
+                (nothing was written, as far as anyone can tell), or refused the commit.
+        """
+        if self._closed or self._pool is None:
+            raise PersistenceError("persistence is closed")
+        args = self._arguments(commit)
+        deadline = time.monotonic() + self.write_timeout_s
+        ambiguous = False
+        delay = 0.05
+        while True:
+            try:
+                async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+                    conn = await self._pool.acquire()
+                    try:
+                        if ambiguous and await self._committed(conn, commit.ts):
+                            break
+                        head = await conn.fetchval(_COMMIT, *args)
+                    finally:
+                        await self._release(conn)
+                if head is None:
+                    break
+                raise CommitConflict(
+                    f"the log head {head} is newer than this commit's base {commit.base_ts}"
+                )
+            except CommitConflict:
+                raise
+            except Exception as exc:
+                if isinstance(exc, asyncpg.PostgresError) and not isinstance(
+                    exc, _CONNECTION_ERRORS
+                ):
+                    raise self._failed(f"PostgreSQL refused the commit: {exc}") from exc
+                # The connection, the server or the client library failed mid-way.
+                ambiguous = True
+                if time.monotonic() + delay >= deadline:
+                    # The commit may or may not have happened: if it did, the log brings it.
+                    self._unknown.add(commit.ts)
+                    cause = f"PostgreSQL unreachable: {exc or type(exc).__name__}"
+                    raise self._failed(cause) from exc
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        self._failing = None
+        self.position = max(self.position, commit.ts)
+
+    async def _release(self, conn: asyncpg.Connection) -> None:
+        """Give ``conn`` back to the pool; a connection that cannot be reset is dropped (its
+        statement's outcome is already known)."""
+        assert self._pool is not None
+        try:
+            await self._pool.release(conn)
+        except Exception:
+            conn.terminate()
+
+    @staticmethod
+    async def _committed(conn: asyncpg.Connection, ts: int) -> bool:
+        return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM commits WHERE ts = $1)", ts))
+
+    def _failed(self, cause: str) -> PersistenceError:
+        self._failing = cause
+        self._failures.report(cause)
+        return PersistenceError(f"cannot write to {self._safe_dsn()}: {cause}")
+
+    # -- follow ---------------------------------------------------------------------------
+    async def remote_commits(self) -> AsyncIterator[Commit | Snapshot]:
+        """Commits of other nodes in log order (a :class:`Snapshot` after a compacted gap)."""
+        while True:
+            yield await self._inbox.get()
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        self._notified.append(payload)
+        self._wake.set()
+
+    def _accept(self, ts: int, prev: int, node: str, body: str | None) -> bool:
+        """Take the commit ``ts`` if it follows this node's position; False on a gap (or a
+        body left out of the notification): a catch-up read is needed."""
+        if ts <= self.position:
+            return True  # already had it (this node's own, or read by a catch-up)
+        if prev != self.position or body is None:
+            return False
+        if node != self.node or ts in self._unknown:
+            self._unknown.discard(ts)
+            self._inbox.put_nowait(_decode_body(ts, prev, body))
+        self.position = ts
+        return True
+
+    def _drain_notifications(self) -> bool:
+        """Apply the notifications received; True if a catch-up read is needed."""
+        gap = False
+        notes, self._notified = self._notified, []
+        for payload in notes:
+            parts = payload.split(" ", 3)
+            prev, ts, node = int(parts[0]), int(parts[1]), parts[2]
+            if not gap and not self._accept(ts, prev, node, parts[3] if len(parts) > 3 else None):
+                gap = True
+        return gap
+
+    async def _catch_up(self) -> None:
+        """Read every commit after this node's position (reload the snapshot if they are
+        gone)."""
+        assert self._pool is not None
+        async with self._pool.acquire() as conn:
+            while True:
+                rows = await conn.fetch(
+                    "SELECT ts, prev, node, body FROM commits WHERE ts > $1 ORDER BY ts LIMIT $2",
+                    self.position,
+                    _CATCH_UP_ROWS,
+                )
+                if not rows:
+                    head = await conn.fetchval("SELECT ts FROM log_head WHERE id = 1")
+                    if head is not None and head > self.position:
+                        await self._reload(conn)  # the head moved, its commits are gone
+                    return
+                for row in rows:
+                    if not self._accept(row["ts"], row["prev"], row["node"], row["body"]):
+                        await self._reload(conn)
+                        return
+                if len(rows) < _CATCH_UP_ROWS:
+                    return
+
+    async def _reload(self, conn: asyncpg.Connection) -> None:
+        snap = await self._read_snapshot(conn)
+        self.snapshots_reloaded += 1
+        log.warning(
+            "the commits after this node's position were compacted away: reloading the snapshot",
+            node=self.node,
+            position=self.position,
+            head=snap.ts,
+        )
+        self._unknown.clear()
+        self.position = snap.ts
+        self._inbox.put_nowait(snap)
+
+    async def _listen_forever(self) -> None:
+        """Hold a LISTEN connection (re-opened with backoff) and follow the log."""
+        delay = 0.1
+        while not self._closed:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(
+                    self.dsn,
+                    timeout=self.write_timeout_s,
+                    server_settings={"application_name": self.application_name},
+                )
+                await conn.add_listener(CHANNEL, self._on_notify)
+                # Listening now: whatever was committed before is read by ts.
+                await self._catch_up()
+                self._disconnected = None
+                delay = 0.1
+                while not conn.is_closed():
+                    woke = False
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.poll_interval_s):
+                            await self._wake.wait()
+                            woke = True
+                    self._wake.clear()
+                    if self._drain_notifications():
+                        await self._catch_up()
+                    elif not woke:
+                        await self._poll(conn)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._disconnected = f"not connected to PostgreSQL to follow the log: {exc}"
+                log.warning("the log follower lost PostgreSQL; reconnecting", error=str(exc))
+            finally:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(1.0):
+                            await conn.close()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    async def _poll(self, conn: asyncpg.Connection) -> None:
+        """Catch up if the head is past this node's position (a lost notification)."""
+        head = await conn.fetchval("SELECT ts FROM log_head WHERE id = 1")
+        if head is not None and head > self.position:
+            await self._catch_up()
+
+    # -- heartbeat and compaction ---------------------------------------------------------
+    async def _heartbeat(self, conn: asyncpg.Connection) -> None:
+        await conn.execute(
+            "INSERT INTO nodes (node, position, seen) VALUES ($1, $2, now()) "
+            "ON CONFLICT (node) DO UPDATE SET position = excluded.position, seen = now()",
+            self.node,
+            self.position,
+        )
+
+    async def compact(self) -> int:
+        """Delete the commits every live node has passed that are older than the retention
+        window, and expired receipts; returns how many commits were deleted."""
+        assert self._pool is not None
+        horizon_ns = time.time_ns() - int(self.retention_s * 1e9)
+        receipt_horizon_ns = time.time_ns() - _RECEIPT_AGE_S * 1_000_000_000
+        async with self._pool.acquire() as conn:
+            status = await conn.execute(
+                "DELETE FROM commits WHERE ts < $1 AND ts <= (SELECT min(position) FROM nodes "
+                "WHERE seen > now() - make_interval(secs => $2))",
+                horizon_ns,
+                self.node_timeout_s,
+            )
+            await conn.execute("DELETE FROM mutation_log WHERE ts < $1", receipt_horizon_ns)
+            await conn.execute(
+                "DELETE FROM nodes WHERE seen < now() - make_interval(secs => $1)",
+                self.node_timeout_s * 10,
+            )
+        deleted = int(status.split()[-1])
+        self.compacted += deleted
+        return deleted
+
+    async def _periodic(self) -> None:
+        next_compact = time.monotonic() + self.compact_interval_s
+        while not self._closed:
+            await asyncio.sleep(self.heartbeat_s)
+            try:
+                assert self._pool is not None
+                async with self._pool.acquire() as conn:
+                    await self._heartbeat(conn)
+                if self.compact_interval_s > 0 and time.monotonic() >= next_compact:
+                    next_compact = time.monotonic() + self.compact_interval_s
+                    await self.compact()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("heartbeat or compaction failed", error=str(exc))
+
+    # -- close ----------------------------------------------------------------------------
+    async def close(self) -> None:
+        """Stop following, leave the ``nodes`` table, close the connections. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._pool is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2.0):
+                    await self._pool.execute("DELETE FROM nodes WHERE node = $1", self.node)
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5.0):
+                    await self._pool.close()
+            self._pool.terminate()

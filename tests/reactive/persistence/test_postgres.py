@@ -1,0 +1,301 @@
+"""PostgreSQL persistence: engines on one real PostgreSQL database (one fresh database per test).
+
+Each engine here is a node: its own ``PostgresPersistence`` (own connections, own LISTEN),
+as several ``marketpulse serve`` processes would have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+
+from marketpulse.reactive.engine import Engine
+from marketpulse.reactive.persistence import (
+    Commit,
+    CommitConflict,
+    DocumentWrite,
+    HealthCheck,
+    PostgresPersistence,
+    SharedLog,
+    open_persistence,
+)
+
+from ..conftest import Recorder
+from ..engine.test_shared_log import assert_b_sees_a
+from ..example_app import MODULES
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+class Cluster:
+    """Engines on one database, closed at the end."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engines: list[Engine] = []
+
+    async def node(self, **options: Any) -> Engine:
+        engine = await Engine.open(PostgresPersistence(self.url, **options), MODULES)
+        self.engines.append(engine)
+        return engine
+
+    async def close(self) -> None:
+        for engine in self.engines:
+            await engine.close()
+
+
+@pytest.fixture
+async def cluster(postgres_url: str) -> AsyncIterator[Cluster]:
+    c = Cluster(postgres_url)
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+async def sql(url: str, query: str, *args: Any) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(url)
+    try:
+        return list(await conn.fetch(query, *args))
+    finally:
+        await conn.close()
+
+
+def persistence(engine: Engine) -> PostgresPersistence:
+    assert isinstance(engine.persistence, PostgresPersistence)
+    return engine.persistence
+
+
+async def test_open_persistence_picks_postgres(postgres_url: str) -> None:
+    store = open_persistence(postgres_url)
+    assert isinstance(store, PostgresPersistence)
+    assert isinstance(store, SharedLog) and isinstance(store, HealthCheck)
+    snap = await store.load()
+    try:
+        assert snap.ts == 0 and snap.documents == []
+        assert store.store_id is not None and store.problem is None
+        assert "postgres@" not in repr(store)
+    finally:
+        await store.close()
+    # The id stays with the database.
+    again = PostgresPersistence(postgres_url)
+    await again.load()
+    try:
+        assert again.store_id == store.store_id
+    finally:
+        await again.close()
+
+
+async def test_unreachable_server_is_a_clear_error() -> None:
+    from marketpulse.reactive.persistence import PersistenceError
+    from marketpulse.testing import free_port
+
+    store = PostgresPersistence(f"postgresql://postgres:hunter2@127.0.0.1:{free_port()}/x")
+    with pytest.raises(PersistenceError, match="cannot connect to PostgreSQL") as info:
+        await store.load()
+    assert "hunter2" not in str(info.value)
+
+
+async def test_stale_commit_is_refused(postgres_url: str) -> None:
+    store = PostgresPersistence(postgres_url)
+    await store.load()
+    try:
+        doc = {"_id": "a1", "_creationTime": 1.0, "name": "c", "n": 1.0}
+        await store.write(Commit(10, (DocumentWrite("counters", "a1", doc),), base_ts=0))
+        with pytest.raises(CommitConflict):
+            await store.write(Commit(20, (DocumentWrite("counters", "a1", doc),), base_ts=0))
+        with pytest.raises(CommitConflict):  # not after the head
+            await store.write(Commit(10, (DocumentWrite("counters", "a1", doc),), base_ts=10))
+        await store.write(Commit(30, (DocumentWrite("counters", "a1", None),), base_ts=10))
+    finally:
+        await store.close()
+    assert [r["ts"] for r in await sql(postgres_url, "SELECT ts FROM commits ORDER BY ts")] == [
+        10,
+        30,
+    ]
+    assert await sql(postgres_url, "SELECT * FROM documents") == []
+    assert (await sql(postgres_url, "SELECT ts FROM log_head"))[0]["ts"] == 30
+
+
+async def test_a_subscriber_on_one_node_sees_a_mutation_on_another(cluster: Cluster) -> None:
+    a = await cluster.node()
+    b = await cluster.node()
+    await assert_b_sees_a(a, b)
+
+
+async def test_concurrent_increments_on_three_nodes_end_exact(cluster: Cluster) -> None:
+    nodes = [await cluster.node() for _ in range(3)]
+    per_node = 40
+    results = await asyncio.gather(
+        *(
+            n.run_mutation("counters:increment", {"name": "c"})
+            for _ in range(per_node)
+            for n in nodes
+        )
+    )
+    assert all(r.success for r in results)
+    total = 3 * per_node
+    assert sorted(r.value for r in results) == [float(i) for i in range(1, total + 1)]
+    await wait_for(lambda: len({n.ts for n in nodes}) == 1)
+    for n in nodes:
+        assert n.run_query("counters:value", {"name": "c"}).value == float(total)
+    stamps = [r["ts"] for r in await sql(cluster.url, "SELECT ts FROM commits ORDER BY ts")]
+    prevs = [r["prev"] for r in await sql(cluster.url, "SELECT prev FROM commits ORDER BY ts")]
+    assert len(set(stamps)) == len(stamps)
+    assert prevs == [0, *stamps[:-1]]  # one chain: each commit computed on the one before
+
+
+async def test_a_late_node_loads_the_snapshot(cluster: Cluster) -> None:
+    a = await cluster.node()
+    for _ in range(5):
+        await a.run_mutation("counters:increment", {"name": "c"})
+    c = await cluster.node()
+    assert c.run_query("counters:value", {"name": "c"}).value == 5.0
+    assert c.ts == a.ts
+
+
+async def test_a_resent_request_runs_once_on_any_node(cluster: Cluster) -> None:
+    a = await cluster.node()
+    b = await cluster.node()
+    request = ("session-1", 7, b"call-digest")
+    first = await a.run_mutation("counters:increment", {"name": "c"}, request=request)
+    assert first.success and first.value == 1.0
+    await wait_for(lambda: b.ts == a.ts)
+    again = await b.run_mutation("counters:increment", {"name": "c"}, request=request)
+    assert again.success and again.value == 1.0
+    assert b.run_query("counters:value", {"name": "c"}).value == 1.0
+    other = await b.run_mutation(
+        "counters:increment", {"name": "c"}, request=("session-1", 7, b"another call")
+    )
+    assert not other.success and "MutationReplayRejected" in (other.error_message or "")
+    rows = await sql(cluster.url, "SELECT session, request FROM mutation_log")
+    assert [(r["session"], r["request"]) for r in rows] == [("session-1", 7)]
+    # A node started later knows the receipt too.
+    c = await cluster.node()
+    late = await c.run_mutation("counters:increment", {"name": "c"}, request=request)
+    assert late.success and late.value == 1.0
+    assert c.run_query("counters:value", {"name": "c"}).value == 1.0
+
+
+async def test_a_resend_racing_its_original_on_another_node_runs_once(cluster: Cluster) -> None:
+    a = await cluster.node()
+    b = await cluster.node()
+    request = ("session-2", 1, b"digest")
+    results = await asyncio.gather(
+        a.run_mutation("counters:increment", {"name": "c"}, request=request),
+        b.run_mutation("counters:increment", {"name": "c"}, request=request),
+    )
+    assert [r.value for r in results] == [1.0, 1.0]
+    await wait_for(lambda: a.ts == b.ts)
+    assert a.run_query("counters:value", {"name": "c"}).value == 1.0
+    assert b.run_query("counters:value", {"name": "c"}).value == 1.0
+
+
+async def test_dropped_connections_resume_with_nothing_lost(cluster: Cluster) -> None:
+    a = await cluster.node()
+    b = await cluster.node()
+    stop = asyncio.Event()
+
+    async def writer(node: Engine) -> list[float]:
+        values = []
+        while not stop.is_set():
+            r = await node.run_mutation("counters:increment", {"name": "c"})
+            if r.success:
+                values.append(r.value)
+            else:
+                assert "could not be committed" in (r.error_message or "")
+        return values
+
+    tasks = [asyncio.create_task(writer(n)) for n in (a, b)]
+    await asyncio.sleep(0.3)
+    # Every connection of both nodes (pools and LISTENs), as an operator or a network would.
+    killed = await sql(
+        cluster.url,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    assert len(killed) >= 4
+    await asyncio.sleep(1.0)
+    stop.set()
+    acknowledged = [v for t in tasks for v in await t]
+    await wait_for(lambda: a.ts == b.ts and persistence(b).problem is None)
+    final = a.run_query("counters:value", {"name": "c"}).value
+    assert b.run_query("counters:value", {"name": "c"}).value == final
+    # Every acknowledged increment is there exactly once, and nothing else.
+    assert sorted(acknowledged) == [float(i) for i in range(1, int(final) + 1)]
+    head = (await sql(cluster.url, "SELECT ts FROM log_head"))[0]["ts"]
+    assert a.ts == b.ts == head
+
+
+async def test_compaction_and_a_node_behind_it_reloads(cluster: Cluster) -> None:
+    a = await cluster.node(retention_s=0.0, compact_interval_s=0)
+    b = await cluster.node(retention_s=0.0, compact_interval_s=0)
+    for _ in range(20):
+        await a.run_mutation("counters:increment", {"name": "c"})
+    await wait_for(lambda: b.ts == a.ts)
+    async with asyncio.timeout(15):  # heartbeats record both positions
+        while True:
+            rows = await sql(cluster.url, "SELECT position FROM nodes")
+            if len(rows) == 2 and all(r["position"] == a.ts for r in rows):
+                break
+            await asyncio.sleep(0.1)
+    deleted = await persistence(a).compact()
+    assert deleted >= 19
+    rows = await sql(cluster.url, "SELECT count(*) AS n FROM commits")
+    assert rows[0]["n"] <= 1
+    assert b.run_query("counters:value", {"name": "c"}).value == 20.0
+
+    # A node whose position was compacted away: its commits are gone, it reloads the snapshot.
+    pb = persistence(b)
+    rec = Recorder()
+    sub = b.subscribe("counters:value", {"name": "c"}, None, rec)
+    pb.position -= 1  # as if it had missed the last commit, now compacted
+    await sql(cluster.url, "DELETE FROM commits")
+    await a.run_mutation("counters:increment", {"name": "c"})
+    await sql(cluster.url, "DELETE FROM commits")  # and its successor too
+    await wait_for(lambda: sub.result.value == 21.0)
+    assert pb.snapshots_reloaded == 1
+    assert b.ts == a.ts
+    assert rec.updates[-1] == (1, 21.0)
+
+
+async def test_a_scheduled_job_runs_once_on_two_nodes(cluster: Cluster) -> None:
+    from marketpulse.reactive.engine import SchedulerRunner
+
+    from ..engine.test_scheduler import jobs
+
+    a = await Engine.open(PostgresPersistence(cluster.url), [jobs])
+    b = await Engine.open(PostgresPersistence(cluster.url), [jobs])
+    cluster.engines += [a, b]
+    runners = [SchedulerRunner(a), SchedulerRunner(b)]
+    for runner in runners:
+        await runner.start()
+    try:
+        # Mutation jobs and action jobs, scheduled on either node; both runners see each.
+        for i in range(6):
+            node = (a, b)[i % 2]
+            r = await node.run_mutation("jobs:later", {"name": f"m{i}", "seconds": 0.05})
+            assert r.success, r.error_message
+            r = await node.run_mutation("jobs:schedule_slow", {"name": f"a{i}", "seconds": 0.01})
+            assert r.success, r.error_message
+        names = [f"m{i}" for i in range(6)] + [f"a{i}" for i in range(6)]
+        names += [f"a{i}:start" for i in range(6)]
+
+        def counts(node: Engine) -> list[Any]:
+            return [node.run_query("jobs:count", {"name": n}).value for n in names]
+
+        await wait_for(lambda: all(c >= 1 for c in counts(a)), timeout=15)
+        await asyncio.sleep(0.5)  # a second run would land by now
+        await wait_for(lambda: a.ts == b.ts)
+        assert counts(a) == counts(b) == [1] * len(names)
+    finally:
+        for runner in runners:
+            await runner.stop()
