@@ -142,7 +142,9 @@ def test_marketpulse_serve_defaults_to_the_market_data_app_and_its_dashboard(
 
     result = CliRunner().invoke(app, ["serve"])
     assert result.exit_code == 0, result.output
-    assert served == [{"modules": ["marketData"], "static": static_dir()}]
+    assert served == [
+        {"modules": ["alerts", "settings", "watchlists", "marketData"], "static": static_dir()}
+    ]
 
 
 def test_the_store_imports_no_application_package() -> None:
