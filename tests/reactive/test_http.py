@@ -244,6 +244,13 @@ async def test_http_input_limits(tmp_path: Path) -> None:
         assert r.status_code == 400 and r.json()["code"] == "TooManyQueries"
         r = await post(http, "/api/query_batch", {"queries": queries[:3]})
         assert len(r.json()["results"]) == 3
+        # Counted before parsing, as "path" strings: arguments that use the string count too,
+        # and the message says what was counted.
+        r = await post(http, "/api/query_batch", {"queries": queries[:2], "x": ["path"] * 2})
+        assert r.json()["code"] == "TooManyQueries" and '"path" strings' in r.json()["message"]
+        # Queries without a path are not strings to count: the parsed length still decides.
+        r = await post(http, "/api/query_batch", {"queries": [{}] * 4})
+        assert r.json()["code"] == "TooManyQueries" and "4 queries" in r.json()["message"]
         r = await http.get("/health", headers={"X-Big": "y" * 4000})
         assert r.status_code == 431
         assert (await http.get("/health")).status_code == 200

@@ -290,19 +290,30 @@ class _Api:
         result = await self._run("query", path, args, identity, _client(request))
         return _json(udf_response(result, fmt))
 
+    def _too_many(self, count: int, what: str) -> BadRequest:
+        self.gw.metrics.refused.labels("batch").inc()
+        return BadRequest(
+            400,
+            "TooManyQueries",
+            f"{count} {what} exceed the limit of {self.gw.limits.max_batch_queries} queries",
+        )
+
     async def query_batch(self, request: Request) -> Response:
-        # Length first: walking 100,000 queries for their depth alone held the loop 0.5 s.
+        limit = self.gw.limits.max_batch_queries
+        # Counted before parsing: parsing a 100,000-query body (4.6 MB) held the loop 0.15-0.5
+        # s. Every query names its "path", so the count of that JSON string bounds the length
+        # from above at C speed (~1 ms per MB); a batch whose arguments use the string "path"
+        # too is counted with them (documented, and the message says so).
+        raw = await request.body()
+        if limit > 0 and (paths := raw.count(b'"path"')) > limit:
+            raise self._too_many(paths, 'queries ("path" strings in the body)')
         body = await _body(request, None)
         identity = await self._identity(request)
         queries = body.get("queries")
         if not isinstance(queries, list):
             raise BadRequest(400, "BadJsonBody", "'queries' must be an array")
-        limit = self.gw.limits.max_batch_queries
         if 0 < limit < len(queries):
-            self.gw.metrics.refused.labels("batch").inc()
-            raise BadRequest(
-                400, "TooManyQueries", f"{len(queries)} queries exceed the limit of {limit}"
-            )
+            raise self._too_many(len(queries), "queries")
         _within_depth(body, self.depth)
         parsed = []
         for item in queries:
