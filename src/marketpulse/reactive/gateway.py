@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -49,6 +49,9 @@ class EngineAPI(Protocol):
     @property
     def ts(self) -> int: ...
     def run_query(self, path: str, args: dict[str, Any], identity: Any) -> Any: ...
+    async def run_queries(
+        self, calls: Sequence[tuple[str, Any]], identity: Any
+    ) -> tuple[list[Any], float]: ...
     async def run_mutation(self, path: str, args: dict[str, Any], identity: Any) -> Any: ...
     async def run_action(self, path: str, args: dict[str, Any], identity: Any) -> Any: ...
     def subscribe(

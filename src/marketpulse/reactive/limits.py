@@ -25,6 +25,9 @@ class RunLimits:
         action_time_limit: seconds an action may run (enforced with ``asyncio.timeout``).
         max_result_bytes: largest encoded JSON result a function may return.
         max_log_lines: log lines kept per run (more are counted, then dropped).
+        inline_query_s: a one-shot query function whose run took longer than this runs on
+            the engine's off-loop worker from then on, so it cannot hold the event loop
+            (``serve`` sets it to ``work_slice_s``).
     """
 
     query_time_limit: float = 1.0
@@ -32,6 +35,7 @@ class RunLimits:
     action_time_limit: float = 600.0
     max_result_bytes: int = 8 * 1024 * 1024
     max_log_lines: int = 256
+    inline_query_s: float = 0.005
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,9 @@ import asyncio
 import contextlib
 import logging
 import math
+import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -44,6 +45,7 @@ from ._context import ActionCtx, Identity, LogCollector, MutationCtx, QueryCtx
 from ._database import DatabaseReader, DatabaseWriter
 from ._intervals import SubscriptionIndex
 from ._keys import index_key
+from ._offloop import OffLoop, QueryCall
 from ._overlay import Overlay
 from ._readset import ReadSet
 from ._results import FunctionResult
@@ -56,6 +58,7 @@ __all__ = ["CommitTimings", "Engine", "QueryListener", "SharedQuery"]
 
 log = logging.getLogger("marketpulse.reactive.engine")
 
+_NOT_RUN = FunctionResult.failure("not run")
 _KIND_NAMES = {"query": "Query", "mutation": "Mutation", "action": "Action"}
 
 
@@ -216,6 +219,8 @@ class Engine:
         self.commits = 0
         self.query_runs = 0
         self.timings = CommitTimings()
+        # Slow one-shot queries run on a worker thread; every commit is applied through it.
+        self.offloop = OffLoop(self.limits.inline_query_s)
 
     @classmethod
     async def open(
@@ -344,8 +349,12 @@ class Engine:
         identity: Identity,
         kwargs: dict[str, Any] | None = None,
         journal: str | None = None,
+        guard: threading.Lock | None = None,
     ) -> tuple[FunctionResult, ReadSet]:
-        self.query_runs += 1
+        """Run a query at the current state; with ``guard``, on the off-loop worker thread
+        (see ``_offloop``), where the caller stamps the result's ts once it is validated."""
+        if guard is None:
+            self.query_runs += 1  # worker runs are counted on the loop
         logs = LogCollector(self.limits.max_log_lines)
         limit = self.limits.query_time_limit
         tx = Transaction(
@@ -354,6 +363,7 @@ class Engine:
             deadline=self._deadline(limit),
             time_limit=limit,
             journal=journal,
+            guard=guard,
         )
         try:
             # A shared query's arguments are validated once, at subscribe time; each re-run
@@ -417,6 +427,56 @@ class Engine:
             shared.result.ts = self._ts
             return shared.result
         return self._execute_query(spec, args, identity, journal=journal)[0]
+
+    async def run_queries(
+        self,
+        calls: Sequence[tuple[str, Any]],
+        identity: Identity | None = None,
+        *,
+        internal_ok: bool = False,
+    ) -> tuple[list[FunctionResult], float]:
+        """Run one-shot queries ``(path, args)``, all at one ts, without holding the event loop
+        for longer than a work slice (``run_query`` holds it for the whole run).
+
+        Functions known to be fast run inline as :meth:`run_query` does; the others run on
+        the off-loop worker and are validated against the commits applied meanwhile (see
+        ``_offloop``). Every result is exact at the ts it carries, the same ts for all.
+
+        Returns:
+            The results in order, and the seconds of run time spent (to charge the caller).
+        """
+        identity = identity or Identity.anonymous()
+        results: list[FunctionResult] = []
+        todo: list[QueryCall] = []
+        for path, args in calls:
+            spec = self._resolve(path, identity, "query", internal_ok)
+            if not isinstance(spec, FunctionResult):
+                todo.append(QueryCall(len(results), spec, args))
+            results.append(spec if isinstance(spec, FunctionResult) else _NOT_RUN)
+        offloop = self.offloop
+        if all(offloop.inline_ok(call.spec.path) for call in todo):
+            spent = 0.0
+            for call in todo:
+                started = time.perf_counter()
+                results[call.index] = self.run_query(
+                    call.spec.path, call.args, identity, internal_ok=True
+                )
+                took = time.perf_counter() - started
+                offloop.observe(call.spec.path, took)
+                spent += took
+            return results, spent
+
+        def execute(
+            call: QueryCall, guard: threading.Lock | None
+        ) -> tuple[FunctionResult, ReadSet]:
+            return self._execute_query(call.spec, call.args, identity, guard=guard)
+
+        ran, spent = await offloop.run(todo, execute)
+        self.query_runs += len(todo)
+        for call, result in zip(todo, ran, strict=True):
+            result.ts = self._ts  # validated: exact now
+            results[call.index] = result
+        return results, spent
 
     @staticmethod
     def _query_key(
@@ -615,7 +675,7 @@ class Engine:
                 if old is None and dw.value is None:
                     continue
                 writes.append(Write(dw.table, dw.id, old, dw.value))
-            all_points += self._store.apply(writes)
+            all_points += self.offloop.apply(self._store, writes)
             self._ts = max(self._ts, commit.ts)
             self._last_ts = max(self._last_ts, commit.ts)
             self._last_creation = max(
@@ -711,7 +771,7 @@ class Engine:
         """A group is durable: apply it to memory, re-run the queries it touched, notify their
         listeners and answer its callers, all in one synchronous step."""
         started = time.perf_counter()
-        points = self._store.apply([w for p in group for w in p.writes])
+        points = self.offloop.apply(self._store, [w for p in group for w in p.writes])
         self._ts = max(self._ts, group[-1].ts)
         self.commits += sum(1 for p in group if p.writes)
         self._rebuild_overlay()
@@ -825,7 +885,8 @@ class Engine:
             raise RuntimeError(result.error_message)
 
         async def call_query(p: str, a: Any) -> Any:
-            return unwrap(self.run_query(p, a, identity, internal_ok=True))
+            results, _ = await self.run_queries([(p, a)], identity, internal_ok=True)
+            return unwrap(results[0])
 
         async def call_mutation(p: str, a: Any) -> Any:
             return unwrap(await self.run_mutation(p, a, identity, internal_ok=True))
@@ -863,6 +924,7 @@ class Engine:
             assert self._flusher is not None
             await asyncio.gather(self._flusher, return_exceptions=True)
         self._drop_subscriptions()
+        self.offloop.close()
         await self.persistence.close()
 
     def _drop_subscriptions(self) -> None:
