@@ -29,7 +29,7 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from marketpulse.reactive.admission import Ticket
+from marketpulse.reactive.admission import Ticket, close_gracefully
 from marketpulse.reactive.gateway import Gateway
 from marketpulse.reactive.sync.connection import SyncConnection
 
@@ -68,6 +68,7 @@ class SyncSocket(asyncio.Protocol):
         "_conn",
         "_fragments",
         "_gw",
+        "_lingering",
         "_partial",
         "_server_state",
         "_ticket",
@@ -96,6 +97,7 @@ class SyncSocket(asyncio.Protocol):
         self._closer: asyncio.TimerHandle | None = None
         self._partial = 0  # this socket's share of the server's unfinished-message budget
         self._ticket: Ticket | None = None
+        self._lingering = False  # closing gracefully: nothing more in or out
 
     def adopt_ticket(self, ticket: Ticket) -> None:
         """Take over the connection's admission place (released when the socket goes)."""
@@ -122,7 +124,12 @@ class SyncSocket(asyncio.Protocol):
         for event in ws.events_received():
             if isinstance(event, Frame):
                 self._frame(event)
-                if self._conn is None or self._transport is None or self._transport.is_closing():
+                if (
+                    self._conn is None
+                    or self._ws is None
+                    or self._transport is None
+                    or self._transport.is_closing()
+                ):
                     break
         self._write_out(ws.data_to_send())
         self._count_partial(ws)
@@ -309,11 +316,17 @@ class SyncSocket(asyncio.Protocol):
         # PING, PONG and CLOSE: websockets answers them itself (data_to_send).
 
     def _refuse(self, error: str) -> None:
-        """FatalError, then stop reading: a client over a limit gets no further bytes in."""
+        """FatalError, then stop taking input: a client over a limit gets no further bytes in
+        (what it still sends is dropped, so that its reset cannot destroy the error)."""
         if self._conn is not None:
             self._conn.fail(error)
         if self._transport is not None:
-            self._transport.close()
+            self._close_gracefully(self._transport)
+
+    def _close_gracefully(self, transport: asyncio.Transport) -> None:
+        self._ws = None  # nothing more in or out (send_text checks it)
+        self._lingering = True
+        close_gracefully(transport)
 
     def _message(self, opcode: Opcode, data: bytes | bytearray | memoryview) -> None:
         conn = self._conn
@@ -335,12 +348,13 @@ class SyncSocket(asyncio.Protocol):
 
     def _write_out(self, chunks: list[bytes]) -> None:
         transport = self._transport
-        if transport is None:
-            return
+        if transport is None or self._lingering:
+            return  # gone, or closing gracefully (no write after the FIN)
         for chunk in chunks:
             if chunk:
                 transport.write(chunk)
             else:
                 # websockets' end-of-stream marker: the server closes TCP after the close
-                # handshake (or after failing the connection).
-                transport.close()
+                # handshake (or after failing the connection, as over the frame size).
+                self._close_gracefully(transport)
+                return
