@@ -64,6 +64,16 @@ class EngineAPI(Protocol):
         journal: str | None = None,
     ) -> Any: ...
     def unsubscribe(self, query: Any, listener: QueryListener) -> None: ...
+    def runs_off_loop(self, path: str) -> bool: ...
+    async def subscribe_async(
+        self,
+        path: str,
+        args: dict[str, Any],
+        identity: Any,
+        listener: QueryListener,
+        *,
+        journal: str | None = None,
+    ) -> tuple[Any, float]: ...
 
 
 class Metrics:

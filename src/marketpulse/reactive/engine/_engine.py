@@ -473,7 +473,7 @@ class Engine:
 
         ran, spent = await offloop.run(todo, execute)
         self.query_runs += len(todo)
-        for call, result in zip(todo, ran, strict=True):
+        for call, (result, _) in zip(todo, ran, strict=True):
             result.ts = self._ts  # validated: exact now
             results[call.index] = result
         return results, spent
@@ -509,31 +509,103 @@ class Engine:
             The :class:`SharedQuery`; its ``result`` is current when this returns.
         """
         identity = identity or Identity.anonymous()
+        key, canonical = self._subscription_key(path, args, identity, journal)
+        query = self._queries.get(key)
+        if query is None:
+            query, runnable = self._new_query(key, canonical, path, args, identity, journal)
+            if runnable:
+                started = time.perf_counter()
+                self._rerun(query)
+                # Learn which functions are slow, so their next first runs go off the loop.
+                assert query.spec is not None
+                self.offloop.observe(query.spec.path, time.perf_counter() - started)
+            self._queries[key] = query
+        query.listeners.add(listener)
+        return query
+
+    def runs_off_loop(self, path: str) -> bool:
+        """Whether ``path`` is a query function known to be slow (a run of it took longer than
+        ``RunLimits.inline_query_s``): :meth:`subscribe_async` runs it off the event loop."""
+        try:
+            return self.offloop.known_slow(canonical_path(path))
+        except ValueError:
+            return False
+
+    async def subscribe_async(
+        self,
+        path: str,
+        args: Any,
+        identity: Identity | None,
+        listener: QueryListener,
+        *,
+        journal: str | None = None,
+    ) -> tuple[SharedQuery, float]:
+        """:meth:`subscribe`, except that the first run of a function known to be slow runs
+        off the event loop (validated like :meth:`run_queries`), so it holds nobody up.
+
+        Later re-runs (after commits that touch its read set) run inline, as every re-run
+        does: a commit's re-runs and notifications happen in one step.
+
+        Returns:
+            The :class:`SharedQuery` (its result current when this returns) and the seconds of
+            run time spent here (to charge the caller).
+        """
+        identity = identity or Identity.anonymous()
+        key, canonical = self._subscription_key(path, args, identity, journal)
+        spent = 0.0
+        if key not in self._queries:
+            query, runnable = self._new_query(key, canonical, path, args, identity, journal)
+            spec, kwargs = query.spec, query.kwargs
+            if runnable and spec is not None and self.offloop.known_slow(spec.path):
+
+                def execute(
+                    call: QueryCall, guard: threading.Lock | None
+                ) -> tuple[FunctionResult, ReadSet]:
+                    return self._execute_query(spec, args, identity, kwargs, journal, guard)
+
+                ran, spent = await self.offloop.run([QueryCall(0, spec, args)], execute)
+                self.query_runs += 1
+                if key not in self._queries:  # else another subscriber's run is current
+                    result, read_set = ran[0]
+                    result.ts = self._ts  # validated: exact now
+                    self._install(query, result, read_set)
+                    self._queries[key] = query
+        return self.subscribe(path, args, identity, listener, journal=journal), spent
+
+    def _subscription_key(
+        self, path: str, args: Any, identity: Identity, journal: str | None
+    ) -> tuple[tuple[str, bytes, str, str | None], str]:
         try:
             canonical = canonical_path(path)
         except ValueError:
             canonical = str(path)
-        key = self._query_key(canonical, args, identity, journal)
-        query = self._queries.get(key)
-        if query is None:
-            spec = self._resolve(path, identity, "query")
-            query = SharedQuery(
-                key, canonical, args, identity, spec if isinstance(spec, FunctionSpec) else None
-            )
-            query.journal = journal
-            if isinstance(spec, FunctionResult):
-                query.result = spec
-            else:
-                try:
-                    query.kwargs = spec.validate_args(args)
-                except Exception as exc:
-                    # Deterministic: the same arguments always fail, so never re-run it.
-                    query.result = FunctionResult.failure(_error_text(exc), ts=self._ts)
-                else:
-                    self._rerun(query)
-            self._queries[key] = query
-        query.listeners.add(listener)
-        return query
+        return self._query_key(canonical, args, identity, journal), canonical
+
+    def _new_query(
+        self,
+        key: tuple[str, bytes, str, str | None],
+        canonical: str,
+        path: str,
+        args: Any,
+        identity: Identity,
+        journal: str | None,
+    ) -> tuple[SharedQuery, bool]:
+        """A new shared query, and whether it is to run (False: its result never changes)."""
+        spec = self._resolve(path, identity, "query")
+        query = SharedQuery(
+            key, canonical, args, identity, spec if isinstance(spec, FunctionSpec) else None
+        )
+        query.journal = journal
+        if isinstance(spec, FunctionResult):
+            query.result = spec
+            return query, False
+        try:
+            query.kwargs = spec.validate_args(args)
+        except Exception as exc:
+            # Deterministic: the same arguments always fail, so never re-run it.
+            query.result = FunctionResult.failure(_error_text(exc), ts=self._ts)
+            return query, False
+        return query, True
 
     def unsubscribe(self, query: SharedQuery, listener: QueryListener) -> None:
         """Remove ``listener``; the query is dropped when nobody listens any more."""
@@ -548,6 +620,11 @@ class Engine:
         result, read_set = self._execute_query(
             query.spec, query.args, query.identity, query.kwargs, query.journal
         )
+        return self._install(query, result, read_set)
+
+    def _install(self, query: SharedQuery, result: FunctionResult, read_set: ReadSet) -> bool:
+        """Make ``result`` (read through ``read_set``, exact now) ``query``'s current result;
+        return whether its outcome changed."""
         if result.journal is not None:
             query.journal = result.journal
         elif result.success:

@@ -104,6 +104,10 @@ class OffLoop:
         """Whether ``path`` is known to run within the slice (run it on the loop)."""
         return path in self._fast
 
+    def known_slow(self, path: str) -> bool:
+        """Whether a run of ``path`` has taken longer than the slice."""
+        return path in self._slow
+
     def observe(self, path: str, seconds: float) -> None:
         """A run of ``path`` took ``seconds``: a slow one marks the function slow for good."""
         if seconds > self.slice_s:
@@ -115,10 +119,10 @@ class OffLoop:
     # -- worker runs -----------------------------------------------------------------------
     async def run(
         self, calls: Sequence[QueryCall], execute: Execute
-    ) -> tuple[list[FunctionResult], float]:
+    ) -> tuple[list[tuple[FunctionResult, ReadSet]], float]:
         """Run ``calls`` on the worker until one pass validates (else inline, last); return
-        their results, exact at the engine's current ts when this returns (the caller stamps
-        it), and the CPU seconds spent.
+        their results and read sets, exact at the engine's current ts when this returns (the
+        caller stamps it), and the CPU seconds spent.
 
         Each call is its own job on the worker, so other clients' slow queries take turns with
         a batch's; the batch is validated as a whole, from its first call's start."""
@@ -147,7 +151,7 @@ class OffLoop:
                 if start is not None and not self._conflicts(start, outcomes):
                     for call, (_, _, cpu) in zip(calls, outcomes, strict=True):
                         self.observe(call.spec.path, cpu)
-                    return [result for result, _, _ in outcomes], spent
+                    return [(result, read_set) for result, read_set, _ in outcomes], spent
                 self.retries += 1
         finally:
             self._active -= 1
@@ -155,7 +159,7 @@ class OffLoop:
                 self._log.clear()
         self.inline += 1
         started = time.perf_counter()
-        results = [execute(call, None)[0] for call in calls]
+        results = [execute(call, None) for call in calls]
         return results, spent + time.perf_counter() - started
 
     def _worker(self) -> ThreadPoolExecutor:
