@@ -50,6 +50,10 @@ def is_sync_path(target: str) -> bool:
     return _SYNC_PATH.fullmatch(path) is not None
 
 
+# Bytes of input parsed at a time (see ``data_received``).
+_FEED_BYTES = 8 * 1024
+
+
 class SyncSocket(asyncio.Protocol):
     """One upgraded connection: the sync endpoint served directly, other paths through ASGI.
 
@@ -120,7 +124,22 @@ class SyncSocket(asyncio.Protocol):
             else:
                 self._handshake(data)
             return
-        ws.receive_data(data)
+        if len(data) <= _FEED_BYTES:
+            self._feed(ws, data)
+        else:
+            # A piece at a time: websockets parses every frame of what it is given before any
+            # can be looked at, and 64 KiB of 7-byte fragments (9,000 frames) held the loop
+            # ~50 ms before the fragment limit could stop it.
+            view = memoryview(data)
+            for start in range(0, len(data), _FEED_BYTES):
+                if not self._feed(ws, view[start : start + _FEED_BYTES]):
+                    break
+        self._write_out(ws.data_to_send())
+        self._count_partial(ws)
+
+    def _feed(self, ws: ServerProtocol, data: bytes | memoryview) -> bool:
+        """Parse ``data`` and act on its frames; False once the socket stops taking input."""
+        ws.receive_data(data)  # type: ignore[arg-type]  # appended to a bytearray: any buffer
         for event in ws.events_received():
             if isinstance(event, Frame):
                 self._frame(event)
@@ -130,9 +149,8 @@ class SyncSocket(asyncio.Protocol):
                     or self._transport is None
                     or self._transport.is_closing()
                 ):
-                    break
-        self._write_out(ws.data_to_send())
-        self._count_partial(ws)
+                    return False
+        return True
 
     def _count_partial(self, ws: ServerProtocol) -> None:
         """Track the unfinished message this socket holds: its age and the server's budget."""
