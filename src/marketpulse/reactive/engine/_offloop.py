@@ -4,7 +4,7 @@ A function run cannot be interrupted part-way and resumed, so a query that compu
 inline holds the event loop (every other client's pushes, requests and handshakes) for 0.3 s.
 One-shot queries (HTTP, ``query_batch``, an action's ``ctx.run_query``) of a function known to
 be slow therefore run on one worker thread while the loop keeps serving everyone else; CPython
-hands the GIL between them every switch interval (lowered to 1 ms when the worker starts, so
+hands the GIL between them every switch interval (lowered to 0.5 ms when the worker starts, so
 the loop waits at most that long for it). Fast functions stay inline, at no cost: a function
 is fast once a run of it took at most ``slice_s``, slow (for good) once one took longer, and
 runs off the loop until it has run once (so even the first slow run holds nobody up).
@@ -41,7 +41,7 @@ from ._store import MemoryStore, Write
 __all__ = ["OffLoop", "QueryCall"]
 
 Points = list[tuple[str, str, bytes]]
-_SWITCH_INTERVAL_S = 0.001
+_SWITCH_INTERVAL_S = 0.0005
 _LOG_MAX = 8192
 
 
