@@ -2,12 +2,14 @@
 
 A function run cannot be interrupted part-way and resumed, so a query that computes for 0.3 s
 inline holds the event loop (every other client's pushes, requests and handshakes) for 0.3 s.
-One-shot queries (HTTP, ``query_batch``, an action's ``ctx.run_query``) of a function known to
-be slow therefore run on one worker thread while the loop keeps serving everyone else; CPython
+One-shot queries (HTTP, ``query_batch``, an action's ``ctx.run_query``) and subscriptions'
+first runs (``Engine.subscribe_async``) of a function known to be slow therefore run on one
+worker thread while the loop keeps serving everyone else; CPython
 hands the GIL between them every switch interval (lowered to 0.5 ms when the worker starts, so
 the loop waits at most that long for it). Fast functions stay inline, at no cost: a function
 is fast once a run of it took at most ``slice_s``, slow (for good) once one took longer, and
-runs off the loop until it has run once (so even the first slow run holds nobody up).
+a one-shot run of a function not seen yet runs off the loop (so even its first slow run holds
+nobody up).
 
 Consistency, without locking out commits for a whole run (optimistic validation). The loop
 is the only writer of the committed state, and it writes it only inside :meth:`OffLoop.apply`,
