@@ -95,7 +95,7 @@ async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
         await eng.close()
 
 
-async def _loop_gaps(until: asyncio.Future[Any]) -> float:
+async def loop_gaps(until: asyncio.Future[Any]) -> float:
     """The longest the loop went without running this ticker while ``until`` was pending."""
     worst = 0.0
     last = time.perf_counter()
@@ -110,7 +110,7 @@ async def _loop_gaps(until: asyncio.Future[Any]) -> float:
 async def test_a_slow_query_leaves_the_loop_free(engine: Engine) -> None:
     await engine.run_mutation("pairs:set_both", {"n": 1.0})
     run = asyncio.ensure_future(engine.run_queries([("pairs:read_pair", {"spin": 0.5})]))
-    worst = await _loop_gaps(run)
+    worst = await loop_gaps(run)
     (result,), spent = await run
     assert result.success and result.value == [1.0, 1.0] and result.ts == engine.ts
     assert 0.05 < spent < 1.0  # the run's own CPU time (a shared machine lends less), charged
@@ -200,7 +200,7 @@ async def test_a_batch_is_exact_at_one_ts(engine: Engine) -> None:
 
 async def test_the_time_limit_holds_off_the_loop(engine: Engine) -> None:
     run = asyncio.ensure_future(engine.run_queries([("pairs:forever", {})]))
-    worst = await _loop_gaps(run)
+    worst = await loop_gaps(run)
     (result,), _ = await run
     assert not result.success and "timed out" in (result.error_message or "")
     assert worst < 0.25, worst

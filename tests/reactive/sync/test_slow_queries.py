@@ -4,12 +4,13 @@ function is known to be slow, so one client's slow subscriptions hold nobody els
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
+from typing import Any
 
 from marketpulse.reactive.limits import ConnectionLimits
 from marketpulse.testing._hostile_app import hostile
 
+from ..engine.test_offloop import loop_gaps
 from .serving import serve_store
 
 
@@ -22,23 +23,16 @@ async def test_slow_first_runs_leave_the_loop_free(tmp_path: Path) -> None:
         assert await slow.wait_for(first) > 0
         assert engine.runs_off_loop("hostile:slow")
         runs_before = engine.offloop.runs
-        worst = 0.0
-        stop = asyncio.Event()
 
-        async def ticker() -> None:
-            nonlocal worst
-            last = time.perf_counter()
-            while not stop.is_set():
-                await asyncio.sleep(0.002)
-                now = time.perf_counter()
-                worst = max(worst, now - last)
-                last = now
+        async def subscribe_all() -> list[Any]:
+            ids = [
+                await slow.subscribe("hostile:slow", {"seconds": 0.2 + i / 100}) for i in range(3)
+            ]
+            return [await slow.wait_for(q, timeout=20) for q in ids]
 
-        tick = asyncio.create_task(ticker())
-        ids = [await slow.subscribe("hostile:slow", {"seconds": 0.2 + i / 100}) for i in range(3)]
-        values = [await slow.wait_for(q, timeout=20) for q in ids]
-        stop.set()
-        await tick
+        run = asyncio.ensure_future(subscribe_all())
+        worst = await loop_gaps(run)
+        values = await run
         assert all(v > 0 for v in values) and slow.failure is None
         assert engine.offloop.runs >= runs_before + 3
         # Inline, each would have held the loop 0.2 s; off the loop it ticks (generous bound).
