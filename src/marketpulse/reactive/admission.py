@@ -42,7 +42,7 @@ log = structlog.get_logger("marketpulse.admission")
 
 # How long, and how many bytes, a closing connection's late input is read and dropped.
 LINGER_S = 2.0
-LINGER_BYTES = 4 * 1024 * 1024
+LINGER_BYTES = 32 * 1024 * 1024  # above one whole message (16 MiB frames) still on its way
 
 # Descriptors kept for everything but client sockets: the database, log files, listening
 # sockets, a few child pipes. Without them a full server would fail accept() (EMFILE).
