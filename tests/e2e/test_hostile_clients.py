@@ -63,14 +63,15 @@ def check_bystander(result: AttackResult, bystander: Bystander, max_p99_ms: floa
 EXPECT = {
     "big_query_set": lambda d: d["over_cap_refused"] and d["at_cap_answered"],
     "half_open": lambda d: d["opened"] > 0 and d["still_open"] == 0,
-    "tiny_fragments": lambda d: d["refused"],
+    # Read although the client went on sending past the refusal (no reset ate it).
+    "tiny_fragments": lambda d: d["error_received"],
     # Past the budget the server refuses: with an answer, or by cutting a sender off mid-frame.
     "unfinished_frames": lambda d: d["refused"] + d["cut"] >= 1,
     "utf8_message": lambda d: d["refused"],
     "big_bodies": lambda d: d["refused_413"] == 5,
     "huge_batch": lambda d: d["status"] == 400 and d["code"] == "TooManyQueries",
     "deep_nesting": lambda d: d["refused"] == max(1, int(50 * SCALE)),
-    "slow_queries": lambda d: d["answered"] == max(1, int(20 * SCALE)) and d["health_s"] < 2.0,
+    "slow_queries": lambda d: d["answered"] == max(1, int(20 * SCALE)) and d["health_s"] < 0.5,
     "session_reuse": lambda d: d["first_succeeded"] and d["second_rejected"],
     "hostile_origins": lambda d: d["cors_headers_leaked"] == 0,
 }
@@ -92,11 +93,9 @@ def test_attack_leaves_the_bystander_alone(
     result = run_attack(store.pid, store.url, bystander, name, scale)
     assert "error" not in result.details, result.details
     assert EXPECT[name](result.details), result.details
-    # Known bounds that are not 50 ms: slow queries hold the loop one run at a time (no
-    # preemption inside a run), so by one run (0.3 s here), not all of them; a 4.6 MB batch
-    # body is parsed (orjson, ~0.1-0.5 s on this shared machine) before its length is known.
-    bound = 1000.0 if name in {"slow_queries", "huge_batch"} else P99_BOUND_MS
-    check_bystander(result, bystander, bound)
+    # Slow queries run off the event loop, and a batch is counted before it is parsed: the
+    # same bound as every other row.
+    check_bystander(result, bystander, P99_BOUND_MS)
     # Memory: bounded at peak, and back down after (generous; bench/hostile.py has figures).
     assert result.rss_peak_kib - result.rss_before_kib < 400 * 1024, result
     assert result.rss_after_kib - result.rss_before_kib < 150 * 1024, result

@@ -211,8 +211,23 @@ async def test_http_input_limits(tmp_path: Path) -> None:
         r = await post(http, "/api/query", big)
         assert r.status_code == 413 and r.json()["code"] == "RequestTooLarge"
 
-        # No Content-Length: counted as the chunks arrive.
+        # A client that sends its body regardless reads the whole answer: the server drops the
+        # rest of the body instead of resetting the connection on it.
         port = int(served.url.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /api/query HTTP/1.1\r\nHost: x\r\nContent-Length: 9000000\r\n\r\n")
+        await asyncio.sleep(0.2)  # answered by now; the client does not read, and goes on
+        for _ in range(20):
+            writer.write(b" " * 100_000)
+            await writer.drain()
+        answer = b""
+        async with asyncio.timeout(10):
+            while chunk := await reader.read(65536):  # a reset raises ConnectionResetError
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 413") and b"RequestTooLarge" in answer
+        writer.close()
+
+        # No Content-Length: counted as the chunks arrive.
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"POST /api/query HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
         writer.write(b"".join(b"3e8\r\n" + b" " * 1000 + b"\r\n" for _ in range(5)))
@@ -244,6 +259,13 @@ async def test_http_input_limits(tmp_path: Path) -> None:
         assert r.status_code == 400 and r.json()["code"] == "TooManyQueries"
         r = await post(http, "/api/query_batch", {"queries": queries[:3]})
         assert len(r.json()["results"]) == 3
+        # Counted before parsing, as "path" strings: arguments that use the string count too,
+        # and the message says what was counted.
+        r = await post(http, "/api/query_batch", {"queries": queries[:2], "x": ["path"] * 2})
+        assert r.json()["code"] == "TooManyQueries" and '"path" strings' in r.json()["message"]
+        # Queries without a path are not strings to count: the parsed length still decides.
+        r = await post(http, "/api/query_batch", {"queries": [{}] * 4})
+        assert r.json()["code"] == "TooManyQueries" and "4 queries" in r.json()["message"]
         r = await http.get("/health", headers={"X-Big": "y" * 4000})
         assert r.status_code == 431
         assert (await http.get("/health")).status_code == 200

@@ -105,6 +105,7 @@ async def open_gateway(
             query_time_limit=settings.query_timeout_s,
             mutation_time_limit=settings.query_timeout_s,
             max_result_bytes=settings.max_result_bytes,
+            inline_query_s=settings.work_slice_s,
         ),
     )
     origins = OriginPolicy(tuple(settings.cors_origins), settings.cors_credentials)

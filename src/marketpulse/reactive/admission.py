@@ -32,12 +32,17 @@ __all__ = [
     "GuardedHttp",
     "LogThrottle",
     "Ticket",
+    "close_gracefully",
     "quiet_accept_errors",
     "raise_fd_limit",
     "return_memory",
 ]
 
 log = structlog.get_logger("marketpulse.admission")
+
+# How long, and how many bytes, a closing connection's late input is read and dropped.
+LINGER_S = 2.0
+LINGER_BYTES = 32 * 1024 * 1024  # above one whole message (16 MiB frames) still on its way
 
 # Descriptors kept for everything but client sockets: the database, log files, listening
 # sockets, a few child pipes. Without them a full server would fail accept() (EMFILE).
@@ -160,6 +165,70 @@ def _simple_response(status: int, phrase: str, code: str, message: str) -> bytes
     ).encode("latin-1") + body
 
 
+class _Drain(asyncio.Protocol):
+    """A closing connection's protocol: reads and drops what the peer still sends, within a
+    byte and time budget, and hands ``connection_lost`` to the protocol it replaced."""
+
+    def __init__(
+        self, transport: asyncio.Transport, inner: asyncio.BaseProtocol, timeout_s: float,
+        max_bytes: int,
+    ) -> None:  # fmt: skip
+        self._transport = transport
+        self._inner = inner
+        self._left = max_bytes
+        self._timer = asyncio.get_running_loop().call_later(timeout_s, transport.abort)
+
+    def data_received(self, data: bytes) -> None:
+        self._left -= len(data)
+        if self._left < 0:
+            self._transport.abort()
+
+    def eof_received(self) -> bool:
+        return False  # the peer is done too: close, with nothing unread (so no reset)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._timer.cancel()
+        self._inner.connection_lost(exc)
+
+
+def close_gracefully(
+    transport: asyncio.Transport, *, timeout_s: float = LINGER_S, max_bytes: int = LINGER_BYTES
+) -> None:
+    """Close a connection whose peer may still be sending, without destroying our answer.
+
+    Closing a socket with unread input makes the kernel send a reset, and a reset can discard
+    the answer (a 413, a ``FatalError``) before the peer reads it. So: send what is buffered,
+    then shut down writing (FIN), read and drop the peer's input until it closes too, or for
+    at most ``timeout_s`` and ``max_bytes``, then close. The transport's protocol gets no
+    more data, and still gets ``connection_lost``; nothing may be written after this.
+    """
+    if transport.is_closing():
+        return
+    inner = transport.get_protocol()
+    if isinstance(inner, _Drain):
+        return
+    if not transport.can_write_eof():
+        transport.close()
+        return
+    transport.set_protocol(_Drain(transport, inner, timeout_s, max_bytes))
+    transport.write_eof()
+    transport.resume_reading()  # it may have been paused for flow control
+
+
+class _ClosesGracefully:
+    """The transport as uvicorn's request cycle sees it: its ``close`` (after a response with
+    ``Connection: close``, such as a 413 sent while the body still arrives) is graceful."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+
+    def close(self) -> None:
+        close_gracefully(self._transport)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class GuardedHttp(HttpToolsProtocol):
     """uvicorn's httptools protocol plus admission, a request-head timeout and size limit.
 
@@ -270,8 +339,12 @@ class GuardedHttp(HttpToolsProtocol):
         self._in_head = False
         self._stop_head_timer()
         super().on_headers_complete()
+        if self.cycle is not None:
+            self.cycle.transport = _ClosesGracefully(self.transport)  # type: ignore[assignment]
 
     def on_response_complete(self) -> None:
+        if self.transport.get_protocol() is not self:
+            return  # closing gracefully (or upgraded): no next request, no keep-alive timer
         super().on_response_complete()
         # Between requests uvicorn's keep-alive timeout runs; the next head gets its own timer
         # from its first byte (on_message_begin).
@@ -312,7 +385,7 @@ class GuardedHttp(HttpToolsProtocol):
         self._in_head = False
         THROTTLE.log(log, "info", "request refused", status=status, code=code)
         self.transport.write(_simple_response(status, phrase, code, message))
-        self.transport.close()
+        close_gracefully(self.transport)
 
 
 def raise_fd_limit() -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -49,6 +49,9 @@ class EngineAPI(Protocol):
     @property
     def ts(self) -> int: ...
     def run_query(self, path: str, args: dict[str, Any], identity: Any) -> Any: ...
+    async def run_queries(
+        self, calls: Sequence[tuple[str, Any]], identity: Any
+    ) -> tuple[list[Any], float]: ...
     async def run_mutation(
         self,
         path: str,
@@ -68,6 +71,16 @@ class EngineAPI(Protocol):
         journal: str | None = None,
     ) -> Any: ...
     def unsubscribe(self, query: Any, listener: QueryListener) -> None: ...
+    def runs_off_loop(self, path: str) -> bool: ...
+    async def subscribe_async(
+        self,
+        path: str,
+        args: dict[str, Any],
+        identity: Any,
+        listener: QueryListener,
+        *,
+        journal: str | None = None,
+    ) -> tuple[Any, float]: ...
 
 
 class Metrics:

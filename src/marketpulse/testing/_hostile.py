@@ -301,8 +301,11 @@ async def half_open(host: str, port: int, scale: float) -> dict[str, Any]:
 
 
 async def tiny_fragments(host: str, port: int, scale: float) -> dict[str, Any]:
-    """One message as 8 million 1-byte fragments (56 MB on the wire)."""
+    """One message as 8 million 1-byte fragments (56 MB on the wire), read as it goes."""
     reader, writer = await _socket(host, port)
+    # Reading while sending, as a client would: the FatalError must arrive although the client
+    # goes on sending past the refusal (the server drains a bounded amount, then closes).
+    answer = asyncio.ensure_future(_drain(reader, 60))
     writer.write(_frame(0x1, b"{", fin=False))
     chunk = _frame(0x0, b" ", fin=False) * 10_000
     sent = 0
@@ -314,11 +317,14 @@ async def tiny_fragments(host: str, port: int, scale: float) -> dict[str, Any]:
             sent += 10_000
     except ConnectionError:
         pass
-    answer = await _drain(reader, 5)
+    await asyncio.wait({answer}, timeout=5)
     writer.transport.abort()
-    # The server stops reading at the limit; a client still sending may see the reset before
-    # the FatalError, so a cut-off counts too.
-    return {"fragments_sent": sent, "refused": b"TooManyFragments" in answer or sent < total}
+    received = await answer
+    return {
+        "fragments_sent": sent,
+        "refused": b"TooManyFragments" in received or sent < total,
+        "error_received": b"TooManyFragments" in received,
+    }
 
 
 async def unfinished_frames(host: str, port: int, scale: float) -> dict[str, Any]:

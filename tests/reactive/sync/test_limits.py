@@ -166,6 +166,25 @@ async def test_too_many_fragments(store: Served) -> None:
     await other.close()
 
 
+async def test_a_client_still_sending_after_its_refusal_reads_the_error(store: Served) -> None:
+    # The server stops taking input at the refusal; closing with input unread would make the
+    # kernel reset the connection, which can destroy the FatalError before it is read.
+    reader, writer = await raw_socket(store)
+    writer.write(frame(0x1, b"{", fin=False))
+    writer.write(frame(0x0, b" ", fin=False) * (LIMITS.max_fragments + 1))
+    await writer.drain()
+    await asyncio.sleep(0.2)  # refused by now; the client does not read, and goes on
+    for _ in range(20):
+        writer.write(frame(0x0, b" " * 100, fin=False) * 100)
+        await writer.drain()
+    data = b""
+    async with asyncio.timeout(10):
+        while chunk := await reader.read(65536):  # a reset raises ConnectionResetError
+            data += chunk
+    assert b"TooManyFragments" in data
+    writer.close()
+
+
 async def test_fragments_add_up_to_one_message_in_bytes(store: Served) -> None:
     reader, writer = await raw_socket(store)
     writer.write(frame(0x1, b'{"type":"Event","x":"', fin=False))

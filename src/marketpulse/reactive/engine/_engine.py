@@ -19,9 +19,10 @@ import asyncio
 import contextlib
 import logging
 import math
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -47,6 +48,7 @@ from ._context import ActionCtx, Identity, LogCollector, MutationCtx, QueryCtx
 from ._database import DatabaseReader, DatabaseWriter
 from ._intervals import SubscriptionIndex
 from ._keys import index_key
+from ._offloop import OffLoop, QueryCall
 from ._overlay import Overlay
 from ._readset import ReadSet
 from ._results import FunctionResult
@@ -59,6 +61,7 @@ __all__ = ["CommitTimings", "Engine", "QueryListener", "SharedQuery"]
 
 log = logging.getLogger("marketpulse.reactive.engine")
 
+_NOT_RUN = FunctionResult.failure("not run")
 _KIND_NAMES = {"query": "Query", "mutation": "Mutation", "action": "Action"}
 
 RECEIPT_MAX = 100_000
@@ -229,6 +232,8 @@ class Engine:
         self.commits = 0
         self.query_runs = 0
         self.timings = CommitTimings()
+        # Slow one-shot queries run on a worker thread; every commit is applied through it.
+        self.offloop = OffLoop(self.limits.inline_query_s)
 
     @classmethod
     async def open(
@@ -358,8 +363,12 @@ class Engine:
         identity: Identity,
         kwargs: dict[str, Any] | None = None,
         journal: str | None = None,
+        guard: threading.Lock | None = None,
     ) -> tuple[FunctionResult, ReadSet]:
-        self.query_runs += 1
+        """Run a query at the current state; with ``guard``, on the off-loop worker thread
+        (see ``_offloop``), where the caller stamps the result's ts once it is validated."""
+        if guard is None:
+            self.query_runs += 1  # worker runs are counted on the loop
         logs = LogCollector(self.limits.max_log_lines)
         limit = self.limits.query_time_limit
         tx = Transaction(
@@ -368,6 +377,7 @@ class Engine:
             deadline=self._deadline(limit),
             time_limit=limit,
             journal=journal,
+            guard=guard,
         )
         try:
             # A shared query's arguments are validated once, at subscribe time; each re-run
@@ -432,6 +442,56 @@ class Engine:
             return shared.result
         return self._execute_query(spec, args, identity, journal=journal)[0]
 
+    async def run_queries(
+        self,
+        calls: Sequence[tuple[str, Any]],
+        identity: Identity | None = None,
+        *,
+        internal_ok: bool = False,
+    ) -> tuple[list[FunctionResult], float]:
+        """Run one-shot queries ``(path, args)``, all at one ts, without holding the event loop
+        for longer than a work slice (``run_query`` holds it for the whole run).
+
+        Functions known to be fast run inline as :meth:`run_query` does; the others run on
+        the off-loop worker and are validated against the commits applied meanwhile (see
+        ``_offloop``). Every result is exact at the ts it carries, the same ts for all.
+
+        Returns:
+            The results in order, and the seconds of run time spent (to charge the caller).
+        """
+        identity = identity or Identity.anonymous()
+        results: list[FunctionResult] = []
+        todo: list[QueryCall] = []
+        for path, args in calls:
+            spec = self._resolve(path, identity, "query", internal_ok)
+            if not isinstance(spec, FunctionResult):
+                todo.append(QueryCall(len(results), spec, args))
+            results.append(spec if isinstance(spec, FunctionResult) else _NOT_RUN)
+        offloop = self.offloop
+        if all(offloop.inline_ok(call.spec.path) for call in todo):
+            spent = 0.0
+            for call in todo:
+                started = time.perf_counter()
+                results[call.index] = self.run_query(
+                    call.spec.path, call.args, identity, internal_ok=True
+                )
+                took = time.perf_counter() - started
+                offloop.observe(call.spec.path, took)
+                spent += took
+            return results, spent
+
+        def execute(
+            call: QueryCall, guard: threading.Lock | None
+        ) -> tuple[FunctionResult, ReadSet]:
+            return self._execute_query(call.spec, call.args, identity, guard=guard)
+
+        ran, spent = await offloop.run(todo, execute)
+        self.query_runs += len(todo)
+        for call, (result, _) in zip(todo, ran, strict=True):
+            result.ts = self._ts  # validated: exact now
+            results[call.index] = result
+        return results, spent
+
     @staticmethod
     def _query_key(
         canonical: str, args: Any, identity: Identity, journal: str | None = None
@@ -463,31 +523,103 @@ class Engine:
             The :class:`SharedQuery`; its ``result`` is current when this returns.
         """
         identity = identity or Identity.anonymous()
+        key, canonical = self._subscription_key(path, args, identity, journal)
+        query = self._queries.get(key)
+        if query is None:
+            query, runnable = self._new_query(key, canonical, path, args, identity, journal)
+            if runnable:
+                started = time.perf_counter()
+                self._rerun(query)
+                # Learn which functions are slow, so their next first runs go off the loop.
+                assert query.spec is not None
+                self.offloop.observe(query.spec.path, time.perf_counter() - started)
+            self._queries[key] = query
+        query.listeners.add(listener)
+        return query
+
+    def runs_off_loop(self, path: str) -> bool:
+        """Whether ``path`` is a query function known to be slow (a run of it took longer than
+        ``RunLimits.inline_query_s``): :meth:`subscribe_async` runs it off the event loop."""
+        try:
+            return self.offloop.known_slow(canonical_path(path))
+        except ValueError:
+            return False
+
+    async def subscribe_async(
+        self,
+        path: str,
+        args: Any,
+        identity: Identity | None,
+        listener: QueryListener,
+        *,
+        journal: str | None = None,
+    ) -> tuple[SharedQuery, float]:
+        """:meth:`subscribe`, except that the first run of a function known to be slow runs
+        off the event loop (validated like :meth:`run_queries`), so it holds nobody up.
+
+        Later re-runs (after commits that touch its read set) run inline, as every re-run
+        does: a commit's re-runs and notifications happen in one step.
+
+        Returns:
+            The :class:`SharedQuery` (its result current when this returns) and the seconds of
+            run time spent here (to charge the caller).
+        """
+        identity = identity or Identity.anonymous()
+        key, canonical = self._subscription_key(path, args, identity, journal)
+        spent = 0.0
+        if key not in self._queries:
+            query, runnable = self._new_query(key, canonical, path, args, identity, journal)
+            spec, kwargs = query.spec, query.kwargs
+            if runnable and spec is not None and self.offloop.known_slow(spec.path):
+
+                def execute(
+                    call: QueryCall, guard: threading.Lock | None
+                ) -> tuple[FunctionResult, ReadSet]:
+                    return self._execute_query(spec, args, identity, kwargs, journal, guard)
+
+                ran, spent = await self.offloop.run([QueryCall(0, spec, args)], execute)
+                self.query_runs += 1
+                if key not in self._queries:  # else another subscriber's run is current
+                    result, read_set = ran[0]
+                    result.ts = self._ts  # validated: exact now
+                    self._install(query, result, read_set)
+                    self._queries[key] = query
+        return self.subscribe(path, args, identity, listener, journal=journal), spent
+
+    def _subscription_key(
+        self, path: str, args: Any, identity: Identity, journal: str | None
+    ) -> tuple[tuple[str, bytes, str, str | None], str]:
         try:
             canonical = canonical_path(path)
         except ValueError:
             canonical = str(path)
-        key = self._query_key(canonical, args, identity, journal)
-        query = self._queries.get(key)
-        if query is None:
-            spec = self._resolve(path, identity, "query")
-            query = SharedQuery(
-                key, canonical, args, identity, spec if isinstance(spec, FunctionSpec) else None
-            )
-            query.journal = journal
-            if isinstance(spec, FunctionResult):
-                query.result = spec
-            else:
-                try:
-                    query.kwargs = spec.validate_args(args)
-                except Exception as exc:
-                    # Deterministic: the same arguments always fail, so never re-run it.
-                    query.result = FunctionResult.failure(_error_text(exc), ts=self._ts)
-                else:
-                    self._rerun(query)
-            self._queries[key] = query
-        query.listeners.add(listener)
-        return query
+        return self._query_key(canonical, args, identity, journal), canonical
+
+    def _new_query(
+        self,
+        key: tuple[str, bytes, str, str | None],
+        canonical: str,
+        path: str,
+        args: Any,
+        identity: Identity,
+        journal: str | None,
+    ) -> tuple[SharedQuery, bool]:
+        """A new shared query, and whether it is to run (False: its result never changes)."""
+        spec = self._resolve(path, identity, "query")
+        query = SharedQuery(
+            key, canonical, args, identity, spec if isinstance(spec, FunctionSpec) else None
+        )
+        query.journal = journal
+        if isinstance(spec, FunctionResult):
+            query.result = spec
+            return query, False
+        try:
+            query.kwargs = spec.validate_args(args)
+        except Exception as exc:
+            # Deterministic: the same arguments always fail, so never re-run it.
+            query.result = FunctionResult.failure(_error_text(exc), ts=self._ts)
+            return query, False
+        return query, True
 
     def unsubscribe(self, query: SharedQuery, listener: QueryListener) -> None:
         """Remove ``listener``; the query is dropped when nobody listens any more."""
@@ -502,6 +634,11 @@ class Engine:
         result, read_set = self._execute_query(
             query.spec, query.args, query.identity, query.kwargs, query.journal
         )
+        return self._install(query, result, read_set)
+
+    def _install(self, query: SharedQuery, result: FunctionResult, read_set: ReadSet) -> bool:
+        """Make ``result`` (read through ``read_set``, exact now) ``query``'s current result;
+        return whether its outcome changed."""
         if result.journal is not None:
             query.journal = result.journal
         elif result.success:
@@ -711,7 +848,7 @@ class Engine:
                 if old is None and dw.value is None:
                     continue
                 writes.append(Write(dw.table, dw.id, old, dw.value))
-            all_points += self._store.apply(writes)
+            all_points += self.offloop.apply(self._store, writes)
             self._ts = max(self._ts, commit.ts)
             self._last_ts = max(self._last_ts, commit.ts)
             self._last_creation = max(
@@ -827,7 +964,7 @@ class Engine:
         """A group is durable: apply it to memory, re-run the queries it touched, notify their
         listeners and answer its callers, all in one synchronous step."""
         started = time.perf_counter()
-        points = self._store.apply([w for p in group for w in p.writes])
+        points = self.offloop.apply(self._store, [w for p in group for w in p.writes])
         self._ts = max(self._ts, group[-1].ts)
         if any(p.request is not None and p.writes for p in group):
             self._remember(self._receipts_of(group))
@@ -948,7 +1085,8 @@ class Engine:
             raise RuntimeError(result.error_message)
 
         async def call_query(p: str, a: Any) -> Any:
-            return unwrap(self.run_query(p, a, identity, internal_ok=True))
+            results, _ = await self.run_queries([(p, a)], identity, internal_ok=True)
+            return unwrap(results[0])
 
         async def call_mutation(p: str, a: Any) -> Any:
             return unwrap(await self.run_mutation(p, a, identity, internal_ok=True))
@@ -987,6 +1125,7 @@ class Engine:
             assert self._flusher is not None
             await asyncio.gather(self._flusher, return_exceptions=True)
         self._drop_subscriptions()
+        self.offloop.close()
         await self.persistence.close()
 
     def _drop_subscriptions(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -26,6 +27,9 @@ from ._store import Document, MemoryStore, Write
 
 __all__ = ["Scan", "Transaction", "copy_value", "new_id"]
 
+# Index entries a guarded scan reads per hold of the guard: short enough that a commit waits
+# microseconds for it, long enough that the lock costs little per document.
+_GUARDED_CHUNK = 64
 _ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 _BUILTIN_DEFS = {d.name: d for d in BUILTIN_INDEXES}
 
@@ -57,6 +61,9 @@ class Transaction:
         deadline: ``time.monotonic()`` value after which any db operation raises
             :class:`QueryLimitError`; ``None`` for no limit.
         creation_time: returns a fresh ``_creationTime`` (float ms) for inserts.
+        guard: for a read-only run on another thread than the event loop's (see
+            ``_offloop``): the lock the loop applies commits under, taken for each read of the
+            committed state, so every read sees it between two commits.
     """
 
     def __init__(
@@ -69,8 +76,10 @@ class Transaction:
         creation_time: Callable[[], float] | None = None,
         base: Overlay | None = None,
         journal: str | None = None,
+        guard: threading.Lock | None = None,
     ) -> None:
         self.store = store
+        self.guard = guard
         self.writable = writable
         self.deadline = deadline
         self.time_limit = time_limit
@@ -118,10 +127,10 @@ class Transaction:
         found = self.pending.lookup(doc_id) or self.base.lookup(doc_id)
         if found is not None:
             return found
-        found = self.store.get(doc_id)
-        if found is None:
-            return None
-        return found
+        if self.guard is not None:
+            with self.guard:
+                return self.store.get(doc_id)
+        return self.store.get(doc_id)
 
     def get(self, doc_id: Any) -> Document | None:
         """The document with this id (a copy), or ``None``; records the read."""
@@ -164,24 +173,37 @@ class Transaction:
                 scan.finish()
         self.check()
         idef = self.index_def(table, index)
-        data = self.store.tables.get(table)
-        key: bytes | None = None
-        if data is not None:
-            ids = data.indexes[idef.name]
-            keys = ids.keys()
-            pos = ids.bisect_left(hi) - 1 if reverse else ids.bisect_left(lo)
-            if 0 <= pos < len(keys) and lo <= keys[pos] < hi:
-                key = keys[pos]
-        if key is None or data is None:
+        if self.guard is not None:
+            with self.guard:
+                key, doc, nested = self._first_committed(table, idef.name, lo, hi, reverse)
+        else:
+            key, doc, nested = self._first_committed(table, idef.name, lo, hi, reverse)
+        if key is None or doc is None:
             self.read_set.add(table, idef.name, lo, hi)
             return None
         if reverse:
             self.read_set.add(table, idef.name, key, hi)
         else:
             self.read_set.add(table, idef.name, lo, successor(key))
+        # Committed documents are never changed in place (a commit stores new ones), so the
+        # copy needs no guard.
+        return copy_value(doc) if nested else dict(doc)
+
+    def _first_committed(
+        self, table: str, index: str, lo: bytes, hi: bytes, reverse: bool
+    ) -> tuple[bytes | None, Document | None, bool]:
+        """The committed state's first (key, document, nested?) of ``[lo, hi)``."""
+        data = self.store.tables.get(table)
+        if data is None:
+            return None, None, False
+        ids = data.indexes[index]
+        keys = ids.keys()
+        pos = ids.bisect_left(hi) - 1 if reverse else ids.bisect_left(lo)
+        if not (0 <= pos < len(keys) and lo <= keys[pos] < hi):
+            return None, None, False
+        key = keys[pos]
         doc_id = ids[key]
-        doc = data.docs[doc_id]
-        return copy_value(doc) if doc_id in data.nested else dict(doc)
+        return key, data.docs[doc_id], doc_id in data.nested
 
     # -- writes ---------------------------------------------------------------------------
     def _require_writable(self) -> None:
@@ -291,6 +313,9 @@ class Scan:
     def _committed(
         self, own: dict[str, Document | None], base: dict[str, Document | None]
     ) -> Iterator[tuple[bytes, Document]]:
+        if self.tx.guard is not None:
+            yield from self._committed_guarded(self.tx.guard)
+            return
         data = self.tx.store.tables.get(self.table)
         if data is None:
             return
@@ -303,6 +328,32 @@ class Scan:
                 continue  # superseded by a pending write
             # Copies keep handlers from mutating stored documents; flat ones copy at C speed.
             yield key, copy_value(docs[doc_id]) if doc_id in nested else dict(docs[doc_id])
+
+    def _committed_guarded(self, guard: threading.Lock) -> Iterator[tuple[bytes, Document]]:
+        """The committed documents in chunks, each read under ``guard`` and re-sought after the
+        previous chunk's last key: a commit between two chunks may move the index's internal
+        positions, never a key. (Only read-only runs are guarded: no pending writes.)"""
+        lo, hi, name = self.lo, self.hi, self.idef.name
+        while True:
+            with guard:
+                data = self.tx.store.tables.get(self.table)
+                if data is None:
+                    return
+                ids, docs, nested = data.indexes[name], data.docs, data.nested
+                chunk = []
+                for key in data.irange(name, lo, hi, self.reverse):
+                    doc_id = ids[key]
+                    chunk.append((key, docs[doc_id], doc_id in nested))
+                    if len(chunk) == _GUARDED_CHUNK:
+                        break
+            for key, doc, deep in chunk:
+                yield key, copy_value(doc) if deep else dict(doc)
+            if len(chunk) < _GUARDED_CHUNK:
+                return
+            if self.reverse:
+                hi = chunk[-1][0]
+            else:
+                lo = successor(chunk[-1][0])
 
     def __iter__(self) -> Iterator[tuple[bytes, Document]]:
         own = self.tx.pending.tables.get(self.table) or {}

@@ -141,6 +141,7 @@ class SyncConnection:
         "_pending",
         "_proto",
         "_queued",
+        "_slow",
         "_socket",
         "_stale",
         "_stalled_since",
@@ -171,6 +172,8 @@ class SyncConnection:
         # Subscriptions whose first run is still to come (paced, see _run_pending).
         self._pending: deque[_Sub] | None = None
         self._pacer: asyncio.Handle | None = None
+        # First runs of slow functions in progress off the event loop (created on first use).
+        self._slow: set[asyncio.Task[None]] | None = None
         self._most_queries = 0
         self._identity: Any = gateway.identity_of(ANONYMOUS)
         self._subs: dict[int, _Sub] = {}
@@ -322,7 +325,7 @@ class SyncConnection:
         """Queue and write the next Transition if one is due and the socket can take it."""
         if self._done:
             return
-        if self._stalled_since is not None or self._mutating or self._pending:
+        if self._stalled_since is not None or self._mutating or self._pending or self._slow:
             self._stale = True
             return
         self._stale = False
@@ -380,15 +383,28 @@ class SyncConnection:
             task.cancel()
         self._mutations = None
         self._pending = None
+        for task in self._slow or ():
+            task.cancel()
+        self._slow = None
         if self._pacer is not None:
             self._pacer.cancel()
             self._pacer = None
-        for query_id in list(self._subs):
-            self._remove_query(query_id)
+        self._release_queries()
         self._gw.watchdog.discard(self)
         self._gw.metrics.connections.dec()
         if self._most_queries >= _BIG_QUERY_SET:
             self._gw.memory.soon()
+
+    def _release_queries(self) -> None:
+        """Unsubscribe every query of a closed socket, a work slice per loop turn: releasing
+        2,000 at once held the loop ~45 ms (their results only go stale meanwhile; nothing is
+        sent any more)."""
+        deadline = time.perf_counter() + self._gw.limits.work_slice_s
+        for query_id in list(self._subs):
+            self._remove_query(query_id)
+            if time.perf_counter() >= deadline and self._subs:
+                asyncio.get_running_loop().call_soon(self._release_queries)
+                return
 
     # ----------------------------------------------------------------- queries
 
@@ -426,10 +442,14 @@ class SyncConnection:
             return
         start = time.perf_counter()
         deadline = start + gw.limits.work_slice_s
+        engine = gw.engine
         while pending:
             sub = pending.popleft()
             if self._subs.get(sub.query_id) is sub and sub.query is None:
-                self._subscribe(sub)
+                if engine.runs_off_loop(sub.path):
+                    self._subscribe_off_loop(sub)
+                else:
+                    self._subscribe(sub)
             if time.perf_counter() >= deadline:
                 break
         gw.query_share.charge(self._address, time.perf_counter() - start)
@@ -452,6 +472,50 @@ class SyncConnection:
         except Exception as exc:  # an engine bug must not take the socket down
             log.exception("subscribe failed", path=sub.path)
             sub.static = failed_outcome(f"InternalServerError: {type(exc).__name__}")
+
+    def _subscribe_off_loop(self, sub: _Sub) -> None:
+        """Subscribe ``sub``, whose function is known to be slow, with its first run off the
+        event loop; the Transition waits for it like for any first run."""
+        if self._slow is None:
+            self._slow = set()
+        task = asyncio.get_running_loop().create_task(self._subscribe_later(sub))
+        self._slow.add(task)
+        task.add_done_callback(self._slow_done)
+
+    async def _subscribe_later(self, sub: _Sub) -> None:
+        identity = self._identity
+        query: Any = None
+        try:
+            query, spent = await self._gw.engine.subscribe_async(
+                sub.path, sub.args, identity, sub, journal=sub.journal
+            )
+            self._gw.query_share.charge(self._address, spent)
+        except Exception as exc:  # an engine bug must not take the socket down
+            log.exception("subscribe failed", path=sub.path)
+            sub.static = failed_outcome(f"InternalServerError: {type(exc).__name__}")
+        if self._done or self._subs.get(sub.query_id) is not sub:
+            if query is not None:  # removed (or the socket closed) meanwhile
+                self._gw.engine.unsubscribe(query, sub)
+            return
+        sub.query = query
+        if query is not None and identity is not self._identity:
+            # Authenticated meanwhile: run it again under the new identity.
+            self._gw.engine.unsubscribe(query, sub)
+            sub.query = None
+            self._defer(sub)
+            if self._pacer is None:
+                self._pacer = asyncio.get_running_loop().call_soon(self._resume_pending)
+
+    def _slow_done(self, task: asyncio.Task[None]) -> None:
+        slow = self._slow
+        if slow is None:
+            return
+        slow.discard(task)
+        if not slow:
+            self._slow = None
+            if not self._done and not self._pending:  # else the pacer flushes when done
+                self._flush()
+                self._send_data()
 
     def _remove_query(self, query_id: int) -> None:
         sub = self._subs.pop(query_id, None)

@@ -29,7 +29,7 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from marketpulse.reactive.admission import Ticket
+from marketpulse.reactive.admission import Ticket, close_gracefully
 from marketpulse.reactive.gateway import Gateway
 from marketpulse.reactive.sync.connection import SyncConnection
 
@@ -50,6 +50,10 @@ def is_sync_path(target: str) -> bool:
     return _SYNC_PATH.fullmatch(path) is not None
 
 
+# Bytes of input parsed at a time (see ``data_received``).
+_FEED_BYTES = 8 * 1024
+
+
 class SyncSocket(asyncio.Protocol):
     """One upgraded connection: the sync endpoint served directly, other paths through ASGI.
 
@@ -68,6 +72,7 @@ class SyncSocket(asyncio.Protocol):
         "_conn",
         "_fragments",
         "_gw",
+        "_lingering",
         "_partial",
         "_server_state",
         "_ticket",
@@ -96,6 +101,7 @@ class SyncSocket(asyncio.Protocol):
         self._closer: asyncio.TimerHandle | None = None
         self._partial = 0  # this socket's share of the server's unfinished-message budget
         self._ticket: Ticket | None = None
+        self._lingering = False  # closing gracefully: nothing more in or out
 
     def adopt_ticket(self, ticket: Ticket) -> None:
         """Take over the connection's admission place (released when the socket goes)."""
@@ -118,14 +124,33 @@ class SyncSocket(asyncio.Protocol):
             else:
                 self._handshake(data)
             return
-        ws.receive_data(data)
-        for event in ws.events_received():
-            if isinstance(event, Frame):
-                self._frame(event)
-                if self._conn is None or self._transport is None or self._transport.is_closing():
+        if len(data) <= _FEED_BYTES:
+            self._feed(ws, data)
+        else:
+            # A piece at a time: websockets parses every frame of what it is given before any
+            # can be looked at, and 64 KiB of 7-byte fragments (9,000 frames) held the loop
+            # ~50 ms before the fragment limit could stop it.
+            view = memoryview(data)
+            for start in range(0, len(data), _FEED_BYTES):
+                if not self._feed(ws, view[start : start + _FEED_BYTES]):
                     break
         self._write_out(ws.data_to_send())
         self._count_partial(ws)
+
+    def _feed(self, ws: ServerProtocol, data: bytes | memoryview) -> bool:
+        """Parse ``data`` and act on its frames; False once the socket stops taking input."""
+        ws.receive_data(data)  # type: ignore[arg-type]  # appended to a bytearray: any buffer
+        for event in ws.events_received():
+            if isinstance(event, Frame):
+                self._frame(event)
+                if (
+                    self._conn is None
+                    or self._ws is None
+                    or self._transport is None
+                    or self._transport.is_closing()
+                ):
+                    return False
+        return True
 
     def _count_partial(self, ws: ServerProtocol) -> None:
         """Track the unfinished message this socket holds: its age and the server's budget."""
@@ -309,11 +334,17 @@ class SyncSocket(asyncio.Protocol):
         # PING, PONG and CLOSE: websockets answers them itself (data_to_send).
 
     def _refuse(self, error: str) -> None:
-        """FatalError, then stop reading: a client over a limit gets no further bytes in."""
+        """FatalError, then stop taking input: a client over a limit gets no further bytes in
+        (what it still sends is dropped, so that its reset cannot destroy the error)."""
         if self._conn is not None:
             self._conn.fail(error)
         if self._transport is not None:
-            self._transport.close()
+            self._close_gracefully(self._transport)
+
+    def _close_gracefully(self, transport: asyncio.Transport) -> None:
+        self._ws = None  # nothing more in or out (send_text checks it)
+        self._lingering = True
+        close_gracefully(transport)
 
     def _message(self, opcode: Opcode, data: bytes | bytearray | memoryview) -> None:
         conn = self._conn
@@ -335,12 +366,13 @@ class SyncSocket(asyncio.Protocol):
 
     def _write_out(self, chunks: list[bytes]) -> None:
         transport = self._transport
-        if transport is None:
-            return
+        if transport is None or self._lingering:
+            return  # gone, or closing gracefully (no write after the FIN)
         for chunk in chunks:
             if chunk:
                 transport.write(chunk)
             else:
                 # websockets' end-of-stream marker: the server closes TCP after the close
-                # handshake (or after failing the connection).
-                transport.close()
+                # handshake (or after failing the connection, as over the frame size).
+                self._close_gracefully(transport)
+                return
