@@ -31,7 +31,7 @@ SUITES: dict[str, tuple[str, ...]] = {
 """The headline script of each suite (issue 7's scenarios); ``all`` runs every one once."""
 
 DETAIL: dict[str, tuple[str, ...]] = {
-    "latency": ("sync_latency.py", "dashboard_latency.py"),
+    "latency": ("sync_latency.py", "dashboard_latency.py", "lifecycle.py"),
     "ingest": (
         "pipeline_throughput.py",
         "kalshi_protocol.py",

@@ -340,6 +340,33 @@ def _stale_ui(browser: Any, tmp_path: Path, loop: Any) -> None:
         assert not errors
 
 
+def _day_span_h(store: AdminClient, ticker: str) -> float:
+    """Hours spanned by the 1-minute candles ``getCandles`` serves for ``ticker``."""
+    candles = store.query(
+        "marketData:getCandles", {"ticker": ticker, "interval": "1m", "limit": 1500}
+    )
+    return 0.0 if not candles else (candles[-1]["start"] - candles[0]["start"] + 60_000) / 3_600_000
+
+
+def _until(done: Any, limit_s: float, what: str) -> None:
+    deadline = time.monotonic() + limit_s
+    while not done():
+        assert time.monotonic() < deadline, f"no {what} after {limit_s} s"
+        time.sleep(0.1)
+
+
+def _until_settled(store: AdminClient, ticker: str, since: float, limit_s: float) -> float:
+    """Seconds from ``since`` until ``getMarket`` shows ``ticker`` settled with its value
+    (polled every 20 ms, at most ``limit_s``)."""
+    deadline = since + limit_s
+    while time.monotonic() < deadline:
+        market = store.query("marketData:getMarket", {"ticker": ticker})
+        if market["status"] in ("settled", "finalized") and market["settlementValue"] is not None:
+            return time.monotonic() - since
+        time.sleep(0.02)
+    raise AssertionError(f"{ticker} not settled in the store after {limit_s} s")
+
+
 def test_dev_shows_a_day_of_history_at_once_and_a_settlement_within_a_second(
     tmp_path: Path, browser: Any
 ) -> None:
@@ -365,22 +392,25 @@ def test_dev_shows_a_day_of_history_at_once_and_a_settlement_within_a_second(
                 timeout=15_000,
             )
             chart_s = time.monotonic() - up
-            candles = store.query(
-                "marketData:getCandles", {"ticker": ticker, "interval": "1m", "limit": 1500}
-            )
-            span_h = (candles[-1]["start"] - candles[0]["start"] + 60_000) / 3_600_000
+            span_h = _day_span_h(store, ticker)
             assert span_h >= 24, f"{span_h:.1f} h of 1-minute candles"
-            print(f"chart drew {len(candles)} 1-minute candles ({span_h:.1f} h) {chart_s:.2f} s "
+            print(f"chart drew {span_h * 60:.0f} 1-minute candles ({span_h:.1f} h) {chart_s:.2f} s "
                   f"after dev was up ({time.monotonic() - launched:.1f} s after launch)")  # fmt: skip
             assert chart_s <= 5.0, f"the chart showed a day of history after {chart_s:.1f} s"
             _shot(page, "dashboard-dev-history.png")
 
-            # Settle the market through the simulator: the dashboard shows it within 1 s.
+            # Settle the market through the simulator: the dashboard shows it within 1 s. Only
+            # once every market's history is in: while its candle mutations are being written a
+            # live batch waits behind them (bench/lifecycle.py, 20 markets loading: p50 ~60 ms,
+            # up to 1.45 s), after it a settlement reaches a subscriber in p50 6-7 ms, max 26 ms.
             page.wait_for_selector("[data-testid=market-head][data-status=active]")
+            for other in tickers:
+                _until(lambda t=other: _day_span_h(store, t) >= 24, 30.0, f"{other}'s history")
             t0 = time.monotonic()
             r = sim.post("/_sim/control", json={"action": "set_status", "ticker": ticker,
                                                 "status": "settled"})  # fmt: skip
             r.raise_for_status()
+            store_s = _until_settled(store, ticker, t0, 5.0)
             page.wait_for_selector("[data-testid=market-settlement]", timeout=5_000)
             page.wait_for_function(
                 "['settled', 'finalized'].includes("
@@ -400,10 +430,13 @@ def test_dev_shows_a_day_of_history_at_once_and_a_settlement_within_a_second(
             assert market["status"] in str(row.text_content())
             listed = {m["ticker"]: m for m in store.query("marketData:listMarkets", {})}
             assert listed[ticker]["settlementValue"] == market["settlementValue"]
-            print(f"settled shown in {settled_s * 1000:.0f} ms")
-            # The goal is 1 s (bench/lifecycle.py measures it with its tails); on a loaded
-            # test machine only a generous bound is asserted.
-            assert settled_s <= 3.0, f"settled shown after {settled_s:.2f} s"
+            print(
+                f"settled in the store in {store_s * 1000:.0f} ms, on the page {settled_s * 1000:.0f} ms"
+            )
+            # The goal is 1 s, which the store is held to (40x the bench's max above); the page
+            # gets 1 s more for the browser's share of a loaded 2-core test host.
+            assert store_s <= 1.0, f"the store showed settled after {store_s:.2f} s"
+            assert settled_s <= 2.0, f"the page showed settled after {settled_s:.2f} s"
             _shot(page, "dashboard-dev-settled.png")
             assert errors == [], errors
         finally:

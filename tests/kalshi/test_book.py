@@ -164,3 +164,20 @@ def test_book_equals_reference_model(ops: list[tuple], yes_price: bool) -> None:
             assert book.mid == (best_bid + best_ask) / 2
         else:
             assert book.spread is None and book.mid is None
+
+
+def test_apply_delta_says_when_it_opens_a_level_and_the_cached_bests_follow_removals() -> None:
+    book = OrderBook("T")
+    book.apply_snapshot([(D("0.40"), D(5)), (D("0.45"), D(1))], [(D("0.50"), D(2))])
+    assert book.best_bid == D("0.45") and book.best_ask == D("0.50")
+    assert book.apply_delta("yes", D("0.45"), D(3)) is False  # a level that grows
+    assert book.apply_delta("yes", D("0.47"), D(1)) is True  # a new best
+    assert book.best_bid == D("0.47") and book.best_bid_size == D(1)
+    assert book.apply_delta("yes", D("0.47"), D(-1)) is False  # the best leaves
+    assert book.best_bid == D("0.45") and book.best_bid_size == D(4)
+    assert not book.crossed_by("no", D("0.54"))  # against 0.45 now, not the 0.47 that left
+    assert book.crossed_by("no", D("0.55"))  # locked: YES bid 0.45 = YES ask 0.45
+    assert book.apply_delta("no", D("0.50"), D(-2)) is False  # the NO side empties
+    assert book.best_ask is None and not book.crossed_by("yes", D("0.99"))
+    assert book.apply_delta("no", D("0.30"), D(1), yes_price=True) is True  # NO bid 0.70
+    assert book.best_ask == D("0.30") and book.problem() == "crossed book: bid 0.45 >= ask 0.30"

@@ -40,13 +40,27 @@ class OrderBook:
         ts_ms: Exchange timestamp of the last applied message, when it carried one.
     """
 
-    __slots__ = ("_no", "_yes", "invalid_reason", "ticker", "ts_ms", "valid")
+    __slots__ = (
+        "_no",
+        "_no_best",
+        "_yes",
+        "_yes_best",
+        "invalid_reason",
+        "ticker",
+        "ts_ms",
+        "valid",
+    )
 
     def __init__(self, ticker: str) -> None:
         """Create an empty, invalid book (it becomes valid with its first snapshot)."""
         self.ticker = ticker
         self._yes: dict[Decimal, Decimal] = {}
         self._no: dict[Decimal, Decimal] = {}
+        # Each side's best (highest) bid, or None when unknown (recomputed on demand): the
+        # guard reads the other side's best on every new level, and max() over a side on every
+        # delta cost a quarter of the delta path.
+        self._yes_best: Decimal | None = None
+        self._no_best: Decimal | None = None
         self.valid = False
         self.invalid_reason = "awaiting snapshot"
         self.ts_ms: int | None = None
@@ -90,6 +104,7 @@ class OrderBook:
                 new_no[p] = new_no.get(p, _ZERO) + size
         self._yes = new_yes
         self._no = new_no
+        self._yes_best = self._no_best = None
         self.valid = True
         self.invalid_reason = ""
         self.ts_ms = ts_ms
@@ -102,7 +117,7 @@ class OrderBook:
         *,
         yes_price: bool = False,
         ts_ms: int | None = None,
-    ) -> None:
+    ) -> bool:
         """Add a signed size change to one level; a level reaching zero disappears.
 
         Args:
@@ -112,39 +127,59 @@ class OrderBook:
             yes_price: The subscription used ``use_yes_price``.
             ts_ms: Exchange timestamp, if known.
 
+        Returns:
+            Whether the delta opened a new price level: only a new level can bring a price off
+            the grid or cross the book (a level that grows keeps its side's best price).
+
         Raises:
             BookError: Unknown side, or the size would go negative (the book is invalidated).
         """
         if side == "yes":
+            yes = True
             levels = self._yes
+            best = self._yes_best
         elif side == "no":
+            yes = False
             levels = self._no
+            best = self._no_best
             if yes_price:
                 price = ONE - price
         else:
             raise BookError(f"{self.ticker}: unknown side {side!r}")
-        new = levels.get(price, _ZERO) + delta
+        old = levels.get(price)
+        new = delta if old is None else old + delta
         if new > 0:
             levels[price] = new
+            if old is None and best is not None and price > best:
+                best = price
         elif new == 0:
-            levels.pop(price, None)
+            if old is not None:
+                del levels[price]
+                if price == best:
+                    best = None
         else:
             self.invalidate("negative size")
             raise BookError(f"{self.ticker}: size at {side} {price} would be {new}")
+        if yes:
+            self._yes_best = best
+        else:
+            self._no_best = best
         if ts_ms is not None:
             self.ts_ms = ts_ms
+        return old is None and new > 0
 
     def crossed_by(self, side: str, price: Decimal) -> bool:
         """Whether a bid just added at native ``price`` on ``side`` crossed or locked the book
         (best YES bid >= best YES ask, i.e. a YES bid and a NO bid summing to $1 or more)."""
-        other = self._no if side == "yes" else self._yes
-        return bool(other) and price + max(other) >= ONE
+        other = self._best_no() if side == "yes" else self._best_yes()
+        return other is not None and price + other >= ONE
 
     def problem(self, grid: PriceGrid | None = None) -> str | None:
         """Why this book cannot be right, or None: crossed or locked, or a price outside
         (0, 1) or off the market's grid (``grid``: its ``price_ranges``)."""
-        if self._yes and self._no and max(self._yes) + max(self._no) >= ONE:
-            return f"crossed book: bid {max(self._yes)} >= ask {ONE - max(self._no)}"
+        yes, no = self._best_yes(), self._best_no()
+        if yes is not None and no is not None and yes + no >= ONE:
+            return f"crossed book: bid {yes} >= ask {ONE - no}"
         for side, levels in (("yes", self._yes), ("no", self._no)):
             for price in levels:
                 bad = price_problem(price, grid)
@@ -156,8 +191,21 @@ class OrderBook:
         """Drop every level and mark the book invalid until its next snapshot."""
         self._yes = {}
         self._no = {}
+        self._yes_best = self._no_best = None
         self.valid = False
         self.invalid_reason = reason
+
+    def _best_yes(self) -> Decimal | None:
+        best = self._yes_best
+        if best is None and self._yes:
+            best = self._yes_best = max(self._yes)
+        return best
+
+    def _best_no(self) -> Decimal | None:
+        best = self._no_best
+        if best is None and self._no:
+            best = self._no_best = max(self._no)
+        return best
 
     # -- reads (YES terms) ----------------------------------------------------------------------
 
@@ -174,22 +222,25 @@ class OrderBook:
     @property
     def best_bid(self) -> Decimal | None:
         """Highest YES bid, or None when there is none."""
-        return max(self._yes) if self._yes else None
+        return self._best_yes()
 
     @property
     def best_ask(self) -> Decimal | None:
         """Lowest YES ask (``1 - best NO bid``), or None when there are no NO bids."""
-        return ONE - max(self._no) if self._no else None
+        best = self._best_no()
+        return None if best is None else ONE - best
 
     @property
     def best_bid_size(self) -> Decimal | None:
         """Size at the best YES bid."""
-        return self._yes[max(self._yes)] if self._yes else None
+        best = self._best_yes()
+        return None if best is None else self._yes[best]
 
     @property
     def best_ask_size(self) -> Decimal | None:
         """Size at the best YES ask."""
-        return self._no[max(self._no)] if self._no else None
+        best = self._best_no()
+        return None if best is None else self._no[best]
 
     @property
     def spread(self) -> Decimal | None:

@@ -590,16 +590,18 @@ class KalshiProtocol:
             self.stats.deltas_dropped += 1
             return
         try:
-            book.apply_delta(side, price, delta, yes_price=sub.yes_price, ts_ms=ts)
+            new_level = book.apply_delta(side, price, delta, yes_price=sub.yes_price, ts_ms=ts)
         except BookError as exc:
             self.stats.negative_sizes += 1
             self._dirty[ticker] = None
             self._start_recovery({ticker}, f"protocol error: {exc}")
             return
         self._dirty[ticker] = None
-        if delta > 0:
-            # Only an added bid can cross a book or bring a bad price; a frame in the other
-            # price convention than subscribed shows up here too (docs/protocols/kalshi.md §5).
+        if new_level:
+            # Only a new level can cross a book (checked on arrival, a book never holds a
+            # crossing that a growing level could keep) or bring a bad price; a frame in the
+            # other price convention than subscribed shows up here too
+            # (docs/protocols/kalshi.md §5).
             native = ONE - price if side == "no" and sub.yes_price else price
             bad = price_problem(native, self._grids.get(ticker))
             if bad is None and book.crossed_by(side, native):
