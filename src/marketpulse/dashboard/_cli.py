@@ -25,7 +25,7 @@ def load_modules(names: list[str]) -> tuple[list[Any], dict[str, Any]]:
     Raises:
         typer.BadParameter: a module cannot be imported or defines no FunctionModule.
     """
-    from marketpulse.reactive import FunctionModule
+    from marketpulse.reactive._cli import function_modules_of
 
     modules: list[Any] = []
     schemas: dict[str, Any] = {}
@@ -34,10 +34,7 @@ def load_modules(names: list[str]) -> tuple[list[Any], dict[str, Any]]:
             module = importlib.import_module(name)
         except ImportError as exc:
             raise typer.BadParameter(f"cannot import functions module {name!r}: {exc}") from None
-        found = [v for v in vars(module).values() if isinstance(v, FunctionModule)]
-        if not found:
-            raise typer.BadParameter(f"{name!r} defines no FunctionModule at its top level")
-        modules.extend(found)
+        modules.extend(function_modules_of(name, module))
         schemas.update(find_result_schemas(module))
     return modules, schemas
 

@@ -16,7 +16,8 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, cast
+from types import ModuleType
+from typing import Annotated, Any, TypeVar, cast
 
 import structlog
 import typer
@@ -25,6 +26,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from marketpulse._admin_key import new_admin_key
 from marketpulse.reactive.limits import SERVE_LIMITS, ConnectionLimits, RunLimits
+
+T = TypeVar("T")
 
 __all__ = ["EXIT_DATABASE_REFUSED", "ServeSettings", "register"]
 
@@ -179,6 +182,25 @@ def configure_logging(level: str) -> None:
     )
 
 
+def top_level(module: ModuleType, kind: type[T]) -> list[T]:
+    """The objects of type ``kind`` bound at the top level of ``module``."""
+    return [v for v in vars(module).values() if isinstance(v, kind)]
+
+
+def function_modules_of(name: str, module: ModuleType) -> list[Any]:
+    """The FunctionModule objects at the top level of ``module`` (imported as ``name``).
+
+    Raises:
+        typer.BadParameter: it defines none.
+    """
+    from marketpulse.reactive import FunctionModule
+
+    found = top_level(module, FunctionModule)
+    if not found:
+        raise typer.BadParameter(f"{name!r} defines no FunctionModule at its top level")
+    return found
+
+
 def load_function_modules(names: list[str], *, may_be_missing: str | None = None) -> list[Any]:
     """Import each module and collect the FunctionModule objects at its top level.
 
@@ -186,8 +208,6 @@ def load_function_modules(names: list[str], *, may_be_missing: str | None = None
         names: Module names to import.
         may_be_missing: A module (the unrequested default) whose absence is only a warning.
     """
-    from marketpulse.reactive import FunctionModule
-
     log = structlog.get_logger("marketpulse.serve")
     found: list[Any] = []
     for name in names:
@@ -198,10 +218,7 @@ def load_function_modules(names: list[str], *, may_be_missing: str | None = None
                 log.warning("default functions module not found; serving no functions", module=name)
                 continue
             raise typer.BadParameter(f"cannot import functions module {name!r}: {exc}") from None
-        mods = [v for v in vars(module).values() if isinstance(v, FunctionModule)]
-        if not mods:
-            raise typer.BadParameter(f"{name!r} defines no FunctionModule at its top level")
-        found.extend(mods)
+        found.extend(function_modules_of(name, module))
     return found
 
 
@@ -214,7 +231,7 @@ def load_crons(names: list[str]) -> list[Any]:
     for name in names:
         module = sys.modules.get(name)
         if module is not None:
-            found.extend(v for v in vars(module).values() if isinstance(v, Crons))
+            found.extend(top_level(module, Crons))
     return found
 
 
