@@ -252,7 +252,7 @@ def _now_ms() -> float:
     return time.time() * 1000.0
 
 
-@marketData.internal_mutation
+@marketData.internal_mutation(durability="relaxed")
 def applyUpdates(ctx: MutationCtx, batch: dict[str, Any]) -> dict[str, int]:
     """Apply one batch from the worker (docs/interfaces.md §5); idempotent. Fires the price
     alerts the new prices reach, in the same transaction.
@@ -265,7 +265,7 @@ def applyUpdates(ctx: MutationCtx, batch: dict[str, Any]) -> dict[str, int]:
     )
 
 
-@marketData.internal_mutation
+@marketData.internal_mutation(durability="relaxed")
 def expireLeases(ctx: MutationCtx) -> dict[str, int]:
     """Mark lapsed stream leases dead, and their books and prices stale (a cron, every second)."""
     return _leases.expire_leases(ctx.db, _now_ms())
@@ -277,19 +277,19 @@ def resetLeases(ctx: MutationCtx) -> dict[str, int]:
     return _leases.reset_leases(ctx.db)
 
 
-@marketData.internal_mutation
+@marketData.internal_mutation(durability="relaxed")
 def upsertMarkets(ctx: MutationCtx, markets: list[dict[str, Any]]) -> dict[str, int]:
     """Insert or update market metadata from the exchange's REST API."""
     return _apply.upsert_markets(ctx.db, parse_markets(markets))
 
 
-@marketData.internal_mutation
+@marketData.internal_mutation(durability="relaxed")
 def upsertCandles(ctx: MutationCtx, candles: list[dict[str, Any]]) -> dict[str, int]:
     """Write the exchange's candles of complete past intervals (a market's history)."""
     return _apply.upsert_candles(ctx.db, parse_candles(candles))
 
 
-@marketData.internal_mutation
+@marketData.internal_mutation(durability="relaxed")
 def reportStreamStatus(ctx: MutationCtx, status: dict[str, Any]) -> bool:
     """Store a stream's health report; an older report than the stored one is ignored."""
     return _apply.report_stream_status(ctx.db, parse_stream_status(status))

@@ -107,6 +107,7 @@ async def open_gateway(
             max_result_bytes=settings.max_result_bytes,
             inline_query_s=settings.work_slice_s,
         ),
+        relaxed_flush_s=settings.relaxed_flush_ms / 1000.0,
     )
     origins = OriginPolicy(tuple(settings.cors_origins), settings.cors_credentials)
     runner = SchedulerRunner(engine)

@@ -63,6 +63,9 @@ class ServeSettings(BaseSettings):
     accept_database_loss: bool = False
     """Start even on a database that is missing, empty, foreign, older than the marker beside
     it records, or corrupt (``--accept-database-loss``)."""
+    relaxed_flush_ms: float = Field(10.0, ge=0, le=1000)
+    """Relaxed-durability commits (``durability="relaxed"``) are written at most this many ms
+    after they were answered (docs/store.md, "Durability")."""
     # Front-door limits (reactive/limits.py ConnectionLimits; 0 turns a count limit off).
     max_connections: int = Field(ConnectionLimits.max_connections, ge=0)
     max_connections_per_client: int = Field(ConnectionLimits.max_connections_per_client, ge=0)
@@ -407,6 +410,10 @@ def register(
                 help="Start even on a missing, empty, foreign, older or corrupt database.",
             ),
         ] = False,
+        relaxed_flush_ms: Annotated[
+            float | None,
+            typer.Option(help="Write relaxed-durability commits at most this many ms late."),
+        ] = None,
         cors_origin: Annotated[
             list[str] | None,
             typer.Option("--cors-origin", help="A browser origin allowed besides localhost."),
@@ -437,6 +444,7 @@ def register(
             "auth_config": auth_config,
             "dev_auth_key": dev_auth_key,
             "accept_database_loss": accept_database_loss or None,
+            "relaxed_flush_ms": relaxed_flush_ms,
             "cors_origins": cors_origin,
             "cors_credentials": cors_credentials,
             "metrics_port": metrics_port,

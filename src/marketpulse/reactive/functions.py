@@ -24,7 +24,7 @@ import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin, overload
 
 from pydantic import (
     BeforeValidator,
@@ -42,6 +42,7 @@ from .values import Int64
 
 __all__ = [
     "ArgSpec",
+    "Durability",
     "FunctionKind",
     "FunctionModule",
     "FunctionSpec",
@@ -51,6 +52,12 @@ __all__ = [
 
 FunctionKind = Literal["query", "mutation", "action"]
 Visibility = Literal["public", "internal"]
+Durability = Literal["durable", "relaxed"]
+"""When a mutation's commit is durable: ``durable`` (the default, the Convex promise) before
+its caller gets the answer; ``relaxed`` by the next group flush, at most the engine's
+``relaxed_flush_s`` later (docs/store.md, "Durability"). Like PostgreSQL's
+``synchronous_commit=off``: visible at once, a crash can lose the last few ms of them."""
+_DURABILITIES = ("durable", "relaxed")
 F = TypeVar("F", bound=Callable[..., Any])
 
 _MISSING: Any = object()
@@ -150,6 +157,7 @@ class FunctionSpec:
         handler: the Python callable (async for actions).
         args: declared arguments in order.
         return_hint: the return type hint (``typing.Any`` when absent).
+        durability: when a mutation's commit is durable (see :data:`Durability`).
     """
 
     module: str
@@ -159,6 +167,7 @@ class FunctionSpec:
     handler: Callable[..., Any]
     args: tuple[ArgSpec, ...]
     return_hint: Any
+    durability: Durability = "durable"
     _adapters: dict[str, TypeAdapter[Any]] = field(default_factory=dict, repr=False)
     _accepts_kwargs: bool = False
 
@@ -235,8 +244,17 @@ def _adapter(module: str, name: str, arg: str, ann: Any) -> TypeAdapter[Any]:
 
 
 def _build_spec(
-    module: str, name: str, kind: FunctionKind, visibility: Visibility, fn: Callable[..., Any]
+    module: str,
+    name: str,
+    kind: FunctionKind,
+    visibility: Visibility,
+    fn: Callable[..., Any],
+    durability: Durability = "durable",
 ) -> FunctionSpec:
+    if durability not in _DURABILITIES:
+        raise ValueError(
+            f"{module}:{name}: durability must be 'durable' or 'relaxed', got {durability!r}"
+        )
     if kind == "action" and not inspect.iscoroutinefunction(fn):
         raise TypeError(f"action {module}:{name} must be declared with 'async def'")
     if kind != "action" and inspect.iscoroutinefunction(fn):
@@ -273,6 +291,7 @@ def _build_spec(
         handler=fn,
         args=tuple(specs),
         return_hint=hints.get("return", Any),
+        durability=durability,
         _adapters=adapters,
         _accepts_kwargs=accepts_kwargs,
     )
@@ -299,13 +318,18 @@ class FunctionModule:
         return types.MappingProxyType(self._functions)
 
     def _register(
-        self, kind: FunctionKind, visibility: Visibility, fn: Any, name: str | None
+        self,
+        kind: FunctionKind,
+        visibility: Visibility,
+        fn: Any,
+        name: str | None,
+        durability: Durability = "durable",
     ) -> Any:
         def decorate(f: F) -> F:
             fname = name or f.__name__
             if fname in self._functions:
                 raise ValueError(f"{self.name}:{fname} is declared twice")
-            self._functions[fname] = _build_spec(self.name, fname, kind, visibility, f)
+            self._functions[fname] = _build_spec(self.name, fname, kind, visibility, f, durability)
             return f
 
         return decorate(fn) if fn is not None else decorate
@@ -314,17 +338,34 @@ class FunctionModule:
         """Declare a public query (``@m.query`` or ``@m.query(name="x")``)."""
         return self._register("query", "public", fn, name)
 
-    def mutation(self, fn: Any = None, /, *, name: str | None = None) -> Any:
-        """Declare a public mutation."""
-        return self._register("mutation", "public", fn, name)
+    @overload
+    def mutation(self, fn: F, /) -> F: ...
+    @overload
+    def mutation(
+        self, fn: None = None, /, *, name: str | None = None, durability: Durability = "durable"
+    ) -> Callable[[F], F]: ...
+    def mutation(
+        self, fn: Any = None, /, *, name: str | None = None, durability: Durability = "durable"
+    ) -> Any:
+        """Declare a public mutation (``durability="relaxed"``: see :data:`Durability`)."""
+        return self._register("mutation", "public", fn, name, durability)
 
     def internal_query(self, fn: Any = None, /, *, name: str | None = None) -> Any:
         """Declare an internal query (admin callers and actions only)."""
         return self._register("query", "internal", fn, name)
 
-    def internal_mutation(self, fn: Any = None, /, *, name: str | None = None) -> Any:
-        """Declare an internal mutation (admin callers and actions only)."""
-        return self._register("mutation", "internal", fn, name)
+    @overload
+    def internal_mutation(self, fn: F, /) -> F: ...
+    @overload
+    def internal_mutation(
+        self, fn: None = None, /, *, name: str | None = None, durability: Durability = "durable"
+    ) -> Callable[[F], F]: ...
+    def internal_mutation(
+        self, fn: Any = None, /, *, name: str | None = None, durability: Durability = "durable"
+    ) -> Any:
+        """Declare an internal mutation (admin callers and actions only); ``durability`` as
+        for :meth:`mutation`."""
+        return self._register("mutation", "internal", fn, name, durability)
 
     def action(self, fn: Any = None, /, *, name: str | None = None) -> Any:
         """Declare a public action (``async def``; may call other functions via ``ctx``)."""

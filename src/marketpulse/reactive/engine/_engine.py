@@ -11,6 +11,13 @@ key of a written document (nested containment lists, see ``_intervals`` and ``_n
 notifies listeners of the changed ones, all before yielding to the event loop. If a write
 fails, that group and every commit queued behind it (computed on top of it) fail; memory
 never held them.
+
+Durability is per function (``FunctionSpec.durability``). A *relaxed* mutation's commit is
+applied and answered without waiting for its write: it joins the unflushed commits, written
+by the next group flush, at most ``relaxed_flush_s`` later, or earlier by the next durable
+commit, whose write carries every unflushed commit before its own in the same transaction. So
+the store only ever writes whole prefixes of the commit order, and a crash loses at most the
+unflushed tail (docs/store.md, "Durability").
 """
 
 from __future__ import annotations
@@ -57,7 +64,7 @@ from ._store import MemoryStore, TableData, Write
 from ._transaction import Transaction, copy_value
 from ._watchdog import DEADLINE_WATCHDOG, Interrupted
 
-__all__ = ["CommitTimings", "Engine", "QueryListener", "SharedQuery"]
+__all__ = ["RELAXED_FLUSH_S", "CommitTimings", "Engine", "QueryListener", "SharedQuery"]
 
 log = logging.getLogger("marketpulse.reactive.engine")
 
@@ -68,6 +75,14 @@ RECEIPT_MAX = 100_000
 """Receipts of client mutations kept in memory (see :class:`Receipt`)..."""
 RECEIPT_AGE_NS = 600 * 1_000_000_000
 """...and for how long (as long as the front doors' own de-duplication)."""
+
+RELAXED_FLUSH_S = 0.010
+"""Default bound on how long a relaxed commit stays unflushed (the group flush's period)."""
+RELAXED_MAX_UNFLUSHED = 10_000
+"""Unflushed relaxed commits beyond this (a disk that cannot keep up, or fails) make further
+relaxed mutations wait for their write like durable ones: memory stays bounded."""
+_RELAXED_RETRY_S = 0.1
+"""After a failed flush of relaxed commits, the next attempt waits at least this long."""
 
 REPLAY_REJECTED = "MutationReplayRejected: this sessionId and requestId belong to another call"
 
@@ -81,6 +96,7 @@ class _Pending:
     identity: Identity
     future: asyncio.Future[FunctionResult]
     request: tuple[str, int, bytes] | None = None  # (session, request, call) of a client
+    relaxed: bool = False  # answered before its write is durable (FunctionSpec.durability)
     ts: int = 0
     writes: list[Write] = field(default_factory=list)
     tables: tuple[str, ...] = ()  # tables written, when someone watches tables
@@ -195,7 +211,11 @@ class Engine:
         persistence: Persistence,
         modules: Iterable[FunctionModule],
         limits: RunLimits | None = None,
+        *,
+        relaxed_flush_s: float = RELAXED_FLUSH_S,
     ) -> None:
+        if not relaxed_flush_s >= 0:
+            raise ValueError(f"relaxed_flush_s must be >= 0, got {relaxed_flush_s!r}")
         self.persistence = persistence
         self._write_now: Callable[[Commit], bool] | None = (
             persistence.write_now if isinstance(persistence, WriteNow) else None
@@ -229,6 +249,14 @@ class Engine:
         self._queries: dict[tuple[str, bytes, str, str | None], SharedQuery] = {}
         self._subs: SubscriptionIndex[SharedQuery] = SubscriptionIndex()
         self._closed = False
+        # Relaxed durability. A shared log decides commit order by base_ts at write time, so
+        # there a relaxed mutation is written like a durable one.
+        self.relaxed_flush_s = relaxed_flush_s
+        self._relaxed_ok = not isinstance(persistence, SharedLog)
+        self._unflushed: list[Commit] = []  # applied relaxed commits, in ts order, not written
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._flush_due = False
+        self._writing = False  # the flusher is writing commits not applied yet
         self.commits = 0
         self.query_runs = 0
         self.timings = CommitTimings()
@@ -242,14 +270,17 @@ class Engine:
         modules: Iterable[FunctionModule],
         *,
         limits: RunLimits | None = None,
+        relaxed_flush_s: float = RELAXED_FLUSH_S,
     ) -> Engine:
         """Load every stored document into memory and return a ready engine.
+
+        ``relaxed_flush_s`` bounds how long a relaxed mutation's commit stays unwritten.
 
         Raises:
             ValueError: two modules register the same path or disagree about a table.
             PersistenceError: the store cannot be loaded.
         """
-        engine = cls(persistence, modules, limits)
+        engine = cls(persistence, modules, limits, relaxed_flush_s=relaxed_flush_s)
         snap = await persistence.load()
         engine._store.load(snap.documents)
         engine._ts = engine._last_ts = snap.ts
@@ -669,7 +700,9 @@ class Engine:
         internal_ok: bool = False,
         request: tuple[str, int, bytes] | None = None,
     ) -> FunctionResult:
-        """Run a mutation and commit it; durable before this returns.
+        """Run a mutation and commit it; durable before this returns, unless the mutation
+        is declared ``durability="relaxed"`` (then visible, and durable within
+        ``relaxed_flush_s``).
 
         On success ``result.ts`` is the commit timestamp (the current ts if nothing was
         written). A mutation that raises writes nothing.
@@ -698,13 +731,28 @@ class Engine:
         if self._closed:
             return FunctionResult.failure("The server is shutting down", ts=self._ts)
         pending = _Pending(
-            spec, args, identity, asyncio.get_running_loop().create_future(), request
+            spec,
+            args,
+            identity,
+            asyncio.get_running_loop().create_future(),
+            request,
+            relaxed=(
+                spec.durability == "relaxed"
+                and self._relaxed_ok
+                and len(self._unflushed) < RELAXED_MAX_UNFLUSHED
+            ),
         )
         if not self._execute_mutation(pending):
             return pending.result
-        idle = not self._queue and not self._remote and self._flusher_idle()
+        quiet = not self._queue and not self._remote and not self._writing
+        if quiet and pending.relaxed and pending.writes:
+            # Every earlier commit is applied: this one is applied and answered now, and
+            # written by the next group flush (a write of older commits may be in flight).
+            self._apply_relaxed([pending])
+            return pending.result
+        idle = quiet and self._flusher_idle()
         if idle and (
-            not pending.writes or self._commit_now([pending], self._net_commit([pending]))
+            not pending.writes or self._commit_now([pending], self._durable_commit([pending]))
         ):
             # Nothing to write, or written, applied and durable right here: no task hop.
             return pending.result
@@ -886,16 +934,29 @@ class Engine:
         return Commit(snap.ts, tuple(writes))
 
     async def _flush(self) -> None:
-        """Write queued commits in groups (one durable write per group), then apply them."""
-        while self._queue or self._remote or self._remote_snapshot is not None:
+        """Write queued commits in groups (one durable write per group), then apply them;
+        apply relaxed-only groups at once; write the unflushed relaxed commits when due."""
+        while (
+            self._queue
+            or self._remote
+            or self._remote_snapshot is not None
+            or (self._flush_due and self._unflushed)
+        ):
             if self._remote or self._remote_snapshot is not None:
                 self._apply_remote()
                 continue
             group, self._queue = self._queue, []
-            commit = self._net_commit(group)
+            if group and not any(p.writes and not p.relaxed for p in group):
+                # Nothing here asks for durability: no write to wait for.
+                self._apply_relaxed(group)
+                continue
+            flushing = len(self._unflushed)
+            commit = self._durable_commit(group)
             if self._commit_now(group, commit):
                 continue
             started = time.perf_counter()
+            # While commits not yet applied are written, later ones must wait for them.
+            self._writing = bool(group)
             try:
                 if commit is not None:
                     await self.persistence.write(commit)
@@ -907,12 +968,81 @@ class Engine:
                         await self._remote_event.wait()
                 continue
             except Exception as exc:
+                self._unflushed_failed()
                 self._fail_queued(group, exc)
                 continue
             finally:
+                self._writing = False
                 self.timings.write += time.perf_counter() - started
             # No await from here on: memory, ts and subscriptions change in one step.
-            self._apply_group(group)
+            self._flushed(flushing)
+            if group:
+                self._apply_group(group)
+
+    # -- relaxed durability -----------------------------------------------------------------
+    def _apply_relaxed(self, group: list[_Pending]) -> None:
+        """Apply and answer ``group`` (every earlier commit is applied) before its write; its
+        commit joins the unflushed ones, written within ``relaxed_flush_s``."""
+        commit = self._net_commit(group)
+        self._apply_group(group)
+        if commit is not None:
+            self._unflushed.append(commit)
+            self._arm_flush(self.relaxed_flush_s)
+
+    def _arm_flush(self, delay: float) -> None:
+        if self._flush_timer is None and not self._closed:
+            self._flush_timer = asyncio.get_running_loop().call_later(delay, self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_timer = None
+        self._flush_due = True
+        self._wake_flusher()
+
+    def _durable_commit(self, group: list[_Pending]) -> Commit | None:
+        """One commit of every unflushed relaxed commit, then ``group``'s net writes: a
+        durable write first makes every earlier commit durable, in the same transaction."""
+        own = self._net_commit(group)
+        if not self._unflushed:
+            return own
+        commits = [*self._unflushed, *([own] if own is not None else [])]
+        if len(commits) == 1:
+            return commits[0]
+        net: dict[str, DocumentWrite] = {}
+        for c in commits:
+            for w in c.writes:
+                # Re-inserted so the write keeps the order of its last change.
+                net.pop(w.id, None)
+                net[w.id] = w
+        return Commit(
+            commits[-1].ts,
+            tuple(net.values()),
+            base_ts=commits[0].base_ts,
+            receipts=tuple(r for c in commits for r in c.receipts),
+        )
+
+    def _flushed(self, count: int) -> None:
+        """The first ``count`` unflushed commits are durable now."""
+        if not count:
+            return
+        del self._unflushed[:count]
+        self._flush_due = False
+        if self._unflushed:
+            self._arm_flush(self.relaxed_flush_s)
+        elif self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+
+    def _unflushed_failed(self) -> None:
+        """A write carrying the unflushed commits failed (the persistence logged why): they
+        stay applied and unflushed, and the flush is tried again a little later."""
+        if self._unflushed:
+            self._flush_due = False
+            self._arm_flush(max(self.relaxed_flush_s, _RELAXED_RETRY_S))
+
+    @property
+    def unflushed(self) -> int:
+        """Relaxed commits applied and answered but not yet durable."""
+        return len(self._unflushed)
 
     def _commit_now(self, group: list[_Pending], commit: Commit | None) -> bool:
         """Commit ``group`` (its net ``commit``) in this step (write, apply, re-run, notify) if
@@ -921,15 +1051,19 @@ class Engine:
         if self._write_now is None or commit is None:
             return False
         started = time.perf_counter()
+        flushing = len(self._unflushed)
         try:
             if not self._write_now(commit):
                 return False
         except Exception as exc:
+            self._unflushed_failed()
             self._fail_queued(group, exc)
             return True
         finally:
             self.timings.write += time.perf_counter() - started
-        self._apply_group(group)
+        self._flushed(flushing)
+        if group:
+            self._apply_group(group)
         return True
 
     def _net_commit(self, group: list[_Pending]) -> Commit | None:
@@ -1121,7 +1255,17 @@ class Engine:
             await asyncio.gather(self._follower, return_exceptions=True)
         self._remote = []
         self._remote_snapshot = None
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
         while not self._flusher_idle():
+            assert self._flusher is not None
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        if self._unflushed:
+            # The relaxed commits not yet written: one last flush (a failure is logged by
+            # the persistence; those commits are then lost, as by a crash).
+            self._flush_due = True
+            self._wake_flusher()
             assert self._flusher is not None
             await asyncio.gather(self._flusher, return_exceptions=True)
         self._drop_subscriptions()
