@@ -9,6 +9,11 @@ while ``healthy()`` says the feed is heard from; a quiet feed renews with an emp
 third of the lease. The store marks the stream's books and prices stale when renewals stop
 (docs/marketdata.md); a renewal that finds the lease dead (lapsed, or the store restarted)
 answers ``revived``, and ``on_revived`` then re-sends the markets' full state.
+
+A store restart is noticed that way too (the store marks every lease dead as it starts), and
+it matters more since market data is written with relaxed durability: a crash loses the
+commits answered in the last few ms (docs/store.md, "Durability"). ``failing_since_ms`` says
+when the calls started failing, so the trades of that lost tail can be fetched again.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 
 import structlog
 
+from marketpulse._clock import now_ms
 from marketpulse.pipeline import _metrics
 from marketpulse.pipeline._coalesce import Coalescer, PendingBatch
 from marketpulse.pipeline._store import StoreClient, StoreError
@@ -32,6 +38,8 @@ log = structlog.get_logger("marketpulse.pipeline.stream")
 
 APPLY_UPDATES = "marketData:applyUpdates"
 
+_MAX_BACKOFF_S = 1.0
+"""Retries of a failed batch back off up to this: a restarted store is noticed within it."""
 _SHUTDOWN_BATCHES = 3
 _SHUTDOWN_TIMEOUT = 3.0
 
@@ -68,6 +76,8 @@ class BatchWriter:
         self._renewed_at = float("-inf")
         self.revivals = 0
         """Renewals that found the lease dead."""
+        self.failing_since_ms: float | None = None
+        """Wall-clock ms of the first failed store call since the last one that succeeded."""
         self._stream_id = stream_id
         self._store = store
         self._coalescer = coalescer
@@ -108,7 +118,7 @@ class BatchWriter:
                 backoff = 0.05
             else:
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                backoff = min(backoff * 2, _MAX_BACKOFF_S)
 
     async def _wait_or_renew(self) -> bool:
         """Wait for a change (True); with a lease, renew it while nothing changes (False)."""
@@ -145,13 +155,19 @@ class BatchWriter:
         """One ``applyUpdates`` call (renewing the lease if it may)."""
         args = self._args(batch)
         renewing = "leaseMs" in args["batch"]
-        result = await self._store.mutation(APPLY_UPDATES, args)
+        try:
+            result = await self._store.mutation(APPLY_UPDATES, args)
+        except StoreError:
+            if self.failing_since_ms is None:
+                self.failing_since_ms = now_ms()
+            raise
         if renewing:
             self._renewed_at = time.monotonic()
         if isinstance(result, dict) and result.get("revived"):
             self.revivals += 1
             log.info("stream lease revived; re-sending the full state", stream=self._stream_id)
             self._on_revived()
+        self.failing_since_ms = None
 
     async def _write(self, batch: PendingBatch) -> bool:
         """Send one batch; False when it must be retried (a transient store error)."""

@@ -117,7 +117,7 @@ class StreamRunner:
             flush_window=flush_window,
             lease_ms=lease_ms,
             healthy=self._heard_from,
-            on_revived=lambda: self._follower.resend_state(),
+            on_revived=self._revived,
         )
         self._reporter = StatusReporter(
             stream_id=stream_id,
@@ -153,6 +153,14 @@ class StreamRunner:
             markets_added=self._upsert_metadata,
         )
         self._follows_markets = desired is not None
+
+    def _revived(self) -> None:
+        """The store lost our lease (it lapsed, or the store restarted and may have lost its
+        last relaxed commits): write every market's full state again, and fetch again the
+        trades made since the store calls began to fail."""
+        self._follower.resend_state()
+        since = self._writer.failing_since_ms
+        self._backfill.request(now_ms() if since is None else since)
 
     def _heard_from(self) -> bool:
         stats = self.stats
