@@ -58,7 +58,8 @@ class StatusReporter:
         stats: The counters it reports (it only reads them).
         alerter: Alert sink for gap and reconnect rates.
         markets: Returns the markets streamed now.
-        spawn: Runs a coroutine in the background (alerts must not hold the reporter up).
+        spawn: Runs a coroutine in the background (alerts and status writes must not hold the
+            heartbeats up).
         heartbeat: Called with the heartbeat details about once per ``report_interval``.
         report_interval: Seconds between heartbeats.
         status_interval: Seconds between ``reportStreamStatus`` writes.
@@ -87,6 +88,7 @@ class StatusReporter:
         self._report_interval = report_interval
         self._status_interval = status_interval
         self._rate = 0.0
+        self._reporting = False  # a status write is in flight
         # What the metrics and rate alerts have seen of the monotonic counters.
         self._messages_seen = 0
         self._reconnects_seen = 0
@@ -170,10 +172,18 @@ class StatusReporter:
             self.observe_counters()
             if self._heartbeat is not None:
                 self._heartbeat(self.details())
-            if now - last_status >= self._status_interval:
+            if now - last_status >= self._status_interval and not self._reporting:
                 last_status = now
-                try:
-                    await self.report_status()
-                except StoreError as exc:
-                    log.warning("status report failed", stream=self._stream_id, error=str(exc))
+                # Beside the heartbeats, never in their way: a store that hangs or restarts
+                # must not cost the activity its heartbeat timeout (and the stream a restart).
+                self._reporting = True
+                self._spawn(self._report_status_once())
             await asyncio.sleep(self._report_interval)
+
+    async def _report_status_once(self) -> None:
+        try:
+            await self.report_status()
+        except StoreError as exc:
+            log.warning("status report failed", stream=self._stream_id, error=str(exc))
+        finally:
+            self._reporting = False
