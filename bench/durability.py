@@ -32,7 +32,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import emit, print_table
-from marketdata_apply import Listener, batch, ticker
+from marketdata_apply import batch, seed_books
 from marketpulse.marketdata.functions import marketData
 from marketpulse.reactive.engine import Engine, Identity
 from marketpulse.reactive.persistence.sqlite import SqlitePersistence
@@ -78,15 +78,7 @@ async def ours(
     samples: dict[str, list[float]] = {v: [] for v in VARIANTS}
     service: dict[str, list[float]] = {v: [] for v in VARIANTS}
     try:
-        markets = [
-            {"ticker": ticker(i), "title": f"m{i}", "status": "active"} for i in range(MARKETS)
-        ]
-        await engine.run_mutation("marketData:upsertMarkets", {"markets": markets}, admin)
-        seed = {"batch": batch(0, list(range(MARKETS)))}
-        assert (await engine.run_mutation("marketData:applyUpdates", seed, admin)).success
-        for s in range(SUBSCRIBERS):
-            args = {"ticker": ticker(s % MARKETS), "depth": 10}
-            engine.subscribe("marketData:getOrderbook", args, Identity.anonymous(), Listener())
+        await seed_books(engine, MARKETS, SUBSCRIBERS)
         n = 0
         for b in range(blocks):
             variant = VARIANTS[b % len(VARIANTS)]

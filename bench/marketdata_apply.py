@@ -95,6 +95,19 @@ def batch(n: int, changed: list[int]) -> dict[str, Any]:
     return {"prices": prices, "books": books, "trades": trades}
 
 
+async def seed_books(engine: Engine, markets: int, subscribers: int) -> None:
+    """``markets`` markets with a book each, and ``subscribers`` live ``getOrderbook``
+    subscriptions spread over them (the set-up of ``commit_path.py`` and ``durability.py``)."""
+    admin = Identity.admin()
+    rows = [{"ticker": ticker(i), "title": f"m{i}", "status": "active"} for i in range(markets)]
+    await engine.run_mutation("marketData:upsertMarkets", {"markets": rows}, admin)
+    seed = {"batch": batch(0, list(range(markets)))}
+    assert (await engine.run_mutation("marketData:applyUpdates", seed, admin)).success
+    for s in range(subscribers):
+        args = {"ticker": ticker(s % markets), "depth": 10}
+        engine.subscribe("marketData:getOrderbook", args, Identity.anonymous(), Listener())
+
+
 async def run(batches: int, subscriptions: int, directory: Path, tag: str) -> dict[str, Any]:
     engine = await Engine.open(open_persistence(f"sqlite:{directory / f'{tag}.db'}"), [marketData])
     admin, anon = Identity.admin(), Identity.anonymous()
