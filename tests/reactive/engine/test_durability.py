@@ -184,3 +184,22 @@ async def test_relaxed_flushes_within_its_bound(tmp_path: Path) -> None:
         assert max(waited) < 2.0
     finally:
         await eng.close()
+
+
+async def test_a_relaxed_commits_receipt_travels_with_it(tmp_path: Path) -> None:
+    p = GatedSqlite(tmp_path / "x.sqlite3")
+    eng = await _open(p, flush_s=10.0)
+    try:
+        request = ("session-1", 7, b"call-digest")
+        first = await eng.run_mutation("log:relaxed", {"n": 1}, request=request)
+        again = await eng.run_mutation("log:relaxed", {"n": 1}, request=request)
+        # Answered from the receipt: the same outcome, nothing written twice.
+        assert first.success and again.success and again.value == first.value
+        assert eng.run_query("log:ns", {}).value == [1]
+        assert (await eng.run_mutation("log:durable", {"n": 2})).success
+        # The receipt is in the same write as the commit it belongs to.
+        [written] = p.writes
+        assert [(r.session, r.request) for r in written.receipts] == [("session-1", 7)]
+        assert written.receipts[0].ts == first.ts
+    finally:
+        await eng.close()
