@@ -203,3 +203,17 @@ async def test_a_relaxed_commits_receipt_travels_with_it(tmp_path: Path) -> None
         assert written.receipts[0].ts == first.ts
     finally:
         await eng.close()
+
+
+async def test_on_a_shared_log_relaxed_is_written_like_durable() -> None:
+    from .test_shared_log import MemoryLog
+
+    shared = MemoryLog()
+    eng = await Engine.open(shared.node(1), [log], relaxed_flush_s=10.0)
+    try:
+        r = await eng.run_mutation("log:relaxed", {"n": 1})
+        # Answered only once in the log: a shared log orders commits at write time.
+        assert r.success and eng.unflushed == 0
+        assert [c.ts for _, c in shared.entries] == [r.ts]
+    finally:
+        await eng.close()
