@@ -281,6 +281,8 @@ async def test_health_metrics_static_and_unknown_routes(http: httpx.AsyncClient)
     assert "marketpulse_commit_groups_total 1.0" in metrics
     for stage in ("execute", "write", "apply", "rerun"):
         assert f'marketpulse_commit_stage_seconds_total{{stage="{stage}"}}' in metrics
+    # counter:inc is durable: nothing answered is left unwritten.
+    assert "marketpulse_unflushed_commits 0.0" in metrics
     assert (await http.get("/")).text == "<html>dashboard</html>"
     assert (await http.get("/app.js")).text == "console.log(1)"
     assert (await http.get("/markets/XYZ")).text == "<html>dashboard</html>", "SPA fallback"

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from marketpulse.reactive.access import Access, Caller
@@ -153,6 +153,11 @@ class _CommitTimingsCollector(Collector):
             "marketpulse_commit_groups",
             "Groups of commits written (one durable write each)",
             t.groups,
+        )
+        yield GaugeMetricFamily(
+            "marketpulse_unflushed_commits",
+            "Relaxed-durability commits answered but not yet written (a crash would lose them)",
+            getattr(self._engine, "unflushed", 0),
         )
 
 
