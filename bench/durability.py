@@ -13,7 +13,7 @@ Baseline, same schedule, same run: Redis (127.0.0.1:6379, its configuration prin
 each batch as one pipelined ``HSET`` per market plus a ``PUBLISH`` of the batch, and a redis-py
 subscriber in this process receives it; latency from the scheduled time to that receipt.
 
-    python bench/durability.py [--seconds 20] [--quick]
+    python bench/durability.py [--seconds 20] [--rate 1000] [--quick]
 """
 
 from __future__ import annotations
@@ -152,10 +152,12 @@ async def redis_baseline(count: int, interval: float) -> tuple[list[float], dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="of offered load per side")
+    parser.add_argument("--rate", type=float, default=RATE, help="messages/s offered")
     parser.add_argument("--quick", action="store_true")
     opts = parser.parse_args()
     seconds = 4.0 if opts.quick else opts.seconds
-    interval = PER_BATCH / RATE
+    rate = opts.rate
+    interval = PER_BATCH / rate
     batches = max(2 * BLOCK, int(seconds / interval) // (2 * BLOCK) * (2 * BLOCK))
     with tempfile.TemporaryDirectory(prefix="bench-durability-") as tmp:
         _say(f"ours: {batches} batches of {PER_BATCH}, relaxed and durable blocks alternating")
@@ -167,7 +169,7 @@ def main() -> None:
     service_figures = {v: summarize_ms(service[v]) for v in VARIANTS}
     keys = ("p50_ms", "p99_ms", "p999_ms", "max_ms")
     print_table(
-        f"applyUpdates at {RATE:,.0f} msgs/s ({PER_BATCH} markets a batch, {SUBSCRIBERS} "
+        f"applyUpdates at {rate:,.0f} msgs/s ({PER_BATCH} markets a batch, {SUBSCRIBERS} "
         f"subscriptions): scheduled time -> answered and re-run",
         ["variant", "n", "p50 ms", "p99 ms", "p999 ms", "max ms"],
         [[name, f["n"], *(f[k] for k in keys)] for name, f in figures.items()],
@@ -193,7 +195,7 @@ def main() -> None:
     emit(
         {
             "bench": "durability",
-            "rate": RATE,
+            "rate": rate,
             "batches": batches,
             "figures": figures,
             "service": service_figures,

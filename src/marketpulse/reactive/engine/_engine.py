@@ -112,10 +112,11 @@ class CommitTimings:
 
     Attributes:
         execute: running mutations (argument validation, the handler, collecting its writes).
-        write: durable writes, one per group of commits (waiting for the disk included).
+        write: durable writes, one per group of commits or flush of relaxed ones (waiting for
+            the disk included).
         apply: applying written groups to the in-memory state.
         rerun: re-running the subscribed queries a group touched and notifying listeners.
-        groups: groups written (one durable write each).
+        groups: groups applied (each after its durable write, or, relaxed, before it).
     """
 
     execute: float = 0.0
