@@ -151,7 +151,7 @@ class _CommitTimingsCollector(Collector):
         yield stages
         yield CounterMetricFamily(
             "marketpulse_commit_groups",
-            "Groups of commits written (one durable write each)",
+            "Groups of commits applied (durable ones after their write, relaxed ones before)",
             t.groups,
         )
         yield GaugeMetricFamily(
