@@ -167,11 +167,19 @@ class SchedulerRunner:
     async def _sweep(self, liveness: NodeLiveness) -> None:
         live = await liveness.live_nodes()
         # Read from memory first: a commit only when a lost node holds an action.
-        if not _claimants(self.engine, live):
+        tx = Transaction(self.engine._store, writable=False, deadline=None)
+        suspects = {j["_id"]: j.get("claimedBy") for j in _in_progress(tx)}
+        suspects = {job_id: by for job_id, by in suspects.items() if by not in live}
+        if not suspects:
             return
-        self.recovered += await self.engine.run_system(
-            lambda tx: _fail_actions(tx, lambda by: by not in live, _NODE_LOST)
-        )
+        # Asked again: a claim seen above was committed after its node's lease was renewed, so
+        # a node that started between the first answer and its claim is live now.
+        live = await liveness.live_nodes()
+        lost = [job_id for job_id, by in suspects.items() if by not in live]
+        if lost:
+            self.recovered += await self.engine.run_system(
+                lambda tx: _fail_jobs(tx, lost, _NODE_LOST)
+            )
 
     # -- the loop -------------------------------------------------------------------------
     def _due(self, now: float) -> tuple[list[dict[str, Any]], float | None]:
@@ -302,18 +310,13 @@ def _in_progress(tx: Transaction) -> list[dict[str, Any]]:
         scan.finish()
 
 
-def _claimants(engine: Engine, live: set[str]) -> bool:
-    """Whether an ``inProgress`` action is claimed by a node not in ``live``."""
-    tx = Transaction(engine._store, writable=False, deadline=None)
-    return any(job.get("claimedBy") not in live for job in _in_progress(tx))
+def _fail_jobs(tx: Transaction, job_ids: list[str], error: str) -> int:
+    """Mark failed those of ``job_ids`` still ``inProgress``; how many."""
+    return sum(finish_job(tx, job_id, IN_PROGRESS, FAILED, error) for job_id in job_ids)
 
 
 def _fail_actions(
     tx: Transaction, lost: Callable[[str | None], bool], error: str = _INTERRUPTED
 ) -> int:
     """Mark failed the ``inProgress`` actions whose claiming node is ``lost``; how many."""
-    failed = 0
-    for job in _in_progress(tx):
-        if lost(job.get("claimedBy")):
-            failed += finish_job(tx, job["_id"], IN_PROGRESS, FAILED, error)
-    return failed
+    return _fail_jobs(tx, [j["_id"] for j in _in_progress(tx) if lost(j.get("claimedBy"))], error)
