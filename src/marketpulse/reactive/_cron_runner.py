@@ -199,7 +199,7 @@ class CronRunner:
                 due, scheduled, error = await self._engine.run_system(
                     functools.partial(_tick, job=job, path=spec.path, now=now)
                 )
-            except RuntimeError as exc:  # the database is away: look again one period on
+            except Exception as exc:  # e.g. the database is away: look again one period on
                 log.warning("cron job could not be scheduled", job=job.name, error=str(exc)[:500])
                 due = job.next_after(now)
                 continue
