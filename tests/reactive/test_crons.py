@@ -102,6 +102,39 @@ async def test_interval_and_at_start_jobs_run_as_scheduled(engine: Engine) -> No
     assert crons_table[0]["jobId"] == jobs[0]["_id"]
 
 
+async def test_two_runners_schedule_each_occurrence_once(engine: Engine) -> None:
+    """Two runners (as on two nodes sharing the store) share one stored schedule."""
+    crons = Crons()
+    crons.interval("tick", {"seconds": 0.1}, "ticks:tick", {"name": "shared"})
+    runners = [CronRunner(engine, [crons]), CronRunner(engine, [crons])]
+    for runner in runners:
+        runner.start()
+    await asyncio.sleep(1.2)
+    for runner in runners:
+        await runner.stop()
+    await engine_scheduler[engine].stop()
+    scheduled = sum(runner.runs["tick"] for runner in runners)
+    ran = _runs(engine)["shared"]
+    assert ran in (scheduled, scheduled - 1), (ran, scheduled)
+    assert 4 <= ran <= 13, ran  # about one per 0.1 s, not two
+
+
+async def test_a_changed_declaration_restarts_the_schedule(engine: Engine) -> None:
+    slow, fast = Crons(), Crons()
+    slow.interval("tick", {"hours": 1}, "ticks:tick", {"name": "changed"})
+    fast.interval("tick", {"seconds": 0.05}, "ticks:tick", {"name": "changed"})
+    first = CronRunner(engine, [slow])
+    first.start()
+    await asyncio.sleep(0.3)
+    await first.stop()
+    assert first.runs["tick"] == 0  # an hour away
+    second = CronRunner(engine, [fast])
+    second.start()
+    await asyncio.sleep(0.5)
+    await second.stop()
+    assert second.runs["tick"] >= 3
+
+
 async def test_a_job_never_overlaps_itself(engine: Engine) -> None:
     state = crons_app.slow_runs
     state.update(running=0, overlaps=0, runs=0)
