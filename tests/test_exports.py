@@ -146,6 +146,7 @@ EXPORTS: dict[str, list[str]] = {
         "CommitConflict",
         "DocumentWrite",
         "HealthCheck",
+        "NodeLiveness",
         "Persistence",
         "PersistenceError",
         "PostgresPersistence",

@@ -12,7 +12,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from marketpulse.marketdata import _alerts
+from marketpulse.marketdata import _alerts, _webhook
 from marketpulse.marketdata import functions as app
 from marketpulse.marketdata.schemas import RESULT_SCHEMAS
 from marketpulse.reactive.engine import Engine, Identity, SchedulerRunner
@@ -329,3 +329,89 @@ async def test_trade_history_pages_newest_first(store: App) -> None:
         paginationOpts={"numItems": 10, "cursor": None},
     )
     assert empty["page"] == [] and empty["isDone"] is True
+
+
+# -- the operator's webhook allow-list ----------------------------------------------------------
+
+
+def test_the_allow_list_parses_addresses_networks_names_and_domains() -> None:
+    allow = _webhook.AllowList.parse("10.0.0.0/8, hooks.example.com ,*.corp.example,::1")
+    assert allow.allows("https://10.2.3.4/x") and allow.allows("http://[::1]:8080/")
+    assert allow.allows("https://hooks.example.com/a?token=s") and allow.allows(
+        "http://a.corp.example/"
+    )
+    for refused in (
+        "http://11.0.0.1/",
+        "http://169.254.169.254/latest/meta-data",
+        "http://example.com/",
+        "http://corp.example.evil.com/",
+        "http://hooks.example.com.evil.com/",
+        "http://localhost/",
+        "http:///nohost",
+    ):
+        assert not allow.allows(refused), refused
+    default = _webhook.AllowList.parse(_webhook.DEFAULT_ALLOW)
+    assert default.allows("http://127.0.0.1:9/") and default.allows("http://localhost:1/")
+    assert default.allows("http://127.9.9.9/") and not default.allows("http://192.168.1.1/")
+    assert _webhook.AllowList.parse("*").allows("http://anything.example/")
+    for bad in ("exa mple.com", "http://x", "-bad.com", "a_b.com"):
+        with pytest.raises(ValueError, match="not a host or network"):
+            _webhook.AllowList.parse(bad)
+
+
+async def test_a_webhook_outside_the_allow_list_is_refused_when_set(
+    store: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(_webhook.ALLOW_ENV, raising=False)  # the default: loopback only
+    for url in ("http://10.0.0.5/hook", "http://169.254.169.254/", "https://hooks.example.com/"):
+        err = await store.mutate_error("settings:setAlertWebhook", ANN, url=url)
+        assert err["code"] == "WebhookNotAllowed", (url, err)
+        assert _webhook.ALLOW_ENV in err["message"]
+    assert store.query("settings:get", ANN) == {"alertWebhook": None}
+    monkeypatch.setenv(_webhook.ALLOW_ENV, "hooks.example.com")
+    await store.mutate("settings:setAlertWebhook", ANN, url="https://hooks.example.com/")
+    err = await store.mutate_error("settings:setAlertWebhook", ANN, url="http://127.0.0.1:9/")
+    assert err["code"] == "WebhookNotAllowed"  # loopback is only the default
+
+
+async def _fire_one(store: App, ticker: str, above: float) -> dict[str, Any]:
+    """Fire one alert (a price 0.01 past ``above``); its delivery after the first attempt."""
+    alert = await store.mutate("alerts:create", ANN, ticker=ticker, above=above)
+    await store.prices(**{ticker.replace("-", "_"): above + 0.01})
+    for _ in range(400):
+        mine = [a for a in store.query("alerts:list", ANN) if a["id"] == alert]
+        delivery: dict[str, Any] | None = mine[0]["delivery"]
+        if delivery is not None and delivery["attempts"] >= 1:
+            return delivery
+        await asyncio.sleep(0.02)
+    raise AssertionError("no delivery attempt")
+
+
+async def test_delivery_checks_the_allow_list_again_and_follows_no_redirect(
+    store: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_alerts, "_BACKOFF_BASE_S", 60.0)  # one attempt within the test
+    runner = SchedulerRunner(store.engine)
+    await runner.start()
+    try:
+        with WebhookReceiver() as hook:
+            # Allowed when set; the operator narrows the list before the alert fires.
+            monkeypatch.setenv(_webhook.ALLOW_ENV, "127.0.0.1")
+            await store.mutate("settings:setAlertWebhook", ANN, url=hook.url)
+            monkeypatch.setenv(_webhook.ALLOW_ENV, "10.0.0.0/8")
+            delivery = await _fire_one(store, "FED-1", 0.6)
+            assert delivery["error"] == _webhook.NOT_ALLOWED
+            assert hook.attempts == []
+        with WebhookReceiver() as target:
+            # An allowed host answers with a redirect to a host the list does not name
+            # (``localhost``, though it is the same machine): the POST goes no further.
+            bounced = target.url.replace("127.0.0.1", "localhost")
+            with WebhookReceiver(redirect_to=bounced) as hook:
+                monkeypatch.setenv(_webhook.ALLOW_ENV, "127.0.0.1")
+                await store.mutate("settings:setAlertWebhook", ANN, url=hook.url)
+                delivery = await _fire_one(store, "CPI-1", 0.35)
+                assert delivery["error"] == "HTTP 307"
+                assert [status for _, status, _ in hook.attempts] == [307]
+            assert target.attempts == []
+    finally:
+        await runner.stop()

@@ -46,6 +46,13 @@ def counts(ctx: QueryCtx) -> dict[str, Any]:
     return {d["name"]: d["n"] for d in ctx.db.query("counters").collect()}
 
 
+@ticks.query
+def system(ctx: QueryCtx, table: str) -> list[dict[str, Any]]:
+    """Every document of a system table."""
+    docs: list[dict[str, Any]] = ctx.db.system.query(table).collect()
+    return docs
+
+
 crons = Crons()
 crons.at_start("started", tick, {"name": "start"})
 crons.interval("fast", {"seconds": 0.2}, "ticks:tick", {"name": "fast"})

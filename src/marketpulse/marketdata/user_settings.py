@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field
 
-from marketpulse.marketdata import _alerts
+from marketpulse.marketdata import _alerts, _webhook
 from marketpulse.marketdata._users import require_user
 from marketpulse.reactive import ConvexError, FunctionModule, MutationCtx, QueryCtx, Schema
 
@@ -17,6 +17,8 @@ schema = Schema({"userSettings": _alerts.TABLES["userSettings"]})
 settings = FunctionModule("settings", schema=schema)
 
 MAX_URL = 2048
+
+_webhook.allow_list()  # a malformed operator list stops the server as it loads, not a user later
 
 
 def _settings_doc(ctx: QueryCtx, user: str) -> dict[str, Any] | None:
@@ -31,6 +33,14 @@ def _check_url(url: str) -> None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConvexError(
             {"code": "InvalidWebhook", "message": "the webhook must be an http(s) URL with a host"}
+        )
+    if not _webhook.allow_list().allows(url):
+        raise ConvexError(
+            {
+                "code": "WebhookNotAllowed",
+                "message": f"webhooks may not reach {parts.hostname}: the store's operator "
+                f"allows only the hosts in {_webhook.ALLOW_ENV}",
+            }
         )
 
 

@@ -199,15 +199,23 @@ class StreamRunner:
         # so books are unservable until this attempt's own snapshots arrive.
         self._follower.invalidate_books(markets)
         self._upsert_metadata(markets)
-        # Before the feed starts, so none of this attempt's trades passes for the newest held.
-        await self._backfill.start_from_store(self._newest_stored)
-        feed = self._feed_factory(markets, self.stats)
+        # Heartbeats start before the slow start-up (store reads, the feed's connect and
+        # snapshots): on a loaded machine it can outlast the heartbeat timeout, and the server
+        # would then give the attempt up while it is still starting.
+        report = asyncio.create_task(self._reporter.run(), name="report")
+        try:
+            # Before the feed starts, so none of this attempt's trades passes for the newest held.
+            await self._backfill.start_from_store(self._newest_stored)
+            feed = self._feed_factory(markets, self.stats)
+        except BaseException:
+            await cancel_and_wait(report)
+            raise
         try:
             async with feed:
                 tasks = [
                     asyncio.create_task(self._follower.consume(feed), name="consume"),
                     asyncio.create_task(self._writer.run(), name="write"),
-                    asyncio.create_task(self._reporter.run(), name="report"),
+                    report,
                 ]
                 if self._follows_markets:
                     tasks.append(
@@ -226,6 +234,7 @@ class StreamRunner:
                 finally:
                     await cancel_and_wait(*waiters)
         finally:
+            await cancel_and_wait(report)
             for t in list(self._background):
                 t.cancel()
             await self._shutdown()

@@ -120,6 +120,9 @@ class StreamActivities:
             ApplicationError: The exchange or credentials are unusable (retried by Temporal
                 with backoff; the alert fires once attempts keep failing).
         """
+        # At once: the start-up below may take seconds, and the heartbeat timeout counts from
+        # the attempt's start (details come with the runner's first report).
+        activity.heartbeat()
         info = activity.info()
         cfg = inp.config
         stream_id = inp.streamId

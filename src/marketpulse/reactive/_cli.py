@@ -12,6 +12,7 @@ import dataclasses
 import importlib
 import inspect
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -94,6 +95,10 @@ class ServeSettings(BaseSettings):
     metrics_port: int | None = Field(None, ge=0, le=65535)
     """Serve /metrics on this port instead of the main one (at ``metrics_host``)."""
     metrics_host: str = "127.0.0.1"
+    webhook_allow: str | None = None
+    """Hosts the served functions' webhooks may reach, comma-separated (addresses, networks,
+    names, ``*.domain``); handed to the functions as ``MARKETPULSE_WEBHOOK_ALLOW``. Unset: the
+    functions' own default (the market data app allows loopback only)."""
 
     def connection_limits(self) -> ConnectionLimits:
         """The :class:`ConnectionLimits` these settings ask for."""
@@ -427,6 +432,10 @@ def register(
         metrics_host: Annotated[
             str | None, typer.Option(help="Interface for --metrics-port.")
         ] = None,
+        webhook_allow: Annotated[
+            str | None,
+            typer.Option(help="Hosts user webhooks may reach: 10.0.0.0/8,hooks.example.com,..."),
+        ] = None,
         *,
         limits: dict[str, Any],
     ) -> None:
@@ -449,6 +458,7 @@ def register(
             "cors_credentials": cors_credentials,
             "metrics_port": metrics_port,
             "metrics_host": metrics_host,
+            "webhook_allow": webhook_allow,
             **limits,
         }
         settings = ServeSettings(**{k: v for k, v in overrides.items() if v is not None})
@@ -461,6 +471,9 @@ def register(
             admin_key = new_admin_key()
             # Printed once, to the console only: never logged, never stored.
             typer.echo(f"Admin key (set MARKETPULSE_ADMIN_KEY to choose your own): {admin_key}")
+        if settings.webhook_allow is not None:
+            # The functions read it from the environment, like the rest of their settings.
+            os.environ["MARKETPULSE_WEBHOOK_ALLOW"] = settings.webhook_allow
         modules = load_function_modules(
             settings.functions, may_be_missing=default_functions if functions is None else None
         )

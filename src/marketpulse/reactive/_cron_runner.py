@@ -1,24 +1,45 @@
 """Runs the :class:`~marketpulse.reactive.crons.Crons` jobs of the served modules on schedule.
 
-One task per scheduled job; each run awaits the function before the next run is planned, so a
-job never overlaps itself (a run that outlasts its period skips the runs it covered, as
-Convex's scheduler does). Jobs run as admin, so internal functions may be scheduled. A failing
-job is logged once, then at most once per ``log_every`` seconds with the count of failures in
-between: a job failing every second does not flood the log.
+An occurrence is not run here: it is scheduled, as a job of ``_scheduled_functions`` that the
+scheduler runner runs like any other (``engine/_runner``: as the system, with no user identity,
+as Convex runs crons). The schedule is stored in the ``_cron_jobs`` system table, one document
+per job name with its next occurrence (``nextRun``) and the job of the last one (``jobId``).
+Every node runs a :class:`CronRunner`; at an occurrence each one runs the same small system
+transaction, which schedules the job and advances ``nextRun`` only if ``nextRun`` is still due.
+Transactions are serializable across the nodes sharing a log, so exactly one node schedules
+each occurrence, and the scheduler's claims run it once.
+
+A job never overlaps itself: while the last occurrence's job is pending or running, the
+occurrences it covers are skipped (as Convex's scheduler does), never caught up in a burst.
+Only the last occurrence's job is kept in ``_scheduled_functions``: scheduling the next one
+deletes the previous one, after its failure, if any, was logged (once, then at most once per
+``log_every`` seconds with the count of failures in between). ``at_start`` jobs run on each node
+as it starts, through the same :func:`~marketpulse.reactive.engine._runner.run_as_system`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import structlog
 
 from marketpulse._aio import cancel_and_wait
 from marketpulse.reactive.crons import CronJob, Crons
-from marketpulse.reactive.engine import Identity
+from marketpulse.reactive.engine._keys import TOP, encode_value
+from marketpulse.reactive.engine._runner import run_as_system
+from marketpulse.reactive.engine._scheduler import (
+    BY_NAME,
+    CRON_JOBS,
+    FAILED,
+    IN_PROGRESS,
+    PENDING,
+    insert_job,
+)
+from marketpulse.reactive.engine._transaction import Transaction
 from marketpulse.reactive.functions import FunctionSpec, canonical_path
 
 __all__ = ["CronRunner"]
@@ -30,13 +51,64 @@ class _Engine(Protocol):
     @property
     def functions(self) -> Any: ...
 
+    async def run_system(self, body: Callable[[Transaction], Any]) -> Any: ...
+
     async def run_mutation(
-        self, path: str, args: Any, identity: Identity | None = ..., *, internal_ok: bool = ...
+        self, path: str, args: Any, identity: Any = ..., *, internal_ok: bool = ...
     ) -> Any: ...
 
     async def run_action(
-        self, path: str, args: Any, identity: Identity | None = ..., *, internal_ok: bool = ...
+        self, path: str, args: Any, identity: Any = ..., *, internal_ok: bool = ...
     ) -> Any: ...
+
+
+def _schedule_of(job: CronJob, path: str) -> str:
+    """What identifies a job's schedule: a changed declaration starts the schedule afresh."""
+    when = f"every {job.every_s!r} s" if job.every_s is not None else f"cron {job.expression}"
+    return f"{when} -> {path} {sorted(job.args.items())!r}"
+
+
+def _cron_doc(tx: Transaction, name: str) -> dict[str, Any] | None:
+    key = encode_value(name)
+    return tx.first(CRON_JOBS, BY_NAME, key, key + TOP, False)
+
+
+def _tick(tx: Transaction, job: CronJob, path: str, now: float) -> tuple[float, bool, str | None]:
+    """One look at job ``job`` at ``now`` (epoch seconds), in a system transaction.
+
+    Schedules the due occurrence (unless the last one is still under way) and advances the
+    stored ``nextRun``. Returns the next occurrence (epoch seconds), whether this call
+    scheduled a job, and the error of the last occurrence's job if it failed.
+    """
+    schedule = _schedule_of(job, path)
+    doc = _cron_doc(tx, job.name)
+    if doc is None or doc["schedule"] != schedule:
+        first = job.next_after(now)
+        start: dict[str, Any] = {"schedule": schedule, "nextRun": first * 1000.0}
+        if doc is None:
+            tx.insert(CRON_JOBS, {"name": job.name, "jobId": None, **start}, system=True)
+        else:
+            tx.patch(doc["_id"], start, system=True)
+        return first, False, None
+    due = doc["nextRun"] / 1000.0
+    if due > now:
+        return due, False, None  # not yet, or another node scheduled it already
+    following = job.next_after(due)
+    if following <= now:
+        following = job.next_after(now)  # skip the occurrences already past
+    last = tx.get(doc["jobId"]) if doc["jobId"] is not None else None
+    fields: dict[str, Any] = {"nextRun": following * 1000.0}
+    error: str | None = None
+    scheduled = False
+    if last is None or last["state"]["kind"] not in (PENDING, IN_PROGRESS):
+        if last is not None:
+            if last["state"]["kind"] == FAILED:
+                error = str(last["state"].get("error", "failed"))
+            tx.delete(last["_id"], system=True)
+        fields["jobId"] = insert_job(tx, path, dict(job.args), due * 1000.0)
+        scheduled = True
+    tx.patch(doc["_id"], fields, system=True)
+    return following, scheduled, error
 
 
 class CronRunner:
@@ -75,7 +147,7 @@ class CronRunner:
         self._tasks: list[asyncio.Task[None]] = []
         self._failures: dict[str, tuple[float, int]] = {}
         self.runs: dict[str, int] = {job.name: 0 for job, _ in self._jobs}
-        """Completed runs per job name (successful or not)."""
+        """Occurrences this runner scheduled (or at-start runs it ran), per job name."""
 
     def _resolve(self, job: CronJob) -> FunctionSpec:
         functions = self._engine.functions
@@ -99,7 +171,13 @@ class CronRunner:
         """Run the ``at_start`` jobs once, in order (call before accepting clients)."""
         for job, spec in self._jobs:
             if job.at_start:
-                await self._run(job, spec)
+                try:
+                    result = await run_as_system(cast(Any, self._engine), spec.path, dict(job.args))
+                    error = None if result.success else result.error_message
+                except Exception as exc:  # the server goes on; the job runs at the next start
+                    error = f"{type(exc).__name__}: {exc}"
+                self.runs[job.name] += 1
+                self._outcome(job, spec, error)
 
     def start(self) -> None:
         """Start the scheduled jobs."""
@@ -108,30 +186,29 @@ class CronRunner:
                 self._tasks.append(asyncio.create_task(self._loop(job, spec), name=job.name))
 
     async def stop(self) -> None:
-        """Stop every job (a run under way is cancelled with it)."""
+        """Stop every job (an occurrence already scheduled still runs)."""
         tasks, self._tasks = self._tasks, []
         await cancel_and_wait(*tasks)
 
     async def _loop(self, job: CronJob, spec: FunctionSpec) -> None:
-        due = job.next_after(self._clock())
+        due = self._clock()
         while True:
             await asyncio.sleep(max(0.0, due - self._clock()))
-            await self._run(job, spec)
             now = self._clock()
-            # From the planned time, so an interval does not drift by each run's length; runs
-            # the last one outlasted are skipped, never caught up in a burst.
-            due = job.next_after(due)
-            if due <= now:
+            try:
+                due, scheduled, error = await self._engine.run_system(
+                    functools.partial(_tick, job=job, path=spec.path, now=now)
+                )
+            except Exception as exc:  # e.g. the database is away: look again one period on
+                log.warning("cron job could not be scheduled", job=job.name, error=str(exc)[:500])
                 due = job.next_after(now)
+                continue
+            if scheduled:
+                self.runs[job.name] += 1
+            if scheduled or error is not None:
+                self._outcome(job, spec, error)
 
-    async def _run(self, job: CronJob, spec: FunctionSpec) -> None:
-        run = self._engine.run_action if spec.kind == "action" else self._engine.run_mutation
-        try:
-            result = await run(spec.path, dict(job.args), Identity.admin(), internal_ok=True)
-            error = None if result.success else result.error_message
-        except Exception as exc:  # the job runs again next time; the server goes on
-            error = f"{type(exc).__name__}: {exc}"
-        self.runs[job.name] += 1
+    def _outcome(self, job: CronJob, spec: FunctionSpec, error: str | None) -> None:
         if error is None:
             if job.name in self._failures:
                 _, missed = self._failures.pop(job.name)

@@ -11,10 +11,12 @@ finds it when it loads the module and runs each job on its schedule::
 
 A job names a mutation (or an action), public or internal, by its path or by the decorated
 function itself. Two kinds of schedule: an interval (``seconds``, ``minutes`` or ``hours``,
-first run one interval after the server starts) and a standard five-field cron expression in
-UTC (parsed by ``croniter``); and, beyond Convex, :meth:`Crons.at_start`, run once as the
-server starts, before it accepts clients. The runner (``_cron_runner``) never overlaps a job with itself:
-a run that outlasts its period skips the runs it covered.
+first run one interval after the job is first seen) and a standard five-field cron expression
+in UTC (parsed by ``croniter``); and, beyond Convex, :meth:`Crons.at_start`, run once as the
+server starts, before it accepts clients (on every node of a cluster). The runner
+(``_cron_runner``) stores each job's next occurrence, so it runs once per occurrence however
+many nodes share the store, with no user identity (as Convex runs crons), and never overlaps a
+job with itself: a run that outlasts its period skips the runs it covered.
 """
 
 from __future__ import annotations

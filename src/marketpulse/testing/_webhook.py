@@ -18,10 +18,12 @@ class WebhookReceiver(LoopbackHttpServer):
 
     Args:
         fail_first: answer this many POSTs with 500 before accepting (to exercise retries).
+        redirect_to: answer every POST with a 307 to this URL instead (recorded as 307).
     """
 
-    def __init__(self, *, fail_first: int = 0) -> None:
+    def __init__(self, *, fail_first: int = 0, redirect_to: str | None = None) -> None:
         self.fail_first = fail_first
+        self.redirect_to = redirect_to
         self.attempts: list[tuple[float, int, Any]] = []
         """Every POST: (monotonic time, the status answered, the JSON body)."""
         self._lock = threading.Lock()
@@ -67,9 +69,13 @@ class WebhookReceiver(LoopbackHttpServer):
                 with receiver._cond:
                     failed = sum(1 for a in receiver.attempts if a[1] != 200)
                     status = 500 if failed < receiver.fail_first else 200
+                    if receiver.redirect_to is not None:
+                        status = 307
                     receiver.attempts.append((time.monotonic(), status, body))
                     receiver._cond.notify_all()
                 self.send_response(status)
+                if receiver.redirect_to is not None:
+                    self.send_header("location", receiver.redirect_to)
                 self.send_header("content-length", "0")
                 self.end_headers()
 

@@ -304,3 +304,49 @@ async def test_a_scheduled_job_runs_once_on_two_nodes(cluster: Cluster) -> None:
     finally:
         for runner in runners:
             await runner.stop()
+
+
+async def test_a_lost_node_s_running_action_is_failed_once_by_another_node(
+    cluster: Cluster,
+) -> None:
+    from marketpulse.reactive.engine import SchedulerRunner
+
+    from ..engine.test_scheduler import jobs
+
+    a, b = [
+        await Engine.open(PostgresPersistence(cluster.url, node=n, node_timeout_s=3.0), [jobs])
+        for n in ("a", "b")
+    ]
+    cluster.engines += [a, b]
+    ra, rb = SchedulerRunner(a, sweep_s=0.2), SchedulerRunner(b, sweep_s=0.2)
+    assert (ra.node, rb.node) == ("a", "b")
+    await ra.start()  # only a runs jobs at first, so a claims it
+
+    def job(job_id: str) -> dict[str, Any]:
+        doc: dict[str, Any] = b.run_query("jobs:job", {"id": job_id}).value
+        return doc
+
+    try:
+        r = await a.run_mutation("jobs:schedule_slow", {"name": "held", "seconds": 60})
+        held = r.value
+        await wait_for(lambda: job(held)["state"]["kind"] == "inProgress")
+        assert job(held)["claimedBy"] == "a"
+        await rb.start()
+        await asyncio.sleep(2.0)  # a is alive: b's sweeps leave its action alone
+        assert job(held)["state"]["kind"] == "inProgress" and rb.recovered == 0
+        # a dies without a word: its action stops and its heartbeats stop, its row stays.
+        await ra.stop()
+        for task in persistence(a)._tasks:
+            if task.get_coro().__name__ == "_periodic":  # type: ignore[union-attr]
+                task.cancel()
+        await wait_for(lambda: job(held)["state"]["kind"] == "failed", timeout=15)
+        assert "node running it was lost" in job(held)["state"]["error"]
+        assert rb.recovered == 1
+        completed = job(held)["completedTime"]
+        await asyncio.sleep(1.0)
+        assert job(held)["completedTime"] == completed and rb.recovered == 1  # once
+        counts = [b.run_query("jobs:count", {"name": n}).value for n in ("held:start", "held")]
+        assert counts == [1, 0]  # it started once and was never run again
+    finally:
+        await ra.stop()
+        await rb.stop()

@@ -4,7 +4,9 @@ The runner sleeps until the earliest pending job's ``scheduledTime``, or until a
 ``_scheduled_functions`` (a table watch, so a job scheduled sooner wakes it): no polling. Each
 turn claims at most ``max_jobs_per_turn`` due jobs, then yields to the event loop.
 
-Running a job, as the system (no user identity; internal functions allowed):
+Every function the system runs by itself (a job, a cron occurrence, an at-start job) runs
+through :func:`run_as_system`: no user identity (``ctx.auth.get_user_identity()`` is None, as
+in Convex's scheduled functions and crons), internal functions allowed. Running a job:
 
 * a **mutation** job runs in one transaction with its state change: the transaction first
   checks that the job is still ``pending``, runs the function, and marks the job ``success``,
@@ -12,16 +14,20 @@ Running a job, as the system (no user identity; internal functions allowed):
   fails, a second transaction marks the job ``failed`` (again only from ``pending``).
 * an **action** job is claimed first (``pending`` → ``inProgress`` in a transaction), then
   run, then marked ``success`` or ``failed`` (only from ``inProgress``: a cancel during the
-  run wins). Actions run at most once: one that was running when the store stopped is marked
-  ``failed`` when the runner starts again, as Convex does.
+  run wins). Actions run at most once: one whose runner died is marked ``failed`` (a
+  transient error), never run again, as Convex does.
 
 Each claim is a conditional state transition inside a transaction (see ``_scheduler``), so it
-holds with several runners on a shared log. The restart recovery of ``inProgress`` actions
-assumes this runner is the only one; with several nodes it needs the node that claimed them
-(a lease), which is for the multi-node work.
+holds with several runners on a shared log. Which runner died is decided per node:
 
-:meth:`SchedulerRunner.run_function` is the "run this function now as the system" entry point,
-for anything else that runs functions on a timer (crons).
+* one node (SQLite): every ``inProgress`` action at start was interrupted by the last stop;
+* several nodes (a persistence with :class:`~marketpulse.reactive.persistence.NodeLiveness`,
+  i.e. PostgreSQL): a claim records its node in ``claimedBy``. At start a node fails the
+  actions its own name claimed (its previous process); every ``sweep_s`` it renews its lease
+  (the ``nodes`` row) and fails the actions of nodes whose lease lapsed (``node_timeout_s``).
+  The failing is a conditional transition, so exactly one node records it. An action still
+  running on a node cut off from PostgreSQL for longer than its lease finishes, but its
+  outcome is refused: it stays ``failed``.
 """
 
 from __future__ import annotations
@@ -30,9 +36,11 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..functions import FunctionSpec
+from ..persistence import NodeLiveness
 from ._context import Identity, MutationCtx
 from ._keys import TOP, encode_value
 from ._results import FunctionResult
@@ -52,12 +60,25 @@ from ._transaction import Transaction
 if TYPE_CHECKING:
     from ._engine import Engine
 
-__all__ = ["SchedulerRunner"]
+__all__ = ["SchedulerRunner", "run_as_system"]
 
 log = logging.getLogger("marketpulse.reactive.scheduler")
 
 _INTERRUPTED = "Transient error while executing action: the store stopped while it ran"
+_NODE_LOST = "Transient error while executing action: the node running it was lost"
 _MAX_BACKOFF_S = 30.0
+_SOLO = "local"
+
+
+async def run_as_system(
+    engine: Engine, path: str, args: dict[str, Any] | None = None
+) -> FunctionResult:
+    """Run mutation or action ``path`` now as the system: no user identity, internal functions
+    allowed. The one way the store runs a function by itself (jobs, crons, at-start jobs)."""
+    spec = engine.functions.get(path)
+    if spec is not None and spec.kind == "action":
+        return await engine.run_action(path, args or {}, Identity.anonymous(), internal_ok=True)
+    return await engine.run_mutation(path, args or {}, Identity.anonymous(), internal_ok=True)
 
 
 class SchedulerRunner:
@@ -67,16 +88,30 @@ class SchedulerRunner:
         engine: the engine whose jobs to run.
         max_jobs_per_turn: jobs claimed before yielding to the event loop.
         max_running_actions: action jobs running at once (a due action waits for a slot).
+        sweep_s: seconds between two looks for the actions of lost nodes (several nodes only).
     """
 
     def __init__(
-        self, engine: Engine, *, max_jobs_per_turn: int = 64, max_running_actions: int = 16
+        self,
+        engine: Engine,
+        *,
+        max_jobs_per_turn: int = 64,
+        max_running_actions: int = 16,
+        sweep_s: float = 1.0,
     ) -> None:
         self.engine = engine
+        persistence = engine.persistence
+        self._liveness = persistence if isinstance(persistence, NodeLiveness) else None
+        self.node = self._liveness.node if self._liveness is not None else _SOLO
+        """The name this runner's claims record."""
+        self.sweep_s = sweep_s
+        self.recovered = 0
+        """Actions of lost nodes this runner marked failed."""
         self.max_jobs_per_turn = max_jobs_per_turn
         self._slots = asyncio.Semaphore(max_running_actions)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._actions: set[asyncio.Task[None]] = set()
         self._unwatch: Any = None
         self._backoff = 0.0
@@ -87,9 +122,19 @@ class SchedulerRunner:
         """Mark actions interrupted by the last stop as failed, then start running jobs."""
         if self._task is not None:
             return
-        await self.engine.run_system(_fail_interrupted_actions)
+        node = self.node
+        if self._liveness is None:
+            await self.engine.run_system(lambda tx: _fail_actions(tx, lambda _: True))
+        else:
+            # This node's lease exists before it claims anything, so no other node takes
+            # its first claims for a dead node's.
+            await self._liveness.live_nodes()
+            await self.engine.run_system(lambda tx: _fail_actions(tx, lambda by: by == node))
         self._unwatch = self.engine.watch_table(SCHEDULED_FUNCTIONS, self._wake.set)
-        self._task = asyncio.get_running_loop().create_task(self._loop())
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._loop())
+        if self._liveness is not None:
+            self._sweeper = loop.create_task(self._sweep_forever(self._liveness))
 
     async def stop(self) -> None:
         """Stop claiming jobs and cancel running actions (they stay ``inProgress`` and are
@@ -97,21 +142,44 @@ class SchedulerRunner:
         if self._unwatch is not None:
             self._unwatch()
             self._unwatch = None
-        tasks = [t for t in (self._task, *self._actions) if t is not None]
-        self._task = None
+        tasks = [t for t in (self._task, self._sweeper, *self._actions) if t is not None]
+        self._task = self._sweeper = None
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- the system entry point -----------------------------------------------------------
     async def run_function(self, path: str, args: dict[str, Any] | None = None) -> FunctionResult:
-        """Run mutation or action ``path`` now, as the system (internal functions allowed, no
-        user identity), and return its result."""
-        engine = self.engine
-        spec = engine.functions.get(path)
-        if spec is not None and spec.kind == "action":
-            return await engine.run_action(path, args or {}, Identity.anonymous(), internal_ok=True)
-        return await engine.run_mutation(path, args or {}, Identity.anonymous(), internal_ok=True)
+        """:func:`run_as_system` on this runner's engine."""
+        return await run_as_system(self.engine, path, args)
+
+    # -- lost nodes -----------------------------------------------------------------------
+    async def _sweep_forever(self, liveness: NodeLiveness) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_s)
+            try:
+                await self._sweep(liveness)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database is away: try again next time
+                log.warning("scheduler lease sweep failed: %s", exc)
+
+    async def _sweep(self, liveness: NodeLiveness) -> None:
+        live = await liveness.live_nodes()
+        # Read from memory first: a commit only when a lost node holds an action.
+        tx = Transaction(self.engine._store, writable=False, deadline=None)
+        suspects = {j["_id"]: j.get("claimedBy") for j in _in_progress(tx)}
+        suspects = {job_id: by for job_id, by in suspects.items() if by not in live}
+        if not suspects:
+            return
+        # Asked again: a claim seen above was committed after its node's lease was renewed, so
+        # a node that started between the first answer and its claim is live now.
+        live = await liveness.live_nodes()
+        lost = [job_id for job_id, by in suspects.items() if by not in live]
+        if lost:
+            self.recovered += await self.engine.run_system(
+                lambda tx: _fail_jobs(tx, lost, _NODE_LOST)
+            )
 
     # -- the loop -------------------------------------------------------------------------
     def _due(self, now: float) -> tuple[list[dict[str, Any]], float | None]:
@@ -169,8 +237,9 @@ class SchedulerRunner:
                 return True
             await self._slots.acquire()
             try:
+                node = self.node
                 claimed = await self.engine.run_system(
-                    lambda tx: finish_job(tx, job_id, PENDING, IN_PROGRESS)
+                    lambda tx: finish_job(tx, job_id, PENDING, IN_PROGRESS, node=node)
                 )
             except BaseException:
                 self._slots.release()
@@ -213,9 +282,7 @@ class SchedulerRunner:
 
     async def _run_action_job(self, job_id: str, path: str, args: Any) -> None:
         try:
-            result = await self.engine.run_action(
-                path, args, Identity.anonymous(), internal_ok=True
-            )
+            result = await run_as_system(self.engine, path, args)
             self.jobs_run += 1
             if result.success:
                 await self._finish(job_id, IN_PROGRESS, SUCCESS)
@@ -234,13 +301,22 @@ class SchedulerRunner:
         await self.engine.run_system(lambda tx: finish_job(tx, job_id, expected, kind, error))
 
 
-def _fail_interrupted_actions(tx: Transaction) -> int:
+def _in_progress(tx: Transaction) -> list[dict[str, Any]]:
     prefix = encode_value(IN_PROGRESS)
     scan = tx.scan(SCHEDULED_FUNCTIONS, BY_NEXT, prefix, prefix + TOP, False)
     try:
-        ids = [job["_id"] for _, job in scan]
+        return [job for _, job in scan]
     finally:
         scan.finish()
-    for job_id in ids:
-        finish_job(tx, job_id, IN_PROGRESS, FAILED, _INTERRUPTED)
-    return len(ids)
+
+
+def _fail_jobs(tx: Transaction, job_ids: list[str], error: str) -> int:
+    """Mark failed those of ``job_ids`` still ``inProgress``; how many."""
+    return sum(finish_job(tx, job_id, IN_PROGRESS, FAILED, error) for job_id in job_ids)
+
+
+def _fail_actions(
+    tx: Transaction, lost: Callable[[str | None], bool], error: str = _INTERRUPTED
+) -> int:
+    """Mark failed the ``inProgress`` actions whose claiming node is ``lost``; how many."""
+    return _fail_jobs(tx, [j["_id"] for j in _in_progress(tx) if lost(j.get("claimedBy"))], error)

@@ -19,6 +19,15 @@ Every state change is a *conditional* transition inside a transaction (``pending
 engine runs mutations serially, and on a shared log (several nodes, PostgreSQL) a commit whose
 reads went stale is re-executed on top of the winner's commit, where the state no longer
 matches; so a job is claimed once whatever the number of runners.
+
+Two more system tables serve the runners of a cluster (``_runner``, ``reactive/_cron_runner``):
+
+* ``_scheduler_leases`` holds one ``{"node", "expiresAt"}`` per live runner. A claimed action
+  records its runner's node in ``claimedBy`` (in the claim's own transaction); once that node's
+  lease lapses, any runner marks the action failed, exactly once.
+* ``_cron_jobs`` holds one ``{"name", "schedule", "nextRun", "jobId"}`` per declared cron job:
+  the next occurrence is stored state, so the nodes of a cluster agree on it, and the node
+  whose transaction advances ``nextRun`` is the one that schedules that occurrence.
 """
 
 from __future__ import annotations
@@ -35,6 +44,8 @@ from ._transaction import Transaction
 
 __all__ = [
     "BY_NEXT",
+    "CRON_JOBS",
+    "LEASES",
     "SCHEDULED_FUNCTIONS",
     "ActionScheduler",
     "Scheduler",
@@ -52,16 +63,31 @@ BY_NEXT = "by_next"
 """Index of ``_scheduled_functions`` on ``state.kind``, then ``scheduledTime``: the runner
 finds the next due pending job with one bisection."""
 
+CRON_JOBS = "_cron_jobs"
+"""The system table of the cron jobs' schedules (one document per job name)."""
+
+LEASES = "_scheduler_leases"
+"""The system table of the scheduler runners' leases (one document per node)."""
+
+BY_NAME, BY_NODE = "by_name", "by_node"
+
 PENDING, IN_PROGRESS = "pending", "inProgress"
 SUCCESS, FAILED, CANCELED = "success", "failed", "canceled"
 
 
 def system_tables() -> dict[str, dict[str, IndexDef]]:
     """The system tables and their indexes (built-in ones included)."""
-    fields = ("state.kind", "scheduledTime")
-    defs = {d.name: d for d in BUILTIN_INDEXES}
-    defs[BY_NEXT] = IndexDef(BY_NEXT, fields, (*fields, "_creationTime", "_id"))
-    return {SCHEDULED_FUNCTIONS: defs}
+
+    def table(name: str, *fields: str) -> dict[str, IndexDef]:
+        defs = {d.name: d for d in BUILTIN_INDEXES}
+        defs[name] = IndexDef(name, fields, (*fields, "_creationTime", "_id"))
+        return defs
+
+    return {
+        SCHEDULED_FUNCTIONS: table(BY_NEXT, "state.kind", "scheduledTime"),
+        CRON_JOBS: table(BY_NAME, "name"),
+        LEASES: table(BY_NODE, "node"),
+    }
 
 
 def now_ms() -> float:
@@ -140,16 +166,25 @@ def job_state(tx: Transaction, job_id: str) -> str | None:
 
 
 def finish_job(
-    tx: Transaction, job_id: str, expected: str, kind: str, error: str | None = None
+    tx: Transaction,
+    job_id: str,
+    expected: str,
+    kind: str,
+    error: str | None = None,
+    *,
+    node: str | None = None,
 ) -> bool:
     """Move a job from state ``expected`` to ``kind`` (``error`` for failures); False if it
-    was not in ``expected`` (another runner, or a cancel, got there first)."""
+    was not in ``expected`` (another runner, or a cancel, got there first). A claim
+    (``kind`` ``inProgress``) records the claiming runner's ``node`` in ``claimedBy``."""
     if job_state(tx, job_id) != expected:
         return False
     state: dict[str, Any] = {"kind": kind}
     if error is not None:
         state["error"] = error
     fields: dict[str, Any] = {"state": state}
+    if node is not None:
+        fields["claimedBy"] = node
     if kind != IN_PROGRESS:
         fields["completedTime"] = now_ms()
     tx.patch(job_id, fields, system=True)

@@ -270,11 +270,11 @@ class Transaction:
         new.update(copy_value(fields))
         self.pending.set(table, doc_id, new)
 
-    def delete(self, doc_id: str) -> None:
+    def delete(self, doc_id: str, *, system: bool = False) -> None:
         """Delete an existing document."""
         self.check()
         self._require_writable()
-        table, _ = self._existing(doc_id, "delete")
+        table, _ = self._existing(doc_id, "delete", system)
         self.pending.set(table, doc_id, None)
 
     def writes(self) -> list[Write]:

@@ -163,6 +163,29 @@ class SharedLog(Protocol):
 
 
 @runtime_checkable
+class NodeLiveness(Protocol):
+    """Optional, for a shared log: which nodes sharing it are alive (a per-node lease).
+
+    The scheduler runner records the node that claims an action and fails the action once that
+    node is no longer live, so another node recovers it exactly once.
+    """
+
+    @property
+    def node(self) -> str:
+        """This node's name, unique among the live nodes."""
+        ...
+
+    async def live_nodes(self) -> set[str]:
+        """Renew this node's own lease, then return every node whose lease holds (this one
+        included).
+
+        Raises:
+            Exception: the shared store cannot be reached (the caller retries later).
+        """
+        ...
+
+
+@runtime_checkable
 class HealthCheck(Protocol):
     """Optional: a store that knows when it cannot take writes (``/health`` reports it)."""
 

@@ -540,6 +540,18 @@ class PostgresPersistence:
             self.position,
         )
 
+    async def live_nodes(self) -> set[str]:
+        """Renew this node's row in ``nodes``, then the nodes seen within ``node_timeout_s``
+        (PostgreSQL's clock, so the nodes' clocks need not agree)."""
+        assert self._pool is not None
+        async with self._pool.acquire() as conn:
+            await self._heartbeat(conn)
+            rows = await conn.fetch(
+                "SELECT node FROM nodes WHERE seen > now() - make_interval(secs => $1)",
+                self.node_timeout_s,
+            )
+        return {str(r["node"]) for r in rows}
+
     async def compact(self) -> int:
         """Delete the commits every live node has passed that are older than the retention
         window, and expired receipts; returns how many commits were deleted."""
