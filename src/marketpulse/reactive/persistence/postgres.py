@@ -119,7 +119,8 @@ BEGIN
             outcome := outcome || head;
             CONTINUE;
         END IF;
-        IF EXISTS (
+        -- (Statements that would find nothing are skipped: each costs a little in plpgsql.)
+        IF i = ANY(p_rc) AND EXISTS (
             SELECT 1 FROM unnest(p_rc, p_sessions, p_requests) AS r(c, s, q)
             JOIN mutation_log m ON m.session = r.s AND m.request = r.q WHERE r.c = i
         ) THEN
@@ -132,15 +133,19 @@ BEGIN
             FROM unnest(p_wc, p_ids, p_tbls, p_docs) AS w(c, d_id, d_tbl, d_doc)
             WHERE c = i AND d_doc IS NOT NULL
             ON CONFLICT (id) DO UPDATE SET tbl = excluded.tbl, ts = excluded.ts, doc = excluded.doc;
-        DELETE FROM documents WHERE id IN (
-            SELECT d_id FROM unnest(p_wc, p_ids, p_docs) AS w(c, d_id, d_doc)
-            WHERE c = i AND d_doc IS NULL
-        );
-        INSERT INTO mutation_log (session, request, call, ts, result)
-            SELECT s, q, k, t, res
-            FROM unnest(p_rc, p_sessions, p_requests, p_calls, p_rts, p_results)
-                AS r(c, s, q, k, t, res)
-            WHERE c = i;
+        IF array_position(p_docs, NULL) IS NOT NULL THEN
+            DELETE FROM documents WHERE id IN (
+                SELECT d_id FROM unnest(p_wc, p_ids, p_docs) AS w(c, d_id, d_doc)
+                WHERE c = i AND d_doc IS NULL
+            );
+        END IF;
+        IF i = ANY(p_rc) THEN
+            INSERT INTO mutation_log (session, request, call, ts, result)
+                SELECT s, q, k, t, res
+                FROM unnest(p_rc, p_sessions, p_requests, p_calls, p_rts, p_results)
+                    AS r(c, s, q, k, t, res)
+                WHERE c = i;
+        END IF;
         IF octet_length(p_bodies[i]) <= {_NOTIFY_MAX} THEN
             PERFORM pg_notify('{CHANNEL}', head || ' ' || p_tss[i] || ' ' || p_node || ' ' || p_bodies[i]);
         ELSE
@@ -398,23 +403,20 @@ class PostgresPersistence:
         ]
         return _Encoded(commit, docs, _encode_body(commit, docs))
 
-    def _group_arguments(self, group: list[_Queued]) -> list[Any]:
+    def _group_arguments(self, group: list[_Encoded]) -> list[Any]:
         """``mp_commit_group``'s arguments: one array entry per commit, per write and per
         receipt (writes and receipts name their commit by its 1-based place)."""
-        commits = [q.encoded.commit for q in group]
         writes = [
             (place, w, d)
-            for place, q in enumerate(group, start=1)
-            for w, d in zip(q.encoded.commit.writes, q.encoded.docs, strict=True)
+            for place, e in enumerate(group, start=1)
+            for w, d in zip(e.commit.writes, e.docs, strict=True)
         ]
-        receipts = [
-            (place, r) for place, q in enumerate(group, start=1) for r in q.encoded.commit.receipts
-        ]
+        receipts = [(place, r) for place, e in enumerate(group, start=1) for r in e.commit.receipts]
         return [
             self.node,
-            [c.base_ts for c in commits],
-            [c.ts for c in commits],
-            [q.encoded.body for q in group],
+            [e.commit.base_ts for e in group],
+            [e.commit.ts for e in group],
+            [e.body for e in group],
             [place for place, _, _ in writes],
             [w.id for _, w, _ in writes],
             [w.table for _, w, _ in writes],
@@ -493,7 +495,7 @@ class PostgresPersistence:
     async def _write_group(self, group: list[_Queued]) -> list[int | None]:
         """One round trip for ``group`` (retried through lost connections until
         ``write_timeout_s``); per commit, None if committed, else the head that refused it."""
-        args = self._group_arguments(group)
+        args = self._group_arguments([q.encoded for q in group])
         stamps = args[2]
         deadline = time.monotonic() + self.write_timeout_s
         ambiguous = False
