@@ -249,6 +249,78 @@ async def profile_groups(server: str, groups: int, sizes: Sequence[int]) -> dict
         await _admin(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+# -- the log under a fast feed: compaction keeps it bounded ---------------------------------------
+
+
+async def feed_and_watch(
+    store: StoreProcess, url: str, seconds: float, writers: int, markets: int
+) -> dict[str, Any]:
+    """``writers`` connections send ``bench:stampMany`` batches back to back for ``seconds``;
+    every 0.5 s the ``commits`` table's rows are counted beside the commits made so far."""
+    clients = [await _client(store) for _ in range(writers)]
+    done = {"mutations": 0}
+    stop = asyncio.Event()
+
+    async def write(c: LightSyncClient) -> None:
+        seq = 0
+        while not stop.is_set():
+            seq += 1
+            response = await c.request(
+                "Mutation", "bench:stampMany", {"seq": seq, "markets": markets}
+            )
+            if not response.get("success"):
+                raise RuntimeError(str(response))
+            done["mutations"] += 1
+
+    tasks = [asyncio.create_task(write(c)) for c in clients]
+    conn = await asyncpg.connect(url)
+    samples = []
+    started = time.perf_counter()
+    try:
+        while time.perf_counter() - started < seconds:
+            await asyncio.sleep(0.5)
+            rows = int(await conn.fetchval("SELECT count(*) FROM commits"))
+            head = int(await conn.fetchval("SELECT ts FROM log_head"))
+            samples.append((round(time.perf_counter() - started, 1), rows, done["mutations"], head))
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        await conn.close()
+        for c in clients:
+            with suppress(ServerError, OSError):
+                await c.close()
+    elapsed = time.perf_counter() - started
+    return {
+        "samples": samples,
+        "msgs_per_s": round(done["mutations"] * markets / elapsed),
+        "mutations_per_s": round(done["mutations"] / elapsed),
+    }
+
+
+def run_compaction(server: str, seconds: float, writers: int, markets: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp, database(server) as url:
+        options = "?retention_s=1&compact_interval_s=0.5"
+        with node(url + options, Path(tmp) / "compaction.log", None) as a:
+            return asyncio.run(feed_and_watch(a, url, seconds, writers, markets))
+
+
+def report_compaction(markets: int, c: dict[str, Any]) -> None:
+    samples = c["samples"]
+    print_table(
+        f"the log under a fast feed: {c['msgs_per_s']:,} msg/s ({c['mutations_per_s']:,} batches/s"
+        f" of {markets} markets), retention_s=1, compact_interval_s=0.5",
+        ["t s", "rows in commits", "mutations so far"],
+        [[t, rows, n] for t, rows, n, _ in samples],
+    )
+    half = samples[len(samples) // 2 :]
+    bounded = max(r for _, r, _, _ in half) < samples[-1][2] / 2
+    print(
+        f"bounded: {bounded} (rows in the second half ≤ {max(r for _, r, _, _ in half):,},"
+        f" against {samples[-1][2]:,} mutations made)"
+    )
+    c["bounded"] = bounded
+
+
 # -- output ----------------------------------------------------------------------------------
 
 
@@ -331,6 +403,9 @@ def main() -> None:
     parser.add_argument("--before", help="another checkout's src/ for a 'before' PostgreSQL run")
     parser.add_argument("--groups", type=int, default=300, help="groups per size in the profile")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432")
+    parser.add_argument("--compaction-seconds", type=float, default=8.0)
+    parser.add_argument("--writers", type=int, default=8, help="connections of the fast feed")
+    parser.add_argument("--markets", type=int, default=50, help="markets per batch of the feed")
     parser.add_argument("--quick", action="store_true")
     opts = parser.parse_args()
     seconds = 2.0 if opts.quick else opts.seconds
@@ -343,6 +418,12 @@ def main() -> None:
     profile = asyncio.run(profile_groups(opts.pg, groups, (1, 10)))
     report_groups(groups, profile)
     figures["group_profile"] = profile
+    if opts.compaction_seconds > 0:
+        compaction = run_compaction(
+            opts.pg, 4.0 if opts.quick else opts.compaction_seconds, opts.writers, opts.markets
+        )
+        report_compaction(opts.markets, compaction)
+        figures["compaction"] = compaction
     emit(figures)
 
 
