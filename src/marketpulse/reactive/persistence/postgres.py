@@ -460,6 +460,15 @@ class PostgresPersistence:
             del self._queue[:GROUP_MAX]
             try:
                 outcome = await self._write_group(group)
+            except asyncio.CancelledError:
+                # Closed with writes still queued (the engine waits for its own first): they
+                # fail, their outcome unknown if the group was on its way.
+                closed = PersistenceError("persistence closed before the commit was answered")
+                for q in group + self._queue:
+                    if not q.future.done():
+                        q.future.set_exception(closed)
+                self._queue.clear()
+                raise
             except Exception as exc:
                 error = exc if isinstance(exc, PersistenceError) else self._failed(str(exc))
                 for q in group:
