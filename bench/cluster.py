@@ -19,6 +19,10 @@ One connection's mutations run one after another, each durable before the next s
 past what one round trip allows makes the queue grow, and the figures show it ("fell behind"
 when the server closed the socket at its queue bound).
 
+Then the write path back to back (``--calls`` per store): one connection per store, in
+alternating blocks, so that a loaded machine weighs on each alike (the service time of one
+connection's mutations, without the queue a paced rate builds when it is past it).
+
 Then, in process, where one group's time goes (``--groups``): encoding, then the round trip of
 ``mp_commit_group``, beside the same connection's ``SELECT 1`` (the network and protocol floor)
 and the group with ``synchronous_commit = off`` (the rest is the WAL flush).
@@ -198,6 +202,73 @@ def run_rate(server: str, seconds: float, rate: float, before: str | None) -> di
         if before:
             runs["pg_before"] = run_postgres(server, folder, seconds, rate, before)
     return runs
+
+
+# -- back to back, alternating: the service time of one connection's mutations -----------------
+
+BLOCK = 50
+
+
+async def alternate(stores: dict[str, StoreProcess], calls: int) -> dict[str, list[float]]:
+    """``bench:stamp`` back to back on one connection per store, in alternating blocks of
+    ``BLOCK`` calls, so that every store sees the same machine (ms per round trip)."""
+    clients = {name: await _client(store) for name, store in stores.items()}
+    samples: dict[str, list[float]] = {name: [] for name in stores}
+    seq = 0
+    try:
+        for _ in range(max(1, calls // BLOCK)):
+            for name, c in clients.items():
+                for _ in range(BLOCK):
+                    seq += 1
+                    start = time.perf_counter()
+                    response = await c.request("Mutation", "bench:stamp", {"seq": seq})
+                    if not response.get("success"):
+                        raise RuntimeError(str(response))
+                    samples[name].append((time.perf_counter() - start) * 1000)
+    finally:
+        for c in clients.values():
+            with suppress(ServerError, OSError):
+                await c.close()
+    return samples
+
+
+def run_alternating(server: str, calls: int, before: str | None) -> dict[str, list[float]]:
+    with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
+        folder = Path(tmp)
+        with (
+            StoreProcess(
+                folder / "alt.sqlite", functions="sync_latency_app", pythonpath=[BENCH]
+            ) as single,
+            database(server) as url,
+            node(url, folder / "alt-after.log", None) as after,
+        ):
+            stores = {"sqlite": single, "pg": after}
+            if before is None:
+                return asyncio.run(alternate(stores, calls))
+            with (
+                database(server) as url_before,
+                node(url_before, folder / "alt-before.log", before) as old,
+            ):
+                return asyncio.run(alternate({**stores, "pg_before": old}, calls))
+
+
+def report_alternating(calls: int, samples: dict[str, list[float]]) -> dict[str, Any]:
+    f = {name: summarize_ms(v) for name, v in samples.items()}
+    rows = [_row("PostgreSQL, group commit", f["pg"])]
+    if "pg_before" in f:
+        rows.append(_row("PostgreSQL, before (--before)", f["pg_before"]))
+    rows.append(_row("SQLite node (baseline)", f["sqlite"]))
+    print_table(
+        f"write path back to back, one connection, alternating blocks of {BLOCK} ({calls} calls)",
+        HEADERS,
+        rows,
+    )
+    f["pg_vs_sqlite_p50"] = round(f["pg"]["p50_ms"] / f["sqlite"]["p50_ms"], 2)
+    print(f"PostgreSQL / SQLite p50: x{f['pg_vs_sqlite_p50']} (goal ≤ x{GOAL_WRITE_RATIO})")
+    if "pg_before" in f:
+        f["before_vs_after_p50"] = round(f["pg_before"]["p50_ms"] / f["pg"]["p50_ms"], 2)
+        print(f"before / after p50: x{f['before_vs_after_p50']}")
+    return f
 
 
 # -- where one group's time goes (in process) ---------------------------------------------------
@@ -416,6 +487,7 @@ def main() -> None:
     parser.add_argument("--before", help="another checkout's src/ for a 'before' PostgreSQL run")
     parser.add_argument("--groups", type=int, default=300, help="groups per size in the profile")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432")
+    parser.add_argument("--calls", type=int, default=1000, help="back-to-back calls per store")
     parser.add_argument("--compaction-seconds", type=float, default=8.0)
     parser.add_argument("--writers", type=int, default=8, help="connections of the fast feed")
     parser.add_argument("--markets", type=int, default=50, help="markets per batch of the feed")
@@ -428,6 +500,9 @@ def main() -> None:
     for rate in [float(r) for r in opts.rates.split(",") if r]:
         runs = run_rate(opts.pg, seconds, rate, before)
         figures[f"rate_{rate:g}"] = report_rate(rate, seconds, runs)
+    if opts.calls > 0:
+        calls = 200 if opts.quick else opts.calls
+        figures["back_to_back"] = report_alternating(calls, run_alternating(opts.pg, calls, before))
     profile = asyncio.run(profile_groups(opts.pg, groups, (1, 10)))
     report_groups(groups, profile)
     figures["group_profile"] = profile
