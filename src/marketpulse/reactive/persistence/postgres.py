@@ -18,10 +18,11 @@ Writing (group commit): one writer task, on a connection of its own, sends whate
 are queued as one group to ``mp_commit_group(...)``: one round trip and one transaction. It
 locks the ``log_head`` row (``SELECT ... FOR UPDATE``), then takes the commits in order: a
 commit whose ``base_ts`` is not the head (stale: another node, or a commit refused before it,
-came first), whose ts is not after the head, or whose receipt is already in ``mutation_log``
-(a re-send) is refused alone (:class:`CommitConflict`: the engine applies the newer commits
-and re-runs its mutations); each other one is appended, its documents and receipts written,
-the head moved to it and the other nodes ``pg_notify``\\ d. Rows locked in ts order make the
+came first) or whose ts is not after the head is refused alone (:class:`CommitConflict`: the
+engine applies the newer commits and re-runs its mutations), and so is one carrying a receipt
+already in ``mutation_log`` (a re-send this node has forgotten: :class:`PersistenceError`);
+each other one is appended, its documents and receipts written, the head moved to it and the
+other nodes ``pg_notify``\\ d. Rows locked in ts order make the
 commit timestamps strictly increasing across the cluster. A write returns once PostgreSQL
 committed its group (``synchronous_commit`` as the server has it, durable by default).
 
