@@ -30,3 +30,17 @@ def stamp(ctx: MutationCtx, seq: int) -> int:
     else:
         ctx.db.patch(doc["_id"], {"seq": seq, "stampNs": now})
     return seq
+
+
+@bench.mutation
+def stampMany(ctx: MutationCtx, seq: int, markets: int) -> int:
+    """One batch of a fast feed: the latest update of ``markets`` markets (one document each,
+    rewritten), as the pipeline writes a batch of order book changes."""
+    for m in range(markets):
+        key = f"m{m}"
+        doc = ctx.db.query("stamps").with_index("by_key", lambda q, k=key: q.eq("key", k)).unique()
+        if doc is None:
+            ctx.db.insert("stamps", {"key": key, "seq": seq, "stampNs": ""})
+        else:
+            ctx.db.patch(doc["_id"], {"seq": seq})
+    return seq

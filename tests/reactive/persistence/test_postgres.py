@@ -19,7 +19,9 @@ from marketpulse.reactive.persistence import (
     CommitConflict,
     DocumentWrite,
     HealthCheck,
+    PersistenceError,
     PostgresPersistence,
+    Receipt,
     SharedLog,
     open_persistence,
 )
@@ -95,7 +97,6 @@ async def test_open_persistence_picks_postgres(postgres_url: str) -> None:
 
 
 async def test_unreachable_server_is_a_clear_error() -> None:
-    from marketpulse.reactive.persistence import PersistenceError
     from marketpulse.testing import free_port
 
     store = PostgresPersistence(f"postgresql://postgres:hunter2@127.0.0.1:{free_port()}/x")
@@ -123,6 +124,112 @@ async def test_stale_commit_is_refused(postgres_url: str) -> None:
     ]
     assert await sql(postgres_url, "SELECT * FROM documents") == []
     assert (await sql(postgres_url, "SELECT ts FROM log_head"))[0]["ts"] == 30
+
+
+def counter(n: float) -> DocumentWrite:
+    return DocumentWrite("counters", "a1", {"_id": "a1", "_creationTime": 1.0, "name": "c", "n": n})
+
+
+async def write_group(store: PostgresPersistence, commits: list[Commit]) -> list[Any]:
+    """Write ``commits`` concurrently, queued in one loop step; check that they went in one
+    group (one round trip) and return each outcome (None or the exception)."""
+    rounds: list[int] = []
+    connect = store._writer_connection
+
+    async def counted() -> asyncpg.Connection:
+        rounds.append(1)
+        return await connect()
+
+    store._writer_connection = counted  # type: ignore[method-assign]
+    try:
+        outcomes = await asyncio.gather(*(store.write(c) for c in commits), return_exceptions=True)
+    finally:
+        store._writer_connection = connect  # type: ignore[method-assign]
+    assert rounds == [1]
+    return outcomes
+
+
+async def test_a_group_refuses_only_its_stale_commit(postgres_url: str) -> None:
+    store = PostgresPersistence(postgres_url)
+    await store.load()
+    try:
+        outcomes = await write_group(
+            store,
+            [
+                Commit(10, (counter(1),), base_ts=0),
+                Commit(20, (counter(2),), base_ts=0),  # stale: computed on 0, the head is 10
+                Commit(30, (counter(3), DocumentWrite("counters", "b1", None)), base_ts=10),
+                Commit(30, (counter(4),), base_ts=30),  # not after the head
+                Commit(40, (DocumentWrite("counters", "a1", None),), base_ts=30),
+            ],
+        )
+    finally:
+        await store.close()
+    assert [type(o).__name__ for o in outcomes] == [
+        "NoneType",
+        "CommitConflict",
+        "NoneType",
+        "CommitConflict",
+        "NoneType",
+    ]
+    rows = await sql(postgres_url, "SELECT ts, prev FROM commits ORDER BY ts")
+    assert [(r["ts"], r["prev"]) for r in rows] == [(10, 0), (30, 10), (40, 30)]
+    assert await sql(postgres_url, "SELECT * FROM documents") == []
+    assert (await sql(postgres_url, "SELECT ts FROM log_head"))[0]["ts"] == 40
+    assert store.position == 40
+
+
+async def test_a_resend_within_a_group_is_written_once(postgres_url: str) -> None:
+    store = PostgresPersistence(postgres_url)
+    await store.load()
+    receipt = Receipt("session-9", 3, b"digest", 10, b'{"v":1.0,"l":[]}')
+    try:
+        outcomes = await write_group(
+            store,
+            [
+                Commit(10, (counter(1),), base_ts=0, receipts=(receipt,)),
+                Commit(20, (counter(2),), base_ts=10, receipts=(receipt,)),  # the re-send
+                Commit(30, (counter(5),), base_ts=10),  # the rest of the group commits
+            ],
+        )
+        assert outcomes[0] is None and outcomes[2] is None
+        assert isinstance(outcomes[1], PersistenceError)
+        assert not isinstance(outcomes[1], CommitConflict)
+        assert "already committed" in str(outcomes[1])
+        assert store.problem is None  # a client's re-send is not the node's fault
+        # Later, in a group of its own, too.
+        with pytest.raises(PersistenceError, match="already committed"):
+            await store.write(Commit(40, (counter(9),), base_ts=30, receipts=(receipt,)))
+    finally:
+        await store.close()
+    rows = await sql(postgres_url, "SELECT session, request, ts FROM mutation_log")
+    assert [(r["session"], r["request"], r["ts"]) for r in rows] == [("session-9", 3, 10)]
+    assert [r["ts"] for r in await sql(postgres_url, "SELECT ts FROM commits ORDER BY ts")] == [
+        10,
+        30,
+    ]
+    docs = await sql(postgres_url, "SELECT ts, doc FROM documents")
+    assert [r["ts"] for r in docs] == [30] and '"n":5}' in docs[0]["doc"]
+
+
+async def test_groups_keep_the_order_and_every_node_follows_it(cluster: Cluster) -> None:
+    a = await cluster.node()
+    b = await cluster.node()
+    # Many writers on node A at once and a few on node B: A's engine groups them, B's commits
+    # conflict with A's groups and re-run. The log stays one chain, in ts order.
+    results = await asyncio.gather(
+        *(a.run_mutation("counters:increment", {"name": "c"}) for _ in range(60)),
+        *(b.run_mutation("counters:increment", {"name": "c"}) for _ in range(20)),
+    )
+    assert sorted(r.value for r in results) == [float(i) for i in range(1, 81)]
+    acked = sorted((r.ts, r.value) for r in results)
+    assert [v for _, v in acked] == sorted(v for _, v in acked)  # later commit, larger value
+    rows = await sql(cluster.url, "SELECT ts, prev FROM commits ORDER BY ts")
+    stamps = [r["ts"] for r in rows]
+    assert [r["prev"] for r in rows] == [0, *stamps[:-1]]
+    assert len(rows) < 80  # some commits carried several mutations
+    await wait_for(lambda: a.ts == b.ts == stamps[-1])
+    assert b.run_query("counters:value", {"name": "c"}).value == 80.0
 
 
 async def test_a_subscriber_on_one_node_sees_a_mutation_on_another(cluster: Cluster) -> None:

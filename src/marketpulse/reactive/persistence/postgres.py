@@ -14,15 +14,25 @@ Layout (created on first use, under an advisory lock so nodes may start together
 * ``nodes(node, position, seen)``: each live node's position in the log (its heartbeat).
 * ``store(key, value)``: the store's random id.
 
-Writing: ``mp_commit(...)``, one server-side function and so one round trip, locks the
-``log_head`` row (``SELECT ... FOR UPDATE``), refuses the commit if the head is no longer
-the commit's ``base_ts`` (:class:`CommitConflict`: the engine applies the newer commits and
-re-runs its mutations), else appends the commit, updates the documents and receipts, moves the
-head and ``pg_notify``\\ s the other nodes, all in one transaction. Rows locked in ts order
-make the commit timestamps strictly increasing across the cluster. A write returns once
-PostgreSQL committed it (``synchronous_commit`` as the server has it, durable by default). A
-write whose connection drops mid-commit does not know whether it committed: it reconnects
-and looks the commit up (by its ts) before answering, until ``write_timeout_s``.
+Writing (group commit): one writer task, on a connection of its own, sends whatever commits
+are queued as one group to ``mp_commit_group(...)``: one round trip and one transaction. It
+locks the ``log_head`` row (``SELECT ... FOR UPDATE``), then takes the commits in order: a
+commit whose ``base_ts`` is not the head (stale: another node, or a commit refused before it,
+came first) or whose ts is not after the head is refused alone (:class:`CommitConflict`: the
+engine applies the newer commits and re-runs its mutations), and so is one carrying a receipt
+already in ``mutation_log`` (a re-send this node has forgotten: :class:`PersistenceError`);
+each other one is appended, its documents and receipts written, the head moved to it and the
+other nodes ``pg_notify``\\ d. Rows locked in ts order make the
+commit timestamps strictly increasing across the cluster. A write returns once PostgreSQL
+committed its group (``synchronous_commit`` as the server has it, durable by default).
+
+Why one writer and one connection: the head's row lock makes a node's commits serial anyway,
+and each transaction costs a WAL flush, so several connections would queue on the lock and pay
+one flush each, where one round trip carries a whole group with one flush. A connection of its
+own also skips the pool's acquire and its reset query on release, a second round trip per
+commit (``bench/cluster.py``). A group whose connection drops mid-commit does not know whether
+it committed: the writer reconnects and looks its commits up (by ts and node) before answering,
+until ``write_timeout_s``.
 
 Following (:meth:`PostgresPersistence.remote_commits`): a dedicated connection ``LISTEN``\\ s;
 a notification carries the commit itself when it fits (else only its ts), and is applied when
@@ -45,6 +55,7 @@ import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -58,11 +69,12 @@ from ._types import Commit, CommitConflict, DocumentWrite, PersistenceError, Rec
 
 log = structlog.get_logger("marketpulse.persistence")
 
-__all__ = ["CHANNEL", "OPTIONS", "PostgresPersistence", "from_url"]
+__all__ = ["CHANNEL", "GROUP_MAX", "OPTIONS", "PostgresPersistence", "from_url"]
 
 CHANNEL = "marketpulse_commits"
 """The ``LISTEN``/``NOTIFY`` channel of the commit log."""
 
+_RESENT = -1  # mp_commit_group's outcome for a re-sent request
 _NOTIFY_MAX = 7000  # PostgreSQL refuses payloads of 8000 bytes or more
 _CATCH_UP_ROWS = 1000
 _RECEIPT_AGE_S = 600
@@ -85,36 +97,73 @@ CREATE INDEX IF NOT EXISTS mutation_log_ts ON mutation_log (ts);
 CREATE TABLE IF NOT EXISTS nodes (
     node TEXT PRIMARY KEY, position BIGINT NOT NULL, seen TIMESTAMPTZ NOT NULL DEFAULT now()
 );
-CREATE OR REPLACE FUNCTION mp_commit(
-    p_base BIGINT, p_ts BIGINT, p_node TEXT, p_body TEXT,
-    p_ids TEXT[], p_tbls TEXT[], p_docs TEXT[], p_deleted TEXT[],
-    p_sessions TEXT[], p_requests BIGINT[], p_calls BYTEA[], p_rts BIGINT[], p_results TEXT[]
-) RETURNS BIGINT LANGUAGE plpgsql AS $$
-DECLARE head BIGINT;
+-- One group of commits, in order, in one transaction (see "Writing" above). Per commit i:
+-- p_bases/p_tss/p_bodies[i]; its writes are the entries of p_w* whose p_wc is i (p_docs NULL:
+-- a delete), its receipts those of p_r* whose p_rc is i. Returns, per commit, NULL if it was
+-- committed, else the log head it was refused at (-1: a re-sent request).
+CREATE OR REPLACE FUNCTION mp_commit_group(
+    p_node TEXT, p_bases BIGINT[], p_tss BIGINT[], p_bodies TEXT[],
+    p_wc INT[], p_ids TEXT[], p_tbls TEXT[], p_docs TEXT[],
+    p_rc INT[], p_sessions TEXT[], p_requests BIGINT[], p_calls BYTEA[], p_rts BIGINT[],
+    p_results TEXT[]
+) RETURNS BIGINT[] LANGUAGE plpgsql AS $$
+DECLARE
+    head BIGINT;
+    outcome BIGINT[] := '{{}}';
 BEGIN
     SELECT ts INTO head FROM log_head WHERE id = 1 FOR UPDATE;
-    IF head <> p_base OR p_ts <= head THEN
-        RETURN head;
-    END IF;
-    INSERT INTO commits (ts, prev, node, body) VALUES (p_ts, head, p_node, p_body);
-    INSERT INTO documents (id, tbl, ts, doc)
-        SELECT i, t, p_ts, d FROM unnest(p_ids, p_tbls, p_docs) AS u(i, t, d)
-        ON CONFLICT (id) DO UPDATE SET tbl = excluded.tbl, ts = excluded.ts, doc = excluded.doc;
-    DELETE FROM documents WHERE id = ANY(p_deleted);
-    INSERT INTO mutation_log (session, request, call, ts, result)
-        SELECT * FROM unnest(p_sessions, p_requests, p_calls, p_rts, p_results);
-    UPDATE log_head SET ts = p_ts WHERE id = 1;
-    IF octet_length(p_body) <= {_NOTIFY_MAX} THEN
-        PERFORM pg_notify('{CHANNEL}', head || ' ' || p_ts || ' ' || p_node || ' ' || p_body);
-    ELSE
-        PERFORM pg_notify('{CHANNEL}', head || ' ' || p_ts || ' ' || p_node);
-    END IF;
-    RETURN NULL;
+    FOR i IN 1 .. coalesce(array_length(p_tss, 1), 0) LOOP
+        -- Refused, nothing written, the rest of the group goes on: stale (computed on an
+        -- older head) or not after the head (the head returned), or a re-send of a request
+        -- already committed, here or earlier in this group (-1).
+        IF head <> p_bases[i] OR p_tss[i] <= head THEN
+            outcome := outcome || head;
+            CONTINUE;
+        END IF;
+        -- (Statements that would find nothing are skipped: each costs a little in plpgsql.)
+        IF i = ANY(p_rc) AND EXISTS (
+            SELECT 1 FROM unnest(p_rc, p_sessions, p_requests) AS r(c, s, q)
+            JOIN mutation_log m ON m.session = r.s AND m.request = r.q WHERE r.c = i
+        ) THEN
+            outcome := outcome || -1::BIGINT;
+            CONTINUE;
+        END IF;
+        INSERT INTO commits (ts, prev, node, body) VALUES (p_tss[i], head, p_node, p_bodies[i]);
+        INSERT INTO documents (id, tbl, ts, doc)
+            SELECT d_id, d_tbl, p_tss[i], d_doc
+            FROM unnest(p_wc, p_ids, p_tbls, p_docs) AS w(c, d_id, d_tbl, d_doc)
+            WHERE c = i AND d_doc IS NOT NULL
+            ON CONFLICT (id) DO UPDATE SET tbl = excluded.tbl, ts = excluded.ts, doc = excluded.doc;
+        IF array_position(p_docs, NULL) IS NOT NULL THEN
+            DELETE FROM documents WHERE id IN (
+                SELECT d_id FROM unnest(p_wc, p_ids, p_docs) AS w(c, d_id, d_doc)
+                WHERE c = i AND d_doc IS NULL
+            );
+        END IF;
+        IF i = ANY(p_rc) THEN
+            INSERT INTO mutation_log (session, request, call, ts, result)
+                SELECT s, q, k, t, res
+                FROM unnest(p_rc, p_sessions, p_requests, p_calls, p_rts, p_results)
+                    AS r(c, s, q, k, t, res)
+                WHERE c = i;
+        END IF;
+        IF octet_length(p_bodies[i]) <= {_NOTIFY_MAX} THEN
+            PERFORM pg_notify('{CHANNEL}', head || ' ' || p_tss[i] || ' ' || p_node || ' ' || p_bodies[i]);
+        ELSE
+            PERFORM pg_notify('{CHANNEL}', head || ' ' || p_tss[i] || ' ' || p_node);
+        END IF;
+        head := p_tss[i];
+        outcome := outcome || NULL::BIGINT;
+    END LOOP;
+    UPDATE log_head SET ts = head WHERE id = 1;
+    RETURN outcome;
 END $$;
 """
 _SCHEMA_LOCK = 0x6D61726B  # the advisory lock held while creating the schema
 
-_COMMIT = "SELECT mp_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+_COMMIT_GROUP = (
+    "SELECT mp_commit_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+)
 
 # Server errors that mean "the connection or the server is going away", not "this statement
 # is wrong" (a client-side failure is never a refusal either).
@@ -147,6 +196,26 @@ def _decode_body(ts: int, prev: int, body: str | bytes) -> Commit:
         for s, q, c, rts, res in data["r"]
     )
     return Commit(ts, writes, base_ts=prev, receipts=receipts)
+
+
+GROUP_MAX = 256
+"""At most this many commits in one group (one round trip), so one group's time stays
+bounded however many are queued."""
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    """A commit with its documents and log body encoded (JSON text)."""
+
+    commit: Commit
+    docs: list[str | None]
+    body: str
+
+
+@dataclass(frozen=True)
+class _Queued:
+    encoded: _Encoded
+    future: asyncio.Future[None]
 
 
 OPTIONS = ("write_timeout_s", "retention_s", "compact_interval_s", "node_timeout_s", "node")
@@ -229,6 +298,9 @@ class PostgresPersistence:
         self._notified: list[str] = []
         self._unknown: set[int] = set()  # own commits whose outcome a lost connection hid
         self._tasks: list[asyncio.Task[None]] = []
+        self._queue: list[_Queued] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._writer_conn: asyncpg.Connection | None = None
         self._closed = False
         self._failing: str | None = None
         self._disconnected: str | None = None
@@ -325,90 +397,170 @@ class PostgresPersistence:
         return snap
 
     # -- write ----------------------------------------------------------------------------
-    def _arguments(self, commit: Commit) -> list[Any]:
+    def _encoded(self, commit: Commit) -> _Encoded:
         docs = [
             orjson.dumps(value_to_json(w.value)).decode() if w.value is not None else None
             for w in commit.writes
         ]
-        upserts = [(w, d) for w, d in zip(commit.writes, docs, strict=True) if d is not None]
-        rs = commit.receipts
+        return _Encoded(commit, docs, _encode_body(commit, docs))
+
+    def _group_arguments(self, group: list[_Encoded]) -> list[Any]:
+        """``mp_commit_group``'s arguments: one array entry per commit, per write and per
+        receipt (writes and receipts name their commit by its 1-based place)."""
+        writes = [
+            (place, w, d)
+            for place, e in enumerate(group, start=1)
+            for w, d in zip(e.commit.writes, e.docs, strict=True)
+        ]
+        receipts = [(place, r) for place, e in enumerate(group, start=1) for r in e.commit.receipts]
         return [
-            commit.base_ts,
-            commit.ts,
             self.node,
-            _encode_body(commit, docs),
-            [w.id for w, _ in upserts],
-            [w.table for w, _ in upserts],
-            [d for _, d in upserts],
-            [w.id for w in commit.writes if w.value is None],
-            [r.session for r in rs],
-            [r.request for r in rs],
-            [r.call for r in rs],
-            [r.ts for r in rs],
-            [r.result.decode() for r in rs],
+            [e.commit.base_ts for e in group],
+            [e.commit.ts for e in group],
+            [e.body for e in group],
+            [place for place, _, _ in writes],
+            [w.id for _, w, _ in writes],
+            [w.table for _, w, _ in writes],
+            [d for _, _, d in writes],
+            [place for place, _ in receipts],
+            [r.session for _, r in receipts],
+            [r.request for _, r in receipts],
+            [r.call for _, r in receipts],
+            [r.ts for _, r in receipts],
+            [r.result.decode() for _, r in receipts],
         ]
 
     async def write(self, commit: Commit) -> None:
         """Append ``commit`` if the log head is still ``commit.base_ts``; return once
         PostgreSQL committed it.
 
+        Commits written while another group is on its way are sent together as the next
+        group (see the module docstring): one round trip and one transaction for all of them,
+        each checked against the head in order.
+
         Raises:
-            CommitConflict: another node committed first (nothing was written).
+            CommitConflict: the log head was not ``commit.base_ts`` when its turn came
+                (another node, or an earlier commit of its group, committed first), or its
+                ts was not after the head: nothing of it was written.
             PersistenceError: PostgreSQL could not be reached within ``write_timeout_s``
-                (nothing was written, as far as anyone can tell), or refused the commit.
+                (nothing was written, as far as anyone can tell), or refused the commit
+                (also one re-sending a request already committed).
         """
         if self._closed or self._pool is None:
             raise PersistenceError("persistence is closed")
-        args = self._arguments(commit)
+        queued = _Queued(self._encoded(commit), asyncio.get_running_loop().create_future())
+        self._queue.append(queued)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_groups())
+        await queued.future
+
+    async def _write_groups(self) -> None:
+        """The one writer: send what is queued as a group, answer each commit, repeat."""
+        while self._queue:
+            group = self._queue[:GROUP_MAX]
+            del self._queue[:GROUP_MAX]
+            try:
+                outcome = await self._write_group(group)
+            except asyncio.CancelledError:
+                # Closed with writes still queued (the engine waits for its own first): they
+                # fail, their outcome unknown if the group was on its way.
+                closed = PersistenceError("persistence closed before the commit was answered")
+                for q in group + self._queue:
+                    if not q.future.done():
+                        q.future.set_exception(closed)
+                self._queue.clear()
+                raise
+            except Exception as exc:
+                error = exc if isinstance(exc, PersistenceError) else self._failed(str(exc))
+                for q in group:
+                    if not q.future.done():
+                        q.future.set_exception(error)
+                continue
+            self._failing = None
+            for q, head in zip(group, outcome, strict=True):
+                commit = q.encoded.commit
+                if head is None:
+                    self.position = max(self.position, commit.ts)
+                if q.future.done():
+                    continue
+                if head is None:
+                    q.future.set_result(None)
+                elif head == _RESENT:
+                    # The node's base is current, so it applied the original commit and has
+                    # since forgotten its receipt (too many, too old): re-running cannot help.
+                    q.future.set_exception(
+                        PersistenceError(
+                            "refused: a request this commit carries was already committed"
+                            " (a re-send older than the receipts this node keeps)"
+                        )
+                    )
+                else:
+                    q.future.set_exception(
+                        CommitConflict(
+                            f"the log head {head} is not this commit's base {commit.base_ts}"
+                            f" (or this commit's ts {commit.ts} is not after it)"
+                        )
+                    )
+
+    async def _write_group(self, group: list[_Queued]) -> list[int | None]:
+        """One round trip for ``group`` (retried through lost connections until
+        ``write_timeout_s``); per commit, None if committed, else the head that refused it."""
+        args = self._group_arguments([q.encoded for q in group])
+        stamps = args[2]
         deadline = time.monotonic() + self.write_timeout_s
         ambiguous = False
         delay = 0.05
         while True:
             try:
                 async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
-                    conn = await self._pool.acquire()
-                    try:
-                        if ambiguous and await self._committed(conn, commit.ts):
-                            break
-                        head = await conn.fetchval(_COMMIT, *args)
-                    finally:
-                        await self._release(conn)
-                if head is None:
-                    break
-                raise CommitConflict(
-                    f"the log head {head} is newer than this commit's base {commit.base_ts}"
-                )
-            except CommitConflict:
-                raise
+                    conn = await self._writer_connection()
+                    if ambiguous:
+                        done = await self._committed(conn, stamps, self.node)
+                        if done:
+                            # The group's transaction committed: those missing were refused.
+                            # (Its head is unknown here; any refusal makes the engine re-read.)
+                            return [None if ts in done else 0 for ts in stamps]
+                    outcome: list[int | None] = list(await conn.fetchval(_COMMIT_GROUP, *args))
+                    return outcome
             except Exception as exc:
                 if isinstance(exc, asyncpg.PostgresError) and not isinstance(
                     exc, _CONNECTION_ERRORS
                 ):
                     raise self._failed(f"PostgreSQL refused the commit: {exc}") from exc
-                # The connection, the server or the client library failed mid-way.
+                # The connection, the server or the client library failed mid-way (or the
+                # deadline cut a round trip short): whether the group committed is unknown.
+                self._drop_writer_connection()
                 ambiguous = True
                 if time.monotonic() + delay >= deadline:
-                    # The commit may or may not have happened: if it did, the log brings it.
-                    self._unknown.add(commit.ts)
+                    # If it did commit, the log brings it back to this node.
+                    self._unknown.update(stamps)
                     cause = f"PostgreSQL unreachable: {exc or type(exc).__name__}"
                     raise self._failed(cause) from exc
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
-        self._failing = None
-        self.position = max(self.position, commit.ts)
 
-    async def _release(self, conn: asyncpg.Connection) -> None:
-        """Give ``conn`` back to the pool; a connection that cannot be reset is dropped (its
-        statement's outcome is already known)."""
-        assert self._pool is not None
-        try:
-            await self._pool.release(conn)
-        except Exception:
-            conn.terminate()
+    async def _writer_connection(self) -> asyncpg.Connection:
+        """The writer's own connection (opened again after a loss)."""
+        if self._writer_conn is None or self._writer_conn.is_closed():
+            self._writer_conn = await asyncpg.connect(
+                self.dsn,
+                timeout=self.write_timeout_s,
+                server_settings={"application_name": self.application_name},
+            )
+        return self._writer_conn
+
+    def _drop_writer_connection(self) -> None:
+        # Its state after a failed or cut-short statement is unknown: never reused.
+        if self._writer_conn is not None:
+            self._writer_conn.terminate()
+            self._writer_conn = None
 
     @staticmethod
-    async def _committed(conn: asyncpg.Connection, ts: int) -> bool:
-        return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM commits WHERE ts = $1)", ts))
+    async def _committed(conn: asyncpg.Connection, stamps: list[int], node: str) -> set[int]:
+        rows = await conn.fetch(
+            "SELECT ts FROM commits WHERE ts = ANY($1::BIGINT[]) AND node = $2", stamps, node
+        )
+        return {int(r["ts"]) for r in rows}
 
     def _failed(self, cause: str) -> PersistenceError:
         self._failing = cause
@@ -596,6 +748,17 @@ class PostgresPersistence:
         if self._closed:
             return
         self._closed = True
+        if self._writer is not None:
+            # The engine waits for its commits before closing: this only bounds a stuck one.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self.write_timeout_s):
+                    await asyncio.shield(self._writer)
+            self._writer.cancel()
+        if self._writer_conn is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0):
+                    await self._writer_conn.close()
+            self._drop_writer_connection()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
