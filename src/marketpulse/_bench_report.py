@@ -1,0 +1,427 @@
+"""The benchmark results as a person reads them: tables of figure, goal and baseline; plots.
+
+:func:`render` reads the JSON results ``marketpulse bench`` keeps (``bench/results/*.json``,
+one per script) and writes ``SUMMARY.md`` and the plots that answer the questions the
+benchmarks ask (issue 15): latency percentiles against message rate, ours and Redis's;
+latency CDFs at 1,000 and 10,000 msgs/s; fan-out p99 against clients; ingest achieved against
+offered; the event loop's lag over time with an injected slow disk. A result missing from the
+folder leaves its table and plot out. Nothing here runs a benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PLOTS", "plot_results", "render", "summary_markdown"]
+
+Row = tuple[str, str, str, str, str]
+"""figure, ours, goal, baseline, ours/baseline."""
+
+PLOTS = (
+    "latency_vs_rate.png",
+    "latency_cdf.png",
+    "fanout_p99.png",
+    "ingest.png",
+    "loop_lag.png",
+)
+"""Every plot :func:`plot_results` can write (each needs its benchmark's result)."""
+
+
+def _num(value: Any, unit: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float):
+        text = f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+        return f"{text} {unit}".strip()
+    return str(value)
+
+
+def _ratio(ours: Any, base: Any) -> str:
+    if not isinstance(ours, int | float) or not isinstance(base, int | float) or not base:
+        return "-"
+    return f"{ours / base:.2f}x"
+
+
+def _pcts(fig: dict[str, Any] | None) -> str:
+    if not fig:
+        return "-"
+    return " / ".join(_num(fig.get(k)) for k in ("p50_ms", "p99_ms", "p999_ms")) + " ms"
+
+
+def _table(rows: Iterable[Row]) -> list[str]:
+    out = ["| figure | ours | goal | baseline | ours / baseline |", "|---|---|---|---|---|"]
+    out += [f"| {' | '.join(row)} |" for row in rows]
+    return out
+
+
+# -- one table per benchmark ----------------------------------------------------------------
+
+
+def _latency_client(run: dict[str, Any]) -> dict[str, Any]:
+    """Our figure at one rate: the npm ConvexClient from the send log (the light clients when
+    node was missing)."""
+    exact = run.get("from_send", {})
+    for name in ("official_npm", "official", "light"):
+        fig = exact.get(name) or run.get(name)
+        if fig and fig.get("n"):
+            return dict(fig)
+    return {}
+
+
+def _latency_rows(res: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for run in res.get("runs", []):
+        rate = run["rate"]
+        ours = _latency_client(run)
+        redis = run.get("from_send", {}).get("redis") or run.get("redis", {})
+        goals = {1000: (2, 3, 5), 10000: (3, 3, None)}.get(int(rate))
+        for key, label in (("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p999")):
+            i = ("p50_ms", "p99_ms", "p999_ms").index(key)
+            goal = f"<= {goals[i]}x Redis" if goals and goals[i] else ""
+            rows.append(
+                (
+                    f"{rate:,.0f} msgs/s, {label}",
+                    _num(ours.get(key), "ms"),
+                    goal,
+                    f"Redis {_num(redis.get(key), 'ms')}",
+                    _ratio(ours.get(key), redis.get(key)),
+                )
+            )
+        loop = run.get("loop") or {}
+        if loop:
+            rows.append(
+                (
+                    f"{rate:,.0f} msgs/s, store loop lag p999",
+                    _num(loop.get("p999_ms"), "ms"),
+                    "<= 5 ms",
+                    "",
+                    "",
+                )
+            )
+    return rows
+
+
+def _fanout_rows(res: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for run in res.get("runs", []):
+        ours, redis = run.get("ours", {}), run.get("redis", {})
+        n = f"{run['clients']:,} clients"
+        rows.append(
+            (
+                f"{n}, p99",
+                _num(ours.get("p99_ms"), "ms"),
+                "<= 3x Redis",
+                f"Redis {_num(redis.get('p99_ms'), 'ms')}",
+                _ratio(ours.get("p99_ms"), redis.get("p99_ms")),
+            )
+        )
+        rows.append(
+            (
+                f"{n}, p999",
+                _num(ours.get("p999_ms"), "ms"),
+                "<= 100 ms",
+                f"Redis {_num(redis.get('p999_ms'), 'ms')}",
+                _ratio(ours.get("p999_ms"), redis.get("p999_ms")),
+            )
+        )
+    return rows
+
+
+def _ingest_rows(res: dict[str, Any]) -> list[Row]:
+    goal = res.get("goals", {}).get("goal_msgs_per_s")
+    rows: list[Row] = [
+        (
+            "sustained msgs/s",
+            _num(res.get("sustained_msgs_per_s")),
+            f">= {_num(goal)}" if goal else "",
+            f"seed writer {_num(res.get('seed_msgs_per_s'))}",
+            _ratio(res.get("sustained_msgs_per_s"), res.get("seed_msgs_per_s")),
+        )
+    ]
+    for step in res.get("steps", []):
+        rows.append(
+            (
+                f"offered {_num(step['offered'])} msgs/s",
+                f"{_num(step.get('mps'))} achieved",
+                "= offered",
+                f"offered {_num(step['offered'])}",
+                _ratio(step.get("mps"), step["offered"]),
+            )
+        )
+    return rows
+
+
+def _sync_latency_rows(res: dict[str, Any]) -> list[Row]:
+    return [
+        (
+            f"one commit -> {res.get('subscribers', '?')} subscribers, {label}",
+            _num(res.get(key), "ms"),
+            "<= 20 ms" if key == "p99_ms" else "",
+            f"1 subscriber {_num(res.get('baseline_' + key), 'ms')}",
+            _ratio(res.get(key), res.get("baseline_" + key)),
+        )
+        for key, label in (("p50_ms", "p50"), ("p99_ms", "p99"))
+    ]
+
+
+def _kalshi_rows(res: dict[str, Any]) -> list[Row]:
+    return [
+        (
+            "protocol core, deltas/s (one core)",
+            _num(res.get("core_deltas_per_s")),
+            f">= {_num(res.get('goal_core_deltas_per_s'))}",
+            f"bare orjson.loads {_num(res.get('orjson_loads_per_s'))}",
+            _ratio(res.get("core_deltas_per_s"), res.get("orjson_loads_per_s")),
+        ),
+        (
+            "feed over loopback, frames/s",
+            _num(res.get("feed_frames_per_s")),
+            "",
+            f"bare websockets {_num(res.get('bare_websockets_frames_per_s'))}",
+            _ratio(res.get("feed_frames_per_s"), res.get("bare_websockets_frames_per_s")),
+        ),
+    ]
+
+
+def _generic_rows(res: dict[str, Any]) -> list[Row]:
+    """Any other result: its top-level numbers, a ``goal_<name>`` beside ``<name>``, a
+    ``baseline_<name>`` (or ``redis_<name>``) as its baseline."""
+    rows: list[Row] = []
+    for key, value in res.items():
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            continue
+        if key.startswith(("goal_", "baseline_", "redis_")) or key.endswith("_goal"):
+            continue
+        goal = res.get(f"goal_{key}", res.get(f"{key}_goal"))
+        base = res.get(f"baseline_{key}", res.get(f"redis_{key}"))
+        rows.append(
+            (
+                key,
+                _num(value),
+                _num(goal) if goal is not None else "",
+                _num(base) if base is not None else "",
+                _ratio(value, base) if base is not None else "",
+            )
+        )
+    return rows
+
+
+TABLES: dict[str, tuple[str, Callable[[dict[str, Any]], list[Row]]]] = {
+    "latency": ("Latency, simulator send -> npm ConvexClient, beside Redis", _latency_rows),
+    "slow_disk": ("Latency at 1,000 msgs/s with a slow disk injected", _latency_rows),
+    "fanout": ("Fan-out, one market update -> every subscribed client", _fanout_rows),
+    "ingest": ("Ingest: messages/s achieved against offered", _ingest_rows),
+    "sync_latency": ("One commit -> 1,000 subscribers of one query", _sync_latency_rows),
+    "kalshi_protocol": ("Kalshi protocol core and feed (the host's speed)", _kalshi_rows),
+}
+
+
+def _host(res: dict[str, Any]) -> str:
+    host = res.get("host")
+    if not isinstance(host, dict):
+        return "host speed not recorded"
+    return (
+        f"host: Kalshi core {_num(host.get('kalshi_core_deltas_per_s'))} deltas/s, "
+        f"load {_num(host.get('load_1m'))} on {host.get('cpus', '?')} CPUs"
+    )
+
+
+def summary_markdown(
+    results: dict[str, dict[str, Any]],
+    notes: dict[str, str] | None = None,
+    stamp: str = "",
+) -> str:
+    """The summary: per benchmark, a table of each figure beside its goal and baseline.
+
+    Args:
+        results: figures by benchmark name (the JSON file's stem).
+        notes: a line per benchmark (its status and date), shown under its heading.
+        stamp: when the summary was written.
+    """
+    notes = notes or {}
+    lines = ["# Benchmark results", ""]
+    if stamp:
+        lines += [f"Written {stamp}. Plots: " + ", ".join(f"`{p}`" for p in PLOTS) + ".", ""]
+    ordered = [n for n in TABLES if n in results] + sorted(set(results) - set(TABLES))
+    for name in ordered:
+        res = results[name]
+        title, rows_of = TABLES.get(name, (name, _generic_rows))
+        lines += [f"## {title} (`{name}`)", ""]
+        lines += [f"{notes[name]}; {_host(res)}" if name in notes else _host(res), ""]
+        rows = rows_of(res)
+        lines += _table(rows) if rows else ["(no figures)"]
+        lines.append("")
+    missing = sorted(set(notes) - set(results))
+    for name in missing:
+        lines += [f"## `{name}`", "", notes[name], ""]
+    return "\n".join(lines)
+
+
+# -- plots ----------------------------------------------------------------------------------
+
+
+def _latency_vs_rate(plt: Any, res: dict[str, Any], path: Path) -> bool:
+    runs = sorted(res.get("runs", []), key=lambda r: r["rate"])
+    if not any(_latency_client(r) for r in runs):
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for key, style in (("p50_ms", ":"), ("p99_ms", "-"), ("p999_ms", "--")):
+        rates = [r["rate"] for r in runs]
+        ours = [_latency_client(r).get(key, math.nan) for r in runs]
+        redis = [
+            (r.get("from_send", {}).get("redis") or r.get("redis", {})).get(key, math.nan)
+            for r in runs
+        ]
+        label = key.removesuffix("_ms")
+        ax.plot(rates, ours, style, marker="o", color="#2563eb", label=f"marketpulse {label}")
+        ax.plot(rates, redis, style, marker="s", color="#dc2626", label=f"Redis {label}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("offered messages/s")
+    ax.set_ylabel("latency, send -> receipt (ms)")
+    ax.set_title("Latency percentiles against message rate")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _latency_cdf(plt: Any, res: dict[str, Any], path: Path) -> bool:
+    runs = [r for r in res.get("runs", []) if int(r["rate"]) in (1000, 10000) and r.get("cdf")]
+    if not runs:
+        return False
+    fig, axes = plt.subplots(1, max(len(runs), 1), figsize=(6 * max(len(runs), 1), 4.5))
+    axes = list(axes) if hasattr(axes, "__len__") else [axes]
+    for ax, run in zip(axes, runs, strict=False):
+        for name, color in (("ours", "#2563eb"), ("redis", "#dc2626")):
+            points = run["cdf"].get(name) or []
+            if points:
+                ax.plot([ms for _, ms in points], [q for q, _ in points], color=color, label=name)
+        ax.set_xscale("log")
+        ax.set_xlabel("latency (ms)")
+        ax.set_ylabel("fraction of updates received within")
+        ax.set_title(f"{run['rate']:,.0f} msgs/s")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.suptitle("Latency CDF, marketpulse (npm client) and Redis, same run")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _fanout_p99(plt: Any, res: dict[str, Any], path: Path) -> bool:
+    runs = sorted(res.get("runs", []), key=lambda r: r["clients"])
+    if not runs:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    clients = [r["clients"] for r in runs]
+    for side, color in (("ours", "#2563eb"), ("redis", "#dc2626")):
+        label = "marketpulse" if side == "ours" else "Redis"
+        ax.plot(clients, [r[side]["p99_ms"] for r in runs], marker="o", color=color, label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("subscribed clients")
+    ax.set_ylabel("p99 latency (ms)")
+    ax.set_title("Fan-out p99 against clients")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _ingest(plt: Any, res: dict[str, Any], path: Path) -> bool:
+    steps = sorted(res.get("steps", []), key=lambda s: s["offered"])
+    if not steps:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    offered = [s["offered"] for s in steps]
+    ax.plot(offered, offered, ":", color="grey", label="achieved = offered")
+    ax.plot(offered, [s.get("mps", math.nan) for s in steps], marker="o", label="achieved")
+    goal = res.get("goals", {}).get("goal_msgs_per_s")
+    if goal:
+        ax.axvline(goal, color="#16a34a", alpha=0.5, label=f"goal {goal:,.0f}/s")
+    ax.set_xlabel("offered messages/s")
+    ax.set_ylabel("achieved messages/s")
+    ax.set_title("Ingest achieved against offered")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _loop_lag(plt: Any, res: dict[str, Any], path: Path) -> bool:
+    if not any(run.get("loop_series") for run in res.get("runs", [])):
+        return False
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    disk = res.get("slow_disk", {})
+    for run in res.get("runs", []):
+        series = run.get("loop_series", [])
+        t = [p["t_s"] for p in series]
+        ax.step(t, [max(p["max_le_ms"], 0.1) for p in series], where="post", label="largest <=")
+        ax.plot(t, [max(p["p99_ms"], 0.1) for p in series], ".", label="p99")
+    ax.axhline(5, color="#16a34a", alpha=0.6, label="goal p999 5 ms")
+    ax.set_yscale("log")
+    ax.set_xlabel("s into the 1,000 msgs/s window")
+    ax.set_ylabel("event-loop lag per 0.25 s (ms)")
+    stall = disk.get("stall_s", 0)
+    what = f"disk stalls {stall:g} s every {disk.get('every_s', 0):g} s" if stall else "no stall"
+    ax.set_title(f"Store event-loop lag over time ({what})")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+_PLOTTERS: dict[str, tuple[str, Callable[[Any, dict[str, Any], Path], bool]]] = {
+    "latency_vs_rate.png": ("latency", _latency_vs_rate),
+    "latency_cdf.png": ("latency", _latency_cdf),
+    "fanout_p99.png": ("fanout", _fanout_p99),
+    "ingest.png": ("ingest", _ingest),
+    "loop_lag.png": ("slow_disk", _loop_lag),
+}
+
+
+def plot_results(results: dict[str, dict[str, Any]], out_dir: Path) -> list[Path]:
+    """Write each plot of :data:`PLOTS` whose result is present; returns the files written
+    (none without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # the command checks for the bench extra; plots are a bonus here
+        return []
+    written = []
+    for filename, (name, plot) in _PLOTTERS.items():
+        path = out_dir / filename
+        if name in results and plot(plt, results[name], path):
+            written.append(path)
+    return written
+
+
+def render(out_dir: Path, notes: dict[str, str] | None = None, stamp: str = "") -> list[Path]:
+    """Read every ``*.json`` result in ``out_dir`` and write ``SUMMARY.md`` and the plots;
+    returns the files written."""
+    results = {
+        path.stem: json.loads(path.read_text())
+        for path in sorted(out_dir.glob("*.json"))
+        if path.name != "RUNS.json"
+    }
+    summary = out_dir / "SUMMARY.md"
+    summary.write_text(summary_markdown(results, notes, stamp))
+    return [summary, *plot_results(results, out_dir)]
