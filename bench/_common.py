@@ -152,7 +152,24 @@ def loop_summary(
     }
 
 
-class LoopSampler:
+class Background:
+    """A coroutine (``_run``) running as a task between ``start()`` and ``stop()``."""
+
+    _task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+class LoopSampler(Background):
     """Scrapes the store's loop histograms every ``every`` s while running: the lag over
     time, one :func:`loop_summary` per interval, stamped with its end (epoch ms)."""
 
@@ -160,7 +177,6 @@ class LoopSampler:
         self.store_url = store_url
         self.every = every
         self.series: list[dict[str, Any]] = []
-        self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
         with httpx.Client(timeout=10) as http:
@@ -170,14 +186,6 @@ class LoopSampler:
                 now = await asyncio.to_thread(scrape_loop, http, self.store_url)
                 self.series.append({"at": time.time() * 1000, **loop_summary(last, now)})
                 last = now
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
 
     def between(self, start_ms: float, end_ms: float) -> list[dict[str, Any]]:
         return [p for p in self.series if start_ms <= p["at"] < end_ms]

@@ -46,7 +46,16 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from _clients import Fleet
-from _common import FLEET_FLAGS, ROOT, LoopSampler, emit, loop_summary, print_table, scrape_loop
+from _common import (
+    FLEET_FLAGS,
+    ROOT,
+    Background,
+    LoopSampler,
+    emit,
+    loop_summary,
+    print_table,
+    scrape_loop,
+)
 from marketpulse.kalshi import BookUpdated, FeedStats, KalshiCredentials, KalshiFeed
 from marketpulse.pipeline._alerts import Alerter
 from marketpulse.pipeline._store import StoreClient
@@ -215,7 +224,7 @@ def _longest_gap(receipts: list[float], start: float, end: float) -> float:
     return round(max(b - a for a, b in itertools.pairwise(edges)), 3)
 
 
-class QueryProbe:
+class QueryProbe(Background):
     """An HTTP query of one order book every ``every`` s: its round trips show whether the
     store kept answering (a blocked event loop answers nothing)."""
 
@@ -224,7 +233,6 @@ class QueryProbe:
         self.ticker = ticker
         self.every = every
         self.samples: list[tuple[float, float]] = []
-        self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
         body = {"path": "marketData:getOrderbook", "args": {"ticker": self.ticker, "depth": 10}}
@@ -234,14 +242,6 @@ class QueryProbe:
                 (await http.post("/api/query", json=body)).raise_for_status()
                 self.samples.append((time.time() * 1000, (time.perf_counter() - started) * 1000))
                 await asyncio.sleep(self.every)
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
 
     def between(self, start: float, end: float) -> list[float]:
         return [ms for at, ms in self.samples if start <= at < end]

@@ -266,6 +266,26 @@ def summary_markdown(
 # -- plots ----------------------------------------------------------------------------------
 
 
+def _axes(ax: Any, title: str, xlabel: str, ylabel: str, log: str = "") -> None:
+    """Title, labels, grid and legend of one plot; ``log`` names the log-scaled axes."""
+    if "x" in log:
+        ax.set_xscale("log")
+    if "y" in log:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def _save(plt: Any, fig: Any, path: Path) -> bool:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
 def _latency_vs_rate(plt: Any, res: dict[str, Any], path: Path) -> bool:
     runs = sorted(res.get("runs", []), key=lambda r: r["rate"])
     if not any(_latency_client(r) for r in runs):
@@ -281,17 +301,14 @@ def _latency_vs_rate(plt: Any, res: dict[str, Any], path: Path) -> bool:
         label = key.removesuffix("_ms")
         ax.plot(rates, ours, style, marker="o", color="#2563eb", label=f"marketpulse {label}")
         ax.plot(rates, redis, style, marker="s", color="#dc2626", label=f"Redis {label}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("offered messages/s")
-    ax.set_ylabel("latency, send -> receipt (ms)")
-    ax.set_title("Latency percentiles against message rate")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    _axes(
+        ax,
+        "Latency percentiles against message rate",
+        "offered messages/s",
+        "latency, send -> receipt (ms)",
+        log="xy",
+    )
+    return _save(plt, fig, path)
 
 
 def _latency_cdf(plt: Any, res: dict[str, Any], path: Path) -> bool:
@@ -305,17 +322,10 @@ def _latency_cdf(plt: Any, res: dict[str, Any], path: Path) -> bool:
             points = run["cdf"].get(name) or []
             if points:
                 ax.plot([ms for _, ms in points], [q for q, _ in points], color=color, label=name)
-        ax.set_xscale("log")
-        ax.set_xlabel("latency (ms)")
-        ax.set_ylabel("fraction of updates received within")
-        ax.set_title(f"{run['rate']:,.0f} msgs/s")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
+        title = f"{run['rate']:,.0f} msgs/s"
+        _axes(ax, title, "latency (ms)", "fraction of updates received within", log="x")
     fig.suptitle("Latency CDF, marketpulse (npm client) and Redis, same run")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return _save(plt, fig, path)
 
 
 def _fanout_p99(plt: Any, res: dict[str, Any], path: Path) -> bool:
@@ -327,17 +337,8 @@ def _fanout_p99(plt: Any, res: dict[str, Any], path: Path) -> bool:
     for side, color in (("ours", "#2563eb"), ("redis", "#dc2626")):
         label = "marketpulse" if side == "ours" else "Redis"
         ax.plot(clients, [r[side]["p99_ms"] for r in runs], marker="o", color=color, label=label)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("subscribed clients")
-    ax.set_ylabel("p99 latency (ms)")
-    ax.set_title("Fan-out p99 against clients")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    _axes(ax, "Fan-out p99 against clients", "subscribed clients", "p99 latency (ms)", log="xy")
+    return _save(plt, fig, path)
 
 
 def _ingest(plt: Any, res: dict[str, Any], path: Path) -> bool:
@@ -351,15 +352,8 @@ def _ingest(plt: Any, res: dict[str, Any], path: Path) -> bool:
     goal = res.get("goals", {}).get("goal_msgs_per_s")
     if goal:
         ax.axvline(goal, color="#16a34a", alpha=0.5, label=f"goal {goal:,.0f}/s")
-    ax.set_xlabel("offered messages/s")
-    ax.set_ylabel("achieved messages/s")
-    ax.set_title("Ingest achieved against offered")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    _axes(ax, "Ingest achieved against offered", "offered messages/s", "achieved messages/s")
+    return _save(plt, fig, path)
 
 
 def _loop_lag(plt: Any, res: dict[str, Any], path: Path) -> bool:
@@ -373,18 +367,11 @@ def _loop_lag(plt: Any, res: dict[str, Any], path: Path) -> bool:
         ax.step(t, [max(p["max_le_ms"], 0.1) for p in series], where="post", label="largest <=")
         ax.plot(t, [max(p["p99_ms"], 0.1) for p in series], ".", label="p99")
     ax.axhline(5, color="#16a34a", alpha=0.6, label="goal p999 5 ms")
-    ax.set_yscale("log")
-    ax.set_xlabel("s into the 1,000 msgs/s window")
-    ax.set_ylabel("event-loop lag per 0.25 s (ms)")
     stall = disk.get("stall_s", 0)
     what = f"disk stalls {stall:g} s every {disk.get('every_s', 0):g} s" if stall else "no stall"
-    ax.set_title(f"Store event-loop lag over time ({what})")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    title = f"Store event-loop lag over time ({what})"
+    _axes(ax, title, "s into the 1,000 msgs/s window", "event-loop lag per 0.25 s (ms)", log="y")
+    return _save(plt, fig, path)
 
 
 _PLOTTERS: dict[str, tuple[str, Callable[[Any, dict[str, Any], Path], bool]]] = {
