@@ -56,6 +56,15 @@ RESULTS = {
         "goal_core_deltas_per_s": 100000,
         "orjson_loads_per_s": 1698411.4,
     },
+    "subscriptions_find": {"rows": [{"subs": 1000, "find_p50_us": 6.0, "linear_p50_us": 1600.0}]},
+    "continuity": {
+        "continuity": {
+            "worker killed": {
+                "this": [{"stale_as_live_s": 3.8, "trades_lost": 0}],
+                "baseline": [{"stale_as_live_s": 11.2, "trades_lost": 74}],
+            }
+        }
+    },
     "alerts": {"alerts_per_s": 1200.0, "goal_alerts_per_s": 1000, "runs": [1, 2]},
 }
 
@@ -72,6 +81,11 @@ def test_each_figure_sits_beside_its_goal_and_baseline() -> None:
     )
     assert "| one commit -> 1000 subscribers, p99 | 17.6 ms | <= 20 ms |" in text
     assert "| protocol core, deltas/s (one core) | 360,457 | >= 100,000 |" in text
+    assert (
+        "| find affected subscriptions, 1,000 subs, p50 | 6 us |  | linear scan 1,600 us | 0.0037x |"
+        in (text)
+    )
+    assert "| worker killed: trades_lost | 0 |  | before 74 | 0.00x |" in text
     # Any other result: its numbers, a goal_<name> beside <name>; lists are left out.
     assert (
         "| alerts_per_s | 1,200 | 1,000 |  |  |" in text

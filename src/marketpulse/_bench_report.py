@@ -45,7 +45,8 @@ def _num(value: Any, unit: str = "") -> str:
 def _ratio(ours: Any, base: Any) -> str:
     if not isinstance(ours, int | float) or not isinstance(base, int | float) or not base:
         return "-"
-    return f"{ours / base:.2f}x"
+    ratio = ours / base
+    return f"{ratio:.2f}x" if ratio >= 0.01 or ratio == 0 else f"{ratio:.2g}x"
 
 
 def _pcts(fig: dict[str, Any] | None) -> str:
@@ -189,6 +190,99 @@ def _kalshi_rows(res: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _pipeline_rows(res: dict[str, Any]) -> list[Row]:
+    return [
+        (
+            "pipeline msgs/s",
+            _num(res.get("pipeline_msgs_per_s")),
+            "",
+            f"seed design {_num(res.get('seed_msgs_per_s'))}",
+            _ratio(res.get("pipeline_msgs_per_s"), res.get("seed_msgs_per_s")),
+        ),
+        *(
+            (f"latency {label}", _num(res.get(f"latency_{label}_ms"), "ms"), "", "", "")
+            for label in ("p50", "p99", "max")
+        ),
+    ]
+
+
+def _apply_rows(res: dict[str, Any]) -> list[Row]:
+    live, base = res.get("live", {}), res.get("baseline", {})
+    subs = live.get("subscriptions", "?")
+    return [
+        (
+            f"applyUpdates commit {label}, {subs} subscriptions",
+            _num(live.get(f"commit_{label}_ms"), "ms"),
+            "",
+            f"no subscriptions {_num(base.get(f'commit_{label}_ms'), 'ms')}",
+            _ratio(live.get(f"commit_{label}_ms"), base.get(f"commit_{label}_ms")),
+        )
+        for label in ("p50", "p99")
+    ]
+
+
+def _simulator_rows(res: dict[str, Any]) -> list[Row]:
+    return [
+        (
+            "simulator, best sustained msgs/s",
+            _num(res.get("sim_best_sustained_msgs_per_s")),
+            "",
+            f"raw send {_num(res.get('baseline_raw_send_msgs_per_s'))}",
+            _ratio(
+                res.get("sim_best_sustained_msgs_per_s"), res.get("baseline_raw_send_msgs_per_s")
+            ),
+        )
+    ]
+
+
+def _find_rows(res: dict[str, Any]) -> list[Row]:
+    return [
+        (
+            f"find affected subscriptions, {row['subs']:,} subs, p50",
+            _num(row.get("find_p50_us"), "us"),
+            "",
+            f"linear scan {_num(row.get('linear_p50_us'), 'us')}",
+            _ratio(row.get("find_p50_us"), row.get("linear_p50_us")),
+        )
+        for row in res.get("rows", [])
+    ]
+
+
+def _growth_rows(res: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for mode, body in res.get("modes", {}).items():
+        for run in body.get("runs", []):
+            ours, redis = run.get("ours", {}), run.get("redis", {})
+            rows.append(
+                (
+                    f"{mode}, {run.get('level', '?')}x: {run.get('clients', '?')} clients, p99",
+                    _num(ours.get("p99_ms"), "ms"),
+                    "",
+                    f"Redis {_num(redis.get('p99_ms'), 'ms')}",
+                    _ratio(ours.get("p99_ms"), redis.get("p99_ms")),
+                )
+            )
+    return rows
+
+
+def _continuity_rows(res: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for scenario, sides in res.get("continuity", {}).items():
+        this = (sides.get("this") or [{}])[0]
+        base = (sides.get("baseline") or [{}])[0]
+        for key, unit in (("stale_as_live_s", "s"), ("trades_lost", "")):
+            rows.append(
+                (
+                    f"{scenario}: {key}",
+                    _num(this.get(key), unit),
+                    "",
+                    f"before {_num(base.get(key), unit)}",
+                    _ratio(this.get(key), base.get(key)),
+                )
+            )
+    return rows
+
+
 def _generic_rows(res: dict[str, Any]) -> list[Row]:
     """Any other result: its top-level numbers, a ``goal_<name>`` beside ``<name>``, a
     ``baseline_<name>`` (or ``redis_<name>``) as its baseline."""
@@ -219,6 +313,12 @@ TABLES: dict[str, tuple[str, Callable[[dict[str, Any]], list[Row]]]] = {
     "ingest": ("Ingest: messages/s achieved against offered", _ingest_rows),
     "sync_latency": ("One commit -> 1,000 subscribers of one query", _sync_latency_rows),
     "kalshi_protocol": ("Kalshi protocol core and feed (the host's speed)", _kalshi_rows),
+    "pipeline_throughput": ("The pipeline against the seed's design", _pipeline_rows),
+    "marketdata_apply": ("applyUpdates with and without subscriptions", _apply_rows),
+    "simulator_rate": ("The simulator's send rate", _simulator_rows),
+    "subscriptions_find": ("Finding the subscriptions a commit affects", _find_rows),
+    "growth": ("Fan-out as markets and clients grow", _growth_rows),
+    "continuity": ("Faults of worker, feed, store and Temporal", _continuity_rows),
 }
 
 
