@@ -88,17 +88,20 @@ def emit(figures: dict[str, Any]) -> None:
 
 LAG = "marketpulse_event_loop_lag_seconds"
 GC_PAUSE = "marketpulse_gc_pause_seconds"
+GC_CPU = "marketpulse_gc_pause_cpu_seconds"
 
 
 def scrape_loop(http: httpx.Client, store_url: str) -> dict[str, dict[float, float]]:
-    """The store's cumulative loop-lag and gen-2 GC pause buckets (upper bound s -> count)."""
-    out: dict[str, dict[float, float]] = {LAG: {}, GC_PAUSE: {}}
+    """The store's cumulative loop-lag and gen-2 GC pause (wall and CPU) buckets (upper bound
+    s -> count)."""
+    out: dict[str, dict[float, float]] = {LAG: {}, GC_PAUSE: {}, GC_CPU: {}}
     for family in text_string_to_metric_families(http.get(f"{store_url}/metrics").text):
         for sample in family.samples:
-            if sample.name == f"{LAG}_bucket":
-                out[LAG][float(sample.labels["le"])] = sample.value
-            elif sample.name == f"{GC_PAUSE}_bucket" and sample.labels["generation"] == "2":
-                out[GC_PAUSE][float(sample.labels["le"])] = sample.value
+            name = sample.name.removesuffix("_bucket")
+            if name == sample.name or name not in out:
+                continue
+            if name == LAG or sample.labels.get("generation") == "2":
+                out[name][float(sample.labels["le"])] = sample.value
     return out
 
 
@@ -132,6 +135,7 @@ def loop_summary(
     largest sample fell in) and gen-2 GC pauses between two :func:`scrape_loop` scrapes."""
     lag = _delta(before[LAG], after[LAG])
     pauses = _delta(before[GC_PAUSE], after[GC_PAUSE])
+    cpu = _delta(before[GC_CPU], after[GC_CPU])
 
     def top(buckets: dict[float, float]) -> float:
         # The upper bound of the highest bucket that gained a sample: max <= this.
@@ -149,6 +153,7 @@ def loop_summary(
         "max_le_ms": top(lag),
         "gc2_pauses": pauses.get(math.inf, 0.0),
         "gc2_max_le_ms": top(pauses),
+        "gc2_cpu_max_le_ms": top(cpu),
     }
 
 

@@ -24,13 +24,17 @@ def test_lag_is_how_late_the_watcher_woke_never_negative() -> None:
 
 def test_a_gc_pause_is_timed_from_start_to_stop() -> None:
     now = [0.0]
-    seen: list[tuple[int, float]] = []
-    rec = GcPauseRecorder(lambda g, s: seen.append((g, s)), clock=lambda: now[0])
+    cpu = [1.0]
+    seen: list[tuple[int, float, float]] = []
+    rec = GcPauseRecorder(
+        lambda g, w, c: seen.append((g, w, c)), clock=lambda: now[0], cpu_clock=lambda: cpu[0]
+    )
     rec("start", {"generation": 2})
     now[0] = 0.004
+    cpu[0] = 1.001  # the thread was off the CPU for most of the pause
     rec("stop", {"generation": 2})
     rec("stop", {"generation": 0})  # a stop without its start is ignored
-    assert seen == [(2, 0.004)]
+    assert seen == [(2, 0.004, pytest.approx(0.001))]
 
 
 def _sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -54,6 +58,7 @@ async def test_a_blocked_loop_and_a_full_collection_show_in_the_histograms() -> 
         assert over == 1  # one sample as long as the stall
         gc.collect()
         assert _sample(registry, "marketpulse_gc_pause_seconds_count", generation="2") >= 1
+        assert _sample(registry, "marketpulse_gc_pause_cpu_seconds_count", generation="2") >= 1
     finally:
         await watch.stop()
     await watch.stop()  # idempotent

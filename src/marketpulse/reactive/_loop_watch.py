@@ -9,7 +9,8 @@ the store exports both as Prometheus histograms on ``/metrics``:
   of the thread shows up as one sample as long as the stall.
 * ``marketpulse_gc_pause_seconds{generation}``: the duration of each collection, timed from
   ``gc.callbacks``' start to stop phases (a collection runs on whichever thread allocated,
-  usually the loop's).
+  usually the loop's), and ``marketpulse_gc_pause_cpu_seconds{generation}`` its CPU time,
+  which a busy machine's scheduling does not inflate.
 
 :class:`LagRecorder` and :class:`GcPauseRecorder` are the sans-I/O parts (clock readings in,
 observations out); :class:`LoopWatch` drives them on a running loop.
@@ -74,30 +75,36 @@ class LagRecorder:
 
 
 class GcPauseRecorder:
-    """Times each garbage collection from its ``gc.callbacks`` start and stop phases.
+    """Times each garbage collection from its ``gc.callbacks`` start and stop phases, in wall
+    time (what every waiting client feels) and in the collecting thread's CPU time (the
+    collection's own work, apart from a busy machine's scheduling).
 
     Args:
-        observe: called with (generation, seconds) after each collection.
+        observe: called with (generation, wall seconds, CPU seconds) after each collection.
         clock: a monotonic clock in seconds.
+        cpu_clock: the calling thread's CPU time in seconds.
     """
 
     def __init__(
         self,
-        observe: Callable[[int, float], None],
+        observe: Callable[[int, float, float], None],
         clock: Callable[[], float] = time.perf_counter,
+        cpu_clock: Callable[[], float] = time.thread_time,
     ) -> None:
         self._observe = observe
         self._clock = clock
-        self._started: float | None = None
+        self._cpu_clock = cpu_clock
+        self._started: tuple[float, float] | None = None
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
         """The ``gc.callbacks`` entry point."""
         if phase == "start":
-            self._started = self._clock()
+            self._started = (self._clock(), self._cpu_clock())
         elif phase == "stop" and self._started is not None:
-            pause = self._clock() - self._started
+            wall, cpu = self._started
             self._started = None
-            self._observe(int(info.get("generation", -1)), pause)
+            generation = int(info.get("generation", -1))
+            self._observe(generation, self._clock() - wall, self._cpu_clock() - cpu)
 
 
 class LoopWatch:
@@ -123,11 +130,21 @@ class LoopWatch:
             buckets=LAG_BUCKETS,
             registry=registry,
         )
-        self._lag = LagRecorder(self.lag.observe)
-        self._gc = GcPauseRecorder(
-            lambda generation, s: self.gc_pause.labels(str(generation)).observe(s)
+        self.gc_cpu = Histogram(
+            "marketpulse_gc_pause_cpu_seconds",
+            "CPU time of each garbage collection, by generation (apart from scheduling)",
+            labelnames=["generation"],
+            buckets=LAG_BUCKETS,
+            registry=registry,
         )
+        self._lag = LagRecorder(self.lag.observe)
+        self._gc = GcPauseRecorder(self._observe_gc)
         self._task: asyncio.Task[None] | None = None
+
+    def _observe_gc(self, generation: int, wall: float, cpu: float) -> None:
+        label = str(generation)
+        self.gc_pause.labels(label).observe(wall)
+        self.gc_cpu.labels(label).observe(cpu)
 
     def start(self) -> None:
         """Start sampling on the running loop and timing collections."""
