@@ -40,20 +40,21 @@ def test_only_sqlite_has_a_writer_to_slow_down() -> None:
 
 
 def _lag(metrics: str) -> tuple[float, float]:
-    """(samples, samples of at most 0.5 s) of the store's loop-lag histogram."""
+    """(samples, samples of at most 1 s) of the store's loop-lag histogram."""
     total = within = 0.0
     for family in text_string_to_metric_families(metrics):
         for s in family.samples:
             if s.name == "marketpulse_event_loop_lag_seconds_count":
                 total = s.value
-            elif s.name == "marketpulse_event_loop_lag_seconds_bucket" and s.labels["le"] == "0.5":
+            elif s.name == "marketpulse_event_loop_lag_seconds_bucket" and s.labels["le"] == "1.0":
                 within = s.value
     return total, within
 
 
 def test_a_stalling_disk_never_stalls_the_store_s_event_loop(tmp_path: Path) -> None:
-    # 1 s stalls, so that a loaded machine's scheduling noise (tens of ms) cannot pass for one.
-    env = {"MARKETPULSE_TEST_SLOW_DISK_S": "1.0", "MARKETPULSE_TEST_SLOW_DISK_EVERY_S": "1.5"}
+    # 2 s stalls, judged at 1 s: a loaded machine's scheduling noise (up to hundreds of ms at a
+    # load of 15 on 2 cores) cannot pass for one.
+    env = {"MARKETPULSE_TEST_SLOW_DISK_S": "2.0", "MARKETPULSE_TEST_SLOW_DISK_EVERY_S": "2.5"}
     with StoreProcess(
         tmp_path / "store.sqlite", functions="tests.reactive.example_app", env=env
     ) as store:
@@ -62,7 +63,7 @@ def test_a_stalling_disk_never_stalls_the_store_s_event_loop(tmp_path: Path) -> 
             writes: list[float] = []
             reads: list[float] = []
             client = AsyncAdminClient(store.url, store.admin_key, timeout=30)
-            end = time.monotonic() + 4.0
+            end = time.monotonic() + 6.0
 
             async def write() -> None:
                 i = 0
@@ -90,10 +91,10 @@ def test_a_stalling_disk_never_stalls_the_store_s_event_loop(tmp_path: Path) -> 
 
         writes, reads = asyncio.run(run())
         metrics = httpx.get(f"{store.url}/metrics", timeout=10).text
-    stalled = [w for w in writes if w >= 0.9]
+    stalled = [w for w in writes if w >= 1.8]
     assert len(stalled) >= 2, f"the disk did not stall the writes that waited for it: {writes}"
     total, within = _lag(metrics)
     assert total > 100  # sampled all along (every 10 ms)
-    assert total == within, "the event loop stalled for more than 0.5 s"
+    assert total == within, "the event loop stalled for more than 1 s"
     # The store kept answering while its writes waited for the disk.
-    assert len(reads) > 50 and max(reads) < 0.5
+    assert len(reads) > 50 and max(reads) < 1.0
