@@ -138,11 +138,13 @@ def loop_summary(
     cpu = _delta(before[GC_CPU], after[GC_CPU])
 
     def top(buckets: dict[float, float]) -> float:
-        # The upper bound of the highest bucket that gained a sample: max <= this.
+        # The upper bound of the highest bucket that gained a sample: max <= this (0: none).
         total = buckets.get(math.inf, 0.0)
+        if not total:
+            return 0.0
         for bound in sorted(buckets):
             if buckets[bound] >= total:
-                return bound * 1000 if total else 0.0
+                return bound * 1000
         return math.inf
 
     return {

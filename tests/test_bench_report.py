@@ -21,7 +21,9 @@ def _latency_run(rate: float, ours_p50: float) -> dict[str, object]:
             "ours": [[0.5, ours_p50], [0.99, ours_p50 * 3], [1.0, ours_p50 * 6]],
             "redis": [[0.5, 1.0], [0.99, 2.5], [1.0, 4.0]],
         },
-        "loop": {"p50_ms": 0.4, "p99_ms": 1.9, "p999_ms": 4.2},
+        "loop": {"p50_ms": 0.4, "p99_ms": 1.9, "p999_ms": 4.2, "gc2_max_le_ms": 5.0},
+        "query_probe": {"p99_ms": 3.0},
+        "longest_push_gap_ms": 12.0,
         "loop_series": [
             {"t_s": 0.25 * i, "p99_ms": 1.0 + i % 3, "max_le_ms": 2.0 + i % 3} for i in range(8)
         ],
@@ -75,6 +77,8 @@ def test_each_figure_sits_beside_its_goal_and_baseline() -> None:
     assert "| 1,000 msgs/s, p50 | 3.5 ms | <= 2x Redis | Redis 1 ms | 3.50x |" in text
     assert "| 10,000 msgs/s, p99 | 27 ms | <= 3x Redis | Redis 2.5 ms | 10.80x |" in text
     assert "| 1,000 msgs/s, store loop lag p999 | 4.2 ms | <= 5 ms |  |  |" in text
+    assert "| 1,000 msgs/s, largest gen-2 GC pause (CPU) <= | 5 ms (-) | a few ms |  |  |" in text
+    assert "| 1,000 msgs/s, longest gap between pushes | 12 ms |  |  |  |" in text
     assert "| 10,000 clients, p99 | 9 ms | <= 3x Redis | Redis 3 ms | 3.00x |" in text
     assert "| offered 20,000 msgs/s | 19,000 achieved | = offered | offered 20,000 | 0.95x |" in (
         text

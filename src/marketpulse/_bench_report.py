@@ -43,7 +43,8 @@ def _num(value: Any, unit: str = "") -> str:
 
 
 def _ratio(ours: Any, base: Any) -> str:
-    if not isinstance(ours, int | float) or not isinstance(base, int | float) or not base:
+    numbers = isinstance(ours, int | float) and isinstance(base, int | float)
+    if not numbers or not base or math.isnan(ours) or math.isnan(base):
         return "-"
     ratio = ours / base
     return f"{ratio:.2f}x" if ratio >= 0.01 or ratio == 0 else f"{ratio:.2g}x"
@@ -96,15 +97,27 @@ def _latency_rows(res: dict[str, Any]) -> list[Row]:
             )
         loop = run.get("loop") or {}
         if loop:
-            rows.append(
+            at = f"{rate:,.0f} msgs/s"
+            gc_wall, gc_cpu = loop.get("gc2_max_le_ms"), loop.get("gc2_cpu_max_le_ms")
+            probe = run.get("query_probe") or {}
+            rows += [
+                (f"{at}, store loop lag p999", _num(loop.get("p999_ms"), "ms"), "<= 5 ms", "", ""),
                 (
-                    f"{rate:,.0f} msgs/s, store loop lag p999",
-                    _num(loop.get("p999_ms"), "ms"),
-                    "<= 5 ms",
+                    f"{at}, largest gen-2 GC pause (CPU) <=",
+                    f"{_num(gc_wall, 'ms')} ({_num(gc_cpu, 'ms')})",
+                    "a few ms",
                     "",
                     "",
-                )
-            )
+                ),
+                (f"{at}, HTTP query p99", _num(probe.get("p99_ms"), "ms"), "", "", ""),
+                (
+                    f"{at}, longest gap between pushes",
+                    _num(run.get("longest_push_gap_ms"), "ms"),
+                    "",
+                    "",
+                    "",
+                ),
+            ]
     return rows
 
 
@@ -324,9 +337,12 @@ TABLES: dict[str, tuple[str, Callable[[dict[str, Any]], list[Row]]]] = {
 
 def _host(res: dict[str, Any]) -> str:
     host = res.get("host")
+    sized = (
+        f"{res['subscribers']:,} subscribers; " if isinstance(res.get("subscribers"), int) else ""
+    )
     if not isinstance(host, dict):
-        return "host speed not recorded"
-    return (
+        return sized + "host speed not recorded"
+    return sized + (
         f"host: Kalshi core {_num(host.get('kalshi_core_deltas_per_s'))} deltas/s, "
         f"load {_num(host.get('load_1m'))} on {host.get('cpus', '?')} CPUs"
     )
