@@ -412,7 +412,9 @@ async def redis_baseline(
     async def relay() -> None:
         async with _feed(s, markets) as feed:
             async for ev in feed:
-                if isinstance(ev, BookUpdated):
+                # A book whose last message carried no exchange stamp (a snapshot) has nothing
+                # to measure from; sent on, its null stamp killed the subscribers' listeners.
+                if isinstance(ev, BookUpdated) and ev.book.ts_ms is not None:
                     pending.append((ev.ticker, orjson.dumps({"ts": ev.book.ts_ms})))
                     dirty.set()
 
