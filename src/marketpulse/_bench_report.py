@@ -50,10 +50,9 @@ def _ratio(ours: Any, base: Any) -> str:
     return f"{ratio:.2f}x" if ratio >= 0.01 or ratio == 0 else f"{ratio:.2g}x"
 
 
-def _pcts(fig: dict[str, Any] | None) -> str:
-    if not fig:
-        return "-"
-    return " / ".join(_num(fig.get(k)) for k in ("p50_ms", "p99_ms", "p999_ms")) + " ms"
+def _vs(figure: str, ours: Any, goal: str, base_name: str, base: Any, unit: str = "ms") -> Row:
+    """One row: a figure of ours beside its goal and a named baseline, and their ratio."""
+    return (figure, _num(ours, unit), goal, f"{base_name} {_num(base, unit)}", _ratio(ours, base))
 
 
 def _table(rows: Iterable[Row]) -> list[str]:
@@ -63,6 +62,10 @@ def _table(rows: Iterable[Row]) -> list[str]:
 
 
 # -- one table per benchmark ----------------------------------------------------------------
+
+_PCTS = (("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p999"))
+_RATE_GOALS = {1000: ("<= 2x Redis", "<= 3x Redis", "<= 5x Redis"), 10000: ("<= 3x Redis",) * 2}
+"""Issue 15's goals at 1,000 msgs/s (p50, p99, p999) and 10,000 msgs/s (p50, p99)."""
 
 
 def _latency_client(run: dict[str, Any]) -> dict[str, Any]:
@@ -79,25 +82,15 @@ def _latency_client(run: dict[str, Any]) -> dict[str, Any]:
 def _latency_rows(res: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
     for run in res.get("runs", []):
-        rate = run["rate"]
+        at = f"{run['rate']:,.0f} msgs/s"
         ours = _latency_client(run)
         redis = run.get("from_send", {}).get("redis") or run.get("redis", {})
-        goals = {1000: (2, 3, 5), 10000: (3, 3, None)}.get(int(rate))
-        for key, label in (("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p999")):
-            i = ("p50_ms", "p99_ms", "p999_ms").index(key)
-            goal = f"<= {goals[i]}x Redis" if goals and goals[i] else ""
-            rows.append(
-                (
-                    f"{rate:,.0f} msgs/s, {label}",
-                    _num(ours.get(key), "ms"),
-                    goal,
-                    f"Redis {_num(redis.get(key), 'ms')}",
-                    _ratio(ours.get(key), redis.get(key)),
-                )
-            )
+        goals = _RATE_GOALS.get(int(run["rate"]), ())
+        for i, (key, label) in enumerate(_PCTS):
+            goal = goals[i] if i < len(goals) else ""
+            rows.append(_vs(f"{at}, {label}", ours.get(key), goal, "Redis", redis.get(key)))
         loop = run.get("loop") or {}
         if loop:
-            at = f"{rate:,.0f} msgs/s"
             gc_wall, gc_cpu = loop.get("gc2_max_le_ms"), loop.get("gc2_cpu_max_le_ms")
             probe = run.get("query_probe") or {}
             rows += [
@@ -126,91 +119,79 @@ def _fanout_rows(res: dict[str, Any]) -> list[Row]:
     for run in res.get("runs", []):
         ours, redis = run.get("ours", {}), run.get("redis", {})
         n = f"{run['clients']:,} clients"
-        rows.append(
-            (
-                f"{n}, p99",
-                _num(ours.get("p99_ms"), "ms"),
-                "<= 3x Redis",
-                f"Redis {_num(redis.get('p99_ms'), 'ms')}",
-                _ratio(ours.get("p99_ms"), redis.get("p99_ms")),
-            )
-        )
-        rows.append(
-            (
-                f"{n}, p999",
-                _num(ours.get("p999_ms"), "ms"),
-                "<= 100 ms",
-                f"Redis {_num(redis.get('p999_ms'), 'ms')}",
-                _ratio(ours.get("p999_ms"), redis.get("p999_ms")),
-            )
-        )
+        for key, label, goal in (
+            ("p99_ms", "p99", "<= 3x Redis"),
+            ("p999_ms", "p999", "<= 100 ms"),
+        ):
+            rows.append(_vs(f"{n}, {label}", ours.get(key), goal, "Redis", redis.get(key)))
     return rows
 
 
 def _ingest_rows(res: dict[str, Any]) -> list[Row]:
     goal = res.get("goals", {}).get("goal_msgs_per_s")
     rows: list[Row] = [
-        (
+        _vs(
             "sustained msgs/s",
-            _num(res.get("sustained_msgs_per_s")),
+            res.get("sustained_msgs_per_s"),
             f">= {_num(goal)}" if goal else "",
-            f"seed writer {_num(res.get('seed_msgs_per_s'))}",
-            _ratio(res.get("sustained_msgs_per_s"), res.get("seed_msgs_per_s")),
+            "seed writer",
+            res.get("seed_msgs_per_s"),
+            unit="",
         )
     ]
     for step in res.get("steps", []):
-        rows.append(
-            (
-                f"offered {_num(step['offered'])} msgs/s",
-                f"{_num(step.get('mps'))} achieved",
-                "= offered",
-                f"offered {_num(step['offered'])}",
-                _ratio(step.get("mps"), step["offered"]),
-            )
+        offered = step["offered"]
+        row = _vs(
+            f"offered {_num(offered)} msgs/s", step.get("mps"), "= offered", "offered", offered, ""
         )
+        rows.append((row[0], f"{row[1]} achieved", *row[2:]))
     return rows
 
 
 def _sync_latency_rows(res: dict[str, Any]) -> list[Row]:
     return [
-        (
+        _vs(
             f"one commit -> {res.get('subscribers', '?')} subscribers, {label}",
-            _num(res.get(key), "ms"),
+            res.get(key),
             "<= 20 ms" if key == "p99_ms" else "",
-            f"1 subscriber {_num(res.get('baseline_' + key), 'ms')}",
-            _ratio(res.get(key), res.get("baseline_" + key)),
+            "1 subscriber",
+            res.get("baseline_" + key),
         )
-        for key, label in (("p50_ms", "p50"), ("p99_ms", "p99"))
+        for key, label in _PCTS[:2]
     ]
 
 
 def _kalshi_rows(res: dict[str, Any]) -> list[Row]:
+    goal = f">= {_num(res.get('goal_core_deltas_per_s'))}"
     return [
-        (
+        _vs(
             "protocol core, deltas/s (one core)",
-            _num(res.get("core_deltas_per_s")),
-            f">= {_num(res.get('goal_core_deltas_per_s'))}",
-            f"bare orjson.loads {_num(res.get('orjson_loads_per_s'))}",
-            _ratio(res.get("core_deltas_per_s"), res.get("orjson_loads_per_s")),
+            res.get("core_deltas_per_s"),
+            goal,
+            "bare orjson.loads",
+            res.get("orjson_loads_per_s"),
+            unit="",
         ),
-        (
+        _vs(
             "feed over loopback, frames/s",
-            _num(res.get("feed_frames_per_s")),
+            res.get("feed_frames_per_s"),
             "",
-            f"bare websockets {_num(res.get('bare_websockets_frames_per_s'))}",
-            _ratio(res.get("feed_frames_per_s"), res.get("bare_websockets_frames_per_s")),
+            "bare websockets",
+            res.get("bare_websockets_frames_per_s"),
+            unit="",
         ),
     ]
 
 
 def _pipeline_rows(res: dict[str, Any]) -> list[Row]:
     return [
-        (
+        _vs(
             "pipeline msgs/s",
-            _num(res.get("pipeline_msgs_per_s")),
+            res.get("pipeline_msgs_per_s"),
             "",
-            f"seed design {_num(res.get('seed_msgs_per_s'))}",
-            _ratio(res.get("pipeline_msgs_per_s"), res.get("seed_msgs_per_s")),
+            "seed design",
+            res.get("seed_msgs_per_s"),
+            unit="",
         ),
         *(
             (f"latency {label}", _num(res.get(f"latency_{label}_ms"), "ms"), "", "", "")
@@ -223,12 +204,12 @@ def _apply_rows(res: dict[str, Any]) -> list[Row]:
     live, base = res.get("live", {}), res.get("baseline", {})
     subs = live.get("subscriptions", "?")
     return [
-        (
+        _vs(
             f"applyUpdates commit {label}, {subs} subscriptions",
-            _num(live.get(f"commit_{label}_ms"), "ms"),
+            live.get(f"commit_{label}_ms"),
             "",
-            f"no subscriptions {_num(base.get(f'commit_{label}_ms'), 'ms')}",
-            _ratio(live.get(f"commit_{label}_ms"), base.get(f"commit_{label}_ms")),
+            "no subscriptions",
+            base.get(f"commit_{label}_ms"),
         )
         for label in ("p50", "p99")
     ]
@@ -236,46 +217,43 @@ def _apply_rows(res: dict[str, Any]) -> list[Row]:
 
 def _simulator_rows(res: dict[str, Any]) -> list[Row]:
     return [
-        (
+        _vs(
             "simulator, best sustained msgs/s",
-            _num(res.get("sim_best_sustained_msgs_per_s")),
+            res.get("sim_best_sustained_msgs_per_s"),
             "",
-            f"raw send {_num(res.get('baseline_raw_send_msgs_per_s'))}",
-            _ratio(
-                res.get("sim_best_sustained_msgs_per_s"), res.get("baseline_raw_send_msgs_per_s")
-            ),
+            "raw send",
+            res.get("baseline_raw_send_msgs_per_s"),
+            unit="",
         )
     ]
 
 
 def _find_rows(res: dict[str, Any]) -> list[Row]:
     return [
-        (
+        _vs(
             f"find affected subscriptions, {row['subs']:,} subs, p50",
-            _num(row.get("find_p50_us"), "us"),
+            row.get("find_p50_us"),
             "",
-            f"linear scan {_num(row.get('linear_p50_us'), 'us')}",
-            _ratio(row.get("find_p50_us"), row.get("linear_p50_us")),
+            "linear scan",
+            row.get("linear_p50_us"),
+            unit="us",
         )
         for row in res.get("rows", [])
     ]
 
 
 def _growth_rows(res: dict[str, Any]) -> list[Row]:
-    rows: list[Row] = []
-    for mode, body in res.get("modes", {}).items():
-        for run in body.get("runs", []):
-            ours, redis = run.get("ours", {}), run.get("redis", {})
-            rows.append(
-                (
-                    f"{mode}, {run.get('level', '?')}x: {run.get('clients', '?')} clients, p99",
-                    _num(ours.get("p99_ms"), "ms"),
-                    "",
-                    f"Redis {_num(redis.get('p99_ms'), 'ms')}",
-                    _ratio(ours.get("p99_ms"), redis.get("p99_ms")),
-                )
-            )
-    return rows
+    return [
+        _vs(
+            f"{mode}, {run.get('level', '?')}x: {run.get('clients', '?')} clients, p99",
+            run.get("ours", {}).get("p99_ms"),
+            "",
+            "Redis",
+            run.get("redis", {}).get("p99_ms"),
+        )
+        for mode, body in res.get("modes", {}).items()
+        for run in body.get("runs", [])
+    ]
 
 
 def _continuity_rows(res: dict[str, Any]) -> list[Row]:
@@ -284,15 +262,7 @@ def _continuity_rows(res: dict[str, Any]) -> list[Row]:
         this = (sides.get("this") or [{}])[0]
         base = (sides.get("baseline") or [{}])[0]
         for key, unit in (("stale_as_live_s", "s"), ("trades_lost", "")):
-            rows.append(
-                (
-                    f"{scenario}: {key}",
-                    _num(this.get(key), unit),
-                    "",
-                    f"before {_num(base.get(key), unit)}",
-                    _ratio(this.get(key), base.get(key)),
-                )
-            )
+            rows.append(_vs(f"{scenario}: {key}", this.get(key), "", "before", base.get(key), unit))
     return rows
 
 

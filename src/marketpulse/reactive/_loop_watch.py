@@ -123,19 +123,24 @@ class LoopWatch:
             buckets=LAG_BUCKETS,
             registry=registry,
         )
-        self.gc_pause = Histogram(
-            "marketpulse_gc_pause_seconds",
-            "Duration of each garbage collection, by generation",
-            labelnames=["generation"],
-            buckets=LAG_BUCKETS,
-            registry=registry,
-        )
-        self.gc_cpu = Histogram(
-            "marketpulse_gc_pause_cpu_seconds",
-            "CPU time of each garbage collection, by generation (apart from scheduling)",
-            labelnames=["generation"],
-            buckets=LAG_BUCKETS,
-            registry=registry,
+        self.gc_pause, self.gc_cpu = (
+            Histogram(
+                name,
+                doc,
+                labelnames=["generation"],
+                buckets=LAG_BUCKETS,
+                registry=registry,
+            )
+            for name, doc in (
+                (
+                    "marketpulse_gc_pause_seconds",
+                    "Duration of each garbage collection, by generation",
+                ),
+                (
+                    "marketpulse_gc_pause_cpu_seconds",
+                    "CPU time of each garbage collection, by generation (apart from scheduling)",
+                ),
+            )
         )
         self._lag = LagRecorder(self.lag.observe)
         self._gc = GcPauseRecorder(self._observe_gc)
