@@ -124,6 +124,9 @@ def _fanout_rows(res: dict[str, Any]) -> list[Row]:
             ("p999_ms", "p999", "<= 100 ms"),
         ):
             rows.append(_vs(f"{n}, {label}", ours.get(key), goal, "Redis", redis.get(key)))
+        if ours.get("loop"):
+            lag = _num(ours["loop"].get("p999_ms"), "ms")
+            rows.append((f"{n}, store loop lag p999", lag, "<= 5 ms", "", ""))
     return rows
 
 
@@ -149,7 +152,9 @@ def _ingest_rows(res: dict[str, Any]) -> list[Row]:
 
 
 def _sync_latency_rows(res: dict[str, Any]) -> list[Row]:
-    return [
+    loop = res.get("loop") or {}
+    lag = [("store loop lag p999", _num(loop.get("p999_ms"), "ms"), "<= 5 ms", "", "")]
+    return (lag if loop else []) + [
         _vs(
             f"one commit -> {res.get('subscribers', '?')} subscribers, {label}",
             res.get(key),
