@@ -9,13 +9,18 @@ Every script prints a table and, as its last line, one JSON object with its figu
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
@@ -58,10 +63,139 @@ FLEET_FLAGS = ("--max-connections-per-client", "0")
 address (127.0.0.1), which the per-address connection cap (1,000 by default) would refuse."""
 
 
+def host_speed() -> dict[str, Any]:
+    """This host's speed now: the Kalshi protocol core's deltas/s on one core (the
+    ``kalshi_protocol`` bench's core figure, best of 2 on 10,000 deltas), so that figures
+    from runs on a loaded or a different machine can be compared."""
+    from kalshi_protocol import bench_core
+
+    core = bench_core(10_000, 2)
+    return {
+        "kalshi_core_deltas_per_s": round(core["core_deltas_per_s"]),
+        "load_1m": round(os.getloadavg()[0], 2),
+        "cpus": os.cpu_count(),
+    }
+
+
 def emit(figures: dict[str, Any]) -> None:
-    """Print the figures as the last line, one JSON object."""
+    """Print the figures as the last line, one JSON object, with the host's speed."""
+    figures.setdefault("host", host_speed())
     sys.stdout.flush()
     print(json.dumps(figures, default=str), flush=True)
+
+
+# -- the store's event loop, from its /metrics -----------------------------------------------
+
+LAG = "marketpulse_event_loop_lag_seconds"
+GC_PAUSE = "marketpulse_gc_pause_seconds"
+GC_CPU = "marketpulse_gc_pause_cpu_seconds"
+
+
+def scrape_loop(http: httpx.Client, store_url: str) -> dict[str, dict[float, float]]:
+    """The store's cumulative loop-lag and gen-2 GC pause (wall and CPU) buckets (upper bound
+    s -> count)."""
+    out: dict[str, dict[float, float]] = {LAG: {}, GC_PAUSE: {}, GC_CPU: {}}
+    for family in text_string_to_metric_families(http.get(f"{store_url}/metrics").text):
+        for sample in family.samples:
+            name = sample.name.removesuffix("_bucket")
+            if name == sample.name or name not in out:
+                continue
+            if name == LAG or sample.labels.get("generation") == "2":
+                out[name][float(sample.labels["le"])] = sample.value
+    return out
+
+
+def bucket_quantile(buckets: dict[float, float], q: float) -> float:
+    """The q-quantile (0-1) of a cumulative histogram, interpolated within its bucket as
+    Prometheus' ``histogram_quantile`` does; NaN when empty."""
+    bounds = sorted(buckets)
+    total = buckets[bounds[-1]] if bounds else 0.0
+    if total <= 0:
+        return float("nan")
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for bound in bounds:
+        count = buckets[bound]
+        if count >= rank:
+            if math.isinf(bound):
+                return lower  # beyond the last finite bound: that bound is all we know
+            return lower + (bound - lower) * ((rank - below) / max(count - below, 1e-12))
+        lower, below = bound, count
+    return lower
+
+
+def _delta(before: dict[float, float], after: dict[float, float]) -> dict[float, float]:
+    return {le: after[le] - before.get(le, 0.0) for le in after}
+
+
+def loop_summary(
+    before: dict[str, dict[float, float]], after: dict[str, dict[float, float]]
+) -> dict[str, Any]:
+    """Loop lag (p50/p99/p999, interpolated in the histogram's buckets, and the bucket the
+    largest sample fell in) and gen-2 GC pauses between two :func:`scrape_loop` scrapes."""
+    lag = _delta(before[LAG], after[LAG])
+    pauses = _delta(before[GC_PAUSE], after[GC_PAUSE])
+    cpu = _delta(before[GC_CPU], after[GC_CPU])
+
+    def top(buckets: dict[float, float]) -> float:
+        # The upper bound of the highest bucket that gained a sample: max <= this (0: none).
+        total = buckets.get(math.inf, 0.0)
+        if not total:
+            return 0.0
+        for bound in sorted(buckets):
+            if buckets[bound] >= total:
+                return bound * 1000
+        return math.inf
+
+    return {
+        "n": lag.get(math.inf, 0.0),
+        "p50_ms": round(bucket_quantile(lag, 0.5) * 1000, 3),
+        "p99_ms": round(bucket_quantile(lag, 0.99) * 1000, 3),
+        "p999_ms": round(bucket_quantile(lag, 0.999) * 1000, 3),
+        "max_le_ms": top(lag),
+        "gc2_pauses": pauses.get(math.inf, 0.0),
+        "gc2_max_le_ms": top(pauses),
+        "gc2_cpu_max_le_ms": top(cpu),
+    }
+
+
+class Background:
+    """A coroutine (``_run``) running as a task between ``start()`` and ``stop()``."""
+
+    _task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+class LoopSampler(Background):
+    """Scrapes the store's loop histograms every ``every`` s while running: the lag over
+    time, one :func:`loop_summary` per interval, stamped with its end (epoch ms)."""
+
+    def __init__(self, store_url: str, every: float = 0.25) -> None:
+        self.store_url = store_url
+        self.every = every
+        self.series: list[dict[str, Any]] = []
+
+    async def _run(self) -> None:
+        with httpx.Client(timeout=10) as http:
+            last = await asyncio.to_thread(scrape_loop, http, self.store_url)
+            while True:
+                await asyncio.sleep(self.every)
+                now = await asyncio.to_thread(scrape_loop, http, self.store_url)
+                self.series.append({"at": time.time() * 1000, **loop_summary(last, now)})
+                last = now
+
+    def between(self, start_ms: float, end_ms: float) -> list[dict[str, Any]]:
+        return [p for p in self.series if start_ms <= p["at"] < end_ms]
 
 
 def rss_kib(pid: int) -> int:

@@ -22,10 +22,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 
 from _clients import Fleet
-from _common import FLEET_FLAGS, cpu_seconds, emit, print_table, rss_kib
+from _common import (
+    FLEET_FLAGS,
+    cpu_seconds,
+    emit,
+    loop_summary,
+    print_table,
+    rss_kib,
+    scrape_loop,
+)
 from marketpulse.testing import AdminClient, StoreProcess, summarize_ms
 
 MARKETS = 200
@@ -117,16 +126,20 @@ def run_ours(
             for mine in _assignments(names, clients, 11)
         ]
         rss_before = rss_kib(pid)
-        with Fleet("sync", url, subs) as fleet:
+        with Fleet("sync", url, subs) as fleet, httpx.Client(timeout=10) as http:
             time.sleep(0.5)
             rss_idle = rss_kib(pid)
             cpu_before = cpu_seconds(pid)
+            lag_before = scrape_loop(http, url)
             start_ms = time.time() * 1000
             sent = _publish(send, names, rate, per_batch, seconds)
             end_ms = time.time() * 1000
             time.sleep(1.0)  # the tail
             cpu = cpu_seconds(pid) - cpu_before
+            loop = loop_summary(lag_before, scrape_loop(http, url))
         figures = _figures(fleet, clients, sent, start_ms, end_ms)
+        # The store's event loop over the run (its /metrics histograms).
+        figures["loop"] = loop
         figures["server_cpu_s"] = round(cpu, 3)
         figures["server_cpu_us_per_push"] = round(cpu * 1e6 / max(1, figures["pushes"]), 1)
         figures["server_rss_mib"] = round(rss_idle / 1024, 1)
@@ -279,6 +292,23 @@ def main() -> None:
             "dropped",
         ],
         rows,
+    )
+    print_table(
+        "the store's event loop over each run (lag from its histogram; goal p999 <= 5 ms)",
+        ["clients", "lag p50 / p99 / p999 ms", "largest lag <= ms", "gen-2 GCs", "largest <= ms"],
+        [
+            [
+                run["clients"],
+                " / ".join(
+                    f"{run['ours']['loop'][k]:.2f}" for k in ("p50_ms", "p99_ms", "p999_ms")
+                ),
+                run["ours"]["loop"]["max_le_ms"],
+                run["ours"]["loop"]["gc2_pauses"],
+                f"{run['ours']['loop']['gc2_max_le_ms']:g} "
+                f"(CPU {run['ours']['loop']['gc2_cpu_max_le_ms']:g})",
+            ]
+            for run in figures["runs"]
+        ],
     )
     emit(figures)
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import shutil
 import sys
@@ -40,17 +41,27 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from _clients import Fleet
-from _common import FLEET_FLAGS, ROOT, emit, print_table
+from _common import (
+    FLEET_FLAGS,
+    ROOT,
+    Background,
+    LoopSampler,
+    emit,
+    loop_summary,
+    print_table,
+    scrape_loop,
+)
 from marketpulse.kalshi import BookUpdated, FeedStats, KalshiCredentials, KalshiFeed
 from marketpulse.pipeline._alerts import Alerter
 from marketpulse.pipeline._store import StoreClient
 from marketpulse.pipeline._stream import StreamRunner
 from marketpulse.pipeline.config import StreamConfig
-from marketpulse.testing import LocalSystem, ManagedProcess, summarize_ms
+from marketpulse.testing import LocalSystem, ManagedProcess, percentile, summarize_ms
 
 WATCH = ROOT / "tests" / "e2e" / "convex_watch.py"
 # The npm ConvexClient twin (node, tests/js/node_modules from `scripts/install.sh --dev`).
@@ -60,6 +71,9 @@ MARKETS = 200
 OFFICIAL_MARKETS = 10
 GOAL_P50_MS = 3.0
 GOAL_P99_MS = 15.0
+GOAL_LAG_P999_MS = 5.0
+"""Issue 15: the store's event-loop lag p999 at 1,000 msgs/s, also with a stalling disk."""
+nan = float("nan")
 
 
 def _say(what: str) -> None:
@@ -80,11 +94,12 @@ async def _step_rates(
     window: float,
     settle: float,
     store: dict[float, dict[str, float]] | None = None,
+    loop: dict[float, dict[str, Any]] | None = None,
 ) -> list[tuple[float, float, float]]:
     """Offer each rate for ``settle`` + ``window`` s; returns (rate, start ms, end ms).
 
     With ``store``, also fills it with the store's per-commit breakdown of each rate (settle
-    and window).
+    and window), and ``loop`` with its event loop's lag and GC pauses over each window.
     """
     windows = []
     for rate in rates:
@@ -93,9 +108,15 @@ async def _step_rates(
         before = await asyncio.to_thread(_store_counters, s) if store is not None else None
         scraped = time.monotonic()
         await asyncio.sleep(settle)
+        lag_before = (
+            await asyncio.to_thread(scrape_loop, s.http, s.store_url) if loop is not None else None
+        )
         start = time.time() * 1000
         await asyncio.sleep(window)
         windows.append((rate, start, time.time() * 1000))
+        if lag_before is not None and loop is not None:
+            lag_after = await asyncio.to_thread(scrape_loop, s.http, s.store_url)
+            loop[rate] = loop_summary(lag_before, lag_after)
         if store is not None and before is not None:
             stages = _store_breakdown(before, await asyncio.to_thread(_store_counters, s))
             stages["groups_per_s"] = round(stages["groups"] / (time.monotonic() - scraped), 1)
@@ -164,8 +185,9 @@ def _send_times(s: LocalSystem) -> dict[int, float]:
     return {int(stamp): float(at) for stamp, at in body["sends"]}
 
 
-def _from_send(samples: list[tuple[float, float]], sends: dict[int, float]) -> dict[str, float]:
-    """Latencies measured from the exact send time instead of the whole-ms stamp.
+def _exact(samples: list[tuple[float, float]], sends: dict[int, float]) -> tuple[list[float], int]:
+    """Latencies measured from the exact send time instead of the whole-ms stamp, and how
+    many samples were left out.
 
     A sample is (receipt ms, receipt - stamp); the stamp is recovered from it. Samples whose
     stamp the send log does not hold (none, normally) are left out and counted.
@@ -178,7 +200,51 @@ def _from_send(samples: list[tuple[float, float]], sends: dict[int, float]) -> d
             missing += 1
         else:
             exact.append(at - sent)
+    return exact, missing
+
+
+def _from_send(samples: list[tuple[float, float]], sends: dict[int, float]) -> dict[str, float]:
+    """:func:`summarize_ms` of :func:`_exact`, with the count left out."""
+    exact, missing = _exact(samples, sends)
     return {**summarize_ms(exact), "unmatched": missing}
+
+
+CDF_POINTS = (*range(1, 100), 99.5, 99.9, 100)
+
+
+def _cdf(values: list[float]) -> list[tuple[float, float]]:
+    """(fraction, ms) at :data:`CDF_POINTS`: the CDF the results' plot draws."""
+    return [(q / 100, round(percentile(values, q), 3)) for q in CDF_POINTS] if values else []
+
+
+def _longest_gap(receipts: list[float], start: float, end: float) -> float:
+    """The longest time (ms) in [start, end) with no receipt at all."""
+    times = sorted(at for at in receipts if start <= at < end)
+    edges = [start, *times, end]
+    return round(max(b - a for a, b in itertools.pairwise(edges)), 3)
+
+
+class QueryProbe(Background):
+    """An HTTP query of one order book every ``every`` s: its round trips show whether the
+    store kept answering (a blocked event loop answers nothing)."""
+
+    def __init__(self, store_url: str, ticker: str, every: float = 0.05) -> None:
+        self.store_url = store_url
+        self.ticker = ticker
+        self.every = every
+        self.samples: list[tuple[float, float]] = []
+
+    async def _run(self) -> None:
+        body = {"path": "marketData:getOrderbook", "args": {"ticker": self.ticker, "depth": 10}}
+        async with httpx.AsyncClient(base_url=self.store_url, timeout=30) as http:
+            while True:
+                started = time.perf_counter()
+                (await http.post("/api/query", json=body)).raise_for_status()
+                self.samples.append((time.time() * 1000, (time.perf_counter() - started) * 1000))
+                await asyncio.sleep(self.every)
+
+    def between(self, start: float, end: float) -> list[float]:
+        return [ms for at, ms in self.samples if start <= at < end]
 
 
 class TimedStore(StoreClient):
@@ -233,6 +299,9 @@ async def ours(
     out_npm = s.root / "watch-npm.jsonl"
     official = official_npm = None
     store_stages: dict[float, dict[str, float]] = {}
+    loop: dict[float, dict[str, Any]] = {}
+    sampler = LoopSampler(s.store_url)
+    probe = QueryProbe(s.store_url, markets[0])
     try:
         await asyncio.to_thread(s.sim, "set_rate", rate=rates[0])
         deadline = time.monotonic() + 60
@@ -265,11 +334,15 @@ async def ours(
             ):
                 await asyncio.sleep(0.05)
             _say("subscribed; stepping rates")
+            sampler.start()
+            probe.start()
             windows = await _step_rates(
-                s, rates, window, settle=min(1.0, window / 2), store=store_stages
+                s, rates, window, settle=min(1.0, window / 2), store=store_stages, loop=loop
             )
             await asyncio.sleep(0.3)
         finally:
+            await sampler.stop()
+            await probe.stop()
             await asyncio.to_thread(fleet.__exit__, None, None, None)
     finally:
         _say("ours done")
@@ -313,6 +386,16 @@ async def ours(
             # The store's own per-commit breakdown (its /metrics, mean ms per group).
             "store_commit": store_stages.get(rate, {}),
             "dropped": fleet.dropped,
+            # The store's event loop over the window (its /metrics histograms), and over time.
+            "loop": loop.get(rate, {}),
+            "loop_series": [
+                {**p, "t_s": round((p["at"] - start) / 1000, 3)}
+                for p in sampler.between(start, end)
+            ],
+            # Queries kept being answered (an HTTP query every 50 ms), and pushes kept coming:
+            # the longest time no light subscriber received anything.
+            "query_probe": summarize_ms(probe.between(start, end)),
+            "longest_push_gap_ms": _longest_gap([at for at, _ in fleet.samples], start, end),
         }
     return result
 
@@ -329,7 +412,9 @@ async def redis_baseline(
     async def relay() -> None:
         async with _feed(s, markets) as feed:
             async for ev in feed:
-                if isinstance(ev, BookUpdated):
+                # A book whose last message carried no exchange stamp (a snapshot) has nothing
+                # to measure from; sent on, its null stamp killed the subscribers' listeners.
+                if isinstance(ev, BookUpdated) and ev.book.ts_ms is not None:
                     pending.append((ev.ticker, orjson.dumps({"ts": ev.book.ts_ms})))
                     dirty.set()
 
@@ -384,14 +469,35 @@ async def main() -> None:
         default="websocket",
         help="how the pipeline sends its batches to the store (default: websocket)",
     )
+    parser.add_argument(
+        "--slow-disk",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="inject a stalling disk: the store's SQLite writer sleeps S s on one flush every "
+        "--slow-disk-every s (MARKETPULSE_TEST_SLOW_DISK_S)",
+    )
+    parser.add_argument("--slow-disk-every", type=float, default=2.0, metavar="S")
+    parser.add_argument(
+        "--inline-writes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the store fsyncs commits of <= N writes on its event loop's thread when idle "
+        "(MARKETPULSE_SQLITE_INLINE_MAX_WRITES; default 0: never, the store's default)",
+    )
     opts = parser.parse_args()
+    store_env = {"MARKETPULSE_SQLITE_INLINE_MAX_WRITES": str(opts.inline_writes)}
+    if opts.slow_disk > 0:
+        store_env["MARKETPULSE_TEST_SLOW_DISK_S"] = str(opts.slow_disk)
+        store_env["MARKETPULSE_TEST_SLOW_DISK_EVERY_S"] = str(opts.slow_disk_every)
     subscribers = opts.subscribers or (200 if opts.quick else 1000)
     window = opts.window or (0.75 if opts.quick else 10.0)
     rates = opts.rates or [100.0, 1000.0, 10000.0]
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
         s = LocalSystem(Path(tmp))
         try:
-            s.start_store(*FLEET_FLAGS)
+            s.start_store(*FLEET_FLAGS, env=store_env)
             s.start_simulator(markets=MARKETS, rate=rates[0])
             markets = s.sim_markets()
             mine = await ours(s, markets, subscribers, rates, window, opts.store_transport)
@@ -418,6 +524,12 @@ async def main() -> None:
         # The same samples measured from the simulator's send log rather than the whole-ms
         # stamp (which is up to 1 ms older than the send): what "send -> receipt" means.
         exact = {name: _from_send(samples, sends) for name, samples in raw.items()}
+        ours_name = "official_npm" if raw["official_npm"] else "official"
+        cdf = {
+            "client": ours_name,
+            "ours": _cdf(_exact(raw[ours_name], sends)[0]),
+            "redis": _cdf(_exact(raw["redis"], sends)[0]),
+        }
         exact_rows.append(
             [
                 f"{rate:,.0f}",
@@ -458,6 +570,11 @@ async def main() -> None:
                 "batches_per_s": mine[key]["batches_per_s"],
                 "store_commit": mine[key]["store_commit"],
                 "from_send": exact,
+                "cdf": cdf,
+                "loop": mine[key]["loop"],
+                "loop_series": mine[key]["loop_series"],
+                "query_probe": mine[key]["query_probe"],
+                "longest_push_gap_ms": mine[key]["longest_push_gap_ms"],
             }
         )
     print_table(
@@ -506,6 +623,39 @@ async def main() -> None:
             for r in runs
         ],
     )
+    disk = (
+        f"slow disk: {opts.slow_disk:g} s stall every {opts.slow_disk_every:g} s"
+        if opts.slow_disk > 0
+        else "no injected stall"
+    )
+    print_table(
+        f"the store's event loop over each window ({disk}; inline writes <= "
+        f"{opts.inline_writes}); lag from its histogram, goal p999 <= {GOAL_LAG_P999_MS:g} ms",
+        [
+            "msgs/s",
+            "lag p50 / p99 / p999 ms",
+            "largest lag <= ms",
+            "gen-2 GCs",
+            "longest gen-2 GC <= ms (CPU <= ms)",
+            "HTTP query p50 / p99 / max ms",
+            "longest push gap ms",
+        ],
+        [
+            [
+                f"{r['rate']:,.0f}",
+                f"{r['loop'].get('p50_ms', nan):.2f} / {r['loop'].get('p99_ms', nan):.2f} / "
+                f"{r['loop'].get('p999_ms', nan):.2f} (n={r['loop'].get('n', 0):.0f})",
+                r["loop"].get("max_le_ms", nan),
+                r["loop"].get("gc2_pauses", nan),
+                f"{r['loop'].get('gc2_max_le_ms', nan):g} "
+                f"({r['loop'].get('gc2_cpu_max_le_ms', nan):g})",
+                f"{r['query_probe']['p50_ms']:.2f} / {r['query_probe']['p99_ms']:.2f} / "
+                f"{r['query_probe']['max_ms']:.2f}",
+                r["longest_push_gap_ms"],
+            ]
+            for r in runs
+        ],
+    )
     at_1k = next((r for r in runs if r["rate"] == 1000), None)
     goals: dict[str, Any] = {}
     if at_1k is not None:
@@ -522,6 +672,9 @@ async def main() -> None:
                 "met_p99": exact["p99_ms"] <= GOAL_P99_MS,
                 "from_stamp": {"p50_ms": stamped["p50_ms"], "p99_ms": stamped["p99_ms"]},
             }
+        goals["goal_loop_lag_p999_ms"] = GOAL_LAG_P999_MS
+        goals["loop_lag_p999_ms"] = at_1k["loop"].get("p999_ms")
+        goals["met_loop_lag"] = (at_1k["loop"].get("p999_ms") or nan) <= GOAL_LAG_P999_MS
         print(
             f"goal at 1,000 msgs/s, {subscribers} subscribers (p50 <= {GOAL_P50_MS:g} ms, "
             f"p99 <= {GOAL_P99_MS:g} ms, from the send log): "
@@ -539,6 +692,8 @@ async def main() -> None:
             "subscribers": subscribers,
             "window_s": window,
             "store_transport": opts.store_transport,
+            "slow_disk": {"stall_s": opts.slow_disk, "every_s": opts.slow_disk_every},
+            "sqlite_inline_max_writes": opts.inline_writes,
             "runs": runs,
             "goals": goals,
         }

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import multiprocessing as mp
 import os
 import statistics
@@ -32,8 +31,10 @@ HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
 sys.path.insert(0, str(SRC))
 
+import httpx  # noqa: E402
+
 from _clients import _quiet_gc  # noqa: E402
-from _common import FLEET_FLAGS  # noqa: E402
+from _common import FLEET_FLAGS, emit, loop_summary, scrape_loop  # noqa: E402
 from marketpulse.reactive.sync.client import LightSyncClient, RawSubscriber  # noqa: E402
 from marketpulse.testing import StoreProcess, percentile  # noqa: E402
 
@@ -93,8 +94,6 @@ async def _write_rounds(url: str, rounds: int, gap_s: float) -> None:
 
 def fanout_seconds(http_url: str) -> tuple[float, float, float]:
     """The server's own fan-out figures from /metrics: (wall s sum, count, cpu s sum)."""
-    import httpx
-
     text = httpx.get(http_url + "/metrics", timeout=10).text
     values = {}
     for line in text.splitlines():
@@ -154,11 +153,17 @@ def main() -> None:
     args = ap.parse_args()
     rounds = args.rounds or (20 if args.quick else 100)
 
+    loop: dict[str, Any] = {}
+
     def run(http_url: str) -> tuple[list[int], list[int], float, float]:
         url = LightSyncClient.ws_url(http_url)
         base = measure(url, 1, 1, rounds, args.gap)
         before = fanout_seconds(http_url)
-        fan = measure(url, args.subscribers, args.procs, rounds, args.gap)
+        with httpx.Client(timeout=10) as http:
+            lag_before = scrape_loop(http, http_url)
+            fan = measure(url, args.subscribers, args.procs, rounds, args.gap)
+            # The store's event loop over the fan-out run (its /metrics histograms).
+            loop.update(loop_summary(lag_before, scrape_loop(http, http_url)))
         after = fanout_seconds(http_url)
         commits = after[1] - before[1]
         server_ms = (after[0] - before[0]) / commits * 1000 if commits else float("nan")
@@ -195,6 +200,13 @@ def main() -> None:
         f"server-side fan-out per commit (write to all {args.subscribers}): "
         f"{server_ms:.2f} ms wall, {cpu_ms:.2f} ms CPU"
     )
+    if loop:
+        print(
+            f"store event loop during the fan-out: lag p50/p99/p999 {loop['p50_ms']:.2f} / "
+            f"{loop['p99_ms']:.2f} / {loop['p999_ms']:.2f} ms, largest <= {loop['max_le_ms']:g} "
+            f"ms; gen-2 GCs {loop['gc2_pauses']:g}, largest <= {loop['gc2_max_le_ms']:g} ms "
+            f"(CPU <= {loop['gc2_cpu_max_le_ms']:g} ms)"
+        )
     load = os.getloadavg()[0]
     print(f"load average during the run: {load:.2f} on {os.cpu_count()} cpus")
     figures = {
@@ -215,8 +227,9 @@ def main() -> None:
         "load_avg_1m": round(load, 2),
         "goal_p99_ms": 20,
         "cpus": os.cpu_count(),
+        "loop": loop,
     }
-    print(json.dumps(figures))
+    emit(figures)
 
 
 if __name__ == "__main__":

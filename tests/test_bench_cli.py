@@ -18,13 +18,28 @@ def test_last_json_line_takes_the_final_object() -> None:
     assert bench_cli.last_json_line("{broken\n") is None
 
 
+LATENCY_FIGURES = {
+    "runs": [
+        {
+            "rate": 1000.0,
+            "from_send": {
+                "official_npm": {"n": 9, "p50_ms": 1.5, "p99_ms": 4.0, "p999_ms": 6.0},
+                "redis": {"n": 9, "p50_ms": 1.0, "p99_ms": 2.0, "p999_ms": 3.0},
+            },
+        }
+    ]
+}
+
+
 def test_suite_writes_results_summary_and_plot(tmp_path: Path, monkeypatch) -> None:
     bench = tmp_path / "bench"
     bench.mkdir()
     (bench / "latency.py").write_text(
         "import json, sys\n"
         "print('| p50 | p99 |')\n"
-        "print(json.dumps({'quick': '--quick' in sys.argv, 'p50_ms': 1.5, 'p99_ms': 4.0}))\n"
+        f"figures = {LATENCY_FIGURES!r}\n"
+        "figures['quick'] = '--quick' in sys.argv\n"
+        "print(json.dumps(figures))\n"
     )
     (bench / "sync_latency.py").write_text("raise SystemExit(3)\n")
     monkeypatch.chdir(tmp_path)
@@ -41,11 +56,17 @@ def test_suite_writes_results_summary_and_plot(tmp_path: Path, monkeypatch) -> N
     quick_dir = bench / "results" / "quick"  # never over a full run's results
     assert not (bench / "results" / "latency.json").exists()
     figures = json.loads((quick_dir / "latency.json").read_text())
-    assert figures == {"quick": True, "p50_ms": 1.5, "p99_ms": 4.0}
+    assert figures == {**LATENCY_FIGURES, "quick": True}
     assert "| p50 | p99 |" in (quick_dir / "latency.txt").read_text()
     summary = (quick_dir / "SUMMARY.md").read_text()
-    assert "| p99_ms | 4.0 |" in summary and "sync_latency.py (FAILED" in summary
-    assert (quick_dir / "latency.png").stat().st_size > 1000
+    assert "| 1,000 msgs/s, p99 | 4 ms | <= 3x Redis | Redis 2 ms | 2.00x |" in summary
+    assert "ran now: FAILED" in summary
+    assert (quick_dir / "latency_vs_rate.png").stat().st_size > 1000
+    # The report alone, from the results on disk.
+    (quick_dir / "SUMMARY.md").unlink()
+    again = CliRunner().invoke(app, ["bench", "report", "--quick"])
+    assert again.exit_code == 0, again.output
+    assert "| 1,000 msgs/s, p99 | 4 ms |" in (quick_dir / "SUMMARY.md").read_text()
 
 
 def test_unknown_suite_is_a_clear_error() -> None:
@@ -76,14 +97,15 @@ def test_summary_keeps_the_figures_of_suites_not_run_this_time(tmp_path: Path, m
     (bench / "results").mkdir(parents=True)
     (bench / "results" / "ingest.json").write_text(json.dumps({"sustained_msgs_per_s": 43079}))
     (bench / "results" / "RUNS.json").write_text(json.dumps({"ingest.py": "2026-11-24 13:18:06"}))
-    (bench / "fanout.py").write_text("print('{\"p99_ms\": 9.5}')\n")
+    (bench / "fanout.py").write_text("print('{\"clients_seen\": 9.5}')\n")
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(bench_cli.DETAIL, "fanout", ())
     result = CliRunner().invoke(app, ["bench", "fanout"])
     assert result.exit_code == 0, result.output
     summary = (bench / "results" / "SUMMARY.md").read_text()
-    assert "## fanout.py (ok," in summary and "| p99_ms | 9.5 |" in summary
-    assert "## ingest.py (earlier run, 2026-11-24 13:18:06)" in summary
-    assert "| sustained_msgs_per_s | 43079 |" in summary and "RUNS" not in summary
+    assert "(`fanout`)" in summary and "ran now: ok," in summary
+    assert "earlier run, 2026-11-24 13:18:06" in summary
+    assert "| sustained msgs/s | 43,079 |" in summary and "RUNS" not in summary
     runs = json.loads((bench / "results" / "RUNS.json").read_text())
     assert set(runs) == {"ingest.py", "fanout.py"}
 

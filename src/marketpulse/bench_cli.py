@@ -2,8 +2,8 @@
 
 Every benchmark is a plain script under ``bench/`` that prints a table and, as its last line,
 one JSON object with its figures. This module only runs them, collects that JSON, and writes
-``bench/results/<name>.json``, the script's printed tables (``<name>.txt``), a Markdown summary
-and PNG plots. The scripts stay runnable on
+``bench/results/<name>.json`` and the script's printed tables (``<name>.txt``);
+:mod:`marketpulse._bench_report` turns the results into ``SUMMARY.md`` and the plots. The scripts stay runnable on
 their own (``python bench/fanout.py --quick``), which is how they are developed.
 """
 
@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ SUITES: dict[str, tuple[str, ...]] = {
 """The headline script of each suite (issue 7's scenarios); ``all`` runs every one once."""
 
 DETAIL: dict[str, tuple[str, ...]] = {
-    "latency": ("sync_latency.py", "dashboard_latency.py", "lifecycle.py"),
+    "latency": ("slow_disk.py", "sync_latency.py", "dashboard_latency.py", "lifecycle.py"),
     "ingest": (
         "pipeline_throughput.py",
         "kalshi_protocol.py",
@@ -121,66 +122,6 @@ def run_script(path: Path, quick: bool, timeout_s: float) -> BenchRun:
     )
 
 
-def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _flatten(f"{prefix}.{key}" if prefix else str(key), item, out)
-    else:
-        out[prefix] = value
-
-
-def summary_markdown(runs: list[BenchRun]) -> str:
-    """A Markdown summary: one section per script, one row per figure."""
-    lines = ["# Benchmark results", "", f"Run at {time.strftime('%Y-%m-%d %H:%M:%S %Z')}", ""]
-    for run in runs:
-        if run.earlier is not None:
-            lines += [f"## {run.script} (earlier run, {run.earlier})", ""]
-        else:
-            status = "ok" if run.returncode == 0 and run.figures is not None else "FAILED"
-            lines += [f"## {run.script} ({status}, {run.seconds:.1f} s)", ""]
-        if run.figures:
-            flat: dict[str, Any] = {}
-            _flatten("", run.figures, flat)
-            lines += ["| figure | value |", "|---|---|"]
-            lines += [f"| {key} | {value} |" for key, value in flat.items()]
-        lines.append("")
-    return "\n".join(lines)
-
-
-def plot_runs(runs: list[BenchRun], out_dir: Path) -> list[Path]:
-    """One bar chart per script of its numeric figures that are latencies (keys with ``ms``)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # the command checks for the bench extra; plots are a bonus here
-        return []
-    written = []
-    for run in runs:
-        if not run.figures:
-            continue
-        flat: dict[str, Any] = {}
-        _flatten("", run.figures, flat)
-        numeric = {
-            k: float(v)
-            for k, v in flat.items()
-            if isinstance(v, int | float) and not isinstance(v, bool) and "ms" in k.lower()
-        }
-        if not numeric:
-            continue
-        fig, ax = plt.subplots(figsize=(8, 0.35 * len(numeric) + 1.5))
-        ax.barh(list(numeric), list(numeric.values()), color="#3b82f6")
-        ax.set_xlabel("ms")
-        ax.set_title(run.script)
-        fig.tight_layout()
-        path = out_dir / f"{Path(run.script).stem}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
-    return written
-
-
 def run_suite(suite: str, quick: bool, timeout_s: float) -> list[BenchRun]:
     """Run a suite (or ``all``) and write its results under ``bench/results/`` (a ``--quick``
     run under ``bench/results/quick/``)."""
@@ -205,29 +146,29 @@ def run_suite(suite: str, quick: bool, timeout_s: float) -> list[BenchRun]:
         if run.figures is not None:
             (out_dir / f"{path.stem}.json").write_text(json.dumps(run.figures, indent=2) + "\n")
             (out_dir / f"{path.stem}.txt").write_text(run.output)
-    # The summary covers every result on disk, so running one suite does not drop the others'
-    # figures from it; those keep the date of their own run (RUNS.json: file times do not
-    # survive a git clone).
     index_path = out_dir / "RUNS.json"
     index: dict[str, str] = json.loads(index_path.read_text()) if index_path.exists() else {}
     now = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     index.update({run.script: now for run in runs if run.figures is not None})
     index_path.write_text(json.dumps(dict(sorted(index.items())), indent=2) + "\n")
-    ran = {run.script for run in runs}
-    kept = [
-        BenchRun(
-            script=f"{path.stem}.py",
-            returncode=0,
-            seconds=float("nan"),
-            figures=json.loads(path.read_text()),
-            earlier=index.get(f"{path.stem}.py", "date unknown"),
-        )
-        for path in sorted(out_dir.glob("*.json"))
-        if path != index_path and f"{path.stem}.py" not in ran
-    ]
-    (out_dir / "SUMMARY.md").write_text(summary_markdown([*runs, *kept]))
-    plot_runs(runs, out_dir)
+    render_results(out_dir, index, runs)
     return runs
+
+
+def render_results(out_dir: Path, index: dict[str, str], runs: Sequence[BenchRun] = ()) -> None:
+    """Rewrite ``SUMMARY.md`` and the plots from every result on disk, so running one suite
+    does not drop the others' figures; those keep the date of their own run (``RUNS.json``:
+    file times do not survive a git clone)."""
+    from marketpulse._bench_report import render
+
+    notes = {Path(script).stem: f"earlier run, {date}" for script, date in index.items()}
+    for run in runs:
+        ok = run.returncode == 0 and run.figures is not None
+        notes[Path(run.script).stem] = (
+            f"ran now: {'ok' if ok else 'FAILED'}, {run.seconds:.1f} s"
+            + ("" if ok else " (its table shows the previous result, if any)")
+        )
+    render(out_dir, notes, time.strftime("%Y-%m-%d %H:%M:%S %Z"))
 
 
 def register(app: typer.Typer) -> None:
@@ -236,7 +177,10 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def bench(
         suite: str = typer.Argument(
-            "all", help="latency | ingest | fanout | growth | all", show_default=True
+            "all",
+            help="latency | ingest | fanout | growth | all; report: only rewrite SUMMARY.md "
+            "and the plots from the results on disk",
+            show_default=True,
         ),
         quick: bool = typer.Option(
             False, "--quick", help="Small sizes; the suite ends in a minute."
@@ -244,6 +188,13 @@ def register(app: typer.Typer) -> None:
         timeout: float = typer.Option(900.0, help="Seconds each script may take."),
     ) -> None:
         """Run the benchmark suite; results go to bench/results/ (JSON, SUMMARY.md, PNG)."""
+        if suite == "report":
+            out_dir = find_bench_dir() / "results" / ("quick" if quick else "")
+            index_path = out_dir / "RUNS.json"
+            index = json.loads(index_path.read_text()) if index_path.exists() else {}
+            render_results(out_dir, index)
+            typer.echo(f"wrote {out_dir / 'SUMMARY.md'} and its plots")
+            return
         if suite != "all" and suite not in SUITES:
             raise typer.BadParameter(
                 f"unknown suite {suite!r}; choose from {', '.join(SUITES)}, all"

@@ -6,6 +6,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import structlog
+
 from marketpulse.reactive.access import Access, Caller
 from marketpulse.reactive.engine import Engine, Identity, SchedulerRunner
 from marketpulse.reactive.functions import FunctionModule, canonical_path
@@ -98,8 +100,20 @@ async def open_gateway(
     """Open persistence and engine per ``settings`` and start the scheduled-function runner;
     returns the gateway and its closer (runner, then engine, then the token verifier)."""
     _ensure_sqlite_dir(settings.db)
+    persistence = open_persistence(settings.db, accept_database_loss=settings.accept_database_loss)
+    if hasattr(persistence, "inline_max_writes"):  # SQLite
+        persistence.inline_max_writes = settings.sqlite_inline_max_writes
+    if settings.test_slow_disk_s > 0:
+        from marketpulse.reactive.persistence._slow_disk import inject_slow_disk
+
+        inject_slow_disk(persistence, settings.test_slow_disk_s, settings.test_slow_disk_every_s)
+        structlog.get_logger("marketpulse.serve").warning(
+            "slow disk injected (tests and benchmarks only)",
+            sleep_s=settings.test_slow_disk_s,
+            every_s=settings.test_slow_disk_every_s,
+        )
     engine = await Engine.open(
-        open_persistence(settings.db, accept_database_loss=settings.accept_database_loss),
+        persistence,
         modules,
         limits=RunLimits(
             query_time_limit=settings.query_timeout_s,

@@ -99,6 +99,13 @@ class ServeSettings(BaseSettings):
     """Hosts the served functions' webhooks may reach, comma-separated (addresses, networks,
     names, ``*.domain``); handed to the functions as ``MARKETPULSE_WEBHOOK_ALLOW``. Unset: the
     functions' own default (the market data app allows loopback only)."""
+    sqlite_inline_max_writes: int = Field(0, ge=0)
+    """SQLite: commits of at most this many writes are fsynced on the event loop's thread when
+    the writer is idle (saves ~0.16 ms; a stalling disk then stalls every client). 0: never."""
+    test_slow_disk_s: float = Field(0.0, ge=0)
+    """Tests and benchmarks only: the SQLite writer sleeps this long on one flush every
+    ``test_slow_disk_every_s`` (a stalling disk; ``persistence/_slow_disk.py``). 0: off."""
+    test_slow_disk_every_s: float = Field(2.0, gt=0)
 
     def connection_limits(self) -> ConnectionLimits:
         """The :class:`ConnectionLimits` these settings ask for."""
@@ -274,6 +281,7 @@ async def _serve(
     from marketpulse.reactive._binding import open_gateway
     from marketpulse.reactive._cron_runner import CronRunner
     from marketpulse.reactive._gc import SurvivorFreezer
+    from marketpulse.reactive._loop_watch import LoopWatch
     from marketpulse.reactive.admission import quiet_accept_errors, raise_fd_limit
     from marketpulse.reactive.server import build_app, uvicorn_config
 
@@ -323,6 +331,8 @@ async def _serve(
         # freeze the survivors of each later full pass too (see SurvivorFreezer).
         freezer = SurvivorFreezer(asyncio.get_running_loop())
         freezer.start()
+        watch = LoopWatch(gateway.metrics.registry)
+        watch.start()
         log.info(
             "store listening",
             url=f"http://{settings.host}:{settings.port}",
@@ -337,6 +347,7 @@ async def _serve(
             await server.serve()
         finally:
             freezer.stop()
+            await watch.stop()
     finally:
         if runner is not None:
             await runner.stop()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -113,13 +113,15 @@ class LocalSystem:
         self.temporal = temporal.address
         return self.temporal
 
-    def start_store(self, *extra: str) -> str:
-        """``marketpulse serve`` on SQLite, with ``extra`` flags; returns its URL."""
+    def start_store(self, *extra: str, env: Mapping[str, str] | None = None) -> str:
+        """``marketpulse serve`` on SQLite, with ``extra`` flags (and ``env``, e.g. a
+        ``MARKETPULSE_TEST_SLOW_DISK_S``); returns its URL."""
         store = StoreProcess(
             self.root / "store.sqlite",
             admin_key=self.admin_key,
             log_path=self.root / "store.log",
             extra=extra,
+            env=env,
         )
         self._start(store)
         self.store_url = store.url

@@ -626,7 +626,9 @@ async def test_commit_timings_count_each_stage(engine: Engine, recorder: Recorde
 
 
 async def test_a_small_commit_on_an_idle_engine_takes_no_loop_turn(tmp_path: Path) -> None:
-    eng = await Engine.open(SqlitePersistence(tmp_path / "now.sqlite3"), MODULES)
+    eng = await Engine.open(
+        SqlitePersistence(tmp_path / "now.sqlite3", inline_max_writes=64), MODULES
+    )
     rec = Recorder()
     try:
         sub = eng.subscribe("messages:count", {"channel": "a"}, None, rec)
@@ -646,7 +648,7 @@ async def test_a_small_commit_on_an_idle_engine_takes_no_loop_turn(tmp_path: Pat
 async def test_a_failed_write_now_fails_the_mutation_and_the_engine_goes_on(
     tmp_path: Path,
 ) -> None:
-    p = SqlitePersistence(tmp_path / "fail.sqlite3")
+    p = SqlitePersistence(tmp_path / "fail.sqlite3", inline_max_writes=64)
     eng = await Engine.open(p, MODULES)
     rec = Recorder()
     write_sync = p._write_sync

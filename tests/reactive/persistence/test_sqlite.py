@@ -156,7 +156,7 @@ async def test_small_commit_is_written_on_the_loop_thread_and_durable(tmp_path: 
 
 
 async def test_inline_write_failure_is_a_persistence_error(tmp_path: Path) -> None:
-    p = SqlitePersistence(tmp_path / "fail.sqlite3")
+    p = SqlitePersistence(tmp_path / "fail.sqlite3", inline_max_writes=64)
     p._conn.close()
     with pytest.raises(PersistenceError, match="cannot write"):
         await p.write(_commit(1, 1))
@@ -172,7 +172,7 @@ async def test_a_slow_inline_write_sends_the_next_ones_to_the_thread(
 
     from marketpulse.reactive.persistence import sqlite as sqlite_module
 
-    p = SqlitePersistence(tmp_path / "slow.sqlite3")
+    p = SqlitePersistence(tmp_path / "slow.sqlite3", inline_max_writes=64)
     threads: list[int] = []
     write_sync = p._write_sync
     stall = [True]

@@ -10,18 +10,19 @@ an acknowledged mutation survives power loss, not just a process crash (NORMAL w
 guarantee the latter in WAL mode). The cost is amortised by group commit: commits that
 arrive while a write is in flight are written together in one transaction (one fsync).
 
-Threads: loading, closing and big writes run on one dedicated thread. A small commit that
-finds no write in flight is written on the event loop's own thread instead: handing it to the
-thread and back costs two wake-ups (~0.16 ms measured at 1,000 msgs/s, ``bench/commit_path.py``),
-about half of what its fsync costs, and the commit is on the latency path of every update it
-carries. The loop waits for that fsync, ~0.3 ms on this disk; a big group, whose encoding alone
-takes longer, still lets the loop serve others meanwhile. SQLite is never called from two
-threads at once: the inline path is taken only while the thread has no write.
+Threads: every read and write runs on one dedicated thread, never on the event loop's: an
+fsync there would stall every client for as long as it takes, and this machine's virtual disk
+was seen taking 30 ms to 1.5 s for one while other work wrote heavily (with a disk injected to
+stall 300 ms now and then, the loop's lag p999 went from one stall to under 5 ms when the
+writes left the loop: docs/benchmarks.md, "slow disk"). The hand-off to the thread and back
+costs two wake-ups (~0.16 ms measured at 1,000 msgs/s, ``bench/commit_path.py``).
 
-A disk that stalls (fsyncs of 30 ms to 1.5 s were seen on this machine's virtual disk while
-other work wrote heavily) would freeze every socket while the loop waits. So an inline write
-slower than ``INLINE_SLOW_S`` sends every write to the thread for ``INLINE_PAUSE_S``: one stall
-can block the loop, a stalling disk cannot keep doing it.
+``inline_max_writes`` > 0 brings back the old trade for a disk known to be fast: a small
+commit that finds no write in flight is written on the loop's thread, saving the hand-off; an
+inline write slower than ``INLINE_SLOW_S`` then sends every write to the thread for
+``INLINE_PAUSE_S`` (one stall still blocks the loop; a stalling disk cannot keep doing it).
+SQLite is never called from two threads at once: the inline path is taken only while the
+thread has no write.
 
 Never the wrong data: the store's identity (a random id, ``store('id')``) and its last commit
 ts live in the database and in a marker beside it (``_identity.py``). At start it runs
@@ -70,8 +71,8 @@ __all__ = [
     "SqlitePersistence",
 ]
 
-INLINE_MAX_WRITES = 64
-"""Default bound of a commit written on the loop's thread (see the module docstring)."""
+INLINE_MAX_WRITES = 0
+"""Default bound of a commit written on the loop's thread: none is (see the module docstring)."""
 INLINE_SLOW_S = 0.010
 """An inline write slower than this (a stalling disk) pauses inline writes..."""
 INLINE_PAUSE_S = 10.0
@@ -103,7 +104,8 @@ class SqlitePersistence:
     Args:
         path: the database file; created (with its parent directory) if missing.
         inline_max_writes: a commit of at most this many document writes that finds no write
-            in flight is written on the event loop's thread (0: always on the SQLite thread).
+            in flight is written on the event loop's thread (0, the default: every write runs
+            on the SQLite thread).
         accept_loss: start even on a database the marker beside it says is not this store's
             latest (missing, empty, foreign, older) or that ``quick_check`` finds corrupt
             (logged as a warning).

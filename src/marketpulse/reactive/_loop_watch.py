@@ -1,0 +1,176 @@
+"""How long the event loop was unavailable: its wake-up lag and the collector's pauses.
+
+Every client of the store waits on one event loop. Anything that holds the loop's thread (an
+fsync, a long CPU run, a full garbage collection) delays every push and ping by as much, so
+the store exports both as Prometheus histograms on ``/metrics``:
+
+* ``marketpulse_event_loop_lag_seconds``: a task asks to wake every ``interval`` seconds and
+  records how late it actually woke (what Node's ``monitorEventLoopDelay`` measures). A stall
+  of the thread shows up as one sample as long as the stall.
+* ``marketpulse_gc_pause_seconds{generation}``: the duration of each collection, timed from
+  ``gc.callbacks``' start to stop phases (a collection runs on whichever thread allocated,
+  usually the loop's), and ``marketpulse_gc_pause_cpu_seconds{generation}`` its CPU time,
+  which a busy machine's scheduling does not inflate.
+
+:class:`LagRecorder` and :class:`GcPauseRecorder` are the sans-I/O parts (clock readings in,
+observations out); :class:`LoopWatch` drives them on a running loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram
+
+__all__ = ["LAG_BUCKETS", "GcPauseRecorder", "LagRecorder", "LoopWatch"]
+
+LAG_BUCKETS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.3,
+    0.5,
+    1.0,
+    2.5,
+)
+"""Histogram bounds (s): fine below 10 ms, where the goals are (loop lag p999 <= 5 ms)."""
+
+
+class LagRecorder:
+    """Turns "asked to wake at t, woke at t'" into lag observations.
+
+    Args:
+        observe: called with each lag in seconds (never negative).
+    """
+
+    def __init__(self, observe: Callable[[float], None]) -> None:
+        self._observe = observe
+        self._due: float | None = None
+
+    def asleep(self, now: float, interval: float) -> None:
+        """The watcher goes to sleep at ``now`` for ``interval`` seconds."""
+        self._due = now + interval
+
+    def woke(self, now: float) -> float:
+        """The watcher woke at ``now``; returns (and observes) how late that was."""
+        if self._due is None:
+            raise RuntimeError("woke() before asleep()")
+        lag = max(0.0, now - self._due)
+        self._due = None
+        self._observe(lag)
+        return lag
+
+
+class GcPauseRecorder:
+    """Times each garbage collection from its ``gc.callbacks`` start and stop phases, in wall
+    time (what every waiting client feels) and in the collecting thread's CPU time (the
+    collection's own work, apart from a busy machine's scheduling).
+
+    Args:
+        observe: called with (generation, wall seconds, CPU seconds) after each collection.
+        clock: a monotonic clock in seconds.
+        cpu_clock: the calling thread's CPU time in seconds.
+    """
+
+    def __init__(
+        self,
+        observe: Callable[[int, float, float], None],
+        clock: Callable[[], float] = time.perf_counter,
+        cpu_clock: Callable[[], float] = time.thread_time,
+    ) -> None:
+        self._observe = observe
+        self._clock = clock
+        self._cpu_clock = cpu_clock
+        self._started: tuple[float, float] | None = None
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        """The ``gc.callbacks`` entry point."""
+        if phase == "start":
+            self._started = (self._clock(), self._cpu_clock())
+        elif phase == "stop" and self._started is not None:
+            wall, cpu = self._started
+            self._started = None
+            generation = int(info.get("generation", -1))
+            self._observe(generation, self._clock() - wall, self._cpu_clock() - cpu)
+
+
+class LoopWatch:
+    """Measures the running loop's wake-up lag and every GC pause into ``registry``.
+
+    Args:
+        registry: where the two histograms are registered.
+        interval: seconds between two lag samples (each one costs a timer wake-up).
+    """
+
+    def __init__(self, registry: CollectorRegistry, interval: float = 0.01) -> None:
+        self.interval = interval
+        self.lag = Histogram(
+            "marketpulse_event_loop_lag_seconds",
+            "How late the event loop woke a task that asked to sleep (a stalled loop thread)",
+            buckets=LAG_BUCKETS,
+            registry=registry,
+        )
+        self.gc_pause, self.gc_cpu = (
+            Histogram(
+                name,
+                doc,
+                labelnames=["generation"],
+                buckets=LAG_BUCKETS,
+                registry=registry,
+            )
+            for name, doc in (
+                (
+                    "marketpulse_gc_pause_seconds",
+                    "Duration of each garbage collection, by generation",
+                ),
+                (
+                    "marketpulse_gc_pause_cpu_seconds",
+                    "CPU time of each garbage collection, by generation (apart from scheduling)",
+                ),
+            )
+        )
+        self._lag = LagRecorder(self.lag.observe)
+        self._gc = GcPauseRecorder(self._observe_gc)
+        self._task: asyncio.Task[None] | None = None
+
+    def _observe_gc(self, generation: int, wall: float, cpu: float) -> None:
+        label = str(generation)
+        self.gc_pause.labels(label).observe(wall)
+        self.gc_cpu.labels(label).observe(cpu)
+
+    def start(self) -> None:
+        """Start sampling on the running loop and timing collections."""
+        if self._task is not None:
+            return
+        gc.callbacks.append(self._gc)
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="loop-watch")
+
+    async def stop(self) -> None:
+        """Stop both; idempotent."""
+        if self._gc in gc.callbacks:
+            gc.callbacks.remove(self._gc)
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        clock = asyncio.get_running_loop().time
+        while True:
+            self._lag.asleep(clock(), self.interval)
+            await asyncio.sleep(self.interval)
+            self._lag.woke(clock())

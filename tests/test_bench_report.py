@@ -1,0 +1,123 @@
+"""The results renderer: tables of figure, goal and baseline, and the plots, from small fake
+results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from marketpulse._bench_report import PLOTS, render, summary_markdown
+
+HOST = {"kalshi_core_deltas_per_s": 360456, "load_1m": 5.2, "cpus": 2}
+
+
+def _latency_run(rate: float, ours_p50: float) -> dict[str, object]:
+    ours = {"n": 100, "p50_ms": ours_p50, "p99_ms": ours_p50 * 3, "p999_ms": ours_p50 * 6}
+    redis = {"n": 100, "p50_ms": 1.0, "p99_ms": 2.5, "p999_ms": 4.0}
+    return {
+        "rate": rate,
+        "from_send": {"official_npm": ours, "redis": redis},
+        "cdf": {
+            "ours": [[0.5, ours_p50], [0.99, ours_p50 * 3], [1.0, ours_p50 * 6]],
+            "redis": [[0.5, 1.0], [0.99, 2.5], [1.0, 4.0]],
+        },
+        "loop": {"p50_ms": 0.4, "p99_ms": 1.9, "p999_ms": 4.2, "gc2_max_le_ms": 5.0},
+        "query_probe": {"p99_ms": 3.0},
+        "longest_push_gap_ms": 12.0,
+        "loop_series": [
+            {"t_s": 0.25 * i, "p99_ms": 1.0 + i % 3, "max_le_ms": 2.0 + i % 3} for i in range(8)
+        ],
+    }
+
+
+RESULTS = {
+    "latency": {
+        "host": HOST,
+        "runs": [_latency_run(100, 2.0), _latency_run(1000, 3.5), _latency_run(10000, 9.0)],
+    },
+    "slow_disk": {
+        "host": HOST,
+        "slow_disk": {"stall_s": 0.3, "every_s": 2.0},
+        "runs": [_latency_run(1000, 3.0)],
+    },
+    "fanout": {
+        "runs": [
+            {
+                "clients": c,
+                "ours": {"p99_ms": 9.0, "p999_ms": 20.0, "loop": {"p999_ms": 3.1}},
+                "redis": {"p99_ms": 3.0},
+            }
+            for c in (1000, 10000)
+        ]
+    },
+    "ingest": {
+        "sustained_msgs_per_s": 20000,
+        "seed_msgs_per_s": 300,
+        "goals": {"goal_msgs_per_s": 20000},
+        "steps": [{"offered": 5000.0, "mps": 4998.0}, {"offered": 20000.0, "mps": 19000.0}],
+    },
+    "sync_latency": {"subscribers": 1000, "p99_ms": 17.6, "baseline_p99_ms": 2.6},
+    "kalshi_protocol": {
+        "core_deltas_per_s": 360456.9,
+        "goal_core_deltas_per_s": 100000,
+        "orjson_loads_per_s": 1698411.4,
+    },
+    "subscriptions_find": {"rows": [{"subs": 1000, "find_p50_us": 6.0, "linear_p50_us": 1600.0}]},
+    "continuity": {
+        "continuity": {
+            "worker killed": {
+                "this": [{"stale_as_live_s": 3.8, "trades_lost": 0}],
+                "baseline": [{"stale_as_live_s": 11.2, "trades_lost": 74}],
+            }
+        }
+    },
+    "alerts": {"alerts_per_s": 1200.0, "goal_alerts_per_s": 1000, "runs": [1, 2]},
+}
+
+
+def test_each_figure_sits_beside_its_goal_and_baseline() -> None:
+    text = summary_markdown(RESULTS, {"latency": "ran now: ok, 60.0 s"}, stamp="now")
+    assert "| figure | ours | goal | baseline | ours / baseline |" in text
+    assert "| 1,000 msgs/s, p50 | 3.5 ms | <= 2x Redis | Redis 1 ms | 3.50x |" in text
+    assert "| 10,000 msgs/s, p99 | 27 ms | <= 3x Redis | Redis 2.5 ms | 10.80x |" in text
+    assert "| 1,000 msgs/s, store loop lag p999 | 4.2 ms | <= 5 ms |  |  |" in text
+    assert "| 1,000 msgs/s, largest gen-2 GC pause (CPU) <= | 5 ms (-) | a few ms |  |  |" in text
+    assert "| 1,000 msgs/s, longest gap between pushes | 12 ms |  |  |  |" in text
+    assert "| 10,000 clients, p99 | 9 ms | <= 3x Redis | Redis 3 ms | 3.00x |" in text
+    assert "| 10,000 clients, store loop lag p999 | 3.1 ms | <= 5 ms |  |  |" in text
+    assert "| offered 20,000 msgs/s | 19,000 achieved | = offered | offered 20,000 | 0.95x |" in (
+        text
+    )
+    assert "| one commit -> 1000 subscribers, p99 | 17.6 ms | <= 20 ms |" in text
+    assert "| protocol core, deltas/s (one core) | 360,457 | >= 100,000 |" in text
+    assert (
+        "| find affected subscriptions, 1,000 subs, p50 | 6 us |  | linear scan 1,600 us | 0.0037x |"
+        in (text)
+    )
+    assert "| worker killed: trades_lost | 0 |  | before 74 | 0.00x |" in text
+    # Any other result: its numbers, a goal_<name> beside <name>; lists are left out.
+    assert (
+        "| alerts_per_s | 1,200 | 1,000 |  |  |" in text
+        and "runs" not in text.split("(`alerts`)")[1]
+    )
+    assert "ran now: ok, 60.0 s; host: Kalshi core 360,456 deltas/s, load 5.2 on 2 CPUs" in text
+    assert "host speed not recorded" in text  # fanout's fake result has none
+
+
+def test_render_writes_the_summary_and_every_plot(tmp_path: Path) -> None:
+    for name, figures in RESULTS.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(figures))
+    (tmp_path / "RUNS.json").write_text("{}")
+    written = render(tmp_path, {}, "now")
+    assert {p.name for p in written} == {"SUMMARY.md", *PLOTS}
+    for plot in PLOTS:
+        assert (tmp_path / plot).stat().st_size > 5000, plot
+    assert "RUNS" not in (tmp_path / "SUMMARY.md").read_text()
+
+
+def test_a_result_without_data_for_a_plot_writes_no_empty_plot(tmp_path: Path) -> None:
+    (tmp_path / "fanout.json").write_text(json.dumps({"runs": []}))
+    (tmp_path / "latency.json").write_text(json.dumps({"runs": [_latency_run(1000, 3.0)]}))
+    written = {p.name for p in render(tmp_path)}
+    # No 10,000 msgs/s run is fine (the CDF shows 1,000 alone); no fan-out runs: no plot.
+    assert written == {"SUMMARY.md", "latency_vs_rate.png", "latency_cdf.png"}
