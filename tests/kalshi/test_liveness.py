@@ -72,3 +72,12 @@ def test_silence_needs_enough_samples() -> None:
         _ticker(p, i * 0.1)
     p.tick(100.0)
     assert not p.close_expected()
+
+
+def test_a_burst_of_snapshots_is_not_a_stream_that_stops() -> None:
+    # Snapshots arrive once per market at subscribe time; the quiet after them is normal.
+    liveness = Liveness(ping_interval=None, min_silence=3.0, min_samples=20)
+    liveness.reset(0.0)
+    for i in range(200):
+        liveness.frame("orderbook_snapshot", i * 0.0001)
+    assert liveness.dead(60.0) is None

@@ -6,7 +6,7 @@ Two rules, both decided from ``now`` values the driver passes in:
   and reports its pong (:meth:`Liveness.pong_received`); a pong later than ``pong_timeout``
   means the peer stopped answering (a stalled exchange, a cut network): close and reconnect.
   websockets' own keep-alive waits 10 s + 10 s, and Kalshi's heartbeat pings come every 10 s.
-- Silence: each subscription's message kind (``orderbook_delta``, ``ticker`` ...) learns its
+- Silence: each subscription's stream (``orderbook_delta``, ``ticker`` ...) learns its
   usual gap between messages (an exponential average); once it has seen ``min_samples``
   messages, a silence longer than ``silence_factor`` usual gaps (and at least ``min_silence``)
   means the exchange still answers pings but stopped sending that subscription: close and
@@ -19,7 +19,10 @@ from dataclasses import dataclass
 
 __all__ = ["Liveness"]
 
-_WATCHED = frozenset({"orderbook_delta", "orderbook_snapshot", "ticker", "ticker_v2", "trade"})
+# Streams only. ``orderbook_snapshot`` is left out: snapshots come once per subscription (and
+# after a resubscribe), in a burst whose usual gap is ~0, so watching them as a stream declared
+# every connection stalled ``min_silence`` after its start.
+_WATCHED = frozenset({"orderbook_delta", "ticker", "ticker_v2", "trade"})
 _ALPHA = 0.05  # the average's weight per message: the usual gap over the last ~20 messages
 
 
