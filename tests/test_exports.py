@@ -162,6 +162,7 @@ EXPORTS: dict[str, list[str]] = {
     "marketpulse.testing": [
         "AdminClient",
         "AsyncAdminClient",
+        "BalancerProcess",
         "Book",
         "BookWatch",
         "ChildProcess",
