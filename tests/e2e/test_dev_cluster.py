@@ -8,7 +8,6 @@ import os
 import queue
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +18,13 @@ from marketpulse._balancer import BalancerProcess
 from marketpulse.testing import AdminClient, DevProcess
 
 from .js_driver import JsDriver, node_available
+from .test_store_cluster import eventually
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.timeout(400),
     pytest.mark.skipif(not node_available(), reason="node and tests/js/node_modules needed"),
 ]
-
-
-def eventually(check: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
 
 
 class Subscriber:
@@ -76,10 +69,10 @@ def test_dev_runs_store_nodes_behind_the_balancer_and_survives_a_node_kill(
         assert f"{dev.url}/" in (tmp_path / "dev.log").read_text()  # the balancer's URL
         assert httpx.get(f"{dev.url}/", timeout=10).status_code == 200  # the dashboard
         with AdminClient(dev.url, timeout=10, format="json") as admin:
-            eventually(lambda: bool(admin.query("marketData:getStreamStatus", {})))
+            eventually(lambda: bool(admin.query("marketData:getStreamStatus", {})), 60)
             ticker = admin.query("marketData:getStreamStatus", {})[0]["markets"][0]
         sub = Subscriber(dev.url, "marketData:getOrderbook", {"ticker": ticker})
-        eventually(lambda: len(sub.since(0)) >= 3)
+        eventually(lambda: len(sub.since(0)) >= 3, 60)
         # dev's balancer, seen through its admin socket.
         balancer = BalancerProcess([], data / "balancer", port=dev.port)
         states = balancer.servers()
@@ -90,9 +83,9 @@ def test_dev_runs_store_nodes_behind_the_balancer_and_survives_a_node_kill(
         for name in busy:
             os.killpg(dev.child_pid(f"store-{name}"), signal.SIGKILL)
         # Fresh books keep coming through the balancer (the worker writes through it too).
-        eventually(lambda: len(sub.since(killed + 1.0)) >= 3)
+        eventually(lambda: len(sub.since(killed + 1.0)) >= 3, 60)
         # dev restarts the killed nodes; HAProxy takes them back once /health answers.
-        eventually(lambda: all(s.status == "UP" for s in balancer.servers().values()))
+        eventually(lambda: all(s.status == "UP" for s in balancer.servers().values()), 60)
     finally:
         if sub is not None:
             sub.js.close()
