@@ -105,3 +105,9 @@ def test_the_balancer_spreads_checks_and_drops_a_dead_node(tmp_path: Path) -> No
         for s in stores:
             s.stop()
     assert not alive(pid)
+
+
+def test_a_missing_haproxy_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("marketpulse._balancer.shutil.which", lambda *a, **k: None)
+    with pytest.raises(RuntimeError, match="apt-get install haproxy"):
+        haproxy_binary()
