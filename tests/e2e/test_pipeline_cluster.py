@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from marketpulse._balancer import BalancerProcess
-from marketpulse.pipeline.config import TASK_QUEUE, StreamConfig
+from marketpulse.pipeline.config import TASK_QUEUE
 from marketpulse.pipeline.workflow import KalshiStreamWorkflow
 from marketpulse.testing import AdminClient, LocalSystem, canonical_book
 
+from .test_pipeline import fast_stream
 from .test_store_cluster import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -35,15 +36,7 @@ def system(tmp_path: Path, postgres_url: str) -> Iterator[LocalSystem]:
             client = await s.client()
             await client.start_workflow(
                 KalshiStreamWorkflow.run,
-                StreamConfig(
-                    markets=s.sim_markets(),
-                    exchange="sim",
-                    reconnectDelay=0.5,
-                    healthCheckInterval=5.0,
-                    heartbeatTimeout=3.0,
-                    maxRetryInterval=2.0,
-                    staleAfter=60.0,
-                ),
+                fast_stream(s.sim_markets()),
                 id="e2e-cluster-stream",
                 task_queue=TASK_QUEUE,
             )

@@ -334,7 +334,7 @@ class _Dev:
 
     def _nodes(self) -> list[str]:
         return [
-            f"{p.url}"
+            p.url
             for label, p in self.procs.items()
             if label.startswith("store-") and isinstance(p, StoreProcess)
         ]
