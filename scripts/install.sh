@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs marketpulse and what it needs on a fresh machine of this kind.
 #   scripts/install.sh         the package (what `marketpulse dev` needs)
-#   scripts/install.sh --dev   plus test tools, the npm test peers and Chromium
+#   scripts/install.sh --dev   plus test tools, the npm test peers, HAProxy and Chromium
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +27,14 @@ if [ "$dev" = 1 ]; then
   if [ -f web/package.json ] && ! cmp -s web/package-lock.json web/node_modules/.installed-lock; then
     log "npm ci (web/)"
     (cd web && npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.installed-lock)
+  fi
+  if ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then
+    log "apt-get install haproxy (the balancer: cluster tests, dev --store-nodes)"
+    if [ "$(id -u)" = 0 ]; then
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy) >/dev/null
+    else
+      log "not root: skipping haproxy; the balancer tests will fail (sudo apt-get install haproxy)"
+    fi
   fi
   if [ ! -x /usr/bin/chromium ]; then
     log "apt-get install chromium (browser tests)"

@@ -163,6 +163,7 @@ EXPORTS: dict[str, list[str]] = {
     "marketpulse.testing": [
         "AdminClient",
         "AsyncAdminClient",
+        "BalancerProcess",
         "Book",
         "BookWatch",
         "ChildProcess",

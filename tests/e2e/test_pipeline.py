@@ -114,6 +114,19 @@ class Receiver:
         self.url = f"http://127.0.0.1:{self.server.server_port}/alerts"
 
 
+def fast_stream(markets: list[str]) -> StreamConfig:
+    """The simulator's stream with quick recovery, so faults heal within a test's waits."""
+    return StreamConfig(
+        markets=markets,
+        exchange="sim",
+        reconnectDelay=0.5,
+        healthCheckInterval=5.0,
+        heartbeatTimeout=3.0,
+        maxRetryInterval=2.0,
+        staleAfter=60.0,
+    )
+
+
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     receiver = Receiver()
@@ -132,15 +145,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
             client = await s.client()
             await client.start_workflow(
                 KalshiStreamWorkflow.run,
-                StreamConfig(
-                    markets=s.markets,
-                    exchange="sim",
-                    reconnectDelay=0.5,
-                    healthCheckInterval=5.0,
-                    heartbeatTimeout=3.0,
-                    maxRetryInterval=2.0,
-                    staleAfter=60.0,
-                ),
+                fast_stream(s.markets),
                 id=WORKFLOW_ID,
                 task_queue=TASK_QUEUE,
             )

@@ -122,3 +122,22 @@ def test_dev_runs_everything_stops_cleanly_and_keeps_its_data(tmp_path: Path) ->
         assert query(url, "marketData:getOrderbook", {"ticker": tickers[0]}) is None
     finally:
         stop_and_check(proc, signal.SIGINT)
+
+
+@pytest.mark.parametrize(
+    ("nodes", "db", "error"),
+    [
+        (3, None, "--store-nodes needs --db postgresql://"),
+        (2, "sqlite:/tmp/x.sqlite", "--store-nodes needs --db postgresql://"),
+        (-1, "postgresql://h/db", "must be 1 or more"),
+    ],
+)
+def test_store_nodes_options_are_checked_before_anything_starts(
+    nodes: int, db: str | None, error: str
+) -> None:
+    from marketpulse.pipeline._dev import DevOptions
+
+    with pytest.raises(ValueError, match=error):
+        DevOptions(store_nodes=nodes, db=db).check()
+    DevOptions().check()  # plain dev: SQLite, no balancer
+    DevOptions(store_nodes=3, db="postgresql://h/db").check()

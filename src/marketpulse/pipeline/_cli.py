@@ -330,6 +330,14 @@ def dev(
         str | None,
         typer.Option(help="Auth providers (Convex auth.config, JSON/TOML); off: dev sign-in."),
     ] = None,
+    db: Annotated[
+        str | None,
+        typer.Option(help="Store database URL (postgresql://...); default: SQLite in data-dir."),
+    ] = None,
+    store_nodes: Annotated[
+        int,
+        typer.Option(help="Run N store nodes on --db (PostgreSQL) behind HAProxy on --port."),
+    ] = 0,
 ) -> None:
     """Run everything: Temporal dev server, store, simulator, worker, stream workflow."""
     from marketpulse.pipeline._dev import DevOptions, run_dev
@@ -351,7 +359,13 @@ def dev(
         alert_webhook=alert_webhook,
         ready_file=ready_file,
         auth_config=auth_config,
+        db=db,
+        store_nodes=store_nodes,
     )
+    try:
+        opts.check()
+    except (ValueError, RuntimeError) as exc:
+        _fail(str(exc))
 
     async def go() -> None:
         code = await run_dev(opts)

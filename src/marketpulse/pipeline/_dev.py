@@ -1,7 +1,9 @@
 """``marketpulse dev``: the whole system on one machine, on embedded defaults.
 
-Starts, in order: the Temporal dev server (state and web UI), the store (SQLite), the exchange
-simulator or a real Kalshi exchange, the worker, and the stream workflow for the exchange's
+Starts, in order: the Temporal dev server (state and web UI), the store (SQLite; or, with
+``--store-nodes N --db postgresql://...``, N store nodes on that database behind HAProxy, see
+:mod:`marketpulse._balancer`), the exchange simulator or a real Kalshi exchange, the worker
+(writing through the balancer when there is one), and the stream workflow for the exchange's
 markets; each child as :mod:`marketpulse._components` describes it (the test harness,
 :mod:`marketpulse.testing`, starts the same ones). Then it supervises them as a production
 deployment's process manager would: a child that dies is started again (the store on the same
@@ -10,7 +12,7 @@ Temporal's retries and the stream's leases get their chance to heal the system; 
 only when a child died more than ``MAX_RESTARTS`` times within ``RESTART_WINDOW_S``.
 Ctrl-C or SIGTERM stops them in reverse
 order: the worker drains first (while the store and Temporal are still up to take its last
-writes), then the simulator, the store, and Temporal last. Every child runs in its own process group with a parent-death signal,
+writes), then the simulator, the balancer, the store nodes, and Temporal last. Every child runs in its own process group with a parent-death signal,
 so none is left behind.
 
 The data directory holds everything that must survive a restart: the Temporal database, the
@@ -39,6 +41,7 @@ from temporalio.service import RPCError
 
 from marketpulse._admin_key import load_admin_key
 from marketpulse._aio import cancel_and_wait
+from marketpulse._balancer import BalancerProcess, haproxy_binary
 from marketpulse._components import (
     ChildProcess,
     SimulatorProcess,
@@ -80,6 +83,30 @@ class DevOptions:
     workflow_id: str = ""
     ready_file: Path | None = None
     auth_config: str | None = None
+    db: str | None = None
+    """The store's database URL (default: SQLite in the data directory)."""
+    store_nodes: int = 0
+    """Store nodes behind a balancer on ``db`` (PostgreSQL); 0: one node, no balancer."""
+
+    def check(self) -> None:
+        """Refuse options that cannot work together, saying why.
+
+        Raises:
+            ValueError: Store nodes without a PostgreSQL database, or HAProxy missing.
+        """
+        if self.store_nodes < 0:
+            raise ValueError("--store-nodes must be 1 or more")
+        if self.store_nodes and not (self.db or "").startswith(("postgresql://", "postgres://")):
+            raise ValueError(
+                "--store-nodes needs --db postgresql://...: the nodes share one PostgreSQL "
+                "database (SQLite is one machine's, one node's)"
+            )
+        if self.store_nodes:
+            haproxy_binary()  # its error says how to install it
+
+
+# The order children stop in (the worker drains into a live store); by label prefix.
+_STOP_ORDER = ("worker", "simulator", "balancer", "store", "temporal")
 
 
 class _Dev:
@@ -88,7 +115,8 @@ class _Dev:
         self.console = console
         self.data = opts.data_dir.resolve()
         self.logs = self.data / "logs"
-        self.procs: list[ChildProcess] = []
+        self.procs: dict[str, ChildProcess] = {}
+        """Each child by its label (``store`` or ``store-n1``..., ``balancer``...)."""
         self.sim_env: dict[str, str] = {}
         self.sim_url = ""
         self.client: Client | None = None
@@ -106,7 +134,7 @@ class _Dev:
         self.admin_key = load_admin_key(self.data)
         steps = [
             ("Temporal dev server", self._start_temporal),
-            ("store (SQLite)", self._start_store),
+            (self._store_label(), self._start_store),
             ("exchange", self._start_exchange),
             ("worker", self._start_worker),
             ("stream workflow", self._start_workflow),
@@ -125,8 +153,14 @@ class _Dev:
                     task, completed=1, description=f"[green]✓[/green] {label}: {detail}"
                 )
 
-    async def _launch(self, child: ChildProcess) -> None:
-        self.procs.append(child)
+    def _store_label(self) -> str:
+        o = self.opts
+        if o.store_nodes:
+            return f"{o.store_nodes} store nodes (PostgreSQL) behind HAProxy"
+        return "store (PostgreSQL)" if o.db else "store (SQLite)"
+
+    async def _launch(self, child: ChildProcess, label: str | None = None) -> None:
+        self.procs[label or child.name] = child
         await asyncio.to_thread(child.start)
 
     async def _start_temporal(self) -> str:
@@ -147,16 +181,36 @@ class _Dev:
         extra = ["--auth-config", self.opts.auth_config] if self.opts.auth_config else []
         if dev_auth:
             extra = ["--dev-auth-key", str(self.data / DEV_AUTH_KEY_FILE)]
-        store = StoreProcess(
-            f"sqlite:{self.data / 'store.sqlite'}",
-            admin_key=self.admin_key,
-            port=self.opts.port,
-            log_path=self.logs / "store.log",
-            extra=extra,
-        )
-        await self._launch(store)
-        self.sign_in = f"{store.url}/auth/dev/sign-in" if dev_auth else "your auth provider"
-        return store.url
+        o = self.opts
+        database = o.db or f"sqlite:{self.data / 'store.sqlite'}"
+        if not o.store_nodes:
+            store = StoreProcess(
+                database,
+                admin_key=self.admin_key,
+                port=o.port,
+                log_path=self.logs / "store.log",
+                extra=extra,
+            )
+            await self._launch(store)
+            self.sign_in = f"{store.url}/auth/dev/sign-in" if dev_auth else "your auth provider"
+            return store.url
+        nodes: list[tuple[str, int]] = []
+        for i in range(1, o.store_nodes + 1):
+            name = f"n{i}"
+            node = StoreProcess(
+                _with_node(database, name),
+                admin_key=self.admin_key,
+                port=free_port(),  # kept across its restarts
+                log_path=self.logs / f"store-{name}.log",
+                extra=extra,
+            )
+            await self._launch(node, f"store-{name}")
+            nodes.append((name, node.port))
+        balancer = BalancerProcess(nodes, self.data / "balancer", port=o.port)
+        await self._launch(balancer)
+        self.sign_in = f"{balancer.url}/auth/dev/sign-in" if dev_auth else "your auth provider"
+        ports = ", ".join(f"{name} :{port}" for name, port in nodes)
+        return f"balancer {balancer.url} -> {ports}"
 
     async def _start_exchange(self) -> str:
         o = self.opts
@@ -256,9 +310,18 @@ class _Dev:
 
     def banner(self) -> None:
         o = self.opts
+        nodes = self._nodes()
+        cluster = (
+            f"[bold]Balancer[/bold]     http://127.0.0.1:{o.port}/ (HAProxy) -> "
+            + ", ".join(nodes)
+            + "\n"
+            if nodes
+            else ""
+        )
         self.console.print(
             Panel.fit(
                 f"[bold]Dashboard[/bold]    http://127.0.0.1:{o.port}/\n"
+                f"{cluster}"
                 f"[bold]Temporal UI[/bold]  http://127.0.0.1:{self.ui_port}/namespaces/default/workflows\n"
                 f"[bold]Metrics[/bold]      http://127.0.0.1:{self.metrics_port}/metrics\n"
                 f"[bold]Sign in[/bold]      {self.sign_in}\n"
@@ -269,6 +332,13 @@ class _Dev:
         )
         self._write_ready_file()
 
+    def _nodes(self) -> list[str]:
+        return [
+            p.url
+            for label, p in self.procs.items()
+            if label.startswith("store-") and isinstance(p, StoreProcess)
+        ]
+
     def _write_ready_file(self) -> None:
         o = self.opts
         if o.ready_file is not None:
@@ -278,8 +348,9 @@ class _Dev:
                 f"dashboard=http://127.0.0.1:{o.port}/\n"
                 f"temporal_ui=http://127.0.0.1:{self.ui_port}/\n"
                 f"sign_in={self.sign_in}\n"
-                f"pids={' '.join(str(p.pid) for p in self.procs)}\n"
-                f"names={' '.join(p.name for p in self.procs)}\n"
+                f"nodes={' '.join(self._nodes())}\n"
+                f"pids={' '.join(str(p.pid) for p in self.procs.values())}\n"
+                f"names={' '.join(self.procs)}\n"
                 f"restarts={self.restarts}\n"
             )
             tmp.replace(o.ready_file)
@@ -289,22 +360,22 @@ class _Dev:
         everything only when one keeps dying (returns why)."""
         deaths: dict[str, list[float]] = {}
         while not stop.is_set():
-            for p in self.procs:
+            for label, p in list(self.procs.items()):
                 code = p.poll()
                 if code is None:
                     continue
                 now = time.monotonic()
-                recent = [t for t in deaths.get(p.name, []) if now - t < RESTART_WINDOW_S]
+                recent = [t for t in deaths.get(label, []) if now - t < RESTART_WINDOW_S]
                 recent.append(now)
-                deaths[p.name] = recent
+                deaths[label] = recent
                 if len(recent) > MAX_RESTARTS:
                     return (
-                        f"{p.name} keeps failing: exited {len(recent)} times in "
+                        f"{label} keeps failing: exited {len(recent)} times in "
                         f"{RESTART_WINDOW_S:g}s, last with {code} (see {p.log_path})"
                     )
                 delay = _BACKOFF_S[min(len(recent), len(_BACKOFF_S)) - 1]
                 self.console.print(
-                    f"[yellow]{p.name} exited with {code}; restarting in {delay:g}s "
+                    f"[yellow]{label} exited with {code}; restarting in {delay:g}s "
                     f"(see {p.log_path})[/yellow]"
                 )
                 if await _sleep_unless(stop, delay):
@@ -312,24 +383,29 @@ class _Dev:
                 try:
                     await asyncio.to_thread(p.start)
                 except Exception as exc:  # counted as another death on the next look
-                    self.console.print(f"[red]{p.name} did not come back: {exc}[/red]")
+                    self.console.print(f"[red]{label} did not come back: {exc}[/red]")
                     continue
                 self.restarts += 1
-                self.console.print(f"[green]{p.name} restarted (pid {p.pid})[/green]")
+                self.console.print(f"[green]{label} restarted (pid {p.pid})[/green]")
                 self._write_ready_file()
             await _sleep_unless(stop, 0.5)
         return "stop requested"
 
     async def stop(self) -> None:
-        by_name = {p.name: p for p in self.procs}
-        if "worker" in by_name:
-            self.console.print("stopping worker (draining)…")
-            await asyncio.to_thread(by_name["worker"].stop)
-        for name in ("simulator", "store", "temporal"):
-            if name in by_name:
-                self.console.print(f"stopping {name}…")
-                await asyncio.to_thread(by_name[name].stop)
+        for kind in _STOP_ORDER:
+            for label, p in self.procs.items():
+                if label.split("-")[0] != kind:
+                    continue
+                self.console.print(
+                    "stopping worker (draining)…" if kind == "worker" else f"stopping {label}…"
+                )
+                await asyncio.to_thread(p.stop)
         self.console.print("[green]all stopped[/green]")
+
+
+def _with_node(database: str, name: str) -> str:
+    """``database`` with ``node=name`` among its URL options (the node's id in PostgreSQL)."""
+    return f"{database}{'&' if '?' in database else '?'}node={name}"
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
@@ -343,6 +419,11 @@ async def _sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
 async def run_dev(opts: DevOptions) -> int:
     """Run everything until Ctrl-C/SIGTERM; returns the exit code."""
     console = Console(stderr=False, highlight=False)
+    try:
+        opts.check()
+    except (ValueError, RuntimeError) as exc:
+        console.print(f"[red]marketpulse dev: {exc}[/red]")
+        return 2
     dev = _Dev(opts, console)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

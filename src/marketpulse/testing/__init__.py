@@ -12,6 +12,7 @@ manager. A child never outlives the test (or benchmark) that started it, even a 
 """
 
 from marketpulse._admin_key import new_admin_key
+from marketpulse._balancer import BalancerProcess
 from marketpulse._components import (
     ChildProcess,
     SimulatorProcess,
@@ -33,6 +34,7 @@ from marketpulse.testing._webhook import WebhookReceiver
 __all__ = [
     "AdminClient",
     "AsyncAdminClient",
+    "BalancerProcess",
     "Book",
     "BookWatch",
     "ChildProcess",

@@ -16,8 +16,8 @@ __all__ = ["DevProcess"]
 
 class DevProcess(HttpChildProcess):
     """``marketpulse dev`` (Temporal, store, simulator, worker, stream); ready once it has
-    written its ready file, i.e. everything is up. Its :attr:`url` is the store's, where the
-    dashboard is served.
+    written its ready file, i.e. everything is up. Its :attr:`url` is the store's (or, with
+    ``store_nodes``, the balancer's), where the dashboard is served.
 
     Its admin key is its data directory's key file (never one from this environment).
 
@@ -34,6 +34,8 @@ class DevProcess(HttpChildProcess):
         env: More environment for ``dev`` and the children it starts (e.g.
             ``MARKETPULSE_FUNCTIONS``).
         pythonpath: Directories put first on its ``PYTHONPATH`` (and its children's).
+        db: The store's database URL (default: SQLite in ``data_dir``).
+        store_nodes: Store nodes on ``db`` (PostgreSQL) behind HAProxy on ``port``; 0: one.
     """
 
     name = "marketpulse dev"
@@ -55,6 +57,8 @@ class DevProcess(HttpChildProcess):
         seed: int | None = None,
         env: Mapping[str, str] | None = None,
         pythonpath: Sequence[str | os.PathLike[str]] = (),
+        db: str | None = None,
+        store_nodes: int = 0,
     ) -> None:
         super().__init__(
             log_path or data_dir.parent / f"{data_dir.name}.dev.log",
@@ -69,6 +73,8 @@ class DevProcess(HttpChildProcess):
         self.sim_markets = sim_markets
         self.sim_rate = sim_rate
         self.seed = seed
+        self.db = db
+        self.store_nodes = store_nodes
         self.ready_file = data_dir / "ready"
 
     def argv(self) -> list[str]:
@@ -79,10 +85,32 @@ class DevProcess(HttpChildProcess):
         argv += ["--sim-markets", str(self.sim_markets), "--sim-rate", str(self.sim_rate)]
         if self.seed is not None:
             argv += ["--seed", str(self.seed)]
+        if self.db is not None:
+            argv += ["--db", self.db]
+        if self.store_nodes:
+            argv += ["--store-nodes", str(self.store_nodes)]
         return [*argv, "--ready-file", str(self.ready_file)]
 
     def ready(self) -> bool:
         return self.ready_file.exists()
+
+    def ready_info(self) -> dict[str, list[str]]:
+        """Its ready file's entries (``dashboard``, ``nodes``, ``pids``, ``names``...), each a
+        list of its space-separated values; rewritten when a child is restarted."""
+        out: dict[str, list[str]] = {}
+        for line in self.ready_file.read_text().splitlines():
+            key, _, value = line.partition("=")
+            out[key] = value.split()
+        return out
+
+    def child_pid(self, name: str) -> int:
+        """The pid of its child ``name`` (e.g. ``worker``, ``store-n2``, ``balancer``).
+
+        Raises:
+            KeyError: It has no such child.
+        """
+        info = self.ready_info()
+        return int(dict(zip(info["names"], info["pids"], strict=True))[name])
 
     def start(self, timeout: float | None = None) -> Self:
         """Start everything and wait for its ready file (see :meth:`~marketpulse.testing.ChildProcess.start`)."""

@@ -30,6 +30,7 @@ class TcpRelay:
         self._replies.set()
         self._started = threading.Event()
         self._server: asyncio.Server | None = None
+        self._open: set[asyncio.StreamWriter] = set()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     @property
@@ -52,17 +53,24 @@ class TcpRelay:
         except OSError:
             writer.close()
             return
+        ends = {writer, up_w}
+        self._open |= ends
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, gated: bool) -> None:
             with contextlib.suppress(OSError, asyncio.CancelledError):
                 while data := await src.read(65536):
                     while gated and not self._replies.is_set():
                         await asyncio.sleep(0.01)
+                    if dst.is_closing():  # cut: held replies are dropped
+                        break
                     dst.write(data)
                     await dst.drain()
             dst.close()
 
-        await asyncio.gather(pipe(reader, up_w, False), pipe(up_r, writer, True))
+        try:
+            await asyncio.gather(pipe(reader, up_w, False), pipe(up_r, writer, True))
+        finally:
+            self._open -= ends
 
     def start(self) -> Self:
         """Listen (returns once :attr:`port` is bound)."""
@@ -81,6 +89,16 @@ class TcpRelay:
     def release_replies(self) -> None:
         """Pass them again."""
         self._replies.set()
+
+    def cut(self) -> None:
+        """Reset every relayed connection now, dropping the replies held back (a node's
+        answers lost with it)."""
+
+        async def reset() -> None:
+            for w in list(self._open):
+                w.transport.abort()
+
+        asyncio.run_coroutine_threadsafe(reset(), self._loop).result(5)
 
     def stop(self) -> None:
         """Close the listener and stop the loop."""

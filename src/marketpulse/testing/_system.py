@@ -72,7 +72,8 @@ class LocalSystem:
         self.pythonpath = [str(p) for p in pythonpath]
         self.admin_key = new_admin_key("local_")
         self.procs: dict[str, ChildProcess] = {}
-        """The started parts by name: ``temporal``, ``store``, ``simulator``, ``worker``."""
+        """The started parts by name: ``temporal``, ``store`` (or ``store-n1``... and
+        ``balancer``), ``simulator``, ``worker``."""
         self.temporal = ""
         """The Temporal frontend's ``host:port``, once started."""
         self.store_url = ""
@@ -93,9 +94,9 @@ class LocalSystem:
 
     # -- processes ----------------------------------------------------------------------------
 
-    def _start(self, child: ChildProcess) -> None:
+    def _start(self, child: ChildProcess, name: str | None = None) -> None:
         child.pythonpath = [*self.pythonpath, *child.pythonpath]
-        self.procs[child.name] = child
+        self.procs[name or child.name] = child
         child.start()
 
     def start_temporal(self, *, persistent: bool = False) -> str:
@@ -126,6 +127,28 @@ class LocalSystem:
         self._start(store)
         self.store_url = store.url
         self._store_client = AdminClient(store.url, timeout=10, format="json")
+        return self.store_url
+
+    def start_cluster(self, database: str, nodes: int = 3) -> str:
+        """``nodes`` store nodes on PostgreSQL ``database`` behind HAProxy (named
+        ``store-n1``...; the balancer is ``balancer``); returns the balancer's URL, which the
+        worker and :meth:`query` then use."""
+        from marketpulse._balancer import BalancerProcess
+
+        ports = []
+        for i in range(1, nodes + 1):
+            sep = "&" if "?" in database else "?"
+            node = StoreProcess(
+                f"{database}{sep}node=n{i}",
+                admin_key=self.admin_key,
+                log_path=self.root / f"store-n{i}.log",
+            )
+            self._start(node, f"store-n{i}")
+            ports.append((f"n{i}", node.port))
+        balancer = BalancerProcess(ports, self.root / "balancer")
+        self._start(balancer)
+        self.store_url = balancer.url
+        self._store_client = AdminClient(balancer.url, timeout=10, format="json")
         return self.store_url
 
     def start_simulator(self, *, markets: int, rate: float, seed: int = 7) -> str:
@@ -195,9 +218,10 @@ class LocalSystem:
 
     def stop(self) -> None:
         """Stop everything, the worker first and Temporal last."""
-        for name in ("worker", "simulator", "store", "temporal"):
-            if name in self.procs:
-                self.procs[name].stop(10)
+        for kind in ("worker", "simulator", "balancer", "store", "temporal"):
+            for name, proc in self.procs.items():
+                if name.split("-")[0] == kind:
+                    proc.stop(10)
         self.http.close()
         if self._store_client is not None:
             self._store_client.close()
