@@ -19,7 +19,7 @@ def test_serve_writes_a_profile_and_its_longest_callbacks(tmp_path: Path) -> Non
     # ...and the loop's callbacks: how many, their CPU, the costliest.
     slow = Path(str(out) + ".slow").read_text().splitlines()
     assert slow[0].split()[0].isdigit() and int(slow[0].split()[0]) > 20, slow[:3]
-    assert slow[1].startswith("CPU ms of the longest") and slow[2].startswith("by kind")
+    assert slow[1].startswith("CPU ms of the longest") and slow[3].startswith("by kind")
 
 
 def test_without_the_variable_nothing_is_written(tmp_path: Path) -> None:

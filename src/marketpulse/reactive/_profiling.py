@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio.events
 import contextlib
 import cProfile
+import gc
 import heapq
 import time
 from collections.abc import Iterator
@@ -22,6 +23,16 @@ __all__ = ["profiled"]
 
 _KEEP = 200
 _SLOW_S = 0.005
+
+
+def _describe(callback: Any) -> tuple[str, str]:
+    """A callback's description and its kind; a task's steps are named by its coroutine."""
+    owner = getattr(callback, "__self__", None)
+    if isinstance(owner, asyncio.Task):
+        coro = owner.get_coro()
+        kind = f"task {getattr(coro, '__qualname__', type(coro).__name__)}"
+        return kind, kind
+    return repr(callback)[:160], getattr(callback, "__qualname__", type(callback).__name__)
 
 
 @contextlib.contextmanager
@@ -46,8 +57,7 @@ def _slow_callbacks(path: Path) -> Iterator[None]:
         counts[0] += 1
         counts[1] += took_cpu
         if took_cpu >= _SLOW_S:
-            name = repr(self._callback)[:160]
-            kind = getattr(self._callback, "__qualname__", type(self._callback).__name__)
+            name, kind = _describe(self._callback)
             kinds.setdefault(kind, []).append(took_cpu)
             entry = (took_cpu, took, name)
             if len(worst) < _KEEP:
@@ -55,16 +65,33 @@ def _slow_callbacks(path: Path) -> Iterator[None]:
             else:
                 heapq.heappushpop(worst, entry)
 
+    # Collections run inside whichever callback allocates: time them apart, by generation.
+    collections: dict[int, list[float]] = {}
+    gc_started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            gc_started[0] = time.thread_time()
+        else:
+            took = time.thread_time() - gc_started[0]
+            collections.setdefault(info.get("generation", -1), []).append(took)
+
     handle._run = timed  # type: ignore[method-assign]
+    gc.callbacks.append(on_gc)
     try:
         yield
     finally:
         handle._run = original  # type: ignore[method-assign]
+        gc.callbacks.remove(on_gc)
         longest = sorted(worst, reverse=True)
         lines = [
             f"{counts[0]} callbacks, {counts[1]:.3f} s CPU; "
             f"{sum(map(len, kinds.values()))} took {_SLOW_S * 1000:g} ms of CPU or more",
             "CPU ms of the longest: " + ", ".join(f"{c * 1000:.1f}" for c, _, _ in longest[:10]),
+            "garbage collections (inside those callbacks), by generation: count, max CPU ms: "
+            + ", ".join(
+                f"gen{g} {len(t)} {max(t) * 1000:.1f}" for g, t in sorted(collections.items())
+            ),
             "by kind: count, total CPU ms, max CPU ms",
         ]
         for kind, took in sorted(kinds.items(), key=lambda kv: -sum(kv[1])):
