@@ -257,6 +257,12 @@ def _graceful_server_class() -> Any:
         """uvicorn, minus re-raising SIGTERM/SIGINT after shutdown (which would kill the
         process before the engine and SQLite are closed); exits 0 instead."""
 
+        async def startup(self, sockets: Any = None) -> None:
+            from marketpulse.reactive.admission import widen_listen_queue
+
+            await super().startup(sockets)
+            widen_listen_queue(self.servers)  # listened with ACCEPT_BATCH: see there
+
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
             loop = asyncio.get_running_loop()
@@ -321,8 +327,15 @@ async def _serve(
             start_http_server(
                 settings.metrics_port, settings.metrics_host, registry=gateway.metrics.registry
             )
+        from marketpulse.reactive.admission import ACCEPT_BATCH
+
         config = uvicorn_config(
-            app, settings.host, settings.port, gateway, timeout_graceful_shutdown=5
+            app,
+            settings.host,
+            settings.port,
+            gateway,
+            timeout_graceful_shutdown=5,
+            backlog=ACCEPT_BATCH,
         )
         server = _GracefulServer(config)
         # Everything alive now (modules, app, loaded store) lives as long as the process: keep
@@ -490,10 +503,14 @@ def register(
         )
         static = settings.static_dir or default_static_dir
         auth = _auth(settings)
+        from marketpulse.reactive._profiling import profiled
         from marketpulse.reactive.persistence import UnsafeDatabase
 
         try:
-            with contextlib.suppress(KeyboardInterrupt):
+            with (
+                contextlib.suppress(KeyboardInterrupt),
+                profiled(os.environ.get("MARKETPULSE_PROFILE")),
+            ):
                 asyncio.run(_serve(settings, admin_key, modules, static, auth))
         except UnsafeDatabase as exc:
             # A refusal is not a crash: one paragraph, no traceback, and its own exit code so

@@ -15,9 +15,11 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import os
 import resource
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import httptools
@@ -386,6 +388,27 @@ class GuardedHttp(HttpToolsProtocol):
         THROTTLE.log(log, "info", "request refused", status=status, code=code)
         self.transport.write(_simple_response(status, phrase, code, message))
         close_gracefully(self.transport)
+
+
+ACCEPT_BATCH = 32
+"""Connections accepted per loop turn: asyncio's accept loop takes the listen ``backlog`` as
+its batch, and 2,048 connections set up in one turn (accept, parser, transport, head timer
+each) held every push for 100 ms and more during a connection storm. ``serve`` listens with
+this, then widens the kernel's queue again (:func:`widen_listen_queue`)."""
+
+LISTEN_BACKLOG = 2048
+"""The kernel's queue of connections not accepted yet (uvicorn's default)."""
+
+
+def widen_listen_queue(servers: Iterable[asyncio.Server], backlog: int = LISTEN_BACKLOG) -> None:
+    """Give listening sockets a ``backlog``-long kernel queue, leaving asyncio's accept batch as
+    it was set (its ``backlog`` argument, see :data:`ACCEPT_BATCH`): a burst of connections
+    waits in the kernel, not in SYN retries, and is taken a batch per loop turn."""
+    for server in servers:
+        for sock in server.sockets:
+            # A duplicate descriptor of the same socket: listen() applies to the socket.
+            with socket.socket(fileno=os.dup(sock.fileno())) as same:
+                same.listen(backlog)
 
 
 def raise_fd_limit() -> int:

@@ -28,6 +28,7 @@ import orjson
 
 from marketpulse._components import StoreProcess
 from marketpulse._process import marketpulse_env
+from marketpulse.reactive.values import decode_ts
 
 __all__ = [
     "ATTACKER",
@@ -448,6 +449,76 @@ async def slow_queries(host: str, port: int, scale: float) -> dict[str, Any]:
     return {"health_s": round(health_s, 3), "answered": sum(r.status_code == 200 for r in results)}
 
 
+async def _read_message(reader: asyncio.StreamReader) -> dict[str, Any]:
+    """The next (unfragmented, unmasked) text message from the server; pings are skipped."""
+    while True:
+        head = await reader.readexactly(2)
+        size = head[1] & 0x7F
+        if size == 126:
+            size = struct.unpack("!H", await reader.readexactly(2))[0]
+        elif size == 127:
+            size = struct.unpack("!Q", await reader.readexactly(8))[0]
+        payload = await reader.readexactly(size)
+        if head[0] & 0x0F == 0x1:
+            message: dict[str, Any] = orjson.loads(payload)
+            return message
+
+
+async def slow_subscription(host: str, port: int, scale: float) -> dict[str, Any]:
+    """A subscription to a 0.25 s query of a stamp the client itself writes, again and again:
+    every commit of the stamp re-runs it (off the loop: inline, each held everyone 0.25 s)."""
+    reader, writer = await _socket(host, port)
+    # A short first run teaches the server the function is slow; the long one runs off the loop.
+    adds = [
+        {"type": "Add", "queryId": q, "udfPath": "hostile:slow_latest",
+         "args": [{"name": "attacker", "seconds": seconds}]}
+        for q, seconds in ((0, 0.01), (1, 0.25))
+    ]  # fmt: skip
+    for version, add in enumerate(adds):
+        message = {"type": "ModifyQuerySet", "baseVersion": version, "newVersion": version + 1,
+                   "modifications": [add]}  # fmt: skip
+        writer.write(_frame(0x1, orjson.dumps(message)))
+    seen: dict[int, float] = {}
+    tss: list[int] = []
+    mixed = 0
+    updates = 0
+
+    async def until(stamp: float) -> None:
+        # Both queries read the same stamp: a Transition showing them at different stamps mixes
+        # two commits.
+        nonlocal mixed, updates
+        while seen.get(0) != stamp or seen.get(1) != stamp:
+            message = await _read_message(reader)
+            if message.get("type") == "FatalError":
+                raise RuntimeError(message)
+            if message.get("type") != "Transition":
+                continue
+            tss.append(decode_ts(message["endVersion"]["ts"]))
+            for mod in message["modifications"]:
+                if mod.get("type") == "QueryUpdated":
+                    seen[mod["queryId"]] = mod["value"][0]
+                    updates += mod["queryId"] == 1
+            mixed += seen.get(0) != seen.get(1) and len(seen) == 2
+
+    rounds = max(3, int(20 * scale))
+    try:
+        async with asyncio.timeout(60):
+            await until(0.0)
+            for i in range(1, rounds + 1):
+                mutation = {"type": "Mutation", "requestId": i, "udfPath": "hostile:stamp",
+                            "args": [{"name": "attacker", "at": float(i)}]}  # fmt: skip
+                writer.write(_frame(0x1, orjson.dumps(mutation)))
+                await until(float(i))
+    finally:
+        writer.transport.abort()
+    return {
+        "rounds": rounds,
+        "updates": updates,
+        "mixed": mixed,
+        "ts_in_order": tss == sorted(tss),
+    }
+
+
 async def session_reuse(host: str, port: int, scale: float) -> dict[str, Any]:
     """Another session's sessionId with the same requestId."""
     outcomes = []
@@ -502,6 +573,7 @@ ATTACKS: dict[str, Attack] = {
     "huge_batch": huge_batch,
     "deep_nesting": deep_nesting,
     "slow_queries": slow_queries,
+    "slow_subscription": slow_subscription,
     "session_reuse": session_reuse,
     "hostile_origins": hostile_origins,
 }

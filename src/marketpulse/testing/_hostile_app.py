@@ -37,11 +37,26 @@ def stamp(ctx: MutationCtx, name: str, at: float) -> None:
         ctx.db.patch(doc["_id"], {"at": at})
 
 
-@hostile.query
-def slow(ctx: QueryCtx, seconds: float) -> float:
-    # Pure CPU, under the run-time limit: the kind of query a client can legally send.
-    end = time.perf_counter() + min(seconds, 0.9)
+def _spin(seconds: float) -> float:
+    """Pure CPU for ``seconds`` (capped under the run-time limit): the kind of query a client can
+    legally send. At least 10 ms of this thread's CPU too, which is how the server tells a slow
+    query (a loaded machine lends a spinning thread only part of the wall-clock time)."""
+    seconds = min(seconds, 0.9)
+    end = time.perf_counter() + seconds
+    cpu_end = time.thread_time() + min(seconds, 0.01)
     n = 0
-    while time.perf_counter() < end:
+    while time.perf_counter() < end or time.thread_time() < cpu_end:
         n += 1
     return float(n)
+
+
+@hostile.query
+def slow(ctx: QueryCtx, seconds: float) -> float:
+    return _spin(seconds)
+
+
+@hostile.query
+def slow_latest(ctx: QueryCtx, name: str, seconds: float) -> list[float]:
+    """A stamp, then ``seconds`` of CPU: a slow query that every commit of the stamp re-runs."""
+    doc = _stamp(ctx, name)
+    return [float(doc["at"]) if doc else 0.0, _spin(seconds)]

@@ -25,8 +25,11 @@ pairs = FunctionModule(
 
 
 def _spin(seconds: float) -> None:
+    # Wall-clock seconds, and at least 10 ms of this thread's CPU: how the engine tells a slow
+    # function (a loaded machine lends a spinning thread only part of the wall-clock time).
     end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
+    cpu_end = time.thread_time() + min(seconds, 0.01)
+    while time.perf_counter() < end or time.thread_time() < cpu_end:
         pass
 
 
@@ -218,3 +221,77 @@ def test_read_set_touches() -> None:
     assert rs.touches([("x", "y", b"a"), ("t", "i", b"m")])
     assert not rs.touches([("t", "i", b"f"), ("t", "i", b"a"), ("t", "j", b"c"), ("t", "i", b"n")])
     assert not rs.touches([])
+
+
+class Recorder:
+    """A subscriber: what it was told, in order, with the result and ts it could read then."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any, int]] = []
+        self.updated = asyncio.Event()
+
+    def on_query_stale(self, query: Any) -> None:
+        self.events.append(("stale", None, query.result.ts))
+
+    def on_query_updated(self, query: Any) -> None:
+        self.events.append(("updated", query.result.value, query.result.ts))
+        self.updated.set()
+
+
+async def test_slow_subscriptions_re_run_off_the_loop_after_commits(engine: Engine) -> None:
+    await engine.run_mutation("pairs:set_both", {"n": 0.0})
+    # One slow run teaches the engine that read_pair is slow.
+    (first,), _ = await engine.run_queries([("pairs:read_pair", {"spin": 0.02})])
+    assert engine.runs_off_loop("pairs:read_pair")
+    seen = Recorder()
+    query, _ = await engine.subscribe_async("pairs:read_pair", {"spin": 0.3}, None, seen)
+    assert query.result.value == [0.0, 0.0] and not query.stale
+    runs = engine.offloop.runs
+    committed = await engine.run_mutation("pairs:set_both", {"n": 1.0})
+    # Stale (its listeners told) as soon as the commit is applied, re-run off the loop.
+    assert query.stale and seen.events == [("stale", None, first.ts)]
+    # A one-shot read of the same query does not return the stale cached result.
+    assert engine.run_query("pairs:read_pair", {"spin": 0.0}).value == [1.0, 1.0]
+    seen.updated.clear()
+    waiting = asyncio.ensure_future(seen.updated.wait())
+    worst = await loop_gaps(waiting)
+    assert not query.stale and engine.offloop.runs == runs + 1
+    assert seen.events[-1] == ("updated", [1.0, 1.0], engine.ts)
+    assert engine.ts == committed.ts
+    # Inline the loop would have stalled 0.3 s (generous bound for a loaded machine).
+    assert worst < 0.2, worst
+
+
+async def test_slow_subscription_re_runs_stay_exact_under_commits(engine: Engine) -> None:
+    await engine.run_mutation("pairs:set_both", {"n": 0.0})
+    await engine.run_queries([("pairs:read_pair", {"spin": 0.02})])
+    seen = Recorder()
+    query, _ = await engine.subscribe_async("pairs:read_pair", {"spin": 0.1}, None, seen)
+    for n in range(1, 6):
+        await engine.run_mutation("pairs:set_both", {"n": float(n)})
+        await asyncio.sleep(0.03)  # commits land while a re-run is in flight
+    while query.stale:
+        await asyncio.sleep(0.01)
+    updates = [(value, ts) for kind, value, ts in seen.events if kind == "updated"]
+    assert updates and updates[-1] == ([5.0, 5.0], engine.ts)
+    # Never a result that mixes two commits, and the ts never goes back.
+    assert all(a == b for (a, b), _ in updates)
+    assert [ts for _, ts in updates] == sorted(ts for _, ts in updates)
+    # No other commit: no further runs, nothing left stale.
+    runs = engine.offloop.runs
+    await asyncio.sleep(0.2)
+    assert engine.offloop.runs == runs and not query.stale
+
+
+async def test_a_dropped_slow_subscription_stops_its_re_run(engine: Engine) -> None:
+    await engine.run_mutation("pairs:set_both", {"n": 0.0})
+    await engine.run_queries([("pairs:read_pair", {"spin": 0.02})])
+    seen = Recorder()
+    query, _ = await engine.subscribe_async("pairs:read_pair", {"spin": 0.2}, None, seen)
+    await engine.run_mutation("pairs:set_both", {"n": 1.0})
+    rerun = query.rerun
+    assert rerun is not None
+    engine.unsubscribe(query, seen)
+    await asyncio.gather(rerun, return_exceptions=True)
+    assert query.rerun is None and engine.subscription_count == 0
+    assert [kind for kind, _, _ in seen.events] == ["stale"]

@@ -8,8 +8,10 @@ for each other's disk writes. Commits queue up while a write is in flight and ar
 together (group commit: one durable write per group), then applied in order. After a group
 is applied the engine finds the shared queries whose read sets contain an old or new index
 key of a written document (nested containment lists, see ``_intervals`` and ``_nclist``), re-runs each once and
-notifies listeners of the changed ones, all before yielding to the event loop. If a write
-fails, that group and every commit queued behind it (computed on top of it) fail; memory
+notifies listeners of the changed ones, all before yielding to the event loop; except a query
+whose last run took more than a slice of CPU: it is marked stale (its listeners told, so they
+hold their Transitions back) and re-run off the loop, validated like a one-shot run
+(``_offloop``), and its listeners are notified when it is current again. If a write fails, that group and every commit queued behind it (computed on top of it) fail; memory
 never held them.
 
 Durability is per function (``FunctionSpec.durability``). A *relaxed* mutation's commit is
@@ -130,7 +132,13 @@ class QueryListener(Protocol):
     """Receives result changes of a subscribed :class:`SharedQuery` (what ``subscribe`` takes)."""
 
     def on_query_updated(self, query: SharedQuery) -> None:
-        """Called synchronously after a commit changed ``query.result``."""
+        """Called synchronously after a commit changed ``query.result``, and when a re-run off
+        the loop has made a stale ``query`` current again (changed or not).
+
+        A listener may also define ``on_query_stale(query)``: called when a commit made
+        ``query.result`` out of date and its re-run went off the loop. Until the next
+        ``on_query_updated`` its result is older than the engine's ts.
+        """
         ...
 
 
@@ -147,6 +155,10 @@ class SharedQuery:
         runs: how many times the query has run (for tests and metrics).
         journal: where its page ended on the last run that paginated (fixed from the first);
             ``None`` for queries that do not paginate.
+        rerun: its re-run in progress off the event loop, if any (while set, ``result`` is
+            out of date: see :attr:`stale`).
+        slow: whether its last run took longer than a slice of CPU (``inline_query_s``): its
+            next re-run goes off the event loop.
     """
 
     __slots__ = (
@@ -158,8 +170,10 @@ class SharedQuery:
         "listeners",
         "path",
         "read_set",
+        "rerun",
         "result",
         "runs",
+        "slow",
         "spec",
         "version",
     )
@@ -184,6 +198,13 @@ class SharedQuery:
         self.runs = 0
         self.kwargs: dict[str, Any] | None = None
         self.journal: str | None = None
+        self.rerun: asyncio.Task[None] | None = None
+        self.slow = False
+
+    @property
+    def stale(self) -> bool:
+        """Whether a commit changed what ``result`` read and its re-run is still off the loop."""
+        return self.rerun is not None
 
     def __repr__(self) -> str:
         return (
@@ -469,7 +490,12 @@ class Engine:
         shared = self._queries.get(self._query_key(spec.path, args, identity, journal))
         # A paginated subscription keeps the end of its first run, which a fresh run without
         # a journal would not have.
-        if shared is not None and shared.spec is spec and shared.journal == journal:
+        if (
+            shared is not None
+            and shared.spec is spec
+            and shared.journal == journal
+            and not shared.stale
+        ):
             shared.result.ts = self._ts
             return shared.result
         return self._execute_query(spec, args, identity, journal=journal)[0]
@@ -503,13 +529,12 @@ class Engine:
         if all(offloop.inline_ok(call.spec.path) for call in todo):
             spent = 0.0
             for call in todo:
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), time.thread_time()
                 results[call.index] = self.run_query(
                     call.spec.path, call.args, identity, internal_ok=True
                 )
-                took = time.perf_counter() - started
-                offloop.observe(call.spec.path, took)
-                spent += took
+                offloop.observe(call.spec.path, time.thread_time() - cpu)
+                spent += time.perf_counter() - started
             return results, spent
 
         def execute(
@@ -560,11 +585,14 @@ class Engine:
         if query is None:
             query, runnable = self._new_query(key, canonical, path, args, identity, journal)
             if runnable:
-                started = time.perf_counter()
+                started = time.thread_time()
                 self._rerun(query)
-                # Learn which functions are slow, so their next first runs go off the loop.
+                # Learn which functions are slow, so their next first runs go off the loop. CPU
+                # time of this thread: a loaded machine's preemption makes no query slow.
                 assert query.spec is not None
-                self.offloop.observe(query.spec.path, time.perf_counter() - started)
+                took = time.thread_time() - started
+                self.offloop.observe(query.spec.path, took)
+                query.slow = took > self.offloop.slice_s
             self._queries[key] = query
         query.listeners.add(listener)
         return query
@@ -589,8 +617,8 @@ class Engine:
         """:meth:`subscribe`, except that the first run of a function known to be slow runs
         off the event loop (validated like :meth:`run_queries`), so it holds nobody up.
 
-        Later re-runs (after commits that touch its read set) run inline, as every re-run
-        does: a commit's re-runs and notifications happen in one step.
+        Later re-runs (after commits that touch its read set) of a query whose last run was
+        slow run off the loop too (see :meth:`_invalidate`).
 
         Returns:
             The :class:`SharedQuery` (its result current when this returns) and the seconds of
@@ -612,6 +640,7 @@ class Engine:
                 ran, spent = await self.offloop.run([QueryCall(0, spec, args)], execute)
                 self.query_runs += 1
                 if key not in self._queries:  # else another subscriber's run is current
+                    query.slow = spent > self.offloop.slice_s
                     result, read_set = ran[0]
                     result.ts = self._ts  # validated: exact now
                     self._install(query, result, read_set)
@@ -659,6 +688,9 @@ class Engine:
         if not query.listeners and self._queries.get(query.key) is query:
             del self._queries[query.key]
             self._subs.remove(query)
+            if query.rerun is not None:
+                query.rerun.cancel()  # perhaps before it started: clear it here
+                query.rerun = None
 
     def _rerun(self, query: SharedQuery) -> bool:
         """Run ``query`` at the current state; return whether its outcome changed."""
@@ -1191,15 +1223,67 @@ class Engine:
         return self._subs.find(self._written_keys(writes))
 
     def _invalidate(self, points: list[tuple[str, str, bytes]]) -> None:
+        """Bring every live query that read one of ``points`` up to date: inline if it is
+        fast (notifying the listeners of a changed one now), else off the loop."""
+        offloop = self.offloop
         for query in self._subs.find(points):
-            if self._queries.get(query.key) is not query:
+            if self._queries.get(query.key) is not query or query.rerun is not None:
+                continue  # gone, or already re-running (validated against this commit too)
+            if query.slow:
+                self._rerun_off_loop(query)
                 continue
-            if self._rerun(query):
-                for listener in list(query.listeners):
-                    try:
-                        listener.on_query_updated(query)
-                    except Exception:
-                        log.exception("query listener failed")
+            started = time.thread_time()
+            changed = self._rerun(query)
+            # A query can grow slow (its table grows): its next re-runs go off the loop.
+            query.slow = time.thread_time() - started > offloop.slice_s
+            if changed:
+                self._notify(query, "on_query_updated")
+
+    @staticmethod
+    def _notify(query: SharedQuery, hook: str) -> None:
+        for listener in list(query.listeners):
+            method = getattr(listener, hook, None)
+            if method is None:
+                continue
+            try:
+                method(query)
+            except Exception:
+                log.exception("query listener failed")
+
+    def _rerun_off_loop(self, query: SharedQuery) -> None:
+        """Mark ``query`` stale and re-run it on the off-loop worker; its listeners hold their
+        Transitions back until it is current (one Transition stays at one ts)."""
+        query.rerun = asyncio.get_running_loop().create_task(self._rerun_later(query))
+        self._notify(query, "on_query_stale")
+
+    async def _rerun_later(self, query: SharedQuery) -> None:
+        spec = query.spec
+        assert spec is not None
+        args, identity, kwargs, journal = query.args, query.identity, query.kwargs, query.journal
+
+        def execute(
+            call: QueryCall, guard: threading.Lock | None
+        ) -> tuple[FunctionResult, ReadSet]:
+            return self._execute_query(spec, args, identity, kwargs, journal, guard)
+
+        try:
+            ran, spent = await self.offloop.run([QueryCall(0, spec, args)], execute)
+            # Back inline once it runs within the slice (say, after a cold first run).
+            query.slow = spent > self.offloop.slice_s
+        except asyncio.CancelledError:
+            query.rerun = None
+            raise
+        except Exception:  # an engine bug: keep the old result, never strand the listeners
+            log.exception("off-loop re-run of %s failed", spec.path)
+            ran = []
+        query.rerun = None
+        self.query_runs += 1
+        if ran and self._queries.get(query.key) is query:
+            result, read_set = ran[0]
+            result.ts = self._ts  # validated: exact now
+            self._install(query, result, read_set)
+        # Changed or not: the listeners held their Transitions back for it.
+        self._notify(query, "on_query_updated")
 
     # -- actions --------------------------------------------------------------------------
     async def run_action(
@@ -1274,5 +1358,9 @@ class Engine:
         await self.persistence.close()
 
     def _drop_subscriptions(self) -> None:
+        for query in self._queries.values():
+            if query.rerun is not None:
+                query.rerun.cancel()
+                query.rerun = None
         self._queries.clear()
         self._subs = SubscriptionIndex()

@@ -106,7 +106,10 @@ class _Sub:
         self.static: FunctionOutcome | None = None
 
     def on_query_updated(self, query: Any) -> None:
-        self.conn.query_updated()
+        self.conn.query_updated(self)
+
+    def on_query_stale(self, query: Any) -> None:
+        self.conn.query_stale(self)
 
 
 # A mutation waiting its turn, with the identity it arrived under.
@@ -125,6 +128,7 @@ class SyncConnection:
         "_actions",
         "_address",
         "_auth_task",
+        "_behind",
         "_connected",
         "_done",
         "_dropped",
@@ -174,6 +178,9 @@ class SyncConnection:
         self._pacer: asyncio.Handle | None = None
         # First runs of slow functions in progress off the event loop (created on first use).
         self._slow: set[asyncio.Task[None]] | None = None
+        # Queries whose re-run after a commit is off the event loop: until they are current,
+        # a Transition would mix two timestamps, so none goes out (created on first use).
+        self._behind: set[_Sub] | None = None
         self._most_queries = 0
         self._identity: Any = gateway.identity_of(ANONYMOUS)
         self._subs: dict[int, _Sub] = {}
@@ -261,8 +268,17 @@ class SyncConnection:
 
     # ----------------------------------------------------------------- engine, flusher, watchdog
 
-    def query_updated(self) -> None:
-        """A subscribed result changed (called synchronously by the engine after a commit)."""
+    def query_stale(self, sub: _Sub) -> None:
+        """``sub``'s result is out of date until its re-run off the loop ends: hold back."""
+        if self._behind is None:
+            self._behind = set()
+        self._behind.add(sub)
+
+    def query_updated(self, sub: _Sub | None = None) -> None:
+        """A subscribed result changed (called synchronously by the engine after a commit), or
+        a stale one is current again."""
+        if sub is not None:
+            self._caught_up(sub)
         if not self._queued and not self._done:
             self._queued = True
             self._gw.flusher.add(self)
@@ -325,7 +341,13 @@ class SyncConnection:
         """Queue and write the next Transition if one is due and the socket can take it."""
         if self._done:
             return
-        if self._stalled_since is not None or self._mutating or self._pending or self._slow:
+        if (
+            self._stalled_since is not None
+            or self._mutating
+            or self._pending
+            or self._slow
+            or self._behind
+        ):
             self._stale = True
             return
         self._stale = False
@@ -386,6 +408,7 @@ class SyncConnection:
         for task in self._slow or ():
             task.cancel()
         self._slow = None
+        self._behind = None
         if self._pacer is not None:
             self._pacer.cancel()
             self._pacer = None
@@ -469,6 +492,7 @@ class SyncConnection:
             sub.query = self._gw.engine.subscribe(
                 sub.path, sub.args, self._identity, sub, journal=sub.journal
             )
+            self._catch_up(sub)
         except Exception as exc:  # an engine bug must not take the socket down
             log.exception("subscribe failed", path=sub.path)
             sub.static = failed_outcome(f"InternalServerError: {type(exc).__name__}")
@@ -498,13 +522,27 @@ class SyncConnection:
                 self._gw.engine.unsubscribe(query, sub)
             return
         sub.query = query
+        self._catch_up(sub)
         if query is not None and identity is not self._identity:
             # Authenticated meanwhile: run it again under the new identity.
+            self._caught_up(sub)
             self._gw.engine.unsubscribe(query, sub)
             sub.query = None
             self._defer(sub)
             if self._pacer is None:
                 self._pacer = asyncio.get_running_loop().call_soon(self._resume_pending)
+
+    def _catch_up(self, sub: _Sub) -> None:
+        """``sub`` joined a shared query whose re-run is off the loop: wait for it too."""
+        if getattr(sub.query, "stale", False):
+            self.query_stale(sub)
+
+    def _caught_up(self, sub: _Sub) -> None:
+        behind = self._behind
+        if behind is not None:
+            behind.discard(sub)
+            if not behind:
+                self._behind = None
 
     def _slow_done(self, task: asyncio.Task[None]) -> None:
         slow = self._slow
@@ -522,6 +560,7 @@ class SyncConnection:
         if sub is None:
             return
         self._gw.metrics.subscriptions.dec()
+        self._caught_up(sub)
         if sub.query is not None:
             self._gw.engine.unsubscribe(sub.query, sub)
             sub.query = None
@@ -586,6 +625,7 @@ class SyncConnection:
         # still waiting for their first run will run under the new identity anyway).
         for sub in self._subs.values():
             if sub.query is not None:
+                self._caught_up(sub)
                 gw.engine.unsubscribe(sub.query, sub)
                 sub.journal = getattr(sub.query, "journal", sub.journal)
                 sub.query = None

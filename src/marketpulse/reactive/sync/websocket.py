@@ -198,16 +198,10 @@ class SyncSocket(asyncio.Protocol):
         if self._ticket is not None:
             self._ticket.release()
             self._ticket = None
-        if self._partial:
-            self._gw.partial.change(-self._partial)
-            if self._partial >= 1024 * 1024:
-                self._gw.memory.soon()  # its buffer was big: hand the heap back
-            self._partial = 0
-        self._fragments = None
+        self._drop_parser()
         if self._asgi is not None:
             self._asgi.connection_lost(exc)
             return
-        self._ws = None  # its parser's buffer (up to a whole frame) goes now, not with us
         self._server_state.connections.discard(self)
         if self._closer is not None:
             self._closer.cancel()
@@ -342,9 +336,29 @@ class SyncSocket(asyncio.Protocol):
             self._close_gracefully(self._transport)
 
     def _close_gracefully(self, transport: asyncio.Transport) -> None:
-        self._ws = None  # nothing more in or out (send_text checks it)
+        self._drop_parser()  # nothing more in or out (send_text checks it)
         self._lingering = True
         close_gracefully(transport)
+
+    def _drop_parser(self) -> None:
+        """Forget the frame parser and free its input now, and this socket's share of the
+        unfinished-message budget with it.
+
+        The parser and its generator form a reference cycle, so the bytes of an unfinished frame
+        (up to ``max_frame_bytes``) would otherwise stay until the cyclic GC's next full pass,
+        and the serve command freezes long-lived objects out of those (``_gc``): 40 refused
+        15 MiB frames held ~600 MiB for good.
+        """
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            ws.reader.buffer.clear()
+            ws.parser.close()  # its frame refers back to ws: no cycle left for the collector
+        self._fragments = None
+        if self._partial:
+            self._gw.partial.change(-self._partial)
+            if self._partial >= 1024 * 1024:
+                self._gw.memory.soon()  # its buffer was big: hand the heap back
+            self._partial = 0
 
     def _message(self, opcode: Opcode, data: bytes | bytearray | memoryview) -> None:
         conn = self._conn
