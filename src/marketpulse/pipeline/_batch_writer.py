@@ -9,6 +9,10 @@ while ``healthy()`` says the feed is heard from; a quiet feed renews with an emp
 third of the lease. The store marks the stream's books and prices stale when renewals stop
 (docs/marketdata.md); a renewal that finds the lease dead (lapsed, or the store restarted)
 answers ``revived``, and ``on_revived`` then re-sends the markets' full state.
+
+Live batches go first: other writers to the store (a market's history) wait for :meth:`idle`
+before each of their bounded mutations, so a live batch waits behind one of them at most, and
+they go in turn with the live batches (one each) while the feed never lets the writer rest.
 """
 
 from __future__ import annotations
@@ -74,12 +78,18 @@ class BatchWriter:
         self._stats = stats
         self._flush_window = flush_window
         self._dirty = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._seen = 0
 
     def wake(self) -> None:
         """The coalescer took input: write it soon."""
         self._seen += 1
         self._dirty.set()
+
+    async def idle(self) -> None:
+        """Return once no live batch is being written (at once if none is)."""
+        await self._idle.wait()
 
     async def run(self) -> None:
         """Write batches until cancelled."""
@@ -145,7 +155,11 @@ class BatchWriter:
         """One ``applyUpdates`` call (renewing the lease if it may)."""
         args = self._args(batch)
         renewing = "leaseMs" in args["batch"]
-        result = await self._store.mutation(APPLY_UPDATES, args)
+        self._idle.clear()
+        try:
+            result = await self._store.mutation(APPLY_UPDATES, args)
+        finally:
+            self._idle.set()
         if renewing:
             self._renewed_at = time.monotonic()
         if isinstance(result, dict) and result.get("revived"):
