@@ -113,8 +113,18 @@ async def lifecycle(
         ticker: await client.subscribe("marketData:getMarket", {"ticker": ticker})
         for ticker in tickers
     }
+    # Each market known from its REST metadata and priced live by the stream, so the feed has
+    # subscribed: a lifecycle change sent before that is never seen (as on the exchange).
+    def streamed(v: Any) -> bool:
+        return (
+            isinstance(v, dict)
+            and v.get("status") not in (None, "unknown")
+            and bool(v.get("live"))
+            and bool(v.get("updatedAt"))
+        )
+
     for query_id in ids.values():
-        await client.wait_for(query_id, lambda v: v is not None, timeout=60)
+        await client.wait_for(query_id, streamed, timeout=60)
     client.phase = "_loading"
     out: dict[str, list[float]] = {
         f"{status}{phase}": [] for status in ("closed", "settled") for phase in ("", "_loading")
