@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from marketpulse.kalshi import (
+    ERROR_TEXTS,
     ErrorCode,
     ErrorMessage,
     EventLifecycle,
@@ -79,6 +80,21 @@ def test_error_codes(code: int) -> None:
     assert m.code == code == ErrorCode(code).value
     assert m.sid == 3 and m.seq == 9
     assert m.terminal == (code in (10, 25))
+    assert m.text == "x"  # as sent
+    bare = parse_message(json.dumps({"id": 5, "type": "error", "msg": {"code": code}}))
+    assert isinstance(bare, ErrorMessage) and bare.text == ERROR_TEXTS[code]
+
+
+def test_error_texts_are_the_published_table() -> None:
+    # docs.kalshi.com (WebSocket quick start, "WebSocket Error Codes") and the AsyncAPI spec,
+    # as quoted in docs/protocols/kalshi.md §3.1; the docs' own example frame:
+    m = parse_message('{"id":123,"type":"error","msg":{"code":2,"msg":"Params required"}}')
+    assert isinstance(m, ErrorMessage) and m.text == ERROR_TEXTS[2]
+    assert set(ERROR_TEXTS) == {c.value for c in ErrorCode} == set(range(1, 29))
+    assert ERROR_TEXTS[8] == "Unknown channel name"  # seen verbatim from the live exchange
+    assert ERROR_TEXTS[25] == "Subscription buffer overflow"
+    unknown = parse_message('{"type":"error","msg":{"code":99}}')
+    assert isinstance(unknown, ErrorMessage) and unknown.text == "error 99"
 
 
 def test_error_market_fields() -> None:

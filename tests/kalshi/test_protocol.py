@@ -461,12 +461,12 @@ def test_rejected_markets_are_dropped_and_the_rest_resubscribed() -> None:
             frame(
                 id=c["id"],
                 type="error",
-                msg={"code": 11, "msg": "Unknown market ticker", "market_tickers": ["NOPE-1"]},
+                msg={"code": 11, "msg": "Invalid parameter", "market_tickers": ["NOPE-1"]},
             ),
         )
     again = cmds(p)
     assert [c["params"]["market_tickers"] for c in again] == [[A, B], [A, B]]
-    assert p.rejected == {"NOPE-1": "rejected by the exchange: 11 Unknown market ticker"}
+    assert p.rejected == {"NOPE-1": "rejected by the exchange: 11 Invalid parameter"}
     assert p.markets == [A, B] and not p.books["NOPE-1"].valid
     assert "rejected" in p.books["NOPE-1"].invalid_reason
     recv(

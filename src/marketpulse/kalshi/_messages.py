@@ -18,6 +18,7 @@ from enum import IntEnum
 from typing import Any
 
 __all__ = [
+    "ERROR_TEXTS",
     "ErrorCode",
     "ErrorMessage",
     "EventLifecycle",
@@ -69,6 +70,42 @@ class ErrorCode(IntEnum):
     SUBSCRIPTION_MARKET_LIMIT = 26
     TOO_MANY_REQUESTS = 27
     UNDERLYING_TICKERS_REQUIRED = 28
+
+
+ERROR_TEXTS: dict[int, str] = {
+    1: "Unable to process message",
+    2: "Params required",
+    3: "Channels required",
+    4: "Subscription IDs required",
+    5: "Unknown command",
+    6: "Already subscribed",
+    7: "Unknown subscription ID",
+    8: "Unknown channel name",
+    9: "Authentication required",
+    10: "Channel error",
+    11: "Invalid parameter",
+    12: "Exactly one subscription ID is required",
+    13: "Unsupported action",
+    14: "Market Ticker required",
+    15: "Action required",
+    16: "Market not found",
+    17: "Internal error",
+    18: "Command timeout",
+    19: "shard_factor must be > 0",
+    20: "shard_factor is required when shard_key is set",
+    21: "shard_key must be >= 0 and < shard_factor",
+    22: "shard_factor must be <= 100",
+    23: "Match IDs required",
+    24: "Index IDs required",
+    25: "Subscription buffer overflow",
+    26: "Subscription market limit exceeded",
+    27: "Too many requests",
+    28: "Underlying tickers required",
+}
+"""The exact ``msg.msg`` Kalshi sends with each error code: its published table (the AsyncAPI
+spec and docs.kalshi.com's WebSocket quick start; 6, 16 and 17 are retired). The exchange
+adds no detail to the text: what a command got wrong is only in ``code`` and, for markets,
+``msg.market_ticker(s)`` (docs/protocols/kalshi.md §3.1)."""
 
 
 class ParseError(ValueError):
@@ -235,6 +272,12 @@ class ErrorMessage:
     code: int
     message: str
     market_tickers: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        """The exchange's wording of the error: ``message`` as sent, else its code's published
+        text (:data:`ERROR_TEXTS`), else ``"error <code>"``."""
+        return self.message or ERROR_TEXTS.get(self.code, f"error {self.code}")
 
     @property
     def terminal(self) -> bool:

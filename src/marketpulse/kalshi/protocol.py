@@ -1095,12 +1095,12 @@ class KalshiProtocol:
             if p.kind == "subscribe":
                 sub.sub_cmd = None
                 if sub.channel == BOOK_CHANNEL and self._recovery is not None:
-                    self._escalate(3, f"subscribe failed: {msg.code} {msg.message}")
+                    self._escalate(3, f"subscribe failed: {msg.code} {msg.text}")
                 return
             if p.kind == "update":
                 sub.inflight = None
                 if p.action == "get_snapshot":
-                    self._escalate(2, f"get_snapshot failed: {msg.code} {msg.message}")
+                    self._escalate(2, f"get_snapshot failed: {msg.code} {msg.text}")
                 else:
                     self._resubscribe_channel(sub, f"{p.action} failed: {msg.code}")
                 return
@@ -1115,7 +1115,7 @@ class KalshiProtocol:
         Their books stay invalid with the exchange's reason (so a consumer can tell), and the
         command is retried without them; other channels' identical errors land here too.
         """
-        reason = f"rejected by the exchange: {msg.code} {msg.message}".strip()
+        reason = f"rejected by the exchange: {msg.code} {msg.text}".strip()
         for t in msg.market_tickers:
             if t in self._desired:
                 del self._desired[t]
