@@ -113,6 +113,7 @@ async def lifecycle(
         ticker: await client.subscribe("marketData:getMarket", {"ticker": ticker})
         for ticker in tickers
     }
+
     # Each market known from its REST metadata and priced live by the stream, so the feed has
     # subscribed: a lifecycle change sent before that is never seen (as on the exchange).
     def streamed(v: Any) -> bool:
@@ -123,8 +124,12 @@ async def lifecycle(
             and bool(v.get("updatedAt"))
         )
 
-    for query_id in ids.values():
-        await client.wait_for(query_id, streamed, timeout=60)
+    for ticker, query_id in ids.items():
+        try:
+            await client.wait_for(query_id, streamed, timeout=60)
+        except TimeoutError:
+            value = client.values.get(query_id)
+            raise TimeoutError(f"{ticker} not streamed after 60 s: {value}") from None
     client.phase = "_loading"
     out: dict[str, list[float]] = {
         f"{status}{phase}": [] for status in ("closed", "settled") for phase in ("", "_loading")
@@ -161,7 +166,11 @@ async def lifecycle(
                     json={"action": "set_status", "ticker": ticker, "status": status},
                 )
                 r.raise_for_status()
-                await client.wait_for(ids[ticker], shown, timeout=30)
+                try:
+                    await client.wait_for(ids[ticker], shown, timeout=30)
+                except TimeoutError:
+                    value = client.values.get(ids[ticker])
+                    raise TimeoutError(f"{ticker} not shown {status} in 30 s: {value}") from None
                 out[status + phase].append(client.received[ids[ticker]] - sent)
                 await asyncio.sleep(0.2 + rng.random() * 0.3)
     out["price"] = client.price_ms[""]
