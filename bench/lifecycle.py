@@ -113,13 +113,29 @@ async def lifecycle(
         ticker: await client.subscribe("marketData:getMarket", {"ticker": ticker})
         for ticker in tickers
     }
-    for query_id in ids.values():
-        await client.wait_for(query_id, lambda v: v is not None, timeout=60)
+
+    # Each market known from its REST metadata and priced live by the stream, so the feed has
+    # subscribed: a lifecycle change sent before that is never seen (as on the exchange).
+    def streamed(v: Any) -> bool:
+        return (
+            isinstance(v, dict)
+            and v.get("status") not in (None, "unknown")
+            and bool(v.get("live"))
+            and bool(v.get("updatedAt"))
+        )
+
+    for ticker, query_id in ids.items():
+        try:
+            await client.wait_for(query_id, streamed, timeout=60)
+        except TimeoutError:
+            value = client.values.get(query_id)
+            raise TimeoutError(f"{ticker} not streamed after 60 s: {value}") from None
     client.phase = "_loading"
     out: dict[str, list[float]] = {
         f"{status}{phase}": [] for status in ("closed", "settled") for phase in ("", "_loading")
     }
     rng = random.Random(18)
+    missed: list[str] = []
     per_market: dict[str, float] = {}
     async with httpx.AsyncClient(base_url=sim_url, timeout=10.0) as sim:
         for i, ticker in enumerate(tickers):
@@ -151,9 +167,17 @@ async def lifecycle(
                     json={"action": "set_status", "ticker": ticker, "status": status},
                 )
                 r.raise_for_status()
-                await client.wait_for(ids[ticker], shown, timeout=30)
+                try:
+                    await client.wait_for(ids[ticker], shown, timeout=30)
+                except TimeoutError:
+                    # Never shown: counted (a miss is worse than any latency), the run goes on.
+                    value = client.values.get(ids[ticker])
+                    print(f"MISSED: {ticker} not shown {status} in 30 s: {value}", flush=True)
+                    missed.append(f"{status}{phase} {ticker}")
+                    continue
                 out[status + phase].append(client.received[ids[ticker]] - sent)
                 await asyncio.sleep(0.2 + rng.random() * 0.3)
+    out["missed"] = missed  # type: ignore[assignment]
     out["price"] = client.price_ms[""]
     out["price_loading"] = client.price_ms["_loading"]
     await client.close()
@@ -198,7 +222,7 @@ def main() -> None:
         "per_market_from_ready": summarize_ms([s * 1000 for s in per_market.values()]),
         "goal_s": HISTORY_GOAL_S,
     }
-    figures: dict[str, Any] = {"history": history}
+    figures: dict[str, Any] = {"history": history, "missed": samples.pop("missed")}
     rows = []
     for key, name in (
         ("settled", "settled (with value)"),

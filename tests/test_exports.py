@@ -24,6 +24,7 @@ EXPORTS: dict[str, list[str]] = {
         "CommandBuilder",
         "DEMO_REST_URL",
         "DEMO_WS_URL",
+        "ERROR_TEXTS",
         "ErrorCode",
         "ErrorMessage",
         "Event",

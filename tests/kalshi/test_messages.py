@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from marketpulse.kalshi import (
+    ERROR_TEXTS,
     ErrorCode,
     ErrorMessage,
     EventLifecycle,
@@ -79,6 +80,21 @@ def test_error_codes(code: int) -> None:
     assert m.code == code == ErrorCode(code).value
     assert m.sid == 3 and m.seq == 9
     assert m.terminal == (code in (10, 25))
+    assert m.text == "x"  # as sent
+    bare = parse_message(json.dumps({"id": 5, "type": "error", "msg": {"code": code}}))
+    assert isinstance(bare, ErrorMessage) and bare.text == ERROR_TEXTS[code]
+
+
+def test_error_texts_are_the_published_table() -> None:
+    # docs.kalshi.com (WebSocket quick start, "WebSocket Error Codes") and the AsyncAPI spec,
+    # as quoted in docs/protocols/kalshi.md §3.1; the docs' own example frame:
+    m = parse_message('{"id":123,"type":"error","msg":{"code":2,"msg":"Params required"}}')
+    assert isinstance(m, ErrorMessage) and m.text == ERROR_TEXTS[2]
+    assert set(ERROR_TEXTS) == {c.value for c in ErrorCode} == set(range(1, 29))
+    assert ERROR_TEXTS[8] == "Unknown channel name"  # seen verbatim from the live exchange
+    assert ERROR_TEXTS[25] == "Subscription buffer overflow"
+    unknown = parse_message('{"type":"error","msg":{"code":99}}')
+    assert isinstance(unknown, ErrorMessage) and unknown.text == "error 99"
 
 
 def test_error_market_fields() -> None:
@@ -259,3 +275,57 @@ def test_other_unknown_and_malformed() -> None:
         m = parse_message(bad)
         assert isinstance(m, MalformedMessage), (bad, m)
         assert m.reason
+
+
+# -- the other price convention: cents vs dollars ---------------------------------------------
+
+_CENT_FIELDS = {
+    "ticker": ("price", "yes_bid", "yes_ask"),
+    "trade": ("yes_price", "no_price"),
+}
+
+
+@pytest.mark.parametrize("name", ["kalshi_ticker.jsonl", "kalshi_trade.jsonl"])
+def test_a_frame_in_the_other_units_is_refused_even_below_50_cents(name: str) -> None:
+    # From each real frame: its cents alone (read as before), then dollars put in the cents
+    # fields and cents in the dollars fields. Values below 0.50 are the dangerous ones: "0.35"
+    # in a cents field would read as a third of a cent, a price on some markets' grids.
+    below_half = 0
+    for line in _lines(name):
+        frame = json.loads(line)
+        m = frame["msg"]
+        fields = _CENT_FIELDS[frame["type"]]
+        dollars = {f: m.pop(f"{f}_dollars") for f in fields}
+        as_cents = parse_message(orjson.dumps(frame))
+        assert not isinstance(as_cents, MalformedMessage), as_cents
+        assert as_cents == parse_message(line)  # the cents alone mean the same
+        below_half += any(D(v) < D("0.5") for v in dollars.values())
+        wrong = {**frame, "msg": {**m, **{f: float(dollars[f]) for f in fields}}}
+        got = parse_message(orjson.dumps(wrong))
+        if all(float(dollars[f]) == int(float(dollars[f])) for f in fields):
+            continue  # 0 and 1 are the same in both units
+        assert isinstance(got, MalformedMessage), got
+        assert "not whole cents" in got.reason and "dollars value in a cents field" in got.reason
+        cents_as_dollars = {f"{f}_dollars": str(m[f]) for f in fields if m[f] > 1}
+        if cents_as_dollars:
+            m2 = {k: v for k, v in m.items() if k not in fields}
+            got = parse_message(orjson.dumps({**frame, "msg": {**m2, **cents_as_dollars}}))
+            assert isinstance(got, MalformedMessage), got
+            assert "cents value in a dollars field" in got.reason
+    assert below_half  # the fixtures hold prices under 50 cents
+
+
+def test_book_levels_in_the_other_units_are_refused() -> None:
+    ok = parse_message(
+        '{"type":"orderbook_snapshot","sid":1,"seq":1,"msg":{"market_ticker":"A",'
+        '"yes":[[35,300]],"no":[[54,20]]}}'
+    )
+    assert isinstance(ok, OrderbookSnapshot) and ok.yes == [(D("0.35"), D(300))]
+    for frame in (
+        '{"type":"orderbook_snapshot","sid":1,"seq":1,"msg":{"market_ticker":"A",'
+        '"yes":[[0.35,300]],"no":[[54,20]]}}',
+        '{"type":"orderbook_delta","sid":1,"seq":2,"msg":{"market_ticker":"A","price":0.35,'
+        '"delta":5,"side":"yes"}}',
+    ):
+        got = parse_message(frame)
+        assert isinstance(got, MalformedMessage) and "not whole cents" in got.reason, got

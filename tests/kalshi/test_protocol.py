@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from marketpulse.kalshi import (
     CommandBuilder,
     ErrorMessage,
+    InvalidBook,
     KalshiProtocol,
     MalformedMessage,
     OkMessage,
@@ -460,12 +461,12 @@ def test_rejected_markets_are_dropped_and_the_rest_resubscribed() -> None:
             frame(
                 id=c["id"],
                 type="error",
-                msg={"code": 11, "msg": "Unknown market ticker", "market_tickers": ["NOPE-1"]},
+                msg={"code": 11, "msg": "Invalid parameter", "market_tickers": ["NOPE-1"]},
             ),
         )
     again = cmds(p)
     assert [c["params"]["market_tickers"] for c in again] == [[A, B], [A, B]]
-    assert p.rejected == {"NOPE-1": "rejected by the exchange: 11 Unknown market ticker"}
+    assert p.rejected == {"NOPE-1": "rejected by the exchange: 11 Invalid parameter"}
     assert p.markets == [A, B] and not p.books["NOPE-1"].valid
     assert "rejected" in p.books["NOPE-1"].invalid_reason
     recv(
@@ -647,3 +648,48 @@ def test_fresh_sid_starting_at_seq_1_is_no_gap() -> None:
     recv(p, snap(1, 1, A, [], []))
     recv(p, snap(1, 2, B, [], []))
     assert p.stats.gaps == 0 and p.books[A].valid and p.books[B].valid
+
+
+def _ticker_fixture_quotes() -> list[dict[str, Any]]:
+    """Real ticker frames (tests/fixtures/kalshi/README.md) with both a bid and an ask."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "fixtures" / "kalshi" / "ws"
+    lines = (path / "kalshi_ticker.jsonl").read_text().splitlines()
+    out = [json.loads(ln) for ln in lines if ln.strip()]
+    return [
+        f for f in out if 0 < D(f["msg"]["yes_bid_dollars"]) < D(f["msg"]["yes_ask_dollars"]) < 1
+    ]
+
+
+def test_a_book_in_the_other_price_convention_is_refused_even_below_50_cents() -> None:
+    # A book consistent with each real ticker, sent as subscribed and in the other convention
+    # (NO bid prices vs YES-scale asks). Below $0.50 the misread book is not crossed: only the
+    # exchange's own best bid and ask (its ticker) can tell.
+    quotes = _ticker_fixture_quotes()
+    below = 0
+    for f in quotes:
+        m = f["msg"]
+        ticker, bid, ask = m["market_ticker"], D(m["yes_bid_dollars"]), D(m["yes_ask_dollars"])
+        no = [1 - ask] + ([1 - ask - D("0.01")] if 1 - ask - D("0.01") > bid else [])
+        for subscribed_yes in (False, True):
+            for other in (False, True):
+                yes_scale = subscribed_yes != other  # how the exchange sent the NO side
+                levels = [[f"{1 - n if yes_scale else n:.4f}", "10.00"] for n in no]
+                p = KalshiProtocol(
+                    [ticker], ("orderbook_delta", "ticker"), use_yes_price=subscribed_yes
+                )
+                p.connection_made(0.0)
+                subscribed(p, {"orderbook_delta": 1, "ticker": 2})
+                events = recv(p, snap(1, 1, ticker, [[f"{bid:.4f}", "10.00"]], levels))
+                events += recv(p, orjson.dumps({**f, "sid": 2}))
+                invalid = [e for e in events if isinstance(e, InvalidBook)]
+                if not other:
+                    assert not invalid and p.books[ticker].valid
+                    assert p.books[ticker].best_ask == ask
+                    continue
+                assert [e.ticker for e in invalid] == [ticker] and not p.books[ticker].valid
+                if bid < D("0.5"):
+                    below += 1
+                    assert "other price convention" in invalid[0].reason, invalid[0].reason
+    assert below >= 4  # fixtures with a YES price under 50 cents, both subscriptions

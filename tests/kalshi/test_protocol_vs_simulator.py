@@ -39,9 +39,14 @@ def sim() -> Simulator:
     return Simulator(SimulatorConfig(markets=6, seed=5))
 
 
-def connected(sim: Simulator, use_yes_price: bool = False) -> tuple[KalshiProtocol, Session]:
-    tickers = list(sim.markets)[:4]
-    p = KalshiProtocol(tickers, ("orderbook_delta", "trade"), use_yes_price=use_yes_price)
+def connected(
+    sim: Simulator,
+    use_yes_price: bool = False,
+    tickers: list[str] | None = None,
+    channels: tuple[str, ...] = ("orderbook_delta", "trade"),
+) -> tuple[KalshiProtocol, Session]:
+    tickers = tickers or list(sim.markets)[:4]
+    p = KalshiProtocol(tickers, channels, use_yes_price=use_yes_price)
     s = Session(sim)
     p.connection_made(0.0)
     pump(p, s)
@@ -119,11 +124,11 @@ def test_a_book_that_cannot_be_right_is_invalid_then_recovered(
 def test_frames_in_the_other_price_convention_are_caught(
     sim: Simulator, subscribed_yes: bool
 ) -> None:
-    p, s = connected(sim, subscribed_yes)
+    # The fixture's last markets trade below $0.50.
+    p, s = connected(sim, subscribed_yes, list(sim.markets)[2:], ("orderbook_delta", "ticker"))
     # The exchange flips the convention under the client: every NO price on the other scale.
     for sub in s.subs.values():
         sub.use_yes_price = not subscribed_yes
-    flagged: set[str] = set()
     for t in p.markets:
         # a fresh snapshot per market in the other convention; a book whose mid is at or over
         # $0.50 read on the wrong scale is crossed (bid + (1 - ask) >= 1)
@@ -135,10 +140,23 @@ def test_frames_in_the_other_price_convention_are_caught(
         for f in s.data_to_send():
             p.receive_data(f, 0.0)
         if mid2 >= ONE:
-            flagged.add(t)
             assert not p.books[t].valid, t
-    assert flagged  # the fixture's markets include some above $0.50
-    assert {e.ticker for e in p.events_received() if isinstance(e, InvalidBook)} == flagged
+    # Read on the wrong scale, a book whose mid is at or over $0.50 is crossed (and so may be
+    # a deeper one). The rest pass for uncrossed books, but the exchange's ticker (best bid and
+    # ask on the YES scale, the same in both conventions) gives them away at once.
+    invalid = {e.ticker: e.reason for e in p.events_received() if isinstance(e, InvalidBook)}
+    assert set(invalid) == set(p.markets)
+    assert not any(p.books[t].valid for t in p.markets)
+    crossed = {t for t, why in invalid.items() if why.startswith("crossed")}
+    other = {t for t, why in invalid.items() if "other price convention" in why}
+    assert crossed and other and crossed | other == set(p.markets)
+    assert all(sim.model.book(t).levels("yes")[-1][0] < ONE // 2 for t in other)
+    # Back to the subscribed convention: every book recovers and matches the exchange's.
+    for sub in s.subs.values():
+        sub.use_yes_price = subscribed_yes
+    for _ in range(5):
+        pump(p, s)
+    assert equal_to_sim(p, sim)
 
 
 def test_the_lifecycle_channel_takes_no_market_commands(sim: Simulator) -> None:

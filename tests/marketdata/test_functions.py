@@ -306,6 +306,30 @@ async def test_markets_list_filter_search_and_get(store: Store) -> None:
     assert (fed["title"], fed["subtitle"], fed["price"]) == ("Fed hikes?", "Dec", 0.35)
 
 
+async def test_a_rest_snapshot_taken_before_a_settlement_does_not_undo_it(store: Store) -> None:
+    # The feed's lifecycle event lands first; the REST snapshot fetched before it lands after.
+    await store.apply(
+        markets=[
+            {
+                "ticker": "FED-1",
+                "status": "finalized",
+                "result": "yes",
+                "settlementValue": 1.0,
+                "settledAt": T0,
+            }
+        ]
+    )
+    stale = {"ticker": "FED-1", "title": "Fed hikes?", "status": "active", "result": None}
+    await store.mutate("upsertMarkets", markets=[{**stale, "settlementValue": None}])
+    fed = store.query("getMarket", ticker="FED-1")
+    assert (fed["status"], fed["result"], fed["settlementValue"]) == ("finalized", "yes", 1.0)
+    assert fed["title"] == "Fed hikes?"  # the rest of the snapshot is taken
+    # A later stage from REST still applies (e.g. a market the feed saw only as active).
+    await store.apply(markets=[{"ticker": "CPI-1", "status": "active"}])
+    await store.mutate("upsertMarkets", markets=[{"ticker": "CPI-1", "status": "closed"}])
+    assert store.query("getMarket", ticker="CPI-1")["status"] == "closed"
+
+
 async def test_stream_status(store: Store) -> None:
     status = {
         "streamId": "kalshi-1",

@@ -10,6 +10,7 @@ from typing import Any
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from marketpulse.kalshi import ERROR_TEXTS
 from marketpulse.simulator import FaultSettings, Simulator
 from marketpulse.simulator._faults import Faults
 from marketpulse.simulator._session import Session
@@ -333,7 +334,9 @@ def test_any_command_sequence_gets_well_formed_answers(cmds: list[dict[str, Any]
                 "ticker",
             )
             if f["type"] == "error":
-                assert isinstance(f["msg"]["code"], int) and f["msg"]["msg"]
+                # Worded as the exchange's: its code's published text, no detail added.
+                assert f["msg"]["msg"] == ERROR_TEXTS[f["msg"]["code"]], f
+                assert set(f["msg"]) <= {"code", "msg", "market_ticker", "market_tickers"}, f
         s.send_events(sim.model.generate(20, 1_795_000_000_000))
         for f in frames(s):
             if "seq" in f:

@@ -1,6 +1,7 @@
 """marketpulse.kalshi: Kalshi REST v2 and WebSocket v2 connectivity with exact order books."""
 
 from marketpulse.kalshi._messages import (
+    ERROR_TEXTS,
     ErrorCode,
     ErrorMessage,
     EventLifecycle,
@@ -72,6 +73,7 @@ from marketpulse.kalshi.rest import (
 __all__ = [
     "DEMO_REST_URL",
     "DEMO_WS_URL",
+    "ERROR_TEXTS",
     "PROD_REST_URL",
     "PROD_WS_URL",
     "BookError",

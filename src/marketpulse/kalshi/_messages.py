@@ -18,6 +18,7 @@ from enum import IntEnum
 from typing import Any
 
 __all__ = [
+    "ERROR_TEXTS",
     "ErrorCode",
     "ErrorMessage",
     "EventLifecycle",
@@ -71,11 +72,67 @@ class ErrorCode(IntEnum):
     UNDERLYING_TICKERS_REQUIRED = 28
 
 
+ERROR_TEXTS: dict[int, str] = {
+    1: "Unable to process message",
+    2: "Params required",
+    3: "Channels required",
+    4: "Subscription IDs required",
+    5: "Unknown command",
+    6: "Already subscribed",
+    7: "Unknown subscription ID",
+    8: "Unknown channel name",
+    9: "Authentication required",
+    10: "Channel error",
+    11: "Invalid parameter",
+    12: "Exactly one subscription ID is required",
+    13: "Unsupported action",
+    14: "Market Ticker required",
+    15: "Action required",
+    16: "Market not found",
+    17: "Internal error",
+    18: "Command timeout",
+    19: "shard_factor must be > 0",
+    20: "shard_factor is required when shard_key is set",
+    21: "shard_key must be >= 0 and < shard_factor",
+    22: "shard_factor must be <= 100",
+    23: "Match IDs required",
+    24: "Index IDs required",
+    25: "Subscription buffer overflow",
+    26: "Subscription market limit exceeded",
+    27: "Too many requests",
+    28: "Underlying tickers required",
+}
+"""The exact ``msg.msg`` Kalshi sends with each error code: its published table (the AsyncAPI
+spec and docs.kalshi.com's WebSocket quick start; 6, 16 and 17 are retired). The exchange
+adds no detail to the text: what a command got wrong is only in ``code`` and, for markets,
+``msg.market_ticker(s)`` (docs/protocols/kalshi.md §3.1)."""
+
+
 class ParseError(ValueError):
     """A frame is not a valid Kalshi message (bad JSON, missing or ill-typed field)."""
 
 
 _CENT = Decimal("0.01")
+_HUNDRED = Decimal(100)
+
+
+def cents_to_dollars(value: Any, name: str) -> Decimal:
+    """A legacy integer-cents price in dollars; anything but whole cents in 0..100 is refused.
+
+    The two conventions overlap: ``35`` cents is ``"0.3500"`` dollars, and a dollars value sent
+    in a cents field (``0.35``) would read as a third of a cent, a price some markets' grids
+    allow. Kalshi's cents fields only ever held whole cents, so a fraction means the frame is in
+    the other convention.
+
+    Raises:
+        ParseError: Not whole cents in 0..100.
+    """
+    d = dec(value)
+    if d != d.to_integral_value() or not 0 <= d <= _HUNDRED:
+        raise ParseError(
+            f"{name}={value!r} is not whole cents in 0..100 (a dollars value in a cents field?)"
+        )
+    return d * _CENT
 
 
 def dec(value: Any) -> Decimal:
@@ -98,13 +155,17 @@ def dec(value: Any) -> Decimal:
 
 
 def _opt_dec(msg: dict[str, Any], key: str, legacy_cents: str | None = None) -> Decimal | None:
+    """An optional price: dollars from ``key``, else legacy cents from ``legacy_cents``."""
     v = msg.get(key)
     if v is not None:
-        return dec(v)
+        d = dec(v)
+        if not 0 <= d <= 1:
+            raise ParseError(f"{key}={v!r} is not in $0..1 (a cents value in a dollars field?)")
+        return d
     if legacy_cents is not None:
         c = msg.get(legacy_cents)
         if c is not None:
-            return dec(c) * _CENT
+            return cents_to_dollars(c, legacy_cents)
     return None
 
 
@@ -160,8 +221,8 @@ def _levels(msg: dict[str, Any], side: str) -> list[tuple[Decimal, Decimal]]:
     for lvl in raw:
         if not isinstance(lvl, list | tuple) or len(lvl) < 2:
             raise ParseError(f"bad {side} level {lvl!r}")
-        p = dec(lvl[0])
-        out.append((p * _CENT if cents else p, dec(lvl[1])))
+        p = cents_to_dollars(lvl[0], side) if cents else dec(lvl[0])
+        out.append((p, dec(lvl[1])))
     return out
 
 
@@ -211,6 +272,12 @@ class ErrorMessage:
     code: int
     message: str
     market_tickers: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        """The exchange's wording of the error: ``message`` as sent, else its code's published
+        text (:data:`ERROR_TEXTS`), else ``"error <code>"``."""
+        return self.message or ERROR_TEXTS.get(self.code, f"error {self.code}")
 
     @property
     def terminal(self) -> bool:
@@ -477,7 +544,7 @@ def _msg(frame: dict[str, Any]) -> dict[str, Any]:
 def parse_delta(frame: dict[str, Any], m: dict[str, Any]) -> OrderbookDelta:
     """Parse an ``orderbook_delta`` (the hot path: kept branch-light)."""
     p = m.get("price_dollars")
-    price = dec(p) if p is not None else dec(m["price"]) * _CENT
+    price = dec(p) if p is not None else cents_to_dollars(m["price"], "price")
     d = m.get("delta_fp")
     delta = dec(d) if d is not None else dec(m["delta"])
     side = m.get("side")

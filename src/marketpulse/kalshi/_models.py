@@ -36,14 +36,11 @@ _CENT = Decimal("0.01")
 def _price(data: dict[str, Any], name: str) -> None:
     """Set ``data[name]`` to dollars from ``name_dollars``, else from legacy integer cents
     (the ``_dollars`` key is consumed: the typed field holds it, and it is not an unknown one)."""
-    v = data.pop(f"{name}_dollars", None)
-    if v is not None:
-        data[name] = dec(v)
-        return
-    legacy = data.get(name)
-    if isinstance(legacy, int | float) and not isinstance(legacy, bool):
-        data[name] = dec(legacy) * _CENT
-    elif legacy is not None and not isinstance(legacy, Decimal):
+    got = _side_price(data, name)
+    data.pop(f"{name}_dollars", None)
+    if got is not None:
+        data[name] = got
+    elif data.get(name) is not None and not isinstance(data[name], Decimal):
         data[name] = None
 
 
@@ -226,6 +223,42 @@ class Candlestick(_Model):
             if data.get(name) is None:
                 data.pop(name, None)
         return data
+
+    @staticmethod
+    def trade_ohlcv(
+        data: dict[str, Any],
+    ) -> tuple[int, Decimal, Decimal, Decimal, Decimal, Decimal] | None:
+        """``(end_period_ts, open, high, low, close, volume)`` of a candle's trade prices, read
+        from its JSON as the model reads it but without building the model (for bulk reads:
+        a model costs about 100 µs); None when the period had no trade or is malformed."""
+        side = data.get("price")
+        end = data.get("end_period_ts")
+        if not isinstance(side, dict) or not isinstance(end, int) or isinstance(end, bool):
+            return None
+        try:
+            o, h, lo, c = (_side_price(side, name) for name in _OHLC)
+            v = data.get("volume_fp", data.get("volume"))
+            volume = _ZERO if v is None else dec(v)
+        except ValueError:
+            return None
+        if o is None or h is None or lo is None or c is None:
+            return None
+        return end, o, h, lo, c, volume
+
+
+_OHLC = ("open", "high", "low", "close")
+_ZERO = Decimal(0)
+
+
+def _side_price(side: dict[str, Any], name: str) -> Decimal | None:
+    """Dollars of ``name`` in ``side``: ``name_dollars``, else legacy integer cents, else None."""
+    v = side.get(f"{name}_dollars")
+    if v is not None:
+        return dec(v)
+    legacy = side.get(name)
+    if isinstance(legacy, int | float) and not isinstance(legacy, bool):
+        return dec(legacy) * _CENT
+    return None
 
 
 class MarketsPage(_Model):

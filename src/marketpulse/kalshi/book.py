@@ -174,6 +174,20 @@ class OrderBook:
         other = self._best_no() if side == "yes" else self._best_yes()
         return other is not None and price + other >= ONE
 
+    def in_other_convention(self, yes_ask: Decimal) -> bool:
+        """Whether the NO side was read in the other price convention than it was sent in,
+        judged against the exchange's best YES ask from another message (its ticker).
+
+        Read as sent, the best NO bid is ``1 - yes_ask``; read the other way (NO bid prices
+        taken as YES-scale asks, or the reverse) every level is mirrored (``p -> 1 - p``), so the
+        *lowest* level is ``yes_ask`` instead. The book's own contents cannot tell the two apart
+        when the YES price is below $0.50: both readings then give an uncrossed book.
+        """
+        best = self._best_no()
+        if best is None or ONE - best == yes_ask:
+            return False
+        return min(self._no) == yes_ask
+
     def problem(self, grid: PriceGrid | None = None) -> str | None:
         """Why this book cannot be right, or None: crossed or locked, or a price outside
         (0, 1) or off the market's grid (``grid``: its ``price_ranges``)."""

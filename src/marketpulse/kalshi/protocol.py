@@ -340,6 +340,9 @@ class KalshiProtocol:
         self._loads = orjson.loads
         self._delta_fields = KNOWN_FIELDS["orderbook_delta"]
         self._grids: dict[str, PriceGrid] = {}
+        # Each book's last best YES bid and ask from the ticker channel, for the convention
+        # check (one entry per book at most).
+        self._quotes: dict[str, tuple[Decimal, Decimal]] = {}
         for t in markets:
             self._add_desired(t)
 
@@ -425,6 +428,7 @@ class KalshiProtocol:
             self._desired.pop(t, None)
             self.rejected.pop(t, None)
             self.books.pop(t, None)
+            self._quotes.pop(t, None)
             self._dirty[t] = None  # the consumer learns the book is gone
             if self._recovery is not None:
                 self._recovery.tickers.discard(t)
@@ -913,6 +917,7 @@ class KalshiProtocol:
             self.stats.tickers += 1
             if msg.ticker in self._desired:
                 self._events.append(msg)
+                self._check_convention(msg.ticker, msg.yes_bid, msg.yes_ask)
             else:
                 self.stats.ignored += 1
             return
@@ -971,6 +976,31 @@ class KalshiProtocol:
             self._bad_book(msg.ticker, bad)
             return
         self._snapshot_arrived(msg.ticker)
+        self._check_convention(msg.ticker, *self._quotes.get(msg.ticker, (None, None)))
+
+    def _check_convention(self, ticker: str, bid: Decimal | None, ask: Decimal | None) -> None:
+        """Catch a book whose NO side arrived in the other price convention than subscribed
+        (``use_yes_price`` on or off), against the exchange's own best bid and ask in its
+        ticker: the check the crossed-book guard cannot make when the YES price is below $0.50
+        (docs/protocols/kalshi.md §5). Only a ticker in step with the book (the same best YES
+        bid, which no convention changes) is compared."""
+        if bid is None or ask is None:
+            self._quotes.pop(ticker, None)
+            return
+        book = self.books.get(ticker)
+        if book is None:
+            return
+        self._quotes[ticker] = (bid, ask)
+        if not book.valid or book.best_bid != bid or not book.in_other_convention(ask):
+            return
+        sub = self._subs.get(BOOK_CHANNEL)
+        sent = "NO bid prices" if sub is not None and sub.yes_price else "YES-scale NO prices"
+        self._bad_book(
+            ticker,
+            f"NO levels arrived as {sent}, the other price convention than subscribed: the "
+            f"exchange's best YES ask {ask} is the lowest NO level read the other way, not "
+            f"1 - the best NO bid ({book.best_ask})",
+        )
 
     def _bad_book(self, ticker: str, reason: str) -> None:
         """A book that cannot be right is never served: invalid, and recovered like a gap."""
@@ -1065,12 +1095,12 @@ class KalshiProtocol:
             if p.kind == "subscribe":
                 sub.sub_cmd = None
                 if sub.channel == BOOK_CHANNEL and self._recovery is not None:
-                    self._escalate(3, f"subscribe failed: {msg.code} {msg.message}")
+                    self._escalate(3, f"subscribe failed: {msg.code} {msg.text}")
                 return
             if p.kind == "update":
                 sub.inflight = None
                 if p.action == "get_snapshot":
-                    self._escalate(2, f"get_snapshot failed: {msg.code} {msg.message}")
+                    self._escalate(2, f"get_snapshot failed: {msg.code} {msg.text}")
                 else:
                     self._resubscribe_channel(sub, f"{p.action} failed: {msg.code}")
                 return
@@ -1085,7 +1115,7 @@ class KalshiProtocol:
         Their books stay invalid with the exchange's reason (so a consumer can tell), and the
         command is retried without them; other channels' identical errors land here too.
         """
-        reason = f"rejected by the exchange: {msg.code} {msg.message}".strip()
+        reason = f"rejected by the exchange: {msg.code} {msg.text}".strip()
         for t in msg.market_tickers:
             if t in self._desired:
                 del self._desired[t]

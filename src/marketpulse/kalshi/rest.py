@@ -354,8 +354,24 @@ class KalshiRestClient:
             series: Series ticker of each market (for the per-market fallback); default: the
                 event ticker's first part, as Kalshi names them.
         """
+        raw = await self.get_raw_candlesticks(tickers, start_ts, end_ts, period_interval, series)
+        return {t: [Candlestick.model_validate(c) for c in cs] for t, cs in raw.items()}
+
+    async def get_raw_candlesticks(
+        self,
+        tickers: Sequence[str],
+        start_ts: int,
+        end_ts: int,
+        period_interval: int,
+        series: dict[str, str] | None = None,
+    ) -> dict[str, list[dict[str, Any]]]:
+        """:meth:`get_candlesticks` as the exchange sent them (JSON objects, not models).
+
+        For bulk readers that need a few fields of thousands of candles: a typed
+        :class:`Candlestick` costs about 100 µs to build, a day of minutes of 20 markets 3 s.
+        """
         params = {"start_ts": start_ts, "end_ts": end_ts, "period_interval": period_interval}
-        out: dict[str, list[Candlestick]] = {}
+        out: dict[str, list[dict[str, Any]]] = {}
         tickers = list(tickers)
         try:
             for i in range(0, len(tickers), 100):
@@ -364,9 +380,9 @@ class KalshiRestClient:
                     "/markets/candlesticks", {**params, "market_tickers": ",".join(chunk)}
                 )
                 for m in body.get("markets") or []:
-                    out[str(m.get("market_ticker") or m.get("ticker"))] = [
-                        Candlestick.model_validate(c) for c in m.get("candlesticks") or []
-                    ]
+                    out[str(m.get("market_ticker") or m.get("ticker"))] = list(
+                        m.get("candlesticks") or []
+                    )
             return out
         except KalshiRestError as exc:
             if exc.status not in (400, 404):
@@ -374,7 +390,7 @@ class KalshiRestClient:
         for t in tickers:
             s = (series or {}).get(t) or t.split("-", 1)[0]
             body = await self.get(f"/series/{s}/markets/{t}/candlesticks", params)
-            out[t] = [Candlestick.model_validate(c) for c in body.get("candlesticks") or []]
+            out[t] = list(body.get("candlesticks") or [])
         return out
 
     async def get_series(self, series_ticker: str) -> Series:

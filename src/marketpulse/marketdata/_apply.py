@@ -345,6 +345,17 @@ def apply_batch(
     }
 
 
+def _candles_between(
+    db: DatabaseWriter, ticker: str, interval: str, first: float, last: float
+) -> list[dict[str, Any]]:
+    def rng(q: IndexRange) -> IndexRange:
+        return (
+            q.eq("ticker", ticker).eq("interval", interval).gte("start", first).lte("start", last)
+        )
+
+    return db.query("candles").with_index("by_ticker_interval_start", rng).collect()
+
+
 def upsert_candles(db: DatabaseWriter, candles: list[ExchangeCandle]) -> dict[str, int]:
     """Write the exchange's candles of complete past intervals (history at a market's start).
 
@@ -353,6 +364,14 @@ def upsert_candles(db: DatabaseWriter, candles: list[ExchangeCandle]) -> dict[st
     are not merged into it again. Returns ``{"inserted", "updated"}``.
     """
     inserted = updated = 0
+    # One range read per market and interval, not one lookup per candle: a day of minutes is
+    # written a few hundred candles a call, most of them new.
+    held: dict[tuple[str, str], dict[float, dict[str, Any]]] = {}
+    for ticker, interval in {(c.ticker, c.interval) for c in candles}:
+        starts = [c.start for c in candles if c.ticker == ticker and c.interval == interval]
+        held[(ticker, interval)] = {
+            d["start"]: d for d in _candles_between(db, ticker, interval, min(starts), max(starts))
+        }
     for c in candles:
         doc = {
             "ticker": c.ticker,
@@ -368,16 +387,10 @@ def upsert_candles(db: DatabaseWriter, candles: list[ExchangeCandle]) -> dict[st
             "closeTs": c.start + INTERVALS[c.interval] - 1,
             "exchange": True,
         }
-        existing = _first(
-            db,
-            "candles",
-            "by_ticker_interval_start",
-            ticker=c.ticker,
-            interval=c.interval,
-            start=c.start,
-        )
+        same = held[(c.ticker, c.interval)]
+        existing = same.get(c.start)
         if existing is None:
-            db.insert("candles", doc)
+            same[c.start] = {**doc, "_id": db.insert("candles", doc)}
             inserted += 1
         else:
             changed = _diff(existing, doc)
@@ -391,7 +404,8 @@ def upsert_markets(db: DatabaseWriter, markets: list[MarketInfo]) -> dict[str, i
     """Insert or update market metadata; seed a prices doc from the REST snapshot if none yet.
 
     A REST snapshot has no feed timestamp, so it only fills a prices doc the feed has not written
-    (``ts == 0``); the feed's own updates always win over it.
+    (``ts == 0``); the feed's own updates always win over it. Likewise it never moves a market's
+    status back to an earlier stage of its life (a close or settlement the feed wrote stays).
 
     Returns:
         ``{"inserted", "updated"}`` counts of ``markets`` docs.
@@ -404,12 +418,32 @@ def upsert_markets(db: DatabaseWriter, markets: list[MarketInfo]) -> dict[str, i
             db.insert("markets", {"ticker": info.ticker, **_MARKET_DEFAULTS, **meta})
             inserted += 1
         else:
+            if _STAGE.get(str(meta.get("status")), 0) < _STAGE.get(str(existing["status"]), 0):
+                # The REST snapshot was taken before a lifecycle event the feed already wrote
+                # (the market closed or settled meanwhile): it must not undo it.
+                for key in _LIFECYCLE_KEYS:
+                    meta.pop(key, None)
             changed = _diff(existing, meta)
             if changed:
                 db.patch(existing["_id"], changed)
                 updated += 1
         _seed_price(db, info)
     return {"inserted": inserted, "updated": updated}
+
+
+_STAGE = {
+    "initialized": 1,
+    "inactive": 2,
+    "active": 2,
+    "closed": 3,
+    "determined": 4,
+    "disputed": 4,
+    "amended": 4,
+    "finalized": 5,
+    "settled": 5,
+}
+"""How far along its life a market status is: a later stage is never undone by an earlier one."""
+_LIFECYCLE_KEYS = ("status", "result", "settlementValue", "settledAt")
 
 
 def _seed_price(db: DatabaseWriter, info: MarketInfo) -> None:

@@ -14,6 +14,10 @@ A store restart is noticed that way too (the store marks every lease dead as it 
 it matters more since market data is written with relaxed durability: a crash loses the
 commits answered in the last few ms (docs/store.md, "Durability"). ``failing_since_ms`` says
 when the calls started failing, so the trades of that lost tail can be fetched again.
+
+Live batches go first: other writers to the store (a market's history) wait for :meth:`idle`
+before each of their bounded mutations, so a live batch waits behind one of them at most, and
+they go in turn with the live batches (one each) while the feed never lets the writer rest.
 """
 
 from __future__ import annotations
@@ -84,12 +88,18 @@ class BatchWriter:
         self._stats = stats
         self._flush_window = flush_window
         self._dirty = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._seen = 0
 
     def wake(self) -> None:
         """The coalescer took input: write it soon."""
         self._seen += 1
         self._dirty.set()
+
+    async def idle(self) -> None:
+        """Return once no live batch is being written (at once if none is)."""
+        await self._idle.wait()
 
     async def run(self) -> None:
         """Write batches until cancelled."""
@@ -155,12 +165,15 @@ class BatchWriter:
         """One ``applyUpdates`` call (renewing the lease if it may)."""
         args = self._args(batch)
         renewing = "leaseMs" in args["batch"]
+        self._idle.clear()
         try:
             result = await self._store.mutation(APPLY_UPDATES, args)
         except StoreError:
             if self.failing_since_ms is None:
                 self.failing_since_ms = now_ms()
             raise
+        finally:
+            self._idle.set()
         if renewing:
             self._renewed_at = time.monotonic()
         if isinstance(result, dict) and result.get("revived"):

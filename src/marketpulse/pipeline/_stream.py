@@ -34,7 +34,7 @@ from marketpulse.pipeline._backfill import TradeBackfill, TradesSince
 from marketpulse.pipeline._batch_writer import BatchWriter
 from marketpulse.pipeline._coalesce import Coalescer
 from marketpulse.pipeline._feed_follower import FeedFollower, FeedLike
-from marketpulse.pipeline._history import HistoryFetch, write_history
+from marketpulse.pipeline._history import HistorySource, write_history
 from marketpulse.pipeline._metadata import MetadataFetch, upsert_metadata
 from marketpulse.pipeline._status_reporter import StatusReporter
 from marketpulse.pipeline._store import StoreClient
@@ -66,8 +66,8 @@ class StreamRunner:
         desired: Returns the workflow's current market set (None: markets never change).
         heartbeat: Called with the counters about once per ``report_interval``.
         metadata: Fetches ``upsertMarkets`` entries for tickers (None: skip).
-        history: Fetches the candles and recent trades of markets as they are added (None:
-            skip).
+        history: Where the candles and recent trades of markets come from as they are added;
+            written behind the live batches (None: skip).
         trades_since: Fetches the trade entries of tickers since an epoch-ms time, used to
             recover the trades the feed missed: after a reconnect (since the outage began) and
             after a seq gap on the trade channel (since the last trade seen). None: skip.
@@ -93,7 +93,7 @@ class StreamRunner:
         heartbeat: Callable[[dict[str, Any]], None] | None = None,
         metadata: MetadataFetch | None = None,
         trades_since: TradesSince | None = None,
-        history: HistoryFetch | None = None,
+        history: HistorySource | None = None,
         flush_window: float = 0.005,
         poll_interval: float = 0.2,
         report_interval: float = 1.0,
@@ -255,7 +255,11 @@ class StreamRunner:
         if self._metadata is not None and tickers:
             self._spawn(upsert_metadata(self._store, self._metadata, tickers, self.stream_id))
         if self._history is not None and tickers:
-            self._spawn(write_history(self._store, self._history, tickers, self.stream_id))
+            self._spawn(
+                write_history(
+                    self._store, self._history, tickers, self.stream_id, self._writer.idle
+                )
+            )
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Future[Any]:
         task = asyncio.ensure_future(coro)

@@ -25,7 +25,7 @@ from temporalio.exceptions import ApplicationError
 from marketpulse.pipeline._alerts import Alerter
 from marketpulse.pipeline._backfill import fetch_trades_since
 from marketpulse.pipeline._exchange import Exchange, resolve_exchange
-from marketpulse.pipeline._history import fetch_history
+from marketpulse.pipeline._history import RestHistory
 from marketpulse.pipeline._metadata import fetch_markets, price_grid
 from marketpulse.pipeline._store import StoreClient, StoreError
 from marketpulse.pipeline._stream import FeedLike, StreamRunner, StreamStats
@@ -184,11 +184,6 @@ class StreamActivities:
         async def trades_since(tickers: list[str], since_ms: float) -> list[dict[str, Any]]:
             return await fetch_trades_since(rest, tickers, since_ms)
 
-        async def history(
-            tickers: list[str], at_ms: float
-        ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-            return await fetch_history(rest, tickers, at_ms)
-
         runner = StreamRunner(
             stream_id=stream_id,
             config=cfg,
@@ -200,7 +195,7 @@ class StreamActivities:
             heartbeat=activity.heartbeat,
             metadata=metadata,
             trades_since=trades_since,
-            history=history,
+            history=RestHistory(rest),
             flush_window=self.settings.flush_window,
             poll_interval=self.settings.poll_interval,
             lease_ms=self.settings.lease_ms,

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from marketpulse.kalshi import ERROR_TEXTS
 from marketpulse.simulator._book import Book
 from marketpulse.simulator._catalog import Market
 from marketpulse.simulator._faults import DUPLICATE, REORDER, SKIP, Faults
@@ -80,31 +81,6 @@ MARKET_FILTERED = frozenset(
 )
 ACTIONS = frozenset({"add_markets", "delete_markets", "get_snapshot"})
 
-ERRORS = {
-    1: "Unable to process message",
-    2: "Params required",
-    3: "Channels required",
-    4: "Subscription IDs required",
-    5: "Unknown command",
-    7: "Unknown subscription ID",
-    8: "Unknown channel name",
-    9: "Authentication required",
-    10: "Channel error",
-    11: "Invalid parameter",
-    12: "Exactly one subscription ID is required",
-    13: "Unsupported action",
-    14: "Market Ticker required",
-    15: "Action required",
-    19: "shard_factor must be > 0",
-    20: "shard_factor is required when shard_key is set",
-    21: "shard_key must be >= 0 and < shard_factor",
-    22: "shard_factor must be <= 100",
-    24: "Index IDs required",
-    25: "Subscription buffer overflow",
-    26: "Subscription market limit exceeded",
-    28: "Underlying tickers required",
-}
-
 log = logging.getLogger("marketpulse.simulator")
 
 
@@ -120,11 +96,17 @@ class ExchangeView(Protocol):
 
 
 class CommandError(Exception):
-    """A command that Kalshi would answer with ``type: error``."""
+    """A command that Kalshi would answer with ``type: error``.
+
+    The frame carries the code's published text only (:data:`~marketpulse.kalshi.ERROR_TEXTS`),
+    as the exchange's does; ``detail`` (what exactly was wrong) goes to the simulator's debug
+    log, and ``extra`` (e.g. ``market_tickers``) into the frame's ``msg``.
+    """
 
     def __init__(self, code: int, detail: str | None = None, **extra: Any) -> None:
-        super().__init__(detail or ERRORS.get(code, "error"))
+        super().__init__(ERROR_TEXTS[code])
         self.code = code
+        self.detail = detail
         self.extra = extra
 
 
@@ -219,12 +201,12 @@ class Session:
             try:
                 obj = orjson.loads(text)
             except orjson.JSONDecodeError:
-                raise CommandError(1, "Unable to process message: invalid JSON") from None
+                raise CommandError(1, "invalid JSON") from None
             if not isinstance(obj, dict):
-                raise CommandError(1, "Unable to process message: expected a JSON object")
+                raise CommandError(1, "expected a JSON object")
             raw_id = obj.get("id")
             if raw_id is not None and (not isinstance(raw_id, int) or isinstance(raw_id, bool)):
-                raise CommandError(1, "Unable to process message: id must be an integer")
+                raise CommandError(1, "id must be an integer")
             cmd_id = raw_id or None  # id 0 means "no id"
             cmd = obj.get("cmd")
             params = obj.get("params")
@@ -261,6 +243,8 @@ class Session:
     def _error(
         self, cmd_id: int | None, exc: CommandError, sub: Subscription | None = None
     ) -> bytes:
+        if exc.detail:
+            log.debug("simulator: error %d to command %s: %s", exc.code, cmd_id, exc.detail)
         msg: dict[str, Any] = {"code": exc.code, "msg": str(exc), **exc.extra}
         d: dict[str, Any] = {"type": "error", "msg": msg}
         if sub is not None:
@@ -273,7 +257,7 @@ class Session:
     def _check_known(self, tickers: Iterable[str]) -> None:
         unknown = [t for t in tickers if t not in self.exchange.markets]
         if unknown:
-            raise CommandError(11, "Unknown market ticker", market_tickers=unknown)
+            raise CommandError(11, "unknown market tickers", market_tickers=unknown)
 
     def _subscribe(self, cmd_id: int | None, params: dict[str, Any]) -> None:
         channels = params.get("channels")
@@ -283,7 +267,7 @@ class Session:
             raise CommandError(11, "channels must be strings")
         unknown = [c for c in channels if c not in CHANNELS]
         if unknown:
-            raise CommandError(8, f"Unknown channel name: {unknown[0]}")
+            raise CommandError(8, f"channel {unknown[0]!r}")
         tickers = _tickers(params)
         has_ids = params.get("market_id") is not None or params.get("market_ids") is not None
         use_yes = _flag(params, "use_yes_price")
@@ -310,7 +294,7 @@ class Session:
             if not isinstance(ids, list) or any(
                 not isinstance(i, str) or i not in by_id for i in ids
             ):
-                raise CommandError(11, "Unknown market id")
+                raise CommandError(11, "unknown market id")
             tickers = [*(tickers or []), *(by_id[i] for i in ids)]
         if tickers:
             self._check_known(tickers)

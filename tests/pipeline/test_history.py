@@ -1,0 +1,160 @@
+"""The order and pacing of a market's history (one layer: a fake source and store).
+
+What the chart shows first is written first (every market's day of 1-minute candles), each
+mutation is bounded, and none is sent while a live batch is being written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from marketpulse.pipeline._history import (
+    _CHUNK,
+    UPSERT_CANDLES,
+    candle_entries,
+    write_history,
+)
+from marketpulse.simulator import Simulator, SimulatorConfig
+from marketpulse.simulator._rest import _candles
+
+
+class SimSource:
+    """The simulator's own candlestick answers, without sockets."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+        self.requests: list[tuple[int, list[str]]] = []
+
+    async def candles(self, tickers: list[str], at_ms: float, minutes: int) -> list[dict[str, Any]]:
+        self.requests.append((minutes, tickers))
+        end = int(at_ms // 1000)
+        span = 86_400 + 600 if minutes == 1 else 31 * 86_400
+        q = {"start_ts": str(end - span), "end_ts": str(end), "period_interval": str(minutes)}
+        out: list[dict[str, Any]] = []
+        for m in _candles(self.sim, tickers, q):
+            out += candle_entries(
+                m["market_ticker"],
+                "1m" if minutes == 1 else "1h",
+                minutes,
+                m["candlesticks"],
+                at_ms,
+            )
+        await asyncio.sleep(0)
+        return out
+
+    async def trades(self, tickers: list[str], since_ms: float) -> list[dict[str, Any]]:
+        return [{"id": f"{t}-1", "ticker": t} for t in tickers]
+
+
+class Store:
+    """Records each mutation, and whether the live writer was busy when it was sent."""
+
+    def __init__(self, live_busy: asyncio.Event) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.sent_while_busy = 0
+        self._busy = live_busy
+
+    async def mutation(self, path: str, args: dict[str, Any]) -> Any:
+        self.sent_while_busy += self._busy.is_set()
+        self.calls.append((path, args))
+        await asyncio.sleep(0)
+        return None
+
+
+async def test_every_markets_day_of_minutes_first_in_bounded_mutations_behind_live() -> None:
+    sim = Simulator(SimulatorConfig(markets=9, seed=3))
+    tickers = list(sim.markets)
+    busy = asyncio.Event()
+    idle = asyncio.Event()
+    idle.set()
+    store = Store(busy)
+    source = SimSource(sim)
+
+    async def live_writer() -> None:
+        # A live batch in flight now and then: history must wait for it each time.
+        for _ in range(50):
+            idle.clear()
+            busy.set()
+            await asyncio.sleep(0.001)
+            busy.clear()
+            idle.set()
+            await asyncio.sleep(0)
+
+    live = asyncio.ensure_future(live_writer())
+    await write_history(store, source, tickers, "s", idle.wait)  # type: ignore[arg-type]
+    await live
+    assert store.sent_while_busy == 0
+    kinds = []
+    for path, args in store.calls:
+        if path == UPSERT_CANDLES:
+            part = args["candles"]
+            assert 0 < len(part) <= _CHUNK
+            kinds.append({c["interval"] for c in part})
+        else:
+            kinds.append({"trades"})
+    minutes = [i for i, k in enumerate(kinds) if k == {"1m"}]
+    others = [i for i, k in enumerate(kinds) if k != {"1m"}]
+    assert minutes and others and max(minutes) < min(others)  # every 1-minute day first
+    written = {
+        c["ticker"] for path, a in store.calls if path == UPSERT_CANDLES for c in a["candles"]
+    }
+    assert written == set(tickers)
+    ones = [c for p, a in store.calls if p == UPSERT_CANDLES for c in a["candles"]]
+    for t in tickers:
+        day = [c for c in ones if c["ticker"] == t and c["interval"] == "1m"]
+        assert day[-1]["start"] - day[0]["start"] + 60_000 >= 86_400_000, t
+        assert any(c["ticker"] == t and c["interval"] == "5m" for c in ones), t
+        assert any(c["ticker"] == t and c["interval"] == "1h" for c in ones), t
+    # a few markets per minute request, so the first ones land while the rest is fetched
+    assert [len(ts) for m, ts in source.requests if m == 1] == [4, 4, 1]
+    assert kinds[-1] == {"trades"}
+
+
+async def test_a_failed_request_costs_its_markets_only() -> None:
+    sim = Simulator(SimulatorConfig(markets=6, seed=3))
+    tickers = list(sim.markets)
+    source = SimSource(sim)
+    real = source.candles
+
+    async def flaky(tickers: list[str], at_ms: float, minutes: int) -> list[dict[str, Any]]:
+        if minutes == 1 and tickers[0] == next(iter(sim.markets)):
+            raise RuntimeError("exchange said 503")
+        return await real(tickers, at_ms, minutes)
+
+    source.candles = flaky  # type: ignore[method-assign]
+    store = Store(asyncio.Event())
+    idle = asyncio.Event()
+    idle.set()
+    await write_history(store, source, tickers, "s", idle.wait)  # type: ignore[arg-type]
+    minute_tickers = {
+        c["ticker"]
+        for p, a in store.calls
+        if p == UPSERT_CANDLES
+        for c in a["candles"]
+        if c["interval"] == "1m"
+    }
+    assert minute_tickers == set(tickers[4:])  # the first request's four markets are missing
+    assert store.calls[-1][0] != UPSERT_CANDLES  # and the rest (hours, trades) still went
+
+
+def test_rest_history_reads_candles_as_the_typed_model_does() -> None:
+    from marketpulse.kalshi import Candlestick
+
+    sim = Simulator(SimulatorConfig(markets=2, seed=3))
+    t = next(iter(sim.markets))
+    now = time.time() * 1000  # the simulator's past ends at its start
+    end = int(now // 1000)
+    raw = _candles(
+        sim, [t], {"start_ts": str(end - 7200), "end_ts": str(end), "period_interval": "1"}
+    )
+    sticks = raw[0]["candlesticks"]
+    fast = candle_entries(t, "1m", 1, sticks, now)
+    assert len(fast) == len(sticks) > 60
+    for entry, c in zip(fast, (Candlestick.model_validate(s) for s in sticks), strict=True):
+        assert entry["start"] == c.end_period_ts * 1000 - 60_000
+        assert (entry["open"], entry["high"], entry["low"], entry["close"]) == tuple(
+            float(v) for v in (c.price.open, c.price.high, c.price.low, c.price.close)
+        )
+        assert entry["volume"] == float(c.volume)
