@@ -114,6 +114,16 @@ END $$;
 """
 _SCHEMA_LOCK = 0x6D61726B  # the advisory lock held while creating the schema
 
+# The log head and up to $2 commits after $1, read in one statement (one snapshot); a row
+# with a NULL ts when there are none.
+_CATCH_UP = """
+SELECT h.ts AS head, c.ts, c.prev, c.node, c.body FROM log_head h
+LEFT JOIN LATERAL (
+    SELECT ts, prev, node, body FROM commits WHERE ts > $1 ORDER BY ts LIMIT $2
+) c ON true
+WHERE h.id = 1 ORDER BY c.ts
+"""
+
 _COMMIT = "SELECT mp_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
 
 # Server errors that mean "the connection or the server is going away", not "this statement
@@ -455,13 +465,12 @@ class PostgresPersistence:
         assert self._pool is not None
         async with self._pool.acquire() as conn:
             while True:
-                rows = await conn.fetch(
-                    "SELECT ts, prev, node, body FROM commits WHERE ts > $1 ORDER BY ts LIMIT $2",
-                    self.position,
-                    _CATCH_UP_ROWS,
-                )
-                if not rows:
-                    head = await conn.fetchval("SELECT ts FROM log_head WHERE id = 1")
+                # The head and the commits after the position in one statement, so one
+                # snapshot: a commit landing between two reads (this node's own write in
+                # flight, or another node's) must not look like a compacted gap.
+                rows = await conn.fetch(_CATCH_UP, self.position, _CATCH_UP_ROWS)
+                head = rows[0]["head"] if rows else None
+                if rows and rows[0]["ts"] is None:
                     if head is not None and head > self.position:
                         await self._reload(conn)  # the head moved, its commits are gone
                     return
@@ -473,12 +482,18 @@ class PostgresPersistence:
                     return
 
     async def _reload(self, conn: asyncpg.Connection) -> None:
+        behind = self.position
         snap = await self._read_snapshot(conn)
+        if self.position != behind or snap.ts <= behind:
+            # The position moved while the snapshot was read (this node's own commit
+            # landed): there was no gap after all, and this snapshot may already be older
+            # than the node's memory. Applying it would roll acknowledged writes back.
+            return
         self.snapshots_reloaded += 1
         log.warning(
             "the commits after this node's position were compacted away: reloading the snapshot",
             node=self.node,
-            position=self.position,
+            position=behind,
             head=snap.ts,
         )
         self._unknown.clear()
