@@ -149,6 +149,8 @@ EXPORTS: dict[str, list[str]] = {
         "Persistence",
         "PersistenceError",
         "PostgresPersistence",
+        "Readiness",
+        "ReadinessCheck",
         "Receipt",
         "SharedLog",
         "Snapshot",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -23,6 +24,7 @@ from marketpulse.reactive.persistence import (
     SharedLog,
     open_persistence,
 )
+from marketpulse.testing import TcpRelay, free_port
 
 from ..conftest import Recorder
 from ..engine.test_shared_log import assert_b_sees_a
@@ -42,8 +44,9 @@ class Cluster:
         self.url = url
         self.engines: list[Engine] = []
 
-    async def node(self, **options: Any) -> Engine:
-        engine = await Engine.open(PostgresPersistence(self.url, **options), MODULES)
+    async def node(self, url: str | None = None, **options: Any) -> Engine:
+        store = PostgresPersistence(url or self.url, **options)
+        engine = await Engine.open(store, MODULES)
         self.engines.append(engine)
         return engine
 
@@ -327,3 +330,57 @@ async def test_a_scheduled_job_runs_once_on_two_nodes(cluster: Cluster) -> None:
     finally:
         for runner in runners:
             await runner.stop()
+
+
+def through(relay: TcpRelay, url: str) -> str:
+    """``url`` with its host and port replaced by the relay's."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)
+    host = f"127.0.0.1:{relay.port}"
+    return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) > 1 else host))
+
+
+async def test_readiness_follows_a_cut_database_and_recovers(cluster: Cluster) -> None:
+    relay = TcpRelay(urlsplit(cluster.url).port or 5432).start()
+    try:
+        cut_off = await cluster.node(url=through(relay, cluster.url), write_timeout_s=1.0)
+        writer = await cluster.node()
+        pc = persistence(cut_off)
+        await writer.run_mutation("counters:increment", {"name": "c"})
+        await wait_for(lambda: cut_off.ts == writer.ts)
+        ready = cut_off.readiness()
+        assert ready is not None and ready.ok and ready.database == "connected", ready
+        # A partition: open connections hear nothing more, new ones are refused.
+        relay.hold_replies()
+        relay.switch(free_port())
+        for _ in range(3):
+            await writer.run_mutation("counters:increment", {"name": "c"})
+        await wait_for(lambda: not pc.readiness().ok, timeout=pc.stale_after_s + 10)
+        ready = pc.readiness()
+        assert ready.database == "unreachable" and ready.lag_s >= pc.stale_after_s * 0.9, ready
+        failed = await cut_off.run_mutation("counters:increment", {"name": "c"})
+        assert not failed.success and "could not be committed" in (failed.error_message or "")
+        assert cut_off.run_query("counters:value", {"name": "c"}).value == 1.0  # from memory
+        relay.switch(urlsplit(cluster.url).port or 5432)
+        relay.release_replies()
+        await wait_for(lambda: pc.readiness().ok, timeout=20)
+        assert cut_off.ts == writer.ts
+        assert cut_off.run_query("counters:value", {"name": "c"}).value == 4.0
+    finally:
+        relay.stop()
+
+
+async def test_readiness_reports_a_node_behind_the_log(cluster: Cluster) -> None:
+    a = await cluster.node(max_lag_s=0.2)
+    pa = persistence(a)
+    assert pa.readiness().ok and pa.readiness().lag_s == 0.0
+    # The follower heard of a head it has not read yet (as while a catch-up is stuck).
+    pa._saw_head(pa.position + 1)
+    await asyncio.sleep(0.3)
+    ready = pa.readiness()
+    assert not ready.ok and ready.database == "connected", ready
+    assert ready.reason is not None and "behind the commit log" in ready.reason
+    assert pa.readiness(backlog_s=0.0).lag_s >= 0.3
+    pa.position = pa.position + 1  # caught up
+    assert pa.readiness().ok
+    assert not pa.readiness(backlog_s=0.5).ok  # the engine held commits unapplied too long

@@ -54,7 +54,15 @@ import structlog
 
 from ..values import json_to_value, value_to_json
 from ._failures import FailureLog
-from ._types import Commit, CommitConflict, DocumentWrite, PersistenceError, Receipt, Snapshot
+from ._types import (
+    Commit,
+    CommitConflict,
+    DocumentWrite,
+    PersistenceError,
+    Readiness,
+    Receipt,
+    Snapshot,
+)
 
 log = structlog.get_logger("marketpulse.persistence")
 
@@ -159,7 +167,14 @@ def _decode_body(ts: int, prev: int, body: str | bytes) -> Commit:
     return Commit(ts, writes, base_ts=prev, receipts=receipts)
 
 
-OPTIONS = ("write_timeout_s", "retention_s", "compact_interval_s", "node_timeout_s", "node")
+OPTIONS = (
+    "write_timeout_s",
+    "retention_s",
+    "compact_interval_s",
+    "node_timeout_s",
+    "max_lag_s",
+    "node",
+)
 """Query parameters of a ``postgresql://`` URL that are this store's options, not the
 server's (``?retention_s=60&compact_interval_s=10``); see :func:`from_url`."""
 
@@ -203,6 +218,7 @@ class PostgresPersistence:
         node_timeout_s: a node silent this long is not live (compaction ignores it).
         compact_interval_s: how often this node compacts the log (0: never).
         retention_s: commits younger than this are kept even below every position.
+        max_lag_s: the most a ready node may lag the log (see :meth:`readiness`).
     """
 
     def __init__(
@@ -216,6 +232,7 @@ class PostgresPersistence:
         node_timeout_s: float = 30.0,
         compact_interval_s: float = 10.0,
         retention_s: float = 60.0,
+        max_lag_s: float = 5.0,
     ) -> None:
         self.dsn = dsn
         self.node = node or secrets.token_hex(6)
@@ -225,10 +242,16 @@ class PostgresPersistence:
         self.node_timeout_s = node_timeout_s
         self.compact_interval_s = compact_interval_s
         self.retention_s = retention_s
+        self.max_lag_s = max_lag_s
+        # No answer from the database for this long: it counts as unreachable (the
+        # follower hears from it at least every poll interval when all is well).
+        self.stale_after_s = max(2.0, 4 * poll_interval_s)
         self.store_id: str | None = None
         """The store's random id, kept in the database (``store('id')``)."""
-        self.position = 0
-        """The newest commit of the log handed to the engine (or written by this node)."""
+        self._position = 0
+        self._head_seen = 0  # the newest log head this node has heard of
+        self._behind_since: float | None = None  # since when _head_seen > position
+        self._contact = time.monotonic()  # when the database last answered
         self.compacted = 0
         """Commits this node deleted by compaction (for tests and metrics)."""
         self.snapshots_reloaded = 0
@@ -241,6 +264,7 @@ class PostgresPersistence:
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         self._failing: str | None = None
+        self._failing_unreachable = False
         self._disconnected: str | None = None
         self._failures = FailureLog("store write failed")
 
@@ -254,7 +278,51 @@ class PostgresPersistence:
     def problem(self) -> str | None:
         """Why this node cannot take writes or is not current with the log; None when
         healthy."""
-        return self._failing or self._disconnected
+        return self.readiness().reason
+
+    @property
+    def position(self) -> int:
+        """The newest commit of the log handed to the engine (or written by this node)."""
+        return self._position
+
+    @position.setter
+    def position(self, ts: int) -> None:
+        self._position = ts
+        if ts >= self._head_seen:
+            self._behind_since = None
+
+    def _saw_head(self, ts: int) -> None:
+        """The log head is at least ``ts`` (and the database just answered)."""
+        self._contact = time.monotonic()
+        if ts > self._head_seen:
+            self._head_seen = ts
+            if ts > self._position and self._behind_since is None:
+                self._behind_since = self._contact
+
+    def readiness(self, backlog_s: float = 0.0) -> Readiness:
+        """Whether this node should take new clients: the database answers, the log is
+        followed, and no commit has waited more than ``max_lag_s`` to reach memory
+        (``backlog_s``: how long the engine has held commits it has not applied).
+        """
+        now = time.monotonic()
+        silent = now - self._contact
+        lag = max(backlog_s, 0.0 if self._behind_since is None else now - self._behind_since)
+        reachable = self._disconnected is None and silent <= self.stale_after_s
+        reason: str | None = None
+        if not reachable:
+            lag = max(lag, silent)
+            reason = self._disconnected or f"no answer from PostgreSQL for {silent:.1f} s"
+        elif self._failing is not None:
+            reason = self._failing
+        elif lag > self.max_lag_s:
+            reason = f"behind the commit log by {lag:.1f} s (more than {self.max_lag_s:g} s)"
+        return Readiness(
+            database="connected" if reachable else "unreachable",
+            following=self._disconnected is None and not self._closed,
+            lag_s=lag,
+            max_lag_s=self.max_lag_s,
+            reason=reason,
+        )
 
     # -- load -----------------------------------------------------------------------------
     @property
@@ -314,6 +382,7 @@ class PostgresPersistence:
                         )
                 self.store_id = str(store_id)
                 snap = await self._read_snapshot(conn)
+                self._saw_head(snap.ts)
                 self.position = snap.ts
                 await self._heartbeat(conn)
         except (OSError, asyncpg.PostgresError) as exc:
@@ -401,10 +470,11 @@ class PostgresPersistence:
                     # The commit may or may not have happened: if it did, the log brings it.
                     self._unknown.add(commit.ts)
                     cause = f"PostgreSQL unreachable: {exc or type(exc).__name__}"
-                    raise self._failed(cause) from exc
+                    raise self._failed(cause, unreachable=True) from exc
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
         self._failing = None
+        self._saw_head(commit.ts)
         self.position = max(self.position, commit.ts)
 
     async def _release(self, conn: asyncpg.Connection) -> None:
@@ -420,8 +490,9 @@ class PostgresPersistence:
     async def _committed(conn: asyncpg.Connection, ts: int) -> bool:
         return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM commits WHERE ts = $1)", ts))
 
-    def _failed(self, cause: str) -> PersistenceError:
+    def _failed(self, cause: str, *, unreachable: bool = False) -> PersistenceError:
         self._failing = cause
+        self._failing_unreachable = unreachable
         self._failures.report(cause)
         return PersistenceError(f"cannot write to {self._safe_dsn()}: {cause}")
 
@@ -455,6 +526,7 @@ class PostgresPersistence:
         for payload in notes:
             parts = payload.split(" ", 3)
             prev, ts, node = int(parts[0]), int(parts[1]), parts[2]
+            self._saw_head(ts)
             if not gap and not self._accept(ts, prev, node, parts[3] if len(parts) > 3 else None):
                 gap = True
         return gap
@@ -470,6 +542,8 @@ class PostgresPersistence:
                 # flight, or another node's) must not look like a compacted gap.
                 rows = await conn.fetch(_CATCH_UP, self.position, _CATCH_UP_ROWS)
                 head = rows[0]["head"] if rows else None
+                if head is not None:
+                    self._saw_head(head)
                 if rows and rows[0]["ts"] is None:
                     if head is not None and head > self.position:
                         await self._reload(conn)  # the head moved, its commits are gone
@@ -497,6 +571,7 @@ class PostgresPersistence:
             head=snap.ts,
         )
         self._unknown.clear()
+        self._saw_head(snap.ts)
         self.position = snap.ts
         self._inbox.put_nowait(snap)
 
@@ -515,6 +590,8 @@ class PostgresPersistence:
                 # Listening now: whatever was committed before is read by ts.
                 await self._catch_up()
                 self._disconnected = None
+                if self._failing_unreachable:
+                    self._failing = None  # the database answers again
                 delay = 0.1
                 while not conn.is_closed():
                     woke = False
@@ -526,7 +603,10 @@ class PostgresPersistence:
                     if self._drain_notifications():
                         await self._catch_up()
                     elif not woke:
-                        await self._poll(conn)
+                        # A connection cut without a reset would leave this read waiting
+                        # for ever: give up and reconnect instead.
+                        async with asyncio.timeout(self.stale_after_s):
+                            await self._poll(conn)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -543,8 +623,10 @@ class PostgresPersistence:
     async def _poll(self, conn: asyncpg.Connection) -> None:
         """Catch up if the head is past this node's position (a lost notification)."""
         head = await conn.fetchval("SELECT ts FROM log_head WHERE id = 1")
-        if head is not None and head > self.position:
-            await self._catch_up()
+        if head is not None:
+            self._saw_head(head)
+            if head > self.position:
+                await self._catch_up()
 
     # -- heartbeat and compaction ---------------------------------------------------------
     async def _heartbeat(self, conn: asyncpg.Connection) -> None:
@@ -585,6 +667,7 @@ class PostgresPersistence:
                 assert self._pool is not None
                 async with self._pool.acquire() as conn:
                     await self._heartbeat(conn)
+                self._contact = time.monotonic()
                 if self.compact_interval_s > 0 and time.monotonic() >= next_compact:
                     next_compact = time.monotonic() + self.compact_interval_s
                     await self.compact()
