@@ -173,6 +173,7 @@ EXPORTS: dict[str, list[str]] = {
         "JwtIssuer",
         "LocalSystem",
         "ManagedProcess",
+        "PostgresProcess",
         "SimulatorProcess",
         "StoreProcess",
         "Streaming",
