@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +29,7 @@ from marketpulse.testing import PostgresProcess, StoreProcess
 
 from .js_driver import JsDriver, node_available
 from .test_store_clients import is_update
-from .test_store_cluster import NAMES, Nodes, assert_converged, eventually
+from .test_store_cluster import NAMES, Nodes, Writers, assert_converged, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -51,14 +50,8 @@ def server(tmp_path: Path) -> Iterator[PostgresProcess]:
 
 @pytest.fixture
 def nodes(server: PostgresProcess, tmp_path: Path) -> Iterator[Nodes]:
-    ns = Nodes(server.url, tmp_path, OPTIONS)
-    try:
-        for proc in ns.procs.values():
-            proc.start()
+    with Nodes(server.url, tmp_path, OPTIONS).running() as ns:
         yield ns
-    finally:
-        for proc in ns.procs.values():
-            proc.stop()
 
 
 _SAMPLER = """
@@ -191,54 +184,30 @@ def test_with_postgres_stopped_nodes_serve_from_memory_and_mutations_fail_clearl
 def test_postgres_restarted_mid_stream_loses_and_doubles_nothing(
     server: PostgresProcess, nodes: Nodes, tmp_path: Path
 ) -> None:
-    acked: list[float] = []
-    acked_at: list[float] = []
-    failed: list[str] = []
-    stop = threading.Event()
-
-    def write(name: str) -> None:
-        client = ConvexClient(nodes[name].url)
-        while not stop.is_set():
-            try:
-                acked.append(client.mutation("counter:inc", {"name": "p"}))
-                acked_at.append(time.monotonic())
-            except Exception as exc:
-                failed.append(str(exc))
-
-    threads = [threading.Thread(target=write, args=(n,)) for n in NAMES]
     with HealthWatch(nodes, tmp_path / "health.txt") as watch:
-        for t in threads:
-            t.start()
-        eventually(lambda: len(acked) >= 60, timeout=60)
+        writers = Writers(nodes, NAMES, "p")
+        eventually(lambda: len(writers.acked) >= 60, timeout=60)
         stopped = time.monotonic()
         server.stop()
         time.sleep(4.0)
-        during = len(acked)
+        during = len(writers.acked)
         restarting = time.monotonic()
         server.start()
         start_took = time.monotonic() - restarting
-        eventually(lambda: len(acked) >= during + 90, timeout=120)  # all resumed by themselves
-        stop.set()
-        for t in threads:
-            t.join(60)
+        # All resumed by themselves.
+        eventually(lambda: len(writers.acked) >= during + 90, timeout=120)
+        writers.stop()
         eventually(lambda: all(status(nodes[n])[0] == 200 for n in NAMES), timeout=30)
-    assert failed, "the restart came after every write"
-    for f in failed:
-        assert "could not be committed" in f, f
-    total = nodes.value("a", "p")
-    # Acknowledged exactly once each; an unacknowledged commit (its answer lost with the
-    # connection) may exist, but nothing twice.
-    assert len(set(acked)) == len(acked)
-    assert set(acked) <= {float(i) for i in range(1, int(total) + 1)}
-    assert total - len(acked) <= len(failed)
+    assert writers.failed, "the restart came after every write"
+    writers.assert_each_acknowledged_once()
     assert_converged(nodes)
     for name in NAMES:  # 503 while PostgreSQL was away, 200 again after
         down = watch.first(name, 503, stopped)
         assert down is not None, name
         assert watch.first(name, 200, down) is not None, name
-    first_ok = min(t for t in acked_at if t > restarting) - restarting
+    first_ok = min(t for t in writers.acked_at if t > restarting) - restarting
     print(
-        f"\nPostgreSQL restarted mid-stream: {len(acked)} acknowledged, {len(failed)} failed;"
-        f" first acknowledged write {first_ok:.2f} s after the restart began (the server's"
-        f" start and readiness probe took {start_took:.2f} s of it)"
+        f"\nPostgreSQL restarted mid-stream: {len(writers.acked)} acknowledged,"
+        f" {len(writers.failed)} failed; first acknowledged write {first_ok:.2f} s after the"
+        f" restart began (the server's start and readiness probe took {start_took:.2f} s of it)"
     )
