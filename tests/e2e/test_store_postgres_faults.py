@@ -29,7 +29,7 @@ from marketpulse.testing import PostgresProcess, StoreProcess
 
 from .js_driver import JsDriver, node_available
 from .test_store_clients import is_update
-from .test_store_cluster import NAMES, Nodes, Writers, assert_converged, eventually
+from .test_store_cluster import NAMES, Nodes, Writers, assert_converged, eventually, sql
 
 pytestmark = pytest.mark.e2e
 
@@ -211,3 +211,25 @@ def test_postgres_restarted_mid_stream_loses_and_doubles_nothing(
         f" {len(writers.failed)} failed; first acknowledged write {first_ok:.2f} s after the"
         f" restart began (the server's start and readiness probe took {start_took:.2f} s of it)"
     )
+
+
+def test_a_node_refuses_a_recreated_database_its_marker_does_not_know(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    url = f"{postgres_url}?data_dir={tmp_path / 'node-a'}"
+    with StoreProcess(
+        url,
+        log_path=tmp_path / "a.log",
+        functions="example_functions",
+        pythonpath=[Path(__file__).parent],
+    ) as a:
+        ConvexClient(a.url).mutation("counter:inc", {"name": "x"})
+    for table in ("store", "log_head", "commits", "documents", "mutation_log", "nodes"):
+        sql(postgres_url, f"DROP TABLE {table}")
+    again = StoreProcess(url, log_path=tmp_path / "a2.log")
+    with pytest.raises(RuntimeError, match="exited with 3"):
+        again.start()
+    assert "holds no store" in again.log() and "--accept-database-loss" in again.log()
+    assert "Traceback" not in again.log()
+    with StoreProcess(url, log_path=tmp_path / "a3.log", extra=["--accept-database-loss"]) as b:
+        assert status(b)[0] == 200

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import orjson
 import pytest
 
 from marketpulse.reactive.engine import Engine
@@ -384,3 +386,44 @@ async def test_readiness_reports_a_node_behind_the_log(cluster: Cluster) -> None
     pa.position = pa.position + 1  # caught up
     assert pa.readiness().ok
     assert not pa.readiness(backlog_s=0.5).ok  # the engine held commits unapplied too long
+
+
+async def test_a_data_dir_marker_refuses_a_recreated_or_foreign_database(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    from marketpulse.reactive.persistence import UnsafeDatabase
+
+    data_dir = str(tmp_path / "node-a")
+    store = PostgresPersistence(postgres_url, data_dir=data_dir)
+    await store.load()
+    doc = {"_id": "a1", "_creationTime": 1.0, "name": "c", "n": 1.0}
+    await store.write(Commit(10, (DocumentWrite("counters", "a1", doc),), base_ts=0))
+    await store.close()
+    marker = orjson.loads((tmp_path / "node-a" / "postgres.marker.json").read_bytes())
+    assert marker == {"store_id": store.store_id, "ts": 10}
+    again = PostgresPersistence(postgres_url, data_dir=data_dir)  # the same database: fine
+    await again.load()
+    await again.close()
+
+    # The database re-created empty under the node.
+    for table in ("store", "log_head", "commits", "documents", "mutation_log", "nodes"):
+        await sql(postgres_url, f"DROP TABLE {table}")
+    with pytest.raises(UnsafeDatabase, match="holds no store") as info:
+        await PostgresPersistence(postgres_url, data_dir=data_dir).load()
+    assert "--accept-database-loss" in str(info.value)
+    assert not await sql(  # refused before anything was created in it
+        postgres_url, "SELECT 1 FROM pg_tables WHERE tablename = 'store'"
+    )
+    # Another store's database (a fresh id, made by a node without the marker).
+    other = PostgresPersistence(postgres_url)
+    await other.load()
+    await other.close()
+    with pytest.raises(UnsafeDatabase, match="belongs to another store"):
+        await PostgresPersistence(postgres_url, data_dir=data_dir).load()
+    # Told to accept the loss: it starts, and the marker follows the database from now on.
+    accepted = open_persistence(f"{postgres_url}?data_dir={data_dir}", accept_database_loss=True)
+    assert isinstance(accepted, PostgresPersistence)
+    await accepted.load()
+    await accepted.close()
+    marker = orjson.loads((tmp_path / "node-a" / "postgres.marker.json").read_bytes())
+    assert marker["store_id"] == other.store_id

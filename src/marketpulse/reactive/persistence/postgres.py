@@ -45,6 +45,7 @@ import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -54,6 +55,7 @@ import structlog
 
 from ..values import json_to_value, value_to_json
 from ._failures import FailureLog
+from ._identity import DatabaseState, Marker, judge, read_marker, refusal_text, write_marker
 from ._types import (
     Commit,
     CommitConflict,
@@ -62,6 +64,7 @@ from ._types import (
     Readiness,
     Receipt,
     Snapshot,
+    UnsafeDatabase,
 )
 
 log = structlog.get_logger("marketpulse.persistence")
@@ -174,12 +177,16 @@ OPTIONS = (
     "node_timeout_s",
     "max_lag_s",
     "node",
+    "data_dir",
 )
 """Query parameters of a ``postgresql://`` URL that are this store's options, not the
 server's (``?retention_s=60&compact_interval_s=10``); see :func:`from_url`."""
+_TEXT_OPTIONS = ("node", "data_dir")
+MARKER_NAME = "postgres.marker.json"
+"""The identity marker's file name in a node's ``data_dir``."""
 
 
-def from_url(url: str) -> PostgresPersistence:
+def from_url(url: str, *, accept_loss: bool = False) -> PostgresPersistence:
     """A :class:`PostgresPersistence` for ``url``, its store options (:data:`OPTIONS`) taken
     out of the query string and the rest left to asyncpg.
 
@@ -192,13 +199,15 @@ def from_url(url: str) -> PostgresPersistence:
     for key, value in query:
         if key in OPTIONS:
             try:
-                options[key] = value if key == "node" else float(value)
+                options[key] = value if key in _TEXT_OPTIONS else float(value)
             except ValueError:
                 raise ValueError(
                     f"{key} in the database URL must be a number, not {value!r}"
                 ) from None
     rest = urlencode([(k, v) for k, v in query if k not in OPTIONS])
-    return PostgresPersistence(urlunsplit(parts._replace(query=rest)), **options)
+    return PostgresPersistence(
+        urlunsplit(parts._replace(query=rest)), accept_loss=accept_loss, **options
+    )
 
 
 class PostgresPersistence:
@@ -219,6 +228,10 @@ class PostgresPersistence:
         compact_interval_s: how often this node compacts the log (0: never).
         retention_s: commits younger than this are kept even below every position.
         max_lag_s: the most a ready node may lag the log (see :meth:`readiness`).
+        data_dir: a folder of this node's own, where it keeps an identity marker (the store id
+            and the newest ts it saw durable): a later start refuses a database that is
+            another store's, was re-created empty, or lost commits the marker records.
+        accept_loss: start on such a database all the same (warned).
     """
 
     def __init__(
@@ -233,6 +246,8 @@ class PostgresPersistence:
         compact_interval_s: float = 10.0,
         retention_s: float = 60.0,
         max_lag_s: float = 5.0,
+        data_dir: str | None = None,
+        accept_loss: bool = False,
     ) -> None:
         self.dsn = dsn
         self.node = node or secrets.token_hex(6)
@@ -243,6 +258,9 @@ class PostgresPersistence:
         self.compact_interval_s = compact_interval_s
         self.retention_s = retention_s
         self.max_lag_s = max_lag_s
+        self.marker_file = Path(data_dir) / MARKER_NAME if data_dir else None
+        self.accept_loss = accept_loss
+        self._marked = -1  # the ts the marker file records
         # No answer from the database for this long: it counts as unreachable (the
         # follower hears from it at least every poll interval when all is well).
         self.stale_after_s = max(2.0, 4 * poll_interval_s)
@@ -375,6 +393,9 @@ class PostgresPersistence:
                     await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
                     await conn.execute(_SCHEMA)
                     store_id = await conn.fetchval("SELECT value FROM store WHERE key = 'id'")
+                    head = await conn.fetchval("SELECT ts FROM log_head WHERE id = 1")
+                    # Refused inside the transaction: an emptied database stays untouched.
+                    await self._check_marker(store_id, int(head))
                     if store_id is None:
                         store_id = secrets.token_hex(16)
                         await conn.execute(
@@ -385,6 +406,10 @@ class PostgresPersistence:
                 self._saw_head(snap.ts)
                 self.position = snap.ts
                 await self._heartbeat(conn)
+            await self._mark()
+        except UnsafeDatabase:
+            await self._pool.close()
+            raise
         except (OSError, asyncpg.PostgresError) as exc:
             await self._pool.close()
             raise PersistenceError(f"cannot load from PostgreSQL: {exc}") from exc
@@ -402,6 +427,36 @@ class PostgresPersistence:
             documents=len(snap.documents),
         )
         return snap
+
+    async def _check_marker(self, store_id: str | None, head: int) -> None:
+        """Refuse (:class:`UnsafeDatabase`) a database the marker says is not this store's."""
+        if self.marker_file is None:
+            return
+        marker = await asyncio.to_thread(read_marker, self.marker_file)
+        problem = judge(marker, DatabaseState(store_id, head, file_size=1))
+        if problem is None:
+            return
+        if not self.accept_loss:
+            raise UnsafeDatabase(
+                refusal_text(
+                    self._safe_dsn(),
+                    problem,
+                    restore=f"Restore the database from a backup, or point {self.marker_file}'s"
+                    " node at its own database",
+                )
+            )
+        log.warning("starting on a database that lost data, as told", db=self._safe_dsn())
+
+    async def _mark(self) -> None:
+        """Record the store id and this node's position in the marker (only ever a ts
+        PostgreSQL holds: the position is committed there)."""
+        if self.marker_file is None or self.store_id is None or self._marked == self.position:
+            return
+        position = self.position
+        marker = Marker(self.store_id, position)
+        await asyncio.to_thread(self.marker_file.parent.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(write_marker, self.marker_file, marker)
+        self._marked = position
 
     # -- write ----------------------------------------------------------------------------
     def _arguments(self, commit: Commit) -> list[Any]:
@@ -668,6 +723,7 @@ class PostgresPersistence:
                 async with self._pool.acquire() as conn:
                     await self._heartbeat(conn)
                 self._contact = time.monotonic()
+                await self._mark()
                 if self.compact_interval_s > 0 and time.monotonic() >= next_compact:
                     next_compact = time.monotonic() + self.compact_interval_s
                     await self.compact()
@@ -685,6 +741,8 @@ class PostgresPersistence:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self._mark()
         if self._pool is not None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(2.0):
