@@ -135,6 +135,7 @@ class PostgresProcess(ChildProcess):
             "listen_addresses": "127.0.0.1",
             "unix_socket_directories": "",
             "max_connections": "100",
+            "log_timezone": "UTC",  # a test may read the log's times
             **self.settings,
         }
         for key, value in settings.items():
