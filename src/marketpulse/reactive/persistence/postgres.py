@@ -285,6 +285,9 @@ class PostgresPersistence:
         self._failing_unreachable = False
         self._disconnected: str | None = None
         self._failures = FailureLog("store write failed")
+        # A long outage: one line per cause every 10 s, not one per retry.
+        self._follow_failures = FailureLog("the log follower lost PostgreSQL; reconnecting")
+        self._periodic_failures = FailureLog("heartbeat or compaction failed")
 
     def __repr__(self) -> str:
         return f"PostgresPersistence({self._safe_dsn()!r}, node={self.node!r})"
@@ -666,7 +669,7 @@ class PostgresPersistence:
                 raise
             except Exception as exc:
                 self._disconnected = f"not connected to PostgreSQL to follow the log: {exc}"
-                log.warning("the log follower lost PostgreSQL; reconnecting", error=str(exc))
+                self._follow_failures.report(str(exc) or type(exc).__name__)
             finally:
                 if conn is not None:
                     with contextlib.suppress(Exception):
@@ -730,7 +733,7 @@ class PostgresPersistence:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("heartbeat or compaction failed", error=str(exc))
+                self._periodic_failures.report(str(exc) or type(exc).__name__)
 
     # -- close ----------------------------------------------------------------------------
     async def close(self) -> None:
