@@ -8,6 +8,7 @@ cut off from PostgreSQL resumes by itself, and the log compacts under a stream o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -56,6 +57,17 @@ class Nodes:
     def __getitem__(self, name: str) -> StoreProcess:
         return self.procs[name]
 
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Nodes]:
+        """Every node started, and stopped at the end."""
+        try:
+            for proc in self.procs.values():
+                proc.start()
+            yield self
+        finally:
+            for proc in self.procs.values():
+                proc.stop()
+
     def value(self, name: str, counter: str) -> float:
         with AdminClient(self[name].url, ADMIN_KEY, timeout=10) as admin:
             result: float = admin.query("counter:get", {"name": counter})
@@ -69,14 +81,8 @@ class Nodes:
 
 @pytest.fixture
 def nodes(postgres_url: str, tmp_path: Path) -> Iterator[Nodes]:
-    ns = Nodes(postgres_url, tmp_path)
-    try:
-        for proc in ns.procs.values():
-            proc.start()
+    with Nodes(postgres_url, tmp_path).running() as ns:
         yield ns
-    finally:
-        for proc in ns.procs.values():
-            proc.stop()
 
 
 def sql(url: str, query: str, *args: Any) -> list[Any]:
@@ -218,25 +224,52 @@ def test_a_mutation_resent_to_another_node_after_its_node_died_runs_once(nodes: 
             js.close()
 
 
+class Writers:
+    """PyPI clients, one per node named, incrementing one counter until :meth:`stop`;
+    what each call answered is kept."""
+
+    def __init__(self, ns: Nodes, names: tuple[str, ...], counter: str) -> None:
+        self.ns = ns
+        self.counter = counter
+        self.acked: list[float] = []
+        self.acked_at: list[float] = []  # time.time() of each acknowledgement
+        self.failed: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._write, args=(n,)) for n in names]
+        for t in self._threads:
+            t.start()
+
+    def _write(self, name: str) -> None:
+        client = ConvexClient(self.ns[name].url)
+        while not self._stop.is_set():
+            try:
+                self.acked.append(client.mutation("counter:inc", {"name": self.counter}))
+                self.acked_at.append(time.time())
+            except Exception as exc:
+                self.failed.append(str(exc))
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(60)
+
+    def assert_each_acknowledged_once(self) -> None:
+        """Every failure was a clear one, and every acknowledged increment is in the total
+        exactly once; an unacknowledged commit (its answer lost with the connection) may
+        exist, but nothing twice."""
+        for f in self.failed:
+            assert "could not be committed" in f, f
+        total = self.ns.value("a", self.counter)
+        assert len(set(self.acked)) == len(self.acked)
+        assert set(self.acked) <= {float(i) for i in range(1, int(total) + 1)}
+        assert total - len(self.acked) <= len(self.failed)
+
+
 def test_a_node_cut_off_from_postgres_resumes_with_nothing_lost_or_duplicated(
     nodes: Nodes,
 ) -> None:
-    acked: list[float] = []
-    failed: list[str] = []
-    stop = threading.Event()
-
-    def write(name: str) -> None:
-        client = ConvexClient(nodes[name].url)
-        while not stop.is_set():
-            try:
-                acked.append(client.mutation("counter:inc", {"name": "p"}))
-            except Exception as exc:
-                failed.append(str(exc))
-
-    threads = [threading.Thread(target=write, args=(n,)) for n in ("a", "b")]
-    for t in threads:
-        t.start()
-    eventually(lambda: len(acked) >= 40)
+    writers = Writers(nodes, ("a", "b"), "p")
+    eventually(lambda: len(writers.acked) >= 40)
     for _ in range(3):  # B's pool and its LISTEN, again as they reconnect
         killed = sql(
             nodes.url,
@@ -245,19 +278,10 @@ def test_a_node_cut_off_from_postgres_resumes_with_nothing_lost_or_duplicated(
         )
         assert killed
         time.sleep(0.3)
-    count = len(acked)
-    eventually(lambda: len(acked) >= count + 40)  # B (and A) write again by themselves
-    stop.set()
-    for t in threads:
-        t.join(30)
-    for f in failed:
-        assert "could not be committed" in f
-    total = nodes.value("a", "p")
-    # Acknowledged exactly once each; an unacknowledged commit (its answer lost with the
-    # connection) may exist, but nothing twice.
-    assert len(set(acked)) == len(acked)
-    assert set(acked) <= {float(i) for i in range(1, int(total) + 1)}
-    assert total - len(acked) <= len(failed)
+    count = len(writers.acked)
+    eventually(lambda: len(writers.acked) >= count + 40)  # B (and A) write again by themselves
+    writers.stop()
+    writers.assert_each_acknowledged_once()
     assert_converged(nodes)
     eventually(lambda: health(nodes["b"])["status"] == "ok")
 

@@ -131,6 +131,31 @@ class Metrics:
         """Export the engine's commit-path timings (``Engine.timings``), if it keeps them."""
         if hasattr(engine, "timings"):
             self.registry.register(_CommitTimingsCollector(engine))
+        if hasattr(engine, "readiness"):
+            self.registry.register(_ReadinessCollector(engine))
+
+
+class _ReadinessCollector(Collector):
+    """A node's lag behind a shared log and its readiness, read at scrape time (nothing
+    for a store that is not a shared log)."""
+
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine
+
+    def collect(self) -> Any:
+        ready = self._engine.readiness()
+        if ready is None:
+            return
+        yield GaugeMetricFamily(
+            "marketpulse_store_lag_seconds",
+            "How long this node has known of commits of the shared log it has not applied",
+            ready.lag_s,
+        )
+        yield GaugeMetricFamily(
+            "marketpulse_store_ready",
+            "1 when this node is connected, following the log and within its lag limit",
+            1.0 if ready.ok else 0.0,
+        )
 
 
 class _CommitTimingsCollector(Collector):

@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from marketpulse.reactive.admission import GuardedHttp
 from marketpulse.reactive.gateway import Gateway, OriginPolicy
 from marketpulse.reactive.http import http_routes
-from marketpulse.reactive.persistence import HealthCheck
+from marketpulse.reactive.persistence import HealthCheck, Readiness
 from marketpulse.reactive.sync.websocket import SyncSocket
 
 __all__ = ["build_app", "uvicorn_config"]
@@ -235,13 +235,33 @@ def build_app(
     # The engine contract (EngineAPI) does not expose its store; a real Engine does.
     persistence = getattr(gateway.engine, "persistence", None)
     check = persistence if isinstance(persistence, HealthCheck) else None
+    readiness = getattr(gateway.engine, "readiness", None)
 
     async def health(request: Request) -> Response:
+        """Readiness (503 with the reason when this node should get no new clients);
+        ``/health/live`` only says the process serves."""
+        ts = str(gateway.engine.ts)
+        if request.url.path.endswith("/live") or "live" in request.query_params:
+            return JSONResponse({"ok": True, "status": "ok", "ts": ts})
+        ready: Readiness | None = readiness() if readiness is not None else None
+        if ready is not None:
+            body: dict[str, Any] = {
+                "ok": ready.ok,
+                "status": "ok" if ready.ok else "error",
+                "database": ready.database,
+                "following": ready.following,
+                "lag_ms": round(ready.lag_s * 1000, 1),
+                "max_lag_ms": round(ready.max_lag_s * 1000, 1),
+                "ts": ts,
+            }
+            if ready.reason is not None:
+                body["reason"] = ready.reason
+            return JSONResponse(body, status_code=200 if ready.ok else 503)
         problem = check.problem if check is not None else None
         if problem is not None:
-            body = {"status": "error", "reason": problem, "ts": str(gateway.engine.ts)}
+            body = {"ok": False, "status": "error", "reason": problem, "ts": ts}
             return JSONResponse(body, status_code=503)
-        return JSONResponse({"status": "ok", "ts": str(gateway.engine.ts)})
+        return JSONResponse({"ok": True, "status": "ok", "ts": ts})
 
     async def metrics_page(request: Request) -> Response:
         if expected is not None:
@@ -265,6 +285,7 @@ def build_app(
     routes: list[BaseRoute] = [
         *http_routes(gateway),
         Route("/health", health),
+        Route("/health/live", health),
         *([Route("/metrics", metrics_page)] if metrics else []),
         Route("/api/{rest:path}", not_found, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
         *extra_routes,

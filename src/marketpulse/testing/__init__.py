@@ -25,6 +25,7 @@ from marketpulse.testing._client import AdminClient, AsyncAdminClient, FunctionE
 from marketpulse.testing._dev import DevProcess
 from marketpulse.testing._feed import FeedMarket, SyntheticFeed
 from marketpulse.testing._issuer import JwtIssuer
+from marketpulse.testing._postgres import PostgresProcess
 from marketpulse.testing._relay import TcpRelay
 from marketpulse.testing._stats import percentile, summarize_ms
 from marketpulse.testing._system import Book, LocalSystem, Streaming, canonical_book
@@ -44,6 +45,7 @@ __all__ = [
     "JwtIssuer",
     "LocalSystem",
     "ManagedProcess",
+    "PostgresProcess",
     "SimulatorProcess",
     "StoreProcess",
     "Streaming",

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import orjson
 import pytest
 
 from marketpulse.reactive.engine import Engine
@@ -25,6 +28,7 @@ from marketpulse.reactive.persistence import (
     SharedLog,
     open_persistence,
 )
+from marketpulse.testing import TcpRelay, free_port
 
 from ..conftest import Recorder
 from ..engine.test_shared_log import assert_b_sees_a
@@ -44,8 +48,9 @@ class Cluster:
         self.url = url
         self.engines: list[Engine] = []
 
-    async def node(self, **options: Any) -> Engine:
-        engine = await Engine.open(PostgresPersistence(self.url, **options), MODULES)
+    async def node(self, url: str | None = None, **options: Any) -> Engine:
+        store = PostgresPersistence(url or self.url, **options)
+        engine = await Engine.open(store, MODULES)
         self.engines.append(engine)
         return engine
 
@@ -260,11 +265,6 @@ async def test_concurrent_increments_on_three_nodes_end_exact(cluster: Cluster) 
     assert prevs == [0, *stamps[:-1]]  # one chain: each commit computed on the one before
 
 
-@pytest.mark.xfail(
-    reason="known bug (issue 14): a node opened right after five acknowledged commits loaded a"
-    " snapshot with four, once in four clean-clone runs; the snapshot read races the last commit",
-    strict=False,
-)
 async def test_a_late_node_loads_the_snapshot(cluster: Cluster) -> None:
     a = await cluster.node()
     for _ in range(5):
@@ -272,6 +272,34 @@ async def test_a_late_node_loads_the_snapshot(cluster: Cluster) -> None:
     c = await cluster.node()
     assert c.run_query("counters:value", {"name": "c"}).value == 5.0
     assert c.ts == a.ts
+
+
+async def test_catch_ups_racing_own_commits_never_roll_memory_back(cluster: Cluster) -> None:
+    # The late-node bug's cause: a catch-up read the commits after the position, then the
+    # head, as two reads; the node's own commit landing between them looked like a compacted
+    # gap, and the snapshot reloaded for it (older than the node's next commit) rolled
+    # memory back, losing an acknowledged increment.
+    a = await cluster.node()
+    pa = persistence(a)
+    stop = asyncio.Event()
+
+    async def catch_up_forever() -> None:
+        while not stop.is_set():
+            await pa._catch_up()
+            await asyncio.sleep(0)
+
+    racer = asyncio.create_task(catch_up_forever())
+    try:
+        values = [
+            (await a.run_mutation("counters:increment", {"name": "c"})).value for _ in range(60)
+        ]
+    finally:
+        stop.set()
+        await racer
+    assert values == [float(i) for i in range(1, 61)]
+    assert pa.snapshots_reloaded == 0
+    rows = await sql(cluster.url, "SELECT doc FROM documents")
+    assert len(rows) == 1 and '"value":60.0' in rows[0]["doc"].replace(" ", "")
 
 
 async def test_a_resent_request_runs_once_on_any_node(cluster: Cluster) -> None:
@@ -458,3 +486,98 @@ async def test_a_lost_node_s_running_action_is_failed_once_by_another_node(
     finally:
         await ra.stop()
         await rb.stop()
+
+
+def through(relay: TcpRelay, url: str) -> str:
+    """``url`` with its host and port replaced by the relay's."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)
+    host = f"127.0.0.1:{relay.port}"
+    return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) > 1 else host))
+
+
+async def test_readiness_follows_a_cut_database_and_recovers(cluster: Cluster) -> None:
+    relay = TcpRelay(urlsplit(cluster.url).port or 5432).start()
+    try:
+        cut_off = await cluster.node(url=through(relay, cluster.url), write_timeout_s=1.0)
+        writer = await cluster.node()
+        pc = persistence(cut_off)
+        await writer.run_mutation("counters:increment", {"name": "c"})
+        await wait_for(lambda: cut_off.ts == writer.ts)
+        ready = cut_off.readiness()
+        assert ready is not None and ready.ok and ready.database == "connected", ready
+        # A partition: open connections hear nothing more, new ones are refused.
+        relay.hold_replies()
+        relay.switch(free_port())
+        for _ in range(3):
+            await writer.run_mutation("counters:increment", {"name": "c"})
+        await wait_for(lambda: not pc.readiness().ok, timeout=pc.stale_after_s + 10)
+        ready = pc.readiness()
+        assert ready.database == "unreachable" and ready.lag_s >= pc.stale_after_s * 0.9, ready
+        failed = await cut_off.run_mutation("counters:increment", {"name": "c"})
+        assert not failed.success and "could not be committed" in (failed.error_message or "")
+        assert cut_off.run_query("counters:value", {"name": "c"}).value == 1.0  # from memory
+        relay.switch(urlsplit(cluster.url).port or 5432)
+        relay.release_replies()
+        await wait_for(lambda: pc.readiness().ok, timeout=20)
+        assert cut_off.ts == writer.ts
+        assert cut_off.run_query("counters:value", {"name": "c"}).value == 4.0
+    finally:
+        relay.stop()
+
+
+async def test_readiness_reports_a_node_behind_the_log(cluster: Cluster) -> None:
+    a = await cluster.node(max_lag_s=0.2)
+    pa = persistence(a)
+    assert pa.readiness().ok and pa.readiness().lag_s == 0.0
+    # The follower heard of a head it has not read yet (as while a catch-up is stuck).
+    pa._saw_head(pa.position + 1)
+    await asyncio.sleep(0.3)
+    ready = pa.readiness()
+    assert not ready.ok and ready.database == "connected", ready
+    assert ready.reason is not None and "behind the commit log" in ready.reason
+    assert pa.readiness(backlog_s=0.0).lag_s >= 0.3
+    pa.position = pa.position + 1  # caught up
+    assert pa.readiness().ok
+    assert not pa.readiness(backlog_s=0.5).ok  # the engine held commits unapplied too long
+
+
+async def test_a_data_dir_marker_refuses_a_recreated_or_foreign_database(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    from marketpulse.reactive.persistence import UnsafeDatabase
+
+    data_dir = str(tmp_path / "node-a")
+    store = PostgresPersistence(postgres_url, data_dir=data_dir)
+    await store.load()
+    doc = {"_id": "a1", "_creationTime": 1.0, "name": "c", "n": 1.0}
+    await store.write(Commit(10, (DocumentWrite("counters", "a1", doc),), base_ts=0))
+    await store.close()
+    marker = orjson.loads((tmp_path / "node-a" / "postgres.marker.json").read_bytes())
+    assert marker == {"store_id": store.store_id, "ts": 10}
+    again = PostgresPersistence(postgres_url, data_dir=data_dir)  # the same database: fine
+    await again.load()
+    await again.close()
+
+    # The database re-created empty under the node.
+    for table in ("store", "log_head", "commits", "documents", "mutation_log", "nodes"):
+        await sql(postgres_url, f"DROP TABLE {table}")
+    with pytest.raises(UnsafeDatabase, match="holds no store") as info:
+        await PostgresPersistence(postgres_url, data_dir=data_dir).load()
+    assert "--accept-database-loss" in str(info.value)
+    assert not await sql(  # refused before anything was created in it
+        postgres_url, "SELECT 1 FROM pg_tables WHERE tablename = 'store'"
+    )
+    # Another store's database (a fresh id, made by a node without the marker).
+    other = PostgresPersistence(postgres_url)
+    await other.load()
+    await other.close()
+    with pytest.raises(UnsafeDatabase, match="belongs to another store"):
+        await PostgresPersistence(postgres_url, data_dir=data_dir).load()
+    # Told to accept the loss: it starts, and the marker follows the database from now on.
+    accepted = open_persistence(f"{postgres_url}?data_dir={data_dir}", accept_database_loss=True)
+    assert isinstance(accepted, PostgresPersistence)
+    await accepted.load()
+    await accepted.close()
+    marker = orjson.loads((tmp_path / "node-a" / "postgres.marker.json").read_bytes())
+    assert marker["store_id"] == other.store_id

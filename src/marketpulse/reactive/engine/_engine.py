@@ -46,6 +46,8 @@ from ..persistence import (
     DocumentWrite,
     Persistence,
     PersistenceError,
+    Readiness,
+    ReadinessCheck,
     Receipt,
     SharedLog,
     Snapshot,
@@ -265,6 +267,7 @@ class Engine:
         self._flusher: asyncio.Task[None] | None = None
         self._remote: list[Commit] = []  # commits of other nodes, not yet applied
         self._remote_event = asyncio.Event()
+        self._remote_since: float | None = None  # when the oldest of _remote arrived
         self._follower: asyncio.Task[None] | None = None
         self._remote_snapshot: Snapshot | None = None  # the log compacted past this node
         self._receipts: OrderedDict[tuple[str, int], Receipt] = OrderedDict()
@@ -326,6 +329,20 @@ class Engine:
     def functions(self) -> Mapping[str, FunctionSpec]:
         """Canonical path -> :class:`FunctionSpec` of every registered function."""
         return self._functions
+
+    @property
+    def remote_backlog_s(self) -> float:
+        """How long commits of other nodes have waited here to be applied (0 when none
+        wait; they wait while a write of this node's is in flight)."""
+        since = self._remote_since
+        return 0.0 if since is None else time.monotonic() - since
+
+    def readiness(self) -> Readiness | None:
+        """Whether this node is current with a shared log and connected to it (None when
+        the store is not a shared log)."""
+        if isinstance(self.persistence, ReadinessCheck):
+            return self.persistence.readiness(self.remote_backlog_s)
+        return None
 
     @property
     def subscription_count(self) -> int:
@@ -939,6 +956,7 @@ class Engine:
         if self._table_watchers:
             self._notify_tables({dw.table for c in self._remote for dw in c.writes})
         self._remote = []
+        self._remote_since = None
         self._remote_event.clear()
         queue, self._queue = self._queue, []
         self._overlay = Overlay()
@@ -1197,6 +1215,8 @@ class Engine:
                     self._remote_snapshot = item
                 else:
                     self._remote.append(item)
+                if self._remote_since is None:
+                    self._remote_since = time.monotonic()
                 self._remote_event.set()
                 self._wake_flusher()
         except asyncio.CancelledError:

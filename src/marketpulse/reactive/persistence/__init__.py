@@ -30,6 +30,8 @@ __all__ = [
     "Persistence",
     "PersistenceError",
     "PostgresPersistence",
+    "Readiness",
+    "ReadinessCheck",
     "Receipt",
     "SharedLog",
     "Snapshot",
@@ -48,6 +50,8 @@ if TYPE_CHECKING:
         NodeLiveness,
         Persistence,
         PersistenceError,
+        Readiness,
+        ReadinessCheck,
         Receipt,
         SharedLog,
         Snapshot,
@@ -68,6 +72,8 @@ else:
             "NodeLiveness": "._types",
             "Persistence": "._types",
             "PersistenceError": "._types",
+            "Readiness": "._types",
+            "ReadinessCheck": "._types",
             "Receipt": "._types",
             "SharedLog": "._types",
             "Snapshot": "._types",
@@ -85,7 +91,7 @@ def open_persistence(url: str, *, accept_database_loss: bool = False) -> Persist
     ``sqlite:PATH`` (also ``sqlite:///abs/path``) or ``sqlite::memory:`` for one node;
     ``postgresql://user@host:port/database`` for several nodes sharing one commit log (its
     query string may carry the log's options: ``write_timeout_s``, ``retention_s``,
-    ``compact_interval_s``, ``node_timeout_s``, ``node``).
+    ``compact_interval_s``, ``node_timeout_s``, ``max_lag_s``, ``node``, ``data_dir``).
 
     Args:
         url: the database.
@@ -109,7 +115,7 @@ def open_persistence(url: str, *, accept_database_loss: bool = False) -> Persist
     if url.startswith(("postgresql:", "postgres:")):
         from .postgres import from_url
 
-        return from_url(url)
+        return from_url(url, accept_loss=accept_database_loss)
     raise ValueError(
         f"unknown database URL {url.split('@')[-1]!r}; expected sqlite:PATH or postgresql://..."
     )

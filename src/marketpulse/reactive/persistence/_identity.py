@@ -104,9 +104,12 @@ def rescued_copies(database: str) -> list[str]:
     return sorted((str(p) for p in path.parent.glob(pattern)), reverse=True)
 
 
-def refusal_text(path: str, problem: str, rescued: list[str] | None = None) -> str:
-    """The one-paragraph message of a refused start."""
-    restore = "Restore the right file (with its -wal file) if you have it"
+def refusal_text(
+    path: str, problem: str, rescued: list[str] | None = None, *, restore: str | None = None
+) -> str:
+    """The one-paragraph message of a refused start (``restore``: what to put back, if not
+    a SQLite file)."""
+    restore = restore or "Restore the right file (with its -wal file) if you have it"
     if rescued:
         restore = (
             f"The store rescued a copy of every commit it acknowledged when it noticed the loss: "

@@ -193,3 +193,38 @@ class HealthCheck(Protocol):
     def problem(self) -> str | None:
         """Why writes fail now (the database lost, a full disk...); None when healthy."""
         ...
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """Whether a node sharing a log should take new clients (``/health`` answers 503 if not).
+
+    Attributes:
+        database: ``"connected"`` or ``"unreachable"`` (no answer from the database lately).
+        following: whether the node is following the log now.
+        lag_s: how long the node has known of commits it has not applied (while unreachable:
+            how long since the database last answered).
+        max_lag_s: the most lag a ready node may have.
+        reason: why the node is not ready; None when it is.
+    """
+
+    database: str
+    following: bool
+    lag_s: float
+    max_lag_s: float
+    reason: str | None
+
+    @property
+    def ok(self) -> bool:
+        """Ready: connected, following, and within ``max_lag_s`` of the log head."""
+        return self.reason is None
+
+
+@runtime_checkable
+class ReadinessCheck(Protocol):
+    """Optional: a shared log that knows whether this node is current with it."""
+
+    def readiness(self, backlog_s: float = 0.0) -> Readiness:
+        """This node's readiness; ``backlog_s`` is how long the engine has held commits of
+        the log it has not applied yet."""
+        ...

@@ -56,6 +56,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -65,7 +66,17 @@ import structlog
 
 from ..values import json_to_value, value_to_json
 from ._failures import FailureLog
-from ._types import Commit, CommitConflict, DocumentWrite, PersistenceError, Receipt, Snapshot
+from ._identity import DatabaseState, Marker, judge, read_marker, refusal_text, write_marker
+from ._types import (
+    Commit,
+    CommitConflict,
+    DocumentWrite,
+    PersistenceError,
+    Readiness,
+    Receipt,
+    Snapshot,
+    UnsafeDatabase,
+)
 
 log = structlog.get_logger("marketpulse.persistence")
 
@@ -165,6 +176,16 @@ _COMMIT_GROUP = (
     "SELECT mp_commit_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
 )
 
+# The log head and up to $2 commits after $1, read in one statement (one snapshot); a row
+# with a NULL ts when there are none.
+_CATCH_UP = """
+SELECT h.ts AS head, c.ts, c.prev, c.node, c.body FROM log_head h
+LEFT JOIN LATERAL (
+    SELECT ts, prev, node, body FROM commits WHERE ts > $1 ORDER BY ts LIMIT $2
+) c ON true
+WHERE h.id = 1 ORDER BY c.ts
+"""
+
 # Server errors that mean "the connection or the server is going away", not "this statement
 # is wrong" (a client-side failure is never a refusal either).
 _CONNECTION_ERRORS = (
@@ -218,12 +239,23 @@ class _Queued:
     future: asyncio.Future[None]
 
 
-OPTIONS = ("write_timeout_s", "retention_s", "compact_interval_s", "node_timeout_s", "node")
+OPTIONS = (
+    "write_timeout_s",
+    "retention_s",
+    "compact_interval_s",
+    "node_timeout_s",
+    "max_lag_s",
+    "node",
+    "data_dir",
+)
 """Query parameters of a ``postgresql://`` URL that are this store's options, not the
 server's (``?retention_s=60&compact_interval_s=10``); see :func:`from_url`."""
+_TEXT_OPTIONS = ("node", "data_dir")
+MARKER_NAME = "postgres.marker.json"
+"""The identity marker's file name in a node's ``data_dir``."""
 
 
-def from_url(url: str) -> PostgresPersistence:
+def from_url(url: str, *, accept_loss: bool = False) -> PostgresPersistence:
     """A :class:`PostgresPersistence` for ``url``, its store options (:data:`OPTIONS`) taken
     out of the query string and the rest left to asyncpg.
 
@@ -236,13 +268,15 @@ def from_url(url: str) -> PostgresPersistence:
     for key, value in query:
         if key in OPTIONS:
             try:
-                options[key] = value if key == "node" else float(value)
+                options[key] = value if key in _TEXT_OPTIONS else float(value)
             except ValueError:
                 raise ValueError(
                     f"{key} in the database URL must be a number, not {value!r}"
                 ) from None
     rest = urlencode([(k, v) for k, v in query if k not in OPTIONS])
-    return PostgresPersistence(urlunsplit(parts._replace(query=rest)), **options)
+    return PostgresPersistence(
+        urlunsplit(parts._replace(query=rest)), accept_loss=accept_loss, **options
+    )
 
 
 class PostgresPersistence:
@@ -262,6 +296,11 @@ class PostgresPersistence:
         node_timeout_s: a node silent this long is not live (compaction ignores it).
         compact_interval_s: how often this node compacts the log (0: never).
         retention_s: commits younger than this are kept even below every position.
+        max_lag_s: the most a ready node may lag the log (see :meth:`readiness`).
+        data_dir: a folder of this node's own, where it keeps an identity marker (the store id
+            and the newest ts it saw durable): a later start refuses a database that is
+            another store's, was re-created empty, or lost commits the marker records.
+        accept_loss: start on such a database all the same (warned).
     """
 
     def __init__(
@@ -275,6 +314,9 @@ class PostgresPersistence:
         node_timeout_s: float = 30.0,
         compact_interval_s: float = 10.0,
         retention_s: float = 60.0,
+        max_lag_s: float = 5.0,
+        data_dir: str | None = None,
+        accept_loss: bool = False,
     ) -> None:
         self.dsn = dsn
         self.node = node or secrets.token_hex(6)
@@ -284,10 +326,19 @@ class PostgresPersistence:
         self.node_timeout_s = node_timeout_s
         self.compact_interval_s = compact_interval_s
         self.retention_s = retention_s
+        self.max_lag_s = max_lag_s
+        self.marker_file = Path(data_dir) / MARKER_NAME if data_dir else None
+        self.accept_loss = accept_loss
+        self._marked = -1  # the ts the marker file records
+        # No answer from the database for this long: it counts as unreachable (the
+        # follower hears from it at least every poll interval when all is well).
+        self.stale_after_s = max(2.0, 4 * poll_interval_s)
         self.store_id: str | None = None
         """The store's random id, kept in the database (``store('id')``)."""
-        self.position = 0
-        """The newest commit of the log handed to the engine (or written by this node)."""
+        self._position = 0
+        self._head_seen = 0  # the newest log head this node has heard of
+        self._behind_since: float | None = None  # since when _head_seen > position
+        self._contact = time.monotonic()  # when the database last answered
         self.compacted = 0
         """Commits this node deleted by compaction (for tests and metrics)."""
         self.snapshots_reloaded = 0
@@ -303,8 +354,12 @@ class PostgresPersistence:
         self._writer_conn: asyncpg.Connection | None = None
         self._closed = False
         self._failing: str | None = None
+        self._failing_unreachable = False
         self._disconnected: str | None = None
         self._failures = FailureLog("store write failed")
+        # A long outage: one line per cause every 10 s, not one per retry.
+        self._follow_failures = FailureLog("the log follower lost PostgreSQL; reconnecting")
+        self._periodic_failures = FailureLog("heartbeat or compaction failed")
 
     def __repr__(self) -> str:
         return f"PostgresPersistence({self._safe_dsn()!r}, node={self.node!r})"
@@ -316,7 +371,51 @@ class PostgresPersistence:
     def problem(self) -> str | None:
         """Why this node cannot take writes or is not current with the log; None when
         healthy."""
-        return self._failing or self._disconnected
+        return self.readiness().reason
+
+    @property
+    def position(self) -> int:
+        """The newest commit of the log handed to the engine (or written by this node)."""
+        return self._position
+
+    @position.setter
+    def position(self, ts: int) -> None:
+        self._position = ts
+        if ts >= self._head_seen:
+            self._behind_since = None
+
+    def _saw_head(self, ts: int) -> None:
+        """The log head is at least ``ts`` (and the database just answered)."""
+        self._contact = time.monotonic()
+        if ts > self._head_seen:
+            self._head_seen = ts
+            if ts > self._position and self._behind_since is None:
+                self._behind_since = self._contact
+
+    def readiness(self, backlog_s: float = 0.0) -> Readiness:
+        """Whether this node should take new clients: the database answers, the log is
+        followed, and no commit has waited more than ``max_lag_s`` to reach memory
+        (``backlog_s``: how long the engine has held commits it has not applied).
+        """
+        now = time.monotonic()
+        silent = now - self._contact
+        lag = max(backlog_s, 0.0 if self._behind_since is None else now - self._behind_since)
+        reachable = self._disconnected is None and silent <= self.stale_after_s
+        reason: str | None = None
+        if not reachable:
+            lag = max(lag, silent)
+            reason = self._disconnected or f"no answer from PostgreSQL for {silent:.1f} s"
+        elif self._failing is not None:
+            reason = self._failing
+        elif lag > self.max_lag_s:
+            reason = f"behind the commit log by {lag:.1f} s (more than {self.max_lag_s:g} s)"
+        return Readiness(
+            database="connected" if reachable else "unreachable",
+            following=self._disconnected is None and not self._closed,
+            lag_s=lag,
+            max_lag_s=self.max_lag_s,
+            reason=reason,
+        )
 
     # -- load -----------------------------------------------------------------------------
     @property
@@ -369,6 +468,9 @@ class PostgresPersistence:
                     await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
                     await conn.execute(_SCHEMA)
                     store_id = await conn.fetchval("SELECT value FROM store WHERE key = 'id'")
+                    head = await conn.fetchval("SELECT ts FROM log_head WHERE id = 1")
+                    # Refused inside the transaction: an emptied database stays untouched.
+                    await self._check_marker(store_id, int(head))
                     if store_id is None:
                         store_id = secrets.token_hex(16)
                         await conn.execute(
@@ -376,8 +478,13 @@ class PostgresPersistence:
                         )
                 self.store_id = str(store_id)
                 snap = await self._read_snapshot(conn)
+                self._saw_head(snap.ts)
                 self.position = snap.ts
                 await self._heartbeat(conn)
+            await self._mark()
+        except UnsafeDatabase:
+            await self._pool.close()
+            raise
         except (OSError, asyncpg.PostgresError) as exc:
             await self._pool.close()
             raise PersistenceError(f"cannot load from PostgreSQL: {exc}") from exc
@@ -395,6 +502,36 @@ class PostgresPersistence:
             documents=len(snap.documents),
         )
         return snap
+
+    async def _check_marker(self, store_id: str | None, head: int) -> None:
+        """Refuse (:class:`UnsafeDatabase`) a database the marker says is not this store's."""
+        if self.marker_file is None:
+            return
+        marker = await asyncio.to_thread(read_marker, self.marker_file)
+        problem = judge(marker, DatabaseState(store_id, head, file_size=1))
+        if problem is None:
+            return
+        if not self.accept_loss:
+            raise UnsafeDatabase(
+                refusal_text(
+                    self._safe_dsn(),
+                    problem,
+                    restore=f"Restore the database from a backup, or point {self.marker_file}'s"
+                    " node at its own database",
+                )
+            )
+        log.warning("starting on a database that lost data, as told", db=self._safe_dsn())
+
+    async def _mark(self) -> None:
+        """Record the store id and this node's position in the marker (only ever a ts
+        PostgreSQL holds: the position is committed there)."""
+        if self.marker_file is None or self.store_id is None or self._marked == self.position:
+            return
+        position = self.position
+        marker = Marker(self.store_id, position)
+        await asyncio.to_thread(self.marker_file.parent.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(write_marker, self.marker_file, marker)
+        self._marked = position
 
     # -- write ----------------------------------------------------------------------------
     def _encoded(self, commit: Commit) -> _Encoded:
@@ -480,6 +617,7 @@ class PostgresPersistence:
             for q, head in zip(group, outcome, strict=True):
                 commit = q.encoded.commit
                 if head is None:
+                    self._saw_head(commit.ts)
                     self.position = max(self.position, commit.ts)
                 if q.future.done():
                     continue
@@ -535,7 +673,7 @@ class PostgresPersistence:
                     # If it did commit, the log brings it back to this node.
                     self._unknown.update(stamps)
                     cause = f"PostgreSQL unreachable: {exc or type(exc).__name__}"
-                    raise self._failed(cause) from exc
+                    raise self._failed(cause, unreachable=True) from exc
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
 
@@ -562,8 +700,9 @@ class PostgresPersistence:
         )
         return {int(r["ts"]) for r in rows}
 
-    def _failed(self, cause: str) -> PersistenceError:
+    def _failed(self, cause: str, *, unreachable: bool = False) -> PersistenceError:
         self._failing = cause
+        self._failing_unreachable = unreachable
         self._failures.report(cause)
         return PersistenceError(f"cannot write to {self._safe_dsn()}: {cause}")
 
@@ -597,6 +736,7 @@ class PostgresPersistence:
         for payload in notes:
             parts = payload.split(" ", 3)
             prev, ts, node = int(parts[0]), int(parts[1]), parts[2]
+            self._saw_head(ts)
             if not gap and not self._accept(ts, prev, node, parts[3] if len(parts) > 3 else None):
                 gap = True
         return gap
@@ -607,13 +747,14 @@ class PostgresPersistence:
         assert self._pool is not None
         async with self._pool.acquire() as conn:
             while True:
-                rows = await conn.fetch(
-                    "SELECT ts, prev, node, body FROM commits WHERE ts > $1 ORDER BY ts LIMIT $2",
-                    self.position,
-                    _CATCH_UP_ROWS,
-                )
-                if not rows:
-                    head = await conn.fetchval("SELECT ts FROM log_head WHERE id = 1")
+                # The head and the commits after the position in one statement, so one
+                # snapshot: a commit landing between two reads (this node's own write in
+                # flight, or another node's) must not look like a compacted gap.
+                rows = await conn.fetch(_CATCH_UP, self.position, _CATCH_UP_ROWS)
+                head = rows[0]["head"] if rows else None
+                if head is not None:
+                    self._saw_head(head)
+                if rows and rows[0]["ts"] is None:
                     if head is not None and head > self.position:
                         await self._reload(conn)  # the head moved, its commits are gone
                     return
@@ -625,15 +766,22 @@ class PostgresPersistence:
                     return
 
     async def _reload(self, conn: asyncpg.Connection) -> None:
+        behind = self.position
         snap = await self._read_snapshot(conn)
+        if self.position != behind or snap.ts <= behind:
+            # The position moved while the snapshot was read (this node's own commit
+            # landed): there was no gap after all, and this snapshot may already be older
+            # than the node's memory. Applying it would roll acknowledged writes back.
+            return
         self.snapshots_reloaded += 1
         log.warning(
             "the commits after this node's position were compacted away: reloading the snapshot",
             node=self.node,
-            position=self.position,
+            position=behind,
             head=snap.ts,
         )
         self._unknown.clear()
+        self._saw_head(snap.ts)
         self.position = snap.ts
         self._inbox.put_nowait(snap)
 
@@ -652,6 +800,8 @@ class PostgresPersistence:
                 # Listening now: whatever was committed before is read by ts.
                 await self._catch_up()
                 self._disconnected = None
+                if self._failing_unreachable:
+                    self._failing = None  # the database answers again
                 delay = 0.1
                 while not conn.is_closed():
                     woke = False
@@ -663,12 +813,15 @@ class PostgresPersistence:
                     if self._drain_notifications():
                         await self._catch_up()
                     elif not woke:
-                        await self._poll(conn)
+                        # A connection cut without a reset would leave this read waiting
+                        # for ever: give up and reconnect instead.
+                        async with asyncio.timeout(self.stale_after_s):
+                            await self._poll(conn)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self._disconnected = f"not connected to PostgreSQL to follow the log: {exc}"
-                log.warning("the log follower lost PostgreSQL; reconnecting", error=str(exc))
+                self._follow_failures.report(str(exc) or type(exc).__name__)
             finally:
                 if conn is not None:
                     with contextlib.suppress(Exception):
@@ -680,8 +833,10 @@ class PostgresPersistence:
     async def _poll(self, conn: asyncpg.Connection) -> None:
         """Catch up if the head is past this node's position (a lost notification)."""
         head = await conn.fetchval("SELECT ts FROM log_head WHERE id = 1")
-        if head is not None and head > self.position:
-            await self._catch_up()
+        if head is not None:
+            self._saw_head(head)
+            if head > self.position:
+                await self._catch_up()
 
     # -- heartbeat and compaction ---------------------------------------------------------
     async def _heartbeat(self, conn: asyncpg.Connection) -> None:
@@ -734,13 +889,15 @@ class PostgresPersistence:
                 assert self._pool is not None
                 async with self._pool.acquire() as conn:
                     await self._heartbeat(conn)
+                self._contact = time.monotonic()
+                await self._mark()
                 if self.compact_interval_s > 0 and time.monotonic() >= next_compact:
                     next_compact = time.monotonic() + self.compact_interval_s
                     await self.compact()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("heartbeat or compaction failed", error=str(exc))
+                self._periodic_failures.report(str(exc) or type(exc).__name__)
 
     # -- close ----------------------------------------------------------------------------
     async def close(self) -> None:
@@ -762,6 +919,8 @@ class PostgresPersistence:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self._mark()
         if self._pool is not None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(2.0):
