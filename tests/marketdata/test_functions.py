@@ -267,6 +267,67 @@ async def test_candles_from_trades_with_carry_over(store: Store) -> None:
     assert len(store.query("getCandles", ticker="A", interval="1m", limit=2)) == 2
 
 
+def exchange_candle(start: float, close: float, interval: str = "1m") -> dict[str, Any]:
+    return {
+        "ticker": "A",
+        "interval": interval,
+        "start": start,
+        "open": 0.40,
+        "high": 0.70,
+        "low": 0.30,
+        "close": close,
+        "volume": 10.0,
+    }
+
+
+async def test_history_candles_win_over_built_ones_across_packed_documents(store: Store) -> None:
+    start = T0 - T0 % (60 * MIN)
+    # A live trade in minute 0 (which the exchange's history covers too) and in minute 200.
+    await store.apply(
+        trades=[trade(1, price=0.90, ts=start + 1_000), trade(2, price=0.20, ts=start + 200 * MIN)]
+    )
+    # 150 minutes of history (three 60-minute documents), minute 5 without a trade.
+    day = [exchange_candle(start + i * MIN, 0.5 + i / 1000) for i in range(150) if i != 5]
+    assert await store.mutate("upsertCandles", candles=day[:100]) == {
+        "inserted": 100,
+        "updated": 0,
+    }
+    # Re-sent (overlapping the first call) and one candle corrected: written once each.
+    again = [*day[90:-1], {**day[-1], "close": 0.99}]
+    assert await store.mutate("upsertCandles", candles=again) == {"inserted": 49, "updated": 0}
+    assert await store.mutate("upsertCandles", candles=[day[-1]]) == {
+        "inserted": 0,
+        "updated": 1,
+    }
+    c1 = store.query("getCandles", ticker="A", interval="1m", limit=1000)
+    assert [c["start"] for c in c1] == [start + i * MIN for i in range(201)]
+    # The exchange's candle of minute 0 replaces the one built from the live trade.
+    assert c1[0] == {
+        "start": start,
+        "open": 0.40,
+        "high": 0.70,
+        "low": 0.30,
+        "close": 0.5,
+        "volume": 10.0,
+        "trades": 0.0,
+    }
+    assert c1[5] == {**c1[4], "start": start + 5 * MIN, "open": c1[4]["close"], "high":
+                     c1[4]["close"], "low": c1[4]["close"], "volume": 0.0}  # fmt: skip
+    assert c1[149]["close"] == day[-1]["close"]
+    assert c1[150]["close"] == c1[199]["close"] == c1[149]["close"]  # carried to minute 200
+    assert c1[200]["close"] == 0.20 and c1[200]["trades"] == 1.0
+    # The newest ``limit`` (history and built together), however the documents split them.
+    for limit in (1, 2, 60, 61, 130):
+        assert store.query("getCandles", ticker="A", interval="1m", limit=limit) == c1[-limit:]
+    # Cleanup drops a history document once its last minute ended by the cutoff.
+    r = await store.mutate(
+        "cleanup", olderThanMs=60 * MIN, nowMs=start + 120 * MIN + 60 * MIN, limit=1000
+    )
+    assert r["more"] is False
+    left = store.query("getCandles", ticker="A", interval="1m", limit=1000)
+    assert left[0]["start"] == start + 120 * MIN and left[-1]["start"] == start + 200 * MIN
+
+
 # --- markets, streams -----------------------------------------------------------------------
 
 

@@ -26,7 +26,15 @@ from marketpulse.marketdata._batch import (
     StreamStatus,
     TradeUpdate,
 )
-from marketpulse.marketdata._candles import INTERVALS, bucket_start, merge_trade, new_candle
+from marketpulse.marketdata._candles import (
+    CHUNK_CANDLES,
+    INTERVALS,
+    bucket_start,
+    chunk_start,
+    merge_history,
+    merge_trade,
+    new_candle,
+)
 from marketpulse.marketdata._leases import lease_live, renew_lease
 from marketpulse.marketdata._pricing import DAY_MS, history_bucket
 from marketpulse.marketdata._results import current_price, updated_at
@@ -345,7 +353,41 @@ def apply_batch(
     }
 
 
-def _candles_between(
+def upsert_candles(db: DatabaseWriter, candles: list[ExchangeCandle]) -> dict[str, int]:
+    """Write the exchange's candles of complete past intervals (history at a market's start).
+
+    They go to ``candleHistory``, packed :data:`CHUNK_CANDLES` to a document; the exchange's
+    candle of a past interval holds every trade of it, so ``getCandles`` shows it instead of
+    the one the store built there from the trades it saw (live or backfilled). Returns
+    ``{"inserted", "updated"}`` counts of candles.
+    """
+    inserted = updated = 0
+    chunks: dict[tuple[str, str, float], list[tuple[float, ...]]] = {}
+    for c in candles:
+        key = (c.ticker, c.interval, chunk_start(c.start, INTERVALS[c.interval]))
+        chunks.setdefault(key, []).append((c.start, c.open, c.high, c.low, c.close, c.volume))
+    # One range read per market and interval, not one lookup per document.
+    held: dict[tuple[str, str, float], dict[str, Any]] = {}
+    for ticker, interval in {(t, i) for t, i, _ in chunks}:
+        starts = [s for t, i, s in chunks if t == ticker and i == interval]
+        for doc in _history_between(db, ticker, interval, min(starts), max(starts)):
+            held[(ticker, interval, float(doc["start"]))] = doc
+    for key, rows in chunks.items():
+        ticker, interval, start = key
+        existing = held.get(key)
+        blob, added, changed = merge_history(b"" if existing is None else existing["candles"], rows)
+        inserted += added
+        updated += changed
+        if existing is None:
+            end = start + INTERVALS[interval] * CHUNK_CANDLES
+            doc = {"ticker": ticker, "interval": interval, "start": start, "end": end}
+            db.insert("candleHistory", {**doc, "candles": blob})
+        elif blob != existing["candles"]:
+            db.patch(existing["_id"], {"candles": blob})
+    return {"inserted": inserted, "updated": updated}
+
+
+def _history_between(
     db: DatabaseWriter, ticker: str, interval: str, first: float, last: float
 ) -> list[dict[str, Any]]:
     def rng(q: IndexRange) -> IndexRange:
@@ -353,51 +395,7 @@ def _candles_between(
             q.eq("ticker", ticker).eq("interval", interval).gte("start", first).lte("start", last)
         )
 
-    return db.query("candles").with_index("by_ticker_interval_start", rng).collect()
-
-
-def upsert_candles(db: DatabaseWriter, candles: list[ExchangeCandle]) -> dict[str, int]:
-    """Write the exchange's candles of complete past intervals (history at a market's start).
-
-    The exchange's candle of a past interval holds every trade of it, so it replaces what the
-    store built there from the trades it saw, and later trades of that interval (backfilled)
-    are not merged into it again. Returns ``{"inserted", "updated"}``.
-    """
-    inserted = updated = 0
-    # One range read per market and interval, not one lookup per candle: a day of minutes is
-    # written a few hundred candles a call, most of them new.
-    held: dict[tuple[str, str], dict[float, dict[str, Any]]] = {}
-    for ticker, interval in {(c.ticker, c.interval) for c in candles}:
-        starts = [c.start for c in candles if c.ticker == ticker and c.interval == interval]
-        held[(ticker, interval)] = {
-            d["start"]: d for d in _candles_between(db, ticker, interval, min(starts), max(starts))
-        }
-    for c in candles:
-        doc = {
-            "ticker": c.ticker,
-            "interval": c.interval,
-            "start": c.start,
-            "open": c.open,
-            "high": c.high,
-            "low": c.low,
-            "close": c.close,
-            "volume": c.volume,
-            "trades": 0.0,
-            "openTs": c.start,
-            "closeTs": c.start + INTERVALS[c.interval] - 1,
-            "exchange": True,
-        }
-        same = held[(c.ticker, c.interval)]
-        existing = same.get(c.start)
-        if existing is None:
-            same[c.start] = {**doc, "_id": db.insert("candles", doc)}
-            inserted += 1
-        else:
-            changed = _diff(existing, doc)
-            if changed:
-                db.patch(existing["_id"], changed)
-                updated += 1
-    return {"inserted": inserted, "updated": updated}
+    return db.query("candleHistory").with_index("by_ticker_interval_start", rng).collect()
 
 
 def upsert_markets(db: DatabaseWriter, markets: list[MarketInfo]) -> dict[str, int]:
@@ -482,8 +480,9 @@ def cleanup(
 ) -> dict[str, Any]:
     """Delete at most ``limit`` documents past retention, oldest first.
 
-    Trades with ``timestamp < cutoff_ms``, candles whose interval ended by ``cutoff_ms``, and
-    price history samples older than ``cutoff_ms - HISTORY_EXTRA_MS``.
+    Trades with ``timestamp < cutoff_ms``, candles whose interval ended by ``cutoff_ms`` (history
+    documents once their last interval has), and price history samples older than
+    ``cutoff_ms - HISTORY_EXTRA_MS``.
 
     Returns:
         ``{"deleted": n, "more": bool}``; call again while ``more``.
@@ -501,6 +500,17 @@ def cleanup(
                 ),
             )
             for interval, length in INTERVALS.items()
+        ],
+        *[
+            (
+                "candleHistory",
+                "by_interval_end",
+                _history_range(
+                    interval,
+                    cutoff_ms if interval != "1h" or hour_cutoff_ms is None else hour_cutoff_ms,
+                ),
+            )
+            for interval in INTERVALS
         ],
         ("priceHistory", "by_ts", lambda q: q.lt("ts", cutoff_ms - HISTORY_EXTRA_MS)),
     ]
@@ -520,3 +530,8 @@ def cleanup(
 
 def _candle_range(interval: str, before: float) -> Any:
     return lambda q: q.eq("interval", interval).lte("start", before)
+
+
+def _history_range(interval: str, before: float) -> Any:
+    # A history document goes once its last interval has ended by the cutoff.
+    return lambda q: q.eq("interval", interval).lte("end", before)

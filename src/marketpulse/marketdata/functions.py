@@ -49,13 +49,22 @@ from marketpulse.marketdata._batch import (
     parse_markets,
     parse_stream_status,
 )
-from marketpulse.marketdata._candles import INTERVALS, Interval, fill_gaps
+from marketpulse.marketdata._candles import (
+    CHUNK_CANDLES,
+    HISTORY_ROW_BYTES,
+    INTERVALS,
+    Interval,
+    fill_gaps,
+    history_candle,
+    unpack_chunk,
+)
 from marketpulse.marketdata._pricing import DAY_MS
 from marketpulse.marketdata.alerts import alerts
 from marketpulse.marketdata.limits import BOOK_LEVELS, MAX_CANDLES, MAX_RESULTS, MAX_TEXT
 from marketpulse.marketdata.user_settings import settings
 from marketpulse.marketdata.watchlists import watchlists
 from marketpulse.reactive import Crons, FunctionModule, MutationCtx, QueryCtx, Schema, Table
+from marketpulse.reactive.engine import IndexRange
 
 # The signed-in users' modules are the app's too: serving this module serves them.
 __all__ = ["alerts", "crons", "marketData", "schema", "settings", "watchlists"]
@@ -76,6 +85,13 @@ schema = Schema(
             indexes={
                 "by_ticker_interval_start": ["ticker", "interval", "start"],
                 "by_interval_start": ["interval", "start"],
+            }
+        ),
+        # The exchange's candles (history), CHUNK_CANDLES packed to a document (_candles.py).
+        "candleHistory": Table(
+            indexes={
+                "by_ticker_interval_start": ["ticker", "interval", "start"],
+                "by_interval_end": ["interval", "end"],
             }
         ),
         "priceHistory": Table(indexes={"by_ticker_ts": ["ticker", "ts"], "by_ts": ["ts"]}),
@@ -166,17 +182,29 @@ def getCandles(
     ctx: QueryCtx, ticker: Ticker, interval: Interval, limit: CandleLimit = 100
 ) -> list[dict[str, Any]] | None:
     """OHLCV candles from trades, oldest first; a quiet interval repeats the last close."""
-    docs = (
-        ctx.db.query("candles")
-        .with_index(
-            "by_ticker_interval_start", lambda q: q.eq("ticker", ticker).eq("interval", interval)
-        )
-        .order("desc")
-        .take(limit)
-    )
-    if not docs and not _known(ctx, ticker):
+
+    def same(q: IndexRange) -> IndexRange:
+        return q.eq("ticker", ticker).eq("interval", interval)
+
+    docs = ctx.db.query("candles").with_index("by_ticker_interval_start", same).order("desc")
+    built = {float(d["start"]): d for d in docs.take(limit)}
+    # The newest history documents until they hold ``limit`` candles (or there are no more).
+    chunks: list[dict[str, Any]] = []
+    want = limit // CHUNK_CANDLES + 2
+    while True:
+        history = ctx.db.query("candleHistory").with_index("by_ticker_interval_start", same)
+        chunks = history.order("desc").take(want)
+        held = sum(len(c["candles"]) for c in chunks) // HISTORY_ROW_BYTES
+        if len(chunks) < want or held >= limit:
+            break
+        want *= 2
+    if not built and not chunks and not _known(ctx, ticker):
         return None
-    return fill_gaps(docs, INTERVALS[interval], limit)
+    # The exchange's candle of an interval holds all its trades: it wins over the one built.
+    for chunk in chunks:
+        built.update((row[0], history_candle(row)) for row in unpack_chunk(chunk["candles"]))
+    newest = sorted(built.values(), key=lambda c: -float(c["start"]))[:limit]
+    return fill_gaps(newest, INTERVALS[interval], limit)
 
 
 @marketData.query
