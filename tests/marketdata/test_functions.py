@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from marketpulse.marketdata._pricing import DAY_MS
+from marketpulse.marketdata.packed_candles import CANDLE_FIELDS, pack_rows
 
 from .conftest import Store
 
@@ -326,6 +327,27 @@ async def test_history_candles_win_over_built_ones_across_packed_documents(store
     assert r["more"] is False
     left = store.query("getCandles", ticker="A", interval="1m", limit=1000)
     assert left[0]["start"] == start + 120 * MIN and left[-1]["start"] == start + 200 * MIN
+
+
+async def test_packed_history_is_the_same_candles_and_bad_rows_are_refused(store: Store) -> None:
+    start = T0 - T0 % (60 * MIN)
+    day = [exchange_candle(start + i * MIN, 0.5 + i / 1000) for i in range(90)]
+    await store.mutate("upsertCandles", candles=day)
+    as_objects = store.query("getCandles", ticker="A", interval="1m", limit=200)
+    rows = [tuple(c[k] for k in CANDLE_FIELDS) for c in day]
+    packed = [{"ticker": "B", "interval": "1m", "rows": pack_rows(rows)}]
+    await store.apply(trades=[trade(1, ticker="B", price=0.5, ts=start - MIN)])
+    assert await store.mutate("upsertCandles", packed=packed) == {"inserted": 90, "updated": 0}
+    as_packed = store.query("getCandles", ticker="B", interval="1m", limit=200)
+    assert as_packed[1:] == as_objects and as_packed[0]["trades"] == 1.0
+    for bad, says in [
+        ({**packed[0], "rows": pack_rows(rows)[:-1]}, "packed[1].rows: expected bytes, 48 a"),
+        ({**packed[0], "rows": [list(r) for r in rows]}, "packed[1].rows: expected bytes"),
+        ({**packed[0], "rows": pack_rows([(start, float("nan"), 1, 1, 1, 1)])}, "finite"),
+        ({**packed[0], "interval": "2m"}, "packed[1].interval: one of"),
+    ]:
+        assert says in await store.mutate_error("upsertCandles", packed=[packed[0], bad]), says
+    assert store.query("getCandles", ticker="B", interval="1m", limit=200) == as_packed
 
 
 # --- markets, streams -----------------------------------------------------------------------

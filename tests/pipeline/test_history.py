@@ -10,6 +10,7 @@ import asyncio
 import time
 from typing import Any
 
+from marketpulse.marketdata.packed_candles import CANDLE_FIELDS, unpack_rows
 from marketpulse.pipeline._history import (
     _CHUNK,
     UPSERT_CANDLES,
@@ -48,8 +49,22 @@ class SimSource:
         return [{"id": f"{t}-1", "ticker": t} for t in tickers]
 
 
+def unpacked(args: dict[str, Any]) -> list[dict[str, Any]]:
+    """The candles of ``upsertCandles``' packed argument, one dict each."""
+    return [
+        {
+            "ticker": p["ticker"],
+            "interval": p["interval"],
+            **dict(zip(CANDLE_FIELDS, row, strict=True)),
+        }
+        for p in args["packed"]
+        for row in unpack_rows(p["rows"])
+    ]
+
+
 class Store:
-    """Records each mutation, and whether the live writer was busy when it was sent."""
+    """Records each mutation (candles unpacked), and whether the live writer was busy when it
+    was sent."""
 
     def __init__(self, live_busy: asyncio.Event) -> None:
         self.calls: list[tuple[str, dict[str, Any]]] = []
@@ -58,6 +73,9 @@ class Store:
 
     async def mutation(self, path: str, args: dict[str, Any]) -> Any:
         self.sent_while_busy += self._busy.is_set()
+        if path == UPSERT_CANDLES:
+            assert set(args) == {"packed"}
+            args = {"candles": unpacked(args)}
         self.calls.append((path, args))
         await asyncio.sleep(0)
         return None

@@ -18,7 +18,7 @@ from typing import Any
 
 from marketpulse.marketdata._batch import (
     BookUpdate,
-    ExchangeCandle,
+    CandleRows,
     MarketInfo,
     MarketStatusUpdate,
     ParsedBatch,
@@ -353,7 +353,7 @@ def apply_batch(
     }
 
 
-def upsert_candles(db: DatabaseWriter, candles: list[ExchangeCandle]) -> dict[str, int]:
+def upsert_candles(db: DatabaseWriter, candles: list[CandleRows]) -> dict[str, int]:
     """Write the exchange's candles of complete past intervals (history at a market's start).
 
     They go to ``candleHistory``, packed :data:`CHUNK_CANDLES` to a document; the exchange's
@@ -363,9 +363,10 @@ def upsert_candles(db: DatabaseWriter, candles: list[ExchangeCandle]) -> dict[st
     """
     inserted = updated = 0
     chunks: dict[tuple[str, str, float], list[tuple[float, ...]]] = {}
-    for c in candles:
-        key = (c.ticker, c.interval, chunk_start(c.start, INTERVALS[c.interval]))
-        chunks.setdefault(key, []).append((c.start, c.open, c.high, c.low, c.close, c.volume))
+    for ticker, interval, rows in candles:
+        length = INTERVALS[interval]
+        for row in rows:
+            chunks.setdefault((ticker, interval, chunk_start(row[0], length)), []).append(row)
     # One range read per market and interval, not one lookup per document.
     held: dict[tuple[str, str, float], dict[str, Any]] = {}
     for ticker, interval in {(t, i) for t, i, _ in chunks}:

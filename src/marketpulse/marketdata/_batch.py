@@ -7,15 +7,19 @@ before the mutation writes anything; the mutation then works on these typed reco
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from marketpulse.marketdata._candles import INTERVALS
+from marketpulse.marketdata._candles import (
+    INTERVALS,
+)
 from marketpulse.marketdata._leases import MAX_LEASE_MS, MIN_LEASE_MS
 from marketpulse.marketdata._levels import pack_levels
 from marketpulse.marketdata.limits import BOOK_LEVELS, MAX_TEXT
+from marketpulse.marketdata.packed_candles import CANDLE_FIELDS, ROW_BYTES, unpack_rows
 
 __all__ = [
     "BatchError",
@@ -300,42 +304,61 @@ _MARKET_NUMBERS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class ExchangeCandle:
-    """One complete past interval's candle, as the exchange computed it."""
-
-    ticker: str
-    interval: str
-    start: float
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
+CandleRows = tuple[str, str, list[tuple[float, ...]]]
+"""``(ticker, interval, rows)``: the exchange's candles of one market and interval, each row
+``(start, open, high, low, close, volume)`` of a complete past interval."""
 
 
-def parse_candles(candles: Any) -> list[ExchangeCandle]:
-    """Check ``upsertCandles``' list of exchange candles.
+def _interval(value: Any, where: str) -> str:
+    interval = _text(value, where)
+    if interval not in INTERVALS:
+        raise BatchError(f"{where}: one of {sorted(INTERVALS)}")
+    return interval
+
+
+def parse_candles(candles: Any) -> list[CandleRows]:
+    """Check ``upsertCandles``' list of exchange candles (one object per candle).
 
     Raises:
         BatchError: Naming the first entry and field that do not have the documented shape.
     """
-    out: list[ExchangeCandle] = []
+    groups: dict[tuple[str, str], list[tuple[float, ...]]] = {}
     for i, raw in enumerate(_array(candles, "candles")):
         where = f"candles[{i}]"
         entry = _object(raw, where)
-        interval = _text(entry.get("interval"), f"{where}.interval")
-        if interval not in INTERVALS:
-            raise BatchError(f"{where}.interval: one of {sorted(INTERVALS)}")
-        nums = {
-            k: _number(entry.get(k), f"{where}.{k}")
-            for k in ("start", "open", "high", "low", "close", "volume")
-        }
-        out.append(
-            ExchangeCandle(
-                ticker=_text(entry.get("ticker"), f"{where}.ticker"), interval=interval, **nums
+        interval = _interval(entry.get("interval"), f"{where}.interval")
+        ticker = _text(entry.get("ticker"), f"{where}.ticker")
+        row = tuple(_number(entry.get(k), f"{where}.{k}") for k in CANDLE_FIELDS)
+        groups.setdefault((ticker, interval), []).append(row)
+    return [(t, i, rows) for (t, i), rows in groups.items()]
+
+
+def parse_packed_candles(packed: Any) -> list[CandleRows]:
+    """Check ``upsertCandles``' packed form: ``{"ticker", "interval", "rows"}`` objects whose
+    ``rows`` are :func:`~marketpulse.marketdata._candles.pack_rows` bytes.
+
+    A day of minutes is 1,440 candles a market: packed, the store checks and decodes them
+    without a JSON object (and its eight keys) per candle.
+
+    Raises:
+        BatchError: Naming the first entry that does not have the documented shape.
+    """
+    out: list[CandleRows] = []
+    for i, raw in enumerate(_array(packed, "packed")):
+        where = f"packed[{i}]"
+        entry = _object(raw, where)
+        interval = _interval(entry.get("interval"), f"{where}.interval")
+        ticker = _text(entry.get("ticker"), f"{where}.ticker")
+        blob = entry.get("rows")
+        if not isinstance(blob, bytes) or len(blob) % ROW_BYTES:
+            raise BatchError(
+                f"{where}.rows: expected bytes, {ROW_BYTES} a candle "
+                f"({', '.join(CANDLE_FIELDS)} as little-endian float64)"
             )
-        )
+        rows = unpack_rows(blob)
+        if not all(map(math.isfinite, itertools.chain.from_iterable(rows))):
+            raise BatchError(f"{where}.rows: expected finite numbers")
+        out.append((ticker, interval, rows))
     return out
 
 

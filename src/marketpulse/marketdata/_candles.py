@@ -4,20 +4,20 @@ Pure functions over plain dicts, so the write path (one candle doc per ticker, i
 start) and the read path (``getCandles``) share one definition of a candle.
 
 The exchange's candles (a market's history) are stored apart, :data:`CHUNK_CANDLES` intervals
-to a document, packed (:func:`pack_chunk`): a day of minutes is 25 documents, not 1,440. Each
+to a document, packed (:mod:`marketpulse.marketdata.packed_candles`): a day of minutes is 25 documents, not 1,440. Each
 document costs the store an insert, index entries, a value check and a save, which made a day
 of history for 20 markets take 20-60 s; per candle, packed, it is a few bytes of a blob.
 """
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
+from marketpulse.marketdata.packed_candles import pack_rows, unpack_rows
+
 __all__ = [
     "CHUNK_CANDLES",
-    "HISTORY_ROW_BYTES",
     "INTERVALS",
     "Interval",
     "bucket_start",
@@ -27,8 +27,6 @@ __all__ = [
     "merge_history",
     "merge_trade",
     "new_candle",
-    "pack_chunk",
-    "unpack_chunk",
 ]
 
 Interval = Literal["1m", "5m", "1h"]
@@ -40,32 +38,16 @@ INTERVALS: dict[str, int] = {"1m": 60_000, "5m": 300_000, "1h": 3_600_000}
 CHUNK_CANDLES = 60
 """Exchange candles per stored history document: an hour of minutes, a month of hours in 13."""
 
-# start, open, high, low, close, volume: float64 each, as the store's numbers are.
-_PACKED = struct.Struct("<6d")
-HISTORY_ROW_BYTES = _PACKED.size
-"""Bytes of one candle in a history blob."""
-
 
 def chunk_start(start: float, interval_ms: int) -> float:
     """Start (epoch ms) of the history document holding the candle that starts at ``start``."""
     return bucket_start(start, interval_ms * CHUNK_CANDLES)
 
 
-def pack_chunk(rows: Iterable[tuple[float, ...]]) -> bytes:
-    """A history document's ``candles`` blob: ``(start, open, high, low, close, volume)`` rows,
-    sorted by start."""
-    return b"".join(_PACKED.pack(*row) for row in sorted(rows))
-
-
-def unpack_chunk(blob: bytes) -> list[tuple[float, ...]]:
-    """The rows of :func:`pack_chunk`, oldest first."""
-    return list(_PACKED.iter_unpack(blob))
-
-
 def merge_history(blob: bytes, rows: Iterable[tuple[float, ...]]) -> tuple[bytes, int, int]:
-    """A history blob with ``rows`` written in: the exchange's candle of an interval replaces
+    """A history blob (:func:`~marketpulse.marketdata.packed_candles.pack_rows`) with ``rows`` written in: the exchange's candle of an interval replaces
     the one held. Returns the new blob and how many rows were new and how many changed."""
-    held = {row[0]: row for row in unpack_chunk(blob)}
+    held = {row[0]: row for row in unpack_rows(blob)}
     added = changed = 0
     for row in rows:
         old = held.get(row[0])
@@ -74,7 +56,7 @@ def merge_history(blob: bytes, rows: Iterable[tuple[float, ...]]) -> tuple[bytes
         elif old != row:
             changed += 1
         held[row[0]] = row
-    return pack_chunk(held.values()), added, changed
+    return pack_rows(held.values()), added, changed
 
 
 def history_candle(row: tuple[float, ...]) -> dict[str, Any]:

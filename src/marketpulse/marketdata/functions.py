@@ -47,20 +47,20 @@ from marketpulse.marketdata._batch import (
     parse_batch,
     parse_candles,
     parse_markets,
+    parse_packed_candles,
     parse_stream_status,
 )
 from marketpulse.marketdata._candles import (
     CHUNK_CANDLES,
-    HISTORY_ROW_BYTES,
     INTERVALS,
     Interval,
     fill_gaps,
     history_candle,
-    unpack_chunk,
 )
 from marketpulse.marketdata._pricing import DAY_MS
 from marketpulse.marketdata.alerts import alerts
 from marketpulse.marketdata.limits import BOOK_LEVELS, MAX_CANDLES, MAX_RESULTS, MAX_TEXT
+from marketpulse.marketdata.packed_candles import ROW_BYTES, unpack_rows
 from marketpulse.marketdata.user_settings import settings
 from marketpulse.marketdata.watchlists import watchlists
 from marketpulse.reactive import Crons, FunctionModule, MutationCtx, QueryCtx, Schema, Table
@@ -194,7 +194,7 @@ def getCandles(
     while True:
         history = ctx.db.query("candleHistory").with_index("by_ticker_interval_start", same)
         chunks = history.order("desc").take(want)
-        held = sum(len(c["candles"]) for c in chunks) // HISTORY_ROW_BYTES
+        held = sum(len(c["candles"]) for c in chunks) // ROW_BYTES
         if len(chunks) < want or held >= limit:
             break
         want *= 2
@@ -202,7 +202,7 @@ def getCandles(
         return None
     # The exchange's candle of an interval holds all its trades: it wins over the one built.
     for chunk in chunks:
-        built.update((row[0], history_candle(row)) for row in unpack_chunk(chunk["candles"]))
+        built.update((row[0], history_candle(row)) for row in unpack_rows(chunk["candles"]))
     newest = sorted(built.values(), key=lambda c: -float(c["start"]))[:limit]
     return fill_gaps(newest, INTERVALS[interval], limit)
 
@@ -312,9 +312,16 @@ def upsertMarkets(ctx: MutationCtx, markets: list[dict[str, Any]]) -> dict[str, 
 
 
 @marketData.internal_mutation(durability="relaxed")
-def upsertCandles(ctx: MutationCtx, candles: list[dict[str, Any]]) -> dict[str, int]:
-    """Write the exchange's candles of complete past intervals (a market's history)."""
-    return _apply.upsert_candles(ctx.db, parse_candles(candles))
+def upsertCandles(
+    ctx: MutationCtx,
+    candles: list[dict[str, Any]] | None = None,
+    packed: list[dict[str, Any]] | None = None,
+) -> dict[str, int]:
+    """Write the exchange's candles of complete past intervals (a market's history): one
+    object per candle in ``candles``, or rows of bytes per market and interval in ``packed``
+    (what the pipeline sends: see :func:`~marketpulse.marketdata._batch.parse_packed_candles`)."""
+    rows = parse_candles(candles or []) + parse_packed_candles(packed or [])
+    return _apply.upsert_candles(ctx.db, rows)
 
 
 @marketData.internal_mutation(durability="relaxed")
