@@ -370,13 +370,14 @@ def _until_settled(store: AdminClient, ticker: str, since: float, limit_s: float
 def test_dev_shows_a_day_of_history_at_once_and_a_settlement_within_a_second(
     tmp_path: Path, browser: Any
 ) -> None:
-    """``marketpulse dev`` on a fresh data dir: the chart of a market shows at least 24 h of
-    1-minute candles within 5 s of start (fetched over REST as the stream adds the market), and
-    a market settled through the simulator shows settled, with its value, within 1 s."""
+    """``marketpulse dev`` on a fresh data dir, its default 20 markets: the chart of a market
+    shows at least 24 h of 1-minute candles within 5 s of start (fetched over REST as the
+    stream adds the market), every market's ``getCandles`` does soon after, and a market
+    settled through the simulator shows settled, with its value, within 1 s."""
     import httpx
 
     launched = time.monotonic()
-    with DevProcess(tmp_path / "dev", sim_markets=4, sim_rate=50) as dev:
+    with DevProcess(tmp_path / "dev", sim_markets=20, sim_rate=50) as dev:
         up = time.monotonic()
         store = AdminClient(dev.url, timeout=5.0, format="json")
         sim = httpx.Client(base_url=f"http://127.0.0.1:{dev.simulator_port}", timeout=5.0)
@@ -385,7 +386,7 @@ def test_dev_shows_a_day_of_history_at_once_and_a_settlement_within_a_second(
             ticker = tickers[0]
 
             # The page opens as soon as dev is up; the chart must fill with a day of history.
-            page, errors = _open(browser, f"{dev.url}/?market={ticker}", 4)
+            page, errors = _open(browser, f"{dev.url}/?market={ticker}", len(tickers))
             page.wait_for_function(
                 "Number(document.querySelector('[data-testid=chart-canvas]').dataset.candles)"
                 " >= 1440 && document.querySelector('[data-testid=chart-canvas] canvas') !== null",
@@ -406,6 +407,12 @@ def test_dev_shows_a_day_of_history_at_once_and_a_settlement_within_a_second(
             page.wait_for_selector("[data-testid=market-head][data-status=active]")
             for other in tickers:
                 _until(lambda t=other: _day_span_h(store, t) >= 24, 30.0, f"{other}'s history")
+            all_s = time.monotonic() - up
+            print(f"every market's day of 1-minute candles {all_s:.2f} s after dev was up")
+            # The goal is 5 s (bench/lifecycle.py measures it: 4-10 s for all 20 on this loaded
+            # 2-core host, 18 s before history was packed); held here to a bound the host's
+            # load cannot break, the browser sharing its cores.
+            assert all_s <= 15.0, f"every market's day of history after {all_s:.1f} s"
             t0 = time.monotonic()
             r = sim.post("/_sim/control", json={"action": "set_status", "ticker": ticker,
                                                 "status": "settled"})  # fmt: skip
