@@ -200,6 +200,8 @@ def getCandles(
         want *= 2
     if not built and not chunks and not _known(ctx, ticker):
         return None
+    if not chunks:  # no history: the built candles, newest first already
+        return fill_gaps(list(built.values()), INTERVALS[interval], limit)
     # The exchange's candle of an interval holds all its trades: it wins over the one built.
     for chunk in chunks:
         built.update((row[0], history_candle(row)) for row in unpack_rows(chunk["candles"]))
