@@ -1,4 +1,5 @@
-"""Fleets of subscribers in child processes: our sync clients or redis-py pub/sub subscribers.
+"""Fleets of subscribers in child processes: our sync clients, lean one-query sockets spread
+over several store nodes and source addresses, or redis-py pub/sub subscribers.
 
 A fleet is split over a few spawned processes (the clients' own CPU must not share the
 measuring process's event loop). Every client records, for each pushed value whose
@@ -37,17 +38,7 @@ async def _sync_fleet(
 
         def _on_transition(self, message: dict[str, Any], now: float, size: int) -> None:
             super()._on_transition(message, now, size)
-            at = time.time() * 1000
-            for mod in message["modifications"]:
-                value = mod.get("value")
-                if not isinstance(value, dict) or "updatedAt" not in value:
-                    continue
-                stamp = value["updatedAt"]
-                if self.last.get(mod["queryId"]) == stamp:
-                    continue
-                self.last[mod["queryId"]] = stamp
-                if measuring and stamp:
-                    samples.append((at, at - float(stamp)))
+            _record(message, self.last, time.time() * 1000, samples if measuring else None)
 
     ws_url = LightSyncClient.ws_url(url)
     clients = []
@@ -79,6 +70,77 @@ async def _sync_fleet(
     errors = sum(len(c.errors) for c in clients)
     await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
     return {"samples": samples, "dropped": dropped, "errors": errors}
+
+
+def _record(
+    message: dict[str, Any], last: dict[int, Any], at: float, samples: list[Sample] | None
+) -> int:
+    """Append (``at``, latency) for each value in a Transition whose ``updatedAt`` is new to its
+    query (to ``samples`` unless None: not measuring yet); returns how many queries failed."""
+    failed = 0
+    for mod in message["modifications"]:
+        if mod.get("type") == "QueryFailed":
+            failed += 1
+        value = mod.get("value")
+        if not isinstance(value, dict) or "updatedAt" not in value:
+            continue
+        stamp = value["updatedAt"]
+        if last.get(mod["queryId"]) == stamp:
+            continue
+        last[mod["queryId"]] = stamp
+        if samples is not None and stamp:
+            samples.append((at, at - float(stamp)))
+    return failed
+
+
+async def _raw_fleet(
+    subs: list[tuple[str, str | None, str, dict[str, Any]]], ready: Any, stop: Any
+) -> dict[str, Any]:
+    """One ``RawSubscriber`` socket per entry (ws url, source address or None, path, args).
+
+    The source address lets a fleet pass the ~28k ephemeral ports of one address pair.
+    """
+    from websockets.uri import parse_uri
+
+    from marketpulse.reactive.admission import raise_fd_limit
+    from marketpulse.reactive.sync.client import RawSubscriber
+
+    raise_fd_limit()
+    loop = asyncio.get_running_loop()
+    samples: list[Sample] = []
+    measuring = False
+    failed = 0
+    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+
+    async def start(url: str, source: str | None, path: str, args: dict[str, Any]) -> Any:
+        nonlocal failed
+        last: dict[int, Any] = {}
+
+        def on_transition(message: dict[str, Any], received_ns: int) -> None:
+            nonlocal failed
+            failed += _record(message, last, received_ns / 1e6, samples if measuring else None)
+
+        uri = parse_uri(url)
+        async with gate:
+            _, proto = await loop.create_connection(
+                lambda: RawSubscriber(url, path, args, on_transition),
+                uri.host,
+                uri.port,
+                local_addr=(source, 0) if source else None,
+            )
+            await asyncio.wait_for(proto.subscribed, 120)
+        return proto
+
+    protos = await asyncio.gather(*(start(*sub) for sub in subs))
+    measuring = True
+    _quiet_gc()
+    ready.set()
+    while not stop.is_set():
+        await asyncio.sleep(0.05)
+    dropped = sum(p.failure is not None or p._transport.is_closing() for p in protos)
+    for proto in protos:
+        proto.close()
+    return {"samples": samples, "dropped": dropped, "errors": failed}
 
 
 async def _redis_fleet(channels: list[list[str]], ready: Any, stop: Any) -> dict[str, Any]:
@@ -132,6 +194,8 @@ def _quiet_gc() -> None:
 def _child(kind: str, url: str, subs: list[Any], ready: Any, stop: Any, out: Any) -> None:
     if kind == "sync":
         result = asyncio.run(_sync_fleet(url, subs, ready, stop))
+    elif kind == "raw":
+        result = asyncio.run(_raw_fleet(subs, ready, stop))
     else:
         result = asyncio.run(_redis_fleet(subs, ready, stop))
     out.put(result)
@@ -142,17 +206,21 @@ class Fleet:
     """Subscribers in ``processes`` children; use as a context manager.
 
     Args:
-        kind: ``sync`` (our store, ``subs`` = per client a list of (query path, args)) or
-            ``redis`` (``subs`` = per client a list of channel names).
+        kind: ``sync`` (our store, ``subs`` = per client a list of (query path, args)),
+            ``raw`` (one query per socket, ``subs`` = per socket (ws url, source address or
+            None, query path, args); ``url`` unused) or ``redis`` (``subs`` = per client a
+            list of channel names).
         url: The store's http URL (``sync`` only).
         subs: One entry per client.
         processes: How many child processes share the clients.
+        ready_timeout_s: How long the clients may take to connect and get their first values.
     """
 
     kind: str
     url: str
     subs: list[Any]
     processes: int = 2
+    ready_timeout_s: float = 180.0
     samples: list[Sample] = field(default_factory=list)
     dropped: int = 0
     errors: int = 0
@@ -176,7 +244,7 @@ class Fleet:
             proc.start()
             self._procs.append(proc)
             readies.append(ready)
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + self.ready_timeout_s
         while not all(r.is_set() for r in readies):
             if time.monotonic() > deadline or any(p.exitcode is not None for p in self._procs):
                 self._kill()

@@ -50,6 +50,19 @@ def tickers(markets: int) -> list[str]:
     return [f"KXBENCH-26NOV24-T{i:04d}" for i in range(markets)]
 
 
+def seed_markets(admin: AdminClient, names: list[str]) -> None:
+    """Create the markets ``names``, each with a first price of 0.5."""
+    admin.mutation(
+        "marketData:upsertMarkets",
+        {"markets": [{"ticker": t, "title": t, "status": "active"} for t in names]},
+    )
+    now = time.time() * 1000
+    admin.mutation(
+        "marketData:applyUpdates",
+        {"batch": {"prices": [{"ticker": t, "price": 0.5, "ts": now} for t in names]}},
+    )
+
+
 def _assignments(names: list[str], clients: int, seed: int) -> list[list[str]]:
     rng = random.Random(seed)
     return [rng.sample(names, QUERIES_PER_CLIENT) for _ in range(clients)]
@@ -108,15 +121,7 @@ def run_ours(
         AdminClient(store.url, store.admin_key) as admin,
     ):
         url, pid = store.url, store.pid
-        admin.mutation(
-            "marketData:upsertMarkets",
-            {"markets": [{"ticker": t, "title": t, "status": "active"} for t in names]},
-        )
-        now = time.time() * 1000
-        admin.mutation(
-            "marketData:applyUpdates",
-            {"batch": {"prices": [{"ticker": t, "price": 0.5, "ts": now} for t in names]}},
-        )
+        seed_markets(admin, names)
 
         def send(prices: list[dict[str, Any]]) -> None:
             admin.call("mutation", "marketData:applyUpdates", {"batch": {"prices": prices}})

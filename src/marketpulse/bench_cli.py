@@ -40,7 +40,7 @@ DETAIL: dict[str, tuple[str, ...]] = {
         "alerts.py",
         "simulator_rate.py",
     ),
-    "fanout": ("subscriptions_find.py",),
+    "fanout": ("subscriptions_find.py", "cluster_fanout.py"),
 }
 """Each layer's own benchmark, run after the headline ones in a full (not ``--quick``) run:
 ``--quick`` must end within a minute, and these each take about that long on their own."""
