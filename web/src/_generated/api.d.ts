@@ -315,11 +315,14 @@ export declare const internal: {
       Record<string, never>,
       Record<string, number>,
     >;
-    /** Write the exchange's candles of complete past intervals (a market's history). */
+    /** Write the exchange's candles of complete past intervals (a market's history): one object per candle in `candles`, or rows of bytes per market and interval in `packed` (what the pipeline sends: see :func:`~marketpulse.marketdata._batch.parse_packed_candles`). */
     upsertCandles: FunctionReference<
       "mutation",
       "internal",
-      { candles: Array<Record<string, any>> },
+      {
+        candles?: Array<Record<string, any>> | null;
+        packed?: Array<Record<string, any>> | null;
+      },
       Record<string, number>,
     >;
     /** Insert or update market metadata from the exchange's REST API. */
