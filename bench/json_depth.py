@@ -1,4 +1,4 @@
-"""Benchmark: the nesting check every client message passes, on a 200-market applyUpdates.
+"""Benchmark: per-message work on a 200-market applyUpdates before it runs: depth walk, replay key.
 
 ``check_json_depth`` walks a parsed message before any recursive decoder sees it (the sync
 protocol and HTTP both run it). The message is the worker's batch as the sync client sends it
@@ -8,6 +8,10 @@ Figures per message (µs, p50/p99/p999/max of ``--n`` timed calls): the depth wa
 the same run: ``orjson.loads`` of the same text (the parse it follows) and ``json_to_value`` of
 the arguments (the decode it guards), and the walk's cost as a ratio of each. Goal: the walk
 costs less than the parse.
+
+The replay key (the bytes a re-sent mutation must repeat, ``MutationRequested.args_json``): the
+received arguments dumped with sorted keys, against the same bytes made the way they were
+before, by encoding the decoded arguments again (``value_to_json``), in the same run.
 
     python bench/json_depth.py [--n 400]
 """
@@ -52,6 +56,10 @@ def main() -> None:
     walk = summarize_ms(timed(lambda: check_json_depth(message, 64 + 2), n))
     parse = summarize_ms(timed(lambda: orjson.loads(text), n))
     decode = summarize_ms(timed(lambda: json_to_value(message["args"][0]), n))
+    decoded = json_to_value(message["args"][0])
+    sort = orjson.OPT_SORT_KEYS
+    key_now = summarize_ms(timed(lambda: orjson.dumps(message["args"][0], option=sort), n))
+    key_before = summarize_ms(timed(lambda: orjson.dumps(value_to_json(decoded), option=sort), n))
     keys = ("p50_ms", "p99_ms", "p999_ms", "max_ms")
     print_table(
         f"per message of {len(text):,} bytes (µs), {n} calls each",
@@ -62,9 +70,13 @@ def main() -> None:
                 ("depth walk", walk),
                 ("orjson.loads", parse),
                 ("json_to_value", decode),
+                ("replay key: dump received args", key_now),
+                ("replay key: encode decoded args (before)", key_before),
             )
         ],
     )
+    key_ratio = key_before["p50_ms"] / key_now["p50_ms"]
+    print(f"replay key at p50: {key_ratio:.1f}x faster than encoding the decoded args again")
     vs_parse = walk["p50_ms"] / parse["p50_ms"]
     vs_decode = walk["p50_ms"] / decode["p50_ms"]
     print(f"walk / parse at p50: {vs_parse:.2f}x (goal < 1); walk / decode: {vs_decode:.2f}x")
@@ -77,6 +89,9 @@ def main() -> None:
             "decode": decode,
             "walk_vs_parse_p50": round(vs_parse, 3),
             "walk_vs_decode_p50": round(vs_decode, 3),
+            "replay_key": key_now,
+            "replay_key_before": key_before,
+            "replay_key_speedup_p50": round(key_ratio, 2),
             "goal": "walk_vs_parse_p50 < 1",
         }
     )
