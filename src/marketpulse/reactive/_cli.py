@@ -355,6 +355,7 @@ async def _serve(
             auth=[p.issuer for p in verifier.providers] if verifier else [],
             dev_sign_in=f"{dev_issuer.issuer}/sign-in" if dev_issuer else None,
             crons=[job.name for job in runner.jobs],
+            loop=type(asyncio.get_running_loop()).__module__,
         )
         try:
             await server.serve()
@@ -366,6 +367,35 @@ async def _serve(
             await runner.stop()
         await close()
         log.info("store stopped")
+
+
+def event_loop_factory(
+    *, profiling: bool = False
+) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop ``serve`` runs on: uvloop's with ``MARKETPULSE_UVLOOP=1``, else asyncio's
+    (``None``).
+
+    Opt-in: on this project's 2-core benchmark host uvloop was not measured faster at 10,000
+    msg/s (CHANGELOG, issue 15), so it is not a dependency. Profiling keeps asyncio's loop,
+    whose callback handles it times (``_profiling``).
+
+    Raises:
+        RuntimeError: uvloop was asked for and is not installed.
+    """
+    flag = os.environ.get("MARKETPULSE_UVLOOP", "").strip().lower()
+    if profiling or flag in _OFF:
+        return None
+    if flag not in _ON:
+        raise RuntimeError(f"MARKETPULSE_UVLOOP must be 1 or 0, not {flag!r}")
+    try:
+        import uvloop
+    except ImportError:
+        raise RuntimeError("MARKETPULSE_UVLOOP=1 needs uvloop: pip install uvloop") from None
+    return uvloop.new_event_loop
+
+
+_OFF = frozenset({"", "0", "false", "no", "off"})
+_ON = frozenset({"1", "true", "yes", "on"})
 
 
 def _auth(settings: ServeSettings) -> tuple[Any, Any]:
@@ -506,12 +536,19 @@ def register(
         from marketpulse.reactive._profiling import profiled
         from marketpulse.reactive.persistence import UnsafeDatabase
 
+        profile = os.environ.get("MARKETPULSE_PROFILE")
+        try:
+            loop_factory = event_loop_factory(profiling=bool(profile))
+        except RuntimeError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(2) from None
         try:
             with (
                 contextlib.suppress(KeyboardInterrupt),
-                profiled(os.environ.get("MARKETPULSE_PROFILE")),
+                profiled(profile),
+                asyncio.Runner(loop_factory=loop_factory) as run,
             ):
-                asyncio.run(_serve(settings, admin_key, modules, static, auth))
+                run.run(_serve(settings, admin_key, modules, static, auth))
         except UnsafeDatabase as exc:
             # A refusal is not a crash: one paragraph, no traceback, and its own exit code so
             # a supervisor knows restarting will not help.

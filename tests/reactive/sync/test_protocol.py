@@ -314,6 +314,28 @@ def test_bad_args_become_function_errors_not_fatal() -> None:
     assert isinstance(m, MutationRequested) and m.args_error
 
 
+def test_a_mutations_canonical_args_are_those_of_its_decoded_args() -> None:
+    """The replay check hashes ``args_json`` instead of encoding the decoded args again: the
+    bytes must be the same, whatever the key order on the wire."""
+    from marketpulse.reactive.values import value_to_json
+
+    wire = {
+        "z": [1.5, "é", None, True, {"b": 2.0, "a": {"$integer": "AQAAAAAAAAA="}}],
+        "a": {"$bytes": "AAE="},
+        "m": {"y": [[0.4, 10.0]], "x": "w"},
+    }
+    (m,) = receive(
+        p := SyncProtocol(), msg(type="Mutation", requestId=0, udfPath="a:m", args=[wire])
+    )
+    assert isinstance(m, MutationRequested) and m.args_error is None
+    assert m.args_json == orjson.dumps(value_to_json(m.args), option=orjson.OPT_SORT_KEYS)
+    reordered = dict(reversed(list(wire.items())))
+    (again,) = receive(p, msg(type="Mutation", requestId=1, udfPath="a:m", args=[reordered]))
+    assert again.args_json == m.args_json
+    (bad,) = receive(p, msg(type="Mutation", requestId=2, udfPath="a:m", args=[1]))
+    assert bad.args_error and bad.args_json is None
+
+
 def test_every_mutation_response_is_followed_by_a_transition_at_or_after_its_ts() -> None:
     p = SyncProtocol()
     chain = Chain()

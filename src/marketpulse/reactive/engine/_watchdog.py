@@ -56,6 +56,7 @@ class DeadlineWatchdog:
         self._runs: dict[int, _Run] = {}
         self._worker: threading.Thread | None = None
         self._wake_at = math.inf  # when the watcher will look next (inf: asleep, no runs)
+        self._entries = 0  # runs entered so far: tells the watcher whether runs still come
 
     def enter(self, deadline: float) -> None:
         """Start guarding the current thread's run until ``deadline`` (``time.monotonic``)."""
@@ -65,7 +66,9 @@ class DeadlineWatchdog:
                     target=self._watch, name="function-watchdog", daemon=True
                 )
                 self._worker.start()
+                self._wake_at = -math.inf  # it looks as soon as it starts: no need to wake it
             self._runs[threading.get_ident()] = _Run(deadline)
+            self._entries += 1
             # A watcher that will look before this deadline anyway need not be woken: waking
             # it on every run would cost a GIL hand-off each.
             if deadline < self._wake_at:
@@ -80,13 +83,24 @@ class DeadlineWatchdog:
                 _set_async_exc(thread_id, ctypes.py_object())  # NULL: cancels a pending one
 
     def _watch(self) -> None:
+        seen = -1
         with self._cond:
             while True:
-                if not self._runs:
-                    self._wake_at = math.inf
-                    self._cond.wait()
-                    continue
                 now = time.monotonic()
+                if not self._runs:
+                    if seen == self._entries:
+                        # A whole period without a run: sleep until the next one wakes us.
+                        self._wake_at = math.inf
+                        self._cond.wait()
+                    else:
+                        # Runs are coming (typically short ones, back to back): keep looking
+                        # every period rather than going to sleep for good, or nearly every
+                        # run would find the watcher asleep and have to wake it.
+                        seen = self._entries
+                        self._wake_at = now + _REPEAT_S
+                        self._cond.wait(_REPEAT_S)
+                    continue
+                seen = self._entries
                 wake = now + _REPEAT_S
                 for thread_id, run in self._runs.items():
                     if run.deadline <= now:

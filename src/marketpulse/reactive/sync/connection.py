@@ -767,9 +767,11 @@ def _call_of(identity: Any, event: MutationRequested) -> tuple[str, str, bytes]:
     """What a re-send must repeat to be the same call: caller, function and arguments."""
     from marketpulse.reactive.values import value_to_json
 
-    try:
-        encoded = orjson.dumps(value_to_json(event.args), option=orjson.OPT_SORT_KEYS)
-    except Exception:  # args that do not encode cannot be replayed either
-        encoded = repr(event.args).encode()
+    encoded = event.args_json
+    if encoded is None:
+        try:
+            encoded = orjson.dumps(value_to_json(event.args), option=orjson.OPT_SORT_KEYS)
+        except Exception:  # args that do not encode cannot be replayed either
+            encoded = repr(event.args).encode()
     who = str(getattr(identity, "key", identity))
     return who, event.udf_path, hashlib.blake2b(encoded, digest_size=16).digest()

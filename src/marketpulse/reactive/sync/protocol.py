@@ -18,10 +18,11 @@ by feeding messages, with no server running:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias, cast
 
 import orjson
 
@@ -141,6 +142,9 @@ class MutationRequested:
     udf_path: str
     args: dict[str, Any]
     args_error: str | None = None
+    args_json: bytes | None = field(default=None, compare=False, repr=False)
+    """The arguments as received, re-serialized with sorted keys: what a re-send must repeat
+    (``SyncConnection``'s replay check), without encoding the decoded value back."""
 
 
 @dataclass(frozen=True)
@@ -508,7 +512,15 @@ class SyncProtocol:
         args, error = _args(message.get("args"))
         self._outstanding[request_id] = kind
         if kind == "Mutation":
-            return MutationRequested(request_id, path, args, error)
+            # Valid args are a list holding one object (``_args``). Its canonical bytes are
+            # those of the decoded value encoded again (but for a -0 number, which encodes as
+            # $float), for a fraction of the cost.
+            canonical = None
+            if error is None:
+                with contextlib.suppress(orjson.JSONEncodeError):  # deeper than orjson writes
+                    raw = cast(list[Any], message["args"])[0]
+                    canonical = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
+            return MutationRequested(request_id, path, args, error, canonical)
         return ActionRequested(request_id, path, args, error)
 
     def _on_authenticate(self, message: Mapping[str, Any]) -> AuthenticateRequested:

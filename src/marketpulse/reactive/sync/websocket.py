@@ -20,7 +20,7 @@ import asyncio
 import logging
 import re
 import struct
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -110,8 +110,8 @@ class SyncSocket(asyncio.Protocol):
     # ----------------------------------------------------------------- asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A stream transport, but not always an asyncio.Transport subclass: uvloop's are not.
+        self._transport = cast(asyncio.Transport, transport)
         # uvicorn's graceful shutdown calls shutdown() on every member and waits for the set
         # to empty.
         self._server_state.connections.add(self)
