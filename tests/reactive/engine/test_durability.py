@@ -72,7 +72,8 @@ def test_declaring_an_unknown_durability_is_an_error() -> None:
 
 async def test_relaxed_commit_is_visible_and_answered_before_its_write(tmp_path: Path) -> None:
     p = GatedSqlite(tmp_path / "r.sqlite3")
-    eng = await _open(p, flush_s=0.3)
+    # Long enough that a loaded machine cannot start the flush before the first checks.
+    eng = await _open(p, flush_s=1.5)
     rec = Recorder()
     try:
         sub = eng.subscribe("log:ns", {}, None, rec)
