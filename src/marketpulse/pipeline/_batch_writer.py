@@ -12,8 +12,12 @@ answers ``revived``, and ``on_revived`` then re-sends the markets' full state.
 
 A store restart is noticed that way too (the store marks every lease dead as it starts), and
 it matters more since market data is written with relaxed durability: a crash loses the
-commits answered in the last few ms (docs/store.md, "Durability"). ``failing_since_ms`` says
-when the calls started failing, so the trades of that lost tail can be fetched again.
+commits answered in the last few ms (docs/store.md, "Durability"). The writer does not rely on
+the lease alone: a batch that succeeds after failed ones, or on a new socket, may have reached a
+restarted store or, through a balancer, another node while the dead one's last relaxed commits
+are lost. That, too, re-sends the full state, without waiting for a lease to lapse.
+``failing_since_ms`` says when the calls started failing, so the trades of that lost tail can
+be fetched again.
 
 Live batches go first: other writers to the store (a market's history) wait for :meth:`idle`
 before each of their bounded mutations, so a live batch waits behind one of them at most, and
@@ -59,7 +63,8 @@ class BatchWriter:
         flush_window: Seconds a batch may wait for more events while the feed is busy.
         lease_ms: The stream's lease in the store (None: no lease, batches name no stream).
         healthy: Whether the feed is heard from now (only then is the lease renewed).
-        on_revived: Called when a renewal found the lease dead.
+        on_revived: Called when the store may have lost our last relaxed commits: a renewal
+            found the lease dead, or a call succeeded after failures or on a new socket.
     """
 
     def __init__(
@@ -80,6 +85,7 @@ class BatchWriter:
         self._renewed_at = float("-inf")
         self.revivals = 0
         """Renewals that found the lease dead."""
+        self._connections: int | None = None
         self.failing_since_ms: float | None = None
         """Wall-clock ms of the first failed store call since the last one that succeeded."""
         self._stream_id = stream_id
@@ -176,11 +182,23 @@ class BatchWriter:
             self._idle.set()
         if renewing:
             self._renewed_at = time.monotonic()
-        if isinstance(result, dict) and result.get("revived"):
+        reason = self._lost_reason(result)
+        if reason is not None:
             self.revivals += 1
-            log.info("stream lease revived; re-sending the full state", stream=self._stream_id)
+            log.info("re-sending the full state", stream=self._stream_id, reason=reason)
             self._on_revived()
         self.failing_since_ms = None
+
+    def _lost_reason(self, result: Any) -> str | None:
+        """Why the store may have lost our last relaxed commits, after a successful call."""
+        connections, self._connections = self._connections, self._store.connections
+        if isinstance(result, dict) and result.get("revived"):
+            return "lease revived"
+        if self.failing_since_ms is not None:
+            return "store calls failed"
+        if connections is not None and connections != self._store.connections:
+            return "new store connection"
+        return None
 
     async def _write(self, batch: PendingBatch) -> bool:
         """Send one batch; False when it must be retried (a transient store error)."""

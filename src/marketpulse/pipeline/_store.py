@@ -69,6 +69,8 @@ class StoreClient:
         self._timeout = timeout
         self._sync: LightSyncClient | None = None
         self._connecting = asyncio.Lock()
+        self.connections = 0
+        """Sync sockets opened so far: a new one may reach a restarted or another store node."""
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             headers={
@@ -125,6 +127,7 @@ class StoreClient:
                     path, f"store unreachable ({type(exc).__name__})", transient=True
                 ) from None
             self._sync = sync
+            self.connections += 1
             return sync
 
     async def _drop_socket(self) -> None:

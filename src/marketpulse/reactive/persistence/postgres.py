@@ -425,9 +425,13 @@ class PostgresPersistence:
 
     async def _connect_pool(self) -> asyncpg.Pool:
         try:
+            # No connection floor: with one, asyncpg re-dials PostgreSQL in the background
+            # during an outage and logs a traceback per attempt. Writes dial on demand and fail
+            # within their timeout instead, which /health and the error already report.
             pool = await asyncpg.create_pool(
                 self.dsn,
-                min_size=1,
+                min_size=0,
+                init_size=1,
                 max_size=4,
                 command_timeout=self.write_timeout_s,
                 server_settings={"application_name": self.application_name},
