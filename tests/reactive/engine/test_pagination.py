@@ -206,6 +206,22 @@ async def test_bad_options_are_clear_errors(
     assert not r.success and message in (r.error_message or "")
 
 
+async def test_a_cursor_of_another_query_is_refused(engine: Engine) -> None:
+    """A position in group ``a``'s scan means nothing in group ``b``'s, or in another order."""
+    await add(engine, [1.0, 2.0, 3.0], group="a")
+    await add(engine, [1.0, 2.0, 3.0], group="b")
+    first = page_of(engine, {"numItems": 1, "cursor": None}, group="a")
+    cursor = first["continueCursor"]
+    assert page_of(engine, {"numItems": 1, "cursor": cursor}, group="a")["page"][0]["n"] == 2.0
+    for args in ({"group": "b"}, {"group": "a", "order": "desc"}):
+        opts = {"numItems": 1, "cursor": cursor}
+        r = engine.run_query("items:page", {"paginationOpts": opts, **args})
+        assert not r.success and "InvalidCursor" in (r.error_message or ""), args
+        ends = {"numItems": 1, "cursor": None, "endCursor": cursor}
+        r = engine.run_query("items:page", {"paginationOpts": ends, **args})
+        assert not r.success and "another query" in (r.error_message or ""), args
+
+
 async def test_one_paginated_query_per_function(engine: Engine) -> None:
     r = engine.run_query("items:twice", {"paginationOpts": {"numItems": 1, "cursor": None}})
     assert not r.success and "MultiplePaginatedDatabaseQueries" in (r.error_message or "")

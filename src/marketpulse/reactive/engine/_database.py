@@ -16,6 +16,7 @@ from ._pagination import (
     PageOptions,
     decode_cursor,
     encode_cursor,
+    query_fingerprint,
     soft_limit,
 )
 from ._store import Document
@@ -256,14 +257,15 @@ class Query:
             )
         tx.paginated = True
         end = o.end_cursor if o.end_cursor is not None else tx.journal_in
-        start_key = decode_cursor(o.cursor) if o.cursor is not None else b""
+        fp = query_fingerprint(self._table, self._index, self._lo, self._hi, self._reverse)
+        start_key = decode_cursor(o.cursor, fp) if o.cursor is not None else b""
         if o.cursor is not None and start_key is None:
             # Starting at the end: nothing left.
             tx.journal_out = END
             return _page_result([], True, END, None, None)
         end_key: bytes | None = b""
         if end is not None:
-            end_key = decode_cursor(end, "endCursor")
+            end_key = decode_cursor(end, fp, "endCursor")
         lo = hi = None
         if o.cursor is not None:
             assert start_key is not None
@@ -307,7 +309,7 @@ class Query:
         finally:
             scan.finish()
         if stop_key is not None:
-            cursor = encode_cursor(stop_key)
+            cursor = encode_cursor(stop_key, fp)
         elif bounded:
             assert end is not None
             cursor = end
@@ -320,7 +322,7 @@ class Query:
             or len(page) > SOFT_MAX_PAGE_LEN
         ):
             status = "SplitRecommended"
-        split = encode_cursor(scanned[len(scanned) // 2]) if len(scanned) > 2 else None
+        split = encode_cursor(scanned[len(scanned) // 2], fp) if len(scanned) > 2 else None
         tx.journal_out = cursor
         return _page_result(page, cursor == END, cursor, split, status)
 

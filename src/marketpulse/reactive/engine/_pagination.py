@@ -13,11 +13,17 @@ middle row it scanned) and ``pageStatus``: ``SplitRequired`` when a read limit s
 early, ``SplitRecommended`` when it is close to a limit or longer than
 :data:`SOFT_MAX_PAGE_LEN`. The official clients then replace it by two pages, ``[cursor,
 splitCursor]`` and ``[splitCursor, continueCursor]``, using ``endCursor``.
+
+A cursor is bound to its query: it carries a short fingerprint of the scan (table, index, range,
+order), and a cursor from another query is refused with ``InvalidCursor`` (which restarts the
+client's pagination) rather than read as a position in a range it was never in. Convex binds
+its cursors the same way.
 """
 
 from __future__ import annotations
 
 import binascii
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +34,7 @@ __all__ = [
     "PageOptions",
     "decode_cursor",
     "encode_cursor",
+    "query_fingerprint",
     "soft_limit",
 ]
 
@@ -50,32 +57,49 @@ def soft_limit(hard: int) -> int:
     return hard * 3 // 4
 
 
-def encode_cursor(key: bytes | None) -> str:
-    """The cursor after index key ``key``; ``None`` is the end of the range."""
+_FINGERPRINT_BYTES = 4
+"""Enough to tell a user's queries apart; a collision only lets a foreign cursor through."""
+
+
+def query_fingerprint(table: str, index: str, lo: bytes, hi: bytes, reverse: bool) -> bytes:
+    """What a cursor of this scan carries, so that another query's cursor is refused."""
+    h = hashlib.blake2b(digest_size=_FINGERPRINT_BYTES)
+    for part in (table.encode(), index.encode(), lo, hi, b"desc" if reverse else b"asc"):
+        h.update(len(part).to_bytes(4, "big"))
+        h.update(part)
+    return h.digest()
+
+
+def encode_cursor(key: bytes | None, fingerprint: bytes) -> str:
+    """The cursor after index key ``key`` of the query ``fingerprint``; ``None``: the end."""
     if key is None:
         return END
-    return binascii.b2a_base64(key, newline=False).decode("ascii").translate(_TO_URLSAFE)
+    raw = fingerprint + key
+    return binascii.b2a_base64(raw, newline=False).decode("ascii").translate(_TO_URLSAFE)
 
 
 _TO_URLSAFE = str.maketrans("+/", "-_")
 _FROM_URLSAFE = str.maketrans("-_", "+/")
 
 
-def decode_cursor(cursor: str, what: str = "cursor") -> bytes | None:
-    """The index key a cursor points after, or ``None`` for :data:`END`.
+def decode_cursor(cursor: str, fingerprint: bytes, what: str = "cursor") -> bytes | None:
+    """The index key a cursor of the query ``fingerprint`` points after; ``None`` for :data:`END`.
 
     Raises:
-        ValueError: not a cursor (the message starts ``InvalidCursor``, which makes
-            ``usePaginatedQuery`` start over from the first page).
+        ValueError: not a cursor, or one of another query (the message starts
+            ``InvalidCursor``, which makes ``usePaginatedQuery`` start over from the first page).
     """
     if cursor == END:
         return None
     try:
-        return binascii.a2b_base64(
-            cursor.translate(_FROM_URLSAFE).encode("ascii"), strict_mode=True
-        )
+        raw = binascii.a2b_base64(cursor.translate(_FROM_URLSAFE).encode("ascii"), strict_mode=True)
     except (binascii.Error, ValueError, UnicodeEncodeError) as exc:
         raise ValueError(f"InvalidCursor: invalid pagination {what} {cursor[:40]!r}") from exc
+    if raw[:_FINGERPRINT_BYTES] != fingerprint or len(raw) <= _FINGERPRINT_BYTES:
+        raise ValueError(
+            f"InvalidCursor: pagination {what} {cursor[:40]!r} belongs to another query"
+        )
+    return raw[_FINGERPRINT_BYTES:]
 
 
 def _count(opts: dict[str, Any], key: str, *, minimum: int) -> int | None:
