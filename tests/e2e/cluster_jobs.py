@@ -46,6 +46,17 @@ def scheduleHold(ctx: MutationCtx, name: str, seconds: float) -> str:
     return job_id
 
 
+@jobs.internal_mutation
+def boot(ctx: MutationCtx) -> None:
+    """An at-start job: one document per run."""
+    ctx.db.insert("boots", {})
+
+
+@jobs.query
+def boots(ctx: QueryCtx) -> int:
+    return len(ctx.db.query("boots").collect())
+
+
 @jobs.query
 def ticks(ctx: QueryCtx) -> list[dict[str, Any]]:
     docs: list[dict[str, Any]] = ctx.db.query("ticks").collect()
@@ -65,3 +76,4 @@ def job(ctx: QueryCtx, id: str) -> dict[str, Any] | None:
 
 crons = Crons()
 crons.interval("cluster tick", {"seconds": 1}, tick)
+crons.at_start("cluster boot", boot)

@@ -3,6 +3,7 @@ database (issue 17: "on several nodes sharing PostgreSQL it runs once").
 
 * A cron declared in Python runs once per occurrence across the nodes, not once per node, and
   goes on when one node is SIGKILLed.
+* An at-start job runs as the cluster starts (its first node), not as a node joins it.
 * An action running on a node that is SIGKILLed is marked failed by another node once the dead
   node's lease (its ``nodes`` row, ``node_timeout_s``) lapses, exactly once, and never run again.
 """
@@ -87,6 +88,19 @@ def test_a_cron_runs_once_per_occurrence_across_the_nodes(cluster: Cluster) -> N
     # Three nodes each running it would make about three times as many runs as seconds.
     ran = [t["_creationTime"] for t in ticks]
     assert len(ticks) <= (max(ran) - min(ran)) / 1000.0 + 2, (len(ticks), ran)
+
+
+def test_an_at_start_job_runs_once_per_cluster_start_not_per_node(cluster: Cluster) -> None:
+    assert cluster.call("c", "query", "jobs:boots", {}) == 1, "b and c joined a live cluster"
+    cluster.procs["b"].kill()
+    cluster.procs["b"].start()  # rejoins while a and c are live
+    assert cluster.call("b", "query", "jobs:boots", {}) == 1
+    for proc in cluster.procs.values():
+        proc.kill()
+    # Every node's lease must lapse before the next start is the store's own start.
+    time.sleep(NODE_TIMEOUT_S + 0.5)
+    cluster.procs["c"].start()
+    assert cluster.call("c", "query", "jobs:boots", {}) == 2
 
 
 def test_an_action_on_a_killed_node_is_failed_once_by_another_node(cluster: Cluster) -> None:

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Annotated, Any, TypeVar, cast
+from typing import Annotated, Any, TypeVar
 
 import structlog
 import typer
@@ -289,6 +289,7 @@ async def _serve(
     from marketpulse.reactive._gc import SurvivorFreezer
     from marketpulse.reactive._loop_watch import LoopWatch
     from marketpulse.reactive.admission import quiet_accept_errors, raise_fd_limit
+    from marketpulse.reactive.persistence import NodeLiveness
     from marketpulse.reactive.server import build_app, uvicorn_config
 
     log = structlog.get_logger("marketpulse.serve")
@@ -299,7 +300,13 @@ async def _serve(
     runner: CronRunner | None = None
     try:
         # The gateway sees the engine through a narrow protocol; open_gateway opened an Engine.
-        runner = CronRunner(cast(Any, gateway.engine), load_crons(settings.functions))
+        engine: Any = gateway.engine
+        persistence = engine.persistence
+        runner = CronRunner(
+            engine,
+            load_crons(settings.functions),
+            liveness=persistence if isinstance(persistence, NodeLiveness) else None,
+        )
         # Before the port opens: a client never sees what an at-start job resets.
         await runner.run_startup()
         runner.start()

@@ -13,8 +13,10 @@ A job never overlaps itself: while the last occurrence's job is pending or runni
 occurrences it covers are skipped (as Convex's scheduler does), never caught up in a burst.
 Only the last occurrence's job is kept in ``_scheduled_functions``: scheduling the next one
 deletes the previous one, after its failure, if any, was logged (once, then at most once per
-``log_every`` seconds with the count of failures in between). ``at_start`` jobs run on each node
-as it starts, through the same :func:`~marketpulse.reactive.engine._runner.run_as_system`.
+``log_every`` seconds with the count of failures in between). ``at_start`` jobs run as the store
+starts, through the same :func:`~marketpulse.reactive.engine._runner.run_as_system`: on a single
+node at every start; in a cluster (a persistence with ``NodeLiveness``) only on a node that finds
+no other node live, since a node joining a live cluster did not restart the store under it.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from marketpulse.reactive.engine._scheduler import (
 )
 from marketpulse.reactive.engine._transaction import Transaction
 from marketpulse.reactive.functions import FunctionSpec, canonical_path
+from marketpulse.reactive.persistence import NodeLiveness
 
 __all__ = ["CronRunner"]
 
@@ -119,6 +122,8 @@ class CronRunner:
         crons: The :class:`Crons` objects of the served modules.
         clock: Wall clock, epoch seconds (cron expressions are wall-clock times).
         log_every: Seconds between two log lines about the same failing job.
+        liveness: The nodes sharing the store, in a cluster (``at_start`` jobs run only on a
+            node that finds no other live).
 
     Raises:
         ValueError: A job names a function that is not served, or a query; or two jobs share
@@ -132,8 +137,10 @@ class CronRunner:
         *,
         clock: Callable[[], float] = time.time,
         log_every: float = 60.0,
+        liveness: NodeLiveness | None = None,
     ) -> None:
         self._engine = engine
+        self._liveness = liveness
         self._clock = clock
         self._log_every = log_every
         self._jobs: list[tuple[CronJob, FunctionSpec]] = []
@@ -168,16 +175,26 @@ class CronRunner:
         return [job for job, _ in self._jobs]
 
     async def run_startup(self) -> None:
-        """Run the ``at_start`` jobs once, in order (call before accepting clients)."""
-        for job, spec in self._jobs:
-            if job.at_start:
-                try:
-                    result = await run_as_system(cast(Any, self._engine), spec.path, dict(job.args))
-                    error = None if result.success else result.error_message
-                except Exception as exc:  # the server goes on; the job runs at the next start
-                    error = f"{type(exc).__name__}: {exc}"
-                self.runs[job.name] += 1
-                self._outcome(job, spec, error)
+        """Run the ``at_start`` jobs once, in order (call before accepting clients); in a
+        cluster, only when no other node is live."""
+        starting = [(job, spec) for job, spec in self._jobs if job.at_start]
+        if starting and self._liveness is not None:
+            others = await self._liveness.live_nodes() - {self._liveness.node}
+            if others:
+                log.info(
+                    "joining a live cluster: at-start jobs not run",
+                    jobs=[job.name for job, _ in starting],
+                    live_nodes=sorted(others),
+                )
+                return
+        for job, spec in starting:
+            try:
+                result = await run_as_system(cast(Any, self._engine), spec.path, dict(job.args))
+                error = None if result.success else result.error_message
+            except Exception as exc:  # the server goes on; the job runs at the next start
+                error = f"{type(exc).__name__}: {exc}"
+            self.runs[job.name] += 1
+            self._outcome(job, spec, error)
 
     def start(self) -> None:
         """Start the scheduled jobs."""

@@ -13,7 +13,7 @@ A job names a mutation (or an action), public or internal, by its path or by the
 function itself. Two kinds of schedule: an interval (``seconds``, ``minutes`` or ``hours``,
 first run one interval after the job is first seen) and a standard five-field cron expression
 in UTC (parsed by ``croniter``); and, beyond Convex, :meth:`Crons.at_start`, run once as the
-server starts, before it accepts clients (on every node of a cluster). The runner
+store starts, before it accepts clients (in a cluster: as its first node starts). The runner
 (``_cron_runner``) stores each job's next occurrence, so it runs once per occurrence however
 many nodes share the store, with no user identity (as Convex runs crons), and never overlaps a
 job with itself: a run that outlasts its period skips the runs it covered.
@@ -114,10 +114,12 @@ class Crons:
         function: str | Callable[..., Any],
         args: Mapping[str, Any] | None = None,
     ) -> CronJob:
-        """Run ``function`` once each time the server starts, before it accepts any client.
+        """Run ``function`` once each time the store starts, before it accepts any client.
 
         Not in Convex (a Convex deployment does not restart under its data): here it lets an
-        application reset state that must not survive a restart, such as leases.
+        application reset state that must not survive a restart, such as leases. In a cluster
+        the store starts with its first node: a node joining live ones skips these jobs, since
+        the store under it did not restart and every other node's clients would see the reset.
         """
         return self._add(CronJob(name, function, dict(args or {}), at_start=True))
 
