@@ -13,7 +13,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from marketpulse.reactive.limits import ConnectionLimits
-from marketpulse.reactive.sync.client import RawSubscriber
+from marketpulse.reactive.sync.client import RawSubscriber, ServerError
 from marketpulse.reactive.sync.connection import SyncConnection
 from marketpulse.reactive.sync.websocket import is_sync_path
 
@@ -174,3 +174,17 @@ async def test_shutdown_closes_sync_sockets_with_1012(tmp_path: Path) -> None:
         while True:
             await asyncio.wait_for(ws.recv(), 5)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
+
+
+async def test_a_refused_handshake_names_its_http_status(store: Served) -> None:
+    loop = asyncio.get_running_loop()
+    port = int(store.url.rsplit(":", 1)[1])
+    wrong = store.ws_url.replace("/sync", "/no-such-socket")
+    _, sub = await loop.create_connection(
+        lambda: RawSubscriber(wrong, "counter:get", {"name": "x"}, lambda m, ns: None),
+        "127.0.0.1",
+        port,
+    )
+    with pytest.raises(ServerError, match=r"handshake refused: HTTP 403"):
+        await asyncio.wait_for(sub.subscribed, 10)
+    assert sub.failure is not None

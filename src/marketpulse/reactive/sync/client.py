@@ -329,6 +329,10 @@ class RawSubscriber(asyncio.BufferedProtocol):
         self._ws.receive_data(bytes(_read_buffer.view[:nbytes]))
         for event in self._ws.events_received():
             if isinstance(event, Response):
+                if event.status_code != 101 or self._ws.handshake_exc is not None:
+                    # Say why (a cap's 503, a 429): a bare "connection lost" hides it.
+                    self._refused(f"handshake refused: HTTP {event.status_code}")
+                    return
                 self._send(_connect_message(str(uuid.uuid4())))
                 self._send(
                     {
@@ -352,6 +356,13 @@ class RawSubscriber(asyncio.BufferedProtocol):
                     self.subscribed.set_result(None)
                 self._on_transition(message, received_ns)
         self._flush()
+
+    def _refused(self, why: str) -> None:
+        self.failure = ServerError(why)
+        if not self.subscribed.done():
+            self.subscribed.set_exception(self.failure)
+        assert self._transport is not None
+        self._transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.subscribed.done():
