@@ -762,11 +762,37 @@ class Engine:
         the log, answers with the original outcome and writes nothing (a different call under
         those ids is refused).
         """
+        # The engine's future, shielded: the flusher task owns the commit, so cancelling this
+        # caller (e.g. a client that disconnects) cannot leave a durable commit unapplied.
+        future = self.start_mutation(path, args, identity, internal_ok=internal_ok, request=request)
+        return await asyncio.shield(future)
+
+    def start_mutation(
+        self,
+        path: str,
+        args: Any,
+        identity: Identity | None = None,
+        *,
+        internal_ok: bool = False,
+        request: tuple[str, int, bytes] | None = None,
+    ) -> asyncio.Future[FunctionResult]:
+        """Run a mutation now and return the future of its outcome (see :meth:`run_mutation`).
+
+        The handler runs before this returns, on the latest state including the commits still
+        being written, and its commit takes its place in the commit order at once: mutations
+        started one after another run in that order, each sees the writes of those before it,
+        and they commit (or fail) in that order. The future resolves when the commit is applied
+        (durable first, unless relaxed); if an earlier commit it was computed on cannot be
+        written, it fails too, and if another node committed first, it is run again on top of
+        that commit (and so is every later one), all before it resolves.
+        """
         identity = identity or Identity.anonymous()
         spec = self._resolve(path, identity, "mutation", internal_ok)
         if isinstance(spec, FunctionResult):
-            return spec
-        return await self.run_mutation_spec(spec, args, identity, request=request)
+            done: asyncio.Future[FunctionResult] = asyncio.get_running_loop().create_future()
+            done.set_result(spec)
+            return done
+        return self._start(spec, args, identity, request)
 
     async def run_mutation_spec(
         self,
@@ -778,13 +804,24 @@ class Engine:
     ) -> FunctionResult:
         """Run and commit the mutation ``spec`` (already resolved, maybe not registered: the
         scheduler wraps a job's function with its state change); see :meth:`run_mutation`."""
+        return await asyncio.shield(self._start(spec, args, identity, request))
+
+    def _start(
+        self,
+        spec: FunctionSpec,
+        args: Any,
+        identity: Identity,
+        request: tuple[str, int, bytes] | None,
+    ) -> asyncio.Future[FunctionResult]:
+        future: asyncio.Future[FunctionResult] = asyncio.get_running_loop().create_future()
         if self._closed:
-            return FunctionResult.failure("The server is shutting down", ts=self._ts)
+            future.set_result(FunctionResult.failure("The server is shutting down", ts=self._ts))
+            return future
         pending = _Pending(
             spec,
             args,
             identity,
-            asyncio.get_running_loop().create_future(),
+            future,
             request,
             relaxed=(
                 spec.durability == "relaxed"
@@ -793,26 +830,26 @@ class Engine:
             ),
         )
         if not self._execute_mutation(pending):
-            return pending.result
+            future.set_result(pending.result)
+            return future
         quiet = not self._queue and not self._remote and not self._writing
         if quiet and pending.relaxed and pending.writes:
             # Every earlier commit is applied: this one is applied and answered now, and
             # written by the next group flush (a write of older commits may be in flight).
             self._apply_relaxed([pending])
-            return pending.result
+            return future
         idle = quiet and self._flusher_idle()
-        if idle and (
-            not pending.writes or self._commit_now([pending], self._durable_commit([pending]))
-        ):
-            # Nothing to write, or written, applied and durable right here: no task hop.
-            return pending.result
+        if idle and not pending.writes:
+            future.set_result(pending.result)
+            return future
+        if idle and self._commit_now([pending], self._durable_commit([pending])):
+            # Written, applied and durable right here: no task hop.
+            return future
         # A mutation that wrote nothing but read pending commits also waits for them: it must
         # not answer with data that could still be lost.
         self._queue.append(pending)
         self._wake_flusher()
-        # The flusher task owns the commit: cancelling this caller (e.g. a client that
-        # disconnects) cannot leave a durable commit unapplied in memory.
-        return await asyncio.shield(pending.future)
+        return future
 
     def _execute_mutation(self, p: _Pending) -> bool:
         """Run ``p`` on the latest state including pending commits (the overlay); on success
