@@ -115,6 +115,16 @@ async def test_failures_keep_their_place_and_later_mutations_see_earlier_writes(
         assert [results[i]["result"] for i in (0, 2, 4)] == [1.0, 3.0, 4.0]
         responses = [m for m in c.messages if m["type"] == "MutationResponse"]
         assert [m["requestId"] for m in responses] == list(range(len(calls))), "in order"
+        # Clients settle a failure on its response and a success on the next Transition: a
+        # Transition separates every success from a failure answered after it, so the
+        # client's promises settle in the order sent.
+        unsettled = False
+        for m in c.messages:
+            if m["type"] == "Transition":
+                unsettled = False
+            elif m["type"] == "MutationResponse":
+                assert m["success"] or not unsettled, f"failure {m['requestId']} overtakes"
+                unsettled = unsettled or m["success"]
         await c.close()
 
 

@@ -127,6 +127,26 @@ class _Entry:
         self.own = False  # run by this socket (not a re-send answered from the log)
 
 
+def _applied_behind(entries: deque[_Entry]) -> bool:
+    """Whether a mutation after the first has committed already (its response still due)."""
+    for i in range(1, len(entries)):
+        future = entries[i].future
+        if future is None:
+            return False
+        if _succeeded(future):
+            return True
+    return False
+
+
+def _succeeded(future: asyncio.Future[Any]) -> bool:
+    return (
+        future.done()
+        and not future.cancelled()
+        and future.exception() is None
+        and bool(future.result().success)
+    )
+
+
 def _done(outcome: FunctionOutcome) -> asyncio.Future[Any]:
     future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     future.set_result(outcome)
@@ -145,6 +165,7 @@ class SyncConnection:
         "_actions",
         "_address",
         "_auth_task",
+        "_barrier",
         "_behind",
         "_connected",
         "_done",
@@ -168,6 +189,7 @@ class SyncConnection:
         "_started",
         "_starter",
         "_subs",
+        "_unresolved",
         "partial_since",
     )
 
@@ -206,6 +228,10 @@ class SyncConnection:
         self._mutations: deque[_Entry] | None = None
         self._started = 0
         self._starter: asyncio.Handle | None = None
+        # A successful response was sent and no Transition since (the client holds it).
+        self._unresolved = False
+        # A mutation that failed as it started: no later one starts until it is answered.
+        self._barrier: _Entry | None = None
         self._actions: set[asyncio.Task[None]] | None = None
         # Results changed while a Transition could not be written (paused, or first runs).
         self._stale = False
@@ -360,17 +386,24 @@ class SyncConnection:
         # Responses first: a Transition must not show a write before its response (see the
         # mutations section), and it is the Transition after a response that resolves it.
         self._answer_ready()
+        self._transition(shared)
+
+    def _transition(self, shared: dict[Any, bytes] | None = None) -> bool:
+        """Write the next Transition (after every frame queued before it) if one is due and
+        can go out now; whether one went out."""
         if self._stalled_since is not None or self._pending or self._slow or self._behind:
             self._stale = True
-            return
+            return False
         self._stale = False
         proto = self._proto
         if not proto.send_transition(self._gw.engine.ts, self._results(), shared=shared):
-            return
+            return False
         send_text = self._socket.send_text
         for frame in proto.data_to_send():
             send_text(frame)
         self._gw.metrics.transitions.inc()
+        self._unresolved = False
+        return True
 
     def _send_data(self) -> None:
         """Write every frame the core has queued; close the socket if the core says so."""
@@ -413,6 +446,7 @@ class SyncConnection:
             task.cancel()
         self._mutations = None
         self._started = 0
+        self._barrier = None
         self._pending = None
         for task in self._slow or ():
             task.cancel()
@@ -683,7 +717,7 @@ class SyncConnection:
         """Run queued mutations in order, up to the pipeline depth, for one work slice."""
         self._starter = None
         entries = self._mutations
-        if not entries or self._done:
+        if not entries or self._done or self._barrier is not None:
             return
         limits = self._gw.limits
         depth = min(len(entries), limits.max_mutations_in_flight)
@@ -693,6 +727,14 @@ class SyncConnection:
             self._started += 1
             future = entry.future = self._begin(entry)
             future.add_done_callback(self._mutation_done)
+            if future.done() and not _succeeded(future):
+                # A failure is answered at once by clients, a success only on the Transition
+                # after it: for the client's promises to settle in the order sent, the
+                # failure's response must follow that Transition, and so no later mutation
+                # may commit before it is answered (its write would be in that Transition
+                # ahead of its response). The pipeline drains here (failures are rare).
+                self._barrier = entry
+                return
             if time.perf_counter() >= deadline:
                 break
         if self._started < depth:
@@ -752,20 +794,37 @@ class SyncConnection:
         proto = self._proto
         answered = 0
         while entries:
-            future = entries[0].future
+            entry = entries[0]
+            future = entry.future
             if future is None or not future.done():
                 break
-            entry = entries.popleft()
-            self._started -= 1
-            answered += 1
             outcome: Any
             if future.cancelled() or future.exception() is not None:
                 outcome = failed_outcome("InternalServerError: the mutation was not answered")
             else:
                 outcome = future.result()
+            if (
+                not outcome.success
+                and self._unresolved
+                and not _applied_behind(entries)
+                and not self._transition()
+            ):
+                # Clients resolve a failure on its response but a success only on the next
+                # Transition: that Transition goes first, so the client's promises still
+                # settle in the order sent. It cannot go out now; _flush comes back here.
+                # (Not when a later mutation is applied already: the Transition would show
+                # its write before its response, rule 3, which matters more.)
+                break
+            entries.popleft()
+            self._started -= 1
+            answered += 1
+            if entry is self._barrier:
+                self._barrier = None
             ts = getattr(outcome, "ts", None) if outcome.success else None
-            if entry.own and outcome.success:
-                self._gw.metrics.commits.inc()
+            if outcome.success:
+                self._unresolved = True
+                if entry.own:
+                    self._gw.metrics.commits.inc()
             proto.send_mutation_response(entry.event.request_id, outcome, ts)
         if not entries:
             self._mutations = None
