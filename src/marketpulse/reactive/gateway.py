@@ -187,6 +187,11 @@ class _CommitTimingsCollector(Collector):
             "Groups of commits applied (durable ones after their write, relaxed ones before)",
             t.groups,
         )
+        yield CounterMetricFamily(
+            "marketpulse_commit_conflicts",
+            "Groups the shared log refused (another node first): their mutations ran again",
+            t.conflicts,
+        )
         yield GaugeMetricFamily(
             "marketpulse_unflushed_commits",
             "Relaxed-durability commits answered but not yet written (a crash would lose them)",

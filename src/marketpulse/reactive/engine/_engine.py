@@ -121,6 +121,8 @@ class CommitTimings:
         apply: applying written groups to the in-memory state.
         rerun: re-running the subscribed queries a group touched and notifying listeners.
         groups: groups applied (each after its durable write, or, relaxed, before it).
+        conflicts: groups the shared log refused because another node committed first (their
+            mutations, and every one queued after them, ran again on top of that commit).
     """
 
     execute: float = 0.0
@@ -128,6 +130,7 @@ class CommitTimings:
     apply: float = 0.0
     rerun: float = 0.0
     groups: int = 0
+    conflicts: int = 0
 
 
 class QueryListener(Protocol):
@@ -263,6 +266,11 @@ class Engine:
         self._last_creation = 0.0
         self._last_ts = 0  # the latest ts handed out (>= _ts while commits are pending)
         self._queue: list[_Pending] = []
+        # Mutations whose run was overtaken by another node's commit, to run again in order
+        # (before any newer one), at most _again_batch at a time (0: all) while commits of
+        # this node keep being refused: see _run_again.
+        self._again: list[_Pending] = []
+        self._again_batch = 0
         self._overlay = Overlay()
         self._flusher: asyncio.Task[None] | None = None
         self._remote: list[Commit] = []  # commits of other nodes, not yet applied
@@ -829,6 +837,11 @@ class Engine:
                 and len(self._unflushed) < RELAXED_MAX_UNFLUSHED
             ),
         )
+        if self._again:
+            # Earlier mutations wait to run again: this one runs after them.
+            self._again.append(pending)
+            self._wake_flusher()
+            return future
         if not self._execute_mutation(pending):
             future.set_result(pending.result)
             return future
@@ -1000,12 +1013,25 @@ class Engine:
         # The queue's stamps were never committed: handing them out again (to a mutation that
         # writes nothing) would put this node's ts past the log's head.
         self._last_ts = self._ts
-        for p in queue:
+        self._again = queue + self._again
+        self._run_again()
+        self._invalidate(all_points)
+
+    def _run_again(self) -> None:
+        """Run the first mutations waiting to run again (in order, onto the queue).
+
+        After a refused commit only half of the refused group's mutations run again before
+        the next write: a node whose whole queue ran again each time could be refused forever
+        by another node committing small groups faster than the queue re-runs (a large group
+        takes longer to run and write, and so loses every race).
+        """
+        limit = self._again_batch or len(self._again)
+        todo, self._again = self._again[:limit], self._again[limit:]
+        for p in todo:
             if self._execute_mutation(p):
                 self._queue.append(p)
             else:
                 p.future.set_result(p.result)
-        self._invalidate(all_points)
 
     def _snapshot_commit(self, snap: Snapshot) -> Commit:
         """The writes that turn memory into ``snap`` (only documents that differ)."""
@@ -1026,12 +1052,16 @@ class Engine:
         apply relaxed-only groups at once; write the unflushed relaxed commits when due."""
         while (
             self._queue
+            or self._again
             or self._remote
             or self._remote_snapshot is not None
             or (self._flush_due and self._unflushed)
         ):
             if self._remote or self._remote_snapshot is not None:
                 self._apply_remote()
+                continue
+            if self._again and not self._queue:
+                self._run_again()
                 continue
             group, self._queue = self._queue, []
             if group and not any(p.writes and not p.relaxed for p in group):
@@ -1050,6 +1080,8 @@ class Engine:
                     await self.persistence.write(commit)
             except CommitConflict:
                 # Another node committed first: wait for its commit, apply it and re-run.
+                self.timings.conflicts += 1
+                self._again_batch = max(1, len(group) // 2)
                 self._queue = group + self._queue
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):
@@ -1063,6 +1095,7 @@ class Engine:
                 self._writing = False
                 self.timings.write += time.perf_counter() - started
             # No await from here on: memory, ts and subscriptions change in one step.
+            self._again_batch = 0
             self._flushed(flushing)
             if group:
                 self._apply_group(group)
