@@ -214,13 +214,6 @@ def test_a_pipelined_connection_on_a_re_runs_behind_conflicts_with_b(nodes: Node
     # Exactly once across both nodes: every value from 1 to the total acknowledged once.
     total = on_a + on_b
     assert sorted(a_acked + b_acked) == [float(i) for i in range(1, total + 1)]
-    print(
-        "DEBUG",
-        metric(nodes["a"], "marketpulse_commit_conflicts_total") - conflicts,
-        metric(nodes["a"], "marketpulse_commit_groups_total") - groups,
-        a_acked[:5],
-        b_acked[-5:],
-    )
     assert max(a_acked) > on_a and max(b_acked) > on_b, "the two nodes interleaved"
     eventually(lambda: all(nodes.value(n, "pipe") == total for n in NAMES))
     # A pipelined (several mutations per durable commit) and re-ran behind refused commits.
