@@ -699,7 +699,10 @@ class SyncConnection:
     #    that are ready (_answer_ready in _flush); a mutation not yet applied has a ts past
     #    engine.ts, so nothing it wrote is in the Transition.
     # The client's own order is kept because responses are sent in arrival order: one that is
-    # ready waits for the ones before it (a failure carries no ts and resolves at once).
+    # ready waits for the ones before it. A failure carries no ts and clients resolve it on its
+    # response, ahead of successes still waiting for their Transition: so a Transition goes
+    # out between them (and the pipeline drains behind a mutation that fails as it starts, so
+    # that this Transition holds no later write; _start_mutations).
 
     def _queue_mutation(self, event: MutationRequested) -> None:
         entries = self._mutations
