@@ -15,9 +15,10 @@ Printed, each with p50/p99/p999/max:
 * mutations per PostgreSQL commit (the engine groups what is queued while a commit is on its
   way into one commit: one round trip).
 
-One connection's mutations run one after another, each durable before the next starts: a rate
-past what one round trip allows makes the queue grow, and the figures show it ("fell behind"
-when the server closed the socket at its queue bound).
+One connection's mutations are pipelined by the store (each runs while the durable writes of
+those before it are in flight; before that change, and with ``--before`` on older code, each was
+durable before the next started): a rate past what the store sustains makes the queue grow,
+and the figures show it ("fell behind" when the server closed the socket at its queue bound).
 
 Then the write path back to back (``--calls`` per store): one connection per store, in
 alternating blocks, so that a loaded machine weighs on each alike (the service time of one

@@ -8,21 +8,37 @@ both see the same machine. Prints p50/p99 per transport, the server CPU per call
 the ratios.
 
     python bench/store_write_path.py [--calls 2000] [--quick]
+
+``--pipelined``: one official npm ``ConvexClient`` (tests/js/pace.mjs, node) sends
+``bench:stamp`` without awaiting each, paced at ``--rate`` (1,000/s) and then as fast as its
+window of ``--window`` mutations in flight allows, for ``--seconds`` each, against SQLite or
+PostgreSQL (``--db``): achieved rate and latency (from each mutation's paced turn to its
+promise resolving) p50/p99/max. With ``--before SRC`` (e.g. ``/work/main/src``, a checkout
+whose store ran one connection's mutations one at a time) the same runs on that code first:
+figures side by side with the ratios.
+
+    python bench/store_write_path.py --pipelined --db sqlite --before /work/main/src
+    python bench/store_write_path.py --pipelined --db postgres --before /work/main/src
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import BENCH, cpu_seconds, emit, print_table, summarize_with_cpu
+from _common import BENCH, ROOT, cpu_seconds, emit, print_table, summarize_with_cpu
 from marketpulse.pipeline._store import StoreClient
 from marketpulse.reactive.sync.client import LightSyncClient
 from marketpulse.testing import StoreProcess
@@ -85,11 +101,122 @@ async def run(calls: int) -> dict[str, object]:
     }
 
 
+# -- --pipelined: one official-client connection sending without awaiting each ----------------
+
+PACE = ROOT / "tests" / "js" / "pace.mjs"
+GOAL_RATE = 1000.0
+
+
+def _pace(url: str, rate: float, seconds: float, window: int) -> dict[str, Any]:
+    out = subprocess.run(
+        ["node", str(PACE), url, "bench:stamp", str(rate), str(seconds), str(window)],
+        cwd=PACE.parent,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 90,
+        check=True,
+    )
+    raw: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    raw["achieved_per_s"] = round(raw["acked"] / max(1e-9, raw["seconds"]), 1)
+    for name in ("p50", "p99", "max"):
+        value = raw.pop(name)
+        raw[f"{name}_ms"] = round(value, 2) if value is not None else float("nan")
+    return raw
+
+
+@contextlib.contextmanager
+def _store(db: str, folder: Path, tag: str, src: str | None, pg: str) -> Iterator[StoreProcess]:
+    path = [src, BENCH] if src else [BENCH]
+    if db == "sqlite":
+        with StoreProcess(
+            folder / f"{tag}.sqlite", functions="sync_latency_app", pythonpath=path
+        ) as store:
+            yield store
+        return
+    from cluster import database
+
+    with (
+        database(pg) as url,
+        StoreProcess(
+            url, functions="sync_latency_app", pythonpath=path, log_path=folder / f"{tag}.log"
+        ) as store,
+    ):
+        yield store
+
+
+def run_pipelined(
+    db: str, seconds: float, rate: float, window: int, before: str | None, pg: str
+) -> dict[str, Any]:
+    variants = {"before": before, "after": None} if before else {"after": None}
+    modes = {f"{rate:g}/s": rate, "max": 0.0}
+    figures: dict[str, Any] = {"bench": "store_write_path_pipelined", "db": db}
+    with tempfile.TemporaryDirectory(prefix="bench-pipelined-") as tmp:
+        for tag, src in variants.items():
+            with _store(db, Path(tmp), tag, src, pg) as store:
+                for mode, r in modes.items():
+                    figures[f"{tag} {mode}"] = _pace(store.url, r, seconds, window)
+    if before:
+        for mode in modes:
+            b, a = figures[f"before {mode}"], figures[f"after {mode}"]
+            figures[f"ratio {mode}"] = {
+                "achieved": round(a["achieved_per_s"] / max(1e-9, b["achieved_per_s"]), 2),
+                "p50": round(a["p50_ms"] / max(1e-9, b["p50_ms"]), 3),
+                "p99": round(a["p99_ms"] / max(1e-9, b["p99_ms"]), 3),
+            }
+    figures.update(
+        seconds=seconds, window=window, load_average=[round(x, 2) for x in os.getloadavg()]
+    )
+    return figures
+
+
+def print_pipelined(figures: dict[str, Any]) -> None:
+    rows = []
+    for name, f in figures.items():
+        if isinstance(f, dict) and "achieved_per_s" in f:
+            rows.append(
+                [
+                    name,
+                    f"{f['achieved_per_s']:.0f}",
+                    f"{f['p50_ms']:.1f}",
+                    f"{f['p99_ms']:.1f}",
+                    f"{f['max_ms']:.0f}",
+                    f"{f['failed']}",
+                    "yes" if f["inOrder"] else "NO",
+                ]
+            )
+    print_table(
+        f"one npm ConvexClient, mutations not awaited one by one ({figures['db']},"
+        f" {figures['seconds']:g} s each, window {figures['window']};"
+        f" goal: {GOAL_RATE:g}/s sustained; load {figures['load_average']})",
+        ["variant", "achieved /s", "p50 ms", "p99 ms", "max ms", "failed", "in order"],
+        rows,
+    )
+    for name, r in figures.items():
+        if name.startswith("ratio"):
+            print(
+                f"after / before, {name[6:]}: achieved x{r['achieved']},"
+                f" p50 x{r['p50']}, p99 x{r['p99']}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--pipelined", action="store_true")
+    parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--rate", type=float, default=GOAL_RATE)
+    parser.add_argument("--window", type=int, default=512)
+    parser.add_argument("--before", default=None, help="another checkout's src/ to run first")
     opts = parser.parse_args()
+    if opts.pipelined:
+        seconds = 5.0 if opts.quick else opts.seconds
+        f = run_pipelined(opts.db, seconds, opts.rate, opts.window, opts.before, opts.pg)
+        print_pipelined(f)
+        emit(f)
+        return
     figures = asyncio.run(run(400 if opts.quick else opts.calls))
     rows = [
         [name, f"{f['p50_ms']:.3f}", f"{f['p99_ms']:.3f}", f"{f['server_cpu_us_per_call']:.0f}"]

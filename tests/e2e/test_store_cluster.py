@@ -21,6 +21,7 @@ import orjson
 import pytest
 from convex import ConvexClient
 
+from marketpulse.reactive.sync.client import LightSyncClient
 from marketpulse.reactive.values import json_to_value
 from marketpulse.testing import AdminClient, StoreProcess, TcpRelay
 
@@ -166,6 +167,58 @@ def test_conflicting_increments_on_two_nodes_end_with_the_exact_total(nodes: Nod
     eventually(lambda: all(nodes.value(n, "hot") == total for n in NAMES))
     # Both nodes really interleaved (each saw the other's increments).
     assert max(acked["a"]) > per_node and max(acked["b"]) > per_node
+    assert_converged(nodes)
+
+
+def metric(store: StoreProcess, name: str) -> float:
+    for line in httpx.get(f"{store.url}/metrics", timeout=10).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_a_pipelined_connection_on_a_re_runs_behind_conflicts_with_b(nodes: Nodes) -> None:
+    """One socket on node A sends its mutations without awaiting them (the store pipelines
+    them: each runs while the previous one's commit is on its way to PostgreSQL) while a
+    client on node B increments the same counter: B's commits make PostgreSQL refuse A's, and
+    A's pipelined mutations computed on a refused one run again after it, in order."""
+    on_a, on_b = 600, 300
+    b_acked: list[float] = []
+
+    def write_b() -> None:
+        client = ConvexClient(nodes["b"].url)
+        for _ in range(on_b):
+            b_acked.append(client.mutation("counter:inc", {"name": "pipe"}))
+
+    async def write_a() -> list[dict[str, Any]]:
+        c = await LightSyncClient(LightSyncClient.ws_url(nodes["a"].url)).connect()
+        try:
+            return list(
+                await asyncio.gather(
+                    *(c.request("Mutation", "counter:inc", {"name": "pipe"}) for _ in range(on_a))
+                )
+            )
+        finally:
+            await c.close()
+
+    conflicts = metric(nodes["a"], "marketpulse_commit_conflicts_total")
+    groups = metric(nodes["a"], "marketpulse_commit_groups_total")
+    b = threading.Thread(target=write_b)
+    b.start()
+    a_answers = asyncio.run(write_a())
+    b.join(300)
+    assert all(r["success"] for r in a_answers), a_answers[:3]
+    a_acked = [float(r["result"]) for r in sorted(a_answers, key=lambda r: r["requestId"])]
+    # In the order sent, each seeing the previous one's write (B's in between).
+    assert a_acked == sorted(a_acked) and len(set(a_acked)) == on_a
+    # Exactly once across both nodes: every value from 1 to the total acknowledged once.
+    total = on_a + on_b
+    assert sorted(a_acked + b_acked) == [float(i) for i in range(1, total + 1)]
+    assert max(a_acked) > on_a and max(b_acked) > on_b, "the two nodes interleaved"
+    eventually(lambda: all(nodes.value(n, "pipe") == total for n in NAMES))
+    # A pipelined (several mutations per durable commit) and re-ran behind refused commits.
+    assert metric(nodes["a"], "marketpulse_commit_groups_total") - groups < on_a / 2
+    assert metric(nodes["a"], "marketpulse_commit_conflicts_total") > conflicts
     assert_converged(nodes)
 
 

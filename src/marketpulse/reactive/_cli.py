@@ -84,6 +84,7 @@ class ServeSettings(BaseSettings):
     max_queries: int = Field(ConnectionLimits.max_queries, ge=0)
     max_query_changes: int = Field(ConnectionLimits.max_query_changes, ge=0)
     max_pending_mutations: int = Field(ConnectionLimits.max_pending_mutations, ge=1)
+    max_mutations_in_flight: int = Field(ConnectionLimits.max_mutations_in_flight, ge=1)
     max_concurrent_actions: int = Field(ConnectionLimits.max_concurrent_actions, ge=1)
     work_slice_s: float = Field(ConnectionLimits.work_slice_s, gt=0)
     client_query_share: float = Field(ConnectionLimits.client_query_share, ge=0)
@@ -134,6 +135,7 @@ _LIMIT_HELP = {
     "max_queries": "Queries in one sync socket's query set.",
     "max_query_changes": "Modifications in one ModifyQuerySet.",
     "max_pending_mutations": "Mutations queued on one socket.",
+    "max_mutations_in_flight": "Mutations of one socket run ahead of their responses.",
     "max_concurrent_actions": "Actions running for one socket.",
     "work_slice_s": "Seconds of first query runs one socket gets per loop turn.",
     "client_query_share": "Query run seconds per second one client address may use.",

@@ -60,6 +60,14 @@ class EngineAPI(Protocol):
         *,
         request: tuple[str, int, bytes] | None = None,
     ) -> Any: ...
+    def start_mutation(
+        self,
+        path: str,
+        args: dict[str, Any],
+        identity: Any,
+        *,
+        request: tuple[str, int, bytes] | None = None,
+    ) -> asyncio.Future[Any]: ...
     async def run_action(self, path: str, args: dict[str, Any], identity: Any) -> Any: ...
     def subscribe(
         self,
@@ -179,6 +187,11 @@ class _CommitTimingsCollector(Collector):
             "Groups of commits applied (durable ones after their write, relaxed ones before)",
             t.groups,
         )
+        yield CounterMetricFamily(
+            "marketpulse_commit_conflicts",
+            "Groups the shared log refused (another node first): their mutations ran again",
+            t.conflicts,
+        )
         yield GaugeMetricFamily(
             "marketpulse_unflushed_commits",
             "Relaxed-durability commits answered but not yet written (a crash would lose them)",
@@ -190,7 +203,7 @@ class _CommitTimingsCollector(Collector):
 class _Logged:
     at: float
     caller: Hashable
-    outcome: asyncio.Future[tuple[Any, int | None]]
+    outcome: asyncio.Future[Any]
 
 
 class ReplayRejected(Exception):
@@ -215,9 +228,7 @@ class MutationLog:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(
-        self, key: tuple[str, int], caller: Hashable
-    ) -> asyncio.Future[tuple[Any, int | None]] | None:
+    def get(self, key: tuple[str, int], caller: Hashable) -> asyncio.Future[Any] | None:
         """The outcome logged under ``key`` for this same call, or None if there is none.
 
         Raises:
@@ -237,7 +248,7 @@ class MutationLog:
         self,
         key: tuple[str, int],
         caller: Hashable,
-        outcome: asyncio.Future[tuple[Any, int | None]],
+        outcome: asyncio.Future[Any],
     ) -> None:
         """Log ``outcome`` as the call ``caller`` made under ``key``."""
         self._entries[key] = _Logged(time.monotonic(), caller, outcome)

@@ -70,6 +70,9 @@ class ConnectionLimits:
         max_query_changes: modifications in one ``ModifyQuerySet`` (a reconnecting client
             re-sends its whole set in one, so keep it at least ``max_queries``).
         max_pending_mutations: mutations queued on one socket before it is closed.
+        max_mutations_in_flight: mutations of one socket run ahead of their responses (the
+            pipeline's depth: run, their commits waiting for their durable write); the rest of
+            its queue waits to run. 1 runs a socket's mutations one at a time.
         max_concurrent_actions: actions running for one socket before more are refused.
         work_slice_s: how long one socket's first query runs may hold the event loop in one
             turn before yielding to everyone else.
@@ -97,6 +100,7 @@ class ConnectionLimits:
     max_queries: int = 2_000
     max_query_changes: int = 2_000
     max_pending_mutations: int = 1024
+    max_mutations_in_flight: int = 256
     max_concurrent_actions: int = 64
     work_slice_s: float = 0.005
     client_query_share: float = 0.5
@@ -130,6 +134,7 @@ SERVE_LIMITS: tuple[str, ...] = (
     "max_queries",
     "max_query_changes",
     "max_pending_mutations",
+    "max_mutations_in_flight",
     "max_concurrent_actions",
     "work_slice_s",
     "client_query_share",

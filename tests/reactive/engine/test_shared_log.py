@@ -135,3 +135,40 @@ async def test_two_nodes_share_one_log() -> None:
         assert c.ts == log.entries[-1][1].ts
     finally:
         await c.close()
+
+
+async def test_mutations_started_ahead_run_again_in_order_behind_another_nodes_commits() -> None:
+    """Node A starts many mutations at once (a pipelined connection: each runs on the one
+    before it, before its commit is written); node B commits one increment at a time. A's
+    refused groups, and every mutation started after them, run again on top of B's commits,
+    in the order started, each once. (That a long queue is not starved by another node's
+    small commits needs two processes: tests/e2e/test_store_cluster.py.)"""
+    log = MemoryLog()
+    a = await Engine.open(log.node(1), MODULES)
+    b = await Engine.open(log.node(2), MODULES)
+    b_done: list[float] = []
+    stop = asyncio.Event()
+
+    async def hammer() -> None:
+        while not stop.is_set() and len(b_done) < 3000:
+            r = await b.run_mutation("counters:increment", {"name": "p"})
+            assert r.success
+            b_done.append(r.value)
+
+    try:
+        writer = asyncio.create_task(hammer())
+        await wait_for(lambda: len(b_done) >= 5)
+        futures = [a.start_mutation("counters:increment", {"name": "p"}) for _ in range(300)]
+        results = await asyncio.gather(*futures)
+        stop.set()
+        await writer
+        values = [r.value for r in results]
+        assert all(r.success for r in results)
+        assert values == sorted(values) and len(set(values)) == len(values), "in order"
+        assert log.conflicts > 0
+        # Exactly once: every value from 1 to the total was acknowledged once.
+        total = len(values) + len(b_done)
+        assert sorted(values + b_done) == [float(i) for i in range(1, total + 1)]
+    finally:
+        await a.close()
+        await b.close()

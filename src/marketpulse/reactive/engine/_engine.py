@@ -121,6 +121,8 @@ class CommitTimings:
         apply: applying written groups to the in-memory state.
         rerun: re-running the subscribed queries a group touched and notifying listeners.
         groups: groups applied (each after its durable write, or, relaxed, before it).
+        conflicts: groups the shared log refused because another node committed first (their
+            mutations, and every one queued after them, ran again on top of that commit).
     """
 
     execute: float = 0.0
@@ -128,6 +130,7 @@ class CommitTimings:
     apply: float = 0.0
     rerun: float = 0.0
     groups: int = 0
+    conflicts: int = 0
 
 
 class QueryListener(Protocol):
@@ -263,6 +266,11 @@ class Engine:
         self._last_creation = 0.0
         self._last_ts = 0  # the latest ts handed out (>= _ts while commits are pending)
         self._queue: list[_Pending] = []
+        # Mutations whose run was overtaken by another node's commit, to run again in order
+        # (before any newer one), at most _again_batch at a time (0: all) while commits of
+        # this node keep being refused: see _run_again.
+        self._again: list[_Pending] = []
+        self._again_batch = 0
         self._overlay = Overlay()
         self._flusher: asyncio.Task[None] | None = None
         self._remote: list[Commit] = []  # commits of other nodes, not yet applied
@@ -762,11 +770,37 @@ class Engine:
         the log, answers with the original outcome and writes nothing (a different call under
         those ids is refused).
         """
+        # The engine's future, shielded: the flusher task owns the commit, so cancelling this
+        # caller (e.g. a client that disconnects) cannot leave a durable commit unapplied.
+        future = self.start_mutation(path, args, identity, internal_ok=internal_ok, request=request)
+        return await asyncio.shield(future)
+
+    def start_mutation(
+        self,
+        path: str,
+        args: Any,
+        identity: Identity | None = None,
+        *,
+        internal_ok: bool = False,
+        request: tuple[str, int, bytes] | None = None,
+    ) -> asyncio.Future[FunctionResult]:
+        """Run a mutation now and return the future of its outcome (see :meth:`run_mutation`).
+
+        The handler runs before this returns, on the latest state including the commits still
+        being written, and its commit takes its place in the commit order at once: mutations
+        started one after another run in that order, each sees the writes of those before it,
+        and they commit (or fail) in that order. The future resolves when the commit is applied
+        (durable first, unless relaxed); if an earlier commit it was computed on cannot be
+        written, it fails too, and if another node committed first, it is run again on top of
+        that commit (and so is every later one), all before it resolves.
+        """
         identity = identity or Identity.anonymous()
         spec = self._resolve(path, identity, "mutation", internal_ok)
         if isinstance(spec, FunctionResult):
-            return spec
-        return await self.run_mutation_spec(spec, args, identity, request=request)
+            done: asyncio.Future[FunctionResult] = asyncio.get_running_loop().create_future()
+            done.set_result(spec)
+            return done
+        return self._start(spec, args, identity, request)
 
     async def run_mutation_spec(
         self,
@@ -778,13 +812,24 @@ class Engine:
     ) -> FunctionResult:
         """Run and commit the mutation ``spec`` (already resolved, maybe not registered: the
         scheduler wraps a job's function with its state change); see :meth:`run_mutation`."""
+        return await asyncio.shield(self._start(spec, args, identity, request))
+
+    def _start(
+        self,
+        spec: FunctionSpec,
+        args: Any,
+        identity: Identity,
+        request: tuple[str, int, bytes] | None,
+    ) -> asyncio.Future[FunctionResult]:
+        future: asyncio.Future[FunctionResult] = asyncio.get_running_loop().create_future()
         if self._closed:
-            return FunctionResult.failure("The server is shutting down", ts=self._ts)
+            future.set_result(FunctionResult.failure("The server is shutting down", ts=self._ts))
+            return future
         pending = _Pending(
             spec,
             args,
             identity,
-            asyncio.get_running_loop().create_future(),
+            future,
             request,
             relaxed=(
                 spec.durability == "relaxed"
@@ -792,27 +837,32 @@ class Engine:
                 and len(self._unflushed) < RELAXED_MAX_UNFLUSHED
             ),
         )
+        if self._again:
+            # Earlier mutations wait to run again: this one runs after them.
+            self._again.append(pending)
+            self._wake_flusher()
+            return future
         if not self._execute_mutation(pending):
-            return pending.result
+            future.set_result(pending.result)
+            return future
         quiet = not self._queue and not self._remote and not self._writing
         if quiet and pending.relaxed and pending.writes:
             # Every earlier commit is applied: this one is applied and answered now, and
             # written by the next group flush (a write of older commits may be in flight).
             self._apply_relaxed([pending])
-            return pending.result
+            return future
         idle = quiet and self._flusher_idle()
-        if idle and (
-            not pending.writes or self._commit_now([pending], self._durable_commit([pending]))
-        ):
-            # Nothing to write, or written, applied and durable right here: no task hop.
-            return pending.result
+        if idle and not pending.writes:
+            future.set_result(pending.result)
+            return future
+        if idle and self._commit_now([pending], self._durable_commit([pending])):
+            # Written, applied and durable right here: no task hop.
+            return future
         # A mutation that wrote nothing but read pending commits also waits for them: it must
         # not answer with data that could still be lost.
         self._queue.append(pending)
         self._wake_flusher()
-        # The flusher task owns the commit: cancelling this caller (e.g. a client that
-        # disconnects) cannot leave a durable commit unapplied in memory.
-        return await asyncio.shield(pending.future)
+        return future
 
     def _execute_mutation(self, p: _Pending) -> bool:
         """Run ``p`` on the latest state including pending commits (the overlay); on success
@@ -963,12 +1013,25 @@ class Engine:
         # The queue's stamps were never committed: handing them out again (to a mutation that
         # writes nothing) would put this node's ts past the log's head.
         self._last_ts = self._ts
-        for p in queue:
+        self._again = queue + self._again
+        self._run_again()
+        self._invalidate(all_points)
+
+    def _run_again(self) -> None:
+        """Run the first mutations waiting to run again (in order, onto the queue).
+
+        After a refused commit only half of the refused group's mutations run again before
+        the next write: a node whose whole queue ran again each time could be refused forever
+        by another node committing small groups faster than the queue re-runs (a large group
+        takes longer to run and write, and so loses every race).
+        """
+        limit = self._again_batch or len(self._again)
+        todo, self._again = self._again[:limit], self._again[limit:]
+        for p in todo:
             if self._execute_mutation(p):
                 self._queue.append(p)
             else:
                 p.future.set_result(p.result)
-        self._invalidate(all_points)
 
     def _snapshot_commit(self, snap: Snapshot) -> Commit:
         """The writes that turn memory into ``snap`` (only documents that differ)."""
@@ -989,12 +1052,16 @@ class Engine:
         apply relaxed-only groups at once; write the unflushed relaxed commits when due."""
         while (
             self._queue
+            or self._again
             or self._remote
             or self._remote_snapshot is not None
             or (self._flush_due and self._unflushed)
         ):
             if self._remote or self._remote_snapshot is not None:
                 self._apply_remote()
+                continue
+            if self._again and not self._queue:
+                self._run_again()
                 continue
             group, self._queue = self._queue, []
             if group and not any(p.writes and not p.relaxed for p in group):
@@ -1013,6 +1080,8 @@ class Engine:
                     await self.persistence.write(commit)
             except CommitConflict:
                 # Another node committed first: wait for its commit, apply it and re-run.
+                self.timings.conflicts += 1
+                self._again_batch = max(1, len(group) // 2)
                 self._queue = group + self._queue
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):
@@ -1026,6 +1095,7 @@ class Engine:
                 self._writing = False
                 self.timings.write += time.perf_counter() - started
             # No await from here on: memory, ts and subscriptions change in one step.
+            self._again_batch = 0
             self._flushed(flushing)
             if group:
                 self._apply_group(group)

@@ -13,9 +13,10 @@ this driver feeds it, acts on its events with the engine, and writes what it que
 * while the transport is paused (its write buffer is over the high-water mark) updates only set a
   flag, and on resume ONE Transition goes out from the latest results: a slow socket holds at most
   the Transition that filled it plus that one, and skips every version in between;
-* mutations run one at a time in arrival order, on a task that exists only while some are pending.
-  No Transition is built while one runs, and the next waits for the Transition that follows the
-  previous response (clients resolve mutations on it);
+* mutations are pipelined: each runs as soon as the ones before it have run (their commits
+  sequenced, their durable writes maybe still in flight), responses go out in arrival order as
+  each commit is applied, and every Transition is preceded by the responses that are ready
+  (the rules are at the mutations section below); no task: callbacks only;
 * the gateway's watchdog ticks every socket about once a second: the core queues a Ping on a
   quiet one, and the driver aborts one whose writes have been paused longer than the client
   send timeout, closes one that sent no ``Connect`` in time, one idle with nothing subscribed,
@@ -112,8 +113,44 @@ class _Sub:
         self.conn.query_stale(self)
 
 
-# A mutation waiting its turn, with the identity it arrived under.
-_QueuedMutation = tuple[MutationRequested, Any]
+class _Entry:
+    """One mutation of the socket, from its arrival until its response is sent."""
+
+    __slots__ = ("event", "future", "identity", "own")
+
+    def __init__(self, event: MutationRequested, identity: Any) -> None:
+        self.event = event
+        self.identity = identity  # the identity it arrived under
+        # Its outcome (a FunctionOutcome; the engine's FunctionResult carries the ts), once
+        # started: the engine's future, or the logged run a re-send repeats.
+        self.future: asyncio.Future[Any] | None = None
+        self.own = False  # run by this socket (not a re-send answered from the log)
+
+
+def _applied_behind(entries: deque[_Entry]) -> bool:
+    """Whether a mutation after the first has committed already (its response still due)."""
+    for i in range(1, len(entries)):
+        future = entries[i].future
+        if future is None:
+            return False
+        if _succeeded(future):
+            return True
+    return False
+
+
+def _succeeded(future: asyncio.Future[Any]) -> bool:
+    return (
+        future.done()
+        and not future.cancelled()
+        and future.exception() is None
+        and bool(future.result().success)
+    )
+
+
+def _done(outcome: FunctionOutcome) -> asyncio.Future[Any]:
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    future.set_result(outcome)
+    return future
 
 
 class SyncConnection:
@@ -128,6 +165,7 @@ class SyncConnection:
         "_actions",
         "_address",
         "_auth_task",
+        "_barrier",
         "_behind",
         "_connected",
         "_done",
@@ -138,7 +176,6 @@ class SyncConnection:
         "_identity",
         "_last_received",
         "_most_queries",
-        "_mutating",
         "_mutations",
         "_opened_at",
         "_pacer",
@@ -149,9 +186,10 @@ class SyncConnection:
         "_socket",
         "_stale",
         "_stalled_since",
+        "_started",
+        "_starter",
         "_subs",
-        "_transition_sent",
-        "_worker",
+        "_unresolved",
         "partial_since",
     )
 
@@ -184,14 +222,18 @@ class SyncConnection:
         self._most_queries = 0
         self._identity: Any = gateway.identity_of(ANONYMOUS)
         self._subs: dict[int, _Sub] = {}
-        # Created on first use: most sockets only subscribe (an empty deque alone is ~600 B).
-        self._mutations: deque[_QueuedMutation] | None = None
+        # Mutations from arrival to response, in order; created on first use: most sockets
+        # only subscribe (an empty deque alone is ~600 B). The first _started are running or
+        # committing (the pipeline); _starter is the callback that starts more.
+        self._mutations: deque[_Entry] | None = None
+        self._started = 0
+        self._starter: asyncio.Handle | None = None
+        # A successful response was sent and no Transition since (the client holds it).
+        self._unresolved = False
+        # A mutation that failed as it started: no later one starts until it is answered.
+        self._barrier: _Entry | None = None
         self._actions: set[asyncio.Task[None]] | None = None
-        self._worker: asyncio.Task[None] | None = None
-        # Set by the mutation worker while it waits for the Transition after a response.
-        self._transition_sent: asyncio.Future[None] | None = None
-        self._mutating = False
-        # Results changed while a Transition could not be written (paused / mutation running).
+        # Results changed while a Transition could not be written (paused, or first runs).
         self._stale = False
         self._queued = False
         self._stalled_since: float | None = None
@@ -341,26 +383,27 @@ class SyncConnection:
         """Queue and write the next Transition if one is due and the socket can take it."""
         if self._done:
             return
-        if (
-            self._stalled_since is not None
-            or self._mutating
-            or self._pending
-            or self._slow
-            or self._behind
-        ):
+        # Responses first: a Transition must not show a write before its response (see the
+        # mutations section), and it is the Transition after a response that resolves it.
+        self._answer_ready()
+        self._transition(shared)
+
+    def _transition(self, shared: dict[Any, bytes] | None = None) -> bool:
+        """Write the next Transition (after every frame queued before it) if one is due and
+        can go out now; whether one went out."""
+        if self._stalled_since is not None or self._pending or self._slow or self._behind:
             self._stale = True
-            return
+            return False
         self._stale = False
         proto = self._proto
         if not proto.send_transition(self._gw.engine.ts, self._results(), shared=shared):
-            return
+            return False
         send_text = self._socket.send_text
         for frame in proto.data_to_send():
             send_text(frame)
         self._gw.metrics.transitions.inc()
-        waiter = self._transition_sent
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._unresolved = False
+        return True
 
     def _send_data(self) -> None:
         """Write every frame the core has queued; close the socket if the core says so."""
@@ -390,20 +433,20 @@ class SyncConnection:
             return
         self._done = True
         self._proto.connection_lost()
-        waiter = self._transition_sent
-        if waiter is not None and not waiter.done():
-            waiter.cancel()
-        # Mutations already running finish on their own shielded task (the outcome is logged
-        # for a re-send); what is still queued is dropped with the socket, as the client
-        # re-sends it on its next connection.
-        if self._worker is not None:
-            self._worker.cancel()
+        # Mutations already started are the engine's to finish (the outcome is logged for a
+        # re-send); what is not started yet is dropped with the socket, as the client re-sends
+        # it on its next connection.
+        if self._starter is not None:
+            self._starter.cancel()
+            self._starter = None
         if self._expiry is not None:
             self._expiry.cancel()
         self._held = None
         for task in self._actions or ():
             task.cancel()
         self._mutations = None
+        self._started = 0
+        self._barrier = None
         self._pending = None
         for task in self._slow or ():
             task.cancel()
@@ -633,61 +676,78 @@ class SyncConnection:
         self._proto.accept_auth()
 
     # ----------------------------------------------------------------- mutations
+    #
+    # Pipelined. Each mutation is run (by the engine, synchronously) as soon as the ones before
+    # it have run, and its commit takes its place in the engine's commit order at once, while
+    # the durable writes of those before it are still in flight: it sees their writes, and
+    # commits or fails after them (the engine re-runs it if an earlier commit it was computed
+    # on is refused, and fails it if one cannot be written). Responses go out in arrival
+    # order, each once its commit is applied (durable, unless relaxed).
+    #
+    # What the official clients need (npm convex browser/sync, and the Rust client under the
+    # PyPI one): a successful MutationResponse carries its commit ts, and the client resolves
+    # the mutation only on a *later* Transition whose endVersion.ts is >= that ts. Hence the
+    # rules this driver keeps:
+    # 1. a response is sent only once its commit is applied (engine.ts >= its ts), so the
+    #    Transition after it can carry its ts (the core refuses a Transition older than an
+    #    answered mutation);
+    # 2. every response is followed by a Transition (the core marks one due);
+    # 3. no Transition at T goes out while a mutation of this socket whose commit is applied
+    #    (ts <= T) is unanswered: that Transition would show the write before the client knows
+    #    the mutation committed (its optimistic update applied twice) and the client would
+    #    wait for yet another Transition. So every Transition is preceded by the responses
+    #    that are ready (_answer_ready in _flush); a mutation not yet applied has a ts past
+    #    engine.ts, so nothing it wrote is in the Transition.
+    # The client's own order is kept because responses are sent in arrival order: one that is
+    # ready waits for the ones before it. A failure carries no ts and clients resolve it on its
+    # response, ahead of successes still waiting for their Transition: so a Transition goes
+    # out between them (and the pipeline drains behind a mutation that fails as it starts, so
+    # that this Transition holds no later write; _start_mutations).
 
     def _queue_mutation(self, event: MutationRequested) -> None:
-        pending = self._mutations
-        if pending is None:
-            pending = self._mutations = deque()
-        elif len(pending) >= self._gw.limits.max_pending_mutations:
+        entries = self._mutations
+        if entries is None:
+            entries = self._mutations = deque()
+        elif len(entries) >= self._gw.limits.max_pending_mutations:
             self._proto.send_fatal_error("TooManyConcurrentRequests")
             return
-        pending.append((event, self._identity))
-        if self._worker is None:
-            # The worker exists only while mutations are pending; it exits when they are done.
-            self._worker = asyncio.get_running_loop().create_task(self._run_mutations())
+        entries.append(_Entry(event, self._identity))
+        if self._starter is None:
+            # Run after this message's other events (e.g. its query set) have been acted on.
+            self._starter = asyncio.get_running_loop().call_soon(self._start_mutations)
 
-    async def _run_mutations(self) -> None:
-        proto = self._proto
-        try:
-            while self._mutations and not self._done:
-                event, identity = self._mutations[0]
-                # No Transition goes out while the mutation runs: one built after its commit but
-                # before its response would show the write before the client knows it committed.
-                self._mutating = True
-                try:
-                    outcome, ts = await self._run_mutation(event, identity)
-                finally:
-                    self._mutating = False
-                if self._done:
-                    return
-                self._mutations.popleft()
-                proto.send_mutation_response(event.request_id, outcome, ts)
-                self._flush()
-                self._send_data()
-                if self._stale and not self._done:
-                    # Paused: the next mutation waits for the Transition that reflects this
-                    # one, so the response precedes it and clients see their writes in order.
-                    self._transition_sent = asyncio.get_running_loop().create_future()
-                    try:
-                        await self._transition_sent
-                    finally:
-                        self._transition_sent = None
-        except asyncio.CancelledError:
+    def _start_mutations(self) -> None:
+        """Run queued mutations in order, up to the pipeline depth, for one work slice."""
+        self._starter = None
+        entries = self._mutations
+        if not entries or self._done or self._barrier is not None:
             return
-        except Exception as exc:
-            log.error("mutation worker failed", error=repr(exc))
-            self._finish()
-            self._socket.abort()
-        finally:
-            self._worker = None
-            if not self._mutations:
-                self._mutations = None
+        limits = self._gw.limits
+        depth = min(len(entries), limits.max_mutations_in_flight)
+        deadline = time.perf_counter() + limits.work_slice_s
+        while self._started < depth:
+            entry = entries[self._started]
+            self._started += 1
+            future = entry.future = self._begin(entry)
+            future.add_done_callback(self._mutation_done)
+            if future.done() and not _succeeded(future):
+                # A failure is answered at once by clients, a success only on the Transition
+                # after it: for the client's promises to settle in the order sent, the
+                # failure's response must follow that Transition, and so no later mutation
+                # may commit before it is answered (its write would be in that Transition
+                # ahead of its response). The pipeline drains here (failures are rare).
+                self._barrier = entry
+                return
+            if time.perf_counter() >= deadline:
+                break
+        if self._started < depth:
+            self._starter = asyncio.get_running_loop().call_soon(self._start_mutations)
 
-    async def _run_mutation(
-        self, event: MutationRequested, identity: Any
-    ) -> tuple[Any, int | None]:
+    def _begin(self, entry: _Entry) -> asyncio.Future[Any]:
+        """Start ``entry``'s run (or find the run a re-send repeats): its outcome's future."""
+        event, identity = entry.event, entry.identity
         if event.args_error is not None:
-            return failed_outcome(event.args_error), None
+            return _done(failed_outcome(event.args_error))
         session = self._proto.session_id
         key = (session, event.request_id) if session else None
         log_ = self._gw.mutation_log
@@ -696,11 +756,9 @@ class SyncConnection:
             try:
                 previous = log_.get(key, call)
             except ReplayRejected as exc:
-                return failed_outcome(str(exc)), None
+                return _done(failed_outcome(str(exc)))
             if previous is not None:
-                return await asyncio.shield(previous)
-        # Its own task, shielded: if this socket dies mid-mutation, the outcome is still
-        # recorded for the re-send that arrives on the client's next connection.
+                return previous
         request = None
         if key is not None:
             # Also bound to the call, so a re-send reaching another node sharing the log
@@ -710,27 +768,72 @@ class SyncConnection:
                 key[1],
                 hashlib.blake2b(repr(call).encode(), digest_size=16).digest(),
             )
-        task = asyncio.ensure_future(self._execute_mutation(event, identity, request))
-        if key is not None:
-            log_.put(key, call, task)
-        return await asyncio.shield(task)
-
-    async def _execute_mutation(
-        self, event: MutationRequested, identity: Any, request: tuple[str, int, bytes] | None
-    ) -> tuple[Any, int | None]:
         try:
-            if request is None:
-                result = await self._gw.engine.run_mutation(event.udf_path, event.args, identity)
-            else:
-                result = await self._gw.engine.run_mutation(
-                    event.udf_path, event.args, identity, request=request
-                )
-        except Exception as exc:
+            # The engine owns the run from here: if this socket dies, the outcome still
+            # arrives in the log for the re-send on the client's next connection.
+            future: asyncio.Future[Any] = self._gw.engine.start_mutation(
+                event.udf_path, event.args, identity, request=request
+            )
+        except Exception as exc:  # an engine bug must not take the socket down
             log.exception("mutation crashed", path=event.udf_path)
-            return failed_outcome(f"InternalServerError: {type(exc).__name__}"), None
-        if result.success:
-            self._gw.metrics.commits.inc()
-        return result, (result.ts if result.success else None)
+            return _done(failed_outcome(f"InternalServerError: {type(exc).__name__}"))
+        entry.own = True
+        if key is not None:
+            log_.put(key, call, future)
+        return future
+
+    def _mutation_done(self, future: asyncio.Future[Any]) -> None:
+        if self._done:
+            return
+        if self._answer_ready():
+            self._flush()
+            self._send_data()
+
+    def _answer_ready(self) -> bool:
+        """Send the responses that are ready, in arrival order; whether any was sent."""
+        entries = self._mutations
+        if not entries:
+            return False
+        proto = self._proto
+        answered = 0
+        while entries:
+            entry = entries[0]
+            future = entry.future
+            if future is None or not future.done():
+                break
+            outcome: Any
+            if future.cancelled() or future.exception() is not None:
+                outcome = failed_outcome("InternalServerError: the mutation was not answered")
+            else:
+                outcome = future.result()
+            if (
+                not outcome.success
+                and self._unresolved
+                and not _applied_behind(entries)
+                and not self._transition()
+            ):
+                # Clients resolve a failure on its response but a success only on the next
+                # Transition: that Transition goes first, so the client's promises still
+                # settle in the order sent. It cannot go out now; _flush comes back here.
+                # (Not when a later mutation is applied already: the Transition would show
+                # its write before its response, rule 3, which matters more.)
+                break
+            entries.popleft()
+            self._started -= 1
+            answered += 1
+            if entry is self._barrier:
+                self._barrier = None
+            ts = getattr(outcome, "ts", None) if outcome.success else None
+            if outcome.success:
+                self._unresolved = True
+                if entry.own:
+                    self._gw.metrics.commits.inc()
+            proto.send_mutation_response(entry.event.request_id, outcome, ts)
+        if not entries:
+            self._mutations = None
+        elif answered and self._starter is None and self._started < len(entries):
+            self._starter = asyncio.get_running_loop().call_soon(self._start_mutations)
+        return answered > 0
 
     # ----------------------------------------------------------------- actions
 
