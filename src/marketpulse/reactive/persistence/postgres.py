@@ -45,7 +45,7 @@ does not follow it) reloads the snapshot and hands it to the engine.
 Compaction: every node heartbeats its position into ``nodes``; every ``compact_interval_s``
 a node deletes the commits at or below every live node's position that are also older than
 ``retention_s`` (a node silent for ``node_timeout_s`` is not live), and receipts older than
-the engine keeps them.
+the engine keeps them, then vacuums ``commits`` so that the space they held is reused.
 """
 
 from __future__ import annotations
@@ -861,7 +861,8 @@ class PostgresPersistence:
 
     async def compact(self) -> int:
         """Delete the commits every live node has passed that are older than the retention
-        window, and expired receipts; returns how many commits were deleted."""
+        window (then vacuum ``commits``), and expired receipts; returns how many commits were
+        deleted."""
         assert self._pool is not None
         horizon_ns = time.time_ns() - int(self.retention_s * 1e9)
         receipt_horizon_ns = time.time_ns() - _RECEIPT_AGE_S * 1_000_000_000
