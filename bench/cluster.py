@@ -523,7 +523,7 @@ def report_rate(rate: float, seconds: float, runs: dict[str, list[Run]]) -> dict
         for pg, sq in zip(runs["pg"], runs["sqlite"], strict=True)
     ]
     f["pg_vs_sqlite_write_p50_rounds"] = per_round
-    f["pg_vs_sqlite_write_p50"] = statistics.median(per_round)
+    f["pg_vs_sqlite_write_p50"] = round(statistics.median(per_round), 2)
     # A round where either store fell behind compares two queues, not two write paths.
     both = [
         ratio
@@ -531,7 +531,7 @@ def report_rate(rate: float, seconds: float, runs: dict[str, list[Run]]) -> dict
         if _kept_up(pg, rate) and _kept_up(sq, rate)
     ]
     f["rounds_both_kept_up"] = len(both)
-    f["pg_vs_sqlite_write_p50_kept_up"] = statistics.median(both) if both else None
+    f["pg_vs_sqlite_write_p50_kept_up"] = round(statistics.median(both), 2) if both else None
     # Cross-node: node B's receipt minus node A's, per round (both watch the same stream).
     cross = [
         round(
@@ -542,7 +542,7 @@ def report_rate(rate: float, seconds: float, runs: dict[str, list[Run]]) -> dict
         for r in runs["pg"]
     ]
     f["cross_node_p50_ms_rounds"] = cross
-    f["cross_node_p50_ms"] = statistics.median(cross)
+    f["cross_node_p50_ms"] = round(statistics.median(cross), 3)
     title = f"{rounds} interleaved rounds of {seconds:g} s at {rate:g}/s, all samples"
     print_table(
         f"commit → receipt, {title}",
@@ -575,12 +575,15 @@ def report_rate(rate: float, seconds: float, runs: dict[str, list[Run]]) -> dict
         f" (≥ {KEPT_UP:.0%} acknowledged): x{f['pg_vs_sqlite_write_p50_kept_up']}"
     )
     if "pg_before" in runs:
-        f["pg_before_vs_after_write_p50"] = statistics.median(
-            _ratio(
-                summarize_ms(b.samples["write"])["p50_ms"],
-                summarize_ms(a.samples["write"])["p50_ms"],
-            )
-            for b, a in zip(runs["pg_before"], runs["pg"], strict=True)
+        f["pg_before_vs_after_write_p50"] = round(
+            statistics.median(
+                _ratio(
+                    summarize_ms(b.samples["write"])["p50_ms"],
+                    summarize_ms(a.samples["write"])["p50_ms"],
+                )
+                for b, a in zip(runs["pg_before"], runs["pg"], strict=True)
+            ),
+            2,
         )
         print(f"before / after p50: x{f['pg_before_vs_after_write_p50']} (median of rounds)")
     return f
