@@ -5,13 +5,17 @@ checkout's code, e.g. ``main`` before group commit).
 For each rate in ``--rates`` (default ``200,1000``), a paced stream of ``bench:stamp`` mutations
 is sent over one sync WebSocket to node A; subscribers of ``bench:latest`` on node A and on node
 B record when each sequence number reaches them. 200/s is the pipeline's mutation rate at 1,000
-msg/s (it writes batches of ~5 updates); 1,000/s is one mutation per message on one connection.
-Printed, each with p50/p99/p999/max:
+msg/s end to end (the worker writes one coalesced batch of ~5 updates at a time); 1,000/s is one
+mutation per message on one connection. The SQLite node and the PostgreSQL nodes are started
+once and measured in ``--rounds`` interleaved rounds (SQLite, PostgreSQL, SQLite, ...; each
+``--seconds`` long), so that whatever else the machine does weighs on both alike; each round is
+printed as it ends. Printed over all rounds, each with p50/p99/p999/max:
 
 * commit → receipt on node B (another node) vs on node A (the node that committed), and the
-  difference (goal: cross-node adds ≤ 2 ms at p50);
+  difference (goal: cross-node adds ≤ 2 ms at p50; the median of the rounds' differences);
 * the write path (send → MutationResponse) on PostgreSQL vs on one SQLite node at the same rate
-  (goal: p50 ≤ 1.5× SQLite's), with receipt on the SQLite node as the single-node baseline;
+  (goal: p50 ≤ 1.5× SQLite's: the median of the rounds' ratios), with receipt on the SQLite node
+  as the single-node baseline, and the load average at each round's start;
 * mutations per PostgreSQL commit (the engine groups what is queued while a commit is on its
   way into one commit: one round trip).
 
@@ -31,19 +35,21 @@ and the group with ``synchronous_commit = off`` (the rest is the WAL flush).
 Needs a PostgreSQL server (``--pg``, default ``postgresql://postgres@127.0.0.1:5432``); a
 database is created for each run and dropped after.
 
-    python bench/cluster.py [--seconds 10] [--rates 200,1000] [--before ../main/src] [--quick]
+    python bench/cluster.py [--seconds 4] [--rounds 5] [--rates 200,1000] [--before ../main/src] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import secrets
+import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,22 +105,29 @@ class Run:
 
 
 async def stream(
-    writer_node: StoreProcess, watched: dict[str, StoreProcess], seconds: float, rate: float
+    writer_node: StoreProcess,
+    watched: dict[str, StoreProcess],
+    seconds: float,
+    rate: float,
+    base: int = 0,
 ) -> Run:
     """Send ``bench:stamp`` at ``rate``/s to ``writer_node`` for ``seconds``; the write round
-    trips and, per watched node, send → receipt (ms)."""
+    trips and, per watched node, send → receipt (ms). Sequence numbers start after ``base``
+    (the store's ``bench:latest`` must be below it: a later round continues an earlier one's
+    numbers); the last one sent is ``run.extra["last_seq"]``."""
     writer = await _client(writer_node)
     watchers = {name: await _client(node) for name, node in watched.items()}
     qids = {name: await c.subscribe("bench:latest", {}) for name, c in watchers.items()}
     for name, c in watchers.items():
         await c.wait_for(qids[name])
     # Warm up (connections, caches), then start from a known sequence number.
-    for seq in range(1, WARM_UP + 1):
+    for seq in range(base + 1, base + WARM_UP + 1):
         await writer.request("Mutation", "bench:stamp", {"seq": seq})
-    first = WARM_UP + 1
+    first = base + WARM_UP + 1
     total = int(seconds * rate)
     sent: dict[int, float] = {}
     run = Run({"write": [], **{name: [] for name in watched}})
+    run.extra["last_seq"] = first + total - 1
 
     async def watch(name: str) -> None:
         c, want = watchers[name], first
@@ -169,39 +182,74 @@ def node(database_url: str, log: Path, src: str | None) -> StoreProcess:
     return StoreProcess(database_url, functions="sync_latency_app", pythonpath=path, log_path=log)
 
 
-async def _count_commits(url: str) -> int:
+async def _log_state(url: str) -> tuple[int, int]:
+    """The log head and how many commits the ``commits`` table holds."""
     conn = await asyncpg.connect(url)
     try:
-        return int(await conn.fetchval("SELECT count(*) FROM commits"))
+        head = int(await conn.fetchval("SELECT ts FROM log_head WHERE id = 1"))
+        return head, int(await conn.fetchval("SELECT count(*) FROM commits"))
     finally:
         await conn.close()
 
 
-def run_postgres(server: str, folder: Path, seconds: float, rate: float, src: str | None) -> Run:
-    tag = "before" if src else "after"
-    with (
-        database(server) as url,
-        node(url, folder / f"a-{tag}-{rate:g}.log", src) as a,
-        node(url, folder / f"b-{tag}-{rate:g}.log", src) as b,
-    ):
-        run = asyncio.run(stream(a, {"node A": a, "node B": b}, seconds, rate))
-        commits = asyncio.run(_count_commits(url))
-    mutations = WARM_UP + len(run.samples["write"])
-    run.extra["mutations_per_commit"] = round(mutations / max(1, commits), 2)
+async def _commits_after(url: str, ts: int) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM commits WHERE ts > $1", ts))
+    finally:
+        await conn.close()
+
+
+@dataclass
+class Contender:
+    """One store of the paced comparison: where its stream is written and who watches it."""
+
+    writer: StoreProcess
+    watched: dict[str, StoreProcess]
+    url: str | None = None  # the PostgreSQL database (commits per round are counted there)
+    next_seq: int = 0
+
+
+def paced_round(contender: Contender, seconds: float, rate: float) -> Run:
+    """One stream on ``contender`` (and, on PostgreSQL, mutations per commit during it)."""
+    head = asyncio.run(_log_state(contender.url))[0] if contender.url else 0
+    run = asyncio.run(
+        stream(contender.writer, contender.watched, seconds, rate, contender.next_seq)
+    )
+    contender.next_seq = int(run.extra["last_seq"])
+    if contender.url:
+        commits = asyncio.run(_commits_after(contender.url, head))
+        mutations = WARM_UP + len(run.samples["write"])
+        run.extra["mutations_per_commit"] = round(mutations / max(1, commits), 2)
     return run
 
 
-def run_rate(server: str, seconds: float, rate: float, before: str | None) -> dict[str, Run]:
-    with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
+def run_rate(
+    server: str, seconds: float, rate: float, rounds: int, before: str | None
+) -> dict[str, list[Run]]:
+    """Interleaved rounds at ``rate``: in each round one stream on the SQLite node, then one
+    on PostgreSQL (then one on ``before``'s code), every store started once, so that whatever
+    else the machine does in a round weighs on both."""
+    with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp, ExitStack() as stack:
         folder = Path(tmp)
-        runs: dict[str, Run] = {}
-        with StoreProcess(
-            folder / "single.sqlite", functions="sync_latency_app", pythonpath=[BENCH]
-        ) as single:
-            runs["sqlite"] = asyncio.run(stream(single, {"same node": single}, seconds, rate))
-        runs["pg"] = run_postgres(server, folder, seconds, rate, None)
-        if before:
-            runs["pg_before"] = run_postgres(server, folder, seconds, rate, before)
+        single = stack.enter_context(
+            StoreProcess(folder / "single.sqlite", functions="sync_latency_app", pythonpath=[BENCH])
+        )
+        contenders = {"sqlite": Contender(single, {"same node": single})}
+        for key, src in [("pg", None), ("pg_before", before)] if before else [("pg", None)]:
+            url = stack.enter_context(database(server))
+            tag = "before" if src else "after"
+            a = stack.enter_context(node(url, folder / f"a-{tag}.log", src))
+            b = stack.enter_context(node(url, folder / f"b-{tag}.log", src))
+            contenders[key] = Contender(a, {"node A": a, "node B": b}, url)
+        runs: dict[str, list[Run]] = {key: [] for key in contenders}
+        for i in range(rounds):
+            load = os.getloadavg()[0]
+            for key, contender in contenders.items():
+                run = paced_round(contender, seconds, rate)
+                run.extra["load_1m"] = round(load, 2)
+                runs[key].append(run)
+            report_round(rate, i + 1, {key: r[-1] for key, r in runs.items()})
     return runs
 
 
@@ -407,58 +455,138 @@ def _row(label: str, f: dict[str, float], goal: str = "") -> list[Any]:
 HEADERS = ["", "p50 ms", "p99 ms", "p999 ms", "max ms", "n", "goal / note"]
 
 
-def report_rate(rate: float, seconds: float, runs: dict[str, Run]) -> dict[str, Any]:
-    """Print one rate's tables; its figures."""
-    f: dict[str, Any] = {}
+_LABELS = {
+    "pg": "PostgreSQL, group commit",
+    "pg_before": "PostgreSQL, before (--before)",
+    "sqlite": "SQLite node (baseline)",
+}
+
+
+def _ratio(a: float, b: float) -> float:
+    return round(a / b, 2) if b > 0 else float("nan")
+
+
+KEPT_UP = 0.95
+
+
+def _kept_up(run: Run, rate: float) -> bool:
+    """The connection was answered at the offered rate: its latencies are service times,
+    not a growing queue's."""
+    return not run.fell_behind and run.extra["acked_per_s"] >= KEPT_UP * rate
+
+
+def report_round(rate: float, number: int, runs: dict[str, Run]) -> None:
+    """One interleaved round: each store's write path, PostgreSQL / SQLite at p50."""
+    rows = []
     for key, run in runs.items():
-        for measure, values in run.samples.items():
-            f[f"{key}_{measure.replace(' ', '_').lower()}"] = summarize_ms(values)
-        f[f"{key}_fell_behind"] = run.fell_behind
-        f.update({f"{key}_{k}": v for k, v in run.extra.items()})
-    pg, sqlite = f["pg_node_b"], f["sqlite_same_node"]
-    cross = round(pg["p50_ms"] - f["pg_node_a"]["p50_ms"], 3)
+        f = summarize_ms(run.samples["write"])
+        note = f"{run.extra['acked_per_s']} acked/s"
+        if "mutations_per_commit" in run.extra:
+            note += f", {run.extra['mutations_per_commit']} mutations/commit"
+        if run.fell_behind:
+            note += ", fell behind"
+        elif not _kept_up(run, rate):
+            note += ", did not keep up"
+        rows.append(_row(_LABELS[key], f, note))
+    sqlite_p50 = summarize_ms(runs["sqlite"].samples["write"])["p50_ms"]
+    pg_p50 = summarize_ms(runs["pg"].samples["write"])["p50_ms"]
     print_table(
-        f"commit → receipt, bench:stamp at {rate:g}/s for {seconds:g}s",
+        f"round {number} at {rate:g}/s (load {runs['sqlite'].extra['load_1m']}):"
+        f" PostgreSQL / SQLite p50 x{_ratio(pg_p50, sqlite_p50)}",
+        HEADERS,
+        rows,
+    )
+
+
+def _pooled(runs: list[Run], measure: str) -> dict[str, float]:
+    return summarize_ms([v for run in runs for v in run.samples[measure]])
+
+
+def report_rate(rate: float, seconds: float, runs: dict[str, list[Run]]) -> dict[str, Any]:
+    """Print one rate's tables over every round; its figures."""
+    rounds = len(runs["sqlite"])
+    f: dict[str, Any] = {"rounds": rounds, "seconds_per_round": seconds}
+    for key, key_runs in runs.items():
+        for measure in key_runs[0].samples:
+            f[f"{key}_{measure.replace(' ', '_').lower()}"] = _pooled(key_runs, measure)
+        f[f"{key}_fell_behind"] = sum(1 for r in key_runs if r.fell_behind)
+        f[f"{key}_acked_per_s"] = [r.extra["acked_per_s"] for r in key_runs]
+        if "mutations_per_commit" in key_runs[0].extra:
+            f[f"{key}_mutations_per_commit"] = statistics.median(
+                r.extra["mutations_per_commit"] for r in key_runs
+            )
+    f["load_1m"] = [r.extra["load_1m"] for r in runs["sqlite"]]
+    per_round = [
+        _ratio(
+            summarize_ms(pg.samples["write"])["p50_ms"],
+            summarize_ms(sq.samples["write"])["p50_ms"],
+        )
+        for pg, sq in zip(runs["pg"], runs["sqlite"], strict=True)
+    ]
+    f["pg_vs_sqlite_write_p50_rounds"] = per_round
+    f["pg_vs_sqlite_write_p50"] = round(statistics.median(per_round), 2)
+    # A round where either store fell behind compares two queues, not two write paths.
+    both = [
+        ratio
+        for ratio, pg, sq in zip(per_round, runs["pg"], runs["sqlite"], strict=True)
+        if _kept_up(pg, rate) and _kept_up(sq, rate)
+    ]
+    f["rounds_both_kept_up"] = len(both)
+    f["pg_vs_sqlite_write_p50_kept_up"] = round(statistics.median(both), 2) if both else None
+    # Cross-node: node B's receipt minus node A's, per round (both watch the same stream).
+    cross = [
+        round(
+            summarize_ms(r.samples["node B"])["p50_ms"]
+            - summarize_ms(r.samples["node A"])["p50_ms"],
+            3,
+        )
+        for r in runs["pg"]
+    ]
+    f["cross_node_p50_ms_rounds"] = cross
+    f["cross_node_p50_ms"] = round(statistics.median(cross), 3)
+    title = f"{rounds} interleaved rounds of {seconds:g} s at {rate:g}/s, all samples"
+    print_table(
+        f"commit → receipt, {title}",
         HEADERS,
         [
-            _row("PostgreSQL, node B (other)", pg),
+            _row("PostgreSQL, node B (other)", f["pg_node_b"]),
             _row("PostgreSQL, node A (same)", f["pg_node_a"]),
-            _row("SQLite, one node (baseline)", sqlite),
+            _row("SQLite, one node (baseline)", f["sqlite_same_node"]),
         ],
     )
-    print(f"cross-node adds {cross} ms at p50 (goal ≤ {GOAL_CROSS_NODE_MS} ms)")
-    ratio = round(f["pg_write"]["p50_ms"] / f["sqlite_write"]["p50_ms"], 2)
-    rows = [
-        _row(
-            "PostgreSQL, group commit",
-            f["pg_write"],
-            f"{f['pg_mutations_per_commit']} mutations/commit, {f['pg_acked_per_s']} acked/s",
-        )
-    ]
-    if "pg_before" in runs:
-        rows.append(
-            _row(
-                "PostgreSQL, before (--before)",
-                f["pg_before_write"],
-                f"{f['pg_before_mutations_per_commit']} mutations/commit,"
-                f" {f['pg_before_acked_per_s']} acked/s",
-            )
-        )
-    rows.append(
-        _row("SQLite node (baseline)", f["sqlite_write"], f"{f['sqlite_acked_per_s']} acked/s")
+    print(
+        f"cross-node adds {f['cross_node_p50_ms']} ms at p50, median of rounds {cross}"
+        f" (goal ≤ {GOAL_CROSS_NODE_MS} ms)"
     )
-    print_table(f"write path: send → MutationResponse, {rate:g}/s", HEADERS, rows)
-    for key, run in runs.items():
-        if run.fell_behind:
-            print(f"  {key} fell behind and stopped early: {run.fell_behind}")
-    print(f"PostgreSQL / SQLite p50: x{ratio} (goal ≤ x{GOAL_WRITE_RATIO})")
-    f["cross_node_p50_ms"] = cross
-    f["pg_vs_sqlite_write_p50"] = ratio
+    rows = []
+    for key in runs:
+        note = f"acked/s per round {f[f'{key}_acked_per_s']}"
+        if f"{key}_mutations_per_commit" in f:
+            note += f"; {f[f'{key}_mutations_per_commit']} mutations/commit"
+        if f[f"{key}_fell_behind"]:
+            note += f"; fell behind in {f[f'{key}_fell_behind']} of {rounds}"
+        rows.append(_row(_LABELS[key], f[f"{key}_write"], note))
+    print_table(f"write path: send → MutationResponse, {title}", HEADERS, rows)
+    print(
+        f"PostgreSQL / SQLite p50: x{f['pg_vs_sqlite_write_p50']} median of rounds {per_round}"
+        f" (goal ≤ x{GOAL_WRITE_RATIO}); load average per round {f['load_1m']}"
+    )
+    print(
+        f"  over the {len(both)} of {rounds} rounds where both kept up with {rate:g}/s"
+        f" (≥ {KEPT_UP:.0%} acknowledged): x{f['pg_vs_sqlite_write_p50_kept_up']}"
+    )
     if "pg_before" in runs:
         f["pg_before_vs_after_write_p50"] = round(
-            f["pg_before_write"]["p50_ms"] / f["pg_write"]["p50_ms"], 2
+            statistics.median(
+                _ratio(
+                    summarize_ms(b.samples["write"])["p50_ms"],
+                    summarize_ms(a.samples["write"])["p50_ms"],
+                )
+                for b, a in zip(runs["pg_before"], runs["pg"], strict=True)
+            ),
+            2,
         )
-        print(f"before / after p50: x{f['pg_before_vs_after_write_p50']}")
+        print(f"before / after p50: x{f['pg_before_vs_after_write_p50']} (median of rounds)")
     return f
 
 
@@ -483,7 +611,8 @@ def report_groups(groups: int, profile: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=4.0, help="seconds per paced round")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved paced rounds per rate")
     parser.add_argument("--rates", default="200,1000")
     parser.add_argument("--before", help="another checkout's src/ for a 'before' PostgreSQL run")
     parser.add_argument("--groups", type=int, default=300, help="groups per size in the profile")
@@ -495,18 +624,20 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     opts = parser.parse_args()
     seconds = 2.0 if opts.quick else opts.seconds
-    groups = 50 if opts.quick else opts.groups
+    rounds = 2 if opts.quick else opts.rounds
+    groups = min(50, opts.groups) if opts.quick else opts.groups
     before = str(Path(opts.before).resolve()) if opts.before else None
     figures: dict[str, Any] = {"bench": "cluster", "seconds": seconds, "before": before}
     for rate in [float(r) for r in opts.rates.split(",") if r]:
-        runs = run_rate(opts.pg, seconds, rate, before)
+        runs = run_rate(opts.pg, seconds, rate, rounds, before)
         figures[f"rate_{rate:g}"] = report_rate(rate, seconds, runs)
     if opts.calls > 0:
         calls = 200 if opts.quick else opts.calls
         figures["back_to_back"] = report_alternating(calls, run_alternating(opts.pg, calls, before))
-    profile = asyncio.run(profile_groups(opts.pg, groups, (1, 10)))
-    report_groups(groups, profile)
-    figures["group_profile"] = profile
+    if groups > 0:
+        profile = asyncio.run(profile_groups(opts.pg, groups, (1, 10)))
+        report_groups(groups, profile)
+        figures["group_profile"] = profile
     if opts.compaction_seconds > 0:
         compaction = run_compaction(
             opts.pg, 4.0 if opts.quick else opts.compaction_seconds, opts.writers, opts.markets

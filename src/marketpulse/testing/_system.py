@@ -191,12 +191,22 @@ class LocalSystem:
         ready: int | None = None,
         rate: float = 1000.0,
         persistent_temporal: bool = False,
+        database: str | None = None,
+        nodes: int = 3,
     ) -> Streaming:
         """The whole pipeline: Temporal, store, simulator, a worker exposing its metrics, and
         the stream workflow over every simulated market; returns once the first ``ready``
-        markets (default: all) have a book in the store."""
+        markets (default: all) have a book in the store.
+
+        Args:
+            database: A PostgreSQL URL: the store is ``nodes`` nodes on it behind the balancer
+                (:meth:`start_cluster`) instead of one node on SQLite.
+        """
         self.start_temporal(persistent=persistent_temporal)
-        self.start_store()
+        if database is None:
+            self.start_store()
+        else:
+            self.start_cluster(database, nodes)
         self.start_simulator(markets=markets, rate=rate)
         worker = self.start_worker(metrics_port=free_port())
         tickers = self.sim_markets()
