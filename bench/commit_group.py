@@ -137,9 +137,7 @@ async def child(batches: int, directory: Path) -> dict[str, Any]:
             name, market = QUERIES[s % 3], (s * 7) % MARKETS
             proto = SyncProtocol()
             proto.receive_data(
-                json.dumps(
-                    {"type": "Connect", "sessionId": f"s{s}", "connectionCount": 0}
-                )
+                json.dumps({"type": "Connect", "sessionId": f"s{s}", "connectionCount": 0})
             )
             proto.receive_data(
                 json.dumps(
@@ -161,7 +159,9 @@ async def child(batches: int, directory: Path) -> dict[str, Any]:
             assert proto.protocol_error is None, proto.protocol_error
             proto.events_received()
             sub = Subscriber(proto, dirty)
-            sub.query = engine.subscribe(f"marketData:{name}", {"ticker": ticker(market)}, anon, sub)
+            sub.query = engine.subscribe(
+                f"marketData:{name}", {"ticker": ticker(market)}, anon, sub
+            )
             proto.send_transition(engine.ts, {0: sub.query.result})
             proto.data_to_send()
             subscribers.append(sub)

@@ -62,7 +62,7 @@ from ._keys import index_key
 from ._offloop import OffLoop, QueryCall
 from ._overlay import Overlay
 from ._readset import ReadSet
-from ._results import FunctionResult
+from ._results import FunctionResult, encode_json
 from ._scheduler import ActionScheduler, Scheduler, resolver, system_tables
 from ._store import MemoryStore, TableData, Write
 from ._transaction import Transaction, copy_value
@@ -374,8 +374,7 @@ class Engine:
 
     def _finish(self, value: Any, logs: LogCollector) -> FunctionResult:
         try:
-            encoded = value_to_json(value)
-            encoded_json = orjson.dumps(encoded)
+            encoded_json = encode_json(value)
         except Exception as exc:  # not a Convex value, or absurdly deep
             return FunctionResult.failure(
                 "Uncaught Error: the function returned a value that is not a Convex value: "
@@ -395,7 +394,6 @@ class Engine:
             value=value,
             log_lines=logs.result(),
             ts=self._ts,
-            encoded=encoded,
             encoded_json=encoded_json,
         )
 
@@ -878,7 +876,6 @@ class Engine:
             value=json_to_value(body["v"]),
             log_lines=list(body["l"]),
             ts=receipt.ts,
-            encoded=body["v"],
             encoded_json=orjson.dumps(body["v"]),
         )
         # Answered at the current state, which includes the original commit (a receipt's
