@@ -82,6 +82,7 @@ BOOK = {
         {"big": ["x" * 3000], "k" * 1025: 2},
         {"é": 1},
         {"tab\t": 1},
+        {"del\x7f": 1},
         {1: 2},
         uuid.UUID(int=7),
         Colour.RED,
@@ -93,6 +94,8 @@ BOOK = {
 )
 def test_the_same_bytes_or_the_same_failure(value: Any) -> None:
     assert encoded(value) == reference(value)
+    padded = [value, "p" * 300]  # past the size under which the general path always runs
+    assert encoded(padded) == reference(padded)
 
 
 def test_values_it_refuses_still_raise_convex_value_error() -> None:
@@ -136,3 +139,20 @@ values = st.recursive(
 @given(values)
 def test_any_value_encodes_as_the_general_encoder_does(value: Any) -> None:
     assert encoded(value) == reference(value)
+    # Padded past the size under which everything takes the general path.
+    padded = {"pad": "p" * 300, "value": value}
+    assert encoded(padded) == reference(padded)
+
+
+def test_a_plain_book_skips_the_walk(monkeypatch: pytest.MonkeyPatch) -> None:
+    from marketpulse.reactive.engine import _results
+
+    expected = orjson.dumps(value_to_json(BOOK))
+
+    def walked(value: Any) -> Any:
+        raise AssertionError("the general path ran")
+
+    monkeypatch.setattr(_results, "value_to_json", walked)
+    assert encode_json(BOOK) == expected
+    with pytest.raises(AssertionError):
+        encode_json({**BOOK, "mid": float("nan")})
