@@ -11,9 +11,12 @@ stages (``Engine.timings``: execute, apply, re-run; the write is off the loop), 
 encoding, the wall time of ``run_mutation`` and the event loop thread's CPU.
 
 ``--before SRC`` runs the same batches on another checkout's code (e.g. ``/work/main/src``)
-in alternated child processes of the same run (``--rounds``), and prints after / before.
+in alternated child processes of the same run (``--rounds``), or with ``--together`` both at
+the same time (each on a core, under the same load from the rest of the host), and prints
+before / after.
 
-    python bench/commit_group.py [--batches 150] [--rounds 2] [--before ../main/src] [--quick]
+    python bench/commit_group.py [--batches 150] [--rounds 2] [--before ../main/src [--together]]
+        [--quick]
 """
 
 from __future__ import annotations
@@ -214,19 +217,23 @@ async def child(batches: int, directory: Path) -> dict[str, Any]:
         await engine.close()
 
 
-def run_child(src: str | None, batches: int) -> dict[str, Any]:
+def start_child(src: str | None, batches: int) -> subprocess.Popen[str]:
     env = dict(os.environ)
     env["COMMIT_GROUP_SRC"] = src or str(Path(__file__).resolve().parents[1] / "src")
-    out = subprocess.run(
+    return subprocess.Popen(
         [sys.executable, __file__, "--child", "--batches", str(batches)],
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        check=False,
     )
-    if out.returncode != 0:
-        raise RuntimeError(f"child failed ({src}):\n{out.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def finish_child(child: subprocess.Popen[str], src: str | None) -> dict[str, Any]:
+    out, err = child.communicate()
+    if child.returncode != 0:
+        raise RuntimeError(f"child failed ({src}):\n{err[-3000:]}")
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return result
 
 
@@ -235,6 +242,11 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=150)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--before", help="another checkout's src/ for the 'before' runs")
+    parser.add_argument(
+        "--together",
+        action="store_true",
+        help="run before and after at the same time, one core each: both see the same host",
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     opts = parser.parse_args()
@@ -252,8 +264,13 @@ def main() -> None:
     variants = {"after": None} if not opts.before else {"before": opts.before, "after": None}
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     for _ in range(1 if opts.quick else opts.rounds):
+        if opts.together:
+            started = {name: start_child(src, batches) for name, src in variants.items()}
+            for name, process in started.items():
+                runs[name].append(finish_child(process, variants[name]))
+            continue
         for name, src in variants.items():
-            runs[name].append(run_child(src, batches))
+            runs[name].append(finish_child(start_child(src, batches), src))
     load_after = os.getloadavg()[0]
     # Each stage's best round: the rounds share a loaded host, the minimum is the code's cost.
     figures = {
@@ -270,7 +287,8 @@ def main() -> None:
     headers = ["per commit group", *variants] + (["before / after"] if opts.before else [])
     print_table(
         f"applyUpdates of {CHANGED} markets, {SUBSCRIPTIONS} subscriptions each with its own "
-        f"protocol core; {batches} groups x {len(runs['after'])} alternated rounds (best round); "
+        f"protocol core; {batches} groups x {len(runs['after'])} "
+        f"{'simultaneous' if opts.together else 'alternated'} rounds (best round); "
         f"load {load_before:.2f} -> {load_after:.2f}",
         headers,
         rows,
@@ -281,6 +299,7 @@ def main() -> None:
             "batches": batches,
             "rounds": len(runs["after"]),
             "before_src": opts.before,
+            "together": opts.together,
             "figures": figures,
             "runs": runs,
             "load_1m": [load_before, load_after],
