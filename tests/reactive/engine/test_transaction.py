@@ -109,3 +109,17 @@ def test_first_reads_and_records_what_a_one_row_scan_does(seed: int) -> None:
         if got is not None and got["_id"] in store.tables["t"].docs:
             got["b"].append(1.0)  # a copy: the stored document is untouched
             assert store.tables["t"].docs[got["_id"]]["b"] != got["b"]
+
+
+def test_new_ids_are_32_characters_of_the_whole_alphabet() -> None:
+    from marketpulse.reactive.engine._transaction import _ID_ALPHABET, new_id
+
+    ids = [new_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 32 and set(i) <= set(_ID_ALPHABET) for i in ids)
+    counts = {c: 0 for c in _ID_ALPHABET}
+    for i in ids:
+        for c in i:
+            counts[c] += 1
+    # 64,000 characters over 32 letters: 2,000 each on average; a biased map would skew some.
+    assert min(counts.values()) > 1700 and max(counts.values()) < 2300, counts

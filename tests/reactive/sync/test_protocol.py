@@ -487,13 +487,13 @@ def test_connect_decodes_max_observed_timestamp() -> None:
 def test_engine_encoded_fragment_is_spliced_verbatim() -> None:
     p = SyncProtocol()
     receive(p, add(0, (0, "a:q", {})))
-    r = FunctionResult(True, {"b": 1}, encoded={"b": 1}, encoded_json=b'{"b": 1}')
+    r = FunctionResult(True, {"b": 1}, encoded_json=b'{"b": 1}')
     raw = sent(p, 1, {0: r})
     assert raw is not None and b'"value":{"b": 1}' in raw, "spliced verbatim, not re-encoded"
     # An equal outcome from a fresh run counts as unchanged.
-    again = FunctionResult(True, {"b": 1}, encoded={"b": 1}, encoded_json=b'{"b": 1}')
+    again = FunctionResult(True, {"b": 1}, encoded_json=b'{"b": 1}')
     assert sent(p, 2, {0: again}) is None
-    changed = FunctionResult(True, {"b": 2}, encoded={"b": 2}, encoded_json=b'{"b":2}')
+    changed = FunctionResult(True, {"b": 2}, encoded_json=b'{"b":2}')
     assert sent(p, 3, {0: changed}) is not None
 
 
@@ -514,7 +514,7 @@ def test_engine_convex_error_with_null_data_still_sends_error_data() -> None:
 
 
 def test_sockets_in_the_same_state_share_one_encoding() -> None:
-    r = FunctionResult(True, 5.0, encoded=5.0, encoded_json=b"5.0")
+    r = FunctionResult(True, 5.0, encoded_json=b"5.0")
     shared: dict[object, bytes] = {}
     protos = [SyncProtocol() for _ in range(3)]
     for p in protos:
@@ -530,7 +530,7 @@ def test_sockets_in_the_same_state_share_one_encoding() -> None:
     assert orjson.loads(mine)["modifications"][0]["queryId"] == 3
     # Each protocol advanced its own chain.
     assert all(p.sent_version.ts == 9 and not p.transition_due for p in protos)
-    r2 = FunctionResult(True, 6.0, encoded=6.0, encoded_json=b"6.0")
+    r2 = FunctionResult(True, 6.0, encoded_json=b"6.0")
     t = transition(protos[0], 10, {0: r2}, shared={})
     assert t["startVersion"]["ts"] == encode_ts(9) and t["modifications"][0]["value"] == 6.0
 
@@ -590,8 +590,6 @@ def test_a_paginated_result_sends_its_journal() -> None:
     p = SyncProtocol()
     connect(p)
     receive(p, add(0, (0, "history:page", {"paginationOpts": {"numItems": 2, "cursor": None}})))
-    page = FunctionResult(
-        True, {"page": []}, encoded={"page": []}, encoded_json=b'{"page":[]}', journal="~end"
-    )
+    page = FunctionResult(True, {"page": []}, encoded_json=b'{"page":[]}', journal="~end")
     t = transition(p, 3, {0: page})
     assert t["modifications"][0]["journal"] == "~end"

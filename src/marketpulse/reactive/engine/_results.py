@@ -2,14 +2,65 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from ..values import JSONValue
+from ..values import JSONValue, value_to_json
 
-__all__ = ["FunctionResult"]
+__all__ = ["FunctionResult", "encode_json"]
+
+_FAST_OPTIONS = (
+    orjson.OPT_PASSTHROUGH_SUBCLASS
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_STRICT_INTEGER
+)
+_LONG_KEY = re.compile(rb'"[^"]{1025,}":')
+"""A field name over 1,024 characters, in JSON without backslashes (no string holds a quote)."""
+_FAST_MIN_BYTES = 256
+"""Below this the walk costs no more than the checks (a price: ~1.5 µs either way)."""
+_NEGATIVE_ZERO = re.compile(rb"-0\.0(?![0-9])")
+"""orjson writes -0.0 as ``-0.0`` (Convex sends it as ``$float``); -0.05 is a number."""
+
+
+def _not_plain(value: Any) -> Any:
+    raise TypeError  # Int64, bytes, subclasses, ...: the general encoder decides
+
+
+def encode_json(value: Any) -> bytes:
+    """``orjson.dumps(value_to_json(value))``, the convex_encoded_json bytes of a result,
+    byte for byte, faster for plain values of 256 bytes and more.
+
+    ``value_to_json`` walks the value in Python (an order book's result: ~10 µs, a sixth of
+    its re-run); orjson writes the same bytes in C whenever the value is plain JSON: str, finite
+    non-negative-zero floats, ints within 2**53, bool, None, lists and dicts with valid field
+    names. The fast path keeps only output it can prove is that: anything orjson cannot
+    write plainly (Int64, bytes, subclasses, ints past 2**53) raises into ``_not_plain``;
+    reading the bytes back must give an equal value (NaN and infinities become null, tuples
+    lists, and UUIDs or enums strings: all unequal); and the bytes hold no ``-0.0`` number, no
+    escape, nothing outside printable ASCII, no ``"$`` and no over-long field name (the
+    field-name rules). Everything else, valid or not, takes the general path, which raises
+    ``ConvexValueError`` as before.
+    """
+    try:
+        data = orjson.dumps(value, default=_not_plain, option=_FAST_OPTIONS)
+    except TypeError:
+        return orjson.dumps(value_to_json(value))
+    if (
+        len(data) >= _FAST_MIN_BYTES
+        and data.isascii()
+        and b"\\" not in data
+        and b"\x7f" not in data
+        and b'"$' not in data
+        and (b"-0.0" not in data or _NEGATIVE_ZERO.search(data) is None)
+        and (len(data) <= 1027 or _LONG_KEY.search(data) is None)
+        and orjson.loads(data) == value
+    ):
+        return data
+    return orjson.dumps(value_to_json(value))
 
 
 @dataclass
@@ -24,9 +75,9 @@ class FunctionResult:
         has_error_data: whether the failure was a ``ConvexError`` (send ``errorData``).
         log_lines: ``"[LOG] 'msg'"``-style lines.
         ts: the timestamp the result is consistent with (the commit ts for a mutation).
-        encoded: ``value`` as convex_encoded_json, computed once.
         encoded_error_data: ``error_data`` as convex_encoded_json.
-        encoded_json: ``encoded`` serialised as JSON bytes (orjson), computed once.
+        encoded_json: ``value`` as convex_encoded_json bytes (:func:`encode_json`), computed
+            once.
         journal: where a paginated query's page ended (Convex's ``QueryJournal``, opaque to
             clients); ``None`` when the function did not paginate.
     """
@@ -38,7 +89,6 @@ class FunctionResult:
     has_error_data: bool = False
     log_lines: list[str] = field(default_factory=list)
     ts: int = 0
-    encoded: JSONValue = None
     encoded_error_data: JSONValue = None
     encoded_json: bytes = b"null"
     journal: str | None = None

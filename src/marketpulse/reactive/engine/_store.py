@@ -13,6 +13,7 @@ from typing import Any
 from sortedcontainers import SortedDict
 
 from ..schema import BUILTIN_INDEXES, IndexDef, Schema
+from ..values import Int64
 from ._keys import index_key
 
 __all__ = ["Document", "MemoryStore", "TableData", "Write"]
@@ -20,6 +21,16 @@ __all__ = ["Document", "MemoryStore", "TableData", "Write"]
 Document = dict[str, Any]
 
 _ABSENT = object()
+
+_FLAT = frozenset({str, float, int, bool, type(None), bytes, Int64})
+"""Exact types of field values that need no copy on read. Anything else (containers, and any
+type not listed) marks the document nested: copied on read, which is always safe."""
+
+
+def _is_flat(doc: Document) -> bool:
+    # One C-level pass over the value types (a generator of isinstance calls cost ~1.5 µs a
+    # document, a few percent of a 200-market commit's apply).
+    return _FLAT.issuperset(map(type, doc.values()))
 
 
 @dataclass(frozen=True)
@@ -96,10 +107,10 @@ class TableData:
 
     def _store_doc(self, doc_id: str, new: Document) -> None:
         self.docs[doc_id] = new
-        if any(isinstance(v, dict | list | tuple) for v in new.values()):
-            self.nested.add(doc_id)
-        else:
+        if _is_flat(new):
             self.nested.discard(doc_id)
+        else:
+            self.nested.add(doc_id)
 
     def irange(self, index: str, lo: bytes, hi: bytes, reverse: bool) -> Iterator[bytes]:
         """Keys of ``index`` in ``[lo, hi)``."""
@@ -151,11 +162,7 @@ class MemoryStore:
                 self.apply([Write(table, d["_id"], None, d) for d in docs])
                 continue
             data.docs.update((d["_id"], d) for d in docs)
-            data.nested.update(
-                d["_id"]
-                for d in docs
-                if any(isinstance(v, dict | list | tuple) for v in d.values())
-            )
+            data.nested.update(d["_id"] for d in docs if not _is_flat(d))
             entries: dict[str, list[tuple[bytes, str]]] = {n: [] for n in data.index_defs}
             for d in docs:
                 cache: dict[str, bytes] = {}

@@ -1,0 +1,311 @@
+"""One commit group of the 10,000 msg/s case, in process, stage by stage, before vs after.
+
+At 10,000 msg/s over 200 markets the pipeline sends about 16 ``applyUpdates`` groups a second,
+each touching most markets (issue 15). This runs that commit on the real engine (SQLite file,
+the ``marketData`` module) with 1,000 live subscriptions (getPrice, getOrderbook and
+getRecentTrades of 250 markets, as ``marketdata_apply.py``), each watched by a real sync
+protocol core (``SyncProtocol``, one per subscriber, as a socket has) whose Transition is
+encoded after each group with one shared cache, as the store's ``Flusher`` does (no socket
+writes: the encoding only). Batches are built before timing. Per group: the engine's own
+stages (``Engine.timings``: execute, apply, re-run; the write is off the loop), the fan-out
+encoding, the wall time of ``run_mutation`` and the event loop thread's CPU.
+
+``--before SRC`` runs the same batches on another checkout's code (e.g. ``/work/main/src``)
+in alternated child processes of the same run (``--rounds``), or with ``--together`` both at
+the same time (each on a core, under the same load from the rest of the host), and prints
+before / after.
+
+    python bench/commit_group.py [--batches 150] [--rounds 2] [--before ../main/src [--together]]
+        [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+MARKETS = 250
+CHANGED = 200
+SUBSCRIPTIONS = 1000
+QUERIES = ("getPrice", "getOrderbook", "getRecentTrades")
+T0 = 1_700_000_000_000.0
+STAGES = (
+    "execute_ms",
+    "apply_ms",
+    "rerun_ms",
+    "fanout_encode_ms",
+    "commit_wall_ms",
+    "commit_cpu_ms",
+    "fanout_cpu_ms",
+)
+"""Per group: the engine's stages (wall, from ``Engine.timings``), the fan-out encoding (wall),
+``run_mutation``'s wall time (median), and the loop thread's CPU in the commit and in the
+fan-out (mean): on a loaded host the CPU figures are the ones to compare."""
+
+CHECKS = ("frames_per_group", "query_runs_per_group")
+"""Work done per group, which must be the same before and after."""
+
+
+def ticker(i: int) -> str:
+    return f"BENCH-{i:04d}"
+
+
+def batch(n: int, changed: list[int]) -> dict[str, Any]:
+    """A new 10-level book for every changed market, a ticker update for every 2nd, a trade
+    for every 5th (``marketdata_apply.batch``; copied so a ``--before`` child imports
+    nothing from this checkout)."""
+    ts = T0 + n * 10.0
+    prices, books, trades = [], [], []
+    for k, i in enumerate(changed):
+        t = ticker(i)
+        bid = 0.30 + ((n + i) % 20) / 100
+        books.append(
+            {
+                "ticker": t,
+                "bids": [[round(bid - j / 100, 2), 10.0 + n % 7 + j] for j in range(10)],
+                "asks": [[round(bid + 0.02 + j / 100, 2), 5.0 + j] for j in range(10)],
+                "ts": ts,
+                "valid": True,
+            }
+        )
+        if k % 2 == 0:
+            prices.append(
+                {
+                    "ticker": t,
+                    "yesBid": bid,
+                    "yesAsk": round(bid + 0.02, 2),
+                    "volume": float(n),
+                    "ts": ts,
+                }
+            )
+        if k % 5 == 0:
+            trades.append(
+                {
+                    "id": f"{t}-{n}",
+                    "ticker": t,
+                    "side": "buy" if n % 2 else "sell",
+                    "price": bid + 0.01,
+                    "size": 1.0,
+                    "timestamp": ts,
+                }
+            )
+    return {"prices": prices, "books": books, "trades": trades}
+
+
+class Subscriber:
+    """One socket's protocol core and its one subscription (query id 0)."""
+
+    def __init__(self, protocol: Any, dirty: dict[Any, None]) -> None:
+        self.protocol = protocol
+        self.dirty = dirty
+        self.query: Any = None
+
+    def on_query_updated(self, query: Any) -> None:
+        self.dirty[self] = None
+
+
+async def child(batches: int, directory: Path) -> dict[str, Any]:
+    from marketpulse.marketdata.functions import marketData
+    from marketpulse.reactive.engine import Engine, Identity
+    from marketpulse.reactive.limits import RunLimits
+    from marketpulse.reactive.persistence import open_persistence
+    from marketpulse.reactive.sync.protocol import SyncProtocol
+
+    # A loaded host can stretch a 200-market group past the default 1 s limits.
+    limits = RunLimits(query_time_limit=30.0, mutation_time_limit=30.0)
+    persistence = open_persistence(f"sqlite:{directory / 'group.db'}")
+    engine = await Engine.open(persistence, [marketData], limits=limits)
+    admin, anon = Identity.admin(), Identity.anonymous()
+    bodies = [
+        {"batch": batch(n, [(n * 37 + k) % MARKETS for k in range(CHANGED)])}
+        for n in range(1, batches + 1)
+    ]
+    try:
+        rows = [{"ticker": ticker(i), "title": f"m{i}", "status": "active"} for i in range(MARKETS)]
+        await engine.run_mutation("marketData:upsertMarkets", {"markets": rows}, admin)
+        seed = {"batch": batch(0, list(range(MARKETS)))}
+        assert (await engine.run_mutation("marketData:applyUpdates", seed, admin)).success
+        dirty: dict[Subscriber, None] = {}
+        subscribers: list[Subscriber] = []
+        for s in range(SUBSCRIPTIONS):
+            name, market = QUERIES[s % 3], (s * 7) % MARKETS
+            proto = SyncProtocol()
+            proto.receive_data(
+                json.dumps({"type": "Connect", "sessionId": f"s{s}", "connectionCount": 0})
+            )
+            proto.receive_data(
+                json.dumps(
+                    {
+                        "type": "ModifyQuerySet",
+                        "baseVersion": 0,
+                        "newVersion": 1,
+                        "modifications": [
+                            {
+                                "type": "Add",
+                                "queryId": 0,
+                                "udfPath": f"marketData:{name}",
+                                "args": [{"ticker": ticker(market)}],
+                            }
+                        ],
+                    }
+                )
+            )
+            assert proto.protocol_error is None, proto.protocol_error
+            proto.events_received()
+            sub = Subscriber(proto, dirty)
+            sub.query = engine.subscribe(
+                f"marketData:{name}", {"ticker": ticker(market)}, anon, sub
+            )
+            proto.send_transition(engine.ts, {0: sub.query.result})
+            proto.data_to_send()
+            subscribers.append(sub)
+        dirty.clear()
+        # As serve's SurvivorFreezer: the long-lived set-up is frozen, so full collections
+        # walk only what the groups promote.
+        gc.collect()
+        gc.freeze()
+        t = engine.timings
+        before = (t.execute, t.apply, t.rerun, t.groups)
+        runs_before = engine.query_runs
+        wall: list[float] = []
+        fanout: list[float] = []
+        commit_cpu = fanout_cpu = 0.0
+        frames = 0
+        for body in bodies:
+            cpu0 = time.thread_time()
+            started = time.perf_counter()
+            result = await engine.run_mutation("marketData:applyUpdates", body, admin)
+            wall.append((time.perf_counter() - started) * 1000)
+            assert result.success, result.error_message
+            cpu1 = time.thread_time()
+            commit_cpu += cpu1 - cpu0
+            f0 = time.perf_counter()
+            shared: dict[Any, bytes] = {}
+            ts = engine.ts
+            for sub in dirty:
+                if sub.protocol.send_transition(ts, {0: sub.query.result}, shared=shared):
+                    frames += len(sub.protocol.data_to_send())
+            dirty.clear()
+            fanout.append((time.perf_counter() - f0) * 1000)
+            fanout_cpu += time.thread_time() - cpu1
+            await asyncio.sleep(0)
+        groups = t.groups - before[3]
+        return {
+            "batches": batches,
+            "groups": groups,
+            "execute_ms": (t.execute - before[0]) * 1000 / groups,
+            "apply_ms": (t.apply - before[1]) * 1000 / groups,
+            "rerun_ms": (t.rerun - before[2]) * 1000 / groups,
+            "fanout_encode_ms": statistics.median(fanout),
+            "commit_wall_ms": statistics.median(wall),
+            "commit_cpu_ms": commit_cpu * 1000 / batches,
+            "fanout_cpu_ms": fanout_cpu * 1000 / batches,
+            "frames_per_group": frames / batches,
+            "query_runs_per_group": (engine.query_runs - runs_before) / batches,
+        }
+    finally:
+        await engine.close()
+
+
+def start_child(src: str | None, batches: int) -> subprocess.Popen[str]:
+    env = dict(os.environ)
+    env["COMMIT_GROUP_SRC"] = src or str(Path(__file__).resolve().parents[1] / "src")
+    return subprocess.Popen(
+        [sys.executable, __file__, "--child", "--batches", str(batches)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish_child(child: subprocess.Popen[str], src: str | None) -> dict[str, Any]:
+    out, err = child.communicate()
+    if child.returncode != 0:
+        raise RuntimeError(f"child failed ({src}):\n{err[-3000:]}")
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=150)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--before", help="another checkout's src/ for the 'before' runs")
+    parser.add_argument(
+        "--together",
+        action="store_true",
+        help="run before and after at the same time, one core each: both see the same host",
+    )
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    opts = parser.parse_args()
+    batches = 20 if opts.quick else opts.batches
+    if opts.child:
+        sys.path.insert(0, os.environ["COMMIT_GROUP_SRC"])
+        with tempfile.TemporaryDirectory(prefix="bench-group-") as tmp:
+            print(json.dumps(asyncio.run(child(batches, Path(tmp)))))
+        return
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import emit, print_table
+
+    load_before = os.getloadavg()[0]
+    variants = {"after": None} if not opts.before else {"before": opts.before, "after": None}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+    for _ in range(1 if opts.quick else opts.rounds):
+        if opts.together:
+            started = {name: start_child(src, batches) for name, src in variants.items()}
+            for name, process in started.items():
+                runs[name].append(finish_child(process, variants[name]))
+            continue
+        for name, src in variants.items():
+            runs[name].append(finish_child(start_child(src, batches), src))
+    load_after = os.getloadavg()[0]
+    # Each stage's best round: the rounds share a loaded host, the minimum is the code's cost.
+    figures = {
+        name: {k: round(min(r[k] for r in rs), 3) for k in (*STAGES, *CHECKS)}
+        for name, rs in runs.items()
+    }
+    rows = []
+    for stage in (*STAGES, *CHECKS):
+        row: list[Any] = [stage]
+        row += [figures[name][stage] for name in variants]
+        if "before" in figures:
+            row.append(f"x{figures['before'][stage] / max(figures['after'][stage], 1e-9):.2f}")
+        rows.append(row)
+    headers = ["per commit group", *variants] + (["before / after"] if opts.before else [])
+    print_table(
+        f"applyUpdates of {CHANGED} markets, {SUBSCRIPTIONS} subscriptions each with its own "
+        f"protocol core; {batches} groups x {len(runs['after'])} "
+        f"{'simultaneous' if opts.together else 'alternated'} rounds (best round); "
+        f"load {load_before:.2f} -> {load_after:.2f}",
+        headers,
+        rows,
+    )
+    emit(
+        {
+            "bench": "commit_group",
+            "batches": batches,
+            "rounds": len(runs["after"]),
+            "before_src": opts.before,
+            "together": opts.together,
+            "figures": figures,
+            "runs": runs,
+            "load_1m": [load_before, load_after],
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
