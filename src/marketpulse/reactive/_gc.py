@@ -68,7 +68,7 @@ class GcPacer:
         loop: asyncio.AbstractEventLoop,
         *,
         young: tuple[int, int] = (700, 3),
-        full_after: int = 4,
+        full_after: int = 1,
         sweep_interval: float = 600.0,
     ) -> None:
         self._loop = loop
