@@ -21,10 +21,13 @@ So :class:`GcPacer` bounds every pass by count, not by the heap:
 * generation 1 is collected after every ``young[1]`` young passes (3, not 10), so a
   generation 1 pass walks and frees a third as much;
 * CPython never starts a full pass on its own (its threshold is out of reach). Instead, after
-  every ``full_after`` generation 1 passes, one full pass runs on the event loop, in its own
-  loop turn (not inside the callback that happened to allocate), and its survivors are frozen
-  at once. Each full pass therefore walks only what was promoted since the previous one: a
-  few generation 1 passes' survivors, however large the heap.
+  every ``full_after`` generation 1 passes (default: each one), one full pass runs on the event
+  loop, in its own loop turn (not inside the callback that happened to allocate), and its
+  survivors are frozen at once. Each full pass therefore walks only what was promoted since
+  the previous one (one generation 1 pass's survivors, or the few that ran before the loop
+  got to it), however large the heap. That costs a second walk of those survivors (a few %
+  of the collector's CPU) and freezes objects younger than before: one that dies in a cycle
+  after that waits for the sweep.
 
 Frozen objects are still freed by reference counting the moment nothing refers to them. Only a
 reference cycle among frozen objects waits: every ``sweep_interval`` everything is unfrozen,
