@@ -9,9 +9,9 @@ walks plus the objects it frees. Measured in ``serve`` under ``bench/hostile.py`
 survivor freezer:
 
 * young passes (generation 0: at most ~700 new objects) stayed under ~2 ms;
-* generation 1 passes (up to 10 young passes' survivors) took up to 12 ms while sockets
+* generation 1 passes (up to 10 young passes' survivors) took up to 12-23 ms while sockets
   churned: most of that is freeing closed connections' reference cycles;
-* full passes (generation 2) took up to 33 ms (110 ms under the profiler): CPython starts
+* full passes (generation 2) took up to 12-44 ms (110 ms under the profiler): CPython starts
   one when the objects promoted since the last pass exceed a quarter of the last pass's
   survivors, so its size follows the heap, not a bound.
 
@@ -25,9 +25,13 @@ So :class:`GcPacer` bounds every pass by count, not by the heap:
   loop, in its own loop turn (not inside the callback that happened to allocate), and its
   survivors are frozen at once. Each full pass therefore walks only what was promoted since
   the previous one (one generation 1 pass's survivors, or the few that ran before the loop
-  got to it), however large the heap. That costs a second walk of those survivors (a few %
-  of the collector's CPU) and freezes objects younger than before: one that dies in a cycle
-  after that waits for the sweep.
+  got to it), however large the heap. That walks those survivors a second time (the
+  collector's total CPU over the same attacks was no higher: 129-142 against 130-281 ms) and
+  freezes objects younger than before: one that dies in a cycle after that waits for the
+  sweep.
+
+With the pacer, the same attacks: generation 1 passes at most 1.7 ms, full passes 2.7 ms (CPU;
+3.6 ms wall at most), on a host at load 3-11 (``bench/results/HISTORY.md``).
 
 Frozen objects are still freed by reference counting the moment nothing refers to them. Only a
 reference cycle among frozen objects waits: every ``sweep_interval`` everything is unfrozen,
