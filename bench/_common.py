@@ -89,19 +89,24 @@ def emit(figures: dict[str, Any]) -> None:
 LAG = "marketpulse_event_loop_lag_seconds"
 GC_PAUSE = "marketpulse_gc_pause_seconds"
 GC_CPU = "marketpulse_gc_pause_cpu_seconds"
+GC_ANY = "gc_pause_any_generation"
+"""Not a metric: :func:`scrape_loop`'s sum of every generation's pause buckets."""
 
 
 def scrape_loop(http: httpx.Client, store_url: str) -> dict[str, dict[float, float]]:
     """The store's cumulative loop-lag and gen-2 GC pause (wall and CPU) buckets (upper bound
-    s -> count)."""
-    out: dict[str, dict[float, float]] = {LAG: {}, GC_PAUSE: {}, GC_CPU: {}}
+    s -> count), and the pauses of every generation together (``GC_ANY``)."""
+    out: dict[str, dict[float, float]] = {LAG: {}, GC_PAUSE: {}, GC_CPU: {}, GC_ANY: {}}
     for family in text_string_to_metric_families(http.get(f"{store_url}/metrics").text):
         for sample in family.samples:
             name = sample.name.removesuffix("_bucket")
             if name == sample.name or name not in out:
                 continue
+            le = float(sample.labels["le"])
+            if name == GC_PAUSE:
+                out[GC_ANY][le] = out[GC_ANY].get(le, 0.0) + sample.value
             if name == LAG or sample.labels.get("generation") == "2":
-                out[name][float(sample.labels["le"])] = sample.value
+                out[name][le] = sample.value
     return out
 
 
@@ -132,10 +137,12 @@ def loop_summary(
     before: dict[str, dict[float, float]], after: dict[str, dict[float, float]]
 ) -> dict[str, Any]:
     """Loop lag (p50/p99/p999, interpolated in the histogram's buckets, and the bucket the
-    largest sample fell in) and gen-2 GC pauses between two :func:`scrape_loop` scrapes."""
+    largest sample fell in), gen-2 GC pauses and the longest pause of any generation between
+    two :func:`scrape_loop` scrapes."""
     lag = _delta(before[LAG], after[LAG])
     pauses = _delta(before[GC_PAUSE], after[GC_PAUSE])
     cpu = _delta(before[GC_CPU], after[GC_CPU])
+    every = _delta(before.get(GC_ANY, {}), after.get(GC_ANY, {}))
 
     def top(buckets: dict[float, float]) -> float:
         # The upper bound of the highest bucket that gained a sample: max <= this (0: none).
@@ -156,6 +163,8 @@ def loop_summary(
         "gc2_pauses": pauses.get(math.inf, 0.0),
         "gc2_max_le_ms": top(pauses),
         "gc2_cpu_max_le_ms": top(cpu),
+        "gc_pauses": every.get(math.inf, 0.0),
+        "gc_max_le_ms": top(every),
     }
 
 

@@ -271,3 +271,28 @@ async def test_mutation_ids_of_another_call_are_refused(store: Served) -> None:
     assert r4["result"] == r1["result"] and r4["ts"] == r1["ts"]
     for c in (victim, thief, again):
         await c.close()
+
+
+async def test_a_large_query_set_over_the_cap_is_refused_before_it_is_decoded(
+    tmp_path: Path,
+) -> None:
+    limits = ConnectionLimits(max_message_bytes=4 * 1024 * 1024, max_query_changes=20)
+    async with serve_store(tmp_path / "big.sqlite", limits) as served:
+        other, q = await bystander(served, "big")
+        # 21 modifications in ~1 MB: counted in the raw bytes, so the invalid UTF-8 (which
+        # decoding would report instead) is never reached.
+        pad = "x" * (1024 * 1024)
+        over = modify(range(21)).replace('"n0"', f'"{pad}"').encode() + b"\xff"
+        bad = await served.client()
+        await bad.send_raw(over, text=True)
+        failure = await failure_of(bad)
+        assert isinstance(failure, ServerError) and "TooManyQueries" in str(failure), failure
+        assert "over 20 modifications" in str(failure)
+        # At the cap and as large: decoded and served as usual.
+        at_cap = await served.client()
+        await at_cap.send_raw(modify(range(20)).replace('"n0"', f'"{pad}"'))
+        await asyncio.sleep(0.3)
+        assert at_cap.failure is None
+        await still_served(served, other, q, "big")
+        for c in (other, bad, at_cap):
+            await c.close()

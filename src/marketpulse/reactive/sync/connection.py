@@ -66,6 +66,9 @@ def _log_protocol_error(error: str) -> None:
     THROTTLE.log(log, "info", "closing a sync socket on a protocol error", error=error[:200])
 
 
+# A query's arguments until its first run decodes them (_Sub.added).
+_NOT_DECODED: dict[str, Any] = {}
+
 # A socket that held this many queries leaves a heap worth handing back when it goes.
 _BIG_QUERY_SET = 256
 
@@ -86,7 +89,7 @@ class Socket(Protocol):
 class _Sub:
     """One query of the set: the engine's listener and what re-subscribing needs."""
 
-    __slots__ = ("args", "conn", "journal", "path", "query", "query_id", "static")
+    __slots__ = ("added", "args", "conn", "journal", "path", "query", "query_id", "static")
 
     def __init__(
         self,
@@ -100,6 +103,9 @@ class _Sub:
         self.query_id = query_id
         self.path = path
         self.args = args
+        # The ModifyQuerySet entry whose arguments are decoded just before the first run (in
+        # a paced slice, not in the callback that received the whole set).
+        self.added: QueryAdded | None = None
         # Where a paginated page ends (the client's journal), kept across re-subscribes.
         self.journal = journal
         self.query: Any = None
@@ -256,6 +262,7 @@ class SyncConnection:
             size: its size in bytes on the wire, when the caller knows it (text as ``str``
                 would otherwise be measured in characters).
         """
+        began = time.perf_counter()
         self._last_received = asyncio.get_running_loop().time()
         if self._held is not None:
             if len(self._held) >= _MAX_HELD_MESSAGES:
@@ -285,7 +292,7 @@ class SyncConnection:
                 self._connected = True
             if proto.close_expected() or self._held is not None:
                 break
-        self._run_pending()
+        self._run_pending(began)
         self._flush()
         self._send_data()
 
@@ -476,12 +483,11 @@ class SyncConnection:
 
     def _add_query(self, event: QueryAdded) -> None:
         self._gw.metrics.subscriptions.inc()
-        sub = _Sub(self, event.query_id, event.udf_path, event.args, event.journal)
+        sub = _Sub(self, event.query_id, event.udf_path, _NOT_DECODED, event.journal)
+        sub.added = event
         self._subs[event.query_id] = sub
-        self._most_queries = max(self._most_queries, len(self._subs))
-        if event.args_error is not None:
-            sub.static = failed_outcome(event.args_error)
-            return
+        if len(self._subs) > self._most_queries:
+            self._most_queries = len(self._subs)
         self._defer(sub)
 
     def _defer(self, sub: _Sub) -> None:
@@ -490,11 +496,17 @@ class SyncConnection:
             pending = self._pending = deque()
         pending.append(sub)
 
-    def _run_pending(self) -> None:
+    def _run_pending(self, began: float | None = None) -> None:
         """Run first subscriptions for up to one work slice, then yield the loop to the others.
 
         The rest continue on a later turn (later still if this client's address has used its
         query share); the Transition goes out once every query of the set has its result.
+
+        Args:
+            began: when the current callback began (``perf_counter``), if it did other work
+                first (receiving the message): the slice counts from then, so that a large
+                ``ModifyQuerySet``'s own validation and its first runs together stay within
+                one slice.
         """
         self._pacer = None
         pending = self._pending
@@ -507,12 +519,20 @@ class SyncConnection:
             self._pacer = loop.call_later(wait_s, self._resume_pending)
             return
         start = time.perf_counter()
-        deadline = start + gw.limits.work_slice_s
+        deadline = (start if began is None else began) + gw.limits.work_slice_s
         engine = gw.engine
         while pending:
             sub = pending.popleft()
             if self._subs.get(sub.query_id) is sub and sub.query is None:
-                if engine.runs_off_loop(sub.path):
+                added = sub.added
+                if added is not None:
+                    sub.added = None
+                    sub.args = added.args
+                    if added.args_error is not None:
+                        sub.static = failed_outcome(added.args_error)
+                if sub.static is not None:
+                    pass  # unusable arguments: their error is the result
+                elif engine.runs_off_loop(sub.path):
                     self._subscribe_off_loop(sub)
                 else:
                     self._subscribe(sub)

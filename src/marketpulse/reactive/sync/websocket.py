@@ -32,6 +32,7 @@ from websockets.server import ServerProtocol
 from marketpulse.reactive.admission import Ticket, close_gracefully
 from marketpulse.reactive.gateway import Gateway
 from marketpulse.reactive.sync.connection import SyncConnection
+from marketpulse.reactive.sync.protocol import too_many_query_changes
 
 __all__ = ["SyncSocket", "is_sync_path"]
 
@@ -52,6 +53,7 @@ def is_sync_path(target: str) -> bool:
 
 # Bytes of input parsed at a time (see ``data_received``).
 _FEED_BYTES = 8 * 1024
+_CHECK_BEFORE_DECODING = 256 * 1024  # smaller text messages are decoded before any check
 
 
 class SyncSocket(asyncio.Protocol):
@@ -371,6 +373,14 @@ class SyncSocket(asyncio.Protocol):
         if size > self._gw.limits.max_message_bytes:
             conn.message_received("", size)  # MessageTooLarge, counted in bytes, not decoded
             return
+        if size >= _CHECK_BEFORE_DECODING:
+            # A query set over the limit is refused before its text is decoded (6 MB: ~5-9 ms).
+            raw = bytes(data) if isinstance(data, memoryview) else data
+            error = too_many_query_changes(raw, self._gw.limits.max_query_changes)
+            if error is not None:
+                self._gw.metrics.refused.labels("query_changes").inc()
+                self._refuse(error)
+                return
         try:
             text = str(data, "utf-8")
         except UnicodeDecodeError:
