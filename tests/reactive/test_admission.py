@@ -56,17 +56,15 @@ async def test_a_burst_of_timeouts_is_spread_over_loop_turns() -> None:
             pass
         done += 1
 
-    longest = 0.0
+    per_turn: list[int] = []  # timers run between two turns of the watcher
 
     async def watch() -> None:
-        nonlocal longest
-        last = time.perf_counter()
+        seen = 0
         while done < 1000:
             await asyncio.sleep(0)
-            now = time.perf_counter()
-            longest = max(longest, now - last)
-            turns.append(now)
-            last = now
+            turns.append(time.perf_counter())
+            per_turn.append(done - seen)
+            seen = done
 
     at = loop.time() + 0.05
     for _ in range(1000):
@@ -75,5 +73,6 @@ async def test_a_burst_of_timeouts_is_spread_over_loop_turns() -> None:
     assert done == 1000
     assert budget.deferred > 0
     assert len(turns) >= 20, "the burst ran over many turns, not one"
-    # ~100 ms of work in all; a turn holds ~2 ms of it (generous for a loaded machine)
-    assert longest < 0.05, longest
+    # A 2 ms budget holds ~20 timers of 0.1 ms; a loaded machine only fits fewer (the budget is
+    # wall time), never more: counting them, not timing the turn, keeps this check exact.
+    assert max(per_turn) <= 25, max(per_turn)
