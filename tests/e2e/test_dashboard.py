@@ -108,12 +108,14 @@ def _text(page: Any, selector: str) -> str:
     return str(page.locator(selector).first.text_content())
 
 
-def _open(browser: Any, url: str, markets: int) -> tuple[Any, list[str]]:
-    """Open the dashboard at ``url``; wait until it is connected and lists ``markets`` markets.
+def _open(browser: Any, url: str, markets: int, page: Any = None) -> tuple[Any, list[str]]:
+    """Open the dashboard at ``url`` (in ``page``, else a new one); wait until it is connected
+    and lists ``markets`` markets.
 
     Returns the page and the list its uncaught errors are collected in.
     """
-    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    if page is None:
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(url)
@@ -345,14 +347,80 @@ def _day_span_h(store: AdminClient, ticker: str) -> float:
     candles = store.query(
         "marketData:getCandles", {"ticker": ticker, "interval": "1m", "limit": 1500}
     )
+    return _span_h(candles)
+
+
+def _span_h(candles: Any) -> float:
     return 0.0 if not candles else (candles[-1]["start"] - candles[0]["start"] + 60_000) / 3_600_000
 
 
-def _until(done: Any, limit_s: float, what: str) -> None:
-    deadline = time.monotonic() + limit_s
-    while not done():
-        assert time.monotonic() < deadline, f"no {what} after {limit_s} s"
-        time.sleep(0.1)
+class _DayWatch:
+    """Every market's chart query (``getCandles``, 1 minute, 1,500 candles) subscribed over one
+    sync WebSocket, in a thread with its own event loop: :attr:`days` gets, per market, the
+    monotonic time its pushed answer first spans 24 h. Pushes, not polls: twenty 1,500-candle
+    queries a round would load the store whose history is being timed."""
+
+    def __init__(self, url: str, tickers: list[str]) -> None:
+        import asyncio
+
+        from marketpulse.reactive.sync.client import LightSyncClient
+
+        days: dict[str, float] = {}
+        self.days = days
+        self.failure: BaseException | None = None
+        self._loop = asyncio.new_event_loop()
+        self._stop = asyncio.Event()  # bound to the loop that first waits on it
+        ids: dict[int, str] = {}
+        done: set[asyncio.Task[None]] = set()  # the unsubscribes, held until they ran
+
+        class Client(LightSyncClient):
+            def _on_transition(self, message: dict[str, Any], now: float, size: int) -> None:
+                super()._on_transition(message, now, size)
+                at = time.monotonic()
+                for mod in message["modifications"]:
+                    ticker = ids.get(mod["queryId"])
+                    value = self.values.get(mod["queryId"])
+                    if ticker and ticker not in days and _span_h(value) >= 24:
+                        days[ticker] = at
+                        # Seen: no more 1,500-candle re-runs for this market's every trade.
+                        done.add(asyncio.ensure_future(self.unsubscribe(mod["queryId"])))
+
+        async def run() -> None:
+            client = Client(LightSyncClient.ws_url(url), keep_transitions=False)
+            await client.connect()
+            try:
+                for t in tickers:
+                    args = {"ticker": t, "interval": "1m", "limit": 1500}
+                    ids[await client.subscribe("marketData:getCandles", args)] = t
+                await self._stop.wait()
+            finally:
+                await client.close()
+
+        def main() -> None:
+            try:
+                self._loop.run_until_complete(run())
+            except BaseException as exc:  # reported by wait()
+                self.failure = exc
+            finally:
+                self._loop.close()
+
+        self._thread = threading.Thread(target=main, daemon=True)
+        self._thread.start()
+
+    def wait(self, tickers: list[str], limit_s: float) -> dict[str, float]:
+        """Per market, when its day of candles was first pushed (at most ``limit_s``)."""
+        deadline = time.monotonic() + limit_s
+        while len(self.days) < len(tickers):
+            assert self.failure is None, f"the subscriber failed: {self.failure!r}"
+            missing = sorted(set(tickers) - set(self.days))
+            assert time.monotonic() < deadline, f"no day of history after {limit_s} s: {missing}"
+            time.sleep(0.05)
+        return dict(self.days)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(5)
 
 
 def _until_settled(store: AdminClient, ticker: str, since: float, limit_s: float) -> float:
@@ -372,21 +440,27 @@ def test_dev_shows_a_day_of_history_at_once_and_a_settlement_within_a_second(
 ) -> None:
     """``marketpulse dev`` on a fresh data dir, its default 20 markets: the chart of a market
     shows at least 24 h of 1-minute candles within 5 s of start (fetched over REST as the
-    stream adds the market), every market's ``getCandles`` does soon after, and a market
-    settled through the simulator shows settled, with its value, within 1 s."""
+    stream adds the market), so does every market's ``getCandles`` (pushed to a subscriber),
+    and a market settled through the simulator shows settled, with its value, within 1 s."""
     import httpx
 
+    # The browser's tab is open before dev starts, as a user's would be: what counts from the
+    # start is loading the dashboard and its history, not creating a tab on a loaded host.
+    blank = browser.new_page(viewport={"width": 1440, "height": 900})
     launched = time.monotonic()
     with DevProcess(tmp_path / "dev", sim_markets=20, sim_rate=50) as dev:
+        # Start: dev's ready file (everything up, the stream started), as bench/lifecycle.py.
         up = time.monotonic()
         store = AdminClient(dev.url, timeout=5.0, format="json")
         sim = httpx.Client(base_url=f"http://127.0.0.1:{dev.simulator_port}", timeout=5.0)
+        watch: _DayWatch | None = None
         try:
             tickers = [str(t) for t in sim.get("/_sim/markets").json()["markets"]]
+            watch = _DayWatch(dev.url, tickers)
             ticker = tickers[0]
 
             # The page opens as soon as dev is up; the chart must fill with a day of history.
-            page, errors = _open(browser, f"{dev.url}/?market={ticker}", len(tickers))
+            page, errors = _open(browser, f"{dev.url}/?market={ticker}", len(tickers), blank)
             page.wait_for_function(
                 "Number(document.querySelector('[data-testid=chart-canvas]').dataset.candles)"
                 " >= 1440 && document.querySelector('[data-testid=chart-canvas] canvas') !== null",
@@ -397,26 +471,23 @@ def test_dev_shows_a_day_of_history_at_once_and_a_settlement_within_a_second(
             assert span_h >= 24, f"{span_h:.1f} h of 1-minute candles"
             print(f"chart drew {span_h * 60:.0f} 1-minute candles ({span_h:.1f} h) {chart_s:.2f} s "
                   f"after dev was up ({time.monotonic() - launched:.1f} s after launch)")  # fmt: skip
-            # The goal is 5 s (3.0 s here in two runs of three, 1.2-2.1 s for the first market
-            # in bench/lifecycle.py); 20 markets' history and a browser on 2 shared cores took
-            # 6.2 s once when other work saturated them, so the bound is generous.
-            assert chart_s <= 10.0, f"the chart showed a day of history after {chart_s:.1f} s"
+            days = watch.wait(tickers, 30.0)
+            every = {t: round(at - up, 2) for t, at in days.items()}
+            all_s = max(every.values())
+            print(f"every market's day of 1-minute candles pushed {all_s:.2f} s after dev was up "
+                  f"(first {min(every.values()):.2f} s)")  # fmt: skip
+            # The issue's goal, held as it is: a day of candles within 5 s of start, on the
+            # chart and for every market (here 1.3-3.5 s and 1.0-3.3 s at load 4-8 on this
+            # 2-core host; bench/lifecycle.py: all 20 markets 1.2-1.7 s from ready at load 5-6,
+            # main's code 3.0-3.1 s in the same run, 0.9-2.6 s at load 7-9).
+            assert chart_s <= 5.0, f"the chart showed a day of history after {chart_s:.1f} s"
+            assert all_s <= 5.0, f"every market's day of history after {all_s:.1f} s: {every}"
             _shot(page, "dashboard-dev-history.png")
 
-            # Settle the market through the simulator: the dashboard shows it within 1 s. Only
-            # once every market's history is in: while its candle mutations are being written a
-            # live batch waits behind them (bench/lifecycle.py, 20 markets loading: p50 ~60 ms,
-            # up to 1.45 s), after it a settlement reaches a subscriber in p50 6-7 ms, max 26 ms.
+            # Settle the market through the simulator: the dashboard shows it within 1 s (every
+            # market's history is in by now: a live batch no longer waits behind a candle
+            # mutation; after the history a settlement reaches a subscriber in p50 4-7 ms).
             page.wait_for_selector("[data-testid=market-head][data-status=active]")
-            for other in tickers:
-                _until(lambda t=other: _day_span_h(store, t) >= 24, 30.0, f"{other}'s history")
-            all_s = time.monotonic() - up
-            print(f"every market's day of 1-minute candles {all_s:.2f} s after dev was up")
-            # The goal is 5 s (bench/lifecycle.py measures it: 4.6-5.1 s from ready for all 20
-            # on this loaded 2-core host, 11-12 s before history was packed; 4.5-7.0 s here
-            # from dev up, the browser drawing meanwhile); held here to a
-            # bound the host's load cannot break, the browser sharing its cores.
-            assert all_s <= 15.0, f"every market's day of history after {all_s:.1f} s"
             t0 = time.monotonic()
             r = sim.post("/_sim/control", json={"action": "set_status", "ticker": ticker,
                                                 "status": "settled"})  # fmt: skip
@@ -451,5 +522,7 @@ def test_dev_shows_a_day_of_history_at_once_and_a_settlement_within_a_second(
             _shot(page, "dashboard-dev-settled.png")
             assert errors == [], errors
         finally:
+            if watch is not None:
+                watch.close()
             store.close()
             sim.close()

@@ -132,3 +132,31 @@ def test_simulator_payloads_are_typed(sim: Simulator) -> None:
     assert all(isinstance(c.price.close, Decimal) for c in candles)
     trades = sim_get(sim, "/markets/trades", limit=100)["trades"]
     assert trades and all(walk(RestTrade.model_validate(x)) == [] for x in trades)
+
+
+def test_trade_row_reads_candles_as_the_model_does() -> None:
+    """The bulk reader (floats straight from the JSON) agrees with the typed model on every
+    fixture candle, the legacy integer-cent shape included, and refuses what the model would."""
+    raw = candles_of_fixtures()
+    legacy = [
+        {"end_period_ts": 60, "price": {"open": 35, "high": 40, "low": 30, "close": 38},
+         "volume": 12},
+        {"end_period_ts": 120, "price": {"open_dollars": "0.3500", "high_dollars": "0.4000",
+         "low_dollars": "0.3000", "close_dollars": "0.3800"}, "volume_fp": "12.50"},
+    ]  # fmt: skip
+    traded = 0
+    for r in [*raw, *legacy]:
+        row = Candlestick.trade_row(r)
+        c = Candlestick.model_validate(r)
+        p = c.price
+        if None in (p.open, p.high, p.low, p.close):
+            assert row is None, r
+            continue
+        traded += 1
+        want = (p.open, p.high, p.low, p.close, c.volume or Decimal(0))
+        assert row == (c.end_period_ts, *(float(v) for v in want)), r  # type: ignore[arg-type]
+    assert traded >= 3
+    for bad in ("NaN", "inf", "0.5.1", None):
+        candle = {"end_period_ts": 60, "price": {**legacy[1]["price"], "high_dollars": bad}}
+        assert Candlestick.trade_row(candle) is None
+    assert Candlestick.trade_row({"end_period_ts": "60", "price": legacy[1]["price"]}) is None

@@ -14,7 +14,8 @@ from marketpulse.marketdata.packed_candles import CANDLE_FIELDS, unpack_rows
 from marketpulse.pipeline._history import (
     _CHUNK,
     UPSERT_CANDLES,
-    candle_entries,
+    Row,
+    candle_rows,
     write_history,
 )
 from marketpulse.simulator import Simulator, SimulatorConfig
@@ -28,20 +29,15 @@ class SimSource:
         self.sim = sim
         self.requests: list[tuple[int, list[str]]] = []
 
-    async def candles(self, tickers: list[str], at_ms: float, minutes: int) -> list[dict[str, Any]]:
+    async def candles(self, tickers: list[str], at_ms: float, minutes: int) -> dict[str, list[Row]]:
         self.requests.append((minutes, tickers))
         end = int(at_ms // 1000)
         span = 86_400 + 600 if minutes == 1 else 31 * 86_400
         q = {"start_ts": str(end - span), "end_ts": str(end), "period_interval": str(minutes)}
-        out: list[dict[str, Any]] = []
-        for m in _candles(self.sim, tickers, q):
-            out += candle_entries(
-                m["market_ticker"],
-                "1m" if minutes == 1 else "1h",
-                minutes,
-                m["candlesticks"],
-                at_ms,
-            )
+        out = {
+            m["market_ticker"]: candle_rows(minutes, m["candlesticks"], at_ms)
+            for m in _candles(self.sim, tickers, q)
+        }
         await asyncio.sleep(0)
         return out
 
@@ -130,13 +126,45 @@ async def test_every_markets_day_of_minutes_first_in_bounded_mutations_behind_li
     assert kinds[-1] == {"trades"}
 
 
+async def test_every_minute_request_is_sent_before_the_first_answer() -> None:
+    """The day of minutes of every market is asked for at once: no request waits for an earlier
+    one's answer or write (each answer is written as it comes)."""
+    sim = Simulator(SimulatorConfig(markets=12, seed=3))
+    tickers = list(sim.markets)
+    source = SimSource(sim)
+    real = source.candles
+    all_sent = asyncio.Event()
+    asked: list[list[str]] = []
+
+    async def gated(tickers: list[str], at_ms: float, minutes: int) -> dict[str, list[Row]]:
+        if minutes == 1:
+            asked.append(tickers)
+            if len(asked) == 3:
+                all_sent.set()
+            await all_sent.wait()  # no answer until every request is out
+        return await real(tickers, at_ms, minutes)
+
+    source.candles = gated  # type: ignore[method-assign]
+    idle = asyncio.Event()
+    idle.set()
+    store = Store(asyncio.Event())
+    async with asyncio.timeout(30):
+        await write_history(store, source, tickers, "s", idle.wait)  # type: ignore[arg-type]
+    assert [len(ts) for m, ts in source.requests if m == 1] == [4, 4, 4]
+    minute = {
+        c["ticker"] for p, a in store.calls if p == UPSERT_CANDLES for c in a["candles"]
+        if c["interval"] == "1m"
+    }  # fmt: skip
+    assert minute == set(tickers)
+
+
 async def test_a_failed_request_costs_its_markets_only() -> None:
     sim = Simulator(SimulatorConfig(markets=6, seed=3))
     tickers = list(sim.markets)
     source = SimSource(sim)
     real = source.candles
 
-    async def flaky(tickers: list[str], at_ms: float, minutes: int) -> list[dict[str, Any]]:
+    async def flaky(tickers: list[str], at_ms: float, minutes: int) -> dict[str, list[Row]]:
         if minutes == 1 and tickers[0] == next(iter(sim.markets)):
             raise RuntimeError("exchange said 503")
         return await real(tickers, at_ms, minutes)
@@ -168,11 +196,12 @@ def test_rest_history_reads_candles_as_the_typed_model_does() -> None:
         sim, [t], {"start_ts": str(end - 7200), "end_ts": str(end), "period_interval": "1"}
     )
     sticks = raw[0]["candlesticks"]
-    fast = candle_entries(t, "1m", 1, sticks, now)
+    fast = candle_rows(1, sticks, now)
     assert len(fast) == len(sticks) > 60
-    for entry, c in zip(fast, (Candlestick.model_validate(s) for s in sticks), strict=True):
-        assert entry["start"] == c.end_period_ts * 1000 - 60_000
-        assert (entry["open"], entry["high"], entry["low"], entry["close"]) == tuple(
+    for row, c in zip(fast, (Candlestick.model_validate(s) for s in sticks), strict=True):
+        start, o, h, lo, close, volume = row
+        assert start == c.end_period_ts * 1000 - 60_000
+        assert (o, h, lo, close) == tuple(
             float(v) for v in (c.price.open, c.price.high, c.price.low, c.price.close)
         )
-        assert entry["volume"] == float(c.volume)
+        assert volume == float(c.volume)

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import pytest
 
 from marketpulse.kalshi import KalshiCredentials, KalshiProtocol, KalshiRestClient
@@ -34,9 +35,19 @@ async def test_fetched_markets_give_the_feed_their_price_grid(sim: Simulator) ->
         seen.append(market.ticker)
         protocol.set_price_grid(market.ticker, price_grid(market) or None)
 
-    async with KalshiRestClient(sim.rest_url, creds) as rest:
+    paths: list[str] = []
+
+    class Counting(httpx.AsyncHTTPTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            paths.append(request.url.path.removeprefix("/trade-api/v2"))
+            return await super().handle_async_request(request)
+
+    async with KalshiRestClient(sim.rest_url, creds, transport=Counting()) as rest:
         entries = await fetch_markets(rest, [*tickers, "KXNOPE-1"], on_market)
     assert sorted(seen) == tickers and sorted(e["ticker"] for e in entries) == tickers
+    # One batched request for all, then the ticker it did not return asked alone: at start these
+    # share the client's rate limit with the history's candle requests.
+    assert sorted(paths) == ["/markets", "/markets/KXNOPE-1"], paths
     for t in tickers:
         grid = protocol._grids[t]
         assert grid and all(isinstance(x, Decimal) for r in grid for x in r)

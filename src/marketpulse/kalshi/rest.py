@@ -10,12 +10,15 @@ if present. Results are typed pydantic models (:mod:`marketpulse.kalshi._models`
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpcore  # noqa: F401  (httpx loads it at its first client: here, not in a stream's start)
 import httpx
 import orjson
 
@@ -70,6 +73,16 @@ class KalshiRestError(Exception):
         self.status = status
         self.path = path
         self.detail = detail
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """httpx's default context, built once per process: loading the CA bundle took 0.1-0.4 s
+    of each stream attempt's start on a loaded host (before its first history request).
+    A plain-http base URL (the simulator) needs none."""
+    import certifi
+
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 def _clean(params: dict[str, Any]) -> dict[str, Any]:
@@ -148,6 +161,7 @@ class KalshiRestClient:
             transport=transport,
             trust_env=False,
             headers={"Accept": "application/json"},
+            verify=_tls_context() if self.base_url.startswith("https:") else False,
         )
 
     async def __aenter__(self) -> KalshiRestClient:

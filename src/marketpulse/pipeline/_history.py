@@ -7,9 +7,13 @@ trades go through ``applyUpdates`` like live ones (the store skips the ids it ha
 market's trade panel is never empty. A failure is logged and the feed goes on.
 
 What the chart shows first is written first: every market's day of 1-minute candles, a few
-markets a request (the next request is under way while one is written); then the 5-minute
-candles folded from them, the month of 1-hour candles and the trades. Live batches go first:
-each history mutation is small and waits until the live writer is idle
+markets a request, all requests sent at once (they take the first of the REST client's rate
+limit, ahead of the trade backfill's per-market requests; the exchange answers one while the
+worker reads another and the store writes a third), each answer written as it comes; then the
+5-minute candles folded from them, the month of 1-hour candles and the trades. Candles travel
+as rows of floats (:data:`~marketpulse.marketdata.packed_candles.CANDLE_FIELDS`) from the
+exchange's JSON to the packed mutation argument, never as a dict each. Live batches go first:
+each history mutation waits until the live writer is idle
 (:meth:`~marketpulse.pipeline._batch_writer.BatchWriter.idle`), so a live batch waits behind one
 of them at most.
 """
@@ -24,7 +28,7 @@ import structlog
 
 from marketpulse._clock import now_ms
 from marketpulse.kalshi import Candlestick
-from marketpulse.marketdata.packed_candles import CANDLE_FIELDS, pack_rows
+from marketpulse.marketdata.packed_candles import pack_rows
 from marketpulse.pipeline._backfill import fetch_trades_since
 from marketpulse.pipeline._batch_writer import APPLY_UPDATES
 from marketpulse.pipeline._store import StoreClient
@@ -33,8 +37,8 @@ __all__ = [
     "UPSERT_CANDLES",
     "HistorySource",
     "RestHistory",
-    "candle_entries",
-    "pack_entries",
+    "Row",
+    "candle_rows",
     "write_history",
 ]
 
@@ -46,22 +50,27 @@ HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 RECENT_TRADES_MS = 3_600_000
 """Trades fetched at start: the last hour's (bounded by the backfill's page limit)."""
-# Candles per mutation: a market's day of minutes. Packed, they are a few documents to the
-# store (60 candles each), so a live batch still waits little behind one; 250 a mutation, when
-# each candle was a document, held 20 markets' day back by 20-60 s of round trips and inserts.
+# Candles per mutation: a market's day of minutes. Packed, they are a few documents to the store
+# (60 candles each), so a live batch still waits little behind one. Four markets a mutation
+# (one per answer) measured no sooner for all 20 (bench/lifecycle.py, 3.2 s either way) while a
+# live batch waited up to 0.6 s behind one instead of 0.4 s.
 _CHUNK = 1_500
-# Markets per minute-candle request: the first markets' day lands while the rest is fetched,
-# and neither the exchange's answer nor its parsing holds a loop for long.
+# Markets per minute-candle request: the first markets' day lands while the rest is fetched and
+# read (and Kalshi's batched endpoint answers at most 10,000 candles a request).
 _MINUTE_TICKERS = 4
 _HOUR_TICKERS = 10
+
+Row = tuple[float, ...]
+"""A candle as ``(start, open, high, low, close, volume)``: the packed form's row
+(:data:`~marketpulse.marketdata.packed_candles.CANDLE_FIELDS`)."""
 
 
 class HistorySource(Protocol):
     """Where history comes from (the exchange's REST API; a fake in unit tests)."""
 
-    async def candles(self, tickers: list[str], at_ms: float, minutes: int) -> list[dict[str, Any]]:
-        """``upsertCandles`` entries of ``tickers``: ``minutes`` long (1: the last day, 60:
-        the last month), complete as of ``at_ms``."""
+    async def candles(self, tickers: list[str], at_ms: float, minutes: int) -> dict[str, list[Row]]:
+        """Each ticker's candles, oldest first: ``minutes`` long (1: the last day, 60: the last
+        month), complete as of ``at_ms``."""
         ...
 
     async def trades(self, tickers: list[str], since_ms: float) -> list[dict[str, Any]]:
@@ -69,72 +78,53 @@ class HistorySource(Protocol):
         ...
 
 
-def candle_entries(
-    ticker: str, interval: str, minutes: int, sticks: list[dict[str, Any]], now: float
-) -> list[dict[str, Any]]:
-    """``upsertCandles`` entries of a market's candlesticks (as the exchange sent them): the
-    complete periods that had a trade."""
-    out = []
+def candle_rows(minutes: int, sticks: list[dict[str, Any]], now: float) -> list[Row]:
+    """The rows of a market's candlesticks (as the exchange sent them): the complete periods
+    that had a trade."""
+    out: list[Row] = []
     length = minutes * MINUTE_MS
     for raw in sticks:
-        row = Candlestick.trade_ohlcv(raw)
+        row = Candlestick.trade_row(raw)
         if row is None:
             continue
-        end_ts, o, h, lo, c, volume = row
-        end = end_ts * 1000.0
-        if end > now:
-            continue
-        out.append(
-            {
-                "ticker": ticker,
-                "interval": interval,
-                "start": end - length,
-                "open": float(o),
-                "high": float(h),
-                "low": float(lo),
-                "close": float(c),
-                "volume": float(volume),
-            }
-        )
+        end = row[0] * 1000.0
+        if end <= now:
+            out.append((end - length, *row[1:]))
     return out
 
 
-def pack_entries(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``upsertCandles``' ``packed`` argument for ``upsertCandles`` entries: bytes of rows per
-    market and interval (:mod:`marketpulse.marketdata.packed_candles`)."""
-    groups: dict[tuple[str, str], list[tuple[float, ...]]] = {}
-    for c in entries:
-        row = tuple(float(c[k]) for k in CANDLE_FIELDS)
-        groups.setdefault((c["ticker"], c["interval"]), []).append(row)
-    return [
-        {"ticker": t, "interval": i, "rows": pack_rows(rows)} for (t, i), rows in groups.items()
-    ]
-
-
-def _fold(minutes: list[dict[str, Any]], interval: str, length: int) -> list[dict[str, Any]]:
+def _fold(rows: list[Row], length: int) -> list[Row]:
     """Complete longer candles from 1-minute ones (a bucket needs all of its minutes)."""
-    buckets: dict[float, list[dict[str, Any]]] = {}
-    for c in minutes:
-        buckets.setdefault(c["start"] - c["start"] % length, []).append(c)
+    buckets: dict[float, list[Row]] = {}
+    for r in rows:
+        buckets.setdefault(r[0] - r[0] % length, []).append(r)
     per = length // MINUTE_MS
-    out = []
-    for start, cs in sorted(buckets.items()):
-        if len(cs) != per:
+    out: list[Row] = []
+    for start, rs in sorted(buckets.items()):
+        if len(rs) != per:
             continue
-        cs.sort(key=lambda c: c["start"])
-        out.append(
-            {
-                "ticker": cs[0]["ticker"],
-                "interval": interval,
-                "start": start,
-                "open": cs[0]["open"],
-                "high": max(c["high"] for c in cs),
-                "low": min(c["low"] for c in cs),
-                "close": cs[-1]["close"],
-                "volume": sum(c["volume"] for c in cs),
-            }
-        )
+        rs.sort()
+        high = max(r[2] for r in rs)
+        low = min(r[3] for r in rs)
+        out.append((start, rs[0][1], high, low, rs[-1][4], sum(r[5] for r in rs)))
     return out
+
+
+def _packed(groups: list[tuple[str, str, list[Row]]]) -> Iterator[list[dict[str, Any]]]:
+    """``upsertCandles``' ``packed`` arguments for rows per market and interval, at most
+    :data:`_CHUNK` candles each."""
+    part: list[dict[str, Any]] = []
+    held = 0
+    for ticker, interval, rows in groups:
+        for k in range(0, len(rows), _CHUNK):
+            piece = rows[k : k + _CHUNK]
+            if held + len(piece) > _CHUNK and part:
+                yield part
+                part, held = [], 0
+            part.append({"ticker": ticker, "interval": interval, "rows": pack_rows(piece)})
+            held += len(piece)
+    if part:
+        yield part
 
 
 class RestHistory:
@@ -144,16 +134,12 @@ class RestHistory:
     def __init__(self, rest: Any) -> None:
         self._rest = rest
 
-    async def candles(self, tickers: list[str], at_ms: float, minutes: int) -> list[dict[str, Any]]:
+    async def candles(self, tickers: list[str], at_ms: float, minutes: int) -> dict[str, list[Row]]:
         end = int(at_ms // 1000)
         # A day of minutes and ten to spare (the first may be incomplete); a month of hours.
         span = DAY_MS // 1000 + 600 if minutes == 1 else 31 * DAY_MS // 1000
         raw = await self._rest.get_raw_candlesticks(tickers, end - span, end, minutes)
-        interval = "1m" if minutes == 1 else "1h"
-        out: list[dict[str, Any]] = []
-        for t in tickers:
-            out += candle_entries(t, interval, minutes, raw.get(t, []), at_ms)
-        return out
+        return {t: candle_rows(minutes, raw.get(t, []), at_ms) for t in tickers}
 
     async def trades(self, tickers: list[str], since_ms: float) -> list[dict[str, Any]]:
         return await fetch_trades_since(self._rest, tickers, since_ms)
@@ -180,72 +166,79 @@ async def write_history(
         stream_id: For logs.
         live_idle: Returns once no live batch is waiting; awaited before each mutation.
     """
-
-    async def upsert(
-        mutation: str, args: Callable[[list[Any]], dict[str, Any]], entries: list[Any]
-    ) -> None:
-        for k in range(0, len(entries), _CHUNK):
-            await live_idle()
-            await store.mutation(mutation, args(entries[k : k + _CHUNK]))
-
-    def candles(part: list[Any]) -> dict[str, Any]:
-        return {"packed": pack_entries(part)}
-
-    def trade_batch(part: list[Any]) -> dict[str, Any]:
-        return {"batch": {"trades": part}}
-
     at = now_ms()
-    folded: list[dict[str, Any]] = []
+    started = asyncio.get_running_loop().time()
     counts = {"minute": 0, "folded": 0, "hour": 0, "trades": 0}
+    first_day_s: float | None = None
 
-    async def step(name: str, run: Callable[[], Awaitable[int]]) -> None:
+    def failed(part: str, exc: Exception) -> None:
+        # History is nice to have; the feed must go on.
+        log.warning("market history failed", part=part, stream=stream_id, error=str(exc)[:300])
+
+    async def write_candles(name: str, groups: list[tuple[str, str, list[Row]]]) -> bool:
         try:
-            counts[name] += await run()
-        except Exception as exc:  # history is nice to have; the feed must go on
-            log.warning("market history failed", part=name, stream=stream_id, error=str(exc)[:300])
+            for packed in _packed(groups):
+                await live_idle()
+                await store.mutation(UPSERT_CANDLES, {"packed": packed})
+        except Exception as exc:
+            failed(name, exc)
+            return False
+        counts[name] += sum(len(rows) for _, _, rows in groups)
+        return True
 
-    # The day of minutes of every market first: the request for the next markets is under way
-    # while one's candles are written.
-    chunks = list(_chunks(tickers, _MINUTE_TICKERS))
-    fetches = [asyncio.ensure_future(source.candles(chunks[0], at, 1))] if chunks else []
+    async def fetch(chunk: list[str], minutes: int, name: str) -> dict[str, list[Row]] | None:
+        try:
+            return await source.candles(chunk, at, minutes)
+        except Exception as exc:
+            failed(name, exc)
+            return None
+
+    fetches: list[asyncio.Future[dict[str, list[Row]] | None]] = []
+
+    def send(
+        minutes: int, per_request: int, name: str
+    ) -> list[asyncio.Future[dict[str, list[Row]] | None]]:
+        """Every request of ``name`` at once (answers are awaited as they come)."""
+        tasks: list[asyncio.Future[dict[str, list[Row]] | None]] = [
+            asyncio.ensure_future(fetch(c, minutes, name)) for c in _chunks(tickers, per_request)
+        ]
+        fetches.extend(tasks)
+        return tasks
+
+    folded: list[tuple[str, str, list[Row]]] = []
+    day_s = 0.0
     try:
-        for i in range(len(chunks)):
-            if i + 1 < len(chunks):
-                fetches.append(asyncio.ensure_future(source.candles(chunks[i + 1], at, 1)))
-
-            async def minutes(fetch: asyncio.Future[list[dict[str, Any]]] = fetches[i]) -> int:
-                ones = await fetch
-                await upsert(UPSERT_CANDLES, candles, ones)
-                by_ticker: dict[str, list[dict[str, Any]]] = {}
-                for c in ones:
-                    by_ticker.setdefault(c["ticker"], []).append(c)
-                for cs in by_ticker.values():
-                    folded.extend(_fold(cs, "5m", 5 * MINUTE_MS))
-                return len(ones)
-
-            await step("minute", minutes)
+        for answer in asyncio.as_completed(send(1, _MINUTE_TICKERS, "minute")):
+            got = await answer
+            if not got:
+                continue
+            if await write_candles("minute", [(t, "1m", rows) for t, rows in got.items()]):
+                if first_day_s is None:
+                    first_day_s = asyncio.get_running_loop().time() - started
+                folded += [(t, "5m", _fold(rows, 5 * MINUTE_MS)) for t, rows in got.items()]
+        day_s = asyncio.get_running_loop().time() - started
+        await write_candles("folded", folded)
+        for answer in asyncio.as_completed(send(60, _HOUR_TICKERS, "hour")):
+            got = await answer
+            if got:
+                await write_candles("hour", [(t, "1h", rows) for t, rows in got.items()])
     finally:
         for f in fetches:
             f.cancel()
-
-    async def five() -> int:
-        await upsert(UPSERT_CANDLES, candles, folded)
-        return len(folded)
-
-    await step("folded", five)
-    for chunk in _chunks(tickers, _HOUR_TICKERS):
-
-        async def hours(chunk: list[str] = chunk) -> int:
-            entries = await source.candles(chunk, at, 60)
-            await upsert(UPSERT_CANDLES, candles, entries)
-            return len(entries)
-
-        await step("hour", hours)
-
-    async def trades() -> int:
+    try:
         entries = await source.trades(tickers, at - RECENT_TRADES_MS)
-        await upsert(APPLY_UPDATES, trade_batch, entries)
-        return len(entries)
-
-    await step("trades", trades)
-    log.info("market history written", stream=stream_id, markets=len(tickers), **counts)
+        for k in range(0, len(entries), _CHUNK):
+            await live_idle()
+            part = entries[k : k + _CHUNK]
+            await store.mutation(APPLY_UPDATES, {"batch": {"trades": part}})
+        counts["trades"] = len(entries)
+    except Exception as exc:
+        failed("trades", exc)
+    log.info(
+        "market history written",
+        stream=stream_id,
+        markets=len(tickers),
+        first_day_s=None if first_day_s is None else round(first_day_s, 3),
+        every_day_s=round(day_s, 3),
+        **counts,
+    )

@@ -30,6 +30,8 @@ MetadataFetch = Callable[[list[str]], Awaitable[list[dict[str, Any]]]]
 """Fetches the ``upsertMarkets`` entries of tickers (:func:`fetch_markets` bound to a client)."""
 
 _CONCURRENCY = 8
+_BATCH = 100
+"""Tickers per ``GET /markets`` request (Kalshi's page limit is 1,000; 100 keeps the URL short)."""
 
 
 def _get(obj: Any, *names: str) -> Any:
@@ -110,25 +112,47 @@ async def fetch_markets(
 ) -> list[dict[str, Any]]:
     """Fetch the metadata of ``tickers`` (unknown tickers are skipped).
 
+    ``GET /markets?tickers=...``, :data:`_BATCH` markets a request: at start the history and
+    the trade backfill share the client's rate limit (Basic: 20 reads/s) with this, and one
+    request per market spent a second of it on 20 markets. A ticker the batch did not return
+    (or every ticker, if the batch failed) is asked for alone, as before.
+
     Args:
         rest: A ``marketpulse.kalshi.KalshiRestClient``.
         tickers: Market tickers.
         seen: Called with each fetched ``Market`` (e.g. to give the feed its price grid).
     """
+    found: dict[str, Any] = {}
+    for i in range(0, len(tickers), _BATCH):
+        chunk = tickers[i : i + _BATCH]
+        try:
+            async for market in rest.iter_markets(tickers=chunk, limit=len(chunk)):
+                if market.ticker in chunk:
+                    found[market.ticker] = market
+        except Exception as exc:  # the per-market requests below still get them
+            log.warning("batched market metadata failed", error=str(exc)[:300])
     sem = asyncio.Semaphore(_CONCURRENCY)
 
-    async def one(ticker: str) -> dict[str, Any] | None:
+    async def one(ticker: str) -> Any:
+        market = found.get(ticker)
+        if market is not None:
+            return market
         async with sem:
             try:
-                market = await rest.get_market(ticker)
+                return await rest.get_market(ticker)
             except Exception:  # an unknown or delisted market must not block the others
                 return None
+
+    out = []
+    for market in await asyncio.gather(*(one(t) for t in tickers)):
+        if market is None:
+            continue
         if seen is not None:
             seen(market)
-        return market_to_upsert(market)
-
-    results = await asyncio.gather(*(one(t) for t in tickers))
-    return [r for r in results if r is not None]
+        entry = market_to_upsert(market)
+        if entry is not None:
+            out.append(entry)
+    return out
 
 
 async def upsert_metadata(

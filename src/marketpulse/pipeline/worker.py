@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 from collections.abc import Callable
 from datetime import timedelta
@@ -95,6 +96,9 @@ async def run_worker(
     worker = build_worker(
         client, acts, task_queue=task_queue, graceful_shutdown_timeout=graceful_shutdown_timeout
     )
+    # Everything loaded so far lives as long as the process: out of the collector's full passes,
+    # which otherwise walk it all while a stream's start parses megabytes of candle JSON.
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

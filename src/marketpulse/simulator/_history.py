@@ -11,6 +11,7 @@ the range asked (the same interval always reads the same).
 
 from __future__ import annotations
 
+import functools
 import random
 import zlib
 from collections.abc import Iterable
@@ -113,21 +114,12 @@ def _merge(parts: list[tuple[int, int, int, int, int]]) -> tuple[int, int, int, 
 
 
 def _candle(end_ms: int, o: int, h: int, lo: int, c: int, v: int, oi: int) -> dict[str, Any]:
-    po, ph, pl, pc = price_str(o), price_str(h), price_str(lo), price_str(c)
-    bid = [price_str(max(p - _SPREAD, 0)) for p in (o, h, lo, c)]
-    ask = [price_str(min(p + _SPREAD, ONE)) for p in (o, h, lo, c)]
+    price, bid, ask = _sides(o, h, lo, c)
     return {
         "end_period_ts": end_ms // 1000,
-        "price": {
-            "open_dollars": po,
-            "high_dollars": ph,
-            "low_dollars": pl,
-            "close_dollars": pc,
-            "mean_dollars": price_str((o + c) // 2),
-            "previous_dollars": po,
-        },
-        "yes_bid": dict(zip(_OHLC, bid, strict=True)),
-        "yes_ask": dict(zip(_OHLC, ask, strict=True)),
+        "price": price,
+        "yes_bid": bid,
+        "yes_ask": ask,
         "volume_fp": size_str(v),
         "open_interest_fp": size_str(oi),
     }
@@ -135,6 +127,24 @@ def _candle(end_ms: int, o: int, h: int, lo: int, c: int, v: int, oi: int) -> di
 
 _SPREAD = 100
 _OHLC = ("open_dollars", "high_dollars", "low_dollars", "close_dollars")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _sides(o: int, h: int, lo: int, c: int) -> tuple[dict[str, str], ...]:
+    """The price, bid and ask objects of a candle. A walk repeats few price tuples, so a day
+    of minutes builds a few hundred of them instead of 4,320 (answers are serialised, never
+    changed, so candles may share them)."""
+    bid = [price_str(max(p - _SPREAD, 0)) for p in (o, h, lo, c)]
+    ask = [price_str(min(p + _SPREAD, ONE)) for p in (o, h, lo, c)]
+    price = {
+        "open_dollars": price_str(o),
+        "high_dollars": price_str(h),
+        "low_dollars": price_str(lo),
+        "close_dollars": price_str(c),
+        "mean_dollars": price_str((o + c) // 2),
+        "previous_dollars": price_str(o),
+    }
+    return price, dict(zip(_OHLC, bid, strict=True)), dict(zip(_OHLC, ask, strict=True))
 
 
 def candlesticks(
