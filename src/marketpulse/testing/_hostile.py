@@ -1,7 +1,7 @@
 """Hostile clients against a real ``marketpulse serve``, with a well-behaved bystander timed.
 
-Every attack of issue 16's table is a coroutine here, run from another loopback address
-(127.0.0.2, so per-address caps tell attacker from bystander), while a :class:`Bystander` (the
+Every attack of issue 16's table is a coroutine here, run in its own process from another
+loopback address (127.0.0.2, so per-address caps tell attacker from bystander), while a :class:`Bystander` (the
 official PyPI ``convex`` client in its own process) is pushed a stamp a writer commits 20 times
 a second. :func:`run_attack` returns the bystander's latencies during the attack and the
 server's memory before, at peak and after. tests/e2e/test_hostile_clients.py asserts bounds on
@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import multiprocessing
+import queue
 import struct
 import subprocess
 import sys
@@ -580,6 +582,15 @@ ATTACKS: dict[str, Attack] = {
 """Issue 16's table, row by row."""
 
 
+def _attack_process(
+    name: str, host: str, port: int, scale: float, answers: multiprocessing.Queue[Any]
+) -> None:
+    try:
+        answers.put(asyncio.run(ATTACKS[name](host, port, scale)))
+    except Exception as exc:
+        answers.put({"error": repr(exc)})
+
+
 def run_attack(
     pid: int, url: str, bystander: Bystander, name: str, scale: float = 1.0, settle_s: float = 3.0
 ) -> AttackResult:
@@ -596,22 +607,25 @@ def run_attack(
     host, port = url.removeprefix("http://").rsplit(":", 1)
     before = rss_kib(pid)
     peak = before
-    done = threading.Event()
-    details: dict[str, Any] = {}
-
-    def attack() -> None:
-        try:
-            details.update(asyncio.run(ATTACKS[name](host, int(port), scale)))
-        except Exception as exc:
-            details["error"] = repr(exc)
-        finally:
-            done.set()
-
+    # The attacker is another process, as another client would be: in a thread it shared the
+    # GIL with the bystander's stamp writer here, and building a 6 MB message delayed stamps
+    # by tens of ms that were then counted as the server's latency.
+    spawn = multiprocessing.get_context("spawn")
+    answers = spawn.Queue()
+    attacker = spawn.Process(
+        target=_attack_process, args=(name, host, int(port), scale, answers), daemon=True
+    )
     start_ms = time.time() * 1000.0
-    thread = threading.Thread(target=attack, daemon=True)
-    thread.start()
-    while not done.wait(0.05):
+    attacker.start()
+    details: dict[str, Any] | None = None
+    while details is None:
+        try:
+            details = answers.get(timeout=0.05)
+        except queue.Empty:
+            if not attacker.is_alive() and answers.empty():
+                details = {"error": f"the attacker process exited with {attacker.exitcode}"}
         peak = max(peak, rss_kib(pid))
+    attacker.join(10)
     # "During" runs until the settle time is over too: a short attack's effects (a queue it
     # left behind, memory being released) show after its last byte.
     deadline = time.monotonic() + settle_s
