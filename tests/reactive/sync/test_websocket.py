@@ -13,7 +13,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from marketpulse.reactive.limits import ConnectionLimits
-from marketpulse.reactive.sync.client import RawSubscriber
+from marketpulse.reactive.sync.client import RawSubscriber, ServerError
 from marketpulse.reactive.sync.connection import SyncConnection
 from marketpulse.reactive.sync.websocket import is_sync_path
 
@@ -71,6 +71,33 @@ async def test_idle_sockets_cost_no_task(store: Served) -> None:
     assert len(asyncio.all_tasks()) == before
     for sub in subscribers:
         sub.close()
+
+
+async def test_raw_subscriber_reports_a_refused_handshake(tmp_path: Path) -> None:
+    """A socket past the per-address cap is answered 503 before any upgrade: the lean client
+    fails at once with the status, instead of waiting for a Transition that never comes."""
+    async with serve_store(
+        tmp_path / "s.sqlite", ConnectionLimits(max_connections_per_client=1)
+    ) as store:
+        loop = asyncio.get_running_loop()
+        port = int(store.url.rsplit(":", 1)[1])
+
+        async def subscribe() -> RawSubscriber:
+            _, sub = await loop.create_connection(
+                lambda: RawSubscriber(store.ws_url, "counter:get", {"name": "x"}, lambda m, ns: 0),
+                "127.0.0.1",
+                port,
+            )
+            return sub
+
+        first = await subscribe()
+        await asyncio.wait_for(first.subscribed, 10)
+        second = await subscribe()
+        with pytest.raises(ServerError, match="HandshakeRefused: HTTP 503"):
+            await asyncio.wait_for(second.subscribed, 5)
+        assert isinstance(second.failure, ServerError)
+        assert first.failure is None
+        first.close()
 
 
 async def test_mutation_task_exists_only_while_mutations_are_pending(store: Served) -> None:

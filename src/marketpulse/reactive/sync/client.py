@@ -329,6 +329,12 @@ class RawSubscriber(asyncio.BufferedProtocol):
         self._ws.receive_data(bytes(_read_buffer.view[:nbytes]))
         for event in self._ws.events_received():
             if isinstance(event, Response):
+                if event.status_code != 101:
+                    # Refused (a full server's 503, a late head's 408): say so at once, rather
+                    # than write a Connect into a closed protocol and wait for a Transition.
+                    body = (event.body or b"")[:200].decode("utf-8", "replace")
+                    self._fail(ServerError(f"HandshakeRefused: HTTP {event.status_code} {body}"))
+                    return
                 self._send(_connect_message(str(uuid.uuid4())))
                 self._send(
                     {
@@ -343,15 +349,20 @@ class RawSubscriber(asyncio.BufferedProtocol):
                 if message["type"] != "Transition":
                     continue
                 if message["startVersion"] != self._version:
-                    self.failure = ServerError("StartVersionMismatch")
-                    assert self._transport is not None
-                    self._transport.close()
+                    self._fail(ServerError("StartVersionMismatch"))
                     return
                 self._version = message["endVersion"]
                 if not self.subscribed.done():
                     self.subscribed.set_result(None)
                 self._on_transition(message, received_ns)
         self._flush()
+
+    def _fail(self, error: ServerError) -> None:
+        self.failure = error
+        if not self.subscribed.done():
+            self.subscribed.set_exception(error)
+        assert self._transport is not None
+        self._transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.subscribed.done():
