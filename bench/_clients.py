@@ -96,7 +96,7 @@ def _record(
     return failed
 
 
-DRAIN_INTERVAL_S = 0.25
+DRAIN_INTERVAL_S = 1.0
 """How often a fleet process reads its draining sockets, all at once: the bytes wait in the
 kernel meanwhile, so one read takes several pushes and the node's writes are unaffected."""
 
