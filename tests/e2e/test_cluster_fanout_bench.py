@@ -102,3 +102,28 @@ def test_frame_counter_counts_text_frames_across_any_split() -> None:
             counter.feed(memoryview(stream[i : i + step])) for i in range(0, len(stream), step)
         ]
         assert sum(counts) == counter.frames == len(sizes), step
+
+
+def test_fleet_placement_sources_and_sampling() -> None:
+    sys.path.insert(0, str(BENCH))
+    from types import SimpleNamespace
+
+    from cluster_fanout import fleet_subs
+
+    nodes: Any = [SimpleNamespace(url=f"http://127.0.0.1:{port}") for port in (1001, 1002, 1003)]
+    for placement in ("market", "spread"):
+        subs = fleet_subs(nodes, 600, 6, per_source=250, placement=placement, sample_every=5)
+        by_market: dict[str, set[str]] = {}
+        for url, _, _, args, _ in subs:
+            by_market.setdefault(args["ticker"], set()).add(url)
+        assert len(by_market) == 6
+        if placement == "market":  # one node per market, markets shared out evenly
+            assert all(len(urls) == 1 for urls in by_market.values())
+            assert len(set.union(*by_market.values())) == 3
+        else:  # every market on every node
+            assert all(len(urls) == 3 for urls in by_market.values())
+        assert [s[1] for s in subs[249:251]] == ["127.0.0.2", "127.0.0.3"]
+        assert {s[1] for s in subs} == {"127.0.0.2", "127.0.0.3", "127.0.0.4"}
+        assert sum(s[4] for s in subs) == 600 // 5
+        sampled = [s[3]["ticker"] for s in subs if s[4]]
+        assert all(sampled.count(t) == 20 for t in by_market)  # 100 a market, 1 in 5 timed
