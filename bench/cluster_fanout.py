@@ -80,6 +80,8 @@ FD_HEADROOM = 2_000
 """Descriptors a node or fleet process keeps besides its sockets (PostgreSQL, logs, the
 listener, the admission's own reserve), so a node's socket budget is ``RLIMIT_NOFILE -
 FD_HEADROOM``: 18,000 with this host's hard limit of 20,000."""
+IDLE_S = 3.0
+"""Part 2: how long the connected sockets are held with nothing pushed, before pushing."""
 STEP_GAP_S = 1.5
 """Between steps: the tail of one step's pushes arrives before the next starts."""
 SERVE_FLAGS = (*FLEET_FLAGS, "--max-connections", "0")
@@ -471,12 +473,17 @@ def connections(opts: argparse.Namespace, fd_limit: int) -> dict[str, Any]:
             ) as fleet,
         ):
             connect_s = time.monotonic() - connect_started
-            nodes_cpu_s = sum(cpu_seconds(p.pid) for p in procs) - cpu_before
-            time.sleep(1.0)
+            cpu_connected = sum(cpu_seconds(p.pid) for p in procs)
+            nodes_cpu_s = cpu_connected - cpu_before
+            time.sleep(IDLE_S)
+            # What holding the sockets costs with nothing pushed (timers, pings, the log's
+            # follower), then what the pushes cost on top.
+            cpu_idle = sum(cpu_seconds(p.pid) for p in procs)
             rss_after = sum(rss_kib(p.pid) for p in procs)
             start_ms = time.time() * 1000
             sent = publish_at(send, markets, sockets, CONNECTIONS_PUSHES_PER_S, opts.seconds)
             end_ms = time.time() * 1000
+            cpu_measured = sum(cpu_seconds(p.pid) for p in procs)
             time.sleep(STEP_GAP_S)
     failed = sum(fleet.failures.values())
     return {
@@ -491,6 +498,8 @@ def connections(opts: argparse.Namespace, fd_limit: int) -> dict[str, Any]:
         "fleet_connect_s": round(fleet.connect_s, 1),
         "node_cpu_ms_per_connection": round(nodes_cpu_s / sockets * 1000, 3),
         "fleet_cpu_ms_per_connection": round(fleet.connect_cpu_s / sockets * 1000, 3),
+        "nodes_idle_cores": round((cpu_idle - cpu_connected) / IDLE_S, 2),
+        "nodes_cores_at_3000": round((cpu_measured - cpu_idle) / ((end_ms - start_ms) / 1000), 2),
         "nodes_rss_mib_before": round(rss_before / 1024, 1),
         "nodes_rss_mib_after": round(rss_after / 1024, 1),
         "kib_per_connection": round((rss_after - rss_before) / sockets, 2),
@@ -511,7 +520,16 @@ def report_connections(opts: argparse.Namespace, fd_limit: int) -> dict[str, Any
     print_table(
         f"connecting {conn['connections']:,} sockets to {conn['nodes']} nodes from "
         f"{conn['source_addresses']} source addresses, {conn['client_processes']} fleet processes",
-        ["connect s", "conn/s", "node CPU ms/conn", "fleet CPU ms/conn", "KiB/conn", "failed"],
+        [
+            "connect s",
+            "conn/s",
+            "node CPU ms/conn",
+            "fleet CPU ms/conn",
+            "KiB/conn",
+            "nodes idle cores",
+            "nodes cores at 3,000/s",
+            "failed",
+        ],
         [
             [
                 conn["connect_s"],
@@ -519,6 +537,8 @@ def report_connections(opts: argparse.Namespace, fd_limit: int) -> dict[str, Any
                 conn["node_cpu_ms_per_connection"],
                 conn["fleet_cpu_ms_per_connection"],
                 conn["kib_per_connection"],
+                conn["nodes_idle_cores"],
+                conn["nodes_cores_at_3000"],
                 ", ".join(f"{k}: {v}" for k, v in conn["failed_sockets"].items()) or "0",
             ]
         ],

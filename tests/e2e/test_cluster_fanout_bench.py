@@ -82,6 +82,7 @@ def test_connections_take_more_nodes_when_the_fd_limit_cannot_hold_them_on_4(
     assert conn["dropped"] == conn["failed_queries"] == 0 and conn["failed_sockets"] == {}
     assert conn["pushes"] > 0 and conn["p50_ms"] <= conn["p99_ms"]
     assert conn["kib_per_connection"] > 0 and conn["node_cpu_ms_per_connection"] > 0
+    assert conn["nodes_idle_cores"] >= 0 and conn["nodes_cores_at_3000"] > 0
     assert conn["load_average_before"] and conn["load_average_after"]
 
 
