@@ -5,7 +5,8 @@ A fleet is split over a few spawned processes (the clients' own CPU must not sha
 measuring process's event loop). Every client records, for each pushed value whose
 ``updatedAt`` (ours) or ``ts`` (Redis) is new, the pair (receipt epoch ms, latency ms).
 Latency is receipt time minus the stamp the producer put in the update, both from this
-machine's wall clock.
+machine's wall clock. Lean sockets may instead only count their pushes once subscribed (frame
+headers read in bulk, see ``_Drain``), so that a big fleet costs far less than the server.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import asyncio
 import contextlib
 import gc
 import multiprocessing as mp
+import os
+import select
 import socket
 import struct
 import time
@@ -150,8 +153,6 @@ class _Drain:
     writing to it. Frames counted per read pass make the pushes delivered."""
 
     def __init__(self) -> None:
-        import select
-
         self._epoll = select.epoll()
         self._counters: dict[int, FrameCounter] = {}
         self._buffer = bytearray(_DRAIN_READ_BYTES)
@@ -160,8 +161,6 @@ class _Drain:
         self.closed = 0
 
     def add(self, proto: Any) -> None:
-        import select
-
         transport = proto._transport
         transport.pause_reading()
         fd = transport.get_extra_info("socket").fileno()
@@ -175,8 +174,6 @@ class _Drain:
 
     def run(self) -> int:
         """Read every socket with bytes waiting; returns the frames counted."""
-        import os
-
         view = memoryview(self._buffer)
         frames = 0
         for fd, _ in self._epoll.poll(0):
