@@ -257,6 +257,32 @@ def test_raw_subscriber_sees_what_the_official_client_sees(store: StoreProcess) 
     sub.unsubscribe()
 
 
+def test_sockets_opening_and_closing_log_nothing_at_info(store: StoreProcess) -> None:
+    """A node with 100,000 sockets must not write a log line per socket: websockets' own
+    "connection open" / "connection closed" stay below the default level."""
+
+    async def open_and_close() -> None:
+        loop = asyncio.get_running_loop()
+        subs = []
+        for _ in range(5):
+            _, sub = await loop.create_connection(
+                lambda: RawSubscriber(
+                    LightSyncClient.ws_url(store.url), "counter:get", {"name": "q"}, lambda m, t: 0
+                ),
+                "127.0.0.1",
+                store.port,
+            )
+            await asyncio.wait_for(sub.subscribed, 10)
+            subs.append(sub)
+        for sub in subs:
+            sub.close()
+        await asyncio.sleep(0.5)
+
+    asyncio.run(open_and_close())
+    log = store.log_path.read_text()
+    assert "connection open" not in log and "connection closed" not in log
+
+
 @needs_node
 def test_clients_take_a_transition_split_for_size(store: StoreProcess) -> None:
     """Four 1.5 MB results changed by one commit exceed the 4 MiB Transition cap: the server

@@ -73,6 +73,33 @@ async def test_idle_sockets_cost_no_task(store: Served) -> None:
         sub.close()
 
 
+async def test_raw_subscriber_reports_a_refused_handshake(tmp_path: Path) -> None:
+    """A socket past the per-address cap is answered 503 before any upgrade: the lean client
+    fails at once with the status, instead of waiting for a Transition that never comes."""
+    async with serve_store(
+        tmp_path / "s.sqlite", ConnectionLimits(max_connections_per_client=1)
+    ) as store:
+        loop = asyncio.get_running_loop()
+        port = int(store.url.rsplit(":", 1)[1])
+
+        async def subscribe() -> RawSubscriber:
+            _, sub = await loop.create_connection(
+                lambda: RawSubscriber(store.ws_url, "counter:get", {"name": "x"}, lambda m, ns: 0),
+                "127.0.0.1",
+                port,
+            )
+            return sub
+
+        first = await subscribe()
+        await asyncio.wait_for(first.subscribed, 10)
+        second = await subscribe()
+        with pytest.raises(ServerError, match="HandshakeRefused: HTTP 503"):
+            await asyncio.wait_for(second.subscribed, 5)
+        assert isinstance(second.failure, ServerError)
+        assert first.failure is None
+        first.close()
+
+
 async def test_mutation_task_exists_only_while_mutations_are_pending(store: Served) -> None:
     c = await store.client()
     q = await c.subscribe("counter:get", {"name": "m"})
@@ -174,17 +201,3 @@ async def test_shutdown_closes_sync_sockets_with_1012(tmp_path: Path) -> None:
         while True:
             await asyncio.wait_for(ws.recv(), 5)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
-
-
-async def test_a_refused_handshake_names_its_http_status(store: Served) -> None:
-    loop = asyncio.get_running_loop()
-    port = int(store.url.rsplit(":", 1)[1])
-    wrong = store.ws_url.replace("/sync", "/no-such-socket")
-    _, sub = await loop.create_connection(
-        lambda: RawSubscriber(wrong, "counter:get", {"name": "x"}, lambda m, ns: None),
-        "127.0.0.1",
-        port,
-    )
-    with pytest.raises(ServerError, match=r"handshake refused: HTTP 403"):
-        await asyncio.wait_for(sub.subscribed, 10)
-    assert sub.failure is not None

@@ -112,11 +112,10 @@ class LightSyncClient:
         assert self._ws is not None
         await self._ws.send(orjson.dumps(message).decode())
 
-    async def send_raw(self, data: str | bytes, *, text: bool | None = None) -> None:
-        """Send anything, well-formed or not (for bad-input tests); ``text=True`` sends bytes
-        as a text frame, unchecked."""
+    async def send_raw(self, data: str | bytes) -> None:
+        """Send anything, well-formed or not (for bad-input tests)."""
         assert self._ws is not None
-        await self._ws.send(data, text=text)
+        await self._ws.send(data)
 
     async def _modify(self, modification: dict[str, Any]) -> None:
         base = self._query_set
@@ -330,9 +329,11 @@ class RawSubscriber(asyncio.BufferedProtocol):
         self._ws.receive_data(bytes(_read_buffer.view[:nbytes]))
         for event in self._ws.events_received():
             if isinstance(event, Response):
-                if event.status_code != 101 or self._ws.handshake_exc is not None:
-                    # Say why (a cap's 503, a 429): a bare "connection lost" hides it.
-                    self._refused(f"handshake refused: HTTP {event.status_code}")
+                if event.status_code != 101:
+                    # Refused (a full server's 503, a late head's 408): say so at once, rather
+                    # than write a Connect into a closed protocol and wait for a Transition.
+                    body = (event.body or b"")[:200].decode("utf-8", "replace")
+                    self._fail(ServerError(f"HandshakeRefused: HTTP {event.status_code} {body}"))
                     return
                 self._send(_connect_message(str(uuid.uuid4())))
                 self._send(
@@ -348,9 +349,7 @@ class RawSubscriber(asyncio.BufferedProtocol):
                 if message["type"] != "Transition":
                     continue
                 if message["startVersion"] != self._version:
-                    self.failure = ServerError("StartVersionMismatch")
-                    assert self._transport is not None
-                    self._transport.close()
+                    self._fail(ServerError("StartVersionMismatch"))
                     return
                 self._version = message["endVersion"]
                 if not self.subscribed.done():
@@ -358,10 +357,10 @@ class RawSubscriber(asyncio.BufferedProtocol):
                 self._on_transition(message, received_ns)
         self._flush()
 
-    def _refused(self, why: str) -> None:
-        self.failure = ServerError(why)
+    def _fail(self, error: ServerError) -> None:
+        self.failure = error
         if not self.subscribed.done():
-            self.subscribed.set_exception(self.failure)
+            self.subscribed.set_exception(error)
         assert self._transport is not None
         self._transport.close()
 
