@@ -34,11 +34,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _batches import batch, ticker
+
 MARKETS = 250
 CHANGED = 200
 SUBSCRIPTIONS = 1000
 QUERIES = ("getPrice", "getOrderbook", "getRecentTrades")
-T0 = 1_700_000_000_000.0
 STAGES = (
     "execute_ms",
     "apply_ms",
@@ -54,52 +55,6 @@ fan-out (mean): on a loaded host the CPU figures are the ones to compare."""
 
 CHECKS = ("frames_per_group", "query_runs_per_group")
 """Work done per group, which must be the same before and after."""
-
-
-def ticker(i: int) -> str:
-    return f"BENCH-{i:04d}"
-
-
-def batch(n: int, changed: list[int]) -> dict[str, Any]:
-    """A new 10-level book for every changed market, a ticker update for every 2nd, a trade
-    for every 5th (``marketdata_apply.batch``; copied so a ``--before`` child imports
-    nothing from this checkout)."""
-    ts = T0 + n * 10.0
-    prices, books, trades = [], [], []
-    for k, i in enumerate(changed):
-        t = ticker(i)
-        bid = 0.30 + ((n + i) % 20) / 100
-        books.append(
-            {
-                "ticker": t,
-                "bids": [[round(bid - j / 100, 2), 10.0 + n % 7 + j] for j in range(10)],
-                "asks": [[round(bid + 0.02 + j / 100, 2), 5.0 + j] for j in range(10)],
-                "ts": ts,
-                "valid": True,
-            }
-        )
-        if k % 2 == 0:
-            prices.append(
-                {
-                    "ticker": t,
-                    "yesBid": bid,
-                    "yesAsk": round(bid + 0.02, 2),
-                    "volume": float(n),
-                    "ts": ts,
-                }
-            )
-        if k % 5 == 0:
-            trades.append(
-                {
-                    "id": f"{t}-{n}",
-                    "ticker": t,
-                    "side": "buy" if n % 2 else "sell",
-                    "price": bid + 0.01,
-                    "size": 1.0,
-                    "timestamp": ts,
-                }
-            )
-    return {"prices": prices, "books": books, "trades": trades}
 
 
 class Subscriber:
