@@ -5,11 +5,7 @@ and more nodes than 4 when the descriptor limit cannot hold the connections on 4
 
 from __future__ import annotations
 
-import json
-import resource
-import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,30 +13,15 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from .bench_run import BENCH, run_bench
+
 pytestmark = pytest.mark.e2e
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-
-def run_bench(*args: str, fd_limit: int | None = None) -> tuple[dict[str, Any], str]:
-    def lower_fd_limit() -> None:
-        if fd_limit is not None:  # lowering the hard limit needs no privilege
-            resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit))
-
-    out = subprocess.run(
-        [sys.executable, str(BENCH / "cluster_fanout.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        preexec_fn=lower_fd_limit,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1]), out.stdout
 
 
 def test_capacity_steps_node_counts_with_sampled_and_draining_sockets(postgres_url: str) -> None:
     server = postgres_url.rsplit("/", 1)[0]  # the fixture skips when no server answers
     figures, _ = run_bench(
+        "cluster_fanout.py",
         *("--pg", server, "--nodes", "1", "2", "--clients", "40", "--markets", "4"),
         *("--steps", "200", "--seconds", "1", "--sample-every", "4", "--connections", "0"),
         *("--per-source", "15"),
@@ -70,6 +51,7 @@ def test_connections_take_more_nodes_when_the_fd_limit_cannot_hold_them_on_4(
     server = postgres_url.rsplit("/", 1)[0]
     # 2,150 descriptors leave 150 sockets per node (2,000 kept back): 650 need 5 nodes.
     figures, printed = run_bench(
+        "cluster_fanout.py",
         *("--pg", server, "--nodes", "--connections", "650", "--per-source", "200"),
         *("--connection-markets", "10", "--seconds", "1"),
         fd_limit=2150,

@@ -6,37 +6,25 @@ times the commit bytes it holds (what compaction frees is reused)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-pytestmark = pytest.mark.e2e
+from .bench_run import run_bench
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "compaction.py"
+pytestmark = pytest.mark.e2e
 
 
 def test_the_log_stays_bounded_while_commits_continue(postgres_url: str) -> None:
     server = postgres_url.rsplit("/", 1)[0]  # the fixture skips when no server answers
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(BENCH),
-            *("--feed", "direct", "--pg", server, "--rate", "5000", "--markets", "20"),
-            *("--seconds", "12", "--retention-s", "1", "--compact-interval-s", "0.5"),
-            # Without the vacuum after each compaction the table grew to ~8x the commit bytes
-            # it held over such a run; reused, at most ~2x (pages, the index, a compaction
-            # interval's dead rows).
-            *("--sample-s", "0.5", "--overhead", "3"),
-        ],
-        capture_output=True,
-        text=True,
+    figures, _ = run_bench(
+        "compaction.py",
+        *("--feed", "direct", "--pg", server, "--rate", "5000", "--markets", "20"),
+        *("--seconds", "12", "--retention-s", "1", "--compact-interval-s", "0.5"),
+        # Without the vacuum after each compaction the table grew to ~8x the commit bytes
+        # it held over such a run; reused, at most ~2x (pages, the index, a compaction
+        # interval's dead rows).
+        *("--sample-s", "0.5", "--overhead", "3"),
         timeout=300,
     )
-    assert out.returncode == 0, out.stderr[-3000:]
-    figures = json.loads(out.stdout.strip().splitlines()[-1])
     steady = [s for s in figures["samples"] if s["t"] >= figures["window_s"]]
     assert len(steady) >= 6
     # Commits went on through the whole run...
