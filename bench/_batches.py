@@ -14,6 +14,17 @@ def ticker(i: int) -> str:
     return f"BENCH-{i:04d}"
 
 
+def book(ticker: str, bid: float, n: int, ts: float) -> dict[str, Any]:
+    """A 10-level book around ``bid`` whose sizes move with batch number ``n``."""
+    return {
+        "ticker": ticker,
+        "bids": [[round(bid - j / 100, 2), 10.0 + n % 7 + j] for j in range(10)],
+        "asks": [[round(bid + 0.02 + j / 100, 2), 5.0 + j] for j in range(10)],
+        "ts": ts,
+        "valid": True,
+    }
+
+
 def batch(n: int, changed: list[int]) -> dict[str, Any]:
     """Every changed market gets a new book; every 2nd a ticker update; every 5th a trade."""
     ts = T0 + n * 10.0
@@ -21,15 +32,7 @@ def batch(n: int, changed: list[int]) -> dict[str, Any]:
     for k, i in enumerate(changed):
         t = ticker(i)
         bid = 0.30 + ((n + i) % 20) / 100
-        books.append(
-            {
-                "ticker": t,
-                "bids": [[round(bid - j / 100, 2), 10.0 + n % 7 + j] for j in range(10)],
-                "asks": [[round(bid + 0.02 + j / 100, 2), 5.0 + j] for j in range(10)],
-                "ts": ts,
-                "valid": True,
-            }
-        )
+        books.append(book(t, bid, n, ts))
         if k % 2 == 0:
             prices.append(
                 {

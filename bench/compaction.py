@@ -60,6 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import asyncpg
 
+from _batches import book
 from _common import emit, print_table
 from cluster import database
 from marketpulse.reactive.sync.client import LightSyncClient
@@ -184,15 +185,7 @@ def _batch(n: int, tickers: list[str], trades: int, first_trade: int) -> dict[st
     books, prices, fills = [], [], []
     for i, t in enumerate(tickers):
         bid = 0.30 + ((n + i) % 20) / 100
-        books.append(
-            {
-                "ticker": t,
-                "bids": [[round(bid - j / 100, 2), 10.0 + n % 7 + j] for j in range(10)],
-                "asks": [[round(bid + 0.02 + j / 100, 2), 5.0 + j] for j in range(10)],
-                "ts": ts,
-                "valid": True,
-            }
-        )
+        books.append(book(t, bid, n, ts))
         prices.append(
             {"ticker": t, "yesBid": bid, "yesAsk": round(bid + 0.02, 2), "volume": n, "ts": ts}
         )
