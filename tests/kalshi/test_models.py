@@ -125,7 +125,9 @@ def test_simulator_payloads_are_typed(sim: Simulator) -> None:
     end = sim.epoch_ms // 1000
     body = sim_get(
         sim, f"/series/{series}/markets/{t}/candlesticks",
-        start_ts=end - 3600, end_ts=end, period_interval=1,
+        # Both ends are inclusive: an hour less a second holds 60 minute-ends wherever ``end``
+        # falls (a whole hour held 61 when ``end`` was on a minute).
+        start_ts=end - 3599, end_ts=end, period_interval=1,
     )  # fmt: skip
     candles = [Candlestick.model_validate(c) for c in body["candlesticks"]]
     assert len(candles) == 60 and all(walk(c) == [] for c in candles)

@@ -112,10 +112,11 @@ class LightSyncClient:
         assert self._ws is not None
         await self._ws.send(orjson.dumps(message).decode())
 
-    async def send_raw(self, data: str | bytes) -> None:
-        """Send anything, well-formed or not (for bad-input tests)."""
+    async def send_raw(self, data: str | bytes, *, text: bool | None = None) -> None:
+        """Send anything, well-formed or not (for bad-input tests); ``text=True`` sends bytes
+        as a text frame, unchecked."""
         assert self._ws is not None
-        await self._ws.send(data)
+        await self._ws.send(data, text=text)
 
     async def _modify(self, modification: dict[str, Any]) -> None:
         base = self._query_set
