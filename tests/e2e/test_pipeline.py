@@ -372,6 +372,15 @@ def _stream_attempt(system: System) -> int:
 
 
 def test_worker_killed_mid_stream_resumes_by_temporal_retry(system: System) -> None:
+    # From a steady stream: the test before may end with the workflow restarting a stale feed,
+    # and a kill during that fresh attempt's start raced the health check's own restart (a new
+    # activity, attempt 1 again) against Temporal's retry.
+    until(
+        lambda: all(system.store_book(t) is not None for t in system.markets),
+        30,
+        "books are served before the kill",
+    )
+    time.sleep(1.0)  # this attempt has heartbeated
     attempt_before = _stream_attempt(system)
     system.procs["worker"].kill()
     time.sleep(1.0)
