@@ -10,7 +10,7 @@ writes: the encoding only). Batches are built before timing. Per group: the engi
 stages (``Engine.timings``: execute, apply, re-run; the write is off the loop), the fan-out
 encoding, the wall time of ``run_mutation`` and the event loop thread's CPU.
 
-``--before SRC`` runs the same batches on another checkout's code (e.g. ``/work/main/src``)
+``--before SRC`` runs the same batches on another checkout's code (e.g. ``../before/src``)
 in alternated child processes of the same run (``--rounds``), or with ``--together`` both at
 the same time (each on a core, under the same load from the rest of the host), and prints
 before / after.

@@ -13,12 +13,12 @@ the ratios.
 ``bench:stamp`` without awaiting each, paced at ``--rate`` (1,000/s) and then as fast as its
 window of ``--window`` mutations in flight allows, for ``--seconds`` each, against SQLite or
 PostgreSQL (``--db``): achieved rate and latency (from each mutation's paced turn to its
-promise resolving) p50/p99/max. With ``--before SRC`` (e.g. ``/work/main/src``, a checkout
+promise resolving) p50/p99/max. With ``--before SRC`` (e.g. ``../before/src``, a checkout
 whose store ran one connection's mutations one at a time) the same runs on that code first:
 figures side by side with the ratios.
 
-    python bench/store_write_path.py --pipelined --db sqlite --before /work/main/src
-    python bench/store_write_path.py --pipelined --db postgres --before /work/main/src
+    python bench/store_write_path.py --pipelined --db sqlite --before ../before/src
+    python bench/store_write_path.py --pipelined --db postgres --before ../before/src
 """
 
 from __future__ import annotations
