@@ -78,8 +78,8 @@ class KalshiRestError(Exception):
 @functools.cache
 def _tls_context() -> ssl.SSLContext:
     """httpx's default context, built once per process: loading the CA bundle took 0.1-0.4 s
-    of each stream attempt's start on a loaded host (before its first history request).
-    A plain-http base URL (the simulator) needs none."""
+    of each stream attempt's start on a loaded host (before its first history request). Used
+    for plain-http base URLs too, so a redirect to https is still verified."""
     import certifi
 
     return ssl.create_default_context(cafile=certifi.where())
@@ -161,7 +161,7 @@ class KalshiRestClient:
             transport=transport,
             trust_env=False,
             headers={"Accept": "application/json"},
-            verify=_tls_context() if self.base_url.startswith("https:") else False,
+            verify=_tls_context(),
         )
 
     async def __aenter__(self) -> KalshiRestClient:
