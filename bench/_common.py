@@ -58,9 +58,11 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]
     console.print(table)
 
 
-FLEET_FLAGS = ("--max-connections-per-client", "0")
+FLEET_FLAGS = ("--max-connections-per-client", "0", "--max-connections", "0")
 """``serve`` flags for a store under a benchmark's client fleet: the whole fleet connects from one
-address (127.0.0.1), which the per-address connection cap (1,000 by default) would refuse."""
+address (127.0.0.1), which the per-address connection cap (1,000 by default) would refuse, and
+10,000 clients fill the total cap (10,000 by default), which then refused the bench's own
+``/metrics`` scrape."""
 
 
 def host_speed() -> dict[str, Any]:

@@ -84,7 +84,7 @@ IDLE_S = 3.0
 """Part 2: how long the connected sockets are held with nothing pushed, before pushing."""
 STEP_GAP_S = 1.5
 """Between steps: the tail of one step's pushes arrives before the next starts."""
-SERVE_FLAGS = (*FLEET_FLAGS, "--max-connections", "0")
+SERVE_FLAGS = FLEET_FLAGS
 LATENCY_HEADERS = ("p50 ms", "p99 ms", "p999 ms", "max ms")
 SATURATED = 0.9
 """A process (or the host) using this share of its cores or more is taken as saturated."""
