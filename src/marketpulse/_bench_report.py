@@ -86,9 +86,21 @@ def _latency_rows(res: dict[str, Any]) -> list[Row]:
         ours = _latency_client(run)
         redis = run.get("from_send", {}).get("redis") or run.get("redis", {})
         goals = _RATE_GOALS.get(int(run["rate"]), ())
+        merged = run.get("from_send", {}).get("redis_coalesced") or {}
         for i, (key, label) in enumerate(_PCTS):
             goal = goals[i] if i < len(goals) else ""
             rows.append(_vs(f"{at}, {label}", ours.get(key), goal, "Redis", redis.get(key)))
+            if merged:
+                # The same goal against Redis publishing only each market's newest change.
+                rows.append(
+                    _vs(
+                        f"{at}, {label}",
+                        ours.get(key),
+                        goal,
+                        "Redis coalesced like ours",
+                        merged.get(key),
+                    )
+                )
         loop = run.get("loop") or {}
         if loop:
             gc_wall, gc_cpu = loop.get("gc2_max_le_ms"), loop.get("gc2_cpu_max_le_ms")
