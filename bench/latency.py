@@ -545,6 +545,7 @@ async def main() -> None:
             "client": ours_name,
             "ours": _cdf(_exact(raw[ours_name], sends)[0]),
             "redis": _cdf(_exact(raw["redis"], sends)[0]),
+            "redis_coalesced": _cdf(_exact(raw["redis_coalesced"], sends)[0]),
         }
         exact_rows.append(
             [

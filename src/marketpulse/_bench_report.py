@@ -401,9 +401,16 @@ def _latency_vs_rate(plt: Any, res: dict[str, Any], path: Path) -> bool:
             (r.get("from_send", {}).get("redis") or r.get("redis", {})).get(key, math.nan)
             for r in runs
         ]
+        merged = [
+            r.get("from_send", {}).get("redis_coalesced", {}).get(key, math.nan) for r in runs
+        ]
         label = key.removesuffix("_ms")
         ax.plot(rates, ours, style, marker="o", color="#2563eb", label=f"marketpulse {label}")
         ax.plot(rates, redis, style, marker="s", color="#dc2626", label=f"Redis {label}")
+        if not all(math.isnan(m) for m in merged):
+            ax.plot(
+                rates, merged, style, marker="^", color="#f59e0b", label=f"Redis coalesced {label}"
+            )
     _axes(
         ax,
         "Latency percentiles against message rate",
@@ -421,7 +428,8 @@ def _latency_cdf(plt: Any, res: dict[str, Any], path: Path) -> bool:
     fig, axes = plt.subplots(1, max(len(runs), 1), figsize=(6 * max(len(runs), 1), 4.5))
     axes = list(axes) if hasattr(axes, "__len__") else [axes]
     for ax, run in zip(axes, runs, strict=False):
-        for name, color in (("ours", "#2563eb"), ("redis", "#dc2626")):
+        colors = (("ours", "#2563eb"), ("redis", "#dc2626"), ("redis_coalesced", "#f59e0b"))
+        for name, color in colors:
             points = run["cdf"].get(name) or []
             if points:
                 ax.plot([ms for _, ms in points], [q for q, _ in points], color=color, label=name)
