@@ -47,8 +47,11 @@ __all__ = ["DEFAULT_MIN_SOCKETS", "DEFAULT_THREADS", "FanoutWriter", "fanout_wri
 
 log = structlog.get_logger("marketpulse.gateway")
 
-DEFAULT_THREADS = 1
-"""Helper threads (besides the loop's) by default; 0 writes every fan-out on the loop thread."""
+DEFAULT_THREADS = 0
+"""Helper threads (besides the loop's) by default: none, every fan-out is written on the loop
+thread. On the 2-core benchmark host one helper shortened the fan-out callback but delayed the
+subscribers' receipts (every write waits for the last member's encoding; no core is idle for the
+helper while the clients read): CHANGELOG, session 9, issue 15."""
 
 DEFAULT_MIN_SOCKETS = 64
 """Fewest sockets of one fan-out that are written on threads (fewer go through the transport)."""
