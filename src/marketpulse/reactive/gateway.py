@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from marketpulse.reactive.access import Access, Caller
 from marketpulse.reactive.admission import Admission
 from marketpulse.reactive.limits import ConnectionLimits
+from marketpulse.reactive.sync._fanout_writer import FanoutWriter, fanout_writer_from_env
 
 if TYPE_CHECKING:
     # Types only: the front doors run against any engine that keeps the seam.
@@ -120,7 +121,13 @@ class Metrics:
         )
         self.fanout_cpu = Counter(
             "marketpulse_sync_fanout_cpu_seconds",
-            "CPU time spent in direct fan-out writes (independent of CPU contention)",
+            "CPU time spent in direct fan-out writes, helper threads included (independent of "
+            "CPU contention)",
+            registry=self.registry,
+        )
+        self.fanout_threaded = Counter(
+            "marketpulse_sync_fanout_threaded",
+            "Fan-outs whose socket writes were spread over the loop's and helper threads",
             registry=self.registry,
         )
         self.commits = Counter(
@@ -402,12 +409,19 @@ class Flusher:
     one's Transition directly (the only way Transitions for commits go out). A socket whose
     transport is paused or whose mutation is running only notes that it is stale and sends
     the latest state when it can.
+
+    A large fan-out's writes are collected by ``writer`` and written on several threads once
+    every member is flushed (:class:`~marketpulse.reactive.sync._fanout_writer.FanoutWriter`).
+    Members count the Transitions they push in :attr:`pushed`: one metric increment per
+    fan-out, not one per socket (a Prometheus counter takes a lock on every ``inc``).
     """
 
-    def __init__(self, metrics: Metrics | None = None) -> None:
+    def __init__(self, metrics: Metrics | None = None, writer: FanoutWriter | None = None) -> None:
         self._dirty: dict[_Flushable, None] = {}
         self._scheduled = False
         self._metrics = metrics
+        self.writer = writer if writer is not None else FanoutWriter(threads=0)
+        self.pushed = 0  # Transitions pushed by the fan-out in progress
 
     def add(self, member: _Flushable) -> None:
         self._dirty[member] = None
@@ -422,14 +436,26 @@ class Flusher:
         start_cpu = time.thread_time()
         now = asyncio.get_running_loop().time()
         shared: dict[Any, bytes] = {}  # identical Transitions encoded once per fan-out
-        for member in dirty:
-            try:
-                member.flush_now(now, shared)
-            except Exception:  # one socket's failure must not starve the rest
-                log.exception("direct transition write failed")
+        writer = self.writer
+        helper_cpu = writer.helper_cpu_s
+        writer.start(len(dirty))
+        try:
+            for member in dirty:
+                try:
+                    member.flush_now(now, shared)
+                except Exception:  # one socket's failure must not starve the rest
+                    log.exception("direct transition write failed")
+        finally:
+            threaded = writer.finish()
         if self._metrics is not None:
+            if threaded:
+                self._metrics.fanout_threaded.inc()
+            if self.pushed:
+                self._metrics.transitions.inc(self.pushed)
             self._metrics.fanout.observe(time.perf_counter() - start)
-            self._metrics.fanout_cpu.inc(time.thread_time() - start_cpu)
+            cpu = time.thread_time() - start_cpu + writer.helper_cpu_s - helper_cpu
+            self._metrics.fanout_cpu.inc(cpu)
+        self.pushed = 0
 
 
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
@@ -486,6 +512,7 @@ class Gateway:
     query_share: QueryShare = field(init=False)
     partial: PartialBudget = field(init=False)
     memory: MemoryReturner = field(default_factory=MemoryReturner)
+    fanout: FanoutWriter = field(default_factory=fanout_writer_from_env)
 
     def __post_init__(self) -> None:
         limits = self.limits
@@ -497,7 +524,7 @@ class Gateway:
         )
         self.partial = PartialBudget(limits.max_partial_bytes)
         self.metrics.watch_engine(self.engine)
-        self.flusher = Flusher(self.metrics)
+        self.flusher = Flusher(self.metrics, self.fanout)
         self.watchdog = ConnectionWatchdog(
             min(1.0, limits.client_send_timeout_s / 4, limits.ping_interval_s / 4),
             limits.work_slice_s,

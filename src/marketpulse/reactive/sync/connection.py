@@ -408,7 +408,10 @@ class SyncConnection:
         send_text = self._socket.send_text
         for frame in proto.data_to_send():
             send_text(frame)
-        self._gw.metrics.transitions.inc()
+        if shared is None:
+            self._gw.metrics.transitions.inc()
+        else:  # in the flusher's fan-out (the only caller passing ``shared``): counted there
+            self._gw.flusher.pushed += 1
         self._unresolved = False
         return True
 

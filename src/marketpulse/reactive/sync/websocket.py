@@ -72,6 +72,7 @@ class SyncSocket(asyncio.Protocol):
         "_closer",
         "_config",
         "_conn",
+        "_fd",
         "_fragments",
         "_gw",
         "_lingering",
@@ -104,6 +105,7 @@ class SyncSocket(asyncio.Protocol):
         self._partial = 0  # this socket's share of the server's unfinished-message budget
         self._ticket: Ticket | None = None
         self._lingering = False  # closing gracefully: nothing more in or out
+        self._fd = -1  # the socket's file descriptor, for the threaded fan-out (-1: none)
 
     def adopt_ticket(self, ticket: Ticket) -> None:
         """Take over the connection's admission place (released when the socket goes)."""
@@ -217,6 +219,7 @@ class SyncSocket(asyncio.Protocol):
         if self._asgi is not None:
             self._asgi.shutdown()
             return
+        self._gw.fanout.release(self)
         ws, transport = self._ws, self._transport
         if ws is not None and ws.state is _OPEN:
             ws.send_close(1012)
@@ -243,6 +246,9 @@ class SyncSocket(asyncio.Protocol):
             header = struct.pack("!BBH", _TEXT, 126, size)
         else:
             header = struct.pack("!BBQ", _TEXT, 127, size)
+        fanout = self._gw.fanout
+        if fanout.collecting and fanout.take(self, self._fd, self._transport, header + payload):
+            return  # written with the rest of the fan-out, maybe on another thread
         self._transport.write(header + payload)
 
     def close(self, code: int, reason: str) -> None:
@@ -258,6 +264,7 @@ class SyncSocket(asyncio.Protocol):
 
     def abort(self) -> None:
         """Drop the TCP connection now (a client that stopped reading)."""
+        self._gw.fanout.release(self)
         if self._transport is not None:
             self._transport.abort()
 
@@ -293,6 +300,11 @@ class SyncSocket(asyncio.Protocol):
         # A fresh parser for the frames: the handshake's parser generator keeps the request
         # (its headers, ~2.7 KiB) alive for as long as it runs, i.e. the whole connection.
         self._ws = ServerProtocol(state=_OPEN, max_size=max_size, logger=_WS_LOG)
+        # Once per connection: the threaded fan-out writes to the descriptor (asyncio's and
+        # uvloop's transports both expose a socket object with fileno()).
+        sock = transport.get_extra_info("socket")
+        fileno = getattr(sock, "fileno", None)
+        self._fd = fileno() if callable(fileno) else -1
         peer = transport.get_extra_info("peername")
         address = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
         self._conn = SyncConnection(self._gw, self, address)
@@ -338,6 +350,7 @@ class SyncSocket(asyncio.Protocol):
             self._close_gracefully(self._transport)
 
     def _close_gracefully(self, transport: asyncio.Transport) -> None:
+        self._gw.fanout.release(self)  # what the fan-out took goes out before the FIN
         self._drop_parser()  # nothing more in or out (send_text checks it)
         self._lingering = True
         close_gracefully(transport)
@@ -389,6 +402,8 @@ class SyncSocket(asyncio.Protocol):
         conn.message_received(text, size)
 
     def _write_out(self, chunks: list[bytes]) -> None:
+        # Frames this socket gave the fan-out writer go first (a close frame after them).
+        self._gw.fanout.release(self)
         transport = self._transport
         if transport is None or self._lingering:
             return  # gone, or closing gracefully (no write after the FIN)

@@ -1,0 +1,230 @@
+"""One fan-out's socket writes, spread over the event loop's thread and helper threads.
+
+Why threads: on the store's hosts a loopback TCP send costs ~15-20 us of CPU, almost all of it
+in the kernel, and CPython releases the GIL around the ``write`` syscall. A commit pushed to
+1,000 sockets spends a third of its fan-out in those syscalls. While the loop thread writes its
+share of the sockets, a helper thread writes another share: their syscalls run at the same
+time on two cores, and the Python between two writes (a slice, a loop step) is short enough
+that the GIL passes back and forth at each syscall without waiting for a switch interval.
+
+How: while :class:`~marketpulse.reactive.gateway.Flusher` flushes a fan-out of at least
+``min_sockets`` members, ``SyncSocket.send_text`` hands its frame to :meth:`FanoutWriter.take`
+instead of the transport, if the transport is open and its write buffer is empty. When every
+member is flushed, :meth:`FanoutWriter.finish` writes what it took with ``os.write`` on the
+socket's file descriptor, one share per thread, the loop thread included, and waits for the
+helpers. What a write could not send (a short write, ``EAGAIN``, any ``OSError``) goes to
+``transport.write`` on the loop thread afterwards: asyncio buffers it or handles the error
+exactly as when the frame had gone to the transport directly.
+
+Why the order of each socket's bytes is kept:
+
+- a socket's frames are taken only while its transport's buffer is empty, so nothing written
+  before them is still waiting in asyncio;
+- once a socket has a frame here, its later frames of the same fan-out are appended to it, and
+  anything else the socket does to its transport meanwhile (a close frame, a close, an abort)
+  first calls :meth:`FanoutWriter.release`, which writes the taken frames through the transport
+  before it;
+- the threads write while the loop thread is inside ``finish``: no loop callback runs, so no
+  other code touches those transports or file descriptors until every thread is done;
+- each socket is written by exactly one thread, and its unsent rest goes to the transport
+  before any later write can reach it.
+
+Small fan-outs stay on the loop thread through the transport, as before: handing work to a
+thread and waiting for it costs tens of microseconds, a few writes' worth.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Hashable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+import structlog
+
+__all__ = ["DEFAULT_MIN_SOCKETS", "DEFAULT_THREADS", "FanoutWriter", "fanout_writer_from_env"]
+
+log = structlog.get_logger("marketpulse.gateway")
+
+DEFAULT_THREADS = 0
+"""Helper threads (besides the loop's) by default: none, every fan-out is written on the loop
+thread. On the 2-core benchmark host one helper shortened the fan-out callback but delayed the
+subscribers' receipts (every write waits for the last member's encoding; no core is idle for the
+helper while the clients read): CHANGELOG, session 9, issue 15."""
+
+DEFAULT_MIN_SOCKETS = 64
+"""Fewest sockets of one fan-out that are written on threads (fewer go through the transport)."""
+
+
+class _Transport(Protocol):
+    def write(self, data: bytes) -> None: ...
+    def is_closing(self) -> bool: ...
+    def get_write_buffer_size(self) -> int: ...
+
+
+def _hand_back(transport: _Transport, data: bytes) -> None:
+    """Write through the transport, as ``send_text`` would have; one failure stops no other."""
+    try:
+        transport.write(data)
+    except Exception:
+        log.exception("direct transition write failed")
+
+
+def _write_all(
+    fds: list[int], frames: list[bytes], first: int
+) -> tuple[list[tuple[int, int]], float]:
+    """Write ``frames[i]`` to ``fds[i]``, one ``os.write`` each: (``first + i``, bytes sent) of
+    every frame not sent whole, and the CPU seconds this thread spent.
+
+    Runs on any thread: it touches only file descriptors (the GIL is released in each write)
+    and bytes, never a transport.
+    """
+    began = time.thread_time()
+    short: list[tuple[int, int]] = []
+    write = os.write
+    for i, fd in enumerate(fds):
+        if fd < 0:
+            continue  # a released socket's place: its frames went to its transport
+        data = frames[i]
+        try:
+            sent = write(fd, data)
+        except OSError:
+            # EAGAIN, a reset, a closed peer: the transport retries and buffers it, or meets
+            # the error itself and closes as it always does.
+            sent = 0
+        if sent < len(data):
+            short.append((first + i, sent))
+    return short, time.thread_time() - began
+
+
+class FanoutWriter:
+    """Takes the frames of one large fan-out and writes them on several threads.
+
+    Drive it from the event loop's thread only: :meth:`start` before the fan-out, :meth:`take`
+    for each frame (False: write it to the transport yourself, now), :meth:`release` before
+    anything else is done to a socket's transport during the fan-out, :meth:`finish` after it.
+
+    Args:
+        threads: helper threads besides the loop's (0: never collect, every write goes to the
+            transport at once).
+        min_sockets: fewest members of a fan-out for which frames are collected, and fewest
+            collected sockets that are written on threads (fewer go through their transport).
+    """
+
+    def __init__(self, threads: int = DEFAULT_THREADS, min_sockets: int = DEFAULT_MIN_SOCKETS):
+        self.threads = max(0, threads)
+        self.min_sockets = max(1, min_sockets)
+        # Whether take() collects now (an attribute, read on every send: no call when off).
+        self.collecting = False
+        # What was taken, in parallel lists (no object per socket: a fan-out to 1,000 sockets
+        # allocating 2,000 tracked objects tripled the store's full garbage collections).
+        # A released socket keeps its place with fd -1 and an empty frame.
+        self._index: dict[Hashable, int] = {}
+        self._fds: list[int] = []
+        self._transports: list[_Transport] = []
+        self._frames: list[bytes] = []
+        # Created on the first threaded fan-out and kept for the process's life.
+        self._pool: ThreadPoolExecutor | None = None
+        # CPU seconds the helper threads spent writing, summed (the fan-out's CPU metric adds
+        # it to the loop thread's, which is all ``time.thread_time`` there sees).
+        self.helper_cpu_s = 0.0
+
+    def start(self, members: int) -> bool:
+        """A fan-out to ``members`` sockets begins; whether frames are collected for it."""
+        self.collecting = self.threads > 0 and members >= self.min_sockets
+        return self.collecting
+
+    def take(self, key: Hashable, fd: int, transport: _Transport, frame: bytes) -> bool:
+        """Keep ``frame`` for ``key``'s socket (file descriptor ``fd``) if it can wait for
+        :meth:`finish`; False: the caller writes it to ``transport`` now."""
+        i = self._index.get(key)
+        if i is not None:
+            self._frames[i] += frame  # after its earlier frames, never around them
+            return True
+        if fd < 0 or transport.is_closing() or transport.get_write_buffer_size():
+            return False
+        self._index[key] = len(self._fds)
+        self._fds.append(fd)
+        self._transports.append(transport)
+        self._frames.append(frame)
+        return True
+
+    def release(self, key: Hashable) -> None:
+        """``key``'s socket is about to act on its transport: write what it has here first."""
+        if self._index:
+            i = self._index.pop(key, None)
+            if i is not None:
+                data, self._frames[i], self._fds[i] = self._frames[i], b"", -1
+                _hand_back(self._transports[i], data)
+
+    def finish(self) -> bool:
+        """The fan-out's members are all flushed: write every frame taken, then stop taking.
+
+        Returns:
+            Whether the writes were spread over threads.
+        """
+        self.collecting = False
+        if not self._index:
+            self._fds, self._transports, self._frames = [], [], []
+            return False
+        fds, transports, frames = self._fds, self._transports, self._frames
+        count = len(self._index)
+        self._index = {}
+        self._fds, self._transports, self._frames = [], [], []
+        if count < self.min_sockets:
+            for i, fd in enumerate(fds):
+                if fd >= 0:
+                    _hand_back(transports[i], frames[i])
+            return False
+        pool = self._pool
+        if pool is None:
+            pool = self._pool = ThreadPoolExecutor(
+                self.threads, thread_name_prefix="marketpulse-fanout"
+            )
+        shares = self.threads + 1
+        size = -(-len(fds) // shares)
+        # The helpers' shares first: they start while the loop thread writes the last one.
+        futures = [
+            pool.submit(_write_all, fds[a : a + size], frames[a : a + size], a)
+            for a in range(0, (shares - 1) * size, size)
+        ]
+        a = (shares - 1) * size
+        short, _ = _write_all(fds[a:], frames[a:], a)  # the loop thread's CPU: its caller's
+        for future in futures:
+            rest, cpu = future.result()
+            short.extend(rest)
+            self.helper_cpu_s += cpu
+        for i, sent in short:
+            _hand_back(transports[i], frames[i][sent:])
+        return True
+
+    def close(self) -> None:
+        """Stop the helper threads (a server shutting down; the writer stays usable)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
+
+
+def fanout_writer_from_env(env: Any = None) -> FanoutWriter:
+    """A writer configured by ``MARKETPULSE_FANOUT_THREADS`` (helper threads, 0: off) and
+    ``MARKETPULSE_FANOUT_MIN_SOCKETS``, or the defaults.
+
+    Raises:
+        ValueError: a variable is set to something other than a whole number >= 0.
+    """
+    env = os.environ if env is None else env
+    values = []
+    for name, default in (
+        ("MARKETPULSE_FANOUT_THREADS", DEFAULT_THREADS),
+        ("MARKETPULSE_FANOUT_MIN_SOCKETS", DEFAULT_MIN_SOCKETS),
+    ):
+        raw = env.get(name, "").strip()
+        try:
+            value = int(raw) if raw else default
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise ValueError(f"{name} must be a whole number >= 0, not {raw!r}")
+        values.append(value)
+    return FanoutWriter(values[0], values[1])
