@@ -547,11 +547,15 @@ def register(
         auth = _auth(settings)
         from marketpulse.reactive._profiling import profiled
         from marketpulse.reactive.persistence import UnsafeDatabase
+        from marketpulse.reactive.sync._fanout_writer import fanout_writer_from_env
 
         profile = os.environ.get("MARKETPULSE_PROFILE")
         try:
             loop_factory = event_loop_factory(profiling=bool(profile))
-        except RuntimeError as exc:
+            # Read once here too, so a bad MARKETPULSE_FANOUT_* value is refused like a bad
+            # MARKETPULSE_UVLOOP (one line, exit 2), not as a traceback from inside the loop.
+            fanout_writer_from_env()
+        except (RuntimeError, ValueError) as exc:
             typer.echo(str(exc), err=True)
             raise typer.Exit(2) from None
         try:

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -237,3 +241,28 @@ def test_configuration_from_the_environment() -> None:
     assert (tuned.threads, tuned.min_sockets) == (2, 100)
     with pytest.raises(ValueError, match="MARKETPULSE_FANOUT_THREADS"):
         fanout_writer_from_env({"MARKETPULSE_FANOUT_THREADS": "many"})
+
+
+def test_serve_refuses_a_bad_setting_in_one_line(tmp_path: Path) -> None:
+    """A bad ``MARKETPULSE_FANOUT_*`` value stops ``serve`` before it listens: exit 2 and the
+    reason, no traceback."""
+    env = {**os.environ, "MARKETPULSE_FANOUT_THREADS": "two"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "marketpulse",
+            "serve",
+            "--port",
+            "0",
+            "--db",
+            f"sqlite:{tmp_path / 's.sqlite'}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "MARKETPULSE_FANOUT_THREADS must be a whole number >= 0, not 'two'" in done.stderr
+    assert "Traceback" not in done.stderr
