@@ -296,6 +296,11 @@ class BatchWriter:
             if not self._calls:
                 self._idle.set()
             return
+        except asyncio.CancelledError:
+            # Stopped mid-send: the batch goes back with those in flight (run's finally).
+            self._calls -= 1
+            self._failed.append((seq, batch))
+            raise
         answer = asyncio.ensure_future(call.result())
         self._window.append(_Sent(seq, batch, call, answer, sent_at, renewing))
         self.max_seen_in_flight = max(self.max_seen_in_flight, len(self._window))

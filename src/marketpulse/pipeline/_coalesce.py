@@ -70,9 +70,11 @@ class Coalescer:
     """Latest state per market since the last batch.
 
     Driver's duties: feed every event to its input method (each returns None); when ready to
-    write, call :meth:`batches_to_send` and write what it returns, in order, waiting for each
-    write; then, while ``len(coalescer)`` is non-zero, call it again (a large backlog comes out
-    one bounded batch per call, rendered just before it is written).
+    write, call :meth:`batches_to_send` and write what it returns, in order (several batches may
+    be in flight if the store applies them in the order sent); then, while ``len(coalescer)`` is
+    non-zero, call it again (a large backlog comes out one bounded batch per call, rendered just
+    before it is written). A batch that may not have been written goes back with
+    :meth:`requeue`, never re-sent as it was; several go back newest first.
 
     Args:
         book_levels: Levels per side to write for each book.
