@@ -258,24 +258,46 @@ class TimedStore(StoreClient):
         # (ack epoch ms, send epoch ms, the batch's newest book/price stamp)
         self.ages: list[tuple[float, float, float]] = []
 
-    async def mutation(self, path: str, args: dict[str, Any]) -> Any:
+    async def send_mutation(self, path: str, args: dict[str, Any], **kwargs: Any) -> Any:
+        # Every mutation goes through here (``mutation`` sends, then waits), and the writer
+        # keeps several batches in flight: the round trip is from this send to its answer.
         started = time.perf_counter()
         sent_at = time.time() * 1000
+        sent = await super().send_mutation(path, args, **kwargs)
+        if path != "marketData:applyUpdates":
+            return sent
+        return _TimedSent(self, sent, args, started, sent_at)
+
+
+class _TimedSent:
+    """A sent ``applyUpdates``: records its round trip and its newest stamp when answered."""
+
+    def __init__(
+        self, store: TimedStore, sent: Any, args: dict[str, Any], started: float, sent_at: float
+    ) -> None:
+        self.path = sent.path
+        self.connection = sent.connection
+        self._store = store
+        self._sent = sent
+        self._args = args
+        self._started = started
+        self._sent_at = sent_at
+
+    async def result(self) -> Any:
         try:
-            return await super().mutation(path, args)
+            return await self._sent.result()
         finally:
-            if path == "marketData:applyUpdates":
-                acked_at = time.time() * 1000
-                self.calls.append((acked_at, (time.perf_counter() - started) * 1000))
-                batch = args.get("batch", {})
-                stamps = [
-                    float(e["ts"])
-                    for kind in ("books", "prices")
-                    for e in batch.get(kind, ())
-                    if isinstance(e.get("ts"), int | float)
-                ]
-                if stamps:
-                    self.ages.append((acked_at, sent_at, max(stamps)))
+            acked_at = time.time() * 1000
+            self._store.calls.append((acked_at, (time.perf_counter() - self._started) * 1000))
+            batch = self._args.get("batch", {})
+            stamps = [
+                float(e["ts"])
+                for kind in ("books", "prices")
+                for e in batch.get(kind, ())
+                if isinstance(e.get("ts"), int | float)
+            ]
+            if stamps:
+                self._store.ages.append((acked_at, self._sent_at, max(stamps)))
 
 
 async def ours(
@@ -285,6 +307,7 @@ async def ours(
     rates: list[float],
     window: float,
     transport: Literal["websocket", "http"] = "websocket",
+    in_flight: int | None = None,
 ) -> dict[str, Any]:
     store = TimedStore(s.store_url, s.admin_key, transport=transport)
     runner = StreamRunner(
@@ -294,6 +317,7 @@ async def ours(
         feed_factory=lambda ms, stats: _feed(s, ms, stats),
         store=store,
         alerter=Alerter(),
+        **({} if in_flight is None else {"batches_in_flight": in_flight}),
     )
     stop = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(runner.run(stop=stop))
@@ -492,6 +516,12 @@ async def main() -> None:
     )
     parser.add_argument("--slow-disk-every", type=float, default=2.0, metavar="S")
     parser.add_argument(
+        "--batches-in-flight",
+        type=int,
+        metavar="N",
+        help="applyUpdates batches the pipeline keeps in flight (default: the writer's)",
+    )
+    parser.add_argument(
         "--inline-writes",
         type=int,
         default=0,
@@ -513,7 +543,15 @@ async def main() -> None:
             s.start_store(*FLEET_FLAGS, env=store_env)
             s.start_simulator(markets=MARKETS, rate=rates[0])
             markets = s.sim_markets()
-            mine = await ours(s, markets, subscribers, rates, window, opts.store_transport)
+            mine = await ours(
+                s,
+                markets,
+                subscribers,
+                rates,
+                window,
+                opts.store_transport,
+                opts.batches_in_flight,
+            )
             base = await redis_baseline(s, markets, subscribers, rates, window)
             merged = await redis_baseline(s, markets, subscribers, rates, window, coalesce=True)
             sends = _send_times(s)
@@ -720,6 +758,7 @@ async def main() -> None:
             "subscribers": subscribers,
             "window_s": window,
             "store_transport": opts.store_transport,
+            "batches_in_flight": opts.batches_in_flight,
             "slow_disk": {"stall_s": opts.slow_disk, "every_s": opts.slow_disk_every},
             "sqlite_inline_max_writes": opts.inline_writes,
             "runs": runs,

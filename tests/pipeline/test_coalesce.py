@@ -147,3 +147,62 @@ def test_ts_never_goes_back_per_ticker_whatever_the_clocks() -> None:
     batch = next_batch(c)
     assert batch is not None
     assert batch.args["batch"]["books"][0]["ts"] == 6000.0
+
+
+def test_a_requeued_batch_goes_beneath_newer_pending_state() -> None:
+    """A batch that may not have been written comes back under what is pending: the newer
+    state wins, what only the batch had is kept, and its trades go first."""
+    c = Coalescer()
+    a = book("KX-A", [("0.40", "10")], [])
+    c.book("KX-A", a, 1.0, now=5.0)
+    c.book("KX-B", book("KX-B", [("0.30", "1")], []), 1.0, now=5.0)
+    c.book_invalid("KX-C", 1.0, now=5.0)
+    c.price("KX-A", {"lastPrice": 0.41, "yesBid": 0.40}, 1.0, now=5.0)
+    c.market_status("KX-A", "open", now=5.0)
+    c.trade({"tradeId": "t1", "ticker": "KX-A"}, now=5.0)
+    old = next_batch(c)
+    assert old is not None
+    # Newer events arrive while the batch is in flight.
+    a.apply_snapshot([(D("0.45"), D("3"))], [])
+    c.book("KX-A", a, 2.0, now=6.0)
+    c.price("KX-A", {"lastPrice": 0.45}, 2.0, now=6.0)
+    c.market_status("KX-A", "closed", now=6.0)
+    c.trade({"tradeId": "t2", "ticker": "KX-A"}, now=6.0)
+
+    c.requeue(old)
+    batch = next_batch(c)
+    assert batch is not None
+    body = batch.args["batch"]
+    books = {b["ticker"]: b for b in body["books"]}
+    assert books["KX-A"]["bids"] == [[0.45, 3.0]] and books["KX-A"]["ts"] == 2.0
+    assert books["KX-B"] == {
+        "ticker": "KX-B",
+        "bids": [[0.3, 1.0]],
+        "asks": [],
+        "ts": 1.0,
+        "valid": True,
+    }
+    assert books["KX-C"] == {"ticker": "KX-C", "valid": False, "ts": 1.0}
+    # Field by field: the newer lastPrice, the older yesBid nobody has replaced.
+    assert body["prices"] == [{"ticker": "KX-A", "lastPrice": 0.45, "yesBid": 0.40, "ts": 2.0}]
+    assert body["markets"] == [{"ticker": "KX-A", "status": "closed"}]
+    assert [t["tradeId"] for t in body["trades"]] == ["t1", "t2"]
+    assert batch.first_event_at == 5.0 and batch.events >= 2
+    assert next_batch(c) is None
+
+
+def test_requeued_batches_newest_first_keep_the_newest_of_each() -> None:
+    c = Coalescer()
+    c.price("KX-A", {"lastPrice": 0.41}, 1.0, now=0.0)
+    c.trade({"tradeId": "t1", "ticker": "KX-A"}, now=0.0)
+    first = next_batch(c)
+    c.price("KX-A", {"lastPrice": 0.42}, 2.0, now=0.0)
+    c.trade({"tradeId": "t2", "ticker": "KX-A"}, now=0.0)
+    second = next_batch(c)
+    assert first is not None and second is not None
+    c.requeue(second)
+    c.requeue(first)
+    batch = next_batch(c)
+    assert batch is not None
+    assert batch.args["batch"]["prices"] == [{"ticker": "KX-A", "lastPrice": 0.42, "ts": 2.0}]
+    assert [t["tradeId"] for t in batch.args["batch"]["trades"]] == ["t1", "t2"]

@@ -104,3 +104,44 @@ async def test_a_mutation_cancelled_as_its_response_arrives_ends_cancelled(
         assert accepted == [ended_cancelled]
     finally:
         await client.aclose()
+
+
+async def test_mutations_sent_ahead_share_a_socket_and_a_pinned_one_never_opens_another(
+    store: LocalSystem,
+) -> None:
+    client = StoreClient(store.store_url, store.admin_key, timeout=5.0)
+    try:
+        first = await client.send_mutation(
+            "marketData:reportStreamStatus", {"status": {**STATUS, "gaps": 1}}
+        )
+        second = await client.send_mutation(
+            "marketData:reportStreamStatus",
+            {"status": {**STATUS, "gaps": 2, "updatedAt": 2_000.0}},
+            connection=first.connection,
+        )
+        assert first.connection == second.connection == 1
+        await first.result()
+        await second.result()
+        assert store.query("marketData:getStreamStatus", {})[0]["gaps"] == 2
+
+        store.procs["store"].stop(10)
+        store.procs["store"].start()
+        sync = client._sync
+        assert sync is not None
+        async with asyncio.timeout(20):
+            while sync.failure is None:
+                await asyncio.sleep(0.02)
+        with pytest.raises(StoreError) as pinned:
+            await client.send_mutation(
+                "marketData:reportStreamStatus", {"status": STATUS}, connection=1
+            )
+        assert pinned.value.transient
+        assert client.connections == 1, "a pinned send opened no socket"
+        third = await client.send_mutation(
+            "marketData:reportStreamStatus", {"status": {**STATUS, "gaps": 3, "updatedAt": 3_000.0}}
+        )
+        assert third.connection == 2
+        await third.result()
+        assert store.query("marketData:getStreamStatus", {})[0]["gaps"] == 3
+    finally:
+        await client.aclose()

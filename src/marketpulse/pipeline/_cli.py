@@ -78,6 +78,15 @@ def worker(
             "feed was last heard from.",
         ),
     ] = 3000.0,
+    batches_in_flight: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="applyUpdates batches sent ahead of the store's answers, at most (1: each "
+            "waits for the one before).",
+        ),
+    ] = 2,
     graceful_timeout: Annotated[
         float, typer.Option(help="Seconds a draining worker waits for activities.")
     ] = 10.0,
@@ -110,6 +119,7 @@ def worker(
         alert_webhook=alert_webhook or os.environ.get("MARKETPULSE_ALERT_WEBHOOK") or None,
         flush_window=max(0.0, flush_ms) / 1000.0,
         lease_ms=lease_ms,
+        batches_in_flight=batches_in_flight,
     )
     _run_then_exit(
         run_worker(

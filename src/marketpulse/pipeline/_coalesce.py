@@ -58,13 +58,23 @@ def _levels(levels: list[tuple[Decimal, Decimal]]) -> list[list[float]]:
     return [[float(p), float(s)] for p, s in levels]
 
 
+@dataclass
+class _Rendered:
+    """A book as a batch that was not written carried it (put back by ``requeue``)."""
+
+    bids: list[list[float]]
+    asks: list[list[float]]
+
+
 class Coalescer:
     """Latest state per market since the last batch.
 
     Driver's duties: feed every event to its input method (each returns None); when ready to
-    write, call :meth:`batches_to_send` and write what it returns, in order, waiting for each
-    write; then, while ``len(coalescer)`` is non-zero, call it again (a large backlog comes out
-    one bounded batch per call, rendered just before it is written).
+    write, call :meth:`batches_to_send` and write what it returns, in order (several batches may
+    be in flight if the store applies them in the order sent); then, while ``len(coalescer)`` is
+    non-zero, call it again (a large backlog comes out one bounded batch per call, rendered just
+    before it is written). A batch that may not have been written goes back with
+    :meth:`requeue`, never re-sent as it was; several go back newest first.
 
     Args:
         book_levels: Levels per side to write for each book.
@@ -72,8 +82,9 @@ class Coalescer:
 
     def __init__(self, book_levels: int = BOOK_LEVELS) -> None:
         self._book_levels = book_levels
-        # ticker -> live book (rendered at take time) or None (= write an invalid mark)
-        self._books: dict[str, tuple[BookLike | None, float]] = {}
+        # ticker -> live book (rendered at take time), a book as an unwritten batch rendered it
+        # (requeue), or None (= write an invalid mark)
+        self._books: dict[str, tuple[BookLike | _Rendered | None, float]] = {}
         self._prices: dict[str, dict[str, Any]] = {}
         self._markets: dict[str, str] = {}
         self._settlements: dict[str, dict[str, Any]] = {}
@@ -144,6 +155,43 @@ class Coalescer:
             self._prices.pop(t, None)
         self._trades = deque(tr for tr in self._trades if tr.get("ticker") not in tickers)
 
+    def requeue(self, batch: PendingBatch) -> None:
+        """Put back a batch that may not have been written, beneath what is pending.
+
+        Whatever is pending for a market is newer than the batch (it came later), so it wins:
+        the batch's book, price fields, status and settlement fields fill only what is not
+        pending, and its trades go before the pending ones. The next batches then carry the
+        newest state, never the batch's older one over a newer (the writer puts back several
+        unwritten batches newest first). Its ``ts`` stay as the batch wrote them.
+        """
+        body = batch.args["batch"]
+        for entry in body.get("books", ()):
+            ticker = entry["ticker"]
+            if ticker not in self._books:
+                book = _Rendered(entry["bids"], entry["asks"]) if entry.get("valid") else None
+                self._books[ticker] = (book, entry["ts"])
+        for entry in body.get("prices", ()):
+            ticker = entry["ticker"]
+            self._prices[ticker] = {**entry, **self._prices.get(ticker, {})}
+        for entry in body.get("markets", ()):
+            ticker = entry["ticker"]
+            self._markets.setdefault(ticker, entry["status"])
+            settlement = {k: v for k, v in entry.items() if k not in ("ticker", "status")}
+            if settlement:
+                self._settlements[ticker] = {**settlement, **self._settlements.get(ticker, {})}
+        trades = body.get("trades", ())
+        self._trades.extendleft(reversed(trades))
+        while len(self._trades) > _MAX_PENDING_TRADES:
+            self._trades.popleft()  # the oldest go first, as in trade()
+            self.dropped_trades += 1
+        if batch.events:
+            self._first_at = (
+                batch.first_event_at
+                if self._events == 0
+                else min(self._first_at, batch.first_event_at)
+            )
+            self._events += batch.events
+
     def batches_to_send(self) -> list[PendingBatch]:
         """The batches to write now, in order (empty when nothing changed).
 
@@ -167,7 +215,18 @@ class Coalescer:
                 break
             live, ts_ms = self._books.pop(ticker)
             ts_ms = self._book_ts[ticker] = max(ts_ms, self._book_ts.get(ticker, ts_ms))
-            if live is None or not live.valid:
+            if isinstance(live, _Rendered):
+                levels += len(live.bids) + len(live.asks)
+                books.append(
+                    {
+                        "ticker": ticker,
+                        "bids": live.bids,
+                        "asks": live.asks,
+                        "ts": ts_ms,
+                        "valid": True,
+                    }
+                )
+            elif live is None or not live.valid:
                 books.append({"ticker": ticker, "valid": False, "ts": ts_ms})
             else:
                 bids = _levels(live.bids(self._book_levels))

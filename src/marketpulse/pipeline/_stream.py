@@ -8,8 +8,8 @@ sub-workers, and runs them as tasks on one event loop:
 - :class:`~marketpulse.pipeline._feed_follower.FeedFollower` drives the feed: its events become
   coalescer input (no I/O), and the workflow's desired market set is applied to it;
 - :class:`~marketpulse.pipeline._batch_writer.BatchWriter` drains the
-  :class:`~marketpulse.pipeline._coalesce.Coalescer` into ``marketData:applyUpdates``, one
-  batch at a time;
+  :class:`~marketpulse.pipeline._coalesce.Coalescer` into ``marketData:applyUpdates``, a few
+  batches in flight, in order;
 - :class:`~marketpulse.pipeline._status_reporter.StatusReporter` heartbeats, writes the stream
   status to the store, keeps the metrics and raises rate alerts;
 - :class:`~marketpulse.pipeline._backfill.TradeBackfill` fetches over REST the trades a
@@ -31,7 +31,7 @@ from marketpulse._clock import now_ms
 from marketpulse.pipeline import _metrics
 from marketpulse.pipeline._alerts import Alerter
 from marketpulse.pipeline._backfill import TradeBackfill, TradesSince
-from marketpulse.pipeline._batch_writer import BatchWriter
+from marketpulse.pipeline._batch_writer import DEFAULT_IN_FLIGHT, BatchWriter
 from marketpulse.pipeline._coalesce import Coalescer
 from marketpulse.pipeline._feed_follower import FeedFollower, FeedLike
 from marketpulse.pipeline._history import HistorySource, write_history
@@ -78,6 +78,8 @@ class StreamRunner:
         lease_ms: The stream's lease in the store: its books and prices are served as live only
             while the stream renews it (None: no lease; a feed that keeps no
             :class:`StreamStats` connection times cannot say when it is heard from).
+        batches_in_flight: ``applyUpdates`` batches sent ahead of the store's answers, at
+            most (1: each waits for the one before).
     """
 
     def __init__(
@@ -99,6 +101,7 @@ class StreamRunner:
         report_interval: float = 1.0,
         status_interval: float = 2.0,
         lease_ms: float | None = None,
+        batches_in_flight: int = DEFAULT_IN_FLIGHT,
     ) -> None:
         self.stream_id = stream_id
         self.config = config
@@ -118,6 +121,7 @@ class StreamRunner:
             lease_ms=lease_ms,
             healthy=self._heard_from,
             on_revived=self._revived,
+            max_in_flight=batches_in_flight,
         )
         self._reporter = StatusReporter(
             stream_id=stream_id,

@@ -24,6 +24,7 @@ from temporalio.exceptions import ApplicationError
 
 from marketpulse.pipeline._alerts import Alerter
 from marketpulse.pipeline._backfill import fetch_trades_since
+from marketpulse.pipeline._batch_writer import DEFAULT_IN_FLIGHT
 from marketpulse.pipeline._exchange import Exchange, resolve_exchange
 from marketpulse.pipeline._history import RestHistory
 from marketpulse.pipeline._metadata import fetch_markets, price_grid
@@ -63,6 +64,8 @@ class WorkerSettings:
         poll_interval: Seconds between desired-market polls of the stream activity.
         lease_ms: The stream's lease in the store (docs/marketdata.md): its books and prices
             go stale this long after the feed was last heard from.
+        batches_in_flight: ``applyUpdates`` batches the stream sends ahead of the store's
+            answers, at most.
     """
 
     store_url: str
@@ -73,6 +76,7 @@ class WorkerSettings:
     flush_window: float = 0.005
     poll_interval: float = 0.2
     lease_ms: float = 3000.0
+    batches_in_flight: int = DEFAULT_IN_FLIGHT
 
 
 class StreamActivities:
@@ -199,6 +203,7 @@ class StreamActivities:
             flush_window=self.settings.flush_window,
             poll_interval=self.settings.poll_interval,
             lease_ms=self.settings.lease_ms,
+            batches_in_flight=self.settings.batches_in_flight,
         )
         try:
             result = await runner.run(stop=activity.wait_for_worker_shutdown())

@@ -12,7 +12,7 @@ import pytest
 
 from marketpulse.reactive.limits import ConnectionLimits
 from marketpulse.reactive.persistence._slow_disk import inject_slow_disk
-from marketpulse.reactive.sync.client import LightSyncClient
+from marketpulse.reactive.sync.client import LightSyncClient, ServerError
 from marketpulse.reactive.values import decode_ts
 
 from .serving import Served, serve_store
@@ -173,3 +173,17 @@ async def test_the_pending_bound_still_closes_a_flooding_socket(tmp_path: Path, 
             await asyncio.sleep(0.02)
         assert "TooManyConcurrentRequests" in repr(c.failure)
         await c.close()
+
+
+async def test_closing_the_client_fails_every_request_still_in_flight(tmp_path: Path) -> None:
+    """Several requests wait on one socket (the pipeline's writer keeps some in flight): when
+    the client closes it, none of them may wait for an answer that can no longer come."""
+    async with serve_store(tmp_path / "s.sqlite") as store:
+        slow(store)
+        c = await store.client()
+        futures = [await c.send_request("Mutation", "counter:inc", {"name": "x"}) for _ in range(3)]
+        await c.close()
+        assert all(f.done() for f in futures)
+        assert any(f.exception() is not None for f in futures)
+        with pytest.raises(ServerError):
+            await c.send_request("Mutation", "counter:inc", {"name": "x"})

@@ -107,6 +107,17 @@ class LightSyncClient:
             await cancel_and_wait(self._reader)
         if self._ws:
             await self._ws.close()
+        # The reader is gone: nothing else would ever answer a request still waiting (several
+        # may be in flight on one socket, and the pipeline's writer waits for each).
+        if self.failure is None:
+            self.failure = ServerError("connection closed")
+        self._fail_pending(ServerError("connection closed"))
+
+    def _fail_pending(self, error: ServerError) -> None:
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(error)
 
     async def _send(self, message: dict[str, Any]) -> None:
         assert self._ws is not None
@@ -169,6 +180,26 @@ class LightSyncClient:
         Raises:
             ServerError: The connection failed before or while waiting for the response.
         """
+        future = await self.send_request(kind, path, args, request_id)
+        response: dict[str, Any] = await future
+        return response
+
+    async def send_request(
+        self,
+        kind: str,
+        path: str,
+        args: dict[str, Any] | None = None,
+        request_id: int | None = None,
+    ) -> asyncio.Future[dict[str, Any]]:
+        """Send a Mutation or Action; returns the future of its response message.
+
+        Several requests may be in flight on one socket: each response is matched to its
+        request by ``requestId``. If the connection fails, every pending future fails with
+        :class:`ServerError`.
+
+        Raises:
+            ServerError: The connection had already failed (nothing was sent).
+        """
         if self.failure is not None:
             # The reader has stopped: nothing would ever resolve this request.
             raise ServerError(f"connection lost: {self.failure!r}")
@@ -177,16 +208,19 @@ class LightSyncClient:
             self._next_request += 1
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
-        await self._send(
-            {
-                "type": kind,
-                "requestId": request_id,
-                "udfPath": path,
-                "args": [value_to_json(args or {})],
-            }
-        )
-        response: dict[str, Any] = await future
-        return response
+        try:
+            await self._send(
+                {
+                    "type": kind,
+                    "requestId": request_id,
+                    "udfPath": path,
+                    "args": [value_to_json(args or {})],
+                }
+            )
+        except BaseException:
+            self._pending.pop(request_id, None)
+            raise
+        return future
 
     async def wait_for(self, query_id: int, predicate: Any = None, timeout: float = 10.0) -> Any:
         """Wait until the query has a value (satisfying ``predicate``, if given)."""
@@ -233,15 +267,11 @@ class LightSyncClient:
             # Kept for the caller (wait_for/request raise it); the reader just stops.
             self.failure = exc
             self._updated.set()
-            for future in self._pending.values():
-                if not future.done():
-                    future.set_exception(ServerError(f"connection lost: {exc!r}"))
+            self._fail_pending(ServerError(f"connection lost: {exc!r}"))
             return
         self.failure = ServerError("connection closed")
         self._updated.set()
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(ServerError("connection closed"))
+        self._fail_pending(ServerError("connection closed"))
 
     def _on_transition(self, message: dict[str, Any], now: float, size: int) -> None:
         if message["startVersion"] != self._version:
