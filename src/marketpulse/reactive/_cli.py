@@ -374,6 +374,7 @@ async def _serve(
         finally:
             freezer.stop()
             await watch.stop()
+            gateway.fanout.close()
     finally:
         if runner is not None:
             await runner.stop()
