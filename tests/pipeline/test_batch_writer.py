@@ -431,3 +431,45 @@ async def test_a_store_restart_under_pipelined_batches_converges_and_keeps_every
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await client.aclose()
+
+
+async def test_failed_renewals_back_off() -> None:
+    """A store that refuses every call at once is asked again after growing pauses, not in a
+    tight loop; the first batch after it is back renews the lease."""
+
+    class RefusingStore(FakeStore):
+        refusing = True
+
+        async def send_mutation(
+            self, path: str, args: dict[str, Any], *, connection: int | None = None
+        ) -> FakeCall:
+            if self.refusing:
+                self.calls.append(FakeCall(args, self.connections))
+                raise StoreError(path, "connection refused", transient=True)
+            call = await super().send_mutation(path, args, connection=connection)
+            call.answer.set_result({"applied": True})
+            return call
+
+    store = RefusingStore()
+    coalescer = Coalescer()
+    writer = BatchWriter(
+        stream_id="fake",
+        store=store,  # type: ignore[arg-type]
+        coalescer=coalescer,
+        stats=StreamStats(),
+        flush_window=0.005,
+        lease_ms=300.0,  # renew every 0.1 s while nothing changes
+    )
+    task = asyncio.create_task(writer.run())
+    try:
+        await asyncio.sleep(1.5)
+        # Pauses of 0.05, 0.1, 0.2, 0.4, 0.8 s: about 5 renewals in 1.5 s (a tight loop made
+        # thousands).
+        assert 3 <= len(store.calls) <= 8, len(store.calls)
+        store.refusing = False
+        _tick(coalescer, writer, 0.5)
+        await _until(lambda: any(c.last == 0.5 for c in store.calls))
+        assert "leaseMs" in store.calls[-1].batch
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -206,3 +206,34 @@ def test_requeued_batches_newest_first_keep_the_newest_of_each() -> None:
     assert batch is not None
     assert batch.args["batch"]["prices"] == [{"ticker": "KX-A", "lastPrice": 0.42, "ts": 2.0}]
     assert [t["tradeId"] for t in batch.args["batch"]["trades"]] == ["t1", "t2"]
+
+
+def test_a_requeued_batch_does_not_bring_back_a_market_forgotten_meanwhile() -> None:
+    """A market removed while its batch was in flight stays removed when the batch comes back:
+    only its invalid mark returns; a market re-added later gets what later batches carry."""
+    c = Coalescer()
+    c.book("KX-A", book("KX-A", [("0.40", "10")], []), 1.0, now=0.0)
+    c.book("KX-B", book("KX-B", [("0.30", "1")], []), 1.0, now=0.0)
+    c.book_invalid("KX-C", 1.0, now=0.0)
+    c.price("KX-A", {"lastPrice": 0.41}, 1.0, now=0.0)
+    c.trade({"tradeId": "t1", "ticker": "KX-A"}, now=0.0)
+    c.trade({"tradeId": "t2", "ticker": "KX-B"}, now=0.0)
+    in_flight = next_batch(c)
+    assert in_flight is not None
+    c.forget({"KX-A", "KX-C"})
+    c.requeue(in_flight)
+    batch = next_batch(c)
+    assert batch is not None
+    body = batch.args["batch"]
+    assert sorted(b["ticker"] for b in body["books"]) == ["KX-B", "KX-C"]
+    assert "prices" not in body
+    assert [t["tradeId"] for t in body["trades"]] == ["t2"]
+
+    # Taken after the forget: KX-A is streamed again and its batch comes back whole.
+    c.price("KX-A", {"lastPrice": 0.5}, 2.0, now=1.0)
+    later = next_batch(c)
+    assert later is not None
+    c.requeue(later)
+    again = next_batch(c)
+    assert again is not None
+    assert again.args["batch"]["prices"] == [{"ticker": "KX-A", "lastPrice": 0.5, "ts": 2.0}]

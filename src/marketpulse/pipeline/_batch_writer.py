@@ -63,6 +63,7 @@ log = structlog.get_logger("marketpulse.pipeline.stream")
 
 APPLY_UPDATES = "marketData:applyUpdates"
 
+_FIRST_BACKOFF_S = 0.05
 _MAX_BACKOFF_S = 1.0
 """Retries of a failed batch back off up to this: a restarted store is noticed within it."""
 DEFAULT_IN_FLIGHT = 2
@@ -120,6 +121,7 @@ class BatchWriter:
         self._on_revived = on_revived
         self._max_in_flight = max_in_flight
         self._renewed_at = float("-inf")
+        self._renew_retry_s = _FIRST_BACKOFF_S
         self.revivals = 0
         """Renewals that found the lease dead."""
         self._connections: int | None = None
@@ -177,7 +179,7 @@ class BatchWriter:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        backoff = 0.05
+        backoff = _FIRST_BACKOFF_S
         while True:
             self._settle()
             if self._failed:
@@ -192,7 +194,7 @@ class BatchWriter:
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
                 continue
             if not self._recovering:
-                backoff = 0.05
+                backoff = _FIRST_BACKOFF_S
             limit = 1 if self._recovering else self._max_in_flight
             if self._window and (len(self._window) >= limit or self._idle_waiters):
                 # Full (or a history write waits for the live ones to drain): the next batch
@@ -319,8 +321,21 @@ class BatchWriter:
                         await self._dirty.wait()
                         return True
             if self._healthy():
-                with contextlib.suppress(StoreError):
+                try:
                     await self._send({})
+                except StoreError:
+                    # Retry after a growing pause (a store that refuses at once would otherwise
+                    # be asked again and again), unless data comes first: its batch renews.
+                    pause, self._renew_retry_s = (
+                        self._renew_retry_s,
+                        min(self._renew_retry_s * 2, _MAX_BACKOFF_S),
+                    )
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(pause):
+                            await self._dirty.wait()
+                            return True
+                else:
+                    self._renew_retry_s = _FIRST_BACKOFF_S
                 return False
             # Not heard from: no renewal, and the lease lapses; data still goes out.
             with contextlib.suppress(TimeoutError):

@@ -25,6 +25,9 @@ __all__ = ["BookLike", "Coalescer", "PendingBatch"]
 _MAX_PENDING_TRADES = 20_000
 _MAX_ENTRIES_PER_BATCH = 1_000
 _MAX_BOOK_LEVELS_PER_BATCH = 20_000
+_FORGOTTEN_KEPT = 10_000
+"""Removed markets remembered for ``requeue``: only a batch in flight when its market was
+removed needs the entry, and the writer keeps a few batches in flight, not thousands."""
 # One batch is one mutation, which the store runs within its time limit (1 s by default) on a
 # loop it shares with every subscriber: decoding alone costs ~1 µs per number, so a backlog of
 # deep books (up to 400 levels each) is spread over several batches rather than sent at once.
@@ -52,6 +55,8 @@ class PendingBatch:
     prices: int
     trades: int
     markets: int
+    seq: int = 0
+    """Its place in the order batches were taken (1, 2, ...)."""
 
 
 def _levels(levels: list[tuple[Decimal, Decimal]]) -> list[list[float]]:
@@ -97,6 +102,9 @@ class Coalescer:
         self._price_ts: dict[str, float] = {}
         self._events = 0
         self._first_at = 0.0
+        self._taken = 0  # batches taken so far
+        # ticker -> batches taken when it was last forgotten: requeue skips its state in them
+        self._forgotten: dict[str, int] = {}
         self.dropped_trades = 0
 
     def __len__(self) -> int:
@@ -147,13 +155,20 @@ class Coalescer:
             self._settlements.setdefault(ticker, {}).update(settlement)
 
     def forget(self, tickers: set[str]) -> None:
-        """Drop pending updates of markets no longer streamed (their invalid marks stay)."""
+        """Drop pending updates of markets no longer streamed (their invalid marks stay).
+
+        Batches already taken forget them too, should they come back through :meth:`requeue`.
+        """
         for t in tickers:
+            self._forgotten.pop(t, None)
+            self._forgotten[t] = self._taken
             entry = self._books.get(t)
             if entry is not None and entry[0] is not None:
                 del self._books[t]
             self._prices.pop(t, None)
         self._trades = deque(tr for tr in self._trades if tr.get("ticker") not in tickers)
+        while len(self._forgotten) > _FORGOTTEN_KEPT:
+            del self._forgotten[next(iter(self._forgotten))]  # the longest forgotten
 
     def requeue(self, batch: PendingBatch) -> None:
         """Put back a batch that may not have been written, beneath what is pending.
@@ -162,16 +177,27 @@ class Coalescer:
         the batch's book, price fields, status and settlement fields fill only what is not
         pending, and its trades go before the pending ones. The next batches then carry the
         newest state, never the batch's older one over a newer (the writer puts back several
-        unwritten batches newest first). Its ``ts`` stay as the batch wrote them.
+        unwritten batches newest first). Its ``ts`` stay as the batch wrote them. A market
+        forgotten since the batch was taken gets back only its invalid mark, as :meth:`forget`
+        leaves it.
         """
         body = batch.args["batch"]
+        forgotten = self._forgotten
+
+        def gone(ticker: str) -> bool:
+            return forgotten.get(ticker, -1) >= batch.seq
+
         for entry in body.get("books", ()):
             ticker = entry["ticker"]
+            if entry.get("valid") and gone(ticker):
+                continue
             if ticker not in self._books:
                 book = _Rendered(entry["bids"], entry["asks"]) if entry.get("valid") else None
                 self._books[ticker] = (book, entry["ts"])
         for entry in body.get("prices", ()):
             ticker = entry["ticker"]
+            if gone(ticker):
+                continue
             self._prices[ticker] = {**entry, **self._prices.get(ticker, {})}
         for entry in body.get("markets", ()):
             ticker = entry["ticker"]
@@ -179,7 +205,7 @@ class Coalescer:
             settlement = {k: v for k, v in entry.items() if k not in ("ticker", "status")}
             if settlement:
                 self._settlements[ticker] = {**settlement, **self._settlements.get(ticker, {})}
-        trades = body.get("trades", ())
+        trades = [t for t in body.get("trades", ()) if not gone(t.get("ticker", ""))]
         self._trades.extendleft(reversed(trades))
         while len(self._trades) > _MAX_PENDING_TRADES:
             self._trades.popleft()  # the oldest go first, as in trade()
@@ -207,6 +233,7 @@ class Coalescer:
     def _next_batch(self) -> PendingBatch | None:
         if not len(self):
             return None
+        self._taken += 1
         batch: dict[str, Any] = {}
         books: list[dict[str, Any]] = []
         levels = 0
@@ -261,6 +288,7 @@ class Coalescer:
             prices=len(prices),
             trades=len(trades),
             markets=len(markets),
+            seq=self._taken,
         )
         self._events = 0 if not len(self) else 1
         return out
