@@ -129,7 +129,10 @@ class FakeStore:
 
 
 def _fake_writer(
-    store: FakeStore, in_flight: int, revived: list[int] | None = None
+    store: FakeStore,
+    in_flight: int,
+    revived: list[int] | None = None,
+    lease_ms: float | None = None,
 ) -> tuple[Coalescer, BatchWriter]:
     coalescer = Coalescer()
     writer = BatchWriter(
@@ -140,6 +143,7 @@ def _fake_writer(
         flush_window=0.005,
         on_revived=(lambda: revived.append(1)) if revived is not None else (lambda: None),
         max_in_flight=in_flight,
+        lease_ms=lease_ms,
     )
     return coalescer, writer
 
@@ -451,15 +455,7 @@ async def test_failed_renewals_back_off() -> None:
             return call
 
     store = RefusingStore()
-    coalescer = Coalescer()
-    writer = BatchWriter(
-        stream_id="fake",
-        store=store,  # type: ignore[arg-type]
-        coalescer=coalescer,
-        stats=StreamStats(),
-        flush_window=0.005,
-        lease_ms=300.0,  # renew every 0.1 s while nothing changes
-    )
+    coalescer, writer = _fake_writer(store, 2, lease_ms=300.0)  # renews every 0.1 s when idle
     task = asyncio.create_task(writer.run())
     try:
         await asyncio.sleep(1.5)
