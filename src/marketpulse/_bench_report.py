@@ -108,6 +108,13 @@ def _latency_rows(res: dict[str, Any]) -> list[Row]:
             rows += [
                 (f"{at}, store loop lag p999", _num(loop.get("p999_ms"), "ms"), "<= 5 ms", "", ""),
                 (
+                    f"{at}, of that lag, the thread off the CPU p999",
+                    _num(loop.get("off_cpu_p999_ms"), "ms"),
+                    "(waiting for a core, or blocked)",
+                    "",
+                    "",
+                ),
+                (
                     f"{at}, largest gen-2 GC pause (CPU) <=",
                     f"{_num(gc_wall, 'ms')} ({_num(gc_cpu, 'ms')})",
                     "a few ms",

@@ -7,6 +7,10 @@ the store exports both as Prometheus histograms on ``/metrics``:
 * ``marketpulse_event_loop_lag_seconds``: a task asks to wake every ``interval`` seconds and
   records how late it actually woke (what Node's ``monitorEventLoopDelay`` measures). A stall
   of the thread shows up as one sample as long as the stall.
+* ``marketpulse_event_loop_lag_off_cpu_seconds``: of each such sample, the part the loop's
+  thread was not running: the lag minus the thread's CPU time over the sample (at least that
+  much). A long callback is lag on the CPU; waiting for a core on a busy machine, or a blocking
+  system call (an fsync), is lag off it. The two call for different cures.
 * ``marketpulse_gc_pause_seconds{generation}``: the duration of each collection, timed from
   ``gc.callbacks``' start to stop phases (a collection runs on whichever thread allocated,
   usually the loop's), and ``marketpulse_gc_pause_cpu_seconds{generation}`` its CPU time,
@@ -50,27 +54,35 @@ LAG_BUCKETS = (
 
 
 class LagRecorder:
-    """Turns "asked to wake at t, woke at t'" into lag observations.
+    """Turns "asked to wake at t, woke at t'" into lag observations, and tells how much of
+    each lag the thread spent off the CPU.
 
     Args:
-        observe: called with each lag in seconds (never negative).
+        observe: called with each lag and the part of it the thread was not running, in
+            seconds (never negative; the second at most the first).
     """
 
-    def __init__(self, observe: Callable[[float], None]) -> None:
+    def __init__(self, observe: Callable[[float, float], None]) -> None:
         self._observe = observe
         self._due: float | None = None
+        self._cpu = 0.0
 
-    def asleep(self, now: float, interval: float) -> None:
-        """The watcher goes to sleep at ``now`` for ``interval`` seconds."""
+    def asleep(self, now: float, interval: float, cpu: float) -> None:
+        """The watcher goes to sleep at ``now`` for ``interval`` seconds; ``cpu`` is the
+        thread's CPU time now."""
         self._due = now + interval
+        self._cpu = cpu
 
-    def woke(self, now: float) -> float:
-        """The watcher woke at ``now``; returns (and observes) how late that was."""
+    def woke(self, now: float, cpu: float) -> float:
+        """The watcher woke at ``now`` (the thread's CPU time: ``cpu``); returns (and
+        observes) how late that was."""
         if self._due is None:
             raise RuntimeError("woke() before asleep()")
         lag = max(0.0, now - self._due)
         self._due = None
-        self._observe(lag)
+        # The thread ran cpu - self._cpu over the sleep and the lag together: at most that much
+        # of the lag was the thread's own work, the rest it waited.
+        self._observe(lag, max(0.0, lag - (cpu - self._cpu)))
         return lag
 
 
@@ -123,6 +135,13 @@ class LoopWatch:
             buckets=LAG_BUCKETS,
             registry=registry,
         )
+        self.lag_off_cpu = Histogram(
+            "marketpulse_event_loop_lag_off_cpu_seconds",
+            "Of each loop lag sample, the part the loop's thread was not running (waiting for a "
+            "core, or in a blocking system call): at least the lag minus its CPU time",
+            buckets=LAG_BUCKETS,
+            registry=registry,
+        )
         self.gc_pause, self.gc_cpu = (
             Histogram(
                 name,
@@ -142,9 +161,13 @@ class LoopWatch:
                 ),
             )
         )
-        self._lag = LagRecorder(self.lag.observe)
+        self._lag = LagRecorder(self._observe_lag)
         self._gc = GcPauseRecorder(self._observe_gc)
         self._task: asyncio.Task[None] | None = None
+
+    def _observe_lag(self, lag: float, off_cpu: float) -> None:
+        self.lag.observe(lag)
+        self.lag_off_cpu.observe(off_cpu)
 
     def _observe_gc(self, generation: int, wall: float, cpu: float) -> None:
         label = str(generation)
@@ -170,7 +193,8 @@ class LoopWatch:
 
     async def _run(self) -> None:
         clock = asyncio.get_running_loop().time
+        cpu = time.thread_time
         while True:
-            self._lag.asleep(clock(), self.interval)
+            self._lag.asleep(clock(), self.interval, cpu())
             await asyncio.sleep(self.interval)
-            self._lag.woke(clock())
+            self._lag.woke(clock(), cpu())
