@@ -97,8 +97,9 @@ GC_ANY = "gc_pause_any_generation"
 
 
 def scrape_loop(http: httpx.Client, store_url: str) -> dict[str, dict[float, float]]:
-    """The store's cumulative loop-lag and gen-2 GC pause (wall and CPU) buckets (upper bound
-    s -> count), and the pauses of every generation together (``GC_ANY``)."""
+    """The store's cumulative loop-lag (and its part off the CPU) and gen-2 GC pause (wall and
+    CPU) buckets (upper bound s -> count), and the pauses of every generation together
+    (``GC_ANY``)."""
     out: dict[str, dict[float, float]] = {
         LAG: {},
         LAG_OFF_CPU: {},

@@ -326,10 +326,8 @@ class BatchWriter:
                 except StoreError:
                     # Retry after a growing pause (a store that refuses at once would otherwise
                     # be asked again and again), unless data comes first: its batch renews.
-                    pause, self._renew_retry_s = (
-                        self._renew_retry_s,
-                        min(self._renew_retry_s * 2, _MAX_BACKOFF_S),
-                    )
+                    pause = self._renew_retry_s
+                    self._renew_retry_s = min(pause * 2, _MAX_BACKOFF_S)
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(pause):
                             await self._dirty.wait()

@@ -160,7 +160,7 @@ class Coalescer:
         Batches already taken forget them too, should they come back through :meth:`requeue`.
         """
         for t in tickers:
-            self._forgotten.pop(t, None)
+            self._forgotten.pop(t, None)  # re-inserted: the oldest stay first, for the trim
             self._forgotten[t] = self._taken
             entry = self._books.get(t)
             if entry is not None and entry[0] is not None:
