@@ -165,7 +165,8 @@ def main() -> None:
             # The store's event loop over the fan-out run (its /metrics histograms).
             loop.update(loop_summary(lag_before, scrape_loop(http, http_url)))
         after = fanout_seconds(http_url)
-        commits = after[1] - before[1]
+        # One commit per round; the histogram counts loop turns (a wide fan-out takes several).
+        commits = rounds
         server_ms = (after[0] - before[0]) / commits * 1000 if commits else float("nan")
         cpu_ms = (after[2] - before[2]) / commits * 1000 if commits else float("nan")
         return base, fan, server_ms, cpu_ms

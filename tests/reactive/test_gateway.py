@@ -1,11 +1,13 @@
-"""The gateway's connection watchdog: one pass over every socket, in slices of the loop."""
+"""The gateway's passes over sockets, each in slices of the loop: the connection watchdog's
+and the fan-out's (:class:`Flusher`)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
-from marketpulse.reactive.gateway import ConnectionWatchdog
+from marketpulse.reactive.gateway import ConnectionWatchdog, Flusher
 
 
 class Socket:
@@ -58,3 +60,48 @@ async def test_sockets_gone_while_a_pass_yields_are_not_ticked() -> None:
     watchdog.discard(waiting[0])
     await asyncio.sleep(0.05)
     assert waiting[0].ticks == 0 and waiting[1].ticks == 1
+
+
+class Member:
+    """A socket whose Transition write costs ``cost_s`` (wall clock) and is logged."""
+
+    def __init__(self, name: int, log: list[int], cost_s: float) -> None:
+        self.name, self.log, self.cost_s = name, log, cost_s
+
+    def flush_now(self, now: float, shared: dict[Any, bytes] | None = None) -> None:
+        end = time.perf_counter() + self.cost_s
+        while time.perf_counter() < end:
+            pass
+        self.log.append(self.name)
+
+
+async def test_a_wide_fan_out_is_written_over_several_turns_in_order() -> None:
+    flusher = Flusher(slice_s=0.003)
+    written: list[int] = []
+    members = [Member(i, written, 0.001) for i in range(10)]
+    for m in members:
+        flusher.add(m)
+    await asyncio.sleep(0)  # one turn: the first slice
+    first = len(written)
+    assert 1 <= first < 10, first
+    # Dirtied again meanwhile (a later commit): written after the ones still waiting.
+    flusher.add(members[0])
+    for _ in range(100):
+        if len(written) == 11:
+            break
+        await asyncio.sleep(0)
+    assert written == [*range(10), 0]
+
+
+async def test_members_dirtied_twice_before_their_turn_are_written_once() -> None:
+    flusher = Flusher(slice_s=0.0)  # one member per turn
+    written: list[int] = []
+    members = [Member(i, written, 0.0) for i in range(3)]
+    for m in members:
+        flusher.add(m)
+    await asyncio.sleep(0)
+    assert written == [0]
+    flusher.add(members[2])  # still waiting: it keeps its place and is written once
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert written == [0, 1, 2]

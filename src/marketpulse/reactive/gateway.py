@@ -115,7 +115,8 @@ class Metrics:
         )
         self.fanout = Histogram(
             "marketpulse_sync_fanout_seconds",
-            "Time to write one commit's Transitions to every idle socket (direct writes)",
+            "Time of one fan-out turn: Transitions written to idle sockets for at most a work "
+            "slice (a wide fan-out takes several)",
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
             registry=self.registry,
         )
@@ -193,6 +194,11 @@ class _CommitTimingsCollector(Collector):
             "marketpulse_commit_groups",
             "Groups of commits applied (durable ones after their write, relaxed ones before)",
             t.groups,
+        )
+        yield CounterMetricFamily(
+            "marketpulse_commit_reruns_deferred",
+            "Query re-runs a commit left to a later loop turn (its slice of the turn was used)",
+            t.deferred,
         )
         yield CounterMetricFamily(
             "marketpulse_commit_conflicts",
@@ -416,11 +422,17 @@ class Flusher:
     fan-out, not one per socket (a Prometheus counter takes a lock on every ``inc``).
     """
 
-    def __init__(self, metrics: Metrics | None = None, writer: FanoutWriter | None = None) -> None:
+    def __init__(
+        self,
+        metrics: Metrics | None = None,
+        writer: FanoutWriter | None = None,
+        slice_s: float = 0.005,
+    ) -> None:
         self._dirty: dict[_Flushable, None] = {}
         self._scheduled = False
         self._metrics = metrics
         self.writer = writer if writer is not None else FanoutWriter(threads=0)
+        self.slice_s = slice_s
         self.pushed = 0  # Transitions pushed by the fan-out in progress
 
     def add(self, member: _Flushable) -> None:
@@ -430,23 +442,38 @@ class Flusher:
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
+        """Write the dirty members' Transitions for one slice of this turn; the rest (and
+        members dirtied meanwhile) in the next turn, so a wide fan-out does not hold the
+        loop (a member not yet written still sends the latest state when its turn comes)."""
         self._scheduled = False
         dirty, self._dirty = self._dirty, {}
         start = time.perf_counter()
         start_cpu = time.thread_time()
+        ends = start + self.slice_s
         now = asyncio.get_running_loop().time()
-        shared: dict[Any, bytes] = {}  # identical Transitions encoded once per fan-out
+        shared: dict[Any, bytes] = {}  # identical Transitions encoded once per slice
         writer = self.writer
         helper_cpu = writer.helper_cpu_s
         writer.start(len(dirty))
+        rest = None
         try:
-            for member in dirty:
+            members = iter(dirty)
+            for member in members:
                 try:
                     member.flush_now(now, shared)
                 except Exception:  # one socket's failure must not starve the rest
                     log.exception("direct transition write failed")
+                if time.perf_counter() >= ends:
+                    rest = dict.fromkeys(members)
+                    break
         finally:
             threaded = writer.finish()
+        if rest:
+            # Before any member dirtied since: the rest were waiting first.
+            rest.update(self._dirty)
+            self._dirty = rest
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
         if self._metrics is not None:
             if threaded:
                 self._metrics.fanout_threaded.inc()
@@ -524,7 +551,7 @@ class Gateway:
         )
         self.partial = PartialBudget(limits.max_partial_bytes)
         self.metrics.watch_engine(self.engine)
-        self.flusher = Flusher(self.metrics, self.fanout)
+        self.flusher = Flusher(self.metrics, self.fanout, limits.work_slice_s)
         self.watchdog = ConnectionWatchdog(
             min(1.0, limits.client_send_timeout_s / 4, limits.ping_interval_s / 4),
             limits.work_slice_s,

@@ -48,11 +48,12 @@ async def serve_store(
     verifier: TokenVerifier | None = None,
     origins: OriginPolicy | None = None,
     metrics_token: str | None = None,
+    run_limits: RunLimits | None = None,
 ) -> AsyncIterator[Served]:
     engine = await Engine.open(
         open_persistence(f"sqlite:{db_path}"),
         modules or [counter],
-        limits=RunLimits(query_time_limit=0.3, max_result_bytes=2_000_000),
+        limits=run_limits or RunLimits(query_time_limit=0.3, max_result_bytes=2_000_000),
     )
     gateway = gateway_for(engine, ADMIN_KEY, limits, verifier=verifier, origins=origins)
     app = build_app(gateway, static_dir=static_dir, metrics_token=metrics_token)

@@ -30,8 +30,8 @@ import logging
 import math
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -119,7 +119,10 @@ class CommitTimings:
         write: durable writes, one per group of commits or flush of relaxed ones (waiting for
             the disk included).
         apply: applying written groups to the in-memory state.
-        rerun: re-running the subscribed queries a group touched and notifying listeners.
+        rerun: re-running the subscribed queries a group touched and notifying listeners, in
+            the group's own step and in the later turns it deferred some of them to.
+        deferred: query re-runs a group's step left to a later turn of the loop (its slice
+            was used up).
         groups: groups applied (each after its durable write, or, relaxed, before it).
         conflicts: groups the shared log refused because another node committed first (their
             mutations, and every one queued after them, ran again on top of that commit).
@@ -129,6 +132,7 @@ class CommitTimings:
     write: float = 0.0
     apply: float = 0.0
     rerun: float = 0.0
+    deferred: int = 0
     groups: int = 0
     conflicts: int = 0
 
@@ -160,8 +164,8 @@ class SharedQuery:
         runs: how many times the query has run (for tests and metrics).
         journal: where its page ended on the last run that paginated (fixed from the first);
             ``None`` for queries that do not paginate.
-        rerun: its re-run in progress off the event loop, if any (while set, ``result`` is
-            out of date: see :attr:`stale`).
+        rerun: its re-run in progress off the event loop, or waiting for a later turn of
+            it, if any (while set, ``result`` is out of date: see :attr:`stale`).
         slow: whether its last run took longer than a slice of CPU (``inline_query_s``): its
             next re-run goes off the event loop.
     """
@@ -203,18 +207,28 @@ class SharedQuery:
         self.runs = 0
         self.kwargs: dict[str, Any] | None = None
         self.journal: str | None = None
-        self.rerun: asyncio.Task[None] | None = None
+        self.rerun: asyncio.Task[None] | _Deferred | None = None
         self.slow = False
 
     @property
     def stale(self) -> bool:
-        """Whether a commit changed what ``result`` read and its re-run is still off the loop."""
+        """Whether a commit changed what ``result`` read and its re-run has not ended yet."""
         return self.rerun is not None
 
     def __repr__(self) -> str:
         return (
             f"SharedQuery({self.path!r}, version={self.version}, listeners={len(self.listeners)})"
         )
+
+
+class _Deferred:
+    """``SharedQuery.rerun`` of a query whose re-run waits for a later turn of the loop."""
+
+    def cancel(self) -> bool:
+        return False  # the turn skips a query whose ``rerun`` is no longer this
+
+
+_DEFERRED = _Deferred()
 
 
 def _safe_str(exc: BaseException) -> str:
@@ -281,6 +295,9 @@ class Engine:
         self._receipts: OrderedDict[tuple[str, int], Receipt] = OrderedDict()
         self._queries: dict[tuple[str, bytes, str, str | None], SharedQuery] = {}
         self._subs: SubscriptionIndex[SharedQuery] = SubscriptionIndex()
+        # Re-runs a commit's pass left for later turns (_defer), and the turn to run them.
+        self._deferred: deque[SharedQuery] = deque()
+        self._deferred_turn: asyncio.Handle | None = None
         self._closed = False
         # Relaxed durability. A shared log decides commit order by base_ts at write time, so
         # there a relaxed mutation is written like a durable one.
@@ -1311,7 +1328,30 @@ class Engine:
 
     def _invalidate(self, points: list[tuple[str, str, bytes]]) -> None:
         """Bring every live query that read one of ``points`` up to date: inline if it is
-        fast (notifying the listeners of a changed one now), else off the loop."""
+        fast (notifying the listeners of a changed one now) for one slice of this step, the
+        rest in later turns of the loop (:meth:`_defer`), and a slow one off the loop."""
+        queries = iter(self._subs.find(points))
+        if self._rerun_inline(queries, held=False):
+            for query in queries:
+                if self._due(query):
+                    self._defer(query)
+
+    def _due(self, query: SharedQuery) -> bool:
+        """Whether ``query`` is to re-run inline now; a slow one is sent off the loop."""
+        if self._queries.get(query.key) is not query or query.rerun is not None:
+            return False  # gone, or already re-running (validated against this commit too)
+        if query.slow:
+            self._rerun_off_loop(query)
+            return False
+        return True
+
+    def _rerun_inline(self, queries: Iterator[SharedQuery], *, held: bool) -> bool:
+        """Re-run ``queries`` on this thread until the pass has used a slice of the loop
+        (``inline_query_s``); return whether it stopped early, the rest of ``queries`` unread.
+
+        ``held``: their listeners were told these queries are stale, so each is notified when
+        current again, changed or not (else only a changed one is).
+        """
         slice_s = self.offloop.slice_s
         clock = time.perf_counter
         # A query is slow when one run takes over ``slice_s`` of this thread's CPU. Reading
@@ -1321,11 +1361,10 @@ class Engine:
         # since the last reading minus the wall time of the runs before it since then.
         cpu_mark = time.thread_time()
         wall_mark = clock()
-        for query in self._subs.find(points):
-            if self._queries.get(query.key) is not query or query.rerun is not None:
-                continue  # gone, or already re-running (validated against this commit too)
-            if query.slow:
-                self._rerun_off_loop(query)
+        # Wall time, not CPU: a turn that was preempted held the loop just as long.
+        pass_ends = wall_mark + slice_s
+        for query in queries:
+            if not self._due(query):
                 continue
             started = clock()
             changed = self._rerun(query)
@@ -1337,8 +1376,39 @@ class Engine:
                 cpu_mark, wall_mark = cpu, clock()
             else:
                 query.slow = False
-            if changed:
+            if changed or held:
                 self._notify(query, "on_query_updated")
+            if ended >= pass_ends:
+                return True
+        return False
+
+    def _defer(self, query: SharedQuery) -> None:
+        """Mark ``query`` stale and re-run it inline in a later turn of the loop (its
+        listeners hold their Transitions back meanwhile, as for a re-run off the loop)."""
+        query.rerun = _DEFERRED
+        self._deferred.append(query)
+        self.timings.deferred += 1
+        if self._deferred_turn is None:
+            self._deferred_turn = asyncio.get_running_loop().call_soon(self._rerun_deferred)
+        self._notify(query, "on_query_stale")
+
+    def _rerun_deferred(self) -> None:
+        """A later turn's slice of the deferred re-runs, at the state of now (a commit in
+        between found them stale and left them to this)."""
+        self._deferred_turn = None
+        started = time.perf_counter()
+        waiting = self._deferred
+
+        def live() -> Iterator[SharedQuery]:
+            while waiting:
+                query = waiting.popleft()
+                if query.rerun is _DEFERRED and self._queries.get(query.key) is query:
+                    query.rerun = None
+                    yield query
+
+        if self._rerun_inline(live(), held=True) and waiting:
+            self._deferred_turn = asyncio.get_running_loop().call_soon(self._rerun_deferred)
+        self.timings.rerun += time.perf_counter() - started
 
     @staticmethod
     def _notify(query: SharedQuery, hook: str) -> None:
@@ -1459,6 +1529,10 @@ class Engine:
         await self.persistence.close()
 
     def _drop_subscriptions(self) -> None:
+        if self._deferred_turn is not None:
+            self._deferred_turn.cancel()
+            self._deferred_turn = None
+        self._deferred.clear()
         for query in self._queries.values():
             if query.rerun is not None:
                 query.rerun.cancel()
