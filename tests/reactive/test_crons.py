@@ -14,6 +14,7 @@ from marketpulse.reactive import Crons
 from marketpulse.reactive._cron_runner import CronRunner
 from marketpulse.reactive.engine import Engine, SchedulerRunner
 from marketpulse.reactive.persistence import open_persistence
+from marketpulse.reactive.persistence._slow_disk import inject_slow_disk
 from marketpulse.testing import AdminClient, StoreProcess
 
 from . import crons_app
@@ -117,6 +118,28 @@ async def test_two_runners_schedule_each_occurrence_once(engine: Engine) -> None
     ran = _runs(engine)["shared"]
     assert ran in (scheduled, scheduled - 1), (ran, scheduled)
     assert 4 <= ran <= 13, ran  # about one per 0.1 s, not two
+
+
+async def test_a_relaxed_job_s_occurrences_do_not_wait_for_a_stalled_disk(tmp_path: Path) -> None:
+    """The tick that schedules an occurrence is relaxed: with every write taking 0.4 s, a
+    relaxed job still runs on time (a durable tick would wait for each write)."""
+    persistence = open_persistence(f"sqlite:{tmp_path / 'db.sqlite'}")
+    inject_slow_disk(persistence, sleep_s=0.4, every_s=1e-6)
+    engine = await Engine.open(persistence, [crons_app.ticks])
+    scheduler = SchedulerRunner(engine)
+    await scheduler.start()
+    crons = Crons()
+    crons.interval("fast", {"seconds": 0.05}, crons_app.relaxed_tick, {"name": "fast"})
+    runner = CronRunner(engine, [crons])
+    try:
+        runner.start()
+        await asyncio.sleep(0.8)
+        await runner.stop()
+        # About 16 occurrences; waiting 0.4 s for each tick's write, 2 at most.
+        assert _runs(engine)["fast"] >= 6, _runs(engine)
+    finally:
+        await scheduler.stop()
+        await engine.close()
 
 
 async def test_a_changed_declaration_restarts_the_schedule(engine: Engine) -> None:

@@ -42,7 +42,7 @@ from marketpulse.reactive.engine._scheduler import (
     insert_job,
 )
 from marketpulse.reactive.engine._transaction import Transaction
-from marketpulse.reactive.functions import FunctionSpec, canonical_path
+from marketpulse.reactive.functions import Durability, FunctionSpec, canonical_path
 from marketpulse.reactive.persistence import NodeLiveness
 
 __all__ = ["CronRunner"]
@@ -54,7 +54,9 @@ class _Engine(Protocol):
     @property
     def functions(self) -> Any: ...
 
-    async def run_system(self, body: Callable[[Transaction], Any]) -> Any: ...
+    async def run_system(
+        self, body: Callable[[Transaction], Any], *, durability: Durability = ...
+    ) -> Any: ...
 
     async def run_mutation(
         self, path: str, args: Any, identity: Any = ..., *, internal_ok: bool = ...
@@ -213,8 +215,14 @@ class CronRunner:
             await asyncio.sleep(max(0.0, due - self._clock()))
             now = self._clock()
             try:
+                # Relaxed: a tick lost in a crash (with the job it scheduled, in the same
+                # commit) is taken again at the next start, its occurrence still due; and a
+                # job's own commit makes it durable first (commits are written in order). A
+                # durable tick would make every later commit wait for its write, each second,
+                # however slow the disk.
                 due, scheduled, error = await self._engine.run_system(
-                    functools.partial(_tick, job=job, path=spec.path, now=now)
+                    functools.partial(_tick, job=job, path=spec.path, now=now),
+                    durability="relaxed",
                 )
             except Exception as exc:  # e.g. the database is away: look again one period on
                 log.warning("cron job could not be scheduled", job=job.name, error=str(exc)[:500])

@@ -38,7 +38,7 @@ from typing import Any, Protocol
 import orjson
 
 from ..errors import ArgumentValidationError, ConvexError, QueryLimitError
-from ..functions import FunctionKind, FunctionModule, FunctionSpec, canonical_path
+from ..functions import Durability, FunctionKind, FunctionModule, FunctionSpec, canonical_path
 from ..limits import RunLimits
 from ..persistence import (
     Commit,
@@ -1274,15 +1274,24 @@ class Engine:
                 except Exception:
                     log.exception("table watcher failed")
 
-    async def run_system(self, body: Callable[[Transaction], Any]) -> Any:
+    async def run_system(
+        self, body: Callable[[Transaction], Any], *, durability: Durability = "durable"
+    ) -> Any:
         """Run ``body(tx)`` as a mutation of its own (as the system, who may write system
-        tables) and return its value once committed.
+        tables) and return its value once committed (``durability`` as a function's).
 
         Raises:
             RuntimeError: it failed or could not be committed.
         """
         spec = FunctionSpec(
-            "_system", "run", "mutation", "internal", lambda ctx: body(ctx.db._tx), (), Any
+            "_system",
+            "run",
+            "mutation",
+            "internal",
+            lambda ctx: body(ctx.db._tx),
+            (),
+            Any,
+            durability=durability,
         )
         result = await self.run_mutation_spec(spec, {}, Identity.anonymous())
         if not result.success:
