@@ -126,7 +126,11 @@ def _latency_rows(res: dict[str, Any]) -> list[Row]:
                     f"{at}, longest gap between pushes",
                     _num(run.get("longest_push_gap_ms"), "ms"),
                     "",
-                    "",
+                    (
+                        f"the feed's own: {_num(run['feed_longest_gap_ms'], 'ms')}"
+                        if run.get("feed_longest_gap_ms") is not None
+                        else ""
+                    ),
                     "",
                 ),
             ]
