@@ -290,7 +290,11 @@ class StreamActivities:
         not_connected_s = (now_ms - down_since) / 1000.0 if down_since else 0.0
         last_data = report.lastMessageAt or float(details.get("startedAt", now_ms))
         quiet_s = (now_ms - last_data) / 1000.0
-        if hb_age > inp.heartbeatTimeout:
+        # A missing heartbeat is first the server's to act on: it gives the attempt up after
+        # heartbeatTimeout and retries it. Judged stale at that same moment, the health check
+        # raced that retry with a restart of its own (a new activity, attempt 1); it only acts
+        # when the server has had a whole check interval more and the attempt still runs.
+        if hb_age > inp.heartbeatTimeout + inp.healthCheckInterval:
             report.stale, report.reason = True, f"no heartbeat for {hb_age:.1f}s"
         elif not_connected_s > inp.healthCheckInterval:
             report.stale = True
