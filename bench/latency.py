@@ -734,7 +734,8 @@ async def main() -> None:
                 f"({r['loop'].get('gc2_cpu_max_le_ms', nan):g})",
                 f"{r['query_probe']['p50_ms']:.2f} / {r['query_probe']['p99_ms']:.2f} / "
                 f"{r['query_probe']['max_ms']:.2f}",
-                f"{r['longest_push_gap_ms']:.1f} ({r['feed_longest_gap_ms'] or nan:.1f})",
+                f"{r['longest_push_gap_ms']:.1f} "
+                f"({nan if r['feed_longest_gap_ms'] is None else r['feed_longest_gap_ms']:.1f})",
             ]
             for r in runs
         ],

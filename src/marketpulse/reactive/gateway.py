@@ -411,15 +411,16 @@ class Flusher:
     """Fan-out without a task switch per socket.
 
     After a commit the engine notifies every affected subscriber synchronously; each affected
-    socket registers here and ONE callback, run as soon as the commit step returns, writes each
-    one's Transition directly (the only way Transitions for commits go out). A socket whose
-    transport is paused or whose mutation is running only notes that it is stale and sends
-    the latest state when it can.
+    socket registers here and ONE callback, run as soon as the commit step returns, writes the
+    Transitions directly (the only way Transitions for commits go out), for one ``slice_s`` of
+    the loop; the sockets left go first in the next turn's callback. A socket whose transport
+    is paused or whose mutation is running only notes that it is stale and sends the latest
+    state when it can.
 
     A large fan-out's writes are collected by ``writer`` and written on several threads once
     every member is flushed (:class:`~marketpulse.reactive.sync._fanout_writer.FanoutWriter`).
     Members count the Transitions they push in :attr:`pushed`: one metric increment per
-    fan-out, not one per socket (a Prometheus counter takes a lock on every ``inc``).
+    callback, not one per socket (a Prometheus counter takes a lock on every ``inc``).
     """
 
     def __init__(
@@ -472,8 +473,9 @@ class Flusher:
             # Before any member dirtied since: the rest were waiting first.
             rest.update(self._dirty)
             self._dirty = rest
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            if not self._scheduled:  # (a member added meanwhile scheduled it already)
+                self._scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
         if self._metrics is not None:
             if threaded:
                 self._metrics.fanout_threaded.inc()
