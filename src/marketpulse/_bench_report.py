@@ -243,6 +243,22 @@ def _apply_rows(res: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _codec_rows(res: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for shape, f in res.get("shapes", {}).items():
+        packed, lists = f.get("packed", {}), f.get("lists", {})
+        for side, steps in (
+            ("worker", ("render_us", "encode_us")),
+            ("store", ("decode_us", "check_us")),
+        ):
+            ours = sum(packed.get(k, math.nan) for k in steps)
+            base = sum(lists.get(k, math.nan) for k in steps)
+            rows.append(
+                _vs(f"{shape}: {side} CPU per batch", ours, "", "books as lists", base, "µs")
+            )
+    return rows
+
+
 def _simulator_rows(res: dict[str, Any]) -> list[Row]:
     return [
         _vs(
@@ -326,6 +342,7 @@ TABLES: dict[str, tuple[str, Callable[[dict[str, Any]], list[Row]]]] = {
     "kalshi_protocol": ("Kalshi protocol core and feed (the host's speed)", _kalshi_rows),
     "pipeline_throughput": ("The pipeline against the seed's design", _pipeline_rows),
     "marketdata_apply": ("applyUpdates with and without subscriptions", _apply_rows),
+    "batch_codec": ("One applyUpdates batch encoded and checked, books packed", _codec_rows),
     "simulator_rate": ("The simulator's send rate", _simulator_rows),
     "subscriptions_find": ("Finding the subscriptions a commit affects", _find_rows),
     "growth": ("Fan-out as markets and clients grow", _growth_rows),

@@ -37,6 +37,7 @@ DETAIL: dict[str, tuple[str, ...]] = {
         "pipeline_throughput.py",
         "kalshi_protocol.py",
         "marketdata_apply.py",
+        "batch_codec.py",
         "alerts.py",
         "simulator_rate.py",
     ),

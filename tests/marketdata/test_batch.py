@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import struct
+from decimal import Decimal
+
 import pytest
 
 from marketpulse.marketdata._batch import (
@@ -10,7 +14,7 @@ from marketpulse.marketdata._batch import (
     parse_markets,
     parse_stream_status,
 )
-from marketpulse.marketdata._levels import unpack_levels
+from marketpulse.marketdata.packed_levels import pack_exact, pack_levels, unpack_levels
 from marketpulse.reactive import Int64
 
 
@@ -48,6 +52,14 @@ def test_int64_levels_are_converted() -> None:
     assert unpack_levels(book.bids) == [[0.5, 7.0]]
 
 
+def test_packed_levels_are_taken_as_they_come() -> None:
+    """The worker sends each side packed (bytes); the store keeps them as they are."""
+    bids = pack_exact([(Decimal("0.45"), Decimal("10")), (Decimal("0.44"), Decimal("2.5"))])
+    [book] = parse_batch({"books": [{"ticker": "A", "ts": 1, "bids": bids, "asks": b""}]}).books
+    assert book.bids is bids and book.asks == b""
+    assert unpack_levels(book.bids) == [[0.45, 10.0], [0.44, 2.5]]
+
+
 def test_empty_batch_is_fine() -> None:
     parsed = parse_batch({})
     assert (parsed.prices, parsed.books, parsed.trades, parsed.markets) == ([], [], [], [])
@@ -68,6 +80,18 @@ def test_empty_batch_is_fine() -> None:
         ),
         ({"books": [{"ticker": "A", "ts": 1, "bids": [[0.5, "x"]]}]}, "books[0].bids[0][1]"),
         ({"books": [{"ticker": "A", "ts": 1, "bids": [[0.5, 1]] * 201}]}, "at most 200 levels"),
+        (
+            {"books": [{"ticker": "A", "ts": 1, "bids": pack_levels([[0.5, 1]] * 201)}]},
+            "books[0].bids: at most 200 levels, got 201",
+        ),
+        (
+            {"books": [{"ticker": "A", "ts": 1, "bids": b"\x00" * 24}]},
+            "books[0].bids: 24 bytes is not a whole number of 16-byte levels",
+        ),
+        (
+            {"books": [{"ticker": "A", "ts": 1, "asks": struct.pack("<2d", 0.5, math.nan)}]},
+            "books[0].asks: a price or size is not a finite number",
+        ),
         ({"books": [{"ticker": "A", "ts": 1, "valid": "yes"}]}, "books[0].valid"),
         (
             {

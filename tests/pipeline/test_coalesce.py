@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from marketpulse.kalshi import OrderBook
+from marketpulse.marketdata.packed_levels import level_count, unpack_levels
 from marketpulse.pipeline._coalesce import Coalescer, PendingBatch
 
 D = Decimal
@@ -35,9 +36,10 @@ def test_many_book_changes_make_one_entry_with_the_latest_state() -> None:
     assert batch.first_event_at == 0.0
     books = batch.args["batch"]["books"]
     assert len(books) == 1
-    assert books[0]["bids"] == [[0.40, 1009.0]]
+    # Packed as the store keeps them (bytes on the wire).
+    assert unpack_levels(books[0]["bids"]) == [[0.40, 1009.0]]
     # YES asks derive from NO bids: 1 - 0.55.
-    assert books[0]["asks"] == [[0.45, 5.0]]
+    assert unpack_levels(books[0]["asks"]) == [[0.45, 5.0]]
     assert books[0]["valid"] is True and books[0]["ts"] == 1999.0
     assert next_batch(c) is None
 
@@ -124,7 +126,8 @@ def test_deep_books_are_spread_over_batches_by_levels() -> None:
         c.book(f"KX-{i}", book(f"KX-{i}", deep, deep), 1.0, now=0.0)
     counts = []
     while (batch := next_batch(c)) is not None:
-        levels = sum(len(b["bids"]) + len(b["asks"]) for b in batch.args["batch"]["books"])
+        books = batch.args["batch"]["books"]
+        levels = sum(level_count(b["bids"]) + level_count(b["asks"]) for b in books)
         assert levels <= 20_000
         counts.append(len(batch.args["batch"]["books"]))
     assert counts == [50, 50, 20]
@@ -174,11 +177,12 @@ def test_a_requeued_batch_goes_beneath_newer_pending_state() -> None:
     assert batch is not None
     body = batch.args["batch"]
     books = {b["ticker"]: b for b in body["books"]}
-    assert books["KX-A"]["bids"] == [[0.45, 3.0]] and books["KX-A"]["ts"] == 2.0
+    assert unpack_levels(books["KX-A"]["bids"]) == [[0.45, 3.0]] and books["KX-A"]["ts"] == 2.0
+    assert unpack_levels(books["KX-B"]["bids"]) == [[0.3, 1.0]]
     assert books["KX-B"] == {
         "ticker": "KX-B",
-        "bids": [[0.3, 1.0]],
-        "asks": [],
+        "bids": books["KX-B"]["bids"],
+        "asks": b"",
         "ts": 1.0,
         "valid": True,
     }

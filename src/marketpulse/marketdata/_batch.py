@@ -17,9 +17,9 @@ from marketpulse.marketdata._candles import (
     INTERVALS,
 )
 from marketpulse.marketdata._leases import MAX_LEASE_MS, MIN_LEASE_MS
-from marketpulse.marketdata._levels import pack_levels
 from marketpulse.marketdata.limits import BOOK_LEVELS, MAX_TEXT
 from marketpulse.marketdata.packed_candles import CANDLE_FIELDS, ROW_BYTES, unpack_rows
+from marketpulse.marketdata.packed_levels import check_packed, level_count, pack_levels
 
 __all__ = [
     "BatchError",
@@ -59,8 +59,8 @@ class PriceUpdate:
 
 @dataclass(frozen=True, slots=True)
 class BookUpdate:
-    """Full book of one market (best level first, packed by ``_levels``), or a mark that it
-    must not be served."""
+    """Full book of one market (best level first, packed: ``packed_levels``), or a mark that
+    it must not be served."""
 
     ticker: str
     ts: float
@@ -171,6 +171,14 @@ def _array(value: Any, where: str) -> list[Any]:
 
 
 def _levels(value: Any, where: str) -> bytes:
+    if isinstance(value, bytes):
+        # Packed by the worker (packed_levels.pack_exact): kept as it came, once checked.
+        if level_count(value) > BOOK_LEVELS:
+            raise BatchError(f"{where}: at most {BOOK_LEVELS} levels, got {level_count(value)}")
+        problem = check_packed(value)
+        if problem is not None:
+            raise BatchError(f"{where}: {problem}")
+        return value
     raw = _array(value, where)
     if len(raw) > BOOK_LEVELS:
         raise BatchError(f"{where}: at most {BOOK_LEVELS} levels, got {len(raw)}")

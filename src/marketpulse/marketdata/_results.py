@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from marketpulse.marketdata._levels import unpack_levels
 from marketpulse.marketdata._pricing import change_percent, display_price, mid, spread
+from marketpulse.marketdata.packed_levels import unpack_levels
 
 __all__ = [
     "current_price",

@@ -27,7 +27,7 @@ So a book change on market A re-runs only getOrderbook(A); a trade on A re-runs
 getRecentTrades(A), getCandles(A, *), getPrice(A) (its last price moved) and the market lists
 showing A; nothing about A re-runs a query about B. ``applyUpdates`` writes a document only
 when its content changes, so a replayed batch re-runs nothing. ``books`` keeps its levels packed
-(``_levels``): a book is rewritten on nearly every batch and read by every getOrderbook re-run.
+(``packed_levels``): a book is rewritten on nearly every batch and read by every getOrderbook re-run.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from marketpulse.marketdata.limits import BOOK_LEVELS
+from marketpulse.marketdata.packed_levels import level_count, pack_exact
 
 __all__ = ["BookLike", "Coalescer", "PendingBatch"]
 
@@ -29,8 +30,9 @@ _FORGOTTEN_KEPT = 10_000
 """Removed markets remembered for ``requeue``: only a batch in flight when its market was
 removed needs the entry, and the writer keeps a few batches in flight, not thousands."""
 # One batch is one mutation, which the store runs within its time limit (1 s by default) on a
-# loop it shares with every subscriber: decoding alone costs ~1 µs per number, so a backlog of
-# deep books (up to 400 levels each) is spread over several batches rather than sent at once.
+# loop it shares with every subscriber: checking and writing a book costs it per level, so a
+# backlog of deep books (up to 400 levels each) is spread over several batches rather than
+# sent at once.
 
 
 class BookLike(Protocol):
@@ -59,16 +61,12 @@ class PendingBatch:
     """Its place in the order batches were taken (1, 2, ...)."""
 
 
-def _levels(levels: list[tuple[Decimal, Decimal]]) -> list[list[float]]:
-    return [[float(p), float(s)] for p, s in levels]
-
-
 @dataclass
 class _Rendered:
     """A book as a batch that was not written carried it (put back by ``requeue``)."""
 
-    bids: list[list[float]]
-    asks: list[list[float]]
+    bids: bytes
+    asks: bytes
 
 
 class Coalescer:
@@ -243,7 +241,7 @@ class Coalescer:
             live, ts_ms = self._books.pop(ticker)
             ts_ms = self._book_ts[ticker] = max(ts_ms, self._book_ts.get(ticker, ts_ms))
             if isinstance(live, _Rendered):
-                levels += len(live.bids) + len(live.asks)
+                levels += level_count(live.bids) + level_count(live.asks)
                 books.append(
                     {
                         "ticker": ticker,
@@ -256,9 +254,12 @@ class Coalescer:
             elif live is None or not live.valid:
                 books.append({"ticker": ticker, "valid": False, "ts": ts_ms})
             else:
-                bids = _levels(live.bids(self._book_levels))
-                asks = _levels(live.asks(self._book_levels))
-                levels += len(bids) + len(asks)
+                # Packed (packed_levels): sent as lists, each number cost this process and the
+                # store a Convex-JSON walk; as bytes it is one base64 string per side.
+                bid_levels = live.bids(self._book_levels)
+                ask_levels = live.asks(self._book_levels)
+                levels += len(bid_levels) + len(ask_levels)
+                bids, asks = pack_exact(bid_levels), pack_exact(ask_levels)
                 books.append(
                     {"ticker": ticker, "bids": bids, "asks": asks, "ts": ts_ms, "valid": True}
                 )
