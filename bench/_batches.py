@@ -1,5 +1,7 @@
-"""The worker's applyUpdates batches as the benchmarks write them, with no import of marketpulse,
-so that a ``--before`` child running another checkout's code can use them too."""
+"""applyUpdates batches as the benchmarks write them, with no import of marketpulse, so that a
+``--before`` child running another checkout's code can use them too. Books go as
+``[[price, size], ...]`` lists, a form the store still takes; the worker sends them packed
+(``marketdata.packed_levels``; ``batch_codec.py`` compares the two)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from marketpulse.marketdata._batch import (
     parse_markets,
     parse_stream_status,
 )
-from marketpulse.marketdata.packed_levels import pack_exact, pack_levels, unpack_levels
+from marketpulse.marketdata.packed_levels import pack_decimal_levels, pack_levels, unpack_levels
 from marketpulse.reactive import Int64
 
 
@@ -54,7 +54,9 @@ def test_int64_levels_are_converted() -> None:
 
 def test_packed_levels_are_taken_as_they_come() -> None:
     """The worker sends each side packed (bytes); the store keeps them as they are."""
-    bids = pack_exact([(Decimal("0.45"), Decimal("10")), (Decimal("0.44"), Decimal("2.5"))])
+    bids = pack_decimal_levels(
+        [(Decimal("0.45"), Decimal("10")), (Decimal("0.44"), Decimal("2.5"))]
+    )
     [book] = parse_batch({"books": [{"ticker": "A", "ts": 1, "bids": bids, "asks": b""}]}).books
     assert book.bids is bids and book.asks == b""
     assert unpack_levels(book.bids) == [[0.45, 10.0], [0.44, 2.5]]

@@ -9,7 +9,7 @@ from decimal import Decimal
 from marketpulse.marketdata.packed_levels import (
     check_packed,
     level_count,
-    pack_exact,
+    pack_decimal_levels,
     pack_levels,
     unpack_levels,
 )
@@ -39,12 +39,12 @@ def test_refuses_anything_but_pairs_of_finite_numbers() -> None:
 
 
 def test_the_worker_packs_its_exact_book_as_the_store_would() -> None:
-    """``pack_exact`` (the worker's Decimal levels) gives the bytes ``pack_levels`` gives for
+    """``pack_decimal_levels`` (the worker's Decimal levels) gives the bytes ``pack_levels`` gives for
     the same levels as floats, and the store's check accepts them."""
     exact = [(Decimal("0.4567"), Decimal("12.34")), (Decimal("0.01"), Decimal("100"))]
-    packed = pack_exact(exact)
+    packed = pack_decimal_levels(exact)
     assert packed == pack_levels([[0.4567, 12.34], [0.01, 100.0]])
-    assert check_packed(packed) is None and pack_exact([]) == b""
+    assert check_packed(packed) is None and pack_decimal_levels([]) == b""
 
 
 def test_check_packed_names_what_is_wrong() -> None:

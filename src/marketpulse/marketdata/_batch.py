@@ -170,18 +170,21 @@ def _array(value: Any, where: str) -> list[Any]:
     return list(value)
 
 
+def _depth(levels: int, where: str) -> None:
+    if levels > BOOK_LEVELS:
+        raise BatchError(f"{where}: at most {BOOK_LEVELS} levels, got {levels}")
+
+
 def _levels(value: Any, where: str) -> bytes:
     if isinstance(value, bytes):
-        # Packed by the worker (packed_levels.pack_exact): kept as it came, once checked.
-        if level_count(value) > BOOK_LEVELS:
-            raise BatchError(f"{where}: at most {BOOK_LEVELS} levels, got {level_count(value)}")
+        # Packed by the worker (packed_levels.pack_decimal_levels): kept as it came, once checked.
+        _depth(level_count(value), where)
         problem = check_packed(value)
         if problem is not None:
             raise BatchError(f"{where}: {problem}")
         return value
     raw = _array(value, where)
-    if len(raw) > BOOK_LEVELS:
-        raise BatchError(f"{where}: at most {BOOK_LEVELS} levels, got {len(raw)}")
+    _depth(len(raw), where)
     packed = pack_levels(raw)
     if packed is not None:
         return packed

@@ -23,7 +23,7 @@ __all__ = [
     "LEVEL_BYTES",
     "check_packed",
     "level_count",
-    "pack_exact",
+    "pack_decimal_levels",
     "pack_levels",
     "unpack_levels",
 ]
@@ -46,28 +46,47 @@ def pack_levels(levels: Sequence[Any]) -> bytes | None:
         return None
     flat = list(chain.from_iterable(levels))
     # type() rather than isinstance: a bool is an int, and never a valid price or size.
-    if not set(map(type, flat)) <= _NUMBER_TYPES or not all(map(math.isfinite, flat)):
+    if not set(map(type, flat)) <= _NUMBER_TYPES or not _finite(flat):
         return None
-    return struct.pack(f"<{len(flat)}d", *flat)
+    return _pack(flat)
 
 
-def pack_exact(levels: Sequence[tuple[Any, Any]]) -> bytes:
-    """Pack ``(price, size)`` levels of any real numbers (the worker's ``Decimal`` book), each as
-    the float64 nearest to it. Unchecked: the store checks what it receives (:func:`check_packed`).
+def pack_decimal_levels(levels: Sequence[tuple[Any, Any]]) -> bytes:
+    """Pack the worker's ``Decimal`` levels as the store keeps them.
+
+    Args:
+        levels: ``(price, size)`` pairs of real numbers, best first.
+
+    Returns:
+        The packed levels, each number the float64 nearest to it. Unchecked: the store checks
+        what it receives (:func:`check_packed`).
     """
-    flat = [float(x) for level in levels for x in level]
-    return struct.pack(f"<{len(flat)}d", *flat)
+    return _pack([float(x) for level in levels for x in level])
 
 
 def check_packed(packed: bytes) -> str | None:
-    """What is wrong with ``packed`` as levels, or ``None`` if nothing is: a whole number of
-    levels, every price and size finite (what :func:`pack_levels` asks of a list)."""
+    """What is wrong with ``packed`` as levels, if anything.
+
+    Args:
+        packed: levels as sent (Convex ``bytes``).
+
+    Returns:
+        ``None`` for a whole number of levels whose prices and sizes are all finite (what
+        :func:`pack_levels` asks of a list), else what is wrong, for an error message.
+    """
     if len(packed) % LEVEL_BYTES:
         return f"{len(packed)} bytes is not a whole number of {LEVEL_BYTES}-byte levels"
-    flat = struct.unpack(f"<{len(packed) // 8}d", packed)
-    if not all(map(math.isfinite, flat)):
+    if not _finite(struct.unpack(f"<{len(packed) // 8}d", packed)):
         return "a price or size is not a finite number"
     return None
+
+
+def _pack(flat: Sequence[float]) -> bytes:
+    return struct.pack(f"<{len(flat)}d", *flat)
+
+
+def _finite(flat: Sequence[float]) -> bool:
+    return all(map(math.isfinite, flat))
 
 
 def level_count(packed: bytes) -> int:

@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from marketpulse.marketdata.limits import BOOK_LEVELS
-from marketpulse.marketdata.packed_levels import level_count, pack_exact
+from marketpulse.marketdata.packed_levels import level_count, pack_decimal_levels
 
 __all__ = ["BookLike", "Coalescer", "PendingBatch"]
 
@@ -254,12 +254,12 @@ class Coalescer:
             elif live is None or not live.valid:
                 books.append({"ticker": ticker, "valid": False, "ts": ts_ms})
             else:
-                # Packed (packed_levels): sent as lists, each number cost this process and the
-                # store a Convex-JSON walk; as bytes it is one base64 string per side.
+                # Packed (packed_levels), not as lists: as lists, each number cost this process
+                # and the store a Convex-JSON walk; as bytes a side is one base64 string.
                 bid_levels = live.bids(self._book_levels)
                 ask_levels = live.asks(self._book_levels)
                 levels += len(bid_levels) + len(ask_levels)
-                bids, asks = pack_exact(bid_levels), pack_exact(ask_levels)
+                bids, asks = pack_decimal_levels(bid_levels), pack_decimal_levels(ask_levels)
                 books.append(
                     {"ticker": ticker, "bids": bids, "asks": asks, "ts": ts_ms, "valid": True}
                 )
