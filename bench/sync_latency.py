@@ -33,7 +33,7 @@ sys.path.insert(0, str(SRC))
 
 import httpx  # noqa: E402
 
-from _clients import _quiet_gc  # noqa: E402
+from _clients import _exit_with_parent, _quiet_gc  # noqa: E402
 from _common import FLEET_FLAGS, emit, loop_summary, scrape_loop  # noqa: E402
 from marketpulse.reactive.sync.client import LightSyncClient, RawSubscriber  # noqa: E402
 from marketpulse.testing import StoreProcess, percentile  # noqa: E402
@@ -79,6 +79,7 @@ async def _subscribers(url: str, n: int, ready: Any, go: Any, out: Any, rounds: 
 
 
 def subscriber_proc(url: str, n: int, ready: Any, go: Any, out: Any, rounds: int) -> None:
+    _exit_with_parent()
     asyncio.run(_subscribers(url, n, ready, go, out, rounds))
 
 
