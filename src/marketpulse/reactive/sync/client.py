@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.client import ClientProtocol
+from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
@@ -198,7 +199,7 @@ class LightSyncClient:
         :class:`ServerError`.
 
         Raises:
-            ServerError: The connection had already failed (nothing was sent).
+            ServerError: The connection had already failed or closed (nothing was sent).
         """
         if self.failure is not None:
             # The reader has stopped: nothing would ever resolve this request.
@@ -217,6 +218,11 @@ class LightSyncClient:
                     "args": [value_to_json(args or {})],
                 }
             )
+        except ConnectionClosed as exc:
+            # The socket closed before the reader saw it: the same failure as above, and
+            # callers should not have to know websockets' exceptions to tell it apart.
+            self._pending.pop(request_id, None)
+            raise ServerError(f"connection lost: {exc!r}") from exc
         except BaseException:
             self._pending.pop(request_id, None)
             raise
