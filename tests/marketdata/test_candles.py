@@ -1,13 +1,16 @@
-"""Candle bucketing, merging and gap filling (pure functions)."""
+"""Candle bucketing, merging, packing and gap filling (pure functions)."""
 
 from __future__ import annotations
 
 from marketpulse.marketdata._candles import (
     INTERVALS,
+    OPEN_FIELDS,
     bucket_start,
     fill_gaps,
     merge_trade,
     new_candle,
+    pack_open,
+    unpack_open,
 )
 
 
@@ -56,3 +59,14 @@ def test_fill_gaps_respects_limit_keeping_newest() -> None:
     out = fill_gaps(newest_first, m, 5)
     assert [c["start"] for c in out] == [96 * m, 97 * m, 98 * m, 99 * m, 100 * m]
     assert all(c["close"] == 0.5 for c in out[:4])
+
+
+def test_open_candles_pack_and_unpack_to_the_same_candles() -> None:
+    candles = {
+        interval: new_candle("A", interval, float(n * 1000), 0.25 + n, 2.0, 5.0 + n)
+        for n, interval in enumerate(INTERVALS)
+    }
+    merge_trade(candles["1h"], 0.1, 3.0, 1.0)
+    blob = pack_open(candles)
+    assert len(blob) == 8 * len(OPEN_FIELDS) * len(INTERVALS)
+    assert unpack_open("A", blob) == candles

@@ -3,10 +3,20 @@ candles, cleanup and argument errors."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+from pathlib import Path
 from typing import Any
 
+import orjson
+
+from marketpulse.marketdata._candles import new_candle
 from marketpulse.marketdata._pricing import DAY_MS
+from marketpulse.marketdata.functions import marketData
 from marketpulse.marketdata.packed_candles import CANDLE_FIELDS, pack_rows
+from marketpulse.reactive.engine import Engine
+from marketpulse.reactive.persistence import open_persistence
+from marketpulse.reactive.values import value_to_json
 
 from .conftest import Store
 
@@ -540,3 +550,97 @@ async def test_upsert_accepts_what_the_pipeline_sends_from_rest(store: Store) ->
     )
     market = store.query("getMarket", ticker="X")
     assert market["title"] == "X" and market["status"] == "unknown"
+
+
+async def test_a_quiet_market_s_open_candles_go_with_cleanup_hourly_ones_stay(
+    store: Store,
+) -> None:
+    start = T0 - T0 % (60 * MIN)
+    await store.apply(trades=[trade(1, price=0.5, ts=start + MIN)])
+    # Two hours later, with an hour's retention: the minute candles are past it, the hourly
+    # one is kept a month (as a closed candle now).
+    now = start + 3 * 60 * MIN
+    assert await store.mutate("cleanup", olderThanMs=60 * MIN, nowMs=now) == {
+        "deleted": 3,  # the trade and its 1m and 5m candles
+        "more": False,
+    }
+    assert store.query("getCandles", ticker="A", interval="1m") == []
+    [hourly] = store.query("getCandles", ticker="A", interval="1h")
+    assert (hourly["start"], hourly["trades"]) == (start, 1.0)
+    # The market trades again: the hourly candle is its newest, and the new hour follows it.
+    await store.apply(trades=[trade(2, price=0.7, ts=now)])
+    assert [
+        (c["start"], c["close"], c["trades"])
+        for c in store.query("getCandles", ticker="A", interval="1h")
+    ] == [
+        (start, 0.5, 1.0),
+        (start + 60 * MIN, 0.5, 0.0),
+        (start + 120 * MIN, 0.5, 0.0),
+        (now, 0.7, 1.0),
+    ]
+    assert await store.mutate("cleanup", olderThanMs=60 * MIN, nowMs=now) == {
+        "deleted": 0,
+        "more": False,
+    }
+
+
+async def test_cleanup_of_quiet_markets_goes_in_bounded_chunks(store: Store) -> None:
+    start = T0 - T0 % (60 * MIN)
+    await store.apply(trades=[trade(i, ticker=f"M{i}", ts=start) for i in range(5)])
+    now = start + 3 * 60 * MIN
+    # Each quiet market is three candles to delete (the hourly ones too, at this retention).
+    runs = []
+    while not runs or runs[-1]["more"]:
+        runs.append(
+            await store.mutate("cleanup", olderThanMs=60 * MIN, nowMs=now + 31 * DAY_MS, limit=7)
+        )
+    # Two markets a call (a third would pass the limit), then the trades.
+    assert [r["deleted"] for r in runs[:2]] == [6, 6] and all(r["deleted"] <= 7 for r in runs)
+    assert sum(r["deleted"] for r in runs) == 5 * 4  # 5 trades, 15 candles
+    for i in range(5):
+        assert store.query("getCandles", ticker=f"M{i}", interval="1h") == []
+
+
+async def test_candles_stored_one_document_each_are_taken_in_by_the_next_trade(
+    tmp_path: Path,
+) -> None:
+    """A store written before a market's open candles shared one document kept each candle,
+    the newest too, in ``candles``: its next trade carries on from them."""
+    path = tmp_path / "store.db"
+    start = T0 - T0 % (60 * MIN)
+    engine = await Engine.open(open_persistence(f"sqlite:{path}"), [marketData])
+    await engine.close()
+    legacy = [
+        {**new_candle("A", "1m", start, 0.4, 2.0, start + 1_000), "_creationTime": start},
+        {**new_candle("A", "1m", start + MIN, 0.5, 1.0, start + MIN), "_creationTime": start},
+        {**new_candle("A", "5m", start, 0.4, 3.0, start), "_creationTime": start},
+        {**new_candle("A", "1h", start, 0.4, 3.0, start), "_creationTime": start},
+    ]
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.executemany(
+            "INSERT INTO documents (id, tbl, ts, doc) VALUES (?, 'candles', 0, ?)",
+            [
+                (f"legacy{i}", orjson.dumps(value_to_json({**d, "_id": f"legacy{i}"})))
+                for i, d in enumerate(legacy)
+            ],
+        )
+    engine = await Engine.open(open_persistence(f"sqlite:{path}"), [marketData])
+    try:
+        store = Store(engine)
+        # Minute 1 goes on; a late trade of minute 0 joins its closed candle.
+        await store.apply(
+            trades=[
+                trade(1, price=0.6, ts=start + MIN + 5_000),
+                trade(2, price=0.3, ts=start + 2_000),
+            ]
+        )
+        c1 = store.query("getCandles", ticker="A", interval="1m")
+        assert [(c["start"], c["high"], c["low"], c["close"], c["trades"]) for c in c1] == [
+            (start, 0.4, 0.3, 0.3, 2.0),
+            (start + MIN, 0.6, 0.5, 0.6, 2.0),
+        ]
+        [c5] = store.query("getCandles", ticker="A", interval="5m")
+        [h1] = store.query("getCandles", ticker="A", interval="1h")
+        assert c5["trades"] == h1["trades"] == 3.0 and c5["volume"] == 5.0
+    finally:
+        await engine.close()

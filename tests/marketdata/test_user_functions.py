@@ -221,7 +221,9 @@ async def test_the_band_follows_creates_fires_and_removes(store: App) -> None:
 async def test_fired_alerts_are_delivered_with_retries(
     store: App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_alerts, "_BACKOFF_BASE_S", 0.05)
+    # Gaps of 0.2 then 0.4 s: a loaded host's scheduling jitter (tens of ms) cannot hide the
+    # doubling, as it could at 0.05 s.
+    monkeypatch.setattr(_alerts, "_BACKOFF_BASE_S", 0.2)
     runner = SchedulerRunner(store.engine)
     await runner.start()
     try:

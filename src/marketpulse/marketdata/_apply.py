@@ -5,9 +5,16 @@ that concerns it, and written once at the end, only if its content changed. A re
 therefore writes nothing and re-runs no subscription.
 
 Layout for the read sets (see ``functions``): per-market data lives in one document per table and
-ticker (``prices``, ``books``) or in per-ticker index ranges (``trades``, ``candles``,
-``priceHistory``), so a write for market A only touches index keys that queries about A read,
-and only in the table that changed.
+ticker (``prices``, ``books``, ``openCandles``) or in per-ticker index ranges (``trades``,
+``candles``, ``priceHistory``), so a write for market A only touches index keys that queries
+about A read, and only in the table that changed.
+
+Candles (``_candles``): a market's newest candle of each interval is in its ``openCandles``
+document, where its trades merge; a trade in a later interval moves the one held there to
+``candles`` (closed) and starts the next. A late trade, for an interval older than the held one,
+merges into that interval's ``candles`` document. The first trade of a market with no
+``openCandles`` document takes its newest ``candles`` of each interval in (a store written
+before the open candles moved, or a market cleanup had closed).
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ from marketpulse.marketdata._candles import (
     merge_history,
     merge_trade,
     new_candle,
+    pack_open,
+    unpack_open,
 )
 from marketpulse.marketdata._leases import lease_live, renew_lease
 from marketpulse.marketdata._pricing import DAY_MS, history_bucket
@@ -99,6 +108,17 @@ class _Doc:
 
 
 @dataclass
+class _OpenCandles:
+    """A market's open candles, loaded once per batch: ``interval -> candle`` as merged so far,
+    and the document's id, bytes and ``hourStart`` as stored (``None`` until inserted)."""
+
+    id: str | None
+    stored: bytes | None
+    hour_start: float | None
+    candles: dict[str, dict[str, Any]]
+
+
+@dataclass
 class _Counts:
     prices: int = 0
     books: int = 0
@@ -113,6 +133,10 @@ class _BatchWriter:
     prices: dict[str, _Doc] = field(default_factory=dict)
     books: dict[str, _Doc] = field(default_factory=dict)
     candles: dict[tuple[str, str, float], _Doc] = field(default_factory=dict)
+    """Closed candles (``candles`` documents) by ``(ticker, interval, start)``."""
+    open_candles: dict[str, _OpenCandles] = field(default_factory=dict)
+    adopted: list[str] = field(default_factory=list)
+    """Ids of ``candles`` documents taken into a new ``openCandles`` document (to delete)."""
     markets: dict[str, _Doc] = field(default_factory=dict)
     new_trades: dict[str, dict[str, Any]] = field(default_factory=dict)
     stream: str | None = None
@@ -217,10 +241,45 @@ class _BatchWriter:
             self._own(price)
             price["lastPrice"] = update.price
             price["lastPriceTs"] = update.timestamp
+        held = self._open_candles(update.ticker).candles
         for interval, length in INTERVALS.items():
-            self._candle(update, interval, bucket_start(update.timestamp, length))
+            start = bucket_start(update.timestamp, length)
+            candle = held.get(interval)
+            if candle is not None and start == candle["start"]:
+                merge_trade(candle, update.price, update.size, update.timestamp)
+            elif candle is None or start > candle["start"]:
+                if candle is not None:  # its interval is over: it joins the closed ones
+                    key = (update.ticker, interval, candle["start"])
+                    self.candles[key] = _Doc(id=None, original={}, current=candle)
+                held[interval] = new_candle(
+                    update.ticker, interval, start, update.price, update.size, update.timestamp
+                )
+            else:
+                self._closed_candle(update, interval, start)
 
-    def _candle(self, update: TradeUpdate, interval: str, start: float) -> None:
+    def _open_candles(self, ticker: str) -> _OpenCandles:
+        """The ticker's open candles; a market without any takes in its newest closed ones."""
+        held = self.open_candles.get(ticker)
+        if held is not None:
+            return held
+        doc = self._unique("openCandles", "by_ticker", ticker=ticker)
+        if doc is not None:
+            blob = doc["candles"]
+            held = _OpenCandles(doc["_id"], blob, doc["hourStart"], unpack_open(ticker, blob))
+        else:
+            held = _OpenCandles(None, None, None, {})
+            for interval in INTERVALS:
+                newest = _newest_candle(self.db, ticker, interval)
+                # An exchange candle (from before history moved to ``candleHistory``) holds
+                # its whole interval: no trade merges into it, so it stays closed.
+                if newest is not None and not newest.get("exchange"):
+                    held.candles[interval] = _strip(newest)
+                    self.adopted.append(newest["_id"])
+        self.open_candles[ticker] = held
+        return held
+
+    def _closed_candle(self, update: TradeUpdate, interval: str, start: float) -> None:
+        """A late trade: merge it into its (closed) interval's candle."""
         key = (update.ticker, interval, start)
         doc = self._load(
             self.candles,
@@ -269,6 +328,22 @@ class _BatchWriter:
             for doc in docs.values():
                 if doc.id is None or doc.current != doc.original:
                     self._write(table, doc)
+        for doc_id in self.adopted:
+            self.db.delete(doc_id)
+        for ticker, held in self.open_candles.items():
+            blob = pack_open(held.candles)
+            hour = held.candles["1h"]["start"]
+            if held.id is None:
+                held.id = self.db.insert(
+                    "openCandles", {"ticker": ticker, "hourStart": hour, "candles": blob}
+                )
+            elif blob != held.stored:
+                changed: dict[str, Any] = {"candles": blob}
+                if hour != held.hour_start:
+                    # Only then: an unchanged indexed field leaves the index alone.
+                    changed["hourStart"] = hour
+                self.db.patch(held.id, changed)
+            held.stored, held.hour_start = blob, hour
 
     def moved_prices(self) -> dict[str, float]:
         """``ticker -> display price`` of the markets whose display price this batch changes
@@ -292,6 +367,15 @@ class _BatchWriter:
             return
         if history_bucket(updated_at(after)) > history_bucket(then):
             self.db.insert("priceHistory", {"ticker": before["ticker"], "ts": then, "price": price})
+
+
+def _newest_candle(db: DatabaseWriter, ticker: str, interval: str) -> dict[str, Any] | None:
+    def rng(q: IndexRange) -> IndexRange:
+        return q.eq("ticker", ticker).eq("interval", interval)
+
+    query = db.query("candles").with_index("by_ticker_interval_start", rng)
+    doc: dict[str, Any] | None = query.order("desc").first()
+    return doc
 
 
 def _empty_price(ticker: str) -> dict[str, Any]:
@@ -483,42 +567,32 @@ def cleanup(
 
     Trades with ``timestamp < cutoff_ms``, candles whose interval ended by ``cutoff_ms`` (history
     documents once their last interval has), and price history samples older than
-    ``cutoff_ms - HISTORY_EXTRA_MS``.
+    ``cutoff_ms - HISTORY_EXTRA_MS``. Hourly candles count from ``hour_cutoff_ms`` if given.
+
+    A market whose open candles all ended by ``cutoff_ms`` has been quiet since: its
+    ``openCandles`` document goes, each candle counted as deleted if past its cutoff and
+    otherwise kept as a closed candle.
 
     Returns:
         ``{"deleted": n, "more": bool}``; call again while ``more``.
     """
+    cutoffs = {i: cutoff_ms for i in INTERVALS}
+    if hour_cutoff_ms is not None:
+        cutoffs["1h"] = hour_cutoff_ms
+    deleted, more = _close_quiet_markets(db, cutoffs, limit)
+    if more:
+        return {"deleted": deleted, "more": True}
     ranges: list[tuple[str, str, Any]] = [
         ("trades", "by_timestamp", lambda q: q.lt("timestamp", cutoff_ms)),
         *[
-            (
-                "candles",
-                "by_interval_start",
-                _candle_range(
-                    interval,
-                    (cutoff_ms if interval != "1h" or hour_cutoff_ms is None else hour_cutoff_ms)
-                    - length,
-                ),
-            )
-            for interval, length in INTERVALS.items()
+            ("candles", "by_interval_start", _candle_range(i, cutoffs[i] - length))
+            for i, length in INTERVALS.items()
         ],
-        *[
-            (
-                "candleHistory",
-                "by_interval_end",
-                _history_range(
-                    interval,
-                    cutoff_ms if interval != "1h" or hour_cutoff_ms is None else hour_cutoff_ms,
-                ),
-            )
-            for interval in INTERVALS
-        ],
+        *[("candleHistory", "by_interval_end", _history_range(i, cutoffs[i])) for i in INTERVALS],
         ("priceHistory", "by_ts", lambda q: q.lt("ts", cutoff_ms - HISTORY_EXTRA_MS)),
     ]
-    deleted = 0
-    more = False
     for table, index, rng in ranges:
-        budget = limit - deleted
+        budget = max(limit - deleted, 0)
         docs = db.query(table).with_index(index, rng).take(budget + 1)
         for doc in docs[:budget]:
             db.delete(doc["_id"])
@@ -527,6 +601,34 @@ def cleanup(
             more = True
             break
     return {"deleted": deleted, "more": more}
+
+
+def _close_quiet_markets(
+    db: DatabaseWriter, cutoffs: dict[str, float], limit: int
+) -> tuple[int, bool]:
+    """Delete the ``openCandles`` documents whose candles all ended by their cutoff (at least
+    one, and more while ``limit`` candles allow); returns the candles deleted and whether more
+    markets are due."""
+    hour = INTERVALS["1h"]
+    # The hourly candle ends last of the three (one trade made all three): once it has ended
+    # by the latest cutoff, so have the others; each then goes or stays by its own cutoff.
+    last_start = max(cutoffs.values()) - hour
+    quiet = (
+        db.query("openCandles")
+        .with_index("by_hour_start", lambda q: q.lte("hourStart", last_start))
+        .take(limit // len(INTERVALS) + 1)
+    )
+    deleted = 0
+    for doc in quiet:
+        if deleted and deleted + len(INTERVALS) > limit:
+            return deleted, True
+        for interval, candle in unpack_open(doc["ticker"], doc["candles"]).items():
+            if candle["start"] + INTERVALS[interval] <= cutoffs[interval]:
+                deleted += 1
+            else:  # kept longer (hourly candles): now an older market's closed candle
+                db.insert("candles", candle)
+        db.delete(doc["_id"])
+    return deleted, len(quiet) > limit // len(INTERVALS)
 
 
 def _candle_range(interval: str, before: float) -> Any:

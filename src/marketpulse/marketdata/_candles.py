@@ -1,7 +1,10 @@
 """OHLCV candles built from trades: bucketing, merging a trade in, and filling quiet intervals.
 
-Pure functions over plain dicts, so the write path (one candle doc per ticker, interval and
-start) and the read path (``getCandles``) share one definition of a candle.
+Pure functions over plain dicts, so the write path and the read path (``getCandles``) share one
+definition of a candle. A market's newest candle of each interval (the one its trades merge
+into) lives in one ``openCandles`` document per ticker, packed (:func:`pack_open`); older ones
+are one ``candles`` document each. A trade then costs one document's read and write for its
+three intervals instead of three of each, which was most of a trade's cost to the store.
 
 The exchange's candles (a market's history) are stored apart, :data:`CHUNK_CANDLES` intervals
 to a document, packed (:mod:`marketpulse.marketdata.packed_candles`): a day of minutes is 25 documents, not 1,440. Each
@@ -11,7 +14,8 @@ of history for 20 markets take 20-60 s; per candle, packed, it is a few bytes of
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import struct
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from marketpulse.marketdata.packed_candles import pack_rows, unpack_rows
@@ -19,6 +23,7 @@ from marketpulse.marketdata.packed_candles import pack_rows, unpack_rows
 __all__ = [
     "CHUNK_CANDLES",
     "INTERVALS",
+    "OPEN_FIELDS",
     "Interval",
     "bucket_start",
     "chunk_start",
@@ -27,6 +32,8 @@ __all__ = [
     "merge_history",
     "merge_trade",
     "new_candle",
+    "pack_open",
+    "unpack_open",
 ]
 
 Interval = Literal["1m", "5m", "1h"]
@@ -114,6 +121,36 @@ def merge_trade(candle: dict[str, Any], price: float, size: float, ts: float) ->
     if ts >= candle["closeTs"]:
         candle["close"] = price
         candle["closeTs"] = ts
+
+
+OPEN_FIELDS = ("start", "open", "high", "low", "close", "volume", "trades", "openTs", "closeTs")
+"""The numbers of a built candle, in the order :func:`pack_open` writes them."""
+
+_OPEN = struct.Struct("<" + "d" * len(OPEN_FIELDS) * len(INTERVALS))
+
+
+def pack_open(candles: Mapping[str, dict[str, Any]]) -> bytes:
+    """A market's newest candle of every interval (:func:`new_candle`'s form), as bytes.
+
+    A document of bytes is flat: the store neither deep-copies it on each read nor walks
+    three nested objects to check and save it.
+
+    Raises:
+        KeyError: An interval has no candle (a trade makes all three at once).
+    """
+    return _OPEN.pack(*(candles[i][f] for i in INTERVALS for f in OPEN_FIELDS))
+
+
+def unpack_open(ticker: str, blob: bytes) -> dict[str, dict[str, Any]]:
+    """``interval -> candle`` of :func:`pack_open`'s bytes, each in :func:`new_candle`'s form."""
+    numbers = _OPEN.unpack(blob)
+    width = len(OPEN_FIELDS)
+    out: dict[str, dict[str, Any]] = {}
+    for n, interval in enumerate(INTERVALS):
+        candle: dict[str, Any] = {"ticker": ticker, "interval": interval}
+        candle.update(zip(OPEN_FIELDS, numbers[n * width : (n + 1) * width], strict=True))
+        out[interval] = candle
+    return out
 
 
 def _public(candle: dict[str, Any]) -> dict[str, Any]:

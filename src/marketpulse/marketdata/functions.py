@@ -11,7 +11,8 @@ getPrice            ``prices`` (ticker), ``priceHistory`` (ticker, ts <= updated
                     ``markets`` (ticker) only while no history sample is old enough
 getOrderbook        ``books`` (ticker)
 getRecentTrades     ``trades`` (ticker, newest ``limit``); ``markets`` (ticker) only if none
-getCandles          ``candles`` (ticker, interval, newest ``limit``); ``markets`` only if none
+getCandles          ``openCandles`` (ticker), ``candles`` (ticker, interval, newest ``limit``),
+                    ``candleHistory`` (ticker, interval); ``markets`` only if none
 getMarket           ``markets`` (ticker), then what getPrice reads
 listMarkets         ``markets`` (status or all, until ``limit`` matches), ``prices`` of those
 getStreamStatus     ``streams``
@@ -56,6 +57,7 @@ from marketpulse.marketdata._candles import (
     Interval,
     fill_gaps,
     history_candle,
+    unpack_open,
 )
 from marketpulse.marketdata._pricing import DAY_MS
 from marketpulse.marketdata.alerts import alerts
@@ -81,6 +83,8 @@ schema = Schema(
                 "by_timestamp": ["timestamp"],
             }
         ),
+        # A market's newest candle of each interval, packed (_candles.py); older ones below.
+        "openCandles": Table(indexes={"by_ticker": ["ticker"], "by_hour_start": ["hourStart"]}),
         "candles": Table(
             indexes={
                 "by_ticker_interval_start": ["ticker", "interval", "start"],
@@ -186,8 +190,15 @@ def getCandles(
     def same(q: IndexRange) -> IndexRange:
         return q.eq("ticker", ticker).eq("interval", interval)
 
-    docs = ctx.db.query("candles").with_index("by_ticker_interval_start", same).order("desc")
-    built = {float(d["start"]): d for d in docs.take(limit)}
+    opened = _by_ticker(ctx, "openCandles", ticker)
+    # Newest first: the open candle, then the closed ones.
+    built: dict[float, dict[str, Any]] = {}
+    if opened is not None:
+        candle = unpack_open(ticker, opened["candles"])[interval]
+        built[candle["start"]] = candle
+    closed = ctx.db.query("candles").with_index("by_ticker_interval_start", same).order("desc")
+    for doc in closed.take(limit - len(built)):
+        built.setdefault(float(doc["start"]), doc)
     # The newest history documents until they hold ``limit`` candles (or there are no more).
     chunks: list[dict[str, Any]] = []
     want = limit // CHUNK_CANDLES + 2
