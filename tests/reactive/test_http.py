@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from marketpulse.reactive.gateway import OriginPolicy
 from marketpulse.reactive.limits import ConnectionLimits
@@ -292,3 +295,21 @@ async def test_health_metrics_static_and_unknown_routes(http: httpx.AsyncClient)
     r = await http.post(str(http.base_url).rstrip("/") + "//api/query",
                         content=b'{"path":"counter:get","args":{"name":"m"}}')  # fmt: skip
     assert r.json() == {"status": "success", "value": 1.0}
+
+
+class _SlowCollector(Collector):
+    """A collector that takes 0.5 s, as a huge registry would."""
+
+    def collect(self) -> Any:
+        time.sleep(0.5)
+        yield GaugeMetricFamily("test_slow_collector", "slow", 1.0)
+
+
+async def test_metrics_render_off_the_event_loop(store: Served, http: httpx.AsyncClient) -> None:
+    store.gateway.metrics.registry.register(_SlowCollector())
+    scrape = asyncio.create_task(http.get("/metrics"))
+    await asyncio.sleep(0.1)  # the scrape is rendering
+    assert (await http.get("/health")).status_code == 200
+    # The loop kept serving while the scrape rendered (it would answer after it otherwise).
+    assert not scrape.done(), "the scrape held the event loop until it was rendered"
+    assert "test_slow_collector 1.0" in (await scrape).text
