@@ -259,6 +259,24 @@ def _codec_rows(res: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def _scrape_rows(res: dict[str, Any]) -> list[Row]:
+    """Each run of this store beside the same round's baseline store (``--before``), if any."""
+    this = res.get("runs", {}).get("this", [])
+    before = res.get("runs", {}).get("before") or [{}] * len(this)
+    goal = f"<= {res.get('goal_p999_ms', '?')}"
+    return [
+        _vs(
+            f"loop lag under {run.get('scrapes_per_s', '?')} scrapes/s, {pct}, run {i + 1}",
+            run.get(f"lag_{pct}_ms"),
+            goal if pct == "p999" else "",
+            "before",
+            base.get(f"lag_{pct}_ms"),
+        )
+        for i, (run, base) in enumerate(zip(this, before, strict=True))
+        for pct in ("p99", "p999")
+    ]
+
+
 def _simulator_rows(res: dict[str, Any]) -> list[Row]:
     return [
         _vs(
@@ -343,6 +361,7 @@ TABLES: dict[str, tuple[str, Callable[[dict[str, Any]], list[Row]]]] = {
     "pipeline_throughput": ("The pipeline against the seed's design", _pipeline_rows),
     "marketdata_apply": ("applyUpdates with and without subscriptions", _apply_rows),
     "batch_codec": ("One applyUpdates batch encoded and checked, books packed", _codec_rows),
+    "metrics_scrape": ("The store's loop lag under /metrics scrapes alone", _scrape_rows),
     "simulator_rate": ("The simulator's send rate", _simulator_rows),
     "subscriptions_find": ("Finding the subscriptions a commit affects", _find_rows),
     "growth": ("Fan-out as markets and clients grow", _growth_rows),

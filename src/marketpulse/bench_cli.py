@@ -32,7 +32,13 @@ SUITES: dict[str, tuple[str, ...]] = {
 """The headline script of each suite (issue 7's scenarios); ``all`` runs every one once."""
 
 DETAIL: dict[str, tuple[str, ...]] = {
-    "latency": ("slow_disk.py", "sync_latency.py", "dashboard_latency.py", "lifecycle.py"),
+    "latency": (
+        "slow_disk.py",
+        "sync_latency.py",
+        "metrics_scrape.py",
+        "dashboard_latency.py",
+        "lifecycle.py",
+    ),
     "ingest": (
         "pipeline_throughput.py",
         "kalshi_protocol.py",
