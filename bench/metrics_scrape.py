@@ -25,18 +25,25 @@ from typing import Any
 
 import httpx
 
-from _common import LAG, bucket_quantile, emit, loop_summary, print_table, scrape_loop
+from _common import (
+    LAG,
+    _delta,
+    bucket_quantile,
+    emit,
+    loop_summary,
+    print_table,
+    scrape_loop,
+)
 from marketpulse.testing import StoreProcess
 
 GOAL_P999_MS = 5.0
 """Issue 15's loop-lag goal, here for the scrapes alone."""
 
 
-def _share_above(before: dict[float, float], after: dict[float, float], ms: float) -> float:
-    """Percent of the lag samples between two scrapes that were longer than ``ms``."""
-    total = after[float("inf")] - before.get(float("inf"), 0.0)
-    bound = min((le for le in after if le >= ms / 1000), default=float("inf"))
-    within = after[bound] - before.get(bound, 0.0)
+def _share_above(lag: dict[float, float], ms: float) -> float:
+    """Percent of the samples of a lag histogram (upper bound s -> count) longer than ``ms``."""
+    total = lag[float("inf")]
+    within = lag[min((le for le in lag if le >= ms / 1000), default=float("inf"))]
     return round(100 * (total - within) / max(total, 1.0), 2)
 
 
@@ -55,7 +62,7 @@ def run_once(src: str | None, rate: float, seconds: float, directory: Path) -> d
             time.sleep(max(0.0, started + scrapes / rate - time.monotonic()))
         last = scrape_loop(http, store.url)
     summary = loop_summary(first, last)
-    lag = {le: last[LAG][le] - first[LAG].get(le, 0.0) for le in last[LAG]}
+    lag = _delta(first[LAG], last[LAG])
     return {
         "scrapes_per_s": round(scrapes / seconds, 1),
         "lag_p50_ms": summary["p50_ms"],
@@ -63,8 +70,8 @@ def run_once(src: str | None, rate: float, seconds: float, directory: Path) -> d
         "lag_p999_ms": summary["p999_ms"],
         "lag_max_le_ms": summary["max_le_ms"],
         "lag_p90_ms": round(bucket_quantile(lag, 0.9) * 1000, 3),
-        "over_2ms_pct": _share_above(first[LAG], last[LAG], 2.0),
-        "over_3ms_pct": _share_above(first[LAG], last[LAG], 3.0),
+        "over_2ms_pct": _share_above(lag, 2.0),
+        "over_3ms_pct": _share_above(lag, 3.0),
         "samples": summary["n"],
     }
 

@@ -218,13 +218,12 @@ class LightSyncClient:
                     "args": [value_to_json(args or {})],
                 }
             )
-        except ConnectionClosed as exc:
-            # The socket closed before the reader saw it: the same failure as above, and
-            # callers should not have to know websockets' exceptions to tell it apart.
+        except BaseException as exc:
             self._pending.pop(request_id, None)
-            raise ServerError(f"connection lost: {exc!r}") from exc
-        except BaseException:
-            self._pending.pop(request_id, None)
+            if isinstance(exc, ConnectionClosed):
+                # The socket closed before the reader saw it: the same failure as above, and
+                # callers should not have to know websockets' exceptions to tell it apart.
+                raise ServerError(f"connection lost: {exc!r}") from exc
             raise
         return future
 
