@@ -6,9 +6,15 @@ websockets' sans-I/O protocol; a test checks it sees what the official client se
 subscribed to ``bench:latest``, each Transition timestamped as its bytes are parsed. A writer commits
 ``bench:stamp`` once per round, spaced so rounds don't overlap; the mutation stamps wall-clock
 time inside itself, and each subscriber records when the Transition carrying that stamp
-arrived. Baseline in the same run: the same rounds with a single subscriber.
+arrived. Baselines in the same run: the same rounds with a single subscriber, and Redis
+pub/sub with the same subscribers in the same processes (``RedisSubscriber``: one SUBSCRIBE
+per socket, each message timestamped as its bytes arrive, the stamp taken just before each
+PUBLISH). Redis shows what the host and the measuring processes allow: on 2 cores the store,
+the subscribers and the kernel's loopback work share the CPU, and Redis's fan-out pays the
+same loopback sends and wakes the same subscriber processes.
 
     python bench/sync_latency.py [--quick] [--subscribers 1000] [--rounds N] [--procs 2]
+                                 [--no-redis]
 
 Prints a table, then one JSON line with the figures.
 """
@@ -32,40 +38,127 @@ SRC = HERE.parent / "src"
 sys.path.insert(0, str(SRC))
 
 import httpx  # noqa: E402
+import orjson  # noqa: E402
 
 from _clients import _exit_with_parent, _quiet_gc  # noqa: E402
 from _common import FLEET_FLAGS, emit, loop_summary, scrape_loop  # noqa: E402
 from marketpulse.reactive.sync.client import LightSyncClient, RawSubscriber  # noqa: E402
 from marketpulse.testing import StoreProcess, percentile  # noqa: E402
 
+QUERY = "bench:latest"
+"""The query every store subscriber watches (``sync_latency_app``)."""
+CHANNEL = b"bench:latest"
+"""The Redis channel of the baseline, named after the query."""
+REDIS = ("127.0.0.1", 6379)
 
-async def _subscribers(url: str, n: int, ready: Any, go: Any, out: Any, rounds: int) -> None:
+
+def _bulk(data: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
+_SUBSCRIBE = b"*2\r\n" + _bulk(b"SUBSCRIBE") + _bulk(CHANNEL)
+_SUBSCRIBED = b"*3\r\n" + _bulk(b"subscribe") + _bulk(CHANNEL) + b":1\r\n"
+_MESSAGE = b"*3\r\n" + _bulk(b"message") + _bulk(CHANNEL) + b"$"
+_READ_BUFFER = memoryview(bytearray(256 * 1024))  # one per process: reads are back to back
+
+
+class RedisSubscriber(asyncio.BufferedProtocol):
+    """Redis's side of the baseline, as lean as ``RawSubscriber`` is on ours: one socket
+    subscribed to :data:`CHANNEL`, each message timestamped the moment its bytes are read.
+
+    Written here rather than with redis-py: its ``PubSub.listen()`` needs a task per
+    connection (a task switch per receipt that ``RawSubscriber`` does not pay), and hiredis,
+    whose reader would parse this, would also change redis-py's parser under every other
+    benchmark's Redis baseline. Only the two frames a subscribed RESP2 socket receives here
+    are accepted: the subscription's confirmation and ``message`` frames on this channel.
+
+    ``on_value(value, received_ns)`` is called with each message's JSON payload.
+    """
+
+    def __init__(self, on_value: Any) -> None:
+        self._on_value = on_value
+        self._pending = bytearray()
+        self._transport: asyncio.Transport | None = None
+        self.subscribed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        transport.write(_SUBSCRIBE)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.subscribed.done():
+            self.subscribed.set_exception(ConnectionError(f"redis closed the socket: {exc}"))
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _READ_BUFFER
+
+    def buffer_updated(self, nbytes: int) -> None:
+        received_ns = time.time_ns()
+        buf = self._pending
+        buf += _READ_BUFFER[:nbytes]
+        while buf:
+            if buf.startswith(_MESSAGE):
+                eol = buf.find(b"\r\n", len(_MESSAGE))
+                if eol < 0:
+                    return
+                start = eol + 2
+                end = start + int(buf[len(_MESSAGE) : eol])
+                if len(buf) < end + 2:
+                    return
+                self._on_value(orjson.loads(buf[start:end]), received_ns)
+                del buf[: end + 2]
+            elif buf.startswith(_SUBSCRIBED):
+                del buf[: len(_SUBSCRIBED)]
+                if not self.subscribed.done():
+                    self.subscribed.set_result(None)
+            elif _MESSAGE.startswith(buf) or _SUBSCRIBED.startswith(buf):
+                return  # the first bytes of a frame
+            else:
+                error = RuntimeError(f"unexpected reply from redis: {bytes(buf[:80])!r}")
+                if not self.subscribed.done():
+                    self.subscribed.set_exception(error)
+                assert self._transport is not None
+                self._transport.abort()
+                raise error
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+async def _subscribers(
+    kind: str, url: str, n: int, ready: Any, go: Any, out: Any, rounds: int
+) -> None:
     receipts: list[tuple[int, int]] = []
     done = asyncio.Event()
     finished = 0  # subscribers that saw the last round (a count: O(1) per receipt)
 
-    def on_transition(message: dict[str, Any], received_ns: int) -> None:
+    def on_value(value: Any, received_ns: int) -> None:
         nonlocal finished
+        if isinstance(value, dict) and "stampNs" in value:
+            seq = int(value["seq"])
+            receipts.append((seq, received_ns - int(value["stampNs"])))
+            if seq == rounds:
+                finished += 1
+                if finished == n:
+                    done.set()
+
+    def on_transition(message: dict[str, Any], received_ns: int) -> None:
         for mod in message["modifications"]:
-            value = mod.get("value")
-            if isinstance(value, dict) and "stampNs" in value:
-                seq = int(value["seq"])
-                receipts.append((seq, received_ns - int(value["stampNs"])))
-                if seq == rounds:
-                    finished += 1
-                    if finished == n:
-                        done.set()
+            on_value(mod.get("value"), received_ns)
 
     loop = asyncio.get_running_loop()
-    host_port = url.split("//", 1)[1].split("/", 1)[0]
-    host, port = host_port.rsplit(":", 1)
+    factory: Any
+    if kind == "redis":
+        host, port = REDIS
+        factory = lambda: RedisSubscriber(on_value)  # noqa: E731
+    else:
+        host, port = url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
+        factory = lambda: RawSubscriber(url, QUERY, {}, on_transition)  # noqa: E731
     subscribers = []
     for _ in range(n):
-        _, sub = await loop.create_connection(
-            lambda: RawSubscriber(url, "bench:latest", {}, on_transition),
-            host,
-            int(port),
-        )
+        _, sub = await loop.create_connection(factory, host, int(port))
         subscribers.append(sub)
     await asyncio.gather(*(s.subscribed for s in subscribers))
     _quiet_gc()  # as bench/_clients.py's fleets: no collector pauses in the receipts
@@ -78,9 +171,11 @@ async def _subscribers(url: str, n: int, ready: Any, go: Any, out: Any, rounds: 
         sub.close()
 
 
-def subscriber_proc(url: str, n: int, ready: Any, go: Any, out: Any, rounds: int) -> None:
+def subscriber_proc(
+    kind: str, url: str, n: int, ready: Any, go: Any, out: Any, rounds: int
+) -> None:
     _exit_with_parent()
-    asyncio.run(_subscribers(url, n, ready, go, out, rounds))
+    asyncio.run(_subscribers(kind, url, n, ready, go, out, rounds))
 
 
 async def _write_rounds(url: str, rounds: int, gap_s: float) -> None:
@@ -91,6 +186,19 @@ async def _write_rounds(url: str, rounds: int, gap_s: float) -> None:
             raise RuntimeError(response)
         await asyncio.sleep(gap_s)
     await writer.close()
+
+
+async def _publish_rounds(rounds: int, gap_s: float) -> None:
+    import redis.asyncio as aioredis
+
+    conn = aioredis.Redis(host=REDIS[0], port=REDIS[1])
+    try:
+        for seq in range(1, rounds + 1):
+            stamp = str(time.time_ns())
+            await conn.publish(CHANNEL, orjson.dumps({"seq": seq, "stampNs": stamp}))
+            await asyncio.sleep(gap_s)
+    finally:
+        await conn.aclose()
 
 
 def fanout_seconds(http_url: str) -> tuple[float, float, float]:
@@ -108,8 +216,11 @@ def fanout_seconds(http_url: str) -> tuple[float, float, float]:
     )
 
 
-def measure(url: str, subscribers: int, procs: int, rounds: int, gap_s: float) -> list[int]:
-    """Latencies in ns of every (subscriber, round) receipt."""
+def measure(
+    url: str, subscribers: int, procs: int, rounds: int, gap_s: float, kind: str = "store"
+) -> list[int]:
+    """Latencies in ns of every (subscriber, round) receipt: of the store at ``url``, or of
+    Redis pub/sub with ``kind="redis"``."""
     ctx = mp.get_context("spawn")
     go = ctx.Event()
     workers = []
@@ -119,17 +230,21 @@ def measure(url: str, subscribers: int, procs: int, rounds: int, gap_s: float) -
             continue
         ready = ctx.Event()
         parent, child = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=subscriber_proc, args=(url, n, ready, go, child, rounds))
+        p = ctx.Process(target=subscriber_proc, args=(kind, url, n, ready, go, child, rounds))
         p.start()
         workers.append((p, ready, parent))
-    # The first write creates the document every subscriber then waits for (seq 0).
-    asyncio.run(_seed(url))
+    if kind == "store":
+        # The first write creates the document every subscriber then waits for (seq 0).
+        asyncio.run(_seed(url))
     for _, ready, _ in workers:
         if not ready.wait(120):
             raise RuntimeError("subscribers did not get ready")
     go.set()
     time.sleep(0.3)
-    asyncio.run(_write_rounds(url, rounds, gap_s))
+    if kind == "store":
+        asyncio.run(_write_rounds(url, rounds, gap_s))
+    else:
+        asyncio.run(_publish_rounds(rounds, gap_s))
     latencies: list[int] = []
     for p, _, parent in workers:
         latencies.extend(lat for _, lat in parent.recv())
@@ -151,6 +266,9 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--gap", type=float, default=0.1, help="seconds between commits")
     ap.add_argument("--url", help="use a running store serving sync_latency_app instead")
+    ap.add_argument(
+        "--no-redis", action="store_true", help="skip the Redis pub/sub baseline (127.0.0.1:6379)"
+    )
     args = ap.parse_args()
     rounds = args.rounds or (20 if args.quick else 100)
 
@@ -186,12 +304,20 @@ def main() -> None:
             ) as store,
         ):
             base, fan, server_ms, cpu_ms = run(store.url)
+    # After ours, with the store stopped: the same subscribers, processes and rounds.
+    redis = (
+        []
+        if args.no_redis
+        else measure("", args.subscribers, args.procs, rounds, args.gap, "redis")
+    )
 
     expected = args.subscribers * rounds
     rows = [
         ("1 subscriber (baseline)", base, rounds),
         (f"{args.subscribers} subscribers", fan, expected),
     ]
+    if redis:
+        rows.append((f"{args.subscribers} on Redis pub/sub", redis, expected))
     print(f"{'case':<28}{'receipts':>12}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}")
     for name, lat, want in rows:
         print(
@@ -209,6 +335,8 @@ def main() -> None:
             f"ms; gen-2 GCs {loop['gc2_pauses']:g}, largest <= {loop['gc2_max_le_ms']:g} ms "
             f"(CPU <= {loop['gc2_cpu_max_le_ms']:g} ms)"
         )
+    redis_p99 = round(percentile(redis, 99) / 1e6, 3) if redis else None
+    p99 = round(percentile(fan, 99) / 1e6, 3)
     load = os.getloadavg()[0]
     print(f"load average during the run: {load:.2f} on {os.cpu_count()} cpus")
     figures = {
@@ -219,11 +347,16 @@ def main() -> None:
         "baseline_p50_ms": round(percentile(base, 50) / 1e6, 3),
         "baseline_p99_ms": round(percentile(base, 99) / 1e6, 3),
         "p50_ms": round(percentile(fan, 50) / 1e6, 3),
-        "p99_ms": round(percentile(fan, 99) / 1e6, 3),
+        "p99_ms": p99,
         "max_ms": round(max(fan) / 1e6, 3) if fan else None,
         "mean_ms": round(statistics.fmean(fan) / 1e6, 3) if fan else None,
         "receipts": len(fan),
         "expected_receipts": expected,
+        "redis_p50_ms": round(percentile(redis, 50) / 1e6, 3) if redis else None,
+        "redis_p99_ms": redis_p99,
+        "redis_max_ms": round(max(redis) / 1e6, 3) if redis else None,
+        "redis_receipts": len(redis),
+        "p99_vs_redis": round(p99 / redis_p99, 2) if redis_p99 else None,
         "server_fanout_ms_per_commit": round(server_ms, 3),
         "server_fanout_cpu_ms_per_commit": round(cpu_ms, 3),
         "load_avg_1m": round(load, 2),

@@ -57,7 +57,12 @@ RESULTS = {
         "goals": {"goal_msgs_per_s": 20000},
         "steps": [{"offered": 5000.0, "mps": 4998.0}, {"offered": 20000.0, "mps": 19000.0}],
     },
-    "sync_latency": {"subscribers": 1000, "p99_ms": 17.6, "baseline_p99_ms": 2.6},
+    "sync_latency": {
+        "subscribers": 1000,
+        "p99_ms": 17.6,
+        "baseline_p99_ms": 2.6,
+        "redis_p99_ms": 8.8,
+    },
     "kalshi_protocol": {
         "core_deltas_per_s": 360456.9,
         "goal_core_deltas_per_s": 100000,
@@ -92,6 +97,10 @@ def test_each_figure_sits_beside_its_goal_and_baseline() -> None:
         text
     )
     assert "| one commit -> 1000 subscribers, p99 | 17.6 ms | <= 20 ms |" in text
+    assert (
+        "| one commit -> 1000 subscribers, p99 | 17.6 ms |  | Redis pub/sub 8.8 ms | 2.00x |"
+        in (text)
+    )
     assert "| protocol core, deltas/s (one core) | 360,457 | >= 100,000 |" in text
     assert (
         "| find affected subscriptions, 1,000 subs, p50 | 6 us |  | linear scan 1,600 us | 0.0037x |"

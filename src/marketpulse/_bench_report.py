@@ -177,9 +177,10 @@ def _ingest_rows(res: dict[str, Any]) -> list[Row]:
 def _sync_latency_rows(res: dict[str, Any]) -> list[Row]:
     loop = res.get("loop") or {}
     lag = [("store loop lag p999", _num(loop.get("p999_ms"), "ms"), "<= 5 ms", "", "")]
-    return (lag if loop else []) + [
+    fanout = f"one commit -> {res.get('subscribers', '?')} subscribers"
+    rows = [
         _vs(
-            f"one commit -> {res.get('subscribers', '?')} subscribers, {label}",
+            f"{fanout}, {label}",
             res.get(key),
             "<= 20 ms" if key == "p99_ms" else "",
             "1 subscriber",
@@ -187,6 +188,12 @@ def _sync_latency_rows(res: dict[str, Any]) -> list[Row]:
         )
         for key, label in _PCTS[:2]
     ]
+    if res.get("redis_p99_ms") is not None:
+        rows += [
+            _vs(f"{fanout}, {label}", res.get(key), "", "Redis pub/sub", res.get("redis_" + key))
+            for key, label in _PCTS[:2]
+        ]
+    return (lag if loop else []) + rows
 
 
 def _kalshi_rows(res: dict[str, Any]) -> list[Row]:

@@ -1,10 +1,15 @@
-"""bench/sync_latency.py runs end to end (a tiny configuration) and reports every receipt."""
+"""bench/sync_latency.py runs end to end (a tiny configuration) and reports every receipt, ours
+and its Redis pub/sub baseline's."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
+from typing import Any
+
 import pytest
 
-from .bench_run import run_bench
+from .bench_run import BENCH, run_bench
 
 pytestmark = pytest.mark.e2e
 
@@ -16,3 +21,59 @@ def test_bench_reports_all_receipts_and_its_figures() -> None:
     assert figures["receipts"] == figures["expected_receipts"] == 60
     assert 0 < figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"]
     assert figures["server_fanout_cpu_ms_per_commit"] > 0
+    assert figures["redis_receipts"] == 60
+    assert 0 < figures["redis_p50_ms"] <= figures["redis_p99_ms"] <= figures["redis_max_ms"]
+    assert figures["p99_vs_redis"] == round(figures["p99_ms"] / figures["redis_p99_ms"], 2)
+
+
+def test_redis_subscriber_parses_its_frames_across_any_split() -> None:
+    sys.path.insert(0, str(BENCH))
+    import orjson
+
+    from sync_latency import _MESSAGE, _SUBSCRIBE, _SUBSCRIBED, RedisSubscriber
+
+    class Transport(asyncio.Transport):
+        def __init__(self) -> None:
+            super().__init__()
+            self.written = b""
+            self.aborted = False
+
+        def write(self, data: Any) -> None:
+            self.written += bytes(data)
+
+        def abort(self) -> None:
+            self.aborted = True
+
+    def feed(sub: RedisSubscriber, data: bytes) -> None:
+        buffer = sub.get_buffer(len(data))
+        buffer[: len(data)] = data
+        sub.buffer_updated(len(data))
+
+    payloads = [orjson.dumps({"seq": seq, "stampNs": str(10**18 + seq)}) for seq in (1, 2, 3)]
+    stream = _SUBSCRIBED + b"".join(_MESSAGE + b"%d\r\n%s\r\n" % (len(p), p) for p in payloads)
+
+    async def run(step: int) -> list[Any]:
+        values: list[Any] = []
+        sub = RedisSubscriber(lambda value, ns: values.append(value))
+        transport = Transport()
+        sub.connection_made(transport)
+        assert transport.written == _SUBSCRIBE
+        for i in range(0, len(stream), step):
+            feed(sub, stream[i : i + step])
+        assert sub.subscribed.done() and sub.subscribed.exception() is None
+        return values
+
+    for step in (1, 2, 5, 13, len(stream)):
+        assert asyncio.run(run(step)) == [orjson.loads(p) for p in payloads], step
+
+    async def refused() -> None:
+        sub = RedisSubscriber(lambda value, ns: None)
+        transport = Transport()
+        sub.connection_made(transport)
+        with pytest.raises(RuntimeError, match="unexpected reply"):
+            feed(sub, b"-NOAUTH Authentication required.\r\n")
+        assert transport.aborted
+        with pytest.raises(RuntimeError):
+            sub.subscribed.result()
+
+    asyncio.run(refused())
