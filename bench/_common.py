@@ -65,17 +65,53 @@ address (127.0.0.1), which the per-address connection cap (1,000 by default) wou
 ``/metrics`` scrape."""
 
 
+def cpu_times() -> list[int] | None:
+    """The host's CPU time counters (``/proc/stat``'s ``cpu`` line, in ticks: user, nice,
+    system, idle, iowait, irq, softirq, steal, ...), or None where there is no ``/proc``."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            return [int(x) for x in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+
+
+_RUN_STARTED = cpu_times()
+"""The counters when this benchmark started (this module is imported first thing)."""
+
+
+def cpu_shares(before: list[int] | None, after: list[int] | None) -> dict[str, float]:
+    """Between two :func:`cpu_times` readings: the percent of the host's CPU time that was
+    busy (user, system, interrupts) and that the hypervisor stole for other guests (a virtual
+    machine's CPU that is ready to run but not given a core: it shows as lag off the CPU).
+    Empty when either reading is missing."""
+    if before is None or after is None:
+        return {}
+    delta = [b - a for a, b in zip(before, after, strict=False)]
+    total = sum(delta[:8])
+    if total <= 0 or len(delta) < 8:
+        return {}
+    user, nice, system, _idle, _iowait, irq, softirq, steal = delta[:8]
+    return {
+        "busy_pct": round(100 * (user + nice + system + irq + softirq) / total, 1),
+        "steal_pct": round(100 * steal / total, 1),
+    }
+
+
 def host_speed() -> dict[str, Any]:
     """This host's speed now: the Kalshi protocol core's deltas/s on one core (the
     ``kalshi_protocol`` bench's core figure, best of 2 on 10,000 deltas), so that figures
-    from runs on a loaded or a different machine can be compared."""
+    from runs on a loaded or a different machine can be compared; and over the benchmark's
+    run, the share of the CPU that was busy and that was stolen by other guests
+    (:func:`cpu_shares`), taken before the speed test's own work."""
     from kalshi_protocol import bench_core
 
+    shares = cpu_shares(_RUN_STARTED, cpu_times())
     core = bench_core(10_000, 2)
     return {
         "kalshi_core_deltas_per_s": round(core["core_deltas_per_s"]),
         "load_1m": round(os.getloadavg()[0], 2),
         "cpus": os.cpu_count(),
+        **{f"run_{name}": value for name, value in shares.items()},
     }
 
 

@@ -54,6 +54,8 @@ from _common import (
     ROOT,
     Background,
     LoopSampler,
+    cpu_shares,
+    cpu_times,
     emit,
     loop_summary,
     print_table,
@@ -122,11 +124,15 @@ async def _step_rates(
             await asyncio.to_thread(scrape_loop, s.http, s.store_url) if loop is not None else None
         )
         start = time.time() * 1000
+        cpu_before = cpu_times()
         await asyncio.sleep(window)
         windows.append((rate, start, time.time() * 1000))
+        shares = cpu_shares(cpu_before, cpu_times())
         if lag_before is not None and loop is not None:
             lag_after = await asyncio.to_thread(scrape_loop, s.http, s.store_url)
-            loop[rate] = loop_summary(lag_before, lag_after)
+            # The host's CPU over the window beside the loop's lag: time stolen by other
+            # guests shows up as lag off the CPU that no change of ours can remove.
+            loop[rate] = loop_summary(lag_before, lag_after) | shares
         if store is not None and before is not None:
             stages = _store_breakdown(before, await asyncio.to_thread(_store_counters, s))
             stages["groups_per_s"] = round(stages["groups"] / (time.monotonic() - scraped), 1)
@@ -720,6 +726,7 @@ async def main() -> None:
             "longest gen-2 GC <= ms (CPU <= ms)",
             "HTTP query p50 / p99 / max ms",
             "longest push gap ms (the feed's)",
+            "host CPU busy / stolen %",
         ],
         [
             [
@@ -736,6 +743,7 @@ async def main() -> None:
                 f"{r['query_probe']['max_ms']:.2f}",
                 f"{r['longest_push_gap_ms']:.1f} "
                 f"({nan if r['feed_longest_gap_ms'] is None else r['feed_longest_gap_ms']:.1f})",
+                f"{r['loop'].get('busy_pct', nan):.0f} / {r['loop'].get('steal_pct', nan):.1f}",
             ]
             for r in runs
         ],

@@ -114,6 +114,19 @@ def _latency_rows(res: dict[str, Any]) -> list[Row]:
                     "",
                     "",
                 ),
+                *(
+                    [
+                        (
+                            f"{at}, host CPU busy, of it stolen by other guests",
+                            f"{_num(loop['busy_pct'])} %, {_num(loop.get('steal_pct'))} %",
+                            "",
+                            "",
+                            "",
+                        )
+                    ]
+                    if "busy_pct" in loop
+                    else []
+                ),
                 (
                     f"{at}, largest gen-2 GC pause (CPU) <=",
                     f"{_num(gc_wall, 'ms')} ({_num(gc_cpu, 'ms')})",
@@ -383,9 +396,15 @@ def _host(res: dict[str, Any]) -> str:
     )
     if not isinstance(host, dict):
         return sized + "host speed not recorded"
+    shares = (
+        f", CPU over the run {_num(host['run_busy_pct'])} % busy, "
+        f"{_num(host.get('run_steal_pct'))} % stolen by other guests"
+        if "run_busy_pct" in host
+        else ""
+    )
     return sized + (
         f"host: Kalshi core {_num(host.get('kalshi_core_deltas_per_s'))} deltas/s, "
-        f"load {_num(host.get('load_1m'))} on {host.get('cpus', '?')} CPUs"
+        f"load {_num(host.get('load_1m'))} on {host.get('cpus', '?')} CPUs{shares}"
     )
 
 

@@ -24,6 +24,21 @@ def test_bench_reports_all_receipts_and_its_figures() -> None:
     assert figures["redis_receipts"] == 60
     assert 0 < figures["redis_p50_ms"] <= figures["redis_p99_ms"] <= figures["redis_max_ms"]
     assert figures["p99_vs_redis"] == round(figures["p99_ms"] / figures["redis_p99_ms"], 2)
+    host = figures["host"]
+    assert 0 < host["run_busy_pct"] <= 100 and 0 <= host["run_steal_pct"] <= 100
+
+
+def test_cpu_shares_over_a_run() -> None:
+    sys.path.insert(0, str(BENCH))
+    from _common import cpu_shares, cpu_times
+
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    before = [100, 0, 50, 1000, 5, 0, 5, 10, 0, 0]
+    after = [400, 0, 150, 1480, 5, 0, 25, 110, 0, 0]
+    assert cpu_shares(before, after) == {"busy_pct": 42.0, "steal_pct": 10.0}
+    assert cpu_shares(None, after) == {} and cpu_shares(after, after) == {}
+    now = cpu_times()
+    assert now is None or len(now) >= 8
 
 
 def test_redis_subscriber_parses_its_frames_across_any_split() -> None:
