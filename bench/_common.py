@@ -86,11 +86,11 @@ def cpu_shares(before: list[int] | None, after: list[int] | None) -> dict[str, f
     Empty when either reading is missing."""
     if before is None or after is None:
         return {}
-    delta = [b - a for a, b in zip(before, after, strict=False)]
-    total = sum(delta[:8])
-    if total <= 0 or len(delta) < 8:
+    delta = [b - a for a, b in zip(before, after, strict=False)][:8]
+    if len(delta) < 8 or sum(delta) <= 0:
         return {}
-    user, nice, system, _idle, _iowait, irq, softirq, steal = delta[:8]
+    total = sum(delta)
+    user, nice, system, _idle, _iowait, irq, softirq, steal = delta
     return {
         "busy_pct": round(100 * (user + nice + system + irq + softirq) / total, 1),
         "steal_pct": round(100 * steal / total, 1),

@@ -126,12 +126,13 @@ async def _step_rates(
         start = time.time() * 1000
         cpu_before = cpu_times()
         await asyncio.sleep(window)
+        cpu_after = cpu_times()
         windows.append((rate, start, time.time() * 1000))
-        shares = cpu_shares(cpu_before, cpu_times())
         if lag_before is not None and loop is not None:
             lag_after = await asyncio.to_thread(scrape_loop, s.http, s.store_url)
             # The host's CPU over the window beside the loop's lag: time stolen by other
             # guests shows up as lag off the CPU that no change of ours can remove.
+            shares = cpu_shares(cpu_before, cpu_after)
             loop[rate] = loop_summary(lag_before, lag_after) | shares
         if store is not None and before is not None:
             stages = _store_breakdown(before, await asyncio.to_thread(_store_counters, s))

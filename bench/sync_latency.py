@@ -335,8 +335,13 @@ def main() -> None:
             f"ms; gen-2 GCs {loop['gc2_pauses']:g}, largest <= {loop['gc2_max_le_ms']:g} ms "
             f"(CPU <= {loop['gc2_cpu_max_le_ms']:g} ms)"
         )
-    redis_p99 = round(percentile(redis, 99) / 1e6, 3) if redis else None
-    p99 = round(percentile(fan, 99) / 1e6, 3)
+
+    def ms(latencies: list[int], pct: float) -> float:
+        """The ``pct`` percentile of ``latencies`` (ns) in ms (NaN for none)."""
+        return round(percentile(latencies, pct) / 1e6, 3)
+
+    redis_p99 = ms(redis, 99) if redis else None
+    p99 = ms(fan, 99)
     load = os.getloadavg()[0]
     print(f"load average during the run: {load:.2f} on {os.cpu_count()} cpus")
     figures = {
@@ -344,15 +349,15 @@ def main() -> None:
         "subscribers": args.subscribers,
         "rounds": rounds,
         "client_procs": args.procs,
-        "baseline_p50_ms": round(percentile(base, 50) / 1e6, 3),
-        "baseline_p99_ms": round(percentile(base, 99) / 1e6, 3),
-        "p50_ms": round(percentile(fan, 50) / 1e6, 3),
+        "baseline_p50_ms": ms(base, 50),
+        "baseline_p99_ms": ms(base, 99),
+        "p50_ms": ms(fan, 50),
         "p99_ms": p99,
         "max_ms": round(max(fan) / 1e6, 3) if fan else None,
         "mean_ms": round(statistics.fmean(fan) / 1e6, 3) if fan else None,
         "receipts": len(fan),
         "expected_receipts": expected,
-        "redis_p50_ms": round(percentile(redis, 50) / 1e6, 3) if redis else None,
+        "redis_p50_ms": ms(redis, 50) if redis else None,
         "redis_p99_ms": redis_p99,
         "redis_max_ms": round(max(redis) / 1e6, 3) if redis else None,
         "redis_receipts": len(redis),

@@ -105,6 +105,20 @@ def _latency_rows(res: dict[str, Any]) -> list[Row]:
         if loop:
             gc_wall, gc_cpu = loop.get("gc2_max_le_ms"), loop.get("gc2_cpu_max_le_ms")
             probe = run.get("query_probe") or {}
+            # Recorded since session 14; older results have no such row.
+            cpu: list[Row] = (
+                [
+                    (
+                        f"{at}, host CPU busy, of it stolen by other guests",
+                        f"{_num(loop['busy_pct'])} %, {_num(loop.get('steal_pct'))} %",
+                        "",
+                        "",
+                        "",
+                    )
+                ]
+                if "busy_pct" in loop
+                else []
+            )
             rows += [
                 (f"{at}, store loop lag p999", _num(loop.get("p999_ms"), "ms"), "<= 5 ms", "", ""),
                 (
@@ -114,19 +128,7 @@ def _latency_rows(res: dict[str, Any]) -> list[Row]:
                     "",
                     "",
                 ),
-                *(
-                    [
-                        (
-                            f"{at}, host CPU busy, of it stolen by other guests",
-                            f"{_num(loop['busy_pct'])} %, {_num(loop.get('steal_pct'))} %",
-                            "",
-                            "",
-                            "",
-                        )
-                    ]
-                    if "busy_pct" in loop
-                    else []
-                ),
+                *cpu,
                 (
                     f"{at}, largest gen-2 GC pause (CPU) <=",
                     f"{_num(gc_wall, 'ms')} ({_num(gc_cpu, 'ms')})",
