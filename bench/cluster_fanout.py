@@ -59,6 +59,7 @@ from _clients import Fleet
 from _common import FLEET_FLAGS, cpu_seconds, emit, print_table, rss_kib
 from cluster import database
 from fanout import _publish, batch_size, seed_markets, tickers
+from marketpulse._process import ephemeral_ports
 from marketpulse.reactive.admission import raise_fd_limit
 from marketpulse.reactive.sync.client import LightSyncClient
 from marketpulse.testing import AdminClient, StoreProcess, summarize_ms
@@ -98,12 +99,6 @@ def latency_cells(figures: dict[str, Any]) -> list[float]:
 def load_average() -> str:
     """The host's 1/5/15-minute load averages."""
     return "/".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def ephemeral_ports() -> tuple[int, int]:
-    """This host's ``ip_local_port_range``."""
-    low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-    return int(low), int(high)
 
 
 @contextmanager

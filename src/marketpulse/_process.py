@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -24,7 +25,14 @@ from typing import IO, Self
 
 import httpx
 
-__all__ = ["ManagedProcess", "free_port", "http_ok", "marketpulse_env", "port_open"]
+__all__ = [
+    "ManagedProcess",
+    "ephemeral_ports",
+    "free_port",
+    "http_ok",
+    "marketpulse_env",
+    "port_open",
+]
 
 _PR_SET_PDEATHSIG = 1
 _SRC = str(Path(__file__).resolve().parents[1])
@@ -49,8 +57,43 @@ def marketpulse_env(extra_paths: Sequence[str | os.PathLike[str]] = ()) -> dict[
     return {"PYTHONPATH": os.pathsep.join([*first, *rest])}
 
 
+# Ports handed out below; lowest first so that well-known services' ports stay clear.
+_PORTS_FROM = 10_000
+_handed_out: set[int] = set()
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """This host's ``ip_local_port_range`` (Linux's default if it cannot be read)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32_768, 60_999
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    """A TCP port on 127.0.0.1 that was free a moment ago, and outside the ephemeral range.
+
+    A port the kernel picks for ``bind(0)`` comes from the ephemeral range, the same range it
+    takes every outgoing connection's local port from: between this call and the child's own
+    ``bind``, any connection on the host may take it (CI saw Temporal's HTTP port go that way).
+    A port outside that range can only be taken by another listener, so this picks one at
+    random there, checks that it binds, and never hands the same one out twice in a process.
+    """
+    low, high = ephemeral_ports()
+    below, above = range(_PORTS_FROM, low), range(high + 1, 65_536)
+    for _ in range(200 if below or above else 0):
+        i = random.randrange(len(below) + len(above))
+        port = below[i] if i < len(below) else above[i - len(below)]
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from marketpulse._process import ephemeral_ports
 from marketpulse.testing import ManagedProcess, free_port, port_open
 from proctree import alive
 
@@ -96,3 +97,12 @@ def test_a_process_that_dies_at_start_is_reported_with_the_end_of_its_log(
     assert "dies exited with 1" in message
     assert message.endswith("line one\nOSError: address already in use")
     assert str(log) in message
+
+
+def test_free_port_is_outside_the_ephemeral_range_free_and_never_handed_out_twice() -> None:
+    # An ephemeral port can be taken by any outgoing connection before the child binds it.
+    low, high = ephemeral_ports()
+    ports = [free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)
+    assert not [p for p in ports if low <= p <= high]
+    assert not [p for p in ports if port_open(p)]
