@@ -11,7 +11,9 @@ pub/sub with the same subscribers in the same processes (``RedisSubscriber``: on
 per socket, each message timestamped as its bytes arrive, the stamp taken just before each
 PUBLISH). Redis shows what the host and the measuring processes allow: on 2 cores the store,
 the subscribers and the kernel's loopback work share the CPU, and Redis's fan-out pays the
-same loopback sends and wakes the same subscriber processes.
+same loopback sends and wakes the same subscriber processes. Redis's own CPU per ``PUBLISH``
+(``INFO cpu`` around its rounds) is printed beside the store's CPU per commit's fan-out: the
+kernel's share of a loopback send is in both.
 
     python bench/sync_latency.py [--quick] [--subscribers 1000] [--rounds N] [--procs 2]
                                  [--no-redis]
@@ -201,6 +203,15 @@ async def _publish_rounds(rounds: int, gap_s: float) -> None:
         await conn.aclose()
 
 
+def redis_cpu_s() -> float:
+    """Redis's own CPU seconds so far (``INFO cpu``: its user and system time, all threads)."""
+    import redis
+
+    with redis.Redis(host=REDIS[0], port=REDIS[1]) as conn:
+        info = conn.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 def fanout_seconds(http_url: str) -> tuple[float, float, float]:
     """The server's own fan-out figures from /metrics: (wall s sum, count, cpu s sum)."""
     text = httpx.get(http_url + "/metrics", timeout=10).text
@@ -305,11 +316,12 @@ def main() -> None:
         ):
             base, fan, server_ms, cpu_ms = run(store.url)
     # After ours, with the store stopped: the same subscribers, processes and rounds.
-    redis = (
-        []
-        if args.no_redis
-        else measure("", args.subscribers, args.procs, rounds, args.gap, "redis")
-    )
+    redis: list[int] = []
+    redis_cpu_ms = None
+    if not args.no_redis:
+        cpu_before = redis_cpu_s()
+        redis = measure("", args.subscribers, args.procs, rounds, args.gap, "redis")
+        redis_cpu_ms = (redis_cpu_s() - cpu_before) / rounds * 1000
 
     expected = args.subscribers * rounds
     rows = [
@@ -328,6 +340,8 @@ def main() -> None:
         f"server-side fan-out per commit (write to all {args.subscribers}): "
         f"{server_ms:.2f} ms wall, {cpu_ms:.2f} ms CPU"
     )
+    if redis_cpu_ms is not None:
+        print(f"Redis's CPU per PUBLISH to all {args.subscribers}: {redis_cpu_ms:.2f} ms")
     if loop:
         print(
             f"store event loop during the fan-out: lag p50/p99/p999 {loop['p50_ms']:.2f} / "
@@ -364,6 +378,7 @@ def main() -> None:
         "p99_vs_redis": round(p99 / redis_p99, 2) if redis_p99 else None,
         "server_fanout_ms_per_commit": round(server_ms, 3),
         "server_fanout_cpu_ms_per_commit": round(cpu_ms, 3),
+        "redis_cpu_ms_per_publish": None if redis_cpu_ms is None else round(redis_cpu_ms, 3),
         "load_avg_1m": round(load, 2),
         "goal_p99_ms": 20,
         "cpus": os.cpu_count(),

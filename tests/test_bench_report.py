@@ -68,6 +68,8 @@ RESULTS = {
         "p99_ms": 17.6,
         "baseline_p99_ms": 2.6,
         "redis_p99_ms": 8.8,
+        "server_fanout_cpu_ms_per_commit": 20.0,
+        "redis_cpu_ms_per_publish": 8.0,
     },
     "kalshi_protocol": {
         "core_deltas_per_s": 360456.9,
@@ -107,8 +109,8 @@ def test_each_figure_sits_beside_its_goal_and_baseline() -> None:
     assert "| one commit -> 1000 subscribers, p99 | 17.6 ms | <= 20 ms |" in text
     assert (
         "| one commit -> 1000 subscribers, p99 | 17.6 ms |  | Redis pub/sub 8.8 ms | 2.00x |"
-        in (text)
-    )
+    ) in text
+    assert "| server CPU per fan-out | 20 ms |  | Redis per PUBLISH 8 ms | 2.50x |" in (text)
     assert "| protocol core, deltas/s (one core) | 360,457 | >= 100,000 |" in text
     assert (
         "| find affected subscriptions, 1,000 subs, p50 | 6 us |  | linear scan 1,600 us | 0.0037x |"

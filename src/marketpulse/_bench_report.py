@@ -208,6 +208,10 @@ def _sync_latency_rows(res: dict[str, Any]) -> list[Row]:
             _vs(f"{fanout}, {label}", res.get(key), "", "Redis pub/sub", res.get("redis_" + key))
             for key, label in _PCTS[:2]
         ]
+    if res.get("redis_cpu_ms_per_publish") is not None:
+        cpu = res.get("server_fanout_cpu_ms_per_commit")
+        base = res.get("redis_cpu_ms_per_publish")
+        rows.append(_vs("server CPU per fan-out", cpu, "", "Redis per PUBLISH", base))
     return (lag if loop else []) + rows
 
 

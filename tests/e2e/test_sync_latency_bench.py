@@ -23,6 +23,7 @@ def test_bench_reports_all_receipts_and_its_figures() -> None:
     assert figures["server_fanout_cpu_ms_per_commit"] > 0
     assert figures["redis_receipts"] == 60
     assert 0 < figures["redis_p50_ms"] <= figures["redis_p99_ms"] <= figures["redis_max_ms"]
+    assert figures["redis_cpu_ms_per_publish"] > 0
     assert figures["p99_vs_redis"] == round(figures["p99_ms"] / figures["redis_p99_ms"], 2)
     host = figures["host"]
     assert 0 < host["run_busy_pct"] <= 100 and 0 <= host["run_steal_pct"] <= 100
