@@ -126,6 +126,7 @@ def emit(figures: dict[str, Any]) -> None:
 
 LAG = "marketpulse_event_loop_lag_seconds"
 LAG_OFF_CPU = "marketpulse_event_loop_lag_off_cpu_seconds"
+LAG_ON_CPU = "marketpulse_event_loop_lag_on_cpu_seconds"
 GC_PAUSE = "marketpulse_gc_pause_seconds"
 GC_CPU = "marketpulse_gc_pause_cpu_seconds"
 GC_ANY = "gc_pause_any_generation"
@@ -133,12 +134,13 @@ GC_ANY = "gc_pause_any_generation"
 
 
 def scrape_loop(http: httpx.Client, store_url: str) -> dict[str, dict[float, float]]:
-    """The store's cumulative loop-lag (and its part off the CPU) and gen-2 GC pause (wall and
-    CPU) buckets (upper bound s -> count), and the pauses of every generation together
-    (``GC_ANY``)."""
+    """The store's cumulative loop-lag (and its parts off and on the CPU) and gen-2 GC pause
+    (wall and CPU) buckets (upper bound s -> count), and the pauses of every generation
+    together (``GC_ANY``)."""
     out: dict[str, dict[float, float]] = {
         LAG: {},
         LAG_OFF_CPU: {},
+        LAG_ON_CPU: {},
         GC_PAUSE: {},
         GC_CPU: {},
         GC_ANY: {},
@@ -151,7 +153,7 @@ def scrape_loop(http: httpx.Client, store_url: str) -> dict[str, dict[float, flo
             le = float(sample.labels["le"])
             if name == GC_PAUSE:
                 out[GC_ANY][le] = out[GC_ANY].get(le, 0.0) + sample.value
-            if name in (LAG, LAG_OFF_CPU) or sample.labels.get("generation") == "2":
+            if name in (LAG, LAG_OFF_CPU, LAG_ON_CPU) or sample.labels.get("generation") == "2":
                 out[name][le] = sample.value
     return out
 
@@ -187,6 +189,7 @@ def loop_summary(
     two :func:`scrape_loop` scrapes."""
     lag = _delta(before[LAG], after[LAG])
     off_cpu = _delta(before.get(LAG_OFF_CPU, {}), after.get(LAG_OFF_CPU, {}))
+    on_cpu = _delta(before.get(LAG_ON_CPU, {}), after.get(LAG_ON_CPU, {}))
     pauses = _delta(before[GC_PAUSE], after[GC_PAUSE])
     cpu = _delta(before[GC_CPU], after[GC_CPU])
     every = _delta(before.get(GC_ANY, {}), after.get(GC_ANY, {}))
@@ -211,6 +214,9 @@ def loop_summary(
         # blocking call): NaN from a store without the metric.
         "off_cpu_p99_ms": round(bucket_quantile(off_cpu, 0.99) * 1000, 3),
         "off_cpu_p999_ms": round(bucket_quantile(off_cpu, 0.999) * 1000, 3),
+        # And how much the thread was running: the store's own long turns, apart from the host.
+        "on_cpu_p99_ms": round(bucket_quantile(on_cpu, 0.99) * 1000, 3),
+        "on_cpu_p999_ms": round(bucket_quantile(on_cpu, 0.999) * 1000, 3),
         "gc2_pauses": pauses.get(math.inf, 0.0),
         "gc2_max_le_ms": top(pauses),
         "gc2_cpu_max_le_ms": top(cpu),

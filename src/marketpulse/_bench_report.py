@@ -128,6 +128,13 @@ def _latency_rows(res: dict[str, Any]) -> list[Row]:
                     "",
                     "",
                 ),
+                (
+                    f"{at}, of that lag, the thread on the CPU p999",
+                    _num(loop.get("on_cpu_p999_ms"), "ms"),
+                    "(the store's own long turns)",
+                    "",
+                    "",
+                ),
                 *cpu,
                 (
                     f"{at}, largest gen-2 GC pause (CPU) <=",

@@ -68,12 +68,14 @@ async def test_a_blocked_loop_and_a_full_collection_show_in_the_histograms() -> 
 
         assert over("marketpulse_event_loop_lag_seconds") == 1  # one sample as long as the stall
         assert over("marketpulse_event_loop_lag_off_cpu_seconds") == 1  # and off the CPU
+        assert over("marketpulse_event_loop_lag_on_cpu_seconds") == 0
         end = time.thread_time() + 0.12
         while time.thread_time() < end:
             pass  # now the thread holds the loop on the CPU, as a long callback does
         await asyncio.sleep(0.02)
         assert over("marketpulse_event_loop_lag_seconds") == 2
         assert over("marketpulse_event_loop_lag_off_cpu_seconds") == 1
+        assert over("marketpulse_event_loop_lag_on_cpu_seconds") == 1
         gc.collect()
         assert _sample(registry, "marketpulse_gc_pause_seconds_count", generation="2") >= 1
         assert _sample(registry, "marketpulse_gc_pause_cpu_seconds_count", generation="2") >= 1

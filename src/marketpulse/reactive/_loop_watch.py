@@ -11,6 +11,8 @@ the store exports both as Prometheus histograms on ``/metrics``:
   thread was not running: the lag minus the thread's CPU time over the sample (at least that
   much). A long callback is lag on the CPU; waiting for a core on a busy machine, or a blocking
   system call (an fsync), is lag off it. The two call for different cures.
+* ``marketpulse_event_loop_lag_on_cpu_seconds``: the rest of each sample (at most the thread's
+  CPU time over it): how long the store's own work held the loop, whatever the host did.
 * ``marketpulse_gc_pause_seconds{generation}``: the duration of each collection, timed from
   ``gc.callbacks``' start to stop phases (a collection runs on whichever thread allocated,
   usually the loop's), and ``marketpulse_gc_pause_cpu_seconds{generation}`` its CPU time,
@@ -142,6 +144,13 @@ class LoopWatch:
             buckets=LAG_BUCKETS,
             registry=registry,
         )
+        self.lag_on_cpu = Histogram(
+            "marketpulse_event_loop_lag_on_cpu_seconds",
+            "Of each loop lag sample, the part the loop's thread was running (the store's own "
+            "long loop turns): at most its CPU time over the sample",
+            buckets=LAG_BUCKETS,
+            registry=registry,
+        )
         self.gc_pause, self.gc_cpu = (
             Histogram(
                 name,
@@ -168,6 +177,7 @@ class LoopWatch:
     def _observe_lag(self, lag: float, off_cpu: float) -> None:
         self.lag.observe(lag)
         self.lag_off_cpu.observe(off_cpu)
+        self.lag_on_cpu.observe(lag - off_cpu)
 
     def _observe_gc(self, generation: int, wall: float, cpu: float) -> None:
         label = str(generation)
