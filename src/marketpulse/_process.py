@@ -57,7 +57,8 @@ def marketpulse_env(extra_paths: Sequence[str | os.PathLike[str]] = ()) -> dict[
     return {"PYTHONPATH": os.pathsep.join([*first, *rest])}
 
 
-# Ports handed out below; lowest first so that well-known services' ports stay clear.
+# The lowest port free_port() hands out: the usual service ports below it (PostgreSQL 5432,
+# Redis 6379, NATS 4222, AMQP 5672) are never picked; a listener above it fails the bind check.
 _PORTS_FROM = 10_000
 _handed_out: set[int] = set()
 
