@@ -68,6 +68,10 @@ _RATE_GOALS = {1000: ("<= 2x Redis", "<= 3x Redis", "<= 5x Redis"), 10000: ("<= 
 """Issue 15's goals at 1,000 msgs/s (p50, p99, p999) and 10,000 msgs/s (p50, p99)."""
 
 
+_LAG_PARTS = (("off", "(waiting for a core, or blocked)"), ("on", "(the store's own long turns)"))
+"""The two parts of the loop's lag the store exports, and what each one means."""
+
+
 def _latency_client(run: dict[str, Any]) -> dict[str, Any]:
     """Our figure at one rate: the npm ConvexClient from the send log (the light clients when
     node was missing)."""
@@ -121,19 +125,15 @@ def _latency_rows(res: dict[str, Any]) -> list[Row]:
             )
             rows += [
                 (f"{at}, store loop lag p999", _num(loop.get("p999_ms"), "ms"), "<= 5 ms", "", ""),
-                (
-                    f"{at}, of that lag, the thread off the CPU p999",
-                    _num(loop.get("off_cpu_p999_ms"), "ms"),
-                    "(waiting for a core, or blocked)",
-                    "",
-                    "",
-                ),
-                (
-                    f"{at}, of that lag, the thread on the CPU p999",
-                    _num(loop.get("on_cpu_p999_ms"), "ms"),
-                    "(the store's own long turns)",
-                    "",
-                    "",
+                *(
+                    (
+                        f"{at}, of that lag, the thread {where} the CPU p999",
+                        _num(loop.get(f"{where}_cpu_p999_ms"), "ms"),
+                        why,
+                        "",
+                        "",
+                    )
+                    for where, why in _LAG_PARTS
                 ),
                 *cpu,
                 (
