@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -57,6 +58,22 @@ def read_pair(ctx: QueryCtx, spin: float) -> list[float]:
     """Reads a, computes, reads b: a run that straddles a commit of both sees them differ."""
     a = _one(ctx, "a")
     _spin(spin)
+    b = _one(ctx, "b")
+    return [a["n"] if a else -1.0, b["n"] if b else -1.0]
+
+
+# read_gated holds between its two reads until a test opens the gate: a run that straddles a
+# commit without depending on how fast the host runs the test.
+_gate_reached = threading.Event()
+_gate_open = threading.Event()
+
+
+@pairs.query
+def read_gated(ctx: QueryCtx) -> list[float]:
+    """read_pair with the gate in place of the spin."""
+    a = _one(ctx, "a")
+    _gate_reached.set()
+    _gate_open.wait(5.0)  # bounded: a run that (wrongly) went inline stalls, then fails
     b = _one(ctx, "b")
     return [a["n"] if a else -1.0, b["n"] if b else -1.0]
 
@@ -191,14 +208,19 @@ async def test_a_scan_across_commits_is_exact(engine: Engine) -> None:
 
 async def test_a_batch_is_exact_at_one_ts(engine: Engine) -> None:
     await engine.run_mutation("pairs:set_both", {"n": 0.0})
-    calls = [("pairs:read_pair", {"spin": 0.05}), ("pairs:fast", {}), ("pairs:nope", {})]
+    _gate_reached.clear()
+    _gate_open.clear()
+    calls = [("pairs:read_gated", {}), ("pairs:fast", {}), ("pairs:nope", {})]
     run = asyncio.ensure_future(engine.run_queries(calls))
-    await asyncio.sleep(0.02)
+    # The first call has read "a" and waits: this commit lands inside its run.
+    assert await asyncio.to_thread(_gate_reached.wait, 5.0)
     await engine.run_mutation("pairs:set_both", {"n": 5.0})
+    _gate_open.set()
     results, _ = await run
     assert results[0].value == [5.0, 5.0]
     assert results[1].value == 1.0 and results[0].ts == results[1].ts == engine.ts
     assert not results[2].success and "Could not find" in (results[2].error_message or "")
+    assert engine.offloop.retries >= 1  # the straddling pass was repeated, not returned
 
 
 async def test_the_time_limit_holds_off_the_loop(engine: Engine) -> None:
