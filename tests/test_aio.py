@@ -1,12 +1,14 @@
-"""cancel_and_wait: children stop, their outcome is dropped, the caller's cancellation is not."""
+"""cancel_and_wait: children stop, their outcome is dropped, the caller's cancellation is not.
+call_after_waiting / yield_to_waiting: a slice's continuation runs behind what waited for it."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
-from marketpulse._aio import cancel_and_wait
+from marketpulse._aio import call_after_waiting, cancel_and_wait, yield_to_waiting
 
 
 async def test_children_are_stopped_and_their_outcomes_dropped() -> None:
@@ -85,3 +87,56 @@ async def test_cleanup_during_the_callers_own_cancellation_still_completes() -> 
     with pytest.raises(asyncio.CancelledError):
         await task
     assert stopped == [True]
+
+
+def _spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+async def test_a_continuation_runs_behind_the_timer_that_came_due_during_its_slice() -> None:
+    loop = asyncio.get_running_loop()
+    order: list[str] = []
+
+    def slice_(n: int) -> None:
+        order.append(f"slice {n}")
+        if n == 1:
+            loop.call_at(loop.time(), order.append, "timer")  # due before the slice ends
+            _spin(0.002)
+            call_after_waiting(slice_, 2)
+
+    loop.call_soon(slice_, 1)
+    while len(order) < 3:
+        await asyncio.sleep(0.001)
+    assert order == ["slice 1", "timer", "slice 2"]
+    # What call_soon would have done instead: the continuation first.
+    order.clear()
+    loop.call_at(loop.time(), order.append, "timer")
+    _spin(0.002)
+    loop.call_soon(order.append, "soon")
+    await asyncio.sleep(0.01)
+    assert order == ["soon", "timer"]
+
+
+async def test_a_task_that_yields_lets_the_due_timer_run_first() -> None:
+    loop = asyncio.get_running_loop()
+    order: list[str] = []
+
+    async def worker() -> None:
+        loop.call_at(loop.time(), order.append, "timer")
+        _spin(0.002)
+        await yield_to_waiting()
+        order.append("worker")
+
+    await asyncio.create_task(worker())
+    assert order == ["timer", "worker"]
+
+
+async def test_a_task_cancelled_while_it_yields_is_cancelled() -> None:
+    task = asyncio.create_task(yield_to_waiting())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.005)  # the wake-up finds the future cancelled and does nothing

@@ -93,6 +93,22 @@ async def test_a_wide_fan_out_is_written_over_several_turns_in_order() -> None:
     assert written == [*range(10), 0]
 
 
+async def test_a_timer_due_during_a_slice_runs_before_the_next_slice() -> None:
+    flusher = Flusher(slice_s=0.0)  # one member per slice
+    log: list[object] = []
+    members = [Member(i, log, 0.002) for i in range(3)]
+    loop = asyncio.get_running_loop()
+    loop.call_at(loop.time() + 0.001, log.append, "timer")  # comes due during the first slice
+    for m in members:
+        flusher.add(m)
+    for _ in range(100):
+        if len(log) == 4:
+            break
+        await asyncio.sleep(0.001)
+    # It waited one slice, not two (a continuation by call_soon would run ahead of it).
+    assert log == [0, "timer", 1, 2]
+
+
 async def test_members_dirtied_twice_before_their_turn_are_written_once() -> None:
     flusher = Flusher(slice_s=0.0)  # one member per turn
     written: list[int] = []

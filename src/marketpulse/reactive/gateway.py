@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from marketpulse._aio import call_after_waiting, yield_to_waiting
 from marketpulse.reactive.access import Access, Caller
 from marketpulse.reactive.admission import Admission
 from marketpulse.reactive.limits import ConnectionLimits
@@ -399,7 +400,7 @@ class ConnectionWatchdog:
                 except Exception:  # one bad socket must not stop the others' keepalives
                     log.exception("watchdog tick failed")
                 if time.perf_counter() >= deadline:
-                    await asyncio.sleep(0)
+                    await yield_to_waiting()
                     deadline = time.perf_counter() + self._slice_s
 
 
@@ -475,7 +476,7 @@ class Flusher:
             self._dirty = rest
             if not self._scheduled:  # (a member added meanwhile scheduled it already)
                 self._scheduled = True
-                asyncio.get_running_loop().call_soon(self._flush)
+                call_after_waiting(self._flush)
         if self._metrics is not None:
             if threaded:
                 self._metrics.fanout_threaded.inc()

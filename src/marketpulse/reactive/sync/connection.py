@@ -37,6 +37,7 @@ from typing import Any, Protocol
 import orjson
 import structlog
 
+from marketpulse._aio import call_after_waiting
 from marketpulse.reactive.access import ANONYMOUS, AccessDenied, Caller
 from marketpulse.reactive.admission import THROTTLE
 from marketpulse.reactive.auth import KeysPending
@@ -768,8 +769,8 @@ class SyncConnection:
                 return
             if time.perf_counter() >= deadline:
                 break
-        if self._started < depth:
-            self._starter = asyncio.get_running_loop().call_soon(self._start_mutations)
+        if self._started < depth:  # the slice is used: the rest behind what waited for it
+            self._starter = call_after_waiting(self._start_mutations)
 
     def _begin(self, entry: _Entry) -> asyncio.Future[Any]:
         """Start ``entry``'s run (or find the run a re-send repeats): its outcome's future."""
