@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from marketpulse.kalshi import TokenBucket
+from marketpulse.kalshi import TokenBucket, _ratelimit
 
 
 def test_tiers() -> None:
@@ -20,7 +20,28 @@ def test_tiers() -> None:
         TokenBucket(0)
 
 
-async def test_burst_then_rate() -> None:
+class _ExactSleeps:
+    """The bucket's clock, moved on by its own sleeps only, each by exactly what it asked for
+    (and the caller still really waits that long). A loaded host wakes a sleeper late, which
+    the bucket rightly credits back as tokens, so 25 late wake-ups shave milliseconds each off
+    ``waited``: with this clock the total is exact, whatever the host."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+        self.Lock = asyncio.Lock
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        self.now += seconds
+
+
+async def test_burst_then_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = _ExactSleeps()
+    monkeypatch.setattr(_ratelimit, "time", clock)
+    monkeypatch.setattr(_ratelimit, "asyncio", clock)
     bucket = TokenBucket(50.0, burst=5)
     t0 = time.monotonic()
     for _ in range(5):
@@ -30,7 +51,8 @@ async def test_burst_then_rate() -> None:
         await bucket.acquire()
     took = time.monotonic() - t0
     assert 0.45 <= took < 2.0, took  # 25 more at 50/s: half a second
-    assert bucket.waited == pytest.approx(0.5, abs=0.05)
+    assert bucket.waited == pytest.approx(0.5, abs=1e-9)
+    assert clock.now == pytest.approx(1_000.5, abs=1e-9)
 
 
 async def test_pause_holds_every_caller() -> None:

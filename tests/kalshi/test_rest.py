@@ -27,6 +27,7 @@ from marketpulse.kalshi import (
     verify_headers,
 )
 from marketpulse.kalshi.rest import DEMO_REST_URL, PROD_REST_URL, resolve_rest_url
+from polling import until
 
 # Real REST bodies recorded from Kalshi (sources and licenses: tests/fixtures/kalshi/README.md).
 REST = Path(__file__).resolve().parent.parent / "fixtures" / "kalshi" / "rest"
@@ -266,7 +267,9 @@ async def test_a_429_with_retry_after_pauses_every_caller(
     async with KalshiRestClient(srv.url, creds, rate_limit=1000.0, backoff_base=0.01) as c:
         t0 = time.monotonic()
         first = asyncio.create_task(c.get_market("CURRENT"))
-        await asyncio.sleep(0.1)  # the 429 came; another caller asks meanwhile
+        # The 429 came (the retry count and the pause are set together); another caller asks
+        # meanwhile.
+        await until(lambda: c.retries == 1, 10, "the first call's 429")
         other = await c.get_market("CURRENT")
         await first
         # The server said 0.6 s: the retry waited that long, and so did the other caller.

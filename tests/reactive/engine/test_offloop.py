@@ -150,17 +150,24 @@ async def test_fast_functions_run_inline_after_their_first_run(engine: Engine) -
     assert engine.offloop.runs == 3  # slow once: off the loop for good
 
 
-async def test_a_run_that_straddles_a_commit_is_repeated(engine: Engine) -> None:
+async def straddled(engine: Engine, calls: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+    """Run ``calls`` (the first one ``pairs:read_gated``) with a commit of ``n = 5`` landing
+    between the gated call's two reads, whatever the host's speed; their results."""
     await engine.run_mutation("pairs:set_both", {"n": 0.0})
-    run = asyncio.ensure_future(engine.run_queries([("pairs:read_pair", {"spin": 0.15})]))
-    writes = 0
-    while not run.done() and writes < 3:
-        await asyncio.sleep(0.05)
-        writes += 1
-        assert (await engine.run_mutation("pairs:set_both", {"n": float(writes)})).success
-    (result,), _ = await run
-    a, b = result.value
-    assert a == b, "a result mixes two commits"
+    _gate_reached.clear()
+    _gate_open.clear()
+    run = asyncio.ensure_future(engine.run_queries(calls))
+    # The first call has read "a" and waits: this commit lands inside its run.
+    assert await asyncio.to_thread(_gate_reached.wait, 5.0)
+    await engine.run_mutation("pairs:set_both", {"n": 5.0})
+    _gate_open.set()
+    results, _ = await run
+    return results
+
+
+async def test_a_run_that_straddles_a_commit_is_repeated(engine: Engine) -> None:
+    (result,) = await straddled(engine, [("pairs:read_gated", {})])
+    assert result.value == [5.0, 5.0], "a result mixes two commits"
     assert result.ts == engine.ts
     assert engine.offloop.retries >= 1
 
@@ -207,16 +214,8 @@ async def test_a_scan_across_commits_is_exact(engine: Engine) -> None:
 
 
 async def test_a_batch_is_exact_at_one_ts(engine: Engine) -> None:
-    await engine.run_mutation("pairs:set_both", {"n": 0.0})
-    _gate_reached.clear()
-    _gate_open.clear()
     calls = [("pairs:read_gated", {}), ("pairs:fast", {}), ("pairs:nope", {})]
-    run = asyncio.ensure_future(engine.run_queries(calls))
-    # The first call has read "a" and waits: this commit lands inside its run.
-    assert await asyncio.to_thread(_gate_reached.wait, 5.0)
-    await engine.run_mutation("pairs:set_both", {"n": 5.0})
-    _gate_open.set()
-    results, _ = await run
+    results = await straddled(engine, calls)
     assert results[0].value == [5.0, 5.0]
     assert results[1].value == 1.0 and results[0].ts == results[1].ts == engine.ts
     assert not results[2].success and "Could not find" in (results[2].error_message or "")

@@ -181,14 +181,16 @@ async def test_mutation_schedules_a_job_that_runs_once(
     engine: Engine, runner: SchedulerRunner
 ) -> None:
     started = time.time() * 1000
-    job_id = await call(engine, "jobs:later", name="a", seconds=0.3)
+    # Due 2 s after the mutation ran: its durable write alone may take 0.4 s on a stalling disk,
+    # and the job must still be pending 0.1 s after that.
+    job_id = await call(engine, "jobs:later", name="a", seconds=2.0)
     doc = query(engine, "jobs:job", id=job_id)
     assert doc["name"] == "jobs:hit" and doc["args"] == [{"name": "a"}]
     assert doc["state"] == {"kind": "pending"}
-    assert started + 300 <= doc["scheduledTime"] <= time.time() * 1000 + 300
+    assert started + 2000 <= doc["scheduledTime"] <= time.time() * 1000 + 2000
     await asyncio.sleep(0.1)
     assert query(engine, "jobs:count", name="a") == 0
-    await until(lambda: state(engine, job_id) == "success")
+    await until(lambda: state(engine, job_id) == "success", timeout=10.0)
     assert query(engine, "jobs:count", name="a") == 1
     done = query(engine, "jobs:job", id=job_id)
     assert done["completedTime"] >= done["scheduledTime"]
@@ -205,7 +207,9 @@ async def test_run_at_with_a_handler_and_a_wakeup_for_a_sooner_job(
     # The runner is asleep until the far job; a sooner one must wake it, not a poll.
     await asyncio.sleep(0.05)
     soon = await call(engine, "jobs:at", name="soon", ms=time.time() * 1000 + 100)
-    await until(lambda: state(engine, soon) == "success", timeout=2.0)
+    # Without the wake-up it would sleep until the far job, an hour away (there is no poll):
+    # a generous bound still tells the two apart on a loaded host.
+    await until(lambda: state(engine, soon) == "success", timeout=20.0)
     assert state(engine, far) == "pending"
 
 
@@ -218,10 +222,12 @@ async def test_a_failed_mutation_schedules_nothing(engine: Engine, runner: Sched
 
 
 async def test_cancel_before_it_runs(engine: Engine, runner: SchedulerRunner) -> None:
-    job_id = await call(engine, "jobs:later", name="c", seconds=0.3)
+    # Due well after the cancel lands, however long the first write stalls.
+    job_id = await call(engine, "jobs:later", name="c", seconds=2.0)
+    due_s = query(engine, "jobs:job", id=job_id)["scheduledTime"] / 1000
     await call(engine, "jobs:cancel", id=job_id)
     assert state(engine, job_id) == "canceled"
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(max(0.0, due_s - time.time()) + 0.3)  # past the time it was due
     assert query(engine, "jobs:count", name="c") == 0
     # Cancelling a finished job is a no-op; cancelling something else is an error.
     await call(engine, "jobs:cancel", id=job_id)
@@ -290,12 +296,14 @@ async def test_jobs_survive_a_restart_and_interrupted_actions_fail(db: Path) -> 
     engine = await open_engine(db)
     runner = SchedulerRunner(engine)
     await runner.start()
-    job_id = await call(engine, "jobs:later", name="r", seconds=0.5)
+    # Due after the stop below even if each write before it stalls (a slow disk).
+    job_id = await call(engine, "jobs:later", name="r", seconds=3.0)
+    due_s = query(engine, "jobs:job", id=job_id)["scheduledTime"] / 1000
     slow = await call(engine, "jobs:schedule_slow", name="cut", seconds=30)
     await until(lambda: state(engine, slow) == "inProgress")
     await runner.stop()
     await engine.close()
-    await asyncio.sleep(0.6)  # due while the store is down
+    await asyncio.sleep(max(0.0, due_s - time.time()) + 0.1)  # due while the store is down
 
     engine = await open_engine(db)
     try:
