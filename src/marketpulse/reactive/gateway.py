@@ -441,6 +441,9 @@ class Flusher:
         self._dirty[member] = None
         if not self._scheduled:
             self._scheduled = True
+            # First thing next turn: a commit's fan-out does not wait behind the next
+            # mutation (a frame read meanwhile starts one with call_soon too). Its further
+            # slices go behind what waited (_flush).
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:

@@ -298,7 +298,7 @@ class Engine:
         self._subs: SubscriptionIndex[SharedQuery] = SubscriptionIndex()
         # Re-runs a commit's pass left for later turns (_defer), and the turn to run them.
         self._deferred: deque[SharedQuery] = deque()
-        self._deferred_turn: asyncio.TimerHandle | None = None
+        self._deferred_turn: asyncio.Handle | None = None
         self._closed = False
         # Relaxed durability. A shared log decides commit order by base_ts at write time, so
         # there a relaxed mutation is written like a durable one.
@@ -1399,7 +1399,9 @@ class Engine:
         self._deferred.append(query)
         self.timings.deferred += 1
         if self._deferred_turn is None:
-            self._deferred_turn = call_after_waiting(self._rerun_deferred)
+            # The commit's own follow-up, first thing next turn (as its fan-out); the further
+            # slices go behind what waited (_rerun_deferred).
+            self._deferred_turn = asyncio.get_running_loop().call_soon(self._rerun_deferred)
         self._notify(query, "on_query_stale")
 
     def _rerun_deferred(self) -> None:
