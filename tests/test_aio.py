@@ -4,11 +4,11 @@ call_after_waiting / yield_to_waiting: a slice's continuation runs behind what w
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
 from marketpulse._aio import call_after_waiting, cancel_and_wait, yield_to_waiting
+from spinning import spin
 
 
 async def test_children_are_stopped_and_their_outcomes_dropped() -> None:
@@ -89,12 +89,6 @@ async def test_cleanup_during_the_callers_own_cancellation_still_completes() -> 
     assert stopped == [True]
 
 
-def _spin(seconds: float) -> None:
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
-
-
 async def test_a_continuation_runs_behind_the_timer_that_came_due_during_its_slice() -> None:
     loop = asyncio.get_running_loop()
     order: list[str] = []
@@ -103,7 +97,7 @@ async def test_a_continuation_runs_behind_the_timer_that_came_due_during_its_sli
         order.append(f"slice {n}")
         if n == 1:
             loop.call_at(loop.time(), order.append, "timer")  # due before the slice ends
-            _spin(0.002)
+            spin(0.002)
             call_after_waiting(slice_, 2)
 
     loop.call_soon(slice_, 1)
@@ -113,7 +107,7 @@ async def test_a_continuation_runs_behind_the_timer_that_came_due_during_its_sli
     # What call_soon would have done instead: the continuation first.
     order.clear()
     loop.call_at(loop.time(), order.append, "timer")
-    _spin(0.002)
+    spin(0.002)
     loop.call_soon(order.append, "soon")
     await asyncio.sleep(0.01)
     assert order == ["soon", "timer"]
@@ -125,7 +119,7 @@ async def test_a_task_that_yields_lets_the_due_timer_run_first() -> None:
 
     async def worker() -> None:
         loop.call_at(loop.time(), order.append, "timer")
-        _spin(0.002)
+        spin(0.002)
         await yield_to_waiting()
         order.append("worker")
 

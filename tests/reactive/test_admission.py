@@ -11,6 +11,7 @@ import time
 import pytest
 
 from marketpulse.reactive.admission import ACCEPT_BATCH, TurnBudget, widen_listen_queue
+from spinning import spin
 
 
 def listen_queue(port: int) -> int:
@@ -51,9 +52,7 @@ async def test_a_burst_of_timeouts_is_spread_over_loop_turns() -> None:
         if budget.spent():
             loop.call_soon(expire)
             return
-        end = time.perf_counter() + 0.0001
-        while time.perf_counter() < end:
-            pass
+        spin(0.0001)
         done += 1
 
     per_turn: list[int] = []  # timers run between two turns of the watcher

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from marketpulse.reactive.gateway import ConnectionWatchdog, Flusher
+from spinning import spin
 
 
 class Socket:
@@ -19,9 +20,7 @@ class Socket:
         self.ticks = 0
 
     def tick(self, now: float) -> None:
-        end = time.perf_counter() + self.cost_s
-        while time.perf_counter() < end:
-            pass
+        spin(self.cost_s)
         self.ticks += 1
         self.watchdog.discard(self)  # timed out: closed, gone from the watchdog
 
@@ -69,9 +68,7 @@ class Member:
         self.name, self.log, self.cost_s = name, log, cost_s
 
     def flush_now(self, now: float, shared: dict[Any, bytes] | None = None) -> None:
-        end = time.perf_counter() + self.cost_s
-        while time.perf_counter() < end:
-            pass
+        spin(self.cost_s)
         self.log.append(self.name)
 
 
