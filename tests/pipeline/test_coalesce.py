@@ -6,7 +6,12 @@ from decimal import Decimal
 
 from marketpulse.kalshi import OrderBook
 from marketpulse.marketdata.packed_levels import level_count, unpack_levels
-from marketpulse.pipeline._coalesce import Coalescer, PendingBatch
+from marketpulse.pipeline._coalesce import (
+    MAX_ENTRIES_PER_BATCH,
+    Coalescer,
+    PendingBatch,
+    fair_shares,
+)
 
 D = Decimal
 
@@ -109,18 +114,62 @@ def test_forget_drops_pending_updates_of_removed_markets() -> None:
     assert batch.args["batch"] == {"prices": [{"ticker": "KX-B", "price": 0.6, "ts": 1.0}]}
 
 
-def test_a_huge_backlog_is_split_across_batches() -> None:
+def test_a_backlog_is_split_into_bounded_batches_oldest_first() -> None:
     c = Coalescer()
-    for i in range(2500):
+    for i in range(250):
         c.price(f"KX-{i}", {"price": 0.5}, 1.0, now=0.0)
-    sizes = []
+    sent: list[str] = []
     while (batch := next_batch(c)) is not None:
-        sizes.append(batch.prices)
-    assert sizes == [1000, 1000, 500]
+        assert batch.prices <= MAX_ENTRIES_PER_BATCH
+        sent += [p["ticker"] for p in batch.args["batch"]["prices"]]
+    assert sent == [f"KX-{i}" for i in range(250)]
+
+
+def test_kinds_share_a_full_batch_fairly() -> None:
+    c = Coalescer(max_entries=40)
+    for i in range(100):
+        c.book(f"KX-{i}", book(f"KX-{i}", [("0.4", "1")], []), 1.0, now=0.0)
+        c.price(f"KX-{i}", {"price": 0.4}, 1.0, now=0.0)
+    c.market_status("KX-0", "closed", now=0.0)
+    batch = next_batch(c)
+    assert batch is not None
+    assert (batch.books, batch.prices, batch.markets) == (20, 19, 1)
+
+
+def test_a_market_state_waits_for_its_trades() -> None:
+    """Trades go first; a book, price or status never goes ahead of its market's trades, and
+    the states wait while trades fill the batches."""
+    c = Coalescer(max_entries=40)
+    for i in range(90):
+        c.trade({"id": f"a-{i}", "ticker": "KX-A"}, now=0.0)
+    c.price("KX-A", {"price": 0.4, "volume": 90}, 1.0, now=0.0)
+    c.book("KX-A", book("KX-A", [("0.4", "1")], []), 1.0, now=0.0)
+    c.price("KX-B", {"price": 0.6}, 1.0, now=0.0)
+    shapes = []
+    while (batch := next_batch(c)) is not None:
+        body = batch.args["batch"]
+        shapes.append((batch.trades, [p["ticker"] for p in body.get("prices", [])], batch.books))
+    assert shapes == [(40, [], 0), (40, [], 0), (10, ["KX-A", "KX-B"], 1)]
+
+
+def test_states_fill_what_the_trades_leave() -> None:
+    c = Coalescer(max_entries=40)
+    for i in range(45):
+        c.trade({"id": f"t-{i}", "ticker": "KX-A" if i < 30 else "KX-C"}, now=0.0)
+    for t in ("KX-A", "KX-B", "KX-C"):
+        c.price(t, {"price": 0.4}, 1.0, now=0.0)
+    first = next_batch(c)
+    assert first is not None
+    assert (first.trades, first.prices) == (40, 0)
+    second = next_batch(c)
+    assert second is not None
+    body = second.args["batch"]
+    assert [t["id"] for t in body["trades"]] == [f"t-{i}" for i in range(40, 45)]
+    assert [p["ticker"] for p in body["prices"]] == ["KX-A", "KX-B", "KX-C"]
 
 
 def test_deep_books_are_spread_over_batches_by_levels() -> None:
-    c = Coalescer()
+    c = Coalescer(max_entries=1000)
     deep = [(f"0.{i:04d}", "1") for i in range(1, 201)]  # 200 bids + 200 asks per book
     for i in range(120):
         c.book(f"KX-{i}", book(f"KX-{i}", deep, deep), 1.0, now=0.0)
@@ -236,3 +285,11 @@ def test_a_requeued_batch_does_not_bring_back_a_market_forgotten_meanwhile() -> 
     again = next_batch(c)
     assert again is not None
     assert again.args["batch"]["prices"] == [{"ticker": "KX-A", "lastPrice": 0.5, "ts": 2.0}]
+
+
+def test_fair_shares_give_what_one_leaves_to_the_others() -> None:
+    assert fair_shares(40, (100, 3, 100)) == (19, 3, 18)
+    assert fair_shares(40, (5, 5, 5)) == (5, 5, 5)
+    assert fair_shares(2, (5, 5, 5)) == (1, 1, 0)
+    assert fair_shares(0, (5, 5)) == (0, 0)
+    assert fair_shares(40, (0, 0)) == (0, 0)
