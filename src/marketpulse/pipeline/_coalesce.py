@@ -83,11 +83,11 @@ class Coalescer:
 
     A batch carries at most ``max_entries`` entries: the pending trades first, oldest first, then
     books, prices and statuses in fair shares of what is left (so a state goes out only with
-    every trade before it). The store runs a
-    batch as one mutation on the event loop it shares with every subscriber, and a mutation is
-    one callback that nothing can slice: at ~60 us of the store's CPU per entry, 48 entries keep
-    it within ~3 ms, where an unbounded catch-up after a stall (every market of the feed at once)
-    held the loop 12-18 ms. A backlog goes out as several batches in flight instead.
+    every trade before it). The store runs a batch as one mutation on the event loop it shares
+    with every subscriber, and a mutation is one callback that nothing can slice: at ~60 us of
+    the store's CPU per entry, 48 entries keep it within ~3 ms, where an unbounded catch-up after
+    a stall (every market of the feed at once) held the loop 12-18 ms. A backlog goes out as
+    several batches in flight instead.
 
     Args:
         book_levels: Levels per side to write for each book.
@@ -236,8 +236,9 @@ class Coalescer:
         """The batches to write now, in order (empty when nothing changed).
 
         Everything pending goes out as one ``applyUpdates`` argument, unless there is more than
-        one batch holds (``max_entries``, or deep books' levels): then the oldest pending of each
-        kind go in this call's one batch and the remainder stays pending for the next call. Books
+        one batch holds (``max_entries``, or deep books' levels): then the oldest trades, and
+        after them the longest-pending states, go in this call's one batch (see the class) and
+        the remainder stays pending for the next call. Books
         are rendered here, so a backlog is rendered a batch at a time, between the driver's
         writes, and whatever arrives meanwhile joins the next batch.
         """
