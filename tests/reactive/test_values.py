@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from marketpulse.reactive.values import (
     ConvexValueError,
     Int64,
+    check_value,
     decode_ts,
     encode_ts,
     json_to_value,
@@ -73,3 +74,54 @@ values = st.recursive(
 @given(values)
 def test_round_trip(value: object) -> None:
     assert json_to_value(value_to_json(value)) == value
+
+
+# Anything at all, valid or not: keys that are no field names, ints past 2**53, tuples, sets,
+# objects, bytearrays, NaN, subclasses.
+class _Str(str):
+    pass
+
+
+anything = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.floats()
+    | st.text(max_size=3)
+    | st.binary(max_size=3)
+    | st.integers()
+    | st.integers(-(2**63), 2**63 - 1).map(Int64)
+    | st.builds(bytearray, st.binary(max_size=3))
+    | st.builds(_Str, st.text(max_size=3))
+    | st.just(object())
+    | st.frozensets(st.integers(), max_size=2),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.lists(children, max_size=3).map(tuple)
+        | st.dictionaries(
+            st.text(max_size=4) | st.sampled_from(["$bytes", "a" * 1025, "ok"]) | st.integers(),
+            children,
+            max_size=3,
+        )
+    ),
+    max_leaves=12,
+)
+
+
+def _verdict(fn: object, value: object) -> str | None:
+    try:
+        fn(value)  # type: ignore[operator]
+    except ConvexValueError as exc:
+        return str(exc)
+    return None
+
+
+@given(anything)
+def test_check_value_accepts_and_refuses_what_the_encoder_does(value: object) -> None:
+    assert _verdict(check_value, value) == _verdict(value_to_json, value)
+
+
+def test_check_value_refuses_the_usual_mistakes() -> None:
+    for bad in ({"$bad": 1}, {"a": [2**60]}, {1: 2}, [object()], {"a\x01": 1}):
+        with pytest.raises(ConvexValueError):
+            check_value(bad)
+    check_value({"ticker": "A", "bids": b"\x00", "ts": float("nan"), "n": Int64(3), "x": [1, None]})

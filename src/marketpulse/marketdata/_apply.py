@@ -159,7 +159,9 @@ class _BatchWriter:
         doc = self._unique(table, index, **eq)
         if doc is None:
             return None
-        loaded = _Doc(id=doc["_id"], original=_strip(doc), current=_strip(doc))
+        original = _strip(doc)
+        # Shallow: the batch replaces a document's fields, never changes a value in place.
+        loaded = _Doc(id=doc["_id"], original=original, current=dict(original))
         cache[key] = loaded
         return loaded
 

@@ -29,13 +29,21 @@ class IndexRange:
     """Builds an index range: ``eq`` on a prefix of the index fields, then optionally a lower
     bound (``gt``/``gte``) and an upper bound (``lt``/``lte``) on the next field."""
 
+    __slots__ = ("_eq", "_fields", "_index", "_lower", "_range_field", "_table", "_upper")
+
     def __init__(self, table: str, index: str, fields: tuple[str, ...]) -> None:
-        self._where = f"{table}.{index}"
+        self._table = table
+        self._index = index
         self._fields = fields
         self._eq: list[bytes] = []
         self._range_field: str | None = None
         self._lower: tuple[bytes, bool] | None = None  # (encoded value, inclusive)
         self._upper: tuple[bytes, bool] | None = None
+
+    @property
+    def _where(self) -> str:
+        # Only error messages need it: formatted then, not for every range built.
+        return f"{self._table}.{self._index}"
 
     def _next_field(self) -> str | None:
         n = len(self._eq)
@@ -117,6 +125,18 @@ class IndexRange:
 
 class Query:
     """A query over one table, built fluently and run by a terminal method."""
+
+    __slots__ = (
+        "_filters",
+        "_hi",
+        "_index",
+        "_indexed",
+        "_lo",
+        "_ordered",
+        "_reverse",
+        "_table",
+        "_tx",
+    )
 
     def __init__(self, tx: Transaction, table: str, *, system: bool = False) -> None:
         if not isinstance(table, str) or not table:
