@@ -18,8 +18,11 @@ survivor freezer:
 So :class:`GcPacer` bounds every pass by count, not by the heap:
 
 * what is alive at start-up is frozen (``gc.freeze``): no pass walks it again;
-* generation 1 is collected after every ``young[1]`` young passes (3, not 10), so a
-  generation 1 pass walks and frees a third as much;
+* generation 1 is collected when more than ``young[1]`` young passes ran since the last
+  one (CPython counts so): with 0, every second collection is a generation 1 pass over at
+  most two young passes' survivors (CPython's default, 10, lets eleven accumulate; the
+  pacer's former 3, four: 1.9-3.2 ms passes under ``bench/slow_disk.py``, in turns that
+  already held a commit's work);
 * CPython never starts a full pass on its own (its threshold is out of reach). Instead, after
   every ``full_after`` generation 1 passes (default: each one), one full pass runs on the event
   loop, in its own loop turn (not inside the callback that happened to allocate), and its
@@ -64,7 +67,7 @@ class GcPacer:
     Args:
         loop: the server's event loop (full passes and sweeps run on it).
         young: CPython's thresholds for generations 0 and 1: net new objects before a young
-            pass, and young passes before a generation 1 pass.
+            pass, and young passes that, once exceeded, start a generation 1 pass.
         full_after: generation 1 passes between two full passes.
         sweep_interval: seconds between full unfrozen collections (cycles among long-lived
             objects are reclaimed then).
@@ -74,7 +77,7 @@ class GcPacer:
         self,
         loop: asyncio.AbstractEventLoop,
         *,
-        young: tuple[int, int] = (700, 3),
+        young: tuple[int, int] = (700, 0),
         full_after: int = 1,
         sweep_interval: float = 600.0,
     ) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -70,6 +71,7 @@ class EngineAPI(Protocol):
         *,
         request: tuple[str, int, bytes] | None = None,
     ) -> asyncio.Future[Any]: ...
+    def sharing_slice(self, ends: float) -> AbstractContextManager[None]: ...
     async def run_action(self, path: str, args: dict[str, Any], identity: Any) -> Any: ...
     def subscribe(
         self,

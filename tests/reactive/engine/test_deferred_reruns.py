@@ -5,6 +5,7 @@ then, and each run once, at the state of its turn."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -92,6 +93,35 @@ async def test_the_rest_of_a_wide_commit_re_runs_in_later_turns(engine: Engine) 
         # A stale listener hears once more when current, with the result at the engine's ts.
         assert seen.events[-1] == ("updated", 1.0, engine.ts)
     assert engine.query_runs == runs + QUERIES  # each query re-ran once
+
+
+async def test_a_commit_in_a_used_up_shared_slice_leaves_every_re_run_to_a_later_turn(
+    engine: Engine,
+) -> None:
+    subs = subscribe_all(engine)
+    runs = engine.query_runs
+    # The caller's slice (say, a socket's run of pipelined mutations) is already used.
+    with engine.sharing_slice(time.perf_counter()):
+        done = engine.start_mutation("wide:set_all", {"v": 1.0})
+    assert done.done() and done.result().success
+    assert engine.query_runs == runs  # nothing re-ran in the caller's turn
+    assert all(q.stale for q, _ in subs)
+    await settle(engine, subs)
+    assert engine.query_runs == runs + QUERIES
+    assert all(q.result.value == 1.0 for q, _ in subs)
+
+
+async def test_a_shared_slice_ends_the_commits_re_runs_at_its_end(engine: Engine) -> None:
+    subs = subscribe_all(engine)
+    runs = engine.query_runs
+    # 1 ms left of the caller's slice: fewer re-runs than the engine's own 2 ms slice holds.
+    with engine.sharing_slice(time.perf_counter() + 0.001):
+        engine.start_mutation("wide:set_all", {"v": 1.0})
+    inline = engine.query_runs - runs
+    # 0.5 ms each: at most two start within the slice (none if the commit itself used it).
+    assert inline <= 2, inline
+    await settle(engine, subs)
+    assert engine.query_runs == runs + QUERIES
 
 
 async def test_a_deferred_query_runs_once_at_the_newest_commit(engine: Engine) -> None:

@@ -299,6 +299,8 @@ class Engine:
         # Re-runs a commit's pass left for later turns (_defer), and the turn to run them.
         self._deferred: deque[SharedQuery] = deque()
         self._deferred_turn: asyncio.Handle | None = None
+        # The end of the caller's work slice (perf_counter), while one shares it (sharing_slice).
+        self._slice_ends = math.inf
         self._closed = False
         # Relaxed durability. A shared log decides commit order by base_ts at write time, so
         # there a relaxed mutation is written like a durable one.
@@ -1336,12 +1338,27 @@ class Engine:
         """The live shared queries whose read sets contain a key written by ``writes``."""
         return self._subs.find(self._written_keys(writes))
 
+    @contextlib.contextmanager
+    def sharing_slice(self, ends: float) -> Iterator[None]:
+        """Within the block, the re-runs that commits trigger inline share the caller's work
+        slice, which ends at ``ends`` (``time.perf_counter()``), instead of each taking a
+        fresh one after it; what the slice leaves goes to the next turn of the loop.
+
+        A loop turn that runs several mutations (a socket's pipelined ones) would otherwise
+        hold the loop for its own slice plus the last commit's whole re-run slice.
+        """
+        outer, self._slice_ends = self._slice_ends, ends
+        try:
+            yield
+        finally:
+            self._slice_ends = outer
+
     def _invalidate(self, points: list[tuple[str, str, bytes]]) -> None:
         """Bring every live query that read one of ``points`` up to date: inline if it is
         fast (notifying the listeners of a changed one now) for one slice of this step, the
         rest in later turns of the loop (:meth:`_defer`), and a slow one off the loop."""
         queries = iter(self._subs.find(points))
-        if self._rerun_inline(queries, held=False):
+        if time.perf_counter() >= self._slice_ends or self._rerun_inline(queries, held=False):
             for query in queries:
                 if self._due(query):
                     self._defer(query)
@@ -1372,7 +1389,7 @@ class Engine:
         cpu_mark = time.thread_time()
         wall_mark = clock()
         # Wall time, not CPU: a turn that was preempted held the loop just as long.
-        pass_ends = wall_mark + slice_s
+        pass_ends = min(wall_mark + slice_s, self._slice_ends)
         for query in queries:
             if not self._due(query):
                 continue

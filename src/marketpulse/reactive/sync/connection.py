@@ -754,21 +754,27 @@ class SyncConnection:
         limits = self._gw.limits
         depth = min(len(entries), limits.max_mutations_in_flight)
         deadline = time.perf_counter() + limits.work_slice_s
-        while self._started < depth:
-            entry = entries[self._started]
-            self._started += 1
-            future = entry.future = self._begin(entry)
-            future.add_done_callback(self._mutation_done)
-            if future.done() and not _succeeded(future):
-                # A failure is answered at once by clients, a success only on the Transition
-                # after it: for the client's promises to settle in the order sent, the
-                # failure's response must follow that Transition, and so no later mutation
-                # may commit before it is answered (its write would be in that Transition
-                # ahead of its response). The pipeline drains here (failures are rare).
-                self._barrier = entry
-                return
-            if time.perf_counter() >= deadline:
-                break
+        # The re-runs each commit triggers share this slice (the rest go to the next turn),
+        # and a mutation starts only if one as long as the last still fits in it.
+        with self._gw.engine.sharing_slice(deadline):
+            while self._started < depth:
+                began = time.perf_counter()
+                entry = entries[self._started]
+                self._started += 1
+                future = entry.future = self._begin(entry)
+                future.add_done_callback(self._mutation_done)
+                if future.done() and not _succeeded(future):
+                    # A failure is answered at once by clients, a success only on the
+                    # Transition after it: for the client's promises to settle in the order
+                    # sent, the failure's response must follow that Transition, and so no
+                    # later mutation may commit before it is answered (its write would be in
+                    # that Transition ahead of its response). The pipeline drains here
+                    # (failures are rare).
+                    self._barrier = entry
+                    return
+                ended = time.perf_counter()
+                if ended + (ended - began) >= deadline:
+                    break
         if self._started < depth:  # the slice is used: the rest behind what waited for it
             self._starter = call_after_waiting(self._start_mutations)
 
