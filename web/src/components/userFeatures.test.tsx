@@ -6,7 +6,7 @@ import type { MarketSummary } from "../types";
 import { AccountView } from "./Account";
 import { type Alert, AlertsView } from "./Alerts";
 import { MarketListView } from "./MarketList";
-import { LoadMore } from "./TradeHistory";
+import { LoadMore, tradeWindow } from "./TradeHistory";
 import { optimisticWatch, WatchStarView } from "./Watchlist";
 
 function market(ticker: string): MarketSummary {
@@ -214,5 +214,21 @@ describe("LoadMore", () => {
     expect((screen.getByTestId("load-more") as HTMLButtonElement).disabled).toBe(true);
     rerender(<LoadMore status="Exhausted" count={42} onLoadMore={onLoadMore} />);
     expect(screen.getByTestId("trades-exhausted").textContent).toBe("All 42 trades");
+  });
+});
+
+describe("tradeWindow", () => {
+  const trades = Array.from({ length: 75 }, (_, i) => i);
+  it("draws the newest rows only and offers the loaded ones it hides", () => {
+    expect(tradeWindow(trades, "Exhausted", 30)).toEqual({
+      rows: trades.slice(0, 30),
+      status: "CanLoadMore",
+      count: 30,
+    });
+  });
+  it("says what the store says once every loaded row is drawn", () => {
+    expect(tradeWindow(trades, "Exhausted", 90)).toEqual({ rows: trades, status: "Exhausted", count: 75 });
+    expect(tradeWindow(trades, "CanLoadMore", 75).status).toBe("CanLoadMore");
+    expect(tradeWindow(trades, "LoadingMore", 30).status).toBe("LoadingMore");
   });
 });
