@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from _batches import batch, ticker
+from _sync_watch import Subscriber, subscribe
 
 MARKETS = 250
 CHANGED = 200
@@ -57,30 +58,17 @@ CHECKS = ("frames_per_group", "query_runs_per_group")
 """Work done per group, which must be the same before and after."""
 
 
-class Subscriber:
-    """One socket's protocol core and its one subscription (query id 0)."""
-
-    def __init__(self, protocol: Any, dirty: dict[Any, None]) -> None:
-        self.protocol = protocol
-        self.dirty = dirty
-        self.query: Any = None
-
-    def on_query_updated(self, query: Any) -> None:
-        self.dirty[self] = None
-
-
 async def child(batches: int, directory: Path) -> dict[str, Any]:
     from marketpulse.marketdata.functions import marketData
     from marketpulse.reactive.engine import Engine, Identity
     from marketpulse.reactive.limits import RunLimits
     from marketpulse.reactive.persistence import open_persistence
-    from marketpulse.reactive.sync.protocol import SyncProtocol
 
     # A loaded host can stretch a 200-market group past the default 1 s limits.
     limits = RunLimits(query_time_limit=30.0, mutation_time_limit=30.0)
     persistence = open_persistence(f"sqlite:{directory / 'group.db'}")
     engine = await Engine.open(persistence, [marketData], limits=limits)
-    admin, anon = Identity.admin(), Identity.anonymous()
+    admin = Identity.admin()
     bodies = [
         {"batch": batch(n, [(n * 37 + k) % MARKETS for k in range(CHANGED)])}
         for n in range(1, batches + 1)
@@ -94,36 +82,8 @@ async def child(batches: int, directory: Path) -> dict[str, Any]:
         subscribers: list[Subscriber] = []
         for s in range(SUBSCRIPTIONS):
             name, market = QUERIES[s % 3], (s * 7) % MARKETS
-            proto = SyncProtocol()
-            proto.receive_data(
-                json.dumps({"type": "Connect", "sessionId": f"s{s}", "connectionCount": 0})
-            )
-            proto.receive_data(
-                json.dumps(
-                    {
-                        "type": "ModifyQuerySet",
-                        "baseVersion": 0,
-                        "newVersion": 1,
-                        "modifications": [
-                            {
-                                "type": "Add",
-                                "queryId": 0,
-                                "udfPath": f"marketData:{name}",
-                                "args": [{"ticker": ticker(market)}],
-                            }
-                        ],
-                    }
-                )
-            )
-            assert proto.protocol_error is None, proto.protocol_error
-            proto.events_received()
-            sub = Subscriber(proto, dirty)
-            sub.query = engine.subscribe(
-                f"marketData:{name}", {"ticker": ticker(market)}, anon, sub
-            )
-            proto.send_transition(engine.ts, {0: sub.query.result})
-            proto.data_to_send()
-            subscribers.append(sub)
+            args = {"ticker": ticker(market)}
+            subscribers.append(subscribe(engine, f"s{s}", f"marketData:{name}", args, dirty))
         dirty.clear()
         # As serve's SurvivorFreezer: the long-lived set-up is frozen, so full collections
         # walk only what the groups promote.

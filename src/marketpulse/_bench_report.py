@@ -276,6 +276,30 @@ def _apply_rows(res: dict[str, Any]) -> list[Row]:
     ]
 
 
+_CHART_FIGURES = (
+    ("commit_cpu_us", "store CPU per trade, commit and re-runs", "µs"),
+    ("fanout_cpu_us", "store CPU per trade, fan-out encoding", "µs"),
+    ("bytes_per_viewer", "bytes pushed per trade to each viewer", "B"),
+)
+
+
+def _chart_rows(res: dict[str, Any]) -> list[Row]:
+    figures = res.get("figures", {})
+    ours, base = figures.get("live window", {}), figures.get("one query", {})
+    goal = f"<= {res.get('goal_ratio', '?')}x the one query"
+    return [
+        _vs(
+            label,
+            ours.get(key),
+            goal if key != "fanout_cpu_us" else "",
+            "one query",
+            base.get(key),
+            unit,
+        )
+        for key, label, unit in _CHART_FIGURES
+    ]
+
+
 def _codec_rows(res: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
     for shape, f in res.get("shapes", {}).items():
@@ -394,6 +418,7 @@ TABLES: dict[str, tuple[str, Callable[[dict[str, Any]], list[Row]]]] = {
     "pipeline_throughput": ("The pipeline against the seed's design", _pipeline_rows),
     "marketdata_apply": ("applyUpdates with and without subscriptions", _apply_rows),
     "batch_codec": ("One applyUpdates batch encoded and checked, books packed", _codec_rows),
+    "chart_candles": ("The dashboard chart's store cost per trade: live window", _chart_rows),
     "metrics_scrape": ("The store's loop lag under /metrics scrapes alone", _scrape_rows),
     "simulator_rate": ("The simulator's send rate", _simulator_rows),
     "subscriptions_find": ("Finding the subscriptions a commit affects", _find_rows),

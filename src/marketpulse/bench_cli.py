@@ -37,6 +37,7 @@ DETAIL: dict[str, tuple[str, ...]] = {
         "sync_latency.py",
         "metrics_scrape.py",
         "dashboard_latency.py",
+        "chart_candles.py",
         "lifecycle.py",
     ),
     "ingest": (

@@ -330,6 +330,15 @@ async def test_history_candles_win_over_built_ones_across_packed_documents(store
     # The newest ``limit`` (history and built together), however the documents split them.
     for limit in (1, 2, 60, 61, 130):
         assert store.query("getCandles", ticker="A", interval="1m", limit=limit) == c1[-limit:]
+    # With ``before``: what started before it, as in the whole (the filled minutes too).
+    for k in (1, 5, 6, 60, 61, 149, 150, 170, 200):
+        before = start + k * MIN
+        for limit in (1, 60, 1000):
+            got = store.query("getCandles", ticker="A", interval="1m", limit=limit, before=before)
+            assert got == [c for c in c1 if c["start"] < before][-limit:], (k, limit)
+    # The open candle (minute 200) is left out, its minute filled at the last close before it.
+    after = store.query("getCandles", ticker="A", interval="1m", limit=3, before=start + 201 * MIN)
+    assert after == [c1[198], c1[199], {**c1[199], "start": start + 200 * MIN}]
     # Cleanup drops a history document once its last minute ended by the cutoff.
     r = await store.mutate(
         "cleanup", olderThanMs=60 * MIN, nowMs=start + 120 * MIN + 60 * MIN, limit=1000

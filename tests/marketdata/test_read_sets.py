@@ -184,3 +184,29 @@ async def test_identical_subscriptions_share_one_run(store: Store) -> None:
     )
     assert subs.reruns()["trades_A"] == 1
     assert all(listener.updates == 1 for _, listener in extra)
+
+
+async def test_candle_history_under_a_live_window_is_not_rerun_by_trades(store: Store) -> None:
+    """getCandles with ``before`` (the chart's history) re-runs only when a candle that started
+    before it changes: not on each trade of the current interval, nor when one closes after it."""
+    minute = 60_000.0
+    start = T0 - T0 % minute
+
+    def a_trade(n: int, ts: float) -> dict[str, Any]:
+        return {"id": f"A-h{n}", "ticker": "A", "side": "buy", "price": 0.5, "size": 1.0,
+                "timestamp": ts}  # fmt: skip
+
+    await store.apply(trades=[a_trade(i, start + i * minute) for i in range(5)])
+    history, listener = store.subscribe(
+        "getCandles", ticker="A", interval="1m", before=start + 3 * minute
+    )
+    live, _ = store.subscribe("getCandles", ticker="A", interval="1m")
+    runs, live_runs = history.runs, live.runs
+    await store.apply(trades=[a_trade(10, start + 4 * minute + 1_000)])  # the open minute
+    await store.apply(trades=[a_trade(11, start + 5 * minute)])  # minute 4 closes
+    assert (history.runs - runs, live.runs - live_runs) == (0, 2)
+    assert listener.updates == 0
+    await store.apply(trades=[a_trade(12, start + 2 * minute + 1_000)])  # a late one, minute 2
+    assert history.runs - runs == 1 and listener.updates == 1
+    assert [c["start"] for c in listener.values[-1]] == [start + i * minute for i in range(3)]
+    assert listener.values[-1][2]["trades"] == 2.0

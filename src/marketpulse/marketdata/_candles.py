@@ -14,6 +14,7 @@ of history for 20 markets take 20-60 s; per candle, packed, it is a few bytes of
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
@@ -178,7 +179,10 @@ def _flat(start: float, price: float) -> dict[str, Any]:
 
 
 def fill_gaps(
-    newest_first: Sequence[dict[str, Any]], interval_ms: int, limit: int
+    newest_first: Sequence[dict[str, Any]],
+    interval_ms: int,
+    limit: int,
+    until: float | None = None,
 ) -> list[dict[str, Any]]:
     """The last ``limit`` candles, oldest first, with quiet intervals filled.
 
@@ -189,12 +193,21 @@ def fill_gaps(
         newest_first: Stored candles of one ticker and interval, newest first (at most ``limit``).
         interval_ms: The interval length.
         limit: How many candles to return at most.
+        until: Also fill the intervals after the newest candle that start before this (epoch
+            ms); None: end at the newest candle.
 
     Returns:
         Public candle dicts (``start``, ``open``, ``high``, ``low``, ``close``, ``volume``,
         ``trades``), oldest first.
     """
     out: list[dict[str, Any]] = []
+    if until is not None and newest_first:
+        top = float(newest_first[0]["start"])
+        close = float(newest_first[0]["close"])
+        after = math.ceil((until - top) / interval_ms) - 1  # quiet intervals after the newest
+        out.extend(
+            _flat(top + k * interval_ms, close) for k in range(after, max(after - limit, 0), -1)
+        )
     for i, stored in enumerate(newest_first):
         if len(out) >= limit:
             break

@@ -11,8 +11,9 @@ getPrice            ``prices`` (ticker), ``priceHistory`` (ticker, ts <= updated
                     ``markets`` (ticker) only while no history sample is old enough
 getOrderbook        ``books`` (ticker)
 getRecentTrades     ``trades`` (ticker, newest ``limit``); ``markets`` (ticker) only if none
-getCandles          ``openCandles`` (ticker), ``candles`` (ticker, interval, newest ``limit``),
-                    ``candleHistory`` (ticker, interval); ``markets`` only if none
+getCandles          ``openCandles`` (ticker) unless ``before``, ``candles`` (ticker, interval,
+                    newest ``limit`` [before ``before``]), ``candleHistory`` (ticker, interval
+                    [before ``before``]); ``markets`` only if none
 getMarket           ``markets`` (ticker), then what getPrice reads
 listMarkets         ``markets`` (status or all, until ``limit`` matches), ``prices`` of those
 getStreamStatus     ``streams``
@@ -25,7 +26,7 @@ false``, which re-runs the queries reading them: ``getOrderbook`` then answers n
 say ``live: false``. ``resetLeases`` does the same for every stream as the store starts.
 
 So a book change on market A re-runs only getOrderbook(A); a trade on A re-runs
-getRecentTrades(A), getCandles(A, *), getPrice(A) (its last price moved) and the market lists
+getRecentTrades(A), getCandles(A, *) (not with ``before``), getPrice(A) (its last price moved) and the market lists
 showing A; nothing about A re-runs a query about B. ``applyUpdates`` writes a document only
 when its content changes, so a replayed batch re-runs nothing. ``books`` keeps its levels packed
 (``packed_levels``): a book is rewritten on nearly every batch and read by every getOrderbook re-run.
@@ -113,6 +114,7 @@ HOUR_CANDLES_KEPT_MS = 31 * DAY_MS
 Depth = Annotated[int, Field(ge=1, le=BOOK_LEVELS)]
 CandleLimit = Annotated[int, Field(ge=1, le=MAX_CANDLES)]
 Ticker = Annotated[str, Field(max_length=MAX_TEXT)]
+EpochMs = Annotated[float, Field(ge=0)]
 
 
 def _by_ticker(ctx: QueryCtx, table: str, ticker: str) -> dict[str, Any] | None:
@@ -183,23 +185,34 @@ def getRecentTrades(
 
 @marketData.query
 def getCandles(
-    ctx: QueryCtx, ticker: Ticker, interval: Interval, limit: CandleLimit = 100
+    ctx: QueryCtx,
+    ticker: Ticker,
+    interval: Interval,
+    limit: CandleLimit = 100,
+    before: EpochMs | None = None,
 ) -> list[dict[str, Any]] | None:
-    """OHLCV candles from trades, oldest first; a quiet interval repeats the last close."""
+    """OHLCV candles from trades, oldest first; a quiet interval repeats the last close.
+
+    With ``before`` (epoch ms), the closed candles that started before it, quiet intervals
+    filled up to it: the history under a live window of the newest candles. It leaves out the
+    candle still open and reads nothing a trade in the current interval writes, so it is not
+    re-run with every trade, only when its range changes (a backfill).
+    """
 
     def same(q: IndexRange) -> IndexRange:
-        return q.eq("ticker", ticker).eq("interval", interval)
+        q = q.eq("ticker", ticker).eq("interval", interval)
+        return q if before is None else q.lt("start", before)
 
-    opened = _by_ticker(ctx, "openCandles", ticker)
     # Newest first: the open candle, then the closed ones.
     built: dict[float, dict[str, Any]] = {}
-    if opened is not None:
+    if before is None and (opened := _by_ticker(ctx, "openCandles", ticker)) is not None:
         candle = unpack_open(ticker, opened["candles"])[interval]
         built[candle["start"]] = candle
     closed = ctx.db.query("candles").with_index("by_ticker_interval_start", same).order("desc")
     for doc in closed.take(limit - len(built)):
         built.setdefault(float(doc["start"]), doc)
     # The newest history documents until they hold ``limit`` candles (or there are no more).
+    # A document is keyed by its first candle, so the one ``before`` falls in is read whole.
     chunks: list[dict[str, Any]] = []
     want = limit // CHUNK_CANDLES + 2
     while True:
@@ -212,12 +225,16 @@ def getCandles(
     if not built and not chunks and not _known(ctx, ticker):
         return None
     if not chunks:  # no history: the built candles, newest first already
-        return fill_gaps(list(built.values()), INTERVALS[interval], limit)
+        return fill_gaps(list(built.values()), INTERVALS[interval], limit, before)
     # The exchange's candle of an interval holds all its trades: it wins over the one built.
     for chunk in chunks:
-        built.update((row[0], history_candle(row)) for row in unpack_rows(chunk["candles"]))
+        built.update(
+            (row[0], history_candle(row))
+            for row in unpack_rows(chunk["candles"])
+            if before is None or row[0] < before
+        )
     newest = sorted(built.values(), key=lambda c: -float(c["start"]))[:limit]
-    return fill_gaps(newest, INTERVALS[interval], limit)
+    return fill_gaps(newest, INTERVALS[interval], limit, before)
 
 
 @marketData.query

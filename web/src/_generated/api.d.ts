@@ -56,7 +56,12 @@ export declare const api: {
     getCandles: FunctionReference<
       "query",
       "public",
-      { ticker: string; interval: "1m" | "5m" | "1h"; limit?: number },
+      {
+        ticker: string;
+        interval: "1m" | "5m" | "1h";
+        limit?: number;
+        before?: number | null;
+      },
       Array<{
         start: number;
         open: number;

@@ -1,13 +1,10 @@
 import { useEffect, useRef, useState } from "react";
-import { useQuery } from "convex/react";
 import type { IChartApi, ISeriesApi, UTCTimestamp } from "lightweight-charts";
-import { api } from "../_generated/api";
 import { priceDecimals } from "../format";
+import { useCandles } from "../hooks/useCandles";
 import type { Candle, CandleInterval } from "../types";
 
 const INTERVALS: CandleInterval[] = ["1m", "5m", "1h"];
-/** A day of 1-minute candles and more (marketData:getCandles allows 1,500): history from the first second. */
-const CANDLE_LIMIT = 1500;
 
 export interface SeriesData {
   candles: Array<{ time: UTCTimestamp; open: number; high: number; low: number; close: number }>;
@@ -61,10 +58,14 @@ interface ChartHandle {
   volumes: ISeriesApi<"Histogram">;
 }
 
-/** A live candlestick chart of one market (marketData:getCandles), with volume bars. */
+/**
+ * A live candlestick chart of one market, with volume bars: a day of 1-minute candles and more
+ * (history from the first second), of which only the newest are pushed again with each trade
+ * (`useCandles`).
+ */
 export function CandleChart({ ticker }: { ticker: string }) {
   const [interval, setChartInterval] = useState<CandleInterval>("1m");
-  const candles = useQuery(api.marketData.getCandles, { ticker, interval, limit: CANDLE_LIMIT });
+  const { candles, complete } = useCandles(ticker, interval);
   const container = useRef<HTMLDivElement>(null);
   const handle = useRef<ChartHandle | null>(null);
   const [ready, setReady] = useState(false);
@@ -146,7 +147,7 @@ export function CandleChart({ ticker }: { ticker: string }) {
       });
     }
     shown.current = { key, bars: data.candles };
-    if (fitted.current !== key && data.candles.length > 0) {
+    if (fitted.current !== key && complete && data.candles.length > 0) {
       fitted.current = key;
       // With few candles, fitting them to the width draws absurdly wide bars: show a window of
       // MIN_BARS slots with the data at its right edge instead.
@@ -154,7 +155,7 @@ export function CandleChart({ ticker }: { ticker: string }) {
       if (n < MIN_BARS) h.chart.timeScale().setVisibleLogicalRange({ from: n - MIN_BARS, to: n + 1 });
       else h.chart.timeScale().fitContent();
     }
-  }, [ready, candles, ticker, interval]);
+  }, [ready, candles, complete, ticker, interval]);
 
   // null: the store does not know this market.
   const empty = candles === null || (candles !== undefined && candles.length === 0);
