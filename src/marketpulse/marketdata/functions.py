@@ -114,7 +114,7 @@ HOUR_CANDLES_KEPT_MS = 31 * DAY_MS
 Depth = Annotated[int, Field(ge=1, le=BOOK_LEVELS)]
 CandleLimit = Annotated[int, Field(ge=1, le=MAX_CANDLES)]
 Ticker = Annotated[str, Field(max_length=MAX_TEXT)]
-EpochMs = Annotated[float, Field(ge=0)]
+EpochMs = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 def _by_ticker(ctx: QueryCtx, table: str, ticker: str) -> dict[str, Any] | None:
