@@ -276,28 +276,31 @@ def _apply_rows(res: dict[str, Any]) -> list[Row]:
     ]
 
 
-_CHART_FIGURES = (
-    ("commit_cpu_us", "store CPU per trade, commit and re-runs", "µs"),
-    ("fanout_cpu_us", "store CPU per trade, fan-out encoding", "µs"),
-    ("bytes_per_viewer", "bytes pushed per trade to each viewer", "B"),
+_PUSH_FIGURES = (
+    ("commit_cpu_us", "store CPU per step, commit and re-runs", "µs"),
+    ("fanout_cpu_us", "store CPU per step, fan-out encoding", "µs"),
+    ("bytes_per_viewer", "bytes pushed per step to each viewer", "B"),
 )
 
 
-def _chart_rows(res: dict[str, Any]) -> list[Row]:
-    figures = res.get("figures", {})
-    ours, base = figures.get("live window", {}), figures.get("one query", {})
-    goal = f"<= {res.get('goal_ratio', '?')}x the one query"
-    return [
-        _vs(
-            label,
-            ours.get(key),
-            goal if key != "fanout_cpu_us" else "",
-            "one query",
-            base.get(key),
-            unit,
-        )
-        for key, label, unit in _CHART_FIGURES
-    ]
+def _pushes_rows(res: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for name, scenario in res.get("scenarios", {}).items():
+        old_name, new_name = scenario.get("layouts", ("?", "?"))
+        old, new = scenario["figures"].get(old_name, {}), scenario["figures"].get(new_name, {})
+        goal = f"<= {res.get('goal_ratio', '?')}x {old_name}"
+        rows += [
+            _vs(
+                f"{name}, {label} ({new_name})",
+                new.get(key),
+                goal if key != "fanout_cpu_us" else "",
+                old_name,
+                old.get(key),
+                unit,
+            )
+            for key, label, unit in _PUSH_FIGURES
+        ]
+    return rows
 
 
 def _codec_rows(res: dict[str, Any]) -> list[Row]:
@@ -418,7 +421,10 @@ TABLES: dict[str, tuple[str, Callable[[dict[str, Any]], list[Row]]]] = {
     "pipeline_throughput": ("The pipeline against the seed's design", _pipeline_rows),
     "marketdata_apply": ("applyUpdates with and without subscriptions", _apply_rows),
     "batch_codec": ("One applyUpdates batch encoded and checked, books packed", _codec_rows),
-    "chart_candles": ("The dashboard chart's store cost per trade: live window", _chart_rows),
+    "dashboard_pushes": (
+        "The dashboard's chart and market list: the store's cost per tick",
+        _pushes_rows,
+    ),
     "metrics_scrape": ("The store's loop lag under /metrics scrapes alone", _scrape_rows),
     "simulator_rate": ("The simulator's send rate", _simulator_rows),
     "subscriptions_find": ("Finding the subscriptions a commit affects", _find_rows),

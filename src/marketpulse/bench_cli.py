@@ -37,7 +37,7 @@ DETAIL: dict[str, tuple[str, ...]] = {
         "sync_latency.py",
         "metrics_scrape.py",
         "dashboard_latency.py",
-        "chart_candles.py",
+        "dashboard_pushes.py",
         "lifecycle.py",
     ),
     "ingest": (

@@ -400,6 +400,11 @@ async def test_markets_list_filter_search_and_get(store: Store) -> None:
     )
     assert store.query("getMarket", ticker="FED-1")["status"] == "closed"
     assert store.query("listMarkets", status="closed")[0]["price"] == 0.35
+    # Without prices: the same markets, no price fields (a list whose rows subscribe to theirs).
+    bare = store.query("listMarkets", status="closed", prices=False)[0]
+    priced = store.query("listMarkets", status="closed")[0]
+    no_price = dict.fromkeys(("price", "yesBid", "yesAsk", "volume", "openInterest"))
+    assert bare == {**priced, **no_price, "live": False}
     # A re-upsert does not blank fields it omits, nor override the feed's price.
     await store.mutate(
         "upsertMarkets", markets=[{"ticker": "FED-1", "subtitle": "Dec", "lastPrice": 0.1}]

@@ -210,3 +210,17 @@ async def test_candle_history_under_a_live_window_is_not_rerun_by_trades(store: 
     assert history.runs - runs == 1 and listener.updates == 1
     assert [c["start"] for c in listener.values[-1]] == [start + i * minute for i in range(3)]
     assert listener.values[-1][2]["trades"] == 2.0
+
+
+async def test_a_list_without_prices_is_not_rerun_by_prices(store: Store) -> None:
+    """listMarkets ``prices: false`` re-runs on a listed market's metadata, not its price."""
+    subs = await seeded(store)
+    bare, listener = store.subscribe("listMarkets", prices=False)
+    priced, _ = store.subscribe("listMarkets")
+    runs, priced_runs = bare.runs, priced.runs
+    await store.apply(prices=[{"ticker": "A", "yesBid": 0.42, "ts": T0 + 1}])
+    await store.apply(**everything("B", T0 + 2, 1))  # B's trades, book, price; B now active
+    assert (bare.runs - runs, priced.runs - priced_runs) == (1, 2)  # B's status moved
+    assert listener.updates == 1
+    assert [m["status"] for m in listener.values[-1]] == ["paused", "active"]
+    assert subs.reruns()["price_A"] == 1

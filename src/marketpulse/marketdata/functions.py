@@ -16,6 +16,7 @@ getCandles          ``openCandles`` (ticker) unless ``before``, ``candles`` (tic
                     [before ``before``]); ``markets`` only if none
 getMarket           ``markets`` (ticker), then what getPrice reads
 listMarkets         ``markets`` (status or all, until ``limit`` matches), ``prices`` of those
+                    (none with ``prices: false``)
 getStreamStatus     ``streams``
 getTradeHistory     ``trades`` (ticker, one page, newest first; ``paginate``)
 ==================  ===========================================================================
@@ -254,8 +255,14 @@ def listMarkets(
     status: Annotated[str, Field(max_length=64)] | None = None,
     search: Annotated[str, Field(max_length=200)] | None = None,
     limit: Limit = 50,
+    prices: bool = True,
 ) -> list[dict[str, Any]]:
-    """Markets by ticker, optionally of one status and matching ``search`` (ticker, event, title)."""
+    """Markets by ticker, optionally of one status and matching ``search`` (ticker, event, title).
+
+    With ``prices`` false the entries carry no price (its fields null, ``live`` false) and no
+    ``prices`` document is read: the list then re-runs when a listed market's metadata changes,
+    not with every price of every market in it (for a list whose rows subscribe to their own).
+    """
     query = (
         ctx.db.query("markets").with_index("by_status", lambda q: q.eq("status", status))
         if status is not None
@@ -270,6 +277,8 @@ def listMarkets(
             )
         )
     markets = query.take(limit)
+    if not prices:
+        return [_results.market_result(m, None) for m in markets]
     return [_results.market_result(m, _by_ticker(ctx, "prices", m["ticker"])) for m in markets]
 
 

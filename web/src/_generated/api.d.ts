@@ -198,7 +198,12 @@ export declare const api: {
     listMarkets: FunctionReference<
       "query",
       "public",
-      { status?: string | null; search?: string | null; limit?: number },
+      {
+        status?: string | null;
+        search?: string | null;
+        limit?: number;
+        prices?: boolean;
+      },
       Array<{
         ticker: string;
         title: string;

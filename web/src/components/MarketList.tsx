@@ -8,16 +8,13 @@ import { Flash } from "./Flash";
 import { SkeletonRows } from "./Skeleton";
 import { useWatchlist, WatchFilter, WatchStar } from "./Watchlist";
 
-/** The live price cell of one row: its own subscription, so one market ticking re-renders one row. */
+/**
+ * The live price cell of one row: its own subscription, so one market ticking re-renders one
+ * row, and the list itself (asked without prices) is not sent again with every price.
+ */
 function RowPrice({ market }: { market: MarketSummary }) {
   const live = useQuery(api.marketData.getPrice, { ticker: market.ticker });
-  return (
-    <RowPriceView
-      price={live?.price ?? market.price}
-      change={live?.changePercent24h}
-      stale={live ? !live.live : !market.live}
-    />
-  );
+  return <RowPriceView price={live?.price} change={live?.changePercent24h} stale={live ? !live.live : false} />;
 }
 
 /** A row's price and 24 h change. */
@@ -86,7 +83,10 @@ export function MarketList({
   const [search, setSearch] = useState("");
   const query = useDebounced(search.trim(), 150);
   useSlashToSearch();
-  const markets = useStableQuery(api.marketData.listMarkets, query ? { search: query, limit: 100 } : { limit: 100 });
+  const markets = useStableQuery(
+    api.marketData.listMarkets,
+    query ? { search: query, limit: 100, prices: false } : { limit: 100, prices: false },
+  );
 
   useEffect(() => {
     if (markets && onLoaded) onLoaded(markets);
