@@ -24,7 +24,6 @@ Prints a table and, as its last line, one JSON object with the figures.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import queue
 import sys
@@ -37,6 +36,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from _common import emit  # noqa: E402
 from marketpulse.testing import (  # noqa: E402
     AdminClient,
     DevProcess,
@@ -256,7 +256,7 @@ def main() -> None:
         figures[f"{source}_missing"] = n - len(series["dom"])
     figures["sim_rate"] = args.sim_rate
     figures["serve_rate_per_s"] = args.rate
-    print(json.dumps(figures))
+    emit(figures)
 
 
 if __name__ == "__main__":

@@ -276,6 +276,25 @@ def _apply_rows(res: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _dashboard_rows(res: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for source, what in (("dev", "the whole system"), ("serve", "store and browser")):
+        for pct in ("p50", "p99"):
+            ours = res.get(f"{source}_dom_{pct}_ms")
+            if ours is not None:
+                base = res.get(f"{source}_client_{pct}_ms")
+                rows.append(
+                    _vs(
+                        f"{source} ({what}), trade -> browser DOM, {pct}",
+                        ours,
+                        "",
+                        "PyPI client receipt",
+                        base,
+                    )
+                )
+    return rows
+
+
 _PUSH_FIGURES = (
     ("commit_cpu_us", "store CPU per step, commit and re-runs", "µs"),
     ("fanout_cpu_us", "store CPU per step, fan-out encoding", "µs"),
@@ -421,6 +440,10 @@ TABLES: dict[str, tuple[str, Callable[[dict[str, Any]], list[Row]]]] = {
     "pipeline_throughput": ("The pipeline against the seed's design", _pipeline_rows),
     "marketdata_apply": ("applyUpdates with and without subscriptions", _apply_rows),
     "batch_codec": ("One applyUpdates batch encoded and checked, books packed", _codec_rows),
+    "dashboard_latency": (
+        "Dashboard: a trade from its source to the browser's DOM",
+        _dashboard_rows,
+    ),
     "dashboard_pushes": (
         "The dashboard's chart and market list: the store's cost per tick",
         _pushes_rows,
