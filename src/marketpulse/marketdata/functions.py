@@ -27,8 +27,8 @@ false``, which re-runs the queries reading them: ``getOrderbook`` then answers n
 say ``live: false``. ``resetLeases`` does the same for every stream as the store starts.
 
 So a book change on market A re-runs only getOrderbook(A); a trade on A re-runs
-getRecentTrades(A), getCandles(A, *) (not with ``before``), getPrice(A) (its last price moved) and the market lists
-showing A; nothing about A re-runs a query about B. ``applyUpdates`` writes a document only
+getRecentTrades(A), getCandles(A, *) (not those with ``before``), getPrice(A) (its last price
+moved) and the market lists showing A with prices; nothing about A re-runs a query about B. ``applyUpdates`` writes a document only
 when its content changes, so a replayed batch re-runs nothing. ``books`` keeps its levels packed
 (``packed_levels``): a book is rewritten on nearly every batch and read by every getOrderbook re-run.
 """
