@@ -33,7 +33,7 @@ import gc
 import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,11 +133,12 @@ class Layout:
         raise TimeoutError("a re-run did not finish in 2 s")
 
 
-Step = Callable[[int], Awaitable[dict[str, Any]]]
-"""Runs step ``n``'s mutation; returns its arguments' result."""
+Setup = tuple[Callable[[int], dict[str, Any]], Callable[[], None] | None]
+"""What a scenario's set-up returns: step ``n``'s ``applyUpdates`` arguments, and what to do
+to the subscriptions after each step (None: nothing)."""
 
 
-async def chart(layout: str, lay: Layout, admin: Any) -> tuple[Callable[[int], Any], Any]:
+async def chart(layout: str, lay: Layout, admin: Any) -> Setup:
     engine = lay.engine
     await engine.run_mutation("marketData:upsertCandles", {"candles": exchange_day()}, admin)
     assert (await engine.run_mutation("marketData:applyUpdates", a_trade(0), admin)).success
@@ -161,7 +162,7 @@ async def chart(layout: str, lay: Layout, admin: Any) -> tuple[Callable[[int], A
     return a_trade, after_step
 
 
-async def market_list(layout: str, lay: Layout, admin: Any) -> tuple[Callable[[int], Any], Any]:
+async def market_list(layout: str, lay: Layout, admin: Any) -> Setup:
     engine = lay.engine
     rows = [
         {"ticker": ticker(i), "title": f"Market {i}", "status": "active"} for i in range(LISTED)
@@ -273,6 +274,7 @@ async def main_async(steps: int, viewers: int, rounds: int) -> dict[str, Any]:
         "viewers": viewers,
         "rounds": rounds,
         "goal_ratio": GOAL_RATIO,
+        "goals": list(GOALS),
         "scenarios": scenarios,
         "met": all(s["met"] for s in scenarios.values()),
     }

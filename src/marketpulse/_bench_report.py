@@ -308,11 +308,12 @@ def _pushes_rows(res: dict[str, Any]) -> list[Row]:
         old_name, new_name = scenario.get("layouts", ("?", "?"))
         old, new = scenario["figures"].get(old_name, {}), scenario["figures"].get(new_name, {})
         goal = f"<= {res.get('goal_ratio', '?')}x {old_name}"
+        goals = res.get("goals", ())
         rows += [
             _vs(
                 f"{name}, {label} ({new_name})",
                 new.get(key),
-                goal if key != "fanout_cpu_us" else "",
+                goal if key in goals else "",
                 old_name,
                 old.get(key),
                 unit,

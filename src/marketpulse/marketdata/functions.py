@@ -213,7 +213,8 @@ def getCandles(
     for doc in closed.take(limit - len(built)):
         built.setdefault(float(doc["start"]), doc)
     # The newest history documents until they hold ``limit`` candles (or there are no more).
-    # A document is keyed by its first candle, so the one ``before`` falls in is read whole.
+    # A document is keyed by the start of the span it covers, so the one ``before`` falls in
+    # is read whole and its later candles are dropped below.
     chunks: list[dict[str, Any]] = []
     want = limit // CHUNK_CANDLES + 2
     while True:
