@@ -20,7 +20,7 @@ class Subscriber:
     def on_query_updated(self, query: Any) -> None:
         self.dirty[self] = None
 
-    def push(self, ts: int, shared: dict[Any, bytes]) -> int:
+    def push(self, ts: int, shared: dict[Any, Any]) -> int:
         """Encode this subscriber's Transition, as the fan-out does; the bytes it would write."""
         if not self.protocol.send_transition(ts, {0: self.query.result}, shared=shared):
             return 0

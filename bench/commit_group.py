@@ -105,7 +105,7 @@ async def child(batches: int, directory: Path) -> dict[str, Any]:
             cpu1 = time.thread_time()
             commit_cpu += cpu1 - cpu0
             f0 = time.perf_counter()
-            shared: dict[Any, bytes] = {}
+            shared: dict[Any, Any] = {}
             ts = engine.ts
             for sub in dirty:
                 if sub.protocol.send_transition(ts, {0: sub.query.result}, shared=shared):

@@ -205,7 +205,7 @@ async def run_layout(
             commit_cpu += cpu1 - cpu0
             if after_step is not None:
                 after_step()
-            shared: dict[Any, bytes] = {}
+            shared: dict[Any, Any] = {}
             pushed += sum(sub.push(engine.ts, shared) for sub in lay.dirty)
             lay.dirty.clear()
             fanout_cpu += time.process_time() - cpu1

@@ -24,6 +24,7 @@ from marketpulse.reactive.access import Access, Caller
 from marketpulse.reactive.admission import Admission
 from marketpulse.reactive.limits import ConnectionLimits
 from marketpulse.reactive.sync._fanout_writer import FanoutWriter, fanout_writer_from_env
+from marketpulse.reactive.sync.protocol import SharedTransitions
 
 if TYPE_CHECKING:
     # Types only: the front doors run against any engine that keeps the seam.
@@ -407,7 +408,7 @@ class ConnectionWatchdog:
 
 
 class _Flushable(Protocol):
-    def flush_now(self, now: float, shared: dict[Any, bytes] | None = None) -> None: ...
+    def flush_now(self, now: float, shared: SharedTransitions | None = None) -> None: ...
 
 
 class Flusher:
@@ -458,7 +459,7 @@ class Flusher:
         start_cpu = time.thread_time()
         ends = start + self.slice_s
         now = asyncio.get_running_loop().time()
-        shared: dict[Any, bytes] = {}  # identical Transitions encoded once per slice
+        shared: SharedTransitions = {}  # identical Transitions encoded once per slice
         writer = self.writer
         helper_cpu = writer.helper_cpu_s
         writer.start(len(dirty))

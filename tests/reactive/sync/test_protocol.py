@@ -18,6 +18,7 @@ from marketpulse.reactive.sync.protocol import (
     ProtocolError,
     QueryAdded,
     QueryRemoved,
+    SharedTransitions,
     SyncProtocol,
     failed_outcome,
 )
@@ -515,12 +516,13 @@ def test_engine_convex_error_with_null_data_still_sends_error_data() -> None:
 
 def test_sockets_in_the_same_state_share_one_encoding() -> None:
     r = FunctionResult(True, 5.0, encoded_json=b"5.0")
-    shared: dict[object, bytes] = {}
+    shared: SharedTransitions = {}
     protos = [SyncProtocol() for _ in range(3)]
     for p in protos:
         receive(p, add(0, (0, "a:q", {})))
     first = [sent(p, 9, {0: r}, shared=shared) for p in protos]
     assert first[0] is first[1] is first[2], "encoded once"
+    assert protos[0].sent_version is protos[2].sent_version, "and one end version"
     assert len(shared) == 1
     # A socket at another point of its chain gets its own, correct Transition.
     other = SyncProtocol()

@@ -11,11 +11,13 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.frames import Frame, Opcode
+from websockets.streams import StreamReader
 
 from marketpulse.reactive.limits import ConnectionLimits
 from marketpulse.reactive.sync.client import RawSubscriber, ServerError
 from marketpulse.reactive.sync.connection import SyncConnection
-from marketpulse.reactive.sync.websocket import is_sync_path
+from marketpulse.reactive.sync.websocket import _framed, is_sync_path
 
 from .serving import Served, serve_store
 from .test_connection import LIMITS, inc, small_buffer_socket
@@ -25,6 +27,36 @@ from .test_connection import LIMITS, inc, small_buffer_socket
 async def store(tmp_path: Path) -> Any:
     async with serve_store(tmp_path / "s.sqlite", LIMITS) as served:
         yield served
+
+
+def _parsed(frame: bytes) -> Frame:
+    """``frame`` read back as a client reads a server's frame (unmasked)."""
+    reader = StreamReader()
+    reader.feed_data(frame)
+    parser = Frame.parse(reader.read_exact, mask=False)
+    try:
+        next(parser)
+    except StopIteration as done:
+        parsed: Frame = done.value
+        return parsed
+    raise AssertionError("the frame was not complete")
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536])
+def test_a_fan_out_frame_is_one_text_frame_at_every_length_encoding(size: int) -> None:
+    payload = b"x" * size
+    frame = _parsed(_framed(payload))
+    assert frame.opcode is Opcode.TEXT and frame.fin and frame.data == payload
+
+
+def test_frames_are_shared_by_payload_identity_only() -> None:
+    a, b = b'{"v":1}', b'{"v":2}'
+    first = _framed(a)
+    assert _framed(a) is first, "the same payload is framed once"
+    assert _parsed(_framed(b)).data == b
+    twin = bytes(bytearray(a))  # equal bytes, another object
+    assert _parsed(_framed(twin)).data == a
+    assert _parsed(_framed(a)).data == a
 
 
 def _server_tasks() -> list[asyncio.Task[Any]]:

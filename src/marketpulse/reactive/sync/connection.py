@@ -50,6 +50,7 @@ from marketpulse.reactive.sync.protocol import (
     MutationRequested,
     QueryAdded,
     QueryRemoved,
+    SharedTransitions,
     SyncProtocol,
     failed_outcome,
 )
@@ -333,7 +334,7 @@ class SyncConnection:
             self._queued = True
             self._gw.flusher.add(self)
 
-    def flush_now(self, now: float, shared: dict[Any, bytes] | None = None) -> None:
+    def flush_now(self, now: float, shared: SharedTransitions | None = None) -> None:
         """The flusher's callback: write the Transition now, sharing encodings in ``shared``."""
         self._queued = False
         self._flush(shared)
@@ -387,16 +388,17 @@ class SyncConnection:
 
     # ----------------------------------------------------------------- output
 
-    def _flush(self, shared: dict[Any, bytes] | None = None) -> None:
+    def _flush(self, shared: SharedTransitions | None = None) -> None:
         """Queue and write the next Transition if one is due and the socket can take it."""
         if self._done:
             return
         # Responses first: a Transition must not show a write before its response (see the
         # mutations section), and it is the Transition after a response that resolves it.
-        self._answer_ready()
+        if self._mutations:
+            self._answer_ready()
         self._transition(shared)
 
-    def _transition(self, shared: dict[Any, bytes] | None = None) -> bool:
+    def _transition(self, shared: SharedTransitions | None = None) -> bool:
         """Write the next Transition (after every frame queued before it) if one is due and
         can go out now; whether one went out."""
         if self._stalled_since is not None or self._pending or self._slow or self._behind:

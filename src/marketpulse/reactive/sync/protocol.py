@@ -46,6 +46,7 @@ __all__ = [
     "ProtocolError",
     "QueryAdded",
     "QueryRemoved",
+    "SharedTransitions",
     "StateVersion",
     "SyncProtocol",
     "failed_outcome",
@@ -325,6 +326,12 @@ def _args(raw: object) -> tuple[dict[str, Any], str | None]:
     except ConvexValueError as exc:
         return {}, f"ArgumentValidationError: {exc}"
     return decoded, None
+
+
+SharedTransitions = dict[Any, tuple[StateVersion, bytes]]
+"""One fan-out's encoded Transitions, for :meth:`SyncProtocol.send_transition`'s ``shared``:
+sockets whose next Transition would be byte-identical send one encoding and share its end
+version."""
 
 
 def _dumps(message: Mapping[str, Any]) -> bytes:
@@ -768,7 +775,7 @@ class SyncProtocol:
         results: Mapping[int, FunctionOutcome],
         *,
         force: bool = False,
-        shared: dict[Any, bytes] | None = None,
+        shared: SharedTransitions | None = None,
     ) -> bool:
         """Queue the next Transition from the latest results, if there is anything to say.
 
@@ -795,36 +802,38 @@ class SyncProtocol:
             if outcome is None:
                 continue
             last = query.last_sent
-            if last is not None and _same(last, outcome):
+            if last is not outcome:
+                if last is None or not _same(last, outcome):
+                    changed.append((query_id, outcome))
                 query.last_sent = outcome
-                continue
-            changed.append((query_id, outcome))
-            query.last_sent = outcome
-        if not (changed or self._removed or force or self.transition_due):
+        removed = self._removed
+        if not (changed or removed or force or self.transition_due):
             return False
         if ts < self._min_ts:
             raise ValueError(f"transition ts {ts} is older than a mutation already answered")
         start = self.sent_version
-        end = StateVersion(self.received_query_set, self.received_identity, max(ts, start.ts))
+        end_ts = ts if ts > start.ts else start.ts
         key: Any = None
         if shared is not None:
             # The result objects are alive for the whole fan-out, so their ids are stable.
-            # A flat tuple of ints hashes fast (this runs once per socket per commit).
+            # A flat tuple of ints hashes fast (this runs once per socket per commit). A hit
+            # also shares the end version: sockets whose keys match end at the same version.
             key = (
                 start.query_set,
                 start.identity,
                 start.ts,
-                end.query_set,
-                end.identity,
-                end.ts,
-                tuple(self._removed),
+                self.received_query_set,
+                self.received_identity,
+                end_ts,
+                tuple(removed),
                 *[x for q, o in changed for x in (q, id(o))],
             )
             cached = shared.get(key)
             if cached is not None:
-                self._advance(end)
-                self._queue(cached)
+                self._advance(cached[0])
+                self._queue(cached[1])
                 return True
+        end = StateVersion(self.received_query_set, self.received_identity, end_ts)
         modifications: list[dict[str, Any]] = [
             {"type": "QueryRemoved", "queryId": query_id} for query_id in self._removed
         ]
@@ -843,7 +852,7 @@ class SyncProtocol:
                 self._queue(frame)
             return True
         if shared is not None:
-            shared[key] = data
+            shared[key] = (end, data)
         self._queue(data)
         return True
 
@@ -958,7 +967,8 @@ class SyncProtocol:
         return frames
 
     def _advance(self, end: StateVersion) -> None:
-        self._removed.clear()
+        if self._removed:
+            self._removed.clear()
         self._transition_required = False
         self.sent_version = end
 

@@ -45,6 +45,41 @@ _CLOSE_TIMEOUT_S = 10.0
 _TEXT = 0x81  # FIN + text opcode
 
 
+def _frame(payload: bytes) -> bytes:
+    """``payload`` as one unmasked, unfragmented text frame."""
+    size = len(payload)
+    if size < 126:
+        header = bytes((_TEXT, size))
+    elif size < 65536:
+        header = struct.pack("!BBH", _TEXT, 126, size)
+    else:
+        header = struct.pack("!BBQ", _TEXT, 127, size)
+    return header + payload
+
+
+class _LastFrame:
+    """The frame of the last payload sent, by identity: a fan-out writes one shared encoding
+    (``SharedTransitions``) to every socket in a row, so it is framed once, not per socket.
+    Holding the payload keeps its identity from being reused; the pair is swapped whole, so
+    stores on two threads of one process never see one's payload with the other's frame."""
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last = (b"", _frame(b""))
+
+    def __call__(self, payload: bytes) -> bytes:
+        last = self._last
+        if payload is last[0]:
+            return last[1]
+        frame = _frame(payload)
+        self._last = (payload, frame)
+        return frame
+
+
+_framed = _LastFrame()
+
+
 def is_sync_path(target: str) -> bool:
     """Whether a request target is the sync endpoint (any version; duplicate slashes collapse)."""
     path = _SLASHES.sub("/", unquote(target.partition("?")[0]))
@@ -239,17 +274,11 @@ class SyncSocket(asyncio.Protocol):
         ws = self._ws
         if ws is None or ws.state is not _OPEN or self._transport is None:
             return
-        size = len(payload)
-        if size < 126:
-            header = bytes((_TEXT, size))
-        elif size < 65536:
-            header = struct.pack("!BBH", _TEXT, 126, size)
-        else:
-            header = struct.pack("!BBQ", _TEXT, 127, size)
+        frame = _framed(payload)
         fanout = self._gw.fanout
-        if fanout.collecting and fanout.take(self, self._fd, self._transport, header + payload):
+        if fanout.collecting and fanout.take(self, self._fd, self._transport, frame):
             return  # written with the rest of the fan-out, maybe on another thread
-        self._transport.write(header + payload)
+        self._transport.write(frame)
 
     def close(self, code: int, reason: str) -> None:
         """Send a close frame; the TCP connection closes on the client's answer or a timeout."""
