@@ -1,14 +1,21 @@
-"""The light sync client's URL handling and failures (the worker writes through it)."""
+"""The light sync client's URL handling and failures (the worker writes through it), and the
+raw subscriber's frame parsing."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+import orjson
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from marketpulse._aio import cancel_and_wait
-from marketpulse.reactive.sync.client import LightSyncClient, ServerError
+from marketpulse.reactive.sync.client import LightSyncClient, RawSubscriber, ServerError
+from marketpulse.reactive.sync.websocket import _framed
+from marketpulse.reactive.values import encode_ts
 
 
 @pytest.mark.parametrize(
@@ -44,3 +51,101 @@ async def test_a_request_on_a_socket_closed_under_it_fails_with_server_error() -
             await client.request("Mutation", "seq:relaxed", {})
         assert not client._pending
         await client.close()
+
+
+def _transition(n: int, pad: int) -> bytes:
+    """The ``n``-th Transition of a chain from the start, its value padded to ``pad`` bytes."""
+
+    def version(i: int) -> dict[str, object]:
+        return {"querySet": min(i, 1), "identity": 0, "ts": encode_ts(i)}
+
+    return orjson.dumps(
+        {
+            "type": "Transition",
+            "startVersion": version(n - 1),
+            "endVersion": version(n),
+            "modifications": [
+                {"type": "QueryUpdated", "queryId": 0, "value": "x" * pad, "logLines": []}
+            ],
+        }
+    )
+
+
+async def _raw_subscriber(
+    handler: Callable[[ServerConnection], Awaitable[None]],
+) -> tuple[RawSubscriber, list[int]]:
+    """A RawSubscriber connected to a websockets server running ``handler``; the lengths of
+    the values it receives, in order."""
+    sizes: list[int] = []
+
+    def on_transition(message: dict[str, Any], received_ns: int) -> None:
+        sizes.extend(len(m["value"]) for m in message["modifications"])
+
+    server = await serve(handler, "127.0.0.1", 0, compression=None)
+    port = server.sockets[0].getsockname()[1]
+    url = f"ws://127.0.0.1:{port}/api/1.48.0/sync"
+    _, sub = await asyncio.get_running_loop().create_connection(
+        lambda: RawSubscriber(url, "a:q", {}, on_transition), "127.0.0.1", port
+    )
+    sub.server = server  # type: ignore[attr-defined]
+    return sub, sizes
+
+
+async def test_raw_subscriber_reads_frames_of_every_length_split_anywhere() -> None:
+    """Its own frame parser (after the handshake): 7-bit, 16-bit and 64-bit lengths, frames
+    split across reads at every kind of boundary, a ping answered, a close frame obeyed."""
+    pads = [10, 300, 70_000]
+    answered = asyncio.Event()
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.recv()  # Connect
+        await ws.recv()  # ModifyQuerySet
+        stream = b"".join(_framed(_transition(n, pad)) for n, pad in enumerate(pads, 1))
+        # Cut inside a header, inside an extended length, inside a payload, and whole.
+        cuts = [0, 1, 3, 30, 31, 32, 400, 50_000, len(stream)]
+        for a, b in itertools.pairwise(cuts):
+            ws.transport.write(stream[a:b])
+            await asyncio.sleep(0.02)
+        await asyncio.wait_for(await ws.ping(), 5)
+        answered.set()
+        await ws.close()
+
+    sub, sizes = await _raw_subscriber(handler)
+    async with sub.server:  # type: ignore[attr-defined]
+        await asyncio.wait_for(sub.subscribed, 5)
+        await asyncio.wait_for(answered.wait(), 5)
+        for _ in range(100):
+            if sub._transport is not None and sub._transport.is_closing():
+                break
+            await asyncio.sleep(0.01)
+    assert sizes == [len(orjson.dumps("x" * p)) - 2 for p in pads]
+    assert sub.failure is None
+    assert sub._transport is not None and sub._transport.is_closing()
+
+
+@pytest.mark.parametrize(
+    ("frame", "error"),
+    [
+        (b"\x82\x01x", "unexpected frame 0x82"),  # binary
+        (b"\x01\x01x", "unexpected frame 0x01"),  # a fragment
+        (b"\x81\x81abcdx", "masked frame"),
+    ],
+)
+async def test_raw_subscriber_refuses_frames_the_store_never_sends(
+    frame: bytes, error: str
+) -> None:
+    async def handler(ws: ServerConnection) -> None:
+        await ws.recv()
+        await ws.recv()
+        await ws.send(_transition(1, 1).decode())
+        ws.transport.write(frame)
+        await ws.wait_closed()
+
+    sub, _ = await _raw_subscriber(handler)
+    async with sub.server:  # type: ignore[attr-defined]
+        await asyncio.wait_for(sub.subscribed, 5)
+        for _ in range(100):
+            if sub.failure is not None:
+                break
+            await asyncio.sleep(0.01)
+    assert isinstance(sub.failure, ServerError) and error in str(sub.failure)
