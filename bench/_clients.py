@@ -166,8 +166,8 @@ class _Drain:
         transport.pause_reading()
         fd = transport.get_extra_info("socket").fileno()
         counter = FrameCounter()
-        # Bytes the handshake's parser already holds belong to the next frame.
-        left = bytes(proto._ws.reader.buffer)
+        # Bytes the subscriber holds unparsed belong to the next frame.
+        left = proto.unparsed()
         if left:
             counter.feed(left)
         self._counters[fd] = counter

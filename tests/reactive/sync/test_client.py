@@ -149,3 +149,31 @@ async def test_raw_subscriber_refuses_frames_the_store_never_sends(
                 break
             await asyncio.sleep(0.01)
     assert isinstance(sub.failure, ServerError) and error in str(sub.failure)
+
+
+async def test_raw_subscriber_hands_over_the_start_of_an_incomplete_frame() -> None:
+    """``unparsed()`` is what a reader taking the socket over must feed first."""
+    frame = _framed(_transition(1, 500))
+    half_sent, go_on = asyncio.Event(), asyncio.Event()
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.recv()
+        await ws.recv()
+        ws.transport.write(frame[:200])
+        half_sent.set()
+        await go_on.wait()
+        ws.transport.write(frame[200:])
+        await ws.wait_closed()
+
+    sub, sizes = await _raw_subscriber(handler)
+    async with sub.server:  # type: ignore[attr-defined]
+        await asyncio.wait_for(half_sent.wait(), 5)
+        for _ in range(100):
+            if sub.unparsed():
+                break
+            await asyncio.sleep(0.01)
+        assert sub.unparsed() == frame[:200]
+        go_on.set()
+        await asyncio.wait_for(sub.subscribed, 5)
+        assert sub.unparsed() == b"" and sizes == [500]
+        sub.close()

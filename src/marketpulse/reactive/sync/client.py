@@ -461,6 +461,13 @@ class RawSubscriber(asyncio.BufferedProtocol):
         self._on_transition(message, received_ns)
         return True
 
+    def unparsed(self) -> bytes:
+        """The bytes received and not parsed yet: the start of a frame still incomplete (for
+        a reader that takes the socket over, as ``bench/_clients.py``'s drain does)."""
+        if self._unparsed is None:
+            return bytes(self._ws.reader.buffer)
+        return bytes(self._unparsed)
+
     def _fail(self, error: ServerError) -> None:
         self.failure = error
         if not self.subscribed.done():
