@@ -32,6 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -228,10 +229,17 @@ def fanout_seconds(http_url: str) -> tuple[float, float, float]:
 
 
 def measure(
-    url: str, subscribers: int, procs: int, rounds: int, gap_s: float, kind: str = "store"
+    url: str,
+    subscribers: int,
+    procs: int,
+    rounds: int,
+    gap_s: float,
+    kind: str = "store",
+    mark: Callable[[str], None] = lambda phase: None,
 ) -> list[int]:
     """Latencies in ns of every (subscriber, round) receipt: of the store at ``url``, or of
-    Redis pub/sub with ``kind="redis"``."""
+    Redis pub/sub with ``kind="redis"``. ``mark("rounds")`` is called once every subscriber is
+    subscribed, ``mark("done")`` after the last round, before they disconnect."""
     ctx = mp.get_context("spawn")
     go = ctx.Event()
     workers = []
@@ -252,10 +260,12 @@ def measure(
             raise RuntimeError("subscribers did not get ready")
     go.set()
     time.sleep(0.3)
+    mark("rounds")
     if kind == "store":
         asyncio.run(_write_rounds(url, rounds, gap_s))
     else:
         asyncio.run(_publish_rounds(rounds, gap_s))
+    mark("done")
     latencies: list[int] = []
     for p, _, parent in workers:
         latencies.extend(lat for _, lat in parent.recv())
@@ -284,16 +294,23 @@ def main() -> None:
     rounds = args.rounds or (20 if args.quick else 100)
 
     loop: dict[str, Any] = {}
+    connecting: dict[str, Any] = {}
 
     def run(http_url: str) -> tuple[list[int], list[int], float, float]:
         url = LightSyncClient.ws_url(http_url)
         base = measure(url, 1, 1, rounds, args.gap)
         before = fanout_seconds(http_url)
         with httpx.Client(timeout=10) as http:
-            lag_before = scrape_loop(http, http_url)
-            fan = measure(url, args.subscribers, args.procs, rounds, args.gap)
-            # The store's event loop over the fan-out run (its /metrics histograms).
-            loop.update(loop_summary(lag_before, scrape_loop(http, http_url)))
+            # The store's event loop (its /metrics histograms) while the subscribers connect
+            # and subscribe, and apart from that over the rounds of fan-out.
+            scraped = {"start": scrape_loop(http, http_url)}
+
+            def mark(phase: str) -> None:
+                scraped[phase] = scrape_loop(http, http_url)
+
+            fan = measure(url, args.subscribers, args.procs, rounds, args.gap, mark=mark)
+            connecting.update(loop_summary(scraped["start"], scraped["rounds"]))
+            loop.update(loop_summary(scraped["rounds"], scraped["done"]))
         after = fanout_seconds(http_url)
         # One commit per round; the histogram counts loop turns (a wide fan-out takes several).
         commits = rounds
@@ -342,13 +359,17 @@ def main() -> None:
     )
     if redis_cpu_ms is not None:
         print(f"Redis's CPU per PUBLISH to all {args.subscribers}: {redis_cpu_ms:.2f} ms")
-    if loop:
-        print(
-            f"store event loop during the fan-out: lag p50/p99/p999 {loop['p50_ms']:.2f} / "
-            f"{loop['p99_ms']:.2f} / {loop['p999_ms']:.2f} ms, largest <= {loop['max_le_ms']:g} "
-            f"ms; gen-2 GCs {loop['gc2_pauses']:g}, largest <= {loop['gc2_max_le_ms']:g} ms "
-            f"(CPU <= {loop['gc2_cpu_max_le_ms']:g} ms)"
-        )
+    for phase, lag in (
+        ("the rounds of fan-out", loop),
+        ("the subscribers' connecting", connecting),
+    ):
+        if lag:
+            print(
+                f"store event loop during {phase}: lag p50/p99/p999 {lag['p50_ms']:.2f} / "
+                f"{lag['p99_ms']:.2f} / {lag['p999_ms']:.2f} ms, largest <= "
+                f"{lag['max_le_ms']:g} ms; gen-2 GCs {lag['gc2_pauses']:g}, largest <= "
+                f"{lag['gc2_max_le_ms']:g} ms (CPU <= {lag['gc2_cpu_max_le_ms']:g} ms)"
+            )
 
     def ms(latencies: list[int], pct: float) -> float:
         """The ``pct`` percentile of ``latencies`` (ns) in ms (NaN for none)."""
@@ -383,6 +404,7 @@ def main() -> None:
         "goal_p99_ms": 20,
         "cpus": os.cpu_count(),
         "loop": loop,
+        "loop_connecting": connecting,
     }
     emit(figures)
 

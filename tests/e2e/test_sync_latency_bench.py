@@ -25,6 +25,9 @@ def test_bench_reports_all_receipts_and_its_figures() -> None:
     assert 0 < figures["redis_p50_ms"] <= figures["redis_p99_ms"] <= figures["redis_max_ms"]
     assert figures["redis_cpu_ms_per_publish"] > 0
     assert figures["p99_vs_redis"] == round(figures["p99_ms"] / figures["redis_p99_ms"], 2)
+    # The store's loop lag over the rounds alone, and apart from it while the subscribers
+    # connected: both windows hold samples (one every 10 ms).
+    assert figures["loop"]["n"] > 0 and figures["loop_connecting"]["n"] > 0
     host = figures["host"]
     assert 0 < host["run_busy_pct"] <= 100 and 0 <= host["run_steal_pct"] <= 100
 
