@@ -100,9 +100,13 @@ async def test_raw_subscriber_reads_frames_of_every_length_split_anywhere() -> N
     async def handler(ws: ServerConnection) -> None:
         await ws.recv()  # Connect
         await ws.recv()  # ModifyQuerySet
-        stream = b"".join(_framed(_transition(n, pad)) for n, pad in enumerate(pads, 1))
-        # Cut inside a header, inside an extended length, inside a payload, and whole.
-        cuts = [0, 1, 3, 30, 31, 32, 400, 50_000, len(stream)]
+        frames = [_framed(_transition(n, pad)) for n, pad in enumerate(pads, 1)]
+        stream = b"".join(frames)
+        second, third = len(frames[0]), len(frames[0]) + len(frames[1])
+        # Cut inside a header, inside each kind of extended length, inside a payload (twice
+        # in a row), on a frame's boundary, and so on to the end.
+        cuts = [0, 1, 3, 30, 31, second, second + 3, third - 9, third + 5, 50_000, len(stream)]
+        assert cuts == sorted(cuts)
         for a, b in itertools.pairwise(cuts):
             ws.transport.write(stream[a:b])
             await asyncio.sleep(0.02)
