@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection, serve
 
 from marketpulse._aio import cancel_and_wait
 from marketpulse.reactive.sync.client import LightSyncClient, RawSubscriber, ServerError
@@ -73,9 +73,9 @@ def _transition(n: int, pad: int) -> bytes:
 
 async def _raw_subscriber(
     handler: Callable[[ServerConnection], Awaitable[None]],
-) -> tuple[RawSubscriber, list[int]]:
-    """A RawSubscriber connected to a websockets server running ``handler``; the lengths of
-    the values it receives, in order."""
+) -> tuple[Server, RawSubscriber, list[int]]:
+    """A websockets server running ``handler``, a RawSubscriber connected to it, and the
+    lengths of the values it receives, in order."""
     sizes: list[int] = []
 
     def on_transition(message: dict[str, Any], received_ns: int) -> None:
@@ -87,8 +87,7 @@ async def _raw_subscriber(
     _, sub = await asyncio.get_running_loop().create_connection(
         lambda: RawSubscriber(url, "a:q", {}, on_transition), "127.0.0.1", port
     )
-    sub.server = server  # type: ignore[attr-defined]
-    return sub, sizes
+    return server, sub, sizes
 
 
 async def test_raw_subscriber_reads_frames_of_every_length_split_anywhere() -> None:
@@ -114,8 +113,8 @@ async def test_raw_subscriber_reads_frames_of_every_length_split_anywhere() -> N
         answered.set()
         await ws.close()
 
-    sub, sizes = await _raw_subscriber(handler)
-    async with sub.server:  # type: ignore[attr-defined]
+    server, sub, sizes = await _raw_subscriber(handler)
+    async with server:
         await asyncio.wait_for(sub.subscribed, 5)
         await asyncio.wait_for(answered.wait(), 5)
         for _ in range(100):
@@ -145,8 +144,8 @@ async def test_raw_subscriber_refuses_frames_the_store_never_sends(
         ws.transport.write(frame)
         await ws.wait_closed()
 
-    sub, _ = await _raw_subscriber(handler)
-    async with sub.server:  # type: ignore[attr-defined]
+    server, sub, _ = await _raw_subscriber(handler)
+    async with server:
         await asyncio.wait_for(sub.subscribed, 5)
         for _ in range(100):
             if sub.failure is not None:
@@ -169,8 +168,8 @@ async def test_raw_subscriber_hands_over_the_start_of_an_incomplete_frame() -> N
         ws.transport.write(frame[200:])
         await ws.wait_closed()
 
-    sub, sizes = await _raw_subscriber(handler)
-    async with sub.server:  # type: ignore[attr-defined]
+    server, sub, sizes = await _raw_subscriber(handler)
+    async with server:
         await asyncio.wait_for(half_sent.wait(), 5)
         for _ in range(100):
             if sub.unparsed():

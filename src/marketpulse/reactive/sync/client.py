@@ -410,11 +410,10 @@ class RawSubscriber(asyncio.BufferedProtocol):
         """
         unparsed = self._unparsed
         assert unparsed is not None
-        data: bytes | memoryview
-        if unparsed:  # the rest of a frame split across reads
+        data: bytearray | memoryview
+        if unparsed:  # the rest of a frame split across reads: parse the held bytes in place
             unparsed += _read_buffer.view[:nbytes]
-            data = bytes(unparsed)
-            unparsed.clear()
+            data = unparsed
         else:
             data = _read_buffer.view[:nbytes]
         pos, end = 0, len(data)
@@ -445,7 +444,10 @@ class RawSubscriber(asyncio.BufferedProtocol):
             elif first != _FIN_PONG:
                 self._fail(ServerError(f"ProtocolError: unexpected frame 0x{first:02x}"))
                 return
-        unparsed += data[pos:end]
+        if data is unparsed:
+            del unparsed[:pos]
+        else:
+            unparsed += data[pos:end]
 
     def _text_received(self, data: bytes | bytearray | memoryview, received_ns: int) -> bool:
         """Handle one message; False once the socket is failed."""
