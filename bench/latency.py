@@ -10,8 +10,9 @@ writes coalesced ``applyUpdates`` batches. Subscribers:
   ``getOrderbook`` of 10 markets;
 * the official npm ``ConvexClient`` (tests/js/watch.mjs, node), the client the dashboard's
   ``useQuery`` runs on, on the same 10 markets (when node and tests/js/node_modules exist);
-* N light sync clients (``LightSyncClient``, 2 processes), one ``getOrderbook`` each,
-  round-robin over the 200 markets: the load, and their own latency figures.
+* N light sync clients (``RawSubscriber``, the leanest spec client, 2 processes), one
+  ``getOrderbook`` each, round-robin over the 200 markets: the load, and their own latency
+  figures.
 
 Latency = receipt wall clock - the exchange ``ts_ms`` the simulator stamped on the message
 (integer ms, so figures carry up to +1 ms of truncation). Coalesced messages count once, with
@@ -24,6 +25,12 @@ feed and publishes every order book change to a Redis channel per market; N redi
 subscribers each subscribe to the same market as the corresponding client. A second Redis
 run publishes, per round, only each market's newest change, as our batches carry it ("redis,
 coalesced like ours"): at 10,000 msgs/s the plain one saturates the subscribers, not Redis.
+
+The two fleets play different parts. Redis's subscribers are its measured clients: redis-py,
+Redis's official Python client, as the npm and PyPI clients are ours. Our light clients are
+load (their figures are printed, not judged), so they are the leanest spec client: with
+``LightSyncClient`` (~52 µs of CPU per receipt against ``RawSubscriber``'s ~20) they took half
+a core at 10,000 msgs/s and saturated the 2-core host during our run (HISTORY.md, session 23).
 
 Offered rates 100, 1,000 and 10,000 messages/s. Goal (issue 7): at 1,000 msgs/s with 1,000
 subscribers p50 <= 3 ms and p99 <= 15 ms; our latency as a multiple of Redis's.
@@ -66,6 +73,7 @@ from marketpulse.pipeline._alerts import Alerter
 from marketpulse.pipeline._store import StoreClient
 from marketpulse.pipeline._stream import StreamRunner
 from marketpulse.pipeline.config import StreamConfig
+from marketpulse.reactive.sync.client import LightSyncClient
 from marketpulse.testing import LocalSystem, ManagedProcess, percentile, summarize_ms
 
 WATCH = ROOT / "tests" / "e2e" / "convex_watch.py"
@@ -358,12 +366,19 @@ async def ours(
                 ["node", str(NPM_WATCH), s.store_url, "marketData:getOrderbook", *args],
                 log_path=out_npm,
             ).start()
+        ws_url = LightSyncClient.ws_url(s.store_url)
         subs = [
-            [("marketData:getOrderbook", {"ticker": markets[i % len(markets)], "depth": 10})]
+            (
+                ws_url,
+                None,
+                "marketData:getOrderbook",
+                {"ticker": markets[i % len(markets)], "depth": 10},
+                True,
+            )
             for i in range(subscribers)
         ]
         _say(f"store filled; starting {subscribers} subscribers")
-        fleet = Fleet("sync", s.store_url, subs)
+        fleet = Fleet("raw", "", subs)
         await asyncio.to_thread(fleet.__enter__)
         try:
             while '"ready"' not in out.read_text() or (

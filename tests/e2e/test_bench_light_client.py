@@ -1,4 +1,4 @@
-"""The light sync client that bench/fanout.py and bench/latency.py load the store with sees,
+"""The light sync client that bench/fanout.py loads the store with sees,
 on the benchmark's own subscription (``marketData:getPrice``), what the official PyPI
 ``convex`` client sees: the same values in the same order (the official client may skip an
 intermediate value, never invent one)."""
