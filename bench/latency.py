@@ -29,8 +29,9 @@ coalesced like ours"): at 10,000 msgs/s the plain one saturates the subscribers,
 The two fleets play different parts. Redis's subscribers are its measured clients: redis-py,
 Redis's official Python client, as the npm and PyPI clients are ours. Our light clients are
 load (their figures are printed, not judged), so they are the leanest spec client: with
-``LightSyncClient`` (~52 µs of CPU per receipt against ``RawSubscriber``'s ~20) they took half
-a core at 10,000 msgs/s and saturated the 2-core host during our run (HISTORY.md, session 23).
+``LightSyncClient`` (~52 µs of CPU per receipt, against ~19 for ``RawSubscriber`` and ~39 for
+redis-py) they took half a core at 10,000 msgs/s and saturated the 2-core host during our run
+(HISTORY.md, session 23). Each fleet's CPU per receipt is printed per rate.
 
 Offered rates 100, 1,000 and 10,000 messages/s. Goal (issue 7): at 1,000 msgs/s with 1,000
 subscribers p50 <= 3 ms and p99 <= 15 ms; our latency as a multiple of Redis's.
@@ -61,6 +62,7 @@ from _common import (
     ROOT,
     Background,
     LoopSampler,
+    cpu_seconds,
     cpu_shares,
     cpu_times,
     emit,
@@ -101,6 +103,14 @@ def _feed(s: LocalSystem, markets: list[str], stats: FeedStats | None = None) ->
     return KalshiFeed(url, creds, markets, stats=stats)
 
 
+def _cpu_per_receipt(
+    fleet: Fleet, cpu: dict[float, float], rate: float, start: float, end: float
+) -> float | None:
+    """The subscriber processes' CPU per receipt timed over a window (µs), or None."""
+    receipts = len(fleet.between(start, end))
+    return round(cpu[rate] / receipts * 1e6, 1) if rate in cpu and receipts else None
+
+
 async def _step_rates(
     s: LocalSystem,
     rates: list[float],
@@ -108,11 +118,14 @@ async def _step_rates(
     settle: float,
     store: dict[float, dict[str, float]] | None = None,
     loop: dict[float, dict[str, Any]] | None = None,
+    fleet: tuple[list[int], dict[float, float]] | None = None,
 ) -> list[tuple[float, float, float]]:
     """Offer each rate for ``settle`` + ``window`` s; returns (rate, start ms, end ms).
 
     With ``store``, also fills it with the store's per-commit breakdown of each rate (settle
-    and window), and ``loop`` with its event loop's lag and GC pauses over each window.
+    and window), ``loop`` with its event loop's lag and GC pauses over each window, and
+    ``fleet`` (the subscriber processes' pids, rate -> CPU s) with the CPU those processes
+    used over each window.
     """
     # The pipeline runs in this process, whose heap also holds the benchmark's bookkeeping:
     # a full collection walking it stopped the pipeline for 60-170 ms (seen in slow_disk.py as
@@ -133,8 +146,11 @@ async def _step_rates(
         )
         start = time.time() * 1000
         cpu_before = cpu_times()
+        fleet_before = sum(map(cpu_seconds, fleet[0])) if fleet is not None else 0.0
         await asyncio.sleep(window)
         cpu_after = cpu_times()
+        if fleet is not None:
+            fleet[1][rate] = sum(map(cpu_seconds, fleet[0])) - fleet_before
         windows.append((rate, start, time.time() * 1000))
         if lag_before is not None and loop is not None:
             lag_after = await asyncio.to_thread(scrape_loop, s.http, s.store_url)
@@ -379,6 +395,7 @@ async def ours(
         ]
         _say(f"store filled; starting {subscribers} subscribers")
         fleet = Fleet("raw", "", subs)
+        fleet_cpu: dict[float, float] = {}
         await asyncio.to_thread(fleet.__enter__)
         try:
             while '"ready"' not in out.read_text() or (
@@ -389,7 +406,13 @@ async def ours(
             sampler.start()
             probe.start()
             windows = await _step_rates(
-                s, rates, window, settle=min(1.0, window / 2), store=store_stages, loop=loop
+                s,
+                rates,
+                window,
+                settle=min(1.0, window / 2),
+                store=store_stages,
+                loop=loop,
+                fleet=(fleet.pids, fleet_cpu),
             )
             await asyncio.sleep(0.3)
         finally:
@@ -422,6 +445,7 @@ async def ours(
             "official": summarize_ms([lat for at, lat in official_samples if start <= at < end]),
             "official_npm": summarize_ms([lat for at, lat in npm_samples if start <= at < end]),
             "light": summarize_ms(fleet.between(start, end)),
+            "light_cpu_us_per_receipt": _cpu_per_receipt(fleet, fleet_cpu, rate, start, end),
             "apply_updates_rtt": summarize_ms([ms for at, ms in store.calls if start <= at < end]),
             # Where the time goes: the newest stamp's age when its batch left the pipeline
             # (feed + coalescing) and when the store acknowledged it (+ commit).
@@ -498,10 +522,13 @@ async def redis_baseline(
     tasks = [asyncio.create_task(relay()), asyncio.create_task(publish())]
     _say("redis baseline" + (", coalesced" if coalesce else ""))
     fleet = Fleet("redis", "", [[markets[i % len(markets)]] for i in range(subscribers)])
+    fleet_cpu: dict[float, float] = {}
     try:
         await asyncio.to_thread(fleet.__enter__)
         try:
-            windows = await _step_rates(s, rates, window, settle=min(1.0, window / 2))
+            windows = await _step_rates(
+                s, rates, window, settle=min(1.0, window / 2), fleet=(fleet.pids, fleet_cpu)
+            )
             await asyncio.sleep(0.3)
         finally:
             await asyncio.to_thread(fleet.__exit__, None, None, None)
@@ -516,6 +543,7 @@ async def redis_baseline(
         str(int(rate)): {
             **summarize_ms(fleet.between(start, end)),
             "raw": [(at, lat) for at, lat in fleet.samples if start <= at < end],
+            "cpu_us_per_receipt": _cpu_per_receipt(fleet, fleet_cpu, rate, start, end),
         }
         for rate, start, end in windows
     }
@@ -600,6 +628,12 @@ async def main() -> None:
         raw["redis"] = r.pop("raw")
         rc = dict(merged[key])
         raw["redis_coalesced"] = rc.pop("raw")
+        # The subscriber fleets' own CPU per receipt: what each side's load costs the host.
+        fleet_cpu = {
+            "light": mine[key]["light_cpu_us_per_receipt"],
+            "redis": r.pop("cpu_us_per_receipt"),
+            "redis_coalesced": rc.pop("cpu_us_per_receipt"),
+        }
         o, li = mine[key]["official"], mine[key]["light"]
         npm = mine[key]["official_npm"]
         # The same samples measured from the simulator's send log rather than the whole-ms
@@ -670,7 +704,12 @@ async def main() -> None:
                 "query_probe": mine[key]["query_probe"],
                 "longest_push_gap_ms": mine[key]["longest_push_gap_ms"],
                 "feed_longest_gap_ms": feed_gap,
+                "fleet_cpu_us_per_receipt": fleet_cpu,
             }
+        )
+        print(
+            f"{rate:,.0f} msgs/s: subscriber processes' CPU per receipt (µs, /proc ticks): "
+            + ", ".join(f"{name} {us}" for name, us in fleet_cpu.items())
         )
     print_table(
         f"latency, simulator send -> client receipt, {MARKETS} markets, {subscribers} subscribers "
