@@ -99,6 +99,29 @@ def test_a_large_fanout_is_written_on_threads_each_socket_once_in_order() -> Non
     assert any(t.name.startswith("marketpulse-fanout") for t in threading.enumerate())
 
 
+def test_a_wide_fanout_is_written_chunk_by_chunk_as_frames_are_taken() -> None:
+    writer = FanoutWriter(threads=1, min_sockets=4, chunk=8)
+    transport = Recording()
+    with tcp_pairs(20) as pairs:
+        assert writer.start(len(pairs))
+        for i, (server, _) in enumerate(pairs[:8]):
+            assert writer.take(server, server.fileno(), transport, b"first-%d;" % i)
+        # The eighth frame filled a chunk: those sockets have their bytes before finish().
+        assert [read_exactly(client, 8) for _, client in pairs[:8]] == [
+            b"first-%d;" % i for i in range(8)
+        ]
+        for i, (server, _) in enumerate(pairs[8:], start=8):
+            assert writer.take(server, server.fileno(), transport, b"first-%d;" % i)
+        # A later frame for a socket of a written chunk is taken again, after its bytes.
+        server, client = pairs[0]
+        assert writer.take(server, server.fileno(), transport, b"second-0;")
+        assert writer.finish() is True
+        for i, (_, client) in enumerate(pairs[8:], start=8):
+            assert read_exactly(client, len(b"first-%d;" % i)) == b"first-%d;" % i
+        assert read_exactly(pairs[0][1], 9) == b"second-0;"
+    assert transport.written == []
+
+
 def test_below_the_threshold_everything_goes_through_the_transport() -> None:
     writer = FanoutWriter(threads=1, min_sockets=8)
     assert not writer.start(7)  # too few members: nothing is collected at all
@@ -108,7 +131,8 @@ def test_below_the_threshold_everything_goes_through_the_transport() -> None:
         for i, ((server, _), transport) in enumerate(zip(pairs, transports, strict=True)):
             assert writer.take(server, server.fileno(), transport, b"a%d" % i)
             assert writer.take(server, server.fileno(), transport, b"b%d" % i)
-        # 3 sockets took frames, fewer than 8: written through their transports, in order.
+        # 3 sockets took frames, fewer than a quarter of a chunk (128): written through their
+        # transports, in order.
         assert writer.finish() is False
         assert [t.written for t in transports] == [[b"a0b0"], [b"a1b1"], [b"a2b2"]]
         assert all(read_available(client) == b"" for _, client in pairs)
@@ -132,7 +156,7 @@ def test_a_socket_with_buffered_bytes_or_closing_is_not_taken() -> None:
 
 
 def test_release_writes_a_sockets_frames_through_its_transport_before_anything_else() -> None:
-    writer = FanoutWriter(threads=1, min_sockets=2)
+    writer = FanoutWriter(threads=1, min_sockets=2, chunk=8)
     early, late = Recording(), Recording()
     with tcp_pairs(3) as pairs:
         (s0, c0), (s1, c1), (s2, c2) = pairs
@@ -153,7 +177,7 @@ def test_release_writes_a_sockets_frames_through_its_transport_before_anything_e
 
 
 def test_eagain_hands_the_whole_frame_to_the_transport() -> None:
-    writer = FanoutWriter(threads=1, min_sockets=2)
+    writer = FanoutWriter(threads=1, min_sockets=2, chunk=8)
     full, free = Recording(), Recording()
     with tcp_pairs(2) as [(s_full, _), (s_free, c_free)]:
         fill(s_full)
@@ -167,7 +191,7 @@ def test_eagain_hands_the_whole_frame_to_the_transport() -> None:
 
 
 def test_a_short_write_hands_the_unsent_rest_to_the_transport() -> None:
-    writer = FanoutWriter(threads=1, min_sockets=2)
+    writer = FanoutWriter(threads=1, min_sockets=2, chunk=8)
     transport = Recording()
     big = bytes(range(256)) * (64 * 1024)  # 16 MiB: more than the socket buffers take
     with tcp_pairs(2) as [(server, client), (other, other_client)]:
@@ -184,7 +208,7 @@ def test_a_short_write_hands_the_unsent_rest_to_the_transport() -> None:
 
 
 def test_a_reset_peer_hands_the_frame_to_the_transport_which_meets_the_error() -> None:
-    writer = FanoutWriter(threads=1, min_sockets=2)
+    writer = FanoutWriter(threads=1, min_sockets=2, chunk=8)
     gone, alive = Recording(), Recording()
     with tcp_pairs(2) as [(s_gone, c_gone), (s_alive, c_alive)]:
         # The peer resets the connection (closed with unread data, SO_LINGER 0).
@@ -207,7 +231,7 @@ async def test_real_transports_keep_each_sockets_bytes_in_order_across_a_short_w
     """With asyncio's own transports: the unsent rest is buffered by asyncio and a later write
     follows it, so the peer reads every frame whole and in order."""
     loop = asyncio.get_running_loop()
-    writer = FanoutWriter(threads=1, min_sockets=2)
+    writer = FanoutWriter(threads=1, min_sockets=2, chunk=8)
     big = bytes(range(256)) * (32 * 1024)  # 8 MiB
     with tcp_pairs(2) as pairs:
         transports = []
@@ -232,7 +256,7 @@ async def test_real_transports_keep_each_sockets_bytes_in_order_across_a_short_w
 
 def test_configuration_from_the_environment() -> None:
     default = fanout_writer_from_env({})
-    assert (default.threads, default.min_sockets) == (0, 64)  # off: measured no better
+    assert (default.threads, default.min_sockets, default.chunk) == (1, 512, 128)
     off = fanout_writer_from_env({"MARKETPULSE_FANOUT_THREADS": "0"})
     assert off.threads == 0
     tuned = fanout_writer_from_env(

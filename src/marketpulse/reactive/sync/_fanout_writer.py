@@ -9,28 +9,34 @@ that the GIL passes back and forth at each syscall without waiting for a switch 
 
 How: while :class:`~marketpulse.reactive.gateway.Flusher` flushes a fan-out of at least
 ``min_sockets`` members, ``SyncSocket.send_text`` hands its frame to :meth:`FanoutWriter.take`
-instead of the transport, if the transport is open and its write buffer is empty. When every
-member is flushed, :meth:`FanoutWriter.finish` writes what it took with ``os.write`` on the
-socket's file descriptor, one share per thread, the loop thread included, and waits for the
-helpers. What a write could not send (a short write, ``EAGAIN``, any ``OSError``) goes to
-``transport.write`` on the loop thread afterwards: asyncio buffers it or handles the error
-exactly as when the frame had gone to the transport directly.
+instead of the transport, if the transport is open and its write buffer is empty. Every
+``chunk`` sockets taken, and once more when every member is flushed
+(:meth:`FanoutWriter.finish`), what was taken is written with ``os.write`` on each socket's file
+descriptor, one share per thread, the loop thread included, which waits for the helpers. In
+chunks, because the writes wait for the encodings: written all at the end, a 1,000-socket
+fan-out's first socket waited for the last one's Transition (its p50 rose by a quarter). What a
+write could not send (a short write, ``EAGAIN``, any ``OSError``) goes to ``transport.write`` on
+the loop thread afterwards: asyncio buffers it or handles the error exactly as when the frame
+had gone to the transport directly.
 
 Why the order of each socket's bytes is kept:
 
 - a socket's frames are taken only while its transport's buffer is empty, so nothing written
   before them is still waiting in asyncio;
-- once a socket has a frame here, its later frames of the same fan-out are appended to it, and
-  anything else the socket does to its transport meanwhile (a close frame, a close, an abort)
-  first calls :meth:`FanoutWriter.release`, which writes the taken frames through the transport
-  before it;
-- the threads write while the loop thread is inside ``finish``: no loop callback runs, so no
-  other code touches those transports or file descriptors until every thread is done;
+- once a socket has a frame here, its later frames of the same fan-out are appended to it
+  until its chunk is written (after that, a new frame is taken again only if the transport's
+  buffer is empty, i.e. behind every byte of the chunk), and anything else the socket does to
+  its transport meanwhile (a close frame, a close, an abort) first calls
+  :meth:`FanoutWriter.release`, which writes the taken frames through the transport before it;
+- the threads write while the loop thread is inside ``take`` or ``finish``: no loop callback
+  runs, so no other code touches those transports or file descriptors until every thread is
+  done;
 - each socket is written by exactly one thread, and its unsent rest goes to the transport
   before any later write can reach it.
 
-Small fan-outs stay on the loop thread through the transport, as before: handing work to a
-thread and waiting for it costs tens of microseconds, a few writes' worth.
+Small fan-outs stay on the loop thread through the transport (``min_sockets``), and so does a
+fan-out's last few sockets: handing work to a thread and waiting for it costs tens of
+microseconds, a few writes' worth.
 """
 
 from __future__ import annotations
@@ -47,14 +53,20 @@ __all__ = ["DEFAULT_MIN_SOCKETS", "DEFAULT_THREADS", "FanoutWriter", "fanout_wri
 
 log = structlog.get_logger("marketpulse.gateway")
 
-DEFAULT_THREADS = 0
-"""Helper threads (besides the loop's) by default: none, every fan-out is written on the loop
-thread. On the 2-core benchmark host one helper shortened the fan-out callback but delayed the
-subscribers' receipts (every write waits for the last member's encoding; no core is idle for the
-helper while the clients read): CHANGELOG, session 9, issue 15."""
+DEFAULT_THREADS = 1
+"""Helper threads (besides the loop's) by default. On the 2-core benchmark host one helper cut a
+1,000-socket fan-out's p99 by a sixth to a third (five alternated pairs, HISTORY.md session 24)."""
 
-DEFAULT_MIN_SOCKETS = 64
-"""Fewest sockets of one fan-out that are written on threads (fewer go through the transport)."""
+DEFAULT_MIN_SOCKETS = 512
+"""Fewest members of a fan-out whose frames are collected for the threads (fewer go through
+their transports). A fan-out that wide is a burst: the host's other core is idle for the helper
+while the loop thread writes. The 10,000 msg/s stream's fan-outs (~270 members, 150 a second)
+keep both cores busy, and a helper there only added hand-offs (p50 median 27.6 against 19.6 ms
+over five alternated runs each, HISTORY.md session 24)."""
+
+DEFAULT_CHUNK = 128
+"""Frames taken before they are written: a wide fan-out's first sockets do not wait for the
+encoding of its last (sync_latency at 1,000 subscribers, HISTORY.md session 24)."""
 
 
 class _Transport(Protocol):
@@ -108,13 +120,21 @@ class FanoutWriter:
     Args:
         threads: helper threads besides the loop's (0: never collect, every write goes to the
             transport at once).
-        min_sockets: fewest members of a fan-out for which frames are collected, and fewest
-            collected sockets that are written on threads (fewer go through their transport).
+        min_sockets: fewest members of a fan-out for which frames are collected.
+        chunk: sockets taken before they are written; a rest of fewer than a quarter of a
+            chunk is written on the loop thread through the transports.
     """
 
-    def __init__(self, threads: int = DEFAULT_THREADS, min_sockets: int = DEFAULT_MIN_SOCKETS):
+    def __init__(
+        self,
+        threads: int = DEFAULT_THREADS,
+        min_sockets: int = DEFAULT_MIN_SOCKETS,
+        chunk: int = DEFAULT_CHUNK,
+    ):
         self.threads = max(0, threads)
         self.min_sockets = max(1, min_sockets)
+        self.chunk = max(1, chunk)
+        self._threaded = False  # whether this fan-out wrote a chunk on threads
         # Whether take() collects now (an attribute, read on every send: no call when off).
         self.collecting = False
         # What was taken, in parallel lists (no object per socket: a fan-out to 1,000 sockets
@@ -148,6 +168,8 @@ class FanoutWriter:
         self._fds.append(fd)
         self._transports.append(transport)
         self._frames.append(frame)
+        if len(self._fds) >= self.chunk:
+            self._write_taken()
         return True
 
     def release(self, key: Hashable) -> None:
@@ -159,24 +181,34 @@ class FanoutWriter:
                 _hand_back(self._transports[i], data)
 
     def finish(self) -> bool:
-        """The fan-out's members are all flushed: write every frame taken, then stop taking.
+        """The fan-out's members are all flushed: write every frame still taken, stop taking.
 
         Returns:
-            Whether the writes were spread over threads.
+            Whether any of this fan-out's writes were spread over threads.
         """
         self.collecting = False
+        self._write_taken()
+        threaded, self._threaded = self._threaded, False
+        return threaded
+
+    def _write_taken(self) -> None:
+        """Write the frames taken so far (one chunk of the fan-out) and start a new chunk.
+
+        The chunk's sockets leave the index: a later frame of theirs in the same fan-out is
+        taken again only if the transport's buffer is empty, i.e. after this chunk's bytes.
+        """
         if not self._index:
             self._fds, self._transports, self._frames = [], [], []
-            return False
+            return
         fds, transports, frames = self._fds, self._transports, self._frames
         count = len(self._index)
         self._index = {}
         self._fds, self._transports, self._frames = [], [], []
-        if count < self.min_sockets:
+        if count < -(-self.chunk // 4):
             for i, fd in enumerate(fds):
                 if fd >= 0:
                     _hand_back(transports[i], frames[i])
-            return False
+            return
         pool = self._pool
         if pool is None:
             pool = self._pool = ThreadPoolExecutor(
@@ -197,7 +229,7 @@ class FanoutWriter:
             self.helper_cpu_s += cpu
         for i, sent in short:
             _hand_back(transports[i], frames[i][sent:])
-        return True
+        self._threaded = True
 
     def close(self) -> None:
         """Stop the helper threads (a server shutting down; the writer stays usable)."""
