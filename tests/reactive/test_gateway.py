@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from marketpulse.reactive.gateway import ConnectionWatchdog, Flusher
+from marketpulse.reactive.sync._fanout_writer import FanoutWriter
 from spinning import spin
 
 
@@ -118,3 +119,26 @@ async def test_members_dirtied_twice_before_their_turn_are_written_once() -> Non
     for _ in range(10):
         await asyncio.sleep(0)
     assert written == [0, 1, 2]
+
+
+async def test_every_slice_of_a_wide_fan_out_is_judged_by_its_whole_width() -> None:
+    """The writer's threads are for wide fan-outs: the last slices of one, whatever is left of
+    it, still count as wide; the next fan-out is judged afresh."""
+    widths: list[int] = []
+
+    class Writer(FanoutWriter):
+        def start(self, members: int) -> bool:
+            widths.append(members)
+            return super().start(members)
+
+    flusher = Flusher(writer=Writer(threads=0), slice_s=0.0)  # one member per slice
+    written: list[int] = []
+    for i in range(3):
+        flusher.add(Member(i, written, 0.0))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert written == [0, 1, 2]
+    flusher.add(Member(9, written, 0.0))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert widths == [3, 3, 3, 1]

@@ -438,6 +438,9 @@ class Flusher:
         self._metrics = metrics
         self.writer = writer if writer is not None else FanoutWriter(threads=0)
         self.slice_s = slice_s
+        # Members of the fan-out whose rest the next slice continues (0: none): the writer
+        # judges a slice by the whole fan-out's width, not by what is left of it.
+        self._width = 0
         self.pushed = 0  # Transitions pushed by the fan-out in progress
 
     def add(self, member: _Flushable) -> None:
@@ -462,7 +465,8 @@ class Flusher:
         shared: SharedTransitions = {}  # identical Transitions encoded once per slice
         writer = self.writer
         helper_cpu = writer.helper_cpu_s
-        writer.start(len(dirty))
+        width, self._width = max(len(dirty), self._width), 0
+        writer.start(width)
         rest = None
         try:
             members = iter(dirty)
@@ -480,6 +484,7 @@ class Flusher:
             # Before any member dirtied since: the rest were waiting first.
             rest.update(self._dirty)
             self._dirty = rest
+            self._width = width
             if not self._scheduled:  # (a member added meanwhile scheduled it already)
                 self._scheduled = True
                 call_after_waiting(self._flush)
