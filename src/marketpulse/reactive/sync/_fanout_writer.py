@@ -1,8 +1,8 @@
 """One fan-out's socket writes, spread over the event loop's thread and helper threads.
 
-Why threads: on the store's hosts a loopback TCP send costs ~15-20 us of CPU, almost all of it
-in the kernel, and CPython releases the GIL around the ``write`` syscall. A commit pushed to
-1,000 sockets spends a third of its fan-out in those syscalls. While the loop thread writes its
+Why threads: on the benchmark host a loopback TCP send costs ~8 us of CPU, almost all of it in
+the kernel, and CPython releases the GIL around the ``write`` syscall. A commit pushed to 1,000
+sockets spends about two thirds of its fan-out in those syscalls (py-spy, HISTORY.md session 24). While the loop thread writes its
 share of the sockets, a helper thread writes another share: their syscalls run at the same
 time on two cores, and the Python between two writes (a slice, a loop step) is short enough
 that the GIL passes back and forth at each syscall without waiting for a switch interval.
