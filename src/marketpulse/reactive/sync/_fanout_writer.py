@@ -2,10 +2,11 @@
 
 Why threads: on the benchmark host a loopback TCP send costs ~8 us of CPU, almost all of it in
 the kernel, and CPython releases the GIL around the ``write`` syscall. A commit pushed to 1,000
-sockets spends about two thirds of its fan-out in those syscalls (py-spy, HISTORY.md session 24). While the loop thread writes its
-share of the sockets, a helper thread writes another share: their syscalls run at the same
-time on two cores, and the Python between two writes (a slice, a loop step) is short enough
-that the GIL passes back and forth at each syscall without waiting for a switch interval.
+sockets spends about two thirds of its fan-out in those syscalls (py-spy, HISTORY.md session
+24). While the loop thread writes its share of the sockets, a helper thread writes another
+share: their syscalls run at the same time on two cores, and the Python between two writes (a
+slice, a loop step) is short enough that the GIL passes back and forth at each syscall without
+waiting for a switch interval.
 
 How: while :class:`~marketpulse.reactive.gateway.Flusher` flushes a fan-out of at least
 ``min_sockets`` members, ``SyncSocket.send_text`` hands its frame to :meth:`FanoutWriter.take`
