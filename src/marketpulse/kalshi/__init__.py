@@ -1,74 +1,8 @@
 """marketpulse.kalshi: Kalshi REST v2 and WebSocket v2 connectivity with exact order books."""
 
-from marketpulse.kalshi._messages import (
-    ERROR_TEXTS,
-    ErrorCode,
-    ErrorMessage,
-    EventLifecycle,
-    MalformedMessage,
-    MarketLifecycle,
-    OkMessage,
-    OrderbookDelta,
-    OrderbookSnapshot,
-    OtherMessage,
-    ServerMessage,
-    SubscribedMessage,
-    TickerMessage,
-    TradeMessage,
-    UnknownMessage,
-    UnsubscribedMessage,
-    parse_message,
-)
-from marketpulse.kalshi._models import (
-    Candlestick,
-    Event,
-    EventsPage,
-    Market,
-    MarketsPage,
-    Orderbook,
-    PriceRange,
-    RestTrade,
-    Series,
-    TradesPage,
-)
-from marketpulse.kalshi._ratelimit import TokenBucket
-from marketpulse.kalshi.auth import (
-    KalshiAuthError,
-    KalshiCredentials,
-    generate_private_key_pem,
-    load_public_key,
-    signing_message,
-    verify_headers,
-    verify_signature,
-)
-from marketpulse.kalshi.book import BookError, OrderBook
-from marketpulse.kalshi.feed import (
-    BookInvalidated,
-    BookUpdated,
-    FeedEvent,
-    FeedState,
-    FeedStats,
-    KalshiFeed,
-)
-from marketpulse.kalshi.protocol import (
-    CommandBuilder,
-    InvalidBook,
-    KalshiProtocol,
-    ProtocolStats,
-    RecoveryFailed,
-    RecoveryStarted,
-    SequenceGap,
-)
-from marketpulse.kalshi.rest import (
-    DEMO_REST_URL,
-    DEMO_WS_URL,
-    PROD_REST_URL,
-    PROD_WS_URL,
-    KalshiRestClient,
-    KalshiRestError,
-    resolve_rest_url,
-    resolve_ws_url,
-)
+from typing import TYPE_CHECKING
+
+from marketpulse._lazy import lazy_import
 
 __all__ = [
     "DEMO_REST_URL",
@@ -130,3 +64,138 @@ __all__ = [
     "verify_headers",
     "verify_signature",
 ]
+
+if TYPE_CHECKING:
+    from ._messages import (
+        ERROR_TEXTS,
+        ErrorCode,
+        ErrorMessage,
+        EventLifecycle,
+        MalformedMessage,
+        MarketLifecycle,
+        OkMessage,
+        OrderbookDelta,
+        OrderbookSnapshot,
+        OtherMessage,
+        ServerMessage,
+        SubscribedMessage,
+        TickerMessage,
+        TradeMessage,
+        UnknownMessage,
+        UnsubscribedMessage,
+        parse_message,
+    )
+    from ._models import (
+        Candlestick,
+        Event,
+        EventsPage,
+        Market,
+        MarketsPage,
+        Orderbook,
+        PriceRange,
+        RestTrade,
+        Series,
+        TradesPage,
+    )
+    from ._ratelimit import TokenBucket
+    from .auth import (
+        KalshiAuthError,
+        KalshiCredentials,
+        generate_private_key_pem,
+        load_public_key,
+        signing_message,
+        verify_headers,
+        verify_signature,
+    )
+    from .book import BookError, OrderBook
+    from .feed import (
+        BookInvalidated,
+        BookUpdated,
+        FeedEvent,
+        FeedState,
+        FeedStats,
+        KalshiFeed,
+    )
+    from .protocol import (
+        CommandBuilder,
+        InvalidBook,
+        KalshiProtocol,
+        ProtocolStats,
+        RecoveryFailed,
+        RecoveryStarted,
+        SequenceGap,
+    )
+    from .rest import (
+        DEMO_REST_URL,
+        DEMO_WS_URL,
+        PROD_REST_URL,
+        PROD_WS_URL,
+        KalshiRestClient,
+        KalshiRestError,
+        resolve_rest_url,
+        resolve_ws_url,
+    )
+else:
+    lazy_import(
+        globals(),
+        {
+            "ERROR_TEXTS": "._messages",
+            "ErrorCode": "._messages",
+            "ErrorMessage": "._messages",
+            "EventLifecycle": "._messages",
+            "MalformedMessage": "._messages",
+            "MarketLifecycle": "._messages",
+            "OkMessage": "._messages",
+            "OrderbookDelta": "._messages",
+            "OrderbookSnapshot": "._messages",
+            "OtherMessage": "._messages",
+            "ServerMessage": "._messages",
+            "SubscribedMessage": "._messages",
+            "TickerMessage": "._messages",
+            "TradeMessage": "._messages",
+            "UnknownMessage": "._messages",
+            "UnsubscribedMessage": "._messages",
+            "parse_message": "._messages",
+            "Candlestick": "._models",
+            "Event": "._models",
+            "EventsPage": "._models",
+            "Market": "._models",
+            "MarketsPage": "._models",
+            "Orderbook": "._models",
+            "PriceRange": "._models",
+            "RestTrade": "._models",
+            "Series": "._models",
+            "TradesPage": "._models",
+            "TokenBucket": "._ratelimit",
+            "KalshiAuthError": ".auth",
+            "KalshiCredentials": ".auth",
+            "generate_private_key_pem": ".auth",
+            "load_public_key": ".auth",
+            "signing_message": ".auth",
+            "verify_headers": ".auth",
+            "verify_signature": ".auth",
+            "BookError": ".book",
+            "OrderBook": ".book",
+            "BookInvalidated": ".feed",
+            "BookUpdated": ".feed",
+            "FeedEvent": ".feed",
+            "FeedState": ".feed",
+            "FeedStats": ".feed",
+            "KalshiFeed": ".feed",
+            "CommandBuilder": ".protocol",
+            "InvalidBook": ".protocol",
+            "KalshiProtocol": ".protocol",
+            "ProtocolStats": ".protocol",
+            "RecoveryFailed": ".protocol",
+            "RecoveryStarted": ".protocol",
+            "SequenceGap": ".protocol",
+            "DEMO_REST_URL": ".rest",
+            "DEMO_WS_URL": ".rest",
+            "PROD_REST_URL": ".rest",
+            "PROD_WS_URL": ".rest",
+            "KalshiRestClient": ".rest",
+            "KalshiRestError": ".rest",
+            "resolve_rest_url": ".rest",
+            "resolve_ws_url": ".rest",
+        },
+    )

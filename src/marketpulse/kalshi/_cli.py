@@ -19,13 +19,16 @@ import typer
 
 from marketpulse._aio import cancel_and_wait
 from marketpulse.kalshi.auth import KalshiAuthError, KalshiCredentials
-from marketpulse.kalshi.feed import KalshiFeed
-from marketpulse.kalshi.rest import KalshiRestClient, KalshiRestError, resolve_ws_url
+
+# The feed and the REST client (websockets, httpx) are imported where they are used: every
+# ``marketpulse`` command imports this module to register ``record``.
 
 SIM_WS_URL = "ws://127.0.0.1:8765/trade-api/ws/v2"
 
 
 def _ws_url(url: str) -> str:
+    from marketpulse.kalshi.rest import resolve_ws_url
+
     return SIM_WS_URL if url == "sim" else resolve_ws_url(url)
 
 
@@ -59,6 +62,8 @@ class _Recorder:
 
 
 async def _discover(ws_url: str, creds: KalshiCredentials | None, limit: int) -> list[str]:
+    from marketpulse.kalshi.rest import KalshiRestClient
+
     async with KalshiRestClient(_rest_url_for(ws_url), creds, max_retries=2) as rest:
         page = await rest.list_markets(limit=limit, status="open")
         return [m.ticker for m in page.markets]
@@ -72,6 +77,8 @@ async def _record(
     out_path: Path,
     duration: float | None,
 ) -> int:
+    from marketpulse.kalshi.feed import KalshiFeed
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -133,6 +140,8 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Record a Kalshi WS v2 feed (simulator or real) to JSONL with receive timestamps."""
+        from marketpulse.kalshi.rest import KalshiRestError
+
         ws_url = _ws_url(url)
         try:
             creds = _credentials(key_id, private_key)

@@ -9,7 +9,22 @@ await sim.stop()
 ```
 """
 
-from marketpulse.simulator._faults import Faults, FaultSettings
-from marketpulse.simulator._server import Simulator, SimulatorConfig
+from typing import TYPE_CHECKING
+
+from marketpulse._lazy import lazy_import
 
 __all__ = ["FaultSettings", "Faults", "Simulator", "SimulatorConfig"]
+
+if TYPE_CHECKING:
+    from ._faults import Faults, FaultSettings
+    from ._server import Simulator, SimulatorConfig
+else:
+    lazy_import(
+        globals(),
+        {
+            "Faults": "._faults",
+            "FaultSettings": "._faults",
+            "Simulator": "._server",
+            "SimulatorConfig": "._server",
+        },
+    )

@@ -8,12 +8,14 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from marketpulse.simulator._faults import FaultSettings
-from marketpulse.simulator._server import Simulator, SimulatorConfig
+if TYPE_CHECKING:
+    # Imported where used: every ``marketpulse`` command imports this module to register
+    # ``simulate``, and the simulator brings the Kalshi client's libraries with it.
+    from marketpulse.simulator._server import SimulatorConfig
 
 
 def register(app: typer.Typer) -> None:
@@ -63,6 +65,9 @@ def simulate(
     stall_seconds: Annotated[float, typer.Option(min=0, help="Length of each stall.")] = 1.0,
 ) -> None:
     """Run a Kalshi-compatible exchange (WS v2 + REST v2) on one port."""
+    from marketpulse.simulator._faults import FaultSettings
+    from marketpulse.simulator._server import SimulatorConfig
+
     if replay is not None and not replay.is_file():
         raise typer.BadParameter(f"no such recording: {replay}", param_hint="--replay")
     if public_key is not None and not public_key.is_file():
@@ -104,6 +109,8 @@ def simulate(
 
 
 async def _serve(config: SimulatorConfig) -> None:
+    from marketpulse.simulator._server import Simulator
+
     sim = Simulator(config)
     await sim.start()
     print(

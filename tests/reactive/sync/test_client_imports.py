@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
+
+from loaded import modules_loaded_by
 
 HEAVY = (
     "marketpulse.reactive.engine",
@@ -17,15 +15,6 @@ HEAVY = (
     "starlette",
     "uvicorn",
 )
-
-
-def modules_loaded_by(module: str) -> set[str]:
-    """The modules a fresh interpreter holds after importing ``module``."""
-    code = f"import json, sys, {module}; print(json.dumps(sorted(sys.modules)))"
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    return set(json.loads(out.stdout))
 
 
 @pytest.mark.parametrize(
