@@ -1,4 +1,9 @@
-"""marketpulse.kalshi: Kalshi REST v2 and WebSocket v2 connectivity with exact order books."""
+"""marketpulse.kalshi: Kalshi REST v2 and WebSocket v2 connectivity with exact order books.
+
+Names are imported on first use (see ``marketpulse._lazy``), so one light submodule (the auth
+helpers the simulator verifies with, say) does not load the feed and the REST client with
+their libraries.
+"""
 
 from typing import TYPE_CHECKING
 

@@ -7,6 +7,9 @@ sim.book_levels(ticker)      # {"yes": [(Decimal, Decimal)], "no": [...]}, ascen
 sim.pause(); sim.resume(); sim.faults.skip_seq(); sim.faults.drop_connection(); ...
 await sim.stop()
 ```
+
+Names are imported on first use (see ``marketpulse._lazy``): ``marketpulse simulate`` registers
+itself without loading the simulator.
 """
 
 from typing import TYPE_CHECKING
