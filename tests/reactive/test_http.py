@@ -297,6 +297,21 @@ async def test_health_metrics_static_and_unknown_routes(http: httpx.AsyncClient)
     assert r.json() == {"status": "success", "value": 1.0}
 
 
+async def test_metrics_limited_to_named_series(store: Served, http: httpx.AsyncClient) -> None:
+    asked = {"marketpulse_mutations_committed_total", "marketpulse_sync_connections"}
+    r = await http.get("/metrics", params=[("name[]", name) for name in sorted(asked)])
+    names = {line.split("{")[0].split(" ")[0] for line in r.text.splitlines() if line[:1] != "#"}
+    assert names == asked
+    # A collector of its own runs only when one of its names is asked for.
+    store.gateway.metrics.registry.register(_SlowCollector())
+    started = time.monotonic()
+    r = await http.get("/metrics", params={"name[]": "marketpulse_sync_connections"})
+    assert time.monotonic() - started < 0.4, "a collector of other names ran"
+    assert "test_slow_collector" not in r.text
+    r = await http.get("/metrics", params={"name[]": "test_slow_collector"})
+    assert "test_slow_collector 1.0" in r.text
+
+
 class _SlowCollector(Collector):
     """A collector that takes 0.5 s, as a huge registry would."""
 

@@ -275,8 +275,14 @@ def build_app(
                 )
         # On a worker thread: rendering is 1-3 ms of Python (every histogram bucket formatted),
         # which on the loop's thread would delay every socket's turn by as much. The metrics'
-        # values take their own locks and the collectors read plain numbers.
-        body = await asyncio.to_thread(generate_latest, gateway.metrics.registry)
+        # values take their own locks and the collectors read plain numbers. Even there it
+        # holds the GIL the loop needs: a scraper that wants a few series names them, as
+        # prometheus_client's own handlers allow (``?name[]=<sample name>``, repeated), and
+        # only the collectors of those names run.
+        names = request.query_params.getlist("name[]")
+        registry = gateway.metrics.registry
+        source = registry.restricted_registry(names) if names else registry
+        body = await asyncio.to_thread(generate_latest, source)  # type: ignore[arg-type]
         return Response(body, media_type="text/plain")
 
     async def not_found(request: Request) -> Response:
