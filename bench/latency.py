@@ -343,7 +343,10 @@ async def ours(
     window: float,
     transport: Literal["websocket", "http"] = "websocket",
     in_flight: int | None = None,
+    loop_series: bool = False,
 ) -> dict[str, Any]:
+    """Our side of the run; ``loop_series`` samples the store's loop lag over time too (a
+    scrape of its /metrics four times a second: see :class:`LoopSampler` for its cost)."""
     store = TimedStore(s.store_url, s.admin_key, transport=transport)
     runner = StreamRunner(
         stream_id="bench-latency",
@@ -361,7 +364,7 @@ async def ours(
     official = official_npm = None
     store_stages: dict[float, dict[str, float]] = {}
     loop: dict[float, dict[str, Any]] = {}
-    sampler = LoopSampler(s.store_url)
+    sampler = LoopSampler(s.store_url) if loop_series else None
     probe = QueryProbe(s.store_url, markets[0])
     try:
         await asyncio.to_thread(s.sim, "set_rate", rate=rates[0])
@@ -403,7 +406,8 @@ async def ours(
             ):
                 await asyncio.sleep(0.05)
             _say("subscribed; stepping rates")
-            sampler.start()
+            if sampler is not None:
+                sampler.start()
             probe.start()
             windows = await _step_rates(
                 s,
@@ -416,7 +420,8 @@ async def ours(
             )
             await asyncio.sleep(0.3)
         finally:
-            await sampler.stop()
+            if sampler is not None:
+                await sampler.stop()
             await probe.stop()
             await asyncio.to_thread(fleet.__exit__, None, None, None)
     finally:
@@ -466,7 +471,7 @@ async def ours(
             "loop": loop.get(rate, {}),
             "loop_series": [
                 {**p, "t_s": round((p["at"] - start) / 1000, 3)}
-                for p in sampler.between(start, end)
+                for p in (sampler.between(start, end) if sampler is not None else ())
             ],
             # Queries kept being answered (an HTTP query every 50 ms), and pushes kept coming:
             # the longest time no light subscriber received anything.
@@ -571,6 +576,12 @@ async def main() -> None:
     )
     parser.add_argument("--slow-disk-every", type=float, default=2.0, metavar="S")
     parser.add_argument(
+        "--loop-series",
+        action="store_true",
+        help="also sample the store's loop lag over time (four scrapes a second, which cost "
+        "its p99 a little; always on with --slow-disk, whose plot it is)",
+    )
+    parser.add_argument(
         "--batches-in-flight",
         type=int,
         metavar="N",
@@ -606,6 +617,7 @@ async def main() -> None:
                 window,
                 opts.store_transport,
                 opts.batches_in_flight,
+                loop_series=opts.slow_disk > 0 or opts.loop_series,
             )
             base = await redis_baseline(s, markets, subscribers, rates, window)
             merged = await redis_baseline(s, markets, subscribers, rates, window, coalesce=True)

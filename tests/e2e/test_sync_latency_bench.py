@@ -45,6 +45,36 @@ def test_cpu_shares_over_a_run() -> None:
     assert now is None or len(now) >= 8
 
 
+def test_scrape_loop_asks_for_its_series_and_reads_their_buckets() -> None:
+    sys.path.insert(0, str(BENCH))
+    import httpx
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from _common import GC_ANY, GC_PAUSE, LAG, scrape_loop
+
+    registry = CollectorRegistry()
+    lag = Histogram(LAG, "lag", buckets=[0.001, 0.005], registry=registry)
+    gc_pause = Histogram(
+        GC_PAUSE, "gc", labelnames=["generation"], buckets=[0.001, 0.005], registry=registry
+    )
+    lag.observe(0.002)
+    gc_pause.labels("2").observe(0.003)
+    gc_pause.labels("0").observe(0.0001)
+    asked: list[str] = []
+
+    def metrics(request: httpx.Request) -> httpx.Response:
+        asked.extend(request.url.params.get_list("name[]"))
+        return httpx.Response(200, content=generate_latest(registry))
+
+    with httpx.Client(transport=httpx.MockTransport(metrics)) as http:
+        out = scrape_loop(http, "http://store")
+    assert f"{LAG}_bucket" in asked and f"{GC_PAUSE}_bucket" in asked
+    inf = float("inf")
+    assert out[LAG] == {0.001: 0.0, 0.005: 1.0, inf: 1.0}
+    assert out[GC_PAUSE] == {0.001: 0.0, 0.005: 1.0, inf: 1.0}  # generation 2 only
+    assert out[GC_ANY] == {0.001: 1.0, 0.005: 2.0, inf: 2.0}  # every generation
+
+
 def test_redis_subscriber_parses_its_frames_across_any_split() -> None:
     sys.path.insert(0, str(BENCH))
     import orjson
