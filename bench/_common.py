@@ -14,6 +14,7 @@ import json
 import math
 import multiprocessing
 import os
+import queue
 import re
 import sys
 import time
@@ -295,8 +296,17 @@ class LoopSampler:
 
     async def stop(self) -> None:
         self._stop.set()
-        # Read to the end before joining: a process exits only once its queue is drained.
-        while (entry := await asyncio.to_thread(self._out.get, True, 30)) is not None:
+        # Read to the end before joining: a process exits only once its queue is drained. A
+        # sampler that died (the store gone) sends no end: its series stops where it did.
+        while True:
+            try:
+                entry = await asyncio.to_thread(self._out.get, True, 1.0)
+            except queue.Empty:
+                if self._process.is_alive():
+                    continue
+                break
+            if entry is None:
+                break
             self.series.append(entry)
         await asyncio.to_thread(self._process.join, 10)
 

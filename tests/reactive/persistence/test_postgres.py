@@ -500,7 +500,11 @@ async def test_a_lost_node_s_running_action_is_failed_once_by_another_node(
         for task in persistence(a)._tasks:
             if task.get_coro().__name__ == "_periodic":  # type: ignore[union-attr]
                 task.cancel()
-        await wait_for(lambda: job(held)["state"]["kind"] == "failed", timeout=15)
+        # b's runner counts its recovery once its commit returns, a moment after b's own
+        # queries see the commit (CI saw the job failed and the count still 0).
+        await wait_for(
+            lambda: job(held)["state"]["kind"] == "failed" and rb.recovered > 0, timeout=15
+        )
         assert "node running it was lost" in job(held)["state"]["error"]
         assert rb.recovered == 1
         completed = job(held)["completedTime"]
