@@ -281,14 +281,12 @@ class LoopSampler:
     """
 
     def __init__(self, store_url: str, every: float = 0.25) -> None:
-        self.store_url = store_url
-        self.every = every
         self.series: list[dict[str, Any]] = []
         context = multiprocessing.get_context("spawn")
         self._out = context.Queue()
         self._stop = context.Event()
         self._process = context.Process(
-            target=_sample_loop, args=(store_url, self.every, self._out, self._stop), daemon=True
+            target=_sample_loop, args=(store_url, every, self._out, self._stop), daemon=True
         )
 
     def start(self) -> None:

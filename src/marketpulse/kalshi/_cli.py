@@ -17,19 +17,16 @@ from typing import IO, Annotated
 import orjson
 import typer
 
+# The package's names load on first use: every ``marketpulse`` command imports this module (to
+# register ``record``) and need not load the feed and the REST client (websockets, httpx).
+from marketpulse import kalshi
 from marketpulse._aio import cancel_and_wait
-from marketpulse.kalshi.auth import KalshiAuthError, KalshiCredentials
-
-# The feed and the REST client (websockets, httpx) are imported where they are used: every
-# ``marketpulse`` command imports this module to register ``record``.
 
 SIM_WS_URL = "ws://127.0.0.1:8765/trade-api/ws/v2"
 
 
 def _ws_url(url: str) -> str:
-    from marketpulse.kalshi.rest import resolve_ws_url
-
-    return SIM_WS_URL if url == "sim" else resolve_ws_url(url)
+    return SIM_WS_URL if url == "sim" else kalshi.resolve_ws_url(url)
 
 
 def _rest_url_for(ws_url: str) -> str:
@@ -38,12 +35,12 @@ def _rest_url_for(ws_url: str) -> str:
     return base.replace("/trade-api/ws/v2", "/trade-api/v2")
 
 
-def _credentials(key_id: str | None, private_key: Path | None) -> KalshiCredentials | None:
+def _credentials(key_id: str | None, private_key: Path | None) -> kalshi.KalshiCredentials | None:
     if key_id and private_key:
-        return KalshiCredentials.from_file(key_id, private_key)
+        return kalshi.KalshiCredentials.from_file(key_id, private_key)
     try:
-        return KalshiCredentials.from_env()
-    except KalshiAuthError:
+        return kalshi.KalshiCredentials.from_env()
+    except kalshi.KalshiAuthError:
         if key_id or private_key:
             raise
         return None
@@ -61,24 +58,20 @@ class _Recorder:
         self.frames += 1
 
 
-async def _discover(ws_url: str, creds: KalshiCredentials | None, limit: int) -> list[str]:
-    from marketpulse.kalshi.rest import KalshiRestClient
-
-    async with KalshiRestClient(_rest_url_for(ws_url), creds, max_retries=2) as rest:
+async def _discover(ws_url: str, creds: kalshi.KalshiCredentials | None, limit: int) -> list[str]:
+    async with kalshi.KalshiRestClient(_rest_url_for(ws_url), creds, max_retries=2) as rest:
         page = await rest.list_markets(limit=limit, status="open")
         return [m.ticker for m in page.markets]
 
 
 async def _record(
     ws_url: str,
-    creds: KalshiCredentials | None,
+    creds: kalshi.KalshiCredentials | None,
     markets: list[str],
     channels: list[str],
     out_path: Path,
     duration: float | None,
 ) -> int:
-    from marketpulse.kalshi.feed import KalshiFeed
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -86,7 +79,7 @@ async def _record(
             loop.add_signal_handler(sig, stop.set)
     with out_path.open("wb") as fh:
         rec = _Recorder(fh)
-        feed = KalshiFeed(ws_url, creds, markets, channels, on_frame=rec)
+        feed = kalshi.KalshiFeed(ws_url, creds, markets, channels, on_frame=rec)
         started = time.monotonic()
         async with feed:
 
@@ -140,19 +133,17 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Record a Kalshi WS v2 feed (simulator or real) to JSONL with receive timestamps."""
-        from marketpulse.kalshi.rest import KalshiRestError
-
         ws_url = _ws_url(url)
         try:
             creds = _credentials(key_id, private_key)
-        except KalshiAuthError as exc:
+        except kalshi.KalshiAuthError as exc:
             typer.echo(f"record: {exc}", err=True)
             raise typer.Exit(2) from None
         tickers = [t.strip() for m in (markets or []) for t in m.split(",") if t.strip()]
         if not tickers:
             try:
                 tickers = asyncio.run(_discover(ws_url, creds, max_markets))
-            except (KalshiRestError, OSError) as exc:
+            except (kalshi.KalshiRestError, OSError) as exc:
                 typer.echo(f"record: cannot list markets: {exc}", err=True)
                 raise typer.Exit(1) from None
             if not tickers:

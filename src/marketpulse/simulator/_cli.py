@@ -8,14 +8,13 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-if TYPE_CHECKING:
-    # Imported where used: every ``marketpulse`` command imports this module to register
-    # ``simulate``, and the simulator brings the Kalshi client's libraries with it.
-    from marketpulse.simulator._server import SimulatorConfig
+# The package's names load on first use: every ``marketpulse`` command imports this module (to
+# register ``simulate``) and need not load the simulator and the Kalshi client it brings.
+from marketpulse import simulator
 
 
 def register(app: typer.Typer) -> None:
@@ -65,14 +64,11 @@ def simulate(
     stall_seconds: Annotated[float, typer.Option(min=0, help="Length of each stall.")] = 1.0,
 ) -> None:
     """Run a Kalshi-compatible exchange (WS v2 + REST v2) on one port."""
-    from marketpulse.simulator._faults import FaultSettings
-    from marketpulse.simulator._server import SimulatorConfig
-
     if replay is not None and not replay.is_file():
         raise typer.BadParameter(f"no such recording: {replay}", param_hint="--replay")
     if public_key is not None and not public_key.is_file():
         raise typer.BadParameter(f"no such key file: {public_key}", param_hint="--public-key")
-    config = SimulatorConfig(
+    config = simulator.SimulatorConfig(
         host=host,
         port=port,
         markets=markets,
@@ -91,7 +87,7 @@ def simulate(
         replay=str(replay) if replay else None,
         speed=speed,
         replay_loop=loop,
-        faults=FaultSettings(
+        faults=simulator.FaultSettings(
             fault_rate=fault_rate,
             drop_every=drop_every,
             malformed_every=malformed_every,
@@ -108,10 +104,8 @@ def simulate(
         pass
 
 
-async def _serve(config: SimulatorConfig) -> None:
-    from marketpulse.simulator._server import Simulator
-
-    sim = Simulator(config)
+async def _serve(config: simulator.SimulatorConfig) -> None:
+    sim = simulator.Simulator(config)
     await sim.start()
     print(
         f"marketpulse simulator: {len(sim.markets)} markets, rate {config.rate:g} msg/s, "

@@ -135,6 +135,8 @@ class FanoutWriter:
         self.threads = max(0, threads)
         self.min_sockets = max(1, min_sockets)
         self.chunk = max(1, chunk)
+        # A chunk (or the rest at finish) smaller than this goes through the transports.
+        self._min_threaded = -(-self.chunk // 4)
         self._threaded = False  # whether this fan-out wrote a chunk on threads
         # Whether take() collects now (an attribute, read on every send: no call when off).
         self.collecting = False
@@ -205,7 +207,7 @@ class FanoutWriter:
         count = len(self._index)
         self._index = {}
         self._fds, self._transports, self._frames = [], [], []
-        if count < -(-self.chunk // 4):
+        if count < self._min_threaded:
             for i, fd in enumerate(fds):
                 if fd >= 0:
                     _hand_back(transports[i], frames[i])
