@@ -2,8 +2,8 @@
 
 Every invocation (``--help`` included) imports each package's ``_cli`` module to register its
 commands; what a command runs is imported when it runs. Before this held, ``marketpulse
---help`` loaded Temporal, the simulator and the Kalshi client, and a store took 0.7 s longer
-to answer its first health check (CHANGELOG, session 25).
+--help`` loaded Temporal, the simulator and the Kalshi client and took twice as long
+(``bench/cli_start.py``, CHANGELOG session 25).
 """
 
 from __future__ import annotations
