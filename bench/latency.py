@@ -22,8 +22,10 @@ from the exact time the simulator began writing that stamp's frames (its send lo
 
 Baseline, same run, same feed, same subscribers: a relay in this process reads the simulator
 feed and publishes every order book change to a Redis channel per market; N redis-py
-subscribers each subscribe to the same market as the corresponding client. A second Redis
-run publishes, per round, only each market's newest change, as our batches carry it ("redis,
+subscribers each subscribe to the same market as the corresponding client, and one more
+redis-py client in a process of its own subscribes to the official clients' 10 markets (their
+twin: the fleet's clients share two busy processes, the official ones each have one, and
+the twin shows what that alone costs Redis). A second Redis run publishes, per round, only each market's newest change, as our batches carry it ("redis,
 coalesced like ours"): at 10,000 msgs/s the plain one saturates the subscribers, not Redis.
 
 The two fleets play different parts. Redis's subscribers are its measured clients: redis-py,
@@ -527,15 +529,20 @@ async def redis_baseline(
     tasks = [asyncio.create_task(relay()), asyncio.create_task(publish())]
     _say("redis baseline" + (", coalesced" if coalesce else ""))
     fleet = Fleet("redis", "", [[markets[i % len(markets)]] for i in range(subscribers)])
+    # The official clients' twin: one redis-py client in a process of its own on the same
+    # markets (the fleet's clients share two busy processes, the official ones do not).
+    watcher = Fleet("redis", "", [markets[:OFFICIAL_MARKETS]])
     fleet_cpu: dict[float, float] = {}
     try:
         await asyncio.to_thread(fleet.__enter__)
+        await asyncio.to_thread(watcher.__enter__)
         try:
             windows = await _step_rates(
                 s, rates, window, settle=min(1.0, window / 2), fleet=(fleet.pids, fleet_cpu)
             )
             await asyncio.sleep(0.3)
         finally:
+            await asyncio.to_thread(watcher.__exit__, None, None, None)
             await asyncio.to_thread(fleet.__exit__, None, None, None)
     finally:
         for t in tasks:
@@ -548,6 +555,7 @@ async def redis_baseline(
         str(int(rate)): {
             **summarize_ms(fleet.between(start, end)),
             "raw": [(at, lat) for at, lat in fleet.samples if start <= at < end],
+            "watch_raw": [(at, lat) for at, lat in watcher.samples if start <= at < end],
             "cpu_us_per_receipt": _cpu_per_receipt(fleet, fleet_cpu, rate, start, end),
         }
         for rate, start, end in windows
@@ -638,8 +646,10 @@ async def main() -> None:
         )
         r = dict(base[key])
         raw["redis"] = r.pop("raw")
+        raw["redis_watch"] = r.pop("watch_raw")
         rc = dict(merged[key])
         raw["redis_coalesced"] = rc.pop("raw")
+        rc.pop("watch_raw")
         # The subscriber fleets' own CPU per receipt: what each side's load costs the host.
         fleet_cpu = {
             "light": mine[key]["light_cpu_us_per_receipt"],
@@ -673,7 +683,14 @@ async def main() -> None:
                     f"{e['p50_ms']:.2f} / {e['p99_ms']:.2f} / {e['p999_ms']:.2f}"
                     for e in (
                         exact[n]
-                        for n in ("official", "official_npm", "light", "redis", "redis_coalesced")
+                        for n in (
+                            "official",
+                            "official_npm",
+                            "light",
+                            "redis",
+                            "redis_watch",
+                            "redis_coalesced",
+                        )
                     )
                 ),
             ]
@@ -746,6 +763,7 @@ async def main() -> None:
             "official npm client",
             "light clients",
             "redis",
+            "redis, one client on 10 markets",
             "redis, coalesced like ours",
         ],
         exact_rows,
