@@ -43,7 +43,10 @@ LAG_BUCKETS = (
     0.005,
     0.0075,
     0.01,
+    0.015,
     0.02,
+    0.03,
+    0.04,
     0.05,
     0.1,
     0.2,
@@ -52,7 +55,9 @@ LAG_BUCKETS = (
     1.0,
     2.5,
 )
-"""Histogram bounds (s): fine below 10 ms, where the goals are (loop lag p999 <= 5 ms)."""
+"""Histogram bounds (s): fine below 10 ms, where the goals are (loop lag p999 <= 5 ms), and
+fine enough up to 50 ms to tell a busy store's turns apart: at 10,000 msg/s the lag's p99 and
+p999 both fell in one 10-20 ms bucket, where a change to the turns could not show."""
 
 
 class LagRecorder:
