@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from typing import Any
 import httpx
 
 from _common import emit, print_table
+from marketpulse.testing import free_port
 
 READY_TIMEOUT_S = 30.0
 
@@ -43,16 +43,9 @@ def _timed(argv: list[str], env: dict[str, str]) -> float:
     return time.perf_counter() - started
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _serve_ready(env: dict[str, str]) -> float:
     """Seconds from starting ``marketpulse serve`` (fresh SQLite file) to a 200 on /health."""
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         argv = [sys.executable, "-m", "marketpulse", "serve", "--port", str(port),
                 "--db", f"sqlite:{Path(tmp) / 'store.sqlite'}"]  # fmt: skip

@@ -24,9 +24,10 @@ Baseline, same run, same feed, same subscribers: a relay in this process reads t
 feed and publishes every order book change to a Redis channel per market; N redis-py
 subscribers each subscribe to the same market as the corresponding client, and one more
 redis-py client in a process of its own subscribes to the official clients' 10 markets (their
-twin: the fleet's clients share two busy processes, the official ones each have one, and
-the twin shows what that alone costs Redis). A second Redis run publishes, per round, only each market's newest change, as our batches carry it ("redis,
-coalesced like ours"): at 10,000 msgs/s the plain one saturates the subscribers, not Redis.
+twin: the fleet's clients share two busy processes, the official ones each have one, and the
+twin shows what that alone costs Redis). A second Redis run publishes, per round, only each
+market's newest change, as our batches carry it ("redis, coalesced like ours"): at 10,000
+msgs/s the plain one saturates the subscribers, not Redis.
 
 The two fleets play different parts. Redis's subscribers are its measured clients: redis-py,
 Redis's official Python client, as the npm and PyPI clients are ours. Our light clients are
@@ -529,21 +530,23 @@ async def redis_baseline(
     tasks = [asyncio.create_task(relay()), asyncio.create_task(publish())]
     _say("redis baseline" + (", coalesced" if coalesce else ""))
     fleet = Fleet("redis", "", [[markets[i % len(markets)]] for i in range(subscribers)])
-    # The official clients' twin: one redis-py client in a process of its own on the same
-    # markets (the fleet's clients share two busy processes, the official ones do not).
-    watcher = Fleet("redis", "", [markets[:OFFICIAL_MARKETS]])
+    # The official clients' twin (plain run only): one redis-py client in a process of its own
+    # on the same markets (the fleet's clients share two busy processes, the official ones do
+    # not).
+    watcher = None if coalesce else Fleet("redis", "", [markets[:OFFICIAL_MARKETS]])
+    fleets = [f for f in (fleet, watcher) if f is not None]
     fleet_cpu: dict[float, float] = {}
     try:
-        await asyncio.to_thread(fleet.__enter__)
-        await asyncio.to_thread(watcher.__enter__)
+        for f in fleets:
+            await asyncio.to_thread(f.__enter__)
         try:
             windows = await _step_rates(
                 s, rates, window, settle=min(1.0, window / 2), fleet=(fleet.pids, fleet_cpu)
             )
             await asyncio.sleep(0.3)
         finally:
-            await asyncio.to_thread(watcher.__exit__, None, None, None)
-            await asyncio.to_thread(fleet.__exit__, None, None, None)
+            for f in reversed(fleets):
+                await asyncio.to_thread(f.__exit__, None, None, None)
     finally:
         for t in tasks:
             t.cancel()
@@ -555,7 +558,9 @@ async def redis_baseline(
         str(int(rate)): {
             **summarize_ms(fleet.between(start, end)),
             "raw": [(at, lat) for at, lat in fleet.samples if start <= at < end],
-            "watch_raw": [(at, lat) for at, lat in watcher.samples if start <= at < end],
+            "watch_raw": [
+                (at, lat) for at, lat in (watcher.samples if watcher else []) if start <= at < end
+            ],
             "cpu_us_per_receipt": _cpu_per_receipt(fleet, fleet_cpu, rate, start, end),
         }
         for rate, start, end in windows
@@ -649,7 +654,7 @@ async def main() -> None:
         raw["redis_watch"] = r.pop("watch_raw")
         rc = dict(merged[key])
         raw["redis_coalesced"] = rc.pop("raw")
-        rc.pop("watch_raw")
+        rc.pop("watch_raw")  # empty: the coalesced run has no twin
         # The subscriber fleets' own CPU per receipt: what each side's load costs the host.
         fleet_cpu = {
             "light": mine[key]["light_cpu_us_per_receipt"],
