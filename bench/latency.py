@@ -202,8 +202,11 @@ def _store_breakdown(before: dict[str, float], after: dict[str, float]) -> dict[
     return out
 
 
-def _official_samples(path: Path) -> list[tuple[float, float]]:
+def _official_samples(path: Path) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """A watcher's samples, (receipt ms, latency ms) of each new value, and (receipt ms, the
+    client's own ms) of those whose line carries ``own`` (the npm watcher's)."""
     samples = []
+    own = []
     last: dict[int, Any] = {}
     for line in path.read_text().splitlines():
         if not line.startswith('{"i"'):
@@ -215,8 +218,10 @@ def _official_samples(path: Path) -> list[tuple[float, float]]:
         first = rec["i"] not in last
         if not first and stamp is not None and stamp != last[rec["i"]]:
             samples.append((rec["at"], rec["at"] - float(stamp)))
+            if rec.get("own") is not None:
+                own.append((rec["at"], float(rec["own"])))
         last[rec["i"]] = stamp
-    return samples
+    return samples, own
 
 
 def _send_times(s: LocalSystem) -> dict[int, float]:
@@ -436,8 +441,8 @@ async def ours(
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, 10)
         await store.aclose()
-    official_samples = _official_samples(out)
-    npm_samples = _official_samples(out_npm) if official_npm is not None else []
+    official_samples, _ = _official_samples(out)
+    npm_samples, npm_own = _official_samples(out_npm) if official_npm is not None else ([], [])
     result = {}
     for rate, start, end in windows:
 
@@ -452,6 +457,8 @@ async def ours(
             },
             "official": summarize_ms([lat for at, lat in official_samples if start <= at < end]),
             "official_npm": summarize_ms([lat for at, lat in npm_samples if start <= at < end]),
+            # Of that, the npm client's own work (its message event -> onUpdate callback).
+            "official_npm_own": summarize_ms([ms for at, ms in npm_own if start <= at < end]),
             "light": summarize_ms(fleet.between(start, end)),
             "light_cpu_us_per_receipt": _cpu_per_receipt(fleet, fleet_cpu, rate, start, end),
             "apply_updates_rtt": summarize_ms([ms for at, ms in store.calls if start <= at < end]),
@@ -719,6 +726,7 @@ async def main() -> None:
                 "rate": rate,
                 "official": o,
                 "official_npm": npm,
+                "official_npm_own": mine[key]["official_npm_own"],
                 "light": li,
                 "redis": r,
                 "redis_coalesced": rc,
@@ -745,6 +753,13 @@ async def main() -> None:
             f"{rate:,.0f} msgs/s: subscriber processes' CPU per receipt (µs, /proc ticks): "
             + ", ".join(f"{name} {us}" for name, us in fleet_cpu.items())
         )
+        own = mine[key]["official_npm_own"]
+        if own["n"]:
+            print(
+                f"{rate:,.0f} msgs/s: the npm client's own work per update (its WebSocket "
+                f"message event -> onUpdate callback), p50 / p99 / p999 ms: {own['p50_ms']:.3f}"
+                f" / {own['p99_ms']:.3f} / {own['p999_ms']:.3f} (n={own['n']})"
+            )
     print_table(
         f"latency, simulator send -> client receipt, {MARKETS} markets, {subscribers} subscribers "
         "(p50 / p99 / p999 ms)",
