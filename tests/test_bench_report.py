@@ -30,6 +30,7 @@ def _latency_run(rate: float, ours_p50: float) -> dict[str, object]:
             **({"busy_pct": 88.0, "steal_pct": 12.5} if rate == 10000 else {}),
         },
         "query_probe": {"p99_ms": 3.0},
+        **({"official_npm_own": {"n": 50, "p50_ms": 0.23, "p99_ms": 1.04}} if rate == 1000 else {}),
         "longest_push_gap_ms": 12.0,
         "feed_longest_gap_ms": 11.0,
         "loop_series": [
@@ -96,6 +97,11 @@ def test_each_figure_sits_beside_its_goal_and_baseline() -> None:
     assert "| 1,000 msgs/s, p50 | 3.5 ms | <= 2x Redis | Redis 1 ms | 3.50x |" in text
     assert "| 10,000 msgs/s, p99 | 27 ms | <= 3x Redis | Redis 2.5 ms | 10.80x |" in text
     assert "| 1,000 msgs/s, store loop lag p999 | 4.2 ms | <= 5 ms |  |  |" in text
+    assert (
+        "| 1,000 msgs/s, of ours, the npm client's own work p50 / p99 | 0.23 / 1.04 ms "
+        "| (its message event -> onUpdate) |  |  |"
+    ) in text
+    assert "100 msgs/s, of ours" not in text  # results from before it was recorded
     assert (
         "| 1,000 msgs/s, of that lag, the thread on the CPU p999 | 3.3 ms "
         "| (the store's own long turns) |  |  |"

@@ -105,6 +105,17 @@ def _latency_rows(res: dict[str, Any]) -> list[Row]:
                         merged.get(key),
                     )
                 )
+        own = run.get("official_npm_own") or {}
+        if own.get("n"):  # recorded since session 27
+            rows.append(
+                (
+                    f"{at}, of ours, the npm client's own work p50 / p99",
+                    f"{_num(own['p50_ms'])} / {_num(own['p99_ms'], 'ms')}",
+                    "(its message event -> onUpdate)",
+                    "",
+                    "",
+                )
+            )
         loop = run.get("loop") or {}
         if loop:
             gc_wall, gc_cpu = loop.get("gc2_max_le_ms"), loop.get("gc2_cpu_max_le_ms")
