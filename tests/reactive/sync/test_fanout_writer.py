@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -120,6 +121,37 @@ def test_a_wide_fanout_is_written_chunk_by_chunk_as_frames_are_taken() -> None:
             assert read_exactly(client, len(b"first-%d;" % i)) == b"first-%d;" % i
         assert read_exactly(pairs[0][1], 9) == b"second-0;"
     assert transport.written == []
+
+
+def test_the_loop_thread_writes_a_chunk_alone_when_no_helper_is_free() -> None:
+    """The helper's part is whatever it finds unwritten when it wakes: a helper that is still
+    busy (here, held on purpose) neither blocks the fan-out nor writes a socket twice."""
+    writer = FanoutWriter(threads=1, min_sockets=4, chunk=8)
+    transport = Recording()
+    held = threading.Event()
+    gate = threading.Event()
+    writer._pool = ThreadPoolExecutor(1)  # the writer's own pool, its one thread kept busy
+    blocker = writer._pool.submit(lambda: (held.set(), gate.wait(10)))
+    assert held.wait(10)
+    try:
+        with tcp_pairs(12) as pairs:
+            assert writer.start(len(pairs))
+            for i, (server, _) in enumerate(pairs):
+                assert writer.take(server, server.fileno(), transport, b"frame-%02d;" % i)
+            assert writer.finish() is True
+            assert not blocker.done()  # finished without waiting for the helper
+            for i, (_, client) in enumerate(pairs):
+                assert read_exactly(client, 9) == b"frame-%02d;" % i
+            gate.set()
+            blocker.result(10)
+            writer._pool.submit(lambda: None).result(10)  # the late helper jobs have run
+            for _, client in pairs:
+                assert read_available(client) == b""  # and wrote nothing more
+    finally:
+        gate.set()
+        writer.close()
+    assert transport.written == []
+    assert writer.helper_cpu_s == 0.0
 
 
 def test_below_the_threshold_everything_goes_through_the_transport() -> None:

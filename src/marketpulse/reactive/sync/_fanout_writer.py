@@ -13,12 +13,16 @@ How: while :class:`~marketpulse.reactive.gateway.Flusher` flushes a fan-out of a
 instead of the transport, if the transport is open and its write buffer is empty. Every
 ``chunk`` sockets taken, and once more when every member is flushed
 (:meth:`FanoutWriter.finish`), what was taken is written with ``os.write`` on each socket's file
-descriptor, one share per thread, the loop thread included, which waits for the helpers. In
-chunks, because the writes wait for the encodings: written all at the end, a 1,000-socket
-fan-out's first socket waited for the last one's Transition (its p50 rose by a quarter). What a
-write could not send (a short write, ``EAGAIN``, any ``OSError``) goes to ``transport.write`` on
-the loop thread afterwards: asyncio buffers it or handles the error exactly as when the frame
-had gone to the transport directly.
+descriptor by the loop thread and the helpers together: each takes the next unwritten socket
+from one shared counter, so none waits for another's share. A helper woken late (the wake-up
+alone takes tens of microseconds here) writes fewer sockets; one that wakes after the chunk is
+written writes none, and the loop thread waits only for a write a helper has begun. (With a
+fixed half each, the loop thread spent a sixth of a 1,000-socket fan-out waiting for the
+helper's half: HISTORY.md, session 27.) In chunks, because the writes wait for the encodings:
+written all at the end, a 1,000-socket fan-out's first socket waited for the last one's
+Transition (its p50 rose by a quarter). What a write could not send (a short write,
+``EAGAIN``, any ``OSError``) goes to ``transport.write`` on the loop thread afterwards: asyncio
+buffers it or handles the error exactly as when the frame had gone to the transport directly.
 
 Why the order of each socket's bytes is kept:
 
@@ -42,7 +46,9 @@ microseconds, a few writes' worth.
 
 from __future__ import annotations
 
+import itertools
 import os
+import threading
 import time
 from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
@@ -84,19 +90,51 @@ def _hand_back(transport: _Transport, data: bytes) -> None:
         log.exception("direct transition write failed")
 
 
-def _write_all(
-    fds: list[int], frames: list[bytes], first: int
-) -> tuple[list[tuple[int, int]], float]:
-    """Write ``frames[i]`` to ``fds[i]``, one ``os.write`` each: (``first + i``, bytes sent) of
-    every frame not sent whole, and the CPU seconds this thread spent.
+class _Chunk:
+    """One chunk's writes, shared by the loop thread and the helpers.
+
+    Each writer takes the next index from ``claim`` (``next`` on an ``itertools.count`` runs
+    without releasing the GIL, so no index is taken twice). ``active`` counts the helpers inside
+    :func:`_help`; once the loop thread has run out of indices it sets ``closed``, and a helper
+    arriving after that writes nothing.
+    """
+
+    __slots__ = (
+        "active",
+        "claim",
+        "closed",
+        "fds",
+        "frames",
+        "helper_cpu",
+        "idle",
+        "lock",
+        "short",
+    )
+
+    def __init__(self, fds: list[int], frames: list[bytes]) -> None:
+        self.fds = fds
+        self.frames = frames
+        self.claim = itertools.count().__next__
+        self.lock = threading.Lock()
+        self.idle = threading.Event()  # set when the last active helper leaves a closed chunk
+        self.active = 0
+        self.closed = False
+        self.short: list[tuple[int, int]] = []  # (index, bytes sent) of frames not sent whole
+        self.helper_cpu = 0.0
+
+
+def _write_claimed(chunk: _Chunk, short: list[tuple[int, int]]) -> None:
+    """Write the frames of the indices this thread claims, one ``os.write`` each, until none is
+    left; note in ``short`` each frame not sent whole.
 
     Runs on any thread: it touches only file descriptors (the GIL is released in each write)
     and bytes, never a transport.
     """
-    began = time.thread_time()
-    short: list[tuple[int, int]] = []
+    fds, frames, claim = chunk.fds, chunk.frames, chunk.claim
+    count = len(fds)
     write = os.write
-    for i, fd in enumerate(fds):
+    while (i := claim()) < count:
+        fd = fds[i]
         if fd < 0:
             continue  # a released socket's place: its frames went to its transport
         data = frames[i]
@@ -107,8 +145,26 @@ def _write_all(
             # the error itself and closes as it always does.
             sent = 0
         if sent < len(data):
-            short.append((first + i, sent))
-    return short, time.thread_time() - began
+            short.append((i, sent))
+
+
+def _help(chunk: _Chunk) -> None:
+    """A helper thread's part of a chunk: whatever is still unclaimed when it wakes."""
+    with chunk.lock:
+        if chunk.closed:
+            return  # woken after the loop thread wrote the whole chunk
+        chunk.active += 1
+    began = time.thread_time()
+    short: list[tuple[int, int]] = []
+    try:
+        _write_claimed(chunk, short)
+    finally:
+        with chunk.lock:
+            chunk.short += short
+            chunk.helper_cpu += time.thread_time() - began
+            chunk.active -= 1
+            if chunk.closed and not chunk.active:
+                chunk.idle.set()
 
 
 class FanoutWriter:
@@ -217,20 +273,18 @@ class FanoutWriter:
             pool = self._pool = ThreadPoolExecutor(
                 self.threads, thread_name_prefix="marketpulse-fanout"
             )
-        shares = self.threads + 1
-        size = -(-len(fds) // shares)
-        # The helpers' shares first: they start while the loop thread writes the last one.
-        futures = [
-            pool.submit(_write_all, fds[a : a + size], frames[a : a + size], a)
-            for a in range(0, (shares - 1) * size, size)
-        ]
-        a = (shares - 1) * size
-        short, _ = _write_all(fds[a:], frames[a:], a)  # the loop thread's CPU: its caller's
-        for future in futures:
-            rest, cpu = future.result()
-            short.extend(rest)
-            self.helper_cpu_s += cpu
-        for i, sent in short:
+        chunk = _Chunk(fds, frames)
+        for _ in range(self.threads):
+            pool.submit(_help, chunk)
+        short: list[tuple[int, int]] = []
+        _write_claimed(chunk, short)  # the loop thread's CPU: its caller's
+        with chunk.lock:
+            chunk.closed = True
+            busy = chunk.active > 0
+        if busy:
+            chunk.idle.wait()  # a helper is finishing the write it claimed
+        self.helper_cpu_s += chunk.helper_cpu
+        for i, sent in short + chunk.short:
             _hand_back(transports[i], frames[i][sent:])
         self._threaded = True
 
