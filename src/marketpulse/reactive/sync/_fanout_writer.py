@@ -17,8 +17,8 @@ descriptor by the loop thread and the helpers together: each takes the next unwr
 from one shared counter, so none waits for another's share. A helper woken late (the wake-up
 alone takes tens of microseconds here) writes fewer sockets; one that wakes after the chunk is
 written writes none, and the loop thread waits only for a write a helper has begun. (With a
-fixed half each, the loop thread spent a sixth of a 1,000-socket fan-out waiting for the
-helper's half: HISTORY.md, session 27.) In chunks, because the writes wait for the encodings:
+fixed half each, the loop thread spent about a tenth of a 1,000-socket fan-out waiting for
+the helper's half: HISTORY.md, session 27.) In chunks, because the writes wait for the encodings:
 written all at the end, a 1,000-socket fan-out's first socket waited for the last one's
 Transition (its p50 rose by a quarter). What a write could not send (a short write,
 ``EAGAIN``, any ``OSError``) goes to ``transport.write`` on the loop thread afterwards: asyncio
