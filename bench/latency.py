@@ -565,9 +565,11 @@ async def redis_baseline(
         str(int(rate)): {
             **summarize_ms(fleet.between(start, end)),
             "raw": [(at, lat) for at, lat in fleet.samples if start <= at < end],
-            "watch_raw": [
-                (at, lat) for at, lat in (watcher.samples if watcher else []) if start <= at < end
-            ],
+            **(
+                {"watch_raw": [(at, lat) for at, lat in watcher.samples if start <= at < end]}
+                if watcher is not None
+                else {}
+            ),
             "cpu_us_per_receipt": _cpu_per_receipt(fleet, fleet_cpu, rate, start, end),
         }
         for rate, start, end in windows
@@ -661,7 +663,6 @@ async def main() -> None:
         raw["redis_watch"] = r.pop("watch_raw")
         rc = dict(merged[key])
         raw["redis_coalesced"] = rc.pop("raw")
-        rc.pop("watch_raw")  # empty: the coalesced run has no twin
         # The subscriber fleets' own CPU per receipt: what each side's load costs the host.
         fleet_cpu = {
             "light": mine[key]["light_cpu_us_per_receipt"],
