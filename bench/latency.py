@@ -27,7 +27,9 @@ redis-py client in a process of its own subscribes to the official clients' 10 m
 twin: the fleet's clients share two busy processes, the official ones each have one, and the
 twin shows what that alone costs Redis). A second Redis run publishes, per round, only each
 market's newest change, as our batches carry it ("redis, coalesced like ours"): at 10,000
-msgs/s the plain one saturates the subscribers, not Redis.
+msgs/s the plain one saturates the subscribers, not Redis. The relay's share of the path (the
+feed's newest message, simulator send -> ``PUBLISH``) is printed beside the pipeline's (-> batch
+send): what the two sides have in common.
 
 The two fleets play different parts. Redis's subscribers are its measured clients: redis-py,
 Redis's official Python client, as the npm and PyPI clients are ours. Our light clients are
@@ -252,6 +254,14 @@ def _from_send(samples: list[tuple[float, float]], sends: dict[int, float]) -> d
     """:func:`summarize_ms` of :func:`_exact`, with the count left out."""
     exact, missing = _exact(samples, sends)
     return {**summarize_ms(exact), "unmatched": missing}
+
+
+def _sent_after_send(
+    rounds: list[tuple[float, float]], sends: dict[int, float]
+) -> dict[str, float]:
+    """:func:`summarize_ms` of each (epoch ms sent on, its newest stamp) round's time from that
+    stamp's simulator send to its sending on: a relay's own share of the path."""
+    return summarize_ms([at - sends[int(newest)] for at, newest in rounds if int(newest) in sends])
 
 
 CDF_POINTS = (*range(1, 100), 99.5, 99.9, 100)
@@ -509,15 +519,21 @@ async def redis_baseline(
 
     conn = aioredis.Redis(host="127.0.0.1", port=6379)
     pending: list[tuple[str, bytes]] = []
+    # (publish epoch ms, the round's newest stamp): the relay's share, as ours has its batches'.
+    rounds: list[tuple[float, float]] = []
     dirty = asyncio.Event()
 
+    newest = 0
+
     async def relay() -> None:
+        nonlocal newest
         async with _feed(s, markets) as feed:
             async for ev in feed:
                 # A book whose last message carried no exchange stamp (a snapshot) has nothing
                 # to measure from; sent on, its null stamp killed the subscribers' listeners.
                 if isinstance(ev, BookUpdated) and ev.book.ts_ms is not None:
                     pending.append((ev.ticker, orjson.dumps({"ts": ev.book.ts_ms})))
+                    newest = max(newest, ev.book.ts_ms)
                     dirty.set()
 
     async def publish() -> None:
@@ -528,6 +544,7 @@ async def redis_baseline(
             # dict() keeps each market's newest change, at its first change's place.
             batch = list(dict(pending).items()) if coalesce else pending[:]
             pending.clear()
+            rounds.append((time.time() * 1000, newest))
             pipe = conn.pipeline(transaction=False)
             for channel, data in batch:
                 pipe.publish(channel, data)
@@ -571,6 +588,7 @@ async def redis_baseline(
                 else {}
             ),
             "cpu_us_per_receipt": _cpu_per_receipt(fleet, fleet_cpu, rate, start, end),
+            "raw_rounds": [r for r in rounds if start <= r[0] < end],
         }
         for rate, start, end in windows
     }
@@ -655,10 +673,11 @@ async def main() -> None:
         ages = mine[key].pop("raw_ages")
         # The pipeline's share, exactly: its batch's newest message, simulator send -> batch
         # send (the send log again, not the whole-ms stamp).
-        age_exact = summarize_ms(
-            [sent - sends[int(newest)] for _, sent, newest in ages if int(newest) in sends]
-        )
+        age_exact = _sent_after_send([(sent, newest) for _, sent, newest in ages], sends)
         r = dict(base[key])
+        # Its baseline: the Redis relay's share, the same feed's newest message -> PUBLISH.
+        relay_exact = _sent_after_send(r.pop("raw_rounds"), sends)
+        merged[key].pop("raw_rounds")
         raw["redis"] = r.pop("raw")
         raw["redis_watch"] = r.pop("watch_raw")
         rc = dict(merged[key])
@@ -737,6 +756,7 @@ async def main() -> None:
                 "apply_updates_rtt": mine[key]["apply_updates_rtt"],
                 "newest_age_at_send": mine[key]["newest_age_at_send"],
                 "newest_sent_to_batch_sent": age_exact,
+                "redis_newest_sent_to_publish": relay_exact,
                 "newest_age_at_ack": mine[key]["newest_age_at_ack"],
                 "batches_per_s": mine[key]["batches_per_s"],
                 "store_commit": mine[key]["store_commit"],
@@ -795,6 +815,7 @@ async def main() -> None:
             "msgs/s",
             "newest stamp age at pipeline send",
             "newest message: sim send -> batch send",
+            "(Redis relay: -> PUBLISH)",
             "applyUpdates round trip",
             "store: execute",
             "write (fsync)",
@@ -808,6 +829,7 @@ async def main() -> None:
                 f"{r['rate']:,.0f}",
                 r["newest_age_at_send"]["p50_ms"],
                 r["newest_sent_to_batch_sent"]["p50_ms"],
+                r["redis_newest_sent_to_publish"]["p50_ms"],
                 r["apply_updates_rtt"]["p50_ms"],
                 *(r["store_commit"].get(k, float("nan")) for k in STAGE_COLUMNS),
                 r["store_commit"].get("groups_per_s", float("nan")),
