@@ -519,10 +519,10 @@ async def redis_baseline(
 
     conn = aioredis.Redis(host="127.0.0.1", port=6379)
     pending: list[tuple[str, bytes]] = []
-    # (publish epoch ms, the round's newest stamp): the relay's share, as ours has its batches'.
-    rounds: list[tuple[float, float]] = []
     dirty = asyncio.Event()
-
+    # (publish epoch ms, the newest stamp relayed so far): the relay's share, as ours has its
+    # batches'.
+    rounds: list[tuple[float, float]] = []
     newest = 0
 
     async def relay() -> None:
