@@ -256,9 +256,7 @@ def _from_send(samples: list[tuple[float, float]], sends: dict[int, float]) -> d
     return {**summarize_ms(exact), "unmatched": missing}
 
 
-def _sent_after_send(
-    rounds: list[tuple[float, float]], sends: dict[int, float]
-) -> dict[str, float]:
+def _relay_share(rounds: list[tuple[float, float]], sends: dict[int, float]) -> dict[str, float]:
     """:func:`summarize_ms` of each (epoch ms sent on, its newest stamp) round's time from that
     stamp's simulator send to its sending on: a relay's own share of the path."""
     return summarize_ms([at - sends[int(newest)] for at, newest in rounds if int(newest) in sends])
@@ -673,10 +671,10 @@ async def main() -> None:
         ages = mine[key].pop("raw_ages")
         # The pipeline's share, exactly: its batch's newest message, simulator send -> batch
         # send (the send log again, not the whole-ms stamp).
-        age_exact = _sent_after_send([(sent, newest) for _, sent, newest in ages], sends)
+        age_exact = _relay_share([(sent, newest) for _, sent, newest in ages], sends)
         r = dict(base[key])
         # Its baseline: the Redis relay's share, the same feed's newest message -> PUBLISH.
-        relay_exact = _sent_after_send(r.pop("raw_rounds"), sends)
+        relay_exact = _relay_share(r.pop("raw_rounds"), sends)
         merged[key].pop("raw_rounds")
         raw["redis"] = r.pop("raw")
         raw["redis_watch"] = r.pop("watch_raw")
