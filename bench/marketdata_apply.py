@@ -58,7 +58,7 @@ async def seed_books(engine: Engine, markets: int, subscribers: int) -> None:
     admin = Identity.admin()
     rows = [{"ticker": ticker(i), "title": f"m{i}", "status": "active"} for i in range(markets)]
     await engine.run_mutation("marketData:upsertMarkets", {"markets": rows}, admin)
-    seed = {"batch": batch(0, list(range(markets)))}
+    seed = {"batch": batch(0, list(range(markets)), packed=False)}
     assert (await engine.run_mutation("marketData:applyUpdates", seed, admin)).success
     for s in range(subscribers):
         args = {"ticker": ticker(s % markets), "depth": 10}
@@ -80,7 +80,9 @@ async def run(batches: int, subscriptions: int, directory: Path, tag: str) -> di
             admin,
         )
         seed = await engine.run_mutation(
-            "marketData:applyUpdates", {"batch": batch(0, list(range(MARKETS)))}, admin
+            "marketData:applyUpdates",
+            {"batch": batch(0, list(range(MARKETS)), packed=False)},
+            admin,
         )
         assert seed.success, seed.error_message
         listeners: list[Listener] = []
@@ -102,7 +104,7 @@ async def run(batches: int, subscriptions: int, directory: Path, tag: str) -> di
         for n in range(1, batches + 1):
             changed = [(n * 37 + k) % MARKETS for k in range(CHANGED)]
             naive_reruns += sum(len(per_market.get(m, ())) for m in set(changed))
-            body = {"batch": batch(n, changed)}
+            body = {"batch": batch(n, changed, packed=False)}
             t = time.perf_counter()
             r = await engine.run_mutation("marketData:applyUpdates", body, admin)
             await asyncio.sleep(0)  # let anything the engine schedules after the commit run
@@ -156,7 +158,9 @@ async def run_server(batches: int, directory: Path) -> dict[str, Any] | None:
     try:
         async with AsyncAdminClient(url, store.admin_key) as http:
             mutate = http.mutation
-            await mutate("marketData:applyUpdates", {"batch": batch(0, list(range(MARKETS)))})
+            await mutate(
+                "marketData:applyUpdates", {"batch": batch(0, list(range(MARKETS)), packed=False)}
+            )
             for c in range(50):
                 client = await LightSyncClient(LightSyncClient.ws_url(url)).connect()
                 clients.append(client)
@@ -182,7 +186,11 @@ async def run_server(batches: int, directory: Path) -> dict[str, Any] | None:
                 t0 = time.perf_counter()
                 await mutate(
                     "marketData:applyUpdates",
-                    {"batch": batch(n, [(n * 37 + k) % MARKETS for k in range(CHANGED)])},
+                    {
+                        "batch": batch(
+                            n, [(n * 37 + k) % MARKETS for k in range(CHANGED)], packed=False
+                        )
+                    },
                 )
                 commit_ms.append((time.perf_counter() - t0) * 1000)
                 await wait_quiet(clients, 0.03)
@@ -198,7 +206,11 @@ async def run_server(batches: int, directory: Path) -> dict[str, Any] | None:
             for n in range(batches + 1, 2 * batches + 1):
                 await mutate(
                     "marketData:applyUpdates",
-                    {"batch": batch(n, [(n * 37 + k) % MARKETS for k in range(CHANGED)])},
+                    {
+                        "batch": batch(
+                            n, [(n * 37 + k) % MARKETS for k in range(CHANGED)], packed=False
+                        )
+                    },
                 )
             sustained = batches / (time.perf_counter() - t0)
             await wait_quiet(clients)
