@@ -1,7 +1,9 @@
-"""One commit group of the 10,000 msg/s case, in process, stage by stage, before vs after.
+"""One commit group of the market data stream, in process, stage by stage, before vs after.
 
-At 10,000 msg/s over 200 markets the pipeline sends about 16 ``applyUpdates`` groups a second,
-each touching most markets (issue 15). This runs that commit on the real engine (SQLite file,
+By default a group changes 200 of 250 markets, a 10,000 msg/s group when the store committed
+~16 a second (issue 15); it now commits 100-170 groups a second there, of ~60-120 messages each,
+and ``--changed 6`` is about a 1,000 msg/s group, where a group's fixed costs weigh more. Books
+are packed as the worker sends them. This runs that commit on the real engine (SQLite file,
 the ``marketData`` module) with 1,000 live subscriptions (getPrice, getOrderbook and
 getRecentTrades of 250 markets, as ``marketdata_apply.py``), each watched by a real sync
 protocol core (``SyncProtocol``, one per subscriber, as a socket has) whose Transition is
@@ -15,8 +17,8 @@ in alternated child processes of the same run (``--rounds``), or with ``--togeth
 the same time (each on a core, under the same load from the rest of the host), and prints
 before / after.
 
-    python bench/commit_group.py [--batches 150] [--rounds 2] [--before ../main/src [--together]]
-        [--quick]
+    python bench/commit_group.py [--batches 150] [--rounds 2] [--changed 200]
+        [--before ../main/src [--together]] [--quick]
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from _sync_watch import Subscriber, subscribe
 
 MARKETS = 250
 CHANGED = 200
+"""Markets each group changes, by default (``--changed``)."""
 SUBSCRIPTIONS = 1000
 QUERIES = ("getPrice", "getOrderbook", "getRecentTrades")
 STAGES = (
@@ -58,7 +61,7 @@ CHECKS = ("frames_per_group", "query_runs_per_group")
 """Work done per group, which must be the same before and after."""
 
 
-async def child(batches: int, directory: Path) -> dict[str, Any]:
+async def child(batches: int, changed: int, directory: Path) -> dict[str, Any]:
     from marketpulse.marketdata.functions import marketData
     from marketpulse.reactive.engine import Engine, Identity
     from marketpulse.reactive.limits import RunLimits
@@ -70,7 +73,7 @@ async def child(batches: int, directory: Path) -> dict[str, Any]:
     engine = await Engine.open(persistence, [marketData], limits=limits)
     admin = Identity.admin()
     bodies = [
-        {"batch": batch(n, [(n * 37 + k) % MARKETS for k in range(CHANGED)])}
+        {"batch": batch(n, [(n * 37 + k) % MARKETS for k in range(changed)])}
         for n in range(1, batches + 1)
     ]
     try:
@@ -132,11 +135,11 @@ async def child(batches: int, directory: Path) -> dict[str, Any]:
         await engine.close()
 
 
-def start_child(src: str | None, batches: int) -> subprocess.Popen[str]:
+def start_child(src: str | None, batches: int, changed: int) -> subprocess.Popen[str]:
     env = dict(os.environ)
     env["COMMIT_GROUP_SRC"] = src or str(Path(__file__).resolve().parents[1] / "src")
     return subprocess.Popen(
-        [sys.executable, __file__, "--child", "--batches", str(batches)],
+        [sys.executable, __file__, "--child", "--batches", str(batches), "--changed", str(changed)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -156,6 +159,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=150)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--changed", type=int, default=CHANGED, help="markets each group changes")
     parser.add_argument("--before", help="another checkout's src/ for the 'before' runs")
     parser.add_argument(
         "--together",
@@ -169,7 +173,7 @@ def main() -> None:
     if opts.child:
         sys.path.insert(0, os.environ["COMMIT_GROUP_SRC"])
         with tempfile.TemporaryDirectory(prefix="bench-group-") as tmp:
-            print(json.dumps(asyncio.run(child(batches, Path(tmp)))))
+            print(json.dumps(asyncio.run(child(batches, opts.changed, Path(tmp)))))
         return
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -180,12 +184,14 @@ def main() -> None:
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     for _ in range(1 if opts.quick else opts.rounds):
         if opts.together:
-            started = {name: start_child(src, batches) for name, src in variants.items()}
+            started = {
+                name: start_child(src, batches, opts.changed) for name, src in variants.items()
+            }
             for name, process in started.items():
                 runs[name].append(finish_child(process, variants[name]))
             continue
         for name, src in variants.items():
-            runs[name].append(finish_child(start_child(src, batches), src))
+            runs[name].append(finish_child(start_child(src, batches, opts.changed), src))
     load_after = os.getloadavg()[0]
     # Each stage's best round: the rounds share a loaded host, the minimum is the code's cost.
     figures = {
@@ -201,7 +207,7 @@ def main() -> None:
         rows.append(row)
     headers = ["per commit group", *variants] + (["before / after"] if opts.before else [])
     print_table(
-        f"applyUpdates of {CHANGED} markets, {SUBSCRIPTIONS} subscriptions each with its own "
+        f"applyUpdates of {opts.changed} markets, {SUBSCRIPTIONS} subscriptions each with its own "
         f"protocol core; {batches} groups x {len(runs['after'])} "
         f"{'simultaneous' if opts.together else 'alternated'} rounds (best round); "
         f"load {load_before:.2f} -> {load_after:.2f}",
