@@ -129,6 +129,8 @@ def emit(figures: dict[str, Any]) -> None:
 LAG = "marketpulse_event_loop_lag_seconds"
 LAG_OFF_CPU = "marketpulse_event_loop_lag_off_cpu_seconds"
 LAG_ON_CPU = "marketpulse_event_loop_lag_on_cpu_seconds"
+LAG_BLOCKED = "marketpulse_event_loop_lag_blocked_seconds"
+_LAG_SERIES = (LAG, LAG_OFF_CPU, LAG_ON_CPU, LAG_BLOCKED)
 GC_PAUSE = "marketpulse_gc_pause_seconds"
 GC_CPU = "marketpulse_gc_pause_cpu_seconds"
 GC_ANY = "gc_pause_any_generation"
@@ -140,8 +142,8 @@ _BUCKET = re.compile(r'^(\w+)_bucket\{(?:generation="(\d+)",)?le="([^"]+)"\} (\S
 
 
 def scrape_loop(http: httpx.Client, store_url: str) -> dict[str, dict[float, float]]:
-    """The store's cumulative loop-lag (and its parts off and on the CPU) and gen-2 GC pause
-    (wall and CPU) buckets (upper bound s -> count), and the pauses of every generation
+    """The store's cumulative loop-lag (and its parts off and on the CPU, and blocked) and gen-2
+    GC pause (wall and CPU) buckets (upper bound s -> count), and the pauses of every generation
     together (``GC_ANY``).
 
     Light, since :class:`LoopSampler` calls it while the store is measured: the store renders
@@ -149,16 +151,9 @@ def scrape_loop(http: httpx.Client, store_url: str) -> dict[str, dict[float, flo
     (0.08 ms for the 90 lines, against 1.6 ms through prometheus_client's parser).
     """
     out: dict[str, dict[float, float]] = {
-        LAG: {},
-        LAG_OFF_CPU: {},
-        LAG_ON_CPU: {},
-        GC_PAUSE: {},
-        GC_CPU: {},
-        GC_ANY: {},
+        name: {} for name in (*_LAG_SERIES, GC_PAUSE, GC_CPU, GC_ANY)
     }
-    names = [
-        ("name[]", f"{name}_bucket") for name in (LAG, LAG_OFF_CPU, LAG_ON_CPU, GC_PAUSE, GC_CPU)
-    ]
+    names = [("name[]", f"{name}_bucket") for name in (*_LAG_SERIES, GC_PAUSE, GC_CPU)]
     page = http.get(f"{store_url}/metrics", params=names).text
     for name, generation, le_text, value_text in _BUCKET.findall(page):
         if name not in out:
@@ -166,7 +161,7 @@ def scrape_loop(http: httpx.Client, store_url: str) -> dict[str, dict[float, flo
         le, value = float(le_text), float(value_text)
         if name == GC_PAUSE:
             out[GC_ANY][le] = out[GC_ANY].get(le, 0.0) + value
-        if name in (LAG, LAG_OFF_CPU, LAG_ON_CPU) or generation == "2":
+        if name in _LAG_SERIES or generation == "2":
             out[name][le] = value
     return out
 
@@ -203,6 +198,7 @@ def loop_summary(
     lag = _delta(before[LAG], after[LAG])
     off_cpu = _delta(before.get(LAG_OFF_CPU, {}), after.get(LAG_OFF_CPU, {}))
     on_cpu = _delta(before.get(LAG_ON_CPU, {}), after.get(LAG_ON_CPU, {}))
+    blocked = _delta(before.get(LAG_BLOCKED, {}), after.get(LAG_BLOCKED, {}))
     pauses = _delta(before[GC_PAUSE], after[GC_PAUSE])
     cpu = _delta(before[GC_CPU], after[GC_CPU])
     every = _delta(before.get(GC_ANY, {}), after.get(GC_ANY, {}))
@@ -230,6 +226,10 @@ def loop_summary(
         # And how much the thread was running: the store's own long turns, apart from the host.
         "on_cpu_p99_ms": round(bucket_quantile(on_cpu, 0.99) * 1000, 3),
         "on_cpu_p999_ms": round(bucket_quantile(on_cpu, 0.999) * 1000, 3),
+        # Of the part off the CPU, what was not a wait for a core: a blocking call, or the GIL
+        # held by another of the store's threads (NaN from a store without the metric).
+        "blocked_p99_ms": round(bucket_quantile(blocked, 0.99) * 1000, 3),
+        "blocked_p999_ms": round(bucket_quantile(blocked, 0.999) * 1000, 3),
         "gc2_pauses": pauses.get(math.inf, 0.0),
         "gc2_max_le_ms": top(pauses),
         "gc2_cpu_max_le_ms": top(cpu),

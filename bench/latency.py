@@ -846,7 +846,7 @@ async def main() -> None:
         [
             "msgs/s",
             "lag p50 / p99 / p999 ms",
-            "of it off / on the CPU, p999 ms",
+            "of it off (blocked) / on the CPU, p999 ms",
             "largest lag <= ms",
             "gen-2 GCs",
             "longest gen-2 GC <= ms (CPU <= ms)",
@@ -859,7 +859,8 @@ async def main() -> None:
                 f"{r['rate']:,.0f}",
                 f"{r['loop'].get('p50_ms', nan):.2f} / {r['loop'].get('p99_ms', nan):.2f} / "
                 f"{r['loop'].get('p999_ms', nan):.2f} (n={r['loop'].get('n', 0):.0f})",
-                f"{r['loop'].get('off_cpu_p999_ms', nan):.2f} / "
+                f"{r['loop'].get('off_cpu_p999_ms', nan):.2f} "
+                f"({r['loop'].get('blocked_p999_ms', nan):.2f}) / "
                 f"{r['loop'].get('on_cpu_p999_ms', nan):.2f}",
                 r["loop"].get("max_le_ms", nan),
                 r["loop"].get("gc2_pauses", nan),

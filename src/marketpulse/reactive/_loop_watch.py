@@ -13,6 +13,12 @@ the store exports both as Prometheus histograms on ``/metrics``:
   system call (an fsync), is lag off it. The two call for different cures.
 * ``marketpulse_event_loop_lag_on_cpu_seconds``: the rest of each sample (at most the thread's
   CPU time over it): how long the store's own work held the loop, whatever the host did.
+* ``marketpulse_event_loop_lag_blocked_seconds``: of the part off the CPU, what the thread did
+  not spend waiting for a core either (at least the lag minus its CPU time and its run-queue
+  wait, which Linux keeps per thread in ``schedstat``): asleep in a blocking system call, or
+  on the GIL while another thread of the store held it. This is what the store itself can
+  cure; the rest of the time off the CPU is the host's other work. Not exported where the
+  kernel keeps no run-queue time.
 * ``marketpulse_gc_pause_seconds{generation}``: the duration of each collection, timed from
   ``gc.callbacks``' start to stop phases (a collection runs on whichever thread allocated,
   usually the loop's), and ``marketpulse_gc_pause_cpu_seconds{generation}`` its CPU time,
@@ -27,13 +33,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram
 
-__all__ = ["LAG_BUCKETS", "GcPauseRecorder", "LagRecorder", "LoopWatch"]
+__all__ = ["LAG_BUCKETS", "GcPauseRecorder", "LagRecorder", "LoopWatch", "RunQueueClock"]
 
 LAG_BUCKETS = (
     0.0005,
@@ -62,35 +69,79 @@ p999 both fell in one 10-20 ms bucket, where a change to the turns could not sho
 
 class LagRecorder:
     """Turns "asked to wake at t, woke at t'" into lag observations, and tells how much of
-    each lag the thread spent off the CPU.
+    each lag the thread spent off the CPU, and of that how much it was blocked.
 
     Args:
-        observe: called with each lag and the part of it the thread was not running, in
-            seconds (never negative; the second at most the first).
+        observe: called with each lag, the part of it the thread was not running, and the
+            part of that it was not waiting for a core either (None where the run-queue wait
+            is not known), in seconds (never negative; each at most the one before).
     """
 
-    def __init__(self, observe: Callable[[float, float], None]) -> None:
+    def __init__(self, observe: Callable[[float, float, float | None], None]) -> None:
         self._observe = observe
         self._due: float | None = None
         self._cpu = 0.0
+        self._waited: float | None = None
 
-    def asleep(self, now: float, interval: float, cpu: float) -> None:
+    def asleep(self, now: float, interval: float, cpu: float, waited: float | None = None) -> None:
         """The watcher goes to sleep at ``now`` for ``interval`` seconds; ``cpu`` is the
-        thread's CPU time now."""
+        thread's CPU time now, ``waited`` its time spent waiting for a core so far (if known)."""
         self._due = now + interval
         self._cpu = cpu
+        self._waited = waited
 
-    def woke(self, now: float, cpu: float) -> float:
-        """The watcher woke at ``now`` (the thread's CPU time: ``cpu``); returns (and
-        observes) how late that was."""
+    def woke(self, now: float, cpu: float, waited: float | None = None) -> float:
+        """The watcher woke at ``now`` (the thread's CPU and run-queue times: ``cpu``,
+        ``waited``); returns (and observes) how late that was."""
         if self._due is None:
             raise RuntimeError("woke() before asleep()")
         lag = max(0.0, now - self._due)
         self._due = None
         # The thread ran cpu - self._cpu over the sleep and the lag together: at most that much
         # of the lag was the thread's own work, the rest it waited.
-        self._observe(lag, max(0.0, lag - (cpu - self._cpu)))
+        off_cpu = max(0.0, lag - (cpu - self._cpu))
+        # Likewise at most its whole run-queue wait over both was a wait for a core.
+        blocked = None
+        if waited is not None and self._waited is not None:
+            blocked = max(0.0, off_cpu - (waited - self._waited))
+        self._observe(lag, off_cpu, blocked)
         return lag
+
+
+class RunQueueClock:
+    """The calling thread's total time runnable but waiting for a core, in seconds.
+
+    Read from Linux's ``/proc/thread-self/schedstat`` (its second field, in ns), kept open: a
+    read is one ``pread``. :meth:`open` on the thread to be measured; it returns None where the
+    kernel does not keep the figure.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    @classmethod
+    def open(cls) -> RunQueueClock | None:
+        """The clock of the calling thread, or None where there is none."""
+        try:
+            fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+        except OSError:
+            return None
+        clock = cls(fd)
+        try:
+            clock()
+        except (OSError, ValueError, IndexError):
+            clock.close()
+            return None
+        return clock
+
+    def __call__(self) -> float:
+        return int(os.pread(self._fd, 128, 0).split()[1]) / 1e9
+
+    def close(self) -> None:
+        """Close the file; idempotent."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
 
 
 class GcPauseRecorder:
@@ -130,7 +181,7 @@ class LoopWatch:
     """Measures the running loop's wake-up lag and every GC pause into ``registry``.
 
     Args:
-        registry: where the two histograms are registered.
+        registry: where the histograms are registered.
         interval: seconds between two lag samples (each one costs a timer wake-up).
     """
 
@@ -153,6 +204,14 @@ class LoopWatch:
             "marketpulse_event_loop_lag_on_cpu_seconds",
             "Of each loop lag sample, the part the loop's thread was running (the store's own "
             "long loop turns): at most its CPU time over the sample",
+            buckets=LAG_BUCKETS,
+            registry=registry,
+        )
+        self.lag_blocked = Histogram(
+            "marketpulse_event_loop_lag_blocked_seconds",
+            "Of each loop lag sample, the part the loop's thread was neither running nor waiting "
+            "for a core (a blocking system call, or the GIL held by another thread): at least "
+            "the lag minus its CPU and run-queue times (Linux only)",
             buckets=LAG_BUCKETS,
             registry=registry,
         )
@@ -179,10 +238,12 @@ class LoopWatch:
         self._gc = GcPauseRecorder(self._observe_gc)
         self._task: asyncio.Task[None] | None = None
 
-    def _observe_lag(self, lag: float, off_cpu: float) -> None:
+    def _observe_lag(self, lag: float, off_cpu: float, blocked: float | None) -> None:
         self.lag.observe(lag)
         self.lag_off_cpu.observe(off_cpu)
         self.lag_on_cpu.observe(lag - off_cpu)
+        if blocked is not None:
+            self.lag_blocked.observe(blocked)
 
     def _observe_gc(self, generation: int, wall: float, cpu: float) -> None:
         label = str(generation)
@@ -209,7 +270,13 @@ class LoopWatch:
     async def _run(self) -> None:
         clock = asyncio.get_running_loop().time
         cpu = time.thread_time
-        while True:
-            self._lag.asleep(clock(), self.interval, cpu())
-            await asyncio.sleep(self.interval)
-            self._lag.woke(clock(), cpu())
+        run_queue = RunQueueClock.open()  # here: on the loop's thread
+        waited = run_queue or (lambda: None)
+        try:
+            while True:
+                self._lag.asleep(clock(), self.interval, cpu(), waited())
+                await asyncio.sleep(self.interval)
+                self._lag.woke(clock(), cpu(), waited())
+        finally:
+            if run_queue is not None:
+                run_queue.close()
