@@ -25,8 +25,10 @@ from marketpulse.marketdata.packed_levels import level_count, pack_decimal_level
 __all__ = ["BookLike", "Coalescer", "PendingBatch"]
 
 _MAX_PENDING_TRADES = 20_000
-MAX_ENTRIES_PER_BATCH = 48
-"""Books, prices, trades and statuses in one batch, at most (see ``Coalescer``)."""
+MAX_ENTRIES_PER_BATCH = 32
+"""Books, prices, trades and statuses in one batch, at most (see ``Coalescer``). At 10,000 msg/s
+nearly every batch is full; 32 made shorter commit groups than 48 and a ~10 % lower p50 there,
+with the same 1,000 msg/s figures (bench/results/HISTORY.md, session 30)."""
 _MAX_BOOK_LEVELS_PER_BATCH = 20_000
 _FORGOTTEN_KEPT = 10_000
 """Removed markets remembered for ``requeue``: only a batch in flight when its market was
@@ -85,7 +87,7 @@ class Coalescer:
     books, prices and statuses in fair shares of what is left (so a state goes out only with
     every trade before it). The store runs a batch as one mutation on the event loop it shares
     with every subscriber, and a mutation is one callback that nothing can slice: at ~60 us of
-    the store's CPU per entry, 48 entries keep it within ~3 ms, where an unbounded catch-up after
+    the store's CPU per entry, 32 entries keep it within ~2 ms, where an unbounded catch-up after
     a stall (every market of the feed at once) held the loop 12-18 ms. A backlog goes out as
     several batches in flight instead.
 
