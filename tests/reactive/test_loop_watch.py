@@ -95,7 +95,10 @@ async def test_a_blocked_loop_and_a_full_collection_show_in_the_histograms() -> 
     )
     # Linux keeps each thread's run-queue wait: there a stall off the CPU is told apart from
     # a wait for a core.
-    linux = RunQueueClock.open() is not None
+    probe = RunQueueClock.open()
+    linux = probe is not None
+    if probe is not None:
+        probe.close()
 
     def count(name: str) -> float:
         return _sample(registry, f"{name}_count")
