@@ -120,6 +120,17 @@ def _latency_rows(res: dict[str, Any]) -> list[Row]:
                     "",
                 )
             )
+        waited = run.get("book_age_at_send") or {}
+        if waited.get("n"):  # recorded since session 31
+            rows.append(
+                (
+                    f"{at}, of ours, each book's stamp age at pipeline send p50 / p99",
+                    f"{_num(waited['p50_ms'])} / {_num(waited['p99_ms'], 'ms')}",
+                    "(waiting in the worker's backlog)",
+                    "",
+                    "",
+                )
+            )
         loop = run.get("loop") or {}
         if loop:
             gc_wall, gc_cpu = loop.get("gc2_max_le_ms"), loop.get("gc2_cpu_max_le_ms")
