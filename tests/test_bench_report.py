@@ -109,7 +109,7 @@ def test_each_figure_sits_beside_its_goal_and_baseline() -> None:
     assert "100 msgs/s, of ours" not in text  # results from before it was recorded
     assert (
         "| 10,000 msgs/s, of ours, each book's stamp age at pipeline send p50 / p99 "
-        "| 39.9 / 189 ms | (waiting in the worker's backlog) |  |  |"
+        "| 39.9 / 189 ms | (the feed and the worker's backlog) |  |  |"
     ) in text
     assert "1,000 msgs/s, of ours, each book's" not in text
     assert (

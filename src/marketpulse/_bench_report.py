@@ -126,7 +126,7 @@ def _latency_rows(res: dict[str, Any]) -> list[Row]:
                 (
                     f"{at}, of ours, each book's stamp age at pipeline send p50 / p99",
                     f"{_num(waited['p50_ms'])} / {_num(waited['p99_ms'], 'ms')}",
-                    "(waiting in the worker's backlog)",
+                    "(the feed and the worker's backlog)",
                     "",
                     "",
                 )
