@@ -87,6 +87,17 @@ def _latency_client(run: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+_LATENCY_PARTS = (
+    ("official_npm_own", "the npm client's own work", "(its message event -> onUpdate)"),
+    (
+        "book_age_at_send",
+        "each book's stamp age at pipeline send",
+        "(the feed and the worker's backlog)",
+    ),
+)
+"""Parts of our latency shown under a rate's figures: (result key, what it is, note)."""
+
+
 def _latency_rows(res: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
     for run in res.get("runs", []):
@@ -109,28 +120,19 @@ def _latency_rows(res: dict[str, Any]) -> list[Row]:
                         merged.get(key),
                     )
                 )
-        own = run.get("official_npm_own") or {}
-        if own.get("n"):  # recorded since session 27
-            rows.append(
-                (
-                    f"{at}, of ours, the npm client's own work p50 / p99",
-                    f"{_num(own['p50_ms'])} / {_num(own['p99_ms'], 'ms')}",
-                    "(its message event -> onUpdate)",
-                    "",
-                    "",
+        # Parts of our latency, recorded since sessions 27 and 31 (older results lack them).
+        for key, part, note in _LATENCY_PARTS:
+            fig = run.get(key) or {}
+            if fig.get("n"):
+                rows.append(
+                    (
+                        f"{at}, of ours, {part} p50 / p99",
+                        f"{_num(fig['p50_ms'])} / {_num(fig['p99_ms'], 'ms')}",
+                        note,
+                        "",
+                        "",
+                    )
                 )
-            )
-        waited = run.get("book_age_at_send") or {}
-        if waited.get("n"):  # recorded since session 31
-            rows.append(
-                (
-                    f"{at}, of ours, each book's stamp age at pipeline send p50 / p99",
-                    f"{_num(waited['p50_ms'])} / {_num(waited['p99_ms'], 'ms')}",
-                    "(the feed and the worker's backlog)",
-                    "",
-                    "",
-                )
-            )
         loop = run.get("loop") or {}
         if loop:
             gc_wall, gc_cpu = loop.get("gc2_max_le_ms"), loop.get("gc2_cpu_max_le_ms")
