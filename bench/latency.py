@@ -31,7 +31,8 @@ msgs/s the plain one saturates the subscribers, not Redis. The relay's share of 
 feed's newest message, simulator send -> ``PUBLISH``) is printed beside the pipeline's (-> batch
 send): what the two sides have in common. Beside it, every book's stamp age when its batch
 left the pipeline: a batch's newest message has just arrived, its other books may have waited in
-the worker's backlog (at 10,000 msgs/s, most of our latency).
+the worker's backlog (at 10,000 msgs/s, most of our latency), and how often each market's book
+is sent (once the backlog forms, a book is about as old as the time between two of its changes).
 
 The two fleets play different parts. Redis's subscribers are its measured clients: redis-py,
 Redis's official Python client, as the npm and PyPI clients are ours. Our light clients are
@@ -314,6 +315,10 @@ class TimedStore(StoreClient):
         # A batch's newest stamp left the feed a moment ago; its other books may have waited
         # in the pipeline's backlog (at 10,000 msg/s, most of the latency: HISTORY session 31).
         self.book_ages: list[tuple[float, float]] = []
+        # (send epoch ms, ms since the same market's book was last sent): how often each market
+        # is written, which bounds how fresh its book can be once the backlog forms.
+        self.book_gaps: list[tuple[float, float]] = []
+        self._book_sent: dict[str, float] = {}
 
     async def send_mutation(self, path: str, args: dict[str, Any], **kwargs: Any) -> Any:
         # Every mutation goes through here (``mutation`` sends, then waits), and the writer
@@ -323,11 +328,13 @@ class TimedStore(StoreClient):
         sent = await super().send_mutation(path, args, **kwargs)
         if path != "marketData:applyUpdates":
             return sent
-        self.book_ages.extend(
-            (sent_at, float(e["ts"]))
-            for e in args.get("batch", {}).get("books", ())
-            if e.get("valid") and isinstance(e.get("ts"), int | float)
-        )
+        for e in args.get("batch", {}).get("books", ()):
+            if e.get("valid") and isinstance(e.get("ts"), int | float):
+                self.book_ages.append((sent_at, float(e["ts"])))
+            last = self._book_sent.get(e["ticker"])
+            if last is not None:
+                self.book_gaps.append((sent_at, sent_at - last))
+            self._book_sent[e["ticker"]] = sent_at
         return _TimedSent(self, sent, args, started, sent_at)
 
 
@@ -491,6 +498,9 @@ async def ours(
             ),
             "book_age_at_send": summarize_ms(
                 [sent - ts for sent, ts in store.book_ages if start <= sent < end]
+            ),
+            "book_write_interval": summarize_ms(
+                [gap for sent, gap in store.book_gaps if start <= sent < end]
             ),
             "raw_ages": [a for a in store.ages if start <= a[0] < end],
             "batches_per_s": round(
@@ -768,6 +778,7 @@ async def main() -> None:
                 "apply_updates_rtt": mine[key]["apply_updates_rtt"],
                 "newest_age_at_send": mine[key]["newest_age_at_send"],
                 "book_age_at_send": mine[key]["book_age_at_send"],
+                "book_write_interval": mine[key]["book_write_interval"],
                 "newest_sent_to_batch_sent": age_exact,
                 "redis_newest_sent_to_publish": relay_exact,
                 "newest_age_at_ack": mine[key]["newest_age_at_ack"],
@@ -828,6 +839,7 @@ async def main() -> None:
             "msgs/s",
             "newest stamp age at pipeline send",
             "each book's stamp age at send",
+            "a market's book sent every",
             "newest message: sim send -> batch send",
             "(Redis relay: -> PUBLISH)",
             "applyUpdates round trip",
@@ -843,6 +855,7 @@ async def main() -> None:
                 f"{r['rate']:,.0f}",
                 r["newest_age_at_send"]["p50_ms"],
                 r["book_age_at_send"]["p50_ms"],
+                r["book_write_interval"]["p50_ms"],
                 r["newest_sent_to_batch_sent"]["p50_ms"],
                 r["redis_newest_sent_to_publish"]["p50_ms"],
                 r["apply_updates_rtt"]["p50_ms"],
