@@ -94,6 +94,7 @@ _LATENCY_PARTS = (
         "each book's stamp age at pipeline send",
         "(the feed and the worker's backlog)",
     ),
+    ("book_write_interval", "a market's book sent every", "(how often it changes, or comes round)"),
 )
 """Parts of our latency shown under a rate's figures: (result key, what it is, note)."""
 
