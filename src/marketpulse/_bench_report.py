@@ -96,7 +96,7 @@ _LATENCY_PARTS = (
     ),
     ("book_write_interval", "a market's book sent every", "(how often it changes, or comes round)"),
 )
-"""Parts of our latency shown under a rate's figures: (result key, what it is, note)."""
+"""Figures of ours that explain a rate's latency, shown under it: (result key, what, note)."""
 
 
 def _latency_rows(res: dict[str, Any]) -> list[Row]:
@@ -121,7 +121,7 @@ def _latency_rows(res: dict[str, Any]) -> list[Row]:
                         merged.get(key),
                     )
                 )
-        # Parts of our latency, recorded since sessions 27 and 31 (older results lack them).
+        # Recorded since sessions 27 and 31: older results lack them.
         for key, part, note in _LATENCY_PARTS:
             fig = run.get(key) or {}
             if fig.get("n"):
