@@ -496,12 +496,8 @@ async def ours(
             "newest_age_at_ack": summarize_ms(
                 [at - newest for at, _, newest in store.ages if start <= at < end]
             ),
-            "book_age_at_send": summarize_ms(
-                [sent - ts for sent, ts in store.book_ages if start <= sent < end]
-            ),
-            "book_write_interval": summarize_ms(
-                [gap for sent, gap in store.book_gaps if start <= sent < end]
-            ),
+            "book_age_at_send": summarize_ms([sent - ts for sent, ts in within(store.book_ages)]),
+            "book_write_interval": summarize_ms([gap for _, gap in within(store.book_gaps)]),
             "raw_ages": [a for a in store.ages if start <= a[0] < end],
             "batches_per_s": round(
                 sum(start <= at < end for at, _ in store.calls) / ((end - start) / 1000), 1
