@@ -174,7 +174,14 @@ async def _step_rates(
 
 
 STAGES = ("execute", "write", "apply", "rerun")
-STAGE_COLUMNS = ("execute_ms", "write_ms", "apply_ms", "rerun_ms", "fanout_ms")
+STAGE_COLUMNS = (
+    "mutation_wait_ms",
+    "execute_ms",
+    "write_ms",
+    "apply_ms",
+    "rerun_ms",
+    "fanout_ms",
+)
 
 
 def _store_counters(s: LocalSystem) -> dict[str, float]:
@@ -188,6 +195,8 @@ def _store_counters(s: LocalSystem) -> dict[str, float]:
             elif sample.name in (
                 "marketpulse_commit_groups_total",
                 "marketpulse_sync_fanout_seconds_sum",
+                "marketpulse_sync_mutation_wait_seconds_sum",
+                "marketpulse_sync_mutation_wait_seconds_count",
             ):
                 out[sample.name] = sample.value
     return out
@@ -204,6 +213,12 @@ def _store_breakdown(before: dict[str, float], after: dict[str, float]) -> dict[
     )
     # Per group, like the stages: a wide fan-out is written over several loop turns.
     out["fanout_ms"] = round(spent / max(groups, 1) * 1000, 3)
+    # Per mutation (a group may hold two): from its frame's read to the engine starting it.
+    wait = "marketpulse_sync_mutation_wait_seconds"
+    if f"{wait}_count" in after:  # the metric is newer than some checkouts compared here
+        waited = after[f"{wait}_sum"] - before.get(f"{wait}_sum", 0.0)
+        started = after[f"{wait}_count"] - before.get(f"{wait}_count", 0.0)
+        out["mutation_wait_ms"] = round(waited / max(started, 1) * 1000, 3)
     return out
 
 
@@ -832,7 +847,8 @@ async def main() -> None:
         exact_rows,
     )
     print_table(
-        "where the time goes (p50 ms; the store's stages are its mean per commit group)",
+        "where the time goes (p50 ms; the store's stages are its mean per commit group, "
+        "its mutation wait per mutation)",
         [
             "msgs/s",
             "newest stamp age at pipeline send",
@@ -841,7 +857,8 @@ async def main() -> None:
             "newest message: sim send -> batch send",
             "(Redis relay: -> PUBLISH)",
             "applyUpdates round trip",
-            "store: execute",
+            "store: frame read -> mutation start",
+            "execute",
             "write (fsync)",
             "apply",
             "re-run",

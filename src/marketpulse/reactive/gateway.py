@@ -124,6 +124,14 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
             registry=self.registry,
         )
+        self.mutation_wait = Histogram(
+            "marketpulse_sync_mutation_wait_seconds",
+            "WebSocket mutations: from the read of the bytes that completed one to the engine "
+            "starting it (frame and message parsing, dispatch, and the wait behind the "
+            "socket's earlier mutations)",
+            buckets=(0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 1.0),
+            registry=self.registry,
+        )
         self.fanout_cpu = Counter(
             "marketpulse_sync_fanout_cpu_seconds",
             "CPU time spent in direct fan-out writes, helper threads included (independent of "

@@ -8,7 +8,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from marketpulse.reactive.limits import ConnectionLimits
 from marketpulse.reactive.persistence._slow_disk import inject_slow_disk
@@ -94,6 +96,33 @@ async def test_a_pipeline_depth_of_one_runs_them_one_at_a_time(tmp_path: Path) -
         assert store.engine.timings.groups - groups == count, "one durable write each"
         check_order(c.messages, count)
         await c.close()
+
+
+async def test_each_mutation_s_wait_behind_the_socket_s_earlier_ones_is_measured(
+    tmp_path: Path,
+) -> None:
+    count = 6
+    limits = ConnectionLimits(max_mutations_in_flight=1)
+    async with serve_store(tmp_path / "s.sqlite", limits) as store:
+        slow(store)
+        c = await store.client()
+        await send_many(c, "w", count)
+        async with httpx.AsyncClient() as http:
+            text = (await http.get(f"{store.url}/metrics")).text
+        await c.close()
+    wait = {
+        (s.name, s.labels.get("le")): s.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "marketpulse_sync_mutation_wait_seconds"
+        for s in family.samples
+    }
+    name = "marketpulse_sync_mutation_wait_seconds"
+    assert wait[(f"{name}_count", None)] == count
+    # Sent at once and run one at a time, each behind the durable writes of those before it:
+    # the last one alone waited for count - 1 of them.
+    assert wait[(f"{name}_sum", None)] >= (count - 1) * WRITE_S * 0.9
+    # Every one but the first waited at least one write (WRITE_S, over the 0.02 s bucket).
+    assert wait[(f"{name}_bucket", "0.02")] <= 1
 
 
 async def test_failures_keep_their_place_and_later_mutations_see_earlier_writes(

@@ -124,11 +124,12 @@ class _Sub:
 class _Entry:
     """One mutation of the socket, from its arrival until its response is sent."""
 
-    __slots__ = ("event", "future", "identity", "own")
+    __slots__ = ("event", "future", "identity", "own", "read_at")
 
-    def __init__(self, event: MutationRequested, identity: Any) -> None:
+    def __init__(self, event: MutationRequested, identity: Any, read_at: float) -> None:
         self.event = event
         self.identity = identity  # the identity it arrived under
+        self.read_at = read_at  # perf_counter when the bytes that completed it were read
         # Its outcome (a FunctionOutcome; the engine's FunctionResult carries the ts), once
         # started: the engine's future, or the logged run a re-send repeats.
         self.future: asyncio.Future[Any] | None = None
@@ -199,6 +200,7 @@ class SyncConnection:
         "_subs",
         "_unresolved",
         "partial_since",
+        "read_at",
     )
 
     def __init__(self, gateway: Gateway, socket: Socket, address: str = "?") -> None:
@@ -219,6 +221,10 @@ class SyncConnection:
         self._connected = False
         # Set by the socket while a message is unfinished (message_timeout_s).
         self.partial_since: float | None = None
+        # perf_counter of the socket's latest read (set by SyncSocket): when a mutation
+        # arrived, for the mutation wait metric (one held during authentication counts from
+        # the read before its replay).
+        self.read_at = time.perf_counter()
         # Subscriptions whose first run is still to come (paced, see _run_pending).
         self._pending: deque[_Sub] | None = None
         self._pacer: asyncio.Handle | None = None
@@ -742,7 +748,7 @@ class SyncConnection:
         elif len(entries) >= self._gw.limits.max_pending_mutations:
             self._proto.send_fatal_error("TooManyConcurrentRequests")
             return
-        entries.append(_Entry(event, self._identity))
+        entries.append(_Entry(event, self._identity, self.read_at))
         if self._starter is None:
             # Run after this message's other events (e.g. its query set) have been acted on.
             self._starter = asyncio.get_running_loop().call_soon(self._start_mutations)
@@ -762,6 +768,7 @@ class SyncConnection:
             while self._started < depth:
                 began = time.perf_counter()
                 entry = entries[self._started]
+                self._gw.metrics.mutation_wait.observe(began - entry.read_at)
                 self._started += 1
                 future = entry.future = self._begin(entry)
                 future.add_done_callback(self._mutation_done)

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import re
 import struct
+import time
 from typing import Any, cast
 from urllib.parse import unquote
 
@@ -163,6 +164,8 @@ class SyncSocket(asyncio.Protocol):
             else:
                 self._handshake(data)
             return
+        if self._conn is not None:
+            self._conn.read_at = time.perf_counter()
         if len(data) <= _FEED_BYTES:
             self._feed(ws, data)
         else:
