@@ -110,13 +110,13 @@ async def test_each_mutation_s_wait_behind_the_socket_s_earlier_ones_is_measured
         async with httpx.AsyncClient() as http:
             text = (await http.get(f"{store.url}/metrics")).text
         await c.close()
+    name = "marketpulse_sync_mutation_wait_seconds"
     wait = {
         (s.name, s.labels.get("le")): s.value
         for family in text_string_to_metric_families(text)
-        if family.name == "marketpulse_sync_mutation_wait_seconds"
+        if family.name == name
         for s in family.samples
     }
-    name = "marketpulse_sync_mutation_wait_seconds"
     assert wait[(f"{name}_count", None)] == count
     # Sent at once and run one at a time, each behind the durable writes of those before it:
     # the last one alone waited for count - 1 of them.
