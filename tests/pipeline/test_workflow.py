@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from temporalio import activity
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -102,6 +102,25 @@ async def until(pred: Any, timeout: float = 20.0) -> None:
         if loop.time() > end:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.05)
+
+
+async def status_when(
+    handle: WorkflowHandle[Any, Any], pred: Callable[[WorkflowStatus], bool]
+) -> WorkflowStatus:
+    """Poll the status query until it satisfies ``pred``.
+
+    An activity having run is not the workflow having seen its result: that takes a workflow
+    task of its own, which a query may overtake.
+    """
+    status: WorkflowStatus = await handle.query(KalshiStreamWorkflow.status)
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 20.0
+    while not pred(status):
+        if loop.time() > end:
+            raise AssertionError(f"status not reached in time: {status}")
+        await asyncio.sleep(0.05)
+        status = await handle.query(KalshiStreamWorkflow.status)
+    return status
 
 
 def config(**kw: Any) -> StreamConfig:
@@ -200,7 +219,7 @@ async def test_health_check_restarts_a_stale_feed(env: WorkflowEnvironment) -> N
         )
         await until(lambda: len(rec.health_checks) >= 1)
         assert rec.health_checks[0].workflowId == handle.id
-        status: WorkflowStatus = await handle.query(KalshiStreamWorkflow.status)
+        status = await status_when(handle, lambda s: s.lastHealth is not None)
         assert status.lastHealth is not None and status.lastHealth.reason == "connected"
         assert len(rec.stream_starts) == 1
 

@@ -100,22 +100,15 @@ class KalshiStreamWorkflow:
             await workflow.wait_condition(
                 lambda: self._stop_requested or self._should_continue_as_new()
             )
-        finally:
-            # Also on workflow cancellation: stop the feed cleanly before the run closes.
-            self._stopping = True
-            self._state = "stopping"
-            if workflow.patched(_TIMERS_LEFT_ON_STOP):
-                # The timer loops are left as they are: the run closes over their timers.
-                # Cancelling a timer (or a health check) in the very moment it fires is a race
-                # the real server settles, but the time-skipping test server rejects the
-                # workflow task and the run hangs; and nothing is gained by cancelling them.
-                self._cancel_stream("workflow stopping")
-                await asyncio.gather(tasks[0], return_exceptions=True)
-            else:
-                for task in tasks[1:]:
-                    task.cancel()
-                self._cancel_stream("workflow stopping")
-                await asyncio.gather(*tasks, return_exceptions=True)
+        except GeneratorExit:
+            # The run is being garbage-collected, away from its event loop (its worker went
+            # without evicting it), where no workflow call may run: there is nothing to stop.
+            raise
+        except BaseException:
+            # Workflow cancellation: stop the feed cleanly before the run closes.
+            await self._stop_feed(tasks)
+            raise
+        await self._stop_feed(tasks)
         await workflow.wait_condition(workflow.all_handlers_finished)
         if not self._stop_requested:
             self._state = "continuing"
@@ -139,6 +132,23 @@ class KalshiStreamWorkflow:
             return True
         limit = self._config.continueAsNewAfterEvents
         return bool(limit) and info.get_current_history_length() >= limit
+
+    async def _stop_feed(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Stop the stream activity (and, on histories before the patch, the timer loops)."""
+        self._stopping = True
+        self._state = "stopping"
+        if workflow.patched(_TIMERS_LEFT_ON_STOP):
+            # The timer loops are left as they are: the run closes over their timers.
+            # Cancelling a timer (or a health check) in the very moment it fires is a race
+            # the real server settles, but the time-skipping test server rejects the
+            # workflow task and the run hangs; and nothing is gained by cancelling them.
+            self._cancel_stream("workflow stopping")
+            await asyncio.gather(tasks[0], return_exceptions=True)
+        else:
+            for task in tasks[1:]:
+                task.cancel()
+            self._cancel_stream("workflow stopping")
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- the stream activity ------------------------------------------------------------------
 
