@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -206,3 +207,32 @@ async def test_write_now_writes_only_what_it_can_write_on_this_thread(tmp_path: 
     assert snap.ts == 2 and len(snap.documents) == 3
     with pytest.raises(PersistenceError, match="closed"):
         p.write_now(_commit(3, 1))
+
+
+async def test_the_writer_thread_makes_way_for_the_loop_and_an_inline_write_does_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    from marketpulse.reactive.persistence import sqlite as sqlite_module
+
+    pauses: list[tuple[int, float]] = []
+    sleep = time.sleep
+
+    def spy(seconds: float) -> None:
+        pauses.append((threading.get_ident(), seconds))
+        sleep(seconds)
+
+    monkeypatch.setattr(time, "sleep", spy)
+    per = sqlite_module.GIL_YIELD_DOCS
+    p = SqlitePersistence(tmp_path / "way.sqlite3", inline_max_writes=per * 3)
+    await p.write(_commit(1, per * 2 + 1))  # small enough: on the loop's thread
+    assert pauses == []
+    await asyncio.gather(p.write(_commit(2, per * 3 + 1)), p.write(_commit(3, per)))  # the thread
+    snap = await p.load()
+    await p.close()
+    assert len(snap.documents) == per * 3 + 1 and snap.ts == 3
+    me = threading.get_ident()
+    assert pauses and all(t != me and s == sqlite_module.GIL_YIELD_S for t, s in pauses)
+    assert len(pauses) == (per * 4 + 1) // per  # one per GIL_YIELD_DOCS documents encoded

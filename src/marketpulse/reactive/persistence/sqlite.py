@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import threading
 import time
 import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -79,6 +80,15 @@ INLINE_PAUSE_S = 10.0
 """...for this long."""
 WATCH_INTERVAL_S = 1.0
 """How often the marker is rewritten and the files are compared with those opened."""
+GIL_YIELD_DOCS = 16
+"""Documents the writer thread encodes between two pauses that let the loop's thread have the
+GIL. Encoding is Python (``value_to_json``, ``orjson``) and holds the GIL; each time the loop's
+thread drops it for a system call (every socket send of a fan-out) a busy writer takes it and
+keeps it for up to a switch interval, so a writer catching up after a slow flush (tens of
+commits at once) held loop callbacks 1.6-2.7 ms off the CPU (HISTORY.md, session 33). Dropping
+the GIL is not enough: the thread that drops it takes it straight back unless it waits."""
+GIL_YIELD_S = 0.00002
+"""The pause itself: long enough for a waiting loop thread to wake and take the GIL."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -146,7 +156,10 @@ class SqlitePersistence:
             early = judge(marker, DatabaseState(None, 0, file_size)) if file_size <= 0 else None
             if early is not None and not accept_loss:
                 raise UnsafeDatabase(refusal_text(self.path, early, rescued_copies(self.path)))
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self._writer_ident: int | None = None
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="sqlite", initializer=self._note_writer_thread
+        )
         try:
             self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._conn.execute("PRAGMA journal_mode=WAL")
@@ -233,9 +246,16 @@ class SqlitePersistence:
             raise PersistenceError(f"cannot load {self.path}: {exc}") from exc
 
     # -- write ----------------------------------------------------------------------------
+    def _note_writer_thread(self) -> None:
+        self._writer_ident = threading.get_ident()
+
     def _write_sync(self, commits: list[Commit]) -> None:
+        """Write ``commits`` in one transaction (on the writer thread, or inline on the loop's)."""
+        # Only the writer thread makes way for the loop's (see GIL_YIELD_DOCS).
+        yield_gil = threading.get_ident() == self._writer_ident
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
+        encoded = 0
         try:
             for commit in commits:
                 upserts = []
@@ -243,10 +263,11 @@ class SqlitePersistence:
                 for w in commit.writes:
                     if w.value is None:
                         deletes.append((w.id,))
-                    else:
-                        upserts.append(
-                            (w.id, w.table, commit.ts, orjson.dumps(value_to_json(w.value)))
-                        )
+                        continue
+                    upserts.append((w.id, w.table, commit.ts, orjson.dumps(value_to_json(w.value))))
+                    encoded += 1
+                    if yield_gil and encoded % GIL_YIELD_DOCS == 0:
+                        time.sleep(GIL_YIELD_S)
                 if upserts:
                     conn.executemany(
                         "INSERT INTO documents (id, tbl, ts, doc) VALUES (?, ?, ?, ?) "
