@@ -3,16 +3,51 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+INTERVAL_S = 0.02
 
 
 async def until(
-    cond: Callable[[], bool], timeout: float = 10.0, what: str = "the condition"
+    cond: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0, what: str = "the condition"
 ) -> None:
-    """Poll ``cond`` every 20 ms until it holds; fail the test after ``timeout`` seconds."""
+    """Poll ``cond`` every 20 ms until it holds; fail the test after ``timeout`` seconds.
+
+    ``cond`` may be a coroutine function (a condition that has to ask a server).
+    """
+
+    async def holds() -> bool:
+        result = cond()
+        return bool(await result) if inspect.isawaitable(result) else bool(result)
+
     try:
         async with asyncio.timeout(timeout):
-            while not cond():
-                await asyncio.sleep(0.02)
+            while not await holds():
+                await asyncio.sleep(INTERVAL_S)
     except TimeoutError:
         raise AssertionError(f"timed out after {timeout:g}s waiting for {what}") from None
+
+
+async def eventually(
+    fetch: Callable[[], Awaitable[T]],
+    pred: Callable[[T], bool],
+    timeout: float = 10.0,
+    what: str = "the value",
+) -> T:
+    """Fetch a value every 20 ms until ``pred`` accepts it, and return it; fail the test after
+    ``timeout`` seconds, showing the last value fetched."""
+    value = await fetch()
+    try:
+        async with asyncio.timeout(timeout):
+            while not pred(value):
+                await asyncio.sleep(INTERVAL_S)
+                value = await fetch()
+    except TimeoutError:
+        raise AssertionError(
+            f"timed out after {timeout:g}s waiting for {what}; last: {value!r}"
+        ) from None
+    return value

@@ -24,6 +24,7 @@ from convex import ConvexClient
 from marketpulse.reactive.sync.client import LightSyncClient
 from marketpulse.reactive.values import json_to_value
 from marketpulse.testing import AdminClient, StoreProcess, TcpRelay
+from scrape import metric
 
 from .js_driver import JsDriver, node_available
 from .test_store_clients import ADMIN_KEY, is_update
@@ -170,13 +171,6 @@ def test_conflicting_increments_on_two_nodes_end_with_the_exact_total(nodes: Nod
     assert_converged(nodes)
 
 
-def metric(store: StoreProcess, name: str) -> float:
-    for line in httpx.get(f"{store.url}/metrics", timeout=10).text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not in /metrics")
-
-
 def test_a_pipelined_connection_on_a_re_runs_behind_conflicts_with_b(nodes: Nodes) -> None:
     """One socket on node A sends its mutations without awaiting them (the store pipelines
     them: each runs while the previous one's commit is on its way to PostgreSQL) while a
@@ -201,8 +195,8 @@ def test_a_pipelined_connection_on_a_re_runs_behind_conflicts_with_b(nodes: Node
         finally:
             await c.close()
 
-    conflicts = metric(nodes["a"], "marketpulse_commit_conflicts_total")
-    groups = metric(nodes["a"], "marketpulse_commit_groups_total")
+    conflicts = metric(nodes["a"].url, "marketpulse_commit_conflicts_total")
+    groups = metric(nodes["a"].url, "marketpulse_commit_groups_total")
     b = threading.Thread(target=write_b)
     b.start()
     a_answers = asyncio.run(write_a())
@@ -217,8 +211,8 @@ def test_a_pipelined_connection_on_a_re_runs_behind_conflicts_with_b(nodes: Node
     assert max(a_acked) > on_a and max(b_acked) > on_b, "the two nodes interleaved"
     eventually(lambda: all(nodes.value(n, "pipe") == total for n in NAMES))
     # A pipelined (several mutations per durable commit) and re-ran behind refused commits.
-    assert metric(nodes["a"], "marketpulse_commit_groups_total") - groups < on_a / 2
-    assert metric(nodes["a"], "marketpulse_commit_conflicts_total") > conflicts
+    assert metric(nodes["a"].url, "marketpulse_commit_groups_total") - groups < on_a / 2
+    assert metric(nodes["a"].url, "marketpulse_commit_conflicts_total") > conflicts
     assert_converged(nodes)
 
 

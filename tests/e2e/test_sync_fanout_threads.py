@@ -8,24 +8,17 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from marketpulse.reactive.sync.client import LightSyncClient, RawSubscriber
 from marketpulse.testing import StoreProcess
+from scrape import metric
 
 pytestmark = pytest.mark.e2e
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 SUBSCRIBERS = 1000
 ROUNDS = 8
-
-
-def metric(url: str, name: str) -> float:
-    for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    raise AssertionError(f"{name} not in /metrics")
 
 
 async def test_a_thousand_subscribers_get_every_transition_in_order(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from marketpulse.pipeline._stream import FeedLike, StreamRunner, StreamStats
 from marketpulse.pipeline.config import StreamConfig
 from marketpulse.simulator import Simulator, SimulatorConfig
 from marketpulse.testing import Book, LocalSystem
+from polling import until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -31,14 +32,6 @@ def sim_book(sim: Simulator, ticker: str) -> Book:
         tuple((round(p, 6), round(s, 6)) for p, s in bids),
         tuple((round(p, 6), round(s, 6)) for p, s in asks),
     )
-
-
-async def until(pred: Any, timeout: float) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not await pred():
-        assert loop.time() < end, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_coalesced_batches_converge_and_stop_withdraws_books(store: LocalSystem) -> None:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from temporalio import activity
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -39,6 +39,7 @@ from marketpulse.pipeline.config import (
 )
 from marketpulse.pipeline.worker import workflow_runner
 from marketpulse.pipeline.workflow import KalshiStreamWorkflow
+from polling import eventually, until
 
 
 @dataclass
@@ -94,35 +95,6 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
         yield e
 
 
-async def until(pred: Any, timeout: float = 20.0) -> None:
-    """Poll a condition in real time (activities run in real time)."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not pred():
-        if loop.time() > end:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
-
-
-async def status_when(
-    handle: WorkflowHandle[Any, Any], pred: Callable[[WorkflowStatus], bool]
-) -> WorkflowStatus:
-    """Poll the status query until it satisfies ``pred``.
-
-    An activity having run is not the workflow having seen its result: that takes a workflow
-    task of its own, which a query may overtake.
-    """
-    status: WorkflowStatus = await handle.query(KalshiStreamWorkflow.status)
-    loop = asyncio.get_running_loop()
-    end = loop.time() + 20.0
-    while not pred(status):
-        if loop.time() > end:
-            raise AssertionError(f"status not reached in time: {status}")
-        await asyncio.sleep(0.05)
-        status = await handle.query(KalshiStreamWorkflow.status)
-    return status
-
-
 def config(**kw: Any) -> StreamConfig:
     base: dict[str, Any] = {
         "markets": ["KX-A", "KX-B"],
@@ -156,7 +128,7 @@ async def test_signals_update_and_query(env: WorkflowEnvironment) -> None:
             id=f"wf-{uuid.uuid4()}",
             task_queue=TASK_QUEUE,
         )
-        await until(lambda: len(rec.stream_starts) == 1)
+        await until(lambda: len(rec.stream_starts) == 1, timeout=20.0)
         assert rec.stream_starts[0].config.markets == ["KX-A", "KX-B"]
 
         await handle.signal(KalshiStreamWorkflow.add_markets, ["kx-c", "KX-A"])
@@ -176,7 +148,10 @@ async def test_signals_update_and_query(env: WorkflowEnvironment) -> None:
             )
 
         # The running activity learns the new set by query, without being restarted.
-        await until(lambda: bool(rec.followed) and rec.followed[-1].markets == ["KX-C", "KX-D"])
+        await until(
+            lambda: bool(rec.followed) and rec.followed[-1].markets == ["KX-C", "KX-D"],
+            timeout=20.0,
+        )
         assert len(rec.stream_starts) == 1
         assert rec.stream_cancels == 0
 
@@ -199,7 +174,7 @@ async def test_cleanup_timer(env: WorkflowEnvironment) -> None:
         )
         for _ in range(5):
             await env.sleep(timedelta(seconds=250))
-        await until(lambda: len(rec.cleanups) >= 2)
+        await until(lambda: len(rec.cleanups) >= 2, timeout=20.0)
         assert rec.cleanups[0].olderThanMs == 7_200_000.0
         status: WorkflowStatus = await handle.query(KalshiStreamWorkflow.status)
         assert status.lastCleanup is not None and status.lastCleanup["deleted"] == 3
@@ -217,14 +192,21 @@ async def test_health_check_restarts_a_stale_feed(env: WorkflowEnvironment) -> N
             id=f"wf-{uuid.uuid4()}",
             task_queue=TASK_QUEUE,
         )
-        await until(lambda: len(rec.health_checks) >= 1)
+        await until(lambda: len(rec.health_checks) >= 1, timeout=20.0)
         assert rec.health_checks[0].workflowId == handle.id
-        status = await status_when(handle, lambda s: s.lastHealth is not None)
+        # The activity having run is not the workflow having seen its report: that takes a
+        # workflow task of its own, which a query may overtake.
+        status = await eventually(
+            lambda: handle.query(KalshiStreamWorkflow.status),
+            lambda s: s.lastHealth is not None,
+            timeout=20.0,
+            what="the health report in the status",
+        )
         assert status.lastHealth is not None and status.lastHealth.reason == "connected"
         assert len(rec.stream_starts) == 1
 
         rec.stale_next = True
-        await until(lambda: len(rec.stream_starts) == 2)
+        await until(lambda: len(rec.stream_starts) == 2, timeout=20.0)
         assert rec.stream_cancels == 1
         status = await handle.query(KalshiStreamWorkflow.status)
         assert status.healthRestarts == 1
@@ -243,11 +225,11 @@ async def test_continue_as_new_carries_markets(env: WorkflowEnvironment) -> None
             task_queue=TASK_QUEUE,
         )
         first_run = (await handle.describe()).run_id
-        await until(lambda: len(rec.stream_starts) == 1)
+        await until(lambda: len(rec.stream_starts) == 1, timeout=20.0)
         for i in range(30):
             await handle.signal(KalshiStreamWorkflow.add_markets, [f"KX-N{i}"])
         # The new run starts its own stream activity with the carried market set.
-        await until(lambda: len(rec.stream_starts) >= 2)
+        await until(lambda: len(rec.stream_starts) >= 2, timeout=20.0)
         latest = env.client.get_workflow_handle_for(KalshiStreamWorkflow.run, wf_id)
         status: WorkflowStatus = await latest.query(KalshiStreamWorkflow.status)
         assert status.runId != first_run
@@ -288,7 +270,7 @@ async def test_no_markets_means_no_stream_until_added(env: WorkflowEnvironment) 
         assert status.state == "idle"
         assert rec.stream_starts == []
         await handle.signal(KalshiStreamWorkflow.add_markets, ["KX-Z"])
-        await until(lambda: len(rec.stream_starts) == 1)
+        await until(lambda: len(rec.stream_starts) == 1, timeout=20.0)
         assert rec.stream_starts[0].marketsVersion == 2
         await handle.signal(KalshiStreamWorkflow.stop)
         await handle.result()

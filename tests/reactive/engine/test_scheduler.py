@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import pytest
 from marketpulse.reactive import ActionCtx, FunctionModule, MutationCtx, QueryCtx, Schema, Table
 from marketpulse.reactive.engine import Engine, SchedulerRunner
 from marketpulse.reactive.persistence import open_persistence
+from polling import until
 
 schema = Schema({"hits": Table(indexes={"by_name": ["name"]})})
 jobs = FunctionModule("jobs", schema=schema)
@@ -161,13 +162,6 @@ def query(engine: Engine, path: str, **args: Any) -> Any:
     r = engine.run_query(path, args)
     assert r.success, r.error_message
     return r.value
-
-
-async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 def state(engine: Engine, job_id: str) -> str:

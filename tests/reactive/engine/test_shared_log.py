@@ -18,6 +18,7 @@ from marketpulse.reactive.persistence import (
     SharedLog,
     Snapshot,
 )
+from polling import until
 
 from ..conftest import Recorder
 from ..example_app import MODULES
@@ -78,12 +79,6 @@ class Node:
         return None
 
 
-async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.005)
-
-
 async def assert_b_sees_a(a: Engine, b: Engine) -> Any:
     """A subscriber on node B sees a mutation run on node A (through the shared log); returns
     B's subscription."""
@@ -92,7 +87,7 @@ async def assert_b_sees_a(a: Engine, b: Engine) -> Any:
     r = await a.run_mutation("counters:increment", {"name": "c"})
     assert r.success and r.value == 1.0
     # B learns of A's commit from the log and re-runs its subscription.
-    await wait_for(lambda: sub.result.value == 1.0)
+    await until(lambda: sub.result.value == 1.0)
     assert rec.updates == [(1, 1.0)]
     assert b.ts == a.ts == r.ts
     return sub
@@ -118,7 +113,7 @@ async def test_two_nodes_share_one_log() -> None:
         assert all(res.success for res in results)
         assert sorted(res.value for res in results) == [float(i) for i in range(2, 32)]
         assert log.conflicts > 0
-        await wait_for(lambda: a.ts == b.ts == log.entries[-1][1].ts)
+        await until(lambda: a.ts == b.ts == log.entries[-1][1].ts)
         assert a.run_query("counters:value", {"name": "c"}).value == 31.0
         assert b.run_query("counters:value", {"name": "c"}).value == 31.0
         stamps = [c.ts for _, c in log.entries]
@@ -157,7 +152,7 @@ async def test_mutations_started_ahead_run_again_in_order_behind_another_nodes_c
 
     try:
         writer = asyncio.create_task(hammer())
-        await wait_for(lambda: len(b_done) >= 5)
+        await until(lambda: len(b_done) >= 5)
         futures = [a.start_mutation("counters:increment", {"name": "p"}) for _ in range(300)]
         results = await asyncio.gather(*futures)
         stop.set()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -30,16 +30,11 @@ from marketpulse.reactive.persistence import (
     open_persistence,
 )
 from marketpulse.testing import TcpRelay, free_port
+from polling import until
 
 from ..conftest import Recorder
 from ..engine.test_shared_log import assert_b_sees_a
 from ..example_app import MODULES
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
 
 
 class Cluster:
@@ -234,7 +229,7 @@ async def test_groups_keep_the_order_and_every_node_follows_it(cluster: Cluster)
     stamps = [r["ts"] for r in rows]
     assert [r["prev"] for r in rows] == [0, *stamps[:-1]]
     assert len(rows) < 80  # some commits carried several mutations
-    await wait_for(lambda: a.ts == b.ts == stamps[-1])
+    await until(lambda: a.ts == b.ts == stamps[-1])
     assert b.run_query("counters:value", {"name": "c"}).value == 80.0
 
 
@@ -257,7 +252,7 @@ async def test_concurrent_increments_on_three_nodes_end_exact(cluster: Cluster) 
     assert all(r.success for r in results)
     total = 3 * per_node
     assert sorted(r.value for r in results) == [float(i) for i in range(1, total + 1)]
-    await wait_for(lambda: len({n.ts for n in nodes}) == 1)
+    await until(lambda: len({n.ts for n in nodes}) == 1)
     for n in nodes:
         assert n.run_query("counters:value", {"name": "c"}).value == float(total)
     stamps = [r["ts"] for r in await sql(cluster.url, "SELECT ts FROM commits ORDER BY ts")]
@@ -309,7 +304,7 @@ async def test_a_resent_request_runs_once_on_any_node(cluster: Cluster) -> None:
     request = ("session-1", 7, b"call-digest")
     first = await a.run_mutation("counters:increment", {"name": "c"}, request=request)
     assert first.success and first.value == 1.0
-    await wait_for(lambda: b.ts == a.ts)
+    await until(lambda: b.ts == a.ts)
     again = await b.run_mutation("counters:increment", {"name": "c"}, request=request)
     assert again.success and again.value == 1.0
     assert b.run_query("counters:value", {"name": "c"}).value == 1.0
@@ -335,7 +330,7 @@ async def test_a_resend_racing_its_original_on_another_node_runs_once(cluster: C
         b.run_mutation("counters:increment", {"name": "c"}, request=request),
     )
     assert [r.value for r in results] == [1.0, 1.0]
-    await wait_for(lambda: a.ts == b.ts)
+    await until(lambda: a.ts == b.ts)
     assert a.run_query("counters:value", {"name": "c"}).value == 1.0
     assert b.run_query("counters:value", {"name": "c"}).value == 1.0
 
@@ -367,7 +362,7 @@ async def test_dropped_connections_resume_with_nothing_lost(cluster: Cluster) ->
     await asyncio.sleep(1.0)
     stop.set()
     acknowledged = [v for t in tasks for v in await t]
-    await wait_for(lambda: a.ts == b.ts and persistence(b).problem is None)
+    await until(lambda: a.ts == b.ts and persistence(b).problem is None)
     final = a.run_query("counters:value", {"name": "c"}).value
     assert b.run_query("counters:value", {"name": "c"}).value == final
     # Every acknowledged increment is there exactly once, and nothing else.
@@ -381,7 +376,7 @@ async def test_compaction_and_a_node_behind_it_reloads(cluster: Cluster) -> None
     b = await cluster.node(retention_s=0.0, compact_interval_s=0)
     for _ in range(20):
         await a.run_mutation("counters:increment", {"name": "c"})
-    await wait_for(lambda: b.ts == a.ts)
+    await until(lambda: b.ts == a.ts)
     async with asyncio.timeout(15):  # heartbeats record both positions
         while True:
             rows = await sql(cluster.url, "SELECT position FROM nodes")
@@ -402,7 +397,7 @@ async def test_compaction_and_a_node_behind_it_reloads(cluster: Cluster) -> None
     await sql(cluster.url, "DELETE FROM commits")
     await a.run_mutation("counters:increment", {"name": "c"})
     await sql(cluster.url, "DELETE FROM commits")  # and its successor too
-    await wait_for(lambda: sub.result.value == 21.0)
+    await until(lambda: sub.result.value == 21.0)
     assert pb.snapshots_reloaded == 1
     assert b.ts == a.ts
     assert rec.updates[-1] == (1, 21.0)
@@ -457,9 +452,9 @@ async def test_a_scheduled_job_runs_once_on_two_nodes(cluster: Cluster) -> None:
         def counts(node: Engine) -> list[Any]:
             return [node.run_query("jobs:count", {"name": n}).value for n in names]
 
-        await wait_for(lambda: all(c >= 1 for c in counts(a)), timeout=15)
+        await until(lambda: all(c >= 1 for c in counts(a)), timeout=15)
         await asyncio.sleep(0.5)  # a second run would land by now
-        await wait_for(lambda: a.ts == b.ts)
+        await until(lambda: a.ts == b.ts)
         assert counts(a) == counts(b) == [1] * len(names)
     finally:
         for runner in runners:
@@ -490,7 +485,7 @@ async def test_a_lost_node_s_running_action_is_failed_once_by_another_node(
     try:
         r = await a.run_mutation("jobs:schedule_slow", {"name": "held", "seconds": 60})
         held = r.value
-        await wait_for(lambda: job(held)["state"]["kind"] == "inProgress")
+        await until(lambda: job(held)["state"]["kind"] == "inProgress")
         assert job(held)["claimedBy"] == "a"
         await rb.start()
         await asyncio.sleep(2.0)  # a is alive: b's sweeps leave its action alone
@@ -502,9 +497,7 @@ async def test_a_lost_node_s_running_action_is_failed_once_by_another_node(
                 task.cancel()
         # b's runner counts its recovery once its commit returns, a moment after b's own
         # queries see the commit (CI saw the job failed and the count still 0).
-        await wait_for(
-            lambda: job(held)["state"]["kind"] == "failed" and rb.recovered > 0, timeout=15
-        )
+        await until(lambda: job(held)["state"]["kind"] == "failed" and rb.recovered > 0, timeout=15)
         assert "node running it was lost" in job(held)["state"]["error"]
         assert rb.recovered == 1
         completed = job(held)["completedTime"]
@@ -532,7 +525,7 @@ async def test_readiness_follows_a_cut_database_and_recovers(cluster: Cluster) -
         writer = await cluster.node()
         pc = persistence(cut_off)
         await writer.run_mutation("counters:increment", {"name": "c"})
-        await wait_for(lambda: cut_off.ts == writer.ts)
+        await until(lambda: cut_off.ts == writer.ts)
         ready = cut_off.readiness()
         assert ready is not None and ready.ok and ready.database == "connected", ready
         # A partition: open connections hear nothing more, new ones are refused.
@@ -540,7 +533,7 @@ async def test_readiness_follows_a_cut_database_and_recovers(cluster: Cluster) -
         relay.switch(free_port())
         for _ in range(3):
             await writer.run_mutation("counters:increment", {"name": "c"})
-        await wait_for(lambda: not pc.readiness().ok, timeout=pc.stale_after_s + 10)
+        await until(lambda: not pc.readiness().ok, timeout=pc.stale_after_s + 10)
         ready = pc.readiness()
         assert ready.database == "unreachable" and ready.lag_s >= pc.stale_after_s * 0.9, ready
         failed = await cut_off.run_mutation("counters:increment", {"name": "c"})
@@ -548,7 +541,7 @@ async def test_readiness_follows_a_cut_database_and_recovers(cluster: Cluster) -
         assert cut_off.run_query("counters:value", {"name": "c"}).value == 1.0  # from memory
         relay.switch(urlsplit(cluster.url).port or 5432)
         relay.release_replies()
-        await wait_for(lambda: pc.readiness().ok, timeout=20)
+        await until(lambda: pc.readiness().ok, timeout=20)
         assert cut_off.ts == writer.ts
         assert cut_off.run_query("counters:value", {"name": "c"}).value == 4.0
     finally:

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from marketpulse._components import StoreProcess
 from marketpulse.reactive.persistence import open_persistence
 from marketpulse.reactive.persistence._slow_disk import SlowFlushes, inject_slow_disk
 from marketpulse.testing import AsyncAdminClient
+from scrape import sample
 
 
 def test_the_first_flush_after_every_period_stalls() -> None:
@@ -41,14 +41,8 @@ def test_only_sqlite_has_a_writer_to_slow_down() -> None:
 
 def _lag(metrics: str) -> tuple[float, float]:
     """(samples, samples of at most 1 s) of the store's loop-lag histogram."""
-    total = within = 0.0
-    for family in text_string_to_metric_families(metrics):
-        for s in family.samples:
-            if s.name == "marketpulse_event_loop_lag_seconds_count":
-                total = s.value
-            elif s.name == "marketpulse_event_loop_lag_seconds_bucket" and s.labels["le"] == "1.0":
-                within = s.value
-    return total, within
+    name = "marketpulse_event_loop_lag_seconds"
+    return sample(metrics, f"{name}_count"), sample(metrics, f"{name}_bucket", le="1.0")
 
 
 def test_a_stalling_disk_never_stalls_the_store_s_event_loop(tmp_path: Path) -> None:

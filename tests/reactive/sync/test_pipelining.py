@@ -10,12 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from marketpulse.reactive.limits import ConnectionLimits
 from marketpulse.reactive.persistence._slow_disk import inject_slow_disk
 from marketpulse.reactive.sync.client import LightSyncClient, ServerError
 from marketpulse.reactive.values import decode_ts
+from scrape import sample
 
 from .serving import Served, serve_store
 
@@ -111,18 +111,12 @@ async def test_each_mutation_s_wait_behind_the_socket_s_earlier_ones_is_measured
             text = (await http.get(f"{store.url}/metrics")).text
         await c.close()
     name = "marketpulse_sync_mutation_wait_seconds"
-    wait = {
-        (s.name, s.labels.get("le")): s.value
-        for family in text_string_to_metric_families(text)
-        if family.name == name
-        for s in family.samples
-    }
-    assert wait[(f"{name}_count", None)] == count
+    assert sample(text, f"{name}_count") == count
     # Sent at once and run one at a time, each behind the durable writes of those before it:
     # the last one alone waited for count - 1 of them.
-    assert wait[(f"{name}_sum", None)] >= (count - 1) * WRITE_S * 0.9
+    assert sample(text, f"{name}_sum") >= (count - 1) * WRITE_S * 0.9
     # Every one but the first waited at least one write (WRITE_S, over the 0.02 s bucket).
-    assert wait[(f"{name}_bucket", "0.02")] <= 1
+    assert sample(text, f"{name}_bucket", le="0.02") <= 1
 
 
 async def test_failures_keep_their_place_and_later_mutations_see_earlier_writes(
