@@ -95,6 +95,10 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
         yield e
 
 
+WAIT_S = 20.0
+"""How long a test waits for the stand-in activities, which run in real time."""
+
+
 def config(**kw: Any) -> StreamConfig:
     base: dict[str, Any] = {
         "markets": ["KX-A", "KX-B"],
@@ -128,7 +132,7 @@ async def test_signals_update_and_query(env: WorkflowEnvironment) -> None:
             id=f"wf-{uuid.uuid4()}",
             task_queue=TASK_QUEUE,
         )
-        await until(lambda: len(rec.stream_starts) == 1, timeout=20.0)
+        await until(lambda: len(rec.stream_starts) == 1, timeout=WAIT_S)
         assert rec.stream_starts[0].config.markets == ["KX-A", "KX-B"]
 
         await handle.signal(KalshiStreamWorkflow.add_markets, ["kx-c", "KX-A"])
@@ -150,7 +154,7 @@ async def test_signals_update_and_query(env: WorkflowEnvironment) -> None:
         # The running activity learns the new set by query, without being restarted.
         await until(
             lambda: bool(rec.followed) and rec.followed[-1].markets == ["KX-C", "KX-D"],
-            timeout=20.0,
+            timeout=WAIT_S,
         )
         assert len(rec.stream_starts) == 1
         assert rec.stream_cancels == 0
@@ -174,7 +178,7 @@ async def test_cleanup_timer(env: WorkflowEnvironment) -> None:
         )
         for _ in range(5):
             await env.sleep(timedelta(seconds=250))
-        await until(lambda: len(rec.cleanups) >= 2, timeout=20.0)
+        await until(lambda: len(rec.cleanups) >= 2, timeout=WAIT_S)
         assert rec.cleanups[0].olderThanMs == 7_200_000.0
         status: WorkflowStatus = await handle.query(KalshiStreamWorkflow.status)
         assert status.lastCleanup is not None and status.lastCleanup["deleted"] == 3
@@ -192,21 +196,21 @@ async def test_health_check_restarts_a_stale_feed(env: WorkflowEnvironment) -> N
             id=f"wf-{uuid.uuid4()}",
             task_queue=TASK_QUEUE,
         )
-        await until(lambda: len(rec.health_checks) >= 1, timeout=20.0)
+        await until(lambda: len(rec.health_checks) >= 1, timeout=WAIT_S)
         assert rec.health_checks[0].workflowId == handle.id
         # The activity having run is not the workflow having seen its report: that takes a
         # workflow task of its own, which a query may overtake.
         status = await eventually(
             lambda: handle.query(KalshiStreamWorkflow.status),
             lambda s: s.lastHealth is not None,
-            timeout=20.0,
+            timeout=WAIT_S,
             what="the health report in the status",
         )
         assert status.lastHealth is not None and status.lastHealth.reason == "connected"
         assert len(rec.stream_starts) == 1
 
         rec.stale_next = True
-        await until(lambda: len(rec.stream_starts) == 2, timeout=20.0)
+        await until(lambda: len(rec.stream_starts) == 2, timeout=WAIT_S)
         assert rec.stream_cancels == 1
         status = await handle.query(KalshiStreamWorkflow.status)
         assert status.healthRestarts == 1
@@ -225,11 +229,11 @@ async def test_continue_as_new_carries_markets(env: WorkflowEnvironment) -> None
             task_queue=TASK_QUEUE,
         )
         first_run = (await handle.describe()).run_id
-        await until(lambda: len(rec.stream_starts) == 1, timeout=20.0)
+        await until(lambda: len(rec.stream_starts) == 1, timeout=WAIT_S)
         for i in range(30):
             await handle.signal(KalshiStreamWorkflow.add_markets, [f"KX-N{i}"])
         # The new run starts its own stream activity with the carried market set.
-        await until(lambda: len(rec.stream_starts) >= 2, timeout=20.0)
+        await until(lambda: len(rec.stream_starts) >= 2, timeout=WAIT_S)
         latest = env.client.get_workflow_handle_for(KalshiStreamWorkflow.run, wf_id)
         status: WorkflowStatus = await latest.query(KalshiStreamWorkflow.status)
         assert status.runId != first_run
@@ -270,7 +274,7 @@ async def test_no_markets_means_no_stream_until_added(env: WorkflowEnvironment) 
         assert status.state == "idle"
         assert rec.stream_starts == []
         await handle.signal(KalshiStreamWorkflow.add_markets, ["KX-Z"])
-        await until(lambda: len(rec.stream_starts) == 1, timeout=20.0)
+        await until(lambda: len(rec.stream_starts) == 1, timeout=WAIT_S)
         assert rec.stream_starts[0].marketsVersion == 2
         await handle.signal(KalshiStreamWorkflow.stop)
         await handle.result()
