@@ -24,12 +24,7 @@ async def until(
         result = cond()
         return bool(await result) if inspect.isawaitable(result) else bool(result)
 
-    try:
-        async with asyncio.timeout(timeout):
-            while not await holds():
-                await asyncio.sleep(INTERVAL_S)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout:g}s waiting for {what}") from None
+    await eventually(holds, bool, timeout, what)
 
 
 async def eventually(
