@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from marketpulse.reactive.persistence import (
     SqlitePersistence,
     open_persistence,
 )
+from marketpulse.reactive.persistence import sqlite as sqlite_module
 from marketpulse.reactive.values import Int64
 
 from ..example_app import MODULES
@@ -83,8 +86,6 @@ async def test_ts_survives_a_clock_behind(db_path: Path) -> None:
 
 
 async def test_group_commit_keeps_order(tmp_path: Path) -> None:
-    import asyncio
-
     p = SqlitePersistence(tmp_path / "g.sqlite3")
     writes = [
         p.write(
@@ -132,8 +133,6 @@ def _commit(ts: int, n: int) -> Commit:
 
 
 async def test_small_commit_is_written_on_the_loop_thread_and_durable(tmp_path: Path) -> None:
-    import threading
-
     p = SqlitePersistence(tmp_path / "inline.sqlite3", inline_max_writes=4)
     threads: list[int] = []
     write_sync = p._write_sync
@@ -168,11 +167,6 @@ async def test_inline_write_failure_is_a_persistence_error(tmp_path: Path) -> No
 async def test_a_slow_inline_write_sends_the_next_ones_to_the_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import threading
-    import time
-
-    from marketpulse.reactive.persistence import sqlite as sqlite_module
-
     p = SqlitePersistence(tmp_path / "slow.sqlite3", inline_max_writes=64)
     threads: list[int] = []
     write_sync = p._write_sync
@@ -212,11 +206,6 @@ async def test_write_now_writes_only_what_it_can_write_on_this_thread(tmp_path: 
 async def test_the_writer_thread_makes_way_for_the_loop_and_an_inline_write_does_not(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import threading
-    import time
-
-    from marketpulse.reactive.persistence import sqlite as sqlite_module
-
     pauses: list[tuple[int, float]] = []
     sleep = time.sleep
 
