@@ -78,6 +78,7 @@ from _common import (
     print_table,
     scrape_loop,
 )
+from marketpulse._bench_report import redis_fell_behind
 from marketpulse.kalshi import BookUpdated, FeedStats, KalshiCredentials, KalshiFeed
 from marketpulse.pipeline._alerts import Alerter
 from marketpulse.pipeline._store import StoreClient
@@ -817,6 +818,13 @@ async def main() -> None:
                 f"{rate:,.0f} msgs/s: the npm client's own work per update (its WebSocket "
                 f"message event -> onUpdate callback), p50 / p99 / p999 ms: {own['p50_ms']:.3f}"
                 f" / {own['p99_ms']:.3f} / {own['p999_ms']:.3f} (n={own['n']})"
+            )
+        if redis_fell_behind(exact):
+            print(
+                f"{rate:,.0f} msgs/s: Redis's subscriber fleet fell behind the feed (p50 "
+                f"{exact['redis']['p50_ms']:.2f} ms against {exact['redis_watch']['p50_ms']:.2f}"
+                " for one redis-py client on the official clients' markets): a ratio against "
+                "the fleet flatters ours; compare with that client"
             )
     print_table(
         f"latency, simulator send -> client receipt, {MARKETS} markets, {subscribers} subscribers "

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from marketpulse._bench_report import PLOTS, render, summary_markdown
+from marketpulse._bench_report import PLOTS, redis_fell_behind, render, summary_markdown
 
 HOST = {"kalshi_core_deltas_per_s": 360456, "load_1m": 5.2, "cpus": 2}
 
@@ -14,9 +14,16 @@ HOST = {"kalshi_core_deltas_per_s": 360456, "load_1m": 5.2, "cpus": 2}
 def _latency_run(rate: float, ours_p50: float) -> dict[str, object]:
     ours = {"n": 100, "p50_ms": ours_p50, "p99_ms": ours_p50 * 3, "p999_ms": ours_p50 * 6}
     redis = {"n": 100, "p50_ms": 1.0, "p99_ms": 2.5, "p999_ms": 4.0}
+    # The twin: one redis-py client on the official clients' markets. At 10,000 msgs/s the
+    # fleet's p50 is over twice its twin's (the fleet fell behind); at 1,000 it is not.
+    twin = {"n": 90, "p50_ms": 0.4 if rate == 10000 else 0.9, "p99_ms": 2.0, "p999_ms": 3.0}
     return {
         "rate": rate,
-        "from_send": {"official_npm": ours, "redis": redis},
+        "from_send": {
+            "official_npm": ours,
+            "redis": redis,
+            **({"redis_watch": twin} if rate >= 1000 else {}),
+        },
         "cdf": {
             "ours": [[0.5, ours_p50], [0.99, ours_p50 * 3], [1.0, ours_p50 * 6]],
             "redis": [[0.5, 1.0], [0.99, 2.5], [1.0, 4.0]],
@@ -103,7 +110,19 @@ def test_each_figure_sits_beside_its_goal_and_baseline() -> None:
     text = summary_markdown(RESULTS, {"latency": "ran now: ok, 60.0 s"}, stamp="now")
     assert "| figure | ours | goal | baseline | ours / baseline |" in text
     assert "| 1,000 msgs/s, p50 | 3.5 ms | <= 2x Redis | Redis 1 ms | 3.50x |" in text
-    assert "| 10,000 msgs/s, p99 | 27 ms | <= 3x Redis | Redis 2.5 ms | 10.80x |" in text
+    assert (
+        "| 10,000 msgs/s, p99 | 27 ms | <= 3x Redis | Redis, its subscribers behind, 2.5 ms "
+        "| 10.80x |"
+    ) in text
+    assert (
+        "| 10,000 msgs/s, p50 | 9 ms | <= 3x Redis | Redis, one client on the same markets "
+        "0.4 ms | 22.50x |"
+    ) in text
+    assert (
+        "| 1,000 msgs/s, p50 | 3.5 ms | <= 2x Redis | Redis, one client on the same markets "
+        "0.9 ms | 3.89x |"
+    ) in text
+    assert "100 msgs/s, p50 | 2 ms |  | Redis, one" not in text  # a result without the twin
     assert "| 1,000 msgs/s, store loop lag p999 | 4.2 ms | <= 5 ms |  |  |" in text
     assert (
         "| 1,000 msgs/s, of ours, the npm client's own work p50 / p99 | 0.23 / 1.04 ms "
@@ -153,6 +172,19 @@ def test_each_figure_sits_beside_its_goal_and_baseline() -> None:
     assert "ran now: ok, 60.0 s; host: Kalshi core 360,456 deltas/s, load 5.2 on 2 CPUs" in text
     assert "load 5.2 on 2 CPUs, CPU over the run 71.5 % busy, 6.2 % stolen by other guests" in text
     assert "host speed not recorded" in text  # fanout's fake result has none
+
+
+def test_the_fleet_fell_behind_only_when_its_p50_is_over_twice_its_twins() -> None:
+    def figures(fleet_p50: float, twin_p50: float | None) -> dict[str, object]:
+        out: dict[str, object] = {"redis": {"n": 100, "p50_ms": fleet_p50}}
+        if twin_p50 is not None:
+            out["redis_watch"] = {"n": 100, "p50_ms": twin_p50}
+        return out
+
+    assert redis_fell_behind(figures(40.7, 13.4))
+    assert not redis_fell_behind(figures(3.2, 2.1))  # a fast host at 10,000 msgs/s
+    assert not redis_fell_behind(figures(2.0, 1.0))  # exactly twice: not over
+    assert not redis_fell_behind(figures(40.7, None))  # results from before the twin
 
 
 def test_render_writes_the_summary_and_every_plot(tmp_path: Path) -> None:
