@@ -182,6 +182,7 @@ STAGE_COLUMNS = (
     "apply_ms",
     "rerun_ms",
     "fanout_ms",
+    "fanout_cpu_ms",
 )
 
 
@@ -196,6 +197,7 @@ def _store_counters(s: LocalSystem) -> dict[str, float]:
             elif sample.name in (
                 "marketpulse_commit_groups_total",
                 "marketpulse_sync_fanout_seconds_sum",
+                "marketpulse_sync_fanout_cpu_seconds_total",
                 "marketpulse_sync_mutation_wait_seconds_sum",
                 "marketpulse_sync_mutation_wait_seconds_count",
             ):
@@ -214,6 +216,12 @@ def _store_breakdown(before: dict[str, float], after: dict[str, float]) -> dict[
     )
     # Per group, like the stages: a wide fan-out is written over several loop turns.
     out["fanout_ms"] = round(spent / max(groups, 1) * 1000, 3)
+    # Its CPU (the loop thread's and the helpers'): wall minus CPU is time off the CPU, mostly
+    # the loop thread preempted by a reader its write woke (session 35).
+    cpu = "marketpulse_sync_fanout_cpu_seconds_total"
+    if cpu in after:  # the metric is newer than some checkouts compared here
+        spent_cpu = after[cpu] - before.get(cpu, 0.0)
+        out["fanout_cpu_ms"] = round(spent_cpu / max(groups, 1) * 1000, 3)
     # Per mutation (a group may hold two): from its frame's read to the engine starting it.
     wait = "marketpulse_sync_mutation_wait_seconds"
     if f"{wait}_count" in after:  # the metric is newer than some checkouts compared here
@@ -871,6 +879,7 @@ async def main() -> None:
             "apply",
             "re-run",
             "fan-out",
+            "of it on the CPU",
             "groups/s",
         ],
         [
