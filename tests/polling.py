@@ -1,9 +1,12 @@
-"""Waiting for a condition in async tests, with a timeout that names what was awaited."""
+"""Waiting for a condition in tests, with a timeout that names what was awaited: ``until`` and
+``eventually`` in async tests, ``wait_until`` in tests that drive real processes from
+synchronous code."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -46,3 +49,16 @@ async def eventually(
             f"timed out after {timeout:g}s waiting for {what}; last: {value!r}"
         ) from None
     return value
+
+
+def wait_until(
+    cond: Callable[[], bool], timeout: float = 10.0, what: str = "the condition"
+) -> float:
+    """Block, polling ``cond`` every 20 ms, until it holds, and return the seconds that took;
+    fail the test after ``timeout`` seconds."""
+    start = time.monotonic()
+    while not cond():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(INTERVAL_S)
+    return time.monotonic() - start

@@ -7,8 +7,6 @@ from __future__ import annotations
 import runpy
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -16,16 +14,10 @@ import pytest
 
 from marketpulse._balancer import haproxy_binary, render_haproxy_config
 from marketpulse.testing import BalancerProcess, StoreProcess
+from polling import wait_until
 from proctree import alive
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "haproxy"
-
-
-def eventually(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def test_the_checked_in_example_is_the_templates_rendering(
@@ -81,14 +73,18 @@ def test_the_balancer_spreads_checks_and_drops_a_dead_node(tmp_path: Path) -> No
     balancer = BalancerProcess([("a", stores[0].port), ("b", stores[1].port)], tmp_path / "lb")
     try:
         balancer.start()
-        eventually(lambda: all(s.status == "UP" for s in balancer.servers().values()))
+        wait_until(
+            lambda: all(s.status == "UP" for s in balancer.servers().values()),
+            20,
+            "every server up",
+        )
         with httpx.Client(timeout=10) as http:
             for _ in range(10):
                 assert http.get(f"{balancer.url}/health").status_code == 200
         # Separate short requests: both nodes got some (leastconn ties go round-robin).
         assert all(s.total > 0 for s in balancer.servers().values())
         stores[0].kill()
-        eventually(lambda: balancer.servers()["a"].status.startswith("DOWN"))
+        wait_until(lambda: balancer.servers()["a"].status.startswith("DOWN"), 20, "server a down")
         with httpx.Client(timeout=10) as http:
             for _ in range(10):
                 assert http.get(f"{balancer.url}/health").status_code == 200
@@ -98,7 +94,11 @@ def test_the_balancer_spreads_checks_and_drops_a_dead_node(tmp_path: Path) -> No
         with pytest.raises(RuntimeError, match="haproxy"):
             balancer.set_state("nope", "ready")
         balancer.set_state("b", "ready")
-        eventually(lambda: httpx.get(f"{balancer.url}/health", timeout=10).status_code == 200)
+        wait_until(
+            lambda: httpx.get(f"{balancer.url}/health", timeout=10).status_code == 200,
+            20,
+            "the balancer healthy",
+        )
         pid = balancer.pid
     finally:
         balancer.stop()

@@ -32,6 +32,7 @@ from marketpulse.testing import (
     canonical_book,
     free_port,
 )
+from polling import wait_until
 
 pytestmark = [
     pytest.mark.e2e,
@@ -66,20 +67,11 @@ class System(LocalSystem):
         )
 
 
-def until(pred: Callable[[], bool], timeout: float, what: str) -> float:
-    start = time.monotonic()
-    while not pred():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        time.sleep(0.02)
-    return time.monotonic() - start
-
-
 def converge_paused(system: System, timeout: float, what: str) -> None:
     """Pause the exchange; the streamed books must equal its books within ``timeout``."""
     system.sim("pause")
     try:
-        until(lambda: system.converged(system.markets), timeout, what)
+        wait_until(lambda: system.converged(system.markets), timeout, what)
     finally:
         system.sim("resume")
 
@@ -158,7 +150,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
 
 
 def test_books_equal_the_simulator_within_a_second_of_its_last_message(system: System) -> None:
-    until(
+    wait_until(
         lambda: all(system.store_book(t) is not None for t in system.markets),
         60,
         "every streamed market has a book",
@@ -167,7 +159,7 @@ def test_books_equal_the_simulator_within_a_second_of_its_last_message(system: S
     system.sim("pause")
     paused_at = time.monotonic()
     try:
-        until(lambda: system.converged(system.markets), 1.0, "books equal the simulator's")
+        wait_until(lambda: system.converged(system.markets), 1.0, "books equal the simulator's")
         assert time.monotonic() - paused_at <= 1.5
         # And they stay equal (nothing late overwrites them).
         time.sleep(0.3)
@@ -188,7 +180,7 @@ class Sampler:
             [sys.executable, str(WATCH), system.store_url, "marketData:getOrderbook", *args],
             log_path=self.out,
         ).start()
-        until(lambda: '"ready"' in self.out.read_text(), 30, "the Convex client subscribed")
+        wait_until(lambda: '"ready"' in self.out.read_text(), 30, "the Convex client subscribed")
 
     def values(self) -> dict[str, list[Book | None]]:
         out: dict[str, list[Book | None]] = {t: [] for t in self.tickers}
@@ -210,7 +202,7 @@ def test_disconnect_and_seq_gap_heal_and_no_wrong_book_is_ever_served(system: Sy
     try:
         # Step the exchange one message at a time, remembering every state each book had.
         legit: dict[str, set[Book]] = {t: {system.sim_book(t)} for t in tickers}
-        until(lambda: all(sampler.values()[t] for t in tickers), 10, "subscriptions answered")
+        wait_until(lambda: all(sampler.values()[t] for t in tickers), 10, "subscriptions answered")
 
         def step() -> None:
             system.sim("advance", count=1)
@@ -238,7 +230,7 @@ def test_disconnect_and_seq_gap_heal_and_no_wrong_book_is_ever_served(system: Sy
         # Recovery escalates get_snapshot (5 s) → resubscribe (10 s) → reconnect, so a lost
         # recovery frame can legitimately take one escalation step more than the happy path.
         try:
-            until(lambda: system.converged(tickers), 20, "books heal after the faults")
+            wait_until(lambda: system.converged(tickers), 20, "books heal after the faults")
         except AssertionError as exc:
             notices = [
                 line
@@ -266,26 +258,26 @@ def test_disconnect_and_seq_gap_heal_and_no_wrong_book_is_ever_served(system: Sy
         return bool(status[WORKFLOW_ID][field] > before[field])
 
     # The status is reported every couple of seconds.
-    until(lambda: counted("reconnects"), 6, "the dropped connection is counted")
-    until(lambda: counted("gaps"), 6, "the withheld frames are counted as gaps")
+    wait_until(lambda: counted("reconnects"), 6, "the dropped connection is counted")
+    wait_until(lambda: counted("gaps"), 6, "the withheld frames are counted as gaps")
     # Five or more gaps within a minute is a spike: alerted to the webhook.
-    until(lambda: any(a["kind"] == "gap_rate" for a in system.alerts), 6, "a gap-rate alert")
+    wait_until(lambda: any(a["kind"] == "gap_rate" for a in system.alerts), 6, "a gap-rate alert")
 
 
 def test_a_crossed_book_is_served_as_null_until_it_is_recovered(system: System) -> None:
     ticker = system.markets[0]
-    until(lambda: system.store_book(ticker) is not None, 30, "the market has a book")
+    wait_until(lambda: system.store_book(ticker) is not None, 30, "the market has a book")
     system.sim("pause")
     sampler = Sampler(system, [ticker])
     try:
-        until(lambda: system.converged([ticker]), 10, "the book settles")
+        wait_until(lambda: system.converged([ticker]), 10, "the book settles")
         good = system.sim_book(ticker)
-        until(lambda: good in sampler.values()[ticker], 10, "the client has the book")
+        wait_until(lambda: good in sampler.values()[ticker], 10, "the client has the book")
         # A NO bid that locks the best YES bid, on the wire only; the exchange then answers
         # late (1.5 s), so the store's null is there to see before the recovery.
         system.sim("bad_book", ticker=ticker, kind="crossed", hold=1.5)
-        until(lambda: system.store_book(ticker) is None, 1.0, "the crossed book withheld")
-        until(lambda: system.store_book(ticker) == good, 10, "the book recovered")
+        wait_until(lambda: system.store_book(ticker) is None, 1.0, "the crossed book withheld")
+        wait_until(lambda: system.store_book(ticker) == good, 10, "the book recovered")
         time.sleep(0.3)
         values = sampler.values()[ticker]
     finally:
@@ -313,8 +305,10 @@ def test_add_markets_streams_a_new_market_and_remove_markets_stops_one(system: S
     assert new in result.markets and old not in result.markets
     # The running feed picks the change up by query (~200 ms) and subscribes: well within a
     # second on an idle machine; the bound leaves room for a busy CI box.
-    appeared = until(lambda: system.store_book(new) is not None, 3, "the added market appears")
-    withdrawn = until(lambda: system.store_book(old) is None, 3, "the removed market is withdrawn")
+    appeared = wait_until(lambda: system.store_book(new) is not None, 3, "the added market appears")
+    withdrawn = wait_until(
+        lambda: system.store_book(old) is None, 3, "the removed market is withdrawn"
+    )
     print(f"addMarkets effective after {appeared:.3f}s, removeMarkets after {withdrawn:.3f}s")
     system.markets = [*system.markets[1:], new]
     price_before = system.query("marketData:getPrice", {"ticker": old})
@@ -337,12 +331,12 @@ def test_a_stale_feed_is_restarted_by_the_health_check_and_alerted(system: Syste
     system.sim("refuse_auth", count=-1)
     system.sim("drop_connection")
     try:
-        until(
+        wait_until(
             lambda: any(a["kind"] == "stale" for a in system.alerts),
             30,
             "a stale alert reaches the webhook",
         )
-        until(
+        wait_until(
             lambda: _workflow_status(system).healthRestarts > restarts,
             15,
             "the health check restarts the feed",
@@ -352,7 +346,7 @@ def test_a_stale_feed_is_restarted_by_the_health_check_and_alerted(system: Syste
     alert = next(a for a in system.alerts if a["kind"] == "stale")
     assert alert["stream"] == WORKFLOW_ID and alert["severity"] == "error"
     assert "not connected" in alert["message"] or "reconnecting" in alert["message"]
-    until(
+    wait_until(
         lambda: all(system.store_book(t) is not None for t in system.markets),
         30,
         "books are served again once the exchange accepts us",
@@ -375,7 +369,7 @@ def test_worker_killed_mid_stream_resumes_by_temporal_retry(system: System) -> N
     # From a steady stream: the test before may end with the workflow restarting a stale feed,
     # and a kill during that fresh attempt's start raced the health check's own restart (a new
     # activity, attempt 1 again) against Temporal's retry.
-    until(
+    wait_until(
         lambda: all(system.store_book(t) is not None for t in system.markets),
         30,
         "books are served before the kill",
@@ -386,8 +380,10 @@ def test_worker_killed_mid_stream_resumes_by_temporal_retry(system: System) -> N
     time.sleep(1.0)
     system.start_worker()
     # The lost attempt times out (heartbeat timeout 3 s) and Temporal retries it on the new worker.
-    until(lambda: _stream_attempt(system) > attempt_before, 30, "the stream activity is retried")
-    until(
+    wait_until(
+        lambda: _stream_attempt(system) > attempt_before, 30, "the stream activity is retried"
+    )
+    wait_until(
         lambda: all(system.store_book(t) is not None for t in system.markets),
         30,
         "books are served again",
@@ -418,18 +414,18 @@ def test_stream_commands(system: System) -> None:
 
     extra = system.all_markets[N_STREAMED + 1]
     assert "5 markets" in cli(system, "add-markets", extra, "--id", WORKFLOW_ID)
-    until(lambda: system.store_book(extra) is not None, 5, "the CLI-added market streams")
+    wait_until(lambda: system.store_book(extra) is not None, 5, "the CLI-added market streams")
     assert "4 markets" in cli(system, "remove-markets", extra, "--id", WORKFLOW_ID)
-    until(lambda: system.store_book(extra) is None, 5, "the CLI-removed market is withdrawn")
+    wait_until(lambda: system.store_book(extra) is None, 5, "the CLI-removed market is withdrawn")
 
     # A second stream, started and stopped from the command line.
     other = system.all_markets[-1]
     assert "started cli-stream" in cli(
         system, "start", other, "--id", "cli-stream", "--exchange", "sim", "--no-trades"
     )
-    until(lambda: system.store_book(other) is not None, 10, "the second stream writes")
+    wait_until(lambda: system.store_book(other) is not None, 10, "the second stream writes")
     assert "stopped cli-stream" in cli(system, "stop", "--id", "cli-stream")
-    until(lambda: system.store_book(other) is None, 5, "a stopped stream withdraws its books")
+    wait_until(lambda: system.store_book(other) is None, 5, "a stopped stream withdraws its books")
 
 
 def test_history_holds_no_tick_and_no_key_material(system: System) -> None:
@@ -443,7 +439,7 @@ def test_history_holds_no_tick_and_no_key_material(system: System) -> None:
                 return int(details[-1]["messages"])
         return 0
 
-    until(lambda: temporal_run(system, streamed) > 100, 20, "the feed streams")
+    wait_until(lambda: temporal_run(system, streamed) > 100, 20, "the feed streams")
 
     async def history(client: Client) -> str:
         handle = client.get_workflow_handle(WORKFLOW_ID)
@@ -481,7 +477,7 @@ def test_worker_sigterm_drains_gracefully(system: System) -> None:
     assert "draining worker" in log and "worker stopped" in log
     assert system.admin_key not in log
     # Drained books are withdrawn rather than left stale.
-    until(
+    wait_until(
         lambda: all(system.store_book(t) is None for t in system.markets),
         5,
         "books withdrawn",

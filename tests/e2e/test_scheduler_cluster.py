@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from marketpulse.testing import AdminClient, StoreProcess
+from polling import wait_until
 
 from .test_store_clients import ADMIN_KEY
 
@@ -61,18 +62,11 @@ def cluster(postgres_url: str, tmp_path: Path) -> Iterator[Cluster]:
             proc.stop()
 
 
-def until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
-        time.sleep(0.1)
-
-
 def test_a_cron_runs_once_per_occurrence_across_the_nodes(cluster: Cluster) -> None:
-    until(lambda: len(cluster.call("a", "query", "jobs:ticks", {})) >= 4, 30, "four ticks")
+    wait_until(lambda: len(cluster.call("a", "query", "jobs:ticks", {})) >= 4, 30, "four ticks")
     cluster.procs["a"].kill()  # the others go on scheduling it
     seen = len(cluster.call("b", "query", "jobs:ticks", {}))
-    until(
+    wait_until(
         lambda: len(cluster.call("b", "query", "jobs:ticks", {})) >= seen + 4,
         30,
         "four more ticks with node a dead",
@@ -114,8 +108,8 @@ def test_an_action_on_a_killed_node_is_failed_once_by_another_node(cluster: Clus
             return True
         return False
 
-    until(claimed, 30, "a node claims the action")
-    until(lambda: cluster.call("b", "query", "jobs:holds", {"name": "h"}) == 1, 30, "it runs")
+    wait_until(claimed, 30, "a node claims the action")
+    wait_until(lambda: cluster.call("b", "query", "jobs:holds", {"name": "h"}) == 1, 30, "it runs")
     owner = holder[0]
     assert owner in NAMES
     killed_at = time.monotonic()
@@ -127,7 +121,7 @@ def test_an_action_on_a_killed_node_is_failed_once_by_another_node(cluster: Clus
         job.update(cluster.call(other, "query", "jobs:job", {"id": job_id}))
         return bool(job["state"]["kind"] == "failed")
 
-    until(failed, NODE_TIMEOUT_S + 20, "another node fails the lost action")
+    wait_until(failed, NODE_TIMEOUT_S + 20, "another node fails the lost action")
     recovered_s = time.monotonic() - killed_at
     assert recovered_s >= NODE_TIMEOUT_S * 0.5, recovered_s  # not before the lease lapsed
     assert "node running it was lost" in job["state"]["error"]

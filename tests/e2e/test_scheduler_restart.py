@@ -4,20 +4,13 @@ never scheduled by a failed mutation, cancellable, listed in ``_scheduled_functi
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from marketpulse.testing import AdminClient, StoreProcess
+from polling import wait_until
 
 ADMIN_KEY = "e2e-admin-key-" + "1" * 16
-
-
-def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def jobs(store: StoreProcess) -> dict[str, dict[str, Any]]:
@@ -58,7 +51,7 @@ def test_a_job_survives_a_restart_and_runs_once(tmp_path: Path) -> None:
         store.stop()
         store.start()
         assert jobs(store)[job]["state"] == "pending" or runs(store, "r") == 1
-        until(lambda: jobs(store)[job]["state"] == "success")
+        wait_until(lambda: jobs(store)[job]["state"] == "success")
         assert time.time() - scheduled_at >= 2.0
         assert runs(store, "r") == 1
 

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from convex import ConvexClient
 from marketpulse.reactive.sync.client import LightSyncClient
 from marketpulse.reactive.values import json_to_value
 from marketpulse.testing import AdminClient, StoreProcess, TcpRelay
+from polling import wait_until
 from scrape import metric
 
 from .js_driver import JsDriver, node_available
@@ -98,13 +99,6 @@ def sql(url: str, query: str, *args: Any) -> list[Any]:
     return asyncio.run(run())
 
 
-def eventually(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def documents(url: str) -> dict[str, list[Any]]:
     """Every document PostgreSQL holds, by table."""
     tables: dict[str, list[Any]] = {}
@@ -129,10 +123,10 @@ def assert_converged(ns: Nodes, names: tuple[str, ...] = NAMES) -> None:
     def same() -> bool:
         return all(ns.state(n) == stored for n in names)
 
-    eventually(same)
+    wait_until(same, 20, "the nodes agreeing")
     head = sql(ns.url, "SELECT ts FROM log_head")[0]["ts"]
     for n in names:
-        eventually(lambda n=n: int(health(ns[n])["ts"]) == head)
+        wait_until(lambda n=n: int(health(ns[n])["ts"]) == head, 20, f"node {n} at the log's head")
 
 
 @pytest.mark.skipif(not node_available(), reason="node and tests/js/node_modules needed")
@@ -165,7 +159,7 @@ def test_conflicting_increments_on_two_nodes_end_with_the_exact_total(nodes: Nod
         t.join(300)
     total = 2 * per_node
     assert sorted(acked["a"] + acked["b"]) == [float(i) for i in range(1, total + 1)]
-    eventually(lambda: all(nodes.value(n, "hot") == total for n in NAMES))
+    wait_until(lambda: all(nodes.value(n, "hot") == total for n in NAMES), 20, "every increment")
     # Both nodes really interleaved (each saw the other's increments).
     assert max(acked["a"]) > per_node and max(acked["b"]) > per_node
     assert_converged(nodes)
@@ -209,7 +203,7 @@ def test_a_pipelined_connection_on_a_re_runs_behind_conflicts_with_b(nodes: Node
     total = on_a + on_b
     assert sorted(a_acked + b_acked) == [float(i) for i in range(1, total + 1)]
     assert max(a_acked) > on_a and max(b_acked) > on_b, "the two nodes interleaved"
-    eventually(lambda: all(nodes.value(n, "pipe") == total for n in NAMES))
+    wait_until(lambda: all(nodes.value(n, "pipe") == total for n in NAMES), 20, "every mutation")
     # A pipelined (several mutations per durable commit) and re-ran behind refused commits.
     assert metric(nodes["a"].url, "marketpulse_commit_groups_total") - groups < on_a / 2
     assert metric(nodes["a"].url, "marketpulse_commit_conflicts_total") > conflicts
@@ -246,7 +240,7 @@ def test_a_node_killed_with_sigkill_loses_nothing_acknowledged(nodes: Nodes) -> 
     # Every acknowledged increment is in PostgreSQL and on the survivors (those in flight
     # when the node died may have committed without their answers).
     for n in ("b", "c"):
-        eventually(lambda n=n: nodes.value(n, "k") >= len(acked))
+        wait_until(lambda n=n: nodes.value(n, "k") >= len(acked), 20, f"node {n} has every ack")
     assert_converged(nodes, ("b", "c"))
 
 
@@ -259,7 +253,7 @@ def test_a_mutation_resent_to_another_node_after_its_node_died_runs_once(nodes: 
             relay.hold_replies()
             js.send(cmd="mutation", via="ws", path="counter:inc", args={"name": "r"}, rid="m2")
             # Node A committed it (B sees it), but its answer never reached the client.
-            eventually(lambda: nodes.value("b", "r") == 2.0)
+            wait_until(lambda: nodes.value("b", "r") == 2.0, 20, "node b sees r = 2")
             nodes["a"].kill()  # SIGKILL
             relay.switch(nodes["b"].port)
             relay.release_replies()
@@ -318,7 +312,7 @@ def test_a_node_cut_off_from_postgres_resumes_with_nothing_lost_or_duplicated(
     nodes: Nodes,
 ) -> None:
     writers = Writers(nodes, ("a", "b"), "p")
-    eventually(lambda: len(writers.acked) >= 40)
+    wait_until(lambda: len(writers.acked) >= 40, 20, "40 acks")
     for _ in range(3):  # B's pool and its LISTEN, again as they reconnect
         killed = sql(
             nodes.url,
@@ -328,11 +322,13 @@ def test_a_node_cut_off_from_postgres_resumes_with_nothing_lost_or_duplicated(
         assert killed
         time.sleep(0.3)
     count = len(writers.acked)
-    eventually(lambda: len(writers.acked) >= count + 40)  # B (and A) write again by themselves
+    wait_until(
+        lambda: len(writers.acked) >= count + 40, 20, "40 more acks"
+    )  # B (and A) write again by themselves
     writers.stop()
     writers.assert_each_acknowledged_once()
     assert_converged(nodes)
-    eventually(lambda: health(nodes["b"])["status"] == "ok")
+    wait_until(lambda: health(nodes["b"])["status"] == "ok", 20, "node b healthy")
 
 
 def test_the_log_compacts_under_a_stream_of_commits(postgres_url: str, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +23,7 @@ import pytest
 from marketpulse.pipeline.config import TASK_QUEUE, StreamConfig
 from marketpulse.pipeline.workflow import KalshiStreamWorkflow
 from marketpulse.testing import LocalSystem, WorkerProcess, summarize_ms, wait_for_trades
+from polling import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -31,14 +32,6 @@ HEARTBEAT_TIMEOUT_S = 10.0
 RECONNECT_DELAY_S = 0.5
 ROUNDS = 3
 _POLLING = "worker polling"
-
-
-def until(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > end:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        time.sleep(0.05)
 
 
 class Pair:
@@ -67,7 +60,7 @@ class Pair:
         worker.start()
         # Started is not polling yet (imports and the Temporal connection take seconds on a
         # loaded machine): a takeover is only measured with two workers really there.
-        until(lambda: worker.log().count(_POLLING) > polling, 90, f"worker {name} polls")
+        wait_until(lambda: worker.log().count(_POLLING) > polling, 90, f"worker {name} polls")
         return worker
 
     def stop(self) -> None:
@@ -161,7 +154,7 @@ def _take_over_once(pair: Pair, tickers: list[str]) -> tuple[float, float, float
         running[0] = pair.running_stream()
         return running[0] is not None
 
-    until(found, 30, "the stream activity runs on one of the workers")
+    wait_until(found, 30, "the stream activity runs on one of the workers")
     assert running[0] is not None
     victim, attempt = running[0]
     starts = pair.stream_starts()
@@ -175,7 +168,7 @@ def _take_over_once(pair: Pair, tickers: list[str]) -> tuple[float, float, float
         running[0] = pair.running_stream()
         return running[0] is not None and running[0][0] == survivor
 
-    until(retried, HEARTBEAT_TIMEOUT_S + RECONNECT_DELAY_S + 20, "the survivor takes over")
+    wait_until(retried, HEARTBEAT_TIMEOUT_S + RECONNECT_DELAY_S + 20, "the survivor takes over")
     detected = (time.monotonic() - killed_at) * 1000.0
     # Temporal's retry of the same activity (the next attempt) or, when the health check found
     # the dead worker's feed stale first and cancelled it, the workflow's new activity (attempt
@@ -183,19 +176,19 @@ def _take_over_once(pair: Pair, tickers: list[str]) -> tuple[float, float, float
     assert running[0] is not None
     assert running[0][1] > attempt or pair.stream_starts() > starts, (running[0], attempt)
     seen = _books(system, tickers)
-    until(lambda: _books(system, tickers) != seen, 30, "a write by the survivor")
+    wait_until(lambda: _books(system, tickers) != seen, 30, "a write by the survivor")
     first_write = (time.monotonic() - killed_at) * 1000.0
 
     def served() -> bool:
         books = _books(system, tickers)
         return all(books) and books != seen
 
-    until(served, 30, "every book served again from the survivor's writes")
+    wait_until(served, 30, "every book served again from the survivor's writes")
     all_served = (time.monotonic() - killed_at) * 1000.0
     # The books converge to the simulator's (paused, so both sides hold still) ...
     system.sim("pause")
     try:
-        until(lambda: system.converged(tickers), 20, "books equal the simulator's")
+        wait_until(lambda: system.converged(tickers), 20, "books equal the simulator's")
     finally:
         system.sim("resume")
     # ... and no trade the simulator made is missing or stored twice.
@@ -209,7 +202,7 @@ def _take_over_once(pair: Pair, tickers: list[str]) -> tuple[float, float, float
 def test_the_other_worker_takes_the_stream_over_after_a_sigkill(pair: Pair) -> None:
     system = pair.system
     tickers = system.sim_markets()
-    until(lambda: all(_books(system, tickers)), 60, "the first books reach the store")
+    wait_until(lambda: all(_books(system, tickers)), 60, "the first books reach the store")
     rounds = [_take_over_once(pair, tickers) for _ in range(ROUNDS)]
     print(
         f"\ntwo workers, SIGKILL of the one streaming, {ROUNDS} runs, heartbeat timeout "
