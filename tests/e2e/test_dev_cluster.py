@@ -16,9 +16,9 @@ import pytest
 
 from marketpulse._balancer import BalancerProcess
 from marketpulse.testing import AdminClient, DevProcess
+from polling import wait_until
 
 from .js_driver import JsDriver, node_available
-from .test_store_cluster import eventually
 
 pytestmark = [
     pytest.mark.e2e,
@@ -69,10 +69,12 @@ def test_dev_runs_store_nodes_behind_the_balancer_and_survives_a_node_kill(
         assert f"{dev.url}/" in (tmp_path / "dev.log").read_text()  # the balancer's URL
         assert httpx.get(f"{dev.url}/", timeout=10).status_code == 200  # the dashboard
         with AdminClient(dev.url, timeout=10, format="json") as admin:
-            eventually(lambda: bool(admin.query("marketData:getStreamStatus", {})), 60)
+            wait_until(
+                lambda: bool(admin.query("marketData:getStreamStatus", {})), 60, "a stream status"
+            )
             ticker = admin.query("marketData:getStreamStatus", {})[0]["markets"][0]
         sub = Subscriber(dev.url, "marketData:getOrderbook", {"ticker": ticker})
-        eventually(lambda: len(sub.since(0)) >= 3, 60)
+        wait_until(lambda: len(sub.since(0)) >= 3, 60, "three pushes")
         # dev's balancer, seen through its admin socket.
         balancer = BalancerProcess([], data / "balancer", port=dev.port)
         states = balancer.servers()
@@ -83,9 +85,11 @@ def test_dev_runs_store_nodes_behind_the_balancer_and_survives_a_node_kill(
         for name in busy:
             os.killpg(dev.child_pid(f"store-{name}"), signal.SIGKILL)
         # Fresh books keep coming through the balancer (the worker writes through it too).
-        eventually(lambda: len(sub.since(killed + 1.0)) >= 3, 60)
+        wait_until(lambda: len(sub.since(killed + 1.0)) >= 3, 60, "three pushes after the kill")
         # dev restarts the killed nodes; HAProxy takes them back once /health answers.
-        eventually(lambda: all(s.status == "UP" for s in balancer.servers().values()), 60)
+        wait_until(
+            lambda: all(s.status == "UP" for s in balancer.servers().values()), 60, "every node up"
+        )
     finally:
         if sub is not None:
             sub.js.close()

@@ -16,9 +16,9 @@ from marketpulse._balancer import BalancerProcess
 from marketpulse.pipeline.config import TASK_QUEUE
 from marketpulse.pipeline.workflow import KalshiStreamWorkflow
 from marketpulse.testing import AdminClient, LocalSystem, canonical_book
+from polling import wait_until
 
 from .test_pipeline import fast_stream
-from .test_store_cluster import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -49,7 +49,9 @@ def system(tmp_path: Path, postgres_url: str) -> Iterator[LocalSystem]:
 
 def test_books_equal_the_simulators_after_faults_and_a_node_kill(system: LocalSystem) -> None:
     tickers = system.sim_markets()
-    eventually(lambda: all(system.store_book(t) is not None for t in tickers), 120)
+    wait_until(
+        lambda: all(system.store_book(t) is not None for t in tickers), 120, "every book stored"
+    )
     balancer = system.procs["balancer"]
     assert isinstance(balancer, BalancerProcess)
     # The node(s) holding the worker's write session.
@@ -66,7 +68,7 @@ def test_books_equal_the_simulators_after_faults_and_a_node_kill(system: LocalSy
     assert skipped_before >= 1
     system.sim("pause")
     try:
-        eventually(lambda: system.converged(tickers), 60)
+        wait_until(lambda: system.converged(tickers), 60, "the books converged")
         # Every surviving node serves the same books (the balancer showed one of them).
         for name, proc in system.procs.items():
             if not name.startswith("store-") or name == f"store-{victim}":
@@ -82,7 +84,7 @@ def test_books_equal_the_simulators_after_faults_and_a_node_kill(system: LocalSy
                         for t in tickers
                     )
 
-                eventually(same, 30)
+                wait_until(same, 30, "the nodes agreeing")
         assert balancer.servers()[victim].status.startswith("DOWN")
     finally:
         system.sim("resume")

@@ -15,9 +15,10 @@ import pytest
 from convex import ConvexClient
 
 from marketpulse.testing import BalancerProcess, TcpRelay
+from polling import wait_until
 
 from .js_driver import JsDriver, node_available
-from .test_store_cluster import NAMES, Nodes, assert_converged, documents, eventually
+from .test_store_cluster import NAMES, Nodes, assert_converged, documents
 
 pytestmark = [
     pytest.mark.e2e,
@@ -50,7 +51,9 @@ def cluster(postgres_url: str, tmp_path: Path) -> Iterator[tuple[Nodes, Balancer
         for proc in ns.procs.values():
             proc.start()
         balancer.start()
-        eventually(lambda: all(s.status == "UP" for s in balancer.servers().values()))
+        wait_until(
+            lambda: all(s.status == "UP" for s in balancer.servers().values()), 20, "every node up"
+        )
         yield ns, balancer
     finally:
         balancer.stop()
@@ -85,12 +88,12 @@ def test_a_sigkilled_nodes_subscriber_resumes_elsewhere_and_nothing_is_lost(
 
         writer = threading.Thread(target=write)
         writer.start()
-        eventually(lambda: len(acked) >= 30)
+        wait_until(lambda: len(acked) >= 30, 20, "30 acks")
         assert balancer.servers()["a"].sessions == 1, "the writer shares node A"
         npm_total = 300
         for i in range(npm_total):
             js.send(cmd="mutation", via="ws", path="counter:inc", args={"name": "k"}, rid=f"w{i}")
-        answered = {20: js.wait_for(lambda e: e.get("rid") == "w20", timeout=60)}
+        answered = {20: js.wait_for(lambda e: e.get("rid") == "w20", 60)}
         nodes["a"].kill()  # SIGKILL, with npm mutations in flight
         killed = time.monotonic()
         # A dead node pushes nothing more: a value past what PostgreSQL holds now is fresh.
@@ -103,7 +106,7 @@ def test_a_sigkilled_nodes_subscriber_resumes_elsewhere_and_nothing_is_lost(
         # Every npm mutation is answered: those A never answered were re-sent elsewhere.
         for i in range(npm_total):
             if i not in answered:
-                answered[i] = js.wait_for(lambda e, i=i: e.get("rid") == f"w{i}", timeout=60)
+                answered[i] = js.wait_for(lambda e, i=i: e.get("rid") == f"w{i}", 60)
         npm = list(answered.values())
         states = balancer.servers()
         stop.set()
@@ -141,7 +144,9 @@ def test_a_mutation_resent_through_the_balancer_after_its_node_died_runs_once(
     js: JsDriver | None = None
     try:
         balancer.start()
-        eventually(lambda: all(s.status == "UP" for s in balancer.servers().values()))
+        wait_until(
+            lambda: all(s.status == "UP" for s in balancer.servers().values()), 20, "every node up"
+        )
         pin(balancer, "a")
         js = JsDriver(balancer.url)
         assert js.call("mutation", "ws", "counter:inc", {"name": "r"}, "m1")["value"] == 1.0
@@ -149,13 +154,13 @@ def test_a_mutation_resent_through_the_balancer_after_its_node_died_runs_once(
         relay.hold_replies()
         js.send(cmd="mutation", via="ws", path="counter:inc", args={"name": "r"}, rid="m2")
         # Node A committed it (B sees it), but its answer never reached the client.
-        eventually(lambda: nodes.value("b", "r") == 2.0)
+        wait_until(lambda: nodes.value("b", "r") == 2.0, 20, "node b sees r = 2")
         nodes["a"].kill()  # SIGKILL
         relay.cut()  # its answer dies with it
         relay.stop()  # and its address refuses connections, as a dead node's does
         # The client reconnects through the balancer (to B or C) and re-sends m2 under its
         # (session, request): the original result, nothing written again.
-        answer = js.wait_for(lambda e: e.get("rid") == "m2", timeout=60)
+        answer = js.wait_for(lambda e: e.get("rid") == "m2", 60)
         assert answer == {"event": "result", "rid": "m2", "value": 2.0}
         time.sleep(0.5)
         assert nodes.value("b", "r") == nodes.value("c", "r") == 2.0

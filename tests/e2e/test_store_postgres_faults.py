@@ -27,10 +27,11 @@ import pytest
 from convex import ConvexClient
 
 from marketpulse.testing import PostgresProcess, StoreProcess
+from polling import wait_until
 
 from .js_driver import JsDriver, node_available
 from .test_store_clients import is_update
-from .test_store_cluster import NAMES, Nodes, Writers, assert_converged, eventually, sql
+from .test_store_cluster import NAMES, Nodes, Writers, assert_converged, sql
 
 pytestmark = pytest.mark.e2e
 
@@ -167,7 +168,7 @@ def test_with_postgres_stopped_nodes_serve_from_memory_and_mutations_fail_clearl
                 assert "could not be committed" in error, error
         js.wait_for(is_update("s1", 4.0))
         js.wait_for(is_update("s2", 4.0))
-        eventually(lambda: all(status(nodes[n])[0] == 200 for n in NAMES), timeout=30)
+        wait_until(lambda: all(status(nodes[n])[0] == 200 for n in NAMES), 30, "every node healthy")
         assert js.backlog == [] or all(e["event"] != "error" for e in js.backlog), js.backlog
     finally:
         js.close()
@@ -187,7 +188,7 @@ def test_postgres_restarted_mid_stream_loses_and_doubles_nothing(
 ) -> None:
     with HealthWatch(nodes, tmp_path / "health.txt") as watch:
         writers = Writers(nodes, NAMES, "p")
-        eventually(lambda: len(writers.acked) >= 60, timeout=60)
+        wait_until(lambda: len(writers.acked) >= 60, 60, "60 acks")
         stopped = time.monotonic()
         server.stop()
         time.sleep(4.0)
@@ -196,9 +197,9 @@ def test_postgres_restarted_mid_stream_loses_and_doubles_nothing(
         server.start()
         start_took = time.monotonic() - restarting
         # All resumed by themselves.
-        eventually(lambda: len(writers.acked) >= during + 90, timeout=120)
+        wait_until(lambda: len(writers.acked) >= during + 90, 120, "90 more acks")
         writers.stop()
-        eventually(lambda: all(status(nodes[n])[0] == 200 for n in NAMES), timeout=30)
+        wait_until(lambda: all(status(nodes[n])[0] == 200 for n in NAMES), 30, "every node healthy")
     assert writers.failed, "the restart came after every write"
     writers.assert_each_acknowledged_once()
     assert_converged(nodes)
