@@ -93,7 +93,7 @@ def test_a_sigkilled_nodes_subscriber_resumes_elsewhere_and_nothing_is_lost(
         npm_total = 300
         for i in range(npm_total):
             js.send(cmd="mutation", via="ws", path="counter:inc", args={"name": "k"}, rid=f"w{i}")
-        answered = {20: js.wait_for(lambda e: e.get("rid") == "w20", 60)}
+        answered = {20: js.wait_for(lambda e: e.get("rid") == "w20", timeout=60)}
         nodes["a"].kill()  # SIGKILL, with npm mutations in flight
         killed = time.monotonic()
         # A dead node pushes nothing more: a value past what PostgreSQL holds now is fresh.
@@ -106,7 +106,7 @@ def test_a_sigkilled_nodes_subscriber_resumes_elsewhere_and_nothing_is_lost(
         # Every npm mutation is answered: those A never answered were re-sent elsewhere.
         for i in range(npm_total):
             if i not in answered:
-                answered[i] = js.wait_for(lambda e, i=i: e.get("rid") == f"w{i}", 60)
+                answered[i] = js.wait_for(lambda e, i=i: e.get("rid") == f"w{i}", timeout=60)
         npm = list(answered.values())
         states = balancer.servers()
         stop.set()
@@ -160,7 +160,7 @@ def test_a_mutation_resent_through_the_balancer_after_its_node_died_runs_once(
         relay.stop()  # and its address refuses connections, as a dead node's does
         # The client reconnects through the balancer (to B or C) and re-sends m2 under its
         # (session, request): the original result, nothing written again.
-        answer = js.wait_for(lambda e: e.get("rid") == "m2", 60)
+        answer = js.wait_for(lambda e: e.get("rid") == "m2", timeout=60)
         assert answer == {"event": "result", "rid": "m2", "value": 2.0}
         time.sleep(0.5)
         assert nodes.value("b", "r") == nodes.value("c", "r") == 2.0

@@ -322,9 +322,8 @@ def test_a_node_cut_off_from_postgres_resumes_with_nothing_lost_or_duplicated(
         assert killed
         time.sleep(0.3)
     count = len(writers.acked)
-    wait_until(
-        lambda: len(writers.acked) >= count + 40, 20, "40 more acks"
-    )  # B (and A) write again by themselves
+    # B (and A) write again by themselves.
+    wait_until(lambda: len(writers.acked) >= count + 40, 20, "40 more acks")
     writers.stop()
     writers.assert_each_acknowledged_once()
     assert_converged(nodes)
