@@ -113,8 +113,18 @@ def host_speed() -> dict[str, Any]:
         "kalshi_core_deltas_per_s": round(core["core_deltas_per_s"]),
         "load_1m": round(os.getloadavg()[0], 2),
         "cpus": os.cpu_count(),
+        "redis_parser": redis_parser(),
         **{f"run_{name}": value for name, value in shares.items()},
     }
+
+
+def redis_parser() -> str:
+    """How the Redis baseline's redis-py subscribers parse replies: ``"hiredis"`` (its C
+    parser, the ``bench`` extra's) or ``"python"``, whose ~1.5x CPU per message makes a
+    weaker baseline (bench/results/HISTORY.md, session 36)."""
+    from redis.utils import HIREDIS_AVAILABLE
+
+    return "hiredis" if HIREDIS_AVAILABLE else "python"
 
 
 def emit(figures: dict[str, Any]) -> None:

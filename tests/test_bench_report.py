@@ -60,7 +60,7 @@ RESULTS = {
         "runs": [_latency_run(100, 2.0), _latency_run(1000, 3.5), _latency_run(10000, 9.0)],
     },
     "slow_disk": {
-        "host": {**HOST, "run_busy_pct": 71.5, "run_steal_pct": 6.2},
+        "host": {**HOST, "run_busy_pct": 71.5, "run_steal_pct": 6.2, "redis_parser": "hiredis"},
         "slow_disk": {"stall_s": 0.3, "every_s": 2.0},
         "runs": [_latency_run(1000, 3.0)],
     },
@@ -170,7 +170,10 @@ def test_each_figure_sits_beside_its_goal_and_baseline() -> None:
         and "runs" not in text.split("(`alerts`)")[1]
     )
     assert "ran now: ok, 60.0 s; host: Kalshi core 360,456 deltas/s, load 5.2 on 2 CPUs" in text
-    assert "load 5.2 on 2 CPUs, CPU over the run 71.5 % busy, 6.2 % stolen by other guests" in text
+    assert (
+        "load 5.2 on 2 CPUs, CPU over the run 71.5 % busy, 6.2 % stolen by other guests; "
+        "redis-py parser: hiredis"
+    ) in text
     assert "host speed not recorded" in text  # fanout's fake result has none
 
 

@@ -534,9 +534,11 @@ def _host(res: dict[str, Any]) -> str:
         if "run_busy_pct" in host
         else ""
     )
+    parser = host.get("redis_parser")
     return sized + (
         f"host: Kalshi core {_num(host.get('kalshi_core_deltas_per_s'))} deltas/s, "
         f"load {_num(host.get('load_1m'))} on {host.get('cpus', '?')} CPUs{shares}"
+        + (f"; redis-py parser: {parser}" if parser else "")
     )
 
 

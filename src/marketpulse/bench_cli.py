@@ -54,7 +54,7 @@ DETAIL: dict[str, tuple[str, ...]] = {
 ``--quick`` must end within a minute, and these each take about that long on their own."""
 
 
-BENCH_MODULES: tuple[str, ...] = ("convex", "matplotlib", "playwright", "redis")
+BENCH_MODULES: tuple[str, ...] = ("convex", "matplotlib", "playwright", "redis", "hiredis")
 """What the scripts import beyond the base install: the ``bench`` extra of pyproject.toml."""
 
 INSTALL_HINT = "pip install 'marketpulse[bench]'"
