@@ -33,6 +33,10 @@ def _is_flat(doc: Document) -> bool:
     return _FLAT.issuperset(map(type, doc.values()))
 
 
+UNMOVED_KEYS_KEPT = 4096
+"""Documents per table whose unmoved index keys are kept (see ``TableData``)."""
+
+
 @dataclass(frozen=True)
 class Write:
     """One document change of a commit: ``old`` and/or ``new`` are ``None`` for insert/delete."""
@@ -53,6 +57,14 @@ class TableData:
         self.indexes: dict[str, SortedDict] = {name: SortedDict() for name in index_defs}
         # Ids of documents holding containers (need a deep copy on read); the rest are flat.
         self.nested: set[str] = set()
+        # A document's index keys as its unmoved patches report them (see ``put``): a book,
+        # price or open-candles document is patched many times a second with the same indexed
+        # fields, and encoding its 3-4 keys each time made a 32-market group's apply ~1.5x
+        # as long (bench/results/HISTORY.md, session 36). Kept from a document's first unmoved
+        # patch (append-only tables hold none), dropped by any put that moves a key, and at
+        # most UNMOVED_KEYS_KEPT documents' worth: a table whose documents are each patched
+        # once must not double its keys' memory.
+        self._unmoved_keys: dict[str, list[tuple[str, str, bytes]]] = {}
         # Top-level fields any index key is made of (``_id`` ends every key).
         self._indexed_fields = tuple(
             dict.fromkeys(
@@ -77,13 +89,21 @@ class TableData:
             and all(old.get(f, _ABSENT) is new.get(f, _ABSENT) for f in self._indexed_fields)
         ):
             # A patch that leaves every indexed field the same object (the usual case: a
-            # patch copies the untouched fields) moves no key: encode each key once, from one
-            # document, and leave the sorted maps alone.
+            # patch copies the untouched fields) moves no key: the keys are the document's
+            # as its first unmoved patch encoded them, and the sorted maps stay as they are.
             if touched is not None:
-                for name, idef in self.index_defs.items():
-                    touched.append((self.name, name, index_key(new, idef.key_fields, new_cache)))
+                keys = self._unmoved_keys.get(doc_id)
+                if keys is None:
+                    if len(self._unmoved_keys) >= UNMOVED_KEYS_KEPT:
+                        self._unmoved_keys.clear()  # the hot documents come back at once
+                    keys = self._unmoved_keys[doc_id] = [
+                        (self.name, name, index_key(new, idef.key_fields, new_cache))
+                        for name, idef in self.index_defs.items()
+                    ]
+                touched += keys
             self._store_doc(doc_id, new)
             return
+        self._unmoved_keys.pop(doc_id, None)
         for name, idef in self.index_defs.items():
             idx = self.indexes[name]
             old_key = index_key(old, idef.key_fields, old_cache) if old is not None else None
