@@ -59,7 +59,6 @@ from ..values import json_to_value, value_to_json
 from ._context import ActionCtx, Identity, LogCollector, MutationCtx, QueryCtx
 from ._database import DatabaseReader, DatabaseWriter
 from ._intervals import SubscriptionIndex
-from ._keys import index_key
 from ._offloop import OffLoop, QueryCall
 from ._overlay import Overlay
 from ._readset import ReadSet
@@ -1321,18 +1320,8 @@ class Engine:
             log.exception("the shared commit log feed failed")
 
     def _written_keys(self, writes: list[Write]) -> list[tuple[str, str, bytes]]:
-        points: list[tuple[str, str, bytes]] = []
-        for w in writes:
-            old_cache: dict[str, bytes] = {}
-            new_cache: dict[str, bytes] = {}
-            for name, idef in self._store.table(w.table).index_defs.items():
-                old = index_key(w.old, idef.key_fields, old_cache) if w.old is not None else None
-                new = index_key(w.new, idef.key_fields, new_cache) if w.new is not None else None
-                if old is not None:
-                    points.append((w.table, name, old))
-                if new is not None and new != old:
-                    points.append((w.table, name, new))
-        return points
+        store = self._store
+        return [key for w in writes for key in store.table(w.table).keys_touched(w.old, w.new)]
 
     def affected_queries(self, writes: list[Write]) -> set[SharedQuery]:
         """The live shared queries whose read sets contain a key written by ``writes``."""

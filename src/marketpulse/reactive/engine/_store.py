@@ -81,8 +81,6 @@ class TableData:
     ) -> None:
         """Replace ``old`` by ``new`` (either may be ``None``); append every old and new index
         key to ``touched`` as ``(table, index, key)``."""
-        old_cache: dict[str, bytes] = {}
-        new_cache: dict[str, bytes] = {}
         if (
             old is not None
             and new is not None
@@ -96,34 +94,62 @@ class TableData:
                 if keys is None:
                     if len(self._unmoved_keys) >= UNMOVED_KEYS_KEPT:
                         self._unmoved_keys.clear()  # the hot documents come back at once
-                    keys = self._unmoved_keys[doc_id] = [
-                        (self.name, name, index_key(new, idef.key_fields, new_cache))
-                        for name, idef in self.index_defs.items()
-                    ]
+                    keys = self._unmoved_keys[doc_id] = self._touched(self._key_changes(None, new))
                 touched += keys
             self._store_doc(doc_id, new)
             return
         self._unmoved_keys.pop(doc_id, None)
-        for name, idef in self.index_defs.items():
-            idx = self.indexes[name]
-            old_key = index_key(old, idef.key_fields, old_cache) if old is not None else None
-            new_key = index_key(new, idef.key_fields, new_cache) if new is not None else None
+        changes = self._key_changes(old, new)
+        for name, old_key, new_key in changes:
             if old_key != new_key:
                 # An unchanged key (a patch of other fields) keeps its place: no re-sort.
+                idx = self.indexes[name]
                 if old_key is not None:
                     del idx[old_key]
                 if new_key is not None:
                     idx[new_key] = doc_id
-            if touched is not None:
-                if old_key is not None:
-                    touched.append((self.name, name, old_key))
-                if new_key is not None and new_key != old_key:
-                    touched.append((self.name, name, new_key))
+        if touched is not None:
+            touched += self._touched(changes)
         if new is None:
             self.docs.pop(doc_id, None)
             self.nested.discard(doc_id)
         else:
             self._store_doc(doc_id, new)
+
+    def _key_changes(
+        self, old: Document | None, new: Document | None
+    ) -> list[tuple[str, bytes | None, bytes | None]]:
+        """``(index, old key, new key)`` of each index (``None`` for a missing side)."""
+        old_cache: dict[str, bytes] = {}
+        new_cache: dict[str, bytes] = {}
+        return [
+            (
+                name,
+                index_key(old, idef.key_fields, old_cache) if old is not None else None,
+                index_key(new, idef.key_fields, new_cache) if new is not None else None,
+            )
+            for name, idef in self.index_defs.items()
+        ]
+
+    def _touched(
+        self, changes: list[tuple[str, bytes | None, bytes | None]]
+    ) -> list[tuple[str, str, bytes]]:
+        """The keys ``changes`` write, as ``put`` reports them: each old key, and each new
+        one that differs from its old."""
+        touched: list[tuple[str, str, bytes]] = []
+        for name, old_key, new_key in changes:
+            if old_key is not None:
+                touched.append((self.name, name, old_key))
+            if new_key is not None and new_key != old_key:
+                touched.append((self.name, name, new_key))
+        return touched
+
+    def keys_touched(
+        self, old: Document | None, new: Document | None
+    ) -> list[tuple[str, str, bytes]]:
+        """Every index key that replacing ``old`` by ``new`` writes, as :meth:`put` reports
+        them to its ``touched``, without changing anything."""
+        return self._touched(self._key_changes(old, new))
 
     def _store_doc(self, doc_id: str, new: Document) -> None:
         self.docs[doc_id] = new
