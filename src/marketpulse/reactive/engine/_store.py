@@ -63,7 +63,10 @@ class TableData:
         # as long (bench/results/HISTORY.md, session 36). Kept from a document's first unmoved
         # patch (append-only tables hold none), dropped by any put that moves a key, and at
         # most UNMOVED_KEYS_KEPT documents' worth: a table whose documents are each patched
-        # once must not double its keys' memory.
+        # once must not double its keys' memory. Sound because a stored document, nested
+        # containers included, is never changed in place (reads and writes copy, a patch
+        # makes a new document) and every ``old`` given to ``put`` is the stored document:
+        # the same field object then encodes to the same key.
         self._unmoved_keys: dict[str, list[tuple[str, str, bytes]]] = {}
         # Top-level fields any index key is made of (``_id`` ends every key).
         self._indexed_fields = tuple(
