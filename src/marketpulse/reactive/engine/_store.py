@@ -97,7 +97,7 @@ class TableData:
                 if keys is None:
                     if len(self._unmoved_keys) >= UNMOVED_KEYS_KEPT:
                         self._unmoved_keys.clear()  # the hot documents come back at once
-                    keys = self._unmoved_keys[doc_id] = self._touched(self._key_changes(None, new))
+                    keys = self._unmoved_keys[doc_id] = self.keys_touched(None, new)
                 touched += keys
             self._store_doc(doc_id, new)
             return
