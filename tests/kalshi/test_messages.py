@@ -277,6 +277,47 @@ def test_other_unknown_and_malformed() -> None:
         assert m.reason
 
 
+_TRADE = {
+    "trade_id": "t-1",
+    "market_ticker": "A",
+    "yes_price_dollars": "0.4500",
+    "count_fp": "3.00",
+    "taker_side": "yes",
+}
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [
+        {k: v for k, v in _TRADE.items() if k != "trade_id"},
+        {**_TRADE, "trade_id": ""},
+        {**_TRADE, "count_fp": "-1.00"},
+        {**_TRADE, "count_fp": "1e400"},
+    ],
+    ids=["no id", "empty id", "negative count", "count past float64"],
+)
+def test_a_trade_the_store_could_not_keep_is_malformed(msg: dict[str, object]) -> None:
+    # Each would make the store refuse the whole batch it rides in.
+    m = parse_message(json.dumps({"type": "trade", "sid": 2, "seq": 1, "msg": msg}))
+    assert isinstance(m, MalformedMessage), m
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("volume_fp", "-5.00"), ("yes_bid_size_fp", "1e400"), ("open_interest_fp", "-0.01")],
+)
+def test_ticker_quantities_are_non_negative_and_bounded(field: str, value: str) -> None:
+    msg = {"market_ticker": "A", "price_dollars": "0.4500", field: value}
+    m = parse_message(json.dumps({"type": "ticker", "sid": 3, "msg": msg}))
+    assert isinstance(m, MalformedMessage), m
+
+
+def test_snapshot_sizes_are_bounded() -> None:
+    msg = {"market_ticker": "A", "yes_dollars_fp": [["0.4000", "1e400"]]}
+    m = parse_message(json.dumps({"type": "orderbook_snapshot", "sid": 1, "seq": 1, "msg": msg}))
+    assert isinstance(m, MalformedMessage), m
+
+
 # -- the other price convention: cents vs dollars ---------------------------------------------
 
 _CENT_FIELDS = {

@@ -541,6 +541,10 @@ def test_non_finite_or_odd_delta_values() -> None:
     p = started([A])
     ev = recv(p, delta(1, 3, A, "0.4000", "Infinity"))
     assert any(isinstance(e, MalformedMessage) for e in ev) and not p.books[A].valid
+    # Finite as a Decimal, infinite as the float the store keeps: refused the same way.
+    huge = started([A])
+    ev = recv(huge, delta(1, 3, A, "0.4000", "1e400"))
+    assert any(isinstance(e, MalformedMessage) for e in ev) and not huge.books[A].valid
     q = started([A])
     # JSON numbers and legacy cents take the general parser and still apply exactly.
     recv(

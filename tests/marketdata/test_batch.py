@@ -13,6 +13,7 @@ from marketpulse.marketdata._batch import (
     parse_batch,
     parse_markets,
     parse_stream_status,
+    refused_entries,
 )
 from marketpulse.marketdata.packed_levels import pack_decimal_levels, pack_levels, unpack_levels
 from marketpulse.reactive import Int64
@@ -163,3 +164,21 @@ def test_parse_stream_status() -> None:
     assert status.fields["markets"] == ["A", "B"] and status.fields["gaps"] is None
     with pytest.raises(BatchError, match=r"status\.state"):
         parse_stream_status({"streamId": "s1", "updatedAt": 5})
+
+
+def test_refused_entries_names_each_bad_entry_and_only_those() -> None:
+    trade = {"id": "t", "ticker": "A", "side": "buy", "price": 0.5, "size": 1.0, "timestamp": 1.0}
+    batch = {
+        "prices": [{"ticker": "A", "ts": 1.0, "yesBid": 0.4}, {"ticker": "", "ts": 1.0}],
+        "trades": [trade, {**trade, "size": -1.0}, {**trade, "id": ""}],
+        "streamId": "s",
+    }
+    refused = refused_entries(batch)
+    assert set(refused) == {"prices", "trades"}
+    assert set(refused["prices"]) == {1} and set(refused["trades"]) == {1, 2}
+    assert "size" in refused["trades"][1]
+    # What is left passes the whole batch's check.
+    parse_batch({"prices": batch["prices"][:1], "trades": [trade], "streamId": "s"})
+    # A batch refused for its own fields names no entry: the writer then drops it whole.
+    assert refused_entries({"prices": [], "leaseMs": 1.0}) == {}
+    assert refused_entries("nope") == {}

@@ -437,6 +437,37 @@ async def test_a_store_restart_under_pipelined_batches_converges_and_keeps_every
         await client.aclose()
 
 
+async def test_a_batch_refused_for_one_entry_is_written_without_it(store: LocalSystem) -> None:
+    """The store refuses a whole batch for one bad entry; the writer sends the rest again, so
+    the good trade and price batched beside it are stored and the bad one is not."""
+    client = StoreClient(store.store_url, store.admin_key, timeout=5.0)
+    coalescer = Coalescer()
+    writer = BatchWriter(
+        stream_id="refused-entry-test",
+        store=client,
+        coalescer=coalescer,
+        stats=StreamStats(),
+        flush_window=0.05,
+    )
+    now = time.time() * 1000
+    trade = {"ticker": TICKER, "side": "buy", "price": 0.5, "timestamp": now}
+    coalescer.price(TICKER, {"volume": 7, "yesBid": 0.4}, now, 0.0)
+    coalescer.trade({**trade, "id": "good", "size": 2}, 0.0)
+    coalescer.trade({**trade, "id": "bad", "size": -1}, 0.0)
+    task = asyncio.create_task(writer.run())
+    try:
+        writer.wake()
+        await _until(lambda: writer._stats.batches >= 1)
+        recent = store.query("marketData:getRecentTrades", {"ticker": TICKER, "limit": 10})
+        assert [t["id"] for t in recent] == ["good"]
+        assert store.query("marketData:getPrice", {"ticker": TICKER})["volume"] == 7
+        assert writer._stats.batch_errors == 1, "the first send was refused"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await client.aclose()
+
+
 async def test_failed_renewals_back_off() -> None:
     """A store that refuses every call at once is asked again after growing pauses, not in a
     tight loop; the first batch after it is back renews the lease."""

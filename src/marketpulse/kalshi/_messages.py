@@ -114,6 +114,11 @@ class ParseError(ValueError):
 
 _CENT = Decimal("0.01")
 _HUNDRED = Decimal(100)
+MAX_QUANTITY = Decimal(10) ** 15
+"""Largest contract count, size, volume or delta taken from the exchange. Far above any real
+market's, and small enough that sums of them stay exact whole cents in a float64: a larger
+value (``1e400`` is a finite Decimal but an infinite float) is a malformed frame, not a book
+level or trade the store would then refuse with everything batched beside it."""
 
 
 def cents_to_dollars(value: Any, name: str) -> Decimal:
@@ -169,11 +174,24 @@ def _opt_dec(msg: dict[str, Any], key: str, legacy_cents: str | None = None) -> 
     return None
 
 
+def quantity(value: Any, name: str, *, signed: bool = False) -> Decimal:
+    """A contract count, size or (``signed``) size change: a decimal within
+    :data:`MAX_QUANTITY`, and not negative unless ``signed``.
+
+    Raises:
+        ParseError: Not a decimal, negative where it may not be, or beyond ``MAX_QUANTITY``.
+    """
+    d = dec(value)
+    if abs(d) > MAX_QUANTITY or (d < 0 and not signed):
+        raise ParseError(f"{name}={value!r} is not a quantity in 0..{MAX_QUANTITY:.0e}")
+    return d
+
+
 def _opt_size(msg: dict[str, Any], key: str, legacy: str | None = None) -> Decimal | None:
     v = msg.get(key)
     if v is None and legacy is not None:
         v = msg.get(legacy)
-    return None if v is None else dec(v)
+    return None if v is None else quantity(v, key)
 
 
 def _ts_ms(msg: dict[str, Any]) -> int | None:
@@ -222,7 +240,7 @@ def _levels(msg: dict[str, Any], side: str) -> list[tuple[Decimal, Decimal]]:
         if not isinstance(lvl, list | tuple) or len(lvl) < 2:
             raise ParseError(f"bad {side} level {lvl!r}")
         p = cents_to_dollars(lvl[0], side) if cents else dec(lvl[0])
-        out.append((p, dec(lvl[1])))
+        out.append((p, quantity(lvl[1], f"{side} level size")))
     return out
 
 
@@ -546,7 +564,7 @@ def parse_delta(frame: dict[str, Any], m: dict[str, Any]) -> OrderbookDelta:
     p = m.get("price_dollars")
     price = dec(p) if p is not None else cents_to_dollars(m["price"], "price")
     d = m.get("delta_fp")
-    delta = dec(d) if d is not None else dec(m["delta"])
+    delta = quantity(d if d is not None else m["delta"], "delta", signed=True)
     side = m.get("side")
     if side != "yes" and side != "no":
         raise ParseError(f"bad side {side!r}")
@@ -620,7 +638,8 @@ def _parse_trade(frame: dict[str, Any]) -> TradeMessage:
     return TradeMessage(
         sid=_int_or_none(frame.get("sid")),
         seq=_int_or_none(frame.get("seq")),
-        trade_id=str(m.get("trade_id") or ""),
+        # The store keeps a trade once by its id: one without an id cannot be kept.
+        trade_id=_str(m, "trade_id"),
         ticker=_str(m, "market_ticker"),
         yes_price=yes,
         no_price=no,

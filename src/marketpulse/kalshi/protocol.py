@@ -44,6 +44,7 @@ from marketpulse.kalshi._liveness import Liveness
 from marketpulse.kalshi._messages import (
     KNOWN_ENVELOPE,
     KNOWN_FIELDS,
+    MAX_QUANTITY,
     ErrorMessage,
     EventLifecycle,
     MalformedMessage,
@@ -578,8 +579,8 @@ class KalshiProtocol:
         ):
             # Current shape: skip building a message object (this is the hot path).
             price, delta = Decimal(p), Decimal(dl)
-            if not (price.is_finite() and delta.is_finite()):
-                raise ParseError(f"non-finite price or delta: {p!r} {dl!r}")
+            if not (price.is_finite() and delta.is_finite() and abs(delta) <= MAX_QUANTITY):
+                raise ParseError(f"non-finite price or delta out of range: {p!r} {dl!r}")
         else:  # legacy cents, JSON numbers, RFC3339 ts: the general parser
             d = parse_delta(frame, m)
             price, delta, side, ticker, ts = d.price, d.delta, d.side, d.ticker, d.ts_ms

@@ -33,6 +33,7 @@ __all__ = [
     "parse_batch",
     "parse_markets",
     "parse_stream_status",
+    "refused_entries",
 ]
 
 T = TypeVar("T")
@@ -293,6 +294,33 @@ def parse_batch(batch: Any) -> ParsedBatch:
     )
 
 
+def refused_entries(batch: Any) -> dict[str, dict[int, str]]:
+    """Every entry of an ``applyUpdates`` batch that :func:`parse_batch` refuses, and why.
+
+    A writer whose batch was refused drops these and sends the rest again: one bad update must
+    not cost the good ones batched beside it.
+
+    Returns:
+        ``{key: {index: reason}}`` for ``prices``, ``books``, ``trades`` and ``markets``; empty
+        when no entry on its own is refused (the batch's own fields, or a rule this copy of the
+        check does not know, refused it).
+    """
+    if not isinstance(batch, dict):
+        return {}
+    refused: dict[str, dict[int, str]] = {}
+    for key, parse in _ENTRY_PARSERS.items():
+        entries = batch.get(key)
+        if not isinstance(entries, list):
+            continue
+        for i, entry in enumerate(entries):
+            where = f"{key}[{i}]"
+            try:
+                parse(_object(entry, where), where)
+            except BatchError as exc:
+                refused.setdefault(key, {})[i] = str(exc)
+    return refused
+
+
 def _entries(body: dict[str, Any], key: str, parse: Callable[[dict[str, Any], str], T]) -> list[T]:
     out: list[T] = []
     for i, entry in enumerate(_array(body.get(key), key)):
@@ -300,6 +328,13 @@ def _entries(body: dict[str, Any], key: str, parse: Callable[[dict[str, Any], st
         out.append(parse(_object(entry, where), where))
     return out
 
+
+_ENTRY_PARSERS: dict[str, Callable[[dict[str, Any], str], object]] = {
+    "prices": _price,
+    "books": _book,
+    "trades": _trade,
+    "markets": _status,
+}
 
 _MARKET_TEXT = ("eventTicker", "seriesTicker", "title", "subtitle", "result")
 _MARKET_NUMBERS = (

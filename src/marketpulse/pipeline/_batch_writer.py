@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections import deque
 from collections.abc import Callable
@@ -52,6 +53,7 @@ import structlog
 
 from marketpulse._aio import cancel_and_wait
 from marketpulse._clock import now_ms
+from marketpulse.marketdata._batch import refused_entries
 from marketpulse.pipeline import _metrics
 from marketpulse.pipeline._coalesce import Coalescer, PendingBatch
 from marketpulse.pipeline._store import SentMutation, StoreClient, StoreError
@@ -267,7 +269,20 @@ class BatchWriter:
         self._stats.batch_errors += 1
         _metrics.BATCH_ERRORS.labels(stream=stream).inc()
         if isinstance(error, StoreError) and not error.transient:
-            log.error("store refused a batch", stream=stream, error=str(error))
+            kept = _without_refused(batch)
+            if kept is None:
+                log.error("store refused a batch", stream=stream, error=str(error))
+                return
+            # Only some entries are bad (a value the feed's parser let through): the rest goes
+            # back, merged beneath what is pending as a failed batch's content does.
+            log.error(
+                "store refused a batch; sending it again without its refused entries",
+                stream=stream,
+                error=str(error),
+                kept=kept.books + kept.prices + kept.trades + kept.markets,
+            )
+            self._coalescer.requeue(kept)
+            self._dirty.set()
             return
         log.warning("store write failed; retrying", stream=stream, error=str(error))
         self._failed.append((seq, batch))
@@ -408,3 +423,33 @@ class BatchWriter:
                 for batch in batches:
                     async with asyncio.timeout(_SHUTDOWN_TIMEOUT):
                         await self._store.mutation(APPLY_UPDATES, self._args(batch.args["batch"]))
+
+
+def _without_refused(batch: PendingBatch) -> PendingBatch | None:
+    """``batch`` without the entries the store's check refuses on their own, or None when it
+    names none (the whole batch is refused) or none is left."""
+    body = batch.args["batch"]
+    refused = refused_entries(body)
+    if not refused:
+        return None
+    kept_body = dict(body)
+    counts: dict[str, int] = {}
+    for key, bad in refused.items():
+        kept_body[key] = [e for i, e in enumerate(body[key]) if i not in bad]
+        counts[key] = len(kept_body[key])
+        for i, reason in bad.items():
+            log.error("update dropped: the store refuses it", entry=f"{key}[{i}]", reason=reason)
+    books = counts.get("books", batch.books)
+    prices = counts.get("prices", batch.prices)
+    trades = counts.get("trades", batch.trades)
+    markets = counts.get("markets", batch.markets)
+    if not books + prices + trades + markets:
+        return None
+    return dataclasses.replace(
+        batch,
+        args={**batch.args, "batch": kept_body},
+        books=books,
+        prices=prices,
+        trades=trades,
+        markets=markets,
+    )
