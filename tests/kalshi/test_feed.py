@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -58,6 +59,19 @@ async def test_signed_connect_snapshots_and_deltas(exchange: StubExchange) -> No
             ["trade"],
         ]
         assert feed.stats.gaps == 0 and feed.stats.reconnects == 0 and feed.stats.last_frame_at
+
+
+async def test_debug_logs_of_the_handshake_hide_the_key_id_and_signature(
+    exchange: StubExchange, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with KalshiFeed(exchange.url, exchange.creds, [A], reconnect_delay=0.05) as feed:
+        await until(lambda: books_match(feed, exchange, [A]))
+    # The client's lines (the stub exchange is a plain websockets server of the test's own).
+    client = [r.getMessage() for r in caplog.records if r.name.startswith("websockets.client")]
+    assert "> KALSHI-ACCESS-SIGNATURE: [redacted]" in client, client
+    assert "> KALSHI-ACCESS-KEY: [redacted]" in client, client
+    assert not any(exchange.creds.key_id in line for line in client)
 
 
 @pytest.mark.parametrize("signed", ["unsigned", "wrong key"])

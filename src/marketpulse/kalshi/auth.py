@@ -16,6 +16,7 @@ server-side half, used by the simulator.
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import time
 from collections.abc import Mapping
@@ -34,6 +35,7 @@ __all__ = [
     "KalshiAuthError",
     "KalshiCredentials",
     "generate_private_key_pem",
+    "handshake_logger",
     "load_public_key",
     "signing_message",
     "verify_headers",
@@ -48,6 +50,37 @@ WS_PATH = "/trade-api/ws/v2"
 ENV_KEY_ID = "KALSHI_API_KEY_ID"
 ENV_KEY_PATH = "KALSHI_PRIVATE_KEY_PATH"
 ENV_KEY_PEM = "KALSHI_PRIVATE_KEY"
+
+_SECRET_HEADERS = frozenset({HEADER_KEY.lower(), HEADER_SIGNATURE.lower(), "authorization"})
+
+
+class _RedactSignedHeaders(logging.Filter):
+    """Hides the values of the signing headers in ``websockets``' handshake log lines.
+
+    At DEBUG, ``websockets`` logs each handshake header as ``"> %s: %s"`` (client) or
+    ``"< %s: %s"`` (server), the signature and key id among them.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if (
+            isinstance(args, tuple)
+            and len(args) == 2
+            and isinstance(args[0], str)
+            and args[0].lower() in _SECRET_HEADERS
+        ):
+            record.args = (args[0], "[redacted]")
+        return True
+
+
+def handshake_logger(name: str) -> logging.Logger:
+    """A logger for a ``websockets`` connection that carries the signing headers: its DEBUG
+    handshake lines show every header but those (pass it as the connection's ``logger``)."""
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, _RedactSignedHeaders) for f in logger.filters):
+        logger.addFilter(_RedactSignedHeaders())
+    return logger
+
 
 _PSS_SALT_LENGTH = 32  # = SHA-256 digest length, what Kalshi's starter code and SDKs use
 

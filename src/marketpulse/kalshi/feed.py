@@ -50,7 +50,7 @@ from marketpulse.kalshi._messages import (
     TickerMessage,
     TradeMessage,
 )
-from marketpulse.kalshi.auth import WS_PATH, KalshiCredentials
+from marketpulse.kalshi.auth import WS_PATH, KalshiCredentials, handshake_logger
 from marketpulse.kalshi.book import OrderBook
 from marketpulse.kalshi.protocol import (
     DEFAULT_CHANNELS,
@@ -72,6 +72,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("marketpulse.kalshi.feed")
+_HANDSHAKE_LOG = handshake_logger("websockets.client.kalshi")
 
 
 @dataclass(slots=True)
@@ -437,6 +438,7 @@ class KalshiFeed:
                     max_queue=64,
                     proxy=None,
                     compression="deflate",
+                    logger=_HANDSHAKE_LOG,
                 ) as ws:
                     if self._connections:
                         self._stats.reconnects += 1

@@ -22,7 +22,7 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from marketpulse.kalshi.auth import HEADER_KEY, WS_PATH, verify_headers
+from marketpulse.kalshi.auth import HEADER_KEY, WS_PATH, handshake_logger, verify_headers
 from marketpulse.simulator._rest import handle
 from marketpulse.simulator._session import Session
 
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from marketpulse.simulator._server import Simulator
 
 log = logging.getLogger("marketpulse.simulator")
+_HANDSHAKE_LOG = handshake_logger("websockets.server.simulator")
 
 MAX_BODY = 1 << 20
 MALFORMED = b'{"type":"orderbook_delta","sid":1,"seq":'  # truncated JSON, on purpose
@@ -237,7 +238,7 @@ class Connection(asyncio.Protocol):
             )
             return
         assert self.request is not None
-        ws = ServerProtocol(max_size=1 << 20)
+        ws = ServerProtocol(max_size=1 << 20, logger=_HANDSHAKE_LOG)
         raw = (
             b"GET "
             + target.encode("latin-1")
