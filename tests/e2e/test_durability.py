@@ -108,6 +108,35 @@ async def test_sigkill_leaves_a_prefix_of_the_commit_order(tmp_path: Path, flush
         assert lost, "the crash lost no relaxed ack: the test did not reach the unflushed tail"
 
 
+@pytest.mark.parametrize("path", ["seq:durable", "seq:relaxed"])
+async def test_a_mutation_re_sent_after_a_crash_runs_once(tmp_path: Path, path: str) -> None:
+    """A client whose mutation was answered (or whose answer was lost with the store) re-sends
+    it under the same session and request id to the restarted store: its receipt, written in
+    the commit, answers it with the original outcome, and nothing is written again."""
+    store = _store(tmp_path, 10.0).start()
+    session = "resending-session"
+    try:
+        first = LightSyncClient(LightSyncClient.ws_url(store.url), session_id=session)
+        await first.connect()
+        answer = await first.request("Mutation", path, {"writer": "w"}, request_id=5)
+        await first.close()
+        assert answer["success"], answer
+        await asyncio.sleep(0.2)  # past a relaxed commit's flush
+        await asyncio.to_thread(store.kill)
+        store.start()
+        again = LightSyncClient(LightSyncClient.ws_url(store.url), session_id=session)
+        await again.connect()
+        resent = await again.request("Mutation", path, {"writer": "w"}, request_id=5)
+        await again.close()
+        with AdminClient(store.url, timeout=10) as admin:
+            state = admin.query("seq:state", {})
+    finally:
+        store.stop()
+    assert resent["success"] and resent["result"] == answer["result"] == 1.0
+    assert resent["ts"] == answer["ts"], "answered from the receipt"
+    assert state == {"head": 1, "rows": [1]}, "written once"
+
+
 MARKETS = 6
 RATE = 40.0
 

@@ -15,6 +15,7 @@ from marketpulse.reactive.persistence import (
     DocumentWrite,
     Persistence,
     PersistenceError,
+    Receipt,
     SqlitePersistence,
     open_persistence,
 )
@@ -51,6 +52,53 @@ async def test_restart_keeps_documents_and_ts(db_path: Path) -> None:
         assert newest["_creationTime"] > max(d["_creationTime"] for d in before)
     finally:
         await eng2.close()
+
+
+async def test_receipts_survive_a_restart(db_path: Path) -> None:
+    """A re-send after a restart is answered from the receipt written with its commit."""
+    request = ("session-1", 4, b"call")
+    args = {"channel": "a", "body": "once", "sentAt": 1.0}
+    eng = await Engine.open(open_persistence(f"sqlite:{db_path}"), MODULES)
+    try:
+        first = await eng.run_mutation("messages:send", args, request=request)
+    finally:
+        await eng.close()
+    eng2 = await Engine.open(open_persistence(f"sqlite:{db_path}"), MODULES)
+    try:
+        again = await eng2.run_mutation("messages:send", args, request=request)
+        other = await eng2.run_mutation("messages:send", args, request=("session-1", 4, b"x"))
+        listed = eng2.run_query("messages:list", {"channel": "a"}).value
+    finally:
+        await eng2.close()
+    assert first.success and again.success and again.value == first.value
+    assert again.ts == first.ts
+    assert not other.success, "another call under the same ids is refused"
+    assert [m["body"] for m in listed] == ["once"]
+
+
+async def test_receipts_past_their_age_or_count_are_not_kept(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_module, "RECEIPT_MAX", 3)
+    monkeypatch.setattr(sqlite_module, "RECEIPT_PRUNE_S", 0.0)
+    now = time.time_ns()
+    old = now - sqlite_module.RECEIPT_AGE_NS - 1
+    store = SqlitePersistence(db_path)
+    await store.load()
+    try:
+        for i, ts in enumerate([old, now, now + 1, now + 2, now + 3], start=1):
+            doc = {"_id": f"d{i}", "_creationTime": 1.0}
+            receipt = Receipt("s", i, b"c", ts, b"{}")
+            await store.write(Commit(i, (DocumentWrite("t", f"d{i}", doc),), receipts=(receipt,)))
+        rows = store._conn.execute("SELECT request FROM receipts ORDER BY ts").fetchall()
+    finally:
+        await store.close()
+    assert [r[0] for r in rows] == [3, 4, 5], "the expired one and the oldest past the count"
+    store = SqlitePersistence(db_path)
+    try:
+        assert [r.request for r in (await store.load()).receipts] == [3, 4, 5]
+    finally:
+        await store.close()
 
 
 async def test_ts_survives_a_clock_behind(db_path: Path) -> None:

@@ -42,6 +42,8 @@ from ..errors import ArgumentValidationError, ConvexError, QueryLimitError
 from ..functions import Durability, FunctionKind, FunctionModule, FunctionSpec, canonical_path
 from ..limits import RunLimits
 from ..persistence import (
+    RECEIPT_AGE_NS,
+    RECEIPT_MAX,
     Commit,
     CommitConflict,
     DocumentWrite,
@@ -75,10 +77,6 @@ log = logging.getLogger("marketpulse.reactive.engine")
 _NOT_RUN = FunctionResult.failure("not run")
 _KIND_NAMES = {"query": "Query", "mutation": "Mutation", "action": "Action"}
 
-RECEIPT_MAX = 100_000
-"""Receipts of client mutations kept in memory (see :class:`Receipt`)..."""
-RECEIPT_AGE_NS = 600 * 1_000_000_000
-"""...and for how long (as long as the front doors' own de-duplication)."""
 
 RELAXED_FLUSH_S = 0.010
 """Default bound on how long a relaxed commit stays unflushed (the group flush's period)."""

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 from marketpulse._lazy import lazy_import
 
 __all__ = [
+    "RECEIPT_AGE_NS",
+    "RECEIPT_MAX",
     "Commit",
     "CommitConflict",
     "DocumentWrite",
@@ -43,6 +45,8 @@ __all__ = [
 
 if TYPE_CHECKING:
     from ._types import (
+        RECEIPT_AGE_NS,
+        RECEIPT_MAX,
         Commit,
         CommitConflict,
         DocumentWrite,
@@ -72,6 +76,8 @@ else:
             "NodeLiveness": "._types",
             "Persistence": "._types",
             "PersistenceError": "._types",
+            "RECEIPT_AGE_NS": "._types",
+            "RECEIPT_MAX": "._types",
             "Readiness": "._types",
             "ReadinessCheck": "._types",
             "Receipt": "._types",

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
+    "RECEIPT_AGE_NS",
+    "RECEIPT_MAX",
     "Commit",
     "CommitConflict",
     "DocumentWrite",
@@ -46,6 +48,12 @@ class DocumentWrite:
 class CommitConflict(PersistenceError):
     """A shared log already holds a commit newer than ``Commit.base_ts``: the engine applies
     the newer commits (from :meth:`SharedLog.remote_commits`) and re-runs its mutations."""
+
+
+RECEIPT_MAX = 100_000
+"""Receipts of client mutations a store keeps (see :class:`Receipt`)..."""
+RECEIPT_AGE_NS = 600 * 1_000_000_000
+"""...and for how long (as long as the front doors' own de-duplication)."""
 
 
 @dataclass(frozen=True)

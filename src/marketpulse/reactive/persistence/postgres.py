@@ -68,6 +68,7 @@ from ..values import json_to_value, value_to_json
 from ._failures import FailureLog
 from ._identity import DatabaseState, Marker, judge, read_marker, refusal_text, write_marker
 from ._types import (
+    RECEIPT_AGE_NS,
     Commit,
     CommitConflict,
     DocumentWrite,
@@ -88,7 +89,6 @@ CHANNEL = "marketpulse_commits"
 _RESENT = -1  # mp_commit_group's outcome for a re-sent request
 _NOTIFY_MAX = 7000  # PostgreSQL refuses payloads of 8000 bytes or more
 _CATCH_UP_ROWS = 1000
-_RECEIPT_AGE_S = 600
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS store (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -869,7 +869,7 @@ class PostgresPersistence:
         deleted."""
         assert self._pool is not None
         horizon_ns = time.time_ns() - int(self.retention_s * 1e9)
-        receipt_horizon_ns = time.time_ns() - _RECEIPT_AGE_S * 1_000_000_000
+        receipt_horizon_ns = time.time_ns() - RECEIPT_AGE_NS
         async with self._pool.acquire() as conn:
             status = await conn.execute(
                 "DELETE FROM commits WHERE ts < $1 AND ts <= (SELECT min(position) FROM nodes "

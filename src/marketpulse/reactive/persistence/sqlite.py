@@ -4,6 +4,10 @@ Layout: ``documents(id PRIMARY KEY, tbl, ts, doc)`` holds the latest version of 
 document (``doc`` is its convex_encoded_json, via orjson), and ``meta('max_ts')`` the latest
 commit timestamp, written in the same SQLite transaction as the documents, so a restart
 always resumes with ``ts`` at least as large as any commit ever acknowledged.
+``receipts(session, request, call, ts, result)`` holds the commits' receipts (exactly-once
+WebSocket mutations), in the same transaction as their writes: a client re-sending a mutation
+after a restart is answered from it, not run twice. Those older than ``RECEIPT_AGE_NS`` or
+beyond the newest ``RECEIPT_MAX`` are deleted now and then, and never loaded.
 
 Durability: ``synchronous=FULL`` makes SQLite fsync the WAL on every transaction commit, so
 an acknowledged mutation survives power loss, not just a process crash (NORMAL would only
@@ -59,7 +63,15 @@ from ._identity import (
     refusal_text,
     rescued_copies,
 )
-from ._types import Commit, PersistenceError, Snapshot, UnsafeDatabase
+from ._types import (
+    RECEIPT_AGE_NS,
+    RECEIPT_MAX,
+    Commit,
+    PersistenceError,
+    Receipt,
+    Snapshot,
+    UnsafeDatabase,
+)
 from ._watch import DatabaseWatch
 
 log = structlog.get_logger("marketpulse.persistence")
@@ -105,7 +117,19 @@ CREATE TABLE IF NOT EXISTS store (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS receipts (
+    session TEXT NOT NULL,
+    request INTEGER NOT NULL,
+    call BLOB NOT NULL,
+    ts INTEGER NOT NULL,
+    result BLOB NOT NULL,
+    PRIMARY KEY (session, request)
+);
+CREATE INDEX IF NOT EXISTS receipts_ts ON receipts (ts);
 """
+
+RECEIPT_PRUNE_S = 10.0
+"""How often a write also deletes the receipts past their age or count (:data:`RECEIPT_MAX`)."""
 
 
 class SqlitePersistence:
@@ -137,6 +161,7 @@ class SqlitePersistence:
         self.path = str(path)
         self.inline_max_writes = inline_max_writes
         self._inline_paused_until = 0.0
+        self._receipts_pruned = time.monotonic()
         self._queue: list[tuple[Commit, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._closed = False
@@ -235,6 +260,15 @@ class SqlitePersistence:
         snap.ts = int(row[0]) if row else 0
         for table, raw in self._conn.execute("SELECT tbl, doc FROM documents ORDER BY rowid"):
             snap.documents.append((table, json_to_value(orjson.loads(raw))))
+        rows = self._conn.execute(
+            "SELECT session, request, call, ts, result FROM receipts WHERE ts >= ? "
+            "ORDER BY ts DESC LIMIT ?",
+            (time.time_ns() - RECEIPT_AGE_NS, RECEIPT_MAX),
+        ).fetchall()
+        snap.receipts = [
+            Receipt(session, request, bytes(call), ts, bytes(result))
+            for session, request, call, ts, result in reversed(rows)
+        ]
         return snap
 
     async def load(self) -> Snapshot:
@@ -277,6 +311,18 @@ class SqlitePersistence:
                     )
                 if deletes:
                     conn.executemany("DELETE FROM documents WHERE id = ?", deletes)
+            receipts = [
+                (r.session, r.request, r.call, r.ts, r.result) for c in commits for r in c.receipts
+            ]
+            if receipts:
+                conn.executemany(
+                    "INSERT INTO receipts (session, request, call, ts, result) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT(session, request) DO UPDATE SET "
+                    "call = excluded.call, ts = excluded.ts, result = excluded.result",
+                    receipts,
+                )
+                if time.monotonic() - self._receipts_pruned > RECEIPT_PRUNE_S:
+                    self._prune_receipts()
             conn.execute(
                 "INSERT INTO meta (key, value) VALUES ('max_ts', ?) "
                 "ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
@@ -291,6 +337,17 @@ class SqlitePersistence:
                     conn.execute("ROLLBACK")
             raise
         self._watch.committed_ts = commits[-1].ts
+
+    def _prune_receipts(self) -> None:
+        """Delete the receipts past their age, and the oldest beyond ``RECEIPT_MAX`` (in the
+        write's transaction: a failed write prunes nothing)."""
+        self._receipts_pruned = time.monotonic()
+        self._conn.execute("DELETE FROM receipts WHERE ts < ?", (time.time_ns() - RECEIPT_AGE_NS,))
+        self._conn.execute(
+            "DELETE FROM receipts WHERE ts < "
+            "(SELECT ts FROM receipts ORDER BY ts DESC LIMIT 1 OFFSET ?)",
+            (RECEIPT_MAX - 1,),
+        )
 
     def _failed(self, exc: BaseException) -> PersistenceError:
         """The error a failed write reaches its caller with (its real cause), logged at most
