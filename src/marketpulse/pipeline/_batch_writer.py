@@ -53,7 +53,6 @@ import structlog
 
 from marketpulse._aio import cancel_and_wait
 from marketpulse._clock import now_ms
-from marketpulse.marketdata._batch import refused_entries
 from marketpulse.pipeline import _metrics
 from marketpulse.pipeline._coalesce import Coalescer, PendingBatch
 from marketpulse.pipeline._store import SentMutation, StoreClient, StoreError
@@ -428,6 +427,10 @@ class BatchWriter:
 def _without_refused(batch: PendingBatch) -> PendingBatch | None:
     """``batch`` without the entries the store's check refuses on their own, or None when it
     names none (the whole batch is refused) or none is left."""
+    # Here, not at the top: the store's batch checks import the engine, which the worker's
+    # light store client does not load otherwise (and a refusal is rare).
+    from marketpulse.marketdata._batch import refused_entries
+
     body = batch.args["batch"]
     refused = refused_entries(body)
     if not refused:

@@ -334,16 +334,31 @@ class QueryShare:
 
 
 class PartialBudget:
-    """Bytes of unfinished WebSocket messages held by the whole server (``max_partial_bytes``)."""
+    """Bytes of unfinished WebSocket messages held by the whole server (``max_partial_bytes``),
+    and by whom."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.held = 0
+        self._holders: dict[object, int] = {}
 
-    def change(self, delta: int) -> bool:
-        """Count ``delta`` more (or fewer) bytes; False when that passes the limit."""
+    def change(self, holder: object, delta: int) -> None:
+        """``holder`` holds ``delta`` more (or fewer) bytes."""
         self.held += delta
-        return self.limit <= 0 or self.held <= self.limit
+        mine = self._holders.get(holder, 0) + delta
+        if mine > 0:
+            self._holders[holder] = mine
+        else:
+            self._holders.pop(holder, None)
+
+    def over(self) -> bool:
+        """Whether more is held than the limit allows."""
+        return 0 < self.limit < self.held
+
+    def largest(self) -> object | None:
+        """The holder of the most bytes (None if nobody holds any)."""
+        holders = self._holders
+        return max(holders, key=holders.__getitem__) if holders else None
 
 
 class MemoryReturner:

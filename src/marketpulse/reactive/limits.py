@@ -56,12 +56,12 @@ class ConnectionLimits:
         message_timeout_s: seconds an unfinished WebSocket message (a partial frame or
             fragments) may stay unfinished.
         idle_timeout_s: a sync socket with no query, no request in flight and nothing received
-            for this long is closed.
+            for this long is closed (1001, no ``FatalError``: the client may reconnect).
         max_message_bytes: largest message a client may send, in bytes (all fragments
             together); a bigger one is answered with a ``MessageTooLarge`` FatalError.
         max_fragments: frames one WebSocket message may be split into.
         max_partial_bytes: bytes of unfinished WebSocket messages the whole server holds; the
-            socket whose data passes it is closed (1013, try again later).
+            sockets holding the most are closed (1013, try again later) until within it.
         max_header_bytes: largest HTTP request head.
         max_body_bytes: largest HTTP request body (413).
         max_json_depth: deepest nesting of arrays and objects in a client's JSON.
@@ -69,7 +69,8 @@ class ConnectionLimits:
         max_queries: queries in one sync socket's query set.
         max_query_changes: modifications in one ``ModifyQuerySet`` (a reconnecting client
             re-sends its whole set in one, so keep it at least ``max_queries``).
-        max_pending_mutations: mutations queued on one socket before it is closed.
+        max_pending_mutations: mutations queued on one socket before it is no longer read
+            (until half of them are answered).
         max_mutations_in_flight: mutations of one socket run ahead of their responses (the
             pipeline's depth: run, their commits waiting for their durable write); the rest of
             its queue waits to run. 1 runs a socket's mutations one at a time.

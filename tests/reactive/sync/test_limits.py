@@ -4,6 +4,7 @@ error while a subscriber on another socket keeps getting its pushes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,9 @@ def frame(opcode: int, payload: bytes, fin: bool) -> bytes:
     mask = b"\0\0\0\0"
     if len(payload) < 126:
         return bytes((head, 0x80 | len(payload))) + mask + payload
-    return struct.pack("!BBH", head, 0x80 | 126, len(payload)) + mask + payload
+    if len(payload) < 65536:
+        return struct.pack("!BBH", head, 0x80 | 126, len(payload)) + mask + payload
+    return struct.pack("!BBQ", head, 0x80 | 127, len(payload)) + mask + payload
 
 
 async def raw_socket(store: Served) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -211,17 +214,56 @@ async def test_unfinished_message_times_out(store: Served, partial: bytes) -> No
     await other.close()
 
 
+async def test_over_the_unfinished_bytes_budget_the_largest_holders_go(tmp_path: Path) -> None:
+    """Two sockets hold most of the server's budget for unfinished messages; a third sends one
+    ordinary message in two pieces, and crossing the budget closes a holder, not it."""
+    limits = ConnectionLimits(max_message_bytes=256 * 1024, max_partial_bytes=200_000)
+    async with serve_store(tmp_path / "p.sqlite", limits) as store:
+        holders = []
+        for _ in range(2):
+            reader, writer = await raw_socket(store)
+            writer.write(frame(0x1, orjson.dumps({"type": "Connect", "sessionId": "h"}), True))
+            writer.write(frame(0x1, b"x" * 100_000, fin=True)[:90_000])
+            await writer.drain()
+            holders.append((reader, writer))
+        await asyncio.sleep(0.2)
+        reader, writer = await raw_socket(store)
+        writer.write(frame(0x1, orjson.dumps({"type": "Connect", "sessionId": "v"}), True))
+        body = orjson.dumps(
+            {"type": "Mutation", "requestId": 0, "udfPath": "counter:inc",
+             "args": [{"name": "v" * 60_000}]}
+        )  # fmt: skip
+        whole = frame(0x1, body, fin=True)
+        writer.write(whole[:50_000])
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.write(whole[50_000:])
+        await writer.drain()
+        answer = await read_until(reader, b"MutationResponse")
+        assert b"MutationResponse" in answer and b"FatalError" not in answer
+        closed = 0
+        for r, _ in holders:
+            with contextlib.suppress(TimeoutError):  # still held: nothing to read
+                closed += b"Overloaded" in await asyncio.wait_for(r.read(65536), 1.0)
+        assert closed == 1, "one holder was enough"
+        for _, w in [*holders, (reader, writer)]:
+            w.close()
+
+
 async def test_silent_after_upgrade_and_idle_sockets_are_closed(store: Served) -> None:
     reader, writer = await raw_socket(store)
     assert b"ConnectTimeout" in await read_until(reader, b"ConnectTimeout")
     writer.close()
     async with connect(store.ws_url) as ws:
         await ws.send(orjson.dumps({"type": "Connect", "sessionId": "idle"}).decode())
-        with pytest.raises(ConnectionClosed):
+        with pytest.raises(ConnectionClosed) as closed:
             while True:
                 message = await asyncio.wait_for(ws.recv(), 10)
-                if "FatalError" in message:
-                    assert "IdleTimeout" in message
+                # Not the client's fault: no FatalError, which would stop the official
+                # clients for good; a plain close, after which they reconnect.
+                assert "FatalError" not in message
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+    assert closed.value.rcvd.reason.startswith("IdleTimeout")
     # A subscriber is never idle, however quiet.
     c, q = await bystander(store, "quiet")
     await asyncio.sleep(LIMITS.idle_timeout_s + 1.5)

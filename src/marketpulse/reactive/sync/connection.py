@@ -64,6 +64,10 @@ log = structlog.get_logger("marketpulse.sync")
 _MAX_HELD_MESSAGES = 256
 
 
+# A close frame's reason is at most 123 bytes (RFC 6455 5.5: 125 with the code).
+_MAX_CLOSE_REASON = 120
+
+
 def _log_protocol_error(error: str) -> None:
     THROTTLE.log(log, "info", "closing a sync socket on a protocol error", error=error[:200])
 
@@ -86,6 +90,12 @@ class Socket(Protocol):
 
     def abort(self) -> None:
         """Drop the TCP connection now, without waiting for buffered data."""
+
+    def pause_reading(self) -> None:
+        """Read nothing more from the client until :meth:`resume_reading`."""
+
+    def resume_reading(self) -> None:
+        """Read from the client again."""
 
 
 class _Sub:
@@ -191,6 +201,7 @@ class SyncConnection:
         "_pending",
         "_proto",
         "_queued",
+        "_reading_paused",
         "_slow",
         "_socket",
         "_stale",
@@ -252,6 +263,8 @@ class SyncConnection:
         self._queued = False
         self._stalled_since: float | None = None
         self._dropped = False
+        # The socket is not read while this socket's queue of mutations is full.
+        self._reading_paused = False
         self._done = False
         # While a user token waits for its provider's keys: the messages after it, in order.
         self._held: list[tuple[str | bytes, int | None]] | None = None
@@ -308,6 +321,16 @@ class SyncConnection:
         """The client broke the protocol below the message level: FatalError, then close."""
         self._fatal(error)
 
+    def shed(self, code: int, reason: str) -> None:
+        """Close with ``code`` and ``reason`` and no ``FatalError``: not the client's fault (it
+        is idle, or the server is overloaded), so the official clients reconnect and re-send
+        what was unanswered, where a ``FatalError`` would stop them for good."""
+        if self._done:
+            return
+        THROTTLE.log(log, "info", "closing a sync socket", code=code, reason=reason[:120])
+        self._finish()
+        self._socket.close(code, reason[:_MAX_CLOSE_REASON])
+
     def pause_writing(self) -> None:
         """The transport's buffer is full: hold Transitions back until it drains."""
         self._stalled_since = asyncio.get_running_loop().time()
@@ -354,7 +377,13 @@ class SyncConnection:
         late = self._overdue(now)
         if late is not None:
             self._gw.metrics.refused.labels("timeout").inc()
-            self._fatal(late)
+            if late.startswith("IdleTimeout"):
+                # Not the client's fault (the official clients send nothing while they have
+                # no query): a plain close, after which they reconnect when they need to.
+                # A FatalError would stop them for good.
+                self.shed(1001, late)
+            else:
+                self._fatal(late)
             return
         stalled = self._stalled_since
         if stalled is None:
@@ -375,7 +404,11 @@ class SyncConnection:
         """Why this socket is closed for taking too long, if it is."""
         limits = self._gw.limits
         partial = self.partial_since
-        if partial is not None and 0 < limits.message_timeout_s < now - partial:
+        if (
+            partial is not None
+            and not self._reading_paused  # it cannot finish while we do not read
+            and 0 < limits.message_timeout_s < now - partial
+        ):
             return (
                 f"MessageTimeout: a message stayed unfinished for over "
                 f"{limits.message_timeout_s:g} s"
@@ -745,10 +778,14 @@ class SyncConnection:
         entries = self._mutations
         if entries is None:
             entries = self._mutations = deque()
-        elif len(entries) >= self._gw.limits.max_pending_mutations:
-            self._proto.send_fatal_error("TooManyConcurrentRequests")
-            return
         entries.append(_Entry(event, self._identity, self.read_at))
+        if len(entries) >= self._gw.limits.max_pending_mutations and not self._reading_paused:
+            # Backpressure, not an error: the official clients put no bound on the mutations
+            # they send (a Promise.all of thousands). What was read already is queued (at
+            # most one read's worth more); the rest waits in the kernel and the client's
+            # buffers until half the queue is answered.
+            self._reading_paused = True
+            self._socket.pause_reading()
         if self._starter is None:
             # Run after this message's other events (e.g. its query set) have been acted on.
             self._starter = asyncio.get_running_loop().call_soon(self._start_mutations)
@@ -873,6 +910,9 @@ class SyncConnection:
                 if entry.own:
                     self._gw.metrics.commits.inc()
             proto.send_mutation_response(entry.event.request_id, outcome, ts)
+        if self._reading_paused and len(entries) <= self._gw.limits.max_pending_mutations // 2:
+            self._reading_paused = False
+            self._socket.resume_reading()
         if not entries:
             self._mutations = None
         elif answered and self._starter is None and self._started < len(entries):

@@ -204,7 +204,8 @@ class SyncSocket(asyncio.Protocol):
             if held == 0 and conn is not None:
                 conn.partial_since = None
             return
-        within = self._gw.partial.change(held - self._partial)
+        budget = self._gw.partial
+        budget.change(self, held - self._partial)
         self._partial = held
         if conn is None:
             return
@@ -212,12 +213,23 @@ class SyncSocket(asyncio.Protocol):
             conn.partial_since = None
         elif conn.partial_since is None:
             conn.partial_since = asyncio.get_running_loop().time()
-        if not within:
+        # Over the budget: the sockets holding the most go, not the one that crossed it (a
+        # client sending one ordinary message must not pay for others' unfinished ones).
+        while budget.over():
+            holder = budget.largest()
+            if not isinstance(holder, SyncSocket):
+                break
             self._gw.metrics.refused.labels("partial_bytes").inc()
-            self._refuse(
-                "Overloaded: the server holds too many unfinished messages; send whole "
-                "messages and retry"
-            )
+            holder.shed(1013, "Overloaded: the server holds too many unfinished messages")
+
+    def shed(self, code: int, reason: str) -> None:
+        """Close without a ``FatalError`` (see ``SyncConnection.shed``) and stop taking input."""
+        if self._conn is not None:
+            self._conn.shed(code, reason)
+        if self._transport is not None:
+            self._close_gracefully(self._transport)
+        else:
+            self._drop_parser()
 
     def eof_received(self) -> bool | None:
         if self._asgi is not None:
@@ -299,6 +311,16 @@ class SyncSocket(asyncio.Protocol):
         self._gw.fanout.release(self)
         if self._transport is not None:
             self._transport.abort()
+
+    def pause_reading(self) -> None:
+        """Read nothing more from the client (its connection's queue is full)."""
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Read from the client again."""
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
 
     # ----------------------------------------------------------------- internals
 
@@ -402,7 +424,7 @@ class SyncSocket(asyncio.Protocol):
             ws.parser.close()  # its frame refers back to ws: no cycle left for the collector
         self._fragments = None
         if self._partial:
-            self._gw.partial.change(-self._partial)
+            self._gw.partial.change(self, -self._partial)
             if self._partial >= 1024 * 1024:
                 self._gw.memory.soon()  # its buffer was big: hand the heap back
             self._partial = 0
