@@ -25,7 +25,7 @@ from ._overlay import Overlay
 from ._readset import ReadSet
 from ._store import Document, MemoryStore, Write
 
-__all__ = ["Scan", "Transaction", "copy_value", "new_id"]
+__all__ = ["Scan", "Transaction", "copy_value", "is_id", "new_id"]
 
 # Index entries a guarded scan reads per hold of the guard: short enough that a commit waits
 # microseconds for it, long enough that the lock costs little per document.
@@ -43,6 +43,11 @@ def new_id() -> str:
     """A fresh random document id (32 characters of Crockford-style base32)."""
     # os.urandom is what secrets.token_bytes calls, less two Python frames per insert.
     return os.urandom(32).translate(_ID_TABLE).decode("ascii")
+
+
+def is_id(text: str) -> bool:
+    """Whether ``text`` has the form of an id :func:`new_id` makes."""
+    return len(text) == 32 and not text.strip(_ID_ALPHABET)
 
 
 _CONTAINERS = (dict, list, tuple)
@@ -157,6 +162,25 @@ class Transaction:
         """The table of an existing (possibly pending) document."""
         found = self._lookup(doc_id)
         return found[0] if found is not None and found[1] is not None else None
+
+    def normalize_id(self, table: str, doc_id: str) -> str | None:
+        """``doc_id`` if it has an id's form and names no document of another table.
+
+        As Convex's ``normalizeId``, it does not check that the document exists. Ids do not
+        carry their table here, so a document found in another table is what refuses one;
+        that answer changes when the document is deleted, so it is recorded as a read.
+        """
+        self.check()
+        if not is_id(doc_id):
+            return None
+        found = self._lookup(doc_id)
+        if found is None or found[0] == table:
+            # Ids are random and never reused: an unknown one cannot later be another
+            # table's, and a document never changes table. Nothing to record.
+            return doc_id
+        key = encode_value(doc_id)
+        self.read_set.add(found[0], "by_id", key, successor(key))
+        return None
 
     def scan(self, table: str, index: str, lo: bytes, hi: bytes, reverse: bool) -> Scan:
         """Iterate ``(key, document)`` pairs of ``table.index`` in ``[lo, hi)``."""
