@@ -50,16 +50,22 @@ def is_id(text: str) -> bool:
     return len(text) == 32 and not text.strip(_ID_ALPHABET)
 
 
-_CONTAINERS = (dict, list, tuple)
+_MUTABLE = (dict, list, tuple, bytearray, memoryview)
 
 
 def copy_value(value: Any) -> Any:
-    """Copy the containers of a value so callers cannot mutate stored documents."""
-    # Scalars are shared, and checked inline so that they cost no call.
+    """Copy the containers of a value so callers cannot mutate stored documents.
+
+    Mutable bytes (``bytearray``, ``memoryview``) become ``bytes``: what every write stores,
+    so no read can hand out a buffer another caller shares.
+    """
+    # Immutable scalars are shared, and checked inline so that they cost no call.
     if isinstance(value, dict):
-        return {k: copy_value(v) if isinstance(v, _CONTAINERS) else v for k, v in value.items()}
+        return {k: copy_value(v) if isinstance(v, _MUTABLE) else v for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [copy_value(v) if isinstance(v, _CONTAINERS) else v for v in value]
+        return [copy_value(v) if isinstance(v, _MUTABLE) else v for v in value]
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
     return value
 
 
