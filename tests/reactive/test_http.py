@@ -82,6 +82,8 @@ async def test_function_errors_are_http_200(http: httpx.AsyncClient) -> None:
     [
         ("/api/query", b"{nope", "BadJsonBody"),
         ("/api/query", b"[1]", "BadJsonBody"),
+        # A lone surrogate cannot be stored: the JSON parser refuses it as Convex's does.
+        ("/api/mutation", b'{"path": "counter:inc", "args": {"name": "x\\ud800"}}', "BadJsonBody"),
         ("/api/query", b'{"args": {}}', "BadPath"),
         ("/api/query", b'{"path": "counter:get", "args": [1, 2]}', "BadArgs"),
         ("/api/query", b'{"path": "counter:get", "args": {"$set": []}}', "BadArgs"),

@@ -1,10 +1,12 @@
 import math
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from marketpulse.reactive.values import (
+    MAX_NESTING,
     ConvexValueError,
     Int64,
     check_value,
@@ -125,3 +127,33 @@ def test_check_value_refuses_the_usual_mistakes() -> None:
         with pytest.raises(ConvexValueError):
             check_value(bad)
     check_value({"ticker": "A", "bids": b"\x00", "ts": float("nan"), "n": Int64(3), "x": [1, None]})
+
+
+def _nested(levels: int, leaf: object = 1.0) -> object:
+    value = leaf
+    for i in range(levels):
+        value = [value] if i % 2 else {"v": value}
+    return value
+
+
+def test_check_value_refuses_lone_surrogates_the_disk_cannot_hold() -> None:
+    # orjson, which writes every commit, refuses them: stored in memory, such a string made
+    # every later write fail.
+    for bad in ("x\ud800", "\udfff", ["ok", "é\udc00"], {"a": {"b": "\ud83d"}}, ("\ud800",)):
+        with pytest.raises(ConvexValueError, match="lone surrogate"):
+            check_value(bad)
+    check_value({"s": "héllo \U0001f600 \u0000", "t": ["日本", "\ud7ff\ue000"]})
+
+
+def test_check_value_refuses_what_nests_deeper_than_convex_allows() -> None:
+    deepest = _nested(MAX_NESTING)
+    check_value(deepest)
+    orjson.dumps(value_to_json(deepest))  # what passes can be written
+    for bad in (_nested(MAX_NESTING + 1), _nested(300), [_nested(MAX_NESTING)]):
+        with pytest.raises(ConvexValueError, match=f"deeper than {MAX_NESTING} levels"):
+            check_value(bad)
+    tuples: object = 1.0
+    for _ in range(MAX_NESTING + 1):
+        tuples = (tuples,)
+    with pytest.raises(ConvexValueError, match="deeper than"):
+        check_value(tuples)

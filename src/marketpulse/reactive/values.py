@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 import struct
 from typing import Any, TypeAlias
 
 __all__ = [
+    "MAX_NESTING",
     "ConvexValueError",
     "Int64",
     "JSONValue",
@@ -170,33 +172,100 @@ def value_to_json(value: Value) -> JSONValue:
     raise ConvexValueError(f"{type(value).__name__} is not a Convex value")
 
 
-_VALID_LEAVES = frozenset({str, bool, type(None), float, bytes})
-"""Exact types that are valid Convex values whatever they hold (ints need a range check)."""
+_VALID_LEAVES = frozenset({bool, type(None), float, bytes, Int64})
+"""Exact types that are valid Convex values whatever they hold (``Int64`` checks its range when
+made; strings need a Unicode check, plain ints a range check)."""
+
+MAX_NESTING = 64
+"""How deeply arrays and objects may nest in one value (a document counts as one level), as
+Convex's own values (its ``MAX_NESTING``): far inside what the persistence's JSON encoder
+(orjson, 254 levels) writes, so a value that passes :func:`check_value` can always be stored."""
+
+# One C-level scan of a non-ASCII string; ASCII ones (most) never get here.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def check_value(value: Value) -> None:
-    """Check that ``value`` has a Convex representation, without building one.
+def _check_str(text: str) -> None:
+    found = _SURROGATE.search(text)
+    if found is not None:
+        raise ConvexValueError(
+            f"string {text[:40]!r} is not valid Unicode: lone surrogate "
+            f"U+{ord(found.group()):04X} at index {found.start()}"
+        )
 
-    Accepts and refuses exactly what :func:`value_to_json` does, at a fraction of its cost for
-    the plain documents that most writes are (it allocates nothing and base64-encodes no bytes):
-    every write is checked, and a market data batch patches hundreds of documents.
+
+def _too_deep() -> ConvexValueError:
+    return ConvexValueError(f"value nested deeper than {MAX_NESTING} levels of arrays and objects")
+
+
+def check_value(value: Value, _depth: int = 1) -> None:
+    """Check that ``value`` is a Convex value that can be stored, without building anything.
+
+    Refuses what :func:`value_to_json` refuses, and also what the JSON written to disk cannot
+    hold: strings with lone surrogates and values nested deeper than :data:`MAX_NESTING`. It
+    costs a fraction of an encoding for the plain documents that most writes are (it allocates
+    nothing and base64-encodes no bytes): every write is checked, and a market data batch
+    patches hundreds of documents.
+
+    Args:
+        value: the value to check.
+        _depth: internal: the nesting ``value`` is at if it is a container.
 
     Raises:
-        ConvexValueError: the value has no Convex representation.
+        ConvexValueError: the value has no Convex representation, or cannot be stored.
     """
     kind = type(value)
     if kind is dict:
+        if _depth > MAX_NESTING:
+            raise _too_deep()
         for k, v in value.items():
             if k not in _GOOD_FIELDS:
                 _field(k)
             if type(v) not in _VALID_LEAVES:
-                check_value(v)
+                # Strings inline: isascii() is O(1), and a call per field is most of the cost.
+                if type(v) is str:
+                    if not v.isascii():
+                        _check_str(v)
+                else:
+                    check_value(v, _depth + 1)
     elif kind is list:
+        if _depth > MAX_NESTING:
+            raise _too_deep()
         for v in value:
             if type(v) not in _VALID_LEAVES:
-                check_value(v)
+                if type(v) is str:
+                    if not v.isascii():
+                        _check_str(v)
+                else:
+                    check_value(v, _depth + 1)
+    elif kind is str:
+        if not value.isascii():
+            _check_str(value)
     elif kind not in _VALID_LEAVES:
-        # Ints (a range check), Int64, tuples and subclasses: the encoder's own checks decide.
+        _check_other(value, _depth)
+
+
+def _check_other(value: Value, depth: int) -> None:
+    """Tuples, subclasses and ints: checked in :func:`value_to_json`'s order of tests, so that
+    both refuse a bad value with the same message."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        if not value.isascii():
+            _check_str(value)
+    elif isinstance(value, list | tuple):
+        if depth > MAX_NESTING:
+            raise _too_deep()
+        for v in value:
+            check_value(v, depth + 1)
+    elif isinstance(value, dict):
+        if depth > MAX_NESTING:
+            raise _too_deep()
+        for k, v in value.items():
+            _check_field_name(k)
+            check_value(v, depth + 1)
+    else:
+        # Ints (a range check), Int64, floats, bytes-likes, and what is no Convex value.
         value_to_json(value)
 
 

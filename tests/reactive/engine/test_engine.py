@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from marketpulse.reactive import FunctionModule, MutationCtx
 from marketpulse.reactive.engine import Engine, Identity
 from marketpulse.reactive.persistence import Commit, SqlitePersistence
 
@@ -465,6 +466,49 @@ async def test_failed_write_fails_the_queue_and_recovers(tmp_path: Path) -> None
     finally:
         p.gate.set()
         await eng.close()
+
+
+poison = FunctionModule("poison")
+
+
+@poison.mutation
+def store(ctx: MutationCtx, kind: str) -> str:
+    value: Any = "x"
+    if kind == "surrogate":
+        value = "x\ud800"  # built by the handler: no argument check sees it
+    elif kind == "deep":
+        for _ in range(300):
+            value = [value]
+    return ctx.db.insert("poisoned", {"v": value})
+
+
+async def test_a_value_the_disk_cannot_hold_fails_only_its_own_mutation(tmp_path: Path) -> None:
+    # Such a value used to be accepted, then failed its group's write: the innocent mutations
+    # of the group failed with it, and (relaxed) every later write.
+    p = GatedSqlite(tmp_path / "p.sqlite3")
+    eng = await Engine.open(p, [*MODULES, poison])
+    try:
+        p.gate.clear()
+        first = eng.start_mutation("poison:store", {"kind": "fine"})
+        await asyncio.sleep(0.01)  # its write is in flight: the rest form the next group
+        group = [
+            eng.start_mutation("poison:store", {"kind": k})
+            for k in ("fine", "surrogate", "fine", "deep", "fine")
+        ]
+        p.gate.set()
+        results = [await first] + [await f for f in group]
+        assert [r.success for r in results] == [True, True, False, True, False, True]
+        assert "lone surrogate U+D800" in (results[2].error_message or "")
+        assert "nested deeper than 64" in (results[4].error_message or "")
+        assert len(p.writes) == 2
+    finally:
+        p.gate.set()
+        await eng.close()
+    again = await Engine.open(SqlitePersistence(tmp_path / "p.sqlite3"), [*MODULES, poison])
+    try:
+        assert (await again.run_mutation("poison:store", {"kind": "fine"})).success
+    finally:
+        await again.close()
 
 
 async def test_absurd_arguments_are_errors_not_crashes(engine: Engine, recorder: Recorder) -> None:

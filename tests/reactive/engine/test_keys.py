@@ -19,9 +19,17 @@ scalars = st.one_of(
     st.text(max_size=8),
     st.binary(max_size=8),
 )
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3), max_leaves=8)
+values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        # Few names, in any insertion order: objects that share fields, in other orders.
+        | st.dictionaries(st.sampled_from(["a", "b", "ab", "c"]), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
 
-_RANK = {type(None): 0, Int64: 1, float: 2, bool: 3, str: 4, bytes: 5, list: 6}
+_RANK = {type(None): 0, Int64: 1, float: 2, bool: 3, str: 4, bytes: 5, list: 6, dict: 7}
 
 
 def convex_cmp_key(v: Any) -> Any:
@@ -29,6 +37,9 @@ def convex_cmp_key(v: Any) -> Any:
     rank = _RANK[type(v)]
     if isinstance(v, list):
         return (rank, [convex_cmp_key(x) for x in v])
+    if isinstance(v, dict):
+        # Convex orders objects as their (field, value) pairs sorted by field name.
+        return (rank, [(k.encode("utf-8"), convex_cmp_key(v[k])) for k in sorted(v)])
     if isinstance(v, float):
         return (rank, (v, math.copysign(1.0, v)))  # -0.0 before 0.0
     if isinstance(v, str):
@@ -51,6 +62,13 @@ def test_compound_keys_order_lexicographically(a: list[Any], b: list[Any]) -> No
     ea = b"".join(encode_value(v) for v in a)
     eb = b"".join(encode_value(v) for v in b)
     assert (ea < eb) == ([convex_cmp_key(v) for v in a] < [convex_cmp_key(v) for v in b])
+
+
+def test_objects_encode_their_fields_sorted_by_name() -> None:
+    # Insertion order used to decide: {b, a} neither equalled {a, b} nor sorted by field a.
+    assert encode_value({"b": 1.0, "a": 2.0}) == encode_value({"a": 2.0, "b": 1.0})
+    assert encode_value({"b": 1.0, "a": 2.0}) < encode_value({"a": 3.0})
+    assert encode_value({"a": 1.0}) < encode_value({"a": 1.0, "b": 0.0}) < encode_value({"b": 0.0})
 
 
 def test_type_order_and_bounds() -> None:

@@ -111,6 +111,29 @@ def test_first_reads_and_records_what_a_one_row_scan_does(seed: int) -> None:
             assert store.tables["t"].docs[got["_id"]]["b"] != got["b"]
 
 
+def test_mutable_bytes_are_stored_as_bytes() -> None:
+    # A bytearray used to be stored as given: its writer, or a query changing "its copy",
+    # changed the stored document (and left its index keys stale).
+    store = MemoryStore(SCHEMA)
+    tx = Transaction(store, writable=True, deadline=None)
+    buf, nested = bytearray(b"aa"), bytearray(b"nn")
+    doc_id = tx.insert("t", {"a": buf, "b": [memoryview(nested)], "c": {"d": bytearray(b"d")}})
+    other = tx.insert("t", {"a": 1.0})
+    tx.patch(other, {"b": bytearray(b"p")})
+    tx.replace(other, {"a": bytearray(b"r"), "b": (bytearray(b"t"),)})
+    buf[:] = b"zz"
+    nested[:] = b"zz"
+    store.apply(tx.writes())
+    reader = Transaction(store, writable=False, deadline=None)
+    got, replaced = reader.get(doc_id), reader.get(other)
+    assert got is not None and replaced is not None
+    assert (got["a"], got["b"], got["c"]) == (b"aa", [b"nn"], {"d": b"d"})
+    assert (replaced["a"], replaced["b"]) == (b"r", [b"t"])
+    stored = [store.tables["t"].docs[i] for i in (doc_id, other)]
+    assert type(stored[0]["a"]) is bytes and type(stored[0]["b"][0]) is bytes
+    assert type(stored[1]["a"]) is bytes and type(stored[1]["b"][0]) is bytes
+
+
 def test_new_ids_are_32_characters_of_the_whole_alphabet() -> None:
     from marketpulse.reactive.engine._transaction import _ID_ALPHABET, new_id
 

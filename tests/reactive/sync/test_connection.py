@@ -118,6 +118,10 @@ async def test_failing_and_runaway_queries_fail_alone(store: Served) -> None:
     ("payload", "error"),
     [
         ("{not json", "WSMessageInvalidJson"),
+        (  # a lone surrogate, which no store can hold
+            '{"type":"Mutation","requestId":0,"udfPath":"counter:inc","args":[{"name":"\\udc00"}]}',
+            "WSMessageInvalidJson",
+        ),
         (
             '{"type":"ModifyQuerySet","baseVersion":7,"newVersion":8,"modifications":[]}',
             "BaseVersionMismatch",

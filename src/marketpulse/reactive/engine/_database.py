@@ -397,10 +397,14 @@ class DatabaseReader:
         return Query(self._tx, table)
 
     def normalize_id(self, table: str, doc_id: Any) -> str | None:
-        """``doc_id`` if it names an existing document of ``table``, else ``None``."""
+        """``doc_id`` if it is a valid id for ``table``, else ``None``.
+
+        As Convex's ``normalizeId``, this does not mean the document exists: ``get`` may
+        still return ``None``.
+        """
         if not isinstance(doc_id, str):
             return None
-        return doc_id if self._tx.table_of(doc_id) == table else None
+        return self._tx.normalize_id(table, doc_id)
 
 
 class DatabaseWriter(DatabaseReader):

@@ -1,7 +1,9 @@
 """Order-preserving byte encoding of Convex values, for index keys.
 
 ``encode(a) < encode(b)`` (as bytes) exactly when ``a < b`` in Convex's total order:
-undefined (a missing field) < null < int64 < float64 < boolean < string < bytes < array < object.
+undefined (a missing field) < null < int64 < float64 < boolean < string < bytes < array < object;
+arrays compare element by element, objects field by field in field-name order (as Convex's
+``ConvexObject``, a map sorted by name), a shorter one first when it is a prefix of the other.
 Every encoding is self-delimiting, so the key of a compound index is the concatenation of its
 field encodings (plus the document ``_id``), and:
 
@@ -99,7 +101,11 @@ def encode_value(value: Any) -> bytes:
     if isinstance(value, list | tuple):
         return _ARRAY + b"".join(encode_value(v) for v in value) + _END
     if isinstance(value, dict):
-        parts = [_FIELD + _escape(k.encode("utf-8")) + encode_value(v) for k, v in value.items()]
+        # Convex compares objects field by field in field-name order, whatever order the
+        # fields were written in (names are unique: the values are never compared here).
+        parts = [
+            _FIELD + _escape(k.encode("utf-8")) + encode_value(v) for k, v in sorted(value.items())
+        ]
         return _OBJECT + b"".join(parts) + _END
     raise TypeError(f"{type(value).__name__} is not a Convex value")
 

@@ -25,7 +25,7 @@ from ._overlay import Overlay
 from ._readset import ReadSet
 from ._store import Document, MemoryStore, Write
 
-__all__ = ["Scan", "Transaction", "copy_value", "new_id"]
+__all__ = ["Scan", "Transaction", "copy_value", "is_id", "new_id"]
 
 # Index entries a guarded scan reads per hold of the guard: short enough that a commit waits
 # microseconds for it, long enough that the lock costs little per document.
@@ -45,16 +45,27 @@ def new_id() -> str:
     return os.urandom(32).translate(_ID_TABLE).decode("ascii")
 
 
-_CONTAINERS = (dict, list, tuple)
+def is_id(text: str) -> bool:
+    """Whether ``text`` has the form of an id :func:`new_id` makes."""
+    return len(text) == 32 and not text.strip(_ID_ALPHABET)
+
+
+_MUTABLE = (dict, list, tuple, bytearray, memoryview)
 
 
 def copy_value(value: Any) -> Any:
-    """Copy the containers of a value so callers cannot mutate stored documents."""
-    # Scalars are shared, and checked inline so that they cost no call.
+    """Copy the containers of a value so callers cannot mutate stored documents.
+
+    Mutable bytes (``bytearray``, ``memoryview``) become ``bytes``: what every write stores,
+    so no read can hand out a buffer another caller shares.
+    """
+    # Immutable scalars are shared, and checked inline so that they cost no call.
     if isinstance(value, dict):
-        return {k: copy_value(v) if isinstance(v, _CONTAINERS) else v for k, v in value.items()}
+        return {k: copy_value(v) if isinstance(v, _MUTABLE) else v for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [copy_value(v) if isinstance(v, _CONTAINERS) else v for v in value]
+        return [copy_value(v) if isinstance(v, _MUTABLE) else v for v in value]
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
     return value
 
 
@@ -157,6 +168,25 @@ class Transaction:
         """The table of an existing (possibly pending) document."""
         found = self._lookup(doc_id)
         return found[0] if found is not None and found[1] is not None else None
+
+    def normalize_id(self, table: str, doc_id: str) -> str | None:
+        """``doc_id`` if it has an id's form and names no document of another table.
+
+        As Convex's ``normalizeId``, it does not check that the document exists. Ids do not
+        carry their table here, so a document found in another table is what refuses one;
+        that answer changes when the document is deleted, so it is recorded as a read.
+        """
+        self.check()
+        if not is_id(doc_id):
+            return None
+        found = self._lookup(doc_id)
+        if found is None or found[0] == table:
+            # Ids are random and never reused: an unknown one cannot later be another
+            # table's, and a document never changes table. Nothing to record.
+            return doc_id
+        key = encode_value(doc_id)
+        self.read_set.add(found[0], "by_id", key, successor(key))
+        return None
 
     def scan(self, table: str, index: str, lo: bytes, hi: bytes, reverse: bool) -> Scan:
         """Iterate ``(key, document)`` pairs of ``table.index`` in ``[lo, hi)``."""
