@@ -345,6 +345,17 @@ def test_use_yes_price_subscription_converts_no_side() -> None:
     assert p.books[A].best_ask == D("0.45")
 
 
+def test_a_feed_of_new_type_and_field_names_cannot_grow_the_stats() -> None:
+    p = started([A])
+    for i in range(1000):
+        name = f"kind-{i}-" + "x" * 500
+        recv(p, frame(type=name, sid=9, msg={}))
+        recv(p, frame(type="ticker", sid=2, msg={"market_ticker": A, name: 1}))
+    for counter in (p.stats.unknown_types, p.stats.unknown_fields):
+        assert len(counter) == 256
+        assert max(len(k) for k in counter) == 64
+
+
 def test_ticker_list_ok_unknown_and_malformed_never_raise() -> None:
     p = started([A])
     ev = recv(

@@ -935,10 +935,10 @@ class KalshiProtocol:
             self._pending.pop(msg.id or 0, None)
             self._forget_sid(msg.sid)
         elif isinstance(msg, OtherMessage):
-            self.stats.other_types[msg.type] += 1
+            _tally(self.stats.other_types, msg.type)
             self._events.append(msg)
         elif isinstance(msg, UnknownMessage):
-            self.stats.unknown_types[msg.type] += 1
+            _tally(self.stats.unknown_types, msg.type)
 
     def _check_fields(self, t: str, frame: dict[str, Any]) -> None:
         if not frame.keys() <= KNOWN_ENVELOPE:
@@ -953,10 +953,7 @@ class KalshiProtocol:
     ) -> None:
         known = self._delta_fields if known is None else known
         for k in m.keys() - known:
-            # Bounded: field names come from the server, so cap the distinct keys kept.
-            key = f"{t}.{k}"
-            if key in self.stats.unknown_fields or len(self.stats.unknown_fields) < 256:
-                self.stats.unknown_fields[key] += 1
+            _tally(self.stats.unknown_fields, f"{t}.{k}")
 
     def _on_snapshot(self, msg: OrderbookSnapshot, sub: _Sub | None) -> None:
         self.stats.snapshots += 1
@@ -1164,3 +1161,15 @@ class KalshiProtocol:
             and frame.get("type") in ("orderbook_delta", "orderbook_snapshot")
         ):
             self._start_recovery(set(sub.markets) & set(self._desired), "unreadable book frame")
+
+
+_TALLY_KEYS = 256
+_TALLY_KEY_CHARS = 64
+
+
+def _tally(counter: Counter[str], key: str) -> None:
+    """Count ``key`` in ``counter``. The keys are the server's words (a type, a field name), so
+    both their number and their length are capped: a hostile feed cannot grow the stats."""
+    key = key[:_TALLY_KEY_CHARS]
+    if key in counter or len(counter) < _TALLY_KEYS:
+        counter[key] += 1
