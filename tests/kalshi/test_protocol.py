@@ -7,6 +7,7 @@ from decimal import Decimal as D
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -343,6 +344,27 @@ def test_use_yes_price_subscription_converts_no_side() -> None:
     recv(p, snap(1, 1, A, [["0.4000", "1.00"]], [["0.4500", "2.00"]]))  # YES-scale ask 0.45
     assert p.books[A].levels()["no"] == [(D("0.5500"), D("2.00"))]
     assert p.books[A].best_ask == D("0.45")
+
+
+def test_a_repeated_subscribed_leaves_the_live_subscription_alone() -> None:
+    p = started([A])
+    recv(p, frame(id=1, type="subscribed", msg={"channel": "orderbook_delta", "sid": 1}))
+    assert cmds(p) == [], "no unsubscribe of our own sid"
+    recv(p, delta(1, 2, A, "0.4000", "-10.00"))
+    assert p.books[A].valid and p.books[A].levels()["yes"] == []
+
+
+@pytest.mark.parametrize(("channel", "sid"), [("orderbook_delta", 1), ("trade", 3)])
+def test_a_subscription_the_exchange_ends_is_taken_again(channel: str, sid: int) -> None:
+    p = started([A])
+    recv(p, frame(type="unsubscribed", sid=sid, seq=9))
+    sent = cmds(p)
+    assert [c["params"]["channels"] for c in sent if c["cmd"] == "subscribe"] == [[channel]]
+    assert not any(c["cmd"] == "unsubscribe" for c in sent)
+    if channel == "orderbook_delta":
+        assert not p.books[A].valid, "its books cannot be trusted until snapshotted again"
+    else:
+        assert p.books[A].valid
 
 
 def test_a_feed_of_new_type_and_field_names_cannot_grow_the_stats() -> None:

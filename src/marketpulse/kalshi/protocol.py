@@ -934,6 +934,13 @@ class KalshiProtocol:
         elif isinstance(msg, UnsubscribedMessage):
             self._pending.pop(msg.id or 0, None)
             self._forget_sid(msg.sid)
+            sub = next((s for s in self._subs.values() if s.sid == msg.sid), None)
+            if sub is not None:
+                # The exchange ended a subscription we still hold (we never unsubscribe a
+                # wanted sid without taking it off first): without a new one, its channel
+                # would go silent while its books still looked valid.
+                sub.sid = None
+                self._resubscribe_channel(sub, f"the exchange ended {sub.channel} sid {msg.sid}")
         elif isinstance(msg, OtherMessage):
             _tally(self.stats.other_types, msg.type)
             self._events.append(msg)
@@ -1015,6 +1022,8 @@ class KalshiProtocol:
             self._grids.pop(ticker, None)
 
     def _on_subscribed(self, msg: SubscribedMessage) -> None:
+        if msg.sid in self._by_sid:
+            return  # a repeat of a sid we hold: unsubscribing it would end our own feed
         p = self._pending.pop(msg.id, None) if msg.id else None
         sub = p.sub if p is not None and p.kind == "subscribe" else None
         if sub is None or sub.channel != msg.channel:
