@@ -346,6 +346,33 @@ def test_use_yes_price_subscription_converts_no_side() -> None:
     assert p.books[A].best_ask == D("0.45")
 
 
+def test_a_tick_change_the_exchange_announces_moves_the_grid() -> None:
+    p = KalshiProtocol([A], ("orderbook_delta", "market_lifecycle_v2"))
+    p.connection_made(0.0)
+    subscribed(p, {"orderbook_delta": 1, "market_lifecycle_v2": 2})
+    p.set_price_grid(A, ((D("0"), D("1"), D("0.01")),))  # whole cents, as REST said at start
+    recv(p, snap(1, 1, A, [["0.4000", "10.00"]], [["0.5500", "5.00"]]))
+    recv(
+        p,
+        frame(
+            type="market_lifecycle_v2",
+            sid=2,
+            seq=1,
+            msg={
+                "market_ticker": A,
+                "event_type": "price_level_structure_updated",
+                "price_level_structure": "deci_cent",
+                "price_ranges": [{"start": "0.0000", "end": "1.0000", "step": "0.0010"}],
+            },
+        ),
+    )
+    recv(p, delta(1, 2, A, "0.4150", "1.00"))
+    assert p.books[A].valid, p.books[A].invalid_reason
+    # A price off the new tick is still refused.
+    recv(p, delta(1, 3, A, "0.41505", "1.00"))
+    assert not p.books[A].valid
+
+
 def test_a_repeated_subscribed_leaves_the_live_subscription_alone() -> None:
     p = started([A])
     recv(p, frame(id=1, type="subscribed", msg={"channel": "orderbook_delta", "sid": 1}))

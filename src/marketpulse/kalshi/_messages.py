@@ -377,6 +377,9 @@ class MarketLifecycle:
     ticker: str
     event_type: str
     fields: dict[str, Any]
+    price_ranges: tuple[tuple[Decimal, Decimal, Decimal], ...] | None = None
+    """The market's new ``(start, end, step)`` price ranges when the event carries them (a
+    ``price_level_structure_updated``, or ``created``); None when it does not."""
 
     @property
     def status(self) -> str | None:
@@ -713,7 +716,25 @@ def _parse_lifecycle(frame: dict[str, Any]) -> MarketLifecycle:
         ticker=_str(m, "market_ticker"),
         event_type=_str(m, "event_type"),
         fields=m,
+        price_ranges=_price_ranges(m.get("price_ranges")),
     )
+
+
+def _price_ranges(raw: Any) -> tuple[tuple[Decimal, Decimal, Decimal], ...] | None:
+    """``price_ranges`` (``[{start, end, step}]``, dollars) as ``(start, end, step)``."""
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not raw:
+        raise ParseError(f"price_ranges is not a non-empty list: {raw!r:.80}")
+    ranges = []
+    for r in raw:
+        if not isinstance(r, dict):
+            raise ParseError(f"bad price range {r!r:.80}")
+        start, end, step = dec(r.get("start")), dec(r.get("end")), dec(r.get("step"))
+        if not (0 <= start <= end <= 1 and 0 < step <= 1):
+            raise ParseError(f"bad price range {r!r:.80}")
+        ranges.append((start, end, step))
+    return tuple(ranges)
 
 
 def parse_frame(frame: dict[str, Any]) -> ServerMessage:

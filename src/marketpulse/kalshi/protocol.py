@@ -905,6 +905,10 @@ class KalshiProtocol:
                     self.stats.ignored += 1
             elif isinstance(msg, MarketLifecycle):
                 self.stats.lifecycle += 1
+                if msg.price_ranges is not None:
+                    # The tick changed (or is first told): the grid the driver gave from REST
+                    # at start would find the new prices off the tick and recover forever.
+                    self.set_price_grid(msg.ticker, msg.price_ranges)
                 if msg.ticker in self._desired:
                     self._events.append(msg)
             elif isinstance(msg, EventLifecycle):
@@ -1015,7 +1019,8 @@ class KalshiProtocol:
 
     def set_price_grid(self, ticker: str, grid: PriceGrid | None) -> None:
         """The market's price ranges (REST ``price_ranges``), so that a price off its tick
-        invalidates the book; None: only the (0, 1) range is checked."""
+        invalidates the book; None: only the (0, 1) range is checked. A lifecycle event that
+        carries ``price_ranges`` replaces them by itself."""
         if grid:
             self._grids[ticker] = grid
         else:
