@@ -13,6 +13,7 @@ import pytest
 from e2e.auth_functions import whoami
 from marketpulse.reactive.auth import TokenVerifier
 from marketpulse.reactive.auth._config import parse_auth_config
+from marketpulse.reactive.limits import ConnectionLimits
 from marketpulse.reactive.sync.client import LightSyncClient, ServerError
 from marketpulse.testing import JwtIssuer
 
@@ -67,6 +68,37 @@ async def test_messages_after_a_token_wait_for_its_keys_and_run_as_the_user(
     with pytest.raises(ServerError, match="Sign in first"):
         await c.wait_for(q3)
     await c.close()
+
+
+async def test_what_a_socket_sends_while_its_keys_are_fetched_is_bounded_in_bytes(
+    tmp_path: Path, issuer: JwtIssuer
+) -> None:
+    # A provider whose keys never come (a listener that never answers): every message after
+    # the token is held until they do.
+    silent = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    provider = {**issuer.custom_jwt_provider(), "jwks": f"http://127.0.0.1:{port}/jwks"}
+    limits = ConnectionLimits(max_message_bytes=64 * 1024)
+    verifier = TokenVerifier(parse_auth_config({"providers": [provider]}))
+    try:
+        async with serve_store(
+            tmp_path / "h.sqlite", limits, modules=[whoami], verifier=verifier
+        ) as served:
+            c = await served.client()
+            await c.authenticate("User", issuer.token("mallory"))
+            for rid in range(3):  # each under the message limit, together over it
+                await c.send_raw(
+                    f'{{"type":"Mutation","requestId":{rid},"udfPath":"whoami:visit",'
+                    f'"args":[{{"pad":"{"x" * 40_000}"}}]}}'
+                )
+            for _ in range(300):
+                if c.failure is not None:
+                    break
+                await asyncio.sleep(0.01)
+            assert "Too many messages while the token" in str(c.failure)
+            await c.close()
+    finally:
+        silent.close()
 
 
 async def test_two_users_never_see_each_other_through_a_shared_query(

@@ -286,10 +286,14 @@ class SyncConnection:
         began = time.perf_counter()
         self._last_received = asyncio.get_running_loop().time()
         if self._held is not None:
-            if len(self._held) >= _MAX_HELD_MESSAGES:
+            self._held.append((data, size))
+            if len(self._held) > _MAX_HELD_MESSAGES or (
+                sum(len(d) if n is None else n for d, n in self._held)
+                > self._gw.limits.max_message_bytes
+            ):
+                # Bounded in bytes too: 256 messages of the largest size were 2 GiB held.
+                self._held = []
                 self._fatal("Too many messages while the token is being checked")
-            else:
-                self._held.append((data, size))
             return
         proto = self._proto
         proto.receive_data(data, size)
