@@ -151,6 +151,8 @@ EXPORTS: dict[str, list[str]] = {
         "Persistence",
         "PersistenceError",
         "PostgresPersistence",
+        "RECEIPT_AGE_NS",
+        "RECEIPT_MAX",
         "Readiness",
         "ReadinessCheck",
         "Receipt",
