@@ -179,7 +179,13 @@ async def test_settings_are_per_user_and_checked(store: App) -> None:
     await store.mutate("settings:setAlertWebhook", ANN, url="http://127.0.0.1:9/hook")
     assert store.query("settings:get", ANN) == {"alertWebhook": "http://127.0.0.1:9/hook"}
     assert store.query("settings:get", BEN) == {"alertWebhook": None}
-    for url in ("ftp://x/y", "not a url", "http:///nohost"):
+    for url in (
+        "ftp://x/y",
+        "not a url",
+        "http:///nohost",
+        "http://127.0.0.1:abc/hook",
+        "http://127.0.0.1:99999/hook",
+    ):
         err = await store.mutate_error("settings:setAlertWebhook", ANN, url=url)
         assert err["code"] == "InvalidWebhook"
 

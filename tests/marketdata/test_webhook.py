@@ -31,3 +31,12 @@ def test_a_good_allow_list_from_the_flag_serves(tmp_path: Path) -> None:
         extra=("--webhook-allow", "hooks.example.com,10.0.0.0/8"),
     ) as store:
         assert store.poll() is None
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999/hook", "http://127.0.0.1:abc/hook"])
+async def test_a_delivery_to_a_url_httpx_cannot_use_is_a_failure_not_a_crash(url: str) -> None:
+    # Such a URL is refused when set; one stored before must still fail as a delivery (the
+    # action records it and retries), never raise out of the action.
+    assert not _webhook.well_formed(url)
+    outcome = await _webhook.post_json(url, {"x": 1})
+    assert outcome is not None and outcome != _webhook.NOT_ALLOWED

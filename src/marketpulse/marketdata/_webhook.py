@@ -28,7 +28,15 @@ from urllib.parse import urlsplit
 
 import httpx
 
-__all__ = ["ALLOW_ENV", "DEFAULT_ALLOW", "TIMEOUT_S", "AllowList", "allow_list", "post_json"]
+__all__ = [
+    "ALLOW_ENV",
+    "DEFAULT_ALLOW",
+    "TIMEOUT_S",
+    "AllowList",
+    "allow_list",
+    "post_json",
+    "well_formed",
+]
 
 TIMEOUT_S = 5.0
 """Connect, write and read timeout of one delivery; a dead host costs at most this."""
@@ -127,8 +135,23 @@ async def post_json(url: str, body: dict[str, Any], *, timeout_s: float = TIMEOU
     try:
         async with httpx.AsyncClient(timeout=timeout_s, follow_redirects=False) as client:
             response = await client.post(url, json=body)
-    except httpx.HTTPError as exc:
+    except Exception as exc:
+        # Any failure is this delivery's outcome, to record and retry: besides httpx's own
+        # errors, a URL stored before its checks were this strict can fail below httpx (an
+        # out-of-range port raised an ExceptionGroup), and an action that raised recorded
+        # nothing, leaving its alert pending for good.
         return type(exc).__name__
     if 200 <= response.status_code < 300:
         return None
     return f"HTTP {response.status_code}"
+
+
+def well_formed(url: str) -> bool:
+    """Whether ``url`` is an http(s) URL with a host and a valid port, as httpx reads it."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError on a port that is not 0..65535)
+        parsed = httpx.URL(url)
+    except (ValueError, httpx.InvalidURL):
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and bool(parsed.host)

@@ -29,11 +29,14 @@ def _settings_doc(ctx: QueryCtx, user: str) -> dict[str, Any] | None:
 
 
 def _check_url(url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if not _webhook.well_formed(url):
         raise ConvexError(
-            {"code": "InvalidWebhook", "message": "the webhook must be an http(s) URL with a host"}
+            {
+                "code": "InvalidWebhook",
+                "message": "the webhook must be an http(s) URL with a host and a valid port",
+            }
         )
+    parts = urlsplit(url)
     if not _webhook.allow_list().allows(url):
         raise ConvexError(
             {
