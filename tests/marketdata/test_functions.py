@@ -119,6 +119,19 @@ async def test_change_is_against_the_price_that_held_24h_earlier(store: Store) -
     assert store.query("getPrice", ticker="B")["changePercent24h"] == 50.0
 
 
+async def test_a_quiet_market_keeps_its_24h_change_through_cleanup(store: Store) -> None:
+    hour = 60 * MIN
+    await store.apply(trades=[trade(1, price=0.40, ts=T0)])
+    await store.apply(trades=[trade(2, price=0.50, ts=T0 + 10 * MIN)])
+    # Quiet for 50 h, then a trade: 24 h before it the price was 0.50.
+    last = T0 + 50 * hour
+    await store.apply(trades=[trade(3, price=0.60, ts=last)])
+    assert store.query("getPrice", ticker="A")["changePercent24h"] == 20.0
+    # Cleanup goes by a sample's time: the one the change reads must not look 50 h old.
+    await store.mutate("cleanup", olderThanMs=DAY_MS, nowMs=last + MIN, limit=1000)
+    assert store.query("getPrice", ticker="A")["changePercent24h"] == 20.0
+
+
 async def test_older_price_is_ignored_and_ticker_price_does_not_override_newer_trade(
     store: Store,
 ) -> None:

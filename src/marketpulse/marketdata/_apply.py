@@ -362,13 +362,20 @@ class _BatchWriter:
         before: ``(time of its last change, price)``. That price held from then until this
         update, so the sample at or before any instant gives the price at that instant, up to
         the changes inside one bucket. One insert per ticker and bucket at most, never a patch.
+
+        A market quiet for over a day gets its sample at 24 h before this update instead of
+        at its last change: the price held then too, it is the instant the 24 h change reads
+        (no later read reaches further back), and cleanup, which goes by a sample's time,
+        would otherwise delete a sample this old while the change still needs it.
         """
         then = updated_at(before)
         price = current_price(before)
         if price is None or then <= 0:
             return
-        if history_bucket(updated_at(after)) > history_bucket(then):
-            self.db.insert("priceHistory", {"ticker": before["ticker"], "ts": then, "price": price})
+        now = updated_at(after)
+        if history_bucket(now) > history_bucket(then):
+            ts = max(then, now - DAY_MS)
+            self.db.insert("priceHistory", {"ticker": before["ticker"], "ts": ts, "price": price})
 
 
 def _newest_candle(db: DatabaseWriter, ticker: str, interval: str) -> dict[str, Any] | None:
