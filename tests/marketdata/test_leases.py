@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
-from marketpulse.marketdata import functions
+from marketpulse.marketdata import _leases, functions
+from marketpulse.reactive.engine import SchedulerRunner
 
 from .conftest import Store
 
@@ -52,7 +54,7 @@ async def test_a_renewed_lease_serves_its_books_as_live(store: Store, clock: lis
     assert store.query("getPrice", ticker="A")["live"] is True
     assert store.query("listMarkets")[0]["live"] is True
     clock[0] = T0 + 2999
-    assert await store.mutate("expireLeases") == {"expired": 0, "stale": 0}
+    assert await store.mutate("expireLeases") == {"expired": 0, "stale": 0, "more": False}
     assert store.query("getOrderbook", ticker="A") is not None
 
 
@@ -66,7 +68,7 @@ async def test_a_lapsed_lease_makes_books_null_and_prices_stale(
     clock[0] = T0 + 2000
     await _stream_batch(store, "s2", T0 + 2000, "C", leaseMs=3000)  # s2 keeps renewing
     clock[0] = T0 + 3001
-    assert await store.mutate("expireLeases") == {"expired": 1, "stale": 4}
+    assert await store.mutate("expireLeases") == {"expired": 1, "stale": 4, "more": False}
     assert store.query("getOrderbook", ticker="A") is None
     assert store.query("getOrderbook", ticker="B") is None
     assert store.query("getOrderbook", ticker="C") is not None
@@ -82,7 +84,7 @@ async def test_a_lapsed_lease_makes_books_null_and_prices_stale(
     assert book_listener.updates >= 1 and book_listener.values[-1] is None
     store.engine.unsubscribe(book_sub, book_listener)
     # Expiring again changes nothing.
-    assert await store.mutate("expireLeases") == {"expired": 0, "stale": 0}
+    assert await store.mutate("expireLeases") == {"expired": 0, "stale": 0, "more": False}
 
 
 async def test_renewing_a_dead_lease_revives_only_what_is_written(
@@ -115,13 +117,60 @@ async def test_a_batch_without_lease_ms_writes_at_the_lease_s_liveness(
 async def test_a_store_start_kills_every_lease(store: Store, clock: list[float]) -> None:
     await _stream_batch(store, "s1", T0, "A", leaseMs=60_000)
     await _status(store, "s1", T0)
-    assert await store.mutate("resetLeases") == {"expired": 1, "stale": 2}
+    assert await store.mutate("resetLeases") == {"expired": 1, "stale": 2, "more": False}
     assert store.query("getOrderbook", ticker="A") is None
     assert store.query("getStreamStatus")[0]["state"] == "stale"
     assert (await _stream_batch(store, "s1", T0 + 1, "A", leaseMs=3000))["revived"] == 1
     assert store.query("getOrderbook", ticker="A") is not None
     [status] = store.query("getStreamStatus")
     assert (status["state"], status["live"]) == ("connected", True)
+
+
+async def test_a_large_stream_is_marked_stale_over_several_runs(
+    store: Store, clock: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_leases, "STALE_BATCH", 3)
+    await _stream_batch(store, "s1", T0, "A", "B", "C", "D", leaseMs=1000)  # 8 documents
+    clock[0] = T0 + 2000
+    runs = [await store.mutate("expireLeases") for _ in range(4)]
+    assert [(r["expired"], r["stale"], r["more"]) for r in runs] == [
+        (1, 3, True),
+        (0, 3, True),
+        (0, 2, False),
+        (0, 0, False),
+    ]
+    assert all(store.query("getOrderbook", ticker=t) is None for t in "ABCD")
+    # A start, likewise: the at-start runner calls again while it answers more.
+    assert (await _stream_batch(store, "s1", T0 + 2000, "A", "B", leaseMs=1000))["revived"]
+    first = await store.mutate("resetLeases")
+    assert (first["expired"], first["stale"], first["more"]) == (1, 3, True)
+    assert (await store.mutate("resetLeases"))["more"] is False
+    assert store.query("getOrderbook", ticker="A") is None
+
+
+async def test_a_lapse_schedules_the_runs_that_mark_the_rest_stale(
+    store: Store, clock: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_leases, "STALE_BATCH", 3)
+    tickers = [f"M{i}" for i in range(10)]  # 20 documents: 7 runs
+    await _stream_batch(store, "s1", T0, *tickers, leaseMs=1000)
+    clock[0] = T0 + 2000
+    runner = SchedulerRunner(store.engine)
+    await runner.start()
+    try:
+        first = await store.mutate("expireLeases")  # the cron's run; no other comes
+        assert (first["expired"], first["more"]) == (1, True)
+
+        def all_stale() -> bool:
+            return all(store.query("getOrderbook", ticker=t) is None for t in tickers)
+
+        for _ in range(500):
+            if all_stale():
+                break
+            await asyncio.sleep(0.01)
+        assert all_stale()
+    finally:
+        await runner.stop()
 
 
 async def test_writes_of_no_stream_are_live_and_never_expire(

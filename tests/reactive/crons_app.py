@@ -23,6 +23,14 @@ def tick(ctx: MutationCtx, name: str) -> None:
         ctx.db.patch(doc["_id"], {"n": doc["n"] + 1})
 
 
+@ticks.internal_mutation
+def tick_until(ctx: MutationCtx, name: str, runs: int) -> dict[str, Any]:
+    """:func:`tick`, answering ``more`` until ``name`` has run ``runs`` times."""
+    tick(ctx, name)
+    doc = ctx.db.query("counters").filter(lambda d: d["name"] == name).first()
+    return {"more": doc is not None and doc["n"] < runs}
+
+
 @ticks.internal_mutation(durability="relaxed")
 def relaxed_tick(ctx: MutationCtx, name: str) -> None:
     """:func:`tick`, answered before its write (market data's cron is so)."""

@@ -79,6 +79,15 @@ def _runs(engine: Engine) -> dict[str, int]:
     return dict(result.value)
 
 
+async def test_an_at_start_job_runs_again_while_it_answers_more(engine: Engine) -> None:
+    crons = Crons()
+    crons.at_start("chunked", crons_app.tick_until, {"name": "chunked", "runs": 4})
+    crons.at_start("after", crons_app.tick, {"name": "after"})
+    runner = CronRunner(engine, [crons])
+    await runner.run_startup()
+    assert _runs(engine) == {"chunked": 4, "after": 1}, "each in its own mutation, in order"
+
+
 async def test_interval_and_at_start_jobs_run_as_scheduled(engine: Engine) -> None:
     crons = Crons()
     crons.at_start("boot", crons_app.tick, {"name": "boot"})

@@ -76,8 +76,9 @@ __all__ = ["alerts", "crons", "marketData", "schema", "settings", "watchlists"]
 schema = Schema(
     {
         "markets": Table(indexes={"by_ticker": ["ticker"], "by_status": ["status", "ticker"]}),
-        "prices": Table(indexes={"by_ticker": ["ticker"]}),
-        "books": Table(indexes={"by_ticker": ["ticker"]}),
+        # by_stream_live: the live documents of a stream whose lease died (_leases).
+        "prices": Table(indexes={"by_ticker": ["ticker"], "by_stream_live": ["stream", "live"]}),
+        "books": Table(indexes={"by_ticker": ["ticker"], "by_stream_live": ["stream", "live"]}),
         "trades": Table(
             indexes={
                 "by_ticker_ts": ["ticker", "timestamp"],
@@ -334,14 +335,22 @@ def applyUpdates(ctx: MutationCtx, batch: dict[str, Any]) -> dict[str, int]:
 
 
 @marketData.internal_mutation(durability="relaxed")
-def expireLeases(ctx: MutationCtx) -> dict[str, int]:
-    """Mark lapsed stream leases dead, and their books and prices stale (a cron, every second)."""
-    return _leases.expire_leases(ctx.db, _now_ms())
+def expireLeases(ctx: MutationCtx, continued: bool = False) -> dict[str, Any]:
+    """Mark lapsed stream leases dead, and their books and prices stale (a cron, every second).
+
+    A stream with more than one run's worth of documents is marked by a chain of runs, the
+    next scheduled at once by the last (``continued``); one chain per lapse, the cron's own
+    runs going on beside it."""
+    result = _leases.expire_leases(ctx.db, _now_ms())
+    if result["more"] and (continued or result["expired"]):
+        ctx.scheduler.run_after(0, "marketData:expireLeases", {"continued": True})
+    return result
 
 
 @marketData.internal_mutation
-def resetLeases(ctx: MutationCtx) -> dict[str, int]:
-    """Mark every lease dead: run as the store starts, so nothing is live until renewed."""
+def resetLeases(ctx: MutationCtx) -> dict[str, Any]:
+    """Mark every lease dead: run as the store starts, so nothing is live until renewed
+    (again while it answers ``more``: the at-start runner does so)."""
     return _leases.reset_leases(ctx.db)
 
 

@@ -14,7 +14,8 @@ occurrences it covers are skipped (as Convex's scheduler does), never caught up 
 Only the last occurrence's job is kept in ``_scheduled_functions``: scheduling the next one
 deletes the previous one, after its failure, if any, was logged (once, then at most once per
 ``log_every`` seconds with the count of failures in between). ``at_start`` jobs run as the store
-starts, through the same :func:`~marketpulse.reactive.engine._runner.run_as_system`: on a single
+starts (again while one answers ``{"more": true}``: one mutation's time limit each run),
+through the same :func:`~marketpulse.reactive.engine._runner.run_as_system`: on a single
 node at every start; in a cluster (a persistence with ``NodeLiveness``) only on a node that finds
 no other node live, since a node joining a live cluster did not restart the store under it.
 """
@@ -48,6 +49,10 @@ from marketpulse.reactive.persistence import NodeLiveness
 __all__ = ["CronRunner"]
 
 log = structlog.get_logger("marketpulse.crons")
+
+_MAX_STARTUP_RUNS = 10_000
+"""Most runs of one at-start job that keeps answering ``{"more": true}`` (a bound, not a
+budget: a job that never finishes must not keep the store from serving)."""
 
 
 class _Engine(Protocol):
@@ -190,13 +195,19 @@ class CronRunner:
                 )
                 return
         for job, spec in starting:
-            try:
-                result = await run_as_system(cast(Any, self._engine), spec.path, dict(job.args))
-                error = None if result.success else result.error_message
-            except Exception as exc:  # the server goes on; the job runs at the next start
-                error = f"{type(exc).__name__}: {exc}"
-            self.runs[job.name] += 1
-            self._outcome(job, spec, error)
+            for _ in range(_MAX_STARTUP_RUNS):
+                try:
+                    result = await run_as_system(cast(Any, self._engine), spec.path, dict(job.args))
+                    error = None if result.success else result.error_message
+                except Exception as exc:  # the server goes on; the job runs at the next start
+                    result, error = None, f"{type(exc).__name__}: {exc}"
+                self.runs[job.name] += 1
+                self._outcome(job, spec, error)
+                # A job with more than one mutation's worth of work answers {"more": true}
+                # and runs again, each run in its own mutation and time limit.
+                value = result.value if result is not None and error is None else None
+                if not (isinstance(value, dict) and value.get("more") is True):
+                    break
 
     def start(self) -> None:
         """Start the scheduled jobs."""
