@@ -39,6 +39,10 @@ def test_intervals_and_cron_expressions_are_checked() -> None:
     for bad in ("* * * *", "61 * * * *", "* * * * * *", "every minute"):
         with pytest.raises(ValueError, match="invalid cron expression"):
             crons.cron("c", bad, "m:f")
+    for never in ("0 0 30 2 *", "0 0 31 4 *", "0 0 31 2,4 *"):
+        with pytest.raises(ValueError, match="matches no date"):
+            crons.cron("c", never, "m:f")
+    crons.cron("leap", "0 0 29 2 *", "m:f")  # rare, not never
     with pytest.raises(ValueError, match="invalid cron job name"):
         crons.interval("", {"seconds": 1}, "m:f")
 

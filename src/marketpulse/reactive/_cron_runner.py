@@ -237,7 +237,11 @@ class CronRunner:
                 )
             except Exception as exc:  # e.g. the database is away: look again one period on
                 log.warning("cron job could not be scheduled", job=job.name, error=str(exc)[:500])
-                due = job.next_after(now)
+                try:
+                    due = job.next_after(now)
+                except Exception:  # never expected (Crons refuses such jobs): not silently
+                    log.exception("cron job has no next run: stopped", job=job.name)
+                    return
                 continue
             if scheduled:
                 self.runs[job.name] += 1

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 __all__ = ["CronJob", "Crons"]
 
@@ -137,4 +138,13 @@ class Crons:
         """
         if len(expression.split()) != 5 or not croniter.is_valid(expression):
             raise ValueError(f"cron job {name!r}: invalid cron expression {expression!r}")
-        return self._add(CronJob(name, function, dict(args or {}), expression=expression))
+        job = CronJob(name, function, dict(args or {}), expression=expression)
+        try:
+            job.next_after(time.time())
+        except CroniterBadDateError:
+            # Well-formed but matching no date (``0 0 30 2 *``): croniter's is_valid takes it,
+            # and its runner could never schedule it.
+            raise ValueError(
+                f"cron job {name!r}: {expression!r} matches no date (e.g. February 30th)"
+            ) from None
+        return self._add(job)
