@@ -273,6 +273,25 @@ async def test_actions_schedule_and_run_action_jobs(
     assert query(engine, "jobs:count", name="s") == 1
 
 
+async def test_mutation_jobs_do_not_wait_for_a_free_action_slot(engine: Engine) -> None:
+    runner = SchedulerRunner(engine, max_running_actions=2)
+    await runner.start()
+    try:
+        # Three long actions: two run, the third waits for a slot...
+        for i in range(3):
+            await call(engine, "jobs:schedule_slow", name=f"a{i}", seconds=2.0)
+        await until(lambda: query(engine, "jobs:count", name="a1:start") == 1, 10, "two run")
+        # ...and a mutation job due now runs at once, not behind it.
+        started = time.monotonic()
+        await call(engine, "jobs:later", name="quick", seconds=0.0)
+        await until(lambda: query(engine, "jobs:count", name="quick") == 1, 10, "the mutation")
+        assert time.monotonic() - started < 1.0, "it waited for an action to end"
+        # The third action runs once a slot is free.
+        await until(lambda: query(engine, "jobs:count", name="a2") == 1, 10, "the third action")
+    finally:
+        await runner.stop()
+
+
 async def test_two_runners_run_a_job_once(engine: Engine, runner: SchedulerRunner) -> None:
     other = SchedulerRunner(engine)
     await other.start()

@@ -183,7 +183,12 @@ class SchedulerRunner:
 
     # -- the loop -------------------------------------------------------------------------
     def _due(self, now: float) -> tuple[list[dict[str, Any]], float | None]:
-        """Up to ``max_jobs_per_turn`` due pending jobs, and when the next one is due."""
+        """Up to ``max_jobs_per_turn`` due pending jobs, and when the next one is due.
+
+        While every action slot is taken, due actions are passed over (they stay pending, and
+        a slot's release wakes the runner): the jobs behind them, mutations above all, must
+        not wait for an action to end."""
+        slots_free = not self._slots.locked()
         tx = Transaction(self.engine._store, writable=False, deadline=None)
         prefix = encode_value(PENDING)
         scan = tx.scan(SCHEDULED_FUNCTIONS, BY_NEXT, prefix, prefix + TOP, False)
@@ -194,6 +199,8 @@ class SchedulerRunner:
                 if job["scheduledTime"] > now:
                     later = float(job["scheduledTime"])
                     break
+                if not slots_free and self._is_action(job["name"]):
+                    continue
                 due.append(job)
                 if len(due) >= self.max_jobs_per_turn:
                     later = now
@@ -223,6 +230,10 @@ class SchedulerRunner:
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
 
+    def _is_action(self, path: str) -> bool:
+        spec = self.engine.functions.get(path)
+        return spec is not None and spec.kind == "action"
+
     async def _start(self, job: dict[str, Any]) -> bool:
         """Run (mutation) or launch (action) one job; False if its claim could not commit."""
         job_id, path = job["_id"], job["name"]
@@ -235,7 +246,9 @@ class SchedulerRunner:
             if spec.kind == "mutation":
                 await self._run_mutation_job(job_id, spec, args)
                 return True
-            await self._slots.acquire()
+            if self._slots.locked():
+                return True  # taken by jobs earlier in this turn: it waits, still pending
+            await self._slots.acquire()  # free: at once
             try:
                 node = self.node
                 claimed = await self.engine.run_system(
@@ -294,6 +307,7 @@ class SchedulerRunner:
             )
         finally:
             self._slots.release()
+            self._wake.set()  # actions passed over for want of a slot may start now
 
     async def _finish(
         self, job_id: str, expected: str, kind: str, error: str | None = None
