@@ -7,10 +7,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from marketpulse.reactive.engine import Engine
+import pytest
+
+from marketpulse.reactive.engine import Engine, _engine
 from marketpulse.reactive.persistence import (
     Commit,
     CommitConflict,
@@ -167,3 +170,52 @@ async def test_mutations_started_ahead_run_again_in_order_behind_another_nodes_c
     finally:
         await a.close()
         await b.close()
+
+
+def hide_a_commit_from(log: MemoryLog, name: int) -> None:
+    """Move the log's head by a commit node ``name`` will never be handed (it carries the
+    node's own name, as a commit the node forgot it wrote would)."""
+    head = log.entries[-1][1].ts if log.entries else 0
+    log.entries.append((name, Commit(head + 1, (), base_ts=head)))
+
+
+async def test_commits_refused_while_nothing_newer_arrives_fail_in_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A log that keeps refusing a node's commits while the commit that moved its head never
+    reaches the node: the mutation fails with a clear error after ``REFUSED_MAX_S`` (instead
+    of being re-run every second for ever), the node reports the lag, and it recovers once a
+    newer commit arrives."""
+    monkeypatch.setattr(_engine, "REFUSED_MAX_S", 0.5)
+    log = MemoryLog()
+    a = await Engine.open(log.node(1), MODULES)
+    b = await Engine.open(log.node(2), MODULES)
+    try:
+        hide_a_commit_from(log, 1)
+        started = time.monotonic()
+        r = await asyncio.wait_for(a.run_mutation("counters:increment", {"name": "c"}), 5)
+        assert not r.success and "behind the shared log" in (r.error_message or ""), r
+        assert 0.5 <= time.monotonic() - started < 3
+        assert a.remote_backlog_s >= 0.5  # what /health reports as lag
+        # Refused again at once while still behind.
+        r = await asyncio.wait_for(a.run_mutation("counters:increment", {"name": "c"}), 1)
+        assert not r.success and "behind the shared log" in (r.error_message or "")
+        # Another node's commit reaches it: it is current again (the hidden one wrote nothing).
+        assert (await b.run_mutation("counters:increment", {"name": "c"})).success
+        await until(lambda: a.ts == b.ts)
+        assert a.remote_backlog_s == 0.0
+        assert (await a.run_mutation("counters:increment", {"name": "c"})).value == 2.0
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_close_does_not_wait_for_a_commit_the_log_keeps_refusing() -> None:
+    log = MemoryLog()
+    a = await Engine.open(log.node(1), MODULES)
+    hide_a_commit_from(log, 1)
+    pending = asyncio.ensure_future(a.run_mutation("counters:increment", {"name": "c"}))
+    await until(lambda: log.conflicts > 0)
+    await asyncio.wait_for(a.close(), 3)
+    r = await pending
+    assert not r.success and "closed" in (r.error_message or ""), r

@@ -548,6 +548,151 @@ async def test_readiness_follows_a_cut_database_and_recovers(cluster: Cluster) -
         relay.stop()
 
 
+async def waiting_on_the_head(url: str, node: str) -> int:
+    """How many of ``node``'s calls wait for the ``log_head`` row lock (orphans included: the
+    server keeps running a call whose connection was reset while it waits)."""
+    rows = await sql(
+        url,
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1"
+        " AND wait_event_type = 'Lock'",
+        f"marketpulse-{node}",
+    )
+    return int(rows[0]["n"])
+
+
+async def counter_in_postgres(url: str) -> float:
+    rows = await sql(url, "SELECT doc FROM documents WHERE tbl = 'counters'")
+    return float(orjson.loads(rows[0]["doc"])["value"])
+
+
+@pytest.mark.parametrize("orphan", ["lands_first", "lands_before_the_lookup", "never_lands"])
+async def test_a_commit_orphaned_by_a_reset_connection_is_answered_once(
+    cluster: Cluster, orphan: str
+) -> None:
+    """The writer's connection is reset while its group waits for the head's row lock: the
+    server goes on running the orphaned call. Whether it commits first, before the writer
+    looks it up, or never, the mutation is answered once, applied once, and the node's memory
+    is PostgreSQL's (it was refused as a conflict with itself, then re-run for ever)."""
+    relay = TcpRelay(urlsplit(cluster.url).port or 5432).start()
+    locker = await asyncpg.connect(cluster.url)
+    try:
+        a = await cluster.node(url=through(relay, cluster.url), node="a")
+        assert (await a.run_mutation("counters:increment", {"name": "c"})).success
+        lock = locker.transaction()
+        await lock.start()
+        await locker.execute("SELECT ts FROM log_head WHERE id = 1 FOR UPDATE")
+        task = asyncio.create_task(a.run_mutation("counters:increment", {"name": "c"}))
+        await until(lambda: waiting_on_the_head(cluster.url, "a"), what="the group to wait")
+        orphans = await sql(
+            cluster.url,
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'marketpulse-a'"
+            " AND wait_event_type = 'Lock'",
+        )
+        if orphan == "lands_first":
+            relay.cut()  # a reset: the server's backend goes on waiting for the lock
+            # The writer reconnects, finds nothing, re-sends: it waits behind its orphan.
+            await until(
+                lambda: _at_least(waiting_on_the_head(cluster.url, "a"), 2),
+                what="the re-send to wait behind its orphan",
+            )
+            await lock.commit()  # the orphan commits first; the re-send finds the head moved
+        else:
+            relay.switch(free_port())  # the writer cannot reconnect for now
+            relay.cut()
+            if orphan == "never_lands":
+                await sql(cluster.url, "SELECT pg_cancel_backend($1)", orphans[0]["pid"])
+            await lock.commit()
+            if orphan == "lands_before_the_lookup":
+                await until(lambda: _commits_are(cluster.url, 2), what="the orphan to commit")
+            relay.switch(urlsplit(cluster.url).port or 5432)
+        result = await asyncio.wait_for(task, 10)
+        assert result.success and result.value == 2.0, result
+        assert a.run_query("counters:value", {"name": "c"}).value == 2.0
+        assert await counter_in_postgres(cluster.url) == 2.0
+        # The node writes on, and follows another node's commits.
+        assert (await a.run_mutation("counters:increment", {"name": "c"})).value == 3.0
+        b = await cluster.node()
+        assert (await b.run_mutation("counters:increment", {"name": "c"})).value == 4.0
+        await until(lambda: a.ts == b.ts)
+        assert a.run_query("counters:value", {"name": "c"}).value == 4.0
+        assert await counter_in_postgres(cluster.url) == 4.0
+        assert len(await sql(cluster.url, "SELECT ts FROM commits")) == 4
+        assert a.timings.conflicts == 0
+        await until(lambda: persistence(a).readiness().ok, what="node a to be ready")
+        await asyncio.wait_for(a.close(), 5)
+    finally:
+        await locker.close()
+        relay.stop()
+
+
+async def _at_least(count: Any, n: int) -> bool:
+    return int(await count) >= n
+
+
+async def _commits_are(url: str, n: int) -> bool:
+    return len(await sql(url, "SELECT ts FROM commits")) == n
+
+
+def test_the_follower_hands_over_every_own_commit_the_writer_does_not_answer() -> None:
+    """Of this node's commits in the log, only those the writer is answering are left to it
+    (and noted as landed, so a lost connection cannot make the writer refuse them); any other
+    (the writer gave up on it, outcome unknown, and an orphaned call committed it later) is
+    the engine's to apply."""
+    store = PostgresPersistence("postgresql://nowhere/x", node="a")
+    answered = store._encoded(Commit(10, (counter(1),), base_ts=0))
+    store._answering = {10: answered}
+    assert store._accept(10, 0, "a", answered.body)
+    assert store._landed == {10} and store._inbox.empty() and store.position == 10
+    store._answering = {}
+    given_up = store._encoded(Commit(20, (counter(2),), base_ts=10))
+    assert store._accept(20, 10, "a", given_up.body)
+    handed = store._inbox.get_nowait()
+    assert isinstance(handed, Commit) and handed.ts == 20 and store.position == 20
+    # The same ts under this node's name, but not the commit being answered.
+    store._answering = {30: store._encoded(Commit(30, (counter(3),), base_ts=20))}
+    other = store._encoded(Commit(30, (counter(4),), base_ts=20))
+    assert store._accept(30, 20, "a", other.body)
+    assert store._landed == {10} and store._inbox.get_nowait().ts == 30  # type: ignore[union-attr]
+
+
+async def test_a_write_whose_outcome_stays_unknown_fails_in_time(cluster: Cluster) -> None:
+    """The head stays locked past ``write_timeout_s`` after the writer's connection was reset:
+    the mutation fails with a clear error in time (and /health says why), the node's memory
+    stays PostgreSQL's, and it writes again once the lock is gone."""
+    relay = TcpRelay(urlsplit(cluster.url).port or 5432).start()
+    locker = await asyncpg.connect(cluster.url)
+    try:
+        a = await cluster.node(url=through(relay, cluster.url), node="a", write_timeout_s=1.5)
+        pa = persistence(a)
+        assert (await a.run_mutation("counters:increment", {"name": "c"})).success
+        lock = locker.transaction()
+        await lock.start()
+        await locker.execute("SELECT ts FROM log_head WHERE id = 1 FOR UPDATE")
+        task = asyncio.create_task(a.run_mutation("counters:increment", {"name": "c"}))
+        await until(lambda: waiting_on_the_head(cluster.url, "a"), what="the group to wait")
+        relay.cut()
+        result = await asyncio.wait_for(task, pa.write_timeout_s + 2)
+        assert not result.success
+        assert "PostgreSQL unreachable" in (result.error_message or ""), result
+        assert not pa.readiness().ok
+        # The server gave up the orphaned calls too (statement_timeout): nothing lands late.
+        await until(lambda: _at_least(_none_wait(cluster.url), 1), what="the orphans to end")
+        await lock.commit()
+        await asyncio.sleep(0.5)
+        assert await counter_in_postgres(cluster.url) == 1.0
+        assert a.run_query("counters:value", {"name": "c"}).value == 1.0
+        assert (await a.run_mutation("counters:increment", {"name": "c"})).value == 2.0
+        await until(lambda: pa.readiness().ok, what="node a to be ready again")
+        await asyncio.wait_for(a.close(), 5)
+    finally:
+        await locker.close()
+        relay.stop()
+
+
+async def _none_wait(url: str) -> int:
+    return int(await waiting_on_the_head(url, "a") == 0)
+
+
 async def test_readiness_reports_a_node_behind_the_log(cluster: Cluster) -> None:
     a = await cluster.node(max_lag_s=0.2)
     pa = persistence(a)

@@ -86,6 +86,11 @@ relaxed mutations wait for their write like durable ones: memory stays bounded."
 _RELAXED_RETRY_S = 0.1
 """After a failed flush of relaxed commits, the next attempt waits at least this long."""
 
+REFUSED_MAX_S = 10.0
+"""A shared log that keeps refusing this node's commits (another node's came first) while no
+newer commit reaches the node for this long: the refused mutations fail (a transient error,
+try again) instead of being re-run for ever, and the node reports itself behind the log."""
+
 REPLAY_REJECTED = "MutationReplayRejected: this sessionId and requestId belong to another call"
 
 
@@ -288,6 +293,9 @@ class Engine:
         self._remote: list[Commit] = []  # commits of other nodes, not yet applied
         self._remote_event = asyncio.Event()
         self._remote_since: float | None = None  # when the oldest of _remote arrived
+        # Since when the shared log has refused this node's commits with no newer commit
+        # applied since (None: not refused, or caught up since).
+        self._refused_since: float | None = None
         self._follower: asyncio.Task[None] | None = None
         self._remote_snapshot: Snapshot | None = None  # the log compacted past this node
         self._receipts: OrderedDict[tuple[str, int], Receipt] = OrderedDict()
@@ -358,9 +366,10 @@ class Engine:
     @property
     def remote_backlog_s(self) -> float:
         """How long commits of other nodes have waited here to be applied (0 when none
-        wait; they wait while a write of this node's is in flight)."""
-        since = self._remote_since
-        return 0.0 if since is None else time.monotonic() - since
+        wait; they wait while a write of this node's is in flight), or since the shared log
+        first refused this node's commits, if no newer commit has reached it since."""
+        started = [t for t in (self._remote_since, self._refused_since) if t is not None]
+        return 0.0 if not started else time.monotonic() - min(started)
 
     def readiness(self) -> Readiness | None:
         """Whether this node is current with a shared log and connected to it (None when
@@ -1021,6 +1030,7 @@ class Engine:
             self._notify_tables({dw.table for c in self._remote for dw in c.writes})
         self._remote = []
         self._remote_since = None
+        self._refused_since = None
         self._remote_event.clear()
         queue, self._queue = self._queue, []
         self._overlay = Overlay()
@@ -1092,9 +1102,19 @@ class Engine:
             try:
                 if commit is not None:
                     await self.persistence.write(commit)
-            except CommitConflict:
+            except CommitConflict as exc:
                 # Another node committed first: wait for its commit, apply it and re-run.
                 self.timings.conflicts += 1
+                now = time.monotonic()
+                if self._refused_since is None:
+                    self._refused_since = now
+                stuck = now - self._refused_since
+                if self._closed or stuck >= REFUSED_MAX_S:
+                    # Closing, the follower is stopped: that commit will not come. Else it has
+                    # not come for too long: re-running on the same state cannot help.
+                    self._unflushed_failed()
+                    self._fail_queued(group, self._behind(exc, stuck))
+                    continue
                 self._again_batch = max(1, len(group) // 2)
                 self._queue = group + self._queue
                 with contextlib.suppress(TimeoutError):
@@ -1110,6 +1130,7 @@ class Engine:
                 self.timings.write += time.perf_counter() - started
             # No await from here on: memory, ts and subscriptions change in one step.
             self._again_batch = 0
+            self._refused_since = None
             self._flushed(flushing)
             if group:
                 self._apply_group(group)
@@ -1210,6 +1231,16 @@ class Engine:
             return None
         return Commit(
             group[-1].ts, tuple(net.values()), base_ts=self._ts, receipts=self._receipts_of(group)
+        )
+
+    def _behind(self, conflict: CommitConflict, stuck: float) -> PersistenceError:
+        if self._closed:
+            return PersistenceError(
+                f"the store closed while the shared log refused the commit ({conflict})"
+            )
+        return PersistenceError(
+            f"this node is behind the shared log: its commits were refused for {stuck:.0f} s"
+            f" and the newer commits have not reached it ({conflict}); try again"
         )
 
     def _fail_queued(self, group: list[_Pending], exc: Exception) -> None:

@@ -32,7 +32,13 @@ one flush each, where one round trip carries a whole group with one flush. A con
 own also skips the pool's acquire and its reset query on release, a second round trip per
 commit (``bench/cluster.py``). A group whose connection drops mid-commit does not know whether
 it committed: the writer reconnects and looks its commits up (by ts and node) before answering,
-until ``write_timeout_s``.
+until ``write_timeout_s``. The server may still be running the call the lost connection carried
+(an orphan, waiting for the head's lock: nothing tells it its client is gone) and commit it
+after that look-up: the re-sent group then finds its own commit in the log and
+``mp_commit_group`` answers it as committed, not as a conflict; a commit of this node's the
+follower sees while the writer answers it counts as committed too; and one the writer gave up
+on (outcome unknown) is handed to the engine like another node's. ``statement_timeout`` on the
+writer's connection bounds how long an orphan may run.
 
 Following (:meth:`PostgresPersistence.remote_commits`): a dedicated connection ``LISTEN``\\ s;
 a notification carries the commit itself when it fits (else only its ts), and is applied when
@@ -111,7 +117,8 @@ CREATE TABLE IF NOT EXISTS nodes (
 -- One group of commits, in order, in one transaction (see "Writing" above). Per commit i:
 -- p_bases/p_tss/p_bodies[i]; its writes are the entries of p_w* whose p_wc is i (p_docs NULL:
 -- a delete), its receipts those of p_r* whose p_rc is i. Returns, per commit, NULL if it was
--- committed, else the log head it was refused at (-1: a re-sent request).
+-- committed (by this call or, for a re-sent group, by an earlier one), else the log head it
+-- was refused at (-1: a re-sent request).
 CREATE OR REPLACE FUNCTION mp_commit_group(
     p_node TEXT, p_bases BIGINT[], p_tss BIGINT[], p_bodies TEXT[],
     p_wc INT[], p_ids TEXT[], p_tbls TEXT[], p_docs TEXT[],
@@ -128,7 +135,18 @@ BEGIN
         -- older head) or not after the head (the head returned), or a re-send of a request
         -- already committed, here or earlier in this group (-1).
         IF head <> p_bases[i] OR p_tss[i] <= head THEN
-            outcome := outcome || head;
+            -- Unless the log holds this very commit (its ts, node, base and body): the call
+            -- that carried it was orphaned by a lost connection and committed it after the
+            -- writer looked it up. This is its re-send, answered as committed (NULL): refused,
+            -- its node would take its own commit for another's and re-run its mutations.
+            IF p_tss[i] <= head AND EXISTS (
+                SELECT 1 FROM commits WHERE ts = p_tss[i] AND node = p_node
+                    AND prev = p_bases[i] AND body = p_bodies[i]
+            ) THEN
+                outcome := outcome || NULL::BIGINT;
+            ELSE
+                outcome := outcome || head;
+            END IF;
             CONTINUE;
         END IF;
         -- (Statements that would find nothing are skipped: each costs a little in plpgsql.)
@@ -347,7 +365,12 @@ class PostgresPersistence:
         self._inbox: asyncio.Queue[Commit | Snapshot] = asyncio.Queue()
         self._wake = asyncio.Event()
         self._notified: list[str] = []
-        self._unknown: set[int] = set()  # own commits whose outcome a lost connection hid
+        # The commits of the group the writer is answering (by ts), and those of them the
+        # follower already saw in the log: committed, whatever a lost connection hides from
+        # the writer. Any other commit of this node's in the log is the engine's to apply
+        # (see _accept).
+        self._answering: dict[int, _Encoded] = {}
+        self._landed: set[int] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._queue: list[_Queued] = []
         self._writer: asyncio.Task[None] | None = None
@@ -600,6 +623,8 @@ class PostgresPersistence:
         while self._queue:
             group = self._queue[:GROUP_MAX]
             del self._queue[:GROUP_MAX]
+            self._answering = {q.encoded.commit.ts: q.encoded for q in group}
+            self._landed.clear()
             try:
                 outcome = await self._write_group(group)
             except asyncio.CancelledError:
@@ -610,19 +635,35 @@ class PostgresPersistence:
                     if not q.future.done():
                         q.future.set_exception(closed)
                 self._queue.clear()
+                self._stop_answering()
                 raise
             except Exception as exc:
+                # Those the follower saw in the log committed; the others' outcome is unknown:
+                # they fail, and if they did commit, the follower hands them to the engine
+                # like another node's commits (they are no longer answered here).
                 error = exc if isinstance(exc, PersistenceError) else self._failed(str(exc))
                 for q in group:
-                    if not q.future.done():
+                    if q.future.done():
+                        continue
+                    if q.encoded.commit.ts in self._landed:
+                        q.future.set_result(None)
+                    else:
                         q.future.set_exception(error)
+                self._stop_answering()
                 continue
             self._failing = None
             for q, head in zip(group, outcome, strict=True):
                 commit = q.encoded.commit
+                if head is not None and commit.ts in self._landed:
+                    # Refused, yet the follower saw it in the log (an orphaned call of a lost
+                    # connection committed it): it is committed; re-running its mutations
+                    # would apply them twice.
+                    head = None
                 if head is None:
                     self._saw_head(commit.ts)
                     self.position = max(self.position, commit.ts)
+                elif head > 0:
+                    self._saw_head(head)  # the follower has that commit to bring
                 if q.future.done():
                     continue
                 if head is None:
@@ -643,6 +684,13 @@ class PostgresPersistence:
                             f" (or this commit's ts {commit.ts} is not after it)"
                         )
                     )
+            # In the same step as the position moved past them: the follower takes any later
+            # sight of these commits for one it already had.
+            self._stop_answering()
+
+    def _stop_answering(self) -> None:
+        self._answering = {}
+        self._landed.clear()
 
     async def _write_group(self, group: list[_Queued]) -> list[int | None]:
         """One round trip for ``group`` (retried through lost connections until
@@ -668,15 +716,18 @@ class PostgresPersistence:
                 if isinstance(exc, asyncpg.PostgresError) and not isinstance(
                     exc, _CONNECTION_ERRORS
                 ):
+                    # (After a lost connection, an earlier call may still commit the group:
+                    # then the follower hands it to the engine, see _write_groups.)
                     raise self._failed(f"PostgreSQL refused the commit: {exc}") from exc
                 # The connection, the server or the client library failed mid-way (or the
                 # deadline cut a round trip short): whether the group committed is unknown.
                 self._drop_writer_connection()
                 ambiguous = True
                 if time.monotonic() + delay >= deadline:
-                    # If it did commit, the log brings it back to this node.
-                    self._unknown.update(stamps)
-                    cause = f"PostgreSQL unreachable: {exc or type(exc).__name__}"
+                    cause = (
+                        f"PostgreSQL unreachable: {exc or type(exc).__name__}"
+                        f" (the outcome of the commit is unknown after {self.write_timeout_s:g} s)"
+                    )
                     raise self._failed(cause, unreachable=True) from exc
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
@@ -687,7 +738,13 @@ class PostgresPersistence:
             self._writer_conn = await asyncpg.connect(
                 self.dsn,
                 timeout=self.write_timeout_s,
-                server_settings={"application_name": self.application_name},
+                server_settings={
+                    "application_name": self.application_name,
+                    # A call whose connection was lost goes on on the server (while it waits
+                    # for the head's lock, nothing tells it its client is gone): this bounds
+                    # how long after the writer gave up such an orphan may still commit.
+                    "statement_timeout": str(max(100, int(self.write_timeout_s * 1000))),
+                },
             )
         return self._writer_conn
 
@@ -727,8 +784,13 @@ class PostgresPersistence:
             return True  # already had it (this node's own, or read by a catch-up)
         if prev != self.position or body is None:
             return False
-        if node != self.node or ts in self._unknown:
-            self._unknown.discard(ts)
+        answering = self._answering.get(ts) if node == self.node else None
+        if answering is not None and answering.body == body and answering.commit.base_ts == prev:
+            # The writer answers it (it may not know yet that it landed, see _write_groups).
+            self._landed.add(ts)
+        else:
+            # Another node's, or one of this node's the writer no longer answers (it gave up
+            # on it, outcome unknown, and an orphaned call committed it later): the engine's.
             self._inbox.put_nowait(_decode_body(ts, prev, body))
         self.position = ts
         return True
@@ -784,7 +846,6 @@ class PostgresPersistence:
             position=behind,
             head=snap.ts,
         )
-        self._unknown.clear()
         self._saw_head(snap.ts)
         self.position = snap.ts
         self._inbox.put_nowait(snap)
