@@ -103,7 +103,7 @@ def _live_of(stream_id: str) -> Callable[[IndexRange], IndexRange]:
     return lambda q: q.eq("stream", stream_id).eq("live", True)
 
 
-def expire_leases(db: DatabaseWriter, now_ms: float) -> dict[str, Any]:
+def expire_leases(db: DatabaseWriter, now_ms: float) -> dict[str, int | bool]:
     """Mark the leases lapsed by ``now_ms`` dead, and their streams' books and prices stale
     (with those a dead lease has left live: see :data:`STALE_BATCH`)."""
     leases = db.query("leases").with_index("by_stream").collect()
@@ -118,7 +118,7 @@ def expire_leases(db: DatabaseWriter, now_ms: float) -> dict[str, Any]:
     return {"expired": len(lapsed), "stale": stale, "more": more}
 
 
-def reset_leases(db: DatabaseWriter) -> dict[str, Any]:
+def reset_leases(db: DatabaseWriter) -> dict[str, int | bool]:
     """Mark every lease dead (a store start): nothing is live until its writer renews. Call
     again while the answer says ``more`` (at most :data:`STALE_BATCH` documents a call)."""
     leases = db.query("leases").with_index("by_stream").collect()

@@ -335,7 +335,7 @@ def applyUpdates(ctx: MutationCtx, batch: dict[str, Any]) -> dict[str, int]:
 
 
 @marketData.internal_mutation(durability="relaxed")
-def expireLeases(ctx: MutationCtx, continued: bool = False) -> dict[str, Any]:
+def expireLeases(ctx: MutationCtx, continued: bool = False) -> dict[str, int | bool]:
     """Mark lapsed stream leases dead, and their books and prices stale (a cron, every second).
 
     A stream with more than one run's worth of documents is marked by a chain of runs, the
@@ -348,7 +348,7 @@ def expireLeases(ctx: MutationCtx, continued: bool = False) -> dict[str, Any]:
 
 
 @marketData.internal_mutation
-def resetLeases(ctx: MutationCtx) -> dict[str, Any]:
+def resetLeases(ctx: MutationCtx) -> dict[str, int | bool]:
     """Mark every lease dead: run as the store starts, so nothing is live until renewed
     (again while it answers ``more``: the at-start runner does so)."""
     return _leases.reset_leases(ctx.db)

@@ -308,8 +308,8 @@ export declare const internal: {
     expireLeases: FunctionReference<
       "mutation",
       "internal",
-      Record<string, never>,
-      Record<string, number>,
+      { continued?: boolean },
+      Record<string, number | boolean>,
     >;
     /** Store a stream's health report; an older report than the stored one is ignored. */
     reportStreamStatus: FunctionReference<
@@ -318,12 +318,12 @@ export declare const internal: {
       { status: Record<string, any> },
       boolean,
     >;
-    /** Mark every lease dead: run as the store starts, so nothing is live until renewed. */
+    /** Mark every lease dead: run as the store starts, so nothing is live until renewed (again while it answers `more`: the at-start runner does so). */
     resetLeases: FunctionReference<
       "mutation",
       "internal",
       Record<string, never>,
-      Record<string, number>,
+      Record<string, number | boolean>,
     >;
     /** Write the exchange's candles of complete past intervals (a market's history): one object per candle in `candles`, or rows of bytes per market and interval in `packed` (what the pipeline sends: see :func:`~marketpulse.marketdata._batch.parse_packed_candles`). */
     upsertCandles: FunctionReference<
