@@ -17,6 +17,8 @@ from decimal import Decimal, InvalidOperation
 from enum import IntEnum
 from typing import Any
 
+from marketpulse.kalshi.book import PriceGrid
+
 __all__ = [
     "ERROR_TEXTS",
     "ErrorCode",
@@ -377,7 +379,7 @@ class MarketLifecycle:
     ticker: str
     event_type: str
     fields: dict[str, Any]
-    price_ranges: tuple[tuple[Decimal, Decimal, Decimal], ...] | None = None
+    price_ranges: PriceGrid | None = None
     """The market's new ``(start, end, step)`` price ranges when the event carries them (a
     ``price_level_structure_updated``, or ``created``); None when it does not."""
 
@@ -720,7 +722,7 @@ def _parse_lifecycle(frame: dict[str, Any]) -> MarketLifecycle:
     )
 
 
-def _price_ranges(raw: Any) -> tuple[tuple[Decimal, Decimal, Decimal], ...] | None:
+def _price_ranges(raw: Any) -> PriceGrid | None:
     """``price_ranges`` (``[{start, end, step}]``, dollars) as ``(start, end, step)``."""
     if raw is None:
         return None

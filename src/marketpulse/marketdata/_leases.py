@@ -111,9 +111,8 @@ def expire_leases(db: DatabaseWriter, now_ms: float) -> dict[str, int | bool]:
     for doc in lapsed:
         db.patch(doc["_id"], {"live": False})
         _mark_stream(db, doc["streamId"], live=False)
-    dead = {doc["streamId"] for doc in leases if not doc.get("live")} | {
-        doc["streamId"] for doc in lapsed
-    }
+    # Dead before this run, or lapsed in it (``leases`` holds the docs as read, live).
+    dead = {doc["streamId"] for doc in leases if not doc.get("live") or doc["expiresAt"] < now_ms}
     stale, more = _mark_stale(db, dead) if dead else (0, False)
     return {"expired": len(lapsed), "stale": stale, "more": more}
 

@@ -6,12 +6,15 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from marketpulse.marketdata.limits import MARKETS_PER_UPSERT
 from marketpulse.pipeline._store import StoreClient
+
+if TYPE_CHECKING:
+    from marketpulse.kalshi.book import PriceGrid
 
 __all__ = [
     "UPSERT_MARKETS",
@@ -102,7 +105,7 @@ def market_to_upsert(market: Any) -> dict[str, Any] | None:
     return entry
 
 
-def price_grid(market: Any) -> tuple[tuple[Decimal, Decimal, Decimal], ...]:
+def price_grid(market: Any) -> PriceGrid:
     """A REST market's ``price_ranges`` as ``(start, end, step)`` (empty: none given)."""
     return tuple((r.start, r.end, r.step) for r in getattr(market, "price_ranges", None) or ())
 

@@ -331,9 +331,10 @@ class SyncConnection:
         what was unanswered, where a ``FatalError`` would stop them for good."""
         if self._done:
             return
-        THROTTLE.log(log, "info", "closing a sync socket", code=code, reason=reason[:120])
+        reason = reason[:_MAX_CLOSE_REASON]
+        THROTTLE.log(log, "info", "closing a sync socket", code=code, reason=reason)
         self._finish()
-        self._socket.close(code, reason[:_MAX_CLOSE_REASON])
+        self._socket.close(code, reason)
 
     def pause_writing(self) -> None:
         """The transport's buffer is full: hold Transitions back until it drains."""
