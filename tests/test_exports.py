@@ -161,6 +161,7 @@ EXPORTS: dict[str, list[str]] = {
         "SqlitePersistence",
         "UnsafeDatabase",
         "WriteNow",
+        "database_kind",
         "open_persistence",
     ],
     "marketpulse.reactive.sync": [],

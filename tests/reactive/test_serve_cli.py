@@ -240,3 +240,64 @@ def test_every_limit_is_a_flag_and_an_env_var(
     for name in SERVE_LIMITS:
         assert name in _cli.ServeSettings.model_fields
         assert _cli._limit_flag(name) in flags, name
+
+
+def test_a_database_that_is_no_url_is_refused_before_anything_starts(
+    served: list[dict[str, Any]],
+) -> None:
+    result = CliRunner().invoke(serve_app(), ["serve", "--db", "/data/store.sqlite"])
+    assert result.exit_code == 2 and served == []
+    assert "say sqlite:/data/store.sqlite" in " ".join(result.output.split())
+    result = CliRunner().invoke(serve_app(), ["serve", "--db", "mysql://u:hunter2@h/db"])
+    assert result.exit_code == 2 and served == []
+    assert "unknown database URL" in result.output and "hunter2" not in result.output
+
+
+def test_an_unreachable_database_or_a_taken_port_is_one_line_and_exit_code_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    from marketpulse.testing import free_port
+
+    monkeypatch.setattr(_cli, "configure_logging", lambda level: None)
+    monkeypatch.setenv("MARKETPULSE_ADMIN_KEY", "k" * 64)
+    nobody = f"postgresql://postgres:hunter2@127.0.0.1:{free_port()}/nowhere"
+    result = CliRunner().invoke(serve_app(), ["serve", "--db", nobody, "--port", "0"])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("marketpulse serve: cannot connect to PostgreSQL")
+    assert result.output.count("\n") == 1 and "hunter2" not in result.output
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        db = f"sqlite:{tmp_path / 's.sqlite'}"
+        result = CliRunner().invoke(serve_app(), ["serve", "--db", db, "--port", port])
+    # uvicorn's own exit code for this, 3, is EXIT_DATABASE_REFUSED here.
+    assert result.exit_code == 1, result.output
+    assert f"marketpulse serve: cannot listen on 127.0.0.1:{port}" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_told_port_0_the_listening_line_names_the_port_it_serves_on(tmp_path: Path) -> None:
+    import json
+    import sys
+
+    from marketpulse.testing import ManagedProcess, http_ok
+
+    log = tmp_path / "serve.log"
+    argv = [sys.executable, "-m", "marketpulse", "serve", "--port", "0"]
+    argv += ["--db", f"sqlite:{tmp_path / 's.sqlite'}"]
+
+    def listening() -> dict[str, Any] | None:
+        for line in log.read_text().splitlines():
+            if line.startswith("{") and '"store listening"' in line:
+                return dict(json.loads(line))
+        return None
+
+    with ManagedProcess("store", argv, log_path=log) as store:
+        store.wait_ready(lambda: listening() is not None, 60, "listening")
+        url = str(listening()["url"])  # type: ignore[index]
+        assert url.startswith("http://127.0.0.1:") and not url.endswith(":0")
+        assert http_ok(url + "/health")

@@ -255,6 +255,10 @@ def load_crons(names: list[str]) -> list[Any]:
     return found
 
 
+class CannotListen(RuntimeError):
+    """``serve`` could not bind its port (uvicorn has logged the cause)."""
+
+
 def _graceful_server_class() -> Any:
     import uvicorn
 
@@ -262,11 +266,23 @@ def _graceful_server_class() -> Any:
         """uvicorn, minus re-raising SIGTERM/SIGINT after shutdown (which would kill the
         process before the engine and SQLite are closed); exits 0 instead."""
 
+        on_listening: Callable[[int], None] | None = None
+
         async def startup(self, sockets: Any = None) -> None:
             from marketpulse.reactive.admission import widen_listen_queue
 
-            await super().startup(sockets)
+            try:
+                await super().startup(sockets)
+            except SystemExit:
+                # uvicorn logs why (a port in use) and exits 3, which is EXIT_DATABASE_REFUSED
+                # here: say it apart.
+                raise CannotListen(
+                    f"cannot listen on {self.config.host}:{self.config.port}"
+                ) from None
             widen_listen_queue(self.servers)  # listened with ACCEPT_BATCH: see there
+            if self.on_listening is not None:
+                # The bound port, which is not --port when that is 0.
+                self.on_listening(self.servers[0].sockets[0].getsockname()[1])
 
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
@@ -358,9 +374,9 @@ async def _serve(
         freezer.start()
         watch = LoopWatch(gateway.metrics.registry)
         watch.start()
-        log.info(
+        server.on_listening = lambda port: log.info(
             "store listening",
-            url=f"http://{settings.host}:{settings.port}",
+            url=f"http://{settings.host}:{port}",
             db=settings.db.split("@")[-1],
             modules=[m.name for m in modules],
             static=str(static) if static else None,
@@ -532,6 +548,12 @@ def register(
         if "functions" not in settings.model_fields_set and default_functions is not None:
             settings = settings.model_copy(update={"functions": [default_functions]})
         configure_logging(settings.log_level)
+        from marketpulse.reactive.persistence import database_kind
+
+        try:
+            database_kind(settings.db)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--db / MARKETPULSE_DB") from None
         if settings.admin_key is not None and settings.admin_key.get_secret_value():
             admin_key = settings.admin_key.get_secret_value()
         else:
@@ -547,7 +569,7 @@ def register(
         static = settings.static_dir or default_static_dir
         auth = _auth(settings)
         from marketpulse.reactive._profiling import profiled
-        from marketpulse.reactive.persistence import UnsafeDatabase
+        from marketpulse.reactive.persistence import PersistenceError, UnsafeDatabase
         from marketpulse.reactive.sync._fanout_writer import fanout_writer_from_env
 
         profile = os.environ.get("MARKETPULSE_PROFILE")
@@ -571,3 +593,8 @@ def register(
             # a supervisor knows restarting will not help.
             typer.echo(str(exc), err=True)
             raise typer.Exit(EXIT_DATABASE_REFUSED) from None
+        except (PersistenceError, CannotListen) as exc:
+            # The database cannot be reached, or the port is taken: one line, exit 1 (a
+            # supervisor may retry), rather than a traceback around the one line that matters.
+            typer.echo(f"marketpulse serve: {exc}", err=True)
+            raise typer.Exit(1) from None

@@ -17,7 +17,7 @@ commits, applies them and re-runs its queued mutations.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from marketpulse._lazy import lazy_import
 
@@ -40,6 +40,7 @@ __all__ = [
     "SqlitePersistence",
     "UnsafeDatabase",
     "WriteNow",
+    "database_kind",
     "open_persistence",
 ]
 
@@ -109,7 +110,8 @@ def open_persistence(url: str, *, accept_database_loss: bool = False) -> Persist
         UnsafeDatabase: the database is not the one this store last wrote (see above).
         PersistenceError: the store cannot be opened.
     """
-    if url.startswith("sqlite:"):
+    kind = database_kind(url)
+    if kind == "sqlite":
         rest = url[len("sqlite:") :]
         if rest.startswith("//"):
             rest = rest[2:]
@@ -118,10 +120,25 @@ def open_persistence(url: str, *, accept_database_loss: bool = False) -> Persist
         from .sqlite import SqlitePersistence
 
         return SqlitePersistence(rest, accept_loss=accept_database_loss)
-    if url.startswith(("postgresql:", "postgres:")):
-        from .postgres import from_url
+    from .postgres import from_url
 
-        return from_url(url, accept_loss=accept_database_loss)
+    return from_url(url, accept_loss=accept_database_loss)
+
+
+def database_kind(url: str) -> Literal["sqlite", "postgresql"]:
+    """Which persistence ``url`` names, without opening it (a command checks its flag with it
+    before starting anything).
+
+    Raises:
+        ValueError: neither ``sqlite:`` nor ``postgresql://`` (``postgres://``); a bare file
+            path is told to say ``sqlite:PATH``.
+    """
+    if url.startswith("sqlite:"):
+        return "sqlite"
+    if url.startswith(("postgresql:", "postgres:")):
+        return "postgresql"
+    shown = url.split("@")[-1]  # never echo a password
+    hint = f"; for a SQLite file say sqlite:{shown}" if "://" not in url else ""
     raise ValueError(
-        f"unknown database URL {url.split('@')[-1]!r}; expected sqlite:PATH or postgresql://..."
+        f"unknown database URL {shown!r}: expected sqlite:PATH or postgresql://...{hint}"
     )
