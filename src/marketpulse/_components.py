@@ -238,6 +238,9 @@ class StoreProcess(HttpChildProcess):
             self.database = f"sqlite:{os.fspath(database)}"
             log_path = log_path or Path(database).with_suffix(".log")
         else:
+            from marketpulse.reactive.persistence import database_kind
+
+            database_kind(database)  # a bare path in a str: say so here, not in the child's log
             self.database = database
         if log_path is None:
             raise ValueError("log_path is needed when the database is not a SQLite file")

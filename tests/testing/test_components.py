@@ -40,6 +40,11 @@ def test_a_store_restarts_on_its_port_with_its_data(tmp_path: Path) -> None:
         assert anonymous.query("marketData:getMarket", {"ticker": MARKET["ticker"]}) is not None
 
 
+def test_a_bare_path_in_a_string_is_refused_at_once(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="say sqlite:"):
+        StoreProcess(str(tmp_path / "store.sqlite"), log_path=tmp_path / "s.log")
+
+
 def test_a_child_that_dies_at_start_raises_with_the_end_of_its_log(tmp_path: Path) -> None:
     store = StoreProcess(tmp_path / "store.sqlite", functions="no_such_functions_module")
     with pytest.raises(RuntimeError) as failed:
