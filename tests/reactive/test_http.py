@@ -135,6 +135,34 @@ async def test_query_ts_and_query_at_ts(http: httpx.AsyncClient) -> None:
     assert r.json()["value"] == 2.0
 
 
+async def test_query_at_ts_refuses_a_commit_that_lands_before_its_run(
+    http: httpx.AsyncClient, store: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ts is checked when the request arrives, but the query runs after its client's fair
+    turn (or off the loop): a commit landing in between must not be answered as the state at
+    the requested ts."""
+    await post(http, "/api/mutation", {"path": "counter:inc", "args": {"name": "r"}})
+    ts = (await http.post("/api/query_ts")).json()["ts"]
+    share = store.gateway.query_share
+    turn = share.turn
+
+    async def commit_then_turn(address: str) -> None:
+        r = await store.engine.run_mutation("counter:inc", {"name": "r"})
+        assert r.success
+        await turn(address)
+
+    monkeypatch.setattr(share, "turn", commit_then_turn)
+    r = await post(http, "/api/query_at_ts", {"path": "counter:get", "args": {"name": "r"},
+                                              "ts": ts})  # fmt: skip
+    # Before: 200 with 2.0, a value committed after ts.
+    assert r.status_code == 400 and r.json()["code"] == "QueryTsTooOld", r.text
+    monkeypatch.setattr(share, "turn", turn)
+    ts = (await http.post("/api/query_ts")).json()["ts"]
+    r = await post(http, "/api/query_at_ts", {"path": "counter:get", "args": {"name": "r"},
+                                              "ts": ts})  # fmt: skip
+    assert r.json() == {"status": "success", "value": 2.0}
+
+
 async def test_query_batch_reads_one_snapshot(http: httpx.AsyncClient) -> None:
     await post(http, "/api/mutation", {"path": "counter:inc", "args": {"name": "b", "by": 4}})
     r = await post(http, "/api/query_batch", {"queries": [

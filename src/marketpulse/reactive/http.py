@@ -151,6 +151,15 @@ async def _body(request: Request, max_depth: int | None) -> dict[str, Any]:
     return body
 
 
+def _ts_too_old() -> BadRequest:
+    return BadRequest(
+        400,
+        "QueryTsTooOld",
+        "This store only answers at its latest timestamp; data changed since the "
+        "requested ts. Fetch a new ts with /api/query_ts and retry.",
+    )
+
+
 def _client(request: Request) -> str:
     return request.client.host if request.client is not None else "?"
 
@@ -281,16 +290,14 @@ class _Api:
         path = _path(body.get("path"))
         fmt = _format(body.get("format"), "convex_encoded_json")
         args = _args(body.get("args"))
-        latest = self.gw.engine.ts
-        if ts < latest:
+        if ts < self.gw.engine.ts:
             # The store keeps only the latest snapshot; older reads would need MVCC history.
-            raise BadRequest(
-                400,
-                "QueryTsTooOld",
-                "This store only answers at its latest timestamp; data changed since the "
-                "requested ts. Fetch a new ts with /api/query_ts and retry.",
-            )
+            raise _ts_too_old()
         result = await self._run("query", path, args, identity, _client(request))
+        if result.ts > ts:
+            # A commit landed after the check, before the snapshot the query ran on (while it
+            # waited for its turn, or ran off the loop): the result is not the state at ts.
+            raise _ts_too_old()
         return _json(udf_response(result, fmt))
 
     def _too_many(self, count: int, what: str) -> BadRequest:

@@ -219,3 +219,41 @@ async def test_close_does_not_wait_for_a_commit_the_log_keeps_refusing() -> None
     await asyncio.wait_for(a.close(), 3)
     r = await pending
     assert not r.success and "closed" in (r.error_message or ""), r
+
+
+class HeldNode(Node):
+    """A node whose follower is handed the log's commits only once ``release`` is set: a node
+    a few milliseconds behind the others."""
+
+    def __init__(self, log: MemoryLog, name: int) -> None:
+        super().__init__(log, name)
+        self.release = asyncio.Event()
+
+    async def remote_commits(self) -> AsyncIterator[Commit]:
+        async for commit in super().remote_commits():
+            await self.release.wait()
+            yield commit
+
+
+async def test_a_document_another_node_created_reaches_a_get_that_ran_before_it() -> None:
+    """A client creates a document through node A (a mutation over HTTP) and subscribes to it
+    by id through node B, which has not read that commit from the log yet: ``get`` finds
+    nothing there, and the subscription must still show the document once B catches up."""
+    log = MemoryLog()
+    b_node = HeldNode(log, 2)
+    a = await Engine.open(log.node(1), MODULES)
+    b = await Engine.open(b_node, MODULES)
+    try:
+        args = {"channel": "c", "body": "hi", "sentAt": 1.0}
+        r = await a.run_mutation("messages:send", args)
+        assert r.success
+        sub = b.subscribe("messages:get", {"id": r.value}, None, Recorder())
+        assert sub.result.value is None  # B is behind
+        b_node.release.set()
+        await until(lambda: b.ts == a.ts)
+        # Before: still None for good (the miss was not recorded as a read).
+        await until(lambda: sub.result.value is not None)
+        assert sub.result.value["body"] == "hi"
+    finally:
+        await a.close()
+        await b.close()

@@ -16,7 +16,7 @@ from ..schema import BUILTIN_INDEXES, IndexDef, Schema
 from ..values import Int64
 from ._keys import index_key
 
-__all__ = ["Document", "MemoryStore", "TableData", "Write"]
+__all__ = ["NEW_IDS", "Document", "MemoryStore", "TableData", "Write"]
 
 Document = dict[str, Any]
 
@@ -32,6 +32,12 @@ def _is_flat(doc: Document) -> bool:
     # document, a few percent of a 200-market commit's apply).
     return _FLAT.issuperset(map(type, doc.values()))
 
+
+NEW_IDS = ""
+"""The pseudo-table (no table has an empty name) under which a read of an id found in no table
+is recorded, with the ``by_id`` key: every insert touches its id's key there too. On a node of a
+shared log an id another node has just created is unknown until this node reads that commit, so
+a ``get`` that missed it must re-run when it arrives (ids do not name their table)."""
 
 UNMOVED_KEYS_KEPT = 4096
 """Documents per table whose unmoved index keys are kept (see ``TableData``)."""
@@ -97,7 +103,9 @@ class TableData:
                 if keys is None:
                     if len(self._unmoved_keys) >= UNMOVED_KEYS_KEPT:
                         self._unmoved_keys.clear()  # the hot documents come back at once
-                    keys = self._unmoved_keys[doc_id] = self.keys_touched(None, new)
+                    keys = self._unmoved_keys[doc_id] = self._touched(
+                        self._key_changes(None, new), inserted=False
+                    )
                 touched += keys
             self._store_doc(doc_id, new)
             return
@@ -112,7 +120,7 @@ class TableData:
                 if new_key is not None:
                     idx[new_key] = doc_id
         if touched is not None:
-            touched += self._touched(changes)
+            touched += self._touched(changes, inserted=old is None)
         if new is None:
             self.docs.pop(doc_id, None)
             self.nested.discard(doc_id)
@@ -135,16 +143,19 @@ class TableData:
         ]
 
     def _touched(
-        self, changes: list[tuple[str, bytes | None, bytes | None]]
+        self, changes: list[tuple[str, bytes | None, bytes | None]], inserted: bool
     ) -> list[tuple[str, str, bytes]]:
         """The keys ``changes`` write, as ``put`` reports them: each old key, and each new
-        one that differs from its old."""
+        one that differs from its old; an ``inserted`` document's id also under
+        :data:`NEW_IDS`."""
         touched: list[tuple[str, str, bytes]] = []
         for name, old_key, new_key in changes:
             if old_key is not None:
                 touched.append((self.name, name, old_key))
             if new_key is not None and new_key != old_key:
                 touched.append((self.name, name, new_key))
+                if inserted and name == "by_id":
+                    touched.append((NEW_IDS, name, new_key))
         return touched
 
     def keys_touched(
@@ -152,7 +163,7 @@ class TableData:
     ) -> list[tuple[str, str, bytes]]:
         """Every index key that replacing ``old`` by ``new`` writes, as :meth:`put` reports
         them to its ``touched``, without changing anything."""
-        return self._touched(self._key_changes(old, new))
+        return self._touched(self._key_changes(old, new), inserted=old is None)
 
     def _store_doc(self, doc_id: str, new: Document) -> None:
         self.docs[doc_id] = new

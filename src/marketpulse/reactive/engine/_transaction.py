@@ -23,7 +23,7 @@ from ..values import ConvexValueError, check_value
 from ._keys import encode_value, successor
 from ._overlay import Overlay
 from ._readset import ReadSet
-from ._store import Document, MemoryStore, Write
+from ._store import NEW_IDS, Document, MemoryStore, Write
 
 __all__ = ["Scan", "Transaction", "copy_value", "is_id", "new_id"]
 
@@ -159,8 +159,9 @@ class Transaction:
         found = self._lookup(doc_id)
         key = encode_value(doc_id)
         if found is None:
-            # Ids are random and never reused, so an unknown id cannot appear later: nothing
-            # to record.
+            # Not in any table: on a node of a shared log it may be another node's insert
+            # this node has not read yet, which touches this key (see NEW_IDS).
+            self.read_set.add(NEW_IDS, "by_id", key, successor(key))
             return None
         table, doc = found
         self.read_set.add(table, "by_id", key, successor(key))
@@ -182,11 +183,14 @@ class Transaction:
         if not is_id(doc_id):
             return None
         found = self._lookup(doc_id)
-        if found is None or found[0] == table:
-            # Ids are random and never reused: an unknown one cannot later be another
-            # table's, and a document never changes table. Nothing to record.
-            return doc_id
+        if found is not None and found[0] == table:
+            return doc_id  # a document never changes table: nothing to record
         key = encode_value(doc_id)
+        if found is None:
+            # Unknown here, but on a node of a shared log another node may have just made it
+            # in another table (see NEW_IDS).
+            self.read_set.add(NEW_IDS, "by_id", key, successor(key))
+            return doc_id
         self.read_set.add(found[0], "by_id", key, successor(key))
         return None
 
