@@ -689,6 +689,42 @@ async def test_rest_limits_and_trade_pagination(sim: Simulator) -> None:
         assert mine["trades"] and all(t["ticker"] == one for t in mine["trades"])
 
 
+async def test_trade_pages_stay_put_while_trades_keep_coming(sim: Simulator) -> None:
+    import base64
+
+    import httpx
+
+    await asyncio.sleep(0.3)  # some trades
+    sim.pause()
+    one = sim.model.trades[-1].ticker
+    async with httpx.AsyncClient(base_url=sim.rest_url, timeout=10) as http:
+        for params in ({}, {"ticker": one}):
+            expected = [  # newest first
+                t.trade_id
+                for t in reversed(sim.model.trades)
+                if t.ticker == params.get("ticker", t.ticker)
+            ]
+            ids: list[str] = []
+            cursor = ""
+            for _ in range(1000):
+                body = (
+                    await http.get(
+                        "/markets/trades", params={**params, "limit": 7, "cursor": cursor}
+                    )
+                ).json()
+                ids += [t["trade_id"] for t in body["trades"]]
+                cursor = body["cursor"]
+                if not cursor:
+                    break
+                sim.advance(200)  # new trades land on top between two pages
+            # Every trade held when paging began, once, newest first: none repeated because
+            # newer ones pushed it down, none skipped.
+            assert ids == expected
+        bad = base64.urlsafe_b64encode(b"-5").decode()
+        assert (await http.get("/markets/trades", params={"cursor": bad})).status_code == 400
+        assert (await http.get("/markets", params={"cursor": bad})).status_code == 400
+
+
 def test_overrides_do_not_touch_the_callers_config(key_dir: Path) -> None:
     cfg = make_config(key_dir)
     sim = Simulator(cfg, rate=5.0, markets=3)
