@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from marketpulse.simulator._catalog import Catalog, Event, Market, Series
+from marketpulse.simulator._catalog import Catalog, Event, Market, Series, on_grid
 from marketpulse.simulator._model import Event as ModelEvent
 from marketpulse.simulator._model import ExchangeModel, Lifecycle, Trade
 from marketpulse.simulator._units import ONE, parse_price, parse_size
@@ -200,13 +200,56 @@ class ReplaySource:
             out.append(tk)
 
 
+# The replayed market's price grid: the coarsest of these that holds every price recorded for it.
+REPLAY_STRUCTURES = ("deci_cent", "center_deci_edge_centi_cent", "centi_cent")
+
+_PRICE_FIELDS = (
+    "price_dollars",  # a delta's level, a ticker's last trade
+    "yes_price_dollars",
+    "no_price_dollars",
+    "yes_bid_dollars",
+    "yes_ask_dollars",
+)
+
+
+def _recorded_prices(msg: dict[str, Any]) -> Iterator[int]:
+    """Every price (price units) a recorded ``msg`` names: book levels, deltas, trades, tickers."""
+    raw: list[Any] = [msg.get(name) for name in _PRICE_FIELDS]
+    for side in ("yes", "no"):
+        for key in (f"{side}_dollars_fp", f"{side}_dollars"):
+            levels = msg.get(key)
+            if isinstance(levels, list):
+                raw += [lv[0] for lv in levels if isinstance(lv, list | tuple) and lv]
+    for value in raw:
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            try:
+                yield parse_price(value)
+            except (ValueError, ArithmeticError):
+                continue
+
+
+def _structure_for(prices: set[int]) -> str:
+    """The coarsest replay structure whose grid holds every bid price of a market."""
+    bids = [p for p in prices if 0 < p < ONE]
+    for structure in REPLAY_STRUCTURES[:-1]:
+        if all(on_grid(structure, p) for p in bids):
+            return structure
+    return REPLAY_STRUCTURES[-1]
+
+
 def catalog_from_recording(source: ReplaySource, rng: random.Random) -> Catalog:
-    """Markets, events and series named after the tickers a recording mentions."""
+    """Markets, events and series named after the tickers a recording mentions.
+
+    Each market's price grid is the coarsest that holds every price recorded for it, so a
+    client checking prices against the REST ``price_ranges`` accepts the replayed books.
+    """
     markets: dict[str, Market] = {}
     events: dict[str, Event] = {}
     series: dict[str, Series] = {}
+    prices: dict[str, set[int]] = {}
     first_ts = source.first_ts
     for ticker, msg in source.tickers():
+        prices.setdefault(ticker, set()).update(_recorded_prices(msg))
         if ticker in markets:
             continue
         event_ticker = ticker.rsplit("-", 1)[0] if "-" in ticker else ticker
@@ -256,4 +299,6 @@ def catalog_from_recording(source: ReplaySource, rng: random.Random) -> Catalog:
             series[series_ticker] = Series(
                 series_ticker, series_ticker, "Replay", "custom", [], "recording", ""
             )
+    for ticker, market in markets.items():
+        market.structure = _structure_for(prices[ticker])
     return Catalog(series, events, markets)
