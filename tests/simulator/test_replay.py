@@ -211,3 +211,58 @@ def test_replayed_markets_list_a_grid_that_holds_their_prices(
         fine: "centi_cent",
         cents: "deci_cent",  # what a replayed market always listed
     }
+
+
+async def test_replayed_lifecycle_events_change_the_listed_market(
+    key_dir: Path, tmp_path: Path
+) -> None:
+    from marketpulse.simulator._rest import handle
+
+    paused, settled = "KXA-26DEC07-P", "KXA-26DEC07-S"
+    path = tmp_path / "rec.jsonl"
+
+    seq = iter(range(1, 100))
+
+    def lifecycle(ticker: str, event_type: str, **fields: object) -> dict[str, object]:
+        msg = {"market_ticker": ticker, "event_type": event_type, **fields}
+        return {"type": "market_lifecycle_v2", "sid": 2, "seq": next(seq), "msg": msg}
+
+    _write(
+        path,
+        [
+            lifecycle(paused, "deactivated", is_deactivated=True),
+            lifecycle(paused, "deactivated", is_deactivated=False),  # resumed
+            lifecycle(paused, "deactivated", is_deactivated=True),
+            lifecycle(settled, "close_date_updated", close_ts=1_795_000_000),
+            lifecycle(settled, "determined", result="no", settlement_value="0.0000"),
+            lifecycle(settled, "settled", result="no", settled_ts=1_795_000_100),
+        ],
+    )
+    sim = Simulator(make_config(key_dir, replay=str(path), speed=1000.0))
+    await sim.start()
+    try:
+        assert sim.replay_source is not None
+        async with asyncio.timeout(10):
+            while not sim.replay_source.done:
+                await asyncio.sleep(0.01)
+
+        def listed(ticker: str) -> dict[str, object]:
+            status, body = handle(sim, "GET", f"/trade-api/v2/markets/{ticker}", {}, b"")
+            assert status == 200
+            market: dict[str, object] = body["market"]
+            return market
+
+        assert listed(paused)["status"] == "inactive"
+        m = listed(settled)
+        assert (m["status"], m["result"], m["settlement_value_dollars"]) == (
+            "finalized",
+            "no",
+            "0.0000",
+        )
+        assert m["close_time"] == "2026-11-18T11:06:40Z"
+        assert m["settlement_ts"] == "2026-11-18T11:08:20Z"
+        # and the status filter agrees
+        _, body = handle(sim, "GET", "/trade-api/v2/markets", {"status": "settled"}, b"")
+        assert [x["ticker"] for x in body["markets"]] == [settled]
+    finally:
+        await sim.stop()

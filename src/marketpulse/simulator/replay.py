@@ -20,6 +20,7 @@ clamped. Order-book prices are read in native terms (recordings are made without
 
 from __future__ import annotations
 
+import contextlib
 import random
 import uuid
 from collections.abc import Iterator
@@ -193,11 +194,51 @@ class ReplaySource:
             return
         elif kind == "market_lifecycle_v2":
             fields = {k: v for k, v in msg.items() if k not in ("market_ticker", "event_type")}
-            out.append(Lifecycle(ticker, now_ms, str(msg.get("event_type", "")), fields))
+            event_type = str(msg.get("event_type", ""))
+            _follow_lifecycle(model.states[ticker].market, event_type, fields, now_ms)
+            out.append(Lifecycle(ticker, now_ms, event_type, fields))
             return
         tk = model.ticker_if_changed(ticker, now_ms) if kind == "trade" else None
         if tk is not None:
             out.append(tk)
+
+
+_STATUS_OF_EVENT = {
+    "created": "initialized",
+    "activated": "active",
+    "deactivated": "inactive",
+    "determined": "determined",
+    "settled": "finalized",
+}
+
+
+def _follow_lifecycle(market: Market, event_type: str, fields: dict[str, Any], now_ms: int) -> None:
+    """Make the market's REST record say what a replayed lifecycle event announced: its
+    status (a pause flag, when present, decides paused or not), close time and result."""
+    paused = fields.get("is_deactivated")
+    status = (
+        ("inactive" if paused else "active")
+        if isinstance(paused, bool)
+        else _STATUS_OF_EVENT.get(event_type)
+    )
+    close_ts = fields.get("close_ts")
+    if isinstance(close_ts, int) and not isinstance(close_ts, bool):
+        market.close_ms = close_ts * 1000
+    if isinstance(fields.get("result"), str) and fields["result"]:
+        market.result = fields["result"]
+    value = fields.get("settlement_value")
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError, ArithmeticError):
+            market.settlement_value = parse_price(value)
+    if event_type == "settled":
+        settled_ts = fields.get("settled_ts")
+        if isinstance(settled_ts, int) and not isinstance(settled_ts, bool):
+            market.settlement_ms = settled_ts * 1000
+        else:
+            market.settlement_ms = now_ms
+    if status is not None:
+        market.status = status
+    market.updated_ms = now_ms
 
 
 # The replayed market's price grid: the coarsest of these that holds every price recorded for it.
