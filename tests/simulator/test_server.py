@@ -464,6 +464,35 @@ async def test_overflow_gives_error_25_and_drops_the_subscription(key_dir: Path)
         await sim.stop()
 
 
+async def test_command_replies_count_against_the_buffer_bound(key_dir: Path) -> None:
+    import socket
+
+    limit = 64 * 1024
+    sim = Simulator(make_config(key_dir, rate=0, markets=50, max_buffer_bytes=limit))
+    await sim.start()
+    try:
+        c = await subscribed(sim)
+        c.ws.transport.get_extra_info("socket").setsockopt(
+            socket.SOL_SOCKET, socket.SO_RCVBUF, 4096
+        )
+        c.ws.transport.pause_reading()  # a client that stops reading, and asks for snapshots
+        ask = {"sid": 1, "action": "get_snapshot", "market_tickers": list(sim.markets)}
+        for _ in range(400):
+            await c.send("update_subscription", ask)
+        (conn,) = sim._connections
+        async with asyncio.timeout(10):
+            while conn.session is not None and conn.session.subs:
+                await asyncio.sleep(0.01)
+        # Past the bound the subscription ended with error 25, as it does for data frames;
+        # it used to hold every reply (the buffer grew without bound while nothing traded).
+        c.ws.transport.resume_reading()
+        err = await c.until(lambda f: f["type"] == "error", timeout=15)
+        assert err["msg"]["code"] == 25 and err["sid"] == 1
+        await c.ws.close()
+    finally:
+        await sim.stop()
+
+
 async def test_ping_heartbeat(key_dir: Path) -> None:
     sim = Simulator(make_config(key_dir, rate=0, ping_interval=0.1))
     await sim.start()
