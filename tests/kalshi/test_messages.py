@@ -255,6 +255,25 @@ def test_lifecycle_messages() -> None:
     assert isinstance(ev, EventLifecycle) and ev.event_ticker == "KXBTCD-26MAY2018"
 
 
+@pytest.mark.parametrize(
+    ("event_type", "flag", "status"),
+    [
+        ("deactivated", True, "inactive"),
+        ("deactivated", False, "active"),  # a resume, as the simulator sends it
+        ("activated", False, "active"),
+        ("activated", True, "inactive"),
+        ("deactivated", None, "inactive"),
+        ("activated", None, "active"),
+    ],
+)
+def test_lifecycle_pause_flag_decides(event_type: str, flag: bool | None, status: str) -> None:
+    msg: dict[str, object] = {"market_ticker": "A", "event_type": event_type}
+    if flag is not None:
+        msg["is_deactivated"] = flag
+    m = parse_message(orjson.dumps({"type": "market_lifecycle_v2", "sid": 5, "seq": 1, "msg": msg}))
+    assert isinstance(m, MarketLifecycle) and m.status == status
+
+
 def test_other_unknown_and_malformed() -> None:
     fill = parse_message('{"type":"fill","sid":1,"msg":{"trade_id":"x"}}')
     assert isinstance(fill, OtherMessage) and fill.type == "fill"

@@ -176,3 +176,15 @@ def test_the_lifecycle_channel_takes_no_market_commands(sim: Simulator) -> None:
     assert p.pending_commands == 0 and not p.data_to_send()
     assert set(p.sids) == {"orderbook_delta", "market_lifecycle_v2"}
     assert all(p.books[t].valid for t in tickers[1:4])
+
+
+def test_a_paused_then_resumed_market_reads_active(sim: Simulator) -> None:
+    from marketpulse.kalshi import MarketLifecycle
+
+    t = next(iter(sim.markets))
+    p, s = connected(sim, tickers=[t], channels=("orderbook_delta", "market_lifecycle_v2"))
+    for status in ("inactive", "active"):
+        s.send_events(sim.model.set_status(t, status, 1_795_000_000_000))
+    events = [e for e in pump(p, s) if isinstance(e, MarketLifecycle)]
+    # The resume came as the exchange's pause flag turned off: the market trades again.
+    assert [e.status for e in events] == ["inactive", "active"]

@@ -61,3 +61,16 @@ async def test_pause_holds_every_caller() -> None:
     t0 = time.monotonic()
     await asyncio.gather(*(bucket.acquire() for _ in range(3)))
     assert time.monotonic() - t0 >= 0.3
+
+
+async def test_pauses_overlap_and_do_not_add_up() -> None:
+    # Ten callers refused by the same 429 burst each pause the bucket: it waits for the
+    # longest of their delays, not ten of them end to end.
+    bucket = TokenBucket(100.0, burst=10)
+    for _ in range(10):
+        bucket.pause(0.2)
+    bucket.pause(0.1)  # a shorter pause does not shorten a longer one
+    t0 = time.monotonic()
+    await bucket.acquire()
+    took = time.monotonic() - t0
+    assert 0.2 <= took < 0.6, took

@@ -277,6 +277,23 @@ async def test_a_429_with_retry_after_pauses_every_caller(
         assert srv.times[1] - t0 >= 0.55 and srv.times[2] - t0 >= 0.55
 
 
+async def test_a_burst_of_429s_pauses_for_the_longest_delay_not_their_sum(
+    server: tuple[FixtureServer, KalshiCredentials],
+) -> None:
+    srv, creds = server
+    path = "/trade-api/v2/markets/CURRENT"
+    srv.retry_after = "0.3"
+    srv.fail_plan[path] = [429] * 12
+    async with KalshiRestClient(srv.url, creds, rate_limit=1000.0, backoff_base=0.01) as c:
+        t0 = time.monotonic()
+        got = await asyncio.gather(*(c.get_market("CURRENT") for _ in range(12)))
+        took = time.monotonic() - t0
+    # Twelve concurrent calls, each refused once with "retry after 0.3 s": one pause of
+    # 0.3 s for all of them (they used to add up to 3.6 s).
+    assert [m.ticker for m in got] == ["CURRENT"] * 12 and c.retries == 12
+    assert 0.25 <= took < 1.5, took
+
+
 async def test_the_client_stays_under_its_tier(
     server: tuple[FixtureServer, KalshiCredentials],
 ) -> None:

@@ -137,3 +137,132 @@ async def test_replay_speed_scales_time(key_dir: Path, tmp_path: Path) -> None:
         assert replay.markets[t].event_ticker == "KXTEST-26NOV24"
     finally:
         await replay.stop()
+
+
+def _write(path: Path, frames: list[dict[str, object]]) -> None:
+    path.write_bytes(
+        b"".join(
+            orjson.dumps({"ts_ms": 1_795_000_000_000 + i, "frame": orjson.dumps(f).decode()})
+            + b"\n"
+            for i, f in enumerate(frames)
+        )
+    )
+
+
+def test_replayed_markets_list_a_grid_that_holds_their_prices(
+    key_dir: Path, tmp_path: Path
+) -> None:
+    from decimal import Decimal
+
+    from marketpulse.kalshi.book import price_problem
+    from marketpulse.simulator._rest import handle
+
+    edge, fine, cents = "KXA-26DEC07-EDGE", "KXMVE-26DEC07-FINE", "KXB-26DEC07-CENT"
+    path = tmp_path / "rec.jsonl"
+    recorded = {
+        # $0.0001 ticks near 0 and 1 (Kalshi since 2026-08-13), $0.001 between
+        edge: (["0.0005", "0.0120"], ["0.9950"], "0.0013"),
+        fine: (["0.4567"], ["0.5001"], "0.4568"),  # $0.0001 everywhere (combos)
+        cents: (["0.4500"], ["0.5000"], "0.4600"),
+    }
+    frames: list[dict[str, object]] = []
+    for ticker, (yes, no, delta) in recorded.items():
+        frames.append(
+            {
+                "type": "orderbook_snapshot",
+                "sid": 1,
+                "seq": len(frames) + 1,
+                "msg": {
+                    "market_ticker": ticker,
+                    "yes_dollars_fp": [[p, "10.00"] for p in yes],
+                    "no_dollars_fp": [[p, "10.00"] for p in no],
+                },
+            }
+        )
+        frames.append(
+            {
+                "type": "orderbook_delta",
+                "sid": 1,
+                "seq": len(frames) + 1,
+                "msg": {
+                    "market_ticker": ticker,
+                    "price_dollars": delta,
+                    "delta_fp": "1.00",
+                    "side": "yes",
+                },
+            }
+        )
+    _write(path, frames)
+    sim = Simulator(make_config(key_dir, replay=str(path)))
+    for ticker, (yes, no, delta) in recorded.items():
+        status, body = handle(sim, "GET", f"/trade-api/v2/markets/{ticker}", {}, b"")
+        assert status == 200
+        grid = tuple(
+            (Decimal(r["start"]), Decimal(r["end"]), Decimal(r["step"]))
+            for r in body["market"]["price_ranges"]
+        )
+        # A client checks every level against the listed grid: none may look off the tick.
+        assert [price_problem(Decimal(p), grid) for p in [*yes, *no, delta]] == [None] * (
+            len(yes) + len(no) + 1
+        ), (ticker, body["market"]["price_level_structure"])
+    structures = {t: sim.catalog.markets[t].structure for t in recorded}
+    assert structures == {
+        edge: "center_deci_edge_centi_cent",
+        fine: "centi_cent",
+        cents: "deci_cent",  # what a replayed market always listed
+    }
+
+
+async def test_replayed_lifecycle_events_change_the_listed_market(
+    key_dir: Path, tmp_path: Path
+) -> None:
+    from marketpulse.simulator._rest import handle
+
+    paused, settled = "KXA-26DEC07-P", "KXA-26DEC07-S"
+    path = tmp_path / "rec.jsonl"
+
+    seq = iter(range(1, 100))
+
+    def lifecycle(ticker: str, event_type: str, **fields: object) -> dict[str, object]:
+        msg = {"market_ticker": ticker, "event_type": event_type, **fields}
+        return {"type": "market_lifecycle_v2", "sid": 2, "seq": next(seq), "msg": msg}
+
+    _write(
+        path,
+        [
+            lifecycle(paused, "deactivated", is_deactivated=True),
+            lifecycle(paused, "deactivated", is_deactivated=False),  # resumed
+            lifecycle(paused, "deactivated", is_deactivated=True),
+            lifecycle(settled, "close_date_updated", close_ts=1_795_000_000),
+            lifecycle(settled, "determined", result="no", settlement_value="0.0000"),
+            lifecycle(settled, "settled", result="no", settled_ts=1_795_000_100),
+        ],
+    )
+    sim = Simulator(make_config(key_dir, replay=str(path), speed=1000.0))
+    await sim.start()
+    try:
+        assert sim.replay_source is not None
+        async with asyncio.timeout(10):
+            while not sim.replay_source.done:
+                await asyncio.sleep(0.01)
+
+        def listed(ticker: str) -> dict[str, object]:
+            status, body = handle(sim, "GET", f"/trade-api/v2/markets/{ticker}", {}, b"")
+            assert status == 200
+            market: dict[str, object] = body["market"]
+            return market
+
+        assert listed(paused)["status"] == "inactive"
+        m = listed(settled)
+        assert (m["status"], m["result"], m["settlement_value_dollars"]) == (
+            "finalized",
+            "no",
+            "0.0000",
+        )
+        assert m["close_time"] == "2026-11-18T11:06:40Z"
+        assert m["settlement_ts"] == "2026-11-18T11:08:20Z"
+        # and the status filter agrees
+        _, body = handle(sim, "GET", "/trade-api/v2/markets", {"status": "settled"}, b"")
+        assert [x["ticker"] for x in body["markets"]] == [settled]
+    finally:
+        await sim.stop()

@@ -464,6 +464,35 @@ async def test_overflow_gives_error_25_and_drops_the_subscription(key_dir: Path)
         await sim.stop()
 
 
+async def test_command_replies_count_against_the_buffer_bound(key_dir: Path) -> None:
+    import socket
+
+    limit = 64 * 1024
+    sim = Simulator(make_config(key_dir, rate=0, markets=50, max_buffer_bytes=limit))
+    await sim.start()
+    try:
+        c = await subscribed(sim)
+        c.ws.transport.get_extra_info("socket").setsockopt(
+            socket.SOL_SOCKET, socket.SO_RCVBUF, 4096
+        )
+        c.ws.transport.pause_reading()  # a client that stops reading, and asks for snapshots
+        ask = {"sid": 1, "action": "get_snapshot", "market_tickers": list(sim.markets)}
+        for _ in range(400):
+            await c.send("update_subscription", ask)
+        (conn,) = sim._connections
+        async with asyncio.timeout(10):
+            while conn.session is not None and conn.session.subs:
+                await asyncio.sleep(0.01)
+        # Past the bound the subscription ended with error 25, as it does for data frames;
+        # it used to hold every reply (the buffer grew without bound while nothing traded).
+        c.ws.transport.resume_reading()
+        err = await c.until(lambda f: f["type"] == "error", timeout=15)
+        assert err["msg"]["code"] == 25 and err["sid"] == 1
+        await c.ws.close()
+    finally:
+        await sim.stop()
+
+
 async def test_ping_heartbeat(key_dir: Path) -> None:
     sim = Simulator(make_config(key_dir, rate=0, ping_interval=0.1))
     await sim.start()
@@ -687,6 +716,42 @@ async def test_rest_limits_and_trade_pagination(sim: Simulator) -> None:
         one = sim.model.trades[-1].ticker
         mine = (await http.get("/markets/trades", params={"ticker": one, "limit": 1000})).json()
         assert mine["trades"] and all(t["ticker"] == one for t in mine["trades"])
+
+
+async def test_trade_pages_stay_put_while_trades_keep_coming(sim: Simulator) -> None:
+    import base64
+
+    import httpx
+
+    await asyncio.sleep(0.3)  # some trades
+    sim.pause()
+    one = sim.model.trades[-1].ticker
+    async with httpx.AsyncClient(base_url=sim.rest_url, timeout=10) as http:
+        for params in ({}, {"ticker": one}):
+            expected = [  # newest first
+                t.trade_id
+                for t in reversed(sim.model.trades)
+                if t.ticker == params.get("ticker", t.ticker)
+            ]
+            ids: list[str] = []
+            cursor = ""
+            for _ in range(1000):
+                body = (
+                    await http.get(
+                        "/markets/trades", params={**params, "limit": 7, "cursor": cursor}
+                    )
+                ).json()
+                ids += [t["trade_id"] for t in body["trades"]]
+                cursor = body["cursor"]
+                if not cursor:
+                    break
+                sim.advance(200)  # new trades land on top between two pages
+            # Every trade held when paging began, once, newest first: none repeated because
+            # newer ones pushed it down, none skipped.
+            assert ids == expected
+        bad = base64.urlsafe_b64encode(b"-5").decode()
+        assert (await http.get("/markets/trades", params={"cursor": bad})).status_code == 400
+        assert (await http.get("/markets", params={"cursor": bad})).status_code == 400
 
 
 def test_overrides_do_not_touch_the_callers_config(key_dir: Path) -> None:

@@ -385,10 +385,18 @@ class MarketLifecycle:
 
     @property
     def status(self) -> str | None:
-        """The market status this event implies (REST vocabulary), or None if unchanged."""
-        if self.event_type in ("deactivated",) or self.fields.get("is_deactivated") is True:
+        """The market status this event implies (REST vocabulary), or None if unchanged.
+
+        ``is_deactivated``, present when trading is paused or resumed, says which: a resume
+        may come as a ``deactivated`` event with the flag false (the AsyncAPI names the flag,
+        not the event type, as the answer), and the simulator sends it so.
+        """
+        paused = self.fields.get("is_deactivated")
+        if isinstance(paused, bool):
+            return "inactive" if paused else "active"
+        if self.event_type == "deactivated":
             return "inactive"
-        if self.event_type == "activated" or self.fields.get("is_deactivated") is False:
+        if self.event_type == "activated":
             return "active"
         return _LIFECYCLE_STATUS.get(self.event_type)
 

@@ -59,6 +59,10 @@ class TokenBucket:
             self._tokens -= 1.0
 
     def pause(self, seconds: float) -> None:
-        """The server said to slow down (a 429): no token for ``seconds``."""
+        """The server said to slow down (a 429): no token for ``seconds`` from now.
+
+        Pauses overlap rather than add up: concurrent callers refused together each report
+        their 429, and the bucket waits for the longest of their delays, not their sum.
+        """
         self._refill()
-        self._tokens = min(self._tokens, 0.0) - seconds * self.rate
+        self._tokens = min(self._tokens, -seconds * self.rate)

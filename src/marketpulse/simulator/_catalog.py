@@ -26,6 +26,10 @@ STRUCTURES: dict[str, list[tuple[int, int, int]]] = {
     "linear_cent": [(0, ONE, 100)],
     "deci_cent": [(0, ONE, 10)],
     "tapered_deci_cent": [(0, 1000, 10), (1000, 9000, 100), (9000, ONE, 10)],
+    # $0.0001 near 0 and 1 (Kalshi, 2026-08-13); the order flow never draws these two, a
+    # replayed recording's prices may need them (replay.catalog_from_recording).
+    "center_deci_edge_centi_cent": [(0, 100, 1), (100, 9900, 10), (9900, ONE, 1)],
+    "centi_cent": [(0, ONE, 1)],  # $0.0001 everywhere (combo markets since 2026-08-17)
 }
 
 
@@ -35,7 +39,21 @@ def step_at(structure: str, price: int) -> int:
         return 100
     if structure == "deci_cent":
         return 10
-    return 10 if price < 1000 or price >= 9000 else 100
+    if structure == "tapered_deci_cent":
+        return 10 if price < 1000 or price >= 9000 else 100
+    ranges = STRUCTURES[structure]
+    for start, end, step in ranges:
+        if start <= price < end:
+            return step
+    return ranges[-1][2]
+
+
+def on_grid(structure: str, price: int) -> bool:
+    """Whether a bid ``price`` (strictly between $0 and $1) is on the structure's grid."""
+    return 0 < price < ONE and any(
+        start <= price <= end and (price - start) % step == 0
+        for start, end, step in STRUCTURES[structure]
+    )
 
 
 def snap(structure: str, price: int) -> int:

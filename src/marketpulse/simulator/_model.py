@@ -165,6 +165,9 @@ class ExchangeModel:
         self.empty_books = empty_books
         self.states: dict[str, MarketState] = {}
         self.trades: deque[Trade] = deque(maxlen=trade_history)
+        self.trades_total = 0
+        """Trades ever made: ``trades[i]`` is trade number ``trades_total - len(trades) + i``
+        (what a ``GET /markets/trades`` cursor points at)."""
         for m in catalog.markets.values():
             self.states[m.ticker] = self._seed(m)
         self._reweight()
@@ -302,6 +305,7 @@ class ExchangeModel:
             )
             out.append(trade)
             self.trades.append(trade)
+            self.trades_total += 1
             st.last_price = yes_price
             st.last_trade_size = fill
             st.volume += fill
@@ -374,6 +378,7 @@ class ExchangeModel:
         st.last_trade_size = trade.count
         st.volume += trade.count
         self.trades.append(trade)
+        self.trades_total += 1
 
     def ticker_if_changed(self, ticker: str, now_ms: int) -> Ticker | None:
         """A ticker event if this market's ticker fields changed since the last one."""

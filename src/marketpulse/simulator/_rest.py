@@ -62,21 +62,36 @@ def _int(query: Mapping[str, str], name: str, default: int, lo: int, hi: int) ->
     return value
 
 
+def _cursor(query: Mapping[str, str]) -> int | None:
+    """The position a ``cursor`` names (None: no cursor, the first page)."""
+    cursor = query.get("cursor") or ""
+    if not cursor:
+        return None
+    try:
+        pos = int(base64.urlsafe_b64decode(cursor.encode()).decode())
+    except (ValueError, UnicodeDecodeError):
+        raise HttpError(400, "invalid_parameters", "invalid cursor") from None
+    if pos < 0:
+        raise HttpError(400, "invalid_parameters", "invalid cursor")
+    return pos
+
+
+def _encode_cursor(pos: int) -> str:
+    return base64.urlsafe_b64encode(str(pos).encode()).decode()
+
+
 def _paginate(
     items: list[Any], query: Mapping[str, str], default: int, lo: int, hi: int
 ) -> tuple[list[Any], str]:
-    """One page and the next cursor ("" on the last page); ``limit=0`` means the default."""
+    """One page and the next cursor ("" on the last page); ``limit=0`` means the default.
+
+    The cursor is an offset: for lists that do not change while a client pages (the catalog).
+    """
     limit = _int(query, "limit", default, lo, hi) or default
-    cursor = query.get("cursor") or ""
-    start = 0
-    if cursor:
-        try:
-            start = int(base64.urlsafe_b64decode(cursor.encode()).decode())
-        except (ValueError, UnicodeDecodeError):
-            raise HttpError(400, "invalid_parameters", "invalid cursor") from None
+    start = _cursor(query) or 0
     page = items[start : start + limit]
     nxt = start + limit
-    return page, base64.urlsafe_b64encode(str(nxt).encode()).decode() if nxt < len(items) else ""
+    return page, _encode_cursor(nxt) if nxt < len(items) else ""
 
 
 def market_json(sim: Simulator, m: Market) -> dict[str, Any]:
@@ -239,16 +254,32 @@ def _orderbook(sim: Simulator, ticker: str, q: Mapping[str, str]) -> dict[str, A
 
 
 def _trades(sim: Simulator, q: Mapping[str, str]) -> dict[str, Any]:
-    trades = list(reversed(sim.model.trades))  # newest first, like Kalshi
-    if q.get("ticker"):
-        trades = [t for t in trades if t.ticker == q["ticker"]]
-    if q.get("min_ts"):
-        lo = _int(q, "min_ts", 0, 0, 2**40) * 1000
-        trades = [t for t in trades if t.ts_ms >= lo]
-    if q.get("max_ts"):
-        hi = _int(q, "max_ts", 0, 0, 2**40) * 1000
-        trades = [t for t in trades if t.ts_ms <= hi]
-    page, cursor = _paginate(trades, q, 100, 1, 1000)
+    """Newest first, like Kalshi. The cursor names the trade to continue below (its number in
+    the order trades were made), not an offset: trades made while a client pages go on top
+    and do not push the ones it has read into its next page."""
+    ticker = q.get("ticker") or None
+    lo = _int(q, "min_ts", 0, 0, 2**40) * 1000 if q.get("min_ts") else None
+    hi = _int(q, "max_ts", 0, 0, 2**40) * 1000 if q.get("max_ts") else None
+    limit = _int(q, "limit", 100, 1, 1000)
+    model = sim.model
+    below = _cursor(q)
+    page: list[Any] = []
+    cursor = ""
+    number = model.trades_total
+    for t in reversed(model.trades):
+        number -= 1
+        if below is not None and number >= below:
+            continue
+        if (
+            (ticker is not None and t.ticker != ticker)
+            or (lo is not None and t.ts_ms < lo)
+            or (hi is not None and t.ts_ms > hi)
+        ):
+            continue
+        if len(page) == limit:
+            cursor = _encode_cursor(number + 1)  # more below: continue under the last one sent
+            break
+        page.append(t)
     out = []
     for t in page:
         d: dict[str, Any] = {

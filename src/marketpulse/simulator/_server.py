@@ -382,7 +382,6 @@ class Simulator:
 
     def _dispatch(self, events: list[Event]) -> None:
         self.messages_generated += len(events)
-        limit = self.config.max_buffer_bytes
         for conn in list(self._connections):
             session = conn.session
             if session is None:
@@ -390,8 +389,7 @@ class Simulator:
             try:
                 if events:
                     session.send_events(events)
-                    if conn.buffered() > limit:
-                        session.buffer_overflowed()
+                    conn.check_buffer()
                 conn.flush()
             except Exception:  # one broken connection must not stop the exchange
                 log.exception("simulator: dropping a connection after an error")

@@ -282,6 +282,7 @@ class Connection(asyncio.Protocol):
             if event.opcode in (Opcode.TEXT, Opcode.BINARY):
                 if event.fin:
                     self.session.receive_data(bytes(event.data))
+                    self.check_buffer()  # command replies (snapshots) count against the bound
                 else:
                     self.fragments = [bytes(event.data)]
             elif event.opcode is Opcode.CONT and self.fragments:
@@ -289,7 +290,15 @@ class Connection(asyncio.Protocol):
                 if event.fin:
                     self.session.receive_data(b"".join(self.fragments))
                     self.fragments = []
+                    self.check_buffer()
         self.flush()
+
+    def check_buffer(self) -> None:
+        """Apply the outbound bound: past ``max_buffer_bytes`` every subscription ends with
+        error 25, as Kalshi's does when it cannot send fast enough (after each tick's events,
+        and after each command: a ``get_snapshot`` reply is as big as a book)."""
+        if self.session is not None and self.buffered() > self.sim.config.max_buffer_bytes:
+            self.session.buffer_overflowed()
 
     def stalled(self, now: float) -> bool:
         """True while a stall fault holds this connection's writes back."""

@@ -20,6 +20,7 @@ clamped. Order-book prices are read in native terms (recordings are made without
 
 from __future__ import annotations
 
+import contextlib
 import random
 import uuid
 from collections.abc import Iterator
@@ -29,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from marketpulse.simulator._catalog import Catalog, Event, Market, Series
+from marketpulse.simulator._catalog import Catalog, Event, Market, Series, on_grid
 from marketpulse.simulator._model import Event as ModelEvent
 from marketpulse.simulator._model import ExchangeModel, Lifecycle, Trade
 from marketpulse.simulator._units import ONE, parse_price, parse_size
@@ -193,20 +194,103 @@ class ReplaySource:
             return
         elif kind == "market_lifecycle_v2":
             fields = {k: v for k, v in msg.items() if k not in ("market_ticker", "event_type")}
-            out.append(Lifecycle(ticker, now_ms, str(msg.get("event_type", "")), fields))
+            event_type = str(msg.get("event_type", ""))
+            _follow_lifecycle(model.states[ticker].market, event_type, fields, now_ms)
+            out.append(Lifecycle(ticker, now_ms, event_type, fields))
             return
         tk = model.ticker_if_changed(ticker, now_ms) if kind == "trade" else None
         if tk is not None:
             out.append(tk)
 
 
+_STATUS_OF_EVENT = {
+    "created": "initialized",
+    "activated": "active",
+    "deactivated": "inactive",
+    "determined": "determined",
+    "settled": "finalized",
+}
+
+
+def _follow_lifecycle(market: Market, event_type: str, fields: dict[str, Any], now_ms: int) -> None:
+    """Make the market's REST record say what a replayed lifecycle event announced: its
+    status (a pause flag, when present, decides paused or not), close time and result."""
+    paused = fields.get("is_deactivated")
+    status = (
+        ("inactive" if paused else "active")
+        if isinstance(paused, bool)
+        else _STATUS_OF_EVENT.get(event_type)
+    )
+    close_ts = fields.get("close_ts")
+    if isinstance(close_ts, int) and not isinstance(close_ts, bool):
+        market.close_ms = close_ts * 1000
+    if isinstance(fields.get("result"), str) and fields["result"]:
+        market.result = fields["result"]
+    value = fields.get("settlement_value")
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError, ArithmeticError):
+            market.settlement_value = parse_price(value)
+    if event_type == "settled":
+        settled_ts = fields.get("settled_ts")
+        if isinstance(settled_ts, int) and not isinstance(settled_ts, bool):
+            market.settlement_ms = settled_ts * 1000
+        else:
+            market.settlement_ms = now_ms
+    if status is not None:
+        market.status = status
+    market.updated_ms = now_ms
+
+
+# The replayed market's price grid: the coarsest of these that holds every price recorded for it.
+REPLAY_STRUCTURES = ("deci_cent", "center_deci_edge_centi_cent", "centi_cent")
+
+_PRICE_FIELDS = (
+    "price_dollars",  # a delta's level, a ticker's last trade
+    "yes_price_dollars",
+    "no_price_dollars",
+    "yes_bid_dollars",
+    "yes_ask_dollars",
+)
+
+
+def _recorded_prices(msg: dict[str, Any]) -> Iterator[int]:
+    """Every price (price units) a recorded ``msg`` names: book levels, deltas, trades, tickers."""
+    raw: list[Any] = [msg.get(name) for name in _PRICE_FIELDS]
+    for side in ("yes", "no"):
+        for key in (f"{side}_dollars_fp", f"{side}_dollars"):
+            levels = msg.get(key)
+            if isinstance(levels, list):
+                raw += [lv[0] for lv in levels if isinstance(lv, list | tuple) and lv]
+    for value in raw:
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            try:
+                yield parse_price(value)
+            except (ValueError, ArithmeticError):
+                continue
+
+
+def _structure_for(prices: set[int]) -> str:
+    """The coarsest replay structure whose grid holds every bid price of a market."""
+    bids = [p for p in prices if 0 < p < ONE]
+    for structure in REPLAY_STRUCTURES[:-1]:
+        if all(on_grid(structure, p) for p in bids):
+            return structure
+    return REPLAY_STRUCTURES[-1]
+
+
 def catalog_from_recording(source: ReplaySource, rng: random.Random) -> Catalog:
-    """Markets, events and series named after the tickers a recording mentions."""
+    """Markets, events and series named after the tickers a recording mentions.
+
+    Each market's price grid is the coarsest that holds every price recorded for it, so a
+    client checking prices against the REST ``price_ranges`` accepts the replayed books.
+    """
     markets: dict[str, Market] = {}
     events: dict[str, Event] = {}
     series: dict[str, Series] = {}
+    prices: dict[str, set[int]] = {}
     first_ts = source.first_ts
     for ticker, msg in source.tickers():
+        prices.setdefault(ticker, set()).update(_recorded_prices(msg))
         if ticker in markets:
             continue
         event_ticker = ticker.rsplit("-", 1)[0] if "-" in ticker else ticker
@@ -256,4 +340,6 @@ def catalog_from_recording(source: ReplaySource, rng: random.Random) -> Catalog:
             series[series_ticker] = Series(
                 series_ticker, series_ticker, "Replay", "custom", [], "recording", ""
             )
+    for ticker, market in markets.items():
+        market.structure = _structure_for(prices[ticker])
     return Catalog(series, events, markets)
