@@ -278,6 +278,28 @@ async def test_http_input_limits(tmp_path: Path) -> None:
         assert (await http.get("/health")).status_code == 200
 
 
+async def test_a_malformed_request_gets_a_json_400_naming_the_problem(store: Served) -> None:
+    # It used to get uvicorn's text/plain "Invalid HTTP request received." whatever was wrong,
+    # where every other refusal is {"code", "message"} (docs/operations.md).
+    port = int(store.url.rsplit(":", 1)[1])
+    for request, reason in [
+        (b"POST /api/query HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+         b"Transfer-Encoding: chunked\r\n\r\n{}", "Transfer-Encoding can't be present"),
+        (b"POST /api/query HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+         "Invalid character in Content-Length"),
+    ]:  # fmt: skip
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request)
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400") and b"application/json" in head
+        error = json.loads(body)
+        assert error["code"] == "BadRequest" and reason in error["message"], error
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(store.url + "/health")).status_code == 200
+
+
 async def test_a_client_that_stops_reading_its_response_is_dropped(tmp_path: Path) -> None:
     # An unread HTTP response used to be held for as long as the client kept the connection
     # open (20 such clients of /api/query_batch held 1.5 GB); it is dropped after

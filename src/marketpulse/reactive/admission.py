@@ -402,12 +402,14 @@ class GuardedHttp(HttpToolsProtocol):
             else:
                 self._unsupported_upgrade_warning()
             return
-        except httptools.HttpParserError:
+        except httptools.HttpParserError as exc:
             if self._head_over:  # raised by on_url/on_header to stop parsing
                 self._head_too_large()
                 return
             THROTTLE.log(log, "info", "invalid HTTP request")
-            self.send_400_response("Invalid HTTP request received.")
+            # The parser's reason is one of its fixed strings, never the client's bytes.
+            reason = str(exc).strip().rstrip(".") or "malformed"
+            self.send_400_response(f"Invalid HTTP request: {reason}")
             return
         if self._in_head and not self.transport.is_closing():
             # A head still incomplete: count its raw bytes (httptools buffers a partial
@@ -415,6 +417,14 @@ class GuardedHttp(HttpToolsProtocol):
             self._head_bytes += len(data)
             if self._over(self._head_bytes):
                 self._head_too_large()
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn's is text/plain and closes at once; the store's refusals are JSON
+        # ``{"code", "message"}``, closed gracefully.
+        self._stop_head_timer()
+        self._in_head = False
+        self.transport.write(_simple_response(400, "Bad Request", "BadRequest", msg))
+        close_gracefully(self.transport)
 
     def _over(self, size: int) -> bool:
         limit = self._guard_limits.max_header_bytes
