@@ -381,6 +381,8 @@ async def test_health_metrics_static_and_unknown_routes(http: httpx.AsyncClient)
     assert (await http.get("/")).text == "<html>dashboard</html>"
     assert (await http.get("/app.js")).text == "console.log(1)"
     assert (await http.get("/markets/XYZ")).text == "<html>dashboard</html>", "SPA fallback"
+    # A build asset that is not there (a page from before a deploy) is a 404, not the page.
+    assert (await http.get("/assets/index-0ld.js")).status_code == 404
     r = await http.post("/api/nope", content=b"{}")
     assert r.status_code == 404 and r.json()["code"] == "NotFound"
     # A deployment URL with a trailing slash makes clients request "//api/...".
