@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from marketpulse.reactive.gateway import OriginPolicy
-from marketpulse.reactive.limits import ConnectionLimits
+from marketpulse.reactive.limits import ConnectionLimits, RunLimits
 from marketpulse.reactive.values import decode_ts, encode_ts
 
 from .sync.serving import ADMIN_KEY, Served, serve_store
@@ -304,6 +306,94 @@ async def test_http_input_limits(tmp_path: Path) -> None:
         assert (await http.get("/health")).status_code == 200
 
 
+async def test_a_malformed_request_gets_a_json_400_naming_the_problem(store: Served) -> None:
+    # It used to get uvicorn's text/plain "Invalid HTTP request received." whatever was wrong,
+    # where every other refusal is {"code", "message"} (docs/operations.md).
+    port = int(store.url.rsplit(":", 1)[1])
+    for request, reason in [
+        (b"POST /api/query HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+         b"Transfer-Encoding: chunked\r\n\r\n{}", "Transfer-Encoding can't be present"),
+        (b"POST /api/query HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+         "Invalid character in Content-Length"),
+    ]:  # fmt: skip
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request)
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400") and b"application/json" in head
+        error = json.loads(body)
+        assert error["code"] == "BadRequest" and reason in error["message"], error
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(store.url + "/health")).status_code == 200
+
+
+async def test_a_client_that_stops_reading_its_response_is_dropped(tmp_path: Path) -> None:
+    # An unread HTTP response used to be held for as long as the client kept the connection
+    # open (20 such clients of /api/query_batch held 1.5 GB); it is dropped after
+    # client_send_timeout_s in which it took nothing, as a sync socket is, and a slow client
+    # that still reads is not.
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "index.html").write_text("<html>dashboard</html>")
+    (static / "big.bin").write_bytes(b"x" * (4 * 1024 * 1024))
+    limits = ConnectionLimits(client_send_timeout_s=0.5)
+    loop = asyncio.get_running_loop()
+    run_limits = RunLimits(max_result_bytes=8 * 1024 * 1024)
+    async with serve_store(
+        tmp_path / "s.sqlite", limits, static_dir=static, run_limits=run_limits
+    ) as served:
+        port = int(served.url.rsplit(":", 1)[1])
+        registry = served.gateway.metrics.registry
+
+        async def open_getting_big(rcvbuf: int) -> socket.socket:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.setblocking(False)
+            await loop.sock_connect(sock, ("127.0.0.1", port))
+            await loop.sock_sendall(sock, b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+            return sock
+
+        stuck, slow = await open_getting_big(4096), await open_getting_big(65536)
+        received = 0
+        for _ in range(15):  # 3 s: six send timeouts, while the slow one reads 320 KB/s
+            received += len(await loop.sock_recv(slow, 65536))
+            await asyncio.sleep(0.2)
+        assert registry.get_sample_value("marketpulse_sync_dropped_clients_total") == 1.0
+        got = 0  # what the kernel still had queued, then the end (not the whole response)
+        with contextlib.suppress(ConnectionResetError):
+            async with asyncio.timeout(5):
+                while chunk := await loop.sock_recv(stuck, 65536):
+                    got += len(chunk)
+        assert got < 4 * 1024 * 1024
+        stuck.close()
+        async with asyncio.timeout(10):  # the slow reader still gets all of it
+            while received < 4 * 1024 * 1024:
+                chunk = await loop.sock_recv(slow, 1 << 20)
+                assert chunk, "the slow reader was cut off"
+                received += len(chunk)
+        slow.close()
+
+        # A response written in one piece, taken slowly until uvicorn's keep-alive timer (5 s)
+        # closes the connection after it, then not at all: a closing transport waits to flush
+        # what it holds, for ever unless dropped.
+        body = json.dumps({"path": "counter:echo", "args": {"value": "y" * 7_000_000}})
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        head = f"POST /api/action HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+        await loop.sock_sendall(sock, head.encode() + body.encode())
+        for _ in range(30):  # 6 s at 160 KB/s: 1 MB of the 7
+            await loop.sock_recv(sock, 32768)
+            await asyncio.sleep(0.2)
+        assert registry.get_sample_value("marketpulse_sync_dropped_clients_total") == 1.0
+        async with asyncio.timeout(5):
+            while registry.get_sample_value("marketpulse_sync_dropped_clients_total") < 2.0:
+                await asyncio.sleep(0.1)
+        sock.close()
+
+
 async def test_health_metrics_static_and_unknown_routes(http: httpx.AsyncClient) -> None:
     assert (await http.get("/health")).json()["status"] == "ok"
     await post(http, "/api/mutation", {"path": "counter:inc", "args": {"name": "m"}})
@@ -319,6 +409,8 @@ async def test_health_metrics_static_and_unknown_routes(http: httpx.AsyncClient)
     assert (await http.get("/")).text == "<html>dashboard</html>"
     assert (await http.get("/app.js")).text == "console.log(1)"
     assert (await http.get("/markets/XYZ")).text == "<html>dashboard</html>", "SPA fallback"
+    # A build asset that is not there (a page from before a deploy) is a 404, not the page.
+    assert (await http.get("/assets/index-0ld.js")).status_code == 404
     r = await http.post("/api/nope", content=b"{}")
     assert r.status_code == 404 and r.json()["code"] == "NotFound"
     # A deployment URL with a trailing slash makes clients request "//api/...".

@@ -808,6 +808,20 @@ async def test_garbage_on_the_port_never_hurts_the_server(sim: Simulator) -> Non
     assert sim._task is not None and not sim._task.done()
 
 
+async def test_a_body_in_tiny_chunks_is_read_in_linear_time(sim: Simulator) -> None:
+    # The body's size was summed over every chunk received so far at each chunk: 40,000
+    # one-byte chunks (240 KB) held the simulator's loop 36 s, every client with it.
+    reader, writer = await asyncio.open_connection("127.0.0.1", sim.port)
+    writer.write(b"POST /_sim/control HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    writer.write(b"1\r\n \r\n" * 60_000 + b"0\r\n\r\n")
+    started = time.monotonic()
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.readline(), 30)
+    assert answer.startswith(b"HTTP/1.1 400")  # a body of spaces is not a command
+    assert time.monotonic() - started < 5.0
+    writer.close()
+
+
 async def test_send_log_gives_each_stamp_its_sub_millisecond_send_time(sim: Simulator) -> None:
     import httpx
 

@@ -15,9 +15,12 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import fcntl
 import os
 import resource
 import socket
+import struct
+import termios
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -123,6 +126,7 @@ class Admission:
         self._per_client: dict[str, int] = {}
         self.refused = 0
         self.on_refused: Callable[[str], None] | None = None
+        self.on_dropped: Callable[[], None] | None = None
 
     def cap_total(self, fd_limit: int) -> int:
         """Keep the total cap below what ``fd_limit`` descriptors allow; returns the cap."""
@@ -150,6 +154,13 @@ class Admission:
             self._per_client[address] = left
         else:
             self._per_client.pop(address, None)
+
+    def dropped(self) -> None:
+        """An HTTP client that took none of its response for ``client_send_timeout_s`` was
+        dropped."""
+        if self.on_dropped is not None:
+            self.on_dropped()
+        THROTTLE.log(log, "warning", "http client dropped", reason="not reading its response")
 
     def _refuse(self, reason: str) -> str:
         self.refused += 1
@@ -263,6 +274,21 @@ def close_gracefully(
     transport.resume_reading()  # it may have been paused for flow control
 
 
+def _unsent(transport: asyncio.Transport) -> int:
+    """Bytes written to ``transport`` that its peer has not taken: the transport's buffer plus
+    the kernel's send queue (``TIOCOUTQ``, where there is one). The transport's buffer alone
+    does not show a slow reader's progress: it shrinks only once the kernel's queue, which
+    can hold megabytes, has room for a third of itself."""
+    unsent = transport.get_write_buffer_size()
+    sock = transport.get_extra_info("socket")
+    fileno = getattr(sock, "fileno", None)
+    if callable(fileno):
+        with contextlib.suppress(OSError, ValueError):
+            queued = fcntl.ioctl(fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+            unsent += struct.unpack("i", queued)[0]
+    return unsent
+
+
 class _ClosesGracefully:
     """The transport as uvicorn's request cycle sees it: its ``close`` (after a response with
     ``Connection: close``, such as a 413 sent while the body still arrives) is graceful."""
@@ -278,7 +304,9 @@ class _ClosesGracefully:
 
 
 class GuardedHttp(HttpToolsProtocol):
-    """uvicorn's httptools protocol plus admission, a request-head timeout and size limit.
+    """uvicorn's httptools protocol plus admission, a request-head timeout and size limit, and
+    a send timeout: a client that takes none of its response for ``client_send_timeout_s`` is
+    dropped (aborted), as a sync socket is, so an unread response is not held for ever.
 
     Built by uvicorn for every accepted connection (``http=`` in its config, with the
     gateway's :class:`Admission` and limits bound first). The connection's :class:`Ticket`
@@ -298,6 +326,8 @@ class GuardedHttp(HttpToolsProtocol):
         self._head_bytes = 0
         self._head_parsed = 0
         self._head_over = False
+        self._send_timer: asyncio.TimerHandle | None = None
+        self._send_left = 0  # the write buffer's size when the send timer was last set
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         peer = transport.get_extra_info("peername")
@@ -316,12 +346,47 @@ class GuardedHttp(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
+        self._stop_send_timer()
         if self.ticket is not None:
             self.ticket.release()
             self.ticket = None
         if not self._admitted:  # refused in connection_made: uvicorn never set up
             return
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._send_timer is None and self._guard_limits.client_send_timeout_s > 0:
+            self._arm_send_timer()
+
+    def resume_writing(self) -> None:
+        self._stop_send_timer()
+        super().resume_writing()
+
+    def _arm_send_timer(self) -> None:
+        self._send_left = _unsent(self.transport)
+        self._send_timer = asyncio.get_running_loop().call_later(
+            self._guard_limits.client_send_timeout_s, self._send_late
+        )
+
+    def _stop_send_timer(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    def _send_late(self) -> None:
+        self._send_timer = None
+        transport = self.transport
+        # Closing counts too: uvicorn's keep-alive timer closes a connection whose response
+        # is answered, and a closing transport waits for ever to flush what it holds.
+        if transport.get_protocol() is not self:
+            return
+        if _unsent(transport) < self._send_left:
+            self._arm_send_timer()  # slow, but it reads: give it another period
+            return
+        # It took nothing for a whole period: abort (a close would wait on it for ever).
+        self._admission.dropped()
+        transport.abort()
 
     def data_received(self, data: bytes) -> None:
         # uvicorn's, plus the head's byte count and a throttled log for malformed requests
@@ -337,12 +402,14 @@ class GuardedHttp(HttpToolsProtocol):
             else:
                 self._unsupported_upgrade_warning()
             return
-        except httptools.HttpParserError:
+        except httptools.HttpParserError as exc:
             if self._head_over:  # raised by on_url/on_header to stop parsing
                 self._head_too_large()
                 return
             THROTTLE.log(log, "info", "invalid HTTP request")
-            self.send_400_response("Invalid HTTP request received.")
+            # The parser's reason is one of its fixed strings, never the client's bytes.
+            reason = str(exc).strip().rstrip(".") or "malformed"
+            self.send_400_response(f"Invalid HTTP request: {reason}")
             return
         if self._in_head and not self.transport.is_closing():
             # A head still incomplete: count its raw bytes (httptools buffers a partial
@@ -350,6 +417,14 @@ class GuardedHttp(HttpToolsProtocol):
             self._head_bytes += len(data)
             if self._over(self._head_bytes):
                 self._head_too_large()
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn's is text/plain and closes at once; the store's refusals are JSON
+        # ``{"code", "message"}``, closed gracefully.
+        self._stop_head_timer()
+        self._in_head = False
+        self.transport.write(_simple_response(400, "Bad Request", "BadRequest", msg))
+        close_gracefully(self.transport)
 
     def _over(self, size: int) -> bool:
         limit = self._guard_limits.max_header_bytes
@@ -401,6 +476,7 @@ class GuardedHttp(HttpToolsProtocol):
         self._head_parsed = 0
 
     def handle_websocket_upgrade(self) -> None:
+        self._stop_send_timer()
         super().handle_websocket_upgrade()
         ticket, self.ticket = self.ticket, None
         upgraded = self.transport.get_protocol()

@@ -583,6 +583,7 @@ class Gateway:
         self.admission = Admission(limits)
         refused = self.metrics.refused
         self.admission.on_refused = lambda reason: refused.labels("connection").inc()
+        self.admission.on_dropped = self._http_client_dropped
         self.query_share = QueryShare(
             limits.client_query_share, max(limits.client_query_share, limits.work_slice_s)
         )
@@ -593,3 +594,7 @@ class Gateway:
             min(1.0, limits.client_send_timeout_s / 4, limits.ping_interval_s / 4),
             limits.work_slice_s,
         )
+
+    def _http_client_dropped(self) -> None:
+        self.metrics.dropped.inc()
+        self.memory.soon()  # its unread response was freed: hand the heap back

@@ -167,13 +167,17 @@ class _BoundedBody:
 
 
 class _SpaStatic(StaticFiles):
-    """Static files with index.html as the fallback for client-side routes."""
+    """Static files with index.html as the fallback for client-side routes.
+
+    Not for a missing build asset (under ``assets/``, where Vite puts them): a page built
+    before a deploy asks for chunks that are gone, and a 200 of HTML there fails as a
+    script with a MIME-type error instead of the 404 the loader can act on."""
 
     async def get_response(self, path: str, scope: Scope) -> Response:
         try:
             return await super().get_response(path, scope)
         except HTTPException as exc:
-            if exc.status_code != 404:
+            if exc.status_code != 404 or path.replace("\\", "/").startswith("assets/"):
                 raise
             return FileResponse(Path(str(self.directory)) / "index.html")
 

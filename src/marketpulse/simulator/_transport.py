@@ -45,6 +45,7 @@ class Connection(asyncio.Protocol):
         self.http = h11.Connection(h11.SERVER)
         self.request: h11.Request | None = None
         self.body: list[bytes] = []
+        self.body_bytes = 0  # counted as it arrives: a sum per chunk was quadratic
         self.ws: ServerProtocol | None = None
         self.session: Session | None = None
         self.stalled_until = 0.0
@@ -95,9 +96,11 @@ class Connection(asyncio.Protocol):
             if isinstance(event, h11.Request):
                 self.request = event
                 self.body = []
+                self.body_bytes = 0
             elif isinstance(event, h11.Data):
                 self.body.append(event.data)
-                if sum(map(len, self.body)) > MAX_BODY:
+                self.body_bytes += len(event.data)
+                if self.body_bytes > MAX_BODY:
                     self._respond(
                         413,
                         {"error": {"code": "too_large", "message": "request body too large"}},
