@@ -83,6 +83,7 @@ class ServeSettings(BaseSettings):
     max_batch_queries: int = Field(ConnectionLimits.max_batch_queries, ge=0)
     max_queries: int = Field(ConnectionLimits.max_queries, ge=0)
     max_query_changes: int = Field(ConnectionLimits.max_query_changes, ge=0)
+    max_query_set_bytes: int = Field(ConnectionLimits.max_query_set_bytes, ge=0)
     max_pending_mutations: int = Field(ConnectionLimits.max_pending_mutations, ge=1)
     max_mutations_in_flight: int = Field(ConnectionLimits.max_mutations_in_flight, ge=1)
     max_concurrent_actions: int = Field(ConnectionLimits.max_concurrent_actions, ge=1)
@@ -134,6 +135,7 @@ _LIMIT_HELP = {
     "max_batch_queries": "Queries in one /api/query_batch.",
     "max_queries": "Queries in one sync socket's query set.",
     "max_query_changes": "Modifications in one ModifyQuerySet.",
+    "max_query_set_bytes": "Bytes of arguments of one sync socket's queries together.",
     "max_pending_mutations": "Mutations queued on one socket.",
     "max_mutations_in_flight": "Mutations of one socket run ahead of their responses.",
     "max_concurrent_actions": "Actions running for one socket.",

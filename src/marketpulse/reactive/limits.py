@@ -69,6 +69,8 @@ class ConnectionLimits:
         max_queries: queries in one sync socket's query set.
         max_query_changes: modifications in one ``ModifyQuerySet`` (a reconnecting client
             re-sends its whole set in one, so keep it at least ``max_queries``).
+        max_query_set_bytes: bytes of arguments (as JSON) of one sync socket's queries
+            together; the store holds them for as long as the queries stay subscribed.
         max_pending_mutations: mutations queued on one socket before it is no longer read
             (until half of them are answered).
         max_mutations_in_flight: mutations of one socket run ahead of their responses (the
@@ -100,6 +102,7 @@ class ConnectionLimits:
     max_batch_queries: int = 256
     max_queries: int = 2_000
     max_query_changes: int = 2_000
+    max_query_set_bytes: int = 8 * 1024 * 1024
     max_pending_mutations: int = 1024
     max_mutations_in_flight: int = 256
     max_concurrent_actions: int = 64
@@ -134,6 +137,7 @@ SERVE_LIMITS: tuple[str, ...] = (
     "max_batch_queries",
     "max_queries",
     "max_query_changes",
+    "max_query_set_bytes",
     "max_pending_mutations",
     "max_mutations_in_flight",
     "max_concurrent_actions",

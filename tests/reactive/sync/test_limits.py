@@ -25,6 +25,7 @@ LIMITS = ConnectionLimits(
     max_fragments=16,
     max_queries=50,
     max_query_changes=20,
+    max_query_set_bytes=50_000,
     max_json_depth=8,
     connect_timeout_s=1.0,
     message_timeout_s=1.0,
@@ -119,6 +120,39 @@ async def test_query_set_cap_counts_across_messages(store: Served) -> None:
     await c.send_raw(modify(range(40, 60), base=2))
     assert "TooManyQueries" in str(await failure_of(c))
     await c.close()
+
+
+async def test_query_set_bytes_are_held_per_query_across_messages(store: Served) -> None:
+    def change(base: int, adds: dict[int, int], removes: tuple[int, ...] = ()) -> str:
+        mods: list[dict[str, Any]] = [
+            {"type": "Add", "queryId": i, "udfPath": "counter:get",
+             "args": [{"name": f"n{i}", "pad": "x" * size}]}
+            for i, size in adds.items()
+        ]  # fmt: skip
+        mods += [{"type": "Remove", "queryId": i} for i in removes]
+        message = {"type": "ModifyQuerySet", "baseVersion": base, "newVersion": base + 1}
+        return orjson.dumps({**message, "modifications": mods}).decode()
+
+    other, q = await bystander(store, "set-bytes")
+    c = await store.client()
+    await c.send_raw(change(0, {0: 30_000, 1: 10}))
+    await c.send_raw(change(1, {}, removes=(1,)))  # the small one goes; the large one stays
+    await c.send_raw(change(2, {2: 10_000}))
+    await asyncio.sleep(0.2)
+    assert c.failure is None  # ~40 KB held: within 50,000
+    await c.send_raw(change(3, {3: 15_000}))
+    failure = await failure_of(c)
+    assert isinstance(failure, ServerError) and "QuerySetTooLarge" in str(failure)
+    await still_served(store, other, q, "set-bytes")
+    await other.close()
+    await c.close()
+
+    freed = await store.client()  # removing a query frees its bytes
+    await freed.send_raw(change(0, {0: 30_000}))
+    await freed.send_raw(change(1, {1: 30_000}, removes=(0,)))
+    await asyncio.sleep(0.2)
+    assert freed.failure is None
+    await freed.close()
 
 
 def frame(opcode: int, payload: bytes, fin: bool) -> bytes:

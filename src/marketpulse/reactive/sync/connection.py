@@ -224,6 +224,7 @@ class SyncConnection:
             ping_interval_s=limits.ping_interval_s,
             max_queries=limits.max_queries,
             max_query_changes=limits.max_query_changes,
+            max_query_set_bytes=limits.max_query_set_bytes,
             max_json_depth=limits.max_json_depth,
         )
         now = asyncio.get_running_loop().time()

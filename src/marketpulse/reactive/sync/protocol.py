@@ -250,7 +250,16 @@ ClientEvent: TypeAlias = (
 class _Query:
     udf_path: str
     journal: str | None
+    args_bytes: int = 0
     last_sent: FunctionOutcome | None = None
+
+
+def _json_bytes(value: object) -> int:
+    """The size of ``value`` (parsed from the client's JSON) written as JSON again."""
+    try:
+        return len(orjson.dumps(value))
+    except orjson.JSONEncodeError:  # past orjson's depth; refused later as JsonTooDeep anyway
+        return 0
 
 
 def _int(message: Mapping[str, Any], key: str) -> int:
@@ -414,6 +423,9 @@ class SyncProtocol:
             ``TooManyQueries`` FatalError (0: no limit).
         max_query_changes: a ``ModifyQuerySet`` with more modifications is a
             ``TooManyQueries`` FatalError (0: no limit).
+        max_query_set_bytes: a ``ModifyQuerySet`` that would grow the query set's arguments
+            (as JSON, all queries together) past this is a ``QuerySetTooLarge`` FatalError
+            (0: no limit).
         max_json_depth: a message whose arguments nest deeper is a ``JsonTooDeep``
             FatalError.
         ping_interval_s: a socket quiet for this long gets a Ping (see :meth:`tick`).
@@ -431,6 +443,7 @@ class SyncProtocol:
     ping_interval_s: float = ConnectionLimits.ping_interval_s
     max_queries: int = ConnectionLimits.max_queries
     max_query_changes: int = ConnectionLimits.max_query_changes
+    max_query_set_bytes: int = ConnectionLimits.max_query_set_bytes
     max_json_depth: int = ConnectionLimits.max_json_depth
     max_transition_bytes: int = 4 * 1024 * 1024
     received_query_set: int = 0
@@ -441,6 +454,7 @@ class SyncProtocol:
     _closed: bool = False
     _queries: dict[int, _Query] = field(default_factory=dict)
     _removed: list[int] = field(default_factory=list)
+    _query_set_bytes: int = 0
     _pending_auth: int | None = None
     _transition_required: bool = False
     _min_ts: int = 0
@@ -572,6 +586,11 @@ class SyncProtocol:
         events: list[ClientEvent] = []
         append = events.append
         present = set(self._queries)
+        # Arguments stay held while their query is subscribed: measured per query, so a set
+        # cannot grow its held bytes by removing the small queries of a batch.
+        measured = self.max_query_set_bytes > 0
+        added_bytes: dict[int, int] = {}
+        removed_bytes = 0
         for mod in modifications:
             if type(mod) is not dict:
                 raise ProtocolError("ModifyQuerySet: each modification must be an object")
@@ -586,6 +605,8 @@ class SyncProtocol:
                 if type(path) is not str:
                     path = _str(mod, "udfPath")
                 journal = mod.get("journal")
+                if measured:
+                    added_bytes[query_id] = _json_bytes(mod.get("args"))
                 append(
                     QueryAdded.encoded(
                         query_id,
@@ -600,6 +621,10 @@ class SyncProtocol:
                     raise ProtocolError(f"ModifyQuerySet: query {query_id} is not in the set")
                 events.append(QueryRemoved(query_id))
                 present.discard(query_id)
+                if query_id in added_bytes:  # added and removed in this one message
+                    removed_bytes += added_bytes.pop(query_id)
+                elif measured:
+                    removed_bytes += self._queries[query_id].args_bytes
             else:
                 raise ProtocolError(f"ModifyQuerySet: unknown modification {kind!r}")
         if 0 < self.max_queries < len(present):
@@ -607,9 +632,19 @@ class SyncProtocol:
                 f"TooManyQueries: a query set of {len(present)} exceeds the limit of "
                 f"{self.max_queries} per connection"
             )
+        if measured:
+            held = self._query_set_bytes + sum(added_bytes.values()) - removed_bytes
+            if held > self.max_query_set_bytes:
+                raise ProtocolError(
+                    f"QuerySetTooLarge: the query set's arguments would take {held} bytes, "
+                    f"over the limit of {self.max_query_set_bytes} per connection"
+                )
+            self._query_set_bytes = held
         for event in events:
             if isinstance(event, QueryAdded):
-                self._queries[event.query_id] = _Query(event.udf_path, event.journal)
+                self._queries[event.query_id] = _Query(
+                    event.udf_path, event.journal, added_bytes.get(event.query_id, 0)
+                )
             else:
                 assert isinstance(event, QueryRemoved)
                 del self._queries[event.query_id]
