@@ -52,6 +52,8 @@ class Recorder:
     cleanups: list[CleanupInput] = field(default_factory=list)
     health_checks: list[HealthInput] = field(default_factory=list)
     stale_next: bool = False
+    cancel_takes_s: float = 0.0
+    """How long the stand-in stream takes to end once cancelled (the real one flushes)."""
 
 
 def make_activities(rec: Recorder, client: Client) -> list[Any]:
@@ -71,6 +73,7 @@ def make_activities(rec: Recorder, client: Client) -> list[Any]:
                 await asyncio.sleep(0.05)
         except asyncio.CancelledError:
             rec.stream_cancels += 1
+            await asyncio.sleep(rec.cancel_takes_s)
             raise
 
     @activity.defn(name=HEALTH_ACTIVITY)
@@ -244,6 +247,40 @@ async def test_continue_as_new_carries_markets(env: WorkflowEnvironment) -> None
         assert rec.stream_cancels >= 1  # the old run's feed was stopped before continuing
         await latest.signal(KalshiStreamWorkflow.stop)
         assert (await latest.result()).markets == expected
+
+
+async def test_markets_updated_while_continuing_as_new_are_carried(
+    env: WorkflowEnvironment,
+) -> None:
+    # Between the decision to continue and the new run, the old run's feed is being stopped
+    # (the real one flushes and withdraws its books): updateMarkets there used to be refused
+    # with "the stream is stopping", though nothing was stopping.
+    rec = Recorder(cancel_takes_s=3.0)
+    async with worker(env, rec):
+        wf_id = f"wf-{uuid.uuid4()}"
+        handle = await env.client.start_workflow(
+            KalshiStreamWorkflow.run,
+            config(continueAsNewAfterEvents=40),
+            id=wf_id,
+            task_queue=TASK_QUEUE,
+        )
+        await until(lambda: len(rec.stream_starts) == 1, timeout=WAIT_S)
+        for i in range(20):
+            await handle.signal(KalshiStreamWorkflow.add_markets, [f"KX-N{i}"])
+        await until(lambda: rec.stream_cancels == 1, timeout=WAIT_S)
+        assert len(rec.stream_starts) == 1  # the old run is still stopping its feed
+        status: WorkflowStatus = await handle.query(KalshiStreamWorkflow.status)
+        assert status.state == "continuing"
+        result = await handle.execute_update(
+            KalshiStreamWorkflow.update_markets, MarketsChange(add=["KX-LATE"], remove=["KX-A"])
+        )
+        assert "KX-LATE" in result.markets and "KX-A" not in result.markets
+        await until(lambda: len(rec.stream_starts) >= 2, timeout=WAIT_S)
+        assert rec.stream_starts[-1].config.markets == result.markets
+        latest = env.client.get_workflow_handle_for(KalshiStreamWorkflow.run, wf_id)
+        rec.cancel_takes_s = 0.0
+        await latest.signal(KalshiStreamWorkflow.stop)
+        assert (await latest.result()).markets == result.markets
 
 
 async def test_invalid_config_fails_the_workflow(env: WorkflowEnvironment) -> None:

@@ -68,6 +68,7 @@ class KalshiStreamWorkflow:
         self._state = "starting"
         self._stop_requested = False
         self._stopping = False
+        self._continuing = False
         self._handle: workflow.ActivityHandle[object] | None = None
         self._restart_reason = ""
         self._stream_starts = 0
@@ -108,6 +109,8 @@ class KalshiStreamWorkflow:
             # Workflow cancellation: stop the feed cleanly before the run closes.
             await self._stop_feed(tasks)
             raise
+        # Continuing as new: markets changed until the new run starts are carried to it.
+        self._continuing = not self._stop_requested
         await self._stop_feed(tasks)
         await workflow.wait_condition(workflow.all_handlers_finished)
         if not self._stop_requested:
@@ -136,7 +139,7 @@ class KalshiStreamWorkflow:
     async def _stop_feed(self, tasks: list[asyncio.Task[None]]) -> None:
         """Stop the stream activity (and, on histories before the patch, the timer loops)."""
         self._stopping = True
-        self._state = "stopping"
+        self._state = "continuing" if self._continuing else "stopping"
         if workflow.patched(_TIMERS_LEFT_ON_STOP):
             # The timer loops are left as they are: the run closes over their timers.
             # Cancelling a timer (or a health check) in the very moment it fires is a race
@@ -301,7 +304,8 @@ class KalshiStreamWorkflow:
     def _validate_update(self, change: MarketsChange) -> None:
         normalise_tickers(list(change.add))
         normalise_tickers(list(change.remove))
-        if self._stopping:
+        # Refused once stopping for good; while continuing as new, the change is carried.
+        if self._stop_requested or (self._stopping and not self._continuing):
             raise ValueError("the stream is stopping")
 
     @workflow.signal(name="stop")
