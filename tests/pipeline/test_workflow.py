@@ -180,6 +180,7 @@ async def test_cleanup_timer(env: WorkflowEnvironment) -> None:
             task_queue=TASK_QUEUE,
         )
         for _ in range(5):
+            print("DBG", len(rec.cleanups), flush=True)
             await env.sleep(timedelta(seconds=250))
         await until(lambda: len(rec.cleanups) >= 2, timeout=WAIT_S)
         assert rec.cleanups[0].olderThanMs == 7_200_000.0
@@ -187,6 +188,30 @@ async def test_cleanup_timer(env: WorkflowEnvironment) -> None:
         assert status.lastCleanup is not None and status.lastCleanup["deleted"] == 3
         await handle.signal(KalshiStreamWorkflow.stop)
         await handle.result()
+
+
+async def test_cleanup_comes_when_each_run_is_shorter_than_its_interval(
+    env: WorkflowEnvironment,
+) -> None:
+    # Health checks every 0.5 s fill each run's history in ~1-2 s, well within the 4 s cleanup
+    # interval: the cleanup used to be put off again by each run (none at all), as a day's
+    # interval is by the runs of a few hours that the server's history limit makes. A
+    # running stream activity holds the test server's clock: this runs on real seconds.
+    rec = Recorder()
+    async with worker(env, rec):
+        wf_id = f"wf-{uuid.uuid4()}"
+        await env.client.start_workflow(
+            KalshiStreamWorkflow.run,
+            config(healthCheckInterval=0.5, cleanupInterval=4.0, continueAsNewAfterEvents=30),
+            id=wf_id,
+            task_queue=TASK_QUEUE,
+        )
+        await until(lambda: len(rec.cleanups) >= 2, timeout=WAIT_S)
+        latest = env.client.get_workflow_handle_for(KalshiStreamWorkflow.run, wf_id)
+        status: WorkflowStatus = await latest.query(KalshiStreamWorkflow.status)
+        assert status.continuedAsNew >= 4
+        await latest.signal(KalshiStreamWorkflow.stop)
+        await latest.result()
 
 
 async def test_health_check_restarts_a_stale_feed(env: WorkflowEnvironment) -> None:

@@ -75,6 +75,7 @@ class KalshiStreamWorkflow:
         self._health_restarts = 0
         self._last_health: HealthReport | None = None
         self._last_cleanup: dict[str, object] | None = None
+        self._next_cleanup_at = 0.0  # epoch ms; carried to the next run
 
     # -- run --------------------------------------------------------------------------------
 
@@ -124,6 +125,7 @@ class KalshiStreamWorkflow:
                     self._config,
                     markets=list(self._markets),
                     generation=self._config.generation + 1,
+                    nextCleanupAt=self._next_cleanup_at,
                 )
             )
         self._state = "stopped"
@@ -250,8 +252,15 @@ class KalshiStreamWorkflow:
 
     async def _cleanup_loop(self) -> None:
         cfg = self._config
+        # Due when the last run said (each run is often shorter than cleanupInterval: counting
+        # from every run's start, the cleanup never came), else an interval from now.
+        due = cfg.nextCleanupAt
         while True:
-            await workflow.sleep(timedelta(seconds=cfg.cleanupInterval))
+            now_ms = workflow.now().timestamp() * 1000.0
+            wait = max(1.0, (due - now_ms) / 1000.0) if due else cfg.cleanupInterval
+            due = 0.0
+            self._next_cleanup_at = now_ms + wait * 1000.0
+            await workflow.sleep(timedelta(seconds=wait))
             if self._stopping:
                 return
             try:
