@@ -7,6 +7,7 @@ import os
 import signal
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -174,3 +175,23 @@ def test_a_second_dev_on_the_same_data_or_ports_says_so_and_leaves_the_first_alo
         assert isinstance(status, list) and status[0]["state"] == "connected"
     finally:
         stop_and_check(first, signal.SIGTERM)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--port", "99999"), ("--temporal-port", "0"), ("--simulator-port", "70000"),
+     ("--sim-markets", "0")],
+)  # fmt: skip
+def test_bad_numbers_are_refused_before_anything_starts(
+    tmp_path: Path, flag: str, value: str
+) -> None:
+    # `--port 99999` used to start Temporal, then fail with the end of the store's log: a
+    # pydantic traceback.
+    data = tmp_path / "data"
+    argv = [sys.executable, "-m", "marketpulse", "dev", "--data-dir", str(data), flag, value]
+    env = {**os.environ, **marketpulse_env()}
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert f"Invalid value for '{flag}'" in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert not data.exists()
