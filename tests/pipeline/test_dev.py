@@ -6,12 +6,15 @@ import importlib.util
 import os
 import signal
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from marketpulse._process import marketpulse_env
 from marketpulse.testing import AdminClient, DevProcess, free_port
 from proctree import alive, descendants
 
@@ -141,3 +144,54 @@ def test_store_nodes_options_are_checked_before_anything_starts(
         DevOptions(store_nodes=nodes, db=db).check()
     DevOptions().check()  # plain dev: SQLite, no balancer
     DevOptions(store_nodes=3, db="postgresql://h/db").check()
+
+
+def test_a_second_dev_on_the_same_data_or_ports_says_so_and_leaves_the_first_alone(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    ports = {"store": free_port(), "temporal": free_port(), "ui": free_port(), "sim": free_port()}
+    first = run_dev(data, ports, tmp_path / "dev.log")
+    try:
+        before = first.ready_info()
+        env = {**os.environ, **marketpulse_env(), "MARKETPULSE_ADMIN_KEY": ""}
+        argv = first.argv()[:-2]  # without its ready file
+        # The same data directory: refused at once, naming the dev that holds it.
+        second = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1
+        said = " ".join(second.stdout.split())  # the console wraps long lines
+        assert f"another marketpulse dev (pid {first.pid}) is running on {data}" in said
+        assert "✓" not in said  # nothing was reported as started
+        # Another data directory on the same ports: refused at the first port in use. Before,
+        # each child's readiness probe was answered by the first dev's: the second dev said
+        # everything had started, restarted the first's stream, then restarted its own dead
+        # children for two minutes.
+        argv[argv.index("--data-dir") + 1] = str(tmp_path / "other")
+        second = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1
+        assert f"127.0.0.1:{ports['temporal']} is already in use" in " ".join(second.stdout.split())
+        assert first.poll() is None and first.ready_info() == before
+        status = query(first.url, "marketData:getStreamStatus", {})
+        assert isinstance(status, list) and status[0]["state"] == "connected"
+    finally:
+        stop_and_check(first, signal.SIGTERM)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--port", "99999"), ("--temporal-port", "0"), ("--simulator-port", "70000"),
+     ("--sim-markets", "0")],
+)  # fmt: skip
+def test_bad_numbers_are_refused_before_anything_starts(
+    tmp_path: Path, flag: str, value: str
+) -> None:
+    # `--port 99999` used to start Temporal, then fail with the end of the store's log: a
+    # pydantic traceback.
+    data = tmp_path / "data"
+    argv = [sys.executable, "-m", "marketpulse", "dev", "--data-dir", str(data), flag, value]
+    env = {**os.environ, **marketpulse_env()}
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert f"Invalid value for '{flag}'" in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert not data.exists()

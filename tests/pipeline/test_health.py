@@ -51,3 +51,23 @@ def test_a_missing_heartbeat_is_left_to_the_server_s_retry_first() -> None:
 def test_an_attempt_still_running_long_after_its_last_heartbeat_is_stale() -> None:
     report = _judge(_running(15.5))
     assert report.stale and report.reason.startswith("no heartbeat for 15.5")
+
+
+def _quiet(quiet_s: float, markets: int) -> PendingActivityInfo:
+    """A connected attempt heartbeating now, its last data ``quiet_s`` ago."""
+    pa = PendingActivityInfo(state=PendingActivityState.PENDING_ACTIVITY_STATE_STARTED, attempt=1)
+    pa.last_heartbeat_time.FromMicroseconds(int(NOW_MS * 1000))
+    details = {"state": "connected", "lastMessageAt": NOW_MS - quiet_s * 1000.0, "markets": markets}
+    pa.heartbeat_details.payloads.extend(
+        DataConverter.default.payload_converter.to_payloads([details])
+    )
+    return pa
+
+
+def test_a_stream_whose_markets_were_all_removed_is_quiet_not_stale() -> None:
+    # `stream remove-markets` of the last market: the feed runs on with nothing subscribed.
+    # It used to be judged stale after staleAfter, with a `stale` alert and a restart.
+    report = _judge(_quiet(400.0, markets=0))
+    assert not report.stale and report.reason.startswith("no markets")
+    report = _judge(_quiet(400.0, markets=3))
+    assert report.stale and report.reason.startswith("no data for 400.0")

@@ -52,6 +52,8 @@ class Recorder:
     cleanups: list[CleanupInput] = field(default_factory=list)
     health_checks: list[HealthInput] = field(default_factory=list)
     stale_next: bool = False
+    cancel_takes_s: float = 0.0
+    """How long the stand-in stream takes to end once cancelled (the real one flushes)."""
 
 
 def make_activities(rec: Recorder, client: Client) -> list[Any]:
@@ -71,6 +73,7 @@ def make_activities(rec: Recorder, client: Client) -> list[Any]:
                 await asyncio.sleep(0.05)
         except asyncio.CancelledError:
             rec.stream_cancels += 1
+            await asyncio.sleep(rec.cancel_takes_s)
             raise
 
     @activity.defn(name=HEALTH_ACTIVITY)
@@ -177,6 +180,7 @@ async def test_cleanup_timer(env: WorkflowEnvironment) -> None:
             task_queue=TASK_QUEUE,
         )
         for _ in range(5):
+            print("DBG", len(rec.cleanups), flush=True)
             await env.sleep(timedelta(seconds=250))
         await until(lambda: len(rec.cleanups) >= 2, timeout=WAIT_S)
         assert rec.cleanups[0].olderThanMs == 7_200_000.0
@@ -184,6 +188,30 @@ async def test_cleanup_timer(env: WorkflowEnvironment) -> None:
         assert status.lastCleanup is not None and status.lastCleanup["deleted"] == 3
         await handle.signal(KalshiStreamWorkflow.stop)
         await handle.result()
+
+
+async def test_cleanup_comes_when_each_run_is_shorter_than_its_interval(
+    env: WorkflowEnvironment,
+) -> None:
+    # Health checks every 0.5 s fill each run's history in ~1-2 s, well within the 4 s cleanup
+    # interval: the cleanup used to be put off again by each run (none at all), as a day's
+    # interval is by the runs of a few hours that the server's history limit makes. A
+    # running stream activity holds the test server's clock: this runs on real seconds.
+    rec = Recorder()
+    async with worker(env, rec):
+        wf_id = f"wf-{uuid.uuid4()}"
+        await env.client.start_workflow(
+            KalshiStreamWorkflow.run,
+            config(healthCheckInterval=0.5, cleanupInterval=4.0, continueAsNewAfterEvents=30),
+            id=wf_id,
+            task_queue=TASK_QUEUE,
+        )
+        await until(lambda: len(rec.cleanups) >= 2, timeout=WAIT_S)
+        latest = env.client.get_workflow_handle_for(KalshiStreamWorkflow.run, wf_id)
+        status: WorkflowStatus = await latest.query(KalshiStreamWorkflow.status)
+        assert status.continuedAsNew >= 4
+        await latest.signal(KalshiStreamWorkflow.stop)
+        await latest.result()
 
 
 async def test_health_check_restarts_a_stale_feed(env: WorkflowEnvironment) -> None:
@@ -244,6 +272,40 @@ async def test_continue_as_new_carries_markets(env: WorkflowEnvironment) -> None
         assert rec.stream_cancels >= 1  # the old run's feed was stopped before continuing
         await latest.signal(KalshiStreamWorkflow.stop)
         assert (await latest.result()).markets == expected
+
+
+async def test_markets_updated_while_continuing_as_new_are_carried(
+    env: WorkflowEnvironment,
+) -> None:
+    # Between the decision to continue and the new run, the old run's feed is being stopped
+    # (the real one flushes and withdraws its books): updateMarkets there used to be refused
+    # with "the stream is stopping", though nothing was stopping.
+    rec = Recorder(cancel_takes_s=3.0)
+    async with worker(env, rec):
+        wf_id = f"wf-{uuid.uuid4()}"
+        handle = await env.client.start_workflow(
+            KalshiStreamWorkflow.run,
+            config(continueAsNewAfterEvents=40),
+            id=wf_id,
+            task_queue=TASK_QUEUE,
+        )
+        await until(lambda: len(rec.stream_starts) == 1, timeout=WAIT_S)
+        for i in range(20):
+            await handle.signal(KalshiStreamWorkflow.add_markets, [f"KX-N{i}"])
+        await until(lambda: rec.stream_cancels == 1, timeout=WAIT_S)
+        assert len(rec.stream_starts) == 1  # the old run is still stopping its feed
+        status: WorkflowStatus = await handle.query(KalshiStreamWorkflow.status)
+        assert status.state == "continuing"
+        result = await handle.execute_update(
+            KalshiStreamWorkflow.update_markets, MarketsChange(add=["KX-LATE"], remove=["KX-A"])
+        )
+        assert "KX-LATE" in result.markets and "KX-A" not in result.markets
+        await until(lambda: len(rec.stream_starts) >= 2, timeout=WAIT_S)
+        assert rec.stream_starts[-1].config.markets == result.markets
+        latest = env.client.get_workflow_handle_for(KalshiStreamWorkflow.run, wf_id)
+        rec.cancel_takes_s = 0.0
+        await latest.signal(KalshiStreamWorkflow.stop)
+        assert (await latest.result()).markets == result.markets
 
 
 async def test_invalid_config_fails_the_workflow(env: WorkflowEnvironment) -> None:

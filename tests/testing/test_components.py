@@ -3,6 +3,7 @@ the child's log, stops that leave nothing behind, and readiness checks that time
 
 from __future__ import annotations
 
+import socket
 import sys
 import time
 from pathlib import Path
@@ -91,3 +92,15 @@ def test_a_failing_readiness_check_times_out_cleanly(tmp_path: Path) -> None:
     assert message.endswith("up, not listening")
     assert child.poll() is not None, "a child that was not ready in time is stopped"
     assert not alive(child.pid)
+
+
+def test_a_child_whose_port_is_taken_is_not_started(tmp_path: Path) -> None:
+    # Its readiness probe would be answered by whatever holds the port: refuse instead.
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        store = StoreProcess(tmp_path / "store.sqlite", port=port)
+        with pytest.raises(RuntimeError, match=f"store cannot start: 127.0.0.1:{port} is already"):
+            store.start()
+        assert store.process is None

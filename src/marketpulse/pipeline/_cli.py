@@ -62,7 +62,8 @@ def worker(
     ] = "sim",
     namespace: _Namespace = "default",
     metrics_port: Annotated[
-        int | None, typer.Option(help="Serve Prometheus /metrics on this port.")
+        int | None,
+        typer.Option(min=0, max=65535, help="Serve Prometheus /metrics on this port (0: any)."),
     ] = None,
     alert_webhook: Annotated[
         str | None,
@@ -318,20 +319,27 @@ def dev(
     data_dir: Annotated[
         Path, typer.Option(help="State: Temporal db, store SQLite, key, logs.")
     ] = Path(".marketpulse"),
-    port: Annotated[int, typer.Option(help="Store / dashboard port.")] = 3210,
-    temporal_port: Annotated[int, typer.Option(help="Temporal frontend port.")] = 7233,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Store / dashboard port.")] = 3210,
+    temporal_port: Annotated[
+        int, typer.Option(min=1, max=65535, help="Temporal frontend port.")
+    ] = 7233,
     temporal_ui_port: Annotated[
-        int | None, typer.Option(help="Temporal web UI port (default: temporal port + 1000).")
+        int | None,
+        typer.Option(
+            min=1, max=65535, help="Temporal web UI port (default: temporal port + 1000)."
+        ),
     ] = None,
-    simulator_port: Annotated[int, typer.Option(help="Simulator port.")] = 8765,
+    simulator_port: Annotated[int, typer.Option(min=1, max=65535, help="Simulator port.")] = 8765,
     exchange: Annotated[str, typer.Option(help="sim | demo | prod.")] = "sim",
     markets: Annotated[
         list[str] | None, typer.Option("--market", help="Markets (default: the exchange's).")
     ] = None,
-    sim_markets: Annotated[int, typer.Option(help="Simulated markets.")] = 20,
-    sim_rate: Annotated[float, typer.Option(help="Simulator messages/s.")] = 50.0,
+    sim_markets: Annotated[int, typer.Option(min=1, help="Simulated markets.")] = 20,
+    sim_rate: Annotated[float, typer.Option(min=0, help="Simulator messages/s.")] = 50.0,
     seed: Annotated[int, typer.Option(help="Simulator seed.")] = 1,
-    metrics_port: Annotated[int | None, typer.Option(help="Worker /metrics port.")] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Worker /metrics port.")
+    ] = None,
     alert_webhook: Annotated[str | None, typer.Option(help="Alert webhook URL.")] = None,
     ready_file: Annotated[
         Path | None, typer.Option(help="Write addresses here once up (for scripts).")

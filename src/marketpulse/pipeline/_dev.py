@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import signal
 import time
@@ -62,6 +63,8 @@ _BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 15.0)
 
 DEV_AUTH_KEY_FILE = "dev_auth_key.pem"
 """The dev identity provider's signing key in the data directory (mode 0600)."""
+LOCK_FILE = "dev.lock"
+"""Held (``flock``) by the ``dev`` using the data directory; holds its pid."""
 
 
 @dataclass
@@ -131,6 +134,7 @@ class _Dev:
     async def start(self) -> None:
         self.data.mkdir(parents=True, exist_ok=True)
         os.chmod(self.data, 0o700)
+        self._lock = _lock_data_dir(self.data)
         self.admin_key = load_admin_key(self.data)
         steps = [
             ("Temporal dev server", self._start_temporal),
@@ -401,6 +405,29 @@ class _Dev:
                 )
                 await asyncio.to_thread(p.stop)
         self.console.print("[green]all stopped[/green]")
+
+
+def _lock_data_dir(data: Path) -> int:
+    """Take the data directory for this process (released when it exits, however it ends).
+
+    Raises:
+        RuntimeError: Another ``dev`` holds it (its pid is named): two would share one store
+            file and one Temporal database, and each would find the other's children answering
+            on its ports.
+    """
+    fd = os.open(data / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise RuntimeError(
+            f"another marketpulse dev (pid {holder}) is running on {data}: stop it first, "
+            "or give this one another --data-dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
 
 
 def _with_node(database: str, name: str) -> str:

@@ -300,7 +300,10 @@ class StreamActivities:
             report.stale = True
             report.reason = f"{report.state or 'not connected'} for {not_connected_s:.1f}s"
         elif inp.staleAfter > 0 and quiet_s > inp.staleAfter:
-            if all_finished(details):
+            if "markets" in details and not int(details["markets"] or 0):
+                # Every market was removed: nothing is streamed, so nothing is expected.
+                report.reason = f"no markets; no data for {quiet_s:.1f}s"
+            elif all_finished(details):
                 # Closed and settled markets send nothing more: quiet is expected, not stale.
                 report.reason = f"every market finished; no data for {quiet_s:.1f}s"
             else:

@@ -99,6 +99,9 @@ class StreamConfig:
             addition to when the server suggests it (0: only when suggested).
         streamId: Id under which status is reported to the store; empty = the workflow id.
         generation: How many times this workflow has continued-as-new (set by the workflow).
+        nextCleanupAt: Epoch ms the next cleanup is due (set by the workflow when it
+            continues-as-new, so a run shorter than ``cleanupInterval`` does not put it off
+            again); 0: ``cleanupInterval`` after the run starts.
     """
 
     markets: list[str] = field(default_factory=list)
@@ -116,6 +119,7 @@ class StreamConfig:
     continueAsNewAfterEvents: int = 0
     streamId: str = ""
     generation: int = 0
+    nextCleanupAt: float = 0.0
 
     def validated(self) -> StreamConfig:
         """A copy with tickers normalised and every interval checked.
@@ -132,7 +136,7 @@ class StreamConfig:
             value = getattr(self, name)
             if not isinstance(value, int | float) or not value > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-        for name in ("staleAfter", "retention", "maxRetryInterval"):
+        for name in ("staleAfter", "retention", "maxRetryInterval", "nextCleanupAt"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or value < 0:
                 raise ValueError(f"{name} must be >= 0 seconds, got {value!r}")

@@ -68,12 +68,14 @@ class KalshiStreamWorkflow:
         self._state = "starting"
         self._stop_requested = False
         self._stopping = False
+        self._continuing = False
         self._handle: workflow.ActivityHandle[object] | None = None
         self._restart_reason = ""
         self._stream_starts = 0
         self._health_restarts = 0
         self._last_health: HealthReport | None = None
         self._last_cleanup: dict[str, object] | None = None
+        self._next_cleanup_at = 0.0  # epoch ms; carried to the next run
 
     # -- run --------------------------------------------------------------------------------
 
@@ -108,6 +110,8 @@ class KalshiStreamWorkflow:
             # Workflow cancellation: stop the feed cleanly before the run closes.
             await self._stop_feed(tasks)
             raise
+        # Continuing as new: markets changed until the new run starts are carried to it.
+        self._continuing = not self._stop_requested
         await self._stop_feed(tasks)
         await workflow.wait_condition(workflow.all_handlers_finished)
         if not self._stop_requested:
@@ -121,6 +125,7 @@ class KalshiStreamWorkflow:
                     self._config,
                     markets=list(self._markets),
                     generation=self._config.generation + 1,
+                    nextCleanupAt=self._next_cleanup_at,
                 )
             )
         self._state = "stopped"
@@ -136,7 +141,7 @@ class KalshiStreamWorkflow:
     async def _stop_feed(self, tasks: list[asyncio.Task[None]]) -> None:
         """Stop the stream activity (and, on histories before the patch, the timer loops)."""
         self._stopping = True
-        self._state = "stopping"
+        self._state = "continuing" if self._continuing else "stopping"
         if workflow.patched(_TIMERS_LEFT_ON_STOP):
             # The timer loops are left as they are: the run closes over their timers.
             # Cancelling a timer (or a health check) in the very moment it fires is a race
@@ -247,8 +252,15 @@ class KalshiStreamWorkflow:
 
     async def _cleanup_loop(self) -> None:
         cfg = self._config
+        # Due when the last run said (each run is often shorter than cleanupInterval: counting
+        # from every run's start, the cleanup never came), else an interval from now.
+        due = cfg.nextCleanupAt
         while True:
-            await workflow.sleep(timedelta(seconds=cfg.cleanupInterval))
+            now_ms = workflow.now().timestamp() * 1000.0
+            wait = max(1.0, (due - now_ms) / 1000.0) if due else cfg.cleanupInterval
+            due = 0.0
+            self._next_cleanup_at = now_ms + wait * 1000.0
+            await workflow.sleep(timedelta(seconds=wait))
             if self._stopping:
                 return
             try:
@@ -301,7 +313,8 @@ class KalshiStreamWorkflow:
     def _validate_update(self, change: MarketsChange) -> None:
         normalise_tickers(list(change.add))
         normalise_tickers(list(change.remove))
-        if self._stopping:
+        # Refused once stopping for good; while continuing as new, the change is carried.
+        if self._stop_requested or (self._stopping and not self._continuing):
             raise ValueError("the stream is stopping")
 
     @workflow.signal(name="stop")
