@@ -340,3 +340,21 @@ async def test_no_markets_means_no_stream_until_added(env: WorkflowEnvironment) 
         assert rec.stream_starts[0].marketsVersion == 2
         await handle.signal(KalshiStreamWorkflow.stop)
         await handle.result()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("cleanupInterval", float("inf")),
+        ("healthCheckInterval", 1e300),
+        ("retention", float("inf")),
+        ("reconnectDelay", float("nan")),
+        ("nextCleanupAt", float("inf")),
+    ],
+)
+def test_an_endless_interval_is_refused_not_left_to_overflow_a_timer(
+    field: str, value: float
+) -> None:
+    with pytest.raises(ValueError, match=field):
+        config(**{field: value}).validated()
+    assert config(**{field: 600.0}).validated()  # a finite one is taken

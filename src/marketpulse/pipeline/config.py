@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from math import inf
 from typing import Any
 
 __all__ = [
@@ -45,6 +46,9 @@ CLEANUP_ACTIVITY = "market_data_cleanup"
 _TICKER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
 MAX_MARKETS = 10_000
 """Markets one workflow may hold; past that, shard feeds across workflows."""
+MAX_INTERVAL_S = 10 * 365 * 86_400.0
+"""The longest interval or age a stream accepts (ten years): an infinite one overflowed the
+workflow's timer, and its loop ended without a word."""
 
 
 def normalise_tickers(tickers: list[str] | tuple[str, ...]) -> list[str]:
@@ -134,12 +138,21 @@ class StreamConfig:
             "heartbeatTimeout",
         ):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or not value > 0:
-                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-        for name in ("staleAfter", "retention", "maxRetryInterval", "nextCleanupAt"):
+            if not isinstance(value, int | float) or not 0 < value <= MAX_INTERVAL_S:
+                raise ValueError(
+                    f"{name} must be a positive number of seconds up to {MAX_INTERVAL_S:.0f}, "
+                    f"got {value!r}"
+                )
+        for name in ("staleAfter", "retention", "maxRetryInterval"):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or value < 0:
-                raise ValueError(f"{name} must be >= 0 seconds, got {value!r}")
+            if not isinstance(value, int | float) or not 0 <= value <= MAX_INTERVAL_S:
+                raise ValueError(
+                    f"{name} must be >= 0 seconds up to {MAX_INTERVAL_S:.0f}, got {value!r}"
+                )
+        if not isinstance(self.nextCleanupAt, int | float) or not 0 <= self.nextCleanupAt < inf:
+            raise ValueError(
+                f"nextCleanupAt must be an epoch time in ms, got {self.nextCleanupAt!r}"
+            )
         if not (self.enableOrderbook or self.enableTrades or self.enablePrices):
             raise ValueError(
                 "at least one of enableOrderbook, enableTrades, enablePrices is needed"
