@@ -63,5 +63,8 @@ ALERTS = Counter("marketpulse_alerts", "Alerts raised", ["stream", "kind"])
 
 def serve_metrics(port: int, host: str = "127.0.0.1") -> int:
     """Expose ``/metrics`` on ``host:port`` (0 picks a free port); returns the port."""
-    server, _thread = start_http_server(port, addr=host)
+    try:
+        server, _thread = start_http_server(port, addr=host)
+    except OSError as exc:  # name the port: the bare errno line did not
+        raise OSError(exc.errno, f"cannot serve metrics on {host}:{port}: {exc.strerror}") from None
     return int(server.server_port)

@@ -354,9 +354,13 @@ async def _serve(
         if settings.metrics_port is not None:
             from prometheus_client import start_http_server
 
-            start_http_server(
-                settings.metrics_port, settings.metrics_host, registry=gateway.metrics.registry
-            )
+            try:
+                start_http_server(
+                    settings.metrics_port, settings.metrics_host, registry=gateway.metrics.registry
+                )
+            except OSError as exc:
+                where = f"{settings.metrics_host}:{settings.metrics_port}"
+                raise CannotListen(f"cannot serve metrics on {where}: {exc.strerror}") from None
         from marketpulse.reactive.admission import ACCEPT_BATCH
 
         config = uvicorn_config(
