@@ -200,3 +200,73 @@ async def test_an_unreachable_issuer_is_a_clear_refusal() -> None:
 def test_malformed_configs_say_what_is_wrong(providers: Any, error: str) -> None:
     with pytest.raises(AuthConfigError, match=error.replace("(", r"\(").replace(")", r"\)")):
         parse_auth_config({"providers": providers})
+
+
+class OddIssuer(JwtIssuer):
+    """An issuer whose documents a test bends: its keys without ``alg`` (as Microsoft's JWKS
+    publishes them) beside keys PyJWT cannot load, or any JWKS and ``jwks_uri`` at all."""
+
+    document: Any = None
+    uri: str | None = None
+
+    def jwks(self) -> dict[str, Any]:
+        if self.document is not None:
+            return self.document  # type: ignore[no-any-return]
+        keys: list[Any] = [
+            {k: v for k, v in key.items() if k != "alg"} for key in super().jwks()["keys"]
+        ]
+        keys += [
+            {"kty": "RSA", "kid": "short", "n": "AQ", "e": "AQAB"},
+            {"kty": "EC", "kid": "curve", "crv": "P-999", "x": "AA", "y": "AA"},
+            {"kty": "RSA", "kid": ["not", "a", "string"], "n": "AQ", "e": "AQAB"},
+            {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"},
+            "not a key",
+        ]
+        return {"keys": keys}
+
+    @property
+    def jwks_url(self) -> str:
+        return self.uri if self.uri is not None else super().jwks_url
+
+
+async def test_keys_without_alg_and_keys_pyjwt_cannot_load_do_not_cost_the_others() -> None:
+    with OddIssuer("RS256") as issuer:
+        es = SigningKey.generate("ES256")
+        issuer.published.append(es)
+        v = verifier(issuer.oidc_provider())
+        try:
+            assert (await v.verify_async(issuer.token("rs"))).identity["subject"] == "rs"
+            assert (await v.verify_async(issuer.token("es", key=es))).identity["subject"] == "es"
+            assert issuer.jwks_requests == 1
+        finally:
+            await v.aclose()
+
+
+async def test_a_broken_key_document_is_a_failed_fetch_and_the_keys_held_stay() -> None:
+    with OddIssuer("RS256") as issuer:
+        v = verifier(issuer.oidc_provider(), min_refresh_s=0.2)
+        try:
+            token = issuer.token("a")
+            assert (await v.verify_async(token)).identity["subject"] == "a"
+            for document in ({"keys": []}, {"keys": "none"}, ["garbage"]):
+                issuer.document = document
+                await asyncio.sleep(0.25)
+                unknown = issuer.token("b", key=SigningKey.generate("RS256"))
+                message = await refused(v, unknown)
+                assert "no usable RS256/ES256 signing key" in message, message
+                # The keys fetched before still verify.
+                assert v.verify(token).identity["subject"] == "a"
+        finally:
+            await v.aclose()
+
+
+@pytest.mark.parametrize("uri", ["http://[::1", "http://127.0.0.1:99999/jwks", "http://a\x00b/"])
+async def test_a_jwks_uri_httpx_cannot_fetch_is_a_clear_refusal(uri: str) -> None:
+    with OddIssuer("RS256") as issuer:
+        issuer.uri = uri
+        v = verifier(issuer.oidc_provider())
+        try:
+            message = await refused(v, issuer.token("a"))
+            assert "cannot fetch the keys" in message and issuer.url in message
+        finally:
+            await v.aclose()

@@ -148,3 +148,29 @@ async def test_a_token_that_expires_mid_session_ends_it(store: Served, issuer: J
     message = await auth_error(c)
     assert message["authUpdateAttempted"] is False and message["baseVersion"] == 1
     assert "expired" in message["error"] and time.monotonic() - started < 4
+
+
+class NoAlgIssuer(JwtIssuer):
+    """Publishes its keys without ``alg`` (allowed by RFC 7517; Microsoft's JWKS does)."""
+
+    def jwks(self) -> dict[str, Any]:
+        return {
+            "keys": [{k: v for k, v in key.items() if k != "alg"} for key in super().jwks()["keys"]]
+        }
+
+
+async def test_a_socket_whose_token_waits_for_keys_pyjwt_must_try_twice_is_answered(
+    tmp_path: Path,
+) -> None:
+    # An ES256 key without "alg" is tried as RS256 first, which PyJWT refuses: the fetch must
+    # still finish, and the messages held behind the token run.
+    with NoAlgIssuer("ES256") as issuer:
+        verifier = TokenVerifier(parse_auth_config({"providers": [issuer.oidc_provider()]}))
+        async with serve_store(
+            tmp_path / "n.sqlite", modules=[whoami], verifier=verifier
+        ) as served:
+            c = await served.client()
+            await c.authenticate("User", issuer.token("alice"))
+            q = await c.subscribe("whoami:me")
+            assert (await c.wait_for(q, timeout=5.0))["subject"] == "alice"
+            await c.close()

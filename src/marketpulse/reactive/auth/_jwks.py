@@ -17,7 +17,7 @@ import httpx
 import orjson
 import structlog
 from jwt import PyJWK
-from jwt.exceptions import PyJWKError
+from jwt.exceptions import PyJWTError
 
 from ._config import Provider
 
@@ -34,18 +34,25 @@ class KeyFetchError(Exception):
 
 
 def parse_jwks(jwks: Any, algorithms: tuple[str, ...]) -> dict[str | None, PyJWK]:
-    """The usable signing keys of a JWKS, by ``kid`` (keys of other algorithms are skipped)."""
+    """The usable signing keys of a JWKS, by ``kid``: keys of other algorithms or types, and
+    keys PyJWT cannot load, are skipped (one odd key must not cost the others)."""
     keys: dict[str | None, PyJWK] = {}
-    for raw in jwks.get("keys", []) if isinstance(jwks, dict) else []:
+    raws = jwks.get("keys") if isinstance(jwks, dict) else None
+    for raw in raws if isinstance(raws, list) else []:
         if not isinstance(raw, dict) or raw.get("use", "sig") != "sig":
+            continue
+        kid = raw.get("kid")
+        if kid is not None and not isinstance(kid, str):
             continue
         for alg in algorithms:
             if raw.get("alg", alg) != alg:
                 continue
             try:
-                keys.setdefault(raw.get("kid"), PyJWK(raw, algorithm=alg))
-            except PyJWKError:
-                continue  # the wrong key type for this algorithm
+                # A key without "alg" is tried with each algorithm: an EC key is not an RSA
+                # key, which PyJWT says with InvalidKeyError.
+                keys.setdefault(kid, PyJWK(raw, algorithm=alg))
+            except PyJWTError:
+                continue
             break
     return keys
 
@@ -142,7 +149,12 @@ class JwksCache:
                     raise KeyFetchError(f"{self.provider.discovery_url} names no jwks_uri")
                 self._jwks_url = url
             keys = parse_jwks(await self._get_json(self._jwks_url), self.provider.algorithms)
-        except (KeyFetchError, httpx.HTTPError) as exc:
+            if not keys:
+                # Keep the keys held: a JWKS with none usable is a broken answer, not a rotation.
+                raise KeyFetchError(
+                    f"{self._jwks_url} has no usable {'/'.join(self.provider.algorithms)} signing key"
+                )
+        except Exception as exc:  # whatever the answer, the task never raises: waiters get why
             message = str(exc) if isinstance(exc, KeyFetchError) else type(exc).__name__
             self.last_error = f"cannot fetch the keys of {self.provider.issuer}: {message}"
             log.warning("jwks fetch failed", issuer=self.provider.issuer, error=message)
