@@ -7,6 +7,7 @@ import base64
 import json
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import jwt
@@ -19,6 +20,7 @@ from marketpulse.reactive.auth import (
     SigningKey,
     TokenVerifier,
     VerifiedToken,
+    _jwks,
 )
 from marketpulse.reactive.auth._config import parse_auth_config
 from marketpulse.testing import JwtIssuer
@@ -200,6 +202,48 @@ async def test_an_unreachable_issuer_is_a_clear_refusal() -> None:
 def test_malformed_configs_say_what_is_wrong(providers: Any, error: str) -> None:
     with pytest.raises(AuthConfigError, match=error.replace("(", r"\(").replace(")", r"\)")):
         parse_auth_config({"providers": providers})
+
+
+class TricklingIssuer(JwtIssuer):
+    """Sends its JWKS one byte every 0.2 s: never long without data, never done."""
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        base = super()._handler()
+        issuer = self
+
+        class Handler(base):  # type: ignore[valid-type,misc]
+            def do_GET(self) -> None:
+                if self.path != issuer.jwks_url.removeprefix(issuer.url):
+                    return base.do_GET(self)  # type: ignore[no-any-return]
+                data = json.dumps(issuer.jwks()).encode()
+                self.send_response(200)
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                try:
+                    for byte in data[:100]:  # 20 s at most
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(0.2)
+                    self.wfile.write(data[100:])
+                except OSError:
+                    pass  # the store gave up
+
+        return Handler
+
+
+async def test_a_trickling_jwks_is_given_up_on_after_the_fetch_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_jwks, "FETCH_TIMEOUT_S", 1.0, raising=False)
+    with TricklingIssuer("RS256") as issuer:
+        v = verifier(issuer.custom_jwt_provider())
+        try:
+            started = time.monotonic()
+            message = await refused(v, issuer.token("a"))
+            assert "did not answer within 1 s" in message and issuer.jwks_url in message
+            assert time.monotonic() - started < 3
+        finally:
+            await v.aclose()
 
 
 class OddIssuer(JwtIssuer):

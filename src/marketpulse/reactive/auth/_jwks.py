@@ -28,6 +28,11 @@ log = structlog.get_logger("marketpulse.auth")
 MAX_DOCUMENT_BYTES = 256 * 1024
 """A discovery document or JWKS larger than this is refused."""
 
+FETCH_TIMEOUT_S = 5.0
+"""A discovery document or JWKS not received whole within this is a failed fetch (httpx's own
+timeouts bound each read, not the answer: an issuer trickling bytes would hold every token
+waiting for its keys)."""
+
 
 class KeyFetchError(Exception):
     """The provider's keys could not be fetched; the message is safe to show."""
@@ -125,6 +130,17 @@ class JwksCache:
         return self._task
 
     async def _get_json(self, url: str) -> Any:
+        try:
+            async with asyncio.timeout(FETCH_TIMEOUT_S):
+                body = await self._get_body(url)
+        except TimeoutError:
+            raise KeyFetchError(f"{url} did not answer within {FETCH_TIMEOUT_S:g} s") from None
+        try:
+            return orjson.loads(bytes(body))
+        except ValueError:
+            raise KeyFetchError(f"{url} did not answer JSON") from None
+
+    async def _get_body(self, url: str) -> bytes:
         async with self._client().stream("GET", url) as resp:
             if resp.status_code != 200:
                 raise KeyFetchError(f"{url} answered HTTP {resp.status_code}")
@@ -133,10 +149,7 @@ class JwksCache:
                 body += chunk
                 if len(body) > MAX_DOCUMENT_BYTES:
                     raise KeyFetchError(f"{url} sent more than {MAX_DOCUMENT_BYTES} bytes")
-        try:
-            return orjson.loads(bytes(body))
-        except ValueError:
-            raise KeyFetchError(f"{url} did not answer JSON") from None
+        return bytes(body)
 
     async def _fetch(self) -> None:
         self.fetches += 1

@@ -27,7 +27,7 @@ from jwt.exceptions import (
 
 from ._config import ALGORITHMS, AuthConfig, Provider
 from ._identity import user_identity
-from ._jwks import JwksCache
+from ._jwks import FETCH_TIMEOUT_S, JwksCache
 
 __all__ = ["InvalidToken", "KeysPending", "TokenVerifier", "VerifiedToken"]
 
@@ -90,7 +90,7 @@ class TokenVerifier:
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=5.0, follow_redirects=False)
+            self._http = httpx.AsyncClient(timeout=FETCH_TIMEOUT_S, follow_redirects=False)
         return self._http
 
     async def aclose(self) -> None:
