@@ -314,3 +314,23 @@ async def test_a_jwks_uri_httpx_cannot_fetch_is_a_clear_refusal(uri: str) -> Non
             assert "cannot fetch the keys" in message and issuer.url in message
         finally:
             await v.aclose()
+
+
+async def test_one_issuer_with_an_application_id_per_app_picks_its_provider_by_audience(
+    issuer: JwtIssuer,
+) -> None:
+    # As Convex's auth.config: the same domain once per application ID (web, mobile).
+    v = verifier(
+        {"domain": issuer.url, "applicationID": "web"},
+        {"domain": issuer.url, "applicationID": "mobile"},
+    )
+    try:
+        for aud in ("web", "mobile", ["other", "mobile"]):
+            got = await v.verify_async(issuer.token("alice", aud=aud))
+            assert got.identity["tokenIdentifier"] == f"{issuer.url}|alice"
+        message = await refused(v, issuer.token("alice", aud="desktop"))
+        assert message == "Token audience does not match the application ID 'web' or 'mobile'"
+        no_aud = issuer.key.sign({"iss": issuer.url, "sub": "alice"})
+        assert await refused(v, no_aud) == "Token is missing the 'aud' claim"
+    finally:
+        await v.aclose()

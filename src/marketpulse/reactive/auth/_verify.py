@@ -149,6 +149,21 @@ class TokenVerifier:
                 f"No auth provider found matching the given token (issuer {issuer!r}); "
                 f"configured: {_issuers(self.caches)}"
             )
+        # As Convex: the provider is the one whose issuer and application ID both match, so
+        # one issuer may be configured once per application (web, mobile...).
+        audiences = _audiences(unverified.get("aud"))
+        candidates = [
+            c
+            for c in candidates
+            if c.provider.application_id is None or c.provider.application_id in audiences
+        ]
+        if not candidates:
+            if "aud" not in unverified:
+                raise InvalidToken("Token is missing the 'aud' claim")
+            ids = " or ".join(
+                repr(c.provider.application_id) for c in self.caches if c.provider.matches(issuer)
+            )
+            raise InvalidToken(f"Token audience does not match the application ID {ids}")
         kid = header.get("kid")
         errors: list[str] = []
         for cache in candidates:
@@ -201,6 +216,13 @@ class TokenVerifier:
         if not provider.matches(str(claims["iss"])):  # pragma: no cover - matched before
             raise InvalidToken("Token issuer does not match")
         return VerifiedToken(user_identity(claims), float(claims["exp"]))
+
+
+def _audiences(aud: Any) -> list[str]:
+    """A token's ``aud`` claim (a string or a list of them) as a list."""
+    if isinstance(aud, str):
+        return [aud]
+    return [a for a in aud if isinstance(a, str)] if isinstance(aud, list) else []
 
 
 def _issuers(caches: Iterable[JwksCache]) -> str:
