@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -180,3 +182,29 @@ async def test_raw_subscriber_hands_over_the_start_of_an_incomplete_frame() -> N
         await asyncio.wait_for(sub.subscribed, 5)
         assert sub.unparsed() == b"" and sizes == [500]
         sub.close()
+
+
+async def test_debug_frame_logs_never_show_the_admin_key_or_a_token(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The worker writes as admin through this client; at DEBUG ``websockets`` logs each frame
+    (its first 48 and last 24 characters): an Authenticate's would show the key's tail."""
+    from .serving import ADMIN_KEY, serve_store
+
+    token = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhIn0.signature-is-a-secret-too"
+    caplog.set_level(logging.DEBUG, logger="websockets")
+    async with serve_store(tmp_path / "s.sqlite") as served:
+        admin = await served.client()
+        await admin.authenticate("Admin", ADMIN_KEY)
+        q = await admin.subscribe("counter:listAll")
+        await admin.wait_for(q)
+        user = await served.client()
+        await user.authenticate("User", token)
+        await asyncio.sleep(0.1)
+        await admin.close()
+        await user.close()
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("websockets")]
+    assert any("ModifyQuerySet" in line for line in lines)  # frames are logged...
+    for secret in (ADMIN_KEY, token):  # ...but no 8 characters of a secret
+        assert not any(secret[i : i + 8] in line for line in lines for i in range(len(secret) - 8))
+    assert sum("Authenticate [redacted]" in line for line in lines) == 2

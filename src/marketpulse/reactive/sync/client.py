@@ -11,6 +11,7 @@ It sends what the official clients send (``Connect``, then ``ModifyQuerySet`` wi
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import uuid
@@ -35,6 +36,27 @@ _READ_BUFFER_BYTES = 256 * 1024  # asyncio's own read size
 # A server frame's first byte: FIN set, and the opcode (RFC 6455 section 5.2).
 _FIN_TEXT, _FIN_CLOSE, _FIN_PING, _FIN_PONG = 0x81, 0x88, 0x89, 0x8A
 _read_buffer = threading.local()
+
+
+class _RedactAuthenticate(logging.Filter):
+    """Hides an ``Authenticate`` frame in ``websockets``' DEBUG frame lines (``"> %s"``, the
+    frame): its text is the admin key or the user's token (the line showed the key's last
+    twenty characters)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if (
+            isinstance(args, tuple)
+            and args
+            and isinstance(args[0], Frame)
+            and b'"type":"Authenticate"' in args[0].data[:32]
+        ):
+            record.args = ("TEXT Authenticate [redacted]", *args[1:])
+        return True
+
+
+_FRAME_LOG = logging.getLogger("websockets.client.sync")
+_FRAME_LOG.addFilter(_RedactAuthenticate())
 
 
 class ServerError(Exception):
@@ -99,7 +121,12 @@ class LightSyncClient:
 
     async def connect(self) -> LightSyncClient:
         self._ws = await connect(
-            self.url, max_size=None, compression=None, ping_interval=None, close_timeout=1.0
+            self.url,
+            max_size=None,
+            compression=None,
+            ping_interval=None,
+            close_timeout=1.0,
+            logger=_FRAME_LOG,
         )
         await self._send(_connect_message(self.session_id))
         self._reader = asyncio.create_task(self._read())
