@@ -231,3 +231,21 @@ def test_js_an_alert_fires_live_and_reaches_the_webhook(
             assert delivered["delivery"]["attempts"] == 2
     finally:
         js.close()
+
+
+def test_pypi_a_delivered_alert_leaves_its_webhook_url_out_of_the_store_log(
+    store: StoreProcess, issuer: JwtIssuer
+) -> None:
+    # A webhook URL is often its own credential (Slack's, Discord's): only its user sees it.
+    client = ConvexClient(store.url)
+    client.set_auth(issuer.token("hooked"))
+    with WebhookReceiver() as hook:
+        client.mutation("settings:setAlertWebhook", {"url": hook.url + "?token=HOOKSECRET42"})
+        client.mutation("alerts:create", {"ticker": "FED-1", "below": 0.1})
+        set_prices(store, {"FED-1": 0.05})
+        assert hook.wait_for(1)[0]["ticker"] == "FED-1"
+        deadline = time.monotonic() + 10
+        while client.query("alerts:list")[0]["delivery"]["state"] != "delivered":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    assert "HOOKSECRET42" not in store.log()

@@ -185,6 +185,10 @@ def configure_logging(level: str) -> None:
     # 100,000 the log line was ~6 % of a node's handshake time.
     logging.getLogger("uvicorn.error").setLevel(max(numeric, logging.WARNING))
     logging.getLogger("marketpulse.sync.websocket").setLevel(max(numeric, logging.WARNING))
+    # httpx logs every request's full URL at INFO: a user's alert webhook is often its own
+    # credential (a Slack or Discord hook), and must stay with its user (JWKS fetches log
+    # their own line).
+    logging.getLogger("httpx").setLevel(max(numeric, logging.WARNING))
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=False)
         if sys.stderr.isatty()
