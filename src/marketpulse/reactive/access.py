@@ -127,9 +127,15 @@ class Access:
         scheme, _, credentials = authorization.partition(" ")
         scheme = scheme.lower()
         if scheme == "convex":
-            key, sep, encoded_identity = credentials.strip().partition(":")
-            if not self._is_admin_key(key):
-                raise AccessDenied("Invalid admin key")
+            credentials = credentials.strip()
+            # ``<key>`` or ``<key>:<base64 identity>``: the key itself may hold a colon (it is
+            # whatever MARKETPULSE_ADMIN_KEY says, and the WebSocket takes it whole), base64
+            # never does.
+            key, sep, encoded_identity = credentials, "", ""
+            if not self._is_admin_key(credentials):
+                key, sep, encoded_identity = credentials.rpartition(":")
+                if not sep or not self._is_admin_key(key):
+                    raise AccessDenied("Invalid admin key")
             acting_as = None
             if sep:
                 try:
