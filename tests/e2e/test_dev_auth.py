@@ -109,3 +109,35 @@ def test_a_real_provider_turns_the_dev_sign_in_off(tmp_path: Path) -> None:
             assert "json" not in config_page.headers.get("content-type", "")
             assert "the dev sign-in is off" in store.log()
             assert bearer_subject(store, issuer.token("real")) == "real"
+
+
+def test_nodes_behind_a_balancer_accept_each_other_s_dev_tokens(tmp_path: Path) -> None:
+    # As `marketpulse dev --store-nodes N` runs them: one key file, the balancer's URL as the
+    # issuer's base. Each node issued tokens under its own address before, which the others
+    # refused ("No auth provider found matching the given token"): half the calls failed.
+    from marketpulse._balancer import BalancerProcess
+    from marketpulse.testing import free_port
+
+    port = free_port()
+    shared = ["--dev-auth-key", str(tmp_path / "dev_auth_key.pem")]
+    nodes = [
+        StoreProcess(
+            tmp_path / f"{name}.sqlite",
+            functions="auth_functions",
+            pythonpath=[FUNCTIONS],
+            extra=[*shared, "--dev-auth-url", f"http://127.0.0.1:{port}"],
+        )
+        for name in ("n1", "n2")
+    ]
+    try:
+        for node in nodes:
+            node.start()
+        named = [(f"n{i}", node.port) for i, node in enumerate(nodes, 1)]
+        with BalancerProcess(named, tmp_path / "balancer", port=port) as balancer:
+            issued = httpx.post(f"{balancer.url}/auth/dev/token", json={"name": "ada"}, timeout=10)
+            assert issued.json()["issuer"] == f"{balancer.url}/auth/dev"
+            for node in nodes:  # whichever node a call lands on
+                assert bearer_subject(node, issued.json()["token"]) == "ada"
+    finally:
+        for node in nodes:
+            node.stop()

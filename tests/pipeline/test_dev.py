@@ -195,3 +195,37 @@ def test_bad_numbers_are_refused_before_anything_starts(
     assert f"Invalid value for '{flag}'" in done.stderr
     assert "Traceback" not in done.stdout + done.stderr
     assert not data.exists()
+
+
+async def test_dev_store_nodes_accept_the_dev_tokens_any_of_them_issued(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """The store nodes of ``dev --store-nodes`` share the dev key and one issuer, the
+    balancer's: a token signed through it is accepted whichever node a call lands on (each
+    node named its own address before, and refused the others' tokens)."""
+    from rich.console import Console
+
+    from marketpulse.pipeline._dev import DevOptions, _Dev
+
+    opts = DevOptions(data_dir=tmp_path / "data", port=free_port(), db=postgres_url, store_nodes=2)
+    dev = _Dev(opts, Console(quiet=True))
+    dev.data.mkdir(parents=True)
+    dev.logs.mkdir()
+    dev.admin_key = "dev-test-admin-key"
+    try:
+        await dev._start_store()
+        base = f"http://127.0.0.1:{opts.port}"
+        issued = httpx.post(f"{base}/auth/dev/token", json={"name": "ada"}, timeout=10).json()
+        assert issued["issuer"] == f"{base}/auth/dev"
+        nodes = [p for label, p in dev.procs.items() if label.startswith("store-")]
+        assert len(nodes) == 2
+        for node in nodes:
+            answer = httpx.post(
+                f"{node.url}/api/query",
+                json={"path": "watchlists:list", "args": {}, "format": "json"},
+                headers={"authorization": f"Bearer {issued['token']}"},
+                timeout=10,
+            )
+            assert answer.json() == {"status": "success", "value": []}, answer.text
+    finally:
+        await dev.stop()

@@ -118,6 +118,10 @@ def test_auth_flags_choose_the_providers_and_a_real_one_turns_the_dev_sign_in_of
     key = tmp_path / "dev.pem"
     assert CliRunner().invoke(app, ["serve", "--dev-auth-key", str(key)]).exit_code == 0
     assert served[-1]["issuers"] == ["http://127.0.0.1:3210/auth/dev"] and served[-1]["dev"]
+    # Behind a balancer: the issuer is where users are, the same on every node.
+    argv = ["serve", "--dev-auth-key", str(key), "--dev-auth-url", "http://lb.example:8080/"]
+    assert CliRunner().invoke(app, argv).exit_code == 0
+    assert served[-1]["issuers"] == ["http://lb.example:8080/auth/dev"]
     config = '{"providers": [{"domain": "https://id.example", "applicationID": "a"}]}'
     monkeypatch.setenv("MARKETPULSE_AUTH_CONFIG", config)
     assert CliRunner().invoke(app, ["serve", "--dev-auth-key", str(key)]).exit_code == 0

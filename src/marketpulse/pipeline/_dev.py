@@ -198,6 +198,8 @@ class _Dev:
             await self._launch(store)
             self.sign_in = f"{store.url}/auth/dev/sign-in" if dev_auth else "your auth provider"
             return store.url
+        if dev_auth:  # one issuer for all the nodes: the balancer's address, where users are
+            extra += ["--dev-auth-url", f"http://127.0.0.1:{o.port}"]
         nodes: list[tuple[str, int]] = []
         for i in range(1, o.store_nodes + 1):
             name = f"n{i}"

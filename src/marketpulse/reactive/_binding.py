@@ -85,7 +85,9 @@ def auth_for(settings: ServeSettings) -> tuple[TokenVerifier | None, DevIssuer |
     config = load_auth_config(settings.auth_config) if settings.auth_config else AuthConfig()
     dev = None
     if settings.dev_auth_key is not None and not config:
-        dev = DevIssuer.from_key_file(settings.dev_auth_key, settings.host, settings.port)
+        dev = DevIssuer.from_key_file(
+            settings.dev_auth_key, settings.host, settings.port, base_url=settings.dev_auth_url
+        )
         config = AuthConfig((dev.provider(),))
     verifier = TokenVerifier(config, min_refresh_s=settings.auth_jwks_min_refresh_s)
     return (verifier if config else None), dev

@@ -59,6 +59,9 @@ class ServeSettings(BaseSettings):
     dev_auth_key: Path | None = None
     """Serve the development identity provider with its key in this file (made if missing);
     off when ``auth_config`` names real providers."""
+    dev_auth_url: str | None = None
+    """Where users reach this store (a balancer's URL, for several nodes sharing the dev key):
+    the dev issuer is ``<it>/auth/dev``; default ``http://<host>:<port>``."""
     auth_jwks_min_refresh_s: float = Field(10.0, ge=0)
     """Least time between two JWKS fetches caused by unknown key ids."""
     accept_database_loss: bool = False
@@ -501,6 +504,10 @@ def register(
             Path | None,
             typer.Option(help="Serve the dev sign-in at /auth/dev, its key in this file."),
         ] = None,
+        dev_auth_url: Annotated[
+            str | None,
+            typer.Option(help="Where users reach the store (a balancer): the dev issuer's base."),
+        ] = None,
         accept_database_loss: Annotated[
             bool,
             typer.Option(
@@ -545,6 +552,7 @@ def register(
             "static_dir": static_dir,
             "auth_config": auth_config,
             "dev_auth_key": dev_auth_key,
+            "dev_auth_url": dev_auth_url,
             "accept_database_loss": accept_database_loss or None,
             "relaxed_flush_ms": relaxed_flush_ms,
             "cors_origins": cors_origin,

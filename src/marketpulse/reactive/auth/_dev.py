@@ -53,9 +53,16 @@ class DevIssuer:
         self.issuer = issuer.rstrip("/")
 
     @classmethod
-    def from_key_file(cls, path: Path, host: str, port: int) -> DevIssuer:
-        """The issuer of a store on ``host:port``, its key kept in ``path``."""
-        return cls(SigningKey.load_or_create(path), f"http://{host}:{port}{DEV_PREFIX}")
+    def from_key_file(
+        cls, path: Path, host: str, port: int, *, base_url: str | None = None
+    ) -> DevIssuer:
+        """The issuer of a store on ``host:port``, its key kept in ``path``.
+
+        ``base_url`` is where users reach it when that is elsewhere: nodes behind one balancer
+        share the key file and the balancer's URL, so each accepts what any of them issued.
+        """
+        base = (base_url or f"http://{host}:{port}").rstrip("/")
+        return cls(SigningKey.load_or_create(path), base + DEV_PREFIX)
 
     def provider(self) -> Provider:
         """The provider that trusts it (its key inline)."""
