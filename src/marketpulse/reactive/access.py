@@ -68,19 +68,24 @@ class Access:
     def _is_admin_key(self, value: str) -> bool:
         return self._key is not None and hmac.compare_digest(value.encode(), self._key)
 
-    def user(self, token: str) -> Caller:
+    def user(self, token: str, *, fetch: bool = True) -> Caller:
         """Decide a user token against the cached provider keys.
+
+        Args:
+            token: the JWT.
+            fetch: False after awaiting a KeysPending's fetch: decide with the keys there are.
 
         Raises:
             AccessDenied: the token is refused.
-            marketpulse.reactive.auth.KeysPending: await its ``fetch``, then call again.
+            marketpulse.reactive.auth.KeysPending: await its ``fetch``, then call again with
+                ``fetch=False``.
         """
         if self.verifier is None:
             raise AccessDenied(_NO_PROVIDER)
         from marketpulse.reactive.auth import InvalidToken
 
         try:
-            return _user(self.verifier.verify(token))
+            return _user(self.verifier.verify(token, fetch=fetch))
         except InvalidToken as exc:
             raise _refused(exc) from None
 
@@ -100,9 +105,14 @@ class Access:
             raise _refused(exc) from None
 
     def websocket(
-        self, token_type: str, value: str | None, acting_as: dict[str, Any] | None
+        self,
+        token_type: str,
+        value: str | None,
+        acting_as: dict[str, Any] | None,
+        *,
+        fetch: bool = True,
     ) -> Caller:
-        """Decide an ``Authenticate`` message.
+        """Decide an ``Authenticate`` message (``fetch``: as for :meth:`user`).
 
         Raises:
             AccessDenied: the token is refused (send AuthError and close).
@@ -114,7 +124,7 @@ class Access:
             if value is not None and self._is_admin_key(value):
                 return Caller("admin", acting_as)
             raise AccessDenied("Invalid admin key")
-        return self.user(value or "")
+        return self.user(value or "", fetch=fetch)
 
     async def http(self, authorization: str | None) -> Caller:
         """Decide an HTTP ``Authorization`` header.

@@ -334,3 +334,18 @@ async def test_one_issuer_with_an_application_id_per_app_picks_its_provider_by_a
         assert await refused(v, no_aud) == "Token is missing the 'aud' claim"
     finally:
         await v.aclose()
+
+
+async def test_with_refreshes_allowed_back_to_back_an_unknown_key_is_still_named(
+    issuer: JwtIssuer,
+) -> None:
+    # MARKETPULSE_AUTH_JWKS_MIN_REFRESH_S=0: the second look, after the fetch, decides; it
+    # said "the provider's keys are still being fetched" before.
+    v = verifier(issuer.oidc_provider(), min_refresh_s=0)
+    try:
+        rogue = issuer.token("m", key=SigningKey.generate("RS256"))
+        for _ in range(2):
+            assert "no signing key with kid" in await refused(v, rogue)
+        assert (await v.verify_async(issuer.token("ok"))).identity["subject"] == "ok"
+    finally:
+        await v.aclose()

@@ -174,3 +174,18 @@ async def test_a_socket_whose_token_waits_for_keys_pyjwt_must_try_twice_is_answe
             q = await c.subscribe("whoami:me")
             assert (await c.wait_for(q, timeout=5.0))["subject"] == "alice"
             await c.close()
+
+
+async def test_a_token_of_an_unknown_key_is_refused_by_name_after_its_fetch(
+    tmp_path: Path, issuer: JwtIssuer
+) -> None:
+    from marketpulse.reactive.auth import SigningKey
+
+    config = parse_auth_config({"providers": [issuer.oidc_provider()]})
+    verifier = TokenVerifier(config, min_refresh_s=0)  # refreshes back to back
+    async with serve_store(tmp_path / "k.sqlite", modules=[whoami], verifier=verifier) as served:
+        c = await served.client()
+        await c.authenticate("User", issuer.token("m", key=SigningKey.generate("ES256")))
+        message = await auth_error(c)
+        assert "no signing key with kid" in message["error"], message
+        await c.close()

@@ -118,13 +118,15 @@ class TokenVerifier:
             return self.verify(token)
         except KeysPending as pending:
             await pending.fetch
-        try:
-            return self.verify(token)
-        except KeysPending:  # pragma: no cover - only if refreshes are allowed back to back
-            raise InvalidToken("the provider's keys are still being fetched") from None
+        return self.verify(token, fetch=False)
 
-    def verify(self, token: str) -> VerifiedToken:
+    def verify(self, token: str, *, fetch: bool = True) -> VerifiedToken:
         """Check ``token`` against the cached keys.
+
+        Args:
+            token: the JWT.
+            fetch: whether keys it needs may be fetched (KeysPending); False once they were
+                (the second call decides, even when refreshes may run back to back).
 
         Raises:
             InvalidToken: refused.
@@ -172,7 +174,7 @@ class TokenVerifier:
                 continue
             key = cache.get(kid if isinstance(kid, str) else None)
             if key is None:
-                if cache.may_refresh():
+                if fetch and cache.may_refresh():
                     raise KeysPending(cache.refresh())
                 errors.append(cache.last_error or f"no signing key with kid {kid!r}")
                 continue

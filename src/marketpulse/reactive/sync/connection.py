@@ -709,9 +709,13 @@ class SyncConnection:
         if self._done:
             return
         try:
-            self._accept(self._gw.auth.websocket(event.token_type, event.value, event.acting_as))
-        except (AccessDenied, KeysPending) as exc:
+            caller = self._gw.auth.websocket(
+                event.token_type, event.value, event.acting_as, fetch=False
+            )
+        except AccessDenied as exc:
             self._proto.reject_auth(str(exc))
+        else:
+            self._accept(caller)
         self._flush()
         self._send_data()
         held, self._held = self._held or [], None
