@@ -14,6 +14,7 @@ import pytest
 from convex import ConvexClient, ConvexError
 
 from marketpulse.testing import AdminClient, JwtIssuer, StoreProcess, WebhookReceiver
+from scrape import metric
 
 from .js_driver import JsDriver, node_available
 
@@ -185,12 +186,12 @@ def test_pypi_anonymous_and_expired_tokens(store: StoreProcess, issuer: JwtIssue
     with pytest.raises(ConvexError) as info:
         anonymous.query("watchlists:list")
     assert info.value.data == UNAUTH
-    refusals = store.log().count("user token refused")
+    refusals = metric(store.url, "marketpulse_refused_total", reason="credentials")
     client = ConvexClient(store.url)
     client.set_auth(issuer.token("pat", now=time.time() - 7200))
     subscription = client.subscribe("watchlists:list")
     deadline = time.monotonic() + 20
-    while store.log().count("user token refused") < refusals + 1:
+    while metric(store.url, "marketpulse_refused_total", reason="credentials") < refusals + 1:
         assert time.monotonic() < deadline, "the expired token was not refused"
         time.sleep(0.1)
     client.set_auth(issuer.token("pat"))

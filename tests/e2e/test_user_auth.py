@@ -17,6 +17,7 @@ from convex.http_client import ConvexHttpClient
 
 from marketpulse.reactive.auth import SigningKey
 from marketpulse.testing import JwtIssuer, StoreProcess
+from scrape import metric
 
 from .js_driver import JsDriver, node_available
 
@@ -228,17 +229,16 @@ def test_pypi_client_with_an_expired_token_works_once_it_sets_a_fresh_one(
     store: StoreProcess, issuers: tuple[JwtIssuer, JwtIssuer]
 ) -> None:
     rs, _ = issuers
-    refusals = store.log().count("user token refused")
+    refusals = metric(store.url, "marketpulse_refused_total", reason="credentials")
     client = ConvexClient(store.url)
     client.set_auth(expired(rs, "pat"))
     subscription = client.subscribe("whoami:subject")
     # The Python client answers AuthError by reconnecting with the same token, and is refused
     # again (its calls wait meanwhile; from one thread, so nothing is iterated yet).
     deadline = time.monotonic() + 20
-    while store.log().count("user token refused") < refusals + 2:
+    while metric(store.url, "marketpulse_refused_total", reason="credentials") < refusals + 2:
         assert time.monotonic() < deadline, "the expired token was not refused"
         time.sleep(0.1)
-    assert "Token expired" in store.log()
     client.set_auth(rs.token("pat"))
     assert next(iter(subscription)) == "pat"
     subscription.unsubscribe()

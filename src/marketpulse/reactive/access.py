@@ -13,11 +13,14 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 import structlog
+
+from marketpulse.reactive.admission import THROTTLE
 
 if TYPE_CHECKING:
     from marketpulse.reactive.auth import TokenVerifier, VerifiedToken
@@ -61,9 +64,21 @@ class Access:
     def __init__(self, admin_key: str | None, verifier: TokenVerifier | None = None) -> None:
         self._key = admin_key.encode() if admin_key else None
         self.verifier = verifier
+        self.on_refused: Callable[[], None] | None = None
+        """Called for every refused admin key or user token (the gateway counts them)."""
 
     def __repr__(self) -> str:  # never show the key
         return f"Access(<redacted>, {self.verifier!r})"
+
+    def _denied(self, message: str) -> AccessDenied:
+        if self.on_refused is not None:
+            self.on_refused()
+        return AccessDenied(message)
+
+    def _refused(self, exc: Exception) -> AccessDenied:
+        # The reason only, never the token; rate-limited: anyone can send bad tokens.
+        THROTTLE.log(log, "info", "user token refused", reason=str(exc)[:200])
+        return self._denied(str(exc))
 
     def _is_admin_key(self, value: str) -> bool:
         return self._key is not None and hmac.compare_digest(value.encode(), self._key)
@@ -81,13 +96,13 @@ class Access:
                 ``fetch=False``.
         """
         if self.verifier is None:
-            raise AccessDenied(_NO_PROVIDER)
+            raise self._denied(_NO_PROVIDER)
         from marketpulse.reactive.auth import InvalidToken
 
         try:
             return _user(self.verifier.verify(token, fetch=fetch))
         except InvalidToken as exc:
-            raise _refused(exc) from None
+            raise self._refused(exc) from None
 
     async def user_async(self, token: str) -> Caller:
         """:meth:`user`, fetching the provider's keys when needed.
@@ -96,13 +111,13 @@ class Access:
             AccessDenied: the token is refused.
         """
         if self.verifier is None:
-            raise AccessDenied(_NO_PROVIDER)
+            raise self._denied(_NO_PROVIDER)
         from marketpulse.reactive.auth import InvalidToken
 
         try:
             return _user(await self.verifier.verify_async(token))
         except InvalidToken as exc:
-            raise _refused(exc) from None
+            raise self._refused(exc) from None
 
     def websocket(
         self,
@@ -123,7 +138,7 @@ class Access:
         if token_type == "Admin":
             if value is not None and self._is_admin_key(value):
                 return Caller("admin", acting_as)
-            raise AccessDenied("Invalid admin key")
+            raise self._denied("Invalid admin key")
         return self.user(value or "", fetch=fetch)
 
     async def http(self, authorization: str | None) -> Caller:
@@ -145,7 +160,7 @@ class Access:
             if not self._is_admin_key(credentials):
                 key, sep, encoded_identity = credentials.rpartition(":")
                 if not sep or not self._is_admin_key(key):
-                    raise AccessDenied("Invalid admin key")
+                    raise self._denied("Invalid admin key")
             acting_as = None
             if sep:
                 try:
@@ -158,12 +173,7 @@ class Access:
             return Caller("admin", acting_as)
         if scheme == "bearer":
             return await self.user_async(credentials.strip())
-        raise AccessDenied("Unsupported Authorization scheme")
-
-
-def _refused(exc: Exception) -> AccessDenied:
-    log.info("user token refused", reason=str(exc)[:200])  # the reason only, never the token
-    return AccessDenied(str(exc))
+        raise self._denied("Unsupported Authorization scheme")
 
 
 def _user(verified: VerifiedToken) -> Caller:

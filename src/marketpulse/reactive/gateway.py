@@ -584,6 +584,8 @@ class Gateway:
         refused = self.metrics.refused
         self.admission.on_refused = lambda reason: refused.labels("connection").inc()
         self.admission.on_dropped = self._http_client_dropped
+        credentials = refused.labels("credentials")  # exported from the start, at 0
+        self.auth.on_refused = credentials.inc
         self.query_share = QueryShare(
             limits.client_query_share, max(limits.client_query_share, limits.work_slice_s)
         )

@@ -189,3 +189,31 @@ async def test_a_token_of_an_unknown_key_is_refused_by_name_after_its_fetch(
         message = await auth_error(c)
         assert "no signing key with kid" in message["error"], message
         await c.close()
+
+
+async def test_a_flood_of_refused_credentials_is_counted_but_barely_logged(
+    store: Served, issuer: JwtIssuer
+) -> None:
+    """Anyone can send bad tokens and keys: each one a log line would fill the disk at the
+    request rate (operations.md: refusal lines are rate-limited, the count is a metric)."""
+    import httpx
+    from structlog.testing import capture_logs
+
+    from scrape import sample
+
+    bad = issuer.token("x", aud="other-app")
+    body = {"path": "whoami:me", "args": {}}
+    with capture_logs() as logs:
+        async with httpx.AsyncClient(base_url=store.url) as http:
+            for i in range(60):
+                auth = f"Bearer {bad}" if i % 2 else "Convex not-the-key"
+                r = await http.post("/api/query", json=body, headers={"authorization": auth})
+                assert r.status_code == 401
+            c = await store.client()
+            await c.authenticate("User", bad)
+            await auth_error(c)
+            await c.close()
+            text = (await http.get("/metrics")).text
+    lines = [e for e in logs if e["event"] == "user token refused"]
+    assert len(lines) <= 5, lines  # the throttle is the process's: earlier tests count too
+    assert sample(text, "marketpulse_refused_total", reason="credentials") == 61
