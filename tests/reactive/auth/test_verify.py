@@ -349,3 +349,20 @@ async def test_with_refreshes_allowed_back_to_back_an_unknown_key_is_still_named
         assert (await v.verify_async(issuer.token("ok"))).identity["subject"] == "ok"
     finally:
         await v.aclose()
+
+
+async def test_claims_are_what_a_javascript_function_would_read(issuer: JwtIssuer) -> None:
+    v = verifier(issuer.oidc_provider())
+    try:
+        token = issuer.token("big", account=2**70, ids=[7, -(10**400)], org={"n": 2**64, "k": 5})
+        identity = (await v.verify_async(token)).identity
+        assert identity["account"] == float(2**70) and isinstance(identity["account"], float)
+        assert identity["ids"] == [7, float("-inf")] and isinstance(identity["ids"][0], int)
+        assert identity["org"] == {"n": float(2**64), "k": 5}
+        deep: Any = "x"
+        for _ in range(70):
+            deep = [deep]
+        message = await refused(v, issuer.token("deep", nest=deep))
+        assert message == "Token claims are nested deeper than 64 levels"
+    finally:
+        await v.aclose()

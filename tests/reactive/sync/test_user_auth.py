@@ -217,3 +217,25 @@ async def test_a_flood_of_refused_credentials_is_counted_but_barely_logged(
     lines = [e for e in logs if e["event"] == "user token refused"]
     assert len(lines) <= 5, lines  # the throttle is the process's: earlier tests count too
     assert sample(text, "marketpulse_refused_total", reason="credentials") == 61
+
+
+async def test_a_signed_claim_beyond_64_bits_reaches_the_function_as_a_float(
+    store: Served, issuer: JwtIssuer
+) -> None:
+    """It made the identity's cache key unencodable: the socket died without a close frame
+    (and an HTTP call answered 500)."""
+    import httpx
+
+    token = issuer.token("big", account=2**70)
+    c = await store.client()
+    await c.authenticate("User", token)
+    q = await c.subscribe("whoami:me")
+    assert (await c.wait_for(q, timeout=5.0))["account"] == float(2**70)
+    await c.close()
+    async with httpx.AsyncClient(base_url=store.url) as http:
+        r = await http.post(
+            "/api/query",
+            json={"path": "whoami:me", "args": {}, "format": "json"},
+            headers={"authorization": f"Bearer {token}"},
+        )
+    assert r.status_code == 200 and r.json()["value"]["account"] == float(2**70)

@@ -32,9 +32,42 @@ _STANDARD = {
 _TOKEN_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "azp", "nonce"})
 
 
+_INT64 = range(-(2**63), 2**63)
+MAX_CLAIM_NESTING = 64
+"""Claims nested deeper than this are refused (no Convex value nests deeper)."""
+
+
+def _json_value(value: Any, depth: int = 1) -> Any:
+    """A claim as a function in Convex (JavaScript) sees it: an integer beyond 64 bits is a
+    float (no store value, key or client message can carry it as an integer).
+
+    Raises:
+        ValueError: nested deeper than :data:`MAX_CLAIM_NESTING`.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | list | dict):
+        return value
+    if isinstance(value, int):
+        if value in _INT64:
+            return value
+        try:
+            return float(value)
+        except OverflowError:
+            return float("inf") if value > 0 else float("-inf")
+    if depth >= MAX_CLAIM_NESTING:
+        raise ValueError(f"Token claims are nested deeper than {MAX_CLAIM_NESTING} levels")
+    if isinstance(value, list):
+        return [_json_value(v, depth + 1) for v in value]
+    return {k: _json_value(v, depth + 1) for k, v in value.items()}
+
+
 def user_identity(claims: Mapping[str, Any]) -> dict[str, Any]:
     """The ``UserIdentity`` of verified claims: ``tokenIdentifier`` (``issuer|subject``),
-    ``subject``, ``issuer``, the standard fields present, and every custom claim as is."""
+    ``subject``, ``issuer``, the standard fields present, and every custom claim as is
+    (integers beyond 64 bits as floats, as JavaScript reads them).
+
+    Raises:
+        ValueError: claims nested deeper than :data:`MAX_CLAIM_NESTING`.
+    """
     issuer = str(claims["iss"])
     subject = str(claims["sub"])
     identity: dict[str, Any] = {
@@ -48,7 +81,7 @@ def user_identity(claims: Mapping[str, Any]) -> dict[str, Any]:
         field = _STANDARD.get(claim, claim)
         if field == "updatedAt" and isinstance(value, int | float):
             value = str(value)  # Convex types it as a string
-        identity.setdefault(field, value)
+        identity.setdefault(field, _json_value(value))
     return identity
 
 

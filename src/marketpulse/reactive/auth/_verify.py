@@ -217,7 +217,11 @@ class TokenVerifier:
             raise InvalidToken(f"Invalid token: {exc}") from None
         if not provider.matches(str(claims["iss"])):  # pragma: no cover - matched before
             raise InvalidToken("Token issuer does not match")
-        return VerifiedToken(user_identity(claims), float(claims["exp"]))
+        try:
+            identity = user_identity(claims)
+        except ValueError as exc:
+            raise InvalidToken(str(exc)) from None
+        return VerifiedToken(identity, float(claims["exp"]))
 
 
 def _audiences(aud: Any) -> list[str]:
