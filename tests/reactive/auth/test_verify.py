@@ -366,3 +366,18 @@ async def test_claims_are_what_a_javascript_function_would_read(issuer: JwtIssue
         assert message == "Token claims are nested deeper than 64 levels"
     finally:
         await v.aclose()
+
+
+async def test_an_issue_time_ahead_of_our_clock_is_accepted_nbf_still_decides(
+    issuer: JwtIssuer,
+) -> None:
+    # An issuer whose clock runs 30 s ahead, with no nbf (as Auth0's and Firebase's tokens):
+    # refused before as "not valid yet (nbf)"; Convex accepts it.
+    v = verifier(issuer.oidc_provider())
+    try:
+        ahead = issuer.token("skew", now=time.time() + 30)
+        assert (await v.verify_async(ahead)).identity["subject"] == "skew"
+        later = issuer.token("nbf", now=time.time() + 30, nbf=int(time.time()) + 30)
+        assert await refused(v, later) == "Token is not valid yet (nbf)"
+    finally:
+        await v.aclose()
