@@ -75,3 +75,35 @@ async def test_a_burst_of_timeouts_is_spread_over_loop_turns() -> None:
     # A 2 ms budget holds ~20 timers of 0.1 ms; a loaded machine only fits fewer (the budget is
     # wall time), never more: counting them, not timing the turn, keeps this check exact.
     assert max(per_turn) <= 25, max(per_turn)
+
+
+def test_the_unsent_budget_drops_the_largest_holders_until_within_it() -> None:
+    from marketpulse.reactive.admission import UnsentBudget
+
+    class Held:
+        def __init__(self, size: int) -> None:
+            self.size = size
+
+        def get_write_buffer_size(self) -> int:
+            return self.size
+
+        def get_extra_info(self, name: str) -> None:
+            return None  # no socket: the transport's buffer alone
+
+    budget = UnsentBudget(10)
+    dropped: list[int] = []
+    a, b, c, d = Held(4), Held(5), Held(6), Held(1)
+    for held in (a, b):
+        budget.paused(held, lambda held=held: dropped.append(held.size))  # type: ignore[arg-type]
+    assert dropped == []  # 9 of 10
+    budget.paused(c, lambda: dropped.append(c.size))  # type: ignore[arg-type]
+    assert dropped == [6]  # 15: the largest goes, and 9 is within
+    b.size = 9
+    budget.paused(d, lambda: dropped.append(d.size))  # type: ignore[arg-type]
+    assert dropped == [6, 9]  # 4 + 9 + 1: the largest again
+    budget.resumed(a)  # drained: no longer counted
+    budget.paused(Held(9), lambda: dropped.append(-1))  # type: ignore[arg-type]
+    assert dropped == [6, 9]  # 1 + 9
+    off = UnsentBudget(0)  # 0: no budget
+    off.paused(Held(10**9), lambda: dropped.append(0))  # type: ignore[arg-type]
+    assert dropped == [6, 9]

@@ -394,6 +394,41 @@ async def test_a_client_that_stops_reading_its_response_is_dropped(tmp_path: Pat
         sock.close()
 
 
+async def test_past_the_unsent_budget_the_largest_unread_responses_are_dropped(
+    tmp_path: Path,
+) -> None:
+    # Each stuck client's answer is held until client_send_timeout_s (here far off); the
+    # server-wide budget drops the largest holders as soon as they together pass it.
+    limits = ConnectionLimits(client_send_timeout_s=60.0, max_unsent_bytes=5_000_000)
+    loop = asyncio.get_running_loop()
+    run_limits = RunLimits(max_result_bytes=8 * 1024 * 1024)
+    async with serve_store(tmp_path / "s.sqlite", limits, run_limits=run_limits) as served:
+        port = int(served.url.rsplit(":", 1)[1])
+        registry = served.gateway.metrics.registry
+
+        def dropped() -> float:
+            return registry.get_sample_value("marketpulse_sync_dropped_clients_total") or 0.0
+
+        stuck = []
+        for size in (3_000_000, 3_100_000, 1_000_000):
+            body = json.dumps({"path": "counter:echo", "args": {"value": "y" * size}})
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await loop.sock_connect(sock, ("127.0.0.1", port))
+            head = f"POST /api/action HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+            await loop.sock_sendall(sock, head.encode() + body.encode())
+            stuck.append(sock)
+            await asyncio.sleep(0.5)
+        # 3.0 + 3.1 MB passed 5 MB: the 3.1 went; 3.0 + 1.0 is within it.
+        assert dropped() == 1.0
+        async with httpx.AsyncClient(base_url=served.url) as http:
+            answer = await post(http, "/api/query", {"path": "counter:get", "args": {"name": "b"}})
+            assert answer.json()["status"] == "success"
+        for sock in stuck:
+            sock.close()
+
+
 async def test_health_metrics_static_and_unknown_routes(http: httpx.AsyncClient) -> None:
     assert (await http.get("/health")).json()["status"] == "ok"
     await post(http, "/api/mutation", {"path": "counter:inc", "args": {"name": "m"}})

@@ -87,6 +87,7 @@ class ServeSettings(BaseSettings):
     max_queries: int = Field(ConnectionLimits.max_queries, ge=0)
     max_query_changes: int = Field(ConnectionLimits.max_query_changes, ge=0)
     max_query_set_bytes: int = Field(ConnectionLimits.max_query_set_bytes, ge=0)
+    max_unsent_bytes: int = Field(ConnectionLimits.max_unsent_bytes, ge=0)
     max_pending_mutations: int = Field(ConnectionLimits.max_pending_mutations, ge=1)
     max_mutations_in_flight: int = Field(ConnectionLimits.max_mutations_in_flight, ge=1)
     max_concurrent_actions: int = Field(ConnectionLimits.max_concurrent_actions, ge=1)
@@ -132,6 +133,7 @@ _LIMIT_HELP = {
     "idle_timeout_s": "Close a sync socket with no query and no message for this long, s.",
     "max_fragments": "Frames one WebSocket message may be split into.",
     "max_partial_bytes": "Bytes of unfinished WebSocket messages held server-wide.",
+    "max_unsent_bytes": "Bytes written and not yet taken by clients, server-wide.",
     "max_header_bytes": "Largest HTTP request head, bytes.",
     "max_body_bytes": "Largest HTTP request body, bytes.",
     "max_json_depth": "Deepest nesting of a client's JSON arguments.",

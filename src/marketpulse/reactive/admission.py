@@ -112,8 +112,43 @@ class Ticket:
             admission.release(self._address)
 
 
+class UnsentBudget:
+    """Bytes written to clients and not taken by them yet, server-wide (``max_unsent_bytes``).
+
+    Counted over the connections whose transport has paused writing: only they hold more than
+    a high-water mark, and the check runs as each one pauses, i.e. in the very write that
+    filled its buffer (a whole HTTP response, a large Transition). A connection's bytes are
+    its transport's buffer and the kernel's send queue (up to megabytes a socket). Past the limit, the
+    connections holding the most are dropped, largest first, until within it: without this,
+    many clients asking for large answers and reading none could hold gigabytes for up to
+    ``client_send_timeout_s``.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._paused: dict[asyncio.Transport, Callable[[], None]] = {}
+
+    def paused(self, transport: asyncio.Transport, drop: Callable[[], None]) -> None:
+        """``transport``'s buffer is over its high-water mark; ``drop`` aborts its connection
+        (and is called at most once, when the server holds too much)."""
+        if self.limit <= 0:
+            return
+        self._paused[transport] = drop
+        sizes = {t: _unsent(t) for t in self._paused}
+        held = sum(sizes.values())
+        while held > self.limit and sizes:
+            largest = max(sizes, key=sizes.__getitem__)
+            held -= sizes.pop(largest)
+            self._paused.pop(largest)()
+
+    def resumed(self, transport: asyncio.Transport) -> None:
+        """``transport`` drained below its low-water mark, or its connection is gone."""
+        self._paused.pop(transport, None)
+
+
 class Admission:
-    """Counts open connections, in total and per client address.
+    """Counts open connections, in total and per client address, and the bytes waiting for
+    slow readers (:attr:`unsent`).
 
     Args:
         limits: ``max_connections`` and ``max_connections_per_client`` (0: no limit).
@@ -127,6 +162,7 @@ class Admission:
         self.refused = 0
         self.on_refused: Callable[[str], None] | None = None
         self.on_dropped: Callable[[], None] | None = None
+        self.unsent = UnsentBudget(limits.max_unsent_bytes)
 
     def cap_total(self, fd_limit: int) -> int:
         """Keep the total cap below what ``fd_limit`` descriptors allow; returns the cap."""
@@ -155,12 +191,12 @@ class Admission:
         else:
             self._per_client.pop(address, None)
 
-    def dropped(self) -> None:
-        """An HTTP client that took none of its response for ``client_send_timeout_s`` was
-        dropped."""
+    def dropped(self, reason: str = "not reading its response") -> None:
+        """An HTTP client was dropped: it took none of its response for
+        ``client_send_timeout_s``, or the server held too many unsent bytes."""
         if self.on_dropped is not None:
             self.on_dropped()
-        THROTTLE.log(log, "warning", "http client dropped", reason="not reading its response")
+        THROTTLE.log(log, "warning", "http client dropped", reason=reason)
 
     def _refuse(self, reason: str) -> str:
         self.refused += 1
@@ -347,6 +383,7 @@ class GuardedHttp(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
         self._stop_send_timer()
+        self._admission.unsent.resumed(self.transport)
         if self.ticket is not None:
             self.ticket.release()
             self.ticket = None
@@ -358,10 +395,17 @@ class GuardedHttp(HttpToolsProtocol):
         super().pause_writing()
         if self._send_timer is None and self._guard_limits.client_send_timeout_s > 0:
             self._arm_send_timer()
+        self._admission.unsent.paused(self.transport, self._drop_for_memory)
 
     def resume_writing(self) -> None:
         self._stop_send_timer()
+        self._admission.unsent.resumed(self.transport)
         super().resume_writing()
+
+    def _drop_for_memory(self) -> None:
+        self._stop_send_timer()
+        self._admission.dropped("the server holds too many unsent bytes")
+        self.transport.abort()
 
     def _arm_send_timer(self) -> None:
         self._send_left = _unsent(self.transport)

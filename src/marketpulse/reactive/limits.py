@@ -83,6 +83,8 @@ class ConnectionLimits:
             before its further runs wait (its burst allowance is one second's share, at least
             ``work_slice_s``).
         client_send_timeout_s: a client whose socket takes nothing for this long is dropped.
+        max_unsent_bytes: bytes written to clients and not yet taken by them, server-wide; past
+            it the connections holding the most are dropped, largest first.
         ping_interval_s: a socket quiet for this long gets a protocol Ping.
     """
 
@@ -109,6 +111,7 @@ class ConnectionLimits:
     work_slice_s: float = 0.005
     client_query_share: float = 0.5
     client_send_timeout_s: float = 30.0
+    max_unsent_bytes: int = 256 * 1024 * 1024
     ping_interval_s: float = 15.0
 
     @property
@@ -131,6 +134,7 @@ SERVE_LIMITS: tuple[str, ...] = (
     "idle_timeout_s",
     "max_fragments",
     "max_partial_bytes",
+    "max_unsent_bytes",
     "max_header_bytes",
     "max_body_bytes",
     "max_json_depth",

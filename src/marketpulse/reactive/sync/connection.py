@@ -397,14 +397,20 @@ class SyncConnection:
             self._send_data()
             return
         timeout_s = self._gw.limits.client_send_timeout_s
-        if now - stalled > timeout_s and not self._dropped:
-            # The client stopped reading: drop it rather than buffer for it. An abort, not a
-            # close: a polite close would wait on buffered data nobody reads.
-            self._dropped = True
-            self._gw.metrics.dropped.inc()
-            log.warning("dropping a client that stopped reading", timeout_s=timeout_s)
-            self._finish()
-            self._socket.abort()
+        if now - stalled > timeout_s:
+            self.drop("it stopped reading", timeout_s=timeout_s)
+
+    def drop(self, why: str, **details: object) -> None:
+        """Drop the client rather than buffer for it: it stopped reading, or the server holds
+        too many unsent bytes. An abort, not a close: a polite close would wait on buffered
+        data nobody reads."""
+        if self._dropped:
+            return
+        self._dropped = True
+        self._gw.metrics.dropped.inc()
+        THROTTLE.log(log, "warning", "dropping a client", reason=why, **details)
+        self._finish()
+        self._socket.abort()
 
     def _overdue(self, now: float) -> str | None:
         """Why this socket is closed for taking too long, if it is."""

@@ -239,16 +239,26 @@ class SyncSocket(asyncio.Protocol):
     def pause_writing(self) -> None:
         if self._conn is not None:
             self._conn.pause_writing()
+            if self._transport is not None:
+                self._gw.admission.unsent.paused(self._transport, self._drop_for_memory)
         elif self._asgi is not None:
             self._asgi.pause_writing()
 
     def resume_writing(self) -> None:
+        if self._transport is not None:
+            self._gw.admission.unsent.resumed(self._transport)
         if self._conn is not None:
             self._conn.resume_writing()
         elif self._asgi is not None:
             self._asgi.resume_writing()
 
+    def _drop_for_memory(self) -> None:
+        if self._conn is not None:
+            self._conn.drop("the server holds too many unsent bytes")
+
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._transport is not None:
+            self._gw.admission.unsent.resumed(self._transport)
         if self._ticket is not None:
             self._ticket.release()
             self._ticket = None
