@@ -160,6 +160,20 @@ describe("TradesView", () => {
     const fresh = document.querySelectorAll<HTMLElement>(".trade-new");
     expect([...fresh].map((r) => r.dataset.tradeId)).toEqual(["c"]);
   });
+  it("does not highlight older trades shown below (Load more) as new", () => {
+    const first = [trade("c", "buy", 0.5, 3000), trade("b", "buy", 0.5, 2000)];
+    const { rerender } = render(<TradesView ticker="KX-A" trades={first} />);
+    rerender(<TradesView ticker="KX-A" trades={[...first, trade("a", "sell", 0.5, 1000), trade("0", "sell", 0.5, 0)]} />);
+    expect(document.querySelectorAll(".trade-new")).toHaveLength(0);
+    // A new trade and more old ones at once: only the new one is highlighted.
+    rerender(
+      <TradesView
+        ticker="KX-A"
+        trades={[trade("d", "buy", 0.5, 4000), ...first, trade("a", "sell", 0.5, 1000), trade("0", "sell", 0.5, 0), trade("-", "sell", 0.5, -1)]}
+      />,
+    );
+    expect([...document.querySelectorAll<HTMLElement>(".trade-new")].map((r) => r.dataset.tradeId)).toEqual(["d"]);
+  });
   it("does not highlight the first trades of another market", () => {
     const { rerender } = render(<TradesView ticker="KX-A" trades={[trade("a", "buy", 0.5, 0)]} />);
     rerender(<TradesView ticker="KX-B" trades={[trade("z", "buy", 0.5, 0)]} />);
