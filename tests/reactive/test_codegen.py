@@ -245,3 +245,37 @@ def test_generated_files_have_convex_layout() -> None:
     assert '"action",\n        "public",\n        { url: string },' in public
     assert "/** Newest messages of a `channel`. */" in public
     assert "More detail" not in d_ts
+
+
+def test_a_path_that_is_a_function_and_a_module_is_both() -> None:
+    # Module "a" has a function "b" and module "a/b" exists: `api.a.b` is a function reference
+    # and `api.a.b.c` another, as the clients' anyApi resolves them. This used to crash.
+    a, ab, abc = FunctionModule("a"), FunctionModule("a/b"), FunctionModule("a/b/c")
+
+    @a.query
+    def b(ctx: QueryCtx) -> int:
+        """The b."""
+        return 1
+
+    @ab.query
+    def c(ctx: QueryCtx) -> str:
+        return ""
+
+    @ab.mutation
+    def d(ctx: MutationCtx) -> None:
+        return None
+
+    @abc.query
+    def e(ctx: QueryCtx) -> bool:
+        return True
+
+    expected = (
+        '{a:{/**Theb.*/b:FunctionReference<"query","public",Record<string,never>,number>&{'
+        'c:FunctionReference<"query","public",Record<string,never>,string,>&{'
+        'e:FunctionReference<"query","public",Record<string,never>,boolean,>;};'
+        'd:FunctionReference<"mutation","public",Record<string,never>,null,>;};};};'
+    )
+    for order in ([a, ab, abc], [abc, ab, a], [ab, a, abc]):
+        d_ts = generate(order).files["api.d.ts"]
+        public = d_ts.split("export declare const api:")[1].split("/**\n * A utility")[0]
+        assert "".join(public.split()) == expected
