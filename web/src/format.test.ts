@@ -27,6 +27,12 @@ describe("formatPrice", () => {
     expect(formatPrice(0.525)).toBe("0.525");
     expect(formatPrice(0.12345)).toBe("0.1235");
   });
+  it("keeps two decimals when four places round to whole cents", () => {
+    expect(formatPrice(0.99999)).toBe("1.00");
+    expect(formatPrice(0.10004)).toBe("0.10");
+    expect(formatPrice(0.00000001)).toBe("0.00");
+    expect(formatPrice(0.12304)).toBe("0.123");
+  });
   it("survives float noise without showing it", () => {
     expect(formatPrice(0.1 + 0.2)).toBe("0.30");
     expect(formatPrice(0.07 * 3)).toBe("0.21");
@@ -64,6 +70,14 @@ describe("formatSize and formatCompact", () => {
     expect(formatSize(1234567)).toBe("1,234,567");
     expect(formatSize(12.5)).toBe("12.5");
     expect(formatSize(0.333333)).toBe("0.33");
+  });
+  it("moves to the next unit when the figure rounds up to 1000", () => {
+    expect(formatCompact(999_499)).toBe("999K");
+    expect(formatCompact(999_500)).toBe("1M");
+    expect(formatCompact(999_950)).toBe("1M");
+    expect(formatCompact(-999_999)).toBe("-1M");
+    expect(formatCompact(999_950_000)).toBe("1B");
+    expect(formatCompact(2.5e12)).toBe("2500B");
   });
   it("compacts large counts", () => {
     expect(formatCompact(950)).toBe("950");

@@ -17,8 +17,9 @@ export function formatPrice(value: number | null | undefined): string {
   if (!isNum(value)) return DASH;
   const cents = Math.round(value * 100);
   if (Math.abs(value * 100 - cents) < 1e-9) return value.toFixed(2);
-  const four = value.toFixed(4);
-  return four.replace(/0+$/, "");
+  // Four places, less the trailing zeros past the second (a price that rounds to whole cents at
+  // four places keeps two: 0.99999 is "1.00", not "1.").
+  return value.toFixed(4).replace(/0{1,2}$/, "");
 }
 
 /**
@@ -61,18 +62,18 @@ export function formatCompact(value: number | null | undefined): string {
   const sign = value < 0 ? "-" : "";
   if (abs < 1000) return sign + sizeFormat.format(abs);
   const units: Array<[number, string]> = [
-    [1e9, "B"],
-    [1e6, "M"],
     [1e3, "K"],
+    [1e6, "M"],
+    [1e9, "B"],
   ];
+  // The smallest unit whose rounded figure stays under 1000 (999,950 is "1M", not "1000K").
+  let text = "";
   for (const [size, unit] of units) {
-    if (abs >= size) {
-      const scaled = abs / size;
-      const text = scaled >= 100 ? scaled.toFixed(0) : scaled.toFixed(1).replace(/\.0$/, "");
-      return `${sign}${text}${unit}`;
-    }
+    const scaled = abs / size;
+    text = (scaled >= 100 ? scaled.toFixed(0) : scaled.toFixed(1).replace(/\.0$/, "")) + unit;
+    if (Number.parseFloat(text) < 1000) break;
   }
-  return sign + String(abs);
+  return sign + text;
 }
 
 /** A change in percent with its sign: `+1.25%`, `-0.40%`, `0.00%`. */
