@@ -14,7 +14,8 @@ import { AuthProvider } from "./auth";
 import { StreamHealth } from "./components/StreamHealth";
 import type { MarketSummary } from "./types";
 
-function MarketView({ ticker }: { ticker: string }) {
+/** The chosen market's panels, each failing on its own (`PanelBoundary`). */
+export function MarketView({ ticker }: { ticker: string }) {
   const closed = useMarketClosed(ticker);
   return (
     <div className="market-view" data-testid="market-view" data-ticker={ticker}>

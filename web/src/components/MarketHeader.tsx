@@ -1,8 +1,9 @@
-import { useQuery } from "convex/react";
+import { useMemo } from "react";
+import { useQueries, useQuery } from "convex/react";
 import { api } from "../_generated/api";
 import { formatCloseTime, formatPrice } from "../format";
 import { useNow } from "../hooks/useNow";
-import { isTrading } from "../types";
+import { isTrading, type Market } from "../types";
 
 /** Title, ticker, event and status of the chosen market; closed markets say so plainly. */
 export function MarketHeader({ ticker }: { ticker: string }) {
@@ -45,8 +46,15 @@ export function MarketHeader({ ticker }: { ticker: string }) {
   );
 }
 
-/** Whether the market is closed, for the panels that render differently then. */
+/**
+ * Whether the market is closed, for the panels that render differently then.
+ *
+ * Called by the market view outside its panels' boundaries, so a failing `getMarket` (a ticker
+ * the store refuses, from the page address) must not throw here, as `useQuery` would: that
+ * blanked the whole page. `useQueries` hands the error back; the panels show it, each in its own.
+ */
 export function useMarketClosed(ticker: string): boolean {
-  const market = useQuery(api.marketData.getMarket, { ticker });
-  return market ? !isTrading(market.status) : false;
+  const queries = useMemo(() => ({ market: { query: api.marketData.getMarket, args: { ticker } } }), [ticker]);
+  const market = useQueries(queries).market as Market | null | undefined | Error;
+  return market && !(market instanceof Error) ? !isTrading(market.status) : false;
 }
