@@ -85,7 +85,7 @@ export function App({ storeUrl, initialTicker }: { storeUrl: string; initialTick
           <svg viewBox="0 0 16 16" width="18" height="18" aria-hidden="true">
             <path d="M1 9h3l2-6 3 10 2-4h4" fill="none" stroke="currentColor" strokeWidth="2" />
           </svg>
-          marketpulse
+          <span className="brand-name">marketpulse</span>
         </span>
         <span className="store-url" title="Store (deployment URL)">
           {storeUrl.replace(/^https?:\/\//, "")}
