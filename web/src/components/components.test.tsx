@@ -295,6 +295,18 @@ describe("StreamHealthView", () => {
     expect(streamHealth({ ...stream, state: "reconnecting" }, 1_000_000)).toBe("warn");
     expect(streamHealth({ ...stream, state: "stopped" }, 1_000_000)).toBe("down");
   });
+  it("does not show a stale or stopped stream's last rate and lag as current", () => {
+    const { rerender } = render(<StreamHealthView streams={[{ ...stream, state: "stale", live: false }]} now={1_000_500} />);
+    expect(screen.getByTestId("stream").dataset.health).toBe("down");
+    expect(screen.getByTestId("stream").textContent).not.toMatch(/812|3 ms/);
+    expect(screen.getByTestId("stream-rate").textContent).toBe("—");
+    expect(screen.getByTestId("stream-lag").textContent).toBe("—");
+    rerender(<StreamHealthView streams={[{ ...stream, state: "stopped" }]} now={1_000_500} />);
+    expect(screen.getByTestId("stream-rate").textContent).toBe("—");
+    rerender(<StreamHealthView streams={[stream]} now={1_000_500} />);
+    expect(screen.getByTestId("stream-rate").textContent).toBe("812.4");
+    expect(screen.getByTestId("stream-lag").textContent).toBe("3 ms");
+  });
   it("shows an empty state when no stream reports", () => {
     render(<StreamHealthView streams={[]} now={0} />);
     expect(screen.getByTestId("streams-empty")).toBeTruthy();
