@@ -2,7 +2,7 @@ import { useCallback, useEffect, useState } from "react";
 import { CandleChart } from "./components/CandleChart";
 import { useConvexConnectionState } from "convex/react";
 import { ConnectionStatus, connectionPhase } from "./components/ConnectionStatus";
-import { MarketHeader, useMarketClosed } from "./components/MarketHeader";
+import { MarketHeader, useFeedLost, useMarketClosed } from "./components/MarketHeader";
 import { MarketList } from "./components/MarketList";
 import { Orderbook } from "./components/Orderbook";
 import { PanelBoundary } from "./components/PanelBoundary";
@@ -17,6 +17,7 @@ import type { MarketSummary } from "./types";
 /** The chosen market's panels, each failing on its own (`PanelBoundary`). */
 export function MarketView({ ticker }: { ticker: string }) {
   const closed = useMarketClosed(ticker);
+  const stale = useFeedLost(ticker);
   return (
     <div className="market-view" data-testid="market-view" data-ticker={ticker}>
       <div className="market-top">
@@ -32,7 +33,7 @@ export function MarketView({ ticker }: { ticker: string }) {
       </PanelBoundary>
       <div className="market-bottom">
         <PanelBoundary name="Order book">
-          <Orderbook ticker={ticker} depth={10} closed={closed} />
+          <Orderbook ticker={ticker} depth={10} closed={closed} stale={stale && !closed} />
         </PanelBoundary>
         <PanelBoundary name="Trades">
           <TradeHistory ticker={ticker} pageSize={30} />

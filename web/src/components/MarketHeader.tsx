@@ -3,7 +3,7 @@ import { useQueries, useQuery } from "convex/react";
 import { api } from "../_generated/api";
 import { formatCloseTime, formatPrice } from "../format";
 import { useNow } from "../hooks/useNow";
-import { isTrading, type Market } from "../types";
+import { isTrading, type Market, type Price } from "../types";
 
 /** Title, ticker, event and status of the chosen market; closed markets say so plainly. */
 export function MarketHeader({ ticker }: { ticker: string }) {
@@ -57,4 +57,12 @@ export function useMarketClosed(ticker: string): boolean {
   const queries = useMemo(() => ({ market: { query: api.marketData.getMarket, args: { ticker } } }), [ticker]);
   const market = useQueries(queries).market as Market | null | undefined | Error;
   return market && !(market instanceof Error) ? !isTrading(market.status) : false;
+}
+
+/** Whether the store says the market's feed is lost (`live: false`), so that the book panel,
+ * empty then, says why; it never throws, as {@link useMarketClosed}. */
+export function useFeedLost(ticker: string): boolean {
+  const queries = useMemo(() => ({ price: { query: api.marketData.getPrice, args: { ticker } } }), [ticker]);
+  const price = useQueries(queries).price as Price | null | undefined | Error;
+  return !!price && !(price instanceof Error) && price.live === false;
 }

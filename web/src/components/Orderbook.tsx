@@ -63,13 +63,32 @@ function Level({ row, side, decimals }: { row: LadderRow; side: "bid" | "ask"; d
 }
 
 /** The order book: bids and asks side by side, best first, with depth bars and the spread. */
-export function Orderbook({ ticker, depth = 10, closed = false }: { ticker: string; depth?: number; closed?: boolean }) {
+export function Orderbook({
+  ticker,
+  depth = 10,
+  closed = false,
+  stale = false,
+}: {
+  ticker: string;
+  depth?: number;
+  closed?: boolean;
+  stale?: boolean;
+}) {
   const book = useQuery(api.marketData.getOrderbook, { ticker, depth });
-  return <OrderbookView book={book} closed={closed} />;
+  return <OrderbookView book={book} closed={closed} stale={stale} />;
 }
 
-/** A book as shown: `undefined` while loading, `null` when there is no valid book. */
-export function OrderbookView({ book, closed = false }: { book: Book | null | undefined; closed?: boolean }) {
+/** A book as shown: `undefined` while loading, `null` when there is no valid book (`stale`: the
+ * store withholds it because the market's feed is lost). */
+export function OrderbookView({
+  book,
+  closed = false,
+  stale = false,
+}: {
+  book: Book | null | undefined;
+  closed?: boolean;
+  stale?: boolean;
+}) {
   let body;
   let spread = null;
   if (book === undefined) {
@@ -77,7 +96,13 @@ export function OrderbookView({ book, closed = false }: { book: Book | null | un
   } else if (book === null || (book.bids.length === 0 && book.asks.length === 0)) {
     body = (
       <div className="empty" data-testid="book-empty">
-        {closed ? "Market closed: no resting orders" : book === null ? "No order book yet" : "The book is empty"}
+        {closed
+          ? "Market closed: no resting orders"
+          : book !== null
+            ? "The book is empty"
+            : stale
+              ? "The feed is lost: no live book"
+              : "No order book yet"}
       </div>
     );
   } else {

@@ -117,6 +117,9 @@ describe("OrderbookView", () => {
     expect(screen.getByTestId("orderbook").querySelector("[aria-busy=true]")).toBeTruthy();
     rerender(<OrderbookView book={null} />);
     expect(screen.getByTestId("book-empty").textContent).toBe("No order book yet");
+    // The store withholds the book of a market whose feed is lost: say so, not "yet".
+    rerender(<OrderbookView book={null} stale />);
+    expect(screen.getByTestId("book-empty").textContent).toBe("The feed is lost: no live book");
     rerender(<OrderbookView book={{ ...book, bids: [], asks: [] }} closed />);
     expect(screen.getByTestId("book-empty").textContent).toMatch(/closed/i);
   });
