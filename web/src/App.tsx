@@ -2,7 +2,7 @@ import { useCallback, useEffect, useState } from "react";
 import { CandleChart } from "./components/CandleChart";
 import { useConvexConnectionState } from "convex/react";
 import { ConnectionStatus, connectionPhase } from "./components/ConnectionStatus";
-import { MarketHeader, useFeedLost, useMarketClosed } from "./components/MarketHeader";
+import { MarketHeader, useFeedLost, useMarketInfo } from "./components/MarketHeader";
 import { MarketList } from "./components/MarketList";
 import { Orderbook } from "./components/Orderbook";
 import { PanelBoundary } from "./components/PanelBoundary";
@@ -16,7 +16,7 @@ import type { MarketSummary } from "./types";
 
 /** The chosen market's panels, each failing on its own (`PanelBoundary`). */
 export function MarketView({ ticker }: { ticker: string }) {
-  const closed = useMarketClosed(ticker);
+  const { closed, unknown } = useMarketInfo(ticker);
   const stale = useFeedLost(ticker);
   return (
     <div className="market-view" data-testid="market-view" data-ticker={ticker}>
@@ -25,7 +25,7 @@ export function MarketView({ ticker }: { ticker: string }) {
           <MarketHeader ticker={ticker} />
         </PanelBoundary>
         <PanelBoundary name="Price">
-          <PriceDisplay ticker={ticker} closed={closed} />
+          <PriceDisplay ticker={ticker} closed={closed} unknown={unknown} />
         </PanelBoundary>
       </div>
       <PanelBoundary name="Chart">
@@ -33,10 +33,10 @@ export function MarketView({ ticker }: { ticker: string }) {
       </PanelBoundary>
       <div className="market-bottom">
         <PanelBoundary name="Order book">
-          <Orderbook ticker={ticker} depth={10} closed={closed} stale={stale && !closed} />
+          <Orderbook ticker={ticker} depth={10} closed={closed} stale={stale && !closed} unknown={unknown} />
         </PanelBoundary>
         <PanelBoundary name="Trades">
-          <TradeHistory ticker={ticker} pageSize={30} />
+          <TradeHistory ticker={ticker} pageSize={30} unknown={unknown} />
         </PanelBoundary>
         <PanelBoundary name="Alerts">
           <AlertsPanel ticker={ticker} />

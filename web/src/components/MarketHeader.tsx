@@ -54,9 +54,16 @@ export function MarketHeader({ ticker }: { ticker: string }) {
  * blanked the whole page. `useQueries` hands the error back; the panels show it, each in its own.
  */
 export function useMarketClosed(ticker: string): boolean {
+  return useMarketInfo(ticker).closed;
+}
+
+/** Whether the market is closed, and whether the store knows it at all (`getMarket` null), for
+ * the panels that render differently then; it never throws, as {@link useMarketClosed}. */
+export function useMarketInfo(ticker: string): { closed: boolean; unknown: boolean } {
   const queries = useMemo(() => ({ market: { query: api.marketData.getMarket, args: { ticker } } }), [ticker]);
   const market = useQueries(queries).market as Market | null | undefined | Error;
-  return market && !(market instanceof Error) ? !isTrading(market.status) : false;
+  if (market instanceof Error || market === undefined) return { closed: false, unknown: false };
+  return { closed: market !== null && !isTrading(market.status), unknown: market === null };
 }
 
 /** Whether the store says the market's feed is lost (`live: false`), so that the book panel,

@@ -68,14 +68,16 @@ export function Orderbook({
   depth = 10,
   closed = false,
   stale = false,
+  unknown = false,
 }: {
   ticker: string;
   depth?: number;
   closed?: boolean;
   stale?: boolean;
+  unknown?: boolean;
 }) {
   const book = useQuery(api.marketData.getOrderbook, { ticker, depth });
-  return <OrderbookView book={book} closed={closed} stale={stale} />;
+  return <OrderbookView book={book} closed={closed} stale={stale} unknown={unknown} />;
 }
 
 /** A book as shown: `undefined` while loading, `null` when there is no valid book (`stale`: the
@@ -84,10 +86,13 @@ export function OrderbookView({
   book,
   closed = false,
   stale = false,
+  unknown = false,
 }: {
   book: Book | null | undefined;
   closed?: boolean;
   stale?: boolean;
+  /** The store has no such market. */
+  unknown?: boolean;
 }) {
   let body;
   let spread = null;
@@ -100,9 +105,11 @@ export function OrderbookView({
           ? "Market closed: no resting orders"
           : book !== null
             ? "The book is empty"
-            : stale
-              ? "The feed is lost: no live book"
-              : "No order book yet"}
+            : unknown
+              ? "Unknown market"
+              : stale
+                ? "The feed is lost: no live book"
+                : "No order book yet"}
       </div>
     );
   } else {

@@ -28,6 +28,8 @@ describe("PriceView", () => {
     expect(screen.getByTestId("price").getAttribute("aria-busy")).toBe("true");
     rerender(<PriceView price={null} />);
     expect(screen.getByText("No price yet")).toBeTruthy();
+    rerender(<PriceView price={null} unknown />);
+    expect(screen.getByText("Unknown market")).toBeTruthy();
     rerender(<PriceView price={price} />);
     expect(screen.getByTestId("price-value").textContent).toBe("$0.52");
     expect(screen.getByTestId("price-change").textContent).toContain("+4.17%");
@@ -120,6 +122,8 @@ describe("OrderbookView", () => {
     // The store withholds the book of a market whose feed is lost: say so, not "yet".
     rerender(<OrderbookView book={null} stale />);
     expect(screen.getByTestId("book-empty").textContent).toBe("The feed is lost: no live book");
+    rerender(<OrderbookView book={null} unknown />);
+    expect(screen.getByTestId("book-empty").textContent).toBe("Unknown market");
     rerender(<OrderbookView book={{ ...book, bids: [], asks: [] }} closed />);
     expect(screen.getByTestId("book-empty").textContent).toMatch(/closed/i);
   });
