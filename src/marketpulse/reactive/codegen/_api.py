@@ -121,7 +121,9 @@ def describe_modules(
             if path in schemas:
                 returns, source = schema_to_ts(schemas[path], mapper), "schema"
             else:
-                returns, source = mapper.map(spec.return_hint), "hints"
+                results = TypeMapper(result=True)
+                returns, source = results.map(spec.return_hint), "hints"
+                mapper.loose.extend(w for w in results.loose if w not in mapper.loose)
             out.append(
                 FunctionInfo(
                     module=module.name,
