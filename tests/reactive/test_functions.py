@@ -82,6 +82,44 @@ def test_numbers() -> None:
             spec_args(bad)
 
 
+def test_tuples_and_sets_accept_the_arrays_clients_send() -> None:
+    # A client can only send an array (JSON and Convex values have no tuple or set), and strict
+    # validation used to refuse one for such an argument: every call failed, while codegen
+    # declared `[number, number]` / `Array<string>` for it.
+    mod = FunctionModule("containers")
+
+    @mod.query
+    def f(
+        ctx: Any,
+        point: tuple[float, int],
+        tags: set[str],
+        frozen: frozenset[int] | None = None,
+        rows: list[tuple[int, ...]] | None = None,
+        bare: tuple | None = None,  # type: ignore[type-arg]
+    ) -> None: ...
+
+    spec = mod.functions["f"]
+    out = spec.validate_args(
+        {"point": [1, 2.0], "tags": ["a", "b", "a"], "frozen": [1.0], "rows": [[1, 2]], "bare": [1]}
+    )
+    assert out == {
+        "point": (1.0, 2),
+        "tags": {"a", "b"},
+        "frozen": frozenset({1}),
+        "rows": [(1, 2)],
+        "bare": (1,),
+    }
+    assert type(out["point"][1]) is int
+    for bad in (
+        {"point": [1, 2.5], "tags": []},
+        {"point": [1], "tags": []},
+        {"point": [1, 2], "tags": [["x"]]},
+        {"point": [1, 2], "tags": "ab"},
+    ):
+        with pytest.raises(ArgumentValidationError):
+            spec.validate_args(bad)
+
+
 def test_missing_unknown_and_shape() -> None:
     with pytest.raises(ArgumentValidationError, match="missing required argument 'n'"):
         spec_args({})
