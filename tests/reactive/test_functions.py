@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from typing import Annotated, Any
 
 import pytest
@@ -118,6 +119,37 @@ def test_tuples_and_sets_accept_the_arrays_clients_send() -> None:
     ):
         with pytest.raises(ArgumentValidationError):
             spec.validate_args(bad)
+
+
+class Side(enum.Enum):
+    BUY = "buy"
+    SELL = "sell"
+
+
+class Grade(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+def test_enums_accept_their_values() -> None:
+    # A client sends an Enum argument's value (codegen declares `"buy" | "sell"`); strict
+    # validation used to refuse anything but a member ("Input should be an instance of Side").
+    mod = FunctionModule("enums")
+
+    @mod.query
+    def f(ctx: Any, side: Side, grade: Grade | None = None) -> None: ...
+
+    spec = mod.functions["f"]
+    assert spec.validate_args({"side": "sell", "grade": 2.0}) == {
+        "side": Side.SELL,
+        "grade": Grade.HIGH,
+    }
+    assert spec.validate_args({"side": Side.BUY})["side"] is Side.BUY
+    for bad in ({"side": "hold"}, {"side": "buy", "grade": True}, {"side": "buy", "grade": "1"}):
+        with pytest.raises(ArgumentValidationError):
+            spec.validate_args(bad)
+    with pytest.raises(ArgumentValidationError, match="expected one of 'buy', 'sell'"):
+        spec.validate_args({"side": "hold"})
 
 
 def test_missing_unknown_and_shape() -> None:

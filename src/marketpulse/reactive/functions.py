@@ -19,6 +19,7 @@ function name to a :class:`FunctionSpec` holding its kind, visibility, per-argum
 
 from __future__ import annotations
 
+import enum
 import inspect
 import types
 import typing
@@ -120,15 +121,33 @@ def _from_array(kind: type) -> BeforeValidator:
     return BeforeValidator(convert)
 
 
+def _enum_from_value(cls: type[enum.Enum]) -> BeforeValidator:
+    """An Enum argument from its value, which is what a client sends (strict validation takes
+    only a member); a bool is no int here either."""
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, cls | bool):
+            return value
+        try:
+            return cls(value)
+        except ValueError:
+            allowed = ", ".join(repr(m.value) for m in cls)
+            raise ValueError(f"expected one of {allowed}") from None
+
+    return BeforeValidator(convert)
+
+
 def _relax(tp: Any) -> Any:
     """Rewrite a type hint so that, under strict validation, ``int`` accepts integral floats and
-    a tuple or set accepts the array a client sends for it."""
+    a tuple or set accepts the array a client sends for it, an Enum its value."""
     if tp is int:
         return _RELAXED_INT
     if tp is Int64:
         return _INT64
     if tp in _FROM_ARRAY:
         return Annotated[tp, _from_array(_FROM_ARRAY[tp])]
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return Annotated[tp, _enum_from_value(tp)]
     origin = get_origin(tp)
     if origin is None:
         return tp
