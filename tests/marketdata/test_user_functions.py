@@ -176,9 +176,17 @@ async def test_a_level_already_reached_or_nonsense_is_refused(store: App) -> Non
         {},
         {"above": 0.4, "below": 0.6},
         {"above": float("inf")},
+        # Past any price (55 meant as cents): such an alert could never fire.
+        {"above": 55},
+        {"above": 1.01},
+        {"below": -0.1},
     ]:
         err = await store.mutate_error("alerts:create", ANN, ticker="FED-1", **args)
         assert err["code"] == "InvalidAlert", (args, err)
+    err = await store.mutate_error("alerts:create", ANN, ticker="FED-1", above=55)
+    assert err["message"] == "above must be a price in dollars, from 0 to 1 (got 55)"
+    assert await store.mutate("alerts:create", ANN, ticker="FED-1", above=1)
+    assert await store.mutate("alerts:create", ANN, ticker="FED-1", below=0)
     err = await store.mutate_error("alerts:create", ANN, ticker="NOPE", above=0.5)
     assert err["code"] == "UnknownMarket"
 
