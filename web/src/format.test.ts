@@ -108,8 +108,15 @@ describe("formatPercent and direction", () => {
 describe("times", () => {
   it("formats a wall-clock time with seconds", () => {
     const t = new Date(2026, 0, 2, 9, 5, 7).getTime();
-    expect(formatTime(t)).toBe("09:05:07");
+    expect(formatTime(t, new Date(2026, 0, 2, 23, 59).getTime())).toBe("09:05:07");
+    expect(formatTime(Date.now())).toMatch(/^\d\d:\d\d:\d\d$/);
     expect(formatTime(null)).toBe("—");
+  });
+  it("gives the date of a time on another day, so it does not read as today", () => {
+    const t = new Date(2026, 11, 3, 14, 3, 7).getTime();
+    expect(formatTime(t, new Date(2026, 11, 6, 9, 0).getTime())).toBe("Dec 3 14:03");
+    expect(formatTime(t, new Date(2027, 0, 1, 9, 0).getTime())).toBe("Dec 3 2026 14:03");
+    expect(formatTime(t, new Date(2026, 11, 3, 0, 0).getTime())).toBe("14:03:07");
   });
   it("says how long ago", () => {
     const now = 1_000_000_000;

@@ -93,12 +93,24 @@ export function direction(value: number | null | undefined): Direction {
   return value > 0 ? "up" : "down";
 }
 
-/** A wall-clock time with seconds, 24 h: `14:03:07`. */
-export function formatTime(epochMs: number | null | undefined): string {
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+/**
+ * A local wall-clock time, 24 h: `14:03:07` today; on another day with its date, to the
+ * minute (`Dec 3 14:03`, `Dec 3 2025 14:03` in another year), so an old trade or a feed lost
+ * days ago does not read as today.
+ */
+export function formatTime(epochMs: number | null | undefined, nowMs: number = Date.now()): string {
   if (!isNum(epochMs)) return DASH;
   const d = new Date(epochMs);
+  const now = new Date(nowMs);
   const pad = (n: number) => String(n).padStart(2, "0");
-  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  const sameYear = d.getFullYear() === now.getFullYear();
+  if (sameYear && d.getMonth() === now.getMonth() && d.getDate() === now.getDate()) {
+    return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  }
+  const date = `${MONTHS[d.getMonth()]} ${d.getDate()}${sameYear ? "" : ` ${d.getFullYear()}`}`;
+  return `${date} ${pad(d.getHours())}:${pad(d.getMinutes())}`;
 }
 
 /** How long ago, coarse: `now`, `12s ago`, `4m ago`, `3h ago`, `2d ago`. */

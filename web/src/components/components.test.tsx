@@ -152,7 +152,7 @@ const trade = (id: string, side: "buy" | "sell", p: number, t: number): Trade =>
 
 describe("TradesView", () => {
   it("colours sides and shows time; only later trades are highlighted as new", () => {
-    const t0 = new Date(2026, 0, 1, 14, 3, 7).getTime();
+    const t0 = new Date().setHours(14, 3, 7, 0); // today: shown without a date
     const first = [trade("b", "sell", 0.49, t0), trade("a", "buy", 0.52, t0 - 1000)];
     const { rerender } = render(<TradesView ticker="KX-A" trades={first} />);
     const rows = screen.getAllByTestId("trade");
