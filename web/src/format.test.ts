@@ -4,6 +4,7 @@ import {
   formatAgo,
   formatCloseTime,
   formatCompact,
+  formatDepth,
   formatMs,
   formatPercent,
   formatPrice,
@@ -70,6 +71,12 @@ describe("formatSize and formatCompact", () => {
     expect(formatSize(1234567)).toBe("1,234,567");
     expect(formatSize(12.5)).toBe("12.5");
     expect(formatSize(0.333333)).toBe("0.33");
+  });
+  it("shows a book's sizes in full below 100,000 contracts and compact above", () => {
+    expect(formatDepth(98_765.43)).toBe("98,765.43");
+    expect(formatDepth(123_456.78)).toBe("123K");
+    expect(formatDepth(1_481_481.45)).toBe("1.5M");
+    expect(formatDepth(null)).toBe("—");
   });
   it("moves to the next unit when the figure rounds up to 1000", () => {
     expect(formatCompact(999_499)).toBe("999K");

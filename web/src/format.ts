@@ -55,6 +55,15 @@ export function formatSize(value: number | null | undefined): string {
   return sizeFormat.format(value);
 }
 
+/**
+ * A book level's size or cumulative depth: in full below 100,000 contracts, compact from there
+ * (`123K`, `1.2M`), so a deep book's columns stay readable side by side.
+ */
+export function formatDepth(value: number | null | undefined): string {
+  if (!isNum(value)) return DASH;
+  return Math.abs(value) < 100_000 ? formatSize(value) : formatCompact(value);
+}
+
 /** A large count, compact: `950`, `12.3K`, `4.5M`. */
 export function formatCompact(value: number | null | undefined): string {
   if (!isNum(value)) return DASH;

@@ -1,6 +1,6 @@
 import { useQuery } from "convex/react";
 import { api } from "../_generated/api";
-import { formatPrice, formatPriceFixed, formatSize, formatSpread, priceDecimals } from "../format";
+import { formatDepth, formatPrice, formatPriceFixed, formatSpread, priceDecimals } from "../format";
 import type { Orderbook as Book } from "../types";
 import { Flash } from "./Flash";
 import { SkeletonRows } from "./Skeleton";
@@ -38,10 +38,10 @@ function Level({ row, side, decimals }: { row: LadderRow; side: "bid" | "ask"; d
   const price = <span className="level-price">{formatPriceFixed(row.price, decimals)}</span>;
   const size = (
     <Flash value={row.size} className="level-size">
-      {formatSize(row.size)}
+      {formatDepth(row.size)}
     </Flash>
   );
-  const total = <span className="level-total">{formatSize(row.total)}</span>;
+  const total = <span className="level-total">{formatDepth(row.total)}</span>;
   return (
     <div className={`level level-${side}`} data-testid={`${side}-level`} data-price={row.price}>
       <span className="depth" style={{ width: `${row.depthPct.toFixed(1)}%` }} aria-hidden="true" />

@@ -127,6 +127,13 @@ describe("OrderbookView", () => {
     rerender(<OrderbookView book={{ ...book, bids: [], asks: [] }} closed />);
     expect(screen.getByTestId("book-empty").textContent).toMatch(/closed/i);
   });
+  it("keeps a deep book's sizes and totals short enough to read side by side", () => {
+    const deep = { ...book, bids: [[0.45, 1_234_567.8], [0.44, 246_913.56]] as Array<[number, number]> };
+    render(<OrderbookView book={deep} />);
+    const bids = within(screen.getByTestId("bids")).getAllByTestId("bid-level");
+    expect(bids[0]!.textContent).toBe("1.2M1.2M0.45");
+    expect(bids[1]!.textContent).toBe("1.5M247K0.44");
+  });
   it("says when one side is empty", () => {
     render(<OrderbookView book={{ ...book, asks: [], spread: null, mid: null }} />);
     expect(screen.getByText("No asks")).toBeTruthy();
