@@ -25,6 +25,9 @@ const market = (ticker: string, title = ticker): MarketSummary => ({
   live: false,
 });
 const ALL = Array.from({ length: 130 }, (_, i) => market(`KX-${String(i).padStart(3, "0")}`, `Market ${i}`));
+// Two markets whose stream's lease lapsed (getPrice says live: false), one of them closed.
+ALL[0] = { ...ALL[0]!, status: "closed" };
+const NOT_LIVE = new Set(["KX-000", "KX-001"]);
 const WATCHED = ["KX-129"];
 
 vi.mock("convex/react", () => ({
@@ -42,6 +45,8 @@ vi.mock("convex/react", () => ({
         return WATCHED;
       case "watchlists:markets":
         return ALL.filter((m) => WATCHED.includes(m.ticker));
+      case "marketData:getPrice":
+        return { price: 0.5, changePercent24h: 0, live: !NOT_LIVE.has(String(args.ticker)) };
       default:
         return undefined;
     }
@@ -83,6 +88,14 @@ describe("MarketList", () => {
     } finally {
       vi.useRealTimers();
     }
+  });
+});
+
+describe("MarketList rows", () => {
+  it("tag an open market whose feed is lost as stale, never a closed one", () => {
+    render(<MarketList selected={null} onSelect={() => {}} />);
+    const stale = screen.queryAllByTestId("row-stale").map((tag) => tag.closest<HTMLElement>("[data-ticker]")?.dataset.ticker);
+    expect(stale).toEqual(["KX-001"]);
   });
 });
 

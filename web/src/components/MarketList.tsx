@@ -14,7 +14,10 @@ import { useWatchlist, WatchFilter, WatchStar } from "./Watchlist";
  */
 function RowPrice({ market }: { market: MarketSummary }) {
   const live = useQuery(api.marketData.getPrice, { ticker: market.ticker });
-  return <RowPriceView price={live?.price} change={live?.changePercent24h} stale={live ? !live.live : false} />;
+  // A closed market's last price is final, not stale, whatever its stream's lease says (as in
+  // the market view's price panel).
+  const stale = live ? !live.live && isTrading(market.status) : false;
+  return <RowPriceView price={live?.price} change={live?.changePercent24h} stale={stale} />;
 }
 
 /** A row's price and 24 h change. */
