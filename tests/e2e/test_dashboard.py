@@ -207,6 +207,14 @@ def test_dashboard_live_in_a_browser(
         page.set_viewport_size({"width": 390, "height": 844})
         time.sleep(0.5)
         _shot(page, "dashboard-phone.png")
+        # The top bar fits a phone: the connection pill and the sign-in stay on screen (the
+        # sign-in box used to push the pill past the right edge).
+        for selector in ("[data-testid=connection]", "[data-testid=sign-in]", "button.back"):
+            box = page.locator(selector).bounding_box()
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, (
+                selector,
+                box,
+            )
         page.click("button.back")
         page.wait_for_selector("[data-testid=market-list]", state="visible")
         _shot(page, "dashboard-phone-list.png")

@@ -101,7 +101,7 @@ UNAUTH = {"code": "Unauthenticated", "message": "Sign in first"}
 
 async def test_every_user_function_refuses_anonymous_and_admin_callers(store: App) -> None:
     for who in (Identity.anonymous(), Identity.admin()):
-        for path in ("watchlists:list", "alerts:list", "settings:get"):
+        for path in ("watchlists:list", "watchlists:markets", "alerts:list", "settings:get"):
             assert store.query_error(path, who) == UNAUTH
         for path, args in [
             ("watchlists:add", {"ticker": "FED-1"}),
@@ -127,6 +127,25 @@ async def test_watchlists_are_per_user(store: App) -> None:
     assert store.query("watchlists:list", ANN) == ["CPI-1"]
     err = await store.mutate_error("watchlists:add", ANN, ticker="NOPE")
     assert err["code"] == "UnknownMarket"
+
+
+async def test_watched_markets_are_listed_past_the_market_lists_limit(store: App) -> None:
+    # The dashboard's "Watchlist only" list. It used to filter listMarkets' answer (its first
+    # `limit` markets by ticker), so a watched market past them was never shown.
+    await store.mutate(
+        "marketData:upsertMarkets",
+        Identity.admin(),
+        markets=[{"ticker": f"ZZ-{i:03}", "title": f"Z {i}", "status": "active"} for i in range(8)],
+    )
+    first = store.query("marketData:listMarkets", ANN, limit=5, prices=False)
+    assert "ZZ-007" not in {m["ticker"] for m in first}
+    for t in ("ZZ-007", "CPI-1"):
+        assert await store.mutate("watchlists:add", ANN, ticker=t) is True
+    watched = store.query("watchlists:markets", ANN)
+    assert [m["ticker"] for m in watched] == ["CPI-1", "ZZ-007"]
+    listed = {m["ticker"]: m for m in store.query("marketData:listMarkets", ANN, prices=False)}
+    assert watched[1] == listed["ZZ-007"]
+    assert store.query("watchlists:markets", BEN) == []
 
 
 async def test_alert_fires_once_when_the_committed_price_crosses_its_level(store: App) -> None:
@@ -157,9 +176,17 @@ async def test_a_level_already_reached_or_nonsense_is_refused(store: App) -> Non
         {},
         {"above": 0.4, "below": 0.6},
         {"above": float("inf")},
+        # Past any price (55 meant as cents): such an alert could never fire.
+        {"above": 55},
+        {"above": 1.01},
+        {"below": -0.1},
     ]:
         err = await store.mutate_error("alerts:create", ANN, ticker="FED-1", **args)
         assert err["code"] == "InvalidAlert", (args, err)
+    err = await store.mutate_error("alerts:create", ANN, ticker="FED-1", above=55)
+    assert err["message"] == "above must be a price in dollars, from 0 to 1 (got 55)"
+    assert await store.mutate("alerts:create", ANN, ticker="FED-1", above=1)
+    assert await store.mutate("alerts:create", ANN, ticker="FED-1", below=0)
     err = await store.mutate_error("alerts:create", ANN, ticker="NOPE", above=0.5)
     assert err["code"] == "UnknownMarket"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from pathlib import Path
 from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
 import pytest
@@ -18,6 +19,8 @@ from marketpulse.reactive.codegen import (
     render,
     schema_to_ts,
 )
+from marketpulse.reactive.engine import Engine, Identity
+from marketpulse.reactive.persistence import open_persistence
 
 
 class Side(enum.Enum):
@@ -245,3 +248,77 @@ def test_generated_files_have_convex_layout() -> None:
     assert '"action",\n        "public",\n        { url: string },' in public
     assert "/** Newest messages of a `channel`. */" in public
     assert "More detail" not in d_ts
+
+
+def test_a_path_that_is_a_function_and_a_module_is_both() -> None:
+    # Module "a" has a function "b" and module "a/b" exists: `api.a.b` is a function reference
+    # and `api.a.b.c` another, as the clients' anyApi resolves them. This used to crash.
+    a, ab, abc = FunctionModule("a"), FunctionModule("a/b"), FunctionModule("a/b/c")
+
+    @a.query
+    def b(ctx: QueryCtx) -> int:
+        """The b."""
+        return 1
+
+    @ab.query
+    def c(ctx: QueryCtx) -> str:
+        return ""
+
+    @ab.mutation
+    def d(ctx: MutationCtx) -> None:
+        return None
+
+    @abc.query
+    def e(ctx: QueryCtx) -> bool:
+        return True
+
+    expected = (
+        '{a:{/**Theb.*/b:FunctionReference<"query","public",Record<string,never>,number>&{'
+        'c:FunctionReference<"query","public",Record<string,never>,string,>&{'
+        'e:FunctionReference<"query","public",Record<string,never>,boolean,>;};'
+        'd:FunctionReference<"mutation","public",Record<string,never>,null,>;};};};'
+    )
+    for order in ([a, ab, abc], [abc, ab, a], [ab, a, abc]):
+        d_ts = generate(order).files["api.d.ts"]
+        public = d_ts.split("export declare const api:")[1].split("/**\n * A utility")[0]
+        assert "".join(public.split()) == expected
+
+
+async def test_results_the_store_refuses_are_not_given_a_type(tmp_path: Path) -> None:
+    # A pydantic model or a set validates an argument, but the store refuses one as a result
+    # ("... is not a Convex value"): codegen used to declare such a function as returning an
+    # object or an array, a value the client never receives. It is `any` and reported now.
+    module = FunctionModule("m")
+
+    @module.query
+    def echo(ctx: QueryCtx, order: Order) -> Order:
+        return order
+
+    @module.query
+    def tags(ctx: QueryCtx, tags: list[str]) -> frozenset[str]:
+        return frozenset(tags)
+
+    @module.query
+    def rows(ctx: QueryCtx) -> list[Level]:
+        return [{"price": 0.5, "size": 1.0}]
+
+    engine = await Engine.open(open_persistence(f"sqlite:{tmp_path / 's.db'}"), [module])
+    try:
+        for path, args in [("m:echo", {"order": {"ticker": "KX"}}), ("m:tags", {"tags": ["a"]})]:
+            r = engine.run_query(path, args, Identity.anonymous())
+            assert not r.success and "not a Convex value" in (r.error_message or "")
+        assert engine.run_query("m:rows", {}, Identity.anonymous()).success
+    finally:
+        await engine.close()
+
+    functions, loose = describe_modules([module])
+    by_path = {f.path: f for f in functions}
+    assert render(by_path["m:echo"].returns) == "any"
+    echo_args = "".join(render(by_path["m:echo"].args).split())
+    assert echo_args == "{order:{ticker:string;/**contracts*/count?:number;};}"
+    assert render(by_path["m:tags"].returns) == "any"
+    assert render(by_path["m:tags"].args) == "{ tags: Array<string> }"
+    assert render(by_path["m:rows"].returns).startswith("Array<{ price: number")
+    assert any("pydantic model Order" in w for w in loose["m:echo"])
+    assert any("frozenset" in w for w in loose["m:tags"])
+    assert "m:rows" not in loose

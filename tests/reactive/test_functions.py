@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from typing import Annotated, Any
 
 import pytest
@@ -80,6 +81,75 @@ def test_numbers() -> None:
     for bad in ({"n": 3.5}, {"n": "3"}, {"n": True}, {"n": 1, "x": "2.0"}, {"n": 1, "limit": 0}):
         with pytest.raises(ArgumentValidationError):
             spec_args(bad)
+
+
+def test_tuples_and_sets_accept_the_arrays_clients_send() -> None:
+    # A client can only send an array (JSON and Convex values have no tuple or set), and strict
+    # validation used to refuse one for such an argument: every call failed, while codegen
+    # declared `[number, number]` / `Array<string>` for it.
+    mod = FunctionModule("containers")
+
+    @mod.query
+    def f(
+        ctx: Any,
+        point: tuple[float, int],
+        tags: set[str],
+        frozen: frozenset[int] | None = None,
+        rows: list[tuple[int, ...]] | None = None,
+        bare: tuple | None = None,  # type: ignore[type-arg]
+    ) -> None: ...
+
+    spec = mod.functions["f"]
+    out = spec.validate_args(
+        {"point": [1, 2.0], "tags": ["a", "b", "a"], "frozen": [1.0], "rows": [[1, 2]], "bare": [1]}
+    )
+    assert out == {
+        "point": (1.0, 2),
+        "tags": {"a", "b"},
+        "frozen": frozenset({1}),
+        "rows": [(1, 2)],
+        "bare": (1,),
+    }
+    assert type(out["point"][1]) is int
+    for bad in (
+        {"point": [1, 2.5], "tags": []},
+        {"point": [1], "tags": []},
+        {"point": [1, 2], "tags": [["x"]]},
+        {"point": [1, 2], "tags": "ab"},
+    ):
+        with pytest.raises(ArgumentValidationError):
+            spec.validate_args(bad)
+
+
+class Side(enum.Enum):
+    BUY = "buy"
+    SELL = "sell"
+
+
+class Grade(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+def test_enums_accept_their_values() -> None:
+    # A client sends an Enum argument's value (codegen declares `"buy" | "sell"`); strict
+    # validation used to refuse anything but a member ("Input should be an instance of Side").
+    mod = FunctionModule("enums")
+
+    @mod.query
+    def f(ctx: Any, side: Side, grade: Grade | None = None) -> None: ...
+
+    spec = mod.functions["f"]
+    assert spec.validate_args({"side": "sell", "grade": 2.0}) == {
+        "side": Side.SELL,
+        "grade": Grade.HIGH,
+    }
+    assert spec.validate_args({"side": Side.BUY})["side"] is Side.BUY
+    for bad in ({"side": "hold"}, {"side": "buy", "grade": True}, {"side": "buy", "grade": "1"}):
+        with pytest.raises(ArgumentValidationError):
+            spec.validate_args(bad)
+    with pytest.raises(ArgumentValidationError, match="expected one of 'buy', 'sell'"):
+        spec.validate_args({"side": "hold"})
 
 
 def test_missing_unknown_and_shape() -> None:

@@ -147,8 +147,14 @@ class Message(TypedDict):
     sentAt: float
 
 
-def _demo_module() -> FunctionModule:
+def _demo_modules() -> list[FunctionModule]:
     chat = FunctionModule("chat/rooms")
+    # `api.chat.rooms` is also a function of module "chat": both a reference and a namespace.
+    top = FunctionModule("chat")
+
+    @top.query
+    def rooms(ctx: QueryCtx) -> list[str]:
+        return []
 
     @chat.query
     def recent(
@@ -163,13 +169,13 @@ def _demo_module() -> FunctionModule:
     def send(ctx: MutationCtx, channel: str, body: str) -> str:
         return ""
 
-    return chat
+    return [chat, top]
 
 
 def test_generated_declarations_check_a_fresh_module(node: Any, probe_dir: Path) -> None:
     gen = probe_dir / "_generated"
     gen.mkdir()
-    for fname, text in generate([_demo_module()]).files.items():
+    for fname, text in generate(_demo_modules()).files.items():
         (gen / fname).write_text(text)
     probes = {
         "ok.ts": """
@@ -177,7 +183,8 @@ def test_generated_declarations_check_a_fresh_module(node: Any, probe_dir: Path)
               const msgs = useQuery(api.chat.rooms.recent, { channel: "general", order: "asc" });
               const send = useMutation(api.chat.rooms.send);
               const sent: Promise<string> = send({ channel: "general", body: "hi" });
-              return [msgs?.[0]?.sentAt.toFixed(0), sent];
+              const rooms: string[] | undefined = useQuery(api.chat.rooms, {});
+              return [msgs?.[0]?.sentAt.toFixed(0), sent, rooms];
             }
         """,
         "bad_order.ts": """

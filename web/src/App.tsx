@@ -2,7 +2,7 @@ import { useCallback, useEffect, useState } from "react";
 import { CandleChart } from "./components/CandleChart";
 import { useConvexConnectionState } from "convex/react";
 import { ConnectionStatus, connectionPhase } from "./components/ConnectionStatus";
-import { MarketHeader, useMarketClosed } from "./components/MarketHeader";
+import { MarketHeader, useFeedLost, useMarketInfo } from "./components/MarketHeader";
 import { MarketList } from "./components/MarketList";
 import { Orderbook } from "./components/Orderbook";
 import { PanelBoundary } from "./components/PanelBoundary";
@@ -14,8 +14,10 @@ import { AuthProvider } from "./auth";
 import { StreamHealth } from "./components/StreamHealth";
 import type { MarketSummary } from "./types";
 
-function MarketView({ ticker }: { ticker: string }) {
-  const closed = useMarketClosed(ticker);
+/** The chosen market's panels, each failing on its own (`PanelBoundary`). */
+export function MarketView({ ticker }: { ticker: string }) {
+  const { closed, unknown } = useMarketInfo(ticker);
+  const stale = useFeedLost(ticker);
   return (
     <div className="market-view" data-testid="market-view" data-ticker={ticker}>
       <div className="market-top">
@@ -23,7 +25,7 @@ function MarketView({ ticker }: { ticker: string }) {
           <MarketHeader ticker={ticker} />
         </PanelBoundary>
         <PanelBoundary name="Price">
-          <PriceDisplay ticker={ticker} closed={closed} />
+          <PriceDisplay ticker={ticker} closed={closed} unknown={unknown} />
         </PanelBoundary>
       </div>
       <PanelBoundary name="Chart">
@@ -31,10 +33,10 @@ function MarketView({ ticker }: { ticker: string }) {
       </PanelBoundary>
       <div className="market-bottom">
         <PanelBoundary name="Order book">
-          <Orderbook ticker={ticker} depth={10} closed={closed} />
+          <Orderbook ticker={ticker} depth={10} closed={closed} stale={stale && !closed} unknown={unknown} />
         </PanelBoundary>
         <PanelBoundary name="Trades">
-          <TradeHistory ticker={ticker} pageSize={30} />
+          <TradeHistory ticker={ticker} pageSize={30} unknown={unknown} />
         </PanelBoundary>
         <PanelBoundary name="Alerts">
           <AlertsPanel ticker={ticker} />
@@ -84,7 +86,7 @@ export function App({ storeUrl, initialTicker }: { storeUrl: string; initialTick
           <svg viewBox="0 0 16 16" width="18" height="18" aria-hidden="true">
             <path d="M1 9h3l2-6 3 10 2-4h4" fill="none" stroke="currentColor" strokeWidth="2" />
           </svg>
-          marketpulse
+          <span className="brand-name">marketpulse</span>
         </span>
         <span className="store-url" title="Store (deployment URL)">
           {storeUrl.replace(/^https?:\/\//, "")}

@@ -4,6 +4,7 @@ import {
   formatAgo,
   formatCloseTime,
   formatCompact,
+  formatDepth,
   formatMs,
   formatPercent,
   formatPrice,
@@ -26,6 +27,12 @@ describe("formatPrice", () => {
     expect(formatPrice(0.5234)).toBe("0.5234");
     expect(formatPrice(0.525)).toBe("0.525");
     expect(formatPrice(0.12345)).toBe("0.1235");
+  });
+  it("keeps two decimals when four places round to whole cents", () => {
+    expect(formatPrice(0.99999)).toBe("1.00");
+    expect(formatPrice(0.10004)).toBe("0.10");
+    expect(formatPrice(0.00000001)).toBe("0.00");
+    expect(formatPrice(0.12304)).toBe("0.123");
   });
   it("survives float noise without showing it", () => {
     expect(formatPrice(0.1 + 0.2)).toBe("0.30");
@@ -65,6 +72,20 @@ describe("formatSize and formatCompact", () => {
     expect(formatSize(12.5)).toBe("12.5");
     expect(formatSize(0.333333)).toBe("0.33");
   });
+  it("shows a book's sizes in full below 100,000 contracts and compact above", () => {
+    expect(formatDepth(98_765.43)).toBe("98,765.43");
+    expect(formatDepth(123_456.78)).toBe("123K");
+    expect(formatDepth(1_481_481.45)).toBe("1.5M");
+    expect(formatDepth(null)).toBe("—");
+  });
+  it("moves to the next unit when the figure rounds up to 1000", () => {
+    expect(formatCompact(999_499)).toBe("999K");
+    expect(formatCompact(999_500)).toBe("1M");
+    expect(formatCompact(999_950)).toBe("1M");
+    expect(formatCompact(-999_999)).toBe("-1M");
+    expect(formatCompact(999_950_000)).toBe("1B");
+    expect(formatCompact(2.5e12)).toBe("2500B");
+  });
   it("compacts large counts", () => {
     expect(formatCompact(950)).toBe("950");
     expect(formatCompact(1000)).toBe("1K");
@@ -94,8 +115,15 @@ describe("formatPercent and direction", () => {
 describe("times", () => {
   it("formats a wall-clock time with seconds", () => {
     const t = new Date(2026, 0, 2, 9, 5, 7).getTime();
-    expect(formatTime(t)).toBe("09:05:07");
+    expect(formatTime(t, new Date(2026, 0, 2, 23, 59).getTime())).toBe("09:05:07");
+    expect(formatTime(Date.now())).toMatch(/^\d\d:\d\d:\d\d$/);
     expect(formatTime(null)).toBe("—");
+  });
+  it("gives the date of a time on another day, so it does not read as today", () => {
+    const t = new Date(2026, 11, 3, 14, 3, 7).getTime();
+    expect(formatTime(t, new Date(2026, 11, 6, 9, 0).getTime())).toBe("Dec 3 14:03");
+    expect(formatTime(t, new Date(2027, 0, 1, 9, 0).getTime())).toBe("Dec 3 2026 14:03");
+    expect(formatTime(t, new Date(2026, 11, 3, 0, 0).getTime())).toBe("14:03:07");
   });
   it("says how long ago", () => {
     const now = 1_000_000_000;

@@ -17,8 +17,9 @@ export function formatPrice(value: number | null | undefined): string {
   if (!isNum(value)) return DASH;
   const cents = Math.round(value * 100);
   if (Math.abs(value * 100 - cents) < 1e-9) return value.toFixed(2);
-  const four = value.toFixed(4);
-  return four.replace(/0+$/, "");
+  // Four places, less the trailing zeros past the second (a price that rounds to whole cents at
+  // four places keeps two: 0.99999 is "1.00", not "1.").
+  return value.toFixed(4).replace(/0{1,2}$/, "");
 }
 
 /**
@@ -54,6 +55,15 @@ export function formatSize(value: number | null | undefined): string {
   return sizeFormat.format(value);
 }
 
+/**
+ * A book level's size or cumulative depth: in full below 100,000 contracts, compact from there
+ * (`123K`, `1.2M`), so a deep book's columns stay readable side by side.
+ */
+export function formatDepth(value: number | null | undefined): string {
+  if (!isNum(value)) return DASH;
+  return Math.abs(value) < 100_000 ? formatSize(value) : formatCompact(value);
+}
+
 /** A large count, compact: `950`, `12.3K`, `4.5M`. */
 export function formatCompact(value: number | null | undefined): string {
   if (!isNum(value)) return DASH;
@@ -61,18 +71,18 @@ export function formatCompact(value: number | null | undefined): string {
   const sign = value < 0 ? "-" : "";
   if (abs < 1000) return sign + sizeFormat.format(abs);
   const units: Array<[number, string]> = [
-    [1e9, "B"],
-    [1e6, "M"],
     [1e3, "K"],
+    [1e6, "M"],
+    [1e9, "B"],
   ];
+  // The smallest unit whose rounded figure stays under 1000 (999,950 is "1M", not "1000K").
+  let text = "";
   for (const [size, unit] of units) {
-    if (abs >= size) {
-      const scaled = abs / size;
-      const text = scaled >= 100 ? scaled.toFixed(0) : scaled.toFixed(1).replace(/\.0$/, "");
-      return `${sign}${text}${unit}`;
-    }
+    const scaled = abs / size;
+    text = (scaled >= 100 ? scaled.toFixed(0) : scaled.toFixed(1).replace(/\.0$/, "")) + unit;
+    if (Number.parseFloat(text) < 1000) break;
   }
-  return sign + String(abs);
+  return sign + text;
 }
 
 /** A change in percent with its sign: `+1.25%`, `-0.40%`, `0.00%`. */
@@ -92,12 +102,24 @@ export function direction(value: number | null | undefined): Direction {
   return value > 0 ? "up" : "down";
 }
 
-/** A wall-clock time with seconds, 24 h: `14:03:07`. */
-export function formatTime(epochMs: number | null | undefined): string {
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+/**
+ * A local wall-clock time, 24 h: `14:03:07` today; on another day with its date, to the
+ * minute (`Dec 3 14:03`, `Dec 3 2025 14:03` in another year), so an old trade or a feed lost
+ * days ago does not read as today.
+ */
+export function formatTime(epochMs: number | null | undefined, nowMs: number = Date.now()): string {
   if (!isNum(epochMs)) return DASH;
   const d = new Date(epochMs);
+  const now = new Date(nowMs);
   const pad = (n: number) => String(n).padStart(2, "0");
-  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  const sameYear = d.getFullYear() === now.getFullYear();
+  if (sameYear && d.getMonth() === now.getMonth() && d.getDate() === now.getDate()) {
+    return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  }
+  const date = `${MONTHS[d.getMonth()]} ${d.getDate()}${sameYear ? "" : ` ${d.getFullYear()}`}`;
+  return `${date} ${pad(d.getHours())}:${pad(d.getMinutes())}`;
 }
 
 /** How long ago, coarse: `now`, `12s ago`, `4m ago`, `3h ago`, `2d ago`. */

@@ -79,7 +79,8 @@ def create(
 ) -> str:
     """Alert the signed-in user when the market's price reaches ``above`` or ``below``.
 
-    A level the price is already at or past is refused: an alert fires on a crossing.
+    A level the price is already at or past is refused: an alert fires on a crossing. Levels
+    are YES prices in dollars, from 0 to 1.
     Returns the alert's id.
     """
     user = require_user(ctx)
@@ -87,6 +88,10 @@ def create(
         raise _bad("give a level: above, below or both")
     if any(v is not None and not math.isfinite(v) for v in (above, below)):
         raise _bad("levels must be finite numbers")
+    # Prices are YES dollars: a level past them (55 meant as cents) could never fire.
+    for name, v in (("above", above), ("below", below)):
+        if v is not None and not 0 <= v <= 1:
+            raise _bad(f"{name} must be a price in dollars, from 0 to 1 (got {v:g})")
     if above is not None and below is not None and below >= above:
         raise _bad("below must be under above")
     if _by_ticker(ctx, "markets", ticker) is None:

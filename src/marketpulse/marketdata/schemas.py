@@ -189,6 +189,7 @@ RESULT_SCHEMAS: dict[str, dict[str, Any]] = {
     "marketData:getStreamStatus": _list(STREAM),
     "marketData:getTradeHistory": TRADE_PAGE,
     "watchlists:list": _list({"type": "string", "minLength": 1}),
+    "watchlists:markets": _list(MARKET_SUMMARY),
     "alerts:list": _list(ALERT),
     "settings:get": SETTINGS,
 }

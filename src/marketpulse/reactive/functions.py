@@ -19,6 +19,7 @@ function name to a :class:`FunctionSpec` holding its kind, visibility, per-argum
 
 from __future__ import annotations
 
+import enum
 import inspect
 import types
 import typing
@@ -103,13 +104,50 @@ def _to_int64(value: Any) -> Int64:
 
 _INT64 = Annotated[Any, PlainValidator(_to_int64)]
 
+# Containers the clients can only send as arrays (Convex values have no tuple or set), which
+# strict validation refuses from a list: the array is turned into one first.
+_FROM_ARRAY: dict[Any, type] = {tuple: tuple, set: set, frozenset: frozenset}
+
+
+def _from_array(kind: type) -> BeforeValidator:
+    def convert(value: Any) -> Any:
+        if isinstance(value, list):
+            try:
+                return kind(value)
+            except TypeError:  # unhashable items for a set: strict validation says what is wrong
+                return value
+        return value
+
+    return BeforeValidator(convert)
+
+
+def _enum_from_value(cls: type[enum.Enum]) -> BeforeValidator:
+    """An Enum argument from its value, which is what a client sends (strict validation takes
+    only a member); a bool is no int here either."""
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, cls | bool):
+            return value
+        try:
+            return cls(value)
+        except ValueError:
+            allowed = ", ".join(repr(m.value) for m in cls)
+            raise ValueError(f"expected one of {allowed}") from None
+
+    return BeforeValidator(convert)
+
 
 def _relax(tp: Any) -> Any:
-    """Rewrite a type hint so that, under strict validation, ``int`` accepts integral floats."""
+    """Rewrite a type hint so that, under strict validation, ``int`` accepts integral floats and
+    a tuple or set accepts the array a client sends for it, an Enum its value."""
     if tp is int:
         return _RELAXED_INT
     if tp is Int64:
         return _INT64
+    if tp in _FROM_ARRAY:
+        return Annotated[tp, _from_array(_FROM_ARRAY[tp])]
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return Annotated[tp, _enum_from_value(tp)]
     origin = get_origin(tp)
     if origin is None:
         return tp
@@ -122,9 +160,12 @@ def _relax(tp: Any) -> Any:
         return Union[tuple(_relax(a) for a in args)]  # noqa: UP007
     if origin in _CONTAINERS:
         try:
-            return origin[tuple(_relax(a) if a is not Ellipsis else a for a in args)]
+            relaxed = origin[tuple(_relax(a) if a is not Ellipsis else a for a in args)]
         except TypeError:
             return tp
+        if origin in _FROM_ARRAY:
+            return Annotated[relaxed, _from_array(_FROM_ARRAY[origin])]
+        return relaxed
     return tp
 
 

@@ -250,6 +250,30 @@ export declare const api: {
       Record<string, never>,
       Array<string>,
     >;
+    /** The markets the signed-in user watches, in ticker order, as `listMarkets` gives them without prices (`prices: false`). */
+    markets: FunctionReference<
+      "query",
+      "public",
+      Record<string, never>,
+      Array<{
+        ticker: string;
+        title: string;
+        subtitle: string | null;
+        eventTicker: string | null;
+        seriesTicker: string | null;
+        status: string;
+        closeTime: number | null;
+        price: number | null;
+        yesBid: number | null;
+        yesAsk: number | null;
+        volume: number | null;
+        openInterest: number | null;
+        result: string | null;
+        settlementValue: number | null;
+        settledAt: number | null;
+        live: boolean;
+      }>,
+    >;
     /** Stop watching a market; returns False if it was not watched. */
     remove: FunctionReference<"mutation", "public", { ticker: string }, boolean>;
   };

@@ -187,7 +187,7 @@ export function CandleChart({ ticker }: { ticker: string }) {
         ) : null}
         {!chartError && ready && empty ? (
           <div className="chart-overlay empty" data-testid="chart-empty">
-            No trades yet: candles appear with the first trade
+            {candles === null ? "Unknown market" : "No trades yet: candles appear with the first trade"}
           </div>
         ) : null}
       </div>

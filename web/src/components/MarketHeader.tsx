@@ -1,8 +1,9 @@
-import { useQuery } from "convex/react";
+import { useMemo } from "react";
+import { useQueries, useQuery } from "convex/react";
 import { api } from "../_generated/api";
 import { formatCloseTime, formatPrice } from "../format";
 import { useNow } from "../hooks/useNow";
-import { isTrading } from "../types";
+import { isTrading, type Market, type Price } from "../types";
 
 /** Title, ticker, event and status of the chosen market; closed markets say so plainly. */
 export function MarketHeader({ ticker }: { ticker: string }) {
@@ -45,8 +46,30 @@ export function MarketHeader({ ticker }: { ticker: string }) {
   );
 }
 
-/** Whether the market is closed, for the panels that render differently then. */
+/**
+ * Whether the market is closed, for the panels that render differently then.
+ *
+ * Called by the market view outside its panels' boundaries, so a failing `getMarket` (a ticker
+ * the store refuses, from the page address) must not throw here, as `useQuery` would: that
+ * blanked the whole page. `useQueries` hands the error back; the panels show it, each in its own.
+ */
 export function useMarketClosed(ticker: string): boolean {
-  const market = useQuery(api.marketData.getMarket, { ticker });
-  return market ? !isTrading(market.status) : false;
+  return useMarketInfo(ticker).closed;
+}
+
+/** Whether the market is closed, and whether the store knows it at all (`getMarket` null), for
+ * the panels that render differently then; it never throws, as {@link useMarketClosed}. */
+export function useMarketInfo(ticker: string): { closed: boolean; unknown: boolean } {
+  const queries = useMemo(() => ({ market: { query: api.marketData.getMarket, args: { ticker } } }), [ticker]);
+  const market = useQueries(queries).market as Market | null | undefined | Error;
+  if (market instanceof Error || market === undefined) return { closed: false, unknown: false };
+  return { closed: market !== null && !isTrading(market.status), unknown: market === null };
+}
+
+/** Whether the store says the market's feed is lost (`live: false`), so that the book panel,
+ * empty then, says why; it never throws, as {@link useMarketClosed}. */
+export function useFeedLost(ticker: string): boolean {
+  const queries = useMemo(() => ({ price: { query: api.marketData.getPrice, args: { ticker } } }), [ticker]);
+  const price = useQueries(queries).price as Price | null | undefined | Error;
+  return !!price && !(price instanceof Error) && price.live === false;
 }

@@ -14,7 +14,10 @@ import { useWatchlist, WatchFilter, WatchStar } from "./Watchlist";
  */
 function RowPrice({ market }: { market: MarketSummary }) {
   const live = useQuery(api.marketData.getPrice, { ticker: market.ticker });
-  return <RowPriceView price={live?.price} change={live?.changePercent24h} stale={live ? !live.live : false} />;
+  // A closed market's last price is final, not stale, whatever its stream's lease says (as in
+  // the market view's price panel).
+  const stale = live ? !live.live && isTrading(market.status) : false;
+  return <RowPriceView price={live?.price} change={live?.changePercent24h} stale={stale} />;
 }
 
 /** A row's price and 24 h change. */
@@ -70,6 +73,17 @@ function useSlashToSearch() {
   }, []);
 }
 
+/** Rows the market list shows at most; past them, a search finds the others. */
+export const LIST_LIMIT = 100;
+
+/** Whether a market matches the search box, as `listMarkets` matches `search` (ticker, event,
+ * title, subtitle; case-insensitive); every market matches an empty search. */
+export function matchesSearch(m: MarketSummary, search: string): boolean {
+  const needle = search.trim().toLowerCase();
+  if (!needle) return true;
+  return [m.ticker, m.eventTicker, m.title, m.subtitle].some((v) => (v ?? "").toLowerCase().includes(needle));
+}
+
 /** Markets with search and live prices; choosing one calls `onSelect`. */
 export function MarketList({
   selected,
@@ -83,9 +97,10 @@ export function MarketList({
   const [search, setSearch] = useState("");
   const query = useDebounced(search.trim(), 150);
   useSlashToSearch();
+  // One more than shown, to know whether the list was cut.
   const markets = useStableQuery(
     api.marketData.listMarkets,
-    query ? { search: query, limit: 100, prices: false } : { limit: 100, prices: false },
+    query ? { search: query, limit: LIST_LIMIT + 1, prices: false } : { limit: LIST_LIMIT + 1, prices: false },
   );
 
   useEffect(() => {
@@ -93,11 +108,22 @@ export function MarketList({
   }, [markets, onLoaded]);
   const watched = useWatchlist();
   const [onlyWatched, setOnlyWatched] = useState(false);
-  const shown = onlyWatched && watched && markets ? markets.filter((m) => watched.has(m.ticker)) : markets;
+  const watchOnly = onlyWatched && watched !== null;
+  // The watched markets themselves: a filter of the list above would miss those past its limit.
+  const watchedMarkets = useQuery(api.watchlists.markets, watchOnly ? {} : "skip");
+  let shown: readonly MarketSummary[] | undefined;
+  let more = false;
+  if (watchOnly) {
+    shown = watchedMarkets?.filter((m) => matchesSearch(m, query));
+  } else if (markets) {
+    more = markets.length > LIST_LIMIT;
+    shown = more ? markets.slice(0, LIST_LIMIT) : markets;
+  }
 
   return (
     <MarketListView
       markets={shown}
+      more={more}
       watched={watched}
       Star={WatchStar}
       toolbar={watched ? <WatchFilter only={onlyWatched} onChange={setOnlyWatched} /> : null}
@@ -125,8 +151,11 @@ export function MarketListView({
   Star,
   toolbar,
   emptyText,
+  more = false,
 }: {
   markets: readonly MarketSummary[] | undefined;
+  /** The store holds more markets than shown: say so, and that a search finds them. */
+  more?: boolean;
   /** The signed-in user's watched tickers (null: signed out, no stars). */
   watched?: ReadonlySet<string> | null;
   Star?: ComponentType<{ ticker: string; watched: boolean }>;
@@ -183,6 +212,13 @@ export function MarketListView({
             </li>
           );
         })}
+        {more ? (
+          <li className="list-more" data-testid="markets-more">
+            {query
+              ? `The first ${markets.length} matches: narrow the search`
+              : `The first ${markets.length} markets: search to find the others`}
+          </li>
+        ) : null}
       </ul>
     );
   }

@@ -1,6 +1,6 @@
 import { useQuery } from "convex/react";
 import { api } from "../_generated/api";
-import { formatPrice, formatPriceFixed, formatSize, formatSpread, priceDecimals } from "../format";
+import { formatDepth, formatPrice, formatPriceFixed, formatSpread, priceDecimals } from "../format";
 import type { Orderbook as Book } from "../types";
 import { Flash } from "./Flash";
 import { SkeletonRows } from "./Skeleton";
@@ -38,10 +38,10 @@ function Level({ row, side, decimals }: { row: LadderRow; side: "bid" | "ask"; d
   const price = <span className="level-price">{formatPriceFixed(row.price, decimals)}</span>;
   const size = (
     <Flash value={row.size} className="level-size">
-      {formatSize(row.size)}
+      {formatDepth(row.size)}
     </Flash>
   );
-  const total = <span className="level-total">{formatSize(row.total)}</span>;
+  const total = <span className="level-total">{formatDepth(row.total)}</span>;
   return (
     <div className={`level level-${side}`} data-testid={`${side}-level`} data-price={row.price}>
       <span className="depth" style={{ width: `${row.depthPct.toFixed(1)}%` }} aria-hidden="true" />
@@ -63,13 +63,37 @@ function Level({ row, side, decimals }: { row: LadderRow; side: "bid" | "ask"; d
 }
 
 /** The order book: bids and asks side by side, best first, with depth bars and the spread. */
-export function Orderbook({ ticker, depth = 10, closed = false }: { ticker: string; depth?: number; closed?: boolean }) {
+export function Orderbook({
+  ticker,
+  depth = 10,
+  closed = false,
+  stale = false,
+  unknown = false,
+}: {
+  ticker: string;
+  depth?: number;
+  closed?: boolean;
+  stale?: boolean;
+  unknown?: boolean;
+}) {
   const book = useQuery(api.marketData.getOrderbook, { ticker, depth });
-  return <OrderbookView book={book} closed={closed} />;
+  return <OrderbookView book={book} closed={closed} stale={stale} unknown={unknown} />;
 }
 
-/** A book as shown: `undefined` while loading, `null` when there is no valid book. */
-export function OrderbookView({ book, closed = false }: { book: Book | null | undefined; closed?: boolean }) {
+/** A book as shown: `undefined` while loading, `null` when there is no valid book (`stale`: the
+ * store withholds it because the market's feed is lost). */
+export function OrderbookView({
+  book,
+  closed = false,
+  stale = false,
+  unknown = false,
+}: {
+  book: Book | null | undefined;
+  closed?: boolean;
+  stale?: boolean;
+  /** The store has no such market. */
+  unknown?: boolean;
+}) {
   let body;
   let spread = null;
   if (book === undefined) {
@@ -77,7 +101,15 @@ export function OrderbookView({ book, closed = false }: { book: Book | null | un
   } else if (book === null || (book.bids.length === 0 && book.asks.length === 0)) {
     body = (
       <div className="empty" data-testid="book-empty">
-        {closed ? "Market closed: no resting orders" : book === null ? "No order book yet" : "The book is empty"}
+        {closed
+          ? "Market closed: no resting orders"
+          : book !== null
+            ? "The book is empty"
+            : unknown
+              ? "Unknown market"
+              : stale
+                ? "The feed is lost: no live book"
+                : "No order book yet"}
       </div>
     );
   } else {

@@ -14,18 +14,35 @@ import type { Price } from "../types";
 import { Flash } from "./Flash";
 
 /** The live price of one market: last price, 24 h change (coloured), bid/ask, volume. */
-export function PriceDisplay({ ticker, closed = false }: { ticker: string; closed?: boolean }) {
+export function PriceDisplay({
+  ticker,
+  closed = false,
+  unknown = false,
+}: {
+  ticker: string;
+  closed?: boolean;
+  unknown?: boolean;
+}) {
   const price = useQuery(api.marketData.getPrice, { ticker });
   // The tab title follows the price, so a background tab still shows it.
   const shown = price?.price;
   useEffect(() => {
     document.title = shown == null ? `${ticker} · marketpulse` : `${formatPrice(shown)} ${ticker} · marketpulse`;
   }, [shown, ticker]);
-  return <PriceView price={price} closed={closed} />;
+  return <PriceView price={price} closed={closed} unknown={unknown} />;
 }
 
-/** A price as shown: `undefined` while loading, `null` when the market has none yet. */
-export function PriceView({ price, closed = false }: { price: Price | null | undefined; closed?: boolean }) {
+/** A price as shown: `undefined` while loading, `null` when the market has none yet (or, with
+ * `unknown`, when the store has no such market). */
+export function PriceView({
+  price,
+  closed = false,
+  unknown = false,
+}: {
+  price: Price | null | undefined;
+  closed?: boolean;
+  unknown?: boolean;
+}) {
   if (price === undefined) {
     return (
       <div className="price price-loading" data-testid="price" aria-busy="true">
@@ -37,7 +54,7 @@ export function PriceView({ price, closed = false }: { price: Price | null | und
   if (price === null) {
     return (
       <div className="price price-empty" data-testid="price">
-        <span className="muted">No price yet</span>
+        <span className="muted">{unknown ? "Unknown market" : "No price yet"}</span>
       </div>
     );
   }

@@ -6,8 +6,9 @@ import type { Trade } from "../types";
 import { SkeletonRows } from "./Skeleton";
 
 /**
- * Ids in `trades` that were not in the previous result for the same ticker: they get the
- * "new" highlight. Nothing is fresh on the first result (or after switching markets).
+ * Ids of the trades above the newest one already shown for the same ticker (the list is newest
+ * first): they get the "new" highlight. Older rows shown below (a "Load more") are not new.
+ * Nothing is fresh on the first result (or after switching markets).
  */
 function useFreshIds(ticker: string, trades: ReadonlyArray<{ id: string }> | null | undefined): Set<string> {
   const memo = useRef<{ ticker: string; trades: unknown; seen: Set<string>; fresh: Set<string> } | null>(null);
@@ -16,7 +17,10 @@ function useFreshIds(ticker: string, trades: ReadonlyArray<{ id: string }> | nul
   if (last && last.ticker === ticker && last.trades === trades) return last.fresh;
   const fresh = new Set<string>();
   if (last && last.ticker === ticker) {
-    for (const t of trades) if (!last.seen.has(t.id)) fresh.add(t.id);
+    for (const t of trades) {
+      if (last.seen.has(t.id)) break;
+      fresh.add(t.id);
+    }
   }
   memo.current = { ticker, trades, seen: new Set(trades.map((t) => t.id)), fresh };
   return fresh;

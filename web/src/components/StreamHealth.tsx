@@ -41,6 +41,9 @@ export function StreamHealthView({ streams, now }: { streams: readonly StreamSta
   } else {
     body = streams.map((s) => {
       const health = streamHealth(s, now);
+      // Msg/s and lag are the worker's last report: a stopped or stale stream (its worker gone)
+      // keeps them in the store, and they are not what the feed is doing now.
+      const current = health !== "down";
       return (
         <div className={`stream stream-${health}`} key={s.streamId} data-testid="stream" data-health={health}>
           <div className="stream-title">
@@ -57,7 +60,7 @@ export function StreamHealthView({ streams, now }: { streams: readonly StreamSta
             </div>
             <div>
               <dt>Msg/s</dt>
-              <dd>{formatRate(s.messagesPerSecond)}</dd>
+              <dd data-testid="stream-rate">{current ? formatRate(s.messagesPerSecond) : "—"}</dd>
             </div>
             <div>
               <dt>Last msg</dt>
@@ -65,7 +68,7 @@ export function StreamHealthView({ streams, now }: { streams: readonly StreamSta
             </div>
             <div>
               <dt>Lag</dt>
-              <dd>{formatMs(s.lagMs)}</dd>
+              <dd data-testid="stream-lag">{current ? formatMs(s.lagMs) : "—"}</dd>
             </div>
             <div>
               <dt>Reconnects</dt>

@@ -13,7 +13,16 @@ type Status = "LoadingFirstPage" | "CanLoadMore" | "LoadingMore" | "Exhausted";
  * for a while would otherwise redraw every trade since it opened on each push. "Load more"
  * first shows rows already loaded, and asks the store for the next page only when none are.
  */
-export function TradeHistory({ ticker, pageSize = 30 }: { ticker: string; pageSize?: number }) {
+export function TradeHistory({
+  ticker,
+  pageSize = 30,
+  unknown = false,
+}: {
+  ticker: string;
+  pageSize?: number;
+  /** The store has no such market: its (empty) history says so. */
+  unknown?: boolean;
+}) {
   const { results, status, loadMore } = usePaginatedQuery(
     api.marketData.getTradeHistory,
     { ticker },
@@ -30,7 +39,7 @@ export function TradeHistory({ ticker, pageSize = 30 }: { ticker: string; pageSi
   return (
     <TradesView
       ticker={ticker}
-      trades={status === "LoadingFirstPage" ? undefined : view.rows}
+      trades={status === "LoadingFirstPage" ? undefined : unknown && view.rows.length === 0 ? null : view.rows}
       footer={<LoadMore status={view.status} count={view.count} onLoadMore={onLoadMore} />}
     />
   );

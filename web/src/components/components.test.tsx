@@ -28,6 +28,8 @@ describe("PriceView", () => {
     expect(screen.getByTestId("price").getAttribute("aria-busy")).toBe("true");
     rerender(<PriceView price={null} />);
     expect(screen.getByText("No price yet")).toBeTruthy();
+    rerender(<PriceView price={null} unknown />);
+    expect(screen.getByText("Unknown market")).toBeTruthy();
     rerender(<PriceView price={price} />);
     expect(screen.getByTestId("price-value").textContent).toBe("$0.52");
     expect(screen.getByTestId("price-change").textContent).toContain("+4.17%");
@@ -117,8 +119,20 @@ describe("OrderbookView", () => {
     expect(screen.getByTestId("orderbook").querySelector("[aria-busy=true]")).toBeTruthy();
     rerender(<OrderbookView book={null} />);
     expect(screen.getByTestId("book-empty").textContent).toBe("No order book yet");
+    // The store withholds the book of a market whose feed is lost: say so, not "yet".
+    rerender(<OrderbookView book={null} stale />);
+    expect(screen.getByTestId("book-empty").textContent).toBe("The feed is lost: no live book");
+    rerender(<OrderbookView book={null} unknown />);
+    expect(screen.getByTestId("book-empty").textContent).toBe("Unknown market");
     rerender(<OrderbookView book={{ ...book, bids: [], asks: [] }} closed />);
     expect(screen.getByTestId("book-empty").textContent).toMatch(/closed/i);
+  });
+  it("keeps a deep book's sizes and totals short enough to read side by side", () => {
+    const deep = { ...book, bids: [[0.45, 1_234_567.8], [0.44, 246_913.56]] as Array<[number, number]> };
+    render(<OrderbookView book={deep} />);
+    const bids = within(screen.getByTestId("bids")).getAllByTestId("bid-level");
+    expect(bids[0]!.textContent).toBe("1.2M1.2M0.45");
+    expect(bids[1]!.textContent).toBe("1.5M247K0.44");
   });
   it("says when one side is empty", () => {
     render(<OrderbookView book={{ ...book, asks: [], spread: null, mid: null }} />);
@@ -145,7 +159,7 @@ const trade = (id: string, side: "buy" | "sell", p: number, t: number): Trade =>
 
 describe("TradesView", () => {
   it("colours sides and shows time; only later trades are highlighted as new", () => {
-    const t0 = new Date(2026, 0, 1, 14, 3, 7).getTime();
+    const t0 = new Date().setHours(14, 3, 7, 0); // today: shown without a date
     const first = [trade("b", "sell", 0.49, t0), trade("a", "buy", 0.52, t0 - 1000)];
     const { rerender } = render(<TradesView ticker="KX-A" trades={first} />);
     const rows = screen.getAllByTestId("trade");
@@ -159,6 +173,20 @@ describe("TradesView", () => {
     rerender(<TradesView ticker="KX-A" trades={[trade("c", "buy", 0.5, t0 + 1000), ...first]} />);
     const fresh = document.querySelectorAll<HTMLElement>(".trade-new");
     expect([...fresh].map((r) => r.dataset.tradeId)).toEqual(["c"]);
+  });
+  it("does not highlight older trades shown below (Load more) as new", () => {
+    const first = [trade("c", "buy", 0.5, 3000), trade("b", "buy", 0.5, 2000)];
+    const { rerender } = render(<TradesView ticker="KX-A" trades={first} />);
+    rerender(<TradesView ticker="KX-A" trades={[...first, trade("a", "sell", 0.5, 1000), trade("0", "sell", 0.5, 0)]} />);
+    expect(document.querySelectorAll(".trade-new")).toHaveLength(0);
+    // A new trade and more old ones at once: only the new one is highlighted.
+    rerender(
+      <TradesView
+        ticker="KX-A"
+        trades={[trade("d", "buy", 0.5, 4000), ...first, trade("a", "sell", 0.5, 1000), trade("0", "sell", 0.5, 0), trade("-", "sell", 0.5, -1)]}
+      />,
+    );
+    expect([...document.querySelectorAll<HTMLElement>(".trade-new")].map((r) => r.dataset.tradeId)).toEqual(["d"]);
   });
   it("does not highlight the first trades of another market", () => {
     const { rerender } = render(<TradesView ticker="KX-A" trades={[trade("a", "buy", 0.5, 0)]} />);
@@ -280,6 +308,18 @@ describe("StreamHealthView", () => {
     expect(streamHealth(stream, 1_000_000 + 60_000)).toBe("warn");
     expect(streamHealth({ ...stream, state: "reconnecting" }, 1_000_000)).toBe("warn");
     expect(streamHealth({ ...stream, state: "stopped" }, 1_000_000)).toBe("down");
+  });
+  it("does not show a stale or stopped stream's last rate and lag as current", () => {
+    const { rerender } = render(<StreamHealthView streams={[{ ...stream, state: "stale", live: false }]} now={1_000_500} />);
+    expect(screen.getByTestId("stream").dataset.health).toBe("down");
+    expect(screen.getByTestId("stream").textContent).not.toMatch(/812|3 ms/);
+    expect(screen.getByTestId("stream-rate").textContent).toBe("—");
+    expect(screen.getByTestId("stream-lag").textContent).toBe("—");
+    rerender(<StreamHealthView streams={[{ ...stream, state: "stopped" }]} now={1_000_500} />);
+    expect(screen.getByTestId("stream-rate").textContent).toBe("—");
+    rerender(<StreamHealthView streams={[stream]} now={1_000_500} />);
+    expect(screen.getByTestId("stream-rate").textContent).toBe("812.4");
+    expect(screen.getByTestId("stream-lag").textContent).toBe("3 ms");
   });
   it("shows an empty state when no stream reports", () => {
     render(<StreamHealthView streams={[]} now={0} />);

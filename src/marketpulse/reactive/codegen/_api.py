@@ -18,6 +18,7 @@ from marketpulse.reactive.codegen._hints import TypeMapper, args_type
 from marketpulse.reactive.codegen._schema import schema_to_ts
 from marketpulse.reactive.codegen._ts import (
     TsGeneric,
+    TsIntersection,
     TsLiteral,
     TsObject,
     TsProperty,
@@ -120,7 +121,9 @@ def describe_modules(
             if path in schemas:
                 returns, source = schema_to_ts(schemas[path], mapper), "schema"
             else:
-                returns, source = mapper.map(spec.return_hint), "hints"
+                results = TypeMapper(result=True)
+                returns, source = results.map(spec.return_hint), "hints"
+                mapper.loose.extend(w for w in results.loose if w not in mapper.loose)
             out.append(
                 FunctionInfo(
                     module=module.name,
@@ -139,25 +142,43 @@ def describe_modules(
     return out, loose
 
 
+_SELF = object()
+"""The key of a namespace's own function, when a path is both (module ``a``'s ``b`` and module
+``a/b``); never a name."""
+
+
 def _tree(functions: list[FunctionInfo]) -> TsObject:
-    """Nest functions by module path segments ("a/b" -> a.b) into one object type."""
-    root: dict[str, Any] = {}
+    """Nest functions by module path segments ("a/b" -> a.b) into one object type.
+
+    A path that is both a function and a module (``a:b`` and ``a/b:c``) is both at once, as the
+    clients' ``anyApi`` resolves it: ``FunctionReference<...> & { c: ... }``.
+    """
+    root: dict[Any, Any] = {}
     for f in functions:
         node = root
         for segment in f.module.split("/"):
-            node = node.setdefault(segment, {})
-        node[f.name] = f
+            child = node.get(segment)
+            if isinstance(child, FunctionInfo):
+                child = node[segment] = {_SELF: child}
+            node = node.setdefault(segment, {}) if child is None else child
+        if isinstance(node.get(f.name), dict):
+            node[f.name][_SELF] = f
+        else:
+            node[f.name] = f
 
-    def build(node: dict[str, Any]) -> TsObject:
+    def ref(f: FunctionInfo) -> TsType:
+        return TsGeneric(
+            "FunctionReference", (TsLiteral(f.kind), TsLiteral(f.visibility), f.args, f.returns)
+        )
+
+    def build(node: dict[Any, Any]) -> TsObject:
         props = []
-        for key in sorted(node):
+        for key in sorted(k for k in node if k is not _SELF):
             value = node[key]
             if isinstance(value, FunctionInfo):
-                ref = TsGeneric(
-                    "FunctionReference",
-                    (TsLiteral(value.kind), TsLiteral(value.visibility), value.args, value.returns),
-                )
-                props.append(TsProperty(key, ref, doc=value.doc))
+                props.append(TsProperty(key, ref(value), doc=value.doc))
+            elif isinstance(own := value.get(_SELF), FunctionInfo):
+                props.append(TsProperty(key, TsIntersection((ref(own), build(value))), doc=own.doc))
             else:
                 props.append(TsProperty(key, build(value)))
         return TsObject(tuple(props))

@@ -6,6 +6,10 @@ The mapping follows the store's Convex values (``marketpulse.reactive.values``):
 sequences -> ``Array<T>``, fixed tuples -> ``[A, B]``, ``dict[str, V]`` -> ``Record<string, V>``,
 TypedDicts and pydantic models -> object types, ``Literal``/``Enum`` -> literal unions.
 Anything else becomes ``any`` and is reported, so a loose hint is visible, never silently wrong.
+
+A result hint is mapped with ``result=True``: a pydantic model or a set validates an argument
+(from an object or an array) but is no Convex value a function can return (the store refuses
+it), so there it is reported and ``any``, not the type of a value the client never receives.
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ _SEQUENCES: tuple[Any, ...] = (
     collections.abc.Collection,
 )
 _MAPPINGS: tuple[Any, ...] = (dict, collections.abc.Mapping, collections.abc.MutableMapping)
+# Sets validate an argument from an array, but are no Convex value to return.
+_SETS: tuple[Any, ...] = (set, frozenset, collections.abc.Set, collections.abc.MutableSet)
 # TypedDict key qualifiers, which include_extras keeps around the value type.
 _QUALIFIERS: tuple[Any, ...] = tuple(
     q for q in (getattr(typing, n, None) for n in ("Required", "NotRequired", "ReadOnly")) if q
@@ -62,9 +68,13 @@ _QUALIFIERS: tuple[Any, ...] = tuple(
 
 @dataclass
 class TypeMapper:
-    """Maps hints to TypeScript, collecting what it could only map to ``any``."""
+    """Maps hints to TypeScript, collecting what it could only map to ``any``.
+
+    ``result``: the hint is a function's result (see the module's docstring).
+    """
 
     loose: list[str] = field(default_factory=list)
+    result: bool = False
     _stack: list[Any] = field(default_factory=list)
 
     def note(self, what: str) -> TsType:
@@ -103,6 +113,8 @@ class TypeMapper:
             if args == ((),):
                 return TsTuple(())
             return TsTuple(tuple(self.map(a) for a in args)) if args else TsArray(TS_ANY)
+        if self.result and origin in _SETS:
+            return self.note(f"{_name(origin)} (no Convex value: return a list)")
         if origin in _SEQUENCES:
             return TsArray(self.map(args[0]) if args else self.note(f"bare {_name(origin)}"))
         if origin in _MAPPINGS:
@@ -144,7 +156,14 @@ class TypeMapper:
         if typing_extensions.is_typeddict(cls):
             return self._guarded(cls, self._typeddict)
         if _is_pydantic_model(cls):
+            if self.result:
+                return self.note(
+                    f"pydantic model {cls.__qualname__} (no Convex value: return "
+                    "model_dump(by_alias=True))"
+                )
             return self._guarded(cls, self._pydantic)
+        if self.result and (cls in _SETS or issubclass(cls, set | frozenset)):
+            return self.note(f"{cls.__name__} (no Convex value: return a list)")
         if cls in _SEQUENCES or issubclass(cls, list | tuple | set | frozenset):
             return TsArray(self.note(f"bare {cls.__name__}"))
         if cls in _MAPPINGS or issubclass(cls, dict):

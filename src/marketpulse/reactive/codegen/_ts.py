@@ -21,6 +21,7 @@ __all__ = [
     "TS_UNKNOWN",
     "TsArray",
     "TsGeneric",
+    "TsIntersection",
     "TsLiteral",
     "TsObject",
     "TsProperty",
@@ -108,6 +109,14 @@ class TsUnion(TsType):
     members: tuple[TsType, ...]
 
 
+@dataclass(frozen=True)
+class TsIntersection(TsType):
+    """``A & B``: a path that is both a function and a namespace (``api.a.b`` when a module ``a``
+    has a function ``b`` and a module ``a/b`` exists)."""
+
+    members: tuple[TsType, ...]
+
+
 TS_STRING = TsRef("string")
 TS_NUMBER = TsRef("number")
 TS_BOOLEAN = TsRef("boolean")
@@ -170,6 +179,8 @@ def _inline(t: TsType) -> str:
         return f"Record<string, {_inline(t.value)}>"
     if isinstance(t, TsUnion):
         return " | ".join(_inline(m) for m in t.members)
+    if isinstance(t, TsIntersection):
+        return " & ".join(_inline(m) for m in t.members)
     if isinstance(t, TsGeneric):
         return f"{t.name}<" + ", ".join(_inline(a) for a in t.args) + ">"
     if isinstance(t, TsObject):
@@ -214,6 +225,8 @@ def render(t: TsType, indent: int = 0) -> str:
         return f"Record<string, {render(t.value, indent)}>"
     if isinstance(t, TsUnion):
         return " | ".join(render(m, indent) for m in t.members)
+    if isinstance(t, TsIntersection):
+        return " & ".join(render(m, indent) for m in t.members)
     if isinstance(t, TsTuple):
         return "[" + ", ".join(render(i, indent) for i in t.items) + "]"
     return one_line
@@ -226,7 +239,7 @@ def _has_docs(t: TsType) -> bool:
         return _has_docs(t.item)
     if isinstance(t, TsRecord):
         return _has_docs(t.value)
-    if isinstance(t, TsUnion):
+    if isinstance(t, TsUnion | TsIntersection):
         return any(_has_docs(m) for m in t.members)
     if isinstance(t, TsTuple):
         return any(_has_docs(i) for i in t.items)
