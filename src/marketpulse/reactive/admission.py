@@ -270,7 +270,12 @@ def close_gracefully(
         transport.close()
         return
     transport.set_protocol(_Drain(transport, inner, timeout_s, max_bytes))
-    transport.write_eof()
+    try:
+        transport.write_eof()
+    except OSError:
+        # The peer is gone (it reset the connection, ENOTCONN): nothing left to linger for.
+        transport.abort()
+        return
     transport.resume_reading()  # it may have been paused for flow control
 
 
