@@ -255,6 +255,8 @@ def test_a_database_that_is_no_url_is_refused_before_anything_starts(
     result = CliRunner().invoke(serve_app(), ["serve", "--db", "mysql://u:hunter2@h/db"])
     assert result.exit_code == 2 and served == []
     assert "unknown database URL" in result.output and "hunter2" not in result.output
+    result = CliRunner().invoke(serve_app(), ["serve", "--db", "mysql://h/db?password=hunter2"])
+    assert result.exit_code == 2 and "hunter2" not in result.output
 
 
 def test_an_unreachable_database_or_a_taken_port_is_one_line_and_exit_code_1(
@@ -271,6 +273,15 @@ def test_an_unreachable_database_or_a_taken_port_is_one_line_and_exit_code_1(
     assert result.exit_code == 1, result.output
     assert result.output.startswith("marketpulse serve: cannot connect to PostgreSQL")
     assert result.output.count("\n") == 1 and "hunter2" not in result.output
+    # libpq and asyncpg also take the password as a query option.
+    for nobody in (
+        f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere?password=hunter2",
+        f"postgresql://127.0.0.1:{free_port()}/nowhere?user=postgres&Password=hunter2&node=a",
+    ):
+        result = CliRunner().invoke(serve_app(), ["serve", "--db", nobody, "--port", "0"])
+        assert result.exit_code == 1, result.output
+        assert "cannot connect to PostgreSQL" in result.output
+        assert "hunter2" not in result.output and "password=***" in result.output.lower()
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -319,7 +319,7 @@ async def _serve(
     from marketpulse.reactive._gc import GcPacer
     from marketpulse.reactive._loop_watch import LoopWatch
     from marketpulse.reactive.admission import quiet_accept_errors, raise_fd_limit
-    from marketpulse.reactive.persistence import NodeLiveness
+    from marketpulse.reactive.persistence import NodeLiveness, shown_url
     from marketpulse.reactive.server import build_app, uvicorn_config
 
     log = structlog.get_logger("marketpulse.serve")
@@ -390,7 +390,7 @@ async def _serve(
         server.on_listening = lambda port: log.info(
             "store listening",
             url=f"http://{settings.host}:{port}",
-            db=settings.db.split("@")[-1],
+            db=shown_url(settings.db),
             modules=[m.name for m in modules],
             static=str(static) if static else None,
             auth=[p.issuer for p in verifier.providers] if verifier else [],
