@@ -182,7 +182,33 @@ def configure_logging(level: str) -> None:
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
-    logging.basicConfig(level=numeric, stream=sys.stderr, format="%(message)s")
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=False)
+        if sys.stderr.isatty()
+        else structlog.processors.JSONRenderer()
+    )
+    stamp: list[Any] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    # The standard library's records (the engine's, uvicorn's, asyncio's) in the same format
+    # as structlog's: one JSON object a line, a traceback as its "exception" field.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.ExtraAdder(),
+                *stamp,
+            ],
+        )
+    )
+    logging.basicConfig(level=numeric, handlers=[handler])
     # uvicorn logs every WebSocket accept at INFO, and websockets every "connection open" and
     # "connection closed" (our sync socket's logger): noise at a thousand subscribers, and at
     # 100,000 the log line was ~6 % of a node's handshake time.
@@ -192,16 +218,10 @@ def configure_logging(level: str) -> None:
     # credential (a Slack or Discord hook), and must stay with its user (JWKS fetches log
     # their own line).
     logging.getLogger("httpx").setLevel(max(numeric, logging.WARNING))
-    renderer: Any = (
-        structlog.dev.ConsoleRenderer(colors=False)
-        if sys.stderr.isatty()
-        else structlog.processors.JSONRenderer()
-    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *stamp,
             structlog.processors.format_exc_info,
             renderer,
         ],
