@@ -316,3 +316,29 @@ def test_told_port_0_the_listening_line_names_the_port_it_serves_on(tmp_path: Pa
         url = str(listening()["url"])  # type: ignore[index]
         assert url.startswith("http://127.0.0.1:") and not url.endswith(":0")
         assert http_ok(url + "/health")
+
+
+def test_the_metrics_token_guards_the_metrics_port_too(tmp_path: Path) -> None:
+    """``MARKETPULSE_METRICS_TOKEN`` with ``--metrics-port``: the port answers only the token
+    (prometheus_client's own server, used before, answered anyone)."""
+    import urllib.error
+    import urllib.request
+
+    from marketpulse.testing import StoreProcess, free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    with StoreProcess(
+        tmp_path / "s.sqlite",
+        extra=["--metrics-port", str(port)],
+        env={"MARKETPULSE_METRICS_TOKEN": "m-token"},
+        log_path=tmp_path / "serve.log",
+    ):
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10)
+            assert refused.value.code == 401
+            assert refused.value.headers["WWW-Authenticate"] == "Bearer"
+        asked = urllib.request.Request(url, headers={"Authorization": "Bearer m-token"})
+        with urllib.request.urlopen(asked, timeout=10) as answer:
+            assert b"marketpulse_mutations_committed_total" in answer.read()

@@ -284,6 +284,45 @@ def load_crons(names: list[str]) -> list[Any]:
     return found
 
 
+def start_metrics_server(port: int, host: str, registry: Any, *, token: str | None) -> Any:
+    """Serve ``registry`` at ``host:port`` on a thread (prometheus_client's server), answering
+    only ``Authorization: Bearer <token>`` when ``token`` is set, as ``/metrics`` on the main
+    port does (``MARKETPULSE_METRICS_TOKEN``). Returns the server (``shutdown()`` stops it).
+
+    Raises:
+        OSError: the address cannot be bound.
+    """
+    import hmac
+    import socket
+    import threading
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from prometheus_client import make_wsgi_app
+    from prometheus_client.exposition import ThreadingWSGIServer
+
+    metrics = make_wsgi_app(registry)
+    expected = f"Bearer {token}".encode() if token else None
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        given = environ.get("HTTP_AUTHORIZATION", "").encode("latin-1", "replace")
+        if expected is not None and not hmac.compare_digest(given, expected):
+            headers = [("Content-Type", "application/json"), ("WWW-Authenticate", "Bearer")]
+            start_response("401 Unauthorized", headers)
+            return [b'{"code":"Unauthenticated","message":"metrics need a token"}']
+        return metrics(environ, start_response)
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    class Server(ThreadingWSGIServer):
+        address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+
+    server = make_server(host, port, app, Server, handler_class=Quiet)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server
+
+
 class CannotListen(RuntimeError):
     """``serve`` could not bind its port (uvicorn has logged the cause)."""
 
@@ -379,11 +418,12 @@ async def _serve(
             extra_routes=dev_issuer.routes() if dev_issuer is not None else (),
         )
         if settings.metrics_port is not None:
-            from prometheus_client import start_http_server
-
             try:
-                start_http_server(
-                    settings.metrics_port, settings.metrics_host, registry=gateway.metrics.registry
+                start_metrics_server(
+                    settings.metrics_port,
+                    settings.metrics_host,
+                    gateway.metrics.registry,
+                    token=token or None,
                 )
             except OSError as exc:
                 where = f"{settings.metrics_host}:{settings.metrics_port}"
