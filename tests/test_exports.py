@@ -163,6 +163,7 @@ EXPORTS: dict[str, list[str]] = {
         "WriteNow",
         "database_kind",
         "open_persistence",
+        "shown_url",
     ],
     "marketpulse.reactive.sync": [],
     "marketpulse.simulator": ["FaultSettings", "Faults", "Simulator", "SimulatorConfig"],

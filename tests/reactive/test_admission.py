@@ -107,3 +107,43 @@ def test_the_unsent_budget_drops_the_largest_holders_until_within_it() -> None:
     off = UnsentBudget(0)  # 0: no budget
     off.paused(Held(10**9), lambda: dropped.append(0))  # type: ignore[arg-type]
     assert dropped == [6, 9]
+
+
+async def test_a_graceful_close_of_a_connection_the_peer_reset_does_not_raise() -> None:
+    """A refusal (a 413 with ``Connection: close``) to a client that has already reset the
+    connection: shutting down writing fails with ENOTCONN, which used to escape into the
+    request cycle (uvicorn's "Exception in ASGI application" traceback, at the client's will).
+    The connection is closed at once instead."""
+    import socket
+    import struct
+
+    from marketpulse.reactive.admission import close_gracefully
+
+    loop = asyncio.get_running_loop()
+    accepted: asyncio.Future[asyncio.Transport] = loop.create_future()
+    lost: asyncio.Future[None] = loop.create_future()
+
+    class Inner(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            assert isinstance(transport, asyncio.Transport)
+            transport.pause_reading()  # as a request cycle busy with its answer
+            accepted.set_result(transport)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            lost.set_result(None)
+
+    server = await loop.create_server(Inner, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        transport = await asyncio.wait_for(accepted, 5)
+        client.sendall(b"x" * 1000)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()  # a reset, the server's socket not yet told
+        await asyncio.sleep(0.1)
+        assert not transport.is_closing()
+        close_gracefully(transport)
+        await asyncio.wait_for(lost, 1)  # closed now, not after the 2 s linger
+    finally:
+        server.close()
+        await server.wait_closed()

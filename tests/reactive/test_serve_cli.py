@@ -255,6 +255,8 @@ def test_a_database_that_is_no_url_is_refused_before_anything_starts(
     result = CliRunner().invoke(serve_app(), ["serve", "--db", "mysql://u:hunter2@h/db"])
     assert result.exit_code == 2 and served == []
     assert "unknown database URL" in result.output and "hunter2" not in result.output
+    result = CliRunner().invoke(serve_app(), ["serve", "--db", "mysql://h/db?password=hunter2"])
+    assert result.exit_code == 2 and "hunter2" not in result.output
 
 
 def test_an_unreachable_database_or_a_taken_port_is_one_line_and_exit_code_1(
@@ -271,6 +273,15 @@ def test_an_unreachable_database_or_a_taken_port_is_one_line_and_exit_code_1(
     assert result.exit_code == 1, result.output
     assert result.output.startswith("marketpulse serve: cannot connect to PostgreSQL")
     assert result.output.count("\n") == 1 and "hunter2" not in result.output
+    # libpq and asyncpg also take the password as a query option.
+    for nobody in (
+        f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere?password=hunter2",
+        f"postgresql://127.0.0.1:{free_port()}/nowhere?user=postgres&Password=hunter2&node=a",
+    ):
+        result = CliRunner().invoke(serve_app(), ["serve", "--db", nobody, "--port", "0"])
+        assert result.exit_code == 1, result.output
+        assert "cannot connect to PostgreSQL" in result.output
+        assert "hunter2" not in result.output and "password=***" in result.output.lower()
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -305,3 +316,29 @@ def test_told_port_0_the_listening_line_names_the_port_it_serves_on(tmp_path: Pa
         url = str(listening()["url"])  # type: ignore[index]
         assert url.startswith("http://127.0.0.1:") and not url.endswith(":0")
         assert http_ok(url + "/health")
+
+
+def test_the_metrics_token_guards_the_metrics_port_too(tmp_path: Path) -> None:
+    """``MARKETPULSE_METRICS_TOKEN`` with ``--metrics-port``: the port answers only the token
+    (prometheus_client's own server, used before, answered anyone)."""
+    import urllib.error
+    import urllib.request
+
+    from marketpulse.testing import StoreProcess, free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    with StoreProcess(
+        tmp_path / "s.sqlite",
+        extra=["--metrics-port", str(port)],
+        env={"MARKETPULSE_METRICS_TOKEN": "m-token"},
+        log_path=tmp_path / "serve.log",
+    ):
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10)
+            assert refused.value.code == 401
+            assert refused.value.headers["WWW-Authenticate"] == "Bearer"
+        asked = urllib.request.Request(url, headers={"Authorization": "Bearer m-token"})
+        with urllib.request.urlopen(asked, timeout=10) as answer:
+            assert b"marketpulse_mutations_committed_total" in answer.read()

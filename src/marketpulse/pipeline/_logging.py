@@ -20,17 +20,38 @@ def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
     lvl = logging.getLevelName(level.upper())
     if not isinstance(lvl, int):
         lvl = logging.INFO
-    logging.basicConfig(stream=sys.stderr, level=lvl, format="%(levelname)s %(name)s: %(message)s")
-    # One line per store write would drown everything else.
-    logging.getLogger("httpx").setLevel(max(lvl, logging.WARNING))
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )
+    stamp: list[structlog.typing.Processor] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if json:
+        # temporalio's records (an activity's failure, with its traceback) as JSON lines too.
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            structlog.stdlib.ProcessorFormatter(
+                processors=[
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info,
+                    renderer,
+                ],
+                foreign_pre_chain=[structlog.stdlib.add_logger_name, *stamp],
+            )
+        )
+        logging.basicConfig(level=lvl, handlers=[handler])
+    else:
+        logging.basicConfig(
+            stream=sys.stderr, level=lvl, format="%(levelname)s %(name)s: %(message)s"
+        )
+    # One line per store write would drown everything else.
+    logging.getLogger("httpx").setLevel(max(lvl, logging.WARNING))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *stamp,
+            structlog.processors.format_exc_info,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),

@@ -184,7 +184,33 @@ def configure_logging(level: str) -> None:
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
-    logging.basicConfig(level=numeric, stream=sys.stderr, format="%(message)s")
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=False)
+        if sys.stderr.isatty()
+        else structlog.processors.JSONRenderer()
+    )
+    stamp: list[Any] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    # The standard library's records (the engine's, uvicorn's, asyncio's) in the same format
+    # as structlog's: one JSON object a line, a traceback as its "exception" field.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.ExtraAdder(),
+                *stamp,
+            ],
+        )
+    )
+    logging.basicConfig(level=numeric, handlers=[handler])
     # uvicorn logs every WebSocket accept at INFO, and websockets every "connection open" and
     # "connection closed" (our sync socket's logger): noise at a thousand subscribers, and at
     # 100,000 the log line was ~6 % of a node's handshake time.
@@ -194,16 +220,10 @@ def configure_logging(level: str) -> None:
     # credential (a Slack or Discord hook), and must stay with its user (JWKS fetches log
     # their own line).
     logging.getLogger("httpx").setLevel(max(numeric, logging.WARNING))
-    renderer: Any = (
-        structlog.dev.ConsoleRenderer(colors=False)
-        if sys.stderr.isatty()
-        else structlog.processors.JSONRenderer()
-    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *stamp,
             structlog.processors.format_exc_info,
             renderer,
         ],
@@ -266,6 +286,45 @@ def load_crons(names: list[str]) -> list[Any]:
     return found
 
 
+def start_metrics_server(port: int, host: str, registry: Any, *, token: str | None) -> Any:
+    """Serve ``registry`` at ``host:port`` on a thread (prometheus_client's server), answering
+    only ``Authorization: Bearer <token>`` when ``token`` is set, as ``/metrics`` on the main
+    port does (``MARKETPULSE_METRICS_TOKEN``). Returns the server (``shutdown()`` stops it).
+
+    Raises:
+        OSError: the address cannot be bound.
+    """
+    import hmac
+    import socket
+    import threading
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from prometheus_client import make_wsgi_app
+    from prometheus_client.exposition import ThreadingWSGIServer
+
+    metrics = make_wsgi_app(registry)
+    expected = f"Bearer {token}".encode() if token else None
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        given = environ.get("HTTP_AUTHORIZATION", "").encode("latin-1", "replace")
+        if expected is not None and not hmac.compare_digest(given, expected):
+            headers = [("Content-Type", "application/json"), ("WWW-Authenticate", "Bearer")]
+            start_response("401 Unauthorized", headers)
+            return [b'{"code":"Unauthenticated","message":"metrics need a token"}']
+        return metrics(environ, start_response)
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    class Server(ThreadingWSGIServer):
+        address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+
+    server = make_server(host, port, app, Server, handler_class=Quiet)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server
+
+
 class CannotListen(RuntimeError):
     """``serve`` could not bind its port (uvicorn has logged the cause)."""
 
@@ -321,7 +380,7 @@ async def _serve(
     from marketpulse.reactive._gc import GcPacer
     from marketpulse.reactive._loop_watch import LoopWatch
     from marketpulse.reactive.admission import quiet_accept_errors, raise_fd_limit
-    from marketpulse.reactive.persistence import NodeLiveness
+    from marketpulse.reactive.persistence import NodeLiveness, shown_url
     from marketpulse.reactive.server import build_app, uvicorn_config
 
     log = structlog.get_logger("marketpulse.serve")
@@ -361,11 +420,12 @@ async def _serve(
             extra_routes=dev_issuer.routes() if dev_issuer is not None else (),
         )
         if settings.metrics_port is not None:
-            from prometheus_client import start_http_server
-
             try:
-                start_http_server(
-                    settings.metrics_port, settings.metrics_host, registry=gateway.metrics.registry
+                start_metrics_server(
+                    settings.metrics_port,
+                    settings.metrics_host,
+                    gateway.metrics.registry,
+                    token=token or None,
                 )
             except OSError as exc:
                 where = f"{settings.metrics_host}:{settings.metrics_port}"
@@ -392,7 +452,7 @@ async def _serve(
         server.on_listening = lambda port: log.info(
             "store listening",
             url=f"http://{settings.host}:{port}",
-            db=settings.db.split("@")[-1],
+            db=shown_url(settings.db),
             modules=[m.name for m in modules],
             static=str(static) if static else None,
             auth=[p.issuer for p in verifier.providers] if verifier else [],

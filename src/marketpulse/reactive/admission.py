@@ -30,6 +30,7 @@ import orjson
 import structlog
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from marketpulse.reactive._throttle import LogThrottle
 from marketpulse.reactive.limits import ConnectionLimits
 
 __all__ = [
@@ -52,44 +53,6 @@ LINGER_BYTES = 32 * 1024 * 1024  # above one whole message (16 MiB frames) still
 # Descriptors kept for everything but client sockets: the database, log files, listening
 # sockets, a few child pipes. Without them a full server would fail accept() (EMFILE).
 FD_RESERVE = 64
-
-
-class LogThrottle:
-    """At most ``burst`` log lines per key per ``window_s``; the rest are counted and the count
-    is reported on the next line that passes (so a flood of one event costs a few lines).
-
-    Args:
-        burst: Lines per key per window.
-        window_s: The window.
-    """
-
-    def __init__(self, burst: int = 5, window_s: float = 10.0) -> None:
-        self._burst = burst
-        self._window_s = window_s
-        self._seen: dict[str, tuple[float, int, int]] = {}
-
-    def allow(self, key: str) -> int | None:
-        """None to drop this line; else how many lines of this key were dropped before it."""
-        now = time.monotonic()
-        start, passed, dropped = self._seen.get(key, (now, 0, 0))
-        if now - start >= self._window_s:
-            start, passed = now, 0
-        if passed >= self._burst:
-            self._seen[key] = (start, passed, dropped + 1)
-            return None
-        self._seen[key] = (start, passed + 1, 0)
-        if len(self._seen) > 1024:  # keys are event names, but stay bounded whatever they are
-            self._seen.clear()
-        return dropped
-
-    def log(self, logger: Any, level: str, event: str, **fields: Any) -> None:
-        """``logger.<level>(event, **fields)`` unless this event is over its rate."""
-        dropped = self.allow(event)
-        if dropped is None:
-            return
-        if dropped:
-            fields["suppressed"] = dropped
-        getattr(logger, level)(event, **fields)
 
 
 THROTTLE = LogThrottle()
@@ -306,7 +269,12 @@ def close_gracefully(
         transport.close()
         return
     transport.set_protocol(_Drain(transport, inner, timeout_s, max_bytes))
-    transport.write_eof()
+    try:
+        transport.write_eof()
+    except OSError:
+        # The peer is gone (it reset the connection, ENOTCONN): nothing left to linger for.
+        transport.abort()
+        return
     transport.resume_reading()  # it may have been paused for flow control
 
 

@@ -38,6 +38,7 @@ from typing import Any, Protocol
 import orjson
 
 from ..._aio import call_after_waiting
+from .._throttle import LogThrottle
 from ..errors import ArgumentValidationError, ConvexError, QueryLimitError
 from ..functions import Durability, FunctionKind, FunctionModule, FunctionSpec, canonical_path
 from ..limits import RunLimits
@@ -73,6 +74,7 @@ from ._watchdog import DEADLINE_WATCHDOG, Interrupted
 __all__ = ["RELAXED_FLUSH_S", "CommitTimings", "Engine", "QueryListener", "SharedQuery"]
 
 log = logging.getLogger("marketpulse.reactive.engine")
+_RAISED = LogThrottle()
 
 _NOT_RUN = FunctionResult.failure("not run")
 _KIND_NAMES = {"query": "Query", "mutation": "Mutation", "action": "Action"}
@@ -451,7 +453,12 @@ class Engine:
                 ts=self._ts,
             )
         if not isinstance(exc, ArgumentValidationError | QueryLimitError):
-            log.info("function %s raised", path, exc_info=exc)
+            # Any client may call a function that raises as often as it likes: a few
+            # tracebacks per function per 10 s, then the count of those left out.
+            dropped = _RAISED.allow(path)
+            if dropped is not None:
+                extra = {"suppressed": dropped} if dropped else None
+                log.info("function %s raised", path, exc_info=exc, extra=extra)
         return FunctionResult.failure(_error_text(exc), logs.result(), self._ts)
 
     def _deadline(self, limit: float) -> float | None:

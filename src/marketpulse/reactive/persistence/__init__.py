@@ -18,6 +18,7 @@ commits, applies them and re-runs its queued mutations.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
+from urllib.parse import unquote_plus
 
 from marketpulse._lazy import lazy_import
 
@@ -42,6 +43,7 @@ __all__ = [
     "WriteNow",
     "database_kind",
     "open_persistence",
+    "shown_url",
 ]
 
 if TYPE_CHECKING:
@@ -125,6 +127,25 @@ def open_persistence(url: str, *, accept_database_loss: bool = False) -> Persist
     return from_url(url, accept_loss=accept_database_loss)
 
 
+_SECRET_OPTIONS = frozenset({"password", "sslpassword"})
+
+
+def shown_url(url: str) -> str:
+    """``url`` as logs and error messages may show it: without its user and password, and
+    with a password given as a query option (``?password=...``, which libpq and asyncpg
+    take) replaced by ``***``."""
+    shown = url.split("@")[-1]
+    base, sep, query = shown.partition("?")
+    if not sep:
+        return shown
+    options = []
+    for option in query.split("&"):
+        key, eq, _ = option.partition("=")
+        secret = unquote_plus(key).strip().lower() in _SECRET_OPTIONS
+        options.append(f"{key}{eq}***" if secret else option)
+    return f"{base}?{'&'.join(options)}"
+
+
 def database_kind(url: str) -> Literal["sqlite", "postgresql"]:
     """Which persistence ``url`` names, without opening it (a command checks its flag with it
     before starting anything).
@@ -137,7 +158,7 @@ def database_kind(url: str) -> Literal["sqlite", "postgresql"]:
         return "sqlite"
     if url.startswith(("postgresql:", "postgres:")):
         return "postgresql"
-    shown = url.split("@")[-1]  # never echo a password
+    shown = shown_url(url)  # never echo a password
     hint = f"; for a SQLite file say sqlite:{shown}" if "://" not in url else ""
     raise ValueError(
         f"unknown database URL {shown!r}: expected sqlite:PATH or postgresql://...{hint}"

@@ -71,6 +71,7 @@ import orjson
 import structlog
 
 from ..values import json_to_value, value_to_json
+from . import shown_url
 from ._failures import FailureLog
 from ._identity import DatabaseState, Marker, judge, read_marker, refusal_text, write_marker
 from ._types import (
@@ -388,7 +389,7 @@ class PostgresPersistence:
         return f"PostgresPersistence({self._safe_dsn()!r}, node={self.node!r})"
 
     def _safe_dsn(self) -> str:
-        return self.dsn.split("@")[-1]  # no password in logs or errors
+        return shown_url(self.dsn)  # no password in logs or errors
 
     @property
     def problem(self) -> str | None:
