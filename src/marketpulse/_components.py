@@ -262,9 +262,10 @@ class StoreProcess(HttpChildProcess):
         if log_path is None:
             raise ValueError("log_path is needed when the database is not a SQLite file")
         self.admin_key = new_admin_key() if admin_key is None else admin_key
-        super().__init__(
-            log_path, env={**(env or {}), **admin_key_env(self.admin_key)}, pythonpath=pythonpath
-        )
+        # The URL may hold a password: through the environment, as the admin key, never on
+        # the command line where ps shows it.
+        secrets = {**admin_key_env(self.admin_key), "MARKETPULSE_DB": self.database}
+        super().__init__(log_path, env={**(env or {}), **secrets}, pythonpath=pythonpath)
         self.port = port or free_port()
         self.functions = [functions] if isinstance(functions, str) else list(functions)
         self.extra = list(extra)
@@ -272,7 +273,6 @@ class StoreProcess(HttpChildProcess):
 
     def argv(self) -> list[str]:
         argv = marketpulse_argv("serve", "--host", HOST, "--port", str(self.port))
-        argv += ["--db", self.database]
         for module in self.functions:
             argv += ["--functions", module]
         return [*argv, *self.extra]

@@ -41,6 +41,14 @@ def test_a_store_restarts_on_its_port_with_its_data(tmp_path: Path) -> None:
         assert anonymous.query("marketData:getMarket", {"ticker": MARKET["ticker"]}) is not None
 
 
+def test_the_database_url_stays_off_the_store_s_command_line(tmp_path: Path) -> None:
+    # A PostgreSQL URL may hold a password: ps must not show it (as the admin key).
+    with StoreProcess(tmp_path / "secret-name.sqlite") as store:
+        cmdline = Path(f"/proc/{store.process.pid}/cmdline").read_bytes()
+        assert b"secret-name" not in cmdline and b"--db" not in cmdline
+        assert (tmp_path / "secret-name.sqlite").exists()  # it is the store's database
+
+
 def test_a_bare_path_in_a_string_is_refused_at_once(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="say sqlite:"):
         StoreProcess(str(tmp_path / "store.sqlite"), log_path=tmp_path / "s.log")
