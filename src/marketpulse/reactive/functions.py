@@ -281,6 +281,10 @@ def _adapter(module: str, name: str, arg: str, ann: Any) -> TypeAdapter[Any]:
         raise TypeError(
             f"{module}:{name}: argument {arg!r} has an unsupported type {ann!r}"
         ) from exc
+    except PydanticUserError as exc:
+        # e.g. a typing.TypedDict on Python < 3.12 (pydantic needs typing_extensions')
+        reason = str(exc).splitlines()[0]
+        raise TypeError(f"{module}:{name}: argument {arg!r}: {reason}") from exc
 
 
 def _build_spec(
