@@ -95,6 +95,8 @@ EXPORTS: dict[str, list[str]] = {
         "FunctionSpec",
         "Int64",
         "MutationCtx",
+        "PaginationOptions",
+        "PaginationResult",
         "QueryCtx",
         "Schema",
         "Table",

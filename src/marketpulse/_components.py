@@ -231,7 +231,8 @@ class StoreProcess(HttpChildProcess):
         port: Its port (default: a free one).
         functions: Functions module(s) to serve (default: ``serve``'s own).
         pythonpath: Folders put first on its ``PYTHONPATH`` (where ``functions`` live).
-        log_path: Its log (default: next to a SQLite file, with the suffix ``.log``).
+        log_path: Its log (default: next to a SQLite file, whether given as a path or as a
+            ``sqlite:`` URL, with the suffix ``.log``).
         extra: More ``serve`` options.
         env: More environment (e.g. ``MARKETPULSE_LOG_LEVEL``).
     """
@@ -257,8 +258,11 @@ class StoreProcess(HttpChildProcess):
         else:
             from marketpulse.reactive.persistence import database_kind
 
-            database_kind(database)  # a bare path in a str: say so here, not in the child's log
+            kind = database_kind(database)  # a bare path in a str: say so here, not in its log
             self.database = database
+            file = database.removeprefix("sqlite:").removeprefix("//")
+            if log_path is None and kind == "sqlite" and file and file != ":memory:":
+                log_path = Path(file).with_suffix(".log")
         if log_path is None:
             raise ValueError("log_path is needed when the database is not a SQLite file")
         self.admin_key = new_admin_key() if admin_key is None else admin_key

@@ -65,6 +65,23 @@ def test_writes_declarations_and_checks_them(tmp_path: Path) -> None:
     assert '"home"' in (out / "api.d.ts").read_text()  # --check writes nothing
 
 
+def test_the_console_script_finds_functions_in_the_current_directory(tmp_path: Path) -> None:
+    # As the ``marketpulse`` console script runs: ``-P`` leaves the current directory off
+    # sys.path, and the app's folder is not on PYTHONPATH.
+    (tmp_path / "my_notes.py").write_text(FUNCTIONS)
+    script = "from marketpulse.cli import main; main()"
+    r = subprocess.run(
+        [sys.executable, "-P", "-c", script, "codegen", "--functions", "my_notes", "--out", "gen"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "notes: {" in (tmp_path / "gen" / "api.d.ts").read_text()
+
+
 def test_bad_modules_are_clear_errors(tmp_path: Path) -> None:
     r = _codegen(tmp_path, "--functions", "no_such_module_here", "--out", str(tmp_path / "g"))
     assert r.returncode == 2

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import sys
+import typing
 from typing import Annotated, Any
 
 import pytest
@@ -210,3 +212,19 @@ def test_int64_models_and_unsupported_types() -> None:
 
         @mod.query
         def g(ctx: Any, o: Opaque) -> None: ...
+
+
+def test_a_typed_dict_pydantic_refuses_is_a_type_error_naming_the_argument() -> None:
+    # On Python < 3.12 pydantic refuses typing.TypedDict (it wants typing_extensions'): that
+    # escaped as a PydanticUserError naming neither the function nor the argument.
+    if sys.version_info >= (3, 12):
+        pytest.skip("pydantic takes typing.TypedDict on Python 3.12+")
+    mod = FunctionModule("typed")
+    with pytest.raises(TypeError, match=r"typed:add: argument 'item': .*typing_extensions"):
+
+        @mod.mutation
+        def add(ctx: Any, item: TypingItem) -> None: ...
+
+
+class TypingItem(typing.TypedDict):
+    name: str

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +111,24 @@ def test_a_missing_default_is_a_warning_but_a_named_module_must_exist(
     result = CliRunner().invoke(app, ["serve", "--functions", "no_such_app.functions"])
     assert result.exit_code == 2
     assert "cannot import functions module" in result.output
+
+
+def test_functions_are_found_in_the_current_directory_as_python_m_finds_them(
+    served: list[dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The ``marketpulse`` console script's sys.path has no current directory (``python -m``'s
+    # has): ``serve --functions my_app`` in the app's folder said "No module named 'my_app'".
+    (tmp_path / "greetings_here.py").write_text(FUNCTIONS_MODULE)
+    monkeypatch.chdir(tmp_path)
+    cwd = os.getcwd()
+    monkeypatch.setattr(
+        sys, "path", [p for p in sys.path if os.path.abspath(p or os.curdir) != cwd]
+    )
+    monkeypatch.delitem(sys.modules, "greetings_here", raising=False)
+    result = CliRunner().invoke(serve_app(), ["serve", "--functions", "greetings_here"])
+    assert result.exit_code == 0, result.output
+    assert served == [{"modules": ["greetings"], "static": None}]
+    assert sys.path[-1] == cwd  # searched last: a file here never shadows a package
 
 
 def test_auth_flags_choose_the_providers_and_a_real_one_turns_the_dev_sign_in_off(

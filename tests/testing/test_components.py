@@ -54,6 +54,17 @@ def test_a_bare_path_in_a_string_is_refused_at_once(tmp_path: Path) -> None:
         StoreProcess(str(tmp_path / "store.sqlite"), log_path=tmp_path / "s.log")
 
 
+def test_a_sqlite_url_logs_beside_its_file_as_a_path_does(tmp_path: Path) -> None:
+    # A ``sqlite:`` URL is a SQLite file too: it was refused with "log_path is needed when
+    # the database is not a SQLite file".
+    for url in (f"sqlite:{tmp_path}/a.sqlite", f"sqlite://{tmp_path}/a.sqlite"):
+        store = StoreProcess(url)
+        assert store.argv()[store.argv().index("--db") + 1] == url
+        assert store.log_path == tmp_path / "a.log"
+    with pytest.raises(ValueError, match="log_path is needed"):
+        StoreProcess("sqlite::memory:")
+
+
 def test_a_child_that_dies_at_start_raises_with_the_end_of_its_log(tmp_path: Path) -> None:
     store = StoreProcess(tmp_path / "store.sqlite", functions="no_such_functions_module")
     with pytest.raises(RuntimeError) as failed:

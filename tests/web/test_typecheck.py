@@ -21,7 +21,13 @@ from typing import Annotated, Any, Literal, TypedDict
 import pytest
 from pydantic import Field
 
-from marketpulse.reactive import FunctionModule, MutationCtx, QueryCtx
+from marketpulse.reactive import (
+    FunctionModule,
+    MutationCtx,
+    PaginationOptions,
+    PaginationResult,
+    QueryCtx,
+)
 from marketpulse.reactive.codegen import generate
 
 WEB = Path(__file__).resolve().parents[2] / "web"
@@ -79,9 +85,10 @@ MARKETDATA_EXPECTED = {
 
 def _header(api_import: str) -> str:
     return (
-        'import { useMutation, useQuery } from "convex/react";\n'
+        'import { useMutation, usePaginatedQuery, useQuery } from "convex/react";\n'
         f'import {{ api }} from "{api_import}";\n'
         "void useMutation;\n"
+        "void usePaginatedQuery;\n"
     )
 
 
@@ -169,6 +176,10 @@ def _demo_modules() -> list[FunctionModule]:
     def send(ctx: MutationCtx, channel: str, body: str) -> str:
         return ""
 
+    @chat.query
+    def page(ctx: QueryCtx, channel: str, paginationOpts: PaginationOptions) -> PaginationResult:
+        return ctx.db.query("messages").paginate(paginationOpts)
+
     return [chat, top]
 
 
@@ -184,7 +195,10 @@ def test_generated_declarations_check_a_fresh_module(node: Any, probe_dir: Path)
               const send = useMutation(api.chat.rooms.send);
               const sent: Promise<string> = send({ channel: "general", body: "hi" });
               const rooms: string[] | undefined = useQuery(api.chat.rooms, {});
-              return [msgs?.[0]?.sentAt.toFixed(0), sent, rooms];
+              const pages = usePaginatedQuery(
+                api.chat.rooms.page, { channel: "general" }, { initialNumItems: 10 }
+              );
+              return [msgs?.[0]?.sentAt.toFixed(0), sent, rooms, pages.loadMore];
             }
         """,
         "bad_order.ts": """

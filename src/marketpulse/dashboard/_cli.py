@@ -25,13 +25,13 @@ def load_modules(names: list[str]) -> tuple[list[Any], dict[str, Any]]:
     Raises:
         typer.BadParameter: a module cannot be imported or defines no FunctionModule.
     """
-    from marketpulse.reactive._cli import function_modules_of
+    from marketpulse.reactive._cli import function_modules_of, import_functions_module
 
     modules: list[Any] = []
     schemas: dict[str, Any] = {}
     for name in names:
         try:
-            module = importlib.import_module(name)
+            module = import_functions_module(name)
         except ImportError as exc:
             raise typer.BadParameter(f"cannot import functions module {name!r}: {exc}") from None
         modules.extend(function_modules_of(name, module))

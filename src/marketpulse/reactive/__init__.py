@@ -20,6 +20,8 @@ __all__ = [
     "FunctionSpec",
     "Int64",
     "MutationCtx",
+    "PaginationOptions",
+    "PaginationResult",
     "QueryCtx",
     "Schema",
     "Table",
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
     from .crons import Crons
     from .engine import ActionCtx, MutationCtx, QueryCtx
     from .errors import ArgumentValidationError, ConvexError
-    from .functions import FunctionModule, FunctionSpec
+    from .functions import FunctionModule, FunctionSpec, PaginationOptions, PaginationResult
     from .schema import Schema, Table
     from .values import Int64
 else:
@@ -44,6 +46,8 @@ else:
             "Crons": ".crons",
             "FunctionModule": ".functions",
             "FunctionSpec": ".functions",
+            "PaginationOptions": ".functions",
+            "PaginationResult": ".functions",
             "Schema": ".schema",
             "Table": ".schema",
             "Int64": ".values",

@@ -252,6 +252,20 @@ def function_modules_of(name: str, module: ModuleType) -> list[Any]:
     return found
 
 
+def import_functions_module(name: str) -> ModuleType:
+    """Import the functions module ``name``, also from the current directory.
+
+    ``python -m marketpulse`` searches the current directory first, the ``marketpulse``
+    console script not at all: ``marketpulse serve --functions my_app.functions`` run in the
+    app's folder could not find ``my_app``. The current directory is searched after everything
+    already on ``sys.path``, so a file there never shadows an installed package.
+    """
+    here = os.getcwd()
+    if not any(os.path.abspath(entry or os.curdir) == here for entry in sys.path):
+        sys.path.append(here)
+    return importlib.import_module(name)
+
+
 def load_function_modules(names: list[str], *, may_be_missing: str | None = None) -> list[Any]:
     """Import each module and collect the FunctionModule objects at its top level.
 
@@ -263,7 +277,7 @@ def load_function_modules(names: list[str], *, may_be_missing: str | None = None
     found: list[Any] = []
     for name in names:
         try:
-            module = importlib.import_module(name)
+            module = import_functions_module(name)
         except ModuleNotFoundError as exc:
             if name == may_be_missing and exc.name in {name, name.rpartition(".")[0]}:
                 log.warning("default functions module not found; serving no functions", module=name)

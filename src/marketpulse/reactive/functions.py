@@ -25,7 +25,17 @@ import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin, overload
+from typing import (
+    Annotated,
+    Any,
+    Literal,
+    NotRequired,
+    TypeVar,
+    Union,
+    get_args,
+    get_origin,
+    overload,
+)
 
 from pydantic import (
     BeforeValidator,
@@ -36,6 +46,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
 )
+from typing_extensions import TypedDict
 
 from .errors import ArgumentValidationError
 from .schema import Schema
@@ -47,9 +58,38 @@ __all__ = [
     "FunctionKind",
     "FunctionModule",
     "FunctionSpec",
+    "PaginationOptions",
+    "PaginationResult",
     "Visibility",
     "canonical_path",
 ]
+
+
+class PaginationOptions(TypedDict):
+    """A paginated query's ``paginationOpts`` argument, as the clients send it
+    (``usePaginatedQuery``, ``onPaginatedUpdate_experimental``); Convex's
+    ``paginationOptsValidator``. Typed so, the argument's generated TypeScript is the
+    ``PaginationOptions`` that ``usePaginatedQuery`` requires; ``.paginate`` checks the values."""
+
+    numItems: float
+    cursor: str | None
+    endCursor: NotRequired[str | None]
+    id: NotRequired[float]
+    maximumRowsRead: NotRequired[float]
+    maximumBytesRead: NotRequired[float]
+
+
+class PaginationResult(TypedDict):
+    """What ``.paginate`` returns; Convex's ``PaginationResult``. A paginated query's return
+    hint, so its generated TypeScript is what ``usePaginatedQuery`` requires (a TypedDict of the
+    same keys with a typed ``page`` types the results too)."""
+
+    page: list[dict[str, Any]]
+    isDone: bool
+    continueCursor: str
+    splitCursor: NotRequired[str | None]
+    pageStatus: NotRequired[Literal["SplitRecommended", "SplitRequired"] | None]
+
 
 FunctionKind = Literal["query", "mutation", "action"]
 Visibility = Literal["public", "internal"]
@@ -282,6 +322,10 @@ def _adapter(module: str, name: str, arg: str, ann: Any) -> TypeAdapter[Any]:
         raise TypeError(
             f"{module}:{name}: argument {arg!r} has an unsupported type {ann!r}"
         ) from exc
+    except PydanticUserError as exc:
+        # e.g. a typing.TypedDict on Python < 3.12 (pydantic needs typing_extensions')
+        reason = str(exc).splitlines()[0]
+        raise TypeError(f"{module}:{name}: argument {arg!r}: {reason}") from exc
 
 
 def _build_spec(
