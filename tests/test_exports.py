@@ -166,6 +166,7 @@ EXPORTS: dict[str, list[str]] = {
         "database_kind",
         "open_persistence",
         "shown_url",
+        "sqlite_path",
     ],
     "marketpulse.reactive.sync": [],
     "marketpulse.simulator": ["FaultSettings", "Faults", "Simulator", "SimulatorConfig"],

@@ -256,12 +256,11 @@ class StoreProcess(HttpChildProcess):
             self.database = f"sqlite:{os.fspath(database)}"
             log_path = log_path or Path(database).with_suffix(".log")
         else:
-            from marketpulse.reactive.persistence import database_kind
+            from marketpulse.reactive.persistence import sqlite_path
 
-            kind = database_kind(database)  # a bare path in a str: say so here, not in its log
+            file = sqlite_path(database)  # a bare path in a str: say so here, not in its log
             self.database = database
-            file = database.removeprefix("sqlite:").removeprefix("//")
-            if log_path is None and kind == "sqlite" and file and file != ":memory:":
+            if log_path is None and file and file != ":memory:":
                 log_path = Path(file).with_suffix(".log")
         if log_path is None:
             raise ValueError("log_path is needed when the database is not a SQLite file")

@@ -59,7 +59,7 @@ def test_a_sqlite_url_logs_beside_its_file_as_a_path_does(tmp_path: Path) -> Non
     # the database is not a SQLite file".
     for url in (f"sqlite:{tmp_path}/a.sqlite", f"sqlite://{tmp_path}/a.sqlite"):
         store = StoreProcess(url)
-        assert store.argv()[store.argv().index("--db") + 1] == url
+        assert store.database == url and "--db" not in store.argv()
         assert store.log_path == tmp_path / "a.log"
     with pytest.raises(ValueError, match="log_path is needed"):
         StoreProcess("sqlite::memory:")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -63,14 +62,6 @@ def gateway_for(
     )
 
 
-def _ensure_sqlite_dir(url: str) -> None:
-    if url.startswith("sqlite:") and ":memory:" not in url:
-        path = url.removeprefix("sqlite:")
-        if path.startswith("///"):
-            path = path[2:]
-        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-
-
 def auth_for(settings: ServeSettings) -> tuple[TokenVerifier | None, DevIssuer | None]:
     """The token verifier of ``settings`` (None: no providers) and the dev issuer it serves
     (None unless ``dev_auth_key`` is set and no real provider is configured).
@@ -101,7 +92,6 @@ async def open_gateway(
 ) -> tuple[Gateway, Callable[[], Awaitable[Any]]]:
     """Open persistence and engine per ``settings`` and start the scheduled-function runner;
     returns the gateway and its closer (runner, then engine, then the token verifier)."""
-    _ensure_sqlite_dir(settings.db)
     persistence = open_persistence(settings.db, accept_database_loss=settings.accept_database_loss)
     if hasattr(persistence, "inline_max_writes"):  # SQLite
         persistence.inline_max_writes = settings.sqlite_inline_max_writes

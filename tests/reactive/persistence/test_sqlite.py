@@ -273,3 +273,24 @@ async def test_the_writer_thread_makes_way_for_the_loop_and_an_inline_write_does
     me = threading.get_ident()
     assert pauses and all(t != me and s == sqlite_module.GIL_YIELD_S for t, s in pauses)
     assert len(pauses) == (per * 4 + 1) // per  # one per GIL_YIELD_DOCS documents encoded
+
+
+def test_a_sqlite_url_names_its_file_one_way_everywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from marketpulse.reactive.persistence import open_persistence, sqlite_path
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert sqlite_path("sqlite:~/data/s.sqlite") == str(tmp_path / "data" / "s.sqlite")
+    assert sqlite_path("sqlite:///abs/s.sqlite") == "/abs/s.sqlite"
+    assert sqlite_path("sqlite:rel/s.sqlite") == "rel/s.sqlite"
+    assert sqlite_path("sqlite::memory:") == ":memory:"
+    assert sqlite_path("postgresql://h/db") is None
+    with pytest.raises(ValueError, match="say sqlite:"):
+        sqlite_path("/abs/s.sqlite")
+    # The file opened is the one named, ~ expanded (it was opened as a literal "~" folder).
+    store = open_persistence("sqlite:~/data/s.sqlite")
+    try:
+        assert (tmp_path / "data" / "s.sqlite").exists()
+    finally:
+        asyncio.run(store.close())

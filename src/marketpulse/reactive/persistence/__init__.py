@@ -17,6 +17,7 @@ commits, applies them and re-runs its queued mutations.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import unquote_plus
 
@@ -44,6 +45,7 @@ __all__ = [
     "database_kind",
     "open_persistence",
     "shown_url",
+    "sqlite_path",
 ]
 
 if TYPE_CHECKING:
@@ -112,19 +114,29 @@ def open_persistence(url: str, *, accept_database_loss: bool = False) -> Persist
         UnsafeDatabase: the database is not the one this store last wrote (see above).
         PersistenceError: the store cannot be opened.
     """
-    kind = database_kind(url)
-    if kind == "sqlite":
-        rest = url[len("sqlite:") :]
-        if rest.startswith("//"):
-            rest = rest[2:]
-        if not rest:
+    path = sqlite_path(url)
+    if path is not None:
+        if not path:
             raise ValueError("sqlite URL needs a path: sqlite:PATH")
         from .sqlite import SqlitePersistence
 
-        return SqlitePersistence(rest, accept_loss=accept_database_loss)
+        return SqlitePersistence(path, accept_loss=accept_database_loss)
     from .postgres import from_url
 
     return from_url(url, accept_loss=accept_database_loss)
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file of a ``sqlite:PATH`` (or ``sqlite:///abs/path``) URL, ``~`` expanded;
+    ``":memory:"`` for ``sqlite::memory:``; ``""`` for no path; None for any other URL.
+
+    Raises:
+        ValueError: neither ``sqlite:`` nor ``postgresql://`` (see :func:`database_kind`).
+    """
+    if database_kind(url) != "sqlite":
+        return None
+    path = url.removeprefix("sqlite:").removeprefix("//")
+    return path if path in ("", ":memory:") else os.path.expanduser(path)
 
 
 _SECRET_OPTIONS = frozenset({"password", "sslpassword"})
@@ -161,5 +173,5 @@ def database_kind(url: str) -> Literal["sqlite", "postgresql"]:
     shown = shown_url(url)  # never echo a password
     hint = f"; for a SQLite file say sqlite:{shown}" if "://" not in url else ""
     raise ValueError(
-        f"unknown database URL {shown!r}: expected sqlite:PATH or postgresql://...{hint}"
+        f"unknown database URL {shown!r}; expected sqlite:PATH or postgresql://...{hint}"
     )
