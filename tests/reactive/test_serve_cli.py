@@ -173,12 +173,13 @@ def test_marketpulse_serve_defaults_to_the_market_data_app_and_its_dashboard(
 
 def test_the_store_imports_no_application_package() -> None:
     """``marketpulse.reactive`` imports only itself and the shared helpers (asyncio, lazy imports,
-    the admin key)."""
+    the admin key, the log format)."""
     allowed = (
         "marketpulse.reactive",
         "marketpulse._aio",
         "marketpulse._lazy",
         "marketpulse._admin_key",
+        "marketpulse._log_format",
     )
     package = Path(marketpulse.reactive.__file__).parent
     found = []

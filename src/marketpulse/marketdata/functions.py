@@ -38,12 +38,10 @@ from __future__ import annotations
 import time
 from typing import (
     Annotated,
-    Any,
-    NotRequired,  # pydantic needs these on 3.11
+    Any,  # pydantic needs these on 3.11
 )
 
 from pydantic import Field
-from typing_extensions import TypedDict
 
 from marketpulse.marketdata import _alerts, _apply, _leases, _results
 from marketpulse.marketdata._batch import (
@@ -67,7 +65,15 @@ from marketpulse.marketdata.limits import BOOK_LEVELS, MAX_CANDLES, MAX_RESULTS,
 from marketpulse.marketdata.packed_candles import ROW_BYTES, unpack_rows
 from marketpulse.marketdata.user_settings import settings
 from marketpulse.marketdata.watchlists import watchlists
-from marketpulse.reactive import Crons, FunctionModule, MutationCtx, QueryCtx, Schema, Table
+from marketpulse.reactive import (
+    Crons,
+    FunctionModule,
+    MutationCtx,
+    PaginationOptions,
+    QueryCtx,
+    Schema,
+    Table,
+)
 from marketpulse.reactive.engine import IndexRange
 
 # The signed-in users' modules are the app's too: serving this module serves them.
@@ -284,20 +290,9 @@ def listMarkets(
     return [_results.market_result(m, _by_ticker(ctx, "prices", m["ticker"])) for m in markets]
 
 
-class PaginationOpts(TypedDict):
-    """``paginationOpts`` as ``usePaginatedQuery`` sends it (checked by ``paginate``)."""
-
-    numItems: float
-    cursor: str | None
-    endCursor: NotRequired[str | None]
-    id: NotRequired[float]
-    maximumRowsRead: NotRequired[float]
-    maximumBytesRead: NotRequired[float]
-
-
 @marketData.query
 def getTradeHistory(
-    ctx: QueryCtx, ticker: Ticker, paginationOpts: PaginationOpts
+    ctx: QueryCtx, ticker: Ticker, paginationOpts: PaginationOptions
 ) -> dict[str, Any]:
     """A market's trades, newest first, a page at a time (``usePaginatedQuery``)."""
     result: dict[str, Any] = (

@@ -7,6 +7,8 @@ import sys
 
 import structlog
 
+from marketpulse._log_format import stdlib_handler
+
 __all__ = ["configure_logging"]
 
 
@@ -29,18 +31,7 @@ def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
     ]
     if json:
         # temporalio's records (an activity's failure, with its traceback) as JSON lines too.
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(
-            structlog.stdlib.ProcessorFormatter(
-                processors=[
-                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.format_exc_info,
-                    renderer,
-                ],
-                foreign_pre_chain=[structlog.stdlib.add_logger_name, *stamp],
-            )
-        )
-        logging.basicConfig(level=lvl, handlers=[handler])
+        logging.basicConfig(level=lvl, handlers=[stdlib_handler(renderer, stamp)])
     else:
         logging.basicConfig(
             stream=sys.stderr, level=lvl, format="%(levelname)s %(name)s: %(message)s"

@@ -26,6 +26,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from marketpulse._admin_key import new_admin_key
+from marketpulse._log_format import stdlib_handler
 from marketpulse.reactive.limits import SERVE_LIMITS, ConnectionLimits, RunLimits
 
 T = TypeVar("T")
@@ -195,22 +196,7 @@ def configure_logging(level: str) -> None:
     ]
     # The standard library's records (the engine's, uvicorn's, asyncio's) in the same format
     # as structlog's: one JSON object a line, a traceback as its "exception" field.
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            processors=[
-                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.format_exc_info,
-                renderer,
-            ],
-            foreign_pre_chain=[
-                structlog.stdlib.add_logger_name,
-                structlog.stdlib.ExtraAdder(),
-                *stamp,
-            ],
-        )
-    )
-    logging.basicConfig(level=numeric, handlers=[handler])
+    logging.basicConfig(level=numeric, handlers=[stdlib_handler(renderer, stamp)])
     # uvicorn logs every WebSocket accept at INFO, and websockets every "connection open" and
     # "connection closed" (our sync socket's logger): noise at a thousand subscribers, and at
     # 100,000 the log line was ~6 % of a node's handshake time.
