@@ -328,6 +328,20 @@ async def test_a_malformed_request_gets_a_json_400_naming_the_problem(store: Ser
         assert (await http.get(store.url + "/health")).status_code == 200
 
 
+async def _echo_unread(port: int, size: int) -> socket.socket:
+    """A socket that asked for a ``size``-character answer (written in one piece) and keeps
+    a 4 KiB receive buffer, so the answer waits in the server."""
+    loop = asyncio.get_running_loop()
+    body = json.dumps({"path": "counter:echo", "args": {"value": "y" * size}})
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    head = f"POST /api/action HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+    await loop.sock_sendall(sock, head.encode() + body.encode())
+    return sock
+
+
 async def test_a_client_that_stops_reading_its_response_is_dropped(tmp_path: Path) -> None:
     # An unread HTTP response used to be held for as long as the client kept the connection
     # open (20 such clients of /api/query_batch held 1.5 GB); it is dropped after
@@ -377,13 +391,7 @@ async def test_a_client_that_stops_reading_its_response_is_dropped(tmp_path: Pat
         # A response written in one piece, taken slowly until uvicorn's keep-alive timer (5 s)
         # closes the connection after it, then not at all: a closing transport waits to flush
         # what it holds, for ever unless dropped.
-        body = json.dumps({"path": "counter:echo", "args": {"value": "y" * 7_000_000}})
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.setblocking(False)
-        await loop.sock_connect(sock, ("127.0.0.1", port))
-        head = f"POST /api/action HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
-        await loop.sock_sendall(sock, head.encode() + body.encode())
+        sock = await _echo_unread(port, 7_000_000)
         for _ in range(30):  # 6 s at 160 KB/s: 1 MB of the 7
             await loop.sock_recv(sock, 32768)
             await asyncio.sleep(0.2)
@@ -400,7 +408,6 @@ async def test_past_the_unsent_budget_the_largest_unread_responses_are_dropped(
     # Each stuck client's answer is held until client_send_timeout_s (here far off); the
     # server-wide budget drops the largest holders as soon as they together pass it.
     limits = ConnectionLimits(client_send_timeout_s=60.0, max_unsent_bytes=5_000_000)
-    loop = asyncio.get_running_loop()
     run_limits = RunLimits(max_result_bytes=8 * 1024 * 1024)
     async with serve_store(tmp_path / "s.sqlite", limits, run_limits=run_limits) as served:
         port = int(served.url.rsplit(":", 1)[1])
@@ -411,14 +418,7 @@ async def test_past_the_unsent_budget_the_largest_unread_responses_are_dropped(
 
         stuck = []
         for size in (3_000_000, 3_100_000, 1_000_000):
-            body = json.dumps({"path": "counter:echo", "args": {"value": "y" * size}})
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.setblocking(False)
-            await loop.sock_connect(sock, ("127.0.0.1", port))
-            head = f"POST /api/action HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
-            await loop.sock_sendall(sock, head.encode() + body.encode())
-            stuck.append(sock)
+            stuck.append(await _echo_unread(port, size))
             await asyncio.sleep(0.5)
         # 3.0 + 3.1 MB passed 5 MB: the 3.1 went; 3.0 + 1.0 is within it.
         assert dropped() == 1.0
