@@ -82,7 +82,13 @@ def rest_trade_entry(trade: RestTrade) -> dict[str, Any] | None:
 async def fetch_trades_since(
     rest: Any, tickers: list[str], since_ms: float
 ) -> list[dict[str, Any]]:
-    """Every trade of ``tickers`` at or after ``since_ms - MARGIN_MS``, as trade entries."""
+    """Every trade of ``tickers`` at or after ``since_ms - MARGIN_MS``, as trade entries,
+    each market's oldest first: the order they were made, as the feed delivers them.
+
+    The REST API pages newest first, and trades of one order share a timestamp; the store
+    takes the later of two such trades for a candle's close (and the first for its open), so
+    entries handed over newest first made the oldest trade of a candle's last instant its
+    close."""
     # Kalshi's min_ts is whole Unix seconds: round down, never miss the first second.
     min_ts = max(0, int((since_ms - MARGIN_MS) // 1000))
 
@@ -92,6 +98,7 @@ async def fetch_trades_since(
             entry = rest_trade_entry(trade)
             if entry is not None:
                 out.append(entry)
+        out.reverse()
         return out
 
     pages = await asyncio.gather(*(one(t) for t in tickers))
