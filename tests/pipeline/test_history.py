@@ -205,3 +205,13 @@ def test_rest_history_reads_candles_as_the_typed_model_does() -> None:
             float(v) for v in (c.price.open, c.price.high, c.price.low, c.price.close)
         )
         assert volume == float(c.volume)
+
+
+def test_folded_candles_sum_volume_exactly() -> None:
+    from marketpulse.pipeline._history import _fold
+
+    minute = 60_000
+    sizes = (1.0, 1.0, 1.0, 0.1, 0.2)
+    rows = [(k * minute, 0.5, 0.5, 0.5, 0.5, size) for k, size in enumerate(sizes)]
+    ((start, *_, volume),) = _fold(rows, 5 * minute)
+    assert (start, volume) == (0, 3.3)  # the float sum is 3.3000000000000003

@@ -21,13 +21,14 @@ of them at most.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 import structlog
 
 from marketpulse._clock import now_ms
 from marketpulse.kalshi import Candlestick
+from marketpulse.marketdata._candles import add_volume
 from marketpulse.marketdata.packed_candles import pack_rows
 from marketpulse.pipeline._backfill import fetch_trades_since
 from marketpulse.pipeline._batch_writer import APPLY_UPDATES
@@ -93,6 +94,13 @@ def candle_rows(minutes: int, sticks: list[dict[str, Any]], now: float) -> list[
     return out
 
 
+def _volume(sizes: Iterable[float]) -> float:
+    total = 0.0
+    for size in sizes:
+        total = add_volume(total, size)
+    return total
+
+
 def _fold(rows: list[Row], length: int) -> list[Row]:
     """Complete longer candles from 1-minute ones (a bucket needs all of its minutes)."""
     buckets: dict[float, list[Row]] = {}
@@ -106,7 +114,7 @@ def _fold(rows: list[Row], length: int) -> list[Row]:
         rs.sort()
         high = max(r[2] for r in rs)
         low = min(r[3] for r in rs)
-        out.append((start, rs[0][1], high, low, rs[-1][4], sum(r[5] for r in rs)))
+        out.append((start, rs[0][1], high, low, rs[-1][4], _volume(r[5] for r in rs)))
     return out
 
 
