@@ -130,3 +130,36 @@ async def test_fetched_trades_come_oldest_first_so_candles_close_on_the_last_one
     for e in entries[1:]:
         merge_trade(candle, e["price"], e["size"], e["timestamp"])
     assert (candle["open"], candle["close"]) == (0.50, 0.52)
+
+
+async def test_no_fetch_asks_for_trades_the_retention_may_have_deleted() -> None:
+    # A market whose trades cleanup deleted holds none: the attempt's start fetched it from the
+    # exchange's oldest trade, and the store took every deleted trade as new (listed again,
+    # counted twice in the hour's candle: 650 trades for 325 in a live run).
+    from marketpulse._clock import now_ms
+    from marketpulse.pipeline._backfill import RETENTION_MARGIN_MS, TradeBackfill
+    from marketpulse.pipeline._coalesce import Coalescer
+
+    calls: list[float] = []
+
+    async def trades_since(tickers: list[str], since_ms: float) -> list[dict[str, Any]]:
+        calls.append(since_ms)
+        return []
+
+    async def newest_stored(tickers: list[str]) -> dict[str, float | None]:
+        return {"A": None}
+
+    bf = TradeBackfill(
+        stream_id="s",
+        trades_since=trades_since,
+        enabled=True,
+        coalescer=Coalescer(),
+        markets=lambda: ["A"],
+        wake=lambda: None,
+        spawn=asyncio.ensure_future,
+        retention_ms=60_000.0,
+    )
+    before = now_ms()
+    await bf.start_from_store(newest_stored)
+    await asyncio.sleep(0.05)
+    assert calls and calls[0] >= before - 60_000.0 + RETENTION_MARGIN_MS

@@ -30,7 +30,7 @@ from marketpulse._clock import now_ms
 from marketpulse.kalshi import Candlestick
 from marketpulse.marketdata._candles import add_volume
 from marketpulse.marketdata.packed_candles import pack_rows
-from marketpulse.pipeline._backfill import fetch_trades_since
+from marketpulse.pipeline._backfill import fetch_trades_since, kept_since
 from marketpulse.pipeline._batch_writer import APPLY_UPDATES
 from marketpulse.pipeline._store import StoreClient
 
@@ -164,6 +164,7 @@ async def write_history(
     tickers: list[str],
     stream_id: str,
     live_idle: Callable[[], Awaitable[None]],
+    retention_ms: float | None = None,
 ) -> None:
     """Fetch and write the history of ``tickers`` (see the module doc); never raises.
 
@@ -173,6 +174,8 @@ async def write_history(
         tickers: Markets just added.
         stream_id: For logs.
         live_idle: Returns once no live batch is waiting; awaited before each mutation.
+        retention_ms: The cleanup's retention: no trade older is fetched (a trade cleanup
+            deleted would be written and counted again).
     """
     at = now_ms()
     started = asyncio.get_running_loop().time()
@@ -234,7 +237,8 @@ async def write_history(
         for f in fetches:
             f.cancel()
     try:
-        entries = await source.trades(tickers, at - RECENT_TRADES_MS)
+        since = max(at - RECENT_TRADES_MS, kept_since(retention_ms, now_ms()))
+        entries = await source.trades(tickers, since)
         for k in range(0, len(entries), _CHUNK):
             await live_idle()
             part = entries[k : k + _CHUNK]
