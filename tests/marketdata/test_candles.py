@@ -30,6 +30,17 @@ def test_merge_keeps_ohlc_even_out_of_order() -> None:
     assert c["trades"] == 4.0
 
 
+def test_volume_is_the_exact_sum_of_fixed_point_sizes() -> None:
+    # Kalshi's sizes are fixed-point (count_fp "0.10"): the float sum 0.1 + 0.2 + ... drifted
+    # (0.30000000000000004; 2871.6500000000005 against the exchange's 2871.65 in a live run).
+    c = new_candle("A", "1m", 0.0, 0.50, 0.1, 1_000.0)
+    merge_trade(c, 0.50, 0.2, 2_000.0)
+    assert c["volume"] == 0.3
+    for k in range(1000):
+        merge_trade(c, 0.50, 2.87165, 3_000.0 + k)
+    assert repr(c["volume"]) == "2871.95"
+
+
 def test_fill_gaps_carries_last_close_and_is_oldest_first() -> None:
     m = INTERVALS["1m"]
     newest_first = [

@@ -103,3 +103,63 @@ async def test_fetches_start_after_the_newest_trade_held_per_market(
     bf.feed_state_changed("connected")
     await asyncio.sleep(0.2)
     assert set(calls) == {(("A",), 9_000.0), (("B",), float(MARGIN_MS))} and len(calls) == 4
+
+
+async def test_fetched_trades_come_oldest_first_so_candles_close_on_the_last_one() -> None:
+    # REST pages newest first; three fills of one order share an instant. Handed over in
+    # that order, the store's candle took the oldest fill for its close and open.
+    made = [
+        ("f1", "0.5000", "12:00:05Z"),
+        ("f2", "0.5100", "12:00:07Z"),
+        ("f3", "0.5200", "12:00:07Z"),
+    ]
+
+    class NewestFirst(Rest):
+        async def _trades(self, **filters: Any) -> AsyncIterator[RestTrade]:
+            for trade_id, price, at in reversed(made):
+                yield trade(
+                    trade_id=trade_id, yes_price_dollars=price, created_time=f"2026-11-24T{at}"
+                )
+
+    entries = await fetch_trades_since(NewestFirst(), ["KX-A"], 1_764_000_000_000.0)
+    assert [e["id"] for e in entries] == ["f1", "f2", "f3"]
+    from marketpulse.marketdata._candles import merge_trade, new_candle
+
+    first = entries[0]
+    candle = new_candle("KX-A", "1m", 0.0, first["price"], first["size"], first["timestamp"])
+    for e in entries[1:]:
+        merge_trade(candle, e["price"], e["size"], e["timestamp"])
+    assert (candle["open"], candle["close"]) == (0.50, 0.52)
+
+
+async def test_no_fetch_asks_for_trades_the_retention_may_have_deleted() -> None:
+    # A market whose trades cleanup deleted holds none: the attempt's start fetched it from the
+    # exchange's oldest trade, and the store took every deleted trade as new (listed again,
+    # counted twice in the hour's candle: 650 trades for 325 in a live run).
+    from marketpulse._clock import now_ms
+    from marketpulse.pipeline._backfill import RETENTION_MARGIN_MS, TradeBackfill
+    from marketpulse.pipeline._coalesce import Coalescer
+
+    calls: list[float] = []
+
+    async def trades_since(tickers: list[str], since_ms: float) -> list[dict[str, Any]]:
+        calls.append(since_ms)
+        return []
+
+    async def newest_stored(tickers: list[str]) -> dict[str, float | None]:
+        return {"A": None}
+
+    bf = TradeBackfill(
+        stream_id="s",
+        trades_since=trades_since,
+        enabled=True,
+        coalescer=Coalescer(),
+        markets=lambda: ["A"],
+        wake=lambda: None,
+        spawn=asyncio.ensure_future,
+        retention_ms=60_000.0,
+    )
+    before = now_ms()
+    await bf.start_from_store(newest_stored)
+    await asyncio.sleep(0.05)
+    assert calls and calls[0] >= before - 60_000.0 + RETENTION_MARGIN_MS

@@ -205,3 +205,37 @@ def test_rest_history_reads_candles_as_the_typed_model_does() -> None:
             float(v) for v in (c.price.open, c.price.high, c.price.low, c.price.close)
         )
         assert volume == float(c.volume)
+
+
+def test_folded_candles_sum_volume_exactly() -> None:
+    from marketpulse.pipeline._history import _fold
+
+    minute = 60_000
+    sizes = (1.0, 1.0, 1.0, 0.1, 0.2)
+    rows = [(k * minute, 0.5, 0.5, 0.5, 0.5, size) for k, size in enumerate(sizes)]
+    ((start, *_, volume),) = _fold(rows, 5 * minute)
+    assert (start, volume) == (0, 3.3)  # the float sum is 3.3000000000000003
+
+
+async def test_recent_trades_are_not_fetched_from_before_the_retention() -> None:
+    # With a retention under the hour fetched, a restart wrote again the trades cleanup had
+    # deleted, and they counted twice in the hour's candle.
+    from marketpulse._clock import now_ms
+    from marketpulse.pipeline._backfill import RETENTION_MARGIN_MS
+
+    asked: list[float] = []
+
+    class Source:
+        async def candles(self, tickers: list[str], at_ms: float, minutes: int) -> dict[str, Any]:
+            return {}
+
+        async def trades(self, tickers: list[str], since_ms: float) -> list[dict[str, Any]]:
+            asked.append(since_ms)
+            return []
+
+    async def idle() -> None:
+        return None
+
+    before = now_ms()
+    await write_history(Store(asyncio.Event()), Source(), ["A"], "s", idle, 600_000.0)  # type: ignore[arg-type]
+    assert asked and asked[0] >= before - 600_000.0 + RETENTION_MARGIN_MS

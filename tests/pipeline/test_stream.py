@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from marketpulse._clock import now_ms
 from marketpulse.kalshi import KalshiCredentials, KalshiFeed, KalshiRestClient
 from marketpulse.pipeline._alerts import Alerter
 from marketpulse.pipeline._backfill import SETTLE_S, fetch_trades_since
@@ -237,17 +238,18 @@ async def test_a_burst_of_trade_gaps_costs_at_most_two_backfill_rounds() -> None
         alerter=Alerter(),
         trades_since=trades_since,
     )
+    base = now_ms() - 60_000.0  # trades of a minute ago: well inside the retention
     for last_trade_ms in (2_000.0, 3_000.0, 5_000.0, 4_000.0):
-        runner._backfill.trade_seen("KX-A", last_trade_ms)
+        runner._backfill.trade_seen("KX-A", base + last_trade_ms)
         runner._follower.on_event(SequenceGap(sid=2, channel="trade", expected=7, got=9))
         await asyncio.sleep(0)
-    assert calls == [2_000.0]  # the first gap's fetch runs; the others wait for it
+    assert calls == [base + 2_000.0]  # the first gap's fetch runs; the others wait for it
     release.set()
     for _ in range(20):
         await asyncio.sleep(0)
     # One follow-up covers every gap seen meanwhile, from the earliest trade time asked (a
     # trade older than the newest seen does not move "the newest held" back).
-    assert calls == [2_000.0, 3_000.0]
+    assert calls == [base + 2_000.0, base + 3_000.0]
 
 
 async def test_finished_markets_expect_no_data_and_their_settlement_is_written() -> None:

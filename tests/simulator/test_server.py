@@ -18,6 +18,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from marketpulse.kalshi import KalshiCredentials, generate_private_key_pem
 from marketpulse.simulator import Simulator
+from marketpulse.simulator._model import Trade
 
 from .conftest import WS_PATH, Client, connect, creds, make_config, subscribed
 
@@ -847,3 +848,21 @@ async def test_send_log_gives_each_stamp_its_sub_millisecond_send_time(sim: Simu
     for stamp in stamps:
         # Sent within the stamp's millisecond or just after it, never before it.
         assert stamp <= logged[stamp] <= after and logged[stamp] - stamp < 50
+
+
+def test_a_restarted_simulator_makes_new_trade_ids(key_dir: Path) -> None:
+    # A store outlives a simulator restart (`marketpulse dev` run again on its data dir) and
+    # skips a trade id it already holds: the same seed's run made the last run's ids again,
+    # so every trade of the new run was dropped until it outgrew the old one.
+    def trade_ids(epoch_ms: int) -> list[str]:
+        sim = Simulator(make_config(key_dir, epoch_ms=epoch_ms))
+        events = sim.model.generate(3000, epoch_ms)
+        return [e.trade_id for e in events if isinstance(e, Trade)]
+
+    first, again, restarted = (
+        trade_ids(1_795_000_000_000),
+        trade_ids(1_795_000_000_000),
+        trade_ids(1_795_000_060_000),
+    )
+    assert first and first == again  # one seed and epoch: the same run, ids included
+    assert not set(first) & set(restarted)

@@ -25,7 +25,9 @@ __all__ = [
     "CHUNK_CANDLES",
     "INTERVALS",
     "OPEN_FIELDS",
+    "VOLUME_DECIMALS",
     "Interval",
+    "add_volume",
     "bucket_start",
     "chunk_start",
     "fill_gaps",
@@ -109,11 +111,22 @@ def new_candle(
     }
 
 
+VOLUME_DECIMALS = 8
+"""A candle's volume, a sum of sizes, is rounded to this many decimals: sizes are the
+exchange's fixed-point counts (two decimals on Kalshi), and a float sum drifts off the exact
+total (``2871.6500000000005`` contracts for the exchange's ``2871.65``)."""
+
+
+def add_volume(total: float, size: float) -> float:
+    """``total + size`` as the exact decimal sum of fixed-point sizes (:data:`VOLUME_DECIMALS`)."""
+    return round(total + size, VOLUME_DECIMALS)
+
+
 def merge_trade(candle: dict[str, Any], price: float, size: float, ts: float) -> None:
     """Fold one more trade of the candle's interval into it (in place)."""
     candle["high"] = max(candle["high"], price)
     candle["low"] = min(candle["low"], price)
-    candle["volume"] = candle["volume"] + size
+    candle["volume"] = add_volume(candle["volume"], size)
     candle["trades"] = candle["trades"] + 1.0
     if ts < candle["openTs"]:
         candle["open"] = price

@@ -26,11 +26,13 @@ from marketpulse.pipeline._coalesce import Coalescer
 
 __all__ = [
     "MARGIN_MS",
+    "RETENTION_MARGIN_MS",
     "SETTLE_S",
     "NewestStored",
     "TradeBackfill",
     "TradesSince",
     "fetch_trades_since",
+    "kept_since",
     "rest_trade_entry",
     "trade_entry",
 ]
@@ -49,6 +51,21 @@ MAX_PAGES = 20
 SETTLE_S = 2.0
 """A connection's backfill runs again this long after it came up: a trade made after the first
 fetch but before the new trade subscription took effect is in neither the fetch nor the stream."""
+
+RETENTION_MARGIN_MS = MARGIN_MS + 1_000
+"""Kept clear of the retention cutoff: a fetch asks from ``MARGIN_MS`` earlier, rounded down to
+a whole second."""
+
+
+def kept_since(retention_ms: float | None, now: float) -> float:
+    """The oldest trade time a fetch may ask for: none the cleanup (``retention_ms``) may have
+    deleted. The store skips a trade id it holds, but not one cleanup deleted: such a trade
+    fetched again is a new trade to it, listed again and counted again in the candles kept
+    longer than trades (hourly ones, a month). None: no bound."""
+    if retention_ms is None:
+        return float("-inf")
+    return now - retention_ms + RETENTION_MARGIN_MS
+
 
 NewestStored = Callable[[list[str]], Awaitable[dict[str, float | None]]]
 """The timestamp of each ticker's newest trade in the store (None: it holds none)."""
@@ -82,7 +99,13 @@ def rest_trade_entry(trade: RestTrade) -> dict[str, Any] | None:
 async def fetch_trades_since(
     rest: Any, tickers: list[str], since_ms: float
 ) -> list[dict[str, Any]]:
-    """Every trade of ``tickers`` at or after ``since_ms - MARGIN_MS``, as trade entries."""
+    """Every trade of ``tickers`` at or after ``since_ms - MARGIN_MS``, as trade entries,
+    each market's oldest first: the order they were made, as the feed delivers them.
+
+    The REST API pages newest first, and trades of one order share a timestamp; the store
+    takes the later of two such trades for a candle's close (and the first for its open), so
+    entries handed over newest first made the oldest trade of a candle's last instant its
+    close."""
     # Kalshi's min_ts is whole Unix seconds: round down, never miss the first second.
     min_ts = max(0, int((since_ms - MARGIN_MS) // 1000))
 
@@ -92,6 +115,7 @@ async def fetch_trades_since(
             entry = rest_trade_entry(trade)
             if entry is not None:
                 out.append(entry)
+        out.reverse()
         return out
 
     pages = await asyncio.gather(*(one(t) for t in tickers))
@@ -115,6 +139,8 @@ class TradeBackfill:
         markets: Returns the markets streamed now (trades of others are dropped).
         wake: Called after trades were put in the coalescer.
         spawn: Runs a coroutine in the background; returns its future.
+        retention_ms: The cleanup's retention: no fetch asks for trades it may have deleted
+            (:func:`kept_since`); None: no bound.
     """
 
     def __init__(
@@ -127,8 +153,10 @@ class TradeBackfill:
         markets: Callable[[], Sequence[str]],
         wake: Callable[[], None],
         spawn: Callable[[Awaitable[Any]], asyncio.Future[Any]],
+        retention_ms: float | None = None,
     ) -> None:
         self._stream_id = stream_id
+        self._retention_ms = retention_ms
         self._trades_since = trades_since if enabled else None
         self._coalescer = coalescer
         self._markets = markets
@@ -155,7 +183,7 @@ class TradeBackfill:
         """At the attempt's start: fetch each market's trades after the store's newest one.
 
         A market the store holds no trade of is fetched from the exchange's oldest kept trade
-        (bounded by ``MAX_PAGES``). If the store cannot say, the first reconnect or gap asks
+        (bounded by ``MAX_PAGES``), never from before the retention (``retention_ms``). If the store cannot say, the first reconnect or gap asks
         again from what this attempt saw.
         """
         if self._trades_since is None or newest_stored is None:
@@ -222,6 +250,7 @@ class TradeBackfill:
     async def _fetch(self, tickers: list[str], since_ms: float) -> None:
         if self._trades_since is None or not tickers:
             return
+        since_ms = max(since_ms, kept_since(self._retention_ms, now_ms()))
         try:
             entries = await self._trades_since(tickers, since_ms)
         except Exception as exc:  # the live feed goes on; the gap stays logged

@@ -21,15 +21,16 @@ of them at most.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 import structlog
 
 from marketpulse._clock import now_ms
 from marketpulse.kalshi import Candlestick
+from marketpulse.marketdata._candles import add_volume
 from marketpulse.marketdata.packed_candles import pack_rows
-from marketpulse.pipeline._backfill import fetch_trades_since
+from marketpulse.pipeline._backfill import fetch_trades_since, kept_since
 from marketpulse.pipeline._batch_writer import APPLY_UPDATES
 from marketpulse.pipeline._store import StoreClient
 
@@ -93,6 +94,13 @@ def candle_rows(minutes: int, sticks: list[dict[str, Any]], now: float) -> list[
     return out
 
 
+def _volume(sizes: Iterable[float]) -> float:
+    total = 0.0
+    for size in sizes:
+        total = add_volume(total, size)
+    return total
+
+
 def _fold(rows: list[Row], length: int) -> list[Row]:
     """Complete longer candles from 1-minute ones (a bucket needs all of its minutes)."""
     buckets: dict[float, list[Row]] = {}
@@ -106,7 +114,7 @@ def _fold(rows: list[Row], length: int) -> list[Row]:
         rs.sort()
         high = max(r[2] for r in rs)
         low = min(r[3] for r in rs)
-        out.append((start, rs[0][1], high, low, rs[-1][4], sum(r[5] for r in rs)))
+        out.append((start, rs[0][1], high, low, rs[-1][4], _volume(r[5] for r in rs)))
     return out
 
 
@@ -156,6 +164,7 @@ async def write_history(
     tickers: list[str],
     stream_id: str,
     live_idle: Callable[[], Awaitable[None]],
+    retention_ms: float | None = None,
 ) -> None:
     """Fetch and write the history of ``tickers`` (see the module doc); never raises.
 
@@ -165,6 +174,8 @@ async def write_history(
         tickers: Markets just added.
         stream_id: For logs.
         live_idle: Returns once no live batch is waiting; awaited before each mutation.
+        retention_ms: The cleanup's retention: no trade older is fetched (a trade cleanup
+            deleted would be written and counted again).
     """
     at = now_ms()
     started = asyncio.get_running_loop().time()
@@ -226,7 +237,8 @@ async def write_history(
         for f in fetches:
             f.cancel()
     try:
-        entries = await source.trades(tickers, at - RECENT_TRADES_MS)
+        since = max(at - RECENT_TRADES_MS, kept_since(retention_ms, now_ms()))
+        entries = await source.trades(tickers, since)
         for k in range(0, len(entries), _CHUNK):
             await live_idle()
             part = entries[k : k + _CHUNK]

@@ -142,6 +142,7 @@ class StreamRunner:
             markets=lambda: self.markets,
             wake=self._writer.wake,
             spawn=self._spawn,
+            retention_ms=config.retention * 1000.0,
         )
         self._follower = FeedFollower(
             stream_id=stream_id,
@@ -261,7 +262,12 @@ class StreamRunner:
         if self._history is not None and tickers:
             self._spawn(
                 write_history(
-                    self._store, self._history, tickers, self.stream_id, self._writer.idle
+                    self._store,
+                    self._history,
+                    tickers,
+                    self.stream_id,
+                    self._writer.idle,
+                    self.config.retention * 1000.0,
                 )
             )
 

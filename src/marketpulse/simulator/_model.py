@@ -151,6 +151,7 @@ class ExchangeModel:
         rng: random.Random,
         trade_history: int = 5000,
         empty_books: bool = False,
+        trade_id_salt: int = 0,
     ) -> None:
         """Seed every active market's book around its starting price.
 
@@ -159,9 +160,14 @@ class ExchangeModel:
             rng: The only source of randomness (seeded by the caller).
             trade_history: How many recent trades to keep for ``GET /markets/trades``.
             empty_books: Start with empty books (replay fills them from the recording).
+            trade_id_salt: Mixed into every trade id (128 bits), so two runs of one seed
+                that are not the same run (another ``--epoch-ms``: the server's start time by
+                default) never make the same trade id, as the exchange never does: a store
+                that outlives a simulator restart skips a trade id it already holds.
         """
         self.catalog = catalog
         self.rng = rng
+        self._trade_id_salt = trade_id_salt
         self.empty_books = empty_books
         self.states: dict[str, MarketState] = {}
         self.trades: deque[Trade] = deque(maxlen=trade_history)
@@ -298,7 +304,7 @@ class ExchangeModel:
             trade = Trade(
                 ticker,
                 now_ms,
-                str(uuid.UUID(int=self.rng.getrandbits(128), version=4)),
+                str(uuid.UUID(int=self.rng.getrandbits(128) ^ self._trade_id_salt, version=4)),
                 yes_price,
                 fill,
                 side,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import os
 import random
@@ -110,7 +111,14 @@ class Simulator:
         else:
             self.catalog = build_catalog(self.rng, cfg.markets, self.epoch_ms, cfg.closed_markets)
         self.model = ExchangeModel(
-            self.catalog, self.rng, empty_books=self.replay_source is not None
+            self.catalog,
+            self.rng,
+            empty_books=self.replay_source is not None,
+            # Deterministic for --seed and --epoch-ms, as the rest of the stream; a restart
+            # (a new epoch) makes new trade ids, not the last run's again.
+            trade_id_salt=int.from_bytes(
+                hashlib.blake2b(str(self.epoch_ms).encode(), digest_size=16).digest()
+            ),
         )
         self.faults = Faults(cfg.faults, random.Random(cfg.seed ^ 0x5EED_FA17))
         self.paused = False
