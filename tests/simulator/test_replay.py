@@ -266,3 +266,42 @@ async def test_replayed_lifecycle_events_change_the_listed_market(
         assert [x["ticker"] for x in body["markets"]] == [settled]
     finally:
         await sim.stop()
+
+
+def test_a_looped_replay_makes_new_trade_ids_each_round(key_dir: Path, tmp_path: Path) -> None:
+    # The store keeps one trade per id: with the recorded ids again, every round after the
+    # first would be dropped.
+    ticker = "KXB-26DEC07-CENT"
+    path = tmp_path / "rec.jsonl"
+    snapshot = {
+        "type": "orderbook_snapshot",
+        "sid": 1,
+        "seq": 1,
+        "msg": {
+            "market_ticker": ticker,
+            "yes_dollars_fp": [["0.4500", "10.00"]],
+            "no_dollars_fp": [["0.5000", "10.00"]],
+        },
+    }
+    trade = {
+        "type": "trade",
+        "sid": 2,
+        "seq": 1,
+        "msg": {
+            "market_ticker": ticker,
+            "trade_id": "5f0a1b2c-0000-4000-8000-000000000001",
+            "yes_price_dollars": "0.4600",
+            "count_fp": "3.00",
+            "taker_side": "yes",
+        },
+    }
+    _write(path, [snapshot, trade])
+    sim = Simulator(make_config(key_dir, replay=str(path)))
+    source = ReplaySource(path, loop=True)
+    ids = []
+    for round_ in range(5):
+        for event in source.due(sim.model, now=float(round_), now_ms=1_795_000_000_000):
+            if hasattr(event, "trade_id"):
+                ids.append(event.trade_id)
+    assert ids[0] == trade["msg"]["trade_id"]  # the first round is the recording's
+    assert len(ids) >= 3 and len(set(ids)) == len(ids)

@@ -142,7 +142,7 @@ class ReplaySource:
                     return out
                 self.index += 1
                 try:
-                    self._apply(model, rf.frame, now_ms, out)
+                    self._apply(model, rf.frame, now_ms, out, self.rounds)
                 except (KeyError, ValueError, TypeError, ArithmeticError):
                     self.skipped += 1
             if not self.loop:
@@ -153,7 +153,11 @@ class ReplaySource:
 
     @staticmethod
     def _apply(
-        model: ExchangeModel, frame: dict[str, Any], now_ms: int, out: list[ModelEvent]
+        model: ExchangeModel,
+        frame: dict[str, Any],
+        now_ms: int,
+        out: list[ModelEvent],
+        rounds: int = 0,
     ) -> None:
         msg = frame["msg"]
         ticker = msg["market_ticker"]
@@ -170,10 +174,15 @@ class ReplaySource:
         elif kind == "trade":
             yes_price = parse_price(msg["yes_price_dollars"])
             taker = msg.get("taker_outcome_side") or msg.get("taker_side") or "yes"
+            trade_id = str(msg.get("trade_id") or uuid.uuid4())
+            if rounds:
+                # A loop's trades are new trades: with the recorded ids again, a store (which
+                # keeps one trade per id) would drop every round after the first.
+                trade_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{trade_id}#{rounds}"))
             trade = Trade(
                 ticker,
                 now_ms,
-                str(msg.get("trade_id") or uuid.uuid4()),
+                trade_id,
                 yes_price,
                 parse_size(msg["count_fp"]),
                 taker,
