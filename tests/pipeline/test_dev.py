@@ -16,6 +16,7 @@ import pytest
 
 from marketpulse._process import marketpulse_env
 from marketpulse.testing import AdminClient, DevProcess, free_port
+from polling import wait_until
 from proctree import alive, descendants
 
 pytestmark = [
@@ -171,8 +172,12 @@ def test_a_second_dev_on_the_same_data_or_ports_says_so_and_leaves_the_first_alo
         assert second.returncode == 1
         assert f"127.0.0.1:{ports['temporal']} is already in use" in " ".join(second.stdout.split())
         assert first.poll() is None and first.ready_info() == before
-        status = query(first.url, "marketData:getStreamStatus", {})
-        assert isinstance(status, list) and status[0]["state"] == "connected"
+
+        def connected() -> bool:  # the first's stream goes on (it may still be connecting)
+            status = query(first.url, "marketData:getStreamStatus", {})
+            return isinstance(status, list) and bool(status) and status[0]["state"] == "connected"
+
+        wait_until(connected, 90, "the first dev's stream to be connected")
     finally:
         stop_and_check(first, signal.SIGTERM)
 
