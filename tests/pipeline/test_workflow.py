@@ -180,7 +180,6 @@ async def test_cleanup_timer(env: WorkflowEnvironment) -> None:
             task_queue=TASK_QUEUE,
         )
         for _ in range(5):
-            print("DBG", len(rec.cleanups), flush=True)
             await env.sleep(timedelta(seconds=250))
         await until(lambda: len(rec.cleanups) >= 2, timeout=WAIT_S)
         assert rec.cleanups[0].olderThanMs == 7_200_000.0
