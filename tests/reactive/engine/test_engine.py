@@ -138,6 +138,8 @@ async def test_raising_mutation_writes_nothing(engine: Engine) -> None:
     assert not r.success and r.has_error_data
     assert r.error_data == {"code": "REJECTED", "channel": "a"}
     assert r.encoded_error_data == {"code": "REJECTED", "channel": "a"}
+    # The message shows the data as the official clients write it: JSON, not a Python repr.
+    assert r.error_message == 'Uncaught ConvexError: {"code":"REJECTED","channel":"a"}'
     assert q(engine, "messages:count", {"channel": "a"}) == 1
 
 
