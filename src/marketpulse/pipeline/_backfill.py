@@ -183,8 +183,8 @@ class TradeBackfill:
         """At the attempt's start: fetch each market's trades after the store's newest one.
 
         A market the store holds no trade of is fetched from the exchange's oldest kept trade
-        (bounded by ``MAX_PAGES``), never from before the retention (``retention_ms``). If the store cannot say, the first reconnect or gap asks
-        again from what this attempt saw.
+        (bounded by ``MAX_PAGES``), never from before the retention (``retention_ms``). If the
+        store cannot say, the first reconnect or gap asks again from what this attempt saw.
         """
         if self._trades_since is None or newest_stored is None:
             return

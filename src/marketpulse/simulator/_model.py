@@ -310,11 +310,7 @@ class ExchangeModel:
                 side,
             )
             out.append(trade)
-            self.trades.append(trade)
-            self.trades_total += 1
-            st.last_price = yes_price
-            st.last_trade_size = fill
-            st.volume += fill
+            self.record_trade(trade)
             if self.rng.random() < 0.55:
                 st.open_interest += fill
             else:
@@ -378,7 +374,7 @@ class ExchangeModel:
         return [Delta(ticker, now_ms, side, price, delta)]
 
     def record_trade(self, trade: Trade) -> None:
-        """Account an external trade (replay) in last price, volume and history."""
+        """Account a trade (a fill here, or a replayed one) in last price, volume and history."""
         st = self.states[trade.ticker]
         st.last_price = trade.yes_price
         st.last_trade_size = trade.count
